@@ -1,0 +1,27 @@
+//! respite: a Redis-protocol (RESP2/RESP3) caching proxy.
+//!
+//! # Layout
+//! The data path, in the order a request travels it:
+//! - [`server`] accepts TCP and unix-socket clients and runs one session per client: it reads bytes,
+//!   frames them into requests ([`protocol::framer`]), answers what respite owns itself (HELLO, PING,
+//!   CLIENT SETNAME, …) and sends the rest on, writing replies back strictly in request order.
+//! - [`command`] is the table every decision is made from: arity, flags, key positions and the
+//!   [`command::Route`] of each command. Commands not in it are refused, never forwarded blind.
+//! - [`upstream`] owns the connections to Redis/Valkey/Dragonfly: a pool of multiplexed connections per
+//!   protocol, each with one writer that coalesces many clients' commands into one write, a FIFO of
+//!   reply slots, and one reader that finds reply boundaries ([`protocol::scanner`]) and hands raw bytes
+//!   back. Reconnects with backoff; never resends a write whose fate is unknown.
+//! - [`admin`] serves `/metrics`, `/healthz` and `/readyz` over HTTP; [`metrics`] names what is counted.
+//! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`].
+//!
+//! [`run`] ties them together; `main.rs` only parses the command line and calls it.
+
+pub mod admin;
+pub mod command;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod upstream;
+
+pub use server::run;
