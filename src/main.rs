@@ -1,1 +1,101 @@
-fn main() {}
+//! The `respite` binary: parse the command line, load the configuration, run the proxy.
+use anyhow::Context;
+use clap::Parser;
+use respite::config;
+use respite::server::{Listeners, run};
+use std::path::PathBuf;
+
+/// A Redis-protocol caching proxy.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults apply.
+    #[arg(short, long, env = "RESPITE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Client listener address (listen.tcp), e.g. 127.0.0.1:6380.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Unix socket path for clients (listen.unix).
+    #[arg(long)]
+    unix: Option<String>,
+    /// Upstream URL (upstream.url): redis://[user:pass@]host:port[/db], unix:///path, or none.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Admin HTTP address (admin.listen), or none.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Log level or filter (log.level).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Set any key: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut flags: config::Overrides = Vec::new();
+    for (key, v) in [
+        ("listen.tcp", &cli.listen),
+        ("listen.unix", &cli.unix),
+        ("upstream.url", &cli.upstream),
+        ("admin.listen", &cli.admin),
+        ("log.level", &cli.log_level),
+    ] {
+        if let Some(v) = v {
+            flags.push((key.into(), v.clone()));
+        }
+    }
+    for kv in &cli.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected section.key=value"))?;
+        flags.push((k.into(), v.into()));
+    }
+    let env = config::env_overrides(std::env::vars());
+    let config = config::load(cli.config.as_deref(), &env, &flags)?;
+    if cli.check_config {
+        println!("configuration is valid:\n{config:#?}");
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .init();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        rt.worker_threads(config.worker_threads);
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let listeners = Listeners::bind(&config)
+            .await
+            .context("binding listeners")?;
+        if let Some(l) = &listeners.tcp {
+            tracing::info!(addr = %l.local_addr()?, "listening");
+        }
+        if listeners.admin.is_some() {
+            respite::admin::recorder();
+        }
+        run(listeners, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// SIGTERM drains within the grace period; SIGINT (Ctrl-C) a second time exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: draining; press Ctrl-C again to exit now");
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
+        }
+    }
+}

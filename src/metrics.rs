@@ -1,1 +1,99 @@
-//! stub
+//! What respite counts, named in one place.
+//!
+//! Metric names and label sets live here so that `/metrics` stays a stable interface. Recording goes
+//! through the `metrics` facade; the Prometheus recorder is installed by [`crate::admin`]. Per-command
+//! counters are resolved once into handles, so the hot path pays one atomic add, not a registry lookup.
+use dashmap::DashMap;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::sync::OnceLock;
+
+pub const CLIENT_CONNECTIONS: &str = "respite_client_connections";
+pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
+pub const COMMANDS_TOTAL: &str = "respite_commands_total";
+pub const ERRORS_TOTAL: &str = "respite_errors_total";
+pub const UPSTREAM_CONNECTIONS: &str = "respite_upstream_connections";
+pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
+pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
+pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
+
+/// Error kinds, the `kind` label of [`ERRORS_TOTAL`]: which side failed and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client sent something respite cannot frame.
+    Protocol,
+    /// A command respite does not know or will not forward.
+    UnknownCommand,
+    Refused,
+    Arity,
+    /// The upstream could not be reached or the connection failed mid-command.
+    Upstream,
+    /// A command's deadline passed.
+    Timeout,
+    /// Error replies relayed from the upstream.
+    Reply,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::UnknownCommand => "unknown_command",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Arity => "arity",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reply => "reply",
+        }
+    }
+}
+
+pub fn error(kind: ErrorKind) {
+    counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+/// A command counter per command name, created on first use and then reused.
+pub fn command(name: &'static str) -> Counter {
+    static HANDLES: OnceLock<DashMap<&'static str, Counter>> = OnceLock::new();
+    let map = HANDLES.get_or_init(DashMap::new);
+    if let Some(c) = map.get(name) {
+        return c.clone();
+    }
+    map.entry(name)
+        .or_insert_with(|| counter!(COMMANDS_TOTAL, "command" => name))
+        .clone()
+}
+
+pub fn client_connections() -> Gauge {
+    gauge!(CLIENT_CONNECTIONS)
+}
+
+pub fn client_accepted() {
+    counter!(CLIENT_CONNECTIONS_TOTAL).increment(1);
+}
+
+pub fn upstream_connections(protocol: &'static str) -> Gauge {
+    gauge!(UPSTREAM_CONNECTIONS, "protocol" => protocol)
+}
+
+pub fn upstream_reconnect(protocol: &'static str) {
+    counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
+}
+
+pub fn batch_histograms() -> (Histogram, Histogram) {
+    (
+        histogram!(UPSTREAM_BATCH_COMMANDS),
+        histogram!(UPSTREAM_BATCH_BYTES),
+    )
+}
+
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
+    describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
+    describe_counter!(COMMANDS_TOTAL, "Commands received, by command");
+    describe_counter!(ERRORS_TOTAL, "Error replies sent to clients, by kind");
+    describe_gauge!(UPSTREAM_CONNECTIONS, "Upstream connections established now");
+    describe_counter!(UPSTREAM_RECONNECTS_TOTAL, "Upstream connection attempts after a failure");
+    describe_histogram!(UPSTREAM_BATCH_COMMANDS, "Commands coalesced into one upstream write");
+    describe_histogram!(UPSTREAM_BATCH_BYTES, "Bytes in one upstream write");
+}

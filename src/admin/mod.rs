@@ -1,1 +1,74 @@
-//! stub
+//! The admin HTTP port: `/metrics` for Prometheus, `/healthz` (the process lives), `/readyz`
+//! (traffic should come: not draining, and the upstream reachable), `/stats` as JSON.
+//!
+//! It reads state; it never changes how the proxy serves clients.
+use crate::upstream::Upstream;
+use axum::Router;
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct State {
+    pub upstream: Option<Arc<Upstream>>,
+    pub draining: CancellationToken,
+}
+
+/// Install the Prometheus recorder once per process (tests run many proxies in one process).
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0, 65536.0])
+            .expect("static buckets are valid")
+            .install_recorder()
+            .expect("no other metrics recorder is installed");
+        crate::metrics::describe();
+        handle
+    })
+}
+
+pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken) {
+    let handle = recorder();
+    let app = Router::new()
+        .route("/metrics", get(move || async move { handle.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/stats", get(stats))
+        .with_state(state);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+}
+
+async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
+    if state.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    match &state.upstream {
+        Some(u) if u.live_connections() == 0 => {
+            (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
+        }
+        _ => (StatusCode::OK, "ready\n"),
+    }
+}
+
+async fn stats(Extract(state): Extract<State>) -> impl IntoResponse {
+    let upstream = state.upstream.as_ref().map(|u| {
+        serde_json::json!({
+            "address": u.config().url.addr.to_string(),
+            "live_connections": u.live_connections(),
+            "server": u.server_info().map(|i| serde_json::json!({"server": i.server, "version": i.version})),
+        })
+    });
+    axum::Json(serde_json::json!({
+        "draining": state.draining.is_cancelled(),
+        "upstream": upstream,
+    }))
+}

@@ -1,1 +1,629 @@
-//! stub
+//! Configuration: proxy.toml, then `RESPITE_*` environment overrides, then command-line flags,
+//! parsed into raw serde structs and validated into a typed [`Config`].
+//!
+//! Every error names the key (`upstream.url`) and, when the key came from the file, its line. Nothing
+//! here opens sockets or files other than the config file itself.
+use crate::protocol::Limits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error; its `Display` names the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: invalid value for `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration respite runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub limits: Limits,
+    /// Most commands one client may have in flight before respite stops reading from it.
+    pub max_inflight_per_client: usize,
+    pub upstream: Option<UpstreamConfig>,
+    pub admin: Option<SocketAddr>,
+    pub log_level: String,
+    /// Tokio worker threads; 0 means one per core.
+    pub worker_threads: usize,
+    /// How long SIGTERM waits for clients to finish their in-flight commands.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub max_clients: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: UpstreamUrl,
+    /// Multiplexed connections per protocol (RESP2 and RESP3 clients use separate pools so replies
+    /// are forwarded byte for byte).
+    pub connections: usize,
+    /// Most commands in flight on one upstream connection (Dragonfly stops reading past 10,000).
+    pub max_inflight: usize,
+    /// A command unanswered for this long fails its connection: every command in flight on it gets
+    /// an error and the connection is replaced.
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Where the upstream is: `redis://[user:pass@]host:port[/db]` or `unix:///path[?db=N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub addr: UpstreamAddr,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAddr::Tcp(a) => write!(f, "{a}"),
+            UpstreamAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+// ---- raw, as written in proxy.toml ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    listen: RawListen,
+    limits: RawLimits,
+    upstream: RawUpstream,
+    admin: RawAdmin,
+    log: RawLog,
+    runtime: RawRuntime,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawListen {
+    tcp: String,
+    unix: String,
+    max_clients: i64,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            tcp: "127.0.0.1:6380".into(),
+            unix: String::new(),
+            max_clients: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_args: i64,
+    max_bulk_len: i64,
+    max_inline_len: i64,
+    max_query_buffer: i64,
+    max_inflight_per_client: i64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let l = Limits::default();
+        RawLimits {
+            max_args: l.max_args as i64,
+            max_bulk_len: l.max_bulk_len as i64,
+            max_inline_len: l.max_inline_len as i64,
+            max_query_buffer: l.max_query_buffer as i64,
+            max_inflight_per_client: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    url: String,
+    connections: i64,
+    max_inflight: i64,
+    command_timeout_ms: i64,
+    connect_timeout_ms: i64,
+    backoff_base_ms: i64,
+    backoff_max_ms: i64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            url: String::new(),
+            connections: 2,
+            max_inflight: 8192,
+            command_timeout_ms: 5000,
+            connect_timeout_ms: 1000,
+            backoff_base_ms: 50,
+            backoff_max_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9121".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRuntime {
+    worker_threads: i64,
+    shutdown_grace_ms: i64,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            worker_threads: 0,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// Overrides from the command line: `(dotted key, value)` pairs, applied after the file and the
+/// environment. Values are TOML literals when they parse as one, strings otherwise.
+pub type Overrides = Vec<(String, String)>;
+
+/// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
+const SECTIONS: &[&str] = &["listen", "limits", "upstream", "admin", "log", "runtime"];
+
+/// Environment overrides: `RESPITE_UPSTREAM_URL=…` sets `upstream.url`; `REDIS_URL` sets
+/// `upstream.url` too, with lower precedence than `RESPITE_UPSTREAM_URL`.
+pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Overrides {
+    let mut redis_url = None;
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        if name == "REDIS_URL" {
+            redis_url = Some(value);
+            continue;
+        }
+        let Some(rest) = name.strip_prefix("RESPITE_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        for section in SECTIONS {
+            if let Some(key) = rest
+                .strip_prefix(section)
+                .and_then(|k| k.strip_prefix('_'))
+            {
+                out.push((format!("{section}.{key}"), value.clone()));
+            }
+        }
+    }
+    if let Some(url) = redis_url {
+        out.insert(0, ("upstream.url".into(), url));
+    }
+    out
+}
+
+/// Where one override came from, for error messages.
+fn apply_override(
+    table: &mut toml::Table,
+    key: &str,
+    value: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let Some((section, field)) = key.split_once('.') else {
+        return Err(ConfigError::Parse {
+            origin: origin.into(),
+            message: format!("override `{key}` must be of the form section.key"),
+        });
+    };
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(field.to_string(), parsed);
+            Ok(())
+        }
+        _ => Err(ConfigError::Parse {
+            origin: origin.into(),
+            message: format!("`{section}` is not a table"),
+        }),
+    }
+}
+
+/// Load and validate: the file (if any), then `env`, then `flags`.
+pub fn load(
+    path: Option<&std::path::Path>,
+    env: &Overrides,
+    flags: &Overrides,
+) -> Result<Config, ConfigError> {
+    let (source, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "defaults".to_string()),
+    };
+    from_str_with(&source, &origin, env, flags)
+}
+
+/// Parse and validate a configuration text (tests use this directly).
+pub fn from_str_with(
+    source: &str,
+    origin: &str,
+    env: &Overrides,
+    flags: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = source.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+        origin: origin.into(),
+        message: e.to_string(),
+    })?;
+    let mut origins: Vec<(String, String)> = Vec::new();
+    for (k, v) in env {
+        apply_override(&mut table, k, v, "environment")?;
+        origins.push((k.clone(), "environment".into()));
+    }
+    for (k, v) in flags {
+        apply_override(&mut table, k, v, "command line")?;
+        origins.push((k.clone(), "command line".into()));
+    }
+    // Report where a bad key came from: an override names its source, a file key its line.
+    let where_is = |key: &str| -> String {
+        if let Some((_, o)) = origins.iter().rev().find(|(k, _)| k == key) {
+            return o.clone();
+        }
+        match line_of(source, key) {
+            Some(line) => format!("{origin} line {line}"),
+            None => origin.to_string(),
+        }
+    };
+    let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let msg = e.to_string();
+        // serde names the unknown field but not its section path; find it in the source.
+        let origin = unknown_field(&msg)
+            .and_then(|f| {
+                source
+                    .lines()
+                    .position(|l| l.trim_start().starts_with(&format!("{f} ")) || l.trim_start().starts_with(&format!("{f}=")))
+                    .map(|i| format!("{origin} line {}", i + 1))
+            })
+            .unwrap_or_else(|| origin.to_string());
+        ConfigError::Parse {
+            origin,
+            message: msg.trim().to_string(),
+        }
+    })?;
+    validate(raw, &where_is)
+}
+
+fn unknown_field(msg: &str) -> Option<&str> {
+    let rest = msg.split("unknown field `").nth(1)?;
+    rest.split('`').next()
+}
+
+/// The 1-based line of `section.key` in a TOML text, found by a light scan of table headers.
+fn line_of(source: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.split_once('.')?;
+    let mut current = String::new();
+    for (i, line) in source.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_string();
+        } else if current == section {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim() == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        origin: where_is(key),
+        key: key.to_string(),
+        message,
+    };
+    let positive = |key: &str, v: i64| -> Result<usize, ConfigError> {
+        if v <= 0 {
+            Err(invalid(key, format!("must be a positive integer, got {v}")))
+        } else {
+            Ok(v as usize)
+        }
+    };
+    let millis = |key: &str, v: i64| -> Result<Duration, ConfigError> {
+        positive(key, v).map(|v| Duration::from_millis(v as u64))
+    };
+    let addr = |key: &str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| invalid(key, format!("`{v}` is not an address of the form ip:port")))
+    };
+
+    let listen = ListenConfig {
+        tcp: addr("listen.tcp", &raw.listen.tcp)?,
+        unix: (!raw.listen.unix.is_empty()).then(|| PathBuf::from(&raw.listen.unix)),
+        max_clients: positive("listen.max_clients", raw.listen.max_clients)?,
+    };
+    if listen.tcp.is_none() && listen.unix.is_none() {
+        return Err(invalid(
+            "listen.tcp",
+            "no listener: set listen.tcp or listen.unix".into(),
+        ));
+    }
+
+    let limits = Limits {
+        max_args: positive("limits.max_args", raw.limits.max_args)?,
+        max_bulk_len: positive("limits.max_bulk_len", raw.limits.max_bulk_len)?,
+        max_inline_len: positive("limits.max_inline_len", raw.limits.max_inline_len)?,
+        max_query_buffer: positive("limits.max_query_buffer", raw.limits.max_query_buffer)?,
+    };
+    let hard = Limits::default();
+    for (key, v, max) in [
+        ("limits.max_args", limits.max_args, hard.max_args),
+        ("limits.max_bulk_len", limits.max_bulk_len, hard.max_bulk_len),
+        ("limits.max_inline_len", limits.max_inline_len, hard.max_inline_len),
+        ("limits.max_query_buffer", limits.max_query_buffer, hard.max_query_buffer),
+    ] {
+        if v > max {
+            return Err(invalid(key, format!("{v} is over Redis's own limit of {max}")));
+        }
+    }
+    let max_inflight_per_client = positive(
+        "limits.max_inflight_per_client",
+        raw.limits.max_inflight_per_client,
+    )?;
+
+    let url = raw.upstream.url.trim();
+    let upstream = if url.is_empty() || url == "none" {
+        None
+    } else {
+        let url = parse_url(url).map_err(|m| invalid("upstream.url", m))?;
+        let max_inflight = positive("upstream.max_inflight", raw.upstream.max_inflight)?;
+        if max_inflight > 10_000 {
+            return Err(invalid(
+                "upstream.max_inflight",
+                format!("{max_inflight} is over 10000, past which Dragonfly stops reading a connection"),
+            ));
+        }
+        let backoff_base = millis("upstream.backoff_base_ms", raw.upstream.backoff_base_ms)?;
+        let backoff_max = millis("upstream.backoff_max_ms", raw.upstream.backoff_max_ms)?;
+        if backoff_max < backoff_base {
+            return Err(invalid(
+                "upstream.backoff_max_ms",
+                "must be at least upstream.backoff_base_ms".into(),
+            ));
+        }
+        Some(UpstreamConfig {
+            url,
+            connections: positive("upstream.connections", raw.upstream.connections)?,
+            max_inflight,
+            command_timeout: millis("upstream.command_timeout_ms", raw.upstream.command_timeout_ms)?,
+            connect_timeout: millis("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms)?,
+            backoff_base,
+            backoff_max,
+        })
+    };
+
+    let admin = match raw.admin.listen.as_str() {
+        "" | "none" => None,
+        v => addr("admin.listen", v)?,
+    };
+    let level = raw.log.level.to_ascii_lowercase();
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "log.level",
+            format!("`{level}` is not a level (error, warn, info, debug, trace) or filter"),
+        ));
+    }
+    if raw.runtime.worker_threads < 0 {
+        return Err(invalid(
+            "runtime.worker_threads",
+            "must be 0 (one per core) or more".into(),
+        ));
+    }
+    Ok(Config {
+        listen,
+        limits,
+        max_inflight_per_client,
+        upstream,
+        admin,
+        log_level: level,
+        worker_threads: raw.runtime.worker_threads as usize,
+        shutdown_grace: millis("runtime.shutdown_grace_ms", raw.runtime.shutdown_grace_ms)?,
+    })
+}
+
+/// Parse an upstream URL. Errors are phrased for the user.
+pub fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
+    if let Some(rest) = url.strip_prefix("unix://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !path.starts_with('/') {
+            return Err(format!("`{url}`: a unix URL needs an absolute path: unix:///path/to/socket"));
+        }
+        let mut db = 0;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("db", v)) => {
+                    db = v.parse().map_err(|_| format!("`{url}`: db `{v}` is not a number"))?
+                }
+                _ => return Err(format!("`{url}`: unknown query parameter `{pair}` (only db=N)")),
+            }
+        }
+        return Ok(UpstreamUrl {
+            addr: UpstreamAddr::Unix(PathBuf::from(path)),
+            username: None,
+            password: None,
+            db,
+        });
+    }
+    let rest = if let Some(r) = url.strip_prefix("redis://") {
+        r
+    } else if url.starts_with("rediss://") {
+        return Err(format!("`{url}`: TLS (rediss://) is not supported yet"));
+    } else {
+        return Err(format!(
+            "`{url}` is not a redis://host:port[/db] or unix:///path URL"
+        ));
+    };
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let (hostport, db) = match hostpart.split_once('/') {
+        Some((h, "")) => (h, 0),
+        Some((h, d)) => (
+            h,
+            d.parse()
+                .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?,
+        ),
+        None => (hostpart, 0),
+    };
+    if hostport.is_empty() {
+        return Err(format!("`{url}`: missing host"));
+    }
+    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
+        let port = hostport.rsplit(':').next().unwrap_or_default();
+        port.parse::<u16>()
+            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
+        hostport.to_string()
+    } else {
+        format!("{hostport}:6379")
+    };
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+            None => (None, Some(a.to_string())),
+        },
+    };
+    Ok(UpstreamUrl {
+        addr: UpstreamAddr::Tcp(hostport),
+        username,
+        password,
+        db,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        from_str_with(s, "proxy.toml", &vec![], &vec![])
+    }
+
+    #[test]
+    fn urls() {
+        let u = parse_url("redis://u:p@10.0.0.1:7000/3").unwrap();
+        assert_eq!(u.addr, UpstreamAddr::Tcp("10.0.0.1:7000".into()));
+        assert_eq!((u.username.as_deref(), u.password.as_deref(), u.db), (Some("u"), Some("p"), 3));
+        let u = parse_url("redis://:secret@localhost").unwrap();
+        assert_eq!(u.addr, UpstreamAddr::Tcp("localhost:6379".into()));
+        assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+        let u = parse_url("unix:///tmp/r.sock?db=2").unwrap();
+        assert_eq!((u.addr, u.db), (UpstreamAddr::Unix("/tmp/r.sock".into()), 2));
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("redis://h:99999").unwrap_err().contains("port"));
+        assert!(parse_url("redis://h:1/x").unwrap_err().contains("database"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse("[upstream]\nurl = \"redis://a:1\"\nconections = 3\n").unwrap_err().to_string();
+        assert!(e.contains("conections"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_is_named_with_its_line() {
+        let e = parse("[limits]\n\nmax_args = 0\n").unwrap_err().to_string();
+        assert!(e.contains("`limits.max_args`") && e.contains("line 3"), "{e}");
+        let e = parse("[upstream]\nurl = \"redis://a:1\"\nmax_inflight = 20000\n").unwrap_err().to_string();
+        assert!(e.contains("upstream.max_inflight") && e.contains("Dragonfly"), "{e}");
+    }
+
+    #[test]
+    fn overrides_take_precedence_and_are_named() {
+        let env = env_overrides(vec![
+            ("REDIS_URL".to_string(), "redis://a:1".to_string()),
+            ("RESPITE_UPSTREAM_CONNECTIONS".to_string(), "7".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ]);
+        let flags = vec![("listen.tcp".to_string(), "127.0.0.1:1".to_string())];
+        let c = from_str_with("[upstream]\nconnections = 3\n", "f", &env, &flags).unwrap();
+        let up = c.upstream.unwrap();
+        assert_eq!(up.connections, 7);
+        assert_eq!(up.url.addr, UpstreamAddr::Tcp("a:1".into()));
+        assert_eq!(c.listen.tcp, Some("127.0.0.1:1".parse().unwrap()));
+        let bad = vec![("upstream.connections".to_string(), "-1".to_string())];
+        let e = from_str_with("", "f", &bad, &vec![]).unwrap_err().to_string();
+        assert!(e.contains("environment") && e.contains("upstream.connections"), "{e}");
+    }
+
+    #[test]
+    fn no_upstream_means_standalone() {
+        assert!(parse("").unwrap().upstream.is_none());
+        assert!(parse("[upstream]\nurl = \"none\"\n").unwrap().upstream.is_none());
+    }
+}

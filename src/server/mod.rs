@@ -1,2 +1,184 @@
-//! stub
-pub async fn run() {}
+//! Accepting clients and running their sessions; [`run`] is the proxy's entry point.
+//!
+//! `run` takes listeners that are already bound (tests bind `127.0.0.1:0`) and a shutdown future.
+//! It starts the upstream pools and the admin endpoint, accepts TCP and unix-socket clients up to
+//! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
+//! has in flight, and returns within the grace period. It never touches the upstream directly.
+mod local;
+mod session;
+
+use crate::config::Config;
+use crate::upstream::Upstream;
+use crate::{admin, metrics};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+/// Bound sockets for `run`: at least one client listener, and the admin HTTP listener if wanted.
+#[derive(Default)]
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub unix: Option<UnixListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Bind what the configuration names. A stale unix socket file left by a previous run is replaced.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let tcp = match config.listen.tcp {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        let unix = match &config.listen.unix {
+            Some(p) => {
+                if std::fs::symlink_metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    std::fs::remove_file(p)?;
+                }
+                Some(UnixListener::bind(p)?)
+            }
+            None => None,
+        };
+        let admin = match config.admin {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        Ok(Listeners { tcp, unix, admin })
+    }
+}
+
+/// State every session shares.
+pub(crate) struct Shared {
+    pub config: Arc<Config>,
+    pub upstream: Option<Arc<Upstream>>,
+    pub next_id: AtomicU64,
+    /// Fires when the proxy starts draining: sessions stop reading new commands.
+    pub draining: CancellationToken,
+}
+
+/// Run the proxy until `shutdown` completes, then drain within `config.shutdown_grace`.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let stop_upstream = CancellationToken::new();
+    let upstream = config
+        .upstream
+        .clone()
+        .map(|u| Upstream::start(u, stop_upstream.clone()));
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        upstream: upstream.clone(),
+        next_id: AtomicU64::new(1),
+        draining: CancellationToken::new(),
+    });
+    let admin_task = listeners.admin.map(|l| {
+        let state = admin::State {
+            upstream: upstream.clone(),
+            draining: shared.draining.clone(),
+        };
+        tokio::spawn(admin::serve(l, state, shared.draining.clone()))
+    });
+
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.listen.max_clients));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            r = accept_tcp(listeners.tcp.as_ref()) => r,
+            r = accept_unix(listeners.unix.as_ref()) => r,
+        };
+        let conn = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly rather than spin.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        metrics::client_accepted();
+        let permit = slots.clone().try_acquire_owned().ok();
+        let shared = shared.clone();
+        let id = shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = info_span!("client", id, peer = %conn.peer);
+        tracker.spawn(
+            async move {
+                match permit {
+                    Some(_permit) => session::serve(conn, id, shared).await,
+                    None => session::refuse(conn, "ERR max number of clients reached").await,
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    info!("shutting down: no new clients; draining");
+    shared.draining.cancel();
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?config.shutdown_grace, "grace period over with clients still open");
+    }
+    stop_upstream.cancel();
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    if let Some(p) = &config.listen.unix {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// A freshly accepted client, TCP or unix.
+pub(crate) struct Accepted {
+    pub stream: session::ClientStream,
+    pub peer: String,
+    pub local: String,
+}
+
+async fn accept_tcp(l: Option<&TcpListener>) -> std::io::Result<Accepted> {
+    let Some(l) = l else {
+        return std::future::pending().await;
+    };
+    let (s, peer) = l.accept().await?;
+    let _ = s.set_nodelay(true);
+    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    Ok(Accepted {
+        stream: session::ClientStream::Tcp(s),
+        peer: peer.to_string(),
+        local,
+    })
+}
+
+async fn accept_unix(l: Option<&UnixListener>) -> std::io::Result<Accepted> {
+    let Some(l) = l else {
+        return std::future::pending().await;
+    };
+    let (s, _) = l.accept().await?;
+    let local = l
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        .unwrap_or_default();
+    Ok(Accepted {
+        stream: session::ClientStream::Unix(s),
+        peer: format!("{local}:0"),
+        local: format!("{local}:0"),
+    })
+}

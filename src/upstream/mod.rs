@@ -1,1 +1,530 @@
-//! stub
+//! Connections to the upstream (Redis, Valkey, Dragonfly): pools of multiplexed, auto-pipelined
+//! connections, one pool per client protocol.
+//!
+//! Each connection is owned by one task. Its writer half takes whatever commands are queued (from any
+//! number of clients) and sends them in one write; for each it pushes a reply slot onto a FIFO. Its
+//! reader half finds reply boundaries with the [`ReplyScanner`] and completes the slot at the head of
+//! the FIFO with the reply's raw bytes. A watchdog fails the connection when the oldest command has
+//! waited past its deadline.
+//!
+//! # Invariants
+//! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error that
+//!   names the cause. Replies are paired with slots strictly in the order the commands were written,
+//!   and a connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
+//!   deadline passed) is closed, failing every slot still on it. No reply ever reaches the wrong request.
+//! - A command is never written twice. Commands whose fate is unknown when a connection dies get an
+//!   error, not a retry.
+//! - Memory is bounded: each connection's queue and its number of commands in flight are bounded.
+//!
+//! This module must never interpret replies beyond finding their boundaries: what a reply means is
+//! the session's business.
+use crate::config::{UpstreamAddr, UpstreamConfig};
+use crate::metrics;
+use crate::protocol::{Protocol, ReplyScanner, encode};
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Why an upstream command has no reply. `Display` is the text after `-ERR `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Not sent: no connection to the upstream right now.
+    #[error("upstream {addr} unavailable: {cause}")]
+    Unavailable { addr: Arc<str>, cause: Arc<str> },
+    /// Sent, or possibly sent, when the connection failed: its fate is unknown and it is not retried.
+    #[error("upstream connection lost with the command in flight ({cause}); it may or may not have run")]
+    Lost { cause: Arc<str> },
+}
+
+impl UpstreamError {
+    pub fn kind(&self) -> metrics::ErrorKind {
+        match self {
+            UpstreamError::Lost { cause } if cause.starts_with("no reply within") => {
+                metrics::ErrorKind::Timeout
+            }
+            _ => metrics::ErrorKind::Upstream,
+        }
+    }
+}
+
+pub type Reply = Result<Bytes, UpstreamError>;
+
+/// One command on its way: its encoded bytes and where its reply goes.
+struct Job {
+    bytes: Bytes,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What the upstream said about itself in its HELLO reply; respite's own HELLO echoes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub server: String,
+    pub version: String,
+}
+
+/// The upstream side: a pool of connections for RESP2 clients and one for RESP3 clients.
+pub struct Upstream {
+    config: Arc<UpstreamConfig>,
+    resp2: Vec<Conn>,
+    resp3: Vec<Conn>,
+    live: Arc<AtomicUsize>,
+    info: Arc<RwLock<Option<ServerInfo>>>,
+}
+
+/// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
+#[derive(Clone)]
+pub struct Conn {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Conn {
+    /// Queue a command; the receiver yields its reply. Waits while the connection's queue is full
+    /// (backpressure on the client that sends).
+    pub async fn send(&self, bytes: Bytes) -> oneshot::Receiver<Reply> {
+        let (reply, rx) = oneshot::channel();
+        // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
+        let _ = self.tx.send(Job { bytes, reply }).await;
+        rx
+    }
+}
+
+impl Upstream {
+    /// Start the pools' connection tasks. They connect at once and keep reconnecting until
+    /// `shutdown` fires and every handle is gone.
+    pub fn start(config: UpstreamConfig, shutdown: CancellationToken) -> Arc<Upstream> {
+        let config = Arc::new(config);
+        let live = Arc::new(AtomicUsize::new(0));
+        let info = Arc::new(RwLock::new(None));
+        let mut pools = [Vec::new(), Vec::new()];
+        for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
+            for slot in 0..config.connections {
+                // The queue holds what one write can take; past it, senders wait.
+                let (tx, rx) = mpsc::channel(config.max_inflight.min(4096));
+                let task = ConnTask {
+                    config: config.clone(),
+                    proto,
+                    slot,
+                    rx,
+                    live: live.clone(),
+                    info: info.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                tokio::spawn(task.run());
+                pool.push(Conn { tx });
+            }
+        }
+        let [resp2, resp3] = pools;
+        Arc::new(Upstream {
+            config,
+            resp2,
+            resp3,
+            live,
+            info,
+        })
+    }
+
+    /// The connection a client uses. A client always uses the same one per protocol, so its
+    /// commands reach the upstream in the order it sent them.
+    pub fn conn(&self, proto: Protocol, client_id: u64) -> &Conn {
+        let pool = match proto {
+            Protocol::Resp2 => &self.resp2,
+            Protocol::Resp3 => &self.resp3,
+        };
+        &pool[(client_id % pool.len() as u64) as usize]
+    }
+
+    /// Connections established now, over both pools.
+    pub fn live_connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn server_info(&self) -> Option<ServerInfo> {
+        self.info.read().ok().and_then(|i| i.clone())
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+}
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+struct ConnTask {
+    config: Arc<UpstreamConfig>,
+    proto: Protocol,
+    slot: usize,
+    rx: mpsc::Receiver<Job>,
+    live: Arc<AtomicUsize>,
+    info: Arc<RwLock<Option<ServerInfo>>>,
+    shutdown: CancellationToken,
+}
+
+fn proto_label(proto: Protocol) -> &'static str {
+    match proto {
+        Protocol::Resp2 => "resp2",
+        Protocol::Resp3 => "resp3",
+    }
+}
+
+impl ConnTask {
+    async fn run(mut self) {
+        let addr: Arc<str> = self.config.url.addr.to_string().into();
+        let label = proto_label(self.proto);
+        let mut failures: u32 = 0;
+        loop {
+            let cause: Arc<str> = match self.connect().await {
+                Ok((r, w)) => {
+                    if failures > 0 {
+                        info!(upstream = %addr, protocol = label, slot = self.slot, "upstream connection restored");
+                    }
+                    failures = 0;
+                    self.live.fetch_add(1, Ordering::Relaxed);
+                    metrics::upstream_connections(label).increment(1.0);
+                    let cause = self.serve(r, w).await;
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    metrics::upstream_connections(label).decrement(1.0);
+                    match cause {
+                        None => return, // every handle dropped: the proxy is gone
+                        Some(c) => c.into(),
+                    }
+                }
+                Err(e) => e.into(),
+            };
+            if self.shutdown.is_cancelled() && self.rx.is_closed() {
+                return;
+            }
+            failures = failures.saturating_add(1);
+            metrics::upstream_reconnect(label);
+            let delay = backoff(
+                self.config.backoff_base,
+                self.config.backoff_max,
+                failures,
+                &mut rand::rng(),
+            );
+            if failures == 1 || failures.is_power_of_two() {
+                warn!(upstream = %addr, protocol = label, slot = self.slot, %cause, retry_in = ?delay, failures, "upstream connection failed");
+            }
+            // Until the next attempt, fail fast: nothing is queued behind a dead connection.
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    job = self.rx.recv() => match job {
+                        Some(job) => {
+                            let _ = job.reply.send(Err(UpstreamError::Unavailable { addr: addr.clone(), cause: cause.clone() }));
+                        }
+                        None => return,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Connect and handshake (HELLO with the pool's protocol and credentials, SELECT).
+    async fn connect(&self) -> Result<(BoxRead, BoxWrite), String> {
+        let timeout = self.config.connect_timeout;
+        let connect = async {
+            let (mut r, mut w): (BoxRead, BoxWrite) = match &self.config.url.addr {
+                UpstreamAddr::Tcp(a) => {
+                    let s = tokio::net::TcpStream::connect(a.as_str())
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    s.set_nodelay(true).map_err(|e| e.to_string())?;
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+                UpstreamAddr::Unix(p) => {
+                    let s = tokio::net::UnixStream::connect(p)
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+            };
+            let url = &self.config.url;
+            let mut hello: Vec<Vec<u8>> = vec![
+                b"HELLO".to_vec(),
+                self.proto.version().to_string().into_bytes(),
+            ];
+            if let Some(pass) = &url.password {
+                hello.push(b"AUTH".to_vec());
+                hello.push(url.username.as_deref().unwrap_or("default").as_bytes().to_vec());
+                hello.push(pass.as_bytes().to_vec());
+            }
+            hello.extend([b"SETNAME".to_vec(), b"respite".to_vec()]);
+            let mut out = BytesMut::new();
+            encode::command(&mut out, &hello);
+            let mut expect = 1;
+            if url.db != 0 {
+                encode::command(&mut out, &[b"SELECT".to_vec(), url.db.to_string().into_bytes()]);
+                expect += 1;
+            }
+            w.write_all(&out).await.map_err(|e| format!("handshake: {e}"))?;
+            let replies = read_replies(&mut r, self.proto, expect).await?;
+            let info = server_info(&replies[0])?;
+            for reply in &replies[1..] {
+                if let Some(err) = error_text(reply) {
+                    return Err(format!("SELECT {}: {err}", url.db));
+                }
+            }
+            if let Ok(mut slot) = self.info.write() {
+                *slot = Some(info);
+            }
+            Ok::<_, String>((r, w))
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no connection within {timeout:?}")),
+        }
+    }
+
+    /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
+    /// (`None`). On return every slot still in flight has been completed with an error.
+    async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<String> {
+        let inflight: Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>> =
+            Mutex::new(VecDeque::new());
+        let permits = Semaphore::new(self.config.max_inflight);
+        let result = tokio::select! {
+            r = write_loop(&mut self.rx, write, &inflight, &permits) => r,
+            r = read_loop(read, &inflight, &permits) => r,
+            r = watchdog(&inflight, self.config.command_timeout) => r,
+        };
+        let cause = match &result {
+            Some(c) => c.clone(),
+            None => "respite is shutting down".to_string(),
+        };
+        let lost = UpstreamError::Lost {
+            cause: cause.into(),
+        };
+        let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
+        for (reply, _) in slots {
+            let _ = reply.send(Err(lost.clone()));
+        }
+        result
+    }
+}
+
+/// Coalesce queued commands into one write. Returns `None` when every handle is gone.
+async fn write_loop(
+    rx: &mut mpsc::Receiver<Job>,
+    mut write: BoxWrite,
+    inflight: &Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>>,
+    permits: &Semaphore,
+) -> Option<String> {
+    const BATCH: usize = 1024;
+    let (batch_commands, batch_bytes) = metrics::batch_histograms();
+    let mut jobs = Vec::with_capacity(BATCH);
+    let mut out = BytesMut::new();
+    loop {
+        jobs.clear();
+        if rx.recv_many(&mut jobs, BATCH).await == 0 {
+            return None;
+        }
+        // Bound what is in flight; waiting here leaves later commands in the queue, which in
+        // turn makes senders wait.
+        match permits.acquire_many(jobs.len() as u32).await {
+            Ok(p) => p.forget(),
+            Err(_) => return Some("internal: permits closed".into()),
+        }
+        let now = Instant::now();
+        let commands = jobs.len();
+        let mut total = 0;
+        {
+            // Slots go in before the bytes go out, so the reader always finds the slot.
+            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for job in jobs.drain(..) {
+                total += job.bytes.len();
+                out.extend_from_slice(&job.bytes);
+                q.push_back((job.reply, now));
+            }
+        }
+        batch_commands.record(commands as f64);
+        batch_bytes.record(total as f64);
+        if let Err(e) = write.write_all(&out).await {
+            return Some(format!("write failed: {e}"));
+        }
+        out.clear();
+        // Large one-off batches should not pin their buffer forever.
+        if out.capacity() > 1 << 20 {
+            out = BytesMut::new();
+        }
+    }
+}
+
+/// Pair each complete reply with the oldest slot.
+async fn read_loop(
+    mut read: BoxRead,
+    inflight: &Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>>,
+    permits: &Semaphore,
+) -> Option<String> {
+    let mut scanner = ReplyScanner::new();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) => return Some("upstream closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Some(format!("read failed: {e}")),
+        }
+        let mut done = 0;
+        loop {
+            let scanned = match scanner.scan(&buf) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => return Some(e.to_string()),
+            };
+            let reply = buf.split_to(scanned.len).freeze();
+            if scanned.push {
+                // Out of band (e.g. a tracking invalidation): not the answer to any request.
+                debug!("ignoring push frame on a shared connection");
+                continue;
+            }
+            let slot = inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            match slot {
+                Some((tx, _)) => {
+                    // The client may have gone: its reply is dropped, the pairing holds.
+                    let _ = tx.send(Ok(reply));
+                    done += 1;
+                }
+                None => return Some("reply with no request in flight".into()),
+            }
+        }
+        if done > 0 {
+            permits.add_permits(done);
+        }
+    }
+}
+
+/// Fail the connection when its oldest command has waited past the deadline: everything behind it
+/// on this connection is stuck too, and only closing it can free them.
+async fn watchdog(
+    inflight: &Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>>,
+    deadline: Duration,
+) -> Option<String> {
+    let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let oldest = inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .map(|(_, t)| *t);
+        if let Some(t) = oldest {
+            if t.elapsed() > deadline {
+                return Some(format!("no reply within {deadline:?}"));
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter over the upper half: attempt n waits between d/2 and d,
+/// d = min(max, base·2ⁿ⁻¹), so a fleet of proxies does not reconnect in lockstep.
+pub fn backoff(base: Duration, max: Duration, attempt: u32, rng: &mut impl Rng) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let d = exp.min(max);
+    let half = d / 2;
+    half + Duration::from_nanos(rng.random_range(0..=half.as_nanos() as u64))
+}
+
+/// Read `n` complete replies during the handshake (not the hot path: full decoding is fine).
+async fn read_replies(
+    r: &mut BoxRead,
+    proto: Protocol,
+    n: usize,
+) -> Result<Vec<redis_protocol::resp3::types::OwnedFrame>, String> {
+    use redis_protocol::resp3::decode::complete::decode;
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        match decode(&buf) {
+            Ok(Some((frame, len))) => {
+                let _ = buf.split_to(len);
+                out.push(frame);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("handshake: bad reply ({proto:?}): {e:?}")),
+        }
+        if r.read_buf(&mut buf).await.map_err(|e| format!("handshake: {e}"))? == 0 {
+            return Err("handshake: upstream closed the connection".into());
+        }
+    }
+    Ok(out)
+}
+
+fn error_text(frame: &redis_protocol::resp3::types::OwnedFrame) -> Option<String> {
+    use redis_protocol::resp3::types::OwnedFrame;
+    match frame {
+        OwnedFrame::SimpleError { data, .. } => Some(data.clone()),
+        OwnedFrame::BlobError { data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
+        _ => None,
+    }
+}
+
+/// Pick `server` and `version` out of a HELLO reply (a map in RESP3, a flat array in RESP2).
+fn server_info(frame: &redis_protocol::resp3::types::OwnedFrame) -> Result<ServerInfo, String> {
+    use redis_protocol::resp3::types::OwnedFrame;
+    if let Some(err) = error_text(frame) {
+        return Err(format!("HELLO refused: {err}"));
+    }
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BlobString { data, .. } | OwnedFrame::SimpleString { data, .. } => {
+            Some(String::from_utf8_lossy(data).into_owned())
+        }
+        _ => None,
+    };
+    let pairs: Vec<(&OwnedFrame, &OwnedFrame)> = match frame {
+        OwnedFrame::Map { data, .. } => data.iter().collect(),
+        OwnedFrame::Array { data, .. } => data.chunks(2).filter_map(|c| Some((c.first()?, c.get(1)?))).collect(),
+        _ => return Err("HELLO: unexpected reply".into()),
+    };
+    let mut info = ServerInfo {
+        server: "redis".into(),
+        version: "7.0.0".into(),
+    };
+    for (k, v) in pairs {
+        match text(k).as_deref() {
+            Some("server") => info.server = text(v).unwrap_or(info.server),
+            Some("version") => info.version = text(v).unwrap_or(info.version),
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let mut rng = rand::rng();
+        let base = Duration::from_millis(50);
+        let max = Duration::from_millis(2000);
+        for attempt in 1..40 {
+            let d = backoff(base, max, attempt, &mut rng);
+            let ceiling = (base * 2u32.pow((attempt - 1).min(20))).min(max);
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?} vs {ceiling:?}");
+        }
+        let spread: std::collections::HashSet<_> =
+            (0..50).map(|_| backoff(base, max, 10, &mut rng)).collect();
+        assert!(spread.len() > 10, "jitter should spread retries");
+    }
+}

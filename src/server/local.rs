@@ -1,0 +1,257 @@
+//! Commands respite answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT, RESET,
+//! AUTH, SELECT and CLIENT SETNAME/GETNAME/ID/INFO/SETINFO.
+//!
+//! These touch only the client's own state in [`Client`]; they must never reach a shared upstream
+//! connection, where they would change state for every client multiplexed on it.
+use super::session::{Client, Flow, Reader};
+use crate::command::CommandSpec;
+use crate::protocol::{Protocol, Request, encode};
+use bytes::{Bytes, BytesMut};
+
+pub(super) async fn answer(r: &mut Reader, spec: &'static CommandSpec, req: Request) -> Flow {
+    let args = &req.args;
+    let mut out = BytesMut::new();
+    let proto = r.client().proto;
+    match spec.name {
+        "ping" => match args.get(1) {
+            None => encode::simple(&mut out, "PONG"),
+            Some(msg) => encode::bulk(&mut out, msg),
+        },
+        "echo" => encode::bulk(&mut out, &args[1]),
+        "quit" => {
+            encode::simple(&mut out, "OK");
+            r.send_reply(out).await;
+            return Flow::Close;
+        }
+        "reset" => {
+            if r.client().proto != Protocol::Resp2 {
+                r.barrier().await;
+            }
+            let db = upstream_db(r);
+            let c = r.client();
+            c.proto = Protocol::Resp2;
+            c.name = None;
+            c.user = "default".into();
+            c.db = db;
+            encode::simple(&mut out, "RESET");
+        }
+        "auth" => match auth(&args[1..]) {
+            Ok(user) => {
+                r.client().user = user;
+                encode::simple(&mut out, "OK");
+            }
+            Err(e) => encode::error(&mut out, e),
+        },
+        "hello" => return hello(r, args).await,
+        "select" => select(r, &args[1], &mut out),
+        "client|setname" => match valid_name(&args[2]) {
+            Ok(()) => {
+                r.client().name = (!args[2].is_empty()).then(|| args[2].clone());
+                encode::simple(&mut out, "OK");
+            }
+            Err(e) => encode::error(&mut out, e),
+        },
+        "client|getname" => match &r.client().name {
+            Some(n) => encode::bulk(&mut out, n),
+            None => encode::null(&mut out, proto),
+        },
+        "client|id" => encode::integer(&mut out, r.client().id as i64),
+        "client|info" => {
+            let line = client_info(r.client());
+            encode::verbatim(&mut out, proto, "txt", line.as_bytes());
+        }
+        "client|setinfo" => match setinfo(r.client(), &args[2], &args[3]) {
+            Ok(()) => encode::simple(&mut out, "OK"),
+            Err(e) => encode::error(&mut out, &e),
+        },
+        other => encode::error(
+            &mut out,
+            &format!("ERR respite has no local answer for '{other}'"),
+        ),
+    }
+    r.send_reply(out).await;
+    Flow::Continue
+}
+
+fn upstream_db(r: &Reader) -> u32 {
+    r.shared()
+        .config
+        .upstream
+        .as_ref()
+        .map(|u| u.url.db)
+        .unwrap_or(0)
+}
+
+/// AUTH with no credentials configured behaves as Redis does with the default user on `nopass`.
+fn auth(args: &[Bytes]) -> Result<String, &'static str> {
+    match args {
+        [_password] => Err(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ),
+        [user, _password] if user.as_ref() == b"default" => Ok("default".into()),
+        [_, _] => Err("WRONGPASS invalid username-password pair or user is disabled."),
+        _ => Err("ERR syntax error"),
+    }
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
+async fn hello(r: &mut Reader, args: &[Bytes]) -> Flow {
+    let mut out = BytesMut::new();
+    let mut proto = r.client().proto;
+    let mut name = None;
+    let mut user = None;
+    if let Some(v) = args.get(1) {
+        proto = match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return error(r, "NOPROTO unsupported protocol version").await,
+            None => {
+                return error(r, "ERR Protocol version is not an integer or out of range").await;
+            }
+        };
+        let mut i = 2;
+        while i < args.len() {
+            let opt = &args[i];
+            let more = args.len() - i - 1;
+            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                match auth(&args[i + 1..i + 3]) {
+                    Ok(u) => user = Some(u),
+                    Err(e) => return error(r, e).await,
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                if let Err(e) = valid_name(&args[i + 1]) {
+                    return error(r, e).await;
+                }
+                name = Some(args[i + 1].clone());
+                i += 2;
+            } else {
+                let msg = format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                );
+                return error(r, &msg).await;
+            }
+        }
+    }
+    if proto != r.client().proto {
+        // Earlier commands went to the other protocol's pool: let them finish first so this
+        // client's commands still run in the order it sent them.
+        r.barrier().await;
+    }
+    let info = r
+        .shared()
+        .upstream
+        .as_ref()
+        .and_then(|u| u.server_info());
+    let c = r.client();
+    c.proto = proto;
+    if let Some(u) = user {
+        c.user = u;
+    }
+    if let Some(n) = name {
+        c.name = (!n.is_empty()).then_some(n);
+    }
+    let (server, version) = match info {
+        Some(i) => (i.server, i.version),
+        None => ("redis".to_string(), "7.0.0".to_string()),
+    };
+    encode::map_header(&mut out, proto, 7);
+    encode::bulk(&mut out, b"server");
+    encode::bulk(&mut out, server.as_bytes());
+    encode::bulk(&mut out, b"version");
+    encode::bulk(&mut out, version.as_bytes());
+    encode::bulk(&mut out, b"proto");
+    encode::integer(&mut out, proto.version());
+    encode::bulk(&mut out, b"id");
+    encode::integer(&mut out, c.id as i64);
+    encode::bulk(&mut out, b"mode");
+    encode::bulk(&mut out, b"standalone");
+    encode::bulk(&mut out, b"role");
+    encode::bulk(&mut out, b"master");
+    encode::bulk(&mut out, b"modules");
+    encode::array_header(&mut out, 0);
+    r.send_reply(out).await;
+    Flow::Continue
+}
+
+async fn error(r: &mut Reader, msg: &str) -> Flow {
+    let mut out = BytesMut::new();
+    encode::error(&mut out, msg);
+    r.send_reply(out).await;
+    Flow::Continue
+}
+
+/// SELECT is answered only for the database the upstream connections already use: switching would
+/// need a connection of the client's own.
+fn select(r: &mut Reader, arg: &Bytes, out: &mut BytesMut) {
+    let db = upstream_db(r);
+    match std::str::from_utf8(arg).ok().and_then(|s| s.parse::<i64>().ok()) {
+        None => encode::error(out, "ERR value is not an integer or out of range"),
+        Some(n) if n < 0 || n > i32::MAX as i64 => encode::error(out, "ERR DB index is out of range"),
+        Some(n) if n as u32 == db => {
+            r.client().db = db;
+            encode::simple(out, "OK")
+        }
+        Some(n) => encode::error(
+            out,
+            &format!(
+                "ERR SELECT {n} is not supported by respite yet: this proxy serves database {db} (upstream.url)"
+            ),
+        ),
+    }
+}
+
+/// Redis refuses names with spaces, newlines or other characters outside `!`..`~`.
+fn valid_name(name: &[u8]) -> Result<(), &'static str> {
+    if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+        Ok(())
+    } else {
+        Err("ERR Client names cannot contain spaces, newlines or special characters.")
+    }
+}
+
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value`, as Redis 7.2 and Valkey answer it.
+fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
+    if !value.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+        let what = String::from_utf8_lossy(attr).to_ascii_lowercase();
+        return Err(format!(
+            "ERR {what} cannot contain spaces, newlines or special characters."
+        ));
+    }
+    let v = (!value.is_empty()).then(|| value.clone());
+    if attr.eq_ignore_ascii_case(b"lib-name") {
+        c.lib_name = v;
+    } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+        c.lib_ver = v;
+    } else {
+        return Err(format!(
+            "ERR Unrecognized option '{}'",
+            String::from_utf8_lossy(attr)
+        ));
+    }
+    Ok(())
+}
+
+/// The `CLIENT INFO` line in Redis 7.2's layout; buffer sizes are respite's, not the upstream's.
+fn client_info(c: &Client) -> String {
+    let s = |b: &Option<Bytes>| {
+        b.as_ref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let age = c.created.elapsed().as_secs();
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={} age={age} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+        c.id,
+        c.peer,
+        c.local,
+        s(&c.name),
+        c.db,
+        c.last_command,
+        c.user,
+        c.proto.version(),
+        s(&c.lib_name),
+        s(&c.lib_ver),
+    )
+}

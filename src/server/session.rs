@@ -1,0 +1,444 @@
+//! One client connection: frame its requests, dispatch each, write replies back in request order.
+//!
+//! # Invariants
+//! - Every request framed from a client gets exactly one reply, written in the order the requests
+//!   arrived, whatever path each took (answered here, forwarded upstream, refused). The reader pushes
+//!   one [`Pending`] per request into a FIFO channel *at the moment it dispatches that request*; the
+//!   writer resolves them strictly in channel order. Nothing else writes to the client socket.
+//! - A client's forwarded commands all go through one upstream connection per protocol, so they run
+//!   on the upstream in the order the client sent them; a protocol switch (HELLO, RESET) first waits
+//!   for every earlier reply ([`Pending::Barrier`]).
+//! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
+//!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
+//!   read or write buffer.
+use super::{Accepted, Shared, local};
+use crate::command::{self, Route};
+use crate::metrics::{self, ErrorKind};
+use crate::protocol::{Framer, Protocol, Request, encode};
+use crate::upstream::Reply;
+use bytes::{Bytes, BytesMut};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+pub(crate) enum ClientStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// The read half of a client socket, read by readiness so that an idle client holds no buffer.
+pub(crate) trait ClientRead: Send {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+impl ClientRead for tokio::net::tcp::OwnedReadHalf {
+    async fn readable(&self) -> io::Result<()> {
+        tokio::net::tcp::OwnedReadHalf::readable(self).await
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
+    }
+}
+
+impl ClientRead for tokio::net::unix::OwnedReadHalf {
+    async fn readable(&self) -> io::Result<()> {
+        tokio::net::unix::OwnedReadHalf::readable(self).await
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
+    }
+}
+
+/// A reply owed to the client, in request order.
+pub(crate) enum Pending {
+    /// Already known (answered by respite, or an error).
+    Ready(Bytes),
+    /// Will come from the upstream.
+    Upstream(oneshot::Receiver<Reply>),
+    /// Signalled once every earlier reply has been written: nothing is in flight any more.
+    Barrier(oneshot::Sender<()>),
+    /// Flush everything before this, then close the connection.
+    Close,
+}
+
+/// Per-client state that respite itself keeps.
+pub(crate) struct Client {
+    pub id: u64,
+    pub peer: String,
+    pub local: String,
+    pub proto: Protocol,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub user: String,
+    pub db: u32,
+    pub created: std::time::Instant,
+    pub last_command: &'static str,
+}
+
+/// What the reader does after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// Refuse a client with one error reply (e.g. over `listen.max_clients`), then close.
+pub(crate) async fn refuse(conn: Accepted, msg: &str) {
+    let mut out = BytesMut::new();
+    encode::error(&mut out, msg);
+    metrics::error(ErrorKind::Refused);
+    match conn.stream {
+        ClientStream::Tcp(mut s) => {
+            let _ = s.write_all(&out).await;
+        }
+        ClientStream::Unix(mut s) => {
+            let _ = s.write_all(&out).await;
+        }
+    }
+}
+
+pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
+    let gauge = metrics::client_connections();
+    gauge.increment(1.0);
+    let client = Client {
+        id,
+        peer: conn.peer,
+        local: conn.local,
+        proto: Protocol::Resp2,
+        name: None,
+        lib_name: None,
+        lib_ver: None,
+        user: "default".into(),
+        db: shared
+            .config
+            .upstream
+            .as_ref()
+            .map(|u| u.url.db)
+            .unwrap_or(0),
+        created: std::time::Instant::now(),
+        last_command: "NULL",
+    };
+    match conn.stream {
+        ClientStream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            run(r, w, client, shared).await
+        }
+        ClientStream::Unix(s) => {
+            let (r, w) = s.into_split();
+            run(r, w, client, shared).await
+        }
+    }
+    gauge.decrement(1.0);
+}
+
+async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
+    r: R,
+    w: W,
+    client: Client,
+    shared: Arc<Shared>,
+) {
+    let (tx, rx) = mpsc::channel(shared.config.max_inflight_per_client);
+    let mut reader = Reader {
+        client,
+        shared,
+        tx,
+    };
+    // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
+    // fatal error, or the proxy drains; the writer then flushes what is owed and finishes.
+    let (_, ()) = tokio::join!(reader.read_loop(r), write_loop(w, rx));
+    debug!("client closed");
+}
+
+pub(crate) struct Reader {
+    client: Client,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Reader {
+    async fn read_loop<R: ClientRead>(&mut self, r: R) {
+        let limits = self.shared.config.limits;
+        let mut framer = Framer::new(limits);
+        let mut buf = BytesMut::new();
+        let draining = self.shared.draining.clone();
+        loop {
+            loop {
+                match framer.next(&mut buf) {
+                    Ok(Some(req)) => {
+                        if self.handle(req).await == Flow::Close {
+                            return self.close().await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        metrics::error(ErrorKind::Protocol);
+                        self.reply_error(&format!("ERR {}", e.message)).await;
+                        if e.fatal {
+                            return self.close().await;
+                        }
+                    }
+                }
+            }
+            if buf.len() > limits.max_query_buffer {
+                metrics::error(ErrorKind::Protocol);
+                let msg = format!(
+                    "ERR unfinished request of {} bytes is over the limit of {} (limits.max_query_buffer)",
+                    buf.len(),
+                    limits.max_query_buffer
+                );
+                self.reply_error(&msg).await;
+                return self.close().await;
+            }
+            if buf.is_empty() {
+                // Idle clients keep no buffer: the allocation goes once its requests are done.
+                buf = BytesMut::new();
+            }
+            tokio::select! {
+                biased;
+                r = r.readable() => if r.is_err() { return },
+                _ = draining.cancelled() => return self.close().await,
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            match r.try_read_buf(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = self.tx.send(Pending::Close).await;
+    }
+
+    async fn push(&mut self, p: Pending) {
+        // Fails only when the writer is gone (client socket dead); the reader notices on its next read.
+        let _ = self.tx.send(p).await;
+    }
+
+    async fn reply(&mut self, out: BytesMut) {
+        self.push(Pending::Ready(out.freeze())).await
+    }
+
+    async fn reply_error(&mut self, msg: &str) {
+        let mut out = BytesMut::new();
+        encode::error(&mut out, msg);
+        self.reply(out).await
+    }
+
+    /// Wait until every reply owed before this point has been written.
+    pub(super) async fn barrier(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        self.push(Pending::Barrier(tx)).await;
+        let _ = rx.await;
+    }
+
+    async fn handle(&mut self, req: Request) -> Flow {
+        let spec = match command::resolve(&req.args) {
+            Ok(spec) => spec,
+            Err(e) => {
+                metrics::error(match e {
+                    command::CommandError::Arity(_) => ErrorKind::Arity,
+                    _ => ErrorKind::UnknownCommand,
+                });
+                self.reply_error(&format!("ERR {e}")).await;
+                return Flow::Continue;
+            }
+        };
+        metrics::command(spec.name).increment(1);
+        self.client.last_command = spec.name;
+        match command::route(spec, &req.args) {
+            Route::Forward => {
+                self.forward(req).await;
+                Flow::Continue
+            }
+            Route::Proxy => local::answer(self, spec, req).await,
+            Route::Stateful(why) => {
+                metrics::error(ErrorKind::Refused);
+                let msg = format!(
+                    "ERR {} is not supported by respite yet: {why} needs a dedicated upstream connection",
+                    spec.name.replace('|', " ").to_uppercase()
+                );
+                self.reply_error(&msg).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn forward(&mut self, req: Request) {
+        let Some(upstream) = self.shared.upstream.clone() else {
+            metrics::error(ErrorKind::Refused);
+            return self
+                .reply_error("ERR no upstream is configured (upstream.url) and the local engine is not available yet")
+                .await;
+        };
+        let bytes = match req.raw {
+            Some(raw) => raw,
+            None => {
+                let mut out = BytesMut::new();
+                encode::command(&mut out, &req.args);
+                out.freeze()
+            }
+        };
+        let rx = upstream.conn(self.client.proto, self.client.id).send(bytes).await;
+        self.push(Pending::Upstream(rx)).await
+    }
+}
+
+/// Write replies in FIFO order, batching whatever is already resolved into one write.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Pending>) {
+    const FLUSH_AT: usize = 64 * 1024;
+    let mut out = BytesMut::new();
+    let mut held: Option<Pending> = None;
+    loop {
+        let next = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let close = match resolve(next).await {
+            Resolved::Bytes(b) => {
+                if let Err(()) = append(&mut w, &mut out, b).await {
+                    return;
+                }
+                false
+            }
+            Resolved::Nothing => false,
+            Resolved::Close => true,
+        };
+        // Gather replies that are already here, without waiting for any that are not.
+        let mut close_now = close;
+        while !close_now && out.len() < FLUSH_AT {
+            let mut p = match rx.try_recv() {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            let ready = match &mut p {
+                Pending::Upstream(rx) => match rx.try_recv() {
+                    Ok(reply) => Some(Resolved::Bytes(reply_bytes(Ok(reply)))),
+                    Err(oneshot::error::TryRecvError::Empty) => None,
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Some(Resolved::Bytes(reply_bytes(Err(()))))
+                    }
+                },
+                _ => None,
+            };
+            match ready {
+                Some(Resolved::Bytes(b)) => {
+                    if append(&mut w, &mut out, b).await.is_err() {
+                        return;
+                    }
+                }
+                _ => match p {
+                    Pending::Ready(b) => {
+                        if append(&mut w, &mut out, b).await.is_err() {
+                            return;
+                        }
+                    }
+                    Pending::Close => close_now = true,
+                    other => {
+                        held = Some(other);
+                        break;
+                    }
+                },
+            }
+        }
+        if !out.is_empty() {
+            if w.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+            if out.capacity() > 4 * FLUSH_AT {
+                out = BytesMut::new();
+            }
+        }
+        if close_now {
+            break;
+        }
+        if held.is_none() && out.capacity() > 0 && rx.is_empty() {
+            // Idle clients keep no write buffer.
+            out = BytesMut::new();
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+enum Resolved {
+    Bytes(Bytes),
+    Nothing,
+    Close,
+}
+
+async fn resolve(p: Pending) -> Resolved {
+    match p {
+        Pending::Ready(b) => Resolved::Bytes(b),
+        Pending::Upstream(rx) => Resolved::Bytes(reply_bytes(rx.await.map_err(|_| ()))),
+        Pending::Barrier(tx) => {
+            let _ = tx.send(());
+            Resolved::Nothing
+        }
+        Pending::Close => Resolved::Close,
+    }
+}
+
+/// The bytes a client gets for an upstream outcome. `Err(())`: the reply slot vanished without an
+/// answer (the pool shut down).
+fn reply_bytes(r: Result<Reply, ()>) -> Bytes {
+    let msg = match r {
+        Ok(Ok(bytes)) => {
+            if bytes.first() == Some(&b'-') {
+                metrics::error(ErrorKind::Reply);
+            }
+            return bytes;
+        }
+        Ok(Err(e)) => {
+            metrics::error(e.kind());
+            format!("ERR {e}")
+        }
+        Err(()) => {
+            metrics::error(ErrorKind::Upstream);
+            "ERR upstream connection closed before replying".to_string()
+        }
+    };
+    let mut out = BytesMut::new();
+    encode::error(&mut out, &msg);
+    out.freeze()
+}
+
+/// Add a reply to the output batch; a large reply is written straight through instead of copied.
+async fn append<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
+    if b.len() >= 16 * 1024 {
+        if !out.is_empty() {
+            w.write_all(out).await.map_err(|_| ())?;
+            out.clear();
+        }
+        w.write_all(&b).await.map_err(|_| ())
+    } else {
+        out.extend_from_slice(&b);
+        Ok(())
+    }
+}
+
+impl Reader {
+    pub(super) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(super) async fn send_reply(&mut self, out: BytesMut) {
+        self.reply(out).await
+    }
+}
