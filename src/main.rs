@@ -56,7 +56,13 @@ fn main() -> anyhow::Result<()> {
         flags.push((k.into(), v.into()));
     }
     let env = config::env_overrides(std::env::vars());
-    let config = config::load(cli.config.as_deref(), &env, &flags)?;
+    let config = match config::load(cli.config.as_deref(), &env, &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("respite: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
     if cli.check_config {
         println!("configuration is valid:\n{config:#?}");
         return Ok(());

@@ -93,7 +93,13 @@ pub fn describe() {
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");
     describe_counter!(ERRORS_TOTAL, "Error replies sent to clients, by kind");
     describe_gauge!(UPSTREAM_CONNECTIONS, "Upstream connections established now");
-    describe_counter!(UPSTREAM_RECONNECTS_TOTAL, "Upstream connection attempts after a failure");
-    describe_histogram!(UPSTREAM_BATCH_COMMANDS, "Commands coalesced into one upstream write");
+    describe_counter!(
+        UPSTREAM_RECONNECTS_TOTAL,
+        "Upstream connection attempts after a failure"
+    );
+    describe_histogram!(
+        UPSTREAM_BATCH_COMMANDS,
+        "Commands coalesced into one upstream write"
+    );
     describe_histogram!(UPSTREAM_BATCH_BYTES, "Bytes in one upstream write");
 }

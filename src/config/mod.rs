@@ -236,10 +236,7 @@ pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Overri
         };
         let rest = rest.to_ascii_lowercase();
         for section in SECTIONS {
-            if let Some(key) = rest
-                .strip_prefix(section)
-                .and_then(|k| k.strip_prefix('_'))
-            {
+            if let Some(key) = rest.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
                 out.push((format!("{section}.{key}"), value.clone()));
             }
         }
@@ -309,10 +306,13 @@ pub fn from_str_with(
     env: &Overrides,
     flags: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let mut table: toml::Table = source.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-        origin: origin.into(),
-        message: e.to_string(),
-    })?;
+    let mut table: toml::Table =
+        source
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.into(),
+                message: e.to_string(),
+            })?;
     let mut origins: Vec<(String, String)> = Vec::new();
     for (k, v) in env {
         apply_override(&mut table, k, v, "environment")?;
@@ -333,20 +333,25 @@ pub fn from_str_with(
         }
     };
     let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let msg = e.to_string();
-        // serde names the unknown field but not its section path; find it in the source.
-        let origin = unknown_field(&msg)
+        let message = e.to_string().trim().replace('\n', " ");
+        // serde names the unknown or mistyped field but not where it was set: find that.
+        let origin = unknown_field(&message)
             .and_then(|f| {
+                let suffix = format!(".{f}");
+                if let Some((_, o)) = origins.iter().rev().find(|(k, _)| k.ends_with(&suffix)) {
+                    return Some(o.clone());
+                }
                 source
                     .lines()
-                    .position(|l| l.trim_start().starts_with(&format!("{f} ")) || l.trim_start().starts_with(&format!("{f}=")))
+                    .position(|l| {
+                        let l = l.trim_start();
+                        l.strip_prefix(f)
+                            .is_some_and(|r| r.trim_start().starts_with('='))
+                    })
                     .map(|i| format!("{origin} line {}", i + 1))
             })
             .unwrap_or_else(|| origin.to_string());
-        ConfigError::Parse {
-            origin,
-            message: msg.trim().to_string(),
-        }
+        ConfigError::Parse { origin, message }
     })?;
     validate(raw, &where_is)
 }
@@ -421,12 +426,27 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
     let hard = Limits::default();
     for (key, v, max) in [
         ("limits.max_args", limits.max_args, hard.max_args),
-        ("limits.max_bulk_len", limits.max_bulk_len, hard.max_bulk_len),
-        ("limits.max_inline_len", limits.max_inline_len, hard.max_inline_len),
-        ("limits.max_query_buffer", limits.max_query_buffer, hard.max_query_buffer),
+        (
+            "limits.max_bulk_len",
+            limits.max_bulk_len,
+            hard.max_bulk_len,
+        ),
+        (
+            "limits.max_inline_len",
+            limits.max_inline_len,
+            hard.max_inline_len,
+        ),
+        (
+            "limits.max_query_buffer",
+            limits.max_query_buffer,
+            hard.max_query_buffer,
+        ),
     ] {
         if v > max {
-            return Err(invalid(key, format!("{v} is over Redis's own limit of {max}")));
+            return Err(invalid(
+                key,
+                format!("{v} is over Redis's own limit of {max}"),
+            ));
         }
     }
     let max_inflight_per_client = positive(
@@ -434,32 +454,43 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         raw.limits.max_inflight_per_client,
     )?;
 
+    // Every upstream key is checked even without a URL, so a typo is never silently ignored.
+    let max_inflight = positive("upstream.max_inflight", raw.upstream.max_inflight)?;
+    if max_inflight > 10_000 {
+        return Err(invalid(
+            "upstream.max_inflight",
+            format!(
+                "{max_inflight} is over 10000, past which Dragonfly stops reading a connection"
+            ),
+        ));
+    }
+    let backoff_base = millis("upstream.backoff_base_ms", raw.upstream.backoff_base_ms)?;
+    let backoff_max = millis("upstream.backoff_max_ms", raw.upstream.backoff_max_ms)?;
+    if backoff_max < backoff_base {
+        return Err(invalid(
+            "upstream.backoff_max_ms",
+            "must be at least upstream.backoff_base_ms".into(),
+        ));
+    }
+    let connections = positive("upstream.connections", raw.upstream.connections)?;
+    let command_timeout = millis(
+        "upstream.command_timeout_ms",
+        raw.upstream.command_timeout_ms,
+    )?;
+    let connect_timeout = millis(
+        "upstream.connect_timeout_ms",
+        raw.upstream.connect_timeout_ms,
+    )?;
     let url = raw.upstream.url.trim();
     let upstream = if url.is_empty() || url == "none" {
         None
     } else {
-        let url = parse_url(url).map_err(|m| invalid("upstream.url", m))?;
-        let max_inflight = positive("upstream.max_inflight", raw.upstream.max_inflight)?;
-        if max_inflight > 10_000 {
-            return Err(invalid(
-                "upstream.max_inflight",
-                format!("{max_inflight} is over 10000, past which Dragonfly stops reading a connection"),
-            ));
-        }
-        let backoff_base = millis("upstream.backoff_base_ms", raw.upstream.backoff_base_ms)?;
-        let backoff_max = millis("upstream.backoff_max_ms", raw.upstream.backoff_max_ms)?;
-        if backoff_max < backoff_base {
-            return Err(invalid(
-                "upstream.backoff_max_ms",
-                "must be at least upstream.backoff_base_ms".into(),
-            ));
-        }
         Some(UpstreamConfig {
-            url,
-            connections: positive("upstream.connections", raw.upstream.connections)?,
+            url: parse_url(url).map_err(|m| invalid("upstream.url", m))?,
+            connections,
             max_inflight,
-            command_timeout: millis("upstream.command_timeout_ms", raw.upstream.command_timeout_ms)?,
-            connect_timeout: millis("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms)?,
+            command_timeout,
+            connect_timeout,
             backoff_base,
             backoff_max,
         })
@@ -499,15 +530,23 @@ pub fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
     if let Some(rest) = url.strip_prefix("unix://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if !path.starts_with('/') {
-            return Err(format!("`{url}`: a unix URL needs an absolute path: unix:///path/to/socket"));
+            return Err(format!(
+                "`{url}`: a unix URL needs an absolute path: unix:///path/to/socket"
+            ));
         }
         let mut db = 0;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("db", v)) => {
-                    db = v.parse().map_err(|_| format!("`{url}`: db `{v}` is not a number"))?
+                    db = v
+                        .parse()
+                        .map_err(|_| format!("`{url}`: db `{v}` is not a number"))?
                 }
-                _ => return Err(format!("`{url}`: unknown query parameter `{pair}` (only db=N)")),
+                _ => {
+                    return Err(format!(
+                        "`{url}`: unknown query parameter `{pair}` (only db=N)"
+                    ));
+                }
             }
         }
         return Ok(UpstreamUrl {
@@ -577,12 +616,18 @@ mod tests {
     fn urls() {
         let u = parse_url("redis://u:p@10.0.0.1:7000/3").unwrap();
         assert_eq!(u.addr, UpstreamAddr::Tcp("10.0.0.1:7000".into()));
-        assert_eq!((u.username.as_deref(), u.password.as_deref(), u.db), (Some("u"), Some("p"), 3));
+        assert_eq!(
+            (u.username.as_deref(), u.password.as_deref(), u.db),
+            (Some("u"), Some("p"), 3)
+        );
         let u = parse_url("redis://:secret@localhost").unwrap();
         assert_eq!(u.addr, UpstreamAddr::Tcp("localhost:6379".into()));
         assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
         let u = parse_url("unix:///tmp/r.sock?db=2").unwrap();
-        assert_eq!((u.addr, u.db), (UpstreamAddr::Unix("/tmp/r.sock".into()), 2));
+        assert_eq!(
+            (u.addr, u.db),
+            (UpstreamAddr::Unix("/tmp/r.sock".into()), 2)
+        );
         assert!(parse_url("http://x").is_err());
         assert!(parse_url("redis://h:99999").unwrap_err().contains("port"));
         assert!(parse_url("redis://h:1/x").unwrap_err().contains("database"));
@@ -590,7 +635,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let e = parse("[upstream]\nurl = \"redis://a:1\"\nconections = 3\n").unwrap_err().to_string();
+        let e = parse("[upstream]\nurl = \"redis://a:1\"\nconections = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("conections"), "{e}");
         assert!(e.contains("line 3"), "{e}");
     }
@@ -598,9 +645,17 @@ mod tests {
     #[test]
     fn invalid_value_is_named_with_its_line() {
         let e = parse("[limits]\n\nmax_args = 0\n").unwrap_err().to_string();
-        assert!(e.contains("`limits.max_args`") && e.contains("line 3"), "{e}");
-        let e = parse("[upstream]\nurl = \"redis://a:1\"\nmax_inflight = 20000\n").unwrap_err().to_string();
-        assert!(e.contains("upstream.max_inflight") && e.contains("Dragonfly"), "{e}");
+        assert!(
+            e.contains("`limits.max_args`") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = parse("[upstream]\nurl = \"redis://a:1\"\nmax_inflight = 20000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream.max_inflight") && e.contains("Dragonfly"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -617,13 +672,23 @@ mod tests {
         assert_eq!(up.url.addr, UpstreamAddr::Tcp("a:1".into()));
         assert_eq!(c.listen.tcp, Some("127.0.0.1:1".parse().unwrap()));
         let bad = vec![("upstream.connections".to_string(), "-1".to_string())];
-        let e = from_str_with("", "f", &bad, &vec![]).unwrap_err().to_string();
-        assert!(e.contains("environment") && e.contains("upstream.connections"), "{e}");
+        let e = from_str_with("", "f", &bad, &vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("environment") && e.contains("upstream.connections"),
+            "{e}"
+        );
     }
 
     #[test]
     fn no_upstream_means_standalone() {
         assert!(parse("").unwrap().upstream.is_none());
-        assert!(parse("[upstream]\nurl = \"none\"\n").unwrap().upstream.is_none());
+        assert!(
+            parse("[upstream]\nurl = \"none\"\n")
+                .unwrap()
+                .upstream
+                .is_none()
+        );
     }
 }

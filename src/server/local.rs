@@ -101,7 +101,10 @@ async fn hello(r: &mut Reader, args: &[Bytes]) -> Flow {
     let mut name = None;
     let mut user = None;
     if let Some(v) = args.get(1) {
-        proto = match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+        proto = match std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
             Some(_) => return error(r, "NOPROTO unsupported protocol version").await,
@@ -139,11 +142,7 @@ async fn hello(r: &mut Reader, args: &[Bytes]) -> Flow {
         // client's commands still run in the order it sent them.
         r.barrier().await;
     }
-    let info = r
-        .shared()
-        .upstream
-        .as_ref()
-        .and_then(|u| u.server_info());
+    let info = r.shared().upstream.as_ref().and_then(|u| u.server_info());
     let c = r.client();
     c.proto = proto;
     if let Some(u) = user {
@@ -186,9 +185,14 @@ async fn error(r: &mut Reader, msg: &str) -> Flow {
 /// need a connection of the client's own.
 fn select(r: &mut Reader, arg: &Bytes, out: &mut BytesMut) {
     let db = upstream_db(r);
-    match std::str::from_utf8(arg).ok().and_then(|s| s.parse::<i64>().ok()) {
+    match std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
         None => encode::error(out, "ERR value is not an integer or out of range"),
-        Some(n) if n < 0 || n > i32::MAX as i64 => encode::error(out, "ERR DB index is out of range"),
+        Some(n) if n < 0 || n > i32::MAX as i64 => {
+            encode::error(out, "ERR DB index is out of range")
+        }
         Some(n) if n as u32 == db => {
             r.client().db = db;
             encode::simple(out, "OK")

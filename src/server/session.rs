@@ -143,11 +143,7 @@ async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
     shared: Arc<Shared>,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.max_inflight_per_client);
-    let mut reader = Reader {
-        client,
-        shared,
-        tx,
-    };
+    let mut reader = Reader { client, shared, tx };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; the writer then flushes what is owed and finishes.
     let (_, ()) = tokio::join!(reader.read_loop(r), write_loop(w, rx));
@@ -288,7 +284,10 @@ impl Reader {
                 out.freeze()
             }
         };
-        let rx = upstream.conn(self.client.proto, self.client.id).send(bytes).await;
+        let rx = upstream
+            .conn(self.client.proto, self.client.id)
+            .send(bytes)
+            .await;
         self.push(Pending::Upstream(rx)).await
     }
 }

