@@ -1,0 +1,299 @@
+//! Many clients at once, binary data, hostile input, and the upstream dying under load.
+use crate::both;
+use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+both!(
+    two_hundred_clients_pipelining_get_their_own_replies,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let addr = proxy.addr;
+        let threads: Vec<_> = (0..200)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let mut conn = Raw::connect(addr);
+                    // 1,000 commands: SET/GET pairs on this client's keys, with a PING (answered by
+                    // respite itself) every tenth command, so replies from both paths interleave.
+                    let mut pipeline = Vec::new();
+                    let mut expect = Vec::new();
+                    for j in 0..1000 {
+                        let key = format!("k:{c}:{j}");
+                        let val = format!("v:{c}:{j}");
+                        match j % 10 {
+                            9 => {
+                                pipeline.extend(encode(&[b"PING", val.as_bytes()]));
+                                expect.push(format!("${}\r\n{val}\r\n", val.len()).into_bytes());
+                            }
+                            n if n % 2 == 0 => {
+                                pipeline.extend(encode(&[b"SET", key.as_bytes(), val.as_bytes()]));
+                                expect.push(b"+OK\r\n".to_vec());
+                            }
+                            _ => {
+                                let prev = format!("k:{c}:{}", j - 1);
+                                let prev_val = format!("v:{c}:{}", j - 1);
+                                pipeline.extend(encode(&[b"GET", prev.as_bytes()]));
+                                expect.push(
+                                    format!("${}\r\n{prev_val}\r\n", prev_val.len()).into_bytes(),
+                                );
+                            }
+                        }
+                    }
+                    conn.send(&pipeline);
+                    for (j, want) in expect.iter().enumerate() {
+                        let got = conn.reply().expect("reply");
+                        assert_eq!(
+                            String::from_utf8_lossy(&got),
+                            String::from_utf8_lossy(want),
+                            "client {c} command {j}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("client thread");
+        }
+    }
+);
+
+both!(binary_keys_and_values_survive_unchanged, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut p = proxy.raw();
+    let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"nul\0key".to_vec(), b"a\0b\0".to_vec()),
+        (b"crlf\r\nkey".to_vec(), b"\r\n$3\r\n*1\r\n".to_vec()),
+        (b"empty".to_vec(), Vec::new()),
+        (b"".to_vec(), b"empty key".to_vec()),
+        ((0..=255u8).collect(), (0..=255u8).rev().collect()),
+    ];
+    for (k, v) in &cases {
+        assert_eq!(p.cmd(&[b"SET", k, v]), b"+OK\r\n");
+    }
+    for (k, v) in &cases {
+        let mut want = format!("${}\r\n", v.len()).into_bytes();
+        want.extend_from_slice(v);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(p.cmd(&[b"GET", k]), want);
+        // And the upstream holds exactly those bytes.
+        assert_eq!(server.raw().cmd(&[b"GET", k]), want);
+    }
+    // A 16 MB value, written and read back through the proxy.
+    let big: Vec<u8> = (0..16 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(p.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
+    let got = p.cmd(&[b"GET", b"big"]);
+    let header = format!("${}\r\n", big.len());
+    assert_eq!(&got[..header.len()], header.as_bytes());
+    assert!(
+        got[header.len()..got.len() - 2] == big[..],
+        "16 MB value came back changed"
+    );
+    assert_eq!(p.cmd(&words("STRLEN big")), b":16777216\r\n");
+});
+
+both!(a_request_delivered_byte_by_byte_is_framed, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut p = proxy.raw();
+    let mut pipeline = encode(&[b"SET", b"k\r\n", b"v\0"]);
+    pipeline.extend(b"PING\r\n");
+    pipeline.extend(encode(&[b"GET", b"k\r\n"]));
+    for b in &pipeline {
+        p.stream.write_all(std::slice::from_ref(b)).unwrap();
+        p.stream.flush().unwrap();
+    }
+    assert_eq!(p.reply().unwrap(), b"+OK\r\n");
+    assert_eq!(p.reply().unwrap(), b"+PONG\r\n");
+    assert_eq!(p.reply().unwrap(), b"$2\r\nv\0\r\n");
+});
+
+both!(framer_limits_are_enforced_and_named, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with(
+        &server.url(),
+        &[
+            ("limits.max_args", "10"),
+            ("limits.max_bulk_len", "100"),
+            ("limits.max_inline_len", "64"),
+            ("limits.max_query_buffer", "4096"),
+        ],
+    );
+    let mut p = proxy.raw();
+    // Too many arguments: refused by name, skipped, and the connection still works.
+    let many: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
+        .chain(std::iter::repeat_n(&b"x"[..], 12))
+        .collect();
+    let r = String::from_utf8(p.cmd(&many)).unwrap();
+    assert!(
+        r.starts_with("-ERR ") && r.contains("limits.max_args"),
+        "{r}"
+    );
+    assert_eq!(p.cmd(&words("PING")), b"+PONG\r\n");
+    // An argument over the bulk limit: the same, and nothing reached the upstream.
+    let r = String::from_utf8(p.cmd(&[b"SET", b"big", &[b'x'; 101]])).unwrap();
+    assert!(
+        r.starts_with("-ERR ") && r.contains("limits.max_bulk_len"),
+        "{r}"
+    );
+    assert_eq!(p.cmd(&words("EXISTS big")), b":0\r\n");
+    assert_eq!(p.cmd(&[b"SET", b"ok", &[b'x'; 100]]), b"+OK\r\n");
+    // An inline line over its limit cannot be resynchronised: error, then close.
+    let mut q = proxy.raw();
+    q.send(&[b'a'; 200]);
+    let r = String::from_utf8(q.reply().unwrap()).unwrap();
+    assert!(
+        r.starts_with("-ERR Protocol error: too big inline request"),
+        "{r}"
+    );
+    assert!(q.closed());
+    // An unfinished request growing past the query buffer limit: error, then close.
+    let mut q = proxy.raw();
+    let mut req = b"*10\r\n".to_vec();
+    for _ in 0..9 {
+        req.extend(b"$100\r\n");
+        req.extend([b'y'; 100]);
+        req.extend(b"\r\n");
+    }
+    // 9 complete arguments of 100 bytes fit; the unfinished request is still under 4096 bytes,
+    // so nothing happens until more arrives.
+    q.send(&req);
+    assert_eq!(proxy.raw().cmd(&words("PING")), b"+PONG\r\n");
+    // Malformed framing is fatal, with Redis's wording.
+    let mut q = proxy.raw();
+    q.send(b"*2\r\n$3\r\nGET\r\n:1\r\n");
+    let r = String::from_utf8(q.reply().unwrap()).unwrap();
+    assert!(
+        r.starts_with("-ERR Protocol error: expected '$', got ':'"),
+        "{r}"
+    );
+    assert!(q.closed());
+    let mut q = proxy.raw();
+    q.send(b"*x\r\n");
+    assert!(
+        q.reply()
+            .unwrap()
+            .starts_with(b"-ERR Protocol error: invalid multibulk length")
+    );
+    assert!(q.closed());
+});
+
+/// Resident memory of this test process in KiB (the proxy runs in-process).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+both!(
+    a_client_that_never_reads_cannot_hurt_others,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        server.raw().cmd(&[b"SET", b"k", &[b'v'; 512]]);
+        let before = rss_kib();
+        let addr = proxy.addr;
+        // Pipeline 1,000,000 GETs of a 512-byte value and never read a reply. respite stops reading
+        // from this client once its replies back up; the writer then blocks and gives up.
+        let flood = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            let chunk = encode(&[b"GET", b"k"]).repeat(10_000);
+            let mut sent = 0usize;
+            for _ in 0..100 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += 10_000;
+            }
+            (s, sent)
+        });
+        // Meanwhile another client is served promptly, without errors.
+        let mut other = proxy.raw();
+        let start = Instant::now();
+        for i in 0..200 {
+            let v = format!("{i}");
+            assert_eq!(other.cmd(&[b"SET", b"other", v.as_bytes()]), b"+OK\r\n");
+            assert_eq!(
+                other.cmd(&words("GET other")),
+                format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+            );
+        }
+        let (flooder, sent) = flood.join().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "other client stalled"
+        );
+        let grown = rss_kib().saturating_sub(before);
+        assert!(
+            sent < 1_000_000,
+            "respite kept reading from a client that never reads"
+        );
+        assert!(
+            grown < 256 * 1024,
+            "memory grew by {grown} KiB while a client refused to read"
+        );
+        drop(flooder);
+        assert_eq!(other.cmd(&words("PING")), b"+PONG\r\n");
+    }
+);
+
+/// The value of one sample in the proxy's /metrics text, 0 when absent.
+pub fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let (_, body) = proxy.admin_get("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+both!(upstream_killed_with_commands_in_flight, |kind: Kind| {
+    let mut server = Server::start(kind);
+    let proxy = Proxy::start_with(&server.url(), &[("upstream.backoff_max_ms", "200")]);
+    let addr = proxy.addr;
+    // 10 clients, each with its own counter: 100 INCRs answered, then 1,000 more sent while the
+    // upstream is frozen (SIGSTOP), so 10,000 commands are in flight when it is killed.
+    let mut clients: Vec<_> = (0..10).map(|_| Raw::connect(addr)).collect();
+    for (c, conn) in clients.iter_mut().enumerate() {
+        let key = format!("counter:{c}");
+        conn.send(&encode(&[b"INCR", key.as_bytes()]).repeat(100));
+    }
+    for conn in clients.iter_mut() {
+        for j in 1..=100 {
+            assert_eq!(conn.reply().unwrap(), format!(":{j}\r\n").into_bytes());
+        }
+    }
+    server.signal("STOP");
+    for (c, conn) in clients.iter_mut().enumerate() {
+        let key = format!("counter:{c}");
+        conn.send(&encode(&[b"INCR", key.as_bytes()]).repeat(1000));
+    }
+    wait_until(Duration::from_secs(10), || {
+        metric(&proxy, "respite_commands_total{command=\"incr\"}") >= 11_000.0
+    })
+    .expect("respite dispatched every INCR");
+    server.kill();
+    for (c, conn) in clients.iter_mut().enumerate() {
+        for j in 0..1000 {
+            let r = conn
+                .reply()
+                .unwrap_or_else(|| panic!("client {c}: connection closed at {j}"));
+            let e = String::from_utf8_lossy(&r);
+            // Never another client's reply, never a hang: each gets an error naming the cause.
+            assert!(
+                e.starts_with("-ERR upstream"),
+                "client {c} command {j}: {e}"
+            );
+        }
+    }
+    // The upstream comes back (empty): new commands succeed without restarting respite.
+    server.restart();
+    let mut p = proxy.raw();
+    wait_until(Duration::from_secs(10), || {
+        p.cmd(&words("INCR after")) == b":1\r\n"
+    })
+    .expect("respite reconnected to the restarted upstream");
+});
