@@ -70,6 +70,16 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
         .init();
+    // Each client is a file descriptor: raise the soft limit to the hard one, as Redis does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < config.listen.max_clients + 64 => tracing::warn!(
+            limit = n,
+            max_clients = config.listen.max_clients,
+            "open-file limit is below listen.max_clients"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         rt.worker_threads(config.worker_threads);

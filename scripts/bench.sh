@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Throughput of the upstream direct, through twemproxy (Debian's nutcracker) and through respite, in
+# one run, with the ratios; then the RSS of respite holding 10,000 idle clients.
+# usage: scripts/bench.sh [ROUNDS]      env: N requests per case (200000), C clients (50), D value bytes (64)
+# Starts and stops its own redis-server, nutcracker and respite on loopback ports 7101-7104.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}; N=${N:-200000}; C=${C:-50}; D=${D:-64}
+W=$(mktemp -d); PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+command -v nutcracker >/dev/null || { echo "needs nutcracker: apt-get install nutcracker" >&2; exit 1; }
+cargo build --release --bin respite -q
+ulimit -n 65536 2>/dev/null || true
+
+redis-server --port 7101 --bind 127.0.0.1 --save '' --appendonly no --logfile "$W/redis.log" &
+PIDS+=($!)
+cat > "$W/nc.yml" <<Y
+alpha:
+  listen: 127.0.0.1:7102
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  server_connections: 1
+  servers:
+   - 127.0.0.1:7101:1
+Y
+nutcracker -c "$W/nc.yml" -o "$W/nc.log" -s 22224 &
+PIDS+=($!)
+./target/release/respite --listen 127.0.0.1:7103 --upstream redis://127.0.0.1:7101 --admin 127.0.0.1:7104 \
+  --log-level warn ${RESPITE_ARGS:-} &
+RESPITE_PID=$!; PIDS+=($RESPITE_PID)
+for port in 7101 7102 7103; do
+  for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.05; done
+done
+redis-cli -p 7101 flushall >/dev/null
+
+run() { redis-benchmark -p "$1" -t "$2" -n "$N" -c "$C" -P "$3" -r 1000 -d "$D" --csv 2>/dev/null |
+  awk -F, 'NR>1{gsub(/"/,"",$2); print $2; exit}'; }
+declare -A R
+for _ in $(seq "$ROUNDS"); do for t in set get; do for P in 1 16; do for port in 7101 7102 7103; do
+  R[$t.$P.$port]+="$(run $port $t $P) "; done; done; done; done
+med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1}END{print a[int((NR+1)/2)]}'; }
+echo "redis-benchmark, $C clients, $D-byte values, $N requests per case, median of $ROUNDS rounds (requests/s)"
+printf "| %-7s | %10s | %10s | %10s | %8s | %9s |\n" case direct twemproxy respite resp/dir resp/twem
+printf "|---------|-----------:|-----------:|-----------:|---------:|----------:|\n"
+for t in set get; do for P in 1 16; do
+  d=$(echo ${R[$t.$P.7101]} | med); w=$(echo ${R[$t.$P.7102]} | med); p=$(echo ${R[$t.$P.7103]} | med)
+  printf "| %-7s | %10s | %10s | %10s | %8.2f | %9.2f |\n" "$t-P$P" "$d" "$w" "$p" \
+    "$(awk -v a="$p" -v b="$d" 'BEGIN{print a/b}')" "$(awk -v a="$p" -v b="$w" 'BEGIN{print a/b}')"
+done; done
+
+rss() { awk '/VmRSS/{print $2}' /proc/$RESPITE_PID/status; }
+before=$(rss)
+
+python3 scripts/idle_clients.py 7103 10000 "$RESPITE_PID"
