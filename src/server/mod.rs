@@ -82,12 +82,15 @@ pub async fn run(
         next_id: AtomicU64::new(1),
         draining: CancellationToken::new(),
     });
-    let admin_task = listeners.admin.map(|l| {
+    let Listeners { tcp, unix, admin } = listeners;
+    // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
+    let stop_admin = CancellationToken::new();
+    let admin_task = admin.map(|l| {
         let state = admin::State {
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
         };
-        tokio::spawn(admin::serve(l, state, shared.draining.clone()))
+        tokio::spawn(admin::serve(l, state, stop_admin.clone()))
     });
 
     let tracker = TaskTracker::new();
@@ -96,8 +99,8 @@ pub async fn run(
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            r = accept_tcp(listeners.tcp.as_ref()) => r,
-            r = accept_unix(listeners.unix.as_ref()) => r,
+            r = accept_tcp(tcp.as_ref()) => r,
+            r = accept_unix(unix.as_ref()) => r,
         };
         let conn = match accepted {
             Ok(c) => c,
@@ -127,6 +130,7 @@ pub async fn run(
     }
 
     info!("shutting down: no new clients; draining");
+    drop((tcp, unix));
     shared.draining.cancel();
     tracker.close();
     if tokio::time::timeout(config.shutdown_grace, tracker.wait())
@@ -136,8 +140,9 @@ pub async fn run(
         warn!(grace = ?config.shutdown_grace, "grace period over with clients still open");
     }
     stop_upstream.cancel();
+    stop_admin.cancel();
     if let Some(task) = admin_task {
-        task.abort();
+        let _ = task.await;
     }
     if let Some(p) = &config.listen.unix {
         let _ = std::fs::remove_file(p);

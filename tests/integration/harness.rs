@@ -248,11 +248,16 @@ impl Proxy {
         Raw::connect(self.addr)
     }
 
-    /// Stop (as SIGTERM would) and wait for the drain to finish.
-    pub fn shutdown(&mut self) {
+    /// Begin shutting down (as SIGTERM would) without waiting for the drain.
+    pub fn begin_shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+
+    /// Stop (as SIGTERM would) and wait for the drain to finish.
+    pub fn shutdown(&mut self) {
+        self.begin_shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -4,4 +4,5 @@ mod harness;
 
 mod basics;
 mod clients;
+mod operations;
 mod robustness;
