@@ -196,7 +196,10 @@ mod tests {
     fn names_round_trip() {
         assert_eq!(AclCategories::from_name("@read"), Some(AclCategories::READ));
         assert_eq!(AclCategories::from_name("READ"), Some(AclCategories::READ));
-        assert_eq!(AclCategories::from_name("@Connection"), Some(AclCategories::CONNECTION));
+        assert_eq!(
+            AclCategories::from_name("@Connection"),
+            Some(AclCategories::CONNECTION)
+        );
         assert_eq!(AclCategories::from_name("@all"), None);
         assert_eq!(AclCategories::from_name("@"), None);
         assert_eq!(Flags::from_name("no_multi"), Some(Flags::NO_MULTI));

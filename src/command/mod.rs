@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 mod bits;
 mod keys;
+mod lookup;
 mod route;
 mod table;
 
@@ -204,22 +205,19 @@ fn error_text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&mapped).into_owned()
 }
 
-/// Longer than any command or subcommand name, so a longer argument cannot match and need not be
-/// lower-cased.
-const MAX_NAME: usize = 32;
-
 /// Resolve a request's arguments to its command (or subcommand) and check arity.
 ///
 /// Mirrors Redis's `processCommand`: names are ASCII case-insensitive; a container command with
 /// at least one argument resolves to its subcommand (so `CLIENT` alone is an arity error of
 /// `client`, and `COMMAND` alone is the COMMAND command); arity is checked against the subcommand.
 pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, CommandError> {
-    let Some(cmd) = args.first().and_then(|name| find(&table::COMMANDS, name, 0)) else {
+    let Some(cmd) = args.first().and_then(|name| lookup::command(name)) else {
         return Err(CommandError::unknown(args));
     };
     let spec = match args.get(1) {
-        Some(sub) if cmd.is_container() => find(cmd.subcommands, sub, cmd.name.len() + 1)
-            .ok_or_else(|| CommandError::unknown_subcommand(args))?,
+        Some(sub) if cmd.is_container() => {
+            lookup::subcommand(cmd, sub).ok_or_else(|| CommandError::unknown_subcommand(args))?
+        }
         _ => cmd,
     };
     if !spec.arity_ok(args.len()) {
@@ -232,10 +230,9 @@ pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, CommandError> {
 /// and policy code that names commands; requests go through [`resolve`].
 pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
     match name.split_once('|') {
-        None => find(&table::COMMANDS, name.as_bytes(), 0),
+        None => lookup::command(name.as_bytes()),
         Some((parent, sub)) => {
-            let cmd = find(&table::COMMANDS, parent.as_bytes(), 0)?;
-            find(cmd.subcommands, sub.as_bytes(), cmd.name.len() + 1)
+            lookup::subcommand(lookup::command(parent.as_bytes())?, sub.as_bytes())
         }
     }
 }
@@ -248,24 +245,6 @@ pub fn commands() -> &'static [CommandSpec] {
 /// Every command and subcommand; `all()[spec.id as usize]` is `spec`.
 pub fn all() -> &'static [&'static CommandSpec] {
     &table::ALL
-}
-
-/// Binary search of a name-sorted table, comparing `name` lower-cased against each entry's name
-/// from byte `skip` on (past `parent|` for subcommands). Lower-casing goes into a stack buffer:
-/// this runs for every request.
-fn find(table: &'static [CommandSpec], name: &[u8], skip: usize) -> Option<&'static CommandSpec> {
-    if name.len() > MAX_NAME {
-        return None;
-    }
-    let mut buf = [0u8; MAX_NAME];
-    let lower = &mut buf[..name.len()];
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    let lower = &*lower;
-    table
-        .binary_search_by(|spec| spec.name.as_bytes()[skip..].cmp(lower))
-        .ok()
-        .map(|i| &table[i])
 }
 
 #[cfg(test)]
@@ -286,11 +265,16 @@ mod tests {
     #[test]
     fn table_is_sorted_and_ids_are_dense() {
         for pair in table::COMMANDS.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} !< {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} !< {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
         for (i, spec) in all().iter().enumerate() {
             assert_eq!(spec.id as usize, i, "{}", spec.name);
-            assert!(spec.name.len() <= MAX_NAME);
+            assert!(spec.name.len() <= lookup::MAX_NAME);
             assert_eq!(spec.name, spec.name.to_ascii_lowercase());
             for pair in spec.subcommands.windows(2) {
                 assert!(pair[0].name < pair[1].name);
@@ -362,7 +346,10 @@ mod tests {
             format!("unknown subcommand '{}'. Try CONFIG HELP.", "x".repeat(128))
         );
         let err = resolve_words(&["object", "encoding", "k"]).unwrap_err();
-        assert!(matches!(err, CommandError::Unknown { .. }), "OBJECT is not in the table");
+        assert!(
+            matches!(err, CommandError::Unknown { .. }),
+            "OBJECT is not in the table"
+        );
     }
 
     #[test]
@@ -421,7 +408,10 @@ mod tests {
         let name = "n".repeat(130);
         assert_eq!(
             resolve_words(&[&name]).unwrap_err().to_string(),
-            format!("unknown command '{}', with args beginning with: ", "n".repeat(128))
+            format!(
+                "unknown command '{}', with args beginning with: ",
+                "n".repeat(128)
+            )
         );
         assert_eq!(
             resolve_words(&["fo\r\no", "a\nb", "c\0d"])

@@ -24,7 +24,8 @@ enum Policy {
 }
 
 /// The policy of every spec, by `CommandSpec::id`, so routing costs one index per request.
-static POLICIES: LazyLock<Box<[Policy]>> = LazyLock::new(|| all().iter().map(|s| policy(s)).collect());
+static POLICIES: LazyLock<Box<[Policy]>> =
+    LazyLock::new(|| all().iter().map(|s| policy(s)).collect());
 
 /// Where this invocation goes (some commands are stateful only with certain arguments, e.g. XREAD BLOCK).
 pub fn route(spec: &CommandSpec, args: &[Bytes]) -> Route {
@@ -53,10 +54,21 @@ fn policy(spec: &CommandSpec) -> Policy {
         | "bzmpop" | "wait" | "waitaof" => BLOCKING,
         // Per-connection modes on the upstream side, or other clients' connections, which on a
         // shared upstream connection would be respite's own.
-        "client|reply" | "client|tracking" | "client|caching" | "client|no-evict"
-        | "client|no-touch" | "client|unblock" | "client|kill" | "client|pause"
-        | "client|unpause" | "client|list" | "client|getredir" | "client|trackinginfo"
-        | "readonly" | "readwrite" | "asking" => CONNECTION,
+        "client|reply"
+        | "client|tracking"
+        | "client|caching"
+        | "client|no-evict"
+        | "client|no-touch"
+        | "client|unblock"
+        | "client|kill"
+        | "client|pause"
+        | "client|unpause"
+        | "client|list"
+        | "client|getredir"
+        | "client|trackinginfo"
+        | "readonly"
+        | "readwrite"
+        | "asking" => CONNECTION,
         // Turns the connection into a replication link.
         "replconf" | "sync" | "psync" => REPLICATION,
         // SCRIPT DEBUG YES/SYNC puts this connection into the Lua debugger.
@@ -163,8 +175,14 @@ mod tests {
             ("WAIT 1 0", "blocking command"),
             ("XREAD BLOCK 0 STREAMS s $", "blocking command"),
             ("XREAD COUNT 1 block 100 STREAMS s 0", "blocking command"),
-            ("XREADGROUP GROUP g c BLOCK 0 STREAMS s >", "blocking command"),
-            ("XREADGROUP GROUP g c NOACK BLOCK 0 STREAMS s >", "blocking command"),
+            (
+                "XREADGROUP GROUP g c BLOCK 0 STREAMS s >",
+                "blocking command",
+            ),
+            (
+                "XREADGROUP GROUP g c NOACK BLOCK 0 STREAMS s >",
+                "blocking command",
+            ),
             ("CLIENT REPLY OFF", "connection state"),
             ("CLIENT TRACKING ON", "connection state"),
             ("CLIENT CACHING YES", "connection state"),
@@ -221,13 +239,7 @@ mod tests {
         }
         // Names the policy refers to must be real entries (or, for the few newer than Redis 7.0,
         // deliberately absent), so a typo cannot silently turn into Forward.
-        let absent_on_purpose = [
-            "waitaof",
-            "client|no-touch",
-            "asking",
-            "sync",
-            "psync",
-        ];
+        let absent_on_purpose = ["waitaof", "client|no-touch", "asking", "sync", "psync"];
         for name in [
             "ping",
             "echo",
