@@ -395,6 +395,12 @@ def render(redis, valkey, dragonfly, redis_version, valkey_version):
     out.append("// Excluded although %s has them:" % redis_version)
     for n, why in excluded:
         out.append("//   %s: %s" % (n, why))
+    diffs = valkey_differences(redis, valkey, order)
+    if diffs:
+        out.append("//")
+        out.append("// Where %s differs on an included entry (Redis 7.0's facts are used):" % valkey_version)
+        for line in diffs:
+            out.append("//   " + line)
     out.append("")
     out.append("use super::{")
     out.append("    AclCategories, BeginSearch, CommandSpec, FindKeys, Flags, KeySpec, KeySpecFlags, KeysProc,")
@@ -423,6 +429,29 @@ def render(redis, valkey, dragonfly, redis_version, valkey_version):
         out.append("];")
     out.append("")
     return "\n".join(out)
+
+
+def valkey_differences(redis, valkey, names):
+    """One line per included entry whose Valkey facts differ from Redis 7.0's, for readers who
+    wonder why respite rejects a call Valkey would take (e.g. ZRANK ... WITHSCORE)."""
+    lines = []
+    for n in names:
+        if n in EXTRAS:
+            continue
+        r, v = redis[n], valkey[n]
+        parts = []
+        if r["arity"] != v["arity"]:
+            parts.append("arity %d (Redis %d)" % (v["arity"], r["arity"]))
+        for what, key in (("flags", "flags"), ("ACL", "acl")):
+            added = sorted(set(v[key]) - set(r[key]))
+            removed = sorted(set(r[key]) - set(v[key]))
+            if added or removed:
+                parts.append("%s %s" % (what, " ".join(["+" + x for x in added] + ["-" + x for x in removed])))
+        if r["key_specs"] != v["key_specs"]:
+            parts.append("key specs")
+        if parts:
+            lines.append("%s: %s" % (n, "; ".join(parts)))
+    return lines
 
 
 def sub_static_name(name):

@@ -28,6 +28,44 @@
 //   restore-asking: not in Dragonfly
 //   swapdb: not in Dragonfly
 //   sync: not in Dragonfly
+//
+// Where valkey-server 9.1.2 differs on an included entry (Redis 7.0's facts are used):
+//   blmove: flags -noscript
+//   blpop: flags -noscript
+//   brpop: flags -noscript
+//   brpoplpush: flags -noscript
+//   bzpopmax: flags -noscript
+//   bzpopmin: flags -noscript
+//   client|caching: flags +allow_busy
+//   client|getname: flags +allow_busy
+//   client|getredir: flags +allow_busy
+//   client|id: flags +allow_busy
+//   client|no-evict: flags +allow_busy
+//   client|reply: flags +allow_busy +no_multi
+//   client|setname: flags +allow_busy
+//   cluster|info: flags +loading
+//   cluster|myid: flags +loading
+//   cluster|nodes: flags +loading
+//   cluster|replicate: arity -3 (Redis 3)
+//   cluster|shards: flags +loading
+//   cluster|slots: flags +loading
+//   command|getkeys: arity -3 (Redis -4)
+//   command|getkeysandflags: arity -3 (Redis -4)
+//   exec: flags +skip_commandlog -skip_slowlog
+//   georadius: key specs
+//   georadiusbymember: key specs
+//   memory|malloc-stats: flags +loading
+//   memory|purge: flags +loading
+//   multi: flags +no_multi
+//   script|debug: arity -3 (Redis 3)
+//   script|exists: flags +stale
+//   script|flush: flags +stale
+//   select: flags +allow_busy
+//   sinterstore: key specs
+//   wait: flags +blocking -noscript; ACL +blocking
+//   watch: flags +no_multi
+//   zrank: arity -3 (Redis 3)
+//   zrevrank: arity -3 (Redis 3)
 
 use super::{
     AclCategories, BeginSearch, CommandSpec, FindKeys, Flags, KeySpec, KeySpecFlags, KeysProc,
