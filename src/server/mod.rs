@@ -70,6 +70,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // Before anything records a metric: handles created earlier would stay bound to no recorder.
+    admin::recorder();
     let stop_upstream = CancellationToken::new();
     let upstream = config
         .upstream

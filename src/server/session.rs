@@ -143,10 +143,11 @@ async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
     shared: Arc<Shared>,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.max_inflight_per_client);
-    let mut reader = Reader { client, shared, tx };
+    let reader = Reader { client, shared, tx };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
-    // fatal error, or the proxy drains; the writer then flushes what is owed and finishes.
-    let (_, ()) = tokio::join!(reader.read_loop(r), write_loop(w, rx));
+    // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
+    // flushes what is owed and finishes.
+    let ((), ()) = tokio::join!(reader.read_loop(r), write_loop(w, rx));
     debug!("client closed");
 }
 
@@ -157,7 +158,7 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    async fn read_loop<R: ClientRead>(&mut self, r: R) {
+    async fn read_loop<R: ClientRead>(mut self, r: R) {
         let limits = self.shared.config.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();

@@ -92,7 +92,8 @@ impl Server {
             .expect("start the upstream server (scripts/test.sh installs it)");
         self.child = Some(child);
         wait_until(Duration::from_secs(10), || {
-            raw_roundtrip(self.port, b"*1\r\n$4\r\nPING\r\n").is_some_and(|r| r == b"+PONG\r\n")
+            raw_roundtrip(self.port, b"*1\r\n$4\r\nPING\r\n")
+                .is_some_and(|r| r == b"+PONG\r\n" || r.starts_with(b"-NOAUTH"))
         })
         .unwrap_or_else(|| panic!("{:?} did not answer PING on port {}", self.kind, self.port));
     }
@@ -327,9 +328,8 @@ impl Raw {
     /// The next whole reply, as raw bytes (decoded by redis-protocol, the independent oracle).
     /// `None` when the peer closed the connection.
     pub fn reply(&mut self) -> Option<Vec<u8>> {
-        use redis_protocol::resp3::decode::complete::decode;
         loop {
-            if let Some((_, len)) = decode(&self.buf).expect("well-formed reply") {
+            if let Some(len) = frame_len(&self.buf) {
                 return Some(self.buf.split_to(len).to_vec());
             }
             let mut chunk = [0u8; 65536];
@@ -345,6 +345,24 @@ impl Raw {
     /// True when the peer has closed the connection (after any replies still buffered).
     pub fn closed(&mut self) -> bool {
         self.reply().is_none()
+    }
+}
+
+/// The length of the complete reply at the front of `buf`, by redis-protocol's decoders (RESP3's,
+/// then RESP2's for the `$-1`/`*-1` nulls RESP3's decoder does not take). Panics on garbage.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    if buf.is_empty() {
+        return None;
+    }
+    match redis_protocol::resp3::decode::complete::decode(buf) {
+        Ok(r) => r.map(|(_, len)| len),
+        Err(e3) => match redis_protocol::resp2::decode::decode(buf) {
+            Ok(r) => r.map(|(_, len)| len),
+            Err(e2) => panic!(
+                "malformed reply {:?}: {e3:?} / {e2:?}",
+                String::from_utf8_lossy(&buf[..buf.len().min(200)])
+            ),
+        },
     }
 }
 
