@@ -369,12 +369,11 @@ fn line_of(source: &str, dotted: &str) -> Option<usize> {
         let t = line.trim();
         if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             current = h.trim().to_string();
-        } else if current == section {
-            if let Some((k, _)) = t.split_once('=') {
-                if k.trim() == key {
-                    return Some(i + 1);
-                }
-            }
+        } else if current == section
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            return Some(i + 1);
         }
     }
     None

@@ -439,10 +439,10 @@ async fn watchdog(
             .unwrap_or_else(|p| p.into_inner())
             .front()
             .map(|(_, t)| *t);
-        if let Some(t) = oldest {
-            if t.elapsed() > deadline {
-                return Some(format!("no reply within {deadline:?}"));
-            }
+        if let Some(t) = oldest
+            && t.elapsed() > deadline
+        {
+            return Some(format!("no reply within {deadline:?}"));
         }
     }
 }
