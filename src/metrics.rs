@@ -3,7 +3,7 @@
 //! Metric names and label sets live here so that `/metrics` stays a stable interface. Recording goes
 //! through the `metrics` facade; the Prometheus recorder is installed by [`crate::admin`]. Per-command
 //! counters are resolved once into handles, so the hot path pays one atomic add, not a registry lookup.
-use dashmap::DashMap;
+use crate::command::CommandSpec;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::sync::OnceLock;
 
@@ -51,16 +51,19 @@ pub fn error(kind: ErrorKind) {
     counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }
 
-/// A command counter per command name, created on first use and then reused.
-pub fn command(name: &'static str) -> Counter {
-    static HANDLES: OnceLock<DashMap<&'static str, Counter>> = OnceLock::new();
-    let map = HANDLES.get_or_init(DashMap::new);
-    if let Some(c) = map.get(name) {
-        return c.clone();
-    }
-    map.entry(name)
-        .or_insert_with(|| counter!(COMMANDS_TOTAL, "command" => name))
-        .clone()
+/// The counter of one command, registered on first use (so `/metrics` lists only commands seen)
+/// and then found by the command's dense id: one atomic add per command on the hot path.
+pub fn command(spec: &'static CommandSpec) -> &'static Counter {
+    static HANDLES: OnceLock<Box<[OnceLock<Counter>]>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        let n = crate::command::all()
+            .iter()
+            .map(|s| s.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        (0..n).map(|_| OnceLock::new()).collect()
+    });
+    handles[spec.id as usize].get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name))
 }
 
 pub fn client_connections() -> Gauge {

@@ -250,7 +250,7 @@ impl Reader {
                 return Flow::Continue;
             }
         };
-        metrics::command(spec.name).increment(1);
+        metrics::command(spec).increment(1);
         self.client.last_command = spec.name;
         match command::route(spec, &req.args) {
             Route::Forward => {
@@ -293,102 +293,75 @@ impl Reader {
     }
 }
 
-/// Write replies in FIFO order, batching whatever is already resolved into one write.
+/// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
+/// it that is already known, so a pipelining client gets them in one write.
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Pending>) {
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
-    let mut held: Option<Pending> = None;
-    loop {
-        let next = match held.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => break,
-            },
+    let mut head: Option<Pending> = None;
+    'session: loop {
+        let mut item = match head.take() {
+            Some(p) => Some(p),
+            None => rx.recv().await,
         };
-        let close = match resolve(next).await {
-            Resolved::Bytes(b) => {
-                if let Err(()) = append(&mut w, &mut out, b).await {
-                    return;
-                }
-                false
-            }
-            Resolved::Nothing => false,
-            Resolved::Close => true,
-        };
-        // Gather replies that are already here, without waiting for any that are not.
-        let mut close_now = close;
-        while !close_now && out.len() < FLUSH_AT {
-            let mut p = match rx.try_recv() {
-                Ok(p) => p,
-                Err(_) => break,
-            };
-            let ready = match &mut p {
-                Pending::Upstream(rx) => match rx.try_recv() {
-                    Ok(reply) => Some(Resolved::Bytes(reply_bytes(Ok(reply)))),
-                    Err(oneshot::error::TryRecvError::Empty) => None,
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        Some(Resolved::Bytes(reply_bytes(Err(()))))
-                    }
-                },
-                _ => None,
-            };
-            match ready {
-                Some(Resolved::Bytes(b)) => {
-                    if append(&mut w, &mut out, b).await.is_err() {
-                        return;
-                    }
-                }
-                _ => match p {
-                    Pending::Ready(b) => {
-                        if append(&mut w, &mut out, b).await.is_err() {
-                            return;
-                        }
-                    }
-                    Pending::Close => close_now = true,
-                    other => {
-                        held = Some(other);
-                        break;
-                    }
-                },
-            }
-        }
-        if !out.is_empty() {
-            if w.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-            if out.capacity() > 4 * FLUSH_AT {
-                out = BytesMut::new();
-            }
-        }
-        if close_now {
+        if item.is_none() {
             break;
         }
-        if held.is_none() && out.capacity() > 0 && rx.is_empty() {
+        while let Some(p) = item.take() {
+            let written = match p {
+                Pending::Ready(b) => append(&mut w, &mut out, b).await,
+                Pending::Upstream(reply) => {
+                    let b = reply_bytes(reply.await.map_err(|_| ()));
+                    append(&mut w, &mut out, b).await
+                }
+                Pending::Barrier(done) => {
+                    let r = flush(&mut w, &mut out).await;
+                    let _ = done.send(());
+                    r
+                }
+                Pending::Close => break 'session,
+            };
+            if written.is_err() {
+                return;
+            }
+            if out.len() >= FLUSH_AT {
+                break;
+            }
+            item = match rx.try_recv() {
+                Ok(Pending::Upstream(mut reply)) => match reply.try_recv() {
+                    Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r)))),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Some(Pending::Ready(reply_bytes(Err(()))))
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        // Not here yet: write what we have before waiting for it.
+                        head = Some(Pending::Upstream(reply));
+                        None
+                    }
+                },
+                Ok(other) => Some(other),
+                Err(_) => None,
+            };
+        }
+        if flush(&mut w, &mut out).await.is_err() {
+            return;
+        }
+        if head.is_none() && rx.is_empty() {
             // Idle clients keep no write buffer.
             out = BytesMut::new();
         }
     }
+    let _ = flush(&mut w, &mut out).await;
     let _ = w.shutdown().await;
 }
 
-enum Resolved {
-    Bytes(Bytes),
-    Nothing,
-    Close,
-}
-
-async fn resolve(p: Pending) -> Resolved {
-    match p {
-        Pending::Ready(b) => Resolved::Bytes(b),
-        Pending::Upstream(rx) => Resolved::Bytes(reply_bytes(rx.await.map_err(|_| ()))),
-        Pending::Barrier(tx) => {
-            let _ = tx.send(());
-            Resolved::Nothing
-        }
-        Pending::Close => Resolved::Close,
+async fn flush<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Result<(), ()> {
+    if out.is_empty() {
+        return Ok(());
     }
+    w.write_all(out).await.map_err(|_| ())?;
+    out.clear();
+    Ok(())
 }
 
 /// The bytes a client gets for an upstream outcome. `Err(())`: the reply slot vanished without an
@@ -418,10 +391,7 @@ fn reply_bytes(r: Result<Reply, ()>) -> Bytes {
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
 async fn append<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
     if b.len() >= 16 * 1024 {
-        if !out.is_empty() {
-            w.write_all(out).await.map_err(|_| ())?;
-            out.clear();
-        }
+        flush(w, out).await?;
         w.write_all(&b).await.map_err(|_| ())
     } else {
         out.extend_from_slice(&b);
