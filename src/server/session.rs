@@ -257,7 +257,8 @@ impl Reader {
                 self.forward(req).await;
                 Flow::Continue
             }
-            Route::Proxy => local::answer(self, spec, req).await,
+            // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
+            Route::Proxy => Box::pin(local::answer(self, spec, req)).await,
             Route::Stateful(why) => {
                 metrics::error(ErrorKind::Refused);
                 let msg = format!(
