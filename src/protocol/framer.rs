@@ -13,7 +13,9 @@
 //!   lengths are known), so the next call yields the next request. Malformed framing (bad type byte,
 //!   non-numeric length, inline line over `max_inline_len`, unbalanced quotes) is *fatal*: the stream
 //!   cannot be resynchronised and the caller closes the connection after replying. After a fatal
-//!   error every further call returns the same error.
+//!   error every further call returns the same error. A count or length past Redis's hard limits
+//!   (1024*1024 arguments, 512 MiB), or past the configured limit where that is higher, is malformed
+//!   rather than over a limit, and fatal, as in Redis.
 //!
 //! Error texts are Redis's own (`networking.c`) wherever Redis has the error. Where this framer is
 //! stricter than Redis it says so at the check: Redis skips the two bytes after a length or a bulk
