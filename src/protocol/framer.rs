@@ -13,7 +13,9 @@
 //!   lengths are known), so the next call yields the next request. Malformed framing (bad type byte,
 //!   non-numeric length, inline line over `max_inline_len`, unbalanced quotes) is *fatal*: the stream
 //!   cannot be resynchronised and the caller closes the connection after replying. After a fatal
-//!   error every further call returns the same error.
+//!   error every further call returns the same error. A count or length past Redis's hard limits
+//!   (1024*1024 arguments, 512 MiB), or past the configured limit where that is higher, is malformed
+//!   rather than over a limit, and fatal, as in Redis.
 //!
 //! Error texts are Redis's own (`networking.c`) wherever Redis has the error. Where this framer is
 //! stricter than Redis it says so at the check: Redis skips the two bytes after a length or a bulk
@@ -230,6 +232,13 @@ impl Framer {
     }
 
     fn array_header(&mut self, buf: &mut BytesMut) -> Result<Step, FrameError> {
+        if let Some((n, body)) = quick_header(buf, 0)
+            && n > 0
+            && n <= self.limits.max_args as u64
+        {
+            self.scanned = 0;
+            return self.array_start(buf, n as usize, body);
+        }
         let cr = match self.header_line(buf, 0) {
             Ok(Some(cr)) => cr,
             Ok(None) => return Ok(Step::NeedMore),
@@ -255,20 +264,33 @@ impl Framer {
             self.mode = Mode::Discard;
             self.left = n;
             self.bulk = None;
+            self.scanned = 0;
             return Err(FrameError::limit(format!(
                 "request has {n} arguments, over the limit of {} (limits.max_args)",
                 self.limits.max_args
             )));
         }
+        self.array_start(buf, n, cr + 2)
+    }
+
+    fn array_start(
+        &mut self,
+        buf: &mut BytesMut,
+        n: usize,
+        first: usize,
+    ) -> Result<Step, FrameError> {
         self.mode = Mode::Array;
-        self.pos = cr + 2;
+        self.pos = first;
         self.left = n;
         self.bulk = None;
         self.ranges.clear();
         self.array_body(buf)
     }
 
-    /// Reads the `$<len>\r\n` header starting at `start`: `Some((len, offset of the body))`.
+    /// Reads the `$<len>\r\n` header starting at `start`: `Some((len, offset of the body))`. The
+    /// general path, for what `quick_header` does not answer; `len` is not yet checked against
+    /// `max_bulk_len`.
+    #[inline(never)]
     fn bulk_header(
         &mut self,
         buf: &[u8],
@@ -296,46 +318,66 @@ impl Framer {
     }
 
     fn array_body(&mut self, buf: &mut BytesMut) -> Result<Step, FrameError> {
+        // Progress lives in locals on this path and is written back only when more bytes are needed.
+        let mut pos = self.pos;
+        let mut left = self.left;
+        let mut pending = self.bulk.take();
         loop {
-            let len = match self.bulk {
+            let len = match pending.take() {
                 Some(len) => len,
                 None => {
-                    let Some((len, body)) = self.bulk_header(buf, self.pos)? else {
-                        return Ok(Step::NeedMore);
+                    let quick = match buf.get(pos) {
+                        Some(b'$') => quick_header(buf, pos)
+                            .filter(|&(len, _)| len <= self.limits.max_bulk_len as u64),
+                        _ => None,
+                    };
+                    let (len, body) = match quick {
+                        Some((len, body)) => (len as usize, body),
+                        None => match self.bulk_header(buf, pos)? {
+                            Some(header) => header,
+                            None => {
+                                self.pos = pos;
+                                self.left = left;
+                                return Ok(Step::NeedMore);
+                            }
+                        },
                     };
                     if len > self.limits.max_bulk_len {
                         // The current bulk is discarded along with the ones after it.
                         buf.advance(body);
                         self.mode = Mode::Discard;
+                        self.left = left;
                         self.bulk = Some(len);
                         self.pos = 0;
+                        self.scanned = 0;
                         return Err(FrameError::limit(format!(
                             "argument of {len} bytes is over the limit of {} (limits.max_bulk_len)",
                             self.limits.max_bulk_len
                         )));
                     }
-                    self.pos = body;
-                    self.bulk = Some(len);
+                    pos = body;
                     len
                 }
             };
-            let end = self.pos.saturating_add(len);
+            let end = pos.saturating_add(len);
             if buf.len() < end.saturating_add(2) {
+                self.pos = pos;
+                self.left = left;
+                self.bulk = Some(len);
                 return Ok(Step::NeedMore);
             }
             // Redis skips these two bytes unread; we refuse anything but CRLF (see the module doc).
             if buf[end..end + 2] != *b"\r\n" {
                 return Err(self.fail("Protocol error: bulk argument not followed by CRLF"));
             }
-            self.ranges.push((self.pos, end));
-            self.pos = end + 2;
-            self.bulk = None;
-            self.left -= 1;
-            if self.left == 0 {
+            self.ranges.push((pos, end));
+            pos = end + 2;
+            left -= 1;
+            if left == 0 {
                 break;
             }
         }
-        let raw = buf.split_to(self.pos).freeze();
+        let raw = buf.split_to(pos).freeze();
         let args = self.ranges.iter().map(|&(s, e)| raw.slice(s..e)).collect();
         if self.ranges.capacity() > RANGES_KEEP {
             self.ranges = Vec::new();
@@ -538,6 +580,29 @@ fn single_quoted(line: &[u8], mut i: usize, cur: &mut Vec<u8>) -> Option<usize> 
             }
         }
     }
+}
+
+/// The common case of a length line, `<type><digits>\r\n` with 1 to 18 digits and no leading zero,
+/// read in one pass: `(value, offset just past the CRLF)`. Everything else (`None`), including lines
+/// not complete yet, takes the general path, which agrees with this one wherever this one answers.
+#[inline]
+pub(crate) fn quick_header(buf: &[u8], start: usize) -> Option<(u64, usize)> {
+    let digits = buf.get(start + 1..)?;
+    let (&first, _) = digits.split_first()?;
+    if !first.is_ascii_digit() {
+        return None;
+    }
+    let mut v = u64::from(first - b'0');
+    // 18 digits cannot overflow; a leading zero is only valid as the whole number.
+    let most = if first == b'0' { 1 } else { 18 };
+    for (i, &c) in digits.iter().enumerate().skip(1).take(most) {
+        match c {
+            b'0'..=b'9' => v = v * 10 + u64::from(c - b'0'),
+            b'\r' if digits.get(i + 1) == Some(&b'\n') => return Some((v, start + i + 3)),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Redis's `string2ll`: optional '-', no '+', no leading zeros, no blanks, fewer than 21 bytes, and
@@ -1149,6 +1214,21 @@ mod tests {
             for ((req, want), raw) in got.iter().zip(&requests).zip(&encoded) {
                 prop_assert_eq!(&req.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>(), want);
                 prop_assert_eq!(req.raw.as_deref(), Some(&raw[..]));
+            }
+        }
+
+        /// The one-pass header reader answers only where the general path would, and the same.
+        #[test]
+        fn quick_header_agrees_with_string2ll(
+            line in proptest::collection::vec(prop::sample::select(&b"0123456789-\r\nx"[..]), 0..24),
+        ) {
+            let mut buf = b"$".to_vec();
+            buf.extend_from_slice(&line);
+            if let Some((v, next)) = quick_header(&buf, 0) {
+                let cr = memchr(b'\r', &buf).unwrap();
+                prop_assert_eq!(next, cr + 2);
+                prop_assert_eq!(&buf[cr..next], b"\r\n");
+                prop_assert_eq!(parse_i64(&buf[1..cr]), Some(v as i64));
             }
         }
 

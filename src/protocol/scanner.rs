@@ -12,7 +12,7 @@
 //! is accepted for every length-prefixed type, any other negative is not), and a bulk must be followed
 //! by CRLF, but the text of a `+`, `:` or `,` line is not parsed. RESP3 streamed strings and aggregates
 //! (`$?`, `*?`) are not supported: Redis never sends them.
-use super::framer::parse_i64;
+use super::framer::{parse_i64, quick_header};
 use bytes::BytesMut;
 use memchr::memchr;
 
@@ -139,14 +139,30 @@ impl ReplyScanner {
             };
             // Checked before waiting for the line, so garbage is reported as soon as it is seen.
             let shape = Shape::of(kind)?;
-            let Some(cr) = self.line_end(buf) else {
-                return Ok(None);
+            let quick = match shape {
+                Shape::Line => None,
+                _ => quick_header(buf, self.pos),
             };
-            let line = &buf[self.pos + 1..cr];
-            self.pos = cr + 2;
+            let len = match quick {
+                Some((n, next)) => {
+                    self.pos = next;
+                    Some(n)
+                }
+                _ => {
+                    let Some(cr) = self.line_end(buf) else {
+                        return Ok(None);
+                    };
+                    let line = &buf[self.pos + 1..cr];
+                    self.pos = cr + 2;
+                    match shape {
+                        Shape::Line => None,
+                        _ => length(line)?,
+                    }
+                }
+            };
             let complete = match shape {
                 Shape::Line => self.element_done(),
-                Shape::Blob => match length(line)? {
+                Shape::Blob => match len {
                     None => self.element_done(),
                     Some(n) => {
                         self.bulk_end = Some(
@@ -162,7 +178,7 @@ impl ReplyScanner {
                     if kind == b'>' && self.stack.is_empty() {
                         self.push = true;
                     }
-                    let count = match length(line)? {
+                    let count = match len {
                         None => 0,
                         Some(n) if pairs => n.checked_mul(2).ok_or(ScanError::BadLength)?,
                         Some(n) => n,
