@@ -441,27 +441,31 @@ mod tests {
     }
 
     #[test]
-    fn resolve_does_not_allocate_and_is_fast() {
+    fn resolve_is_fast() {
+        // Nothing in resolve() allocates on success (a stack buffer, a static index); this guards
+        // the time. The best of several batches is kept so a descheduled batch on a shared
+        // machine does not fail the test; the bound is loose (debug builds are slow) and only
+        // catches gross regressions of the < 50 ns release-build target.
         let get = args(&["GET", "key"]);
         let lower = args(&["get", "key"]);
-        // Warm up, then time enough calls that a ~50 ns budget is measurable even on a shared
-        // machine; the bound is loose (debug builds are slow) and only catches gross regressions.
-        for _ in 0..1000 {
-            std::hint::black_box(resolve(std::hint::black_box(&get)).unwrap());
-        }
-        let n = 200_000u32;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(resolve(std::hint::black_box(&get)).unwrap());
-            std::hint::black_box(resolve(std::hint::black_box(&lower)).unwrap());
-        }
-        let per_call = start.elapsed() / (2 * n);
+        let batch = 20_000u32;
+        let best = (0..20)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..batch {
+                    std::hint::black_box(resolve(std::hint::black_box(&get)).unwrap());
+                    std::hint::black_box(resolve(std::hint::black_box(&lower)).unwrap());
+                }
+                start.elapsed() / (2 * batch)
+            })
+            .min()
+            .unwrap();
         let budget = if cfg!(debug_assertions) {
-            std::time::Duration::from_micros(2)
+            std::time::Duration::from_micros(1)
         } else {
-            std::time::Duration::from_nanos(100)
+            std::time::Duration::from_nanos(50)
         };
-        eprintln!("resolve: {per_call:?} per call");
-        assert!(per_call < budget, "resolve took {per_call:?} per call");
+        eprintln!("resolve: {best:?} per call");
+        assert!(best < budget, "resolve took {best:?} per call");
     }
 }
