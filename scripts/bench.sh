@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; N=${N:-200000}; C=${C:-50}; D=${D:-64}
 W=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+cleanup() { for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 command -v nutcracker >/dev/null || { echo "needs nutcracker: apt-get install nutcracker" >&2; exit 1; }
 cargo build --release --bin respite -q
@@ -28,7 +28,7 @@ Y
 nutcracker -c "$W/nc.yml" -o "$W/nc.log" -s 22224 &
 PIDS+=($!)
 ./target/release/respite --listen 127.0.0.1:7103 --upstream redis://127.0.0.1:7101 --admin 127.0.0.1:7104 \
-  --log-level warn ${RESPITE_ARGS:-} &
+  --log-level warn ${RESPITE_ARGS:-} 2>"$W/respite.log" &
 RESPITE_PID=$!; PIDS+=($RESPITE_PID)
 for port in 7101 7102 7103; do
   for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.05; done

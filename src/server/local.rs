@@ -8,7 +8,7 @@ use crate::command::CommandSpec;
 use crate::protocol::{Protocol, Request, encode};
 use bytes::{Bytes, BytesMut};
 
-pub(super) async fn answer(r: &mut Reader, spec: &'static CommandSpec, req: Request) -> Flow {
+pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: Request) -> Flow {
     let args = &req.args;
     let mut out = BytesMut::new();
     let proto = r.client().proto;
@@ -73,7 +73,7 @@ pub(super) async fn answer(r: &mut Reader, spec: &'static CommandSpec, req: Requ
     Flow::Continue
 }
 
-fn upstream_db(r: &Reader) -> u32 {
+fn upstream_db(r: &Reader<'_>) -> u32 {
     r.shared()
         .config
         .upstream
@@ -95,7 +95,7 @@ fn auth(args: &[Bytes]) -> Result<String, &'static str> {
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
-async fn hello(r: &mut Reader, args: &[Bytes]) -> Flow {
+async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
     let mut out = BytesMut::new();
     let mut proto = r.client().proto;
     let mut name = None;
@@ -174,7 +174,7 @@ async fn hello(r: &mut Reader, args: &[Bytes]) -> Flow {
     Flow::Continue
 }
 
-async fn error(r: &mut Reader, msg: &str) -> Flow {
+async fn error(r: &mut Reader<'_>, msg: &str) -> Flow {
     let mut out = BytesMut::new();
     encode::error(&mut out, msg);
     r.send_reply(out).await;
@@ -183,7 +183,7 @@ async fn error(r: &mut Reader, msg: &str) -> Flow {
 
 /// SELECT is answered only for the database the upstream connections already use: switching would
 /// need a connection of the client's own.
-fn select(r: &mut Reader, arg: &Bytes, out: &mut BytesMut) {
+fn select(r: &mut Reader<'_>, arg: &Bytes, out: &mut BytesMut) {
     let db = upstream_db(r);
     match std::str::from_utf8(arg)
         .ok()

@@ -4,6 +4,7 @@
 //! It starts the upstream pools and the admin endpoint, accepts TCP and unix-socket clients up to
 //! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
+mod fifo;
 mod local;
 mod session;
 

@@ -11,6 +11,7 @@
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
+use super::fifo::Fifo;
 use super::{Accepted, Shared, local};
 use crate::command::{self, Route};
 use crate::metrics::{self, ErrorKind};
@@ -21,7 +22,7 @@ use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 pub(crate) enum ClientStream {
@@ -142,22 +143,30 @@ async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
     client: Client,
     shared: Arc<Shared>,
 ) {
-    let (tx, rx) = mpsc::channel(shared.config.max_inflight_per_client);
-    let reader = Reader { client, shared, tx };
+    let fifo = Fifo::new(shared.config.max_inflight_per_client);
+    let reader = Reader {
+        client,
+        shared,
+        fifo: &fifo,
+    };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
     // flushes what is owed and finishes.
-    let ((), ()) = tokio::join!(reader.read_loop(r), write_loop(w, rx));
+    let read = async {
+        reader.read_loop(r).await;
+        fifo.close();
+    };
+    let ((), ()) = tokio::join!(read, write_loop(w, &fifo));
     debug!("client closed");
 }
 
-pub(crate) struct Reader {
+pub(crate) struct Reader<'f> {
     client: Client,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Pending>,
+    fifo: &'f Fifo<Pending>,
 }
 
-impl Reader {
+impl Reader<'_> {
     async fn read_loop<R: ClientRead>(mut self, r: R) {
         let limits = self.shared.config.limits;
         let mut framer = Framer::new(limits);
@@ -200,8 +209,14 @@ impl Reader {
                 r = r.readable() => if r.is_err() { return },
                 _ = draining.cancelled() => return self.close().await,
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
+            // A large argument in progress: reserve all of it at once (bounded by the framer's
+            // limits) rather than growing and copying the buffer step by step.
+            let want = match framer.needed_len() {
+                Some(n) if n > buf.len() + 16 * 1024 => n - buf.len(),
+                _ => 16 * 1024,
+            };
+            if buf.capacity() - buf.len() < want.min(4096) {
+                buf.reserve(want);
             }
             match r.try_read_buf(&mut buf) {
                 Ok(0) => return,
@@ -213,12 +228,11 @@ impl Reader {
     }
 
     async fn close(&mut self) {
-        let _ = self.tx.send(Pending::Close).await;
+        self.fifo.push(Pending::Close).await
     }
 
     async fn push(&mut self, p: Pending) {
-        // Fails only when the writer is gone (client socket dead); the reader notices on its next read.
-        let _ = self.tx.send(p).await;
+        self.fifo.push(p).await
     }
 
     async fn reply(&mut self, out: BytesMut) {
@@ -296,14 +310,14 @@ impl Reader {
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
 /// it that is already known, so a pipelining client gets them in one write.
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Pending>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
-            None => rx.recv().await,
+            None => fifo.pop().await,
         };
         if item.is_none() {
             break;
@@ -328,8 +342,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Pend
             if out.len() >= FLUSH_AT {
                 break;
             }
-            item = match rx.try_recv() {
-                Ok(Pending::Upstream(mut reply)) => match reply.try_recv() {
+            item = match fifo.try_pop() {
+                Some(Pending::Upstream(mut reply)) => match reply.try_recv() {
                     Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r)))),
                     Err(oneshot::error::TryRecvError::Closed) => {
                         Some(Pending::Ready(reply_bytes(Err(()))))
@@ -340,14 +354,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Pend
                         None
                     }
                 },
-                Ok(other) => Some(other),
-                Err(_) => None,
+                Some(other) => Some(other),
+                None => None,
             };
         }
         if flush(&mut w, &mut out).await.is_err() {
             return;
         }
-        if head.is_none() && rx.is_empty() {
+        if head.is_none() && fifo.is_empty() {
             // Idle clients keep no write buffer.
             out = BytesMut::new();
         }
@@ -400,7 +414,7 @@ async fn append<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut, b: Bytes) 
     }
 }
 
-impl Reader {
+impl Reader<'_> {
     pub(super) fn client(&mut self) -> &mut Client {
         &mut self.client
     }

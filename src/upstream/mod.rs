@@ -343,6 +343,18 @@ async fn write_loop(
         if rx.recv_many(&mut jobs, BATCH).await == 0 {
             return None;
         }
+        if jobs.len() < BATCH {
+            // Auto-pipelining: let every client task that is ready right now queue its command
+            // before this write goes out, so one write carries many clients' commands. Costs one
+            // trip through the scheduler, not a timer.
+            tokio::task::yield_now().await;
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         // Bound what is in flight; waiting here leaves later commands in the queue, which in
         // turn makes senders wait.
         match permits.acquire_many(jobs.len() as u32).await {

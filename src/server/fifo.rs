@@ -1,0 +1,136 @@
+//! The bounded FIFO between a session's reader and writer halves.
+//!
+//! Both halves run in one task, so this needs no channel machinery: a mutex that is never contended
+//! across threads, a `VecDeque` that allocates only once something is queued (and is released when
+//! the session goes idle), and one waker per side. An idle client costs a few dozen bytes here
+//! instead of a channel's pre-allocated block.
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Mutex;
+use std::task::{Poll, Waker};
+
+pub(crate) struct Fifo<T> {
+    inner: Mutex<Inner<T>>,
+    capacity: usize,
+}
+
+struct Inner<T> {
+    queue: VecDeque<T>,
+    /// The sender is gone: once the queue drains, the receiver sees the end.
+    closed: bool,
+    /// Waiting for room (the reader).
+    push_waker: Option<Waker>,
+    /// Waiting for an item (the writer).
+    pop_waker: Option<Waker>,
+}
+
+impl<T> Fifo<T> {
+    pub fn new(capacity: usize) -> Self {
+        Fifo {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                closed: false,
+                push_waker: None,
+                pop_waker: None,
+            }),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue an item, waiting while the queue is full.
+    pub async fn push(&self, item: T) {
+        let mut item = Some(item);
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.queue.len() >= self.capacity {
+                inner.push_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            inner.queue.push_back(item.take().expect("pushed once"));
+            if let Some(w) = inner.pop_waker.take() {
+                w.wake();
+            }
+            Poll::Ready(())
+        })
+        .await
+    }
+
+    /// No more pushes: the receiver gets what is queued, then `None`.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        if let Some(w) = inner.pop_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The next item, waiting for one; `None` once closed and drained.
+    pub async fn pop(&self) -> Option<T> {
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            match self.take(&mut inner) {
+                Some(item) => Poll::Ready(Some(item)),
+                None if inner.closed => Poll::Ready(None),
+                None => {
+                    inner.pop_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next item if one is queued.
+    pub fn try_pop(&self) -> Option<T> {
+        let mut inner = self.lock();
+        self.take(&mut inner)
+    }
+
+    fn take(&self, inner: &mut Inner<T>) -> Option<T> {
+        let item = inner.queue.pop_front()?;
+        if let Some(w) = inner.push_waker.take() {
+            w.wake();
+        }
+        if inner.queue.is_empty() && inner.queue.capacity() > 16 {
+            // An idle session keeps no queue memory.
+            inner.queue = VecDeque::new();
+        }
+        Some(item)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn order_bound_and_close() {
+        let fifo = Arc::new(Fifo::new(2));
+        let producer = {
+            let fifo = fifo.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    fifo.push(i).await;
+                }
+                fifo.close();
+            })
+        };
+        let mut got = Vec::new();
+        while let Some(i) = fifo.pop().await {
+            assert!(fifo.lock().queue.len() <= 2, "bound exceeded");
+            got.push(i);
+        }
+        producer.await.unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert!(fifo.try_pop().is_none());
+    }
+}
