@@ -29,8 +29,6 @@ pub enum ErrorKind {
     Upstream,
     /// A command's deadline passed.
     Timeout,
-    /// Error replies relayed from the upstream.
-    Reply,
 }
 
 impl ErrorKind {
@@ -42,7 +40,6 @@ impl ErrorKind {
             ErrorKind::Arity => "arity",
             ErrorKind::Upstream => "upstream",
             ErrorKind::Timeout => "timeout",
-            ErrorKind::Reply => "reply",
         }
     }
 }

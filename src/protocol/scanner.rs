@@ -13,6 +13,7 @@
 //! by CRLF, but the text of a `+`, `:` or `,` line is not parsed. RESP3 streamed strings and aggregates
 //! (`$?`, `*?`) are not supported: Redis never sends them.
 use super::framer::{parse_i64, quick_header};
+#[cfg(test)]
 use bytes::BytesMut;
 use memchr::memchr;
 
@@ -118,7 +119,7 @@ impl ReplyScanner {
     }
 
     /// Find the end of the reply at the front of `buf`.
-    pub fn scan(&mut self, buf: &BytesMut) -> Result<Option<Scanned>, ScanError> {
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<Scanned>, ScanError> {
         let buf: &[u8] = buf;
         loop {
             if let Some(end) = self.bulk_end {

@@ -15,7 +15,9 @@ pub(crate) struct Fifo<T> {
 }
 
 struct Inner<T> {
-    queue: VecDeque<T>,
+    /// Items with their weight (how many requests each stands for).
+    queue: VecDeque<(T, usize)>,
+    weight: usize,
     /// The sender is gone: once the queue drains, the receiver sees the end.
     closed: bool,
     /// Waiting for room (the reader).
@@ -29,6 +31,7 @@ impl<T> Fifo<T> {
         Fifo {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
+                weight: 0,
                 closed: false,
                 push_waker: None,
                 pop_waker: None,
@@ -41,16 +44,20 @@ impl<T> Fifo<T> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue an item, waiting while the queue is full.
-    pub async fn push(&self, item: T) {
+    /// Queue an item standing for `weight` requests, waiting while that would go over capacity
+    /// (an item heavier than the capacity goes alone into an empty queue).
+    pub async fn push(&self, item: T, weight: usize) {
         let mut item = Some(item);
         poll_fn(|cx| {
             let mut inner = self.lock();
-            if inner.queue.len() >= self.capacity {
+            if inner.weight > 0 && inner.weight + weight > self.capacity {
                 inner.push_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            inner.queue.push_back(item.take().expect("pushed once"));
+            inner.weight += weight;
+            inner
+                .queue
+                .push_back((item.take().expect("pushed once"), weight));
             if let Some(w) = inner.pop_waker.take() {
                 w.wake();
             }
@@ -91,7 +98,8 @@ impl<T> Fifo<T> {
     }
 
     fn take(&self, inner: &mut Inner<T>) -> Option<T> {
-        let item = inner.queue.pop_front()?;
+        let (item, weight) = inner.queue.pop_front()?;
+        inner.weight -= weight;
         if let Some(w) = inner.push_waker.take() {
             w.wake();
         }
@@ -119,14 +127,14 @@ mod tests {
             let fifo = fifo.clone();
             tokio::spawn(async move {
                 for i in 0..100 {
-                    fifo.push(i).await;
+                    fifo.push(i, 1 + i % 2).await;
                 }
                 fifo.close();
             })
         };
         let mut got = Vec::new();
         while let Some(i) = fifo.pop().await {
-            assert!(fifo.lock().queue.len() <= 2, "bound exceeded");
+            assert!(fifo.lock().weight <= 2, "bound exceeded");
             got.push(i);
         }
         producer.await.unwrap();

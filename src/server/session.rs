@@ -58,8 +58,11 @@ impl ClientRead for tokio::net::unix::OwnedReadHalf {
 pub(crate) enum Pending {
     /// Already known (answered by respite, or an error).
     Ready(Bytes),
-    /// Will come from the upstream.
-    Upstream(oneshot::Receiver<Reply>),
+    /// The replies of `count` commands sent upstream together.
+    Upstream {
+        rx: oneshot::Receiver<Reply>,
+        count: usize,
+    },
     /// Signalled once every earlier reply has been written: nothing is in flight any more.
     Barrier(oneshot::Sender<()>),
     /// Flush everything before this, then close the connection.
@@ -148,6 +151,8 @@ async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
         client,
         shared,
         fifo: &fifo,
+        group: BytesMut::new(),
+        group_count: 0,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -164,7 +169,14 @@ pub(crate) struct Reader<'f> {
     client: Client,
     shared: Arc<Shared>,
     fifo: &'f Fifo<Pending>,
+    /// Forwarded commands not yet sent upstream, encoded back to back, and how many.
+    group: BytesMut,
+    group_count: usize,
 }
+
+/// Most commands, and bytes, in one group: big pipelines still stream to the upstream.
+const GROUP_MAX: usize = 128;
+const GROUP_BYTES: usize = 64 * 1024;
 
 impl Reader<'_> {
     async fn read_loop<R: ClientRead>(mut self, r: R) {
@@ -172,6 +184,13 @@ impl Reader<'_> {
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
         let draining = self.shared.draining.clone();
+        // One registration for the whole session: a fresh `cancelled()` per read would lock the
+        // token's waiter list twice per request.
+        let drained = draining.cancelled();
+        tokio::pin!(drained);
+        // Small requests fit a small buffer, which the allocator recycles cheaply; a read that
+        // fills it asks for a bigger one next time.
+        let mut read_size = 1024;
         loop {
             loop {
                 match framer.next(&mut buf) {
@@ -180,7 +199,10 @@ impl Reader<'_> {
                             return self.close().await;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        self.send_group().await;
+                        break;
+                    }
                     Err(e) => {
                         metrics::error(ErrorKind::Protocol);
                         self.reply_error(&format!("ERR {}", e.message)).await;
@@ -207,19 +229,21 @@ impl Reader<'_> {
             tokio::select! {
                 biased;
                 r = r.readable() => if r.is_err() { return },
-                _ = draining.cancelled() => return self.close().await,
+                _ = &mut drained => return self.close().await,
             }
             // A large argument in progress: reserve all of it at once (bounded by the framer's
             // limits) rather than growing and copying the buffer step by step.
             let want = match framer.needed_len() {
-                Some(n) if n > buf.len() + 16 * 1024 => n - buf.len(),
-                _ => 16 * 1024,
+                Some(n) if n > buf.len() + read_size => n - buf.len(),
+                _ => read_size,
             };
-            if buf.capacity() - buf.len() < want.min(4096) {
+            if buf.capacity() - buf.len() < want.min(512) {
                 buf.reserve(want);
             }
+            let spare = buf.capacity() - buf.len();
             match r.try_read_buf(&mut buf) {
                 Ok(0) => return,
+                Ok(n) if n == spare => read_size = (read_size * 4).min(64 * 1024),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
@@ -228,11 +252,13 @@ impl Reader<'_> {
     }
 
     async fn close(&mut self) {
-        self.fifo.push(Pending::Close).await
+        self.push(Pending::Close).await
     }
 
+    /// Queue a reply; any group of forwarded commands before it goes first, keeping the order.
     async fn push(&mut self, p: Pending) {
-        self.fifo.push(p).await
+        self.send_group().await;
+        self.fifo.push(p, 1).await
     }
 
     async fn reply(&mut self, out: BytesMut) {
@@ -285,26 +311,42 @@ impl Reader<'_> {
         }
     }
 
+    /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
+    /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
     async fn forward(&mut self, req: Request) {
-        let Some(upstream) = self.shared.upstream.clone() else {
+        if self.shared.upstream.is_none() {
             metrics::error(ErrorKind::Refused);
             return self
                 .reply_error("ERR no upstream is configured (upstream.url) and the local engine is not available yet")
                 .await;
-        };
-        let bytes = match req.raw {
-            Some(raw) => raw,
-            None => {
-                let mut out = BytesMut::new();
-                encode::command(&mut out, &req.args);
-                out.freeze()
-            }
-        };
+        }
+        match &req.raw {
+            Some(raw) => self.group.extend_from_slice(raw),
+            None => encode::command(&mut self.group, &req.args),
+        }
+        self.group_count += 1;
+        if self.group_count >= GROUP_MAX || self.group.len() >= GROUP_BYTES {
+            self.send_group().await;
+        }
+    }
+
+    /// Send the group of forwarded commands, if any, and queue the slot for their replies.
+    async fn send_group(&mut self) {
+        if self.group_count == 0 {
+            return;
+        }
+        let count = std::mem::take(&mut self.group_count);
+        let bytes = self.group.split().freeze();
+        let upstream = self
+            .shared
+            .upstream
+            .as_ref()
+            .expect("grouped only with an upstream");
         let rx = upstream
             .conn(self.client.proto, self.client.id)
-            .send(bytes)
+            .send(bytes, count)
             .await;
-        self.push(Pending::Upstream(rx)).await
+        self.fifo.push(Pending::Upstream { rx, count }, count).await
     }
 }
 
@@ -325,8 +367,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
         while let Some(p) = item.take() {
             let written = match p {
                 Pending::Ready(b) => append(&mut w, &mut out, b).await,
-                Pending::Upstream(reply) => {
-                    let b = reply_bytes(reply.await.map_err(|_| ()));
+                Pending::Upstream { rx, count } => {
+                    let b = reply_bytes(rx.await.map_err(|_| ()), count);
                     append(&mut w, &mut out, b).await
                 }
                 Pending::Barrier(done) => {
@@ -343,14 +385,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
                 break;
             }
             item = match fifo.try_pop() {
-                Some(Pending::Upstream(mut reply)) => match reply.try_recv() {
-                    Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r)))),
+                Some(Pending::Upstream { mut rx, count }) => match rx.try_recv() {
+                    Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r), count))),
                     Err(oneshot::error::TryRecvError::Closed) => {
-                        Some(Pending::Ready(reply_bytes(Err(()))))
+                        Some(Pending::Ready(reply_bytes(Err(()), count)))
                     }
                     Err(oneshot::error::TryRecvError::Empty) => {
                         // Not here yet: write what we have before waiting for it.
-                        head = Some(Pending::Upstream(reply));
+                        head = Some(Pending::Upstream { rx, count });
                         None
                     }
                 },
@@ -379,27 +421,32 @@ async fn flush<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Result<(
     Ok(())
 }
 
-/// The bytes a client gets for an upstream outcome. `Err(())`: the reply slot vanished without an
-/// answer (the pool shut down).
-fn reply_bytes(r: Result<Reply, ()>) -> Bytes {
-    let msg = match r {
-        Ok(Ok(bytes)) => {
-            if bytes.first() == Some(&b'-') {
-                metrics::error(ErrorKind::Reply);
-            }
-            return bytes;
-        }
-        Ok(Err(e)) => {
-            metrics::error(e.kind());
-            format!("ERR {e}")
+/// The bytes a client gets for the `count` commands of one upstream job: their replies, or the
+/// replies that arrived followed by one error for each command that got none. `Err(())`: the
+/// slot vanished unanswered (the pool shut down).
+fn reply_bytes(r: Result<Reply, ()>, count: usize) -> Bytes {
+    let (mut out, failed, msg) = match r {
+        Ok(Ok(bytes)) => return bytes,
+        Ok(Err(partial)) => {
+            metrics::error(partial.error.kind());
+            (
+                BytesMut::from(&partial.replies[..]),
+                count - partial.count,
+                format!("ERR {}", partial.error),
+            )
         }
         Err(()) => {
             metrics::error(ErrorKind::Upstream);
-            "ERR upstream connection closed before replying".to_string()
+            (
+                BytesMut::new(),
+                count,
+                "ERR upstream connection closed before replying".to_string(),
+            )
         }
     };
-    let mut out = BytesMut::new();
-    encode::error(&mut out, &msg);
+    for _ in 0..failed {
+        encode::error(&mut out, &msg);
+    }
     out.freeze()
 }
 

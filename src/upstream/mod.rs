@@ -1,15 +1,16 @@
 //! Connections to the upstream (Redis, Valkey, Dragonfly): pools of multiplexed, auto-pipelined
 //! connections, one pool per client protocol.
 //!
-//! Each connection is owned by one task. Its writer half takes whatever commands are queued (from any
-//! number of clients) and sends them in one write; for each it pushes a reply slot onto a FIFO. Its
+//! Each connection is owned by one task. Its writer half takes whatever jobs are queued (from any
+//! number of clients) and sends them in one write; for each it pushes a reply slot onto a FIFO. A job
+//! is one or more commands a client pipelined together, and its slot collects that many replies. The
 //! reader half finds reply boundaries with the [`ReplyScanner`] and completes the slot at the head of
-//! the FIFO with the reply's raw bytes. A watchdog fails the connection when the oldest command has
-//! waited past its deadline.
+//! the FIFO with the raw bytes of its replies. A watchdog fails the connection when the oldest slot
+//! has waited past its deadline.
 //!
 //! # Invariants
 //! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error that
-//!   names the cause. Replies are paired with slots strictly in the order the commands were written,
+//!   names the cause (a job cut short gets the replies that did arrive, then the error). Replies are paired with slots strictly in the order the commands were written,
 //!   and a connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
 //!   deadline passed) is closed, failing every slot still on it. No reply ever reaches the wrong request.
 //! - A command is never written twice. Commands whose fate is unknown when a connection dies get an
@@ -21,7 +22,7 @@
 use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::metrics;
 use crate::protocol::{Protocol, ReplyScanner, encode};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,13 +58,43 @@ impl UpstreamError {
     }
 }
 
-pub type Reply = Result<Bytes, UpstreamError>;
+/// The outcome of a job: the raw bytes of all its replies, in order, or what arrived before a failure.
+pub type Reply = Result<Bytes, Partial>;
 
-/// One command on its way: its encoded bytes and where its reply goes.
+/// A job that did not get all its replies: the first `count` arrived (`replies`), the rest failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub replies: Bytes,
+    pub count: usize,
+    pub error: UpstreamError,
+}
+
+impl From<UpstreamError> for Partial {
+    fn from(error: UpstreamError) -> Self {
+        Partial {
+            replies: Bytes::new(),
+            count: 0,
+            error,
+        }
+    }
+}
+
+/// Commands on their way: their encoded bytes, how many they are, and where the replies go.
 struct Job {
     bytes: Bytes,
+    count: usize,
     reply: oneshot::Sender<Reply>,
 }
+
+/// A job written to the connection and waiting for its replies.
+struct Slot {
+    reply: oneshot::Sender<Reply>,
+    count: usize,
+    permits: u32,
+    sent: Instant,
+}
+
+type InFlight = Mutex<VecDeque<Slot>>;
 
 /// What the upstream said about itself in its HELLO reply; respite's own HELLO echoes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,12 +119,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Queue a command; the receiver yields its reply. Waits while the connection's queue is full
-    /// (backpressure on the client that sends).
-    pub async fn send(&self, bytes: Bytes) -> oneshot::Receiver<Reply> {
+    /// Queue `count` encoded commands; the receiver yields their replies. Waits while the
+    /// connection's queue is full (backpressure on the client that sends).
+    pub async fn send(&self, bytes: Bytes, count: usize) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
-        let _ = self.tx.send(Job { bytes, reply }).await;
+        let _ = self
+            .tx
+            .send(Job {
+                bytes,
+                count,
+                reply,
+            })
+            .await;
         rx
     }
 }
@@ -223,7 +261,8 @@ impl ConnTask {
                     _ = &mut sleep => break,
                     job = self.rx.recv() => match job {
                         Some(job) => {
-                            let _ = job.reply.send(Err(UpstreamError::Unavailable { addr: addr.clone(), cause: cause.clone() }));
+                            let e = UpstreamError::Unavailable { addr: addr.clone(), cause: cause.clone() };
+                            let _ = job.reply.send(Err(e.into()));
                         }
                         None => return,
                     },
@@ -304,12 +343,13 @@ impl ConnTask {
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
     async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<String> {
-        let inflight: Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>> =
-            Mutex::new(VecDeque::new());
+        let inflight: InFlight = Mutex::new(VecDeque::new());
+        // The reader keeps the replies of a partly answered slot here until the rest arrive.
+        let mut buf = BytesMut::new();
         let permits = Semaphore::new(self.config.max_inflight);
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, write, &inflight, &permits) => r,
-            r = read_loop(read, &inflight, &permits) => r,
+            r = write_loop(&mut self.rx, write, &inflight, &permits, self.config.max_inflight) => r,
+            r = read_loop(read, &mut buf, &inflight, &permits) => r,
             r = watchdog(&inflight, self.config.command_timeout) => r,
         };
         let cause = match &result {
@@ -320,19 +360,33 @@ impl ConnTask {
             cause: cause.into(),
         };
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
-        for (reply, _) in slots {
-            let _ = reply.send(Err(lost.clone()));
+        let mut partial = Some(std::mem::take(&mut buf));
+        for slot in slots {
+            // Only the head slot can have replies waiting in the buffer.
+            let (replies, count) = match partial.take() {
+                Some(b) => {
+                    let (count, len) = completed_prefix(&b, slot.count);
+                    (b.freeze().slice(..len), count)
+                }
+                None => (Bytes::new(), 0),
+            };
+            let _ = slot.reply.send(Err(Partial {
+                replies,
+                count,
+                error: lost.clone(),
+            }));
         }
         result
     }
 }
 
-/// Coalesce queued commands into one write. Returns `None` when every handle is gone.
+/// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
 async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
     mut write: BoxWrite,
-    inflight: &Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>>,
+    inflight: &InFlight,
     permits: &Semaphore,
+    max_inflight: usize,
 ) -> Option<String> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
@@ -344,7 +398,7 @@ async fn write_loop(
             return None;
         }
         if jobs.len() < BATCH {
-            // Auto-pipelining: let every client task that is ready right now queue its command
+            // Auto-pipelining: let every client task that is ready right now queue its commands
             // before this write goes out, so one write carries many clients' commands. Costs one
             // trip through the scheduler, not a timer.
             tokio::task::yield_now().await;
@@ -355,23 +409,39 @@ async fn write_loop(
                 }
             }
         }
-        // Bound what is in flight; waiting here leaves later commands in the queue, which in
-        // turn makes senders wait.
-        match permits.acquire_many(jobs.len() as u32).await {
-            Ok(p) => p.forget(),
-            Err(_) => return Some("internal: permits closed".into()),
-        }
+        let commands: usize = jobs.iter().map(|j| j.count).sum();
         let now = Instant::now();
-        let commands = jobs.len();
         let mut total = 0;
-        {
-            // Slots go in before the bytes go out, so the reader always finds the slot.
-            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
-            for job in jobs.drain(..) {
-                total += job.bytes.len();
-                out.extend_from_slice(&job.bytes);
-                q.push_back((job.reply, now));
+        for job in jobs.drain(..) {
+            // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
+            // first send what is already queued here (its replies are what frees permits), then
+            // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
+            let weight = job.count.min(max_inflight) as u32;
+            match permits.try_acquire_many(weight) {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    if let Err(e) = write.write_all(&out).await {
+                        return Some(format!("write failed: {e}"));
+                    }
+                    out.clear();
+                    match permits.acquire_many(weight).await {
+                        Ok(p) => p.forget(),
+                        Err(_) => return Some("internal: permits closed".into()),
+                    }
+                }
             }
+            total += job.bytes.len();
+            out.extend_from_slice(&job.bytes);
+            // The slot goes in before its bytes go out, so the reader always finds it.
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Slot {
+                    reply: job.reply,
+                    count: job.count,
+                    permits: weight,
+                    sent: now,
+                });
         }
         batch_commands.record(commands as f64);
         batch_bytes.record(total as f64);
@@ -386,48 +456,57 @@ async fn write_loop(
     }
 }
 
-/// Pair each complete reply with the oldest slot.
+/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
 async fn read_loop(
     mut read: BoxRead,
-    inflight: &Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>>,
+    buf: &mut BytesMut,
+    inflight: &InFlight,
     permits: &Semaphore,
 ) -> Option<String> {
     let mut scanner = ReplyScanner::new();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Replies of the head slot already scanned: their count and total length at the front of buf.
+    let mut scanned = 0;
+    let mut have = 0;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        match read.read_buf(&mut buf).await {
+        match read.read_buf(buf).await {
             Ok(0) => return Some("upstream closed the connection".into()),
             Ok(_) => {}
             Err(e) => return Some(format!("read failed: {e}")),
         }
         let mut done = 0;
         loop {
-            let scanned = match scanner.scan(&buf) {
+            let found = match scanner.scan(&buf[scanned..]) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => return Some(e.to_string()),
             };
-            let reply = buf.split_to(scanned.len).freeze();
-            if scanned.push {
+            if found.push {
                 // Out of band (e.g. a tracking invalidation): not the answer to any request.
                 debug!("ignoring push frame on a shared connection");
+                let mut tail = buf.split_off(scanned);
+                tail.advance(found.len);
+                buf.extend_from_slice(&tail);
                 continue;
             }
-            let slot = inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop_front();
-            match slot {
-                Some((tx, _)) => {
-                    // The client may have gone: its reply is dropped, the pairing holds.
-                    let _ = tx.send(Ok(reply));
-                    done += 1;
-                }
-                None => return Some("reply with no request in flight".into()),
+            scanned += found.len;
+            have += 1;
+            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(head) = q.front() else {
+                return Some("reply with no request in flight".into());
+            };
+            if have < head.count {
+                continue;
             }
+            let slot = q.pop_front().expect("head exists");
+            drop(q);
+            // The client may have gone: its replies are dropped, the pairing holds.
+            let _ = slot.reply.send(Ok(buf.split_to(scanned).freeze()));
+            done += slot.permits as usize;
+            scanned = 0;
+            have = 0;
         }
         if done > 0 {
             permits.add_permits(done);
@@ -435,12 +514,25 @@ async fn read_loop(
     }
 }
 
+/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
+fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
+    let mut scanner = ReplyScanner::new();
+    let (mut count, mut len) = (0, 0);
+    while count < max {
+        match scanner.scan(&buf[len..]) {
+            Ok(Some(s)) if !s.push => {
+                len += s.len;
+                count += 1;
+            }
+            _ => break,
+        }
+    }
+    (count, len)
+}
+
 /// Fail the connection when its oldest command has waited past the deadline: everything behind it
 /// on this connection is stuck too, and only closing it can free them.
-async fn watchdog(
-    inflight: &Mutex<VecDeque<(oneshot::Sender<Reply>, Instant)>>,
-    deadline: Duration,
-) -> Option<String> {
+async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<String> {
     let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -450,7 +542,7 @@ async fn watchdog(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .front()
-            .map(|(_, t)| *t);
+            .map(|slot| slot.sent);
         if let Some(t) = oldest
             && t.elapsed() > deadline
         {
