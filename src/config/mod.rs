@@ -37,7 +37,8 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
     pub log_level: String,
-    /// Tokio worker threads; 0 means one per core.
+    /// Tokio worker threads; 0 means one per core. One by default: a sidecar shares its cores with
+    /// the app (and here with the upstream), and one thread avoids cross-thread wake-ups.
     pub worker_threads: usize,
     /// How long SIGTERM waits for clients to finish their in-flight commands.
     pub shutdown_grace: Duration,
@@ -208,7 +209,7 @@ struct RawRuntime {
 impl Default for RawRuntime {
     fn default() -> Self {
         RawRuntime {
-            worker_threads: 0,
+            worker_threads: 1,
             shutdown_grace_ms: 5000,
         }
     }
