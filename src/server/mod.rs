@@ -5,6 +5,7 @@
 //! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 mod fifo;
+mod io;
 mod local;
 mod session;
 

@@ -12,15 +12,16 @@
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
 use super::fifo::Fifo;
+use super::io::{ClientSocket, RawStream};
 use super::{Accepted, Shared, local};
 use crate::command::{self, Route};
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Framer, Protocol, Request, encode};
 use crate::upstream::Reply;
 use bytes::{Bytes, BytesMut};
-use std::io;
+
 use std::sync::Arc;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -30,28 +31,9 @@ pub(crate) enum ClientStream {
     Unix(UnixStream),
 }
 
-/// The read half of a client socket, read by readiness so that an idle client holds no buffer.
-pub(crate) trait ClientRead: Send {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
-}
-
-impl ClientRead for tokio::net::tcp::OwnedReadHalf {
-    async fn readable(&self) -> io::Result<()> {
-        tokio::net::tcp::OwnedReadHalf::readable(self).await
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
-    }
-}
-
-impl ClientRead for tokio::net::unix::OwnedReadHalf {
-    async fn readable(&self) -> io::Result<()> {
-        tokio::net::unix::OwnedReadHalf::readable(self).await
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
-    }
+enum Either {
+    Tcp(ClientSocket<std::net::TcpStream>),
+    Unix(ClientSocket<std::os::unix::net::UnixStream>),
 }
 
 /// A reply owed to the client, in request order.
@@ -127,25 +109,20 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
         created: std::time::Instant::now(),
         last_command: "NULL",
     };
-    match conn.stream {
-        ClientStream::Tcp(s) => {
-            let (r, w) = s.into_split();
-            run(r, w, client, shared).await
-        }
-        ClientStream::Unix(s) => {
-            let (r, w) = s.into_split();
-            run(r, w, client, shared).await
-        }
+    // Re-registered as a readiness-driven socket (see `io`); std streams stay non-blocking.
+    let registered = match conn.stream {
+        ClientStream::Tcp(s) => s.into_std().and_then(ClientSocket::new).map(Either::Tcp),
+        ClientStream::Unix(s) => s.into_std().and_then(ClientSocket::new).map(Either::Unix),
+    };
+    match registered {
+        Ok(Either::Tcp(sock)) => run(sock, client, shared).await,
+        Ok(Either::Unix(sock)) => run(sock, client, shared).await,
+        Err(e) => debug!(error = %e, "could not register the client socket"),
     }
     gauge.decrement(1.0);
 }
 
-async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
-    r: R,
-    w: W,
-    client: Client,
-    shared: Arc<Shared>,
-) {
+async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Shared>) {
     let fifo = Fifo::new(shared.config.max_inflight_per_client);
     let reader = Reader {
         client,
@@ -158,10 +135,10 @@ async fn run<R: ClientRead, W: AsyncWrite + Unpin + Send>(
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
     // flushes what is owed and finishes.
     let read = async {
-        reader.read_loop(r).await;
+        reader.read_loop(&sock).await;
         fifo.close();
     };
-    let ((), ()) = tokio::join!(read, write_loop(w, &fifo));
+    let ((), ()) = tokio::join!(read, write_loop(&sock, &fifo));
     debug!("client closed");
 }
 
@@ -179,7 +156,7 @@ const GROUP_MAX: usize = 128;
 const GROUP_BYTES: usize = 64 * 1024;
 
 impl Reader<'_> {
-    async fn read_loop<R: ClientRead>(mut self, r: R) {
+    async fn read_loop<S: RawStream>(mut self, sock: &ClientSocket<S>) {
         let limits = self.shared.config.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
@@ -226,11 +203,6 @@ impl Reader<'_> {
                 // Idle clients keep no buffer: the allocation goes once its requests are done.
                 buf = BytesMut::new();
             }
-            tokio::select! {
-                biased;
-                r = r.readable() => if r.is_err() { return },
-                _ = &mut drained => return self.close().await,
-            }
             // A large argument in progress: reserve all of it at once (bounded by the framer's
             // limits) rather than growing and copying the buffer step by step.
             let want = match framer.needed_len() {
@@ -240,13 +212,16 @@ impl Reader<'_> {
             if buf.capacity() - buf.len() < want.min(512) {
                 buf.reserve(want);
             }
-            let spare = buf.capacity() - buf.len();
-            match r.try_read_buf(&mut buf) {
-                Ok(0) => return,
-                Ok(n) if n == spare => read_size = (read_size * 4).min(64 * 1024),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+            // Each read fills at most 256 KiB (it zero-fills the room it reads into).
+            let want = want.min(256 * 1024);
+            tokio::select! {
+                biased;
+                r = sock.read(&mut buf, want) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) if n == want => read_size = (read_size * 4).min(64 * 1024),
+                    Ok(_) => {}
+                },
+                _ = &mut drained => return self.close().await,
             }
         }
     }
@@ -352,7 +327,7 @@ impl Reader<'_> {
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
 /// it that is already known, so a pipelining client gets them in one write.
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
+async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
@@ -366,13 +341,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
         }
         while let Some(p) = item.take() {
             let written = match p {
-                Pending::Ready(b) => append(&mut w, &mut out, b).await,
+                Pending::Ready(b) => append(w, &mut out, b).await,
                 Pending::Upstream { rx, count } => {
                     let b = reply_bytes(rx.await.map_err(|_| ()), count);
-                    append(&mut w, &mut out, b).await
+                    append(w, &mut out, b).await
                 }
                 Pending::Barrier(done) => {
-                    let r = flush(&mut w, &mut out).await;
+                    let r = flush(w, &mut out).await;
                     let _ = done.send(());
                     r
                 }
@@ -400,7 +375,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
                 None => None,
             };
         }
-        if flush(&mut w, &mut out).await.is_err() {
+        if flush(w, &mut out).await.is_err() {
             return;
         }
         if head.is_none() && fifo.is_empty() {
@@ -408,11 +383,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, fifo: &Fifo<Pending>) {
             out = BytesMut::new();
         }
     }
-    let _ = flush(&mut w, &mut out).await;
-    let _ = w.shutdown().await;
+    let _ = flush(w, &mut out).await;
+    w.shutdown_write();
 }
 
-async fn flush<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Result<(), ()> {
+async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -451,7 +426,7 @@ fn reply_bytes(r: Result<Reply, ()>, count: usize) -> Bytes {
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
-async fn append<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
+async fn append<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
     if b.len() >= 16 * 1024 {
         flush(w, out).await?;
         w.write_all(&b).await.map_err(|_| ())

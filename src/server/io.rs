@@ -1,0 +1,119 @@
+//! Client sockets driven by readiness, one registration shared by a session's reader and writer.
+//!
+//! tokio's stream types learn that a socket is drained only from a `recv` that fails with
+//! `WouldBlock`, so an unpipelined client costs two `recv` calls per request. Through [`AsyncFd`] a
+//! read that comes back short (the kernel had no more) clears readiness itself; the guard's tick
+//! makes that safe against data that arrived meanwhile. Writes are attempted first and wait for
+//! writability only when the socket buffer is full.
+//!
+//! The one `unsafe` call in respite is here: tokio's `AsyncFd::register` asks its caller to vouch
+//! that the descriptor stays valid, which an owned std socket does. Measured need: one `recv`
+//! fewer per unpipelined request (strace: recvfrom calls went from 2 to 1 per request).
+use bytes::BytesMut;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use tokio::io::unix::AsyncFd;
+
+/// A connected, non-blocking client socket (TCP or unix).
+pub(crate) trait RawStream: AsRawFd + Send + Sync + 'static {
+    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_from(&self, buf: &[u8]) -> io::Result<usize>;
+    fn shutdown_write(&self);
+}
+
+impl RawStream for std::net::TcpStream {
+    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl RawStream for std::os::unix::net::UnixStream {
+    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+pub(crate) struct ClientSocket<S: RawStream> {
+    fd: AsyncFd<S>,
+}
+
+impl<S: RawStream> ClientSocket<S> {
+    /// Register a socket that is already in non-blocking mode.
+    #[allow(unsafe_code)]
+    pub fn new(stream: S) -> io::Result<Self> {
+        // SAFETY: `S` is an owned std socket (TcpStream or UnixStream): its descriptor is open for
+        // as long as the value lives, `as_raw_fd` always returns that same descriptor, and the
+        // AsyncFd owns the value until it is dropped, so the descriptor outlives the registration.
+        let fd = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
+        Ok(ClientSocket { fd })
+    }
+
+    /// Append up to `want` bytes to `buf`, waiting until some are there. `Ok(0)` is end of stream.
+    /// Cancel-safe: nothing is read until the socket is ready, and then without awaiting.
+    pub async fn read(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        let want = want.max(1);
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let start = buf.len();
+            // Zero-filling the spare room keeps this free of unsafe; reads are small and the
+            // room is sized to what arrives (see the session's read size).
+            buf.resize(start + want, 0);
+            match guard.get_inner().read_into(&mut buf[start..]) {
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    if n < want && n > 0 {
+                        // The kernel had no more: wait for the next edge instead of asking again.
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        guard.clear_ready();
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Write all of `data`, waiting for room only when the socket buffer is full.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.fd.get_ref().write_from(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut guard = self.fd.writable().await?;
+                    match guard.try_io(|fd| fd.get_ref().write_from(data)) {
+                        Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(Ok(n)) => data = &data[n..],
+                        Ok(Err(e)) => return Err(e),
+                        Err(_would_block) => continue,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_write(&self) {
+        self.fd.get_ref().shutdown_write()
+    }
+}
