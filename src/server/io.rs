@@ -6,7 +6,7 @@
 //! makes that safe against data that arrived meanwhile. Writes are attempted first and wait for
 //! writability only when the socket buffer is full.
 //!
-//! The one `unsafe` call in respite is here: tokio's `AsyncFd::register` asks its caller to vouch
+//! The one `unsafe` call in respite is here (`register`): tokio's `AsyncFd::register` asks its caller to vouch
 //! that the descriptor stays valid, which an owned std socket does. Measured need: one `recv`
 //! fewer per unpipelined request (strace: recvfrom calls went from 2 to 1 per request).
 use bytes::BytesMut;
@@ -45,19 +45,51 @@ impl RawStream for std::os::unix::net::UnixStream {
     }
 }
 
+/// Register an owned descriptor with the reactor.
+#[allow(unsafe_code)]
+fn register<T: AsRawFd>(owned: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: every `T` used here is an owned std socket or listener: its descriptor is open for
+    // as long as the value lives, `as_raw_fd` always returns that same descriptor, and the AsyncFd
+    // owns the value until it is dropped, so the descriptor outlives the registration.
+    unsafe { AsyncFd::register(owned) }.map_err(io::Error::from)
+}
+
+/// A listening socket whose accepted connections are registered once, by [`ClientSocket`].
+/// (tokio's listeners register each accepted stream themselves; re-registering it as an AsyncFd
+/// would cost every client a second registration.)
+pub(crate) struct Acceptor<L: AsRawFd> {
+    fd: AsyncFd<L>,
+}
+
+impl<L: AsRawFd> Acceptor<L> {
+    pub fn new(listener: L) -> io::Result<Self> {
+        Ok(Acceptor {
+            fd: register(listener)?,
+        })
+    }
+
+    /// Accept with `f` (the listener's own non-blocking `accept`), waiting until one is there.
+    pub async fn accept<T>(&self, f: impl Fn(&L) -> io::Result<T>) -> io::Result<T> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|l| f(l.get_ref())) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 pub(crate) struct ClientSocket<S: RawStream> {
     fd: AsyncFd<S>,
 }
 
 impl<S: RawStream> ClientSocket<S> {
     /// Register a socket that is already in non-blocking mode.
-    #[allow(unsafe_code)]
     pub fn new(stream: S) -> io::Result<Self> {
-        // SAFETY: `S` is an owned std socket (TcpStream or UnixStream): its descriptor is open for
-        // as long as the value lives, `as_raw_fd` always returns that same descriptor, and the
-        // AsyncFd owns the value until it is dropped, so the descriptor outlives the registration.
-        let fd = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
-        Ok(ClientSocket { fd })
+        Ok(ClientSocket {
+            fd: register(stream)?,
+        })
     }
 
     /// Append up to `want` bytes to `buf`, waiting until some are there. `Ok(0)` is end of stream.

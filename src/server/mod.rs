@@ -12,6 +12,7 @@ mod session;
 use crate::config::Config;
 use crate::upstream::Upstream;
 use crate::{admin, metrics};
+use io::Acceptor;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -87,6 +88,14 @@ pub async fn run(
         draining: CancellationToken::new(),
     });
     let Listeners { tcp, unix, admin } = listeners;
+    let tcp = match tcp {
+        Some(l) => Some(Acceptor::new(l.into_std()?)?),
+        None => None,
+    };
+    let unix = match unix {
+        Some(l) => Some(Acceptor::new(l.into_std()?)?),
+        None => None,
+    };
     // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
     let stop_admin = CancellationToken::new();
     let admin_task = admin.map(|l| {
@@ -154,18 +163,19 @@ pub async fn run(
     Ok(())
 }
 
-/// A freshly accepted client, TCP or unix.
+/// A freshly accepted client, TCP or unix, as a non-blocking std socket not yet registered.
 pub(crate) struct Accepted {
     pub stream: session::ClientStream,
     pub peer: String,
     pub local: String,
 }
 
-async fn accept_tcp(l: Option<&TcpListener>) -> std::io::Result<Accepted> {
+async fn accept_tcp(l: Option<&Acceptor<std::net::TcpListener>>) -> std::io::Result<Accepted> {
     let Some(l) = l else {
         return std::future::pending().await;
     };
-    let (s, peer) = l.accept().await?;
+    let (s, peer) = l.accept(|l| l.accept()).await?;
+    s.set_nonblocking(true)?;
     let _ = s.set_nodelay(true);
     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
     Ok(Accepted {
@@ -175,12 +185,15 @@ async fn accept_tcp(l: Option<&TcpListener>) -> std::io::Result<Accepted> {
     })
 }
 
-async fn accept_unix(l: Option<&UnixListener>) -> std::io::Result<Accepted> {
+async fn accept_unix(
+    l: Option<&Acceptor<std::os::unix::net::UnixListener>>,
+) -> std::io::Result<Accepted> {
     let Some(l) = l else {
         return std::future::pending().await;
     };
-    let (s, _) = l.accept().await?;
-    let local = l
+    let (s, _) = l.accept(|l| l.accept()).await?;
+    s.set_nonblocking(true)?;
+    let local = s
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))

@@ -21,14 +21,12 @@ use crate::upstream::Reply;
 use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tracing::debug;
 
 pub(crate) enum ClientStream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 enum Either {
@@ -73,19 +71,17 @@ pub(crate) enum Flow {
     Close,
 }
 
-/// Refuse a client with one error reply (e.g. over `listen.max_clients`), then close.
+/// Refuse a client with one error reply (e.g. over `listen.max_clients`), then close. The reply is
+/// small enough for an empty socket buffer, so one non-blocking write is enough.
 pub(crate) async fn refuse(conn: Accepted, msg: &str) {
+    use std::io::Write;
     let mut out = BytesMut::new();
     encode::error(&mut out, msg);
     metrics::error(ErrorKind::Refused);
-    match conn.stream {
-        ClientStream::Tcp(mut s) => {
-            let _ = s.write_all(&out).await;
-        }
-        ClientStream::Unix(mut s) => {
-            let _ = s.write_all(&out).await;
-        }
-    }
+    let _ = match &conn.stream {
+        ClientStream::Tcp(s) => (&*s).write(&out),
+        ClientStream::Unix(s) => (&*s).write(&out),
+    };
 }
 
 pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
@@ -109,10 +105,10 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
         created: std::time::Instant::now(),
         last_command: "NULL",
     };
-    // Re-registered as a readiness-driven socket (see `io`); std streams stay non-blocking.
+    // Registered once, as a readiness-driven socket (see `io`).
     let registered = match conn.stream {
-        ClientStream::Tcp(s) => s.into_std().and_then(ClientSocket::new).map(Either::Tcp),
-        ClientStream::Unix(s) => s.into_std().and_then(ClientSocket::new).map(Either::Unix),
+        ClientStream::Tcp(s) => ClientSocket::new(s).map(Either::Tcp),
+        ClientStream::Unix(s) => ClientSocket::new(s).map(Either::Unix),
     };
     match registered {
         Ok(Either::Tcp(sock)) => run(sock, client, shared).await,
@@ -205,13 +201,14 @@ impl Reader<'_> {
             }
             // A large argument in progress: reserve all of it at once (bounded by the framer's
             // limits) rather than growing and copying the buffer step by step.
+            // Otherwise the read allocates only once data is there: idle clients hold no buffer.
             let want = match framer.needed_len() {
-                Some(n) if n > buf.len() + read_size => n - buf.len(),
+                Some(n) if n > buf.len() + read_size => {
+                    buf.reserve(n - buf.len());
+                    n - buf.len()
+                }
                 _ => read_size,
             };
-            if buf.capacity() - buf.len() < want.min(512) {
-                buf.reserve(want);
-            }
             // Each read fills at most 256 KiB (it zero-fills the room it reads into).
             let want = want.min(256 * 1024);
             tokio::select! {
