@@ -78,3 +78,6 @@ pub use error::PolicyError;
 pub use local::{LocalKind, LocalOp, LocalRun, LocalStep};
 pub use reply::{ReplyError, ReplyRewrite, rewrite_push, rewrite_reply};
 pub use ttl::{OnExcess, TtlRule};
+
+#[cfg(test)]
+mod tests;
