@@ -93,7 +93,9 @@ impl<'a> Call<'a> {
 /// Keyless commands that mean the same on a shared server as on a private one, forwarded as they
 /// are for a prefixed tenant. Every other keyless command is refused for such a tenant unless it
 /// is handled by name below: deny by default, so a command added to the table later is refused
-/// until someone decides what it means for a namespace.
+/// until someone decides what it means for a namespace. Connection commands the session answers
+/// itself (HELLO, AUTH, SELECT, CLIENT SETNAME, …) are not listed: they must never reach a shared
+/// upstream connection, so for a prefixed tenant `check` refuses them if asked.
 fn neutral(name: &str) -> bool {
     matches!(
         name,
@@ -115,17 +117,6 @@ fn neutral(name: &str) -> bool {
             | "unwatch"
             | "readonly"
             | "readwrite"
-            | "hello"
-            | "auth"
-            | "quit"
-            | "reset"
-            | "select"
-            | "client|setname"
-            | "client|getname"
-            | "client|id"
-            | "client|info"
-            | "client|setinfo"
-            | "client|reply"
     ) || name.ends_with("|help")
 }
 
