@@ -10,7 +10,10 @@ use policy_support::{Conn, KINDS, Kind, Server, decode_bulks, show};
 use respite::policy::Tenant;
 
 fn tenant() -> Tenant {
-    Tenant::builder("t").prefix("t[1]:").allow(&["@all"]).build()
+    Tenant::builder("t")
+        .prefix("t[1]:")
+        .allow(&["@all"])
+        .build()
 }
 
 struct Pair {
@@ -101,7 +104,10 @@ fn split_scan(reply: &[u8]) -> (String, Vec<Bytes>) {
     let first = text.iter().position(|&b| b == b'\n').unwrap() + 1;
     let rest = &text[first..];
     let len_end = rest.iter().position(|&b| b == b'\r').unwrap();
-    let len: usize = std::str::from_utf8(&rest[1..len_end]).unwrap().parse().unwrap();
+    let len: usize = std::str::from_utf8(&rest[1..len_end])
+        .unwrap()
+        .parse()
+        .unwrap();
     let cursor = std::str::from_utf8(&rest[len_end + 2..len_end + 2 + len])
         .unwrap()
         .to_string();
@@ -126,7 +132,12 @@ fn populate(p: &mut Pair) {
         p.same(line);
     }
     // Another tenant's keys on the same server, which must never show up.
-    for line in ["SET other:a 1", "SET t:a 1", "RPUSH other:list1 q", "XADD other:s1 1-1 f v"] {
+    for line in [
+        "SET other:a 1",
+        "SET t:a 1",
+        "RPUSH other:list1 q",
+        "XADD other:s1 1-1 f v",
+    ] {
         p.shared.line(line);
     }
 }
@@ -169,7 +180,11 @@ fn replies_match_a_private_server() {
 
             // One key left: RANDOMKEY must find it, whichever way.
             p.same("FLUSHDB");
-            assert_eq!(show(&p.shared.line("GET other:a")), "$1 1 ", "other tenants' keys survive FLUSHDB");
+            assert_eq!(
+                show(&p.shared.line("GET other:a")),
+                "$1 1 ",
+                "other tenants' keys survive FLUSHDB"
+            );
             p.same("RANDOMKEY");
             p.same("SET only 1");
             p.same("RANDOMKEY");

@@ -82,10 +82,10 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)).map(Conn::from) {
-                if &c.call(&["PING"])[..] == b"+PONG\r\n" {
-                    return server;
-                }
+            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)).map(Conn::from)
+                && &c.call(&["PING"])[..] == b"+PONG\r\n"
+            {
+                return server;
             }
             assert!(Instant::now() < deadline, "{kind:?} did not start");
             std::thread::sleep(Duration::from_millis(20));
