@@ -85,7 +85,7 @@ fn rules_hold_for_each_ttl_option() {
     for kind in KINDS {
         let server = Server::start(kind);
         let mut c = server.conn();
-        let mut via = |c: &mut Conn, line: &str| show(&c.via_line(&t, line));
+        let via = |c: &mut Conn, line: &str| show(&c.via_line(&t, line));
 
         assert_eq!(via(&mut c, "SET s:a v"), "+OK ");
         let ms = pttl(&mut c, "s:a");
