@@ -20,6 +20,7 @@ pub mod admin;
 pub mod command;
 pub mod config;
 pub mod metrics;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod upstream;

@@ -1,0 +1,436 @@
+//! [`Tenant::check`]: from a parsed request to a [`Plan`] — refuse, answer locally, or forward a
+//! command rebuilt with the tenant's prefix on every key, its TTL rules applied, and follow-ups.
+//!
+//! For a prefixed tenant the client's bytes are never forwarded: the command is re-encoded from
+//! the arguments respite parsed, so the upstream reads exactly what respite read. Keys are found by
+//! the command table ([`crate::command::keys`], a port of Redis's own key finder, which Redis's ACL
+//! key permissions also trust); where a command reads more than its key specs say (SORT, scripts,
+//! KEYS/SCAN patterns, channels, keyspace-wide commands), it is handled here by name.
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::auth::Tenant;
+use super::error::PolicyError;
+use super::glob;
+use super::local::{LocalKind, LocalOp};
+use super::reply::ReplyRewrite;
+use super::ttl;
+use crate::command::{AclCategories, CommandSpec, Flags, Keys, keys};
+use crate::protocol::encode;
+
+/// What the session does with a request, decided by [`Tenant::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Forward(Forward),
+    /// Answered by respite within the namespace, through upstream calls it drives itself
+    /// (see [`super::LocalRun`]).
+    Local(LocalOp),
+}
+
+/// A command to send upstream, and what to do around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The command to send, RESP-encoded: the client's raw bytes when nothing changed and the
+    /// tenant has no prefix, otherwise rebuilt from the parsed arguments.
+    pub command: Bytes,
+    /// Commands to send right after `command` on the same upstream connection (so they run
+    /// after it): `PEXPIRE key ms NX` for default TTLs, `PEXPIRE key ms LT` for caps. Their replies
+    /// are read and discarded; the client sees only `command`'s reply.
+    pub follow_ups: Vec<Bytes>,
+    /// How to rewrite `command`'s reply before the client sees it ([`super::rewrite_reply`]).
+    pub reply: ReplyRewrite,
+}
+
+/// The request being rebuilt: `input` as the client sent it, `args` as it will be sent.
+pub(super) struct Call<'a> {
+    pub input: &'a [Bytes],
+    pub args: Vec<Bytes>,
+    pub changed: bool,
+    pub follow_ups: Vec<Bytes>,
+    pub reply: ReplyRewrite,
+}
+
+impl<'a> Call<'a> {
+    fn new(input: &'a [Bytes]) -> Self {
+        Call {
+            input,
+            args: input.to_vec(),
+            changed: false,
+            follow_ups: Vec::new(),
+            reply: ReplyRewrite::None,
+        }
+    }
+
+    pub fn set(&mut self, i: usize, arg: Bytes) {
+        self.args[i] = arg;
+        self.changed = true;
+    }
+
+    pub fn follow_up(&mut self, words: &[&[u8]]) {
+        let mut out = BytesMut::new();
+        encode::command(&mut out, words);
+        self.follow_ups.push(out.freeze());
+    }
+
+    fn finish(self, raw: Option<&Bytes>) -> Forward {
+        let command = match raw {
+            Some(raw) if !self.changed => raw.clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(
+                    self.args.iter().map(|a| a.len() + 16).sum::<usize>() + 16,
+                );
+                encode::command(&mut out, &self.args);
+                out.freeze()
+            }
+        };
+        Forward {
+            command,
+            follow_ups: self.follow_ups,
+            reply: self.reply,
+        }
+    }
+}
+
+/// Keyless commands that mean the same on a shared server as on a private one, forwarded as they
+/// are for a prefixed tenant. Every other keyless command is refused for such a tenant unless it
+/// is handled by name below: deny by default, so a command added to the table later is refused
+/// until someone decides what it means for a namespace. Connection commands the session answers
+/// itself (HELLO, AUTH, SELECT, CLIENT SETNAME, …) are not listed: they must never reach a shared
+/// upstream connection, so for a prefixed tenant `check` refuses them if asked.
+fn neutral(name: &str) -> bool {
+    matches!(
+        name,
+        "ping"
+            | "echo"
+            | "time"
+            | "command"
+            | "command|count"
+            | "command|docs"
+            | "command|getkeys"
+            | "command|getkeysandflags"
+            | "command|info"
+            | "command|list"
+            | "wait"
+            | "waitaof"
+            | "multi"
+            | "exec"
+            | "discard"
+            | "unwatch"
+            | "readonly"
+            | "readwrite"
+    ) || name.ends_with("|help")
+}
+
+const SERVER_WIDE: &str = "it acts on the whole server, beyond this tenant's keys";
+const OTHER_DB: &str = "it moves keys to another database, outside this tenant's namespace";
+const SCRIPTS: &str =
+    "scripts can name keys respite cannot see; the tenant needs scripts = true (tenant.scripts)";
+const SORT_PATTERNS: &str = "SORT BY/GET patterns read keys named by the data; the tenant needs sort_patterns = true (tenant.sort_patterns)";
+
+impl Tenant {
+    /// True if the tenant's allow rules include this command. [`Tenant::check`] tests it first;
+    /// the session may also use it for the commands it answers itself (PING, CLIENT SETNAME…).
+    pub fn permits(&self, spec: &CommandSpec) -> bool {
+        self.allowed.permits(spec)
+    }
+
+    /// Decide what to do with one request. `spec` comes from [`crate::command::resolve`] for
+    /// `args`; `raw` is the request's RESP bytes if it came as an array (forwarded as they are
+    /// when nothing changes and the tenant has no prefix); `now_ms` is the Unix time in
+    /// milliseconds, used for EXAT/PXAT/EXPIREAT/RESTORE ABSTTL caps.
+    pub fn check(
+        &self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        raw: Option<&Bytes>,
+        now_ms: i64,
+    ) -> Result<Plan, PolicyError> {
+        if !self.permits(spec) {
+            return Err(PolicyError::NoPerm {
+                user: self.user_label().to_string(),
+                command: spec.name.to_string(),
+            });
+        }
+        let found = keys(spec, args);
+        self.check_values(spec, args, found.as_ref().ok())?;
+        let mut call = Call::new(args);
+        let keys = match found {
+            Ok(keys) => keys,
+            // A prefixed tenant cannot forward what it cannot confine; without a prefix the
+            // upstream gives its own error for the malformed call.
+            Err(e) if self.has_prefix() => return Err(e.into()),
+            Err(_) => return Ok(Plan::Forward(call.finish(raw))),
+        };
+        if self.has_prefix()
+            && let Some(op) = self.confine(spec, &mut call, &keys)?
+        {
+            return Ok(Plan::Local(op));
+        }
+        ttl::apply(self, spec, &mut call, &keys, now_ms)?;
+        Ok(Plan::Forward(call.finish(raw)))
+    }
+
+    /// Refuse a write carrying an argument over `max_value_bytes`. Every non-key argument of a
+    /// command that stores data (write or denyoom flag, or a script) counts, which covers values,
+    /// fields, members, stream entries and RESTORE payloads without a per-command table.
+    fn check_values(
+        &self,
+        spec: &CommandSpec,
+        args: &[Bytes],
+        keys: Option<&Keys>,
+    ) -> Result<(), PolicyError> {
+        let Some(limit) = self.max_value_bytes else {
+            return Ok(());
+        };
+        if !spec.flags.intersects(Flags::WRITE | Flags::DENYOOM)
+            && !spec.acl.contains(AclCategories::SCRIPTING)
+        {
+            return Ok(());
+        }
+        for (i, arg) in args.iter().enumerate().skip(1) {
+            if arg.len() > limit && !keys.is_some_and(|k| k.positions().any(|p| p == i)) {
+                return Err(PolicyError::ValueTooLarge {
+                    len: arg.len(),
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn prefixed(&self, key: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.prefix.len() + key.len());
+        out.put_slice(&self.prefix);
+        out.put_slice(key);
+        out.freeze()
+    }
+
+    fn refuse(spec: &CommandSpec, reason: &'static str) -> PolicyError {
+        PolicyError::OutsideNamespace {
+            command: spec.name.to_string(),
+            reason,
+        }
+    }
+
+    /// Confine a prefixed tenant's call to its namespace: prefix keys, channels and patterns,
+    /// refuse what cannot be confined, or turn it into a [`LocalOp`].
+    fn confine(
+        &self,
+        spec: &CommandSpec,
+        call: &mut Call,
+        keys: &Keys,
+    ) -> Result<Option<LocalOp>, PolicyError> {
+        // Even unchanged, the command is re-encoded: raw bytes are never forwarded for a prefixed
+        // tenant, so an inline request or odd framing cannot reach the upstream as sent.
+        call.changed = true;
+        let args = call.input;
+        match spec.name {
+            "keys" => {
+                call.set(1, glob::confine(&self.prefix, &args[1]));
+                call.reply = ReplyRewrite::Keys;
+                return Ok(None);
+            }
+            "scan" => {
+                self.scan(call)?;
+                return Ok(None);
+            }
+            "dbsize" => return Ok(Some(self.local(LocalKind::DbSize))),
+            "randomkey" => return Ok(Some(self.local(LocalKind::RandomKey))),
+            "flushdb" => {
+                // FLUSHDB [ASYNC|SYNC]: either way respite UNLINKs, which frees in the background.
+                if args.len() > 2
+                    || args.get(1).is_some_and(|a| {
+                        !c_str(a).eq_ignore_ascii_case(b"async")
+                            && !c_str(a).eq_ignore_ascii_case(b"sync")
+                    })
+                {
+                    return Err(PolicyError::syntax());
+                }
+                return Ok(Some(self.local(LocalKind::FlushDb)));
+            }
+            "move" => return Err(Self::refuse(spec, OTHER_DB)),
+            "copy" => {
+                // COPY src dst [DB n] [REPLACE], parsed as copyCommand does.
+                let mut j = 3;
+                while j < args.len() {
+                    let opt = c_str(&args[j]);
+                    if opt.eq_ignore_ascii_case(b"replace") {
+                    } else if opt.eq_ignore_ascii_case(b"db") && args.len() > j + 1 {
+                        return Err(Self::refuse(spec, OTHER_DB));
+                    } else {
+                        return Err(PolicyError::syntax());
+                    }
+                    j += 1;
+                }
+            }
+            "sort" | "sort_ro" => {
+                self.sort(spec, call)?;
+                return Ok(None);
+            }
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "script|load" | "script|exists"
+                if !self.scripts =>
+            {
+                return Err(Self::refuse(spec, SCRIPTS));
+            }
+            "script|load" | "script|exists" => return Ok(None),
+            "publish" | "spublish" => {
+                call.set(1, self.prefixed(&args[1]));
+                return Ok(None);
+            }
+            "subscribe" | "ssubscribe" | "unsubscribe" | "sunsubscribe" => {
+                for (i, a) in args.iter().enumerate().skip(1) {
+                    call.set(i, self.prefixed(a));
+                }
+                call.reply = ReplyRewrite::PubSub;
+                return Ok(None);
+            }
+            "psubscribe" | "punsubscribe" => {
+                for (i, a) in args.iter().enumerate().skip(1) {
+                    call.set(i, glob::confine(&self.prefix, a));
+                }
+                call.reply = ReplyRewrite::PubSub;
+                return Ok(None);
+            }
+            "pubsub|channels" | "pubsub|shardchannels" => {
+                let pattern = args.get(2).map_or(&b"*"[..], |p| &p[..]);
+                call.args.truncate(2);
+                call.args.push(glob::confine(&self.prefix, pattern));
+                call.reply = ReplyRewrite::Channels;
+                return Ok(None);
+            }
+            "pubsub|numsub" | "pubsub|shardnumsub" => {
+                for (i, a) in args.iter().enumerate().skip(2) {
+                    call.set(i, self.prefixed(a));
+                }
+                call.reply = ReplyRewrite::NumSub;
+                return Ok(None);
+            }
+            _ => {}
+        }
+        if keys.is_empty() && !spec.has_keys() {
+            if neutral(spec.name) {
+                return Ok(None);
+            }
+            return Err(Self::refuse(spec, SERVER_WIDE));
+        }
+        for pos in keys.positions() {
+            call.set(pos, self.prefixed(&args[pos]));
+        }
+        call.reply = match spec.name {
+            "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "lmpop" | "blmpop" | "zmpop"
+            | "bzmpop" => ReplyRewrite::FirstKey,
+            "xread" | "xreadgroup" => ReplyRewrite::Streams,
+            _ => ReplyRewrite::Errors,
+        };
+        Ok(None)
+    }
+
+    fn local(&self, kind: LocalKind) -> LocalOp {
+        LocalOp {
+            kind,
+            prefix: self.prefix.clone(),
+            pattern: glob::confine(&self.prefix, b"*"),
+        }
+    }
+
+    /// SCAN cursor [MATCH p] [COUNT n] [TYPE t], parsed as `scanGenericCommand` does; rebuilt with
+    /// one MATCH that confines the client's pattern (or `*`) to the prefix.
+    fn scan(&self, call: &mut Call) -> Result<(), PolicyError> {
+        let args = call.input;
+        let mut out = vec![args[0].clone(), args[1].clone()];
+        let mut pattern: &[u8] = b"*";
+        let mut i = 2;
+        while i < args.len() {
+            let opt = c_str(&args[i]);
+            let more = args.len() - i;
+            if more >= 2 && opt.eq_ignore_ascii_case(b"match") {
+                pattern = &args[i + 1];
+            } else if more >= 2
+                && (opt.eq_ignore_ascii_case(b"count") || opt.eq_ignore_ascii_case(b"type"))
+            {
+                out.push(args[i].clone());
+                out.push(args[i + 1].clone());
+            } else {
+                return Err(PolicyError::syntax());
+            }
+            i += 2;
+        }
+        out.push(Bytes::from_static(b"MATCH"));
+        out.push(glob::confine(&self.prefix, pattern));
+        call.args = out;
+        call.reply = ReplyRewrite::Scan;
+        Ok(())
+    }
+
+    /// SORT/SORT_RO, parsed as `sortCommandGeneric` does rather than trusting the key specs: the
+    /// sorted key and STORE destination are prefixed; BY/GET patterns with a `*` name keys through
+    /// the data, so they are refused unless the tenant has `sort_patterns`, and then prefixed too
+    /// (the key a pattern names is its text with the element substituted at the first `*`, so a
+    /// prefixed pattern can only name prefixed keys).
+    fn sort(&self, spec: &CommandSpec, call: &mut Call) -> Result<(), PolicyError> {
+        let args = call.input;
+        let readonly = spec.name == "sort_ro";
+        call.set(1, self.prefixed(&args[1]));
+        let mut j = 2;
+        while j < args.len() {
+            let left = args.len() - j - 1;
+            let opt = c_str(&args[j]);
+            let is = |w: &[u8]| opt.eq_ignore_ascii_case(w);
+            if is(b"asc") || is(b"desc") || is(b"alpha") {
+            } else if is(b"limit") && left >= 2 {
+                if parse_i64(&args[j + 1]).is_none() || parse_i64(&args[j + 2]).is_none() {
+                    return Err(PolicyError::not_integer());
+                }
+                j += 2;
+            } else if !readonly && is(b"store") && left >= 1 {
+                call.set(j + 1, self.prefixed(&args[j + 1]));
+                j += 1;
+            } else if (is(b"by") || is(b"get")) && left >= 1 {
+                let pattern = &args[j + 1];
+                // Redis looks for `*` with strchr, so a NUL ends the pattern.
+                if c_str(pattern).contains(&b'*') {
+                    if !self.sort_patterns {
+                        return Err(Self::refuse(spec, SORT_PATTERNS));
+                    }
+                    call.set(j + 1, self.prefixed(pattern));
+                }
+                j += 1;
+            } else {
+                return Err(PolicyError::syntax());
+            }
+            j += 1;
+        }
+        call.reply = ReplyRewrite::Errors;
+        Ok(())
+    }
+}
+
+/// Redis compares options with `strcasecmp`, which stops at the first NUL.
+pub(super) fn c_str(arg: &[u8]) -> &[u8] {
+    memchr::memchr(0, arg).map_or(arg, |end| &arg[..end])
+}
+
+/// Redis's `string2ll`: optional `-`, no `+`, no spaces, no leading zeros, fits in i64.
+pub(super) fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, s),
+    };
+    match digits {
+        [b'0'] if !neg => return Some(0),
+        [b'1'..=b'9', ..] => {}
+        _ => return None,
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        v = if neg {
+            v.checked_mul(10)?.checked_sub(d)?
+        } else {
+            v.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(v)
+}

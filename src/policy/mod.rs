@@ -1,0 +1,83 @@
+//! Tenant policy: who a client is, which commands it may run, and how each command is confined to
+//! the tenant's key namespace, TTL rules and value limit before it reaches the upstream.
+//!
+//! Owns: the `[[tenant]]` configuration ([`config`]), authentication and the failure slowdown
+//! ([`Tenants`], [`FailureTracker`]), the per-command decision ([`Tenant::check`] → [`Plan`]),
+//! reply rewriting ([`rewrite_reply`]), commands answered inside a namespace ([`LocalRun`]),
+//! Pub/Sub naming ([`pubsub`]) and per-tenant metric names ([`metrics`]).
+//!
+//! Must never: touch sockets, clocks or the upstream (callers pass `now` and feed replies in);
+//! forward a prefixed tenant's raw bytes (commands are rebuilt from parsed arguments); or let a
+//! command through that it does not understand — a prefixed tenant's keyless command is refused
+//! unless it is known to mean the same on a shared server.
+//!
+//! # How the session uses it
+//! 1. Before AUTH, use [`Tenants::default_tenant`]; with none, reply [`NOAUTH`] to everything but
+//!    AUTH/HELLO/QUIT/RESET. On AUTH, [`Tenants::authenticate`]; on failure call
+//!    [`FailureTracker::failed`] and sleep what it returns before replying with the error text.
+//! 2. For each request the session would forward, call [`Tenant::check`] with the Unix time in ms:
+//!    - `Err(e)`: reply `-{e}` (the text carries its code: `NOPERM …`, `ERR …`).
+//!    - `Ok(Plan::Forward(f))`: send `f.command`, then each of `f.follow_ups` right after it on the
+//!      same upstream connection (so they run after it); discard the follow-ups' replies. Pass
+//!      `f.command`'s reply through [`rewrite_reply`] with `f.reply` unless it is
+//!      [`ReplyRewrite::None`].
+//!    - `Ok(Plan::Local(op))`: [`LocalRun::start`], send what it yields, feed each reply to
+//!      [`LocalRun::step`] until it yields the client's reply. Run it on one connection so no
+//!      other command of the same client overtakes it.
+//! 3. For commands the session answers itself (PING, CLIENT SETNAME …), [`Tenant::permits`] gives
+//!    the ACL decision if wanted.
+//!
+//! # What confinement covers (README material)
+//! - Keys: every key argument the command table finds (`COMMAND GETKEYS`'s answer, the same key
+//!   specs Redis's ACL key permissions trust) gets the prefix — destinations, keys after numkeys,
+//!   after STREAMS, STORE/STOREDIST. KEYS, SCAN MATCH, PSUBSCRIBE and PUBSUB CHANNELS patterns get
+//!   the prefix with its glob characters escaped, so they can only match the tenant's names.
+//!   Replies naming keys (KEYS, SCAN, RANDOMKEY, the blocking and *MPOP pops, XREAD/XREADGROUP,
+//!   Pub/Sub) and key names quoted in error texts lose the prefix.
+//! - Refused for a prefixed tenant: every keyless command not known to be namespace-neutral
+//!   (CONFIG, DEBUG, MODULE, MONITOR, FLUSHALL, INFO, LASTSAVE, SAVE, SHUTDOWN, CLIENT LIST/KILL,
+//!   CLUSTER, SLOWLOG, LATENCY, MEMORY STATS/DOCTOR, ACL, FUNCTION *, SCRIPT FLUSH/KILL, PUBSUB
+//!   NUMPAT, …), MOVE and COPY … DB (they reach another database).
+//! - Answered in the namespace: DBSIZE, FLUSHDB, RANDOMKEY (costs in [`local`]).
+//! - Scripts (EVAL, EVALSHA and their _RO forms, SCRIPT LOAD/EXISTS) are refused unless the tenant
+//!   has `scripts = true`. Then the declared KEYS are prefixed, and nothing else is confined: a
+//!   script can `redis.call` any key name it computes, including other tenants' keys, so enable it
+//!   only for tenants trusted with the whole server. (FCALL is not in the command table.)
+//! - SORT BY/GET patterns containing `*` are refused unless `sort_patterns = true`. Then they are
+//!   prefixed: SORT reads the key named by the pattern with each element substituted at its first
+//!   `*`, so a prefixed pattern names only the tenant's keys (a prefix holding `*` or `->` cannot
+//!   be combined with it). Patterns without `*` (and `#`) read no keys and are always allowed.
+//!
+//! # TTL rules
+//! See [`ttl`]: per-key-pattern `max_ms`/`default_ms`, caps or refusals for SET EX/PX/EXAT/PXAT,
+//! SETEX, PSETEX, GETEX, EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT, RESTORE; PERSIST and GETEX PERSIST
+//! become `PEXPIRE key max` under a cap (refused under `on_excess = "refuse"`); every other write
+//! that may create a key gets a `PEXPIRE key default NX` follow-up (needs Redis 7+, Valkey or
+//! Dragonfly). Absolute times are compared with respite's clock, so clock skew between respite and
+//! the upstream shifts caps on EXAT/PXAT/EXPIREAT/ABSTTL by that skew.
+//!
+//! # Values
+//! With `max_value_bytes`, any non-key argument of a command that stores data (write or denyoom
+//! flag, or a script) longer than the limit is refused before anything is sent.
+pub mod acl;
+pub mod auth;
+mod check;
+pub mod config;
+mod error;
+pub mod glob;
+pub mod local;
+pub mod metrics;
+pub mod pubsub;
+pub mod reply;
+pub mod sha256;
+pub mod ttl;
+
+pub use auth::{AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants};
+pub use check::{Forward, Plan};
+pub use error::PolicyError;
+pub use local::{LocalKind, LocalOp, LocalRun, LocalStep};
+pub use reply::{ReplyError, ReplyRewrite, rewrite_push, rewrite_reply};
+pub use ttl::{OnExcess, TtlRule};
+
+#[cfg(test)]
+mod tests;
