@@ -3,10 +3,12 @@
 //!
 //! Every error names the key (`upstream.url`) and, when the key came from the file, its line. Nothing
 //! here opens sockets or files other than the config file itself.
+use crate::policy::Tenants;
 use crate::protocol::Limits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A configuration error; its `Display` names the key and where it came from.
@@ -42,6 +44,8 @@ pub struct Config {
     pub worker_threads: usize,
     /// How long SIGTERM waits for clients to finish their in-flight commands.
     pub shutdown_grace: Duration,
+    /// Tenants (`[[tenant]]`): when there are any, every client acts as one of them.
+    pub tenants: Option<Arc<Tenants>>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +100,9 @@ impl std::fmt::Display for UpstreamAddr {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
+    /// The tenant clients get before (or without) AUTH; see `[[tenant]]`.
+    default_tenant: Option<String>,
+    tenant: Vec<crate::policy::config::RawTenant>,
     listen: RawListen,
     limits: RawLimits,
     upstream: RawUpstream,
@@ -328,7 +335,12 @@ pub fn from_str_with(
         if let Some((_, o)) = origins.iter().rev().find(|(k, _)| k == key) {
             return o.clone();
         }
-        match line_of(source, key) {
+        let line = if key.starts_with("tenant[") || key == "default_tenant" {
+            crate::policy::config::tenant_key_line(source, key)
+        } else {
+            line_of(source, key)
+        };
+        match line {
             Some(line) => format!("{origin} line {line}"),
             None => origin.to_string(),
         }
@@ -496,6 +508,15 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         })
     };
 
+    let tenants = if raw.tenant.is_empty() && raw.default_tenant.is_none() {
+        None
+    } else {
+        Some(Arc::new(crate::policy::config::validate(
+            raw.default_tenant.as_deref(),
+            &raw.tenant,
+            where_is,
+        )?))
+    };
     let admin = match raw.admin.listen.as_str() {
         "" | "none" => None,
         v => addr("admin.listen", v)?,
@@ -522,6 +543,7 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         log_level: level,
         worker_threads: raw.runtime.worker_threads as usize,
         shutdown_grace: millis("runtime.shutdown_grace_ms", raw.runtime.shutdown_grace_ms)?,
+        tenants,
     })
 }
 

@@ -28,19 +28,26 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
                 r.barrier().await;
             }
             let db = upstream_db(r);
+            let default = r
+                .shared()
+                .config
+                .tenants
+                .as_ref()
+                .and_then(|t| t.default_tenant().cloned());
             let c = r.client();
             c.proto = Protocol::Resp2;
             c.name = None;
             c.user = "default".into();
+            c.tenant = default;
             c.db = db;
             encode::simple(&mut out, "RESET");
         }
-        "auth" => match auth(&args[1..]) {
+        "auth" => match auth(r, &args[1..]).await {
             Ok(user) => {
                 r.client().user = user;
                 encode::simple(&mut out, "OK");
             }
-            Err(e) => encode::error(&mut out, e),
+            Err(e) => encode::error(&mut out, &e),
         },
         "hello" => return hello(r, args).await,
         "select" => select(r, &args[1], &mut out),
@@ -82,15 +89,46 @@ fn upstream_db(r: &Reader<'_>) -> u32 {
         .unwrap_or(0)
 }
 
-/// AUTH with no credentials configured behaves as Redis does with the default user on `nopass`.
-fn auth(args: &[Bytes]) -> Result<String, &'static str> {
-    match args {
-        [_password] => Err(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        ),
-        [user, _password] if user.as_ref() == b"default" => Ok("default".into()),
-        [_, _] => Err("WRONGPASS invalid username-password pair or user is disabled."),
-        _ => Err("ERR syntax error"),
+/// `AUTH [username] password`. With tenants configured, the credentials choose the tenant
+/// (repeated failures from one peer are answered ever more slowly); without them, respite behaves
+/// as Redis does with the default user on `nopass`. Returns the user name for CLIENT INFO.
+async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
+    let (user, password): (&[u8], &[u8]) = match args {
+        [password] => (b"default", password),
+        [user, password] => (user, password),
+        _ => return Err("ERR syntax error".into()),
+    };
+    let Some(tenants) = r.shared().config.tenants.clone() else {
+        return match args {
+            [_] => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into()),
+            _ if user == b"default" => Ok("default".into()),
+            _ => Err("WRONGPASS invalid username-password pair or user is disabled.".into()),
+        };
+    };
+    let peer = r
+        .client()
+        .peer
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    match tenants.authenticate(user, password) {
+        Ok(tenant) => {
+            r.shared().auth_failures.succeeded(peer);
+            let name = tenant.user_label().to_string();
+            r.client().tenant = Some(tenant);
+            Ok(name)
+        }
+        Err(e) => {
+            crate::policy::metrics::auth_failure(None);
+            let delay = r
+                .shared()
+                .auth_failures
+                .failed(peer, std::time::Instant::now());
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Err(e.to_string())
+        }
     }
 }
 
@@ -117,9 +155,9 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             let opt = &args[i];
             let more = args.len() - i - 1;
             if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                match auth(&args[i + 1..i + 3]) {
+                match auth(r, &args[i + 1..i + 3]).await {
                     Ok(u) => user = Some(u),
-                    Err(e) => return error(r, e).await,
+                    Err(e) => return error(r, &e).await,
                 }
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub next_id: AtomicU64,
     /// Fires when the proxy starts draining: sessions stop reading new commands.
     pub draining: CancellationToken,
+    /// Failed AUTH attempts per peer, to slow down password guessing.
+    pub auth_failures: crate::policy::FailureTracker,
 }
 
 /// Run the proxy until `shutdown` completes, then drain within `config.shutdown_grace`.
@@ -86,6 +88,7 @@ pub async fn run(
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
         draining: CancellationToken::new(),
+        auth_failures: crate::policy::FailureTracker::new(10_000),
     });
     let Listeners { tcp, unix, admin } = listeners;
     let tcp = match tcp {

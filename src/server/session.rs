@@ -14,8 +14,10 @@
 use super::fifo::Fifo;
 use super::io::{ClientSocket, RawStream};
 use super::{Accepted, Shared, local};
-use crate::command::{self, Route};
+use crate::command::{self, CommandSpec, Flags, Route};
 use crate::metrics::{self, ErrorKind};
+use crate::policy::{self, LocalRun, LocalStep, Plan, PolicyError, ReplyRewrite, Tenant};
+use crate::protocol::ReplyScanner;
 use crate::protocol::{Framer, Protocol, Request, encode};
 use crate::upstream::Reply;
 use bytes::{Bytes, BytesMut};
@@ -42,11 +44,25 @@ pub(crate) enum Pending {
     Upstream {
         rx: oneshot::Receiver<Reply>,
         count: usize,
+        keep: Keep,
     },
     /// Signalled once every earlier reply has been written: nothing is in flight any more.
     Barrier(oneshot::Sender<()>),
     /// Flush everything before this, then close the connection.
     Close,
+}
+
+/// Which of a job's replies the client sees.
+pub(crate) enum Keep {
+    /// All of them, as they came.
+    All,
+    /// Only the first (the command's own; the rest answer policy follow-ups such as default TTLs),
+    /// rewritten for the tenant's namespace.
+    First {
+        rewrite: ReplyRewrite,
+        prefix: Bytes,
+        proto: Protocol,
+    },
 }
 
 /// Per-client state that respite itself keeps.
@@ -62,6 +78,8 @@ pub(crate) struct Client {
     pub db: u32,
     pub created: std::time::Instant,
     pub last_command: &'static str,
+    /// Whose rules apply, when tenants are configured; `None` there means not yet authenticated.
+    pub tenant: Option<Arc<Tenant>>,
 }
 
 /// What the reader does after a request.
@@ -104,6 +122,11 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
             .unwrap_or(0),
         created: std::time::Instant::now(),
         last_command: "NULL",
+        tenant: shared
+            .config
+            .tenants
+            .as_ref()
+            .and_then(|t| t.default_tenant().cloned()),
     };
     // Registered once, as a readiness-driven socket (see `io`).
     let registered = match conn.stream {
@@ -264,9 +287,30 @@ impl Reader<'_> {
         };
         metrics::command(spec).increment(1);
         self.client.last_command = spec.name;
-        match command::route(spec, &req.args) {
+        let route = command::route(spec, &req.args);
+        if self.shared.config.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
+            let Some(tenant) = &self.client.tenant else {
+                metrics::error(ErrorKind::Refused);
+                self.reply_error(policy::NOAUTH).await;
+                return Flow::Continue;
+            };
+            policy::metrics::command(&tenant.name);
+            if route == Route::Proxy && !tenant.permits(spec) {
+                let e = PolicyError::NoPerm {
+                    user: tenant.user_label().to_string(),
+                    command: spec.name.to_string(),
+                };
+                policy::metrics::refusal(&tenant.name, &e);
+                self.reply_error(&e.to_string()).await;
+                return Flow::Continue;
+            }
+        }
+        match route {
             Route::Forward => {
-                self.forward(req).await;
+                match self.client.tenant.clone() {
+                    Some(tenant) => self.forward_for(tenant, spec, req).await,
+                    None => self.forward(req).await,
+                }
                 Flow::Continue
             }
             // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
@@ -302,8 +346,86 @@ impl Reader<'_> {
         }
     }
 
+    /// Forward under a tenant's rules: prefixed keys, capped TTLs, refusals, namespace-local ops.
+    async fn forward_for(&mut self, tenant: Arc<Tenant>, spec: &'static CommandSpec, req: Request) {
+        if self.shared.upstream.is_none() {
+            return self.forward(req).await;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        match tenant.check(spec, &req.args, req.raw.as_ref(), now_ms) {
+            Err(e) => {
+                metrics::error(ErrorKind::Refused);
+                policy::metrics::refusal(&tenant.name, &e);
+                self.reply_error(&e.to_string()).await
+            }
+            Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
+                self.group.extend_from_slice(&f.command);
+                self.group_count += 1;
+                if self.group_count >= GROUP_MAX || self.group.len() >= GROUP_BYTES {
+                    self.send_group().await;
+                }
+            }
+            Ok(Plan::Forward(f)) => {
+                // A job of its own, so its first reply is the command's and the rest are the
+                // follow-ups', which the client never sees.
+                self.send_group().await;
+                self.group.extend_from_slice(&f.command);
+                for c in &f.follow_ups {
+                    self.group.extend_from_slice(c);
+                }
+                self.group_count = 1 + f.follow_ups.len();
+                let keep = Keep::First {
+                    rewrite: f.reply,
+                    prefix: tenant.prefix.clone(),
+                    proto: self.client.proto,
+                };
+                self.send_group_keeping(keep).await;
+            }
+            Ok(Plan::Local(op)) => self.run_local(op).await,
+        }
+    }
+
+    /// Drive a namespace-local operation (DBSIZE, FLUSHDB, RANDOMKEY for a prefixed tenant) to
+    /// its end before reading on: its upstream calls go through the client's own connection, one
+    /// at a time, so they run after everything the client sent before and before what follows.
+    async fn run_local(&mut self, op: policy::LocalOp) {
+        self.send_group().await;
+        let upstream = self.shared.upstream.clone().expect("checked by the caller");
+        let conn = upstream.conn(self.client.proto, self.client.id);
+        let (mut run, mut cmd) = LocalRun::start(op, self.client.proto);
+        let out = loop {
+            let reply = match conn.send(cmd, 1).await.await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(partial)) => break Err(format!("ERR {}", partial.error)),
+                Err(_) => break Err("ERR upstream connection closed before replying".into()),
+            };
+            if reply.first() == Some(&b'-') {
+                break Ok(reply);
+            }
+            match run.step(&reply) {
+                Ok(LocalStep::Send(next)) => cmd = next,
+                Ok(LocalStep::Reply(bytes)) => break Ok(bytes),
+                Err(e) => break Err(format!("ERR {e}")),
+            }
+        };
+        match out {
+            Ok(bytes) => self.push(Pending::Ready(bytes)).await,
+            Err(msg) => {
+                metrics::error(ErrorKind::Upstream);
+                self.reply_error(&msg).await
+            }
+        }
+    }
+
     /// Send the group of forwarded commands, if any, and queue the slot for their replies.
     async fn send_group(&mut self) {
+        self.send_group_keeping(Keep::All).await
+    }
+
+    async fn send_group_keeping(&mut self, keep: Keep) {
         if self.group_count == 0 {
             return;
         }
@@ -318,7 +440,9 @@ impl Reader<'_> {
             .conn(self.client.proto, self.client.id)
             .send(bytes, count)
             .await;
-        self.fifo.push(Pending::Upstream { rx, count }, count).await
+        self.fifo
+            .push(Pending::Upstream { rx, count, keep }, count)
+            .await
     }
 }
 
@@ -339,8 +463,8 @@ async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
         while let Some(p) = item.take() {
             let written = match p {
                 Pending::Ready(b) => append(w, &mut out, b).await,
-                Pending::Upstream { rx, count } => {
-                    let b = reply_bytes(rx.await.map_err(|_| ()), count);
+                Pending::Upstream { rx, count, keep } => {
+                    let b = reply_bytes(rx.await.map_err(|_| ()), count, &keep);
                     append(w, &mut out, b).await
                 }
                 Pending::Barrier(done) => {
@@ -357,14 +481,18 @@ async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
                 break;
             }
             item = match fifo.try_pop() {
-                Some(Pending::Upstream { mut rx, count }) => match rx.try_recv() {
-                    Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r), count))),
+                Some(Pending::Upstream {
+                    mut rx,
+                    count,
+                    keep,
+                }) => match rx.try_recv() {
+                    Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r), count, &keep))),
                     Err(oneshot::error::TryRecvError::Closed) => {
-                        Some(Pending::Ready(reply_bytes(Err(()), count)))
+                        Some(Pending::Ready(reply_bytes(Err(()), count, &keep)))
                     }
                     Err(oneshot::error::TryRecvError::Empty) => {
                         // Not here yet: write what we have before waiting for it.
-                        head = Some(Pending::Upstream { rx, count });
+                        head = Some(Pending::Upstream { rx, count, keep });
                         None
                     }
                 },
@@ -396,7 +524,15 @@ async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<
 /// The bytes a client gets for the `count` commands of one upstream job: their replies, or the
 /// replies that arrived followed by one error for each command that got none. `Err(())`: the
 /// slot vanished unanswered (the pool shut down).
-fn reply_bytes(r: Result<Reply, ()>, count: usize) -> Bytes {
+fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
+    if let Keep::First {
+        rewrite,
+        prefix,
+        proto,
+    } = keep
+    {
+        return first_reply(r, *rewrite, prefix, *proto);
+    }
     let (mut out, failed, msg) = match r {
         Ok(Ok(bytes)) => return bytes,
         Ok(Err(partial)) => {
@@ -420,6 +556,33 @@ fn reply_bytes(r: Result<Reply, ()>, count: usize) -> Bytes {
         encode::error(&mut out, &msg);
     }
     out.freeze()
+}
+
+/// The command's own reply out of a job that also carried follow-ups, rewritten for the tenant.
+fn first_reply(
+    r: Result<Reply, ()>,
+    rewrite: ReplyRewrite,
+    prefix: &[u8],
+    proto: Protocol,
+) -> Bytes {
+    let replies = match r {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(partial)) if partial.count > 0 => partial.replies,
+        other => return reply_bytes(other, 1, &Keep::All),
+    };
+    let len = match ReplyScanner::new().scan(&replies) {
+        Ok(Some(s)) => s.len,
+        _ => replies.len(),
+    };
+    let first = replies.slice(..len);
+    match policy::rewrite_reply(rewrite, prefix, &first, proto) {
+        Ok(b) => b,
+        Err(e) => {
+            let mut out = BytesMut::new();
+            encode::error(&mut out, &format!("ERR {e}"));
+            out.freeze()
+        }
+    }
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.

@@ -192,6 +192,11 @@ impl Proxy {
 
     /// A proxy with `section.key=value` settings on top of the defaults.
     pub fn start_with(upstream_url: &str, settings: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with_config(upstream_url, "", settings)
+    }
+
+    /// A proxy configured by a proxy.toml text (for tables such as `[[tenant]]`), plus settings.
+    pub fn start_with_config(upstream_url: &str, toml: &str, settings: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let unix = dir.path().join("respite.sock");
         let mut flags: config::Overrides = vec![
@@ -204,7 +209,8 @@ impl Proxy {
         for (k, v) in settings {
             flags.push((k.to_string(), v.to_string()));
         }
-        let config = config::from_str_with("", "test", &vec![], &flags).expect("valid test config");
+        let config =
+            config::from_str_with(toml, "test", &vec![], &flags).expect("valid test config");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -6,3 +6,4 @@ mod basics;
 mod clients;
 mod operations;
 mod robustness;
+mod tenants;

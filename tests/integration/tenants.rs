@@ -1,0 +1,126 @@
+//! Tenants through the proxy: authentication, key namespaces, refusals, namespace-local answers
+//! and default TTLs, end to end with real servers.
+use crate::both;
+use crate::harness::{Kind, Proxy, Raw, Server, words};
+
+const TENANTS: &str = r#"
+[[tenant]]
+name = "alpha"
+username = "alpha"
+password = "alpha-pw"
+prefix = "a:"
+allow = ["@all", "-@dangerous", "flushdb", "dbsize", "keys", "randomkey"]
+max_value_bytes = 1024
+[[tenant.ttl]]
+pattern = "*"
+max_ms = 3600000
+default_ms = 600000
+
+[[tenant]]
+name = "beta"
+username = "beta"
+password_sha256 = "81a80357fd6a9d82c592a32b33e1ecc2a15032504f442d7a4ca9fbc29326d4e0"
+prefix = "b:"
+allow = ["@read", "@write", "@connection", "@keyspace"]
+"#;
+
+fn login(p: &Proxy, user: &str, pw: &str) -> Raw {
+    let mut c = p.raw();
+    assert_eq!(
+        c.cmd(&[b"AUTH", user.as_bytes(), pw.as_bytes()]),
+        b"+OK\r\n"
+    );
+    c
+}
+
+both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let mut anon = proxy.raw();
+    // No default tenant: nothing runs before AUTH; wrong credentials get Redis's answer.
+    assert_eq!(
+        anon.cmd(&words("GET k")),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    assert!(
+        anon.cmd(&words("AUTH alpha nope"))
+            .starts_with(b"-WRONGPASS")
+    );
+    assert!(
+        anon.cmd(&words("AUTH nobody nope"))
+            .starts_with(b"-WRONGPASS")
+    );
+    let mut a = login(&proxy, "alpha", "alpha-pw");
+    let mut d = server.raw();
+    d.cmd(&words("SET b:secret 42"));
+    // Keys are prefixed on the way in and unprefixed on the way out.
+    assert_eq!(a.cmd(&words("SET k1 v1")), b"+OK\r\n");
+    assert_eq!(a.cmd(&words("MSET k2 v2 k3 v3")), b"+OK\r\n");
+    assert_eq!(d.cmd(&words("GET a:k1")), b"$2\r\nv1\r\n");
+    assert_eq!(a.cmd(&words("GET secret")), b"$-1\r\n");
+    assert_eq!(a.cmd(&words("EXISTS b:secret")), b":0\r\n");
+    let mut keys = String::from_utf8(a.cmd(&words("KEYS *"))).unwrap();
+    keys = keys.replace("\r\n", " ");
+    assert!(
+        keys.starts_with("*3 ")
+            && keys.contains("k1")
+            && !keys.contains("a:")
+            && !keys.contains("secret"),
+        "{keys}"
+    );
+    let scan = String::from_utf8(a.cmd(&words("SCAN 0 COUNT 1000"))).unwrap();
+    assert!(!scan.contains("secret") && !scan.contains("a:k"), "{scan}");
+    assert_eq!(a.cmd(&words("DBSIZE")), b":3\r\n");
+    // Default TTL: a key written without one gets the rule's default, capped ones are capped.
+    let pttl = String::from_utf8(d.cmd(&words("PTTL a:k1"))).unwrap();
+    let pttl: i64 = pttl[1..pttl.len() - 2].parse().unwrap();
+    assert!(pttl > 0 && pttl <= 600_000, "PTTL a:k1 = {pttl}");
+    assert_eq!(a.cmd(&words("SET long v EX 999999")), b"+OK\r\n");
+    let pttl = String::from_utf8(d.cmd(&words("PTTL a:long"))).unwrap();
+    let pttl: i64 = pttl[1..pttl.len() - 2].parse().unwrap();
+    assert!(pttl > 0 && pttl <= 3_600_000, "PTTL a:long = {pttl}");
+    // Value limit and refusals.
+    let big = vec![b'x'; 2000];
+    let r = String::from_utf8(a.cmd(&[b"SET", b"big", &big])).unwrap();
+    assert!(
+        r.starts_with("-ERR") && r.contains("max_value_bytes"),
+        "{r}"
+    );
+    let r = String::from_utf8(a.cmd(&words("CONFIG GET maxmemory"))).unwrap();
+    assert!(r.starts_with("-NOPERM") || r.starts_with("-ERR"), "{r}");
+    let r = String::from_utf8(a.cmd(&words("FLUSHALL"))).unwrap();
+    assert!(r.starts_with("-NOPERM") || r.starts_with("-ERR"), "{r}");
+    // FLUSHDB empties only this tenant's namespace.
+    assert_eq!(a.cmd(&words("FLUSHDB")), b"+OK\r\n");
+    assert_eq!(a.cmd(&words("DBSIZE")), b":0\r\n");
+    assert_eq!(d.cmd(&words("GET b:secret")), b"$2\r\n42\r\n");
+    // The other tenant sees its own key under its own name, and not alpha's commands.
+    let mut b = login(&proxy, "beta", "beta-pw");
+    assert_eq!(b.cmd(&words("GET secret")), b"$2\r\n42\r\n");
+    assert_eq!(b.cmd(&words("GET k1")), b"$-1\r\n");
+    // RESET drops the tenant again.
+    assert_eq!(a.cmd(&words("RESET")), b"+RESET\r\n");
+    assert_eq!(
+        a.cmd(&words("GET k1")),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    // HELLO AUTH authenticates too.
+    let hello = a.cmd(&words("HELLO 3 AUTH alpha alpha-pw"));
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert_eq!(a.cmd(&words("SET again 1")), b"+OK\r\n");
+    assert_eq!(d.cmd(&words("EXISTS a:again")), b":1\r\n");
+});
+
+#[test]
+fn a_default_tenant_serves_clients_that_never_auth() {
+    let server = Server::start(Kind::Redis);
+    let toml = format!("default_tenant = \"alpha\"\n{TENANTS}");
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&words("SET k v")), b"+OK\r\n");
+    assert_eq!(server.raw().cmd(&words("GET a:k")), b"$1\r\nv\r\n");
+}
