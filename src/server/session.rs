@@ -308,7 +308,8 @@ impl Reader<'_> {
         match route {
             Route::Forward => {
                 match self.client.tenant.clone() {
-                    Some(tenant) => self.forward_for(tenant, spec, req).await,
+                    // Boxed for the same reason as local answers: its state is large.
+                    Some(tenant) => Box::pin(self.forward_for(tenant, spec, req)).await,
                     None => self.forward(req).await,
                 }
                 Flow::Continue
@@ -384,7 +385,8 @@ impl Reader<'_> {
                 };
                 self.send_group_keeping(keep).await;
             }
-            Ok(Plan::Local(op)) => self.run_local(op).await,
+            // Boxed: rare, and inline its state would grow every idle session.
+            Ok(Plan::Local(op)) => Box::pin(self.run_local(op)).await,
         }
     }
 
