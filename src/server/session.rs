@@ -261,6 +261,9 @@ impl Reader<'_> {
     }
 
     async fn reply_error(&mut self, msg: &str) {
+        if let Some(t) = &self.client.tenant {
+            policy::metrics::error(&t.name);
+        }
         let mut out = BytesMut::new();
         encode::error(&mut out, msg);
         self.reply(out).await

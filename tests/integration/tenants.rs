@@ -124,3 +124,147 @@ fn a_default_tenant_serves_clients_that_never_auth() {
     assert_eq!(c.cmd(&words("SET k v")), b"+OK\r\n");
     assert_eq!(server.raw().cmd(&words("GET a:k")), b"$1\r\nv\r\n");
 }
+
+/// B's keys as stored upstream: name → (DUMP, PTTL > 0).
+fn snapshot(d: &mut Raw) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
+    let mut keys = Vec::new();
+    let mut cursor = b"0".to_vec();
+    loop {
+        d.send(&crate::harness::encode(&[
+            b"SCAN", &cursor, b"MATCH", b"b:*", b"COUNT", b"1000",
+        ]));
+        let r = d.reply().unwrap();
+        let text = r
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .collect::<Vec<_>>();
+        // *2 / $n / cursor / *k / ($n / key)*
+        cursor = text[2].clone();
+        keys.extend(
+            text[4..]
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| c[1].clone()),
+        );
+        if cursor == b"0" {
+            break;
+        }
+    }
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let dump = d.cmd(&[b"DUMP", &k]);
+            let ttl = d.cmd(&[b"PTTL", &k]);
+            (k, dump, ttl != b":-1\r\n")
+        })
+        .collect()
+}
+
+both!(
+    tenant_a_cannot_reach_tenant_b_through_the_proxy,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let mut b = login(&proxy, "beta", "beta-pw");
+        for line in [
+            "SET x SECRET",
+            "RPUSH list SECRET",
+            "HSET h f SECRET",
+            "ZADD z 1 SECRET",
+            "SADD set SECRET",
+            "XADD s 1-1 f SECRET",
+        ] {
+            assert!(!b.cmd(&words(line)).starts_with(b"-"), "{line}");
+        }
+        let mut d = server.raw();
+        let before = snapshot(&mut d);
+        assert_eq!(before.len(), 6);
+        let mut a = login(&proxy, "alpha", "alpha-pw");
+        let attacks: &[&str] = &[
+            "GET b:x",
+            "GET x",
+            "MGET b:x x",
+            "HGETALL b:h",
+            "LRANGE b:list 0 -1",
+            "DUMP b:x",
+            "TYPE b:x",
+            "KEYS b:*",
+            "KEYS *",
+            "SCAN 0 MATCH b:* COUNT 1000",
+            "SCAN 0 MATCH * TYPE string",
+            "DEL b:x x",
+            "UNLINK b:list",
+            "EXPIRE b:x 1",
+            "PEXPIREAT b:h 1",
+            "PERSIST b:x",
+            "RENAME b:x mine",
+            "RENAME mine b:x",
+            "COPY b:x mine",
+            "SET mine 1",
+            "RENAME mine b:x",
+            "MOVE b:x 1",
+            "SWAPDB 0 1",
+            "FLUSHALL",
+            "FLUSHDB",
+            "SELECT 1",
+            "MIGRATE 127.0.0.1 1 b:x 0 10",
+            "SUNIONSTORE b:set b:set mine",
+            "ZUNIONSTORE b:z 1 b:z",
+            "ZUNIONSTORE out 2 b:z",
+            "ZUNIONSTORE out -1 b:z",
+            "ZUNIONSTORE out 99 b:z",
+            "LMPOP 1 b:list LEFT",
+            "LMPOP 2 b:list LEFT",
+            "SINTERCARD 1 b:set",
+            "XREAD STREAMS b:s 0",
+            "XREAD COUNT 1 STREAMS b:s s 0 0",
+            "SORT b:list",
+            "SORT list BY b:* GET b:*",
+            "SORT mine STORE b:x",
+            "EVAL \"return redis.call('get','b:x')\" 0",
+            "EVALSHA abc 0",
+            "SCRIPT FLUSH",
+            "OBJECT ENCODING b:x",
+            "CONFIG SET dir /tmp",
+            "DEBUG SLEEP 0",
+            "CLIENT LIST",
+            "CLIENT KILL TYPE normal",
+            "CLIENT NO-EVICT on",
+            "MONITOR",
+            "SUBSCRIBE b:news",
+            "PUBLISH b:news hi",
+            "INFO keyspace",
+            "DBSIZE",
+            "RANDOMKEY",
+            "BITOP OR b:x b:x mine",
+            "GEOADD b:g 1 1 m",
+            "GEORADIUS mine 0 0 1 km STORE b:x",
+            "PFMERGE b:x mine",
+            "SMOVE b:set mine SECRET",
+            "LMOVE b:list mine LEFT LEFT",
+            "RESTORE b:x 0 x REPLACE",
+            "HELLO 3 AUTH beta wrong",
+            "AUTH beta wrong",
+            "SET b:x stolen",
+            "APPEND x stolen",
+        ];
+        for line in attacks {
+            let _ = a.cmd(&words(line));
+        }
+        // Inline bytes smuggled inside an argument stay one argument.
+        let _ = a.cmd(&[b"GET", b"x\r\n*2\r\n$3\r\nDEL\r\n$3\r\nb:x\r\n"]);
+        assert_eq!(snapshot(&mut d), before, "B's keys changed");
+        let all = String::from_utf8_lossy(&d.cmd(&words("KEYS *"))).replace("\r\n", " ");
+        for key in all
+            .split(' ')
+            .filter(|w| !w.is_empty() && !w.starts_with('*') && !w.starts_with('$'))
+        {
+            assert!(
+                key.starts_with("a:") || key.starts_with("b:"),
+                "key {key} outside every namespace"
+            );
+        }
+        assert_eq!(b.cmd(&words("GET x")), b"$6\r\nSECRET\r\n");
+        assert_eq!(b.cmd(&words("DBSIZE")), b":6\r\n");
+    }
+);
