@@ -8,6 +8,8 @@
 use bytes::Bytes;
 
 use super::{BeginSearch, CommandSpec, FindKeys, Flags, KeySpecFlags, KeysProc};
+// Redis's `string2ll`, shared with the framer.
+use crate::protocol::framer::parse_i64;
 
 /// One key argument: its index into the request's arguments (the command name is index 0) and
 /// how the command uses it.
@@ -239,32 +241,6 @@ fn find_keyword(args: &[Bytes], keyword: &str, start_from: i64) -> Option<i64> {
 fn c_eq_ignore_case(arg: &[u8], word: &str) -> bool {
     let arg = memchr::memchr(0, arg).map_or(arg, |end| &arg[..end]);
     arg.eq_ignore_ascii_case(word.as_bytes())
-}
-
-/// Redis's `string2ll`: optional `-`, no `+`, no spaces, no leading zeros, must fit in i64.
-fn parse_i64(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, s),
-    };
-    match digits {
-        [b'0'] if !neg => return Some(0),
-        [b'1'..=b'9', ..] => {}
-        _ => return None,
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        v = if neg {
-            v.checked_mul(10)?.checked_sub(d)?
-        } else {
-            v.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(v)
 }
 
 /// Redis's `sortGetKeys`/`sortROGetKeys`. The sorted key is always argument 1; SORT may also

@@ -16,6 +16,7 @@ use super::reply::ReplyRewrite;
 use super::ttl;
 use crate::command::{AclCategories, CommandSpec, Flags, Keys, keys};
 use crate::protocol::encode;
+use crate::protocol::framer::parse_i64;
 
 /// What the session does with a request, decided by [`Tenant::check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,30 +408,4 @@ impl Tenant {
 /// Redis compares options with `strcasecmp`, which stops at the first NUL.
 pub(super) fn c_str(arg: &[u8]) -> &[u8] {
     memchr::memchr(0, arg).map_or(arg, |end| &arg[..end])
-}
-
-/// Redis's `string2ll`: optional `-`, no `+`, no spaces, no leading zeros, fits in i64.
-pub(super) fn parse_i64(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, s),
-    };
-    match digits {
-        [b'0'] if !neg => return Some(0),
-        [b'1'..=b'9', ..] => {}
-        _ => return None,
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        v = if neg {
-            v.checked_mul(10)?.checked_sub(d)?
-        } else {
-            v.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(v)
 }
