@@ -126,24 +126,11 @@ both!(redis_cli_matches_direct, |kind: Kind| {
             "GET missing",
             "LPUSH k1 x",
         ] {
-            out.push(redis_cli(
-                port,
-                &[],
-                &words(args)
-                    .iter()
-                    .map(|w| std::str::from_utf8(w).unwrap())
-                    .collect::<Vec<_>>(),
-                None,
-            ));
-            out.push(redis_cli(
-                port,
-                &["-3"],
-                &words(args)
-                    .iter()
-                    .map(|w| std::str::from_utf8(w).unwrap())
-                    .collect::<Vec<_>>(),
-                None,
-            ));
+            let args: Vec<&str> = args.split(' ').collect();
+            // Each command in RESP2, then in RESP3 (redis-cli -3).
+            for extra in [&[][..], &["-3"][..]] {
+                out.push(redis_cli(port, extra, &args, None));
+            }
         }
         // Commands read from standard input, one per line, as a script would pipe them.
         out.push(redis_cli(
