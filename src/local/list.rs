@@ -120,10 +120,14 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
             }
         }
         "lindex" => {
-            let Some(i) = arg_i64(c, 2) else { return true };
+            // Redis looks the key up before it parses the index.
             match db.get(&key).map(|e| &e.value) {
                 None => c.out.null(),
                 Some(Value::List(l)) => {
+                    let Some(i) = crate::local::num::parse_i64(&args[2]) else {
+                        c.out.err(crate::local::NOT_INT);
+                        return true;
+                    };
                     let i = if i < 0 { l.len() as i64 + i } else { i };
                     match usize::try_from(i).ok().and_then(|i| l.get(i)) {
                         Some(v) => c.out.bulk(v),

@@ -114,16 +114,68 @@ fn parse_scaled(s: &str) -> Option<i128> {
         }
         m /= div;
     }
-    // Keep well inside the range where the exact answer is what Redis prints.
-    if m.abs() >= SCALE * 1_000_000_000_000 {
-        return None;
-    }
     Some(if neg { -m } else { m })
 }
 
+/// `x / 2^k` rounded to the nearest integer, ties to even (as the FPU rounds).
+fn div_pow2_even(x: u128, k: u32) -> u128 {
+    if k == 0 {
+        return x;
+    }
+    let q = x >> k;
+    let r = x & ((1u128 << k) - 1);
+    let half = 1u128 << (k - 1);
+    if r > half || (r == half && q & 1 == 1) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// `x / d` rounded to nearest, ties to even (as printf rounds an exact binary value).
+fn div_even(x: u128, d: u128) -> u128 {
+    let (q, r) = (x / d, x % d);
+    if 2 * r > d || (2 * r == d && q & 1 == 1) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// Round the exact sum to a 64-bit mantissa, as the x87 `long double` addition does; below 2^10
+/// the rounding cannot reach the 17th fractional digit, so the exact value is printed.
+fn round_ld(int: u128, frac: u128) -> (u128, u128) {
+    let e = 127 - int.leading_zeros() as i32; // floor(log2(int)), int > 0
+    if int == 0 || e < 10 {
+        return (int, frac);
+    }
+    let k = 63 - e;
+    if k >= 0 {
+        let k = k as u32;
+        // q = round(v * 2^k), v = int + frac/10^17; int * 2^k < 2^64, frac * 2^k < 2^110.
+        let q = (int << k) + div_even(frac << k, SCALE as u128);
+        let int = q >> k;
+        let rest = q & ((1u128 << k) - 1);
+        let f = div_even(rest * SCALE as u128, 1u128 << k);
+        if f == SCALE as u128 {
+            (int + 1, 0)
+        } else {
+            (int, f)
+        }
+    } else {
+        let k = (-k) as u32;
+        // Beyond 2^64 the fraction only breaks ties; it makes them round up.
+        let extra = u128::from(frac > 0);
+        let q = div_pow2_even((int << 1) + extra, k + 1);
+        (q << k, 0)
+    }
+}
+
 fn fmt_scaled(m: i128) -> String {
-    let int = m.abs() / SCALE;
-    let frac = m.abs() % SCALE;
+    let (int, frac) = round_ld(
+        m.unsigned_abs() / SCALE as u128,
+        m.unsigned_abs() % SCALE as u128,
+    );
     let sign = if m < 0 { "-" } else { "" };
     let mut s = format!("{sign}{int}.{frac:017}");
     s = trim_zeros(&s).to_string();
@@ -148,7 +200,9 @@ pub fn incr_float(value: &[u8], incr: &[u8]) -> Result<String, FloatError> {
     let a = valid_ld(value).ok_or(FloatError::NotFloat)?;
     let b = valid_ld(incr).ok_or(FloatError::NotFloat)?;
     if let (Some(x), Some(y)) = (parse_scaled(a), parse_scaled(b)) {
-        return Ok(fmt_scaled(x + y));
+        if let Some(sum) = x.checked_add(y) {
+            return Ok(fmt_scaled(sum));
+        }
     }
     let sum = a.parse::<f64>().unwrap_or(0.0) + b.parse::<f64>().unwrap_or(0.0);
     if !sum.is_finite() {
@@ -184,6 +238,14 @@ mod tests {
         assert_eq!(incr_float(b"abc", b"1"), Err(FloatError::NotFloat));
         assert_eq!(incr_float(b"1", b" 1"), Err(FloatError::NotFloat));
         assert_eq!(incr_float(b"1", b"inf"), Err(FloatError::NanOrInf));
+        assert_eq!(
+            incr_float(b"9223372036854775807", b"-0.5").unwrap(),
+            "9223372036854775806.5"
+        );
+        assert_eq!(
+            incr_float(b"9223372036854775807", b"0.1").unwrap(),
+            "9223372036854775807"
+        );
     }
 
     #[test]
