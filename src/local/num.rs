@@ -142,44 +142,118 @@ fn div_even(x: u128, d: u128) -> u128 {
     }
 }
 
-/// Round the exact sum to a 64-bit mantissa, as the x87 `long double` addition does; below 2^10
-/// the rounding cannot reach the 17th fractional digit, so the exact value is printed.
-fn round_ld(int: u128, frac: u128) -> (u128, u128) {
-    let e = 127 - int.leading_zeros() as i32; // floor(log2(int)), int > 0
-    if int == 0 || e < 10 {
-        return (int, frac);
-    }
-    let k = 63 - e;
-    if k >= 0 {
-        let k = k as u32;
-        // q = round(v * 2^k), v = int + frac/10^17; int * 2^k < 2^64, frac * 2^k < 2^110.
-        let q = (int << k) + div_even(frac << k, SCALE as u128);
-        let int = q >> k;
-        let rest = q & ((1u128 << k) - 1);
-        let f = div_even(rest * SCALE as u128, 1u128 << k);
-        if f == SCALE as u128 {
-            (int + 1, 0)
-        } else {
-            (int, f)
-        }
-    } else {
-        let k = (-k) as u32;
-        // Beyond 2^64 the fraction only breaks ties; it makes them round up.
-        let extra = u128::from(frac > 0);
-        let q = div_pow2_even((int << 1) + extra, k + 1);
-        (q << k, 0)
-    }
+/// An x87 `long double`: `(-1)^neg * q * 2^-k` with a 64-bit mantissa `q`.
+#[derive(Debug, Clone, Copy)]
+struct Ld {
+    neg: bool,
+    q: u128,
+    k: i32,
 }
 
-fn fmt_scaled(m: i128) -> String {
-    let (int, frac) = round_ld(
-        m.unsigned_abs() / SCALE as u128,
-        m.unsigned_abs() % SCALE as u128,
-    );
-    let sign = if m < 0 { "-" } else { "" };
-    let mut s = format!("{sign}{int}.{frac:017}");
-    s = trim_zeros(&s).to_string();
-    s
+const TWO64: u128 = 1 << 64;
+
+impl Ld {
+    /// The long double nearest to `m * 10^-17`, as `strtold` rounds.
+    fn from_scaled(m: i128) -> Ld {
+        let n = m.unsigned_abs();
+        let neg = m < 0;
+        if n == 0 {
+            return Ld { neg, q: 0, k: 0 };
+        }
+        // q(k) = round(n * 2^k / 10^17); pick k so that q has exactly 64 bits.
+        let q_at = |k: i32| -> u128 {
+            if k >= 0 {
+                div_even(n << k, SCALE as u128)
+            } else {
+                div_even(n, (SCALE as u128) << (-k))
+            }
+        };
+        let bits = 128 - n.leading_zeros() as i32;
+        let mut k = 64 - (bits - 57);
+        let mut q = q_at(k);
+        while q >= TWO64 {
+            k -= 1;
+            q = q_at(k);
+        }
+        while q < TWO64 / 2 {
+            k += 1;
+            q = q_at(k);
+        }
+        Ld { neg, q, k }
+    }
+
+    /// `self + other`, rounded to 64 bits as the FPU does.
+    fn add(self, other: Ld) -> Ld {
+        if self.q == 0 {
+            return other;
+        }
+        if other.q == 0 {
+            return self;
+        }
+        let (big, small) = if self.k <= other.k {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        let diff = small.k - big.k;
+        // Align on the smaller operand's scale, but keep at most 62 bits below the larger
+        // one's mantissa: the rest of the smaller operand only matters as a sticky bit.
+        let (shift, small_q, k) = if diff <= 62 {
+            (diff, small.q, small.k)
+        } else {
+            let drop = (diff - 62) as u32;
+            let lost = if drop >= 128 {
+                small.q
+            } else {
+                small.q & ((1u128 << drop) - 1)
+            };
+            let kept = if drop >= 128 { 0 } else { small.q >> drop };
+            (62, kept | u128::from(lost != 0), big.k + 62)
+        };
+        let a = (big.q << shift) as i128 * if big.neg { -1 } else { 1 };
+        let b = small_q as i128 * if small.neg { -1 } else { 1 };
+        let sum = a + b;
+        let neg = sum < 0;
+        let mut n = sum.unsigned_abs();
+        let mut k = k;
+        let bits = 128 - n.leading_zeros() as i32;
+        if bits > 64 {
+            let shift = (bits - 64) as u32;
+            n = div_pow2_even(n, shift);
+            k -= shift as i32;
+            if n >= TWO64 {
+                n >>= 1;
+                k -= 1;
+            }
+        }
+        Ld { neg, q: n, k }
+    }
+
+    /// `%.17Lf` with the trailing zeros (and a bare point) cut, and `-0` as `0`: `ld2string`'s
+    /// human mode.
+    fn human(self) -> String {
+        let (int, frac) = if self.k <= 0 {
+            (self.q << (-self.k), 0)
+        } else if self.k >= 128 {
+            (0, div_even(self.q * SCALE as u128, 1u128 << 127) / 2)
+        } else {
+            let k = self.k as u32;
+            let int = self.q >> k;
+            let rest = self.q & ((1u128 << k) - 1);
+            let f = div_even(rest * SCALE as u128, 1u128 << k);
+            if f == SCALE as u128 {
+                (int + 1, 0)
+            } else {
+                (int, f)
+            }
+        };
+        let sign = if self.neg && (int != 0 || frac != 0) {
+            "-"
+        } else {
+            ""
+        };
+        trim_zeros(&format!("{sign}{int}.{frac:017}")).to_string()
+    }
 }
 
 /// Redis's `string2ld` acceptance: no leading space, no NaN.
@@ -200,9 +274,7 @@ pub fn incr_float(value: &[u8], incr: &[u8]) -> Result<String, FloatError> {
     let a = valid_ld(value).ok_or(FloatError::NotFloat)?;
     let b = valid_ld(incr).ok_or(FloatError::NotFloat)?;
     if let (Some(x), Some(y)) = (parse_scaled(a), parse_scaled(b)) {
-        if let Some(sum) = x.checked_add(y) {
-            return Ok(fmt_scaled(sum));
-        }
+        return Ok(Ld::from_scaled(x).add(Ld::from_scaled(y)).human());
     }
     let sum = a.parse::<f64>().unwrap_or(0.0) + b.parse::<f64>().unwrap_or(0.0);
     if !sum.is_finite() {
@@ -233,6 +305,11 @@ mod tests {
     fn incr_float_human() {
         assert_eq!(incr_float(b"10.5", b"0.1").unwrap(), "10.6");
         assert_eq!(incr_float(b"0", b"-0").unwrap(), "0");
+        assert_eq!(
+            incr_float(b"710.5", b"-0.4").unwrap(),
+            "710.09999999999999998"
+        );
+        assert_eq!(incr_float(b"0.1", b"0.2").unwrap(), "0.3");
         assert_eq!(incr_float(b"3", b"2.0e2").unwrap(), "203");
         assert_eq!(incr_float(b"1", b"-1.5").unwrap(), "-0.5");
         assert_eq!(incr_float(b"abc", b"1"), Err(FloatError::NotFloat));
