@@ -172,7 +172,7 @@ const LRANGE: &[&str] = &["-", "+", "[m1", "(m2", "[a", "m1", "(b"];
 
 fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
     let k = r.pick(KEYS).to_string();
-    let mut c: Vec<String> = Vec::new();
+    let mut c: Vec<String>;
     let exat = (now_s + 5000).to_string();
     let pxat = ((now_s + 5000) * 1000).to_string();
     macro_rules! w {
