@@ -79,42 +79,166 @@ pub enum FloatError {
 
 const SCALE: i128 = 100_000_000_000_000_000; // 10^17: %.17Lf keeps 17 fractional digits
 
-/// A decimal string as an exact multiple of 10^-17, when it is one and fits.
-fn parse_scaled(s: &str) -> Option<i128> {
+/// A decimal string as `(negative, digits, exponent)`: the value is `digits * 10^exponent`.
+fn parse_dec(s: &str) -> Option<(bool, Big, i64)> {
     let (neg, body) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
     let (num, exp) = match body.find(['e', 'E']) {
-        Some(i) => (&body[..i], body[i + 1..].parse::<i32>().ok()?),
+        Some(i) => (&body[..i], body[i + 1..].parse::<i64>().ok()?),
         None => (body, 0),
     };
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
     if int.is_empty() && frac.is_empty() {
         return None;
     }
-    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) || exp.abs() > 5000 {
         return None;
     }
-    let digits: String = format!("{int}{frac}");
-    let digits = digits.trim_start_matches('0');
-    // value = digits * 10^(exp - frac.len()); scaled = digits * 10^(17 + exp - frac.len())
-    let shift = 17 + exp - frac.len() as i32;
-    let mut m: i128 = 0;
-    for b in digits.bytes() {
-        m = m.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+    let mut n = Big::default();
+    for b in int.bytes().chain(frac.bytes()) {
+        n.mul_add(10, u32::from(b - b'0'));
     }
-    if shift >= 0 {
-        m = m.checked_mul(10i128.checked_pow(shift as u32)?)?;
-    } else {
-        let div = 10i128.checked_pow((-shift) as u32)?;
-        if m % div != 0 {
-            return None;
+    Some((neg, n, exp - frac.len() as i64))
+}
+
+/// A minimal unsigned big integer (32-bit limbs, little-endian), for exact decimal/binary
+/// conversion of long doubles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Big(Vec<u32>);
+
+impl Big {
+    fn from_u128(mut x: u128) -> Big {
+        let mut v = Vec::new();
+        while x > 0 {
+            v.push(x as u32);
+            x >>= 32;
         }
-        m /= div;
+        Big(v)
     }
-    Some(if neg { -m } else { m })
+    fn trim(&mut self) {
+        while self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+    }
+    fn is_zero(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn bits(&self) -> u64 {
+        match self.0.last() {
+            None => 0,
+            Some(top) => 32 * (self.0.len() as u64 - 1) + 32 - u64::from(top.leading_zeros()),
+        }
+    }
+    fn mul_add(&mut self, m: u32, a: u32) {
+        let mut carry = u64::from(a);
+        for limb in &mut self.0 {
+            let v = u64::from(*limb) * u64::from(m) + carry;
+            *limb = v as u32;
+            carry = v >> 32;
+        }
+        if carry > 0 {
+            self.0.push(carry as u32);
+        }
+        self.trim();
+    }
+    fn pow10(&mut self, n: u64) {
+        for _ in 0..n {
+            self.mul_add(10, 0);
+        }
+    }
+    fn shl(&self, n: u64) -> Big {
+        let (limbs, bits) = ((n / 32) as usize, (n % 32) as u32);
+        let mut v = vec![0u32; limbs];
+        let mut carry = 0u32;
+        for &l in &self.0 {
+            v.push(if bits == 0 { l } else { (l << bits) | carry });
+            carry = if bits == 0 { 0 } else { l >> (32 - bits) };
+        }
+        v.push(carry);
+        let mut b = Big(v);
+        b.trim();
+        b
+    }
+    fn bit(&self, i: u64) -> bool {
+        self.0
+            .get((i / 32) as usize)
+            .is_some_and(|l| (l >> (i % 32)) & 1 == 1)
+    }
+    fn cmp(&self, o: &Big) -> std::cmp::Ordering {
+        self.0
+            .len()
+            .cmp(&o.0.len())
+            .then_with(|| self.0.iter().rev().cmp(o.0.iter().rev()))
+    }
+    fn sub(&mut self, o: &Big) {
+        let mut borrow = 0i64;
+        for i in 0..self.0.len() {
+            let v = i64::from(self.0[i]) - i64::from(o.0.get(i).copied().unwrap_or(0)) - borrow;
+            borrow = i64::from(v < 0);
+            self.0[i] = (v + (borrow << 32)) as u32;
+        }
+        self.trim();
+    }
+    /// `self / d` rounded to nearest, ties to even, by shift-and-subtract.
+    fn div_even(&self, d: &Big) -> Big {
+        let mut q = Big(vec![0; self.0.len()]);
+        let mut r = Big::default();
+        for i in (0..self.bits()).rev() {
+            r = r.shl(1);
+            if self.bit(i) {
+                if r.is_zero() {
+                    r.0.push(1);
+                } else {
+                    r.0[0] |= 1;
+                }
+            }
+            if r.cmp(d) != std::cmp::Ordering::Less {
+                r.sub(d);
+                q.0[(i / 32) as usize] |= 1 << (i % 32);
+            }
+        }
+        q.trim();
+        let twice = r.shl(1);
+        let up = match twice.cmp(d) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => q.bit(0),
+            std::cmp::Ordering::Less => false,
+        };
+        if up {
+            q.mul_add(1, 1);
+        }
+        q
+    }
+    fn to_u128(&self) -> u128 {
+        self.0
+            .iter()
+            .rev()
+            .fold(0u128, |acc, &l| (acc << 32) | u128::from(l))
+    }
+    fn to_decimal(&self) -> String {
+        if self.is_zero() {
+            return "0".into();
+        }
+        let mut digits = Vec::new();
+        let mut n = self.0.clone();
+        while !n.is_empty() {
+            let mut rem = 0u64;
+            for limb in n.iter_mut().rev() {
+                let v = (rem << 32) | u64::from(*limb);
+                *limb = (v / 10) as u32;
+                rem = v % 10;
+            }
+            digits.push(b'0' + rem as u8);
+            while n.last() == Some(&0) {
+                n.pop();
+            }
+        }
+        digits.reverse();
+        String::from_utf8(digits).expect("ascii digits")
+    }
 }
 
 /// `x / 2^k` rounded to the nearest integer, ties to even (as the FPU rounds).
@@ -132,16 +256,6 @@ fn div_pow2_even(x: u128, k: u32) -> u128 {
     }
 }
 
-/// `x / d` rounded to nearest, ties to even (as printf rounds an exact binary value).
-fn div_even(x: u128, d: u128) -> u128 {
-    let (q, r) = (x / d, x % d);
-    if 2 * r > d || (2 * r == d && q & 1 == 1) {
-        q + 1
-    } else {
-        q
-    }
-}
-
 /// An x87 `long double`: `(-1)^neg * q * 2^-k` with a 64-bit mantissa `q`.
 #[derive(Debug, Clone, Copy)]
 struct Ld {
@@ -153,23 +267,31 @@ struct Ld {
 const TWO64: u128 = 1 << 64;
 
 impl Ld {
-    /// The long double nearest to `m * 10^-17`, as `strtold` rounds.
-    fn from_scaled(m: i128) -> Ld {
-        let n = m.unsigned_abs();
-        let neg = m < 0;
-        if n == 0 {
+    /// The long double nearest to `n * 10^e10`, as `strtold` rounds.
+    fn from_dec(neg: bool, n: &Big, e10: i64) -> Ld {
+        if n.is_zero() {
             return Ld { neg, q: 0, k: 0 };
         }
-        // q(k) = round(n * 2^k / 10^17); pick k so that q has exactly 64 bits.
-        let q_at = |k: i32| -> u128 {
-            if k >= 0 {
-                div_even(n << k, SCALE as u128)
+        // q(k) = round(n * 10^e10 * 2^k); pick k so that q has exactly 64 bits.
+        let q_at = |k: i64| -> u128 {
+            let mut num = n.clone();
+            let mut den = Big::from_u128(1);
+            if e10 >= 0 {
+                num.pow10(e10 as u64);
             } else {
-                div_even(n, (SCALE as u128) << (-k))
+                den.pow10((-e10) as u64);
             }
+            if k >= 0 {
+                num = num.shl(k as u64);
+            } else {
+                den = den.shl((-k) as u64);
+            }
+            let q = num.div_even(&den);
+            if q.bits() > 65 { TWO64 } else { q.to_u128() }
         };
-        let bits = 128 - n.leading_zeros() as i32;
-        let mut k = 64 - (bits - 57);
+        // log2(10) ~ 3.3219: a first guess, then step until the mantissa has 64 bits.
+        let log2 = n.bits() as i64 + (e10 as f64 * std::f64::consts::LOG2_10) as i64;
+        let mut k = 64 - log2;
         let mut q = q_at(k);
         while q >= TWO64 {
             k -= 1;
@@ -179,7 +301,11 @@ impl Ld {
             k += 1;
             q = q_at(k);
         }
-        Ld { neg, q, k }
+        Ld {
+            neg,
+            q,
+            k: k as i32,
+        }
     }
 
     /// `self + other`, rounded to 64 bits as the FPU does.
@@ -232,27 +358,33 @@ impl Ld {
     /// `%.17Lf` with the trailing zeros (and a bare point) cut, and `-0` as `0`: `ld2string`'s
     /// human mode.
     fn human(self) -> String {
+        let q = Big::from_u128(self.q);
         let (int, frac) = if self.k <= 0 {
-            (self.q << (-self.k), 0)
-        } else if self.k >= 128 {
-            (0, div_even(self.q * SCALE as u128, 1u128 << 127) / 2)
+            (q.shl((-self.k) as u64), Big::default())
         } else {
-            let k = self.k as u32;
-            let int = self.q >> k;
-            let rest = self.q & ((1u128 << k) - 1);
-            let f = div_even(rest * SCALE as u128, 1u128 << k);
-            if f == SCALE as u128 {
-                (int + 1, 0)
+            let k = self.k as u64;
+            let int = if k >= 128 { 0 } else { self.q >> k };
+            let rest = if k >= 128 {
+                self.q
             } else {
-                (int, f)
+                self.q & ((1u128 << k) - 1)
+            };
+            let mut scaled = Big::from_u128(rest);
+            scaled.pow10(17);
+            let f = scaled.div_even(&Big::from_u128(1).shl(k)).to_u128();
+            if f == SCALE as u128 {
+                (Big::from_u128(int + 1), Big::default())
+            } else {
+                (Big::from_u128(int), Big::from_u128(f))
             }
         };
-        let sign = if self.neg && (int != 0 || frac != 0) {
+        let frac = frac.to_u128();
+        let sign = if self.neg && (!int.is_zero() || frac != 0) {
             "-"
         } else {
             ""
         };
-        trim_zeros(&format!("{sign}{int}.{frac:017}")).to_string()
+        trim_zeros(&format!("{sign}{}.{frac:017}", int.to_decimal())).to_string()
     }
 }
 
@@ -273,8 +405,10 @@ fn valid_ld(s: &[u8]) -> Option<&str> {
 pub fn incr_float(value: &[u8], incr: &[u8]) -> Result<String, FloatError> {
     let a = valid_ld(value).ok_or(FloatError::NotFloat)?;
     let b = valid_ld(incr).ok_or(FloatError::NotFloat)?;
-    if let (Some(x), Some(y)) = (parse_scaled(a), parse_scaled(b)) {
-        return Ok(Ld::from_scaled(x).add(Ld::from_scaled(y)).human());
+    if let (Some((na, da, ea)), Some((nb, db, eb))) = (parse_dec(a), parse_dec(b)) {
+        return Ok(Ld::from_dec(na, &da, ea)
+            .add(Ld::from_dec(nb, &db, eb))
+            .human());
     }
     let sum = a.parse::<f64>().unwrap_or(0.0) + b.parse::<f64>().unwrap_or(0.0);
     if !sum.is_finite() {
