@@ -4,7 +4,9 @@
 //!
 //! Exceptions, each because Redis itself leaves it open:
 //! - HGETALL, HKEYS, HVALS, SMEMBERS and KEYS replies are compared as sorted multisets (hash order);
-//! - TTL/EXPIRETIME may differ by 1 s and PTTL/PEXPIRETIME by 1000 ms (two clocks, read apart).
+//! - TTL/EXPIRETIME may differ by 1 s and PTTL/PEXPIRETIME by 1000 ms (two clocks, read apart);
+//!   relative TTLs are drawn at random from a wide range so that GT/LT never compare two equal
+//!   ones set a millisecond apart.
 //!
 //! The server is started here on a loopback ephemeral port and killed (by its own PID) at the end.
 use std::io::{Read, Write};
@@ -175,6 +177,12 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
     let mut c: Vec<String>;
     let exat = (now_s + 5000).to_string();
     let pxat = ((now_s + 5000) * 1000).to_string();
+    // Relative TTLs drawn from a wide range: two equal ones set a millisecond apart could
+    // compare differently under GT/LT on the two clocks, so they should almost never be equal.
+    let secs = (100 + r.below(1_000_000)).to_string();
+    let secs2 = (100 + r.below(1_000_000)).to_string();
+    let millis = (100_000 + r.below(1_000_000_000)).to_string();
+    let millis2 = (100_000 + r.below(1_000_000_000)).to_string();
     macro_rules! w {
         ($($x:expr),*) => { vec![$($x.to_string()),*] };
     }
@@ -191,8 +199,8 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
                 let o = opts[r.below(opts.len())];
                 c.push(o.to_string());
                 match o.to_ascii_uppercase().as_str() {
-                    "EX" => c.push(r.pick(&["100", "5000", "0", "-5", "x"]).into()),
-                    "PX" => c.push(r.pick(&["100000", "5000000", "0"]).into()),
+                    "EX" => c.push(r.pick(&[&secs, "0", "-5", "x"]).into()),
+                    "PX" => c.push(r.pick(&[&millis, "0"]).into()),
                     "EXAT" => c.push(exat.clone()),
                     "PXAT" => c.push(pxat.clone()),
                     _ => {}
@@ -200,15 +208,15 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
             }
         }
         10 => c = w!["setnx", k, r.pick(VALS)],
-        11 => c = w!["setex", k, r.pick(&["100", "0", "x"]), r.pick(VALS)],
-        12 => c = w!["psetex", k, r.pick(&["100000", "0"]), r.pick(VALS)],
+        11 => c = w!["setex", k, r.pick(&[&secs, "0", "x"]), r.pick(VALS)],
+        12 => c = w!["psetex", k, r.pick(&[&millis, "0"]), r.pick(VALS)],
         13 => c = w!["getset", k, r.pick(VALS)],
         14 => c = w!["getdel", k],
         15 => {
             c = w!["getex", k];
             match r.below(6) {
-                0 => c.extend(w!["EX", "200"]),
-                1 => c.extend(w!["PX", "300000"]),
+                0 => c.extend(w!["EX", secs]),
+                1 => c.extend(w!["PX", millis]),
                 2 => c.extend(w!["PERSIST"]),
                 3 => c.extend(w!["EXAT", exat]),
                 4 => c.extend(w!["KEEPTTL"]),
@@ -235,9 +243,9 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
             let (cmd, t) = match r.below(4) {
                 0 => (
                     "expire",
-                    r.pick(&["100", "200", "-1", "x", "0"]).to_string(),
+                    r.pick(&[&secs, &secs2, "-1", "x", "0"]).to_string(),
                 ),
-                1 => ("pexpire", r.pick(&["100000", "200000", "-1"]).to_string()),
+                1 => ("pexpire", r.pick(&[&millis, &millis2, "-1"]).to_string()),
                 2 => ("expireat", r.pick(&[exat.as_str(), "1"]).to_string()),
                 _ => ("pexpireat", r.pick(&[pxat.as_str(), "1"]).to_string()),
             };

@@ -5,7 +5,10 @@ use super::{Call, Db, Value, WRONGTYPE, arg_i64};
 
 pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
     let args = c.args;
-    let key = args[1].clone();
+    // Unsupported commands pass through here too, some without any argument.
+    let Some(key) = args.get(1).cloned() else {
+        return false;
+    };
     match c.name {
         "lpush" | "rpush" => {
             match db.get(&key).map(|e| &e.value) {

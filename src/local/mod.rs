@@ -11,7 +11,8 @@
 //!   order), as in Redis, but not the same order as Redis's.
 //! - SCAN returns every match in one call with cursor 0 (a valid, if unusual, complete scan);
 //!   COUNT is checked and ignored.
-//! - INCRBYFLOAT/HINCRBYFLOAT use exact decimal instead of `long double`; see [`num`].
+//! - INCRBYFLOAT/HINCRBYFLOAT emulate `long double` in software; hex-float inputs and values
+//!   beyond its exponent range fall back to `f64` (see [`num`]).
 //! - Sorted sets behave like Redis's listpack encoding (what Redis uses for small sets) for the
 //!   "undefined" case of BYLEX ranges over members with different scores.
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -61,14 +62,23 @@ impl Value {
     }
 
     /// Approximate heap bytes: payload plus a per-element overhead for the container's nodes.
+    /// Containers are estimated from a sample of their first elements so that re-accounting after
+    /// every write stays O(1) however large the container grows.
     fn size(&self) -> usize {
         const NODE: usize = 32;
+        const SAMPLE: usize = 16;
+        fn estimate<I: Iterator<Item = usize>>(len: usize, lens: I) -> usize {
+            let (n, total) = lens
+                .take(SAMPLE)
+                .fold((0usize, 0usize), |(n, t), l| (n + 1, t + l));
+            total.checked_div(n).map_or(0, |avg| len * (avg + NODE))
+        }
         match self {
             Value::Str(s) => s.len(),
-            Value::Hash(h) => h.iter().map(|(k, v)| k.len() + v.len() + NODE).sum(),
-            Value::Set(s) => s.iter().map(|m| m.len() + NODE).sum(),
+            Value::Hash(h) => estimate(h.len(), h.iter().map(|(k, v)| k.len() + v.len())),
+            Value::Set(s) => estimate(s.len(), s.iter().map(|m| m.len())),
             Value::ZSet(z) => z.size(),
-            Value::List(l) => l.iter().map(|m| m.len() + NODE).sum(),
+            Value::List(l) => estimate(l.len(), l.iter().map(|m| m.len())),
         }
     }
 

@@ -1,11 +1,11 @@
 //! Number parsing and formatting exactly as Redis 7.0 does it: `string2ll` integers, `strtod`
 //! doubles replied with `%.17g`, and INCRBYFLOAT's long-double "human" format.
 //!
-//! Redis computes INCRBYFLOAT/HINCRBYFLOAT in 80-bit `long double` and prints `%.17Lf` with the
-//! trailing zeros cut. Rust has no `long double`, so the sum is done in exact decimal (17 fractional
-//! digits, `i128`), which prints the same as Redis whenever the long-double rounding error stays
-//! below 0.5e-17, i.e. for magnitudes below about 30 and inputs with at most 17 fractional digits.
-//! Outside that range the `f64` fallback may differ from Redis in the last digits.
+//! Redis computes INCRBYFLOAT/HINCRBYFLOAT in x87 80-bit `long double` and prints `%.17Lf` with the
+//! trailing zeros cut. Rust has no `long double`, so [`Ld`] emulates the three steps that matter:
+//! `strtold`'s correctly rounded parse (64-bit mantissa, ties to even), the rounded addition, and
+//! the exact binary-to-decimal print, using a small big integer for the conversions. Not emulated:
+//! hex-float inputs and the long-double exponent range (both fall back to `f64`).
 
 /// Redis's `string2ll`: no spaces, no `+`, no leading zeros, at most 20 bytes.
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
@@ -182,8 +182,8 @@ impl Big {
         }
         self.trim();
     }
-    /// `self / d` rounded to nearest, ties to even, by shift-and-subtract.
-    fn div_even(&self, d: &Big) -> Big {
+    /// `(self / d, self % d)`, by shift-and-subtract.
+    fn div_rem(&self, d: &Big) -> (Big, Big) {
         let mut q = Big(vec![0; self.0.len()]);
         let mut r = Big::default();
         for i in (0..self.bits()).rev() {
@@ -201,17 +201,27 @@ impl Big {
             }
         }
         q.trim();
-        let twice = r.shl(1);
-        let up = match twice.cmp(d) {
+        (q, r)
+    }
+
+    /// Whether `q + r/d` (with `r < d`) rounds up to nearest, ties to even.
+    fn rounds_up(q: &Big, r: &Big, d: &Big) -> bool {
+        match r.shl(1).cmp(d) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Equal => q.bit(0),
             std::cmp::Ordering::Less => false,
-        };
-        if up {
+        }
+    }
+
+    /// `self / d` rounded to nearest, ties to even.
+    fn div_even(&self, d: &Big) -> Big {
+        let (mut q, r) = self.div_rem(d);
+        if Big::rounds_up(&q, &r, d) {
             q.mul_add(1, 1);
         }
         q
     }
+
     fn to_u128(&self) -> u128 {
         self.0
             .iter()
@@ -272,8 +282,9 @@ impl Ld {
         if n.is_zero() {
             return Ld { neg, q: 0, k: 0 };
         }
-        // q(k) = round(n * 10^e10 * 2^k); pick k so that q has exactly 64 bits.
-        let q_at = |k: i64| -> u128 {
+        // Pick k so that floor(n * 10^e10 * 2^k) has exactly 64 bits, then round that once:
+        // rounding before choosing k could land on the wrong binade.
+        let at = |k: i64| -> (Big, Big, Big) {
             let mut num = n.clone();
             let mut den = Big::from_u128(1);
             if e10 >= 0 {
@@ -286,24 +297,33 @@ impl Ld {
             } else {
                 den = den.shl((-k) as u64);
             }
-            let q = num.div_even(&den);
-            if q.bits() > 65 { TWO64 } else { q.to_u128() }
+            let (q, r) = num.div_rem(&den);
+            (q, r, den)
         };
         // log2(10) ~ 3.3219: a first guess, then step until the mantissa has 64 bits.
         let log2 = n.bits() as i64 + (e10 as f64 * std::f64::consts::LOG2_10) as i64;
         let mut k = 64 - log2;
-        let mut q = q_at(k);
-        while q >= TWO64 {
+        let mut parts = at(k);
+        while parts.0.bits() > 64 {
             k -= 1;
-            q = q_at(k);
+            parts = at(k);
         }
-        while q < TWO64 / 2 {
+        while parts.0.bits() < 64 {
             k += 1;
-            q = q_at(k);
+            parts = at(k);
+        }
+        let (q, r, den) = parts;
+        let mut q128 = q.to_u128();
+        if Big::rounds_up(&q, &r, &den) {
+            q128 += 1;
+        }
+        if q128 == TWO64 {
+            q128 >>= 1;
+            k -= 1;
         }
         Ld {
             neg,
-            q,
+            q: q128,
             k: k as i32,
         }
     }
@@ -388,34 +408,37 @@ impl Ld {
     }
 }
 
-/// Redis's `string2ld` acceptance: no leading space, no NaN.
-fn valid_ld(s: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(s).ok()?;
+/// Redis's `string2ld` on `s`: `Ok(None)` for an infinity (which the caller turns into
+/// "would produce NaN or Infinity"), `NotFloat` for what `strtold` refuses or finds out of range.
+fn parse_ld(s: &[u8]) -> Result<Option<Ld>, FloatError> {
+    let text = std::str::from_utf8(s).map_err(|_| FloatError::NotFloat)?;
     if text.is_empty() || text.starts_with(|c: char| c.is_ascii_whitespace()) {
-        return None;
+        return Err(FloatError::NotFloat);
     }
-    let v: f64 = text.parse().ok()?;
-    if v.is_nan() {
-        return None;
+    let lower = text.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['+', '-']);
+    if unsigned.len() + 1 >= lower.len() && (unsigned == "inf" || unsigned == "infinity") {
+        return Ok(None);
     }
-    Some(text)
+    let (neg, n, e10) = parse_dec(text).ok_or(FloatError::NotFloat)?;
+    if !n.is_zero() {
+        // Outside the long-double range strtold reports ERANGE, which Redis refuses.
+        let magnitude = n.to_decimal().len() as i64 + e10 - 1;
+        if !(-4950..=4931).contains(&magnitude) {
+            return Err(FloatError::NotFloat);
+        }
+    }
+    Ok(Some(Ld::from_dec(neg, &n, e10)))
 }
 
 /// `value + incr` formatted as INCRBYFLOAT replies and stores it.
 pub fn incr_float(value: &[u8], incr: &[u8]) -> Result<String, FloatError> {
-    let a = valid_ld(value).ok_or(FloatError::NotFloat)?;
-    let b = valid_ld(incr).ok_or(FloatError::NotFloat)?;
-    if let (Some((na, da, ea)), Some((nb, db, eb))) = (parse_dec(a), parse_dec(b)) {
-        return Ok(Ld::from_dec(na, &da, ea)
-            .add(Ld::from_dec(nb, &db, eb))
-            .human());
+    let a = parse_ld(value)?;
+    let b = parse_ld(incr)?;
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(a.add(b).human()),
+        _ => Err(FloatError::NanOrInf),
     }
-    let sum = a.parse::<f64>().unwrap_or(0.0) + b.parse::<f64>().unwrap_or(0.0);
-    if !sum.is_finite() {
-        return Err(FloatError::NanOrInf);
-    }
-    let s = trim_zeros(&format!("{sum:.17}")).to_string();
-    Ok(if s == "-0" { "0".into() } else { s })
 }
 
 #[cfg(test)]
@@ -444,11 +467,20 @@ mod tests {
             "710.09999999999999998"
         );
         assert_eq!(incr_float(b"0.1", b"0.2").unwrap(), "0.3");
+        assert_eq!(
+            incr_float(b"-9223372036854775807.5", b"3").unwrap(),
+            "-9223372036854775804.5"
+        );
         assert_eq!(incr_float(b"3", b"2.0e2").unwrap(), "203");
         assert_eq!(incr_float(b"1", b"-1.5").unwrap(), "-0.5");
         assert_eq!(incr_float(b"abc", b"1"), Err(FloatError::NotFloat));
         assert_eq!(incr_float(b"1", b" 1"), Err(FloatError::NotFloat));
         assert_eq!(incr_float(b"1", b"inf"), Err(FloatError::NanOrInf));
+        assert_eq!(
+            incr_float(b"3.0e19223372036854775807", b"1"),
+            Err(FloatError::NotFloat)
+        );
+        assert_eq!(incr_float(b"1e400", b"0").unwrap().len(), 401);
         assert_eq!(
             incr_float(b"9223372036854775807", b"-0.5").unwrap(),
             "9223372036854775806.5"

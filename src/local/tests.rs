@@ -103,3 +103,53 @@ fn unsupported_is_named() {
         "-ERR 'xlen' is not supported by respite's local engine\r\n"
     );
 }
+
+#[test]
+fn unsupported_without_arguments_does_not_panic() {
+    let e = Engine::new(0);
+    assert_eq!(
+        run(&e, R2, 0, &["lastsave"]),
+        "-ERR 'lastsave' is not supported by respite's local engine\r\n"
+    );
+}
+
+#[test]
+fn engine_is_shareable() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+}
+
+#[test]
+fn keys_and_scan_use_redis_globs() {
+    let e = Engine::new(0);
+    run(&e, R2, 0, &["mset", "a1", "x", "b1", "y", "a[", "z"]);
+    assert_eq!(run(&e, R2, 0, &["keys", "a\\["]), "*1\r\n$2\r\na[\r\n");
+    assert_eq!(
+        run(&e, R2, 0, &["scan", "0", "match", "b*", "count", "5"]),
+        "*2\r\n$1\r\n0\r\n*1\r\n$2\r\nb1\r\n"
+    );
+    assert_eq!(
+        run(&e, R2, 0, &["scan", "0", "type", "hash"]),
+        "*2\r\n$1\r\n0\r\n*0\r\n"
+    );
+    assert_eq!(run(&e, R2, 0, &["scan", "x"]), "-ERR invalid cursor\r\n");
+    assert_eq!(
+        run(&e, R2, 0, &["scan", "0", "count", "0"]),
+        "-ERR syntax error\r\n"
+    );
+}
+
+#[test]
+fn randomkey_and_flush() {
+    let e = Engine::new(0);
+    assert_eq!(run(&e, R3, 0, &["randomkey"]), "_\r\n");
+    run(&e, R2, 0, &["set", "only", "1"]);
+    assert_eq!(run(&e, R2, 0, &["randomkey"]), "$4\r\nonly\r\n");
+    assert_eq!(run(&e, R2, 0, &["flushall", "async"]), "+OK\r\n");
+    assert_eq!(
+        run(&e, R2, 0, &["flushall", "now"]),
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(run(&e, R2, 0, &["dbsize"]), ":0\r\n");
+    assert_eq!(e.used_memory(), 0);
+}

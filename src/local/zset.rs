@@ -40,8 +40,14 @@ impl ZSet {
         self.scores.len()
     }
 
+    /// Approximate bytes (member stored twice, score, two nodes), from a sample as in `Value::size`.
     pub(crate) fn size(&self) -> usize {
-        self.scores.keys().map(|m| 2 * m.len() + 64).sum()
+        let sample: Vec<usize> = self.scores.keys().take(16).map(|m| m.len()).collect();
+        if sample.is_empty() {
+            return 0;
+        }
+        let avg = sample.iter().sum::<usize>() / sample.len();
+        self.len() * (2 * avg + 64)
     }
 
     fn insert(&mut self, member: Bytes, score: f64) {
@@ -440,6 +446,21 @@ fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
             let Ok(z) = read(db, c) else { return };
             let Some(z) = z else { return c.out.array(0) };
             let mut all = z.ordered();
+            // Redis's `zzlIsInLexRange`: an empty range, or one entirely past the last member or
+            // before the first (in score order), gives nothing.
+            let empty = match (&min, &max) {
+                (Lex::Max, _) | (_, Lex::Min) => true,
+                (Lex::Incl(a), Lex::Incl(b)) => a > b,
+                (Lex::Incl(a) | Lex::Excl(a), Lex::Incl(b) | Lex::Excl(b)) => a >= b,
+                _ => false,
+            };
+            let outside = match (all.first(), all.last()) {
+                (Some((_, first)), Some((_, last))) => !min.gte_min(last) || !max.lte_max(first),
+                _ => true,
+            };
+            if empty || outside {
+                all.clear();
+            }
             // As Redis's listpack walk: start at the first member past the near bound, stop at
             // the first one beyond the far bound.
             let picked: Vec<(f64, Bytes)> = if rev {
