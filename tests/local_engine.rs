@@ -168,7 +168,9 @@ const INTS: &[&str] = &[
     "9223372036854775807",
 ];
 const FLOATS: &[&str] = &["0.1", "1.5", "-2.25", "1e2", "abc", "3", "-0.5"];
-const SCORES: &[&str] = &["1", "2", "1.5", "-1", "0", "inf", "-inf", "0.1", "abc", "3"];
+const SCORES: &[&str] = &[
+    "1", "2", "1.5", "-1", "0", "inf", "-inf", "0.1", "abc", "3", "+inf", "1e400", "-0", "(1",
+];
 const SRANGE: &[&str] = &["-inf", "+inf", "1", "(1", "2", "(2", "0", "abc", "1.5"];
 const LRANGE: &[&str] = &["-", "+", "[m1", "(m2", "[a", "m1", "(b"];
 
@@ -186,7 +188,7 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
     macro_rules! w {
         ($($x:expr),*) => { vec![$($x.to_string()),*] };
     }
-    let n = r.below(96);
+    let n = r.below(97);
     match n {
         0..=4 => c = w!["get", k],
         5..=9 => {
@@ -357,6 +359,24 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
         89 | 90 => c = w!["lrange", k, r.pick(INTS), r.pick(INTS)],
         91 => c = w!["lindex", k, r.pick(INTS)],
         92 => c = w!["flushdb"],
+        93 => c = w!["mset", k, r.pick(VALS), r.pick(KEYS)],
+        94 => {
+            let cmd = r.pick(&["zrevrangebyscore", "zrangebylex", "zrevrangebylex"]);
+            let (a, b) = if cmd.ends_with("lex") {
+                (r.pick(LRANGE), r.pick(LRANGE))
+            } else {
+                (r.pick(SRANGE), r.pick(SRANGE))
+            };
+            c = w![cmd, k, a, b];
+            if r.below(2) == 0 {
+                c.extend(w![
+                    "LIMIT",
+                    r.pick(&["0", "1", "-1"]),
+                    r.pick(&["1", "2", "-1"])
+                ]);
+            }
+        }
+        95 => c = w!["hmset", k, r.pick(FIELDS), r.pick(VALS)],
         _ => c = w!["exists", k],
     }
     c

@@ -51,6 +51,9 @@ impl ZSet {
     }
 
     fn insert(&mut self, member: Bytes, score: f64) {
+        // Redis's listpack stores scores as text that drops the sign of -0 (`d2string` prints
+        // integral values with `ll2string`), so a stored -0 reads back as 0.
+        let score = if score == 0.0 { 0.0 } else { score };
         if let Some(old) = self.scores.insert(member.clone(), score) {
             self.index.remove(&(Score(old), member.clone()));
         }
