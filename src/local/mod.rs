@@ -6,6 +6,11 @@
 //! passes `now_ms`, so tests are deterministic) or know about sessions, tenants or upstreams: the
 //! server resolves the command, calls [`Engine::execute`] and writes the bytes it gets back.
 //!
+//! Memory: sizes are estimates (exact for strings, sampled for containers). The bound is enforced
+//! before each `denyoom` command, by evicting random keys (any key, TTL or not, like
+//! `allkeys-random`) until the arguments fit; a single write may overshoot until the next one.
+//! `-OOM` only when the arguments alone exceed the bound. `max_memory_bytes == 0` means no bound.
+//!
 //! Deviations from Redis, by design:
 //! - Iteration order of HGETALL, HKEYS, HVALS, SMEMBERS, KEYS and SCAN is unspecified (hash
 //!   order), as in Redis, but not the same order as Redis's.
