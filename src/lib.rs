@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod command;
 pub mod config;
+pub mod local;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;
