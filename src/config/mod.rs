@@ -46,6 +46,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Tenants (`[[tenant]]`): when there are any, every client acts as one of them.
     pub tenants: Option<Arc<Tenants>>,
+    /// Memory bound of the local engine (standalone mode), in bytes; 0 for none.
+    pub local_max_memory: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,21 @@ struct RawConfig {
     admin: RawAdmin,
     log: RawLog,
     runtime: RawRuntime,
+    local: RawLocal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLocal {
+    max_memory_bytes: i64,
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        RawLocal {
+            max_memory_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,7 +244,9 @@ impl Default for RawRuntime {
 pub type Overrides = Vec<(String, String)>;
 
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
-const SECTIONS: &[&str] = &["listen", "limits", "upstream", "admin", "log", "runtime"];
+const SECTIONS: &[&str] = &[
+    "listen", "limits", "upstream", "admin", "log", "runtime", "local",
+];
 
 /// Environment overrides: `RESPITE_UPSTREAM_URL=…` sets `upstream.url`; `REDIS_URL` sets
 /// `upstream.url` too, with lower precedence than `RESPITE_UPSTREAM_URL`.
@@ -544,6 +563,14 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         worker_threads: raw.runtime.worker_threads as usize,
         shutdown_grace: millis("runtime.shutdown_grace_ms", raw.runtime.shutdown_grace_ms)?,
         tenants,
+        local_max_memory: if raw.local.max_memory_bytes < 0 {
+            return Err(invalid(
+                "local.max_memory_bytes",
+                "must be 0 (no bound) or more".into(),
+            ));
+        } else {
+            raw.local.max_memory_bytes as usize
+        },
     })
 }
 

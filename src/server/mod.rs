@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub draining: CancellationToken,
     /// Failed AUTH attempts per peer, to slow down password guessing.
     pub auth_failures: crate::policy::FailureTracker,
+    /// The in-memory engine that answers when no upstream is configured (standalone mode).
+    pub engine: Option<Arc<crate::local::Engine>>,
 }
 
 /// Run the proxy until `shutdown` completes, then drain within `config.shutdown_grace`.
@@ -82,6 +84,9 @@ pub async fn run(
         .upstream
         .clone()
         .map(|u| Upstream::start(u, stop_upstream.clone()));
+    let engine = upstream
+        .is_none()
+        .then(|| Arc::new(crate::local::Engine::new(config.local_max_memory)));
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -89,7 +94,27 @@ pub async fn run(
         next_id: AtomicU64::new(1),
         draining: CancellationToken::new(),
         auth_failures: crate::policy::FailureTracker::new(10_000),
+        engine: engine.clone(),
     });
+    if let Some(engine) = engine {
+        // Expired keys are also removed on access; the sweep frees the ones nobody reads.
+        let stop = stop_upstream.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0);
+                        engine.sweep(now);
+                    }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let Listeners { tcp, unix, admin } = listeners;
     let tcp = match tcp {
         Some(l) => Some(Acceptor::new(l.into_std()?)?),

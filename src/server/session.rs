@@ -15,6 +15,7 @@ use super::fifo::Fifo;
 use super::io::{ClientSocket, RawStream};
 use super::{Accepted, Shared, local};
 use crate::command::{self, CommandSpec, Flags, Route};
+use crate::local::Engine;
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, LocalRun, LocalStep, Plan, PolicyError, ReplyRewrite, Tenant};
 use crate::protocol::ReplyScanner;
@@ -313,7 +314,7 @@ impl Reader<'_> {
                 match self.client.tenant.clone() {
                     // Boxed for the same reason as local answers: its state is large.
                     Some(tenant) => Box::pin(self.forward_for(tenant, spec, req)).await,
-                    None => self.forward(req).await,
+                    None => self.forward(spec, req).await,
                 }
                 Flow::Continue
             }
@@ -333,12 +334,11 @@ impl Reader<'_> {
 
     /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
-    async fn forward(&mut self, req: Request) {
-        if self.shared.upstream.is_none() {
-            metrics::error(ErrorKind::Refused);
-            return self
-                .reply_error("ERR no upstream is configured (upstream.url) and the local engine is not available yet")
-                .await;
+    async fn forward(&mut self, spec: &'static CommandSpec, req: Request) {
+        if let Some(engine) = self.shared.engine.clone() {
+            // Standalone: the local engine answers at once (in order with everything else).
+            let reply = engine.execute(spec, &req.args, self.client.proto, unix_ms() as u64);
+            return self.push(Pending::Ready(reply)).await;
         }
         match &req.raw {
             Some(raw) => self.group.extend_from_slice(raw),
@@ -352,14 +352,13 @@ impl Reader<'_> {
 
     /// Forward under a tenant's rules: prefixed keys, capped TTLs, refusals, namespace-local ops.
     async fn forward_for(&mut self, tenant: Arc<Tenant>, spec: &'static CommandSpec, req: Request) {
-        if self.shared.upstream.is_none() {
-            return self.forward(req).await;
+        let now_ms = unix_ms();
+        let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
+        if let (Some(engine), Ok(plan)) = (self.shared.engine.clone(), &plan) {
+            let reply = standalone(&engine, plan.clone(), &tenant.prefix, self.client.proto);
+            return self.push(Pending::Ready(reply)).await;
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        match tenant.check(spec, &req.args, req.raw.as_ref(), now_ms) {
+        match plan {
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
                 policy::metrics::refusal(&tenant.name, &e);
@@ -449,6 +448,62 @@ impl Reader<'_> {
             .push(Pending::Upstream { rx, count, keep }, count)
             .await
     }
+}
+
+/// Milliseconds since the Unix epoch (for absolute-time TTL caps and the local engine's expiry).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Carry out a tenant's plan on the local engine (standalone mode): the rewritten command, its
+/// follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
+fn standalone(engine: &Engine, plan: Plan, prefix: &[u8], proto: Protocol) -> Bytes {
+    let now = unix_ms() as u64;
+    let call = |cmd: &Bytes| -> Bytes {
+        // Plans are encoded commands; frame them back into arguments for the engine.
+        let mut buf = BytesMut::from(&cmd[..]);
+        let args = match Framer::new(Default::default()).next(&mut buf) {
+            Ok(Some(req)) => req.args,
+            _ => return error_bytes("ERR respite could not re-read a rewritten command"),
+        };
+        match command::resolve(&args) {
+            Ok(spec) => engine.execute(spec, &args, proto, now),
+            Err(e) => error_bytes(&format!("ERR {e}")),
+        }
+    };
+    match plan {
+        Plan::Forward(f) => {
+            let reply = call(&f.command);
+            for c in &f.follow_ups {
+                call(c);
+            }
+            policy::rewrite_reply(f.reply, prefix, &reply, proto)
+                .unwrap_or_else(|e| error_bytes(&format!("ERR {e}")))
+        }
+        Plan::Local(op) => {
+            let (mut run, mut cmd) = LocalRun::start(op, proto);
+            loop {
+                let reply = call(&cmd);
+                if reply.first() == Some(&b'-') {
+                    return reply;
+                }
+                match run.step(&reply) {
+                    Ok(LocalStep::Send(next)) => cmd = next,
+                    Ok(LocalStep::Reply(bytes)) => return bytes,
+                    Err(e) => return error_bytes(&format!("ERR {e}")),
+                }
+            }
+        }
+    }
+}
+
+fn error_bytes(msg: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    encode::error(&mut out, msg);
+    out.freeze()
 }
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind

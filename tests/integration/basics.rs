@@ -3,7 +3,7 @@ use crate::both;
 use crate::harness::{Kind, Proxy, Raw, Server, encode, words};
 
 /// Run `script` (one command per line) on `conn`, returning each raw reply.
-fn run_script(conn: &mut Raw, script: &str) -> Vec<Vec<u8>> {
+pub fn run_script(conn: &mut Raw, script: &str) -> Vec<Vec<u8>> {
     script
         .lines()
         .map(str::trim)

@@ -6,4 +6,5 @@ mod basics;
 mod clients;
 mod operations;
 mod robustness;
+mod standalone;
 mod tenants;
