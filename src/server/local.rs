@@ -175,6 +175,13 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             }
         }
     }
+    if user.is_none() && r.shared().config.tenants.is_some() && r.client().tenant.is_none() {
+        return error(
+            r,
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        )
+        .await;
+    }
     if proto != r.client().proto {
         // Earlier commands went to the other protocol's pool: let them finish first so this
         // client's commands still run in the order it sent them.

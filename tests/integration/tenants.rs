@@ -104,7 +104,11 @@ both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
         a.cmd(&words("GET k1")),
         b"-NOAUTH Authentication required.\r\n"
     );
-    // HELLO AUTH authenticates too.
+    // HELLO without AUTH is refused as Redis refuses it; HELLO AUTH authenticates.
+    assert!(
+        a.cmd(&words("HELLO 3"))
+            .starts_with(b"-NOAUTH HELLO must be called with the client already authenticated")
+    );
     let hello = a.cmd(&words("HELLO 3 AUTH alpha alpha-pw"));
     assert!(
         hello.starts_with(b"%7\r\n"),
