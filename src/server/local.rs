@@ -20,7 +20,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         "echo" => encode::bulk(&mut out, &args[1]),
         "quit" => {
             encode::simple(&mut out, "OK");
-            r.send_reply(out).await;
+            r.reply(out).await;
             return Flow::Close;
         }
         "reset" => {
@@ -76,7 +76,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             &format!("ERR respite has no local answer for '{other}'"),
         ),
     }
-    r.send_reply(out).await;
+    r.reply(out).await;
     Flow::Continue
 }
 
@@ -215,14 +215,14 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
     encode::bulk(&mut out, b"master");
     encode::bulk(&mut out, b"modules");
     encode::array_header(&mut out, 0);
-    r.send_reply(out).await;
+    r.reply(out).await;
     Flow::Continue
 }
 
 async fn error(r: &mut Reader<'_>, msg: &str) -> Flow {
     let mut out = BytesMut::new();
     encode::error(&mut out, msg);
-    r.send_reply(out).await;
+    r.reply(out).await;
     Flow::Continue
 }
 

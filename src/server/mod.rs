@@ -103,13 +103,7 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_millis() as u64)
-                            .unwrap_or(0);
-                        engine.sweep(now);
-                    }
+                    _ = tick.tick() => engine.sweep(session::unix_ms() as u64),
                     _ = stop.cancelled() => return,
                 }
             }

@@ -257,7 +257,7 @@ impl Reader<'_> {
         self.fifo.push(p, 1).await
     }
 
-    async fn reply(&mut self, out: BytesMut) {
+    pub(super) async fn reply(&mut self, out: BytesMut) {
         self.push(Pending::Ready(out.freeze())).await
     }
 
@@ -265,9 +265,7 @@ impl Reader<'_> {
         if let Some(t) = &self.client.tenant {
             policy::metrics::error(&t.name);
         }
-        let mut out = BytesMut::new();
-        encode::error(&mut out, msg);
-        self.reply(out).await
+        self.push(Pending::Ready(error_bytes(msg))).await
     }
 
     /// Wait until every reply owed before this point has been written.
@@ -344,6 +342,12 @@ impl Reader<'_> {
             Some(raw) => self.group.extend_from_slice(raw),
             None => encode::command(&mut self.group, &req.args),
         }
+        self.grouped().await
+    }
+
+    /// Count the command just appended to the group; a full group goes upstream now, so big
+    /// pipelines stream instead of piling up.
+    async fn grouped(&mut self) {
         self.group_count += 1;
         if self.group_count >= GROUP_MAX || self.group.len() >= GROUP_BYTES {
             self.send_group().await;
@@ -366,10 +370,7 @@ impl Reader<'_> {
             }
             Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
                 self.group.extend_from_slice(&f.command);
-                self.group_count += 1;
-                if self.group_count >= GROUP_MAX || self.group.len() >= GROUP_BYTES {
-                    self.send_group().await;
-                }
+                self.grouped().await
             }
             Ok(Plan::Forward(f)) => {
                 // A job of its own, so its first reply is the command's and the rest are the
@@ -451,7 +452,7 @@ impl Reader<'_> {
 }
 
 /// Milliseconds since the Unix epoch (for absolute-time TTL caps and the local engine's expiry).
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -635,14 +636,8 @@ fn first_reply(
         _ => replies.len(),
     };
     let first = replies.slice(..len);
-    match policy::rewrite_reply(rewrite, prefix, &first, proto) {
-        Ok(b) => b,
-        Err(e) => {
-            let mut out = BytesMut::new();
-            encode::error(&mut out, &format!("ERR {e}"));
-            out.freeze()
-        }
-    }
+    policy::rewrite_reply(rewrite, prefix, &first, proto)
+        .unwrap_or_else(|e| error_bytes(&format!("ERR {e}")))
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
@@ -663,9 +658,5 @@ impl Reader<'_> {
 
     pub(super) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    pub(super) async fn send_reply(&mut self, out: BytesMut) {
-        self.reply(out).await
     }
 }
