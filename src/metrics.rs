@@ -102,4 +102,5 @@ pub fn describe() {
         "Commands coalesced into one upstream write"
     );
     describe_histogram!(UPSTREAM_BATCH_BYTES, "Bytes in one upstream write");
+    crate::cache::describe();
 }

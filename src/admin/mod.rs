@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub struct State {
     pub upstream: Option<Arc<Upstream>>,
     pub draining: CancellationToken,
+    pub cache: Option<Arc<crate::cache::NearCache>>,
 }
 
 /// Install the Prometheus recorder once per process (tests run many proxies in one process).
@@ -72,5 +73,6 @@ async fn stats(Extract(state): Extract<State>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "draining": state.draining.is_cancelled(),
         "upstream": upstream,
+        "near_cache": state.cache.as_ref().map(|c| c.stats()),
     }))
 }

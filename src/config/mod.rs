@@ -48,6 +48,8 @@ pub struct Config {
     pub tenants: Option<Arc<Tenants>>,
     /// Memory bound of the local engine (standalone mode), in bytes; 0 for none.
     pub local_max_memory: usize,
+    /// The near cache (`[near_cache]`), when enabled.
+    pub near_cache: Option<crate::cache::CacheConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +114,7 @@ struct RawConfig {
     log: RawLog,
     runtime: RawRuntime,
     local: RawLocal,
+    near_cache: crate::cache::config::RawNearCache,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +359,8 @@ pub fn from_str_with(
         }
         let line = if key.starts_with("tenant[") || key == "default_tenant" {
             crate::policy::config::tenant_key_line(source, key)
+        } else if key.starts_with("near_cache.rule[") {
+            crate::cache::config::rule_key_line(source, key)
         } else {
             line_of(source, key)
         };
@@ -553,7 +558,18 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
             "must be 0 (one per core) or more".into(),
         ));
     }
+    let near_cache = crate::cache::config::validate(
+        &raw.near_cache,
+        upstream.is_some(),
+        &|name| {
+            tenants
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|t| t.name == name))
+        },
+        &invalid,
+    )?;
     Ok(Config {
+        near_cache,
         listen,
         limits,
         max_inflight_per_client,

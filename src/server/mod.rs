@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub auth_failures: crate::policy::FailureTracker,
     /// The in-memory engine that answers when no upstream is configured (standalone mode).
     pub engine: Option<Arc<crate::local::Engine>>,
+    /// The near cache, when `[near_cache]` is enabled.
+    pub cache: Option<Arc<crate::cache::NearCache>>,
 }
 
 /// Run the proxy until `shutdown` completes, then drain within `config.shutdown_grace`.
@@ -87,8 +89,18 @@ pub async fn run(
     let engine = upstream
         .is_none()
         .then(|| Arc::new(crate::local::Engine::new(config.local_max_memory)));
+    let cache = match (&config.near_cache, &upstream) {
+        (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
+            c.clone(),
+            Arc::new(u.config().clone()),
+            config.tenants.as_deref(),
+            stop_upstream.clone(),
+        )),
+        _ => None,
+    };
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
+        cache: cache.clone(),
         config: config.clone(),
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
@@ -124,6 +136,7 @@ pub async fn run(
         let state = admin::State {
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
+            cache: cache.clone(),
         };
         tokio::spawn(admin::serve(l, state, stop_admin.clone()))
     });

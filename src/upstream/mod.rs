@@ -195,8 +195,8 @@ impl Upstream {
     }
 }
 
-type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 struct ConnTask {
     config: Arc<UpstreamConfig>,
@@ -271,73 +271,13 @@ impl ConnTask {
         }
     }
 
-    /// Connect and handshake (HELLO with the pool's protocol and credentials, SELECT).
+    /// Connect and handshake; records what the upstream says about itself.
     async fn connect(&self) -> Result<(BoxRead, BoxWrite), String> {
-        let timeout = self.config.connect_timeout;
-        let connect = async {
-            let (mut r, mut w): (BoxRead, BoxWrite) = match &self.config.url.addr {
-                UpstreamAddr::Tcp(a) => {
-                    let s = tokio::net::TcpStream::connect(a.as_str())
-                        .await
-                        .map_err(|e| format!("connect: {e}"))?;
-                    s.set_nodelay(true).map_err(|e| e.to_string())?;
-                    let (r, w) = s.into_split();
-                    (Box::new(r), Box::new(w))
-                }
-                UpstreamAddr::Unix(p) => {
-                    let s = tokio::net::UnixStream::connect(p)
-                        .await
-                        .map_err(|e| format!("connect: {e}"))?;
-                    let (r, w) = s.into_split();
-                    (Box::new(r), Box::new(w))
-                }
-            };
-            let url = &self.config.url;
-            let mut hello: Vec<Vec<u8>> = vec![
-                b"HELLO".to_vec(),
-                self.proto.version().to_string().into_bytes(),
-            ];
-            if let Some(pass) = &url.password {
-                hello.push(b"AUTH".to_vec());
-                hello.push(
-                    url.username
-                        .as_deref()
-                        .unwrap_or("default")
-                        .as_bytes()
-                        .to_vec(),
-                );
-                hello.push(pass.as_bytes().to_vec());
-            }
-            hello.extend([b"SETNAME".to_vec(), b"respite".to_vec()]);
-            let mut out = BytesMut::new();
-            encode::command(&mut out, &hello);
-            let mut expect = 1;
-            if url.db != 0 {
-                encode::command(
-                    &mut out,
-                    &[b"SELECT".to_vec(), url.db.to_string().into_bytes()],
-                );
-                expect += 1;
-            }
-            w.write_all(&out)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            let replies = read_replies(&mut r, self.proto, expect).await?;
-            let info = server_info(&replies[0])?;
-            for reply in &replies[1..] {
-                if let Some(err) = error_text(reply) {
-                    return Err(format!("SELECT {}: {err}", url.db));
-                }
-            }
-            if let Ok(mut slot) = self.info.write() {
-                *slot = Some(info);
-            }
-            Ok::<_, String>((r, w))
-        };
-        match tokio::time::timeout(timeout, connect).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no connection within {timeout:?}")),
+        let (r, w, info) = connect(&self.config, self.proto).await?;
+        if let Ok(mut slot) = self.info.write() {
+            *slot = Some(info);
         }
+        Ok((r, w))
     }
 
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
@@ -377,6 +317,74 @@ impl ConnTask {
             }));
         }
         result
+    }
+}
+
+/// Connect to the upstream and handshake: HELLO with `proto` and the URL's credentials, then
+/// SELECT. Shared by the pools and the near cache's tracking connections.
+pub(crate) async fn connect(
+    config: &UpstreamConfig,
+    proto: Protocol,
+) -> Result<(BoxRead, BoxWrite, ServerInfo), String> {
+    let timeout = config.connect_timeout;
+    let connect = async {
+        let (mut r, mut w): (BoxRead, BoxWrite) = match &config.url.addr {
+            UpstreamAddr::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a.as_str())
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            UpstreamAddr::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
+        let url = &config.url;
+        let mut hello: Vec<Vec<u8>> =
+            vec![b"HELLO".to_vec(), proto.version().to_string().into_bytes()];
+        if let Some(pass) = &url.password {
+            hello.push(b"AUTH".to_vec());
+            hello.push(
+                url.username
+                    .as_deref()
+                    .unwrap_or("default")
+                    .as_bytes()
+                    .to_vec(),
+            );
+            hello.push(pass.as_bytes().to_vec());
+        }
+        hello.extend([b"SETNAME".to_vec(), b"respite".to_vec()]);
+        let mut out = BytesMut::new();
+        encode::command(&mut out, &hello);
+        let mut expect = 1;
+        if url.db != 0 {
+            encode::command(
+                &mut out,
+                &[b"SELECT".to_vec(), url.db.to_string().into_bytes()],
+            );
+            expect += 1;
+        }
+        w.write_all(&out)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let replies = read_replies(&mut r, proto, expect).await?;
+        let info = server_info(&replies[0])?;
+        for reply in &replies[1..] {
+            if let Some(err) = error_text(reply) {
+                return Err(format!("SELECT {}: {err}", url.db));
+            }
+        }
+        Ok::<_, String>((r, w, info))
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no connection within {timeout:?}")),
     }
 }
 
@@ -561,7 +569,7 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32, rng: &mut impl Rng) 
 }
 
 /// Read `n` complete replies during the handshake (not the hot path: full decoding is fine).
-async fn read_replies(
+pub(crate) async fn read_replies(
     r: &mut BoxRead,
     proto: Protocol,
     n: usize,
@@ -590,7 +598,7 @@ async fn read_replies(
     Ok(out)
 }
 
-fn error_text(frame: &redis_protocol::resp3::types::OwnedFrame) -> Option<String> {
+pub(crate) fn error_text(frame: &redis_protocol::resp3::types::OwnedFrame) -> Option<String> {
     use redis_protocol::resp3::types::OwnedFrame;
     match frame {
         OwnedFrame::SimpleError { data, .. } => Some(data.clone()),
