@@ -5,6 +5,7 @@ mod harness;
 mod basics;
 mod clients;
 mod operations;
+mod relay;
 mod robustness;
 mod standalone;
 mod tenants;
