@@ -401,12 +401,14 @@ impl Reader<'_> {
                 policy::metrics::refusal(&tenant.name, &e);
                 self.reply_error(&e.to_string()).await
             }
-            Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
+            // Cacheable reads only ever need their errors unprefixed, and the errors they can
+            // get (WRONGTYPE, a bad index) name no key: a cached reply needs no rewrite.
+            Ok(Plan::Forward(f))
                 if self.shared.cache.is_some()
-                    && self.through_cache(spec, &req.args, &tenant.prefix).await
-                {
-                    return;
-                }
+                    && f.follow_ups.is_empty()
+                    && matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors)
+                    && self.through_cache(spec, &req.args, &tenant.prefix).await => {}
+            Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
                 self.group.extend_from_slice(&f.command);
                 self.grouped().await
             }

@@ -4,6 +4,7 @@ mod harness;
 
 mod basics;
 mod clients;
+mod near_cache;
 mod operations;
 mod relay;
 mod robustness;

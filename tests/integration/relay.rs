@@ -62,6 +62,8 @@ struct ConnEntry {
     faults: Faults,
     /// Bytes still to forward in each direction before the connection is cut.
     cut_after: [Option<u64>; 2],
+    /// Bytes still to forward in each direction before that direction pauses.
+    pause_after: [Option<u64>; 2],
     forwarded: [u64; 2],
     /// Connected to the upstream and relaying.
     open: bool,
@@ -345,7 +347,10 @@ impl Control<'_> {
     pub fn heal(&self) {
         self.faults(|f| *f = Faults::default());
         if self.target.is_some() {
-            self.each_conn(|c| c.cut_after = [None; 2]);
+            self.each_conn(|c| {
+                c.cut_after = [None; 2];
+                c.pause_after = [None; 2];
+            });
         }
     }
 
@@ -358,6 +363,17 @@ impl Control<'_> {
             return self.cut();
         }
         self.each_conn(|c| dir.indices().iter().for_each(|&i| c.cut_after[i] = Some(n)))
+    }
+
+    /// Forward `n` more bytes in `dir` (splitting a chunk if need be), then pause that direction
+    /// of this connection until [`Control::resume`] (one connection only).
+    pub fn pause_after(&self, dir: Direction, n: u64) {
+        assert!(self.target.is_some(), "pause_after acts on one connection");
+        self.each_conn(|c| {
+            dir.indices()
+                .iter()
+                .for_each(|&i| c.pause_after[i] = Some(n))
+        })
     }
 
     /// This connection now (panics on the relay-wide control).
@@ -399,6 +415,7 @@ async fn accept_loop(
             s.conns.push(ConnEntry {
                 faults: Faults::default(),
                 cut_after: [None; 2],
+                pause_after: [None; 2],
                 forwarded: [0; 2],
                 open: false,
                 kill: kill.clone(),
@@ -483,6 +500,21 @@ impl Link<'_> {
             Chunk::Eof => Verdict::Close,
             Chunk::Data(_) if blackhole => Verdict::Swallow,
             Chunk::Data(_) if paused => Verdict::Hold,
+            Chunk::Data(d) if c.pause_after[dir].is_some() => {
+                let left = c.pause_after[dir].unwrap_or(0);
+                if left == 0 {
+                    c.pause_after[dir] = None;
+                    c.faults.paused[dir] = true;
+                    Verdict::Hold
+                } else {
+                    let n = left.min(d.len() as u64);
+                    c.pause_after[dir] = Some(left - n);
+                    Verdict::Forward {
+                        n: n as usize,
+                        cut: false,
+                    }
+                }
+            }
             Chunk::Data(d) => match c.cut_after[dir] {
                 Some(left) if left <= d.len() as u64 => {
                     c.cut_after[dir] = Some(0);
@@ -534,7 +566,7 @@ impl Link<'_> {
         };
         let write = async {
             let mut changed = self.shared.changed.subscribe();
-            while let Some((at, chunk)) = rx.recv().await {
+            while let Some((at, mut chunk)) = rx.recv().await {
                 tokio::time::sleep_until(at).await;
                 loop {
                     changed.borrow_and_update();
@@ -561,6 +593,11 @@ impl Link<'_> {
                             if cut {
                                 self.kill.cancel();
                                 return;
+                            }
+                            if n < d.len() {
+                                // Part of the chunk went (pause_after): the rest waits its turn.
+                                chunk = Chunk::Data(d.slice(n..));
+                                continue;
                             }
                             break;
                         }
