@@ -78,18 +78,28 @@ pub enum Lookup {
     Bypass,
 }
 
-/// The rules that apply to one tenant (or to clients without one), with its hit counters.
+/// The rules that apply to one tenant (or to clients without one), with its hit counters
+/// (counted here, published to the metrics recorder once a second by the sweeper).
 pub struct RuleSet {
     rules: Vec<Rule>,
-    hits: Counter,
-    misses: Counter,
+    tenant: String,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl RuleSet {
     fn covers(&self, kind: ReadKind, key: &[u8]) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.reads & kind.bit() != 0 && glob::matches(&r.pattern, key))
+        self.rules.iter().any(|r| {
+            r.reads & kind.bit() != 0 && (&r.pattern[..] == b"*" || glob::matches(&r.pattern, key))
+        })
+    }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -98,8 +108,6 @@ pub(crate) struct Shared {
     config: CacheConfig,
     store: Store,
     disabled: AtomicBool,
-    hits: AtomicU64,
-    misses: AtomicU64,
     flushes: AtomicU64,
     /// Keys named in invalidation pushes.
     pushes: AtomicU64,
@@ -140,8 +148,9 @@ impl NearCache {
                 .filter(|r| r.tenant.is_none() || r.tenant.as_deref() == tenant)
                 .cloned()
                 .collect(),
-            hits: counter!(HITS_TOTAL, "tenant" => tenant.unwrap_or("").to_string()),
-            misses: counter!(MISSES_TOTAL, "tenant" => tenant.unwrap_or("").to_string()),
+            tenant: tenant.unwrap_or("").to_string(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         };
         let by_tenant = tenants
             .into_iter()
@@ -156,8 +165,6 @@ impl NearCache {
                 .collect(),
             config,
             disabled: AtomicBool::new(false),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
         });
@@ -165,14 +172,19 @@ impl NearCache {
         let fills = (0..shared.config.connections)
             .map(|index| tracking::spawn(index, shared.clone(), upstream.clone(), shutdown.clone()))
             .collect();
-        tokio::spawn(sweeper(shared.clone(), shutdown));
-        Arc::new(NearCache {
+        let cache = Arc::new(NearCache {
             shared,
             fills,
             hasher: foldhash::fast::FixedState::with_seed(0x5eed),
             by_tenant,
             untenanted,
-        })
+        });
+        tokio::spawn(sweeper(cache.clone(), shutdown));
+        cache
+    }
+
+    fn rule_sets(&self) -> impl Iterator<Item = &RuleSet> {
+        std::iter::once(&self.untenanted).chain(self.by_tenant.values())
     }
 
     /// The rules for a tenant's clients (`None`: clients without a tenant); `None` when no
@@ -220,13 +232,11 @@ impl NearCache {
         });
         match found {
             Found::Hit(v) => {
-                rules.hits.increment(1);
-                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                rules.hit();
                 Lookup::Hit(v.get(proto))
             }
             Found::Wait(rx) => {
-                rules.misses.increment(1);
-                self.shared.misses.fetch_add(1, Ordering::Relaxed);
+                rules.miss();
                 Lookup::Wait(rx)
             }
             Found::Bypass => Lookup::Bypass,
@@ -266,12 +276,10 @@ impl NearCache {
             }
         }
         if missing.is_empty() {
-            rules.hits.increment(1);
-            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            rules.hit();
             return Lookup::Hit(out.freeze());
         }
-        rules.misses.increment(1);
-        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        rules.miss();
         for i in missing {
             let key = upstream_key(prefix, &keys[i]);
             let index = self.tracker(&key);
@@ -301,8 +309,14 @@ impl NearCache {
     /// Numbers for `/stats`.
     pub fn stats(&self) -> serde_json::Value {
         let s = &self.shared;
-        let hits = s.hits.load(Ordering::Relaxed);
-        let misses = s.misses.load(Ordering::Relaxed);
+        let hits: u64 = self
+            .rule_sets()
+            .map(|r| r.hits.load(Ordering::Relaxed))
+            .sum();
+        let misses: u64 = self
+            .rule_sets()
+            .map(|r| r.misses.load(Ordering::Relaxed))
+            .sum();
         let c = &s.store.counts;
         serde_json::json!({
             "enabled": !s.disabled.load(Ordering::Relaxed),
@@ -334,17 +348,40 @@ fn upstream_key(prefix: &[u8], key: &Bytes) -> Bytes {
     k.freeze()
 }
 
-/// Reclaim dead entries and publish the gauges, once a second, off the async workers.
-async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Reclaim dead entries and publish the counters and gauges, once a second, off the async
+/// workers.
+async fn sweeper(cache: Arc<NearCache>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut last = (0, 0, 0, 0);
+    let mut tenants: Vec<(Counter, Counter, u64, u64)> = cache
+        .rule_sets()
+        .map(|r| {
+            let label = r.tenant.clone();
+            (
+                counter!(HITS_TOTAL, "tenant" => label.clone()),
+                counter!(MISSES_TOTAL, "tenant" => label),
+                0,
+                0,
+            )
+        })
+        .collect();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.store.sweep()).await;
+        let shared = cache.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.store.sweep()).await;
+        for (set, (hits, misses, h0, m0)) in cache.rule_sets().zip(tenants.iter_mut()) {
+            let (h, m) = (
+                set.hits.load(Ordering::Relaxed),
+                set.misses.load(Ordering::Relaxed),
+            );
+            hits.increment(h - *h0);
+            misses.increment(m - *m0);
+            (*h0, *m0) = (h, m);
+        }
+        let shared = &cache.shared;
         let c = &shared.store.counts;
         let now = (
             c.fills.load(Ordering::Relaxed),
