@@ -4,6 +4,7 @@ mod harness;
 
 mod basics;
 mod clients;
+mod faults;
 mod operations;
 mod relay;
 mod robustness;
