@@ -4,6 +4,7 @@ mod harness;
 
 mod basics;
 mod clients;
+mod faults;
 mod near_cache;
 mod operations;
 mod relay;
