@@ -8,6 +8,9 @@
 //! the FIFO with the raw bytes of its replies. A watchdog fails the connection when the oldest slot
 //! has waited past its deadline.
 //!
+//! [`health`] tracks whether the upstream answers: the connection tasks report their connections
+//! coming and going, and a probe PINGs on a connection of its own.
+//!
 //! # Invariants
 //! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error that
 //!   names the cause (a job cut short gets the replies that did arrive, then the error). Replies are paired with slots strictly in the order the commands were written,
@@ -19,6 +22,8 @@
 //!
 //! This module must never interpret replies beyond finding their boundaries: what a reply means is
 //! the session's business.
+pub mod health;
+
 use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::metrics;
 use crate::protocol::{Protocol, ReplyScanner, encode};
@@ -29,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -110,6 +115,7 @@ pub struct Upstream {
     resp3: Vec<Conn>,
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
+    health: Arc<health::Health>,
 }
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
@@ -137,12 +143,27 @@ impl Conn {
 }
 
 impl Upstream {
-    /// Start the pools' connection tasks. They connect at once and keep reconnecting until
-    /// `shutdown` fires and every handle is gone.
-    pub fn start(config: UpstreamConfig, shutdown: CancellationToken) -> Arc<Upstream> {
+    /// Start the pools' connection tasks and the health probe. They connect at once and keep
+    /// reconnecting until `shutdown` fires and every handle is gone.
+    pub fn start(
+        config: UpstreamConfig,
+        options: health::Options,
+        shutdown: CancellationToken,
+    ) -> Arc<Upstream> {
         let config = Arc::new(config);
         let live = Arc::new(AtomicUsize::new(0));
         let info = Arc::new(RwLock::new(None));
+        let health = Arc::new(health::Health::new(
+            config.url.addr.to_string().into(),
+            2 * config.connections,
+            config.health.recover_after,
+            options,
+        ));
+        tokio::spawn(health::probe(
+            health.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
         let mut pools = [Vec::new(), Vec::new()];
         for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
             for slot in 0..config.connections {
@@ -155,6 +176,8 @@ impl Upstream {
                     rx,
                     live: live.clone(),
                     info: info.clone(),
+                    state: health.subscribe(),
+                    health: health.clone(),
                     shutdown: shutdown.clone(),
                 };
                 tokio::spawn(task.run());
@@ -168,6 +191,7 @@ impl Upstream {
             resp3,
             live,
             info,
+            health,
         })
     }
 
@@ -193,6 +217,10 @@ impl Upstream {
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
     }
+
+    pub fn health(&self) -> &Arc<health::Health> {
+        &self.health
+    }
 }
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -205,6 +233,10 @@ struct ConnTask {
     rx: mpsc::Receiver<Job>,
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
+    health: Arc<health::Health>,
+    /// Health transitions, to fail the connection on `down` and to cut a backoff short on
+    /// `recovering`.
+    state: watch::Receiver<health::State>,
     shutdown: CancellationToken,
 }
 
@@ -221,20 +253,30 @@ impl ConnTask {
         let label = proto_label(self.proto);
         let mut failures: u32 = 0;
         loop {
-            let cause: Arc<str> = match self.connect().await {
-                Ok((r, w)) => {
+            // Transitions from here on are news to the backoff below.
+            self.state.borrow_and_update();
+            let cause: Arc<str> = match connect(&self.config, self.proto, "respite").await {
+                Ok((r, w, info)) => {
+                    if let Ok(mut slot) = self.info.write() {
+                        *slot = Some(info);
+                    }
                     if failures > 0 {
                         info!(upstream = %addr, protocol = label, slot = self.slot, "upstream connection restored");
                     }
                     failures = 0;
                     self.live.fetch_add(1, Ordering::Relaxed);
                     metrics::upstream_connections(label).increment(1.0);
+                    self.health.report(health::Event::ConnUp, None);
                     let cause = self.serve(r, w).await;
                     self.live.fetch_sub(1, Ordering::Relaxed);
                     metrics::upstream_connections(label).decrement(1.0);
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
-                        Some(c) => c.into(),
+                        Some(c) => {
+                            self.health.report(health::Event::ConnDown, Some(&c));
+                            self.health.kick();
+                            c.into()
+                        }
                     }
                 }
                 Err(e) => e.into(),
@@ -259,6 +301,9 @@ impl ConnTask {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
+                    // The probe has an answer again: reconnect now, not at the end of a backoff
+                    // grown during the outage, so recovery takes a probe, not backoff_max.
+                    _ = became(&mut self.state, |s| s == health::State::Recovering) => break,
                     job = self.rx.recv() => match job {
                         Some(job) => {
                             let e = UpstreamError::Unavailable { addr: addr.clone(), cause: cause.clone() };
@@ -271,75 +316,6 @@ impl ConnTask {
         }
     }
 
-    /// Connect and handshake (HELLO with the pool's protocol and credentials, SELECT).
-    async fn connect(&self) -> Result<(BoxRead, BoxWrite), String> {
-        let timeout = self.config.connect_timeout;
-        let connect = async {
-            let (mut r, mut w): (BoxRead, BoxWrite) = match &self.config.url.addr {
-                UpstreamAddr::Tcp(a) => {
-                    let s = tokio::net::TcpStream::connect(a.as_str())
-                        .await
-                        .map_err(|e| format!("connect: {e}"))?;
-                    s.set_nodelay(true).map_err(|e| e.to_string())?;
-                    let (r, w) = s.into_split();
-                    (Box::new(r), Box::new(w))
-                }
-                UpstreamAddr::Unix(p) => {
-                    let s = tokio::net::UnixStream::connect(p)
-                        .await
-                        .map_err(|e| format!("connect: {e}"))?;
-                    let (r, w) = s.into_split();
-                    (Box::new(r), Box::new(w))
-                }
-            };
-            let url = &self.config.url;
-            let mut hello: Vec<Vec<u8>> = vec![
-                b"HELLO".to_vec(),
-                self.proto.version().to_string().into_bytes(),
-            ];
-            if let Some(pass) = &url.password {
-                hello.push(b"AUTH".to_vec());
-                hello.push(
-                    url.username
-                        .as_deref()
-                        .unwrap_or("default")
-                        .as_bytes()
-                        .to_vec(),
-                );
-                hello.push(pass.as_bytes().to_vec());
-            }
-            hello.extend([b"SETNAME".to_vec(), b"respite".to_vec()]);
-            let mut out = BytesMut::new();
-            encode::command(&mut out, &hello);
-            let mut expect = 1;
-            if url.db != 0 {
-                encode::command(
-                    &mut out,
-                    &[b"SELECT".to_vec(), url.db.to_string().into_bytes()],
-                );
-                expect += 1;
-            }
-            w.write_all(&out)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            let replies = read_replies(&mut r, self.proto, expect).await?;
-            let info = server_info(&replies[0])?;
-            for reply in &replies[1..] {
-                if let Some(err) = error_text(reply) {
-                    return Err(format!("SELECT {}: {err}", url.db));
-                }
-            }
-            if let Ok(mut slot) = self.info.write() {
-                *slot = Some(info);
-            }
-            Ok::<_, String>((r, w))
-        };
-        match tokio::time::timeout(timeout, connect).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no connection within {timeout:?}")),
-        }
-    }
-
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
     async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<String> {
@@ -347,10 +323,17 @@ impl ConnTask {
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
         let permits = Semaphore::new(self.config.max_inflight);
+        self.state.borrow_and_update();
+        let fail_on_down = self.health.fail_inflight_on_down();
         let result = tokio::select! {
             r = write_loop(&mut self.rx, write, &inflight, &permits, self.config.max_inflight) => r,
             r = read_loop(read, &mut buf, &inflight, &permits) => r,
             r = watchdog(&inflight, self.config.command_timeout) => r,
+            // Local-only mode took over: what is in flight here fails now instead of holding its
+            // clients until the command deadline.
+            _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
+                Some("upstream is down (health probes failed); local-only mode took over".into())
+            }
         };
         let cause = match &result {
             Some(c) => c.clone(),
@@ -377,6 +360,74 @@ impl ConnTask {
             }));
         }
         result
+    }
+}
+
+/// Connect and handshake: HELLO with the protocol, the credentials and `name`, then SELECT.
+async fn connect(
+    config: &UpstreamConfig,
+    proto: Protocol,
+    name: &str,
+) -> Result<(BoxRead, BoxWrite, ServerInfo), String> {
+    let timeout = config.connect_timeout;
+    let connect = async {
+        let (mut r, mut w): (BoxRead, BoxWrite) = match &config.url.addr {
+            UpstreamAddr::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a.as_str())
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            UpstreamAddr::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
+        let url = &config.url;
+        let mut hello: Vec<Vec<u8>> =
+            vec![b"HELLO".to_vec(), proto.version().to_string().into_bytes()];
+        if let Some(pass) = &url.password {
+            hello.push(b"AUTH".to_vec());
+            hello.push(
+                url.username
+                    .as_deref()
+                    .unwrap_or("default")
+                    .as_bytes()
+                    .to_vec(),
+            );
+            hello.push(pass.as_bytes().to_vec());
+        }
+        hello.extend([b"SETNAME".to_vec(), name.as_bytes().to_vec()]);
+        let mut out = BytesMut::new();
+        encode::command(&mut out, &hello);
+        let mut expect = 1;
+        if url.db != 0 {
+            encode::command(
+                &mut out,
+                &[b"SELECT".to_vec(), url.db.to_string().into_bytes()],
+            );
+            expect += 1;
+        }
+        w.write_all(&out)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let replies = read_replies(&mut r, proto, expect).await?;
+        let info = server_info(&replies[0])?;
+        for reply in &replies[1..] {
+            if let Some(err) = error_text(reply) {
+                return Err(format!("SELECT {}: {err}", url.db));
+            }
+        }
+        Ok::<_, String>((r, w, info))
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no connection within {timeout:?}")),
     }
 }
 
@@ -547,6 +598,19 @@ async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<String> {
             && t.elapsed() > deadline
         {
             return Some(format!("no reply within {deadline:?}"));
+        }
+    }
+}
+
+/// Wait for a health transition (after the receiver's last seen one) into a state `want` accepts.
+/// Never completes once the health tracker is gone.
+async fn became(rx: &mut watch::Receiver<health::State>, want: impl Fn(health::State) -> bool) {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if want(*rx.borrow_and_update()) {
+            return;
         }
     }
 }
