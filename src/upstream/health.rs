@@ -276,13 +276,24 @@ impl Health {
     }
 
     /// Hear one event; `cause` says why, for failures.
+    ///
+    /// Pool connection events also wake the probe, so it confirms at once what they suggest: a
+    /// connection lost while forwarding (is the upstream gone?), or one established while down
+    /// (is it back?).
     pub(super) fn report(&self, ev: Event, cause: Option<&str>) {
         let mut inner = self.lock();
         if let Some(c) = cause {
             inner.last_error = Some(c.to_string());
         }
         let from = inner.machine.state();
-        let Some(to) = inner.machine.on(ev) else {
+        let changed = inner.machine.on(ev);
+        let now = inner.machine.state();
+        match ev {
+            Event::ConnDown if !now.is_local() => self.kick.notify_one(),
+            Event::ConnUp if now == State::Down => self.kick.notify_one(),
+            _ => {}
+        }
+        let Some(to) = changed else {
             return;
         };
         // Under the lock: transitions and their hook run one at a time, in order.
@@ -304,11 +315,6 @@ impl Health {
                 warn!(upstream = %self.addr, %from, %to, after = ?was, live, cause, "upstream health: {from} -> {to}")
             }
         }
-    }
-
-    /// Probe now rather than at the next interval.
-    pub(super) fn kick(&self) {
-        self.kick.notify_one();
     }
 }
 
@@ -374,9 +380,15 @@ pub(super) async fn probe(
                 );
             }
         }
+        let mut kicked = std::pin::pin!(health.kick.notified());
+        if health.state() == State::Recovering && kicked.as_mut().enable() {
+            // A wake-up heard during this round is stale: the answers that end an outage must be
+            // an interval apart, never a moment.
+            kicked.set(health.kick.notified());
+        }
         tokio::select! {
             _ = tokio::time::sleep(probe_interval) => {}
-            _ = health.kick.notified() => {}
+            _ = kicked => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -274,7 +274,6 @@ impl ConnTask {
                         None => return, // every handle dropped: the proxy is gone
                         Some(c) => {
                             self.health.report(health::Event::ConnDown, Some(&c));
-                            self.health.kick();
                             c.into()
                         }
                     }

@@ -4,6 +4,7 @@ mod harness;
 
 mod basics;
 mod clients;
+mod local_only;
 mod operations;
 mod robustness;
 mod standalone;
