@@ -323,7 +323,10 @@ impl Engine {
 
     /// Remove every key (local-only mode's data, when the upstream is back).
     pub fn flush(&self) {
-        self.lock().clear();
+        // Swap in an empty keyspace and free the old one after the lock is released: commands
+        // wait for an O(1) swap, not for a large keyspace to be freed.
+        let old = std::mem::take(&mut *self.lock());
+        drop(old);
     }
 
     /// Keys held now, expired ones not yet swept included.

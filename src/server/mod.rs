@@ -5,7 +5,7 @@
 //! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
-//! It also decides who answers instead of the upstream ([`Shared::local`]): the local engine in
+//! It also decides who answers instead of the upstream (`Shared::local`): the local engine in
 //! standalone mode, and in local-only mode while the upstream's health says it is down.
 mod fifo;
 mod io;
