@@ -19,6 +19,7 @@
 //! [`run`] ties them together; `main.rs` only parses the command line and calls it.
 
 pub mod admin;
+pub mod cache;
 pub mod command;
 pub mod config;
 pub mod local;

@@ -24,6 +24,7 @@ pub struct State {
     /// `local_only.enabled`: whether a down upstream still leaves respite serving.
     pub local_only: bool,
     pub engine: Option<Arc<Engine>>,
+    pub cache: Option<Arc<crate::cache::NearCache>>,
 }
 
 /// Install the Prometheus recorder once per process (tests run many proxies in one process).
@@ -102,5 +103,6 @@ async fn stats(Extract(state): Extract<State>) -> impl IntoResponse {
         "draining": state.draining.is_cancelled(),
         "upstream": upstream,
         "local_engine": local,
+        "near_cache": state.cache.as_ref().map(|c| c.stats()),
     }))
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub local_max_memory: usize,
     /// What happens while the upstream is down (`[local_only]`).
     pub local_only: LocalOnlyConfig,
+    /// The near cache (`[near_cache]`), when enabled.
+    pub near_cache: Option<crate::cache::CacheConfig>,
 }
 
 /// `[local_only]`: the local engine answering while the upstream is down.
@@ -153,6 +155,7 @@ struct RawConfig {
     local: RawLocal,
     health: RawHealth,
     local_only: RawLocalOnly,
+    near_cache: crate::cache::config::RawNearCache,
 }
 
 #[derive(Debug, Deserialize)]
@@ -443,6 +446,8 @@ pub fn from_str_with(
         }
         let line = if key.starts_with("tenant[") || key == "default_tenant" {
             crate::policy::config::tenant_key_line(source, key)
+        } else if key.starts_with("near_cache.rule[") {
+            crate::cache::config::rule_key_line(source, key)
         } else {
             line_of(source, key)
         };
@@ -688,7 +693,18 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
             "must be 0 (one per core) or more".into(),
         ));
     }
+    let near_cache = crate::cache::config::validate(
+        &raw.near_cache,
+        upstream.is_some(),
+        &|name| {
+            tenants
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|t| t.name == name))
+        },
+        &invalid,
+    )?;
     Ok(Config {
+        near_cache,
         listen,
         limits,
         max_inflight_per_client,

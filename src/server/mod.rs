@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub engine: Option<Arc<Engine>>,
     /// The upstream's health; `None` in standalone mode.
     pub health: Option<Arc<Health>>,
+    /// The near cache, when `[near_cache]` is enabled.
+    pub cache: Option<Arc<crate::cache::NearCache>>,
 }
 
 /// Who answers a command instead of the upstream.
@@ -150,8 +152,18 @@ pub async fn run(
         Upstream::start(u, options, stop_upstream.clone())
     });
     let health = upstream.as_ref().map(|u| u.health().clone());
+    let cache = match (&config.near_cache, &upstream) {
+        (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
+            c.clone(),
+            Arc::new(u.config().clone()),
+            config.tenants.as_deref(),
+            stop_upstream.clone(),
+        )),
+        _ => None,
+    };
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
+        cache: cache.clone(),
         config: config.clone(),
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
@@ -190,6 +202,7 @@ pub async fn run(
             draining: shared.draining.clone(),
             local_only: local_only.enabled,
             engine: shared.engine.clone(),
+            cache: cache.clone(),
         };
         tokio::spawn(admin::serve(l, state, stop_admin.clone()))
     });

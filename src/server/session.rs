@@ -14,7 +14,8 @@
 use super::fifo::Fifo;
 use super::io::{ClientSocket, RawStream};
 use super::{Accepted, Shared, local};
-use crate::command::{self, CommandSpec, Flags, Route};
+use crate::cache::{Fetched, Lookup, NearCache, ReadKind};
+use crate::command::{self, AclCategories, CommandSpec, Flags, Route};
 use crate::local::Engine;
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, LocalRun, LocalStep, Plan, PolicyError, ReplyRewrite, Tenant};
@@ -24,6 +25,7 @@ use crate::upstream::Reply;
 use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -47,6 +49,14 @@ pub(crate) enum Pending {
         count: usize,
         keep: Keep,
     },
+    /// A read answered by a near-cache fill in flight.
+    Cached {
+        rx: oneshot::Receiver<Fetched>,
+        proto: Protocol,
+    },
+    /// The writes in the upstream job just before this one have been answered: invalidate
+    /// their keys in the near cache again (a fill may have raced them) and count them done.
+    Written(Box<Written>),
     /// Signalled once every earlier reply has been written: nothing is in flight any more.
     Barrier(oneshot::Sender<()>),
     /// Flush everything before this, then close the connection.
@@ -64,6 +74,16 @@ pub(crate) enum Keep {
         prefix: Bytes,
         proto: Protocol,
     },
+}
+
+/// Writes bound upstream whose replies are not in yet, as the near cache needs to know them.
+#[derive(Default)]
+pub(crate) struct Written {
+    /// Their keys, as the upstream names them.
+    keys: Vec<Bytes>,
+    /// One of them empties the keyspace (FLUSHALL, FLUSHDB, SWAPDB).
+    flush: bool,
+    count: usize,
 }
 
 /// Per-client state that respite itself keeps.
@@ -144,12 +164,16 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
 
 async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Shared>) {
     let fifo = Fifo::new(shared.config.max_inflight_per_client);
+    let unanswered_writes = AtomicUsize::new(0);
+    let cache = shared.cache.clone();
     let reader = Reader {
         client,
         shared,
         fifo: &fifo,
         group: BytesMut::new(),
         group_count: 0,
+        written: Written::default(),
+        unanswered_writes: &unanswered_writes,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -158,7 +182,8 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         reader.read_loop(&sock).await;
         fifo.close();
     };
-    let ((), ()) = tokio::join!(read, write_loop(&sock, &fifo));
+    let writer = write_loop(&sock, &fifo, cache.as_deref(), &unanswered_writes);
+    let ((), ()) = tokio::join!(read, writer);
     debug!("client closed");
 }
 
@@ -169,6 +194,11 @@ pub(crate) struct Reader<'f> {
     /// Forwarded commands not yet sent upstream, encoded back to back, and how many.
     group: BytesMut,
     group_count: usize,
+    /// The writes among them (near cache only).
+    written: Written,
+    /// This client's writes sent upstream and not answered yet (near cache only): while there
+    /// are any, its reads bypass the cache, so it always reads its own writes.
+    unanswered_writes: &'f AtomicUsize,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.
@@ -340,6 +370,9 @@ impl Reader<'_> {
                 local.run(|e| e.execute(spec, &req.args, self.client.proto, unix_ms() as u64));
             return self.push(Pending::Ready(reply)).await;
         }
+        if self.shared.cache.is_some() && self.through_cache(spec, &req.args, &[]).await {
+            return;
+        }
         match &req.raw {
             Some(raw) => self.group.extend_from_slice(raw),
             None => encode::command(&mut self.group, &req.args),
@@ -371,6 +404,13 @@ impl Reader<'_> {
                 policy::metrics::refusal(&tenant.name, &e);
                 self.reply_error(&e.to_string()).await
             }
+            // Cacheable reads only ever need their errors unprefixed, and the errors they can
+            // get (WRONGTYPE, a bad index) name no key: a cached reply needs no rewrite.
+            Ok(Plan::Forward(f))
+                if self.shared.cache.is_some()
+                    && f.follow_ups.is_empty()
+                    && matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors)
+                    && self.through_cache(spec, &req.args, &tenant.prefix).await => {}
             Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
                 self.group.extend_from_slice(&f.command);
                 self.grouped().await
@@ -379,6 +419,7 @@ impl Reader<'_> {
                 // A job of its own, so its first reply is the command's and the rest are the
                 // follow-ups', which the client never sees.
                 self.send_group().await;
+                self.written_through(spec, &req.args, &tenant.prefix);
                 self.group.extend_from_slice(&f.command);
                 for c in &f.follow_ups {
                     self.group.extend_from_slice(c);
@@ -393,6 +434,51 @@ impl Reader<'_> {
             }
             // Boxed: rare, and inline its state would grow every idle session.
             Ok(Plan::Local(op)) => Box::pin(self.run_local(op)).await,
+        }
+    }
+
+    /// The near cache's part in forwarding a command. A cacheable read is answered (or waited
+    /// on) here: true. A write has its keys invalidated before it goes, and is noted so they are
+    /// invalidated again once it is answered: false, forward it.
+    async fn through_cache(
+        &mut self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        prefix: &[u8],
+    ) -> bool {
+        let Some(cache) = self.shared.cache.as_deref() else {
+            return false;
+        };
+        if let Some(kind) = ReadKind::of(spec) {
+            if self.unanswered_writes.load(Ordering::Relaxed) > 0 {
+                return false;
+            }
+            let tenant = self.client.tenant.as_ref().map(|t| t.name.as_str());
+            let Some(rules) = cache.rules(tenant) else {
+                return false;
+            };
+            let pending = match cache.read(rules, kind, args, prefix, self.client.proto) {
+                Lookup::Hit(bytes) => Pending::Ready(bytes),
+                Lookup::Wait(rx) => Pending::Cached {
+                    rx,
+                    proto: self.client.proto,
+                },
+                Lookup::Bypass => return false,
+            };
+            self.push(pending).await;
+            return true;
+        }
+        self.written_through(spec, args, prefix);
+        false
+    }
+
+    /// Note a write about to join the group bound upstream (see [`note_write`]).
+    fn written_through(&mut self, spec: &'static CommandSpec, args: &[Bytes], prefix: &[u8]) {
+        if let Some(cache) = self.shared.cache.as_deref()
+            && (spec.flags.contains(Flags::WRITE) || spec.acl.contains(AclCategories::SCRIPTING))
+        {
+            note_write(cache, &mut self.written, spec, args, prefix);
+            self.unanswered_writes.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -419,6 +505,10 @@ impl Reader<'_> {
                 Err(e) => break Err(format!("ERR {e}")),
             }
         };
+        if let Some(cache) = &self.shared.cache {
+            // FLUSHDB within a namespace deleted keys this proxy may hold.
+            cache.flush_local();
+        }
         match out {
             Ok(bytes) => self.push(Pending::Ready(bytes)).await,
             Err(msg) => {
@@ -450,8 +540,42 @@ impl Reader<'_> {
             .await;
         self.fifo
             .push(Pending::Upstream { rx, count, keep }, count)
-            .await
+            .await;
+        if self.written.count > 0 {
+            let written = Box::new(std::mem::take(&mut self.written));
+            self.fifo.push(Pending::Written(written), 0).await;
+        }
     }
+}
+
+/// A write is about to go upstream: invalidate its keys now, and remember them for when its
+/// reply is in.
+fn note_write(
+    cache: &NearCache,
+    written: &mut Written,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    prefix: &[u8],
+) {
+    if matches!(spec.name, "flushall" | "flushdb" | "swapdb") {
+        cache.flush_local();
+        written.flush = true;
+    }
+    if let Ok(keys) = command::keys(spec, args) {
+        for pos in keys.positions() {
+            let key = if prefix.is_empty() {
+                args[pos].clone()
+            } else {
+                let mut k = BytesMut::with_capacity(prefix.len() + args[pos].len());
+                k.extend_from_slice(prefix);
+                k.extend_from_slice(&args[pos]);
+                k.freeze()
+            };
+            cache.invalidate(&key);
+            written.keys.push(key);
+        }
+    }
+    written.count += 1;
 }
 
 /// Milliseconds since the Unix epoch (for absolute-time TTL caps and the local engine's expiry).
@@ -512,7 +636,12 @@ fn error_bytes(msg: &str) -> Bytes {
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
 /// it that is already known, so a pipelining client gets them in one write.
-async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
+async fn write_loop<S: RawStream>(
+    w: &ClientSocket<S>,
+    fifo: &Fifo<Pending>,
+    cache: Option<&NearCache>,
+    unanswered_writes: &AtomicUsize,
+) {
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
@@ -530,6 +659,13 @@ async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
                 Pending::Upstream { rx, count, keep } => {
                     let b = reply_bytes(rx.await.map_err(|_| ()), count, &keep);
                     append(w, &mut out, b).await
+                }
+                Pending::Cached { rx, proto } => {
+                    append(w, &mut out, fetched_bytes(rx.await.ok(), proto)).await
+                }
+                Pending::Written(written) => {
+                    answered(cache, &written, unanswered_writes);
+                    Ok(())
                 }
                 Pending::Barrier(done) => {
                     let r = flush(w, &mut out).await;
@@ -560,6 +696,16 @@ async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
                         None
                     }
                 },
+                Some(Pending::Cached { mut rx, proto }) => match rx.try_recv() {
+                    Ok(f) => Some(Pending::Ready(fetched_bytes(Some(f), proto))),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Some(Pending::Ready(fetched_bytes(None, proto)))
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        head = Some(Pending::Cached { rx, proto });
+                        None
+                    }
+                },
                 Some(other) => Some(other),
                 None => None,
             };
@@ -574,6 +720,35 @@ async fn write_loop<S: RawStream>(w: &ClientSocket<S>, fifo: &Fifo<Pending>) {
     }
     let _ = flush(w, &mut out).await;
     w.shutdown_write();
+}
+
+/// A near-cache fill's reply for a client (`None`: the fill vanished unanswered).
+fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
+    match f {
+        Some(Ok(cached)) => cached.get(proto),
+        Some(Err(why)) => {
+            metrics::error(ErrorKind::Upstream);
+            error_bytes(&format!("ERR {why}"))
+        }
+        None => {
+            metrics::error(ErrorKind::Upstream);
+            error_bytes("ERR near-cache fill abandoned before its reply")
+        }
+    }
+}
+
+/// Writes were answered (whatever the answer): their keys leave the near cache again, in case
+/// a fill that read the old value landed while they were in flight.
+fn answered(cache: Option<&NearCache>, written: &Written, unanswered_writes: &AtomicUsize) {
+    if let Some(cache) = cache {
+        if written.flush {
+            cache.flush_local();
+        }
+        for key in &written.keys {
+            cache.invalidate(key);
+        }
+    }
+    unanswered_writes.fetch_sub(written.count, Ordering::Relaxed);
 }
 
 async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {

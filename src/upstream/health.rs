@@ -12,7 +12,7 @@
 //! This module decides and reports. It never touches the local engine or a client: what a state
 //! means for commands is the server's business, through [`Options::on_transition`], which runs on
 //! every transition *before* the new state is visible to anyone reading [`Health::state`].
-use super::{BoxRead, BoxWrite, connect, read_replies};
+use super::{BoxRead, BoxWrite, connect_as, read_replies};
 use crate::config::{HealthConfig, UpstreamConfig};
 use crate::protocol::Protocol;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -410,7 +410,7 @@ async fn probe_once(
             }
         }
     }
-    let (mut r, mut w, _) = connect(config, Protocol::Resp2, "respite-probe").await?;
+    let (mut r, mut w, _) = connect_as(config, Protocol::Resp2, "respite-probe").await?;
     ping(&mut r, &mut w).await?;
     *conn = Some((r, w));
     Ok(())

@@ -223,8 +223,8 @@ impl Upstream {
     }
 }
 
-type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 struct ConnTask {
     config: Arc<UpstreamConfig>,
@@ -255,11 +255,8 @@ impl ConnTask {
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();
-            let cause: Arc<str> = match connect(&self.config, self.proto, "respite").await {
-                Ok((r, w, info)) => {
-                    if let Ok(mut slot) = self.info.write() {
-                        *slot = Some(info);
-                    }
+            let cause: Arc<str> = match self.connect().await {
+                Ok((r, w)) => {
                     if failures > 0 {
                         info!(upstream = %addr, protocol = label, slot = self.slot, "upstream connection restored");
                     }
@@ -315,6 +312,15 @@ impl ConnTask {
         }
     }
 
+    /// Connect and handshake; records what the upstream says about itself.
+    async fn connect(&self) -> Result<(BoxRead, BoxWrite), String> {
+        let (r, w, info) = connect(&self.config, self.proto).await?;
+        if let Ok(mut slot) = self.info.write() {
+            *slot = Some(info);
+        }
+        Ok((r, w))
+    }
+
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
     async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<String> {
@@ -362,8 +368,18 @@ impl ConnTask {
     }
 }
 
-/// Connect and handshake: HELLO with the protocol, the credentials and `name`, then SELECT.
-async fn connect(
+/// Connect to the upstream and handshake as `respite` (see [`connect_as`]). Shared by the pools
+/// and the near cache's tracking connections.
+pub(crate) async fn connect(
+    config: &UpstreamConfig,
+    proto: Protocol,
+) -> Result<(BoxRead, BoxWrite, ServerInfo), String> {
+    connect_as(config, proto, "respite").await
+}
+
+/// Connect to the upstream and handshake: HELLO with `proto`, the URL's credentials and the
+/// client name `name`, then SELECT.
+pub(crate) async fn connect_as(
     config: &UpstreamConfig,
     proto: Protocol,
     name: &str,
@@ -624,7 +640,7 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32, rng: &mut impl Rng) 
 }
 
 /// Read `n` complete replies during the handshake (not the hot path: full decoding is fine).
-async fn read_replies(
+pub(crate) async fn read_replies(
     r: &mut BoxRead,
     proto: Protocol,
     n: usize,
@@ -653,7 +669,7 @@ async fn read_replies(
     Ok(out)
 }
 
-fn error_text(frame: &redis_protocol::resp3::types::OwnedFrame) -> Option<String> {
+pub(crate) fn error_text(frame: &redis_protocol::resp3::types::OwnedFrame) -> Option<String> {
     use redis_protocol::resp3::types::OwnedFrame;
     match frame {
         OwnedFrame::SimpleError { data, .. } => Some(data.clone()),

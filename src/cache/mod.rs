@@ -1,0 +1,393 @@
+//! The near cache: hot reads answered from memory in the proxy, kept coherent by the upstream's
+//! invalidations (`CLIENT TRACKING`, default mode: the only one Dragonfly supports).
+//!
+//! - [`NearCache::read`] serves a cacheable read ([`ReadKind`]) that a rule covers: a hit, or a
+//!   fill through the key's tracking connection that every concurrent miss of the same read
+//!   shares (single flight). A fill is the read plus `PTTL`, so the entry expires with its key
+//!   (or after `near_cache.safety_ttl_ms`).
+//! - Every write that passes through respite invalidates its keys here before it is sent and
+//!   again once its reply is in ([`NearCache::invalidate`]); the session also bypasses the cache
+//!   for a client's reads while any of its writes is unanswered, so a client always reads its
+//!   own writes.
+//! - The tracking connections ([`tracking`]) apply fills and invalidation pushes in the order the
+//!   upstream sent them, one frame at a time; see [`store`] for why that keeps stale fills out.
+//! - Losing a tracking connection, or its heartbeat, empties the cache, and nothing is served
+//!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
+//!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
+pub mod config;
+pub mod reads;
+pub mod resp;
+pub mod store;
+mod tracking;
+
+pub use config::{CacheConfig, Rule};
+pub use reads::{ReadKind, Sig};
+pub use store::{Cached, Fetched, Found, Store};
+
+use crate::config::UpstreamConfig;
+use crate::policy::{Tenants, glob};
+use crate::protocol::Protocol;
+use bytes::{Bytes, BytesMut};
+use metrics::{Counter, counter, gauge};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub const HITS_TOTAL: &str = "respite_near_cache_hits_total";
+pub const MISSES_TOTAL: &str = "respite_near_cache_misses_total";
+pub const FILLS_TOTAL: &str = "respite_near_cache_fills_total";
+pub const FILLS_DISCARDED_TOTAL: &str = "respite_near_cache_fills_discarded_total";
+pub const INVALIDATIONS_TOTAL: &str = "respite_near_cache_invalidations_total";
+pub const EVICTIONS_TOTAL: &str = "respite_near_cache_evictions_total";
+pub const FLUSHES_TOTAL: &str = "respite_near_cache_flushes_total";
+pub const BYTES: &str = "respite_near_cache_bytes";
+pub const ENTRIES: &str = "respite_near_cache_entries";
+pub const ENABLED: &str = "respite_near_cache_enabled";
+
+/// Why the whole cache was emptied.
+#[derive(Debug, Clone, Copy)]
+pub enum FlushReason {
+    /// `invalidate` with a null key list: FLUSHALL, FLUSHDB, SWAPDB on the upstream.
+    Upstream,
+    /// A FLUSHALL / FLUSHDB / SWAPDB sent through respite.
+    Local,
+    /// A tracking connection was lost or went silent: invalidations may have been missed.
+    TrackingLost,
+}
+
+impl FlushReason {
+    fn label(self) -> &'static str {
+        match self {
+            FlushReason::Upstream => "upstream",
+            FlushReason::Local => "local",
+            FlushReason::TrackingLost => "tracking_lost",
+        }
+    }
+}
+
+/// What the cache does with one read.
+pub enum Lookup {
+    /// The reply, encoded for the client's protocol.
+    Hit(Bytes),
+    /// The reply comes from a fill in flight.
+    Wait(oneshot::Receiver<Fetched>),
+    /// Not the cache's: forward it as usual.
+    Bypass,
+}
+
+/// The rules that apply to one tenant (or to clients without one), with its hit counters.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    hits: Counter,
+    misses: Counter,
+}
+
+impl RuleSet {
+    fn covers(&self, kind: ReadKind, key: &[u8]) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.reads & kind.bit() != 0 && glob::matches(&r.pattern, key))
+    }
+}
+
+/// State the tracking connections share with the sessions.
+pub(crate) struct Shared {
+    config: CacheConfig,
+    store: Store,
+    disabled: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    flushes: AtomicU64,
+    /// Keys named in invalidation pushes.
+    pushes: AtomicU64,
+    /// The tracking connections' readiness: hits and fills need theirs acknowledged.
+    ready: Vec<AtomicBool>,
+}
+
+impl Shared {
+    fn flush(&self, reason: FlushReason) {
+        self.store.flush();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        counter!(FLUSHES_TOTAL, "reason" => reason.label()).increment(1);
+    }
+}
+
+/// The near cache for one upstream.
+pub struct NearCache {
+    shared: Arc<Shared>,
+    fills: Vec<tokio::sync::mpsc::Sender<tracking::FillJob>>,
+    hasher: foldhash::fast::FixedState,
+    /// Rules by tenant name; `untenanted` for clients without a tenant.
+    by_tenant: HashMap<String, RuleSet>,
+    untenanted: RuleSet,
+}
+
+impl NearCache {
+    /// Start the tracking connections and the sweeper. They stop once `shutdown` fires.
+    pub fn start(
+        config: CacheConfig,
+        upstream: Arc<UpstreamConfig>,
+        tenants: Option<&Tenants>,
+        shutdown: CancellationToken,
+    ) -> Arc<NearCache> {
+        let rules_for = |tenant: Option<&str>| RuleSet {
+            rules: config
+                .rules
+                .iter()
+                .filter(|r| r.tenant.is_none() || r.tenant.as_deref() == tenant)
+                .cloned()
+                .collect(),
+            hits: counter!(HITS_TOTAL, "tenant" => tenant.unwrap_or("").to_string()),
+            misses: counter!(MISSES_TOTAL, "tenant" => tenant.unwrap_or("").to_string()),
+        };
+        let by_tenant = tenants
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .map(|t| (t.name.clone(), rules_for(Some(&t.name))))
+            .collect();
+        let untenanted = rules_for(None);
+        let shared = Arc::new(Shared {
+            store: Store::new(config.max_memory, config.cooldown_after, config.cooldown),
+            ready: (0..config.connections)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            config,
+            disabled: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            pushes: AtomicU64::new(0),
+        });
+        gauge!(ENABLED).set(1.0);
+        let fills = (0..shared.config.connections)
+            .map(|index| tracking::spawn(index, shared.clone(), upstream.clone(), shutdown.clone()))
+            .collect();
+        tokio::spawn(sweeper(shared.clone(), shutdown));
+        Arc::new(NearCache {
+            shared,
+            fills,
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+            by_tenant,
+            untenanted,
+        })
+    }
+
+    /// The rules for a tenant's clients (`None`: clients without a tenant); `None` when no
+    /// rule covers them, so their reads skip the cache at once.
+    pub fn rules(&self, tenant: Option<&str>) -> Option<&RuleSet> {
+        let set = match tenant {
+            Some(name) => self.by_tenant.get(name)?,
+            None => &self.untenanted,
+        };
+        (!set.rules.is_empty()).then_some(set)
+    }
+
+    fn tracker(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) % self.fills.len() as u64) as usize
+    }
+
+    /// Serve a read through the cache if a rule covers it: `args` as the client sent them,
+    /// `prefix` the tenant's key prefix (empty for none).
+    pub fn read(
+        &self,
+        rules: &RuleSet,
+        kind: ReadKind,
+        args: &[Bytes],
+        prefix: &[u8],
+        proto: Protocol,
+    ) -> Lookup {
+        if self.shared.disabled.load(Ordering::Relaxed) {
+            return Lookup::Bypass;
+        }
+        if kind == ReadKind::Mget {
+            return self.mget(rules, args, prefix, proto);
+        }
+        if !kind.single_key(args) || !rules.covers(kind, &args[1]) {
+            return Lookup::Bypass;
+        }
+        let key = upstream_key(prefix, &args[1]);
+        let index = self.tracker(&key);
+        if !self.shared.ready[index].load(Ordering::Acquire) {
+            return Lookup::Bypass;
+        }
+        let sig = Sig::new(kind, args);
+        let store = &self.shared.store;
+        let found = store.read(&key, &sig, store.now(), true, |ticket| {
+            self.send_fill(index, ticket, args)
+        });
+        match found {
+            Found::Hit(v) => {
+                rules.hits.increment(1);
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                Lookup::Hit(v.get(proto))
+            }
+            Found::Wait(rx) => {
+                rules.misses.increment(1);
+                self.shared.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Wait(rx)
+            }
+            Found::Bypass => Lookup::Bypass,
+        }
+    }
+
+    fn send_fill(&self, index: usize, ticket: store::Ticket, args: &[Bytes]) -> bool {
+        let command = reads::fill_command(args, &ticket.key);
+        let job = tracking::FillJob {
+            ticket,
+            command,
+            sent: self.shared.store.now(),
+        };
+        self.fills[index].try_send(job).is_ok()
+    }
+
+    /// MGET from the keys' GET entries when every key has one; otherwise it goes upstream as it
+    /// is (one snapshot of all its keys), and the missing keys are filled for next time.
+    fn mget(&self, rules: &RuleSet, args: &[Bytes], prefix: &[u8], proto: Protocol) -> Lookup {
+        let keys = &args[1..];
+        if !keys.iter().all(|k| rules.covers(ReadKind::Mget, k)) {
+            return Lookup::Bypass;
+        }
+        let store = &self.shared.store;
+        let now = store.now();
+        let mut out = BytesMut::new();
+        crate::protocol::encode::array_header(&mut out, keys.len());
+        let mut missing = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let key = upstream_key(prefix, k);
+            let get = [Bytes::from_static(b"GET"), k.clone()];
+            let sig = Sig::new(ReadKind::Get, &get);
+            match store.peek(&key, &sig, now) {
+                Some(v) if missing.is_empty() => out.extend_from_slice(&v.get(proto)),
+                Some(_) => {}
+                None => missing.push(i),
+            }
+        }
+        if missing.is_empty() {
+            rules.hits.increment(1);
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Hit(out.freeze());
+        }
+        rules.misses.increment(1);
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        for i in missing {
+            let key = upstream_key(prefix, &keys[i]);
+            let index = self.tracker(&key);
+            if !self.shared.ready[index].load(Ordering::Acquire) {
+                continue;
+            }
+            let get = [Bytes::from_static(b"GET"), keys[i].clone()];
+            let sig = Sig::new(ReadKind::Get, &get);
+            store.read(&key, &sig, now, false, |ticket| {
+                self.send_fill(index, ticket, &get)
+            });
+        }
+        Lookup::Bypass
+    }
+
+    /// A write to `key` (as the upstream names it) is about to be sent, or has been answered.
+    pub fn invalidate(&self, key: &[u8]) {
+        let store = &self.shared.store;
+        store.invalidate(key, store.now());
+    }
+
+    /// A FLUSHALL, FLUSHDB or SWAPDB passed through respite.
+    pub fn flush_local(&self) {
+        self.shared.flush(FlushReason::Local);
+    }
+
+    /// Numbers for `/stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        let s = &self.shared;
+        let hits = s.hits.load(Ordering::Relaxed);
+        let misses = s.misses.load(Ordering::Relaxed);
+        let c = &s.store.counts;
+        serde_json::json!({
+            "enabled": !s.disabled.load(Ordering::Relaxed),
+            "tracking": s.ready.iter().filter(|r| r.load(Ordering::Relaxed)).count(),
+            "hits": hits,
+            "misses": misses,
+            "hit_ratio": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            "fills": c.fills.load(Ordering::Relaxed),
+            "fills_discarded": c.raced.load(Ordering::Relaxed),
+            "invalidations": c.invalidations.load(Ordering::Relaxed),
+            "invalidations_pushed": s.pushes.load(Ordering::Relaxed),
+            "evictions": c.evictions.load(Ordering::Relaxed),
+            "flushes": s.flushes.load(Ordering::Relaxed),
+            "entries": s.store.entries(),
+            "bytes": s.store.bytes(),
+            "max_bytes": s.config.max_memory,
+        })
+    }
+}
+
+/// The key as the upstream knows it.
+fn upstream_key(prefix: &[u8], key: &Bytes) -> Bytes {
+    if prefix.is_empty() {
+        return key.clone();
+    }
+    let mut k = BytesMut::with_capacity(prefix.len() + key.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(key);
+    k.freeze()
+}
+
+/// Reclaim dead entries and publish the gauges, once a second, off the async workers.
+async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last = (0, 0, 0, 0);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.store.sweep()).await;
+        let c = &shared.store.counts;
+        let now = (
+            c.fills.load(Ordering::Relaxed),
+            c.raced.load(Ordering::Relaxed),
+            c.evictions.load(Ordering::Relaxed),
+            c.invalidations.load(Ordering::Relaxed),
+        );
+        counter!(FILLS_TOTAL).increment(now.0 - last.0);
+        counter!(FILLS_DISCARDED_TOTAL).increment(now.1 - last.1);
+        counter!(EVICTIONS_TOTAL).increment(now.2 - last.2);
+        counter!(INVALIDATIONS_TOTAL).increment(now.3 - last.3);
+        last = now;
+        gauge!(BYTES).set(shared.store.bytes() as f64);
+        gauge!(ENTRIES).set(shared.store.entries() as f64);
+    }
+}
+
+/// Describe the near cache's metrics for `/metrics`.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(HITS_TOTAL, "Reads answered from the near cache, by tenant");
+    describe_counter!(
+        MISSES_TOTAL,
+        "Cacheable reads the near cache filled or joined a fill for, by tenant"
+    );
+    describe_counter!(FILLS_TOTAL, "Near-cache fills completed");
+    describe_counter!(
+        FILLS_DISCARDED_TOTAL,
+        "Fills answered but not cached: their key was invalidated, or the cache flushed, while they were in flight"
+    );
+    describe_counter!(
+        INVALIDATIONS_TOTAL,
+        "Key invalidations: tracking pushes and writes through respite"
+    );
+    describe_counter!(
+        EVICTIONS_TOTAL,
+        "Entries evicted to stay within the byte bound"
+    );
+    describe_counter!(FLUSHES_TOTAL, "Whole-cache flushes, by reason");
+    describe_gauge!(BYTES, "Bytes the near cache holds");
+    describe_gauge!(ENTRIES, "Entries the near cache holds");
+    describe_gauge!(
+        ENABLED,
+        "1 while the near cache is on; 0 once the upstream refused CLIENT TRACKING"
+    );
+}

@@ -1,0 +1,227 @@
+//! The few RESP3 frames the near cache must understand: fill replies (to re-encode for RESP2
+//! clients), `PTTL` replies, and `invalidate` pushes. Frames arrive complete (the reader's
+//! [`crate::protocol::ReplyScanner`] found their boundaries), so this walks them without resuming.
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Re-encode a complete RESP3 reply the way Redis writes the same reply to a RESP2 client:
+/// null → `$-1`, map → flat array, set → array, boolean → integer, double / big number /
+/// verbatim → bulk string, blob error → simple error. `None` for anything it cannot carry over
+/// exactly (attributes, pushes, malformed input): such a reply is answered but never cached.
+pub fn to_resp2(frame: &[u8]) -> Option<Bytes> {
+    let mut out = BytesMut::with_capacity(frame.len() + 8);
+    let used = convert(frame, &mut out, 0)?;
+    (used == frame.len()).then(|| out.freeze())
+}
+
+fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let end = memchr::memchr(b'\r', buf)?;
+    (buf.get(end + 1) == Some(&b'\n')).then(|| (&buf[1..end], end + 2))
+}
+
+fn number(digits: &[u8]) -> Option<i64> {
+    crate::protocol::framer::parse_i64(digits)
+}
+
+fn bulk_header(out: &mut BytesMut, len: usize) {
+    out.put_u8(b'$');
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Convert one frame at the front of `buf`; returns how many bytes it took.
+fn convert(buf: &[u8], out: &mut BytesMut, depth: usize) -> Option<usize> {
+    if depth > 64 {
+        return None;
+    }
+    let (head, after) = line(buf)?;
+    match buf[0] {
+        b'+' | b'-' | b':' => {
+            out.extend_from_slice(&buf[..after]);
+            Some(after)
+        }
+        b'_' => {
+            out.extend_from_slice(b"$-1\r\n");
+            Some(after)
+        }
+        b'#' => {
+            out.extend_from_slice(if head == b"t" { b":1\r\n" } else { b":0\r\n" });
+            Some(after)
+        }
+        b',' | b'(' => {
+            bulk_header(out, head.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(b"\r\n");
+            Some(after)
+        }
+        b'$' | b'=' | b'!' => {
+            let len = number(head)?;
+            if len < 0 {
+                out.extend_from_slice(&buf[..after]);
+                return Some(after);
+            }
+            let end = after + len as usize;
+            if buf.get(end..end + 2)? != b"\r\n" {
+                return None;
+            }
+            let body = &buf[after..end];
+            match buf[0] {
+                b'$' => out.extend_from_slice(&buf[..end + 2]),
+                // Verbatim strings lose their `txt:` format tag in RESP2.
+                b'=' => {
+                    let text = body.get(4..)?;
+                    bulk_header(out, text.len());
+                    out.extend_from_slice(text);
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => {
+                    if body.contains(&b'\r') || body.contains(&b'\n') {
+                        return None;
+                    }
+                    out.put_u8(b'-');
+                    out.extend_from_slice(body);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            Some(end + 2)
+        }
+        b'*' | b'~' | b'%' => {
+            let n = number(head)?;
+            if n < 0 {
+                out.extend_from_slice(b"*-1\r\n");
+                return Some(after);
+            }
+            let items = if buf[0] == b'%' { n * 2 } else { n } as usize;
+            out.put_u8(b'*');
+            out.extend_from_slice(items.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+            let mut at = after;
+            for _ in 0..items {
+                at += convert(&buf[at..], out, depth + 1)?;
+            }
+            Some(at)
+        }
+        _ => None,
+    }
+}
+
+/// The integer of a `:n` reply.
+pub fn integer(frame: &[u8]) -> Option<i64> {
+    match frame.first() {
+        Some(b':') => line(frame).and_then(|(digits, _)| number(digits)),
+        _ => None,
+    }
+}
+
+/// Whether a reply is an error (`-…` or `!…`).
+pub fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-' | b'!'))
+}
+
+/// What a push frame asks of the cache.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    /// `invalidate` with these keys.
+    Keys(Vec<Bytes>),
+    /// `invalidate` with a null: the whole keyspace (FLUSHALL, FLUSHDB, SWAPDB).
+    All,
+    /// Any other push: not ours.
+    Other,
+}
+
+/// Read a complete push frame (`>2 $10 invalidate <keys|null>`).
+pub fn push(frame: &Bytes) -> Push {
+    parse_push(frame).unwrap_or(Push::Other)
+}
+
+fn parse_push(frame: &Bytes) -> Option<Push> {
+    let (head, mut at) = line(frame)?;
+    if frame[0] != b'>' || number(head)? != 2 {
+        return None;
+    }
+    let (name, used) = bulk(frame, at)?;
+    if !name.eq_ignore_ascii_case(b"invalidate") {
+        return None;
+    }
+    at += used;
+    let rest = frame.get(at..)?;
+    let (head, after) = line(rest)?;
+    match rest[0] {
+        b'_' => Some(Push::All),
+        b'*' if head == b"-1" => Some(Push::All),
+        b'*' => {
+            let n = number(head)?;
+            let mut at = at + after;
+            let mut keys = Vec::with_capacity(n.max(0) as usize);
+            for _ in 0..n {
+                let (key, used) = bulk(frame, at)?;
+                keys.push(frame.slice_ref(key));
+                at += used;
+            }
+            Some(Push::Keys(keys))
+        }
+        _ => None,
+    }
+}
+
+/// A bulk string at `at`: its contents and the bytes the frame took.
+fn bulk(frame: &Bytes, at: usize) -> Option<(&[u8], usize)> {
+    let rest = frame.get(at..)?;
+    if rest.first() != Some(&b'$') {
+        return None;
+    }
+    let (head, after) = line(rest)?;
+    let len = usize::try_from(number(head)?).ok()?;
+    let body = rest.get(after..after + len)?;
+    (rest.get(after + len..after + len + 2)? == b"\r\n").then_some((body, after + len + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_resp3_shapes_to_resp2() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"$3\r\nabc\r\n", b"$3\r\nabc\r\n"),
+            (b"_\r\n", b"$-1\r\n"),
+            (b":12\r\n", b":12\r\n"),
+            (b"+OK\r\n", b"+OK\r\n"),
+            (
+                b"%2\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n_\r\n",
+                b"*4\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$-1\r\n",
+            ),
+            (b"~1\r\n$1\r\nx\r\n", b"*1\r\n$1\r\nx\r\n"),
+            (b"*2\r\n_\r\n$0\r\n\r\n", b"*2\r\n$-1\r\n$0\r\n\r\n"),
+            (b",1.5\r\n", b"$3\r\n1.5\r\n"),
+            (b"#t\r\n", b":1\r\n"),
+            (b"=8\r\ntxt:abcd\r\n", b"$4\r\nabcd\r\n"),
+            (b"!5\r\nERR x\r\n", b"-ERR x\r\n"),
+        ];
+        for (resp3, resp2) in cases {
+            assert_eq!(
+                to_resp2(resp3).as_deref(),
+                Some(*resp2),
+                "{}",
+                String::from_utf8_lossy(resp3)
+            );
+        }
+        assert_eq!(to_resp2(b"|1\r\n+a\r\n+b\r\n:1\r\n"), None);
+        assert_eq!(to_resp2(b"$3\r\nab"), None);
+        assert_eq!(to_resp2(b"$1\r\nab\r\n"), None);
+    }
+
+    #[test]
+    fn reads_invalidation_pushes() {
+        let keys = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$2\r\nbc\r\n");
+        assert_eq!(
+            push(&keys),
+            Push::Keys(vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")])
+        );
+        let all = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n_\r\n");
+        assert_eq!(push(&all), Push::All);
+        let other = Bytes::from_static(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n");
+        assert_eq!(push(&other), Push::Other);
+        assert_eq!(integer(b":-2\r\n"), Some(-2));
+        assert_eq!(integer(b"$1\r\n1\r\n"), None);
+    }
+}

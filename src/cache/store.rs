@@ -1,0 +1,601 @@
+//! The near cache's memory: per key, the cached replies of its reads, the fills in flight, and
+//! how often it has been invalidated lately.
+//!
+//! # Invariants
+//! - A fill is inserted only while its token still owns the slot it was started for, and only if
+//!   the flush generation has not changed since it started. Invalidating a key drops every slot
+//!   of that key (tokens included), so a fill that an invalidation overtook is answered but never
+//!   cached. Both checks happen under the key's shard lock.
+//! - A hit is an entry of the current generation whose deadline has not passed.
+//! - Lock order: the eviction clock before any shard; no shard lock is held while taking the
+//!   clock.
+//! - Cached bytes are counted on insert and uncounted on every removal; eviction keeps them at
+//!   or under the bound (one entry may overshoot it until the next insert's eviction).
+use super::reads::Sig;
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A reply ready for either protocol: what the upstream sent a RESP3 connection, and the same
+/// reply as Redis would write it to a RESP2 client.
+#[derive(Debug)]
+pub struct Cached {
+    pub resp2: Bytes,
+    pub resp3: Bytes,
+}
+
+impl Cached {
+    pub fn get(&self, proto: crate::protocol::Protocol) -> Bytes {
+        match proto {
+            crate::protocol::Protocol::Resp2 => self.resp2.clone(),
+            crate::protocol::Protocol::Resp3 => self.resp3.clone(),
+        }
+    }
+}
+
+/// What a client waiting on a fill gets: the reply, or why there is none.
+pub type Fetched = Result<Arc<Cached>, Arc<str>>;
+
+/// The clients waiting on one fill. Owned by the fill in flight, so an invalidation that drops
+/// the slot does not leave them unanswered.
+#[derive(Default)]
+pub struct Joiners(Mutex<Vec<oneshot::Sender<Fetched>>>);
+
+impl Joiners {
+    fn join(&self) -> oneshot::Receiver<Fetched> {
+        let (tx, rx) = oneshot::channel();
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    /// Answer everyone waiting.
+    pub fn answer(&self, reply: Fetched) {
+        let waiting = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        for tx in waiting {
+            let _ = tx.send(reply.clone());
+        }
+    }
+}
+
+/// A fill the store has started: the tracking connection carries it out and hands it back to
+/// [`Store::complete`].
+pub struct Ticket {
+    pub key: Bytes,
+    pub sig: Sig,
+    token: u64,
+    generation: u64,
+    pub joiners: Arc<Joiners>,
+}
+
+/// What a read found.
+pub enum Found {
+    Hit(Arc<Cached>),
+    /// A fill is in flight (perhaps just started for this read): its reply comes here.
+    Wait(oneshot::Receiver<Fetched>),
+    /// Not served from the cache: cooling down, or the fill could not be started.
+    Bypass,
+}
+
+/// How a fill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    Cached,
+    /// Answered only: an error, too big, or otherwise not cacheable.
+    Uncacheable,
+    /// Answered only: the key was invalidated (or the cache flushed) while it was in flight.
+    Raced,
+}
+
+struct Ready {
+    value: Arc<Cached>,
+    /// Milliseconds on the store's clock.
+    expires: u64,
+    generation: u64,
+    id: u64,
+    weight: usize,
+    visited: AtomicBool,
+}
+
+enum State {
+    Filling { token: u64, joiners: Arc<Joiners> },
+    Ready(Ready),
+}
+
+struct Slot {
+    sig: Sig,
+    state: State,
+}
+
+#[derive(Default)]
+struct KeyState {
+    slots: Vec<Slot>,
+    /// Invalidations of cached entries within a second of `heat_start`.
+    heat: u32,
+    heat_start: u64,
+    cool_until: u64,
+}
+
+impl KeyState {
+    fn slot(&self, sig: &Sig) -> Option<usize> {
+        self.slots.iter().position(|s| s.sig == *sig)
+    }
+}
+
+/// Counts the store keeps for metrics and stats.
+#[derive(Default)]
+pub struct Counts {
+    pub fills: AtomicU64,
+    pub raced: AtomicU64,
+    pub evictions: AtomicU64,
+    pub invalidations: AtomicU64,
+}
+
+pub struct Store {
+    map: DashMap<Bytes, KeyState, foldhash::fast::RandomState>,
+    generation: AtomicU64,
+    tokens: AtomicU64,
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    /// Cached entries in insertion order, for second-chance (CLOCK) eviction.
+    clock: Mutex<VecDeque<(Bytes, u64)>>,
+    max_memory: usize,
+    cooldown_after: u32,
+    cooldown: u64,
+    epoch: Instant,
+    pub counts: Counts,
+}
+
+/// What an entry costs beyond its bytes: the slot, the `Arc`, the clock entry.
+const OVERHEAD: usize = 128;
+
+impl Store {
+    pub fn new(max_memory: usize, cooldown_after: u32, cooldown: Duration) -> Store {
+        Store {
+            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            generation: AtomicU64::new(0),
+            tokens: AtomicU64::new(1),
+            bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            clock: Mutex::new(VecDeque::new()),
+            max_memory,
+            cooldown_after: cooldown_after.max(1),
+            cooldown: cooldown.as_millis() as u64,
+            epoch: Instant::now(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Milliseconds on the store's clock.
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    fn fresh(&self, r: &Ready, now: u64) -> bool {
+        r.generation == self.generation.load(Ordering::Acquire) && now < r.expires
+    }
+
+    /// A cached reply, without starting anything.
+    pub fn peek(&self, key: &[u8], sig: &Sig, now: u64) -> Option<Arc<Cached>> {
+        let ks = self.map.get(key)?;
+        if ks.cool_until > now {
+            return None;
+        }
+        match &ks.slots[ks.slot(sig)?].state {
+            State::Ready(r) if self.fresh(r, now) => {
+                r.visited.store(true, Ordering::Relaxed);
+                Some(r.value.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Serve a read: a fresh entry, or a place among the clients waiting on its fill, or a new
+    /// fill, which `start` must hand to the tracking connection (false: it could not, and the
+    /// read bypasses the cache). With `wait` false (a prefetch), nobody waits on the new fill.
+    pub fn read(
+        &self,
+        key: &Bytes,
+        sig: &Sig,
+        now: u64,
+        wait: bool,
+        start: impl FnOnce(Ticket) -> bool,
+    ) -> Found {
+        // The shared lock first: hits and joins need nothing more. The guard is gone before
+        // the exclusive lock below is taken.
+        if let Some(ks) = self.map.get(key.as_ref())
+            && let Some(found) = self.existing(&ks, sig, now, wait)
+        {
+            return found;
+        }
+        let mut ks = self.map.entry(key.clone()).or_default();
+        if let Some(found) = self.existing(&ks, sig, now, wait) {
+            return found;
+        }
+        let joiners = Arc::new(Joiners::default());
+        let rx = wait.then(|| joiners.join());
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket {
+            key: key.clone(),
+            sig: sig.clone(),
+            token,
+            generation: self.generation.load(Ordering::Acquire),
+            joiners: joiners.clone(),
+        };
+        // Still under the shard lock: nobody can join before the slot exists, and a slot whose
+        // fill was never sent is never seen.
+        if !start(ticket) {
+            return Found::Bypass;
+        }
+        let state = State::Filling { token, joiners };
+        match ks.slot(sig) {
+            Some(i) => {
+                let old = std::mem::replace(&mut ks.slots[i].state, state);
+                if let State::Ready(r) = old {
+                    self.uncount(&r);
+                }
+            }
+            None => ks.slots.push(Slot {
+                sig: sig.clone(),
+                state,
+            }),
+        }
+        match rx {
+            Some(rx) => Found::Wait(rx),
+            None => Found::Bypass,
+        }
+    }
+
+    fn existing(&self, ks: &KeyState, sig: &Sig, now: u64, wait: bool) -> Option<Found> {
+        if ks.cool_until > now {
+            return Some(Found::Bypass);
+        }
+        match &ks.slots[ks.slot(sig)?].state {
+            State::Ready(r) if self.fresh(r, now) => {
+                r.visited.store(true, Ordering::Relaxed);
+                Some(Found::Hit(r.value.clone()))
+            }
+            State::Filling { joiners, .. } if wait => Some(Found::Wait(joiners.join())),
+            State::Filling { .. } => Some(Found::Bypass),
+            State::Ready(_) => None,
+        }
+    }
+
+    fn uncount(&self, r: &Ready) {
+        self.bytes.fetch_sub(r.weight, Ordering::Relaxed);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Finish a fill: cache `value` until `expires` if its token still owns the slot and the
+    /// generation is unchanged (`value` `None`: not cacheable), then answer everyone waiting.
+    pub fn complete(
+        &self,
+        ticket: Ticket,
+        value: Option<(Arc<Cached>, u64)>,
+        reply: Fetched,
+    ) -> Filled {
+        self.counts.fills.fetch_add(1, Ordering::Relaxed);
+        let mut inserted = None;
+        let outcome = match self.map.get_mut(ticket.key.as_ref()) {
+            Some(mut ks) => {
+                let owned = ks.slot(&ticket.sig).filter(|&i| {
+                    matches!(ks.slots[i].state, State::Filling { token, .. } if token == ticket.token)
+                });
+                match (owned, value) {
+                    (None, _) => Filled::Raced,
+                    (Some(i), _)
+                        if self.generation.load(Ordering::Acquire) != ticket.generation =>
+                    {
+                        ks.slots.swap_remove(i);
+                        Filled::Raced
+                    }
+                    (Some(i), None) => {
+                        ks.slots.swap_remove(i);
+                        Filled::Uncacheable
+                    }
+                    (Some(i), Some((value, expires))) => {
+                        let weight = OVERHEAD
+                            + ticket.key.len()
+                            + ticket.sig.weight()
+                            + value.resp2.len()
+                            + value.resp3.len();
+                        let id = ticket.token;
+                        ks.slots[i].state = State::Ready(Ready {
+                            value,
+                            expires,
+                            generation: ticket.generation,
+                            id,
+                            weight,
+                            visited: AtomicBool::new(false),
+                        });
+                        self.bytes.fetch_add(weight, Ordering::Relaxed);
+                        self.entries.fetch_add(1, Ordering::Relaxed);
+                        inserted = Some(id);
+                        Filled::Cached
+                    }
+                }
+            }
+            None => Filled::Raced,
+        };
+        if outcome == Filled::Raced {
+            self.counts.raced.fetch_add(1, Ordering::Relaxed);
+        }
+        ticket.joiners.answer(reply);
+        if let Some(id) = inserted {
+            self.clocked(ticket.key, id);
+        }
+        outcome
+    }
+
+    /// Give up on a fill that will get no reply: free its slot (if it still owns it) so later
+    /// reads start afresh, and answer the clients waiting on it.
+    pub fn abandon(&self, ticket: Ticket, reply: Fetched) {
+        if let Some(mut ks) = self.map.get_mut(ticket.key.as_ref())
+            && let Some(i) = ks.slot(&ticket.sig)
+            && matches!(ks.slots[i].state, State::Filling { token, .. } if token == ticket.token)
+        {
+            ks.slots.swap_remove(i);
+        }
+        ticket.joiners.answer(reply);
+    }
+
+    /// Enter a new entry in the eviction clock, then evict while over the bound.
+    fn clocked(&self, key: Bytes, id: u64) {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        clock.push_back((key, id));
+        // Entries invalidated since they were clocked leave stale positions behind: drop them
+        // once they outnumber the live ones (amortised O(1) per insert).
+        if clock.len() > 2 * self.entries() + 1024 {
+            clock.retain(|(k, id)| {
+                self.map.get(k).is_some_and(|ks| {
+                    ks.slots
+                        .iter()
+                        .any(|s| matches!(&s.state, State::Ready(r) if r.id == *id))
+                })
+            });
+        }
+        let mut budget = clock.len() * 2 + 2;
+        while self.bytes() > self.max_memory && budget > 0 {
+            budget -= 1;
+            let Some((key, id)) = clock.pop_front() else {
+                break;
+            };
+            let Some(mut ks) = self.map.get_mut(&key) else {
+                continue;
+            };
+            let Some(i) = ks
+                .slots
+                .iter()
+                .position(|s| matches!(&s.state, State::Ready(r) if r.id == id))
+            else {
+                continue;
+            };
+            if let State::Ready(r) = &ks.slots[i].state
+                && r.visited.swap(false, Ordering::Relaxed)
+            {
+                // Read since it was clocked: a second chance.
+                drop(ks);
+                clock.push_back((key, id));
+                continue;
+            }
+            if let State::Ready(r) = ks.slots.swap_remove(i).state {
+                self.uncount(&r);
+            }
+            self.counts.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drop everything cached or being filled for `key`. True if a cached entry went; a key
+    /// whose entries keep going is left uncached for the cool-down.
+    pub fn invalidate(&self, key: &[u8], now: u64) -> bool {
+        self.counts.invalidations.fetch_add(1, Ordering::Relaxed);
+        let Some(mut ks) = self.map.get_mut(key) else {
+            return false;
+        };
+        if ks.slots.is_empty() {
+            return false;
+        }
+        let mut cached = false;
+        for slot in std::mem::take(&mut ks.slots) {
+            if let State::Ready(r) = slot.state {
+                self.uncount(&r);
+                cached = true;
+            }
+        }
+        if cached {
+            if now < ks.heat_start + 1000 {
+                ks.heat += 1;
+            } else {
+                ks.heat_start = now;
+                ks.heat = 1;
+            }
+            if ks.heat >= self.cooldown_after {
+                ks.cool_until = now + self.cooldown;
+            }
+        }
+        cached
+    }
+
+    /// Empty the cache at once: every entry and every fill in flight belongs to an older
+    /// generation from now on. The memory goes in the next [`Store::sweep`].
+    pub fn flush(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Reclaim what is dead: entries of older generations or past their deadline, and keys
+    /// that hold nothing and are not cooling down. O(entries); run it off the async workers.
+    pub fn sweep(&self) {
+        let now = self.now();
+        let generation = self.generation.load(Ordering::Acquire);
+        self.map.retain(|_, ks| {
+            ks.slots.retain(|s| match &s.state {
+                State::Ready(r) if r.generation != generation || now >= r.expires => {
+                    self.uncount(r);
+                    false
+                }
+                _ => true,
+            });
+            !ks.slots.is_empty() || ks.cool_until > now || ks.heat_start + 1000 > now
+        });
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if clock.len() > 2 * self.entries() + 1024 {
+            clock.retain(|(k, id)| {
+                self.map.get(k).is_some_and(|ks| {
+                    ks.slots
+                        .iter()
+                        .any(|s| matches!(&s.state, State::Ready(r) if r.id == *id))
+                })
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::reads::ReadKind;
+
+    fn sig() -> Sig {
+        Sig::new(
+            ReadKind::Get,
+            &[Bytes::from_static(b"get"), Bytes::from_static(b"k")],
+        )
+    }
+
+    fn value(s: &'static [u8]) -> Arc<Cached> {
+        Arc::new(Cached {
+            resp2: Bytes::from_static(s),
+            resp3: Bytes::from_static(s),
+        })
+    }
+
+    fn start(store: &Store, key: &Bytes) -> (Ticket, oneshot::Receiver<Fetched>) {
+        let mut ticket = None;
+        let found = store.read(key, &sig(), store.now(), true, |t| {
+            ticket = Some(t);
+            true
+        });
+        let Found::Wait(rx) = found else {
+            panic!("expected a fill")
+        };
+        (ticket.unwrap(), rx)
+    }
+
+    #[test]
+    fn fill_then_hit_and_single_flight() {
+        let store = Store::new(1 << 20, 10, Duration::from_secs(1));
+        let key = Bytes::from_static(b"k");
+        let (ticket, mut first) = start(&store, &key);
+        // A second miss joins the fill in flight instead of starting one.
+        let found = store.read(&key, &sig(), store.now(), true, |_| panic!("second fill"));
+        let Found::Wait(mut second) = found else {
+            panic!("expected to join")
+        };
+        let v = value(b"$1\r\nv\r\n");
+        let outcome = store.complete(ticket, Some((v.clone(), store.now() + 1000)), Ok(v));
+        assert_eq!(outcome, Filled::Cached);
+        assert!(first.try_recv().unwrap().is_ok());
+        assert!(second.try_recv().unwrap().is_ok());
+        assert!(matches!(
+            store.read(&key, &sig(), store.now(), true, |_| panic!()),
+            Found::Hit(_)
+        ));
+        assert_eq!(store.entries(), 1);
+    }
+
+    #[test]
+    fn invalidation_overtaking_a_fill_keeps_it_out() {
+        let store = Store::new(1 << 20, 10, Duration::from_secs(1));
+        let key = Bytes::from_static(b"k");
+        let (ticket, mut rx) = start(&store, &key);
+        store.invalidate(&key, store.now());
+        let v = value(b"$3\r\nold\r\n");
+        let outcome = store.complete(ticket, Some((v.clone(), store.now() + 1000)), Ok(v));
+        assert_eq!(outcome, Filled::Raced);
+        // The waiting client is still answered.
+        assert!(rx.try_recv().unwrap().is_ok());
+        assert_eq!(store.entries(), 0);
+        assert!(store.peek(&key, &sig(), store.now()).is_none());
+    }
+
+    #[test]
+    fn a_flush_during_a_fill_keeps_it_out_and_hides_entries() {
+        let store = Store::new(1 << 20, 10, Duration::from_secs(1));
+        let a = Bytes::from_static(b"a");
+        let (ticket, _rx) = start(&store, &a);
+        let v = value(b"$1\r\nv\r\n");
+        store.complete(
+            ticket,
+            Some((v.clone(), store.now() + 10_000)),
+            Ok(v.clone()),
+        );
+        assert!(store.peek(&a, &sig(), store.now()).is_some());
+        let b = Bytes::from_static(b"b");
+        let (ticket, _rx) = start(&store, &b);
+        store.flush();
+        assert!(store.peek(&a, &sig(), store.now()).is_none());
+        assert_eq!(
+            store.complete(ticket, Some((v.clone(), store.now() + 10_000)), Ok(v)),
+            Filled::Raced
+        );
+        store.sweep();
+        assert_eq!((store.entries(), store.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn expired_entries_miss() {
+        let store = Store::new(1 << 20, 10, Duration::from_secs(1));
+        let key = Bytes::from_static(b"k");
+        let (ticket, _rx) = start(&store, &key);
+        let v = value(b"$1\r\nv\r\n");
+        store.complete(ticket, Some((v.clone(), store.now())), Ok(v));
+        assert!(store.peek(&key, &sig(), store.now()).is_none());
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_hot_entries_survive() {
+        let store = Store::new(20_000, 10, Duration::from_secs(1));
+        let hot = Bytes::from_static(b"hot");
+        let (ticket, _rx) = start(&store, &hot);
+        let v = value(b"$10\r\n0123456789\r\n");
+        store.complete(ticket, Some((v.clone(), u64::MAX)), Ok(v.clone()));
+        for i in 0..1000 {
+            assert!(
+                store.peek(&hot, &sig(), store.now()).is_some(),
+                "hot entry evicted at {i}"
+            );
+            let key = Bytes::from(format!("cold{i}"));
+            let (ticket, _rx) = start(&store, &key);
+            store.complete(ticket, Some((v.clone(), u64::MAX)), Ok(v.clone()));
+            assert!(store.bytes() <= 20_000 + 200, "{} bytes", store.bytes());
+        }
+        assert!(store.counts.evictions.load(Ordering::Relaxed) > 800);
+    }
+
+    #[test]
+    fn keys_invalidated_too_often_cool_down() {
+        let store = Store::new(1 << 20, 3, Duration::from_secs(60));
+        let key = Bytes::from_static(b"k");
+        let v = value(b"$1\r\nv\r\n");
+        for _ in 0..3 {
+            let (ticket, _rx) = start(&store, &key);
+            store.complete(ticket, Some((v.clone(), u64::MAX)), Ok(v.clone()));
+            assert!(store.invalidate(&key, store.now()));
+        }
+        assert!(matches!(
+            store.read(&key, &sig(), store.now(), true, |_| panic!("cooling")),
+            Found::Bypass
+        ));
+    }
+}

@@ -1,0 +1,745 @@
+//! The near cache end to end: real servers, the real proxy, the fault relay between them.
+//!
+//! Each race the design names has its own test. The relay identifies respite's tracking
+//! connection as the one that carries a cacheable read's fill (respite's pool connections stay
+//! idle while only cached reads are sent).
+use crate::both;
+use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use crate::relay::{Direction, Relay};
+use std::time::{Duration, Instant};
+
+const CACHE_ALL: &str = r#"
+[near_cache]
+enabled = true
+[[near_cache.rule]]
+pattern = "*"
+"#;
+
+fn cached_proxy(url: &str, settings: &[(&str, &str)]) -> Proxy {
+    let proxy = Proxy::start_with_config(url, CACHE_ALL, settings);
+    wait_tracking(&proxy);
+    proxy
+}
+
+fn stats(p: &Proxy) -> serde_json::Value {
+    let (status, body) = p.admin_get("/stats");
+    assert_eq!(status, 200);
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["near_cache"].clone()
+}
+
+fn stat(p: &Proxy, name: &str) -> u64 {
+    stats(p)[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stat {name}"))
+}
+
+/// Every tracking connection is acknowledged.
+fn wait_tracking(p: &Proxy) {
+    wait_until(Duration::from_secs(10), || {
+        let s = stats(p);
+        s["tracking"].as_u64() == Some(2) || s["enabled"] == false
+    })
+    .expect("tracking connections come up");
+}
+
+/// Calls of one command on the upstream so far (`INFO commandstats`).
+fn calls(server: &Server, command: &str) -> u64 {
+    let info = server.raw().cmd(&words("INFO commandstats"));
+    let text = String::from_utf8_lossy(&info);
+    let needle = format!("cmdstat_{command}:calls=");
+    text.split(&needle)
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+fn bulk(v: &str) -> Vec<u8> {
+    format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+}
+
+fn resp3(mut c: Raw) -> Raw {
+    let hello = c.cmd(&words("HELLO 3"));
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    c
+}
+
+/// The relay connection that carries fills: the one whose upstream-bound bytes grow when a
+/// cacheable read misses.
+fn tracking_conn(relay: &Relay, proxy: &Proxy, key: &str) -> usize {
+    let before = relay.connections();
+    let mut c = proxy.raw();
+    c.cmd(&[b"GET", key.as_bytes()]);
+    let after = relay.connections();
+    let grew: Vec<usize> = after
+        .iter()
+        .filter(|a| {
+            before
+                .iter()
+                .find(|b| b.id == a.id)
+                // More than a heartbeat PING (14 bytes) that may go out meanwhile.
+                .is_none_or(|b| a.to_upstream > b.to_upstream + 14)
+        })
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        grew.len(),
+        1,
+        "exactly one connection carried the fill: {after:?}"
+    );
+    grew[0]
+}
+
+both!(
+    cached_replies_are_byte_identical_in_both_protocols,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = cached_proxy(&server.url(), &[]);
+        let mut d = server.raw();
+        for c in [
+            "SET s hello",
+            "SET n 12",
+            "HSET h f1 v1 f2 v2 f3 333",
+            "SADD set a b c 1 2",
+            "RPUSH l x y z x",
+            "ZADD z 1 a 2 b",
+            "SET e ''",
+        ] {
+            d.cmd(&words(c));
+        }
+        d.cmd(&[b"SET", b"bin", b"a\r\nb\0c"]);
+        let reads = [
+            "GET s",
+            "GET missing",
+            "GET h",
+            "GET bin",
+            "MGET s n missing",
+            "MGET s n",
+            "STRLEN s",
+            "STRLEN missing",
+            "GETRANGE s 1 3",
+            "GETRANGE s -2 -1",
+            "EXISTS s",
+            "EXISTS missing",
+            "TYPE h",
+            "TYPE missing",
+            "HGET h f1",
+            "HGET h nope",
+            "HGET s f1",
+            "HMGET h f1 nope f3",
+            "HGETALL h",
+            "HGETALL missing",
+            "HEXISTS h f2",
+            "HLEN h",
+            "HSTRLEN h f3",
+            "HKEYS h",
+            "HVALS h",
+            "SCARD set",
+            "SISMEMBER set b",
+            "SISMEMBER set q",
+            "SMISMEMBER set a q 1",
+            "SMEMBERS set",
+            "SMEMBERS missing",
+            "LLEN l",
+            "LINDEX l 1",
+            "LINDEX l 99",
+            "LRANGE l 0 -1",
+            "LRANGE l 1 2",
+            "ZCARD z",
+            "LLEN s",
+        ];
+        for proto in [2, 3] {
+            let (mut direct, mut through) = match proto {
+                2 => (server.raw(), proxy.raw()),
+                _ => (resp3(server.raw()), resp3(proxy.raw())),
+            };
+            for r in reads {
+                let want = direct.cmd(&words(r));
+                for round in ["miss", "hit"] {
+                    assert_eq!(
+                        String::from_utf8_lossy(&through.cmd(&words(r))),
+                        String::from_utf8_lossy(&want),
+                        "RESP{proto} {r} ({round})"
+                    );
+                }
+            }
+        }
+        assert!(
+            stat(&proxy, "hits") >= reads.len() as u64,
+            "{}",
+            stats(&proxy)
+        );
+    }
+);
+
+both!(hits_spare_the_upstream, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = cached_proxy(&server.url(), &[]);
+    server.raw().cmd(&words("SET k v"));
+    let before = calls(&server, "get");
+    let mut c = proxy.raw();
+    for _ in 0..200 {
+        assert_eq!(c.cmd(&words("GET k")), bulk("v"));
+    }
+    // A pipeline of hits, too.
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend(encode(&words("GET k")));
+    }
+    c.send(&batch);
+    for _ in 0..100 {
+        assert_eq!(c.reply().unwrap(), bulk("v"));
+    }
+    assert_eq!(calls(&server, "get") - before, 1, "one fill, then hits");
+    assert_eq!(stat(&proxy, "hits"), 299);
+});
+
+both!(
+    writes_elsewhere_reach_the_cache_by_invalidation,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        // The key changes far more often than the cool-down allows by default.
+        let proxy = cached_proxy(&server.url(), &[("near_cache.cooldown_after", "1000")]);
+        let mut d = server.raw();
+        let mut c = proxy.raw();
+        let mut delays = Vec::new();
+        for i in 0..20 {
+            d.cmd(&[b"SET", b"k", format!("v{i}").as_bytes()]);
+            // Cache it (once the previous round's invalidation is in), then change it behind
+            // respite's back.
+            wait_until(Duration::from_secs(2), || {
+                c.cmd(&words("GET k")) == bulk(&format!("v{i}"))
+            })
+            .unwrap();
+            assert_eq!(c.cmd(&words("GET k")), bulk(&format!("v{i}")));
+            d.cmd(&[b"SET", b"k", format!("w{i}").as_bytes()]);
+            let changed = Instant::now();
+            wait_until(Duration::from_secs(2), || {
+                c.cmd(&words("GET k")) == bulk(&format!("w{i}"))
+            })
+            .expect("the invalidation arrives");
+            delays.push(changed.elapsed());
+        }
+        delays.sort();
+        eprintln!(
+            "{kind:?}: a write on the upstream stopped being served stale after: median {:?}, max {:?}",
+            delays[delays.len() / 2],
+            delays[delays.len() - 1]
+        );
+        assert!(stat(&proxy, "invalidations_pushed") >= 20);
+    }
+);
+
+both!(a_client_reads_its_own_writes, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = cached_proxy(&server.url(), &[]);
+    let mut c = proxy.raw();
+    let mut other = proxy.raw();
+    for i in 0..200 {
+        // Another client keeps the key cached between the writes.
+        other.cmd(&words("GET k"));
+        let v = format!("v{i}");
+        if i % 2 == 0 {
+            assert_eq!(c.cmd(&[b"SET", b"k", v.as_bytes()]), b"+OK\r\n");
+            assert_eq!(c.cmd(&words("GET k")), bulk(&v));
+        } else {
+            // Pipelined right behind the write: answered after it, never from the cache.
+            let mut batch = encode(&[b"SET", b"k", v.as_bytes()]);
+            batch.extend(encode(&words("GET k")));
+            c.send(&batch);
+            assert_eq!(c.reply().unwrap(), b"+OK\r\n");
+            assert_eq!(c.reply().unwrap(), bulk(&v));
+        }
+        assert_eq!(
+            other.cmd(&words("GET k")),
+            bulk(&v),
+            "after the ack, everyone"
+        );
+    }
+});
+
+both!(
+    a_write_acknowledged_while_its_invalidation_is_delayed,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let relay = Relay::to(&server);
+        let proxy = cached_proxy(&relay.url(), &[]);
+        server.raw().cmd(&words("SET k old"));
+        let t = tracking_conn(&relay, &proxy, "k");
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("GET k")), bulk("old"));
+        // Pushes to respite crawl; the write's own connection does not.
+        relay
+            .conn(t)
+            .delay(Direction::ToClient, Duration::from_millis(500));
+        assert_eq!(c.cmd(&words("SET k new")), b"+OK\r\n");
+        let mut other = proxy.raw();
+        assert_eq!(other.cmd(&words("GET k")), bulk("new"));
+        assert_eq!(c.cmd(&words("GET k")), bulk("new"));
+        relay.conn(t).heal();
+    }
+);
+
+both!(an_invalidation_that_overtakes_a_fill, |kind: Kind| {
+    // The fill is held before it reaches the upstream; a write through respite passes it.
+    let server = Server::start(kind);
+    let relay = Relay::to(&server);
+    let proxy = cached_proxy(&relay.url(), &[]);
+    server.raw().cmd(&words("SET k old"));
+    let t = tracking_conn(&relay, &proxy, "warmup");
+    relay.conn(t).pause(Direction::ToUpstream);
+    let mut reader = proxy.raw();
+    reader.send(&encode(&words("GET k")));
+    wait_until(Duration::from_secs(5), || stat(&proxy, "misses") >= 2).unwrap();
+    let mut writer = proxy.raw();
+    assert_eq!(writer.cmd(&words("SET k new")), b"+OK\r\n");
+    relay.conn(t).resume(Direction::ToUpstream);
+    assert_eq!(reader.reply().unwrap(), bulk("new"));
+    assert_eq!(stat(&proxy, "fills_discarded"), 1, "{}", stats(&proxy));
+    assert_eq!(reader.cmd(&words("GET k")), bulk("new"));
+});
+
+both!(
+    a_fill_whose_reply_arrives_after_a_local_write,
+    |kind: Kind| {
+        // The fill reads the old value, but its reply is held until a write through respite has
+        // been acknowledged: it must not be cached.
+        let server = Server::start(kind);
+        let relay = Relay::to(&server);
+        let proxy = cached_proxy(&relay.url(), &[]);
+        server.raw().cmd(&words("SET k old"));
+        let t = tracking_conn(&relay, &proxy, "warmup");
+        relay.conn(t).pause(Direction::ToClient);
+        let mut reader = proxy.raw();
+        reader.send(&encode(&words("GET k")));
+        let before = calls(&server, "pttl");
+        // The fill ran on the upstream (its reply is held in the relay).
+        wait_until(Duration::from_secs(5), || calls(&server, "pttl") > before).unwrap();
+        let mut writer = proxy.raw();
+        assert_eq!(writer.cmd(&words("SET k new")), b"+OK\r\n");
+        relay.conn(t).resume(Direction::ToClient);
+        assert_eq!(reader.reply().unwrap(), bulk("old"), "answered as read");
+        assert_eq!(reader.cmd(&words("GET k")), bulk("new"), "but never cached");
+        assert_eq!(writer.cmd(&words("GET k")), bulk("new"));
+        assert!(stat(&proxy, "fills_discarded") >= 1);
+    }
+);
+
+both!(a_write_between_the_read_and_its_pttl, |kind: Kind| {
+    // The fill's GET runs; a direct write lands before its PTTL does. The invalidation arrives
+    // between the two replies, so the entry is dropped.
+    let server = Server::start(kind);
+    let relay = Relay::to(&server);
+    let proxy = cached_proxy(&relay.url(), &[]);
+    server.raw().cmd(&words("SET k old"));
+    let t = tracking_conn(&relay, &proxy, "warmup");
+    let get = encode(&words("GET k"));
+    relay
+        .conn(t)
+        .pause_after(Direction::ToUpstream, get.len() as u64);
+    let before = calls(&server, "get");
+    let mut reader = proxy.raw();
+    reader.send(&get);
+    wait_until(Duration::from_secs(5), || calls(&server, "get") > before).unwrap();
+    server.raw().cmd(&words("SET k new PX 100000"));
+    relay.conn(t).resume(Direction::ToUpstream);
+    assert_eq!(reader.reply().unwrap(), bulk("old"));
+    assert_eq!(reader.cmd(&words("GET k")), bulk("new"));
+    assert_eq!(stat(&proxy, "fills_discarded"), 1, "{}", stats(&proxy));
+});
+
+both!(flushes_empty_the_cache_even_during_fills, |kind: Kind| {
+    let server = Server::start(kind);
+    let relay = Relay::to(&server);
+    let proxy = cached_proxy(&relay.url(), &[]);
+    let mut d = server.raw();
+    let mut c = proxy.raw();
+    let t = tracking_conn(&relay, &proxy, "warmup");
+    // Not SWAPDB: neither Redis 7.0 nor Valkey 9 tells tracking clients about it (README).
+    for flush in ["FLUSHALL", "FLUSHDB"] {
+        for cmd in [
+            "SELECT 1",
+            "FLUSHDB",
+            "SELECT 0",
+            "SET k cached",
+            "SET j cached",
+        ] {
+            d.cmd(&words(cmd));
+        }
+        // Writes elsewhere reach respite one invalidation's delivery later.
+        wait_until(Duration::from_secs(2), || {
+            c.cmd(&words("GET k")) == bulk("cached")
+        })
+        .unwrap();
+        assert_eq!(c.cmd(&words("GET k")), bulk("cached"));
+        // A fill in flight when the flush happens.
+        relay.conn(t).pause(Direction::ToClient);
+        wait_until(Duration::from_secs(2), || stats(&proxy)["entries"] != 0)
+            .unwrap_or_else(|| panic!("{flush}: {}", stats(&proxy)));
+        c.send(&encode(&words("GET j")));
+        let pttl = calls(&server, "pttl");
+        wait_until(Duration::from_secs(5), || calls(&server, "pttl") > pttl).unwrap();
+        d.cmd(&words(flush));
+        relay.conn(t).resume(Direction::ToClient);
+        assert_eq!(
+            c.reply().unwrap(),
+            bulk("cached"),
+            "{flush}: {}",
+            stats(&proxy)
+        );
+        wait_until(Duration::from_secs(2), || {
+            c.cmd(&words("GET k")) == b"$-1\r\n" && c.cmd(&words("GET j")) == b"$-1\r\n"
+        })
+        .unwrap_or_else(|| panic!("{flush} emptied the cache"));
+    }
+    // Through respite too.
+    d.cmd(&words("SET k again"));
+    wait_until(Duration::from_secs(2), || {
+        c.cmd(&words("GET k")) == bulk("again")
+    })
+    .unwrap();
+    assert_eq!(c.cmd(&words("FLUSHALL")), b"+OK\r\n");
+    assert_eq!(c.cmd(&words("GET k")), b"$-1\r\n");
+    assert!(stat(&proxy, "flushes") >= 4, "{}", stats(&proxy));
+});
+
+both!(
+    a_lost_tracking_connection_empties_the_cache,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = cached_proxy(&server.url(), &[]);
+        let mut d = server.raw();
+        let mut c = proxy.raw();
+        d.cmd(&words("SET k one"));
+        assert_eq!(c.cmd(&words("GET k")), bulk("one"));
+        let flushes = stat(&proxy, "flushes");
+        // Kill every tracking connection (flag `t` in CLIENT LIST).
+        let list = String::from_utf8_lossy(&d.cmd(&words("CLIENT LIST"))).into_owned();
+        let ids: Vec<&str> = list
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('t'))
+            })
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .collect();
+        assert_eq!(ids.len(), 2, "{list}");
+        for id in ids {
+            d.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
+        }
+        // Changed while nobody was tracking it for respite.
+        d.cmd(&words("SET k two"));
+        wait_until(Duration::from_secs(5), || stat(&proxy, "flushes") > flushes).unwrap();
+        assert_eq!(c.cmd(&words("GET k")), bulk("two"));
+        wait_tracking(&proxy);
+        assert_eq!(c.cmd(&words("GET k")), bulk("two"));
+    }
+);
+
+both!(
+    a_silent_tracking_connection_empties_the_cache,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let relay = Relay::to(&server);
+        let settings = [
+            ("near_cache.heartbeat_ms", "200"),
+            ("near_cache.heartbeat_timeout_ms", "600"),
+        ];
+        let proxy = cached_proxy(&relay.url(), &settings);
+        let mut d = server.raw();
+        d.cmd(&words("SET k one"));
+        let t = tracking_conn(&relay, &proxy, "k");
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("GET k")), bulk("one"));
+        // The partition swallows the invalidation of this write.
+        relay.conn(t).blackhole();
+        d.cmd(&words("SET k two"));
+        let silent = Instant::now();
+        wait_until(Duration::from_secs(5), || {
+            c.cmd(&words("GET k")) == bulk("two")
+        })
+        .expect("respite notices the silence and stops serving the stale entry");
+        eprintln!(
+            "{kind:?}: stale for {:?} behind a silent tracking connection (deadline 600 ms)",
+            silent.elapsed()
+        );
+        assert!(stat(&proxy, "flushes") >= 1);
+        wait_tracking(&proxy);
+    }
+);
+
+both!(
+    an_upstream_restarted_empty_never_leaves_a_cached_value,
+    |kind: Kind| {
+        let mut server = Server::start(kind);
+        let proxy = cached_proxy(&server.url(), &[]);
+        server.raw().cmd(&words("SET k survivor"));
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("GET k")), bulk("survivor"));
+        assert_eq!(c.cmd(&words("GET k")), bulk("survivor"));
+        server.restart();
+        // Every answer from now on is the empty upstream's (or an error while respite reconnects).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut nil = 0;
+        while Instant::now() < deadline && nil < 20 {
+            let r = c.cmd(&words("GET k"));
+            assert_ne!(r, bulk("survivor"), "a cached value survived the restart");
+            if r == b"$-1\r\n" {
+                nil += 1;
+            }
+        }
+        assert_eq!(nil, 20);
+        wait_tracking(&proxy);
+        assert_eq!(c.cmd(&words("GET k")), b"$-1\r\n");
+    }
+);
+
+both!(
+    a_thousand_concurrent_misses_make_one_upstream_read,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = cached_proxy(&server.url(), &[]);
+        server.raw().cmd(&words("SET hot value"));
+        let before = calls(&server, "get");
+        // Hold the upstream so every miss arrives while the first fill is in flight.
+        server.signal("STOP");
+        let mut clients: Vec<Raw> = (0..50).map(|_| proxy.raw()).collect();
+        let mut batch = Vec::new();
+        for _ in 0..20 {
+            batch.extend(encode(&words("GET hot")));
+        }
+        for c in &mut clients {
+            c.send(&batch);
+        }
+        let arrived = wait_until(Duration::from_secs(2), || stat(&proxy, "misses") >= 1000);
+        server.signal("CONT");
+        arrived.expect("all 1000 reads reach respite");
+        for c in &mut clients {
+            for _ in 0..20 {
+                assert_eq!(c.reply().unwrap(), bulk("value"));
+            }
+        }
+        assert_eq!(calls(&server, "get") - before, 1, "{}", stats(&proxy));
+    }
+);
+
+both!(the_client_that_started_a_fill_may_leave, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = cached_proxy(&server.url(), &[]);
+    server.raw().cmd(&words("SET k v"));
+    server.signal("STOP");
+    let mut first = proxy.raw();
+    first.send(&encode(&words("GET k")));
+    let started = wait_until(Duration::from_secs(2), || stat(&proxy, "misses") >= 1);
+    drop(first);
+    let mut second = proxy.raw();
+    second.send(&encode(&words("GET k")));
+    let joined = wait_until(Duration::from_secs(2), || stat(&proxy, "misses") >= 2);
+    server.signal("CONT");
+    started.and(joined).expect("both reads reach respite");
+    assert_eq!(second.reply().unwrap(), bulk("v"));
+    let hits = stat(&proxy, "hits");
+    assert_eq!(second.cmd(&words("GET k")), bulk("v"));
+    assert_eq!(stat(&proxy, "hits"), hits + 1, "the fill was cached");
+});
+
+both!(
+    an_upstream_that_refuses_tracking_turns_the_cache_off,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        server.raw().cmd(&words(
+            "ACL SETUSER app on >pw ~* &* +@all -client|tracking",
+        ));
+        let url = format!("redis://app:pw@127.0.0.1:{}", server.port);
+        let proxy = Proxy::start_with_config(&url, CACHE_ALL, &[]);
+        wait_until(Duration::from_secs(5), || stats(&proxy)["enabled"] == false)
+            .expect("the cache turns itself off");
+        let (_, metrics) = proxy.admin_get("/metrics");
+        assert!(
+            metrics.contains("respite_near_cache_enabled 0"),
+            "{metrics}"
+        );
+        let mut c = proxy.raw();
+        server.raw().cmd(&words("SET k v"));
+        for _ in 0..3 {
+            assert_eq!(c.cmd(&words("GET k")), bulk("v"));
+        }
+        assert_eq!(stat(&proxy, "hits"), 0);
+    }
+);
+
+both!(rules_pick_tenants_and_patterns, |kind: Kind| {
+    let server = Server::start(kind);
+    let toml = r#"
+[[tenant]]
+name = "alpha"
+username = "alpha"
+password = "pw"
+prefix = "a:"
+allow = ["@all"]
+
+[[tenant]]
+name = "beta"
+username = "beta"
+password = "pw"
+prefix = "b:"
+allow = ["@all"]
+
+[near_cache]
+enabled = true
+[[near_cache.rule]]
+tenant = "alpha"
+pattern = "user:*"
+commands = ["GET", "HGETALL"]
+"#;
+    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    wait_tracking(&proxy);
+    let mut d = server.raw();
+    d.cmd(&words("SET a:user:1 alpha-user"));
+    d.cmd(&words("SET b:user:1 beta-user"));
+    d.cmd(&words("SET a:other alpha-other"));
+    let login = |user: &str| {
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&[b"AUTH", user.as_bytes(), b"pw"]), b"+OK\r\n");
+        c
+    };
+    let (mut a, mut b) = (login("alpha"), login("beta"));
+    for _ in 0..3 {
+        assert_eq!(a.cmd(&words("GET user:1")), bulk("alpha-user"));
+        assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
+        assert_eq!(a.cmd(&words("GET other")), bulk("alpha-other"));
+        assert_eq!(a.cmd(&words("STRLEN user:1")), b":10\r\n");
+    }
+    // Only alpha's GETs of user:* were cached: one miss, two hits.
+    let s = stats(&proxy);
+    assert_eq!(
+        (s["misses"].as_u64(), s["hits"].as_u64()),
+        (Some(1), Some(2)),
+        "{s}"
+    );
+    // (The registry is the test process's: other tests add to the same series.)
+    let (_, metrics) = proxy.admin_get("/metrics");
+    let alpha_hits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("respite_near_cache_hits_total{tenant=\"alpha\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(alpha_hits >= 2, "{metrics}");
+    // A write through alpha invalidates alpha's entry under its prefixed name.
+    assert_eq!(a.cmd(&words("SET user:1 changed")), b"+OK\r\n");
+    assert_eq!(a.cmd(&words("GET user:1")), bulk("changed"));
+    assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
+});
+
+#[test]
+fn memory_stays_within_the_bound() {
+    // A workload ten times the byte bound, against the real binary so its RSS is its own.
+    let server = Server::start(Kind::Redis);
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let admin = crate::harness::free_port();
+    let config = dir.path().join("proxy.toml");
+    let bound = 4 << 20;
+    let upstream = server.url();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[listen]
+tcp = "127.0.0.1:{port}"
+[upstream]
+url = "{upstream}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+level = "warn"
+[near_cache]
+enabled = true
+max_memory_bytes = {bound}
+[[near_cache.rule]]
+pattern = "*"
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
+        .args(["--config", config.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .unwrap();
+    // 10,000 values of 4 KiB: 40 MiB, ten times the bound.
+    let value = vec![b'x'; 4096];
+    let mut d = server.raw();
+    let mut batch = Vec::new();
+    for i in 0..10_000 {
+        batch.extend(encode(&[b"SET", format!("key:{i}").as_bytes(), &value]));
+    }
+    d.send(&batch);
+    for _ in 0..10_000 {
+        d.reply().unwrap();
+    }
+    let mut c = Raw::connect(addr);
+    let baseline = rss();
+    for round in 0..2 {
+        for chunk in 0..100 {
+            let mut batch = Vec::new();
+            for i in chunk * 100..(chunk + 1) * 100 {
+                batch.extend(encode(&[b"GET", format!("key:{i}").as_bytes()]));
+            }
+            c.send(&batch);
+            for _ in 0..100 {
+                assert_eq!(c.reply().unwrap().len(), 4096 + 9, "round {round}");
+            }
+        }
+    }
+    let stats = {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["near_cache"].clone()
+    };
+    let bytes = stats["bytes"].as_u64().unwrap();
+    let grown = rss().saturating_sub(baseline);
+    eprintln!(
+        "near cache: bound {bound} B, holds {bytes} B in {} entries after 20,000 reads of 40 MiB; RSS {} MiB (+{} MiB over the first read)",
+        stats["entries"],
+        rss() >> 20,
+        grown >> 20
+    );
+    assert!(bytes <= bound as u64, "{stats}");
+    assert!(stats["evictions"].as_u64().unwrap() > 5000, "{stats}");
+    // The bound plus allocator slack and buffers; far below the 40 MiB that went through.
+    assert!(
+        rss() < (bound as u64) * 3 + (24 << 20),
+        "RSS {} MiB",
+        rss() >> 20
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
