@@ -10,7 +10,9 @@
 //! - [`upstream`] owns the connections to Redis/Valkey/Dragonfly: a pool of multiplexed connections per
 //!   protocol, each with one writer that coalesces many clients' commands into one write, a FIFO of
 //!   reply slots, and one reader that finds reply boundaries ([`protocol::scanner`]) and hands raw bytes
-//!   back. Reconnects with backoff; never resends a write whose fate is unknown.
+//!   back. Reconnects with backoff; never resends a write whose fate is unknown. [`upstream::health`]
+//!   judges whether the upstream answers; while it is down, [`local`]'s engine serves instead
+//!   (local-only mode), as it always does with no upstream (standalone mode).
 //! - [`admin`] serves `/metrics`, `/healthz` and `/readyz` over HTTP; [`metrics`] names what is counted.
 //! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`].
 //!

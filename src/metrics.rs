@@ -15,6 +15,8 @@ pub const UPSTREAM_CONNECTIONS: &str = "respite_upstream_connections";
 pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
 pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
 pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
+pub const UPSTREAM_HEALTH: &str = "respite_upstream_health";
+pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "respite_upstream_health_transitions_total";
 
 /// Error kinds, the `kind` label of [`ERRORS_TOTAL`]: which side failed and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub enum ErrorKind {
     Upstream,
     /// A command's deadline passed.
     Timeout,
+    /// A write refused in local-only mode (`local_only.writes = "refuse"`).
+    LocalOnly,
 }
 
 impl ErrorKind {
@@ -40,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Arity => "arity",
             ErrorKind::Upstream => "upstream",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::LocalOnly => "local_only",
         }
     }
 }
@@ -79,6 +84,15 @@ pub fn upstream_reconnect(protocol: &'static str) {
     counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
 }
 
+/// 1 for the upstream's current health state, 0 for the others.
+pub fn upstream_health(state: &'static str) -> Gauge {
+    gauge!(UPSTREAM_HEALTH, "state" => state)
+}
+
+pub fn upstream_health_transition(to: &'static str) {
+    counter!(UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "to" => to).increment(1);
+}
+
 pub fn batch_histograms() -> (Histogram, Histogram) {
     (
         histogram!(UPSTREAM_BATCH_COMMANDS),
@@ -102,5 +116,13 @@ pub fn describe() {
         "Commands coalesced into one upstream write"
     );
     describe_histogram!(UPSTREAM_BATCH_BYTES, "Bytes in one upstream write");
+    describe_gauge!(
+        UPSTREAM_HEALTH,
+        "1 for the upstream's health state now (healthy, degraded, down, recovering), 0 for the others"
+    );
+    describe_counter!(
+        UPSTREAM_HEALTH_TRANSITIONS_TOTAL,
+        "Upstream health transitions, by the state entered"
+    );
     crate::cache::describe();
 }

@@ -1,8 +1,11 @@
 //! The admin HTTP port: `/metrics` for Prometheus, `/healthz` (the process lives), `/readyz`
-//! (traffic should come: not draining, and the upstream reachable), `/stats` as JSON.
+//! (traffic should come: not draining, and the upstream reachable or local-only mode serving),
+//! `/stats` as JSON.
 //!
 //! It reads state; it never changes how the proxy serves clients.
+use crate::local::Engine;
 use crate::upstream::Upstream;
+use crate::upstream::health::State as Health;
 use axum::Router;
 use axum::extract::State as Extract;
 use axum::http::StatusCode;
@@ -18,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub struct State {
     pub upstream: Option<Arc<Upstream>>,
     pub draining: CancellationToken,
+    /// `local_only.enabled`: whether a down upstream still leaves respite serving.
+    pub local_only: bool,
+    pub engine: Option<Arc<Engine>>,
     pub cache: Option<Arc<crate::cache::NearCache>>,
 }
 
@@ -54,25 +60,49 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
     if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
-    match &state.upstream {
-        Some(u) if u.live_connections() == 0 => {
+    let Some(u) = &state.upstream else {
+        return (StatusCode::OK, "ready\n");
+    };
+    // Local-only mode serves every client: a sidecar that said "not ready" now would take its
+    // application out of service for want of a cache, the very outage local-only mode absorbs.
+    match u.health().state() {
+        Health::Down | Health::Recovering if state.local_only => {
+            (StatusCode::OK, "ready: local-only mode (upstream down)\n")
+        }
+        Health::Down | Health::Recovering => (StatusCode::SERVICE_UNAVAILABLE, "upstream down\n"),
+        _ if u.live_connections() == 0 => {
             (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
         }
-        _ => (StatusCode::OK, "ready\n"),
+        Health::Degraded => (StatusCode::OK, "ready: upstream degraded\n"),
+        Health::Healthy => (StatusCode::OK, "ready\n"),
     }
 }
 
 async fn stats(Extract(state): Extract<State>) -> impl IntoResponse {
     let upstream = state.upstream.as_ref().map(|u| {
+        let h = u.health().snapshot();
         serde_json::json!({
             "address": u.config().url.addr.to_string(),
             "live_connections": u.live_connections(),
             "server": u.server_info().map(|i| serde_json::json!({"server": i.server, "version": i.version})),
+            "health": {
+                "state": h.state.as_str(),
+                "since_ms": h.since.as_millis() as u64,
+                "transitions": h.transitions,
+                "last_error": h.last_error,
+                "last_probe_rtt_us": h.last_probe_rtt.map(|d| d.as_micros() as u64),
+            },
+            "local_only": state.local_only && h.state.is_local(),
         })
     });
+    let local = state
+        .engine
+        .as_ref()
+        .map(|e| serde_json::json!({"keys": e.len(), "used_memory_bytes": e.used_memory()}));
     axum::Json(serde_json::json!({
         "draining": state.draining.is_cancelled(),
         "upstream": upstream,
+        "local_engine": local,
         "near_cache": state.cache.as_ref().map(|c| c.stats()),
     }))
 }

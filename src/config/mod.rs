@@ -46,10 +46,48 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Tenants (`[[tenant]]`): when there are any, every client acts as one of them.
     pub tenants: Option<Arc<Tenants>>,
-    /// Memory bound of the local engine (standalone mode), in bytes; 0 for none.
+    /// Memory bound of the local engine (standalone and local-only mode), in bytes; 0 for none.
     pub local_max_memory: usize,
+    /// What happens while the upstream is down (`[local_only]`).
+    pub local_only: LocalOnlyConfig,
     /// The near cache (`[near_cache]`), when enabled.
     pub near_cache: Option<crate::cache::CacheConfig>,
+}
+
+/// `[local_only]`: the local engine answering while the upstream is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOnlyConfig {
+    /// Serve from the local engine while the upstream is down (otherwise commands fail fast).
+    pub enabled: bool,
+    pub writes: LocalWrites,
+    pub on_recovery: OnRecovery,
+}
+
+/// What a write gets in local-only mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalWrites {
+    /// Applied to the local engine (and never sent upstream).
+    Apply,
+    /// Refused with `-TRYAGAIN`, naming local-only mode.
+    Refuse,
+}
+
+/// What becomes of the local engine's data when the upstream is healthy again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRecovery {
+    /// Flushed: it missed every change made upstream meanwhile, so nothing in it can be trusted.
+    Drop,
+}
+
+/// `[health]`: how the upstream's health is judged (see `upstream::health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between PING probes on the probe connection.
+    pub probe_interval: Duration,
+    /// The upstream is silent (down) when no probe has been answered for this long.
+    pub probe_timeout: Duration,
+    /// Successful probes in a row, after a failure, before the upstream counts as healthy again.
+    pub recover_after: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +111,7 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    pub health: HealthConfig,
 }
 
 /// Where the upstream is: `redis://[user:pass@]host:port[/db]` or `unix:///path[?db=N]`.
@@ -114,7 +153,45 @@ struct RawConfig {
     log: RawLog,
     runtime: RawRuntime,
     local: RawLocal,
+    health: RawHealth,
+    local_only: RawLocalOnly,
     near_cache: crate::cache::config::RawNearCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    probe_interval_ms: i64,
+    probe_timeout_ms: i64,
+    recover_after: i64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            probe_interval_ms: 250,
+            probe_timeout_ms: 1000,
+            recover_after: 2,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLocalOnly {
+    enabled: bool,
+    writes: String,
+    on_recovery: String,
+}
+
+impl Default for RawLocalOnly {
+    fn default() -> Self {
+        RawLocalOnly {
+            enabled: true,
+            writes: "apply".into(),
+            on_recovery: "drop".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,8 +324,17 @@ impl Default for RawRuntime {
 pub type Overrides = Vec<(String, String)>;
 
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
+/// A section that is a prefix of another (`local`, `local_only`) comes after it: the longest wins.
 const SECTIONS: &[&str] = &[
-    "listen", "limits", "upstream", "admin", "log", "runtime", "local",
+    "listen",
+    "limits",
+    "upstream",
+    "admin",
+    "log",
+    "runtime",
+    "local_only",
+    "local",
+    "health",
 ];
 
 /// Environment overrides: `RESPITE_UPSTREAM_URL=…` sets `upstream.url`; `REDIS_URL` sets
@@ -268,6 +354,7 @@ pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Overri
         for section in SECTIONS {
             if let Some(key) = rest.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
                 out.push((format!("{section}.{key}"), value.clone()));
+                break;
             }
         }
     }
@@ -517,6 +604,53 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         "upstream.connect_timeout_ms",
         raw.upstream.connect_timeout_ms,
     )?;
+    // Checked even without an upstream, like the upstream keys.
+    let health = HealthConfig {
+        probe_interval: millis("health.probe_interval_ms", raw.health.probe_interval_ms)?,
+        probe_timeout: millis("health.probe_timeout_ms", raw.health.probe_timeout_ms)?,
+        recover_after: match raw.health.recover_after {
+            n @ 1..=1000 => n as u32,
+            n => {
+                return Err(invalid(
+                    "health.recover_after",
+                    format!("must be from 1 to 1000, got {n}"),
+                ));
+            }
+        },
+    };
+    if health.probe_timeout <= health.probe_interval {
+        return Err(invalid(
+            "health.probe_timeout_ms",
+            "must be longer than health.probe_interval_ms (a probe is sent every interval; \
+             the upstream is down when none is answered within the timeout)"
+                .into(),
+        ));
+    }
+    let local_only = LocalOnlyConfig {
+        enabled: raw.local_only.enabled,
+        writes: match raw.local_only.writes.as_str() {
+            "apply" => LocalWrites::Apply,
+            "refuse" => LocalWrites::Refuse,
+            other => {
+                return Err(invalid(
+                    "local_only.writes",
+                    format!("`{other}` is not `apply` or `refuse`"),
+                ));
+            }
+        },
+        on_recovery: match raw.local_only.on_recovery.as_str() {
+            "drop" => OnRecovery::Drop,
+            other => {
+                return Err(invalid(
+                    "local_only.on_recovery",
+                    format!(
+                        "`{other}` is not supported: only `drop` (local writes are never \
+                         replayed upstream; see README, Local-only mode)"
+                    ),
+                ));
+            }
+        },
+    };
     let url = raw.upstream.url.trim();
     let upstream = if url.is_empty() || url == "none" {
         None
@@ -529,6 +663,7 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
             connect_timeout,
             backoff_base,
             backoff_max,
+            health,
         })
     };
 
@@ -587,6 +722,7 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         } else {
             raw.local.max_memory_bytes as usize
         },
+        local_only,
     })
 }
 
@@ -744,6 +880,84 @@ mod tests {
             e.contains("environment") && e.contains("upstream.connections"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn health_and_local_only() {
+        let c = parse("[upstream]\nurl = \"redis://a:1\"\n").unwrap();
+        let h = c.upstream.unwrap().health;
+        assert_eq!(
+            (h.probe_interval, h.probe_timeout, h.recover_after),
+            (Duration::from_millis(250), Duration::from_millis(1000), 2)
+        );
+        assert_eq!(
+            c.local_only,
+            LocalOnlyConfig {
+                enabled: true,
+                writes: LocalWrites::Apply,
+                on_recovery: OnRecovery::Drop
+            }
+        );
+        let c = parse("[local_only]\nwrites = \"refuse\"\nenabled = false\n").unwrap();
+        assert_eq!(
+            (c.local_only.writes, c.local_only.enabled),
+            (LocalWrites::Refuse, false)
+        );
+        let e = parse("[local_only]\n\nwrites = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`local_only.writes`") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = parse("[local_only]\non_recovery = \"keep\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`local_only.on_recovery`") && e.contains("drop"),
+            "{e}"
+        );
+        let e = parse("[health]\nprobe_interval_ms = 500\nprobe_timeout_ms = 500\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`health.probe_timeout_ms`") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = parse("[health]\nrecover_after = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`health.recover_after`"), "{e}");
+        let e = parse("[health]\nprobe_every = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("probe_every") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_pick_the_longest_section() {
+        let env = env_overrides(vec![
+            (
+                "RESPITE_LOCAL_ONLY_WRITES".to_string(),
+                "refuse".to_string(),
+            ),
+            (
+                "RESPITE_LOCAL_MAX_MEMORY_BYTES".to_string(),
+                "5".to_string(),
+            ),
+            ("RESPITE_HEALTH_RECOVER_AFTER".to_string(), "3".to_string()),
+        ]);
+        assert_eq!(
+            env,
+            vec![
+                ("local_only.writes".to_string(), "refuse".to_string()),
+                ("local.max_memory_bytes".to_string(), "5".to_string()),
+                ("health.recover_after".to_string(), "3".to_string()),
+            ]
+        );
+        let c = from_str_with("", "f", &env, &vec![]).unwrap();
+        assert_eq!(c.local_only.writes, LocalWrites::Refuse);
+        assert_eq!(c.local_max_memory, 5);
     }
 
     #[test]

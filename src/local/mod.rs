@@ -321,6 +321,23 @@ impl Engine {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Remove every key (local-only mode's data, when the upstream is back).
+    pub fn flush(&self) {
+        // Swap in an empty keyspace and free the old one after the lock is released: commands
+        // wait for an O(1) swap, not for a large keyspace to be freed.
+        let old = std::mem::take(&mut *self.lock());
+        drop(old);
+    }
+
+    /// Keys held now, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Remove every key whose expiry is at or before `now_ms`.
     pub fn sweep(&self, now_ms: u64) {
         let mut db = self.lock();

@@ -4,14 +4,21 @@
 //! It starts the upstream pools and the admin endpoint, accepts TCP and unix-socket clients up to
 //! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
+//!
+//! It also decides who answers instead of the upstream (`Shared::local`): the local engine in
+//! standalone mode, and in local-only mode while the upstream's health says it is down.
 mod fifo;
 mod io;
 mod local;
 mod session;
 
-use crate::config::Config;
+use crate::command::{CommandSpec, Flags};
+use crate::config::{Config, LocalWrites, OnRecovery};
+use crate::local::Engine;
 use crate::upstream::Upstream;
+use crate::upstream::health::{self, Health};
 use crate::{admin, metrics};
+use bytes::Bytes;
 use io::Acceptor;
 use std::future::Future;
 use std::sync::Arc;
@@ -67,10 +74,62 @@ pub(crate) struct Shared {
     pub draining: CancellationToken,
     /// Failed AUTH attempts per peer, to slow down password guessing.
     pub auth_failures: crate::policy::FailureTracker,
-    /// The in-memory engine that answers when no upstream is configured (standalone mode).
-    pub engine: Option<Arc<crate::local::Engine>>,
+    /// The in-memory engine: it answers everything when no upstream is configured (standalone
+    /// mode), and in local-only mode while the upstream is down. `None` with an upstream and
+    /// `local_only.enabled = false`.
+    pub engine: Option<Arc<Engine>>,
+    /// The upstream's health; `None` in standalone mode.
+    pub health: Option<Arc<Health>>,
     /// The near cache, when `[near_cache]` is enabled.
     pub cache: Option<Arc<crate::cache::NearCache>>,
+}
+
+/// Who answers a command instead of the upstream.
+pub(crate) enum Local<'a> {
+    /// The local engine.
+    Engine(&'a Engine),
+    /// Nobody: a write in local-only mode under `local_only.writes = "refuse"`.
+    Refused,
+}
+
+/// What a refused write gets. TRYAGAIN: the same command may succeed once the upstream is back.
+pub(crate) const LOCAL_ONLY_REFUSED: &str = "TRYAGAIN upstream is down and respite is in local-only mode, which refuses writes (local_only.writes = \"refuse\")";
+
+impl Local<'_> {
+    /// The reply: `run` on the engine, or the refusal.
+    pub fn run(self, run: impl FnOnce(&Engine) -> Bytes) -> Bytes {
+        match self {
+            Local::Engine(engine) => run(engine),
+            Local::Refused => {
+                metrics::error(metrics::ErrorKind::LocalOnly);
+                let mut out = bytes::BytesMut::new();
+                crate::protocol::encode::error(&mut out, LOCAL_ONLY_REFUSED);
+                out.freeze()
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Who answers `spec` instead of the upstream, or `None` to forward it. Hot path: with an
+    /// upstream and local-only mode enabled this is one relaxed atomic load.
+    pub(crate) fn local(&self, spec: &CommandSpec) -> Option<Local<'_>> {
+        let engine = self.engine.as_deref()?;
+        let Some(health) = &self.health else {
+            return Some(Local::Engine(engine)); // standalone
+        };
+        if !health.state().is_local() {
+            return None;
+        }
+        // TODO(near cache): in local-only mode, reads the near cache holds should be answered
+        // from it here (stale-if-error: opt-in, bounded age) before falling back to the engine;
+        // this is the one place every forwarded command passes while the upstream is down.
+        if spec.flags.contains(Flags::WRITE) && self.config.local_only.writes == LocalWrites::Refuse
+        {
+            return Some(Local::Refused);
+        }
+        Some(Local::Engine(engine))
+    }
 }
 
 /// Run the proxy until `shutdown` completes, then drain within `config.shutdown_grace`.
@@ -82,13 +141,17 @@ pub async fn run(
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
     let stop_upstream = CancellationToken::new();
-    let upstream = config
-        .upstream
-        .clone()
-        .map(|u| Upstream::start(u, stop_upstream.clone()));
-    let engine = upstream
-        .is_none()
-        .then(|| Arc::new(crate::local::Engine::new(config.local_max_memory)));
+    let local_only = config.local_only;
+    let engine = (config.upstream.is_none() || local_only.enabled)
+        .then(|| Arc::new(Engine::new(config.local_max_memory)));
+    let upstream = config.upstream.clone().map(|u| {
+        let options = health::Options {
+            fail_inflight_on_down: local_only.enabled,
+            on_transition: on_transition(engine.clone(), local_only.on_recovery),
+        };
+        Upstream::start(u, options, stop_upstream.clone())
+    });
+    let health = upstream.as_ref().map(|u| u.health().clone());
     let cache = match (&config.near_cache, &upstream) {
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
             c.clone(),
@@ -107,6 +170,7 @@ pub async fn run(
         draining: CancellationToken::new(),
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
+        health,
     });
     if let Some(engine) = engine {
         // Expired keys are also removed on access; the sweep frees the ones nobody reads.
@@ -136,6 +200,8 @@ pub async fn run(
         let state = admin::State {
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
+            local_only: local_only.enabled,
+            engine: shared.engine.clone(),
             cache: cache.clone(),
         };
         tokio::spawn(admin::serve(l, state, stop_admin.clone()))
@@ -196,6 +262,35 @@ pub async fn run(
         let _ = std::fs::remove_file(p);
     }
     Ok(())
+}
+
+/// What the engine goes through on health transitions (run before the new state is visible).
+///
+/// On recovery (`recovering` → `healthy`/`degraded`) its data is dropped: it missed every write and
+/// invalidation made upstream meanwhile. It is also dropped on entering `down` from a forwarding
+/// state: it should be empty then, but a session that read `recovering` just before recovery
+/// completed may have written to it a moment after it was flushed.
+fn on_transition(
+    engine: Option<Arc<Engine>>,
+    on_recovery: OnRecovery,
+) -> Box<dyn Fn(health::State, health::State) + Send + Sync> {
+    Box::new(move |from, to| {
+        let Some(engine) = &engine else { return };
+        if from.is_local() == to.is_local() {
+            return;
+        }
+        match on_recovery {
+            OnRecovery::Drop => {
+                let keys = engine.len();
+                engine.flush();
+                if to.is_local() {
+                    info!(%from, %to, "local-only mode: the local engine serves until the upstream is back");
+                } else {
+                    info!(%from, %to, dropped_keys = keys, "local-only mode over: local data dropped");
+                }
+            }
+        }
+    })
 }
 
 /// A freshly accepted client, TCP or unix, as a non-blocking std socket not yet registered.

@@ -363,9 +363,11 @@ impl Reader<'_> {
     /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
     async fn forward(&mut self, spec: &'static CommandSpec, req: Request) {
-        if let Some(engine) = self.shared.engine.clone() {
-            // Standalone: the local engine answers at once (in order with everything else).
-            let reply = engine.execute(spec, &req.args, self.client.proto, unix_ms() as u64);
+        if let Some(local) = self.shared.local(spec) {
+            // Standalone or local-only: the local engine answers at once (in order with
+            // everything else).
+            let reply =
+                local.run(|e| e.execute(spec, &req.args, self.client.proto, unix_ms() as u64));
             return self.push(Pending::Ready(reply)).await;
         }
         if self.shared.cache.is_some() && self.through_cache(spec, &req.args, &[]).await {
@@ -391,8 +393,9 @@ impl Reader<'_> {
     async fn forward_for(&mut self, tenant: Arc<Tenant>, spec: &'static CommandSpec, req: Request) {
         let now_ms = unix_ms();
         let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
-        if let (Some(engine), Ok(plan)) = (self.shared.engine.clone(), &plan) {
-            let reply = standalone(&engine, plan.clone(), &tenant.prefix, self.client.proto);
+        if let (Some(local), Ok(plan)) = (self.shared.local(spec), &plan) {
+            let reply =
+                local.run(|e| standalone(e, plan.clone(), &tenant.prefix, self.client.proto));
             return self.push(Pending::Ready(reply)).await;
         }
         match plan {
@@ -583,8 +586,8 @@ pub(crate) fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Carry out a tenant's plan on the local engine (standalone mode): the rewritten command, its
-/// follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
+/// Carry out a tenant's plan on the local engine (standalone or local-only mode): the rewritten
+/// command, its follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
 fn standalone(engine: &Engine, plan: Plan, prefix: &[u8], proto: Protocol) -> Bytes {
     let now = unix_ms() as u64;
     let call = |cmd: &Bytes| -> Bytes {

@@ -8,6 +8,9 @@
 //! the FIFO with the raw bytes of its replies. A watchdog fails the connection when the oldest slot
 //! has waited past its deadline.
 //!
+//! [`health`] tracks whether the upstream answers: the connection tasks report their connections
+//! coming and going, and a probe PINGs on a connection of its own.
+//!
 //! # Invariants
 //! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error that
 //!   names the cause (a job cut short gets the replies that did arrive, then the error). Replies are paired with slots strictly in the order the commands were written,
@@ -19,6 +22,8 @@
 //!
 //! This module must never interpret replies beyond finding their boundaries: what a reply means is
 //! the session's business.
+pub mod health;
+
 use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::metrics;
 use crate::protocol::{Protocol, ReplyScanner, encode};
@@ -29,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -110,6 +115,7 @@ pub struct Upstream {
     resp3: Vec<Conn>,
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
+    health: Arc<health::Health>,
 }
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
@@ -137,12 +143,27 @@ impl Conn {
 }
 
 impl Upstream {
-    /// Start the pools' connection tasks. They connect at once and keep reconnecting until
-    /// `shutdown` fires and every handle is gone.
-    pub fn start(config: UpstreamConfig, shutdown: CancellationToken) -> Arc<Upstream> {
+    /// Start the pools' connection tasks and the health probe. They connect at once and keep
+    /// reconnecting until `shutdown` fires and every handle is gone.
+    pub fn start(
+        config: UpstreamConfig,
+        options: health::Options,
+        shutdown: CancellationToken,
+    ) -> Arc<Upstream> {
         let config = Arc::new(config);
         let live = Arc::new(AtomicUsize::new(0));
         let info = Arc::new(RwLock::new(None));
+        let health = Arc::new(health::Health::new(
+            config.url.addr.to_string().into(),
+            2 * config.connections,
+            config.health.recover_after,
+            options,
+        ));
+        tokio::spawn(health::probe(
+            health.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
         let mut pools = [Vec::new(), Vec::new()];
         for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
             for slot in 0..config.connections {
@@ -155,6 +176,8 @@ impl Upstream {
                     rx,
                     live: live.clone(),
                     info: info.clone(),
+                    state: health.subscribe(),
+                    health: health.clone(),
                     shutdown: shutdown.clone(),
                 };
                 tokio::spawn(task.run());
@@ -168,6 +191,7 @@ impl Upstream {
             resp3,
             live,
             info,
+            health,
         })
     }
 
@@ -193,6 +217,10 @@ impl Upstream {
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
     }
+
+    pub fn health(&self) -> &Arc<health::Health> {
+        &self.health
+    }
 }
 
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -205,6 +233,10 @@ struct ConnTask {
     rx: mpsc::Receiver<Job>,
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
+    health: Arc<health::Health>,
+    /// Health transitions, to fail the connection on `down` and to cut a backoff short on
+    /// `recovering`.
+    state: watch::Receiver<health::State>,
     shutdown: CancellationToken,
 }
 
@@ -221,6 +253,8 @@ impl ConnTask {
         let label = proto_label(self.proto);
         let mut failures: u32 = 0;
         loop {
+            // Transitions from here on are news to the backoff below.
+            self.state.borrow_and_update();
             let cause: Arc<str> = match self.connect().await {
                 Ok((r, w)) => {
                     if failures > 0 {
@@ -229,12 +263,16 @@ impl ConnTask {
                     failures = 0;
                     self.live.fetch_add(1, Ordering::Relaxed);
                     metrics::upstream_connections(label).increment(1.0);
+                    self.health.report(health::Event::ConnUp, None);
                     let cause = self.serve(r, w).await;
                     self.live.fetch_sub(1, Ordering::Relaxed);
                     metrics::upstream_connections(label).decrement(1.0);
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
-                        Some(c) => c.into(),
+                        Some(c) => {
+                            self.health.report(health::Event::ConnDown, Some(&c));
+                            c.into()
+                        }
                     }
                 }
                 Err(e) => e.into(),
@@ -259,6 +297,9 @@ impl ConnTask {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
+                    // The probe has an answer again: reconnect now, not at the end of a backoff
+                    // grown during the outage, so recovery takes a probe, not backoff_max.
+                    _ = became(&mut self.state, |s| s == health::State::Recovering) => break,
                     job = self.rx.recv() => match job {
                         Some(job) => {
                             let e = UpstreamError::Unavailable { addr: addr.clone(), cause: cause.clone() };
@@ -287,10 +328,17 @@ impl ConnTask {
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
         let permits = Semaphore::new(self.config.max_inflight);
+        self.state.borrow_and_update();
+        let fail_on_down = self.health.fail_inflight_on_down();
         let result = tokio::select! {
             r = write_loop(&mut self.rx, write, &inflight, &permits, self.config.max_inflight) => r,
             r = read_loop(read, &mut buf, &inflight, &permits) => r,
             r = watchdog(&inflight, self.config.command_timeout) => r,
+            // Local-only mode took over: what is in flight here fails now instead of holding its
+            // clients until the command deadline.
+            _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
+                Some("upstream is down (health probes failed); local-only mode took over".into())
+            }
         };
         let cause = match &result {
             Some(c) => c.clone(),
@@ -320,11 +368,21 @@ impl ConnTask {
     }
 }
 
-/// Connect to the upstream and handshake: HELLO with `proto` and the URL's credentials, then
-/// SELECT. Shared by the pools and the near cache's tracking connections.
+/// Connect to the upstream and handshake as `respite` (see [`connect_as`]). Shared by the pools
+/// and the near cache's tracking connections.
 pub(crate) async fn connect(
     config: &UpstreamConfig,
     proto: Protocol,
+) -> Result<(BoxRead, BoxWrite, ServerInfo), String> {
+    connect_as(config, proto, "respite").await
+}
+
+/// Connect to the upstream and handshake: HELLO with `proto`, the URL's credentials and the
+/// client name `name`, then SELECT.
+pub(crate) async fn connect_as(
+    config: &UpstreamConfig,
+    proto: Protocol,
+    name: &str,
 ) -> Result<(BoxRead, BoxWrite, ServerInfo), String> {
     let timeout = config.connect_timeout;
     let connect = async {
@@ -359,7 +417,7 @@ pub(crate) async fn connect(
             );
             hello.push(pass.as_bytes().to_vec());
         }
-        hello.extend([b"SETNAME".to_vec(), b"respite".to_vec()]);
+        hello.extend([b"SETNAME".to_vec(), name.as_bytes().to_vec()]);
         let mut out = BytesMut::new();
         encode::command(&mut out, &hello);
         let mut expect = 1;
@@ -555,6 +613,19 @@ async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<String> {
             && t.elapsed() > deadline
         {
             return Some(format!("no reply within {deadline:?}"));
+        }
+    }
+}
+
+/// Wait for a health transition (after the receiver's last seen one) into a state `want` accepts.
+/// Never completes once the health tracker is gone.
+async fn became(rx: &mut watch::Receiver<health::State>, want: impl Fn(health::State) -> bool) {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if want(*rx.borrow_and_update()) {
+            return;
         }
     }
 }

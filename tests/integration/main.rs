@@ -5,6 +5,7 @@ mod harness;
 mod basics;
 mod clients;
 mod faults;
+mod local_only;
 mod near_cache;
 mod operations;
 mod relay;

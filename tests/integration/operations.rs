@@ -11,8 +11,9 @@ both!(
     |kind: Kind| {
         let server = Server::start_with(kind, &["--requirepass", "s3cret"]);
         let url = format!("unix://{}?db=0", server.socket_path().display());
-        // No password: the handshake fails and commands get an error naming the upstream and cause.
-        let proxy = Proxy::start(&url);
+        // No password: the handshake fails and commands get an error naming the upstream and cause
+        // (with local-only mode on, the local engine would answer instead).
+        let proxy = Proxy::start_with(&url, &[("local_only.enabled", "false")]);
         let r = String::from_utf8(proxy.raw().cmd(&words("GET k"))).unwrap();
         assert!(r.starts_with("-ERR upstream"), "{r}");
         drop(proxy);
@@ -38,7 +39,14 @@ both!(
     a_frozen_upstream_fails_commands_at_the_deadline,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with(&server.url(), &[("upstream.command_timeout_ms", "300")]);
+        // Local-only mode off: this is the deadline alone, not the health probe taking over.
+        let proxy = Proxy::start_with(
+            &server.url(),
+            &[
+                ("upstream.command_timeout_ms", "300"),
+                ("local_only.enabled", "false"),
+            ],
+        );
         let mut p = proxy.raw();
         assert_eq!(p.cmd(&words("SET k 1")), b"+OK\r\n");
         server.signal("STOP");
@@ -65,7 +73,15 @@ both!(
 
 both!(admin_endpoints_report_state_and_metrics, |kind: Kind| {
     let mut server = Server::start(kind);
-    let proxy = Proxy::start_with(&server.url(), &[("upstream.backoff_max_ms", "100")]);
+    // Local-only mode off: a down upstream makes respite unready (with it on, respite serves and
+    // stays ready; see local_only.rs).
+    let proxy = Proxy::start_with(
+        &server.url(),
+        &[
+            ("upstream.backoff_max_ms", "100"),
+            ("local_only.enabled", "false"),
+        ],
+    );
     assert_eq!(proxy.admin_get("/healthz").0, 200);
     wait_until(Duration::from_secs(5), || {
         proxy.admin_get("/readyz").0 == 200
@@ -89,12 +105,19 @@ both!(admin_endpoints_report_state_and_metrics, |kind: Kind| {
     assert!(metric(&proxy, "respite_upstream_batch_commands_count") >= 1.0);
     let (_, stats) = proxy.admin_get("/stats");
     assert!(stats.contains("\"live_connections\":4"), "{stats}");
+    assert!(stats.contains("\"state\":\"healthy\""), "{stats}");
     // The upstream goes away: not ready, reconnects counted; back: ready again.
     server.kill();
     wait_until(Duration::from_secs(5), || {
-        proxy.admin_get("/readyz").0 == 503
+        proxy.admin_get("/readyz") == (503, "upstream down\n".into())
     })
     .expect("not ready");
+    assert!(
+        metric(
+            &proxy,
+            "respite_upstream_health_transitions_total{to=\"down\"}"
+        ) >= 1.0
+    );
     assert!(
         metric(
             &proxy,
@@ -132,7 +155,8 @@ both!(clients_over_the_limit_are_refused_clearly, |kind: Kind| {
 
 both!(shutdown_drains_in_flight_commands, |kind: Kind| {
     let server = Server::start(kind);
-    let mut proxy = Proxy::start(&server.url());
+    // Local-only mode off: it would fail the frozen commands once the probe gives up on the upstream.
+    let mut proxy = Proxy::start_with(&server.url(), &[("local_only.enabled", "false")]);
     let mut p = proxy.raw();
     assert_eq!(p.cmd(&words("SET k v")), b"+OK\r\n");
     server.signal("STOP");

@@ -252,7 +252,14 @@ pub fn metric(proxy: &Proxy, series: &str) -> f64 {
 
 both!(upstream_killed_with_commands_in_flight, |kind: Kind| {
     let mut server = Server::start(kind);
-    let proxy = Proxy::start_with(&server.url(), &[("upstream.backoff_max_ms", "200")]);
+    // Local-only mode off: the commands frozen upstream must meet the kill, not the health probe.
+    let proxy = Proxy::start_with(
+        &server.url(),
+        &[
+            ("upstream.backoff_max_ms", "200"),
+            ("local_only.enabled", "false"),
+        ],
+    );
     let addr = proxy.addr;
     // 10 clients, each with its own counter: 100 INCRs answered, then 1,000 more sent while the
     // upstream is frozen (SIGSTOP), so 10,000 commands are in flight when it is killed.

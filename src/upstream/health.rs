@@ -1,0 +1,605 @@
+//! The upstream's health: one state per upstream, judged from the pool's connection events and from
+//! a probe that PINGs on a connection of its own. The state decides whether respite forwards or
+//! serves in local-only mode; it is logged, exported as metrics and reflected in `/readyz`.
+//!
+//! | state | meaning | commands |
+//! |---|---|---|
+//! | `healthy` | every pool connection up, probes answered | forwarded |
+//! | `degraded` | some errors: a pool connection lost or a probe failed, but the upstream answers | forwarded |
+//! | `down` | no answer to probes for `health.probe_timeout_ms` (silent), or unreachable (refused, reset, error reply) with no pool connection left | local-only mode |
+//! | `recovering` | probes answered again, not yet `health.recover_after` in a row with every pool connection up | local-only mode |
+//!
+//! This module decides and reports. It never touches the local engine or a client: what a state
+//! means for commands is the server's business, through [`Options::on_transition`], which runs on
+//! every transition *before* the new state is visible to anyone reading [`Health::state`].
+use super::{BoxRead, BoxWrite, connect_as, read_replies};
+use crate::config::{HealthConfig, UpstreamConfig};
+use crate::protocol::Protocol;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// The upstream's health, as [`Health::state`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Healthy = 0,
+    Degraded = 1,
+    Down = 2,
+    Recovering = 3,
+}
+
+impl State {
+    pub const ALL: [State; 4] = [
+        State::Healthy,
+        State::Degraded,
+        State::Down,
+        State::Recovering,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Degraded => "degraded",
+            State::Down => "down",
+            State::Recovering => "recovering",
+        }
+    }
+
+    /// Whether commands go to the local engine (when local-only mode is enabled) in this state.
+    pub fn is_local(self) -> bool {
+        matches!(self, State::Down | State::Recovering)
+    }
+
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Healthy,
+            1 => State::Degraded,
+            2 => State::Down,
+            _ => State::Recovering,
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the state machine hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A pool connection was established (handshake done).
+    ConnUp,
+    /// A pool connection failed: closed, reset, a protocol error or a command past its deadline.
+    ConnDown,
+    /// The probe got `+PONG`.
+    ProbeOk,
+    /// The probe failed: `silent` when nothing answered within the deadline, otherwise the
+    /// upstream is unreachable (refused, reset, closed) or answered with an error.
+    ProbeFailed { silent: bool },
+}
+
+/// The state machine, with no clock and no I/O: the probe task owns the timing, so the rules can
+/// be tested event by event.
+#[derive(Debug)]
+pub struct Machine {
+    state: State,
+    /// Pool connections up now, out of `total`.
+    live: usize,
+    total: usize,
+    /// Probes answered in a row with no error reported since.
+    streak: u32,
+    /// The latest probe failed.
+    probe_failing: bool,
+    recover_after: u32,
+}
+
+impl Machine {
+    /// A machine for a pool of `total` connections. It starts `healthy`, as the pool did before
+    /// health was tracked: the first failure corrects it within a probe.
+    pub fn new(total: usize, recover_after: u32) -> Machine {
+        Machine {
+            state: State::Healthy,
+            live: 0,
+            total,
+            streak: 0,
+            probe_failing: false,
+            recover_after: recover_after.max(1),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Apply one event; returns the new state when it changed.
+    pub fn on(&mut self, ev: Event) -> Option<State> {
+        use State::*;
+        match ev {
+            Event::ConnUp => self.live = (self.live + 1).min(self.total),
+            Event::ConnDown => {
+                self.live = self.live.saturating_sub(1);
+                self.streak = 0;
+            }
+            Event::ProbeOk => {
+                self.streak = self.streak.saturating_add(1);
+                self.probe_failing = false;
+            }
+            Event::ProbeFailed { .. } => {
+                self.streak = 0;
+                self.probe_failing = true;
+            }
+        }
+        let recovered = self.streak >= self.recover_after && self.live == self.total;
+        let next = match (self.state, ev) {
+            // Silent: nothing answered the probe within its deadline.
+            (Healthy | Degraded, Event::ProbeFailed { silent: true }) => Down,
+            // Hard: unreachable, and no pool connection left to say otherwise. Whichever of the
+            // two is heard last decides, so the order the tasks report in does not matter.
+            (Healthy | Degraded, Event::ProbeFailed { .. } | Event::ConnDown)
+                if self.probe_failing && self.live == 0 =>
+            {
+                Down
+            }
+            (Healthy, Event::ProbeFailed { .. } | Event::ConnDown) => Degraded,
+            (Degraded, Event::ProbeOk | Event::ConnUp) if recovered => Healthy,
+            (Down, Event::ProbeOk) => Recovering,
+            (Recovering, Event::ProbeFailed { .. }) => Down,
+            (Recovering, Event::ProbeOk | Event::ConnUp) if recovered => Healthy,
+            // The upstream answers, but some pool connections will not open (its maxclients, say):
+            // forward over the others rather than serve local data indefinitely.
+            (Recovering, Event::ProbeOk)
+                if self.streak >= self.recover_after.saturating_mul(4) && self.live > 0 =>
+            {
+                Degraded
+            }
+            (s, _) => s,
+        };
+        (next != self.state).then(|| {
+            self.state = next;
+            next
+        })
+    }
+}
+
+/// What the server asks of health tracking.
+pub struct Options {
+    /// On entering `down`, fail the pool's connections so the commands in flight on them get an
+    /// error now rather than at `upstream.command_timeout_ms` (their clients move on to the local
+    /// engine). Set when local-only mode is enabled.
+    pub fail_inflight_on_down: bool,
+    /// Runs on every transition `(from, to)`, before the new state is visible.
+    pub on_transition: Box<dyn Fn(State, State) + Send + Sync>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fail_inflight_on_down: false,
+            on_transition: Box::new(|_, _| {}),
+        }
+    }
+}
+
+/// A summary for `/stats`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: State,
+    /// How long the upstream has been in `state`.
+    pub since: Duration,
+    pub transitions: u64,
+    /// Why the latest failure happened (probe or connection), if any failure was seen.
+    pub last_error: Option<String>,
+    /// Round trip of the latest successful probe.
+    pub last_probe_rtt: Option<Duration>,
+}
+
+struct Inner {
+    machine: Machine,
+    since: Instant,
+    transitions: u64,
+    last_error: Option<String>,
+    last_probe_rtt: Option<Duration>,
+}
+
+/// One upstream's health, shared by its connection tasks, its probe, the sessions and the admin
+/// port. Reading the state costs one relaxed atomic load; events (connections, probes: a few per
+/// second) go through a mutex that serialises transitions with their hook.
+pub struct Health {
+    state: AtomicU8,
+    inner: Mutex<Inner>,
+    /// Wakes the probe early (a pool connection just failed).
+    kick: Notify,
+    published: watch::Sender<State>,
+    options: Options,
+    addr: Arc<str>,
+}
+
+impl Health {
+    pub fn new(addr: Arc<str>, total: usize, recover_after: u32, options: Options) -> Health {
+        let (published, _) = watch::channel(State::Healthy);
+        set_gauges(State::Healthy);
+        Health {
+            state: AtomicU8::new(State::Healthy as u8),
+            inner: Mutex::new(Inner {
+                machine: Machine::new(total, recover_after),
+                since: Instant::now(),
+                transitions: 0,
+                last_error: None,
+                last_probe_rtt: None,
+            }),
+            kick: Notify::new(),
+            published,
+            options,
+            addr,
+        }
+    }
+
+    /// The current state: one relaxed atomic load, for the hot path.
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            state: inner.machine.state(),
+            since: inner.since.elapsed(),
+            transitions: inner.transitions,
+            last_error: inner.last_error.clone(),
+            last_probe_rtt: inner.last_probe_rtt,
+        }
+    }
+
+    pub(super) fn fail_inflight_on_down(&self) -> bool {
+        self.options.fail_inflight_on_down
+    }
+
+    /// Transitions as they are published (connection tasks wait on it).
+    pub(super) fn subscribe(&self) -> watch::Receiver<State> {
+        self.published.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hear one event; `cause` says why, for failures.
+    ///
+    /// Pool connection events also wake the probe, so it confirms at once what they suggest: a
+    /// connection lost while forwarding (is the upstream gone?), or one established while down
+    /// (is it back?).
+    pub(super) fn report(&self, ev: Event, cause: Option<&str>) {
+        let mut inner = self.lock();
+        if let Some(c) = cause {
+            inner.last_error = Some(c.to_string());
+        }
+        let from = inner.machine.state();
+        let changed = inner.machine.on(ev);
+        let now = inner.machine.state();
+        match ev {
+            Event::ConnDown if !now.is_local() => self.kick.notify_one(),
+            Event::ConnUp if now == State::Down => self.kick.notify_one(),
+            _ => {}
+        }
+        let Some(to) = changed else {
+            return;
+        };
+        // Under the lock: transitions and their hook run one at a time, in order.
+        (self.options.on_transition)(from, to);
+        self.state.store(to as u8, Ordering::Relaxed);
+        self.published.send_replace(to);
+        let was = inner.since.elapsed();
+        inner.since = Instant::now();
+        inner.transitions += 1;
+        set_gauges(to);
+        crate::metrics::upstream_health_transition(to.as_str());
+        let live = inner.machine.live();
+        let cause = inner.last_error.as_deref().unwrap_or("");
+        match to {
+            State::Healthy | State::Recovering => {
+                info!(upstream = %self.addr, %from, %to, after = ?was, live, "upstream health: {from} -> {to}")
+            }
+            State::Degraded | State::Down => {
+                warn!(upstream = %self.addr, %from, %to, after = ?was, live, cause, "upstream health: {from} -> {to}")
+            }
+        }
+    }
+}
+
+fn set_gauges(current: State) {
+    for s in State::ALL {
+        crate::metrics::upstream_health(s.as_str()).set(if s == current { 1.0 } else { 0.0 });
+    }
+}
+
+/// The probe: PING on a connection of its own every `health.probe_interval_ms` (sooner when a
+/// pool connection fails), until `shutdown`.
+///
+/// The deadline runs from the latest answer, not from the send: the upstream is declared silent
+/// once it has answered nothing for `health.probe_timeout_ms`, so a silent failure is detected
+/// within that time of its start, whatever the interval. (At least half the timeout is always
+/// given, so a probe task the scheduler ran late does not declare a live upstream dead.)
+pub(super) async fn probe(
+    health: Arc<Health>,
+    config: Arc<UpstreamConfig>,
+    shutdown: CancellationToken,
+) {
+    let HealthConfig {
+        probe_interval,
+        probe_timeout,
+        ..
+    } = config.health;
+    let mut conn: Option<(BoxRead, BoxWrite)> = None;
+    let mut last_answer: Option<Instant> = None;
+    loop {
+        let start = Instant::now();
+        let deadline = match last_answer {
+            Some(t) => (t + probe_timeout).max(start + probe_timeout / 2),
+            None => start + probe_timeout,
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config)) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                let now = Instant::now();
+                last_answer = Some(now);
+                health.lock().last_probe_rtt = Some(now - start);
+                health.report(Event::ProbeOk, None);
+            }
+            Ok(Err(cause)) => {
+                debug!(%cause, "upstream probe failed");
+                conn = None;
+                last_answer = None;
+                health.report(
+                    Event::ProbeFailed { silent: false },
+                    Some(&format!("probe: {cause}")),
+                );
+            }
+            Err(_) => {
+                // A late PONG must not be taken for the next probe's: start over.
+                conn = None;
+                let silent_for = last_answer.map_or(probe_timeout, |t| t.elapsed());
+                last_answer = None;
+                health.report(
+                    Event::ProbeFailed { silent: true },
+                    Some(&format!("probe: no answer for {silent_for:?}")),
+                );
+            }
+        }
+        let mut kicked = std::pin::pin!(health.kick.notified());
+        if health.state() == State::Recovering && kicked.as_mut().enable() {
+            // A wake-up heard during this round is stale: the answers that end an outage must be
+            // an interval apart, never a moment.
+            kicked.set(health.kick.notified());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(probe_interval) => {}
+            _ = kicked => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One PING, on the open probe connection if there is one, else on a fresh one.
+async fn probe_once(
+    conn: &mut Option<(BoxRead, BoxWrite)>,
+    config: &UpstreamConfig,
+) -> Result<(), String> {
+    if let Some((r, w)) = conn.as_mut() {
+        match ping(r, w).await {
+            Ok(()) => return Ok(()),
+            // An idle connection may have been closed (the upstream's `timeout`, a restart): only
+            // a fresh one can tell whether the upstream is there.
+            Err(e) => {
+                debug!(cause = %e, "probe connection lost; reconnecting");
+                *conn = None;
+            }
+        }
+    }
+    let (mut r, mut w, _) = connect_as(config, Protocol::Resp2, "respite-probe").await?;
+    ping(&mut r, &mut w).await?;
+    *conn = Some((r, w));
+    Ok(())
+}
+
+async fn ping(r: &mut BoxRead, w: &mut BoxWrite) -> Result<(), String> {
+    use redis_protocol::resp3::types::OwnedFrame;
+    w.write_all(b"*1\r\n$4\r\nPING\r\n")
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let replies = read_replies(r, Protocol::Resp2, 1).await?;
+    match &replies[0] {
+        OwnedFrame::SimpleString { data, .. } if data == b"PONG" => Ok(()),
+        other => Err(format!("PING answered {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Event::*;
+    use super::State::*;
+    use super::*;
+
+    const HARD: Event = ProbeFailed { silent: false };
+    const SILENT: Event = ProbeFailed { silent: true };
+
+    /// A machine for 4 pool connections, all up, healthy.
+    fn up() -> Machine {
+        let mut m = Machine::new(4, 2);
+        for _ in 0..4 {
+            assert_eq!(m.on(ConnUp), None);
+        }
+        assert_eq!(m.on(ProbeOk), None);
+        m
+    }
+
+    #[test]
+    fn starts_healthy_and_stays_so_while_probes_answer() {
+        let mut m = up();
+        for _ in 0..10 {
+            assert_eq!(m.on(ProbeOk), None);
+        }
+        assert_eq!((m.state(), m.live()), (Healthy, 4));
+    }
+
+    #[test]
+    fn a_silent_upstream_is_down_at_the_first_missed_deadline() {
+        let mut m = up();
+        assert_eq!(m.on(SILENT), Some(Down));
+        // Its pool connections failing next changes nothing.
+        for _ in 0..4 {
+            assert_eq!(m.on(ConnDown), None);
+        }
+        assert_eq!(m.on(SILENT), None);
+    }
+
+    #[test]
+    fn a_hard_failure_is_down_once_no_pool_connection_is_left() {
+        // Connections first, then the probe: down on the probe.
+        let mut m = up();
+        assert_eq!(m.on(ConnDown), Some(Degraded));
+        for _ in 0..3 {
+            assert_eq!(m.on(ConnDown), None);
+        }
+        assert_eq!(m.on(HARD), Some(Down));
+        // The probe first, then the connections: down on the last connection.
+        let mut m = up();
+        assert_eq!(m.on(HARD), Some(Degraded));
+        for _ in 0..3 {
+            assert_eq!(m.on(ConnDown), None);
+        }
+        assert_eq!(m.on(ConnDown), Some(Down));
+    }
+
+    #[test]
+    fn unreachable_probe_with_live_pool_connections_is_only_degraded() {
+        let mut m = up();
+        assert_eq!(m.on(HARD), Some(Degraded));
+        assert_eq!(m.on(HARD), None);
+        // Two answers in a row with every connection up: healthy again.
+        assert_eq!(m.on(ProbeOk), None);
+        assert_eq!(m.on(ProbeOk), Some(Healthy));
+    }
+
+    #[test]
+    fn degraded_heals_only_with_every_connection_up_and_no_error_in_between() {
+        let mut m = up();
+        assert_eq!(m.on(ConnDown), Some(Degraded));
+        assert_eq!(m.on(ProbeOk), None);
+        assert_eq!(m.on(ProbeOk), None, "a connection is still down");
+        assert_eq!(m.on(ConnUp), Some(Healthy));
+        assert_eq!(m.on(ConnDown), Some(Degraded));
+        assert_eq!(m.on(ConnUp), None);
+        assert_eq!(m.on(ProbeOk), None);
+        assert_eq!(m.on(ConnDown), None, "an error restarts the count");
+        assert_eq!(m.on(ConnUp), None);
+        assert_eq!(m.on(ProbeOk), None);
+        assert_eq!(m.on(ProbeOk), Some(Healthy));
+    }
+
+    #[test]
+    fn recovery_takes_recover_after_answers_and_every_connection() {
+        let mut m = up();
+        assert_eq!(m.on(SILENT), Some(Down));
+        for _ in 0..4 {
+            m.on(ConnDown);
+        }
+        assert_eq!(m.on(ProbeOk), Some(Recovering));
+        // The pool reconnects (woken by the transition); the second answer completes recovery.
+        for _ in 0..4 {
+            assert_eq!(m.on(ConnUp), None);
+        }
+        assert_eq!(m.on(ProbeOk), Some(Healthy));
+    }
+
+    #[test]
+    fn recovery_completes_on_the_last_connection_when_probes_were_quicker() {
+        let mut m = up();
+        m.on(SILENT);
+        for _ in 0..4 {
+            m.on(ConnDown);
+        }
+        m.on(ProbeOk);
+        m.on(ProbeOk);
+        m.on(ProbeOk);
+        assert_eq!(m.state(), Recovering);
+        for _ in 0..3 {
+            assert_eq!(m.on(ConnUp), None);
+        }
+        assert_eq!(m.on(ConnUp), Some(Healthy));
+    }
+
+    #[test]
+    fn a_failure_while_recovering_goes_back_down() {
+        let mut m = up();
+        m.on(HARD);
+        for _ in 0..4 {
+            m.on(ConnDown);
+        }
+        assert_eq!(m.state(), Down);
+        assert_eq!(m.on(ProbeOk), Some(Recovering));
+        assert_eq!(m.on(HARD), Some(Down));
+        assert_eq!(m.on(ProbeOk), Some(Recovering));
+        assert_eq!(m.on(SILENT), Some(Down));
+    }
+
+    #[test]
+    fn recovering_with_some_connections_refused_ends_degraded() {
+        let mut m = up();
+        m.on(SILENT);
+        for _ in 0..4 {
+            m.on(ConnDown);
+        }
+        m.on(ConnUp);
+        assert_eq!(m.on(ProbeOk), Some(Recovering));
+        for _ in 0..6 {
+            assert_eq!(m.on(ProbeOk), None);
+        }
+        assert_eq!(
+            m.on(ProbeOk),
+            Some(Degraded),
+            "8 answers, 1 of 4 connections"
+        );
+        // With no connection at all it stays local: forwarding could only fail.
+        let mut m = up();
+        m.on(SILENT);
+        for _ in 0..4 {
+            m.on(ConnDown);
+        }
+        for _ in 0..20 {
+            m.on(ProbeOk);
+        }
+        assert_eq!(m.state(), Recovering);
+    }
+
+    #[test]
+    fn down_at_startup_when_the_upstream_is_unreachable() {
+        let mut m = Machine::new(4, 2);
+        assert_eq!(m.on(HARD), Some(Down));
+        let mut m = Machine::new(4, 2);
+        assert_eq!(m.on(SILENT), Some(Down));
+    }
+
+    #[test]
+    fn states_round_trip_through_the_atomic() {
+        for s in State::ALL {
+            assert_eq!(State::from_u8(s as u8), s);
+        }
+        assert!(Down.is_local() && Recovering.is_local());
+        assert!(!Healthy.is_local() && !Degraded.is_local());
+    }
+}
