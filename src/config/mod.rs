@@ -335,6 +335,7 @@ const SECTIONS: &[&str] = &[
     "local_only",
     "local",
     "health",
+    "near_cache",
 ];
 
 /// Environment overrides: `RESPITE_UPSTREAM_URL=…` sets `upstream.url`; `REDIS_URL` sets
@@ -835,6 +836,60 @@ mod tests {
     }
 
     #[test]
+    fn near_cache_errors_name_the_key_and_line() {
+        let base = "[upstream]\nurl = \"redis://a:1\"\n[near_cache]\nenabled = true\n";
+        let c = parse(&format!(
+            "{base}[[near_cache.rule]]\npattern = \"user:*\"\n"
+        ))
+        .unwrap();
+        let cache = c.near_cache.expect("enabled");
+        assert_eq!(cache.rules.len(), 1);
+        assert_eq!(
+            cache.rules[0].reads.count_ones() as usize,
+            crate::cache::ReadKind::ALL.len()
+        );
+        let e = parse(&format!(
+            "{base}[[near_cache.rule]]\npattern = \"*\"\n[[near_cache.rule]]\npattern = \"a*\"\ncommands = [\"GET\", \"SET\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("near_cache.rule[1].commands")
+                && e.contains("line 9")
+                && e.contains("`SET`"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{base}[[near_cache.rule]]\ntenant = \"nobody\"\npattern = \"*\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("near_cache.rule[0].tenant") && e.contains("line 6"),
+            "{e}"
+        );
+        let e = parse("[near_cache]\nenabled = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("near_cache.enabled") && e.contains("upstream"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}heartbeat_ms = 5000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("near_cache.heartbeat_timeout_ms"), "{e}");
+        // Off unless enabled, and its keys are still checked.
+        assert!(
+            parse("[near_cache]\nmax_memory_bytes = 1000000\n")
+                .unwrap()
+                .near_cache
+                .is_none()
+        );
+        assert!(parse("[near_cache]\nmax_memory_bytes = 0\n").is_err());
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let e = parse("[upstream]\nurl = \"redis://a:1\"\nconections = 3\n")
             .unwrap_err()
@@ -946,6 +1001,10 @@ mod tests {
                 "5".to_string(),
             ),
             ("RESPITE_HEALTH_RECOVER_AFTER".to_string(), "3".to_string()),
+            (
+                "RESPITE_NEAR_CACHE_MAX_ENTRY_BYTES".to_string(),
+                "7".to_string(),
+            ),
         ]);
         assert_eq!(
             env,
@@ -953,6 +1012,7 @@ mod tests {
                 ("local_only.writes".to_string(), "refuse".to_string()),
                 ("local.max_memory_bytes".to_string(), "5".to_string()),
                 ("health.recover_after".to_string(), "3".to_string()),
+                ("near_cache.max_entry_bytes".to_string(), "7".to_string()),
             ]
         );
         let c = from_str_with("", "f", &env, &vec![]).unwrap();

@@ -330,8 +330,11 @@ impl ConnTask {
         let permits = Semaphore::new(self.config.max_inflight);
         self.state.borrow_and_update();
         let fail_on_down = self.health.fail_inflight_on_down();
+        // Jobs taken off the queue but not yet written: if the connection fails first, they are
+        // known not to have been sent.
+        let mut unsent = VecDeque::new();
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, write, &inflight, &permits, self.config.max_inflight) => r,
+            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight) => r,
             r = read_loop(read, &mut buf, &inflight, &permits) => r,
             r = watchdog(&inflight, self.config.command_timeout) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
@@ -345,8 +348,15 @@ impl ConnTask {
             None => "respite is shutting down".to_string(),
         };
         let lost = UpstreamError::Lost {
-            cause: cause.into(),
+            cause: cause.clone().into(),
         };
+        let not_sent = UpstreamError::Unavailable {
+            addr: self.config.url.addr.to_string().into(),
+            cause: format!("{cause}; the command was not sent").into(),
+        };
+        for job in unsent {
+            let _ = job.reply.send(Err(not_sent.clone().into()));
+        }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
         let mut partial = Some(std::mem::take(&mut buf));
         for slot in slots {
@@ -449,6 +459,7 @@ pub(crate) async fn connect_as(
 /// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
 async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut VecDeque<Job>,
     mut write: BoxWrite,
     inflight: &InFlight,
     permits: &Semaphore,
@@ -456,13 +467,13 @@ async fn write_loop(
 ) -> Option<String> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
-    let mut jobs = Vec::with_capacity(BATCH);
+    let mut received = Vec::with_capacity(BATCH);
     let mut out = BytesMut::new();
     loop {
-        jobs.clear();
-        if rx.recv_many(&mut jobs, BATCH).await == 0 {
+        if rx.recv_many(&mut received, BATCH).await == 0 {
             return None;
         }
+        jobs.extend(received.drain(..));
         if jobs.len() < BATCH {
             // Auto-pipelining: let every client task that is ready right now queue its commands
             // before this write goes out, so one write carries many clients' commands. Costs one
@@ -470,7 +481,7 @@ async fn write_loop(
             tokio::task::yield_now().await;
             while jobs.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
+                    Ok(job) => jobs.push_back(job),
                     Err(_) => break,
                 }
             }
@@ -478,11 +489,12 @@ async fn write_loop(
         let commands: usize = jobs.iter().map(|j| j.count).sum();
         let now = Instant::now();
         let mut total = 0;
-        for job in jobs.drain(..) {
+        // A job leaves `jobs` only once its slot is in flight (see `serve`).
+        while let Some(next) = jobs.front() {
             // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
             // first send what is already queued here (its replies are what frees permits), then
             // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
-            let weight = job.count.min(max_inflight) as u32;
+            let weight = next.count.min(max_inflight) as u32;
             match permits.try_acquire_many(weight) {
                 Ok(p) => p.forget(),
                 Err(_) => {
@@ -496,6 +508,7 @@ async fn write_loop(
                     }
                 }
             }
+            let job = jobs.pop_front().expect("the front job");
             total += job.bytes.len();
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.

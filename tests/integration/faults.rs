@@ -5,6 +5,9 @@
 //!
 //! Keys and values are distinct per request (and counters start at a distinct base per client), so
 //! a reply delivered to the wrong request would be seen.
+//!
+//! These test the forwarding path's own failure contract, so local-only mode (which would answer
+//! from the local engine while the upstream is down; see `local_only.rs`) is off here.
 use crate::both;
 use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
 use crate::relay::{Direction, Relay};
@@ -21,12 +24,6 @@ enum Outcome {
     Lost(String),
     /// Not sent: no upstream connection at that moment.
     Unavailable(String),
-    /// Not sent either: taken off the upstream connection's queue by its writer, but not yet
-    /// written, when that connection failed. respite answers these with `-ERR upstream connection
-    /// closed before replying`, which is neither of the two failure texts README's contract lists
-    /// (the writer's batch is dropped with the connection, see `upstream::write_loop`). Known and
-    /// reported; accepted here so the scenarios check everything else.
-    Dropped,
     /// The upstream's own refusal while a restarted server loads its data (`-LOADING`): not run.
     Loading,
 }
@@ -34,10 +31,7 @@ enum Outcome {
 impl Outcome {
     /// Certainly never ran on the upstream.
     fn not_run(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Unavailable(_) | Outcome::Dropped | Outcome::Loading
-        )
+        matches!(self, Outcome::Unavailable(_) | Outcome::Loading)
     }
 }
 
@@ -52,8 +46,6 @@ fn outcome(reply: Vec<u8>) -> Outcome {
         Outcome::Lost(e)
     } else if e.starts_with("-ERR upstream ") && e.contains(" unavailable: ") {
         Outcome::Unavailable(e)
-    } else if e == "-ERR upstream connection closed before replying" {
-        Outcome::Dropped
     } else if e.starts_with("-LOADING ") {
         Outcome::Loading
     } else {
@@ -126,7 +118,6 @@ struct Tally {
     acked: u64,
     lost: u64,
     not_run: u64,
-    dropped: u64,
 }
 
 both!(
@@ -139,6 +130,7 @@ both!(
         let proxy = Proxy::start_with(
             &server.url(),
             &[
+                ("local_only.enabled", "false"),
                 ("upstream.backoff_base_ms", "20"),
                 ("upstream.backoff_max_ms", "500"),
             ],
@@ -210,7 +202,6 @@ both!(
                                 o => {
                                     assert!(o.not_run());
                                     t.not_run += 1;
-                                    t.dropped += matches!(o, Outcome::Dropped) as u64;
                                     unavailable_total.fetch_add(1, Ordering::Relaxed);
                                     first_error.mark();
                                 }
@@ -276,12 +267,11 @@ both!(
         eprintln!(
             "{kind:?} kill: first error {detection:?} after the kill; first success {recovery:?} after \
              the restarted server answered ({:?} after the restart began); {} acked, {} lost \
-             (may or may not have run), {} not run ({} of them dropped unwritten)",
+             (may or may not have run), {} not run",
             first_success.get().unwrap() - restart_began,
             sum(|t| t.acked),
             sum(|t| t.lost),
             sum(|t| t.not_run),
-            sum(|t| t.dropped),
         );
         assert!(
             detection < Duration::from_secs(1),
@@ -301,6 +291,7 @@ both!(
         let proxy = Proxy::start_with(
             &server.url(),
             &[
+                ("local_only.enabled", "false"),
                 ("upstream.command_timeout_ms", "300"),
                 ("upstream.connect_timeout_ms", "300"),
                 ("upstream.backoff_max_ms", "300"),
@@ -321,7 +312,7 @@ both!(
             pipeline.extend(encode(&[b"GET", b"before"]));
         }
         c.send(&pipeline);
-        let (mut lost, mut dropped) = (0, 0);
+        let mut lost = 0;
         for i in 0..40 {
             let e = match outcome(c.reply().expect("a reply")) {
                 Outcome::Lost(e) => {
@@ -329,10 +320,6 @@ both!(
                     e
                 }
                 Outcome::Unavailable(e) => e,
-                Outcome::Dropped => {
-                    dropped += 1;
-                    continue;
-                }
                 o => panic!("{i}: from a frozen server: {o:?}"),
             };
             assert!(e.contains("within 300ms"), "{i}: {e}");
@@ -376,7 +363,7 @@ both!(
         }
         eprintln!(
             "{kind:?} SIGSTOP: 40 pipelined commands failed within {waited:?} ({lost} lost in \
-             flight, {dropped} dropped unwritten, the rest failed fast); another client failed in {other:?}; first success \
+             flight, the rest failed fast); another client failed in {other:?}; first success \
              {recovery:?} after SIGCONT"
         );
         assert!(
@@ -391,7 +378,13 @@ both!(
     upstream_restarted_empty_is_served_without_restarting_respite,
     |kind: Kind| {
         let mut server = Server::start(kind);
-        let proxy = Proxy::start_with(&server.url(), &[("upstream.backoff_max_ms", "300")]);
+        let proxy = Proxy::start_with(
+            &server.url(),
+            &[
+                ("local_only.enabled", "false"),
+                ("upstream.backoff_max_ms", "300"),
+            ],
+        );
         let mut c = proxy.raw();
         for i in 0..100 {
             let (k, v) = (format!("gone:{i}"), format!("v{i}"));
@@ -436,6 +429,7 @@ both!(
         let proxy = Proxy::start_with(
             &relay.url(),
             &[
+                ("local_only.enabled", "false"),
                 ("upstream.connections", "1"),
                 ("upstream.command_timeout_ms", "500"),
                 ("upstream.connect_timeout_ms", "500"),
@@ -451,7 +445,6 @@ both!(
         relay.blackhole();
         let began = Instant::now();
         let mut failed = Vec::new();
-        let mut dropped = 0;
         let mut slowest = Duration::ZERO;
         let mut i = 1;
         while began.elapsed() < partition {
@@ -462,7 +455,6 @@ both!(
                 Outcome::Lost(e) | Outcome::Unavailable(e) => {
                     assert!(e.contains("within 500ms"), "{e}")
                 }
-                Outcome::Dropped => dropped += 1,
                 o => panic!("through a blackhole: {o:?}"),
             }
             slowest = slowest.max(t.elapsed());
@@ -503,8 +495,7 @@ both!(
             }
         }
         eprintln!(
-            "{kind:?} partition of {partition:?}: {} commands failed ({dropped} dropped \
-             unwritten), the slowest after {slowest:?}; {attempts} connection attempts; first \
+            "{kind:?} partition of {partition:?}: {} commands failed, the slowest after {slowest:?}; {attempts} connection attempts; first \
              success {recovery:?} after heal",
             failed.len()
         );
@@ -527,6 +518,7 @@ both!(
         let proxy = Proxy::start_with(
             &relay.url(),
             &[
+                ("local_only.enabled", "false"),
                 ("upstream.connections", "1"),
                 ("upstream.backoff_max_ms", "200"),
             ],
@@ -586,6 +578,7 @@ both!(
         let proxy = Proxy::start_with(
             &relay.url(),
             &[
+                ("local_only.enabled", "false"),
                 ("upstream.connections", "1"),
                 ("upstream.backoff_base_ms", "50"),
                 ("upstream.backoff_max_ms", "400"),
@@ -718,7 +711,13 @@ both!(
         use std::io::{Read, Write};
         let server = Server::start(kind);
         // One upstream connection per pool, so a probe's reply comes after every earlier one.
-        let proxy = Proxy::start_with(&server.url(), &[("upstream.connections", "1")]);
+        let proxy = Proxy::start_with(
+            &server.url(),
+            &[
+                ("local_only.enabled", "false"),
+                ("upstream.connections", "1"),
+            ],
+        );
         let big: Vec<u8> = (0..16 * 1024 * 1024u32)
             .map(|i| (i * 7 % 251) as u8)
             .collect();

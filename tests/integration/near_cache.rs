@@ -621,14 +621,17 @@ commands = ["GET", "HGETALL"]
         (Some(1), Some(2)),
         "{s}"
     );
-    // (The registry is the test process's: other tests add to the same series.)
-    let (_, metrics) = proxy.admin_get("/metrics");
-    let alpha_hits: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("respite_near_cache_hits_total{tenant=\"alpha\"} "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(alpha_hits >= 2, "{metrics}");
+    // Published once a second. (The registry is the test process's: other tests add to the
+    // same series.)
+    let alpha_hits = || -> u64 {
+        let (_, metrics) = proxy.admin_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("respite_near_cache_hits_total{tenant=\"alpha\"} "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(5), || alpha_hits() >= 2).expect("alpha's hits are exported");
     // A write through alpha invalidates alpha's entry under its prefixed name.
     assert_eq!(a.cmd(&words("SET user:1 changed")), b"+OK\r\n");
     assert_eq!(a.cmd(&words("GET user:1")), bulk("changed"));
