@@ -111,13 +111,16 @@ pub(crate) struct Shared {
     flushes: AtomicU64,
     /// Keys named in invalidation pushes.
     pushes: AtomicU64,
+    /// Reads answered stale in local-only mode.
+    stale_hits: AtomicU64,
     /// The tracking connections' readiness: hits and fills need theirs acknowledged.
     ready: Vec<AtomicBool>,
 }
 
 impl Shared {
     fn flush(&self, reason: FlushReason) {
-        self.store.flush();
+        self.store
+            .flush(matches!(reason, FlushReason::TrackingLost));
         self.flushes.fetch_add(1, Ordering::Relaxed);
         counter!(FLUSHES_TOTAL, "reason" => reason.label()).increment(1);
     }
@@ -139,6 +142,7 @@ impl NearCache {
         config: CacheConfig,
         upstream: Arc<UpstreamConfig>,
         tenants: Option<&Tenants>,
+        stale_reads: std::time::Duration,
         shutdown: CancellationToken,
     ) -> Arc<NearCache> {
         let rules_for = |tenant: Option<&str>| RuleSet {
@@ -159,7 +163,12 @@ impl NearCache {
             .collect();
         let untenanted = rules_for(None);
         let shared = Arc::new(Shared {
-            store: Store::new(config.max_memory, config.cooldown_after, config.cooldown),
+            store: Store::with_stale_reads(
+                config.max_memory,
+                config.cooldown_after,
+                config.cooldown,
+                stale_reads,
+            ),
             ready: (0..config.connections)
                 .map(|_| AtomicBool::new(false))
                 .collect(),
@@ -167,6 +176,7 @@ impl NearCache {
             disabled: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
+            stale_hits: AtomicU64::new(0),
         });
         gauge!(ENABLED).set(1.0);
         let fills = (0..shared.config.connections)
@@ -295,6 +305,26 @@ impl NearCache {
         Lookup::Bypass
     }
 
+    /// In local-only mode: a cacheable read answered from what the cache held when the upstream
+    /// went away, if that is within `local_only.stale_reads_ms` (stale-if-error).
+    pub fn stale(
+        &self,
+        rules: &RuleSet,
+        kind: ReadKind,
+        args: &[Bytes],
+        prefix: &[u8],
+        proto: Protocol,
+    ) -> Option<Bytes> {
+        if !kind.single_key(args) || !rules.covers(kind, &args[1]) {
+            return None;
+        }
+        let key = upstream_key(prefix, &args[1]);
+        let store = &self.shared.store;
+        let v = store.peek_stale(&key, &Sig::new(kind, args), store.now())?;
+        self.shared.stale_hits.fetch_add(1, Ordering::Relaxed);
+        Some(v.get(proto))
+    }
+
     /// A write to `key` (as the upstream names it) is about to be sent, or has been answered.
     pub fn invalidate(&self, key: &[u8]) {
         let store = &self.shared.store;
@@ -328,6 +358,7 @@ impl NearCache {
             "fills_discarded": c.raced.load(Ordering::Relaxed),
             "invalidations": c.invalidations.load(Ordering::Relaxed),
             "invalidations_pushed": s.pushes.load(Ordering::Relaxed),
+            "stale_hits": s.stale_hits.load(Ordering::Relaxed),
             "evictions": c.evictions.load(Ordering::Relaxed),
             "flushes": s.flushes.load(Ordering::Relaxed),
             "entries": s.store.entries(),

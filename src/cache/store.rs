@@ -146,6 +146,11 @@ pub struct Store {
     cooldown_after: u32,
     cooldown: u64,
     epoch: Instant,
+    /// Stale-if-error: entries of generations from `stale_from` on (`u64::MAX`: none), which
+    /// lost coherence at `stale_since`, may still answer local-only reads for `stale_keep` ms.
+    stale_from: AtomicU64,
+    stale_since: AtomicU64,
+    stale_keep: u64,
     pub counts: Counts,
 }
 
@@ -154,6 +159,17 @@ const OVERHEAD: usize = 128;
 
 impl Store {
     pub fn new(max_memory: usize, cooldown_after: u32, cooldown: Duration) -> Store {
+        Store::with_stale_reads(max_memory, cooldown_after, cooldown, Duration::ZERO)
+    }
+
+    /// A store whose entries stay readable for `stale_keep` after coherence is lost (see
+    /// [`Store::flush`] and [`Store::peek_stale`]).
+    pub fn with_stale_reads(
+        max_memory: usize,
+        cooldown_after: u32,
+        cooldown: Duration,
+        stale_keep: Duration,
+    ) -> Store {
         Store {
             map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             generation: AtomicU64::new(0),
@@ -165,6 +181,9 @@ impl Store {
             cooldown_after: cooldown_after.max(1),
             cooldown: cooldown.as_millis() as u64,
             epoch: Instant::now(),
+            stale_from: AtomicU64::new(u64::MAX),
+            stale_since: AtomicU64::new(0),
+            stale_keep: stale_keep.as_millis() as u64,
             counts: Counts::default(),
         }
     }
@@ -184,6 +203,25 @@ impl Store {
 
     fn fresh(&self, r: &Ready, now: u64) -> bool {
         r.generation == self.generation.load(Ordering::Acquire) && now < r.expires
+    }
+
+    /// Still within the stale-if-error window (and its key's own TTL).
+    fn stale_ok(&self, r: &Ready, now: u64) -> bool {
+        let from = self.stale_from.load(Ordering::Acquire);
+        from != u64::MAX
+            && r.generation >= from
+            && now <= self.stale_since.load(Ordering::Acquire) + self.stale_keep
+            && now < r.expires
+    }
+
+    /// A cached reply for local-only mode: fresh, or stale within the window. Never for a key
+    /// that is cooling down.
+    pub fn peek_stale(&self, key: &[u8], sig: &Sig, now: u64) -> Option<Arc<Cached>> {
+        let ks = self.map.get(key)?;
+        match &ks.slots[ks.slot(sig)?].state {
+            State::Ready(r) if self.fresh(r, now) || self.stale_ok(r, now) => Some(r.value.clone()),
+            _ => None,
+        }
     }
 
     /// A cached reply, without starting anything.
@@ -428,9 +466,23 @@ impl Store {
     }
 
     /// Empty the cache at once: every entry and every fill in flight belongs to an older
-    /// generation from now on. The memory goes in the next [`Store::sweep`].
-    pub fn flush(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// generation from now on. The memory goes in the next [`Store::sweep`]. With `coherence_lost`
+    /// (a tracking connection went away; the data itself was not flushed), what was cached stays
+    /// readable by [`Store::peek_stale`] for the stale-if-error window, counted from the first
+    /// loss.
+    pub fn flush(&self, coherence_lost: bool) {
+        let old = self.generation.fetch_add(1, Ordering::AcqRel);
+        if !coherence_lost || self.stale_keep == 0 {
+            self.stale_from.store(u64::MAX, Ordering::Release);
+            return;
+        }
+        let now = self.now();
+        let active = self.stale_from.load(Ordering::Acquire) != u64::MAX
+            && now <= self.stale_since.load(Ordering::Acquire) + self.stale_keep;
+        if !active {
+            self.stale_since.store(now, Ordering::Release);
+            self.stale_from.store(old, Ordering::Release);
+        }
     }
 
     /// Reclaim what is dead: entries of older generations or past their deadline, and keys
@@ -440,7 +492,10 @@ impl Store {
         let generation = self.generation.load(Ordering::Acquire);
         self.map.retain(|_, ks| {
             ks.slots.retain(|s| match &s.state {
-                State::Ready(r) if r.generation != generation || now >= r.expires => {
+                State::Ready(r)
+                    if (r.generation != generation && !self.stale_ok(r, now))
+                        || now >= r.expires =>
+                {
                     self.uncount(r);
                     false
                 }
@@ -543,7 +598,7 @@ mod tests {
         assert!(store.peek(&a, &sig(), store.now()).is_some());
         let b = Bytes::from_static(b"b");
         let (ticket, _rx) = start(&store, &b);
-        store.flush();
+        store.flush(false);
         assert!(store.peek(&a, &sig(), store.now()).is_none());
         assert_eq!(
             store.complete(ticket, Some((v.clone(), store.now() + 10_000)), Ok(v)),

@@ -61,6 +61,9 @@ pub struct LocalOnlyConfig {
     pub enabled: bool,
     pub writes: LocalWrites,
     pub on_recovery: OnRecovery,
+    /// How long after the near cache lost coherence its entries may still answer reads in
+    /// local-only mode (stale-if-error); zero: never.
+    pub stale_reads: Duration,
 }
 
 /// What a write gets in local-only mode.
@@ -182,6 +185,7 @@ struct RawLocalOnly {
     enabled: bool,
     writes: String,
     on_recovery: String,
+    stale_reads_ms: i64,
 }
 
 impl Default for RawLocalOnly {
@@ -190,6 +194,7 @@ impl Default for RawLocalOnly {
             enabled: true,
             writes: "apply".into(),
             on_recovery: "drop".into(),
+            stale_reads_ms: 0,
         }
     }
 }
@@ -651,6 +656,15 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
                 ));
             }
         },
+        stale_reads: match raw.local_only.stale_reads_ms {
+            ms if ms < 0 => {
+                return Err(invalid(
+                    "local_only.stale_reads_ms",
+                    "must be 0 (never) or more".into(),
+                ));
+            }
+            ms => Duration::from_millis(ms as u64),
+        },
     };
     let url = raw.upstream.url.trim();
     let upstream = if url.is_empty() || url == "none" {
@@ -950,7 +964,8 @@ mod tests {
             LocalOnlyConfig {
                 enabled: true,
                 writes: LocalWrites::Apply,
-                on_recovery: OnRecovery::Drop
+                on_recovery: OnRecovery::Drop,
+                stale_reads: Duration::ZERO,
             }
         );
         let c = parse("[local_only]\nwrites = \"refuse\"\nenabled = false\n").unwrap();

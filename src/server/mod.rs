@@ -121,9 +121,8 @@ impl Shared {
         if !health.state().is_local() {
             return None;
         }
-        // TODO(near cache): in local-only mode, reads the near cache holds should be answered
-        // from it here (stale-if-error: opt-in, bounded age) before falling back to the engine;
-        // this is the one place every forwarded command passes while the upstream is down.
+        // Reads the near cache held when the upstream went away may be answered from it (see
+        // `session::Reader::stale_read`), before the engine.
         if spec.flags.contains(Flags::WRITE) && self.config.local_only.writes == LocalWrites::Refuse
         {
             return Some(Local::Refused);
@@ -157,6 +156,11 @@ pub async fn run(
             c.clone(),
             Arc::new(u.config().clone()),
             config.tenants.as_deref(),
+            if config.local_only.enabled {
+                config.local_only.stale_reads
+            } else {
+                Duration::ZERO
+            },
             stop_upstream.clone(),
         )),
         _ => None,

@@ -364,6 +364,9 @@ impl Reader<'_> {
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
     async fn forward(&mut self, spec: &'static CommandSpec, req: Request) {
         if let Some(local) = self.shared.local(spec) {
+            if let Some(reply) = self.stale_read(spec, &req.args, &[]) {
+                return self.push(Pending::Ready(reply)).await;
+            }
             // Standalone or local-only: the local engine answers at once (in order with
             // everything else).
             let reply =
@@ -394,6 +397,9 @@ impl Reader<'_> {
         let now_ms = unix_ms();
         let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
         if let (Some(local), Ok(plan)) = (self.shared.local(spec), &plan) {
+            if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
+                return self.push(Pending::Ready(reply)).await;
+            }
             let reply =
                 local.run(|e| standalone(e, plan.clone(), &tenant.prefix, self.client.proto));
             return self.push(Pending::Ready(reply)).await;
@@ -470,6 +476,33 @@ impl Reader<'_> {
         }
         self.written_through(spec, args, prefix);
         false
+    }
+
+    /// Local-only mode: a cacheable read the near cache can still answer within the
+    /// stale-if-error window — unless the local engine holds the key (written during the
+    /// outage), which then answers.
+    fn stale_read(
+        &self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        prefix: &[u8],
+    ) -> Option<Bytes> {
+        let cache = self.shared.cache.as_deref()?;
+        let kind = ReadKind::of(spec)?;
+        let engine = self.shared.engine.as_deref()?;
+        let rules = cache.rules(self.client.tenant.as_ref().map(|t| t.name.as_str()))?;
+        let exists = command::lookup("exists")?;
+        let key = [prefix, &args[1][..]].concat();
+        let held = engine.execute(
+            exists,
+            &[Bytes::from_static(b"EXISTS"), Bytes::from(key)],
+            Protocol::Resp2,
+            unix_ms() as u64,
+        );
+        if &held[..] != b":0\r\n" {
+            return None;
+        }
+        cache.stale(rules, kind, args, prefix, self.client.proto)
     }
 
     /// Note a write about to join the group bound upstream (see [`note_write`]).
