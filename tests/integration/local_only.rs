@@ -376,56 +376,67 @@ max_value_bytes = 8
     assert!(r.starts_with("-NOPERM"), "{r}");
 }
 
-both!(near_cache_entries_answer_stale_within_the_window, |kind: Kind| {
-    // stale-if-error: opt-in, bounded by local_only.stale_reads_ms from the moment coherence was
-    // lost; the engine's own keys (written during the outage) win; nothing survives recovery.
-    let mut server = Server::start(kind);
-    let cache = "[near_cache]\nenabled = true\n[[near_cache.rule]]\npattern = \"*\"\n";
-    let stale = Proxy::start_with_config(
-        &server.url(),
-        cache,
-        &[("local_only.stale_reads_ms", "1500")],
-    );
-    let strict = Proxy::start_with_config(&server.url(), cache, &[]);
-    let tracking = |p: &Proxy| {
-        let (_, body) = p.admin_get("/stats");
+both!(
+    near_cache_entries_answer_stale_within_the_window,
+    |kind: Kind| {
+        // stale-if-error: opt-in, bounded by local_only.stale_reads_ms from the moment coherence was
+        // lost; the engine's own keys (written during the outage) win; nothing survives recovery.
+        let mut server = Server::start(kind);
+        let cache = "[near_cache]\nenabled = true\n[[near_cache.rule]]\npattern = \"*\"\n";
+        let stale = Proxy::start_with_config(
+            &server.url(),
+            cache,
+            &[("local_only.stale_reads_ms", "1500")],
+        );
+        let strict = Proxy::start_with_config(&server.url(), cache, &[]);
+        let tracking = |p: &Proxy| {
+            let (_, body) = p.admin_get("/stats");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["near_cache"]["tracking"].as_u64() == Some(2)
+        };
+        for p in [&stale, &strict] {
+            wait_until(SLACK, || tracking(p)).expect("tracking");
+        }
+        let mut d = server.raw();
+        d.cmd(&words("SET k cached"));
+        d.cmd(&words("SET w cached"));
+        let (mut s, mut t) = (stale.raw(), strict.raw());
+        for c in [&mut s, &mut t] {
+            assert_eq!(c.cmd(&words("GET k")), b"$6\r\ncached\r\n");
+            assert_eq!(c.cmd(&words("GET w")), b"$6\r\ncached\r\n");
+        }
+        server.kill();
+        let lost = Instant::now();
+        wait_for(&stale, "down", SLACK);
+        wait_for(&strict, "down", SLACK);
+        assert_eq!(
+            s.cmd(&words("GET k")),
+            b"$6\r\ncached\r\n",
+            "stale within the window"
+        );
+        assert_eq!(
+            t.cmd(&words("GET k")),
+            b"$-1\r\n",
+            "off by default: the engine answers"
+        );
+        assert_eq!(s.cmd(&words("GET never-cached")), b"$-1\r\n");
+        // A write during the outage lands in the engine, which then answers for that key.
+        assert_eq!(s.cmd(&words("SET w local")), b"+OK\r\n");
+        assert_eq!(s.cmd(&words("GET w")), b"$5\r\nlocal\r\n");
+        // The window closes 1.5 s after the tracking connections went.
+        wait_until(SLACK * 2, || s.cmd(&words("GET k")) == b"$-1\r\n").expect("the window closes");
+        eprintln!(
+            "[{kind:?} stale reads] served stale for {:?} after the kill (window 1500 ms)",
+            lost.elapsed()
+        );
+        assert!(lost.elapsed() >= Duration::from_millis(1400));
+        server.restart();
+        wait_for(&stale, "healthy", SLACK * 2);
+        d = server.raw();
+        d.cmd(&words("SET k fresh"));
+        wait_until(SLACK, || s.cmd(&words("GET k")) == b"$5\r\nfresh\r\n").expect("normal again");
+        let (_, body) = stale.admin_get("/stats");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["near_cache"]["tracking"].as_u64() == Some(2)
-    };
-    for p in [&stale, &strict] {
-        wait_until(SLACK, || tracking(p)).expect("tracking");
+        assert!(v["near_cache"]["stale_hits"].as_u64().unwrap() >= 1, "{v}");
     }
-    let mut d = server.raw();
-    d.cmd(&words("SET k cached"));
-    d.cmd(&words("SET w cached"));
-    let (mut s, mut t) = (stale.raw(), strict.raw());
-    for c in [&mut s, &mut t] {
-        assert_eq!(c.cmd(&words("GET k")), b"$6\r\ncached\r\n");
-        assert_eq!(c.cmd(&words("GET w")), b"$6\r\ncached\r\n");
-    }
-    server.kill();
-    let lost = Instant::now();
-    wait_for(&stale, "down", SLACK);
-    wait_for(&strict, "down", SLACK);
-    assert_eq!(s.cmd(&words("GET k")), b"$6\r\ncached\r\n", "stale within the window");
-    assert_eq!(t.cmd(&words("GET k")), b"$-1\r\n", "off by default: the engine answers");
-    assert_eq!(s.cmd(&words("GET never-cached")), b"$-1\r\n");
-    // A write during the outage lands in the engine, which then answers for that key.
-    assert_eq!(s.cmd(&words("SET w local")), b"+OK\r\n");
-    assert_eq!(s.cmd(&words("GET w")), b"$5\r\nlocal\r\n");
-    // The window closes 1.5 s after the tracking connections went.
-    wait_until(SLACK * 2, || s.cmd(&words("GET k")) == b"$-1\r\n").expect("the window closes");
-    eprintln!(
-        "[{kind:?} stale reads] served stale for {:?} after the kill (window 1500 ms)",
-        lost.elapsed()
-    );
-    assert!(lost.elapsed() >= Duration::from_millis(1400));
-    server.restart();
-    wait_for(&stale, "healthy", SLACK * 2);
-    d = server.raw();
-    d.cmd(&words("SET k fresh"));
-    wait_until(SLACK, || s.cmd(&words("GET k")) == b"$5\r\nfresh\r\n").expect("normal again");
-    let (_, body) = stale.admin_get("/stats");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(v["near_cache"]["stale_hits"].as_u64().unwrap() >= 1, "{v}");
-});
+);

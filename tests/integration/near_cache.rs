@@ -746,3 +746,148 @@ pattern = "*"
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Monotonic time since the test began, so threads can compare when things happened.
+fn since(start: Instant) -> Duration {
+    start.elapsed()
+}
+
+fn int_reply(r: &[u8]) -> i64 {
+    match r {
+        b"$-1\r\n" => 0,
+        _ if r.starts_with(b":") => std::str::from_utf8(&r[1..r.len() - 2])
+            .unwrap()
+            .parse()
+            .unwrap(),
+        _ if r.starts_with(b"$") => {
+            let body = &r[r.iter().position(|&b| b == b'\n').unwrap() + 1..r.len() - 2];
+            std::str::from_utf8(body).unwrap().parse().unwrap()
+        }
+        _ => panic!("not a counter: {}", String::from_utf8_lossy(r)),
+    }
+}
+
+both!(
+    randomized_checker_two_instances_and_direct_writers,
+    |kind: Kind| {
+        // Counters written with INCR (so values are ordered by the upstream) through instance A,
+        // instance B and directly; readers GET them through A and B. A read through an instance
+        // must never return a value older than a write acknowledged through that same instance
+        // before the read was sent. How long writes made elsewhere stay invisible is measured.
+        use std::sync::{Arc, Mutex};
+        let server = Server::start(kind);
+        let settings = [("near_cache.cooldown_after", "1000000")];
+        let a = cached_proxy(&server.url(), &settings);
+        let b = cached_proxy(&server.url(), &settings);
+        const KEYS: usize = 4;
+        let run = Duration::from_millis(2500);
+        let start = Instant::now();
+        // (instance, key, value, acked at)
+        let acks: Arc<Mutex<Vec<(usize, usize, i64, Duration)>>> = Arc::default();
+        // (instance, key, value, sent at, answered at)
+        let reads: Arc<Mutex<Vec<(usize, usize, i64, Duration, Duration)>>> = Arc::default();
+        let addrs = [
+            a.addr,
+            b.addr,
+            std::net::SocketAddr::from(([127, 0, 0, 1], server.port)),
+        ];
+        std::thread::scope(|scope| {
+            for (w, &addr) in addrs.iter().enumerate() {
+                let acks = acks.clone();
+                scope.spawn(move || {
+                    let mut c = Raw::connect(addr);
+                    let mut i = 0usize;
+                    while since(start) < run {
+                        let key = format!("ctr:{}", (i * 7 + w) % KEYS);
+                        let v = int_reply(&c.cmd(&[b"INCR", key.as_bytes()]));
+                        let at = since(start);
+                        acks.lock().unwrap().push((w, (i * 7 + w) % KEYS, v, at));
+                        if w < 2 {
+                            // Read your own write, on the same connection, at once.
+                            let r = int_reply(&c.cmd(&[b"GET", key.as_bytes()]));
+                            assert!(r >= v, "instance {w}: wrote {v} to {key}, read back {r}");
+                        }
+                        i += 1;
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                });
+            }
+            for r in 0..4 {
+                let reads = reads.clone();
+                let addr = addrs[r % 2];
+                scope.spawn(move || {
+                    let mut c = Raw::connect(addr);
+                    let mut i = 0usize;
+                    while since(start) < run {
+                        let k = i % KEYS;
+                        let sent = since(start);
+                        let v = int_reply(&c.cmd(&[b"GET", format!("ctr:{k}").as_bytes()]));
+                        reads
+                            .lock()
+                            .unwrap()
+                            .push((r % 2, k, v, sent, since(start)));
+                        i += 1;
+                    }
+                });
+            }
+        });
+        let acks = acks.lock().unwrap();
+        let reads = reads.lock().unwrap();
+        // Own writes: for each read, the newest write acked through the same instance before it was
+        // sent.
+        let mut checked = 0;
+        for &(inst, key, value, sent, _) in reads.iter() {
+            let newest_own = acks
+                .iter()
+                .filter(|&&(w, k, _, at)| w == inst && k == key && at < sent)
+                .map(|&(_, _, v, _)| v)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                value >= newest_own,
+                "read through instance {inst} returned {value} for ctr:{key} after {newest_own} was acked through it"
+            );
+            checked += 1;
+        }
+        // Writes made elsewhere: from the ack until a read through the instance (sent after the
+        // ack) shows that value or a newer one.
+        let mut lags = Vec::new();
+        for &(w, key, v, at) in acks.iter() {
+            for inst in 0..2 {
+                if w == inst {
+                    continue;
+                }
+                if let Some(&(_, _, _, _, seen)) = reads
+                    .iter()
+                    .filter(|&&(i, k, val, sent, _)| {
+                        i == inst && k == key && sent >= at && val >= v
+                    })
+                    .min_by_key(|r| r.4)
+                {
+                    lags.push(seen.saturating_sub(at));
+                }
+            }
+        }
+        lags.sort();
+        let pct = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
+        let (sa, sb) = (stats(&a), stats(&b));
+        eprintln!(
+            "{kind:?} checker: {} writes, {checked} reads checked; hits A {} / misses A {}, hits B {} / misses B {}; \
+         a write made elsewhere became visible after p50 {:?}, p99 {:?}, max {:?} ({} samples)",
+            acks.len(),
+            sa["hits"],
+            sa["misses"],
+            sb["hits"],
+            sb["misses"],
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            lags.len()
+        );
+        assert!(checked > 1000, "the readers ran");
+        assert!(
+            sa["hits"].as_u64().unwrap() > 100,
+            "the cache was in play: {sa}"
+        );
+    }
+);
