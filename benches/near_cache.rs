@@ -1,6 +1,7 @@
 //! The near cache's hit path, as a session runs it for one request: frame `GET key` out of the
 //! read buffer, resolve the command, find the entry, and append its reply for the client's
-//! protocol to the output buffer. Target: under 300 ns per request.
+//! protocol to the output buffer, for a batch of 1,024 pipelined requests over 10,000 cached keys.
+//! Target: under 300 ns per request.
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use respite::cache::store::{Cached, Found, Store, Ticket};
@@ -22,7 +23,7 @@ fn store_with(keys: usize) -> Store {
         let args = [Bytes::from_static(b"GET"), key.clone()];
         let sig = Sig::new(ReadKind::Get, &args);
         let mut ticket: Option<Ticket> = None;
-        let _ = store.read(&key, &sig, store.now(), false, |t| {
+        let _ = store.read(&key, &sig, store.now(), false, Protocol::Resp2, |t| {
             ticket = Some(t);
             true
         });
@@ -59,13 +60,15 @@ fn hit_path(c: &mut Criterion) {
                 }
                 out.clear();
                 let start = Instant::now();
+                // As a session does: one clock reading per batch of requests read together.
+                let now = store.now();
                 for _ in 0..n {
                     let req = framer.next(&mut input).unwrap().unwrap();
                     let spec = command::resolve(&req.args).unwrap();
                     let kind = ReadKind::of(spec).unwrap();
                     let sig = Sig::new(kind, &req.args);
-                    match store.read(&req.args[1], &sig, store.now(), true, |_| false) {
-                        Found::Hit(v) => out.extend_from_slice(&v.get(Protocol::Resp2)),
+                    match store.read(&req.args[1], &sig, now, true, Protocol::Resp2, |_| false) {
+                        Found::Hit(v) => out.extend_from_slice(&v),
                         _ => panic!("every key is cached"),
                     }
                 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Throughput of the upstream direct, through twemproxy (Debian's nutcracker) and through respite, in
-# one run, with the ratios; then the RSS of respite holding 10,000 idle clients.
+# one run, with the ratios; then cached GETs through the near cache against the upstream direct, the
+# near cache's hit ratio under a Zipf key distribution, and the RSS of respite holding 10,000 idle
+# clients.
 # usage: scripts/bench.sh [ROUNDS]      env: N requests per case (200000), C clients (50), D value bytes (64)
-# Starts and stops its own redis-server, nutcracker and respite on loopback ports 7101-7105.
+# Starts and stops its own redis-server, nutcracker and respite on loopback ports 7101-7107.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; N=${N:-200000}; C=${C:-50}; D=${D:-64}
@@ -49,6 +51,40 @@ for t in set get; do for P in 1 16; do
   printf "| %-7s | %10s | %10s | %10s | %8.2f | %9.2f |\n" "$t-P$P" "$d" "$w" "$p" \
     "$(awk -v a="$p" -v b="$d" 'BEGIN{print a/b}')" "$(awk -v a="$p" -v b="$w" 'BEGIN{print a/b}')"
 done; done
+
+# The near cache: GETs of the 1,000 keys the SET runs wrote, served by a respite whose near cache
+# covers every key, against the upstream direct in the same run; then a skewed key distribution.
+cat > "$W/cached.toml" <<T
+[listen]
+tcp = "127.0.0.1:7106"
+[upstream]
+url = "redis://127.0.0.1:7101"
+[admin]
+listen = "127.0.0.1:7107"
+[log]
+level = "warn"
+[near_cache]
+enabled = true
+[[near_cache.rule]]
+pattern = "*"
+T
+./target/release/respite --config "$W/cached.toml" 2>>"$W/respite.log" &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p 7106 ping >/dev/null 2>&1 && break; sleep 0.05; done
+for P in 1 16; do run 7106 get $P >/dev/null; done # fill
+declare -A C
+for _ in $(seq "$ROUNDS"); do for P in 1 16; do for port in 7101 7106; do
+  C[$P.$port]+="$(run $port get $P) "; done; done; done
+echo
+echo "near cache: cached GETs, median of $ROUNDS rounds (requests/s)"
+printf "| %-7s | %10s | %10s | %8s |\n" case direct cached cache/dir
+printf "|---------|-----------:|-----------:|---------:|\n"
+for P in 1 16; do
+  d=$(echo ${C[$P.7101]} | med); p=$(echo ${C[$P.7106]} | med)
+  printf "| %-7s | %10s | %10s | %8.2f |\n" "get-P$P" "$d" "$p" "$(awk -v a="$p" -v b="$d" 'BEGIN{print a/b}')"
+done
+curl -s localhost:7107/stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["near_cache"]; print(f"hit ratio {c[\"hit_ratio\"]:.4f}, {c[\"entries\"]} entries")'
+python3 scripts/zipf.py 7106 7107 7101 10000 200000 1.0
 
 # Idle clients against a fresh respite, so the figure is what the clients cost, not what the
 # allocator kept from the throughput runs above.

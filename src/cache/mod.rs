@@ -213,6 +213,9 @@ impl NearCache {
 
     /// Serve a read through the cache if a rule covers it: `args` as the client sent them,
     /// `prefix` the tenant's key prefix (empty for none).
+    /// `now` is [`NearCache::now`], taken at most a few microseconds earlier (a session reads
+    /// the clock once per batch of requests).
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
         rules: &RuleSet,
@@ -220,12 +223,13 @@ impl NearCache {
         args: &[Bytes],
         prefix: &[u8],
         proto: Protocol,
+        now: u64,
     ) -> Lookup {
         if self.shared.disabled.load(Ordering::Relaxed) {
             return Lookup::Bypass;
         }
         if kind == ReadKind::Mget {
-            return self.mget(rules, args, prefix, proto);
+            return self.mget(rules, args, prefix, proto, now);
         }
         if !kind.single_key(args) || !rules.covers(kind, &args[1]) {
             return Lookup::Bypass;
@@ -237,13 +241,13 @@ impl NearCache {
         }
         let sig = Sig::new(kind, args);
         let store = &self.shared.store;
-        let found = store.read(&key, &sig, store.now(), true, |ticket| {
+        let found = store.read(&key, &sig, now, true, proto, |ticket| {
             self.send_fill(index, ticket, args)
         });
         match found {
             Found::Hit(v) => {
                 rules.hit();
-                Lookup::Hit(v.get(proto))
+                Lookup::Hit(v)
             }
             Found::Wait(rx) => {
                 rules.miss();
@@ -251,6 +255,11 @@ impl NearCache {
             }
             Found::Bypass => Lookup::Bypass,
         }
+    }
+
+    /// The cache's clock, in milliseconds.
+    pub fn now(&self) -> u64 {
+        self.shared.store.now()
     }
 
     fn send_fill(&self, index: usize, ticket: store::Ticket, args: &[Bytes]) -> bool {
@@ -265,13 +274,19 @@ impl NearCache {
 
     /// MGET from the keys' GET entries when every key has one; otherwise it goes upstream as it
     /// is (one snapshot of all its keys), and the missing keys are filled for next time.
-    fn mget(&self, rules: &RuleSet, args: &[Bytes], prefix: &[u8], proto: Protocol) -> Lookup {
+    fn mget(
+        &self,
+        rules: &RuleSet,
+        args: &[Bytes],
+        prefix: &[u8],
+        proto: Protocol,
+        now: u64,
+    ) -> Lookup {
         let keys = &args[1..];
         if !keys.iter().all(|k| rules.covers(ReadKind::Mget, k)) {
             return Lookup::Bypass;
         }
         let store = &self.shared.store;
-        let now = store.now();
         let mut out = BytesMut::new();
         crate::protocol::encode::array_header(&mut out, keys.len());
         let mut missing = Vec::new();
@@ -298,7 +313,7 @@ impl NearCache {
             }
             let get = [Bytes::from_static(b"GET"), keys[i].clone()];
             let sig = Sig::new(ReadKind::Get, &get);
-            store.read(&key, &sig, now, false, |ticket| {
+            store.read(&key, &sig, now, false, proto, |ticket| {
                 self.send_fill(index, ticket, &get)
             });
         }

@@ -12,6 +12,7 @@
 //! - Cached bytes are counted on insert and uncounted on every removal; eviction keeps them at
 //!   or under the bound (one entry may overshoot it until the next insert's eviction).
 use super::reads::Sig;
+use crate::protocol::Protocol;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::VecDeque;
@@ -73,7 +74,8 @@ pub struct Ticket {
 
 /// What a read found.
 pub enum Found {
-    Hit(Arc<Cached>),
+    /// The cached reply, for the protocol asked.
+    Hit(Bytes),
     /// A fill is in flight (perhaps just started for this read): its reply comes here.
     Wait(oneshot::Receiver<Fetched>),
     /// Not served from the cache: cooling down, or the fill could not be started.
@@ -98,6 +100,16 @@ struct Ready {
     id: u64,
     weight: usize,
     visited: AtomicBool,
+}
+
+impl Ready {
+    /// Mark it read since it was clocked. Only written when not yet set: hits on a hot entry
+    /// from several threads do not bounce its cache line.
+    fn visit(&self) {
+        if !self.visited.load(Ordering::Relaxed) {
+            self.visited.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 enum State {
@@ -232,7 +244,7 @@ impl Store {
         }
         match &ks.slots[ks.slot(sig)?].state {
             State::Ready(r) if self.fresh(r, now) => {
-                r.visited.store(true, Ordering::Relaxed);
+                r.visit();
                 Some(r.value.clone())
             }
             _ => None,
@@ -248,17 +260,18 @@ impl Store {
         sig: &Sig,
         now: u64,
         wait: bool,
+        proto: Protocol,
         start: impl FnOnce(Ticket) -> bool,
     ) -> Found {
         // The shared lock first: hits and joins need nothing more. The guard is gone before
         // the exclusive lock below is taken.
         if let Some(ks) = self.map.get(key.as_ref())
-            && let Some(found) = self.existing(&ks, sig, now, wait)
+            && let Some(found) = self.existing(&ks, sig, now, wait, proto)
         {
             return found;
         }
         let mut ks = self.map.entry(key.clone()).or_default();
-        if let Some(found) = self.existing(&ks, sig, now, wait) {
+        if let Some(found) = self.existing(&ks, sig, now, wait, proto) {
             return found;
         }
         let joiners = Arc::new(Joiners::default());
@@ -295,14 +308,21 @@ impl Store {
         }
     }
 
-    fn existing(&self, ks: &KeyState, sig: &Sig, now: u64, wait: bool) -> Option<Found> {
+    fn existing(
+        &self,
+        ks: &KeyState,
+        sig: &Sig,
+        now: u64,
+        wait: bool,
+        proto: Protocol,
+    ) -> Option<Found> {
         if ks.cool_until > now {
             return Some(Found::Bypass);
         }
         match &ks.slots[ks.slot(sig)?].state {
             State::Ready(r) if self.fresh(r, now) => {
-                r.visited.store(true, Ordering::Relaxed);
-                Some(Found::Hit(r.value.clone()))
+                r.visit();
+                Some(Found::Hit(r.value.get(proto)))
             }
             State::Filling { joiners, .. } if wait => Some(Found::Wait(joiners.join())),
             State::Filling { .. } => Some(Found::Bypass),
@@ -537,7 +557,7 @@ mod tests {
 
     fn start(store: &Store, key: &Bytes) -> (Ticket, oneshot::Receiver<Fetched>) {
         let mut ticket = None;
-        let found = store.read(key, &sig(), store.now(), true, |t| {
+        let found = store.read(key, &sig(), store.now(), true, Protocol::Resp2, |t| {
             ticket = Some(t);
             true
         });
@@ -553,7 +573,9 @@ mod tests {
         let key = Bytes::from_static(b"k");
         let (ticket, mut first) = start(&store, &key);
         // A second miss joins the fill in flight instead of starting one.
-        let found = store.read(&key, &sig(), store.now(), true, |_| panic!("second fill"));
+        let found = store.read(&key, &sig(), store.now(), true, Protocol::Resp2, |_| {
+            panic!("second fill")
+        });
         let Found::Wait(mut second) = found else {
             panic!("expected to join")
         };
@@ -563,7 +585,14 @@ mod tests {
         assert!(first.try_recv().unwrap().is_ok());
         assert!(second.try_recv().unwrap().is_ok());
         assert!(matches!(
-            store.read(&key, &sig(), store.now(), true, |_| panic!()),
+            store.read(
+                &key,
+                &sig(),
+                store.now(),
+                true,
+                Protocol::Resp2,
+                |_| panic!()
+            ),
             Found::Hit(_)
         ));
         assert_eq!(store.entries(), 1);
@@ -649,7 +678,14 @@ mod tests {
             assert!(store.invalidate(&key, store.now()));
         }
         assert!(matches!(
-            store.read(&key, &sig(), store.now(), true, |_| panic!("cooling")),
+            store.read(
+                &key,
+                &sig(),
+                store.now(),
+                true,
+                Protocol::Resp2,
+                |_| panic!("cooling")
+            ),
             Found::Bypass
         ));
     }

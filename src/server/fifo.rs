@@ -66,6 +66,12 @@ impl<T> Fifo<T> {
         .await
     }
 
+    /// Whether a push of `weight` would have to wait for room now.
+    pub fn full_for(&self, weight: usize) -> bool {
+        let inner = self.lock();
+        inner.weight > 0 && inner.weight + weight > self.capacity
+    }
+
     /// No more pushes: the receiver gets what is queued, then `None`.
     pub fn close(&self) {
         let mut inner = self.lock();

@@ -174,6 +174,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         group_count: 0,
         written: Written::default(),
         unanswered_writes: &unanswered_writes,
+        cache_now: None,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -199,6 +200,8 @@ pub(crate) struct Reader<'f> {
     /// This client's writes sent upstream and not answered yet (near cache only): while there
     /// are any, its reads bypass the cache, so it always reads its own writes.
     unanswered_writes: &'f AtomicUsize,
+    /// The near cache's clock, read once per batch of requests (and again after any wait).
+    cache_now: Option<u64>,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.
@@ -267,11 +270,15 @@ impl Reader<'_> {
             let want = want.min(256 * 1024);
             tokio::select! {
                 biased;
-                r = sock.read(&mut buf, want) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) if n == want => read_size = (read_size * 4).min(64 * 1024),
-                    Ok(_) => {}
-                },
+                r = sock.read(&mut buf, want) => {
+                    // A new batch: the near cache's clock is read afresh.
+                    self.cache_now = None;
+                    match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) if n == want => read_size = (read_size * 4).min(64 * 1024),
+                        Ok(_) => {}
+                    }
+                }
                 _ = &mut drained => return self.close().await,
             }
         }
@@ -284,6 +291,10 @@ impl Reader<'_> {
     /// Queue a reply; any group of forwarded commands before it goes first, keeping the order.
     async fn push(&mut self, p: Pending) {
         self.send_group().await;
+        if self.fifo.full_for(1) {
+            // About to wait for the client: the batch's clock reading will be old by then.
+            self.cache_now = None;
+        }
         self.fifo.push(p, 1).await
     }
 
@@ -463,7 +474,8 @@ impl Reader<'_> {
             let Some(rules) = cache.rules(tenant) else {
                 return false;
             };
-            let pending = match cache.read(rules, kind, args, prefix, self.client.proto) {
+            let now = *self.cache_now.get_or_insert_with(|| cache.now());
+            let pending = match cache.read(rules, kind, args, prefix, self.client.proto, now) {
                 Lookup::Hit(bytes) => Pending::Ready(bytes),
                 Lookup::Wait(rx) => Pending::Cached {
                     rx,
@@ -571,6 +583,8 @@ impl Reader<'_> {
             .conn(self.client.proto, self.client.id)
             .send(bytes, count)
             .await;
+        // The send may have waited for room upstream.
+        self.cache_now = None;
         self.fifo
             .push(Pending::Upstream { rx, count, keep }, count)
             .await;
