@@ -783,9 +783,11 @@ both!(
         let run = Duration::from_millis(2500);
         let start = Instant::now();
         // (instance, key, value, acked at)
-        let acks: Arc<Mutex<Vec<(usize, usize, i64, Duration)>>> = Arc::default();
+        type Ack = (usize, usize, i64, Duration);
         // (instance, key, value, sent at, answered at)
-        let reads: Arc<Mutex<Vec<(usize, usize, i64, Duration, Duration)>>> = Arc::default();
+        type Read = (usize, usize, i64, Duration, Duration);
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
         let addrs = [
             a.addr,
             b.addr,
