@@ -30,11 +30,19 @@ Y
 nutcracker -c "$W/nc.yml" -o "$W/nc.log" -s 22224 &
 PIDS+=($!)
 ./target/release/respite --listen 127.0.0.1:7103 --upstream redis://127.0.0.1:7101 --admin 127.0.0.1:7104 \
-  --log-level warn ${RESPITE_ARGS:-} 2>"$W/respite.log" &
+  --log-level warn ${RESPITE_ARGS:-} >>"$W/respite.log" 2>&1 &
 RESPITE_PID=$!; PIDS+=($RESPITE_PID)
 for port in 7101 7102 7103; do
   for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.05; done
 done
+# respite may have started before redis-server listened: wait until it forwards (not local-only).
+healthy() {
+  for _ in $(seq 200); do
+    curl -s "localhost:$1/stats" | grep -q '"state":"healthy"' && return 0; sleep 0.05
+  done
+  echo "respite (admin $1) never became healthy" >&2; exit 1
+}
+healthy 7104
 redis-cli -p 7101 flushall >/dev/null
 
 run() { redis-benchmark -p "$1" -t "$2" -n "$N" -c "$C" -P "$3" -r 1000 -d "$D" --csv 2>/dev/null |
@@ -68,9 +76,13 @@ enabled = true
 [[near_cache.rule]]
 pattern = "*"
 T
-./target/release/respite --config "$W/cached.toml" 2>>"$W/respite.log" &
+./target/release/respite --config "$W/cached.toml" >>"$W/respite.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do redis-cli -p 7106 ping >/dev/null 2>&1 && break; sleep 0.05; done
+healthy 7107
+for _ in $(seq 200); do
+  curl -s localhost:7107/stats | grep -q '"tracking":2' && break; sleep 0.05
+done
 for P in 1 16; do run 7106 get $P >/dev/null; done # fill
 declare -A C
 for _ in $(seq "$ROUNDS"); do for P in 1 16; do for port in 7101 7106; do
@@ -83,13 +95,13 @@ for P in 1 16; do
   d=$(echo ${C[$P.7101]} | med); p=$(echo ${C[$P.7106]} | med)
   printf "| %-7s | %10s | %10s | %8.2f |\n" "get-P$P" "$d" "$p" "$(awk -v a="$p" -v b="$d" 'BEGIN{print a/b}')"
 done
-curl -s localhost:7107/stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["near_cache"]; print(f"hit ratio {c[\"hit_ratio\"]:.4f}, {c[\"entries\"]} entries")'
+curl -s localhost:7107/stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["near_cache"]; print("hit ratio %.4f, %d entries" % (c["hit_ratio"], c["entries"]))'
 python3 scripts/zipf.py 7106 7107 7101 10000 200000 1.0
 
 # Idle clients against a fresh respite, so the figure is what the clients cost, not what the
 # allocator kept from the throughput runs above.
 ./target/release/respite --listen 127.0.0.1:7105 --upstream redis://127.0.0.1:7101 --admin none \
-  --log-level warn 2>>"$W/respite.log" &
+  --log-level warn >>"$W/respite.log" 2>&1 &
 IDLE_PID=$!; PIDS+=($IDLE_PID)
 for _ in $(seq 100); do redis-cli -p 7105 ping >/dev/null 2>&1 && break; sleep 0.05; done
 python3 scripts/idle_clients.py 7105 10000 "$IDLE_PID"

@@ -173,6 +173,8 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         group: BytesMut::new(),
         group_count: 0,
         written: Written::default(),
+        ready: BytesMut::new(),
+        ready_count: 0,
         unanswered_writes: &unanswered_writes,
         cache_now: None,
     };
@@ -197,6 +199,10 @@ pub(crate) struct Reader<'f> {
     group_count: usize,
     /// The writes among them (near cache only).
     written: Written,
+    /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
+    /// Whatever the group holds came after them.
+    ready: BytesMut,
+    ready_count: usize,
     /// This client's writes sent upstream and not answered yet (near cache only): while there
     /// are any, its reads bypass the cache, so it always reads its own writes.
     unanswered_writes: &'f AtomicUsize,
@@ -476,7 +482,10 @@ impl Reader<'_> {
             };
             let now = *self.cache_now.get_or_insert_with(|| cache.now());
             let pending = match cache.read(rules, kind, args, prefix, self.client.proto, now) {
-                Lookup::Hit(bytes) => Pending::Ready(bytes),
+                Lookup::Hit(bytes) => {
+                    self.ready_reply(bytes).await;
+                    return true;
+                }
                 Lookup::Wait(rx) => Pending::Cached {
                     rx,
                     proto: self.client.proto,
@@ -563,12 +572,41 @@ impl Reader<'_> {
         }
     }
 
+    /// A reply known at once (a near-cache hit): consecutive ones are queued together, one FIFO
+    /// entry and one copy into the client's output for a whole pipeline of hits.
+    async fn ready_reply(&mut self, bytes: Bytes) {
+        if self.group_count > 0 {
+            self.send_group().await;
+        }
+        self.ready.extend_from_slice(&bytes);
+        self.ready_count += 1;
+        if self.ready_count >= GROUP_MAX || self.ready.len() >= GROUP_BYTES {
+            self.flush_ready().await;
+        }
+    }
+
+    async fn flush_ready(&mut self) {
+        if self.ready_count == 0 {
+            return;
+        }
+        let count = std::mem::take(&mut self.ready_count);
+        if self.fifo.full_for(count) {
+            self.cache_now = None;
+        }
+        // Taken whole: an idle client keeps no buffer.
+        let bytes = std::mem::take(&mut self.ready).freeze();
+        self.fifo.push(Pending::Ready(bytes), count).await
+    }
+
     /// Send the group of forwarded commands, if any, and queue the slot for their replies.
     async fn send_group(&mut self) {
         self.send_group_keeping(Keep::All).await
     }
 
     async fn send_group_keeping(&mut self, keep: Keep) {
+        // Replies already known are older than anything in the group (a hit sends the group
+        // before it joins them).
+        self.flush_ready().await;
         if self.group_count == 0 {
             return;
         }
