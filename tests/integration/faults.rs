@@ -9,7 +9,7 @@
 //! These test the forwarding path's own failure contract, so local-only mode (which would answer
 //! from the local engine while the upstream is down; see `local_only.rs`) is off here.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use crate::harness::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
 use crate::relay::{Direction, Relay};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -695,16 +695,6 @@ both!(
     }
 );
 
-/// Resident memory of this test process in KiB (the proxy runs in-process).
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 both!(
     clients_vanishing_mid_request_or_mid_reply_hurt_no_one,
     |kind: Kind| {
@@ -791,8 +781,10 @@ both!(
             rounds * 4,
             rounds * 2
         );
-        // 40 abandoned 16 MB replies would be 640 MiB if any were kept.
-        assert!(grown < 200 * 1024, "RSS grew by {grown} KiB");
+        // 40 abandoned 16 MB replies would be 640 MiB if they were kept. The RSS is the whole
+        // test process's, shared with whatever other test runs alongside (up to ~200 MiB seen),
+        // so the bound leaves room for that and still catches the leak.
+        assert!(grown < 400 * 1024, "RSS grew by {grown} KiB");
         assert!(served > 0);
     }
 );

@@ -147,6 +147,21 @@ impl Drop for Server {
     }
 }
 
+/// Resident memory of this test process in KiB (the proxy runs in-process).
+pub fn rss_kib() -> u64 {
+    rss_kib_of("self")
+}
+
+/// Resident memory of a process (`"self"` or a PID) in KiB.
+pub fn rss_kib_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// Poll `cond` until it holds or `limit` passes (for conditions with no event to wait on, such as
 /// a child process accepting connections).
 pub fn wait_until<T>(limit: Duration, mut cond: impl FnMut() -> T) -> Option<()>

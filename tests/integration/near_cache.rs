@@ -674,16 +674,7 @@ pattern = "*"
         .spawn()
         .unwrap();
     let pid = child.id();
-    let rss = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 1024
-    };
+    let rss = || crate::harness::rss_kib_of(&pid.to_string()) * 1024;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_ok()

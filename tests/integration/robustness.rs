@@ -1,6 +1,6 @@
 //! Many clients at once, binary data, hostile input, and the upstream dying under load.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use crate::harness::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -178,16 +178,6 @@ both!(framer_limits_are_enforced_and_named, |kind: Kind| {
     );
     assert!(q.closed());
 });
-
-/// Resident memory of this test process in KiB (the proxy runs in-process).
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 both!(
     a_client_that_never_reads_cannot_hurt_others,
