@@ -80,6 +80,9 @@ pub enum LocalWrites {
 pub enum OnRecovery {
     /// Flushed: it missed every change made upstream meanwhile, so nothing in it can be trusted.
     Drop,
+    /// Keys the upstream does not have are created there (never overwriting one it has), then
+    /// the local data is dropped.
+    Merge,
 }
 
 /// `[health]`: how the upstream's health is judged (see `upstream::health`).
@@ -646,12 +649,13 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         },
         on_recovery: match raw.local_only.on_recovery.as_str() {
             "drop" => OnRecovery::Drop,
+            "merge" => OnRecovery::Merge,
             other => {
                 return Err(invalid(
                     "local_only.on_recovery",
                     format!(
-                        "`{other}` is not supported: only `drop` (local writes are never \
-                         replayed upstream; see README, Local-only mode)"
+                        "`{other}` is not `drop` or `merge` (local writes are never replayed \
+                         over the upstream's data; see README, Local-only mode)"
                     ),
                 ));
             }
@@ -979,6 +983,13 @@ mod tests {
         assert!(
             e.contains("`local_only.writes`") && e.contains("line 3"),
             "{e}"
+        );
+        assert_eq!(
+            parse("[local_only]\non_recovery = \"merge\"\n")
+                .unwrap()
+                .local_only
+                .on_recovery,
+            OnRecovery::Merge
         );
         let e = parse("[local_only]\non_recovery = \"keep\"\n")
             .unwrap_err()

@@ -32,6 +32,7 @@ use crate::protocol::{Protocol, encode};
 mod hash;
 mod keyspace;
 mod list;
+pub mod merge;
 pub mod num;
 mod set;
 mod strings;
@@ -327,6 +328,13 @@ impl Engine {
         // wait for an O(1) swap, not for a large keyspace to be freed.
         let old = std::mem::take(&mut *self.lock());
         drop(old);
+    }
+
+    /// Take every live key out (the engine is left empty), as commands that recreate each one
+    /// upstream without overwriting anything there (see [`merge`]).
+    pub fn take_for_merge(&self, now_ms: u64) -> Vec<merge::Call> {
+        let old = std::mem::take(&mut *self.lock());
+        merge::calls(old.map, now_ms)
     }
 
     /// Keys held now, expired ones not yet swept included.

@@ -36,6 +36,11 @@ pub(crate) struct ZSet {
 }
 
 impl ZSet {
+    /// Every member with its score, in no particular order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&Bytes, f64)> {
+        self.scores.iter().map(|(m, s)| (m, *s))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.scores.len()
     }

@@ -143,13 +143,19 @@ pub async fn run(
     let local_only = config.local_only;
     let engine = (config.upstream.is_none() || local_only.enabled)
         .then(|| Arc::new(Engine::new(config.local_max_memory)));
+    // on_recovery = "merge": the transition hands the local data to a task that writes it
+    // upstream (the hook itself cannot wait on the upstream).
+    let (merges, merge_rx) = tokio::sync::mpsc::unbounded_channel();
     let upstream = config.upstream.clone().map(|u| {
         let options = health::Options {
             fail_inflight_on_down: local_only.enabled,
-            on_transition: on_transition(engine.clone(), local_only.on_recovery),
+            on_transition: on_transition(engine.clone(), local_only.on_recovery, merges),
         };
         Upstream::start(u, options, stop_upstream.clone())
     });
+    if let Some(u) = &upstream {
+        tokio::spawn(merge_task(u.clone(), merge_rx, stop_upstream.clone()));
+    }
     let health = upstream.as_ref().map(|u| u.health().clone());
     let cache = match (&config.near_cache, &upstream) {
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
@@ -277,6 +283,7 @@ pub async fn run(
 fn on_transition(
     engine: Option<Arc<Engine>>,
     on_recovery: OnRecovery,
+    merges: tokio::sync::mpsc::UnboundedSender<Vec<crate::local::merge::Call>>,
 ) -> Box<dyn Fn(health::State, health::State) + Send + Sync> {
     Box::new(move |from, to| {
         let Some(engine) = &engine else { return };
@@ -284,7 +291,13 @@ fn on_transition(
             return;
         }
         match on_recovery {
-            OnRecovery::Drop => {
+            OnRecovery::Merge if !to.is_local() => {
+                // Taken out before forwarding resumes; written upstream just after.
+                let calls = engine.take_for_merge(session::unix_ms() as u64);
+                info!(%from, %to, keys = calls.len(), "local-only mode over: merging local keys the upstream does not have");
+                let _ = merges.send(calls);
+            }
+            OnRecovery::Drop | OnRecovery::Merge => {
                 let keys = engine.len();
                 engine.flush();
                 if to.is_local() {
@@ -295,6 +308,68 @@ fn on_transition(
             }
         }
     })
+}
+
+/// Write what local-only mode held into the upstream, creating only keys it does not have.
+async fn merge_task(
+    upstream: Arc<Upstream>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<crate::local::merge::Call>>,
+    stop: CancellationToken,
+) {
+    use crate::local::merge;
+    loop {
+        let calls = tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        let conn = upstream.conn(crate::protocol::Protocol::Resp2, 0);
+        let (mut created, mut existed, mut failed) = (0usize, 0usize, 0usize);
+        for batch in calls.chunks(128) {
+            let mut out = bytes::BytesMut::new();
+            for c in batch {
+                out.extend_from_slice(&c.first);
+            }
+            let replies = match conn.send(out.freeze(), batch.len()).await.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(partial)) => {
+                    warn!(error = %partial.error, "merge into the upstream cut short");
+                    failed += batch.len();
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let mut scanner = crate::protocol::ReplyScanner::new();
+            let mut at = 0;
+            for c in batch {
+                let len = match scanner.scan(&replies[at..]) {
+                    Ok(Some(s)) => s.len,
+                    _ => break,
+                };
+                let reply = &replies[at..at + len];
+                at += len;
+                if merge::wrote(reply) {
+                    created += 1;
+                    for more in &c.rest {
+                        let _ = conn.send(more.clone(), 1).await.await;
+                    }
+                } else if reply.first() == Some(&b'-') {
+                    failed += 1;
+                    warn!(key = %String::from_utf8_lossy(&c.key), reply = %String::from_utf8_lossy(reply).trim_end(), "could not merge a local key into the upstream");
+                } else {
+                    existed += 1;
+                }
+            }
+        }
+        info!(
+            created,
+            existed,
+            failed,
+            "local keys merged into the upstream (existing keys left as they were)"
+        );
+    }
 }
 
 /// A freshly accepted client, TCP or unix, as a non-blocking std socket not yet registered.

@@ -440,3 +440,84 @@ both!(
         assert!(v["near_cache"]["stale_hits"].as_u64().unwrap() >= 1, "{v}");
     }
 );
+
+both!(
+    merge_on_recovery_creates_what_the_upstream_lacks,
+    |kind: Kind| {
+        // local_only.on_recovery = "merge": keys written during the outage that the upstream does not
+        // have are created there with their TTL; keys it has are left exactly as they are.
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with(&server.url(), &[("local_only.on_recovery", "merge")]);
+        let mut d = server.raw();
+        d.cmd(&words("SET kept upstream"));
+        d.cmd(&words("HSET kepthash f upstream"));
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("GET kept")), b"$8\r\nupstream\r\n");
+        server.signal("STOP");
+        wait_for(&proxy, "down", SLACK);
+        for cmd in [
+            "SET kept local",
+            "HSET kepthash f local g local",
+            "SET session:1 alice PX 60000",
+            "HSET user:1 name alice age 30",
+            "SADD tags a b c",
+            "ZADD board 1.5 alice -2 bob 100 carol",
+            "RPUSH queue x y z x",
+            "INCR hits",
+        ] {
+            let r = c.cmd(&words(cmd));
+            assert!(
+                !r.starts_with(b"-"),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&r)
+            );
+        }
+        // A big collection, written in several script calls.
+        let mut batch = Vec::new();
+        for i in 0..1500 {
+            batch.extend(crate::harness::encode(&[
+                b"SADD",
+                b"big",
+                format!("m{i}").as_bytes(),
+            ]));
+        }
+        c.send(&batch);
+        for _ in 0..1500 {
+            assert_eq!(c.reply().unwrap(), b":1\r\n");
+        }
+        server.signal("CONT");
+        wait_for(&proxy, "healthy", SLACK * 2);
+        wait_until(SLACK, || d.cmd(&words("EXISTS hits big")) == b":2\r\n").expect("merged");
+        wait_until(SLACK, || d.cmd(&words("SCARD big")) == b":1500\r\n").expect("every chunk");
+        assert_eq!(
+            d.cmd(&words("GET kept")),
+            b"$8\r\nupstream\r\n",
+            "never overwritten"
+        );
+        assert_eq!(
+            d.cmd(&words("HGETALL kepthash")),
+            b"*2\r\n$1\r\nf\r\n$8\r\nupstream\r\n"
+        );
+        assert_eq!(d.cmd(&words("GET session:1")), b"$5\r\nalice\r\n");
+        let pttl: i64 = String::from_utf8(d.cmd(&words("PTTL session:1")))
+            .unwrap()
+            .trim_start_matches(':')
+            .trim_end()
+            .parse()
+            .unwrap();
+        assert!(pttl > 50_000 && pttl <= 60_000, "TTL carried over: {pttl}");
+        assert_eq!(d.cmd(&words("HGET user:1 age")), b"$2\r\n30\r\n");
+        assert_eq!(d.cmd(&words("SCARD tags")), b":3\r\n");
+        assert_eq!(
+        d.cmd(&words("ZRANGE board 0 -1 WITHSCORES")),
+        b"*6\r\n$3\r\nbob\r\n$2\r\n-2\r\n$5\r\nalice\r\n$3\r\n1.5\r\n$5\r\ncarol\r\n$3\r\n100\r\n"
+    );
+        assert_eq!(
+            d.cmd(&words("LRANGE queue 0 -1")),
+            b"*4\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n$1\r\nx\r\n"
+        );
+        assert_eq!(d.cmd(&words("GET hits")), b"$1\r\n1\r\n");
+        // Forwarding again, and the local data is gone from respite.
+        assert_eq!(c.cmd(&words("GET kept")), b"$8\r\nupstream\r\n");
+    }
+);
