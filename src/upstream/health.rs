@@ -341,6 +341,15 @@ pub(super) async fn probe(
         probe_timeout,
         ..
     } = config.health;
+    // The probe's own deadline must decide that a silent upstream is silent: a connect or
+    // handshake that hangs (a frozen process still completes TCP handshakes from its backlog) is
+    // given longer than the deadline, so it ends as "no answer", never as a connect error that
+    // would read as a reachable-but-failing upstream.
+    let config = {
+        let mut c = (*config).clone();
+        c.connect_timeout = c.connect_timeout.max(probe_timeout * 2);
+        Arc::new(c)
+    };
     let mut conn: Option<(BoxRead, BoxWrite)> = None;
     let mut last_answer: Option<Instant> = None;
     loop {

@@ -8,8 +8,35 @@ pub fn run_script(conn: &mut Raw, script: &str) -> Vec<Vec<u8>> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| conn.cmd(&words(l)))
+        .map(|l| {
+            let reply = conn.cmd(&words(l));
+            if l.to_ascii_uppercase().starts_with("SCAN ") {
+                sorted_scan(&reply)
+            } else {
+                reply
+            }
+        })
         .collect()
+}
+
+/// A one-batch SCAN reply (`*2`, cursor, `*N`, N bulk strings) with its keys sorted: the order
+/// depends on the server's hash table (its seed, how far a rehash got), not on respite.
+fn sorted_scan(reply: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(reply);
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    if lines.len() < 5 || !lines[3].starts_with('*') {
+        return reply.to_vec();
+    }
+    let mut keys: Vec<(&str, &str)> = lines[4..lines.len() - 1]
+        .chunks(2)
+        .map(|c| (c[0], c.get(1).copied().unwrap_or("")))
+        .collect();
+    keys.sort_by(|a, b| a.1.cmp(b.1));
+    let mut out = lines[..4].join("\r\n") + "\r\n";
+    for (len, key) in keys {
+        out.push_str(&format!("{len}\r\n{key}\r\n"));
+    }
+    out.into_bytes()
 }
 
 /// A workload over every common data type; explicit stream IDs and long TTLs keep replies

@@ -639,7 +639,11 @@ both!(
         let (a0, t0) = (relay.accepted(), Instant::now());
         std::thread::sleep(Duration::from_millis(1500));
         let (refused_attempts, refused_for) = (relay.accepted() - a0, t0.elapsed());
-        let bound1 = TASKS * (max_failing_attempts(refused_for, base, max) as usize + 1);
+        // The pool's connections back off; the health probe (one more connection) retries once
+        // per `health.probe_interval_ms` (250 ms), and once more when a pool connection fails.
+        let probe_attempts = (refused_for.as_millis() / 250) as usize + 1 + TASKS;
+        let bound1 =
+            TASKS * (max_failing_attempts(refused_for, base, max) as usize + 1) + probe_attempts;
         // Phase 2: up and down every 200 ms, every connection cut at each change.
         let (a1, t1) = (relay.accepted(), Instant::now());
         for k in 0..10 {
