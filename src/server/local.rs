@@ -133,6 +133,46 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
+/// INFO for a client whose tenant has a key prefix, or when there is no upstream: the server-wide
+/// INFO of the upstream would describe other tenants' keys, so respite answers with what clients
+/// check on connecting (ioredis's ready check reads `loading`; others read `redis_version` and
+/// `role`), and nothing about the keyspace. Sections other than these come back empty, as Redis
+/// answers an unknown section.
+pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
+    let (server, version) = match r.shared().upstream.as_ref().and_then(|u| u.server_info()) {
+        Some(i) => (i.server, i.version),
+        None => ("redis".to_string(), "7.0.0".to_string()),
+    };
+    let wanted = |section: &str| {
+        args.len() < 2
+            || args[1..].iter().any(|a| {
+                ["all", "default", "everything", section]
+                    .iter()
+                    .any(|s| a.eq_ignore_ascii_case(s.as_bytes()))
+            })
+    };
+    let mut text = String::new();
+    if wanted("server") {
+        text.push_str(&format!(
+            "# Server\r\nredis_version:{version}\r\nserver_name:{server}\r\nredis_mode:standalone\r\nrespite_version:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+    if wanted("persistence") {
+        text.push_str("# Persistence\r\nloading:0\r\n\r\n");
+    }
+    if wanted("replication") {
+        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if wanted("keyspace") {
+        text.push_str("# Keyspace\r\n");
+    }
+    let text = text.trim_end_matches("\r\n\r\n").to_string() + "\r\n";
+    let mut out = BytesMut::new();
+    encode::verbatim(&mut out, r.client().proto, "txt", text.as_bytes());
+    out
+}
+
 async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
     let mut out = BytesMut::new();
     let mut proto = r.client().proto;

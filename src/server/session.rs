@@ -354,6 +354,24 @@ impl Reader<'_> {
                 return Flow::Continue;
             }
         }
+        if spec.name == "info"
+            && (self.shared.upstream.is_none()
+                || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()))
+        {
+            if let Some(t) = &self.client.tenant
+                && !t.permits(spec)
+            {
+                let e = PolicyError::NoPerm {
+                    user: t.user_label().to_string(),
+                    command: spec.name.to_string(),
+                };
+                self.reply_error(&e.to_string()).await;
+                return Flow::Continue;
+            }
+            let out = local::tenant_info(self, &req.args);
+            self.reply(out).await;
+            return Flow::Continue;
+        }
         match route {
             Route::Forward => {
                 match self.client.tenant.clone() {

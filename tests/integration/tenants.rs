@@ -272,3 +272,46 @@ both!(
         assert_eq!(b.cmd(&words("DBSIZE")), b":6\r\n");
     }
 );
+
+both!(
+    info_for_a_prefixed_tenant_tells_nothing_of_the_keyspace,
+    |kind: Kind| {
+        // Clients check INFO on connecting (ioredis's ready check reads `loading`): a prefixed tenant
+        // gets respite's own INFO, with the upstream's version and no keyspace counts.
+        let server = Server::start(kind);
+        server.raw().cmd(&words("SET b:secret 1"));
+        let toml = format!(
+            "{TENANTS}\n[[tenant]]\nname = \"gamma\"\nusername = \"gamma\"\npassword = \"gamma-pw\"\nprefix = \"g:\"\nallow = [\"@all\"]\n"
+        );
+        let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+        let mut a = login(&proxy, "gamma", "gamma-pw");
+        // Forwarded: the upstream connections are up, and respite knows the upstream's version.
+        assert_eq!(a.cmd(&words("GET nothing")), b"$-1\r\n");
+        let info = String::from_utf8(a.cmd(&words("INFO"))).unwrap();
+        assert!(info.starts_with('$'), "{info}");
+        assert!(info.contains("\r\nloading:0\r\n"), "{info}");
+        assert!(info.contains("\r\nrole:master\r\n"), "{info}");
+        // The version is the one the upstream gave in its HELLO (as respite's own HELLO says).
+        let hello = String::from_utf8(server.raw().cmd(&words("HELLO 2"))).unwrap();
+        let lines: Vec<&str> = hello.split("\r\n").collect();
+        let at = lines.iter().position(|l| *l == "version").unwrap();
+        let version = lines[at + 2].to_string();
+        assert!(
+            info.contains(&format!("redis_version:{version}\r\n")),
+            "{version}: {info}"
+        );
+        assert!(!info.contains("db0"), "no keyspace: {info}");
+        let only = String::from_utf8(a.cmd(&words("INFO persistence"))).unwrap();
+        assert!(
+            only.contains("loading:0") && !only.contains("redis_version"),
+            "{only}"
+        );
+        // RESP3: a verbatim string, as Redis sends INFO.
+        assert!(a.cmd(&words("HELLO 3")).starts_with(b"%"));
+        assert!(a.cmd(&words("INFO")).starts_with(b"="));
+        // alpha's allow list leaves INFO out (-@dangerous): NOPERM, which ioredis's ready check
+        // also accepts (it skips the check).
+        let mut alpha = login(&proxy, "alpha", "alpha-pw");
+        assert!(alpha.cmd(&words("INFO")).starts_with(b"-NOPERM"));
+    }
+);
