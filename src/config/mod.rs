@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     /// Most commands one client may have in flight before respite stops reading from it.
     pub max_inflight_per_client: usize,
+    /// Most bytes of upstream replies one client may leave unread before it is closed.
+    pub max_reply_bytes: usize,
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
     pub log_level: String,
@@ -242,6 +244,7 @@ struct RawLimits {
     max_inline_len: i64,
     max_query_buffer: i64,
     max_inflight_per_client: i64,
+    max_reply_bytes: i64,
 }
 
 impl Default for RawLimits {
@@ -253,6 +256,7 @@ impl Default for RawLimits {
             max_inline_len: l.max_inline_len as i64,
             max_query_buffer: l.max_query_buffer as i64,
             max_inflight_per_client: 1024,
+            max_reply_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -585,6 +589,7 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         "limits.max_inflight_per_client",
         raw.limits.max_inflight_per_client,
     )?;
+    let max_reply_bytes = positive("limits.max_reply_bytes", raw.limits.max_reply_bytes)?;
 
     // Every upstream key is checked even without a URL, so a typo is never silently ignored.
     let max_inflight = positive("upstream.max_inflight", raw.upstream.max_inflight)?;
@@ -727,6 +732,7 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         listen,
         limits,
         max_inflight_per_client,
+        max_reply_bytes,
         upstream,
         admin,
         log_level: level,

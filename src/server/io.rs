@@ -19,6 +19,7 @@ pub(crate) trait RawStream: AsRawFd + Send + Sync + 'static {
     fn read_into(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write_from(&self, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&self);
+    fn shutdown_both(&self);
 }
 
 impl RawStream for std::net::TcpStream {
@@ -31,6 +32,9 @@ impl RawStream for std::net::TcpStream {
     fn shutdown_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
     }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl RawStream for std::os::unix::net::UnixStream {
@@ -42,6 +46,9 @@ impl RawStream for std::os::unix::net::UnixStream {
     }
     fn shutdown_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -147,5 +154,10 @@ impl<S: RawStream> ClientSocket<S> {
 
     pub fn shutdown_write(&self) {
         self.fd.get_ref().shutdown_write()
+    }
+
+    /// Close both directions: the reader sees the end of the stream at once.
+    pub fn shutdown_both(&self) {
+        self.fd.get_ref().shutdown_both()
     }
 }

@@ -21,7 +21,7 @@ use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, LocalRun, LocalStep, Plan, PolicyError, ReplyRewrite, Tenant};
 use crate::protocol::ReplyScanner;
 use crate::protocol::{Framer, Protocol, Request, encode};
-use crate::upstream::Reply;
+use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
@@ -166,6 +166,10 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
     let fifo = Fifo::new(shared.config.max_inflight_per_client);
     let unanswered_writes = AtomicUsize::new(0);
     let cache = shared.cache.clone();
+    let budget = shared
+        .upstream
+        .as_ref()
+        .map(|_| Arc::new(ReplyBudget::new(shared.config.max_reply_bytes)));
     let reader = Reader {
         client,
         shared,
@@ -173,6 +177,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         group: BytesMut::new(),
         group_count: 0,
         written: Written::default(),
+        budget: budget.clone(),
         ready: BytesMut::new(),
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
@@ -185,7 +190,13 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         reader.read_loop(&sock).await;
         fifo.close();
     };
-    let writer = write_loop(&sock, &fifo, cache.as_deref(), &unanswered_writes);
+    let writer = write_loop(
+        &sock,
+        &fifo,
+        cache.as_deref(),
+        &unanswered_writes,
+        budget.as_deref(),
+    );
     let ((), ()) = tokio::join!(read, writer);
     debug!("client closed");
 }
@@ -199,6 +210,8 @@ pub(crate) struct Reader<'f> {
     group_count: usize,
     /// The writes among them (near cache only).
     written: Written,
+    /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.
+    budget: Option<Arc<ReplyBudget>>,
     /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
     /// Whatever the group holds came after them.
     ready: BytesMut,
@@ -229,6 +242,10 @@ impl Reader<'_> {
         let mut read_size = 1024;
         loop {
             loop {
+                if self.budget.as_ref().is_some_and(|b| b.exceeded()) {
+                    // The writer is closing this client (limits.max_reply_bytes).
+                    return;
+                }
                 match framer.next(&mut buf) {
                     Ok(Some(req)) => {
                         if self.handle(req).await == Flow::Close {
@@ -637,7 +654,7 @@ impl Reader<'_> {
             .expect("grouped only with an upstream");
         let rx = upstream
             .conn(self.client.proto, self.client.id)
-            .send(bytes, count)
+            .send_within(bytes, count, self.budget.clone())
             .await;
         // The send may have waited for room upstream.
         self.cache_now = None;
@@ -744,7 +761,14 @@ async fn write_loop<S: RawStream>(
     fifo: &Fifo<Pending>,
     cache: Option<&NearCache>,
     unanswered_writes: &AtomicUsize,
+    budget: Option<&ReplyBudget>,
 ) {
+    // Upstream replies leave the client's budget as the writer takes them.
+    let taken = |r: &Result<Reply, ()>| {
+        if let (Some(b), Ok(Ok(bytes))) = (budget, r) {
+            b.release(bytes.len());
+        }
+    };
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
@@ -760,8 +784,9 @@ async fn write_loop<S: RawStream>(
             let written = match p {
                 Pending::Ready(b) => append(w, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
-                    let b = reply_bytes(rx.await.map_err(|_| ()), count, &keep);
-                    append(w, &mut out, b).await
+                    let r = rx.await.map_err(|_| ());
+                    taken(&r);
+                    append(w, &mut out, reply_bytes(r, count, &keep)).await
                 }
                 Pending::Cached { rx, proto } => {
                     append(w, &mut out, fetched_bytes(rx.await.ok(), proto)).await
@@ -789,7 +814,11 @@ async fn write_loop<S: RawStream>(
                     count,
                     keep,
                 }) => match rx.try_recv() {
-                    Ok(r) => Some(Pending::Ready(reply_bytes(Ok(r), count, &keep))),
+                    Ok(r) => {
+                        let r = Ok(r);
+                        taken(&r);
+                        Some(Pending::Ready(reply_bytes(r, count, &keep)))
+                    }
                     Err(oneshot::error::TryRecvError::Closed) => {
                         Some(Pending::Ready(reply_bytes(Err(()), count, &keep)))
                     }
@@ -812,6 +841,14 @@ async fn write_loop<S: RawStream>(
                 Some(other) => Some(other),
                 None => None,
             };
+        }
+        if budget.is_some_and(|b| b.exceeded()) {
+            // Past limits.max_reply_bytes: the errors that replaced the replies go out, then the
+            // connection closes. Whatever the reader still queues is dropped until it stops.
+            let _ = flush(w, &mut out).await;
+            w.shutdown_both();
+            while fifo.pop().await.is_some() {}
+            return;
         }
         if flush(w, &mut out).await.is_err() {
             return;

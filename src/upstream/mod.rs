@@ -45,6 +45,12 @@ pub enum UpstreamError {
     /// Not sent: no connection to the upstream right now.
     #[error("upstream {addr} unavailable: {cause}")]
     Unavailable { addr: Arc<str>, cause: Arc<str> },
+    /// Run, but its reply would take the client past `limits.max_reply_bytes` of replies it has
+    /// not read: dropped, and the client is closed.
+    #[error(
+        "reply dropped: this client has more than {limit} bytes of replies unread (limits.max_reply_bytes); closing the connection"
+    )]
+    Overflow { limit: usize },
     /// Sent, or possibly sent, when the connection failed: its fate is unknown and it is not retried.
     #[error(
         "upstream connection lost with the command in flight ({cause}); it may or may not have run"
@@ -58,6 +64,7 @@ impl UpstreamError {
             UpstreamError::Lost { cause } if cause.starts_with("no reply within") => {
                 metrics::ErrorKind::Timeout
             }
+            UpstreamError::Overflow { .. } => metrics::ErrorKind::Refused,
             _ => metrics::ErrorKind::Upstream,
         }
     }
@@ -89,6 +96,7 @@ struct Job {
     bytes: Bytes,
     count: usize,
     reply: oneshot::Sender<Reply>,
+    budget: Option<Arc<ReplyBudget>>,
 }
 
 /// A job written to the connection and waiting for its replies.
@@ -97,6 +105,57 @@ struct Slot {
     count: usize,
     permits: u32,
     sent: Instant,
+    budget: Option<Arc<ReplyBudget>>,
+}
+
+/// The bytes of replies one client is owed: received from the upstream, not yet taken by its
+/// writer. A client that lets them pile up past the limit (pipelining reads of large values
+/// without reading the replies) gets errors instead of the replies that would go over, and is
+/// closed, as Redis closes a client past its output buffer limit.
+#[derive(Debug)]
+pub struct ReplyBudget {
+    owed: AtomicUsize,
+    limit: usize,
+    exceeded: std::sync::atomic::AtomicBool,
+}
+
+impl ReplyBudget {
+    pub fn new(limit: usize) -> ReplyBudget {
+        ReplyBudget {
+            owed: AtomicUsize::new(0),
+            limit,
+            exceeded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Count `n` more bytes owed; false (and exceeded from now on) if that goes over the limit,
+    /// in which case they are not counted.
+    fn charge(&self, n: usize) -> bool {
+        if self.exceeded.load(Ordering::Relaxed) {
+            return false;
+        }
+        let owed = self.owed.fetch_add(n, Ordering::AcqRel) + n;
+        if owed > self.limit {
+            self.owed.fetch_sub(n, Ordering::AcqRel);
+            self.exceeded.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// The writer took `n` bytes of replies.
+    pub fn release(&self, n: usize) {
+        self.owed.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// The client went over its limit: it is to be closed.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 type InFlight = Mutex<VecDeque<Slot>>;
@@ -128,6 +187,16 @@ impl Conn {
     /// Queue `count` encoded commands; the receiver yields their replies. Waits while the
     /// connection's queue is full (backpressure on the client that sends).
     pub async fn send(&self, bytes: Bytes, count: usize) -> oneshot::Receiver<Reply> {
+        self.send_within(bytes, count, None).await
+    }
+
+    /// [`Conn::send`], with the replies counted against a client's [`ReplyBudget`].
+    pub async fn send_within(
+        &self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+    ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
         let _ = self
@@ -136,6 +205,7 @@ impl Conn {
                 bytes,
                 count,
                 reply,
+                budget,
             })
             .await;
         rx
@@ -520,6 +590,7 @@ async fn write_loop(
                     count: job.count,
                     permits: weight,
                     sent: now,
+                    budget: job.budget,
                 });
         }
         batch_commands.record(commands as f64);
@@ -582,7 +653,14 @@ async fn read_loop(
             let slot = q.pop_front().expect("head exists");
             drop(q);
             // The client may have gone: its replies are dropped, the pairing holds.
-            let _ = slot.reply.send(Ok(buf.split_to(scanned).freeze()));
+            let replies = buf.split_to(scanned).freeze();
+            let reply = match &slot.budget {
+                Some(b) if !b.charge(replies.len()) => {
+                    Err(Partial::from(UpstreamError::Overflow { limit: b.limit() }))
+                }
+                _ => Ok(replies),
+            };
+            let _ = slot.reply.send(reply);
             done += slot.permits as usize;
             scanned = 0;
             have = 0;

@@ -329,3 +329,58 @@ both!(
         .unwrap();
     }
 );
+
+both!(
+    a_client_that_leaves_large_replies_unread_is_closed,
+    |kind: Kind| {
+        // limits.max_reply_bytes bounds what one client may leave unread: 64 pipelined GETs of a
+        // 4 MB value, never read, would hold 256 MB in respite; past 16 MB they are replaced by an
+        // error naming the limit and the client is closed. Others never notice.
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with(&server.url(), &[("limits.max_reply_bytes", "16777216")]);
+        let value = vec![b'v'; 4 << 20];
+        server.raw().cmd(&[b"SET", b"big", &value]);
+        // Within the limit, a pipeline sent whole and read afterwards is served.
+        let mut fine = proxy.raw();
+        let mut batch = Vec::new();
+        for _ in 0..3 {
+            batch.extend(encode(&words("GET big")));
+        }
+        fine.send(&batch);
+        for _ in 0..3 {
+            assert_eq!(fine.reply().unwrap().len(), value.len() + 12);
+        }
+        let mut hog = proxy.raw();
+        let mut batch = Vec::new();
+        for _ in 0..64 {
+            batch.extend(encode(&words("GET big")));
+        }
+        hog.send(&batch);
+        // Meanwhile, another client is served at once.
+        let mut other = proxy.raw();
+        for i in 0..20 {
+            let v = format!("v{i}");
+            assert_eq!(other.cmd(&[b"SET", b"k", v.as_bytes()]), b"+OK\r\n");
+            assert_eq!(
+                other.cmd(&words("GET k")),
+                format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+            );
+        }
+        // The hog gets what fitted, then errors naming the limit, then the end of the stream.
+        let (mut values, mut errors) = (0, 0);
+        while let Some(r) = hog.reply() {
+            if r.starts_with(b"-") {
+                let e = String::from_utf8_lossy(&r).into_owned();
+                assert!(e.contains("limits.max_reply_bytes"), "{e}");
+                errors += 1;
+            } else {
+                assert_eq!(r.len(), value.len() + 12);
+                values += 1;
+            }
+        }
+        assert!(errors >= 1, "{values} values, {errors} errors");
+        assert!(values + errors <= 64);
+        assert!(values < 64, "the client was closed before all 64 values");
+        assert_eq!(other.cmd(&words("PING")), b"+PONG\r\n");
+    }
+);
