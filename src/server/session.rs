@@ -425,8 +425,11 @@ impl Reader<'_> {
                 local.run(|e| e.execute(spec, &req.args, self.client.proto, unix_ms() as u64));
             return self.push(Pending::Ready(reply)).await;
         }
-        if self.shared.cache.is_some() && self.through_cache(spec, &req.args, &[]).await {
-            return;
+        if self.shared.cache.is_some() {
+            if self.through_cache(spec, &req.args, &[]).await {
+                return;
+            }
+            self.written_through(spec, &req.args, &[]);
         }
         match &req.raw {
             Some(raw) => self.group.extend_from_slice(raw),
@@ -470,6 +473,9 @@ impl Reader<'_> {
                     && matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors)
                     && self.through_cache(spec, &req.args, &tenant.prefix).await => {}
             Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
+                // Noted before it joins the group, so its keys are invalidated again once the
+                // group that carries it is answered.
+                self.written_through(spec, &req.args, &tenant.prefix);
                 self.group.extend_from_slice(&f.command);
                 self.grouped().await
             }
@@ -495,9 +501,9 @@ impl Reader<'_> {
         }
     }
 
-    /// The near cache's part in forwarding a command. A cacheable read is answered (or waited
-    /// on) here: true. A write has its keys invalidated before it goes, and is noted so they are
-    /// invalidated again once it is answered: false, forward it.
+    /// The near cache's part in forwarding a read: answered (or waited on) here, true; or
+    /// false, forward it. (Writes are noted by [`Reader::written_through`] right before they
+    /// join the group, in whichever path forwards them.)
     async fn through_cache(
         &mut self,
         spec: &'static CommandSpec,
@@ -530,7 +536,6 @@ impl Reader<'_> {
             self.push(pending).await;
             return true;
         }
-        self.written_through(spec, args, prefix);
         false
     }
 

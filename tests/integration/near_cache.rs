@@ -636,6 +636,18 @@ commands = ["GET", "HGETALL"]
     assert_eq!(a.cmd(&words("SET user:1 changed")), b"+OK\r\n");
     assert_eq!(a.cmd(&words("GET user:1")), bulk("changed"));
     assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
+    // Read-your-writes for a prefixed tenant, with another alpha client keeping the key cached.
+    let mut other = login("alpha");
+    for i in 0..50 {
+        other.cmd(&words("GET user:1"));
+        let v = format!("v{i}");
+        let mut batch = encode(&[b"SET", b"user:1", v.as_bytes()]);
+        batch.extend(encode(&words("GET user:1")));
+        a.send(&batch);
+        assert_eq!(a.reply().unwrap(), b"+OK\r\n");
+        assert_eq!(a.reply().unwrap(), bulk(&v));
+        assert_eq!(other.cmd(&words("GET user:1")), bulk(&v));
+    }
 });
 
 #[test]
