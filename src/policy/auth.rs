@@ -46,6 +46,8 @@ pub struct Tenant {
     pub sort_patterns: bool,
     pub max_value_bytes: Option<usize>,
     ttl: Vec<TtlRule>,
+    /// This tenant's per-command counters, registered on first use.
+    pub(crate) counters: super::metrics::TenantCounters,
 }
 
 impl Tenant {
@@ -69,6 +71,7 @@ impl Tenant {
             sort_patterns,
             max_value_bytes,
             ttl,
+            counters: Default::default(),
         }
     }
 

@@ -3,23 +3,41 @@
 //! Names live here so `/metrics` stays a stable interface; the lead may move them into
 //! `crate::metrics`. Labels are tenant names, which configuration keeps short and plain, so the
 //! series count is bounded by the number of tenants (times refusal reasons).
-use metrics::counter;
+use metrics::{Counter, counter};
+use std::sync::OnceLock;
 
-use super::PolicyError;
+use super::{PolicyError, Tenant};
 
 pub const TENANT_COMMANDS_TOTAL: &str = "respite_tenant_commands_total";
 pub const TENANT_ERRORS_TOTAL: &str = "respite_tenant_errors_total";
 pub const TENANT_REFUSALS_TOTAL: &str = "respite_tenant_refusals_total";
 pub const TENANT_AUTH_FAILURES_TOTAL: &str = "respite_tenant_auth_failures_total";
 
-/// A command a tenant sent (counted whether it was forwarded, answered or refused).
-pub fn command(tenant: &str) {
-    counter!(TENANT_COMMANDS_TOTAL, "tenant" => tenant.to_string()).increment(1);
+/// A tenant's counters that change on every command, resolved once (on first use, after the
+/// recorder is installed) so the hot path pays one atomic add, not a label allocation and a
+/// registry lookup.
+#[derive(Debug, Default)]
+pub struct TenantCounters {
+    commands: OnceLock<Counter>,
+    errors: OnceLock<Counter>,
 }
 
-/// An error reply the tenant received from the upstream.
-pub fn error(tenant: &str) {
-    counter!(TENANT_ERRORS_TOTAL, "tenant" => tenant.to_string()).increment(1);
+/// A command a tenant sent (counted whether it was forwarded, answered or refused).
+pub fn command(tenant: &Tenant) {
+    tenant
+        .counters
+        .commands
+        .get_or_init(|| counter!(TENANT_COMMANDS_TOTAL, "tenant" => tenant.name.clone()))
+        .increment(1);
+}
+
+/// An error reply respite sent the tenant.
+pub fn error(tenant: &Tenant) {
+    tenant
+        .counters
+        .errors
+        .get_or_init(|| counter!(TENANT_ERRORS_TOTAL, "tenant" => tenant.name.clone()))
+        .increment(1);
 }
 
 /// A command refused by policy, by [`PolicyError::reason`].

@@ -327,7 +327,7 @@ impl Reader<'_> {
 
     async fn reply_error(&mut self, msg: &str) {
         if let Some(t) = &self.client.tenant {
-            policy::metrics::error(&t.name);
+            policy::metrics::error(t);
         }
         self.push(Pending::Ready(error_bytes(msg))).await
     }
@@ -360,7 +360,7 @@ impl Reader<'_> {
                 self.reply_error(policy::NOAUTH).await;
                 return Flow::Continue;
             };
-            policy::metrics::command(&tenant.name);
+            policy::metrics::command(tenant);
             if route == Route::Proxy && !tenant.permits(spec) {
                 let e = PolicyError::NoPerm {
                     user: tenant.user_label().to_string(),
