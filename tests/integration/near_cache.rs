@@ -15,6 +15,10 @@ enabled = true
 pattern = "*"
 "#;
 
+/// For tests that freeze the upstream (SIGSTOP) for a moment: local-only mode would take over
+/// after the probe deadline and answer from the local engine instead.
+const NO_LOCAL_ONLY: &[(&str, &str)] = &[("local_only.enabled", "false")];
+
 fn cached_proxy(url: &str, settings: &[(&str, &str)]) -> Proxy {
     let proxy = Proxy::start_with_config(url, CACHE_ALL, settings);
     wait_tracking(&proxy);
@@ -502,7 +506,7 @@ both!(
     a_thousand_concurrent_misses_make_one_upstream_read,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = cached_proxy(&server.url(), &[]);
+        let proxy = cached_proxy(&server.url(), NO_LOCAL_ONLY);
         server.raw().cmd(&words("SET hot value"));
         let before = calls(&server, "get");
         // Hold the upstream so every miss arrives while the first fill is in flight.
@@ -529,7 +533,7 @@ both!(
 
 both!(the_client_that_started_a_fill_may_leave, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = cached_proxy(&server.url(), &[]);
+    let proxy = cached_proxy(&server.url(), NO_LOCAL_ONLY);
     server.raw().cmd(&words("SET k v"));
     server.signal("STOP");
     let mut first = proxy.raw();
