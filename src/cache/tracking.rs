@@ -37,6 +37,10 @@ pub(crate) struct FillJob {
 /// Fills waiting to be written, per connection; past this the read bypasses the cache.
 const QUEUE: usize = 4096;
 
+/// Fills on the wire at once, per connection: two commands each, well under the 10,000 queued
+/// commands past which Dragonfly stops reading a connection. Past it, fills wait in the queue.
+const IN_FLIGHT: usize = 2048;
+
 pub(crate) fn spawn(
     index: usize,
     shared: Arc<Shared>,
@@ -201,7 +205,7 @@ impl Tracker {
                         }
                     }
                 },
-                n = self.rx.recv_many(&mut jobs, 64) => {
+                n = self.rx.recv_many(&mut jobs, 64), if waiting.len() < IN_FLIGHT => {
                     if n == 0 {
                         break None;
                     }
