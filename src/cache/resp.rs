@@ -210,6 +210,77 @@ mod tests {
         assert_eq!(to_resp2(b"$1\r\nab\r\n"), None);
     }
 
+    /// A random RESP3 reply of the shapes fills can bring: blobs, nulls, integers, simple
+    /// strings and errors, doubles, booleans, and arrays, sets and maps of them.
+    fn frame(depth: u32) -> proptest::prelude::BoxedStrategy<Vec<u8>> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| {
+                let mut out = format!("${}\r\n", b.len()).into_bytes();
+                out.extend(b);
+                out.extend(b"\r\n");
+                out
+            }),
+            Just(b"_\r\n".to_vec()),
+            any::<i64>().prop_map(|n| format!(":{n}\r\n").into_bytes()),
+            "[a-zA-Z0-9 ]{0,20}".prop_map(|t| format!("+{t}\r\n").into_bytes()),
+            "[a-zA-Z0-9 ]{0,20}".prop_map(|t| format!("-ERR {t}\r\n").into_bytes()),
+            any::<f64>().prop_map(|d| format!(",{d}\r\n").into_bytes()),
+            any::<bool>().prop_map(|b| if b {
+                b"#t\r\n".to_vec()
+            } else {
+                b"#f\r\n".to_vec()
+            }),
+        ];
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        let inner = frame(depth - 1);
+        prop_oneof![
+            3 => leaf,
+            1 => (prop::sample::select(vec![b'*', b'~', b'%']), proptest::collection::vec(inner, 0..4))
+                .prop_map(|(kind, items)| {
+                    let items: Vec<Vec<u8>> = if kind == b'%' && items.len() % 2 == 1 {
+                        items[..items.len() - 1].to_vec()
+                    } else {
+                        items
+                    };
+                    let n = if kind == b'%' { items.len() / 2 } else { items.len() };
+                    let mut out = format!("{}{n}\r\n", kind as char).into_bytes();
+                    for i in items {
+                        out.extend(i);
+                    }
+                    out
+                }),
+        ]
+        .boxed()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// Every RESP3 reply converts to one complete RESP2 reply that redis-protocol's RESP2
+        /// decoder reads whole.
+        #[test]
+        fn conversions_are_complete_resp2(f in frame(3)) {
+            let out = to_resp2(&f).expect("convertible");
+            let (_, used) = redis_protocol::resp2::decode::decode(&out)
+                .expect("valid RESP2")
+                .expect("complete");
+            proptest::prop_assert_eq!(used, out.len());
+        }
+
+        /// Arbitrary bytes never panic, and anything accepted is valid RESP2.
+        #[test]
+        fn arbitrary_input_is_rejected_or_valid(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Some(out) = to_resp2(&b) {
+                let decoded = redis_protocol::resp2::decode::decode(&out);
+                proptest::prop_assert!(matches!(decoded, Ok(Some((_, n))) if n == out.len()));
+            }
+            let _ = push(&Bytes::from(b));
+        }
+    }
+
     #[test]
     fn reads_invalidation_pushes() {
         let keys = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$2\r\nbc\r\n");
