@@ -11,6 +11,8 @@
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
+mod multi;
+
 use super::fifo::Fifo;
 use super::io::{ClientSocket, RawStream};
 use super::{Accepted, Shared, local};
@@ -67,9 +69,11 @@ pub(crate) enum Pending {
 pub(crate) enum Keep {
     /// All of them, as they came.
     All,
-    /// Only the first (the command's own; the rest answer policy follow-ups such as default TTLs),
-    /// rewritten for the tenant's namespace.
+    /// Only the one after `skip` replies (the command's own; the others answer what respite
+    /// added around it: policy follow-ups such as default TTLs, a transaction's MULTI and
+    /// QUEUED), rewritten for the tenant's namespace.
     First {
+        skip: usize,
         rewrite: ReplyRewrite,
         prefix: Bytes,
         proto: Protocol,
@@ -178,6 +182,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         group_count: 0,
         written: Written::default(),
         budget: budget.clone(),
+        multi: None,
         ready: BytesMut::new(),
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
@@ -212,6 +217,8 @@ pub(crate) struct Reader<'f> {
     written: Written,
     /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.
     budget: Option<Arc<ReplyBudget>>,
+    /// A transaction being queued (MULTI … EXEC), see [`multi`].
+    multi: Option<Box<multi::Multi>>,
     /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
     /// Whatever the group holds came after them.
     ready: BytesMut,
@@ -347,6 +354,7 @@ impl Reader<'_> {
                     command::CommandError::Arity(_) => ErrorKind::Arity,
                     _ => ErrorKind::UnknownCommand,
                 });
+                self.queue_failed();
                 self.reply_error(&format!("ERR {e}")).await;
                 return Flow::Continue;
             }
@@ -370,6 +378,27 @@ impl Reader<'_> {
                 self.reply_error(&e.to_string()).await;
                 return Flow::Continue;
             }
+        }
+        if self.multi.is_some() || matches!(spec.name, "multi" | "exec" | "discard" | "unwatch") {
+            // Commands that end or leave a transaction are answered as usual.
+            if !matches!(spec.name, "quit" | "reset") {
+                if let Some(t) = &self.client.tenant
+                    && !t.permits(spec)
+                {
+                    let e = PolicyError::NoPerm {
+                        user: t.user_label().to_string(),
+                        command: spec.name.to_string(),
+                    };
+                    self.queue_failed();
+                    self.reply_error(&e.to_string()).await;
+                    return Flow::Continue;
+                }
+                // Boxed: rare, and inline its state would grow every idle session.
+                Box::pin(self.transaction(spec, req, route)).await;
+                return Flow::Continue;
+            }
+            // QUIT and RESET discard the transaction, as in Redis.
+            self.multi = None;
         }
         if spec.name == "info"
             && (self.shared.upstream.is_none()
@@ -490,6 +519,7 @@ impl Reader<'_> {
                 }
                 self.group_count = 1 + f.follow_ups.len();
                 let keep = Keep::First {
+                    skip: 0,
                     rewrite: f.reply,
                     prefix: tenant.prefix.clone(),
                     proto: self.client.proto,
@@ -910,12 +940,13 @@ async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<
 /// slot vanished unanswered (the pool shut down).
 fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
     if let Keep::First {
+        skip,
         rewrite,
         prefix,
         proto,
     } = keep
     {
-        return first_reply(r, *rewrite, prefix, *proto);
+        return first_reply(r, *skip, *rewrite, prefix, *proto);
     }
     let (mut out, failed, msg) = match r {
         Ok(Ok(bytes)) => return bytes,
@@ -942,23 +973,34 @@ fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
     out.freeze()
 }
 
-/// The command's own reply out of a job that also carried follow-ups, rewritten for the tenant.
+/// The command's own reply (the one after `skip`) out of a job that also carried what respite
+/// added around it, rewritten for the tenant.
 fn first_reply(
     r: Result<Reply, ()>,
+    skip: usize,
     rewrite: ReplyRewrite,
     prefix: &[u8],
     proto: Protocol,
 ) -> Bytes {
     let replies = match r {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(partial)) if partial.count > 0 => partial.replies,
+        Ok(Err(partial)) if partial.count > skip => partial.replies,
+        Ok(Err(partial)) => return reply_bytes(Ok(Err(partial.without_replies())), 1, &Keep::All),
         other => return reply_bytes(other, 1, &Keep::All),
     };
-    let len = match ReplyScanner::new().scan(&replies) {
+    let mut scanner = ReplyScanner::new();
+    let mut at = 0;
+    for _ in 0..skip {
+        match scanner.scan(&replies[at..]) {
+            Ok(Some(s)) => at += s.len,
+            _ => break,
+        }
+    }
+    let len = match scanner.scan(&replies[at..]) {
         Ok(Some(s)) => s.len,
-        _ => replies.len(),
+        _ => replies.len() - at,
     };
-    let first = replies.slice(..len);
+    let first = replies.slice(at..at + len);
     policy::rewrite_reply(rewrite, prefix, &first, proto)
         .unwrap_or_else(|e| error_bytes(&format!("ERR {e}")))
 }

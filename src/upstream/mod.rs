@@ -81,6 +81,13 @@ pub struct Partial {
     pub error: UpstreamError,
 }
 
+impl Partial {
+    /// The failure alone: for a caller that needs a reply which did not arrive.
+    pub fn without_replies(self) -> Partial {
+        self.error.into()
+    }
+}
+
 impl From<UpstreamError> for Partial {
     fn from(error: UpstreamError) -> Self {
         Partial {

@@ -12,3 +12,4 @@ mod relay;
 mod robustness;
 mod standalone;
 mod tenants;
+mod transactions;

@@ -1,0 +1,238 @@
+//! MULTI/EXEC without a pinned upstream connection.
+//!
+//! respite answers MULTI and each queued command itself (`+OK`, `+QUEUED`), checking what it can
+//! at queue time (the command table, tenant rules); at EXEC it sends the whole transaction as one
+//! job on the client's shared upstream connection: `MULTI`, the commands, `EXEC`, back to back.
+//! A job's bytes go out contiguously and the upstream runs a connection's commands in order, so
+//! nothing from another client lands inside the transaction, and the client gets EXEC's own
+//! reply (its array of results, or the upstream's EXECABORT). WATCH needs the connection across
+//! round trips and stays refused. In standalone and local-only mode the local engine runs the
+//! queued commands one after another.
+use super::{Keep, Pending, Reader, error_bytes, unix_ms};
+use crate::command::{CommandSpec, Route};
+use crate::metrics::{self, ErrorKind};
+use crate::policy::{self, Plan, PolicyError, ReplyRewrite};
+use crate::protocol::{Request, encode};
+use bytes::{Bytes, BytesMut};
+
+/// A transaction being queued.
+#[derive(Default)]
+pub(crate) struct Multi {
+    /// The queued commands as the upstream gets them, back to back.
+    commands: BytesMut,
+    /// Each queued command as the client sent it, for the local engine.
+    queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
+    /// Tenant follow-ups (default TTLs), sent after EXEC.
+    follow_ups: Vec<Bytes>,
+    /// A command was refused while queueing: EXEC aborts, as Redis does.
+    failed: bool,
+}
+
+pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
+impl Reader<'_> {
+    /// MULTI, EXEC and DISCARD, and every command while a transaction is open.
+    pub(super) async fn transaction(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: Request,
+        route: Route,
+    ) {
+        match (spec.name, self.multi.is_some()) {
+            ("multi", true) => {
+                // Each upstream's own answer: Valkey rejects MULTI like any command not allowed
+                // in a transaction, which also aborts it; Redis 7.0 only refuses the nesting.
+                let valkey = self
+                    .shared
+                    .upstream
+                    .as_ref()
+                    .and_then(|u| u.server_info())
+                    .is_some_and(|i| i.server == "valkey");
+                if valkey {
+                    self.refuse_queued("ERR Command 'multi' not allowed inside a transaction")
+                        .await
+                } else {
+                    self.reply_error("ERR MULTI calls can not be nested").await
+                }
+            }
+            ("multi", false) => {
+                self.multi = Some(Box::default());
+                self.reply_simple("OK").await
+            }
+            ("exec", false) => self.reply_error("ERR EXEC without MULTI").await,
+            ("discard", false) => self.reply_error("ERR DISCARD without MULTI").await,
+            ("discard", true) => {
+                self.multi = None;
+                self.release_written().await;
+                self.reply_simple("OK").await
+            }
+            ("exec", true) => {
+                let multi = self.multi.take().expect("checked");
+                self.exec(*multi).await
+            }
+            ("watch", true) => {
+                self.reply_error("ERR WATCH inside MULTI is not allowed")
+                    .await
+            }
+            // Nothing is ever watched (WATCH is refused): UNWATCH has nothing to undo.
+            ("unwatch", false) => self.reply_simple("OK").await,
+            _ => self.queue(spec, req, route).await,
+        }
+    }
+
+    /// A command queued by the client: refused (and the transaction marked to abort) or queued.
+    async fn queue(&mut self, spec: &'static CommandSpec, req: Request, route: Route) {
+        let queueable = match route {
+            Route::Forward => true,
+            // Run by the upstream inside the transaction, as Redis does.
+            Route::Proxy => matches!(spec.name, "ping" | "echo"),
+            // Blocking commands do not block inside a transaction; UNWATCH is harmless on a
+            // shared connection, where nothing is ever watched.
+            Route::Stateful(why) => why == "blocking command" || spec.name == "unwatch",
+        };
+        if !queueable {
+            let msg = format!(
+                "ERR {} inside MULTI is not supported by respite: it changes the connection's state",
+                spec.name.replace('|', " ").to_uppercase()
+            );
+            return self.refuse_queued(&msg).await;
+        }
+        let limit = self
+            .shared
+            .upstream
+            .as_ref()
+            .map_or(usize::MAX, |u| u.config().max_inflight.saturating_sub(2));
+        if self.multi.as_ref().is_some_and(|m| m.queued.len() >= limit) {
+            let msg = format!(
+                "ERR transaction too long for respite: at most {limit} commands (upstream.max_inflight - 2), sent upstream as one pipeline"
+            );
+            return self.refuse_queued(&msg).await;
+        }
+        let (command, follow_ups, prefix) = match self.client.tenant.clone() {
+            None => {
+                let mut b = BytesMut::new();
+                match &req.raw {
+                    Some(raw) => b.extend_from_slice(raw),
+                    None => encode::command(&mut b, &req.args),
+                }
+                (b.freeze(), Vec::new(), Bytes::new())
+            }
+            Some(tenant) => match tenant.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
+                Err(e) => {
+                    policy::metrics::refusal(&tenant.name, &e);
+                    return self.refuse_queued(&e.to_string()).await;
+                }
+                Ok(Plan::Local(_)) => {
+                    let msg = format!(
+                        "ERR {} inside MULTI is not supported by respite for a tenant with a key prefix",
+                        spec.name.to_uppercase()
+                    );
+                    return self.refuse_queued(&msg).await;
+                }
+                Ok(Plan::Forward(f))
+                    if !matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors) =>
+                {
+                    let msg = format!(
+                        "ERR {} inside MULTI is not supported by respite for a tenant with a key prefix: its reply names keys",
+                        spec.name.to_uppercase()
+                    );
+                    return self.refuse_queued(&msg).await;
+                }
+                Ok(Plan::Forward(f)) => (f.command, f.follow_ups, tenant.prefix.clone()),
+            },
+        };
+        if self.shared.local(spec).is_none() {
+            // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
+            self.written_through(spec, &req.args, &prefix);
+        }
+        let multi = self.multi.as_mut().expect("in a transaction");
+        multi.commands.extend_from_slice(&command);
+        multi.follow_ups.extend(follow_ups);
+        multi.queued.push((spec, req.args));
+        self.reply_simple("QUEUED").await
+    }
+
+    async fn refuse_queued(&mut self, msg: &str) {
+        metrics::error(ErrorKind::Refused);
+        if let Some(m) = self.multi.as_mut() {
+            m.failed = true;
+        }
+        self.reply_error(msg).await
+    }
+
+    /// A command that could not be resolved while a transaction is open also aborts it.
+    pub(super) fn queue_failed(&mut self) {
+        if let Some(m) = self.multi.as_mut() {
+            m.failed = true;
+        }
+    }
+
+    async fn exec(&mut self, multi: Multi) {
+        if multi.failed {
+            self.release_written().await;
+            return self.reply_error(EXECABORT).await;
+        }
+        let exec = crate::command::lookup("exec").expect("in the table");
+        if self.shared.local(exec).is_some() {
+            return self.exec_locally(multi).await;
+        }
+        if self.shared.upstream.is_none() {
+            return self.reply_error("ERR no upstream").await;
+        }
+        self.send_group().await;
+        self.group.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        self.group.extend_from_slice(&multi.commands);
+        self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        for f in &multi.follow_ups {
+            self.group.extend_from_slice(f);
+        }
+        let n = multi.queued.len();
+        self.group_count = n + 2 + multi.follow_ups.len();
+        let keep = Keep::First {
+            skip: n + 1,
+            rewrite: ReplyRewrite::None,
+            prefix: Bytes::new(),
+            proto: self.client.proto,
+        };
+        self.send_group_keeping(keep).await
+    }
+
+    /// Standalone or local-only: the engine runs the queued commands in order; their replies
+    /// make EXEC's array.
+    async fn exec_locally(&mut self, multi: Multi) {
+        self.release_written().await;
+        let proto = self.client.proto;
+        let mut out = BytesMut::new();
+        encode::array_header(&mut out, multi.queued.len());
+        for (spec, args) in multi.queued {
+            let reply = match self.shared.local(spec) {
+                None => error_bytes("ERR the upstream came back during the transaction"),
+                Some(local) => match self.client.tenant.clone() {
+                    None => local.run(|e| e.execute(spec, &args, proto, unix_ms() as u64)),
+                    Some(tenant) => match tenant.check(spec, &args, None, unix_ms()) {
+                        Ok(plan) => {
+                            local.run(|e| super::standalone(e, plan, &tenant.prefix, proto))
+                        }
+                        Err(e) => error_bytes(&PolicyError::to_string(&e)),
+                    },
+                },
+            };
+            out.extend_from_slice(&reply);
+        }
+        self.push(Pending::Ready(out.freeze())).await
+    }
+
+    /// Writes noted for a transaction that will not be sent: nothing is pending for them.
+    async fn release_written(&mut self) {
+        if self.written.count > 0 {
+            let written = Box::new(std::mem::take(&mut self.written));
+            self.fifo.push(Pending::Written(written), 0).await;
+        }
+    }
+
+    async fn reply_simple(&mut self, s: &str) {
+        let mut out = BytesMut::new();
+        encode::simple(&mut out, s);
+        self.reply(out).await
+    }
+}

@@ -1,0 +1,213 @@
+//! MULTI/EXEC through respite: queued by respite, sent at EXEC as one contiguous job on a shared
+//! upstream connection. Replies match the upstream's byte for byte, transactions stay atomic
+//! against other clients, and an unmodified client's transactional pipeline works.
+use crate::both;
+use crate::harness::{Kind, Proxy, Raw, Server, encode, words};
+use std::process::Command;
+
+/// Transactions and their errors, as a client would send them (one command per line).
+const SCRIPT: &str = "
+MULTI
+SET a 1
+INCR a
+GET a
+PING
+ECHO hi
+BLPOP nothing 1
+HSET h f v
+HGETALL h
+EXEC
+EXEC
+DISCARD
+MULTI
+NOSUCHCOMMAND x
+SET b 2
+EXEC
+GET b
+MULTI
+MULTI
+INCR a
+DISCARD
+GET a
+UNWATCH
+MULTI
+SET s x
+INCR s
+GET s
+EXEC
+MULTI
+GET
+EXEC
+MULTI
+EXEC
+";
+
+fn run(conn: &mut Raw) -> Vec<String> {
+    SCRIPT
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l} -> {}", String::from_utf8_lossy(&conn.cmd(&words(l)))))
+        .collect()
+}
+
+both!(transactions_match_the_upstream, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    for resp3 in [false, true] {
+        let (mut d, mut p) = (server.raw(), proxy.raw());
+        if resp3 {
+            d.cmd(&words("HELLO 3"));
+            p.cmd(&words("HELLO 3"));
+        }
+        server.raw().cmd(&words("FLUSHALL"));
+        let direct = run(&mut d);
+        server.raw().cmd(&words("FLUSHALL"));
+        let proxied = run(&mut p);
+        assert_eq!(proxied, direct, "resp3: {resp3}");
+    }
+    // WATCH still needs a connection of its own.
+    let mut p = proxy.raw();
+    let r = String::from_utf8(p.cmd(&words("WATCH a"))).unwrap();
+    assert!(
+        r.starts_with("-ERR WATCH is not supported by respite"),
+        "{r}"
+    );
+    assert!(
+        String::from_utf8(p.cmd(&words("MULTI")))
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let r = String::from_utf8(p.cmd(&words("SUBSCRIBE c"))).unwrap();
+    assert!(
+        r.contains("inside MULTI is not supported by respite"),
+        "{r}"
+    );
+    assert_eq!(
+        p.cmd(&words("EXEC")),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+});
+
+both!(
+    transactions_are_atomic_against_other_clients,
+    |kind: Kind| {
+        // Writers increment x and y in one transaction; readers MGET both. Were a transaction's
+        // commands interleaved with other clients' on the shared connection, a reader would see
+        // x and y differ.
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with(&server.url(), &[("upstream.connections", "1")]);
+        let addr = proxy.addr;
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(move || {
+                    let mut c = Raw::connect(addr);
+                    for _ in 0..300 {
+                        let mut batch = encode(&words("MULTI"));
+                        batch.extend(encode(&words("INCR x")));
+                        batch.extend(encode(&words("INCR y")));
+                        batch.extend(encode(&words("EXEC")));
+                        c.send(&batch);
+                        assert_eq!(c.reply().unwrap(), b"+OK\r\n");
+                        assert_eq!(c.reply().unwrap(), b"+QUEUED\r\n");
+                        assert_eq!(c.reply().unwrap(), b"+QUEUED\r\n");
+                        let exec = String::from_utf8(c.reply().unwrap()).unwrap();
+                        let n: Vec<&str> = exec.split("\r\n").collect();
+                        assert_eq!(n[1], n[2], "one transaction's two increments: {exec}");
+                    }
+                });
+            }
+            for _ in 0..2 {
+                scope.spawn(move || {
+                    let mut c = Raw::connect(addr);
+                    for _ in 0..600 {
+                        let r = String::from_utf8(c.cmd(&words("MGET x y"))).unwrap();
+                        // Each element's value, or `$-1` for none yet.
+                        let v: Vec<&str> = r
+                            .split("\r\n")
+                            .skip(1)
+                            .filter(|l| !l.starts_with('$') || *l == "$-1")
+                            .collect();
+                        assert_eq!(v[0], v[1], "a transaction seen half done: {r}");
+                    }
+                });
+            }
+        });
+        assert_eq!(server.raw().cmd(&words("GET x")), b"$4\r\n1200\r\n");
+    }
+);
+
+both!(redis_py_transactional_pipelines_work, |kind: Kind| {
+    // redis-py's pipeline() is transactional by default (MULTI … EXEC).
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let script = "import redis,sys\n\
+r = redis.Redis(port=int(sys.argv[1]))\n\
+p = r.pipeline()\n\
+p.set('k', 'v').incr('n').incr('n').get('k')\n\
+print(p.execute())\n\
+p = r.pipeline(transaction=True)\n\
+p.hset('h', mapping={'a': '1'}).hgetall('h')\n\
+print(p.execute())\n";
+    let out = Command::new("python3")
+        .args(["-c", script, &proxy.port().to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[True, 1, 2, b'v']\n[1, {b'a': b'1'}]\n"
+    );
+});
+
+both!(tenant_transactions_stay_in_the_namespace, |kind: Kind| {
+    let server = Server::start(kind);
+    let toml = r#"
+default_tenant = "app"
+[[tenant]]
+name = "app"
+prefix = "app:"
+allow = ["@all"]
+[[tenant.ttl]]
+pattern = "session:*"
+default_ms = 60000
+"#;
+    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    let mut c = proxy.raw();
+    for l in ["MULTI", "SET session:1 alice", "INCR n", "GET session:1"] {
+        c.cmd(&words(l));
+    }
+    assert_eq!(
+        c.cmd(&words("EXEC")),
+        b"*3\r\n+OK\r\n:1\r\n$5\r\nalice\r\n",
+        "the follow-up's reply is not in EXEC's array"
+    );
+    let mut d = server.raw();
+    assert_eq!(d.cmd(&words("GET app:session:1")), b"$5\r\nalice\r\n");
+    assert_eq!(d.cmd(&words("EXISTS session:1 n")), b":0\r\n");
+    let ttl = String::from_utf8(d.cmd(&words("PTTL app:session:1"))).unwrap();
+    assert!(
+        ttl.starts_with(':') && ttl != ":-1\r\n",
+        "default TTL applied: {ttl}"
+    );
+    // Namespace-local answers and key-naming replies cannot run inside a transaction.
+    c.cmd(&words("MULTI"));
+    let r = String::from_utf8(c.cmd(&words("DBSIZE"))).unwrap();
+    assert!(r.contains("inside MULTI is not supported"), "{r}");
+    assert!(c.cmd(&words("EXEC")).starts_with(b"-EXECABORT"));
+});
+
+#[test]
+fn standalone_transactions_run_on_the_engine() {
+    let proxy = Proxy::start("none");
+    let mut c = proxy.raw();
+    for l in ["MULTI", "SET a 1", "INCR a", "GET a"] {
+        c.cmd(&words(l));
+    }
+    assert_eq!(c.cmd(&words("EXEC")), b"*3\r\n+OK\r\n:2\r\n$1\r\n2\r\n");
+    assert_eq!(c.cmd(&words("GET a")), b"$1\r\n2\r\n");
+}
