@@ -211,3 +211,18 @@ fn standalone_transactions_run_on_the_engine() {
     assert_eq!(c.cmd(&words("EXEC")), b"*3\r\n+OK\r\n:2\r\n$1\r\n2\r\n");
     assert_eq!(c.cmd(&words("GET a")), b"$1\r\n2\r\n");
 }
+
+#[test]
+fn a_transaction_longer_than_the_upstream_pipeline_bound_is_aborted() {
+    let server = Server::start(Kind::Redis);
+    let proxy = Proxy::start_with(&server.url(), &[("upstream.max_inflight", "10")]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&words("MULTI")), b"+OK\r\n");
+    for _ in 0..8 {
+        assert_eq!(c.cmd(&words("INCR n")), b"+QUEUED\r\n");
+    }
+    let r = String::from_utf8(c.cmd(&words("INCR n"))).unwrap();
+    assert!(r.contains("at most 8 commands"), "{r}");
+    assert!(c.cmd(&words("EXEC")).starts_with(b"-EXECABORT"));
+    assert_eq!(server.raw().cmd(&words("EXISTS n")), b":0\r\n");
+}

@@ -108,6 +108,18 @@ impl Reader<'_> {
             );
             return self.refuse_queued(&msg).await;
         }
+        // What respite holds for the transaction is bounded like an unfinished request.
+        let max_bytes = self.shared.config.limits.max_query_buffer;
+        if self
+            .multi
+            .as_ref()
+            .is_some_and(|m| m.commands.len() > max_bytes)
+        {
+            let msg = format!(
+                "ERR transaction too large for respite: over {max_bytes} bytes queued (limits.max_query_buffer)"
+            );
+            return self.refuse_queued(&msg).await;
+        }
         let (command, follow_ups, prefix) = match self.client.tenant.clone() {
             None => {
                 let mut b = BytesMut::new();
