@@ -134,6 +134,14 @@ impl Tenant {
         self.allowed.permits(spec)
     }
 
+    /// The refusal of a command outside this tenant's allow list, in Redis's words.
+    pub fn no_perm(&self, spec: &CommandSpec) -> PolicyError {
+        PolicyError::NoPerm {
+            user: self.user_label().to_string(),
+            command: spec.name.to_string(),
+        }
+    }
+
     /// Decide what to do with one request. `spec` comes from [`crate::command::resolve`] for
     /// `args`; `raw` is the request's RESP bytes if it came as an array (forwarded as they are
     /// when nothing changes and the tenant has no prefix); `now_ms` is the Unix time in
@@ -146,10 +154,7 @@ impl Tenant {
         now_ms: i64,
     ) -> Result<Plan, PolicyError> {
         if !self.permits(spec) {
-            return Err(PolicyError::NoPerm {
-                user: self.user_label().to_string(),
-                command: spec.name.to_string(),
-            });
+            return Err(self.no_perm(spec));
         }
         let found = keys(spec, args);
         self.check_values(spec, args, found.as_ref().ok())?;

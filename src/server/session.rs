@@ -20,7 +20,7 @@ use crate::cache::{Fetched, Lookup, NearCache, ReadKind};
 use crate::command::{self, AclCategories, CommandSpec, Flags, Route};
 use crate::local::Engine;
 use crate::metrics::{self, ErrorKind};
-use crate::policy::{self, LocalRun, LocalStep, Plan, PolicyError, ReplyRewrite, Tenant};
+use crate::policy::{self, LocalRun, LocalStep, Plan, ReplyRewrite, Tenant};
 use crate::protocol::ReplyScanner;
 use crate::protocol::{Framer, Protocol, Request, encode};
 use crate::upstream::{Reply, ReplyBudget};
@@ -362,6 +362,13 @@ impl Reader<'_> {
         metrics::command(spec).increment(1);
         self.client.last_command = spec.name;
         let route = command::route(spec, &req.args);
+        // Answered by respite itself: the commands the session handles, INFO where the
+        // upstream's would say too much, and transactions (queued here).
+        let info_here = spec.name == "info"
+            && (self.shared.upstream.is_none()
+                || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()));
+        let transaction =
+            self.multi.is_some() || matches!(spec.name, "multi" | "exec" | "discard" | "unwatch");
         if self.shared.config.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
@@ -369,30 +376,17 @@ impl Reader<'_> {
                 return Flow::Continue;
             };
             policy::metrics::command(tenant);
-            if route == Route::Proxy && !tenant.permits(spec) {
-                let e = PolicyError::NoPerm {
-                    user: tenant.user_label().to_string(),
-                    command: spec.name.to_string(),
-                };
+            if (route == Route::Proxy || info_here || transaction) && !tenant.permits(spec) {
+                let e = tenant.no_perm(spec);
                 policy::metrics::refusal(&tenant.name, &e);
+                self.queue_failed();
                 self.reply_error(&e.to_string()).await;
                 return Flow::Continue;
             }
         }
-        if self.multi.is_some() || matches!(spec.name, "multi" | "exec" | "discard" | "unwatch") {
+        if transaction {
             // Commands that end or leave a transaction are answered as usual.
             if !matches!(spec.name, "quit" | "reset") {
-                if let Some(t) = &self.client.tenant
-                    && !t.permits(spec)
-                {
-                    let e = PolicyError::NoPerm {
-                        user: t.user_label().to_string(),
-                        command: spec.name.to_string(),
-                    };
-                    self.queue_failed();
-                    self.reply_error(&e.to_string()).await;
-                    return Flow::Continue;
-                }
                 // Boxed: rare, and inline its state would grow every idle session.
                 Box::pin(self.transaction(spec, req, route)).await;
                 return Flow::Continue;
@@ -400,20 +394,7 @@ impl Reader<'_> {
             // QUIT and RESET discard the transaction, as in Redis.
             self.multi = None;
         }
-        if spec.name == "info"
-            && (self.shared.upstream.is_none()
-                || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()))
-        {
-            if let Some(t) = &self.client.tenant
-                && !t.permits(spec)
-            {
-                let e = PolicyError::NoPerm {
-                    user: t.user_label().to_string(),
-                    command: spec.name.to_string(),
-                };
-                self.reply_error(&e.to_string()).await;
-                return Flow::Continue;
-            }
+        if info_here {
             let out = local::tenant_info(self, &req.args);
             self.reply(out).await;
             return Flow::Continue;
