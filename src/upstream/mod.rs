@@ -205,16 +205,18 @@ impl Conn {
         budget: Option<Arc<ReplyBudget>>,
     ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
+        let job = Job {
+            bytes,
+            count,
+            reply,
+            budget,
+        };
         // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
-        let _ = self
-            .tx
-            .send(Job {
-                bytes,
-                count,
-                reply,
-                budget,
-            })
-            .await;
+        // Waiting for room is the rare case: its (large) future lives on the heap, so it does not
+        // grow every session's future, which idle clients pay for.
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
+            let _ = Box::pin(self.tx.send(job)).await;
+        }
         rx
     }
 }
