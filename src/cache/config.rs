@@ -33,7 +33,7 @@ pub struct Rule {
     pub tenant: Option<String>,
     pub pattern: Bytes,
     /// A bit per [`ReadKind`].
-    pub reads: u32,
+    pub reads: u64,
 }
 
 #[derive(Debug, Deserialize)]

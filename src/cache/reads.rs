@@ -1,10 +1,11 @@
 //! Which reads the near cache can answer exactly, and how one call is named in the cache.
 //!
 //! A cached read is a command whose reply depends only on one key's value (plus its own
-//! arguments), so a tracking invalidation of that key covers it. Replies with doubles (ZSCORE…)
-//! are left out: Redis formats them per protocol, and a RESP3 fill could not be re-encoded for
-//! RESP2 byte for byte. MGET is answered from the keys' GET entries (a GET entry is a string or
-//! nothing, which is exactly what MGET reports for that key).
+//! arguments), so a tracking invalidation of that key covers it. Doubles (ZSCORE, WITHSCORES)
+//! are formatted by the server the same way in both protocols, so a RESP3 fill re-encodes for
+//! RESP2 exactly; WITHSCORES pairs, nested in RESP3, are flattened. MGET is answered from the
+//! keys' GET entries (a GET entry is a string or nothing, which is exactly what MGET reports for
+//! that key). Random or time-dependent reads (SRANDMEMBER, TTL) are never cacheable.
 use crate::command::{self, CommandSpec};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::OnceLock;
@@ -50,6 +51,24 @@ reads! {
     Lindex = "lindex",
     Lrange = "lrange",
     Zcard = "zcard",
+    Zscore = "zscore",
+    Zmscore = "zmscore",
+    Zrank = "zrank",
+    Zrevrank = "zrevrank",
+    Zcount = "zcount",
+    Zlexcount = "zlexcount",
+    Zrange = "zrange",
+    Zrevrange = "zrevrange",
+    Zrangebyscore = "zrangebyscore",
+    Zrevrangebyscore = "zrevrangebyscore",
+    Zrangebylex = "zrangebylex",
+    Zrevrangebylex = "zrevrangebylex",
+    Xlen = "xlen",
+    Xrange = "xrange",
+    Xrevrange = "xrevrange",
+    Getbit = "getbit",
+    Bitcount = "bitcount",
+    Lpos = "lpos",
 }
 
 impl ReadKind {
@@ -73,8 +92,20 @@ impl ReadKind {
         ReadKind::ALL.iter().copied().find(|k| k.name() == lower)
     }
 
-    pub fn bit(self) -> u32 {
+    pub fn bit(self) -> u64 {
         1 << self as u8
+    }
+
+    /// Reads whose RESP3 reply pairs each member with its score (`WITHSCORES`), where RESP2
+    /// has one flat array.
+    pub fn scored(self) -> bool {
+        matches!(
+            self,
+            ReadKind::Zrange
+                | ReadKind::Zrevrange
+                | ReadKind::Zrangebyscore
+                | ReadKind::Zrevrangebyscore
+        )
     }
 
     /// Whether this call can be answered from one key's entry: a single-key read (EXISTS with
@@ -156,7 +187,7 @@ mod tests {
             assert_eq!(ReadKind::by_name(&kind.name().to_uppercase()), Some(kind));
         }
         assert_eq!(ReadKind::of(command::lookup("set").unwrap()), None);
-        assert!(ReadKind::ALL.len() <= 32);
+        assert!(ReadKind::ALL.len() <= 64);
     }
 
     #[test]

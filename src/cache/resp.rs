@@ -13,6 +13,46 @@ pub fn to_resp2(frame: &[u8]) -> Option<Bytes> {
     (used == frame.len()).then(|| out.freeze())
 }
 
+/// [`to_resp2`] for a reply whose RESP3 form nests `[member, score]` pairs in an array (ZRANGE
+/// … WITHSCORES): RESP2 has them in one flat array. Other shapes convert as usual.
+pub fn to_resp2_flattening_pairs(frame: &[u8]) -> Option<Bytes> {
+    let (head, mut at) = line(frame)?;
+    if frame[0] != b'*' {
+        return to_resp2(frame);
+    }
+    let n = usize::try_from(number(head)?).ok()?;
+    let mut body = BytesMut::with_capacity(frame.len() + 8);
+    let mut items = 0;
+    for _ in 0..n {
+        let rest = frame.get(at..)?;
+        match rest.first() {
+            Some(b'*') => {
+                let (h, after) = line(rest)?;
+                let m = usize::try_from(number(h)?).ok()?;
+                let mut used = after;
+                for _ in 0..m {
+                    used += convert(&rest[used..], &mut body, 1)?;
+                }
+                items += m;
+                at += used;
+            }
+            _ => {
+                at += convert(rest, &mut body, 1)?;
+                items += 1;
+            }
+        }
+    }
+    if at != frame.len() {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 16);
+    out.put_u8(b'*');
+    out.extend_from_slice(items.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    Some(out.freeze())
+}
+
 fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
     let end = memchr::memchr(b'\r', buf)?;
     (buf.get(end + 1) == Some(&b'\n')).then(|| (&buf[1..end], end + 2))

@@ -313,7 +313,11 @@ impl Tracker {
         let config = &self.shared.config;
         // Copied out of the read buffer, so a cached entry does not pin the buffer it came in.
         let resp3 = Bytes::copy_from_slice(&value);
-        let resp2 = resp::to_resp2(&value);
+        let resp2 = if job.ticket.sig.kind.scored() {
+            resp::to_resp2_flattening_pairs(&value)
+        } else {
+            resp::to_resp2(&value)
+        };
         let cacheable = resp2.is_some()
             && !resp::is_error(&value)
             && value.len() * 2 + job.ticket.key.len() <= config.max_entry;
