@@ -27,7 +27,6 @@ use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -87,7 +86,70 @@ pub(crate) struct Written {
     keys: Vec<Bytes>,
     /// One of them empties the keyspace (FLUSHALL, FLUSHDB, SWAPDB).
     flush: bool,
+    /// How many of them may write keys they do not name (scripts, flushes).
+    wide: usize,
     count: usize,
+}
+
+/// A client's writes sent upstream and not answered yet, for the near cache: the client's reads
+/// of those keys bypass the cache (and all its reads, while a write of unknown reach is out), so
+/// it always reads its own writes, while its reads of other keys still hit.
+#[derive(Default)]
+pub(crate) struct Unanswered(std::sync::Mutex<UnansweredKeys>);
+
+#[derive(Default)]
+struct UnansweredKeys {
+    keys: std::collections::HashMap<Bytes, usize>,
+    wide: usize,
+}
+
+impl Unanswered {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnansweredKeys> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, keys: &[Bytes], wide: bool) {
+        let mut u = self.lock();
+        for k in keys {
+            *u.keys.entry(k.clone()).or_default() += 1;
+        }
+        u.wide += wide as usize;
+    }
+
+    fn answered(&self, written: &Written) {
+        let mut u = self.lock();
+        for k in &written.keys {
+            if let Some(n) = u.keys.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    u.keys.remove(k);
+                }
+            }
+        }
+        u.wide -= written.wide;
+        if u.keys.is_empty() && u.keys.capacity() > 64 {
+            // A burst of writes should not pin its table.
+            u.keys = Default::default();
+        }
+    }
+
+    /// Whether a read of `keys` (as the client names them, under `prefix`) must bypass the cache.
+    fn blocks<'a>(&self, prefix: &[u8], mut keys: impl Iterator<Item = &'a Bytes>) -> bool {
+        let u = self.lock();
+        if u.wide > 0 {
+            return true;
+        }
+        if u.keys.is_empty() {
+            return false;
+        }
+        keys.any(|k| {
+            if prefix.is_empty() {
+                u.keys.contains_key(k)
+            } else {
+                u.keys.contains_key(&[prefix, &k[..]].concat()[..])
+            }
+        })
+    }
 }
 
 /// Per-client state that respite itself keeps.
@@ -168,7 +230,7 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
 
 async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Shared>) {
     let fifo = Fifo::new(shared.config.max_inflight_per_client);
-    let unanswered_writes = AtomicUsize::new(0);
+    let unanswered_writes = Unanswered::default();
     let cache = shared.cache.clone();
     let budget = shared
         .upstream
@@ -225,7 +287,7 @@ pub(crate) struct Reader<'f> {
     ready_count: usize,
     /// This client's writes sent upstream and not answered yet (near cache only): while there
     /// are any, its reads bypass the cache, so it always reads its own writes.
-    unanswered_writes: &'f AtomicUsize,
+    unanswered_writes: &'f Unanswered,
     /// The near cache's clock, read once per batch of requests (and again after any wait).
     cache_now: Option<u64>,
 }
@@ -525,7 +587,12 @@ impl Reader<'_> {
             return false;
         };
         if let Some(kind) = ReadKind::of(spec) {
-            if self.unanswered_writes.load(Ordering::Relaxed) > 0 {
+            let keys = if kind == ReadKind::Mget {
+                &args[1..]
+            } else {
+                &args[1..2]
+            };
+            if self.unanswered_writes.blocks(prefix, keys.iter()) {
                 return false;
             }
             let tenant = self.client.tenant.as_ref().map(|t| t.name.as_str());
@@ -582,8 +649,10 @@ impl Reader<'_> {
         if let Some(cache) = self.shared.cache.as_deref()
             && (spec.flags.contains(Flags::WRITE) || spec.acl.contains(AclCategories::SCRIPTING))
         {
-            note_write(cache, &mut self.written, spec, args, prefix);
-            self.unanswered_writes.fetch_add(1, Ordering::Relaxed);
+            let start = self.written.keys.len();
+            let wide = note_write(cache, &mut self.written, spec, args, prefix);
+            self.unanswered_writes
+                .add(&self.written.keys[start..], wide);
         }
     }
 
@@ -692,12 +761,18 @@ fn note_write(
     spec: &'static CommandSpec,
     args: &[Bytes],
     prefix: &[u8],
-) {
+) -> bool {
+    let mut wide = spec.acl.contains(AclCategories::SCRIPTING);
     if matches!(spec.name, "flushall" | "flushdb" | "swapdb") {
         cache.flush_local();
         written.flush = true;
+        wide = true;
     }
-    if let Ok(keys) = command::keys(spec, args) {
+    let found = command::keys(spec, args);
+    if found.as_ref().is_ok_and(|k| k.is_empty()) || found.is_err() {
+        wide = true;
+    }
+    if let Ok(keys) = found {
         for pos in keys.positions() {
             let key = if prefix.is_empty() {
                 args[pos].clone()
@@ -712,6 +787,8 @@ fn note_write(
         }
     }
     written.count += 1;
+    written.wide += wide as usize;
+    wide
 }
 
 /// Milliseconds since the Unix epoch (for absolute-time TTL caps and the local engine's expiry).
@@ -776,7 +853,7 @@ async fn write_loop<S: RawStream>(
     w: &ClientSocket<S>,
     fifo: &Fifo<Pending>,
     cache: Option<&NearCache>,
-    unanswered_writes: &AtomicUsize,
+    unanswered_writes: &Unanswered,
     budget: Option<&ReplyBudget>,
 ) {
     // Upstream replies leave the client's budget as the writer takes them.
@@ -895,7 +972,7 @@ fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
 
 /// Writes were answered (whatever the answer): their keys leave the near cache again, in case
 /// a fill that read the old value landed while they were in flight.
-fn answered(cache: Option<&NearCache>, written: &Written, unanswered_writes: &AtomicUsize) {
+fn answered(cache: Option<&NearCache>, written: &Written, unanswered_writes: &Unanswered) {
     if let Some(cache) = cache {
         if written.flush {
             cache.flush_local();
@@ -904,7 +981,7 @@ fn answered(cache: Option<&NearCache>, written: &Written, unanswered_writes: &At
             cache.invalidate(key);
         }
     }
-    unanswered_writes.fetch_sub(written.count, Ordering::Relaxed);
+    unanswered_writes.answered(written);
 }
 
 async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {
