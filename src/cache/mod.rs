@@ -231,10 +231,9 @@ impl NearCache {
         if kind == ReadKind::Mget {
             return self.mget(rules, args, prefix, proto, now);
         }
-        if !kind.single_key(args) || !rules.covers(kind, &args[1]) {
+        let Some(key) = covered(rules, kind, args, prefix) else {
             return Lookup::Bypass;
-        }
-        let key = upstream_key(prefix, &args[1]);
+        };
         let index = self.tracker(&key);
         if !self.shared.ready[index].load(Ordering::Acquire) {
             return Lookup::Bypass;
@@ -330,10 +329,7 @@ impl NearCache {
         prefix: &[u8],
         proto: Protocol,
     ) -> Option<Bytes> {
-        if !kind.single_key(args) || !rules.covers(kind, &args[1]) {
-            return None;
-        }
-        let key = upstream_key(prefix, &args[1]);
+        let key = covered(rules, kind, args, prefix)?;
         let store = &self.shared.store;
         let v = store.peek_stale(&key, &Sig::new(kind, args), store.now())?;
         self.shared.stale_hits.fetch_add(1, Ordering::Relaxed);
@@ -383,8 +379,13 @@ impl NearCache {
     }
 }
 
-/// The key as the upstream knows it.
-fn upstream_key(prefix: &[u8], key: &Bytes) -> Bytes {
+/// The key (as the upstream knows it) of a single-key read that a rule covers.
+fn covered(rules: &RuleSet, kind: ReadKind, args: &[Bytes], prefix: &[u8]) -> Option<Bytes> {
+    (kind.single_key(args) && rules.covers(kind, &args[1])).then(|| upstream_key(prefix, &args[1]))
+}
+
+/// The key as the upstream knows it: the tenant's prefix, then the client's key.
+pub fn upstream_key(prefix: &[u8], key: &Bytes) -> Bytes {
     if prefix.is_empty() {
         return key.clone();
     }

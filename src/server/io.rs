@@ -22,35 +22,27 @@ pub(crate) trait RawStream: AsRawFd + Send + Sync + 'static {
     fn shutdown_both(&self);
 }
 
-impl RawStream for std::net::TcpStream {
-    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
+/// TCP and unix streams offer the same calls under the same names.
+macro_rules! raw_stream {
+    ($($t:ty),*) => {$(
+        impl RawStream for $t {
+            fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+            fn shutdown_write(&self) {
+                let _ = self.shutdown(std::net::Shutdown::Write);
+            }
+            fn shutdown_both(&self) {
+                let _ = self.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    )*};
 }
 
-impl RawStream for std::os::unix::net::UnixStream {
-    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-}
+raw_stream!(std::net::TcpStream, std::os::unix::net::UnixStream);
 
 /// Register an owned descriptor with the reactor.
 #[allow(unsafe_code)]

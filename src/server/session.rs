@@ -142,13 +142,7 @@ impl Unanswered {
         if u.keys.is_empty() {
             return false;
         }
-        keys.any(|k| {
-            if prefix.is_empty() {
-                u.keys.contains_key(k)
-            } else {
-                u.keys.contains_key(&[prefix, &k[..]].concat()[..])
-            }
-        })
+        keys.any(|k| u.keys.contains_key(&crate::cache::upstream_key(prefix, k)))
     }
 }
 
@@ -631,10 +625,10 @@ impl Reader<'_> {
         let engine = self.shared.engine.as_deref()?;
         let rules = cache.rules(self.client.tenant.as_ref().map(|t| t.name.as_str()))?;
         let exists = command::lookup("exists")?;
-        let key = [prefix, &args[1][..]].concat();
+        let key = crate::cache::upstream_key(prefix, &args[1]);
         let held = engine.execute(
             exists,
-            &[Bytes::from_static(b"EXISTS"), Bytes::from(key)],
+            &[Bytes::from_static(b"EXISTS"), key],
             Protocol::Resp2,
             unix_ms() as u64,
         );
@@ -774,14 +768,7 @@ fn note_write(
     }
     if let Ok(keys) = found {
         for pos in keys.positions() {
-            let key = if prefix.is_empty() {
-                args[pos].clone()
-            } else {
-                let mut k = BytesMut::with_capacity(prefix.len() + args[pos].len());
-                k.extend_from_slice(prefix);
-                k.extend_from_slice(&args[pos]);
-                k.freeze()
-            };
+            let key = crate::cache::upstream_key(prefix, &args[pos]);
             cache.invalidate(&key);
             written.keys.push(key);
         }
