@@ -286,17 +286,17 @@ impl NearCache {
             return Lookup::Bypass;
         }
         let store = &self.shared.store;
+        // A GET entry has no arguments besides its key: one signature serves every key.
+        let sig = Sig::new(ReadKind::Get, &args[..1]);
         let mut out = BytesMut::new();
         crate::protocol::encode::array_header(&mut out, keys.len());
         let mut missing = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
+        for k in keys {
             let key = upstream_key(prefix, k);
-            let get = [Bytes::from_static(b"GET"), k.clone()];
-            let sig = Sig::new(ReadKind::Get, &get);
             match store.peek(&key, &sig, now) {
                 Some(v) if missing.is_empty() => out.extend_from_slice(&v.get(proto)),
                 Some(_) => {}
-                None => missing.push(i),
+                None => missing.push((key, k)),
             }
         }
         if missing.is_empty() {
@@ -304,14 +304,12 @@ impl NearCache {
             return Lookup::Hit(out.freeze());
         }
         rules.miss();
-        for i in missing {
-            let key = upstream_key(prefix, &keys[i]);
+        for (key, k) in missing {
             let index = self.tracker(&key);
             if !self.shared.ready[index].load(Ordering::Acquire) {
                 continue;
             }
-            let get = [Bytes::from_static(b"GET"), keys[i].clone()];
-            let sig = Sig::new(ReadKind::Get, &get);
+            let get = [Bytes::from_static(b"GET"), k.clone()];
             store.read(&key, &sig, now, false, proto, |ticket| {
                 self.send_fill(index, ticket, &get)
             });

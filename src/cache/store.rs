@@ -135,6 +135,13 @@ impl KeyState {
     fn slot(&self, sig: &Sig) -> Option<usize> {
         self.slots.iter().position(|s| s.sig == *sig)
     }
+
+    /// The cached entry with this clock id.
+    fn ready_slot(&self, id: u64) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| matches!(&s.state, State::Ready(r) if r.id == id))
+    }
 }
 
 /// Counts the store keeps for metrics and stats.
@@ -408,6 +415,15 @@ impl Store {
         ticket.joiners.answer(reply);
     }
 
+    /// Forget clock positions whose entry is gone (invalidated, evicted, replaced).
+    fn drop_stale_positions(&self, clock: &mut VecDeque<(Bytes, u64)>) {
+        clock.retain(|(k, id)| {
+            self.map
+                .get(k)
+                .is_some_and(|ks| ks.ready_slot(*id).is_some())
+        });
+    }
+
     /// Enter a new entry in the eviction clock, then evict while over the bound.
     fn clocked(&self, key: Bytes, id: u64) {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
@@ -415,13 +431,7 @@ impl Store {
         // Entries invalidated since they were clocked leave stale positions behind: drop them
         // once they outnumber the live ones (amortised O(1) per insert).
         if clock.len() > 2 * self.entries() + 1024 {
-            clock.retain(|(k, id)| {
-                self.map.get(k).is_some_and(|ks| {
-                    ks.slots
-                        .iter()
-                        .any(|s| matches!(&s.state, State::Ready(r) if r.id == *id))
-                })
-            });
+            self.drop_stale_positions(&mut clock);
         }
         let mut budget = clock.len() * 2 + 2;
         while self.bytes() > self.max_memory && budget > 0 {
@@ -432,11 +442,7 @@ impl Store {
             let Some(mut ks) = self.map.get_mut(&key) else {
                 continue;
             };
-            let Some(i) = ks
-                .slots
-                .iter()
-                .position(|s| matches!(&s.state, State::Ready(r) if r.id == id))
-            else {
+            let Some(i) = ks.ready_slot(id) else {
                 continue;
             };
             if let State::Ready(r) = &ks.slots[i].state
@@ -525,13 +531,7 @@ impl Store {
         });
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         if clock.len() > 2 * self.entries() + 1024 {
-            clock.retain(|(k, id)| {
-                self.map.get(k).is_some_and(|ks| {
-                    ks.slots
-                        .iter()
-                        .any(|s| matches!(&s.state, State::Ready(r) if r.id == *id))
-                })
-            });
+            self.drop_stale_positions(&mut clock);
         }
     }
 }
@@ -567,16 +567,20 @@ mod tests {
         (ticket.unwrap(), rx)
     }
 
+    /// A read that must not start a fill.
+    fn lookup(store: &Store, key: &Bytes) -> Found {
+        store.read(key, &sig(), store.now(), true, Protocol::Resp2, |_| {
+            panic!("no fill expected")
+        })
+    }
+
     #[test]
     fn fill_then_hit_and_single_flight() {
         let store = Store::new(1 << 20, 10, Duration::from_secs(1));
         let key = Bytes::from_static(b"k");
         let (ticket, mut first) = start(&store, &key);
         // A second miss joins the fill in flight instead of starting one.
-        let found = store.read(&key, &sig(), store.now(), true, Protocol::Resp2, |_| {
-            panic!("second fill")
-        });
-        let Found::Wait(mut second) = found else {
+        let Found::Wait(mut second) = lookup(&store, &key) else {
             panic!("expected to join")
         };
         let v = value(b"$1\r\nv\r\n");
@@ -584,17 +588,7 @@ mod tests {
         assert_eq!(outcome, Filled::Cached);
         assert!(first.try_recv().unwrap().is_ok());
         assert!(second.try_recv().unwrap().is_ok());
-        assert!(matches!(
-            store.read(
-                &key,
-                &sig(),
-                store.now(),
-                true,
-                Protocol::Resp2,
-                |_| panic!()
-            ),
-            Found::Hit(_)
-        ));
+        assert!(matches!(lookup(&store, &key), Found::Hit(_)));
         assert_eq!(store.entries(), 1);
     }
 
@@ -677,16 +671,6 @@ mod tests {
             store.complete(ticket, Some((v.clone(), u64::MAX)), Ok(v.clone()));
             assert!(store.invalidate(&key, store.now()));
         }
-        assert!(matches!(
-            store.read(
-                &key,
-                &sig(),
-                store.now(),
-                true,
-                Protocol::Resp2,
-                |_| panic!("cooling")
-            ),
-            Found::Bypass
-        ));
+        assert!(matches!(lookup(&store, &key), Found::Bypass), "cooling");
     }
 }

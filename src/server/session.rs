@@ -497,10 +497,7 @@ impl Reader<'_> {
             }
             self.written_through(spec, &req.args, &[]);
         }
-        match &req.raw {
-            Some(raw) => self.group.extend_from_slice(raw),
-            None => encode::command(&mut self.group, &req.args),
-        }
+        append_request(&mut self.group, &req);
         self.grouped().await
     }
 
@@ -776,6 +773,15 @@ fn note_write(
     written.count += 1;
     written.wide += wide as usize;
     wide
+}
+
+/// A request as the upstream gets it: the client's own bytes when it sent an array, otherwise
+/// (inline) encoded from its arguments.
+fn append_request(out: &mut BytesMut, req: &Request) {
+    match &req.raw {
+        Some(raw) => out.extend_from_slice(raw),
+        None => encode::command(out, &req.args),
+    }
 }
 
 /// Milliseconds since the Unix epoch (for absolute-time TTL caps and the local engine's expiry).

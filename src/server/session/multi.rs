@@ -123,10 +123,7 @@ impl Reader<'_> {
         let (command, follow_ups, prefix) = match self.client.tenant.clone() {
             None => {
                 let mut b = BytesMut::new();
-                match &req.raw {
-                    Some(raw) => b.extend_from_slice(raw),
-                    None => encode::command(&mut b, &req.args),
-                }
+                super::append_request(&mut b, &req);
                 (b.freeze(), Vec::new(), Bytes::new())
             }
             Some(tenant) => match tenant.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
