@@ -57,6 +57,9 @@ const HARD_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
 /// does not pin memory for the life of the connection.
 const RANGES_KEEP: usize = 1024;
 
+/// Argument vectors up to this capacity are reused from one request to the next.
+const RECYCLE_MAX_ARGS: usize = 16;
+
 /// One complete client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -131,6 +134,8 @@ pub struct Framer {
     bulk: Option<usize>,
     /// Argument ranges of the array being framed, relative to the start of the request.
     ranges: Vec<(usize, usize)>,
+    /// An emptied argument vector handed back by [`Framer::recycle`], for the next request.
+    spare: Vec<Bytes>,
 }
 
 impl Framer {
@@ -143,6 +148,16 @@ impl Framer {
             left: 0,
             bulk: None,
             ranges: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hand back a request's argument vector once it is done with, so the next request reuses
+    /// its allocation (a small one is kept; a huge one goes).
+    pub fn recycle(&mut self, mut args: Vec<Bytes>) {
+        if args.capacity() <= RECYCLE_MAX_ARGS {
+            args.clear();
+            self.spare = args;
         }
     }
 
@@ -378,7 +393,8 @@ impl Framer {
             }
         }
         let raw = buf.split_to(pos).freeze();
-        let args = self.ranges.iter().map(|&(s, e)| raw.slice(s..e)).collect();
+        let mut args = std::mem::take(&mut self.spare);
+        args.extend(self.ranges.iter().map(|&(s, e)| raw.slice(s..e)));
         if self.ranges.capacity() > RANGES_KEEP {
             self.ranges = Vec::new();
         }
@@ -734,6 +750,23 @@ mod tests {
         let e = error(Limits::default(), input);
         assert!(e.fatal, "{e:?}");
         e.message
+    }
+
+    #[test]
+    fn recycled_argument_vectors_start_empty() {
+        let mut f = framer();
+        let mut buf = BytesMut::from(
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..],
+        );
+        let first = f.next(&mut buf).unwrap().unwrap();
+        let capacity = first.args.capacity();
+        f.recycle(first.args);
+        let second = f.next(&mut buf).unwrap().unwrap();
+        assert_eq!(args(&second), [&b"GET"[..], b"k"]);
+        assert_eq!(second.args.capacity(), capacity, "the vector was reused");
+        // A huge vector is not kept for the life of the connection.
+        f.recycle(Vec::with_capacity(RECYCLE_MAX_ARGS + 1));
+        assert_eq!(f.spare.capacity(), 0);
     }
 
     #[test]

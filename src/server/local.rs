@@ -8,7 +8,7 @@ use crate::command::CommandSpec;
 use crate::protocol::{Protocol, Request, encode};
 use bytes::{Bytes, BytesMut};
 
-pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: Request) -> Flow {
+pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: &Request) -> Flow {
     let args = &req.args;
     let mut out = BytesMut::new();
     let proto = r.client().proto;

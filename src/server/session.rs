@@ -310,8 +310,10 @@ impl Reader<'_> {
                     return;
                 }
                 match framer.next(&mut buf) {
-                    Ok(Some(req)) => {
-                        if self.handle(req).await == Flow::Close {
+                    Ok(Some(mut req)) => {
+                        let flow = self.handle(&mut req).await;
+                        framer.recycle(req.args);
+                        if flow == Flow::Close {
                             return self.close().await;
                         }
                     }
@@ -402,7 +404,7 @@ impl Reader<'_> {
         let _ = rx.await;
     }
 
-    async fn handle(&mut self, req: Request) -> Flow {
+    async fn handle(&mut self, req: &mut Request) -> Flow {
         let spec = match command::resolve(&req.args) {
             Ok(spec) => spec,
             Err(e) => {
@@ -480,7 +482,7 @@ impl Reader<'_> {
 
     /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
-    async fn forward(&mut self, spec: &'static CommandSpec, req: Request) {
+    async fn forward(&mut self, spec: &'static CommandSpec, req: &Request) {
         if let Some(local) = self.shared.local(spec) {
             if let Some(reply) = self.stale_read(spec, &req.args, &[]) {
                 return self.push(Pending::Ready(reply)).await;
@@ -497,7 +499,7 @@ impl Reader<'_> {
             }
             self.written_through(spec, &req.args, &[]);
         }
-        append_request(&mut self.group, &req);
+        append_request(&mut self.group, req);
         self.grouped().await
     }
 
@@ -511,7 +513,12 @@ impl Reader<'_> {
     }
 
     /// Forward under a tenant's rules: prefixed keys, capped TTLs, refusals, namespace-local ops.
-    async fn forward_for(&mut self, tenant: Arc<Tenant>, spec: &'static CommandSpec, req: Request) {
+    async fn forward_for(
+        &mut self,
+        tenant: Arc<Tenant>,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) {
         let now_ms = unix_ms();
         let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
         if let (Some(local), Ok(plan)) = (self.shared.local(spec), &plan) {

@@ -35,7 +35,7 @@ impl Reader<'_> {
     pub(super) async fn transaction(
         &mut self,
         spec: &'static CommandSpec,
-        req: Request,
+        req: &mut Request,
         route: Route,
     ) {
         match (spec.name, self.multi.is_some()) {
@@ -81,7 +81,7 @@ impl Reader<'_> {
     }
 
     /// A command queued by the client: refused (and the transaction marked to abort) or queued.
-    async fn queue(&mut self, spec: &'static CommandSpec, req: Request, route: Route) {
+    async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
         let queueable = match route {
             Route::Forward => true,
             // Run by the upstream inside the transaction, as Redis does.
@@ -123,7 +123,7 @@ impl Reader<'_> {
         let (command, follow_ups, prefix) = match self.client.tenant.clone() {
             None => {
                 let mut b = BytesMut::new();
-                super::append_request(&mut b, &req);
+                super::append_request(&mut b, req);
                 (b.freeze(), Vec::new(), Bytes::new())
             }
             Some(tenant) => match tenant.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
@@ -157,7 +157,7 @@ impl Reader<'_> {
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.commands.extend_from_slice(&command);
         multi.follow_ups.extend(follow_ups);
-        multi.queued.push((spec, req.args));
+        multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
     }
 
