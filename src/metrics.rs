@@ -15,6 +15,7 @@ pub const UPSTREAM_CONNECTIONS: &str = "respite_upstream_connections";
 pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
 pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
 pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
+pub const UPSTREAM_ERROR_REPLIES_TOTAL: &str = "respite_upstream_error_replies_total";
 pub const UPSTREAM_HEALTH: &str = "respite_upstream_health";
 pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "respite_upstream_health_transitions_total";
 
@@ -93,6 +94,12 @@ pub fn upstream_health_transition(to: &'static str) {
     counter!(UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "to" => to).increment(1);
 }
 
+/// Error replies (`-ERR`, `-WRONGTYPE`, RESP3 blob errors, …) the upstream sent back for
+/// forwarded commands, counted once per batch read.
+pub fn upstream_error_replies() -> Counter {
+    counter!(UPSTREAM_ERROR_REPLIES_TOTAL)
+}
+
 pub fn batch_histograms() -> (Histogram, Histogram) {
     (
         histogram!(UPSTREAM_BATCH_COMMANDS),
@@ -116,6 +123,10 @@ pub fn describe() {
         "Commands coalesced into one upstream write"
     );
     describe_histogram!(UPSTREAM_BATCH_BYTES, "Bytes in one upstream write");
+    describe_counter!(
+        UPSTREAM_ERROR_REPLIES_TOTAL,
+        "Error replies the upstream sent to forwarded commands (top level), relayed to clients"
+    );
     describe_gauge!(
         UPSTREAM_HEALTH,
         "1 for the upstream's health state now (healthy, degraded, down, recovering), 0 for the others"

@@ -9,7 +9,7 @@
 //!   again once its reply is in ([`NearCache::invalidate`]); the session also bypasses the cache
 //!   for a client's reads of keys it has a write of unanswered (of every key, while a script or
 //!   a flush is unanswered), so a client always reads its own writes.
-//! - The tracking connections ([`tracking`]) apply fills and invalidation pushes in the order the
+//! - The tracking connections (`tracking`) apply fills and invalidation pushes in the order the
 //!   upstream sent them, one frame at a time; see [`store`] for why that keeps stale fills out.
 //! - Losing a tracking connection, or its heartbeat, empties the cache, and nothing is served
 //!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`

@@ -2,7 +2,7 @@
 //! doubles replied with `%.17g`, and INCRBYFLOAT's long-double "human" format.
 //!
 //! Redis computes INCRBYFLOAT/HINCRBYFLOAT in x87 80-bit `long double` and prints `%.17Lf` with the
-//! trailing zeros cut. Rust has no `long double`, so [`Ld`] emulates the three steps that matter:
+//! trailing zeros cut. Rust has no `long double`, so `Ld` emulates the three steps that matter:
 //! `strtold`'s correctly rounded parse (64-bit mantissa, ties to even), the rounded addition, and
 //! the exact binary-to-decimal print, using a small big integer for the conversions. Not emulated:
 //! hex-float inputs and the long-double exponent range (both fall back to `f64`).

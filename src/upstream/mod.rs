@@ -626,6 +626,7 @@ async fn read_loop(
     // Replies of the head slot already scanned: their count and total length at the front of buf.
     let mut scanned = 0;
     let mut have = 0;
+    let error_replies = metrics::upstream_error_replies();
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
@@ -636,6 +637,7 @@ async fn read_loop(
             Err(e) => return Some(format!("read failed: {e}")),
         }
         let mut done = 0;
+        let mut errors = 0;
         loop {
             let found = match scanner.scan(&buf[scanned..]) {
                 Ok(Some(s)) => s,
@@ -650,6 +652,8 @@ async fn read_loop(
                 buf.extend_from_slice(&tail);
                 continue;
             }
+            // `-` (RESP2 and RESP3) or `!` (a RESP3 blob error) opens an error reply.
+            errors += matches!(buf[scanned], b'-' | b'!') as u64;
             scanned += found.len;
             have += 1;
             let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -676,6 +680,9 @@ async fn read_loop(
         }
         if done > 0 {
             permits.add_permits(done);
+        }
+        if errors > 0 {
+            error_replies.increment(errors);
         }
     }
 }

@@ -98,6 +98,12 @@ both!(admin_endpoints_report_state_and_metrics, |kind: Kind| {
     }
     p.cmd(&words("NOSUCH"));
     p.cmd(&words("GET k0 extra"));
+    // Error replies of the upstream's own are relayed and counted on their own series (the
+    // registry is shared by the tests running alongside, so only the growth is checked).
+    let relayed = metric(&proxy, "respite_upstream_error_replies_total");
+    assert!(p.cmd(&words("INCR k0")).starts_with(b"-ERR"));
+    assert!(p.cmd(&words("LPUSH k1 x")).starts_with(b"-WRONGTYPE"));
+    assert!(metric(&proxy, "respite_upstream_error_replies_total") >= relayed + 2.0);
     assert!(metric(&proxy, "respite_commands_total{command=\"set\"}") >= 100.0);
     assert!(metric(&proxy, "respite_errors_total{kind=\"unknown_command\"}") >= 1.0);
     assert!(metric(&proxy, "respite_errors_total{kind=\"arity\"}") >= 1.0);
