@@ -31,26 +31,48 @@ impl Drop for Server {
     }
 }
 
+/// A redis-server of this test's own on a free port. Another test's server can take the port in
+/// the window after it is picked: this one then exits, or the port answers for the other; either
+/// way a new port is tried, and the `process_id` INFO reports proves which server answered.
 fn start_redis() -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH");
-    let server = Server { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let mut server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answered = loop {
+            if matches!(server.child.try_wait(), Ok(Some(_))) {
+                break None;
+            }
+            if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+                break Some(stream);
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(stream) = answered else { continue };
+        let mut conn = Conn {
+            stream,
+            buf: Vec::new(),
+        };
+        let info = conn.call(&[Bytes::from_static(b"INFO"), Bytes::from_static(b"server")]);
+        let ours = format!("process_id:{}\r\n", server.child.id());
+        if String::from_utf8_lossy(&info).contains(&ours) {
+            return server;
+        }
+        let _ = server.child.kill();
     }
-    server
+    panic!("redis-server could not bind a free port in five tries");
 }
 
 /// One RESP2/RESP3 reply, kept as its raw bytes for scalars.

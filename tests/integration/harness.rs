@@ -54,6 +54,8 @@ pub struct Server {
     pub kind: Kind,
     pub port: u16,
     child: Option<Child>,
+    /// Set once the process has come up (a later spawn is a restart on the same port).
+    pid_seen: Option<u32>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
 }
@@ -68,6 +70,7 @@ impl Server {
             kind,
             port: free_port(),
             child: None,
+            pid_seen: None,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -75,27 +78,65 @@ impl Server {
         s
     }
 
+    /// Start the process. A first start that loses its port to another test's server (taken in
+    /// the window after `free_port`) exits at once; it is retried on a new port. A restart keeps
+    /// its port, since the proxy under test is pointed at it.
     fn spawn(&mut self) {
+        let first = self.child.is_none() && self.pid_seen.is_none();
+        for _ in 0..5 {
+            let mut child = self
+                .command()
+                .spawn()
+                .expect("start the upstream server (scripts/test.sh installs it)");
+            // The unix socket lives in this server's own directory and is bound after the TCP
+            // port: its answer proves the process is up and the port is its own, not another
+            // test's server answering on a port this one failed to bind.
+            let mut exited = false;
+            let up = wait_until(Duration::from_secs(10), || {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    exited = true;
+                    return true;
+                }
+                unix_roundtrip(&self.socket_path(), b"*1\r\n$4\r\nPING\r\n")
+                    .is_some_and(|r| r == b"+PONG\r\n" || r.starts_with(b"-NOAUTH"))
+            });
+            if up.is_some() && !exited {
+                self.pid_seen = Some(child.id());
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                exited && first,
+                "{:?} did not answer PING on port {} ({})",
+                self.kind,
+                self.port,
+                if exited {
+                    "it exited: the port was taken"
+                } else {
+                    "timed out"
+                }
+            );
+            self.port = free_port();
+        }
+        panic!("{:?} could not bind a free port in five tries", self.kind);
+    }
+
+    fn command(&self) -> Command {
         let bin = match self.kind {
             Kind::Redis => PathBuf::from("redis-server"),
             Kind::Valkey => valkey_binary(),
         };
-        let child = Command::new(bin)
-            .args(["--port", &self.port.to_string()])
+        let mut c = Command::new(bin);
+        c.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.path().to_str().unwrap()])
             .args(["--unixsocket", self.socket_path().to_str().unwrap()])
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the upstream server (scripts/test.sh installs it)");
-        self.child = Some(child);
-        wait_until(Duration::from_secs(10), || {
-            raw_roundtrip(self.port, b"*1\r\n$4\r\nPING\r\n")
-                .is_some_and(|r| r == b"+PONG\r\n" || r.starts_with(b"-NOAUTH"))
-        })
-        .unwrap_or_else(|| panic!("{:?} did not answer PING on port {}", self.kind, self.port));
+            .stderr(Stdio::null());
+        c
     }
 
     pub fn socket_path(&self) -> PathBuf {
@@ -178,6 +219,15 @@ where
         pause = (pause * 2).min(Duration::from_millis(50));
     }
     None
+}
+
+fn unix_roundtrip(path: &Path, req: &[u8]) -> Option<Vec<u8>> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(req).ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }
 
 fn raw_roundtrip(port: u16, req: &[u8]) -> Option<Vec<u8>> {
