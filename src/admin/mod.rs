@@ -65,6 +65,12 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
     };
     // Local-only mode serves every client: a sidecar that said "not ready" now would take its
     // application out of service for want of a cache, the very outage local-only mode absorbs.
+    if u.health().rejected() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream refuses respite's configuration (credentials or database; see /stats)\n",
+        );
+    }
     match u.health().state() {
         Health::Down | Health::Recovering if state.local_only => {
             (StatusCode::OK, "ready: local-only mode (upstream down)\n")
@@ -91,8 +97,9 @@ async fn stats(Extract(state): Extract<State>) -> impl IntoResponse {
                 "transitions": h.transitions,
                 "last_error": h.last_error,
                 "last_probe_rtt_us": h.last_probe_rtt.map(|d| d.as_micros() as u64),
+                "refuses_configuration": u.health().rejected(),
             },
-            "local_only": state.local_only && h.state.is_local(),
+            "local_only": state.local_only && h.state.is_local() && !u.health().rejected(),
         })
     });
     let local = state

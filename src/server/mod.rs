@@ -118,7 +118,7 @@ impl Shared {
         let Some(health) = &self.health else {
             return Some(Local::Engine(engine)); // standalone
         };
-        if !health.state().is_local() {
+        if !health.state().is_local() || health.rejected() {
             return None;
         }
         // Reads the near cache held when the upstream went away may be answered from it (see

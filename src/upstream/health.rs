@@ -9,13 +9,16 @@
 //! | `down` | no answer to probes for `health.probe_timeout_ms` (silent), or unreachable (refused, reset, error reply) with no pool connection left | local-only mode |
 //! | `recovering` | probes answered again, not yet `health.recover_after` in a row with every pool connection up | local-only mode |
 //!
+//! Apart from the state, [`Health::rejected`] says the upstream refuses respite's own settings
+//! (credentials, database): a misconfiguration, which local-only mode must not hide.
+//!
 //! This module decides and reports. It never touches the local engine or a client: what a state
 //! means for commands is the server's business, through [`Options::on_transition`], which runs on
 //! every transition *before* the new state is visible to anyone reading [`Health::state`].
 use super::{BoxRead, BoxWrite, connect_as, read_replies};
 use crate::config::{HealthConfig, UpstreamConfig};
 use crate::protocol::Protocol;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -218,6 +221,9 @@ struct Inner {
 /// second) go through a mutex that serialises transitions with their hook.
 pub struct Health {
     state: AtomicU8,
+    /// The latest connection attempt (probe or pool) ended with the upstream refusing respite's
+    /// own settings: its credentials, its database, its protocol. See [`is_rejection`].
+    rejected: AtomicBool,
     inner: Mutex<Inner>,
     /// Wakes the probe early (a pool connection just failed).
     kick: Notify,
@@ -232,6 +238,7 @@ impl Health {
         set_gauges(State::Healthy);
         Health {
             state: AtomicU8::new(State::Healthy as u8),
+            rejected: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 machine: Machine::new(total, recover_after),
                 since: Instant::now(),
@@ -249,6 +256,24 @@ impl Health {
     /// The current state: one relaxed atomic load, for the hot path.
     pub fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Whether the upstream is refusing respite's configuration (a wrong password, a database it
+    /// does not have). Local-only mode does not serve then: an outage is absorbed, a
+    /// misconfiguration must be seen, so commands fail with the upstream's own words.
+    pub fn rejected(&self) -> bool {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// A connection attempt (probe or pool) failed with `cause`. A refusal of respite's settings
+    /// marks the upstream as rejecting them; any other failure is an outage again. The mark goes
+    /// when the upstream is back in service (healthy or degraded), so the recovery that follows a
+    /// refusal forwards too instead of serving locally for a few probes.
+    pub(super) fn attempt_failed(&self, cause: &str) {
+        let rejected = is_rejection(cause);
+        if self.rejected.swap(rejected, Ordering::Relaxed) != rejected && rejected {
+            warn!(upstream = %self.addr, cause, "the upstream refuses respite's configuration: commands fail until it accepts it (local-only mode does not serve a misconfiguration)");
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -296,6 +321,9 @@ impl Health {
         let Some(to) = changed else {
             return;
         };
+        if !to.is_local() && self.rejected.swap(false, Ordering::Relaxed) {
+            info!(upstream = %self.addr, "the upstream accepts respite's configuration again");
+        }
         // Under the lock: transitions and their hook run one at a time, in order.
         (self.options.on_transition)(from, to);
         self.state.store(to as u8, Ordering::Relaxed);
@@ -316,6 +344,31 @@ impl Health {
             }
         }
     }
+}
+
+/// Whether a failed handshake was the upstream refusing respite's settings (credentials, database,
+/// protocol) rather than being unreachable or briefly unable to serve (loading, busy, full).
+pub(crate) fn is_rejection(cause: &str) -> bool {
+    const TRANSIENT: [&str; 7] = [
+        "LOADING",
+        "BUSY",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "OOM",
+        "ERR max number of clients reached",
+    ];
+    let reply = if let Some(r) = cause.strip_prefix("HELLO refused: ") {
+        r
+    } else if let Some((_, r)) = cause
+        .strip_prefix("SELECT ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        r
+    } else {
+        return false;
+    };
+    !TRANSIENT.iter().any(|t| reply.starts_with(t))
 }
 
 fn set_gauges(current: State) {
@@ -371,6 +424,7 @@ pub(super) async fn probe(
             }
             Ok(Err(cause)) => {
                 debug!(%cause, "upstream probe failed");
+                health.attempt_failed(&cause);
                 conn = None;
                 last_answer = None;
                 health.report(
@@ -601,6 +655,30 @@ mod tests {
         assert_eq!(m.on(HARD), Some(Down));
         let mut m = Machine::new(4, 2);
         assert_eq!(m.on(SILENT), Some(Down));
+    }
+
+    #[test]
+    fn refusals_of_the_configuration_are_told_from_outages() {
+        for cause in [
+            "HELLO refused: WRONGPASS invalid username-password pair or user is disabled.",
+            "HELLO refused: NOAUTH HELLO must be called with the client already authenticated",
+            "HELLO refused: NOPERM this user has no permissions to run the 'hello' command",
+            "HELLO refused: ERR unknown command 'HELLO'",
+            "SELECT 99: ERR DB index is out of range",
+        ] {
+            assert!(is_rejection(cause), "{cause}");
+        }
+        for cause in [
+            "connect: Connection refused (os error 111)",
+            "no connection within 1s",
+            "HELLO refused: LOADING Redis is loading the dataset in memory",
+            "HELLO refused: ERR max number of clients reached",
+            "HELLO refused: BUSY Redis is busy running a script",
+            "SELECT 1: LOADING Redis is loading the dataset in memory",
+            "read failed: connection reset by peer",
+        ] {
+            assert!(!is_rejection(cause), "{cause}");
+        }
     }
 
     #[test]

@@ -354,7 +354,10 @@ impl ConnTask {
                         }
                     }
                 }
-                Err(e) => e.into(),
+                Err(e) => {
+                    self.health.attempt_failed(&e);
+                    e.into()
+                }
             };
             if self.shutdown.is_cancelled() && self.rx.is_closed() {
                 return;

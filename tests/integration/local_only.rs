@@ -521,3 +521,56 @@ both!(
         assert_eq!(c.cmd(&words("GET kept")), b"$8\r\nupstream\r\n");
     }
 );
+
+// A wrong password is a misconfiguration, not an outage: local-only mode must not absorb it (the
+// application's writes would land in a local engine and never reach the upstream). Clients get
+// the upstream's own refusal, /readyz says why, and a corrected upstream is used at once.
+both!(
+    a_refused_password_fails_commands_instead_of_going_local,
+    |kind: Kind| {
+        let server = Server::start_with(kind, &["--requirepass", "right"]);
+        let url = format!("redis://:wrong@127.0.0.1:{}", server.port);
+        let proxy = Proxy::start_with(
+            &url,
+            &[
+                ("health.probe_interval_ms", "50"),
+                ("upstream.backoff_max_ms", "100"),
+            ],
+        );
+        wait_until(Duration::from_secs(5), || {
+            let (code, body) = proxy.admin_get("/readyz");
+            code == 503 && body.contains("refuses respite's configuration")
+        })
+        .expect("/readyz names the refusal");
+        let (_, stats) = proxy.admin_get("/stats");
+        assert!(stats.contains("\"refuses_configuration\":true"), "{stats}");
+        assert!(stats.contains("\"local_only\":false"), "{stats}");
+        let mut c = proxy.raw();
+        for cmd in ["SET k local", "GET k", "INCR n"] {
+            let reply = String::from_utf8_lossy(&c.cmd(&words(cmd))).into_owned();
+            assert!(
+                reply.starts_with("-ERR") && reply.contains("WRONGPASS"),
+                "{cmd}: {reply:?}"
+            );
+        }
+        // The upstream now takes the password respite has: commands reach it, none was kept locally.
+        let mut admin = server.raw();
+        assert_eq!(admin.cmd(&words("AUTH right")), b"+OK\r\n");
+        assert_eq!(
+            admin.cmd(&words("CONFIG SET requirepass wrong")),
+            b"+OK\r\n"
+        );
+        wait_until(Duration::from_secs(10), || {
+            c.cmd(&words("SET k upstream")) == b"+OK\r\n"
+        })
+        .expect("forwarding once the password is accepted");
+        assert_eq!(admin.cmd(&words("GET k")), b"$8\r\nupstream\r\n");
+        assert_eq!(admin.cmd(&words("EXISTS n")), b":0\r\n");
+        wait_until(Duration::from_secs(5), || {
+            proxy.admin_get("/readyz").0 == 200
+        })
+        .expect("ready again");
+        let (_, stats) = proxy.admin_get("/stats");
+        assert!(stats.contains("\"refuses_configuration\":false"), "{stats}");
+    }
+);
