@@ -162,9 +162,18 @@ both!(clients_over_the_limit_are_refused_clearly, |kind: Kind| {
 both!(shutdown_drains_in_flight_commands, |kind: Kind| {
     let server = Server::start(kind);
     // Local-only mode off: it would fail the frozen commands once the probe gives up on the upstream.
-    let mut proxy = Proxy::start_with(&server.url(), &[("local_only.enabled", "false")]);
+    let mut proxy = Proxy::start_with(
+        &server.url(),
+        &[
+            ("local_only.enabled", "false"),
+            ("runtime.shutdown_grace_ms", "30000"),
+        ],
+    );
     let mut p = proxy.raw();
     assert_eq!(p.cmd(&words("SET k v")), b"+OK\r\n");
+    // An idle client, blocked in its read: the drain must reach it at once, not at the grace's end.
+    let mut idle = proxy.raw();
+    assert_eq!(idle.cmd(&words("PING")), b"+PONG\r\n");
     server.signal("STOP");
     p.send(&encode(&[b"INCR", b"n"]).repeat(50));
     wait_until(Duration::from_secs(5), || {
@@ -179,6 +188,12 @@ both!(shutdown_drains_in_flight_commands, |kind: Kind| {
         proxy.admin_get("/readyz") == (503, "draining\n".into())
     })
     .expect("draining");
+    let drain_started = std::time::Instant::now();
+    assert!(idle.closed(), "the idle client is closed by the drain");
+    assert!(
+        drain_started.elapsed() < Duration::from_secs(10),
+        "closed by the drain, not the grace"
+    );
     server.signal("CONT");
     proxy.shutdown();
     for i in 1..=50 {
