@@ -46,7 +46,7 @@ healthy 7104
 redis-cli -p 7101 flushall >/dev/null
 
 # CPU time of a process so far, in ns, all its threads (schedstat: nanosecond resolution).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s}'; }
 REDIS_PID=${PIDS[0]}; NC_PID=${PIDS[1]}
 declare -A PROXY=([7102]=$NC_PID [7103]=$RESPITE_PID)
 # One case: requests/s, then CPU microseconds per request of redis-benchmark, of the proxy (0
