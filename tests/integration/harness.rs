@@ -337,23 +337,7 @@ impl Proxy {
 
     /// GET an admin endpoint: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        let addr = self.admin.expect("admin listener");
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let status = text[9..12].parse().unwrap();
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|x| x.1)
-            .unwrap_or("")
-            .to_string();
-        (status, body)
+        http_get(self.admin.expect("admin listener"), path)
     }
 }
 
@@ -475,4 +459,24 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// A GET on an admin port (`/metrics`, `/stats`, …): the status and the body.
+pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
 }

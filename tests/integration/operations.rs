@@ -270,3 +270,64 @@ fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("max_args"), "{err}");
 }
+
+// The shipped binary itself (its one-thread runtime, its signal handling): it serves, and SIGTERM
+// drains it: an idle client is closed at once, a reply owed is delivered, the process exits 0.
+both!(the_binary_serves_and_drains_on_sigterm, |kind: Kind| {
+    let server = Server::start(kind);
+    let port = crate::harness::free_port();
+    let admin = crate::harness::free_port();
+    // Killed by its PID if the test fails before it exits on its own.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            if matches!(self.0.try_wait(), Ok(None)) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Reaped(
+        respite_bin()
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &server.url()])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--log-level", "warn"])
+            .spawn()
+            .unwrap(),
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .expect("listening");
+    let mut c = Raw::connect(addr);
+    wait_until(Duration::from_secs(5), || {
+        c.cmd(&words("SET k v")) == b"+OK\r\n"
+    })
+    .expect("forwarding");
+    assert_eq!(c.cmd(&words("GET k")), b"$1\r\nv\r\n");
+    let mut idle = Raw::connect(addr);
+    assert_eq!(idle.cmd(&words("PING")), b"+PONG\r\n");
+    // A command owed a reply when the signal comes: the upstream is frozen until after it.
+    server.signal("STOP");
+    c.send(&encode(&[b"INCR", b"n"]));
+    let incr_seen = || {
+        let (_, body) = crate::harness::http_get(("127.0.0.1", admin), "/metrics");
+        body.lines()
+            .any(|l| l.starts_with("respite_commands_total{command=\"incr\"} 1"))
+    };
+    wait_until(Duration::from_secs(5), incr_seen).expect("the INCR was read");
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(idle.closed(), "the idle client is closed by the drain");
+    server.signal("CONT");
+    assert_eq!(c.reply().unwrap(), b":1\r\n");
+    assert!(c.closed());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+});
