@@ -267,6 +267,7 @@ impl NearCache {
             ticket,
             command,
             sent: self.shared.store.now(),
+            retried: false,
         };
         self.fills[index].try_send(job).is_ok()
     }

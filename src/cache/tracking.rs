@@ -32,6 +32,8 @@ pub(crate) struct FillJob {
     pub command: Bytes,
     /// When the fill was started, on the store's clock: the entry's TTL counts from here.
     pub sent: u64,
+    /// Sent once already, on a connection lost before it answered.
+    pub retried: bool,
 }
 
 /// Fills waiting to be written, per connection; past this the read bypasses the cache.
@@ -54,6 +56,7 @@ pub(crate) fn spawn(
         upstream,
         rx,
         shutdown,
+        retry: Vec::new(),
     };
     tokio::spawn(task.run());
     tx
@@ -65,6 +68,11 @@ struct Tracker {
     upstream: Arc<UpstreamConfig>,
     rx: mpsc::Receiver<FillJob>,
     shutdown: CancellationToken,
+    /// Fills that were on the wire when the connection was lost: a read can be repeated, so each
+    /// is sent once more, first thing on the next connection, and its waiting clients get an
+    /// answer rather than an error. (Its entry is not cached: the loss emptied the cache, which
+    /// the fill's ticket predates.)
+    retry: Vec<FillJob>,
 }
 
 /// A request on the wire, waiting for its replies.
@@ -108,19 +116,23 @@ impl Tracker {
                     self.lost();
                     match cause {
                         Some(c) => c,
-                        None => return,
+                        None => return self.fail_retries("respite is shutting down"),
                     }
                 }
                 Err(Setup::Refused(e)) => {
+                    self.fail_retries(&format!("near-cache tracking refused ({e})"));
                     error!(upstream = %addr, error = %e, "the upstream refused CLIENT TRACKING: the near cache is OFF");
                     self.shared.disabled.store(true, Ordering::Relaxed);
                     metrics::gauge!(super::ENABLED).set(0.0);
                     return;
                 }
-                Err(Setup::Failed(e)) => e,
+                Err(Setup::Failed(e)) => {
+                    self.fail_retries(&format!("near-cache tracking connection lost ({e})"));
+                    e
+                }
             };
             if self.shutdown.is_cancelled() {
-                return;
+                return self.fail_retries("respite is shutting down");
             }
             failures = failures.saturating_add(1);
             let delay = upstream::backoff(
@@ -137,7 +149,7 @@ impl Tracker {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
-                    _ = self.shutdown.cancelled() => return,
+                    _ = self.shutdown.cancelled() => return self.fail_retries("respite is shutting down"),
                     job = self.rx.recv() => match job {
                         Some(job) => self.fail(job, "near-cache tracking connection down"),
                         None => return,
@@ -190,63 +202,94 @@ impl Tracker {
         let mut beat = tokio::time::interval(heartbeat.min(deadline / 2));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ping = Instant::now();
-        let cause = loop {
-            tokio::select! {
-                biased;
-                r = read.read_buf(&mut buf) => match r {
-                    Ok(0) => break Some("upstream closed the connection".to_string()),
-                    Err(e) => break Some(format!("read failed: {e}")),
-                    Ok(_) => {
-                        if let Err(e) = self.frames(&mut buf, &mut scanner, &mut waiting) {
-                            break Some(e);
+        let at = Instant::now();
+        for job in self.retry.drain(..) {
+            out.extend_from_slice(&job.command);
+            waiting.push_back(Waiting::Fill {
+                job,
+                at,
+                first: None,
+            });
+        }
+        let resent = if out.is_empty() {
+            Ok(())
+        } else {
+            write.write_all(&out).await
+        };
+        out.clear();
+        let cause = if let Err(e) = resent {
+            Some(format!("write failed: {e}"))
+        } else {
+            loop {
+                tokio::select! {
+                    biased;
+                    r = read.read_buf(&mut buf) => match r {
+                        Ok(0) => break Some("upstream closed the connection".to_string()),
+                        Err(e) => break Some(format!("read failed: {e}")),
+                        Ok(_) => {
+                            if let Err(e) = self.frames(&mut buf, &mut scanner, &mut waiting) {
+                                break Some(e);
+                            }
+                            if buf.is_empty() && buf.capacity() > 64 * 1024 {
+                                buf = BytesMut::new();
+                            }
                         }
-                        if buf.is_empty() && buf.capacity() > 64 * 1024 {
-                            buf = BytesMut::new();
+                    },
+                    n = self.rx.recv_many(&mut jobs, 64), if waiting.len() < IN_FLIGHT => {
+                        if n == 0 {
+                            break None;
                         }
-                    }
-                },
-                n = self.rx.recv_many(&mut jobs, 64), if waiting.len() < IN_FLIGHT => {
-                    if n == 0 {
-                        break None;
-                    }
-                    let at = Instant::now();
-                    for job in jobs.drain(..) {
-                        out.extend_from_slice(&job.command);
-                        waiting.push_back(Waiting::Fill { job, at, first: None });
-                    }
-                    if let Err(e) = write.write_all(&out).await {
-                        break Some(format!("write failed: {e}"));
-                    }
-                    out.clear();
-                }
-                _ = beat.tick() => {
-                    if let Some(w) = waiting.front()
-                        && w.at().elapsed() > deadline
-                    {
-                        break Some(format!("no reply within {deadline:?} (heartbeat)"));
-                    }
-                    if last_ping.elapsed() >= heartbeat
-                        && !waiting.iter().any(|w| matches!(w, Waiting::Ping { .. }))
-                    {
-                        last_ping = Instant::now();
-                        if let Err(e) = write.write_all(b"*1\r\n$4\r\nPING\r\n").await {
+                        let at = Instant::now();
+                        for job in jobs.drain(..) {
+                            out.extend_from_slice(&job.command);
+                            waiting.push_back(Waiting::Fill { job, at, first: None });
+                        }
+                        if let Err(e) = write.write_all(&out).await {
                             break Some(format!("write failed: {e}"));
                         }
-                        waiting.push_back(Waiting::Ping { at: last_ping });
+                        out.clear();
                     }
+                    _ = beat.tick() => {
+                        if let Some(w) = waiting.front()
+                            && w.at().elapsed() > deadline
+                        {
+                            break Some(format!("no reply within {deadline:?} (heartbeat)"));
+                        }
+                        if last_ping.elapsed() >= heartbeat
+                            && !waiting.iter().any(|w| matches!(w, Waiting::Ping { .. }))
+                        {
+                            last_ping = Instant::now();
+                            if let Err(e) = write.write_all(b"*1\r\n$4\r\nPING\r\n").await {
+                                break Some(format!("write failed: {e}"));
+                            }
+                            waiting.push_back(Waiting::Ping { at: last_ping });
+                        }
+                    }
+                    _ = self.shutdown.cancelled() => break None,
                 }
-                _ = self.shutdown.cancelled() => break None,
             }
         };
         let why = cause
             .clone()
             .unwrap_or_else(|| "respite is shutting down".to_string());
         for w in waiting {
-            if let Waiting::Fill { job, .. } = w {
-                self.fail(job, &format!("near-cache tracking connection lost ({why})"));
+            if let Waiting::Fill { mut job, .. } = w {
+                if job.retried || cause.is_none() {
+                    self.fail(job, &format!("near-cache tracking connection lost ({why})"));
+                } else {
+                    job.retried = true;
+                    self.retry.push(job);
+                }
             }
         }
         cause
+    }
+
+    /// The fills kept for the next connection will not get one: their clients get `why`.
+    fn fail_retries(&mut self, why: &str) {
+        for job in std::mem::take(&mut self.retry) {
+            self.fail(job, why);
+        }
     }
 
     /// Apply every complete frame in `buf`, in order.
