@@ -6,6 +6,9 @@
 //! makes that safe against data that arrived meanwhile. Writes are attempted first and wait for
 //! writability only when the socket buffer is full.
 //!
+//! Reads land in a per-thread scratch buffer and only the bytes that arrived are copied out, so a
+//! read need not zero-fill the room it asks for (which safe code would otherwise have to do).
+//!
 //! The one `unsafe` call in respite is here (`register`): tokio's `AsyncFd::register` asks its caller to vouch
 //! that the descriptor stays valid, which an owned std socket does. Measured need: one `recv`
 //! fewer per unpipelined request (strace: recvfrom calls went from 2 to 1 per request).
@@ -79,6 +82,15 @@ impl<L: AsRawFd> Acceptor<L> {
     }
 }
 
+/// The most one client read takes at once (the session asks for less: see its read size).
+pub(crate) const SCRATCH: usize = 256 * 1024;
+
+thread_local! {
+    /// What client reads land in before they are copied to the session's buffer: one per thread,
+    /// zeroed once.
+    static SCRATCH_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; SCRATCH]);
+}
+
 pub(crate) struct ClientSocket<S: RawStream> {
     fd: AsyncFd<S>,
 }
@@ -91,33 +103,34 @@ impl<S: RawStream> ClientSocket<S> {
         })
     }
 
-    /// Append up to `want` bytes to `buf`, waiting until some are there. `Ok(0)` is end of stream.
-    /// Cancel-safe: nothing is read until the socket is ready, and then without awaiting.
+    /// Append up to `want` bytes (at most [`SCRATCH`]) to `buf`, waiting until some are there.
+    /// `Ok(0)` is end of stream. Cancel-safe: nothing is read until the socket is ready, and then
+    /// without awaiting.
     pub async fn read(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-        let want = want.max(1);
+        let want = want.clamp(1, SCRATCH);
         loop {
             let mut guard = self.fd.readable().await?;
-            let start = buf.len();
-            // Zero-filling the spare room keeps this free of unsafe; reads are small and the
-            // room is sized to what arrives (see the session's read size).
-            buf.resize(start + want, 0);
-            match guard.get_inner().read_into(&mut buf[start..]) {
+            // The kernel writes into the thread's scratch buffer, initialised once, and only what
+            // arrived is copied out: no unsafe, and no zero-filling of `want` bytes per read (a
+            // 16-deep SET batch zero-filled 4 KiB to receive 1.4: 12% of its instructions).
+            let r: io::Result<usize> = SCRATCH_BUF.with_borrow_mut(|scratch| {
+                let n = guard.get_inner().read_into(&mut scratch[..want])?;
+                buf.extend_from_slice(&scratch[..n]);
+                Ok(n)
+            });
+            match r {
                 Ok(n) => {
-                    buf.truncate(start + n);
                     if n < want && n > 0 {
                         // The kernel had no more: wait for the next edge instead of asking again.
                         guard.clear_ready();
                     }
                     return Ok(n);
                 }
-                Err(e) => {
-                    buf.truncate(start);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        guard.clear_ready();
-                        continue;
-                    }
-                    return Err(e);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    continue;
                 }
+                Err(e) => return Err(e),
             }
         }
     }

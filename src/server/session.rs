@@ -14,7 +14,7 @@
 mod multi;
 
 use super::fifo::Fifo;
-use super::io::{ClientSocket, RawStream};
+use super::io::{ClientSocket, RawStream, SCRATCH};
 use super::{Accepted, Shared, local};
 use crate::cache::{Fetched, Lookup, NearCache, ReadKind};
 use crate::command::{self, AclCategories, CommandSpec, Flags, Route};
@@ -359,8 +359,8 @@ impl Reader<'_> {
                 }
                 _ => read_size,
             };
-            // Each read fills at most 256 KiB (it zero-fills the room it reads into).
-            let want = want.min(256 * 1024);
+            // Each read takes at most what the thread's scratch buffer holds (see `io`).
+            let want = want.min(SCRATCH);
             tokio::select! {
                 biased;
                 r = sock.read(&mut buf, want) => {

@@ -972,28 +972,31 @@ both!(
 // A fill on the wire when its tracking connection is lost is sent again on the next one: the
 // client that waits for it gets the value, not an error (a read can be repeated; nothing is
 // cached from it, since the loss emptied the cache).
-both!(a_fill_cut_off_with_its_tracking_connection_is_sent_again, |kind: Kind| {
-    let server = Server::start(kind);
-    let relay = Relay::to(&server);
-    let proxy = cached_proxy(&relay.url(), &[]);
-    let mut d = server.raw();
-    d.cmd(&words("SET k one"));
-    let t = tracking_conn(&relay, &proxy, "k");
-    // Written directly: the invalidation empties k's entry, so the next read fills again.
-    let invalidations = stat(&proxy, "invalidations");
-    d.cmd(&words("SET k two"));
-    wait_until(Duration::from_secs(5), || {
-        stat(&proxy, "invalidations") > invalidations
-    })
-    .unwrap();
-    relay.conn(t).pause(Direction::ToClient);
-    let mut reader = proxy.raw();
-    let before = calls(&server, "pttl");
-    reader.send(&encode(&words("GET k")));
-    // The fill ran on the upstream; its reply is held in the relay when the connection dies.
-    wait_until(Duration::from_secs(5), || calls(&server, "pttl") > before).unwrap();
-    relay.conn(t).cut();
-    assert_eq!(reader.reply().unwrap(), bulk("two"));
-    wait_tracking(&proxy);
-    assert_eq!(reader.cmd(&words("GET k")), bulk("two"));
-});
+both!(
+    a_fill_cut_off_with_its_tracking_connection_is_sent_again,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let relay = Relay::to(&server);
+        let proxy = cached_proxy(&relay.url(), &[]);
+        let mut d = server.raw();
+        d.cmd(&words("SET k one"));
+        let t = tracking_conn(&relay, &proxy, "k");
+        // Written directly: the invalidation empties k's entry, so the next read fills again.
+        let invalidations = stat(&proxy, "invalidations");
+        d.cmd(&words("SET k two"));
+        wait_until(Duration::from_secs(5), || {
+            stat(&proxy, "invalidations") > invalidations
+        })
+        .unwrap();
+        relay.conn(t).pause(Direction::ToClient);
+        let mut reader = proxy.raw();
+        let before = calls(&server, "pttl");
+        reader.send(&encode(&words("GET k")));
+        // The fill ran on the upstream; its reply is held in the relay when the connection dies.
+        wait_until(Duration::from_secs(5), || calls(&server, "pttl") > before).unwrap();
+        relay.conn(t).cut();
+        assert_eq!(reader.reply().unwrap(), bulk("two"));
+        wait_tracking(&proxy);
+        assert_eq!(reader.cmd(&words("GET k")), bulk("two"));
+    }
+);
