@@ -63,14 +63,15 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
     let Some(u) = &state.upstream else {
         return (StatusCode::OK, "ready\n");
     };
-    // Local-only mode serves every client: a sidecar that said "not ready" now would take its
-    // application out of service for want of a cache, the very outage local-only mode absorbs.
+    // A misconfiguration is not served locally (see `Health::rejected`): not ready, and why.
     if u.health().rejected() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream refuses respite's configuration (credentials or database; see /stats)\n",
         );
     }
+    // Local-only mode serves every client: a sidecar that said "not ready" now would take its
+    // application out of service for want of a cache, the very outage local-only mode absorbs.
     match u.health().state() {
         Health::Down | Health::Recovering if state.local_only => {
             (StatusCode::OK, "ready: local-only mode (upstream down)\n")

@@ -95,6 +95,23 @@ impl Waiting {
     }
 }
 
+/// Encode fills into `out`, to be written together, each now waiting for its replies.
+fn enqueue(
+    out: &mut BytesMut,
+    waiting: &mut VecDeque<Waiting>,
+    jobs: impl Iterator<Item = FillJob>,
+) {
+    let at = Instant::now();
+    for job in jobs {
+        out.extend_from_slice(&job.command);
+        waiting.push_back(Waiting::Fill {
+            job,
+            at,
+            first: None,
+        });
+    }
+}
+
 enum Setup {
     Failed(String),
     Refused(String),
@@ -202,15 +219,7 @@ impl Tracker {
         let mut beat = tokio::time::interval(heartbeat.min(deadline / 2));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ping = Instant::now();
-        let at = Instant::now();
-        for job in self.retry.drain(..) {
-            out.extend_from_slice(&job.command);
-            waiting.push_back(Waiting::Fill {
-                job,
-                at,
-                first: None,
-            });
-        }
+        enqueue(&mut out, &mut waiting, self.retry.drain(..));
         let resent = if out.is_empty() {
             Ok(())
         } else {
@@ -239,11 +248,7 @@ impl Tracker {
                         if n == 0 {
                             break None;
                         }
-                        let at = Instant::now();
-                        for job in jobs.drain(..) {
-                            out.extend_from_slice(&job.command);
-                            waiting.push_back(Waiting::Fill { job, at, first: None });
-                        }
+                        enqueue(&mut out, &mut waiting, jobs.drain(..));
                         if let Err(e) = write.write_all(&out).await {
                             break Some(format!("write failed: {e}"));
                         }

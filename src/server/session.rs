@@ -296,14 +296,13 @@ impl Reader<'_> {
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
         let draining = self.shared.draining.clone();
-        // One registration for the whole session: a fresh `cancelled()` per read would lock the
-        // token's waiter list twice per request.
+        // One registration for the whole session, polled once to register this task's waker (a
+        // task's waker stays the same for its life); after that only the token's flag is read,
+        // which is set before the waiters are woken. A fresh `cancelled()` per read, or a
+        // re-poll of this one, would lock the token's waiter list every time the session wakes,
+        // twice per unpipelined request (callgrind: about 500 instructions).
         let drained = draining.cancelled();
         tokio::pin!(drained);
-        // Polled once, to register this task's waker (a task's waker stays the same for its
-        // life); after that only the token's flag is read, which is set before the waiters are
-        // woken. Re-polling the registered future would lock its waiter list every time the
-        // session wakes, twice per unpipelined request (callgrind: about 500 instructions).
         let mut registered = false;
         // Small requests fit a small buffer, which the allocator recycles cheaply; a read that
         // fills it asks for a bigger one next time.
