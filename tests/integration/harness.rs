@@ -480,3 +480,16 @@ pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> (u16, String)
         .to_string();
     (status, body)
 }
+
+/// A process the test started (the respite binary), killed by its PID if the test ends before it
+/// exits on its own.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

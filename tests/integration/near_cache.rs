@@ -596,11 +596,33 @@ both!(
         let proxy = Proxy::start_with_config(&url, CACHE_ALL, &[]);
         wait_until(Duration::from_secs(5), || stats(&proxy)["enabled"] == false)
             .expect("the cache turns itself off");
-        let (_, metrics) = proxy.admin_get("/metrics");
-        assert!(
-            metrics.contains("respite_near_cache_enabled 0"),
-            "{metrics}"
+        // The gauge, from a process of its own: in this one the registry is shared with the
+        // tests running alongside, whose caches set it to 1.
+        let admin = crate::harness::free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, CACHE_ALL).unwrap();
+        let mut child = crate::harness::Reaped(
+            std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
+                .args(["--config", config.to_str().unwrap()])
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{}", crate::harness::free_port()),
+                ])
+                .args(["--upstream", &url, "--admin", &format!("127.0.0.1:{admin}")])
+                .args(["--log-level", "error"])
+                .spawn()
+                .unwrap(),
         );
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok_and(|_| {
+                crate::harness::http_get(("127.0.0.1", admin), "/metrics")
+                    .1
+                    .contains("respite_near_cache_enabled 0")
+            })
+        })
+        .expect("respite_near_cache_enabled 0");
+        let _ = child.0.kill();
         let mut c = proxy.raw();
         server.raw().cmd(&words("SET k v"));
         for _ in 0..3 {

@@ -175,9 +175,11 @@ both!(shutdown_drains_in_flight_commands, |kind: Kind| {
     let mut idle = proxy.raw();
     assert_eq!(idle.cmd(&words("PING")), b"+PONG\r\n");
     server.signal("STOP");
+    // The registry is shared with the tests alongside: wait for 50 more than before.
+    let incrs = metric(&proxy, "respite_commands_total{command=\"incr\"}");
     p.send(&encode(&[b"INCR", b"n"]).repeat(50));
     wait_until(Duration::from_secs(5), || {
-        metric(&proxy, "respite_commands_total{command=\"incr\"}") >= 50.0
+        metric(&proxy, "respite_commands_total{command=\"incr\"}") >= incrs + 50.0
     })
     .unwrap();
     // Drain starts while 50 commands wait on the frozen upstream; once /readyz says so, the
@@ -277,17 +279,7 @@ both!(the_binary_serves_and_drains_on_sigterm, |kind: Kind| {
     let server = Server::start(kind);
     let port = crate::harness::free_port();
     let admin = crate::harness::free_port();
-    // Killed by its PID if the test fails before it exits on its own.
-    struct Reaped(std::process::Child);
-    impl Drop for Reaped {
-        fn drop(&mut self) {
-            if matches!(self.0.try_wait(), Ok(None)) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-    }
-    let mut child = Reaped(
+    let mut child = crate::harness::Reaped(
         respite_bin()
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--upstream", &server.url()])
