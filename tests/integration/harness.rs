@@ -230,15 +230,6 @@ fn unix_roundtrip(path: &Path, req: &[u8]) -> Option<Vec<u8>> {
     Some(buf[..n].to_vec())
 }
 
-fn raw_roundtrip(port: u16, req: &[u8]) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    s.write_all(req).ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    Some(buf[..n].to_vec())
-}
-
 /// The proxy, running in-process on its own runtime, listening on ephemeral ports.
 pub struct Proxy {
     pub addr: SocketAddr,

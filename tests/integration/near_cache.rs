@@ -778,16 +778,8 @@ pattern = "*"
         }
     }
     let stats = {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-        use std::io::{Read, Write};
-        write!(
-            s,
-            "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+        let (status, body) = crate::harness::http_get(("127.0.0.1", admin), "/stats");
+        assert_eq!(status, 200);
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["near_cache"].clone()
     };
     let bytes = stats["bytes"].as_u64().unwrap();
