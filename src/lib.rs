@@ -11,8 +11,9 @@
 //!   protocol, each with one writer that coalesces many clients' commands into one write, a FIFO of
 //!   reply slots, and one reader that finds reply boundaries ([`protocol::scanner`]) and hands raw bytes
 //!   back. Reconnects with backoff; never resends a write whose fate is unknown. [`upstream::health`]
-//!   judges whether the upstream answers; while it is down, [`local`]'s engine serves instead
-//!   (local-only mode), as it always does with no upstream (standalone mode).
+//!   judges whether the upstream answers; while it is down, [`fallback`] has the in-memory
+//!   [`engine`] serve instead (local-only mode), as it always does with no upstream (standalone
+//!   mode), and settles what it held once the upstream is back.
 //! - [`admin`] serves `/metrics`, `/healthz` and `/readyz` over HTTP; [`metrics`] names what is counted.
 //! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`].
 //!
@@ -20,9 +21,11 @@
 
 pub mod admin;
 pub mod cache;
+mod clock;
 pub mod command;
 pub mod config;
-pub mod local;
+pub mod engine;
+pub mod fallback;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use respite::command::resolve;
-use respite::local::Engine;
+use respite::engine::Engine;
 use respite::protocol::Protocol;
 
 struct Server {

@@ -338,7 +338,7 @@ fn every_key_lands_in_the_namespace() {
                 let original = getkeys(conn, &args);
                 let rewritten = match &plan {
                     Ok(Plan::Forward(f)) => decode_bulks(&f.command).unwrap(),
-                    Ok(Plan::Local(op)) => panic!("{template}: local {op:?}"),
+                    Ok(Plan::Namespace(op)) => panic!("{template}: local {op:?}"),
                     Err(PolicyError::Keys(e)) => {
                         // Refusing is safe; refusing what the upstream understands is a bug.
                         assert!(

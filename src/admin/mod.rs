@@ -3,7 +3,7 @@
 //! `/stats` as JSON.
 //!
 //! It reads state; it never changes how the proxy serves clients.
-use crate::local::Engine;
+use crate::engine::Engine;
 use crate::upstream::Upstream;
 use crate::upstream::health::State as Health;
 use axum::Router;

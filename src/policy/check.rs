@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::auth::Tenant;
 use super::error::PolicyError;
 use super::glob;
-use super::local::{LocalKind, LocalOp};
+use super::namespace::{NamespaceKind, NamespaceOp};
 use super::reply::ReplyRewrite;
 use super::ttl;
 use crate::command::{AclCategories, CommandSpec, Flags, Keys, keys};
@@ -23,8 +23,8 @@ use crate::protocol::framer::parse_i64;
 pub enum Plan {
     Forward(Forward),
     /// Answered by respite within the namespace, through upstream calls it drives itself
-    /// (see [`super::LocalRun`]).
-    Local(LocalOp),
+    /// (see [`super::NamespaceRun`]).
+    Namespace(NamespaceOp),
 }
 
 /// A command to send upstream, and what to do around it.
@@ -169,7 +169,7 @@ impl Tenant {
         if self.has_prefix()
             && let Some(op) = self.confine(spec, &mut call, &keys)?
         {
-            return Ok(Plan::Local(op));
+            return Ok(Plan::Namespace(op));
         }
         ttl::apply(self, spec, &mut call, &keys, now_ms)?;
         Ok(Plan::Forward(call.finish(raw)))
@@ -218,13 +218,13 @@ impl Tenant {
     }
 
     /// Confine a prefixed tenant's call to its namespace: prefix keys, channels and patterns,
-    /// refuse what cannot be confined, or turn it into a [`LocalOp`].
+    /// refuse what cannot be confined, or turn it into a [`NamespaceOp`].
     fn confine(
         &self,
         spec: &CommandSpec,
         call: &mut Call,
         keys: &Keys,
-    ) -> Result<Option<LocalOp>, PolicyError> {
+    ) -> Result<Option<NamespaceOp>, PolicyError> {
         // Even unchanged, the command is re-encoded: raw bytes are never forwarded for a prefixed
         // tenant, so an inline request or odd framing cannot reach the upstream as sent.
         call.changed = true;
@@ -239,8 +239,8 @@ impl Tenant {
                 self.scan(call)?;
                 return Ok(None);
             }
-            "dbsize" => return Ok(Some(self.local(LocalKind::DbSize))),
-            "randomkey" => return Ok(Some(self.local(LocalKind::RandomKey))),
+            "dbsize" => return Ok(Some(self.namespace(NamespaceKind::DbSize))),
+            "randomkey" => return Ok(Some(self.namespace(NamespaceKind::RandomKey))),
             "flushdb" => {
                 // FLUSHDB [ASYNC|SYNC]: either way respite UNLINKs, which frees in the background.
                 if args.len() > 2
@@ -251,7 +251,7 @@ impl Tenant {
                 {
                     return Err(PolicyError::syntax());
                 }
-                return Ok(Some(self.local(LocalKind::FlushDb)));
+                return Ok(Some(self.namespace(NamespaceKind::FlushDb)));
             }
             "move" => return Err(Self::refuse(spec, OTHER_DB)),
             "copy" => {
@@ -330,8 +330,8 @@ impl Tenant {
         Ok(None)
     }
 
-    fn local(&self, kind: LocalKind) -> LocalOp {
-        LocalOp {
+    fn namespace(&self, kind: NamespaceKind) -> NamespaceOp {
+        NamespaceOp {
             kind,
             prefix: self.prefix.clone(),
             pattern: glob::confine(&self.prefix, b"*"),

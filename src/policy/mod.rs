@@ -3,7 +3,7 @@
 //!
 //! Owns: the `[[tenant]]` configuration ([`config`]), authentication and the failure slowdown
 //! ([`Tenants`], [`FailureTracker`]), the per-command decision ([`Tenant::check`] → [`Plan`]),
-//! reply rewriting ([`rewrite_reply`]), commands answered inside a namespace ([`LocalRun`]),
+//! reply rewriting ([`rewrite_reply`]), commands answered inside a namespace ([`NamespaceRun`]),
 //! Pub/Sub naming ([`pubsub`]) and per-tenant metric names ([`metrics`]).
 //!
 //! Must never: touch sockets, clocks or the upstream (callers pass `now` and feed replies in);
@@ -21,8 +21,8 @@
 //!      same upstream connection (so they run after it); discard the follow-ups' replies. Pass
 //!      `f.command`'s reply through [`rewrite_reply`] with `f.reply` unless it is
 //!      [`ReplyRewrite::None`].
-//!    - `Ok(Plan::Local(op))`: [`LocalRun::start`], send what it yields, feed each reply to
-//!      [`LocalRun::step`] until it yields the client's reply. Run it on one connection so no
+//!    - `Ok(Plan::Namespace(op))`: [`NamespaceRun::start`], send what it yields, feed each reply to
+//!      [`NamespaceRun::step`] until it yields the client's reply. Run it on one connection so no
 //!      other command of the same client overtakes it.
 //! 3. For commands the session answers itself (PING, CLIENT SETNAME …), [`Tenant::permits`] gives
 //!    the ACL decision if wanted.
@@ -38,7 +38,7 @@
 //!   (CONFIG, DEBUG, MODULE, MONITOR, FLUSHALL, INFO, LASTSAVE, SAVE, SHUTDOWN, CLIENT LIST/KILL,
 //!   CLUSTER, SLOWLOG, LATENCY, MEMORY STATS/DOCTOR, ACL, FUNCTION *, SCRIPT FLUSH/KILL, PUBSUB
 //!   NUMPAT, …), MOVE and COPY … DB (they reach another database).
-//! - Answered in the namespace: DBSIZE, FLUSHDB, RANDOMKEY (costs in [`local`]).
+//! - Answered in the namespace: DBSIZE, FLUSHDB, RANDOMKEY (costs in [`namespace`]).
 //! - Scripts (EVAL, EVALSHA and their _RO forms, SCRIPT LOAD/EXISTS) are refused unless the tenant
 //!   has `scripts = true`. Then the declared KEYS are prefixed, and nothing else is confined: a
 //!   script can `redis.call` any key name it computes, including other tenants' keys, so enable it
@@ -65,7 +65,7 @@ mod check;
 pub mod config;
 mod error;
 pub mod glob;
-pub mod local;
+pub mod namespace;
 pub mod metrics;
 pub mod pubsub;
 pub mod reply;
@@ -75,7 +75,7 @@ pub mod ttl;
 pub use auth::{AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants};
 pub use check::{Forward, Plan};
 pub use error::PolicyError;
-pub use local::{LocalKind, LocalOp, LocalRun, LocalStep};
+pub use namespace::{NamespaceKind, NamespaceOp, NamespaceRun, NamespaceStep};
 pub use reply::{ReplyError, ReplyRewrite, rewrite_push, rewrite_reply};
 pub use ttl::{OnExcess, TtlRule};
 

@@ -41,7 +41,7 @@ fn fwd(t: &Tenant, line: &str) -> (String, Vec<String>, ReplyRewrite) {
             f.follow_ups.iter().map(|b| words(b)).collect(),
             f.reply,
         ),
-        Plan::Local(op) => panic!("{line}: local {op:?}"),
+        Plan::Namespace(op) => panic!("{line}: local {op:?}"),
     }
 }
 
@@ -162,13 +162,13 @@ fn keyspace_wide_commands() {
     assert_eq!(fwd(&t, "COPY x y REPLACE").0, "COPY a:x a:y REPLACE");
     assert_eq!(err(&t, "COPY x y BOGUS"), "ERR syntax error");
     for (line, kind) in [
-        ("DBSIZE", LocalKind::DbSize),
-        ("FLUSHDB", LocalKind::FlushDb),
-        ("flushdb async", LocalKind::FlushDb),
-        ("RANDOMKEY", LocalKind::RandomKey),
+        ("DBSIZE", NamespaceKind::DbSize),
+        ("FLUSHDB", NamespaceKind::FlushDb),
+        ("flushdb async", NamespaceKind::FlushDb),
+        ("RANDOMKEY", NamespaceKind::RandomKey),
     ] {
         match check(&t, line).unwrap() {
-            Plan::Local(op) => {
+            Plan::Namespace(op) => {
                 assert_eq!(op.kind, kind);
                 assert_eq!(&op.pattern[..], b"a:*");
             }

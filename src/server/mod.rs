@@ -5,20 +5,19 @@
 //! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
-//! It also decides who answers instead of the upstream (`Shared::local`): the local engine in
-//! standalone mode, and in local-only mode while the upstream's health says it is down.
+//! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
 mod fifo;
 mod io;
-mod local;
+mod builtin;
 mod session;
 
-use crate::command::{CommandSpec, Flags};
-use crate::config::{Config, LocalWrites, OnRecovery};
-use crate::local::Engine;
+use crate::command::CommandSpec;
+use crate::config::Config;
+use crate::fallback::{self, Answerer};
+use crate::engine::Engine;
 use crate::upstream::Upstream;
 use crate::upstream::health::{self, Health};
 use crate::{admin, metrics};
-use bytes::Bytes;
 use io::Acceptor;
 use std::future::Future;
 use std::sync::Arc;
@@ -84,50 +83,15 @@ pub(crate) struct Shared {
     pub cache: Option<Arc<crate::cache::NearCache>>,
 }
 
-/// Who answers a command instead of the upstream.
-pub(crate) enum Local<'a> {
-    /// The local engine.
-    Engine(&'a Engine),
-    /// Nobody: a write in local-only mode under `local_only.writes = "refuse"`.
-    Refused,
-}
-
-/// What a refused write gets. TRYAGAIN: the same command may succeed once the upstream is back.
-pub(crate) const LOCAL_ONLY_REFUSED: &str = "TRYAGAIN upstream is down and respite is in local-only mode, which refuses writes (local_only.writes = \"refuse\")";
-
-impl Local<'_> {
-    /// The reply: `run` on the engine, or the refusal.
-    pub fn run(self, run: impl FnOnce(&Engine) -> Bytes) -> Bytes {
-        match self {
-            Local::Engine(engine) => run(engine),
-            Local::Refused => {
-                metrics::error(metrics::ErrorKind::LocalOnly);
-                let mut out = bytes::BytesMut::new();
-                crate::protocol::encode::error(&mut out, LOCAL_ONLY_REFUSED);
-                out.freeze()
-            }
-        }
-    }
-}
-
 impl Shared {
-    /// Who answers `spec` instead of the upstream, or `None` to forward it. Hot path: with an
-    /// upstream and local-only mode enabled this is one relaxed atomic load.
-    pub(crate) fn local(&self, spec: &CommandSpec) -> Option<Local<'_>> {
-        let engine = self.engine.as_deref()?;
-        let Some(health) = &self.health else {
-            return Some(Local::Engine(engine)); // standalone
-        };
-        if !health.state().is_local() || health.rejected() {
-            return None;
-        }
-        // Reads the near cache held when the upstream went away may be answered from it (see
-        // `session::Reader::stale_read`), before the engine.
-        if spec.flags.contains(Flags::WRITE) && self.config.local_only.writes == LocalWrites::Refuse
-        {
-            return Some(Local::Refused);
-        }
-        Some(Local::Engine(engine))
+    /// Who answers `spec` instead of the upstream, or `None` to forward it (see [`fallback`]).
+    pub(crate) fn answerer(&self, spec: &CommandSpec) -> Option<Answerer<'_>> {
+        fallback::answerer(
+            self.engine.as_deref(),
+            self.health.as_deref(),
+            self.config.local_only.writes,
+            spec,
+        )
     }
 }
 
@@ -149,12 +113,12 @@ pub async fn run(
     let upstream = config.upstream.clone().map(|u| {
         let options = health::Options {
             fail_inflight_on_down: local_only.enabled,
-            on_transition: on_transition(engine.clone(), local_only.on_recovery, merges),
+            on_transition: fallback::on_transition(engine.clone(), local_only.on_recovery, merges),
         };
         Upstream::start(u, options, stop_upstream.clone())
     });
     if let Some(u) = &upstream {
-        tokio::spawn(merge_task(u.clone(), merge_rx, stop_upstream.clone()));
+        tokio::spawn(fallback::merge_task(u.clone(), merge_rx, stop_upstream.clone()));
     }
     let health = upstream.as_ref().map(|u| u.health().clone());
     let cache = match (&config.near_cache, &upstream) {
@@ -189,7 +153,7 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => engine.sweep(session::unix_ms() as u64),
+                    _ = tick.tick() => engine.sweep(crate::clock::unix_ms() as u64),
                     _ = stop.cancelled() => return,
                 }
             }
@@ -272,104 +236,6 @@ pub async fn run(
         let _ = std::fs::remove_file(p);
     }
     Ok(())
-}
-
-/// What the engine goes through on health transitions (run before the new state is visible).
-///
-/// On recovery (`recovering` → `healthy`/`degraded`) its data is dropped: it missed every write and
-/// invalidation made upstream meanwhile. It is also dropped on entering `down` from a forwarding
-/// state: it should be empty then, but a session that read `recovering` just before recovery
-/// completed may have written to it a moment after it was flushed.
-fn on_transition(
-    engine: Option<Arc<Engine>>,
-    on_recovery: OnRecovery,
-    merges: tokio::sync::mpsc::UnboundedSender<Vec<crate::local::merge::Call>>,
-) -> Box<dyn Fn(health::State, health::State) + Send + Sync> {
-    Box::new(move |from, to| {
-        let Some(engine) = &engine else { return };
-        if from.is_local() == to.is_local() {
-            return;
-        }
-        match on_recovery {
-            OnRecovery::Merge if !to.is_local() => {
-                // Taken out before forwarding resumes; written upstream just after.
-                let calls = engine.take_for_merge(session::unix_ms() as u64);
-                info!(%from, %to, keys = calls.len(), "local-only mode over: merging local keys the upstream does not have");
-                let _ = merges.send(calls);
-            }
-            OnRecovery::Drop | OnRecovery::Merge => {
-                let keys = engine.len();
-                engine.flush();
-                if to.is_local() {
-                    info!(%from, %to, "local-only mode: the local engine serves until the upstream is back");
-                } else {
-                    info!(%from, %to, dropped_keys = keys, "local-only mode over: local data dropped");
-                }
-            }
-        }
-    })
-}
-
-/// Write what local-only mode held into the upstream, creating only keys it does not have.
-async fn merge_task(
-    upstream: Arc<Upstream>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<crate::local::merge::Call>>,
-    stop: CancellationToken,
-) {
-    use crate::local::merge;
-    loop {
-        let calls = tokio::select! {
-            c = rx.recv() => match c {
-                Some(c) => c,
-                None => return,
-            },
-            _ = stop.cancelled() => return,
-        };
-        let conn = upstream.conn(crate::protocol::Protocol::Resp2, 0);
-        let (mut created, mut existed, mut failed) = (0usize, 0usize, 0usize);
-        for batch in calls.chunks(128) {
-            let mut out = bytes::BytesMut::new();
-            for c in batch {
-                out.extend_from_slice(&c.first);
-            }
-            let replies = match conn.send(out.freeze(), batch.len()).await.await {
-                Ok(Ok(r)) => r,
-                Ok(Err(partial)) => {
-                    warn!(error = %partial.error, "merge into the upstream cut short");
-                    failed += batch.len();
-                    continue;
-                }
-                Err(_) => return,
-            };
-            let mut scanner = crate::protocol::ReplyScanner::new();
-            let mut at = 0;
-            for c in batch {
-                let len = match scanner.scan(&replies[at..]) {
-                    Ok(Some(s)) => s.len,
-                    _ => break,
-                };
-                let reply = &replies[at..at + len];
-                at += len;
-                if merge::wrote(reply) {
-                    created += 1;
-                    for more in &c.rest {
-                        let _ = conn.send(more.clone(), 1).await.await;
-                    }
-                } else if reply.first() == Some(&b'-') {
-                    failed += 1;
-                    warn!(key = %String::from_utf8_lossy(&c.key), reply = %String::from_utf8_lossy(reply).trim_end(), "could not merge a local key into the upstream");
-                } else {
-                    existed += 1;
-                }
-            }
-        }
-        info!(
-            created,
-            existed,
-            failed,
-            "local keys merged into the upstream (existing keys left as they were)"
-        );
-    }
 }
 
 /// A freshly accepted client, TCP or unix, as a non-blocking std socket not yet registered.

@@ -15,12 +15,12 @@ mod multi;
 
 use super::fifo::Fifo;
 use super::io::{ClientSocket, RawStream, SCRATCH};
-use super::{Accepted, Shared, local};
+use super::{Accepted, Shared, builtin};
 use crate::cache::{Fetched, Lookup, NearCache, ReadKind};
 use crate::command::{self, AclCategories, CommandSpec, Flags, Route};
-use crate::local::Engine;
+use crate::engine::Engine;
 use crate::metrics::{self, ErrorKind};
-use crate::policy::{self, LocalRun, LocalStep, Plan, ReplyRewrite, Tenant};
+use crate::policy::{self, NamespaceRun, NamespaceStep, Plan, ReplyRewrite, Tenant};
 use crate::protocol::ReplyScanner;
 use crate::protocol::{Framer, Protocol, Request, encode};
 use crate::upstream::{Reply, ReplyBudget};
@@ -463,7 +463,7 @@ impl Reader<'_> {
             self.multi = None;
         }
         if info_here {
-            let out = local::tenant_info(self, &req.args);
+            let out = builtin::tenant_info(self, &req.args);
             self.reply(out).await;
             return Flow::Continue;
         }
@@ -477,7 +477,7 @@ impl Reader<'_> {
                 Flow::Continue
             }
             // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
-            Route::Proxy => Box::pin(local::answer(self, spec, req)).await,
+            Route::Proxy => Box::pin(builtin::answer(self, spec, req)).await,
             Route::Stateful(why) => {
                 metrics::error(ErrorKind::Refused);
                 let msg = format!(
@@ -493,7 +493,7 @@ impl Reader<'_> {
     /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
     async fn forward(&mut self, spec: &'static CommandSpec, req: &Request) {
-        if let Some(local) = self.shared.local(spec) {
+        if let Some(local) = self.shared.answerer(spec) {
             if let Some(reply) = self.stale_read(spec, &req.args, &[]) {
                 return self.push(Pending::Ready(reply)).await;
             }
@@ -531,7 +531,7 @@ impl Reader<'_> {
     ) {
         let now_ms = unix_ms();
         let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
-        if let (Some(local), Ok(plan)) = (self.shared.local(spec), &plan) {
+        if let (Some(local), Ok(plan)) = (self.shared.answerer(spec), &plan) {
             if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
                 return self.push(Pending::Ready(reply)).await;
             }
@@ -578,7 +578,7 @@ impl Reader<'_> {
                 self.send_group_keeping(keep).await;
             }
             // Boxed: rare, and inline its state would grow every idle session.
-            Ok(Plan::Local(op)) => Box::pin(self.run_local(op)).await,
+            Ok(Plan::Namespace(op)) => Box::pin(self.run_namespace(op)).await,
         }
     }
 
@@ -667,11 +667,11 @@ impl Reader<'_> {
     /// Drive a namespace-local operation (DBSIZE, FLUSHDB, RANDOMKEY for a prefixed tenant) to
     /// its end before reading on: its upstream calls go through the client's own connection, one
     /// at a time, so they run after everything the client sent before and before what follows.
-    async fn run_local(&mut self, op: policy::LocalOp) {
+    async fn run_namespace(&mut self, op: policy::NamespaceOp) {
         self.send_group().await;
         let upstream = self.shared.upstream.clone().expect("checked by the caller");
         let conn = upstream.conn(self.client.proto, self.client.id);
-        let (mut run, mut cmd) = LocalRun::start(op, self.client.proto);
+        let (mut run, mut cmd) = NamespaceRun::start(op, self.client.proto);
         let out = loop {
             let reply = match conn.send(cmd, 1).await.await {
                 Ok(Ok(bytes)) => bytes,
@@ -682,8 +682,8 @@ impl Reader<'_> {
                 break Ok(reply);
             }
             match run.step(&reply) {
-                Ok(LocalStep::Send(next)) => cmd = next,
-                Ok(LocalStep::Reply(bytes)) => break Ok(bytes),
+                Ok(NamespaceStep::Send(next)) => cmd = next,
+                Ok(NamespaceStep::Reply(bytes)) => break Ok(bytes),
                 Err(e) => break Err(format!("ERR {e}")),
             }
         };
@@ -801,13 +801,7 @@ fn append_request(out: &mut BytesMut, req: &Request) {
     }
 }
 
-/// Milliseconds since the Unix epoch (for absolute-time TTL caps and the local engine's expiry).
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::unix_ms;
 
 /// Carry out a tenant's plan on the local engine (standalone or local-only mode): the rewritten
 /// command, its follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
@@ -834,16 +828,16 @@ fn standalone(engine: &Engine, plan: Plan, prefix: &[u8], proto: Protocol) -> By
             policy::rewrite_reply(f.reply, prefix, &reply, proto)
                 .unwrap_or_else(|e| error_bytes(&format!("ERR {e}")))
         }
-        Plan::Local(op) => {
-            let (mut run, mut cmd) = LocalRun::start(op, proto);
+        Plan::Namespace(op) => {
+            let (mut run, mut cmd) = NamespaceRun::start(op, proto);
             loop {
                 let reply = call(&cmd);
                 if reply.first() == Some(&b'-') {
                     return reply;
                 }
                 match run.step(&reply) {
-                    Ok(LocalStep::Send(next)) => cmd = next,
-                    Ok(LocalStep::Reply(bytes)) => return bytes,
+                    Ok(NamespaceStep::Send(next)) => cmd = next,
+                    Ok(NamespaceStep::Reply(bytes)) => return bytes,
                     Err(e) => return error_bytes(&format!("ERR {e}")),
                 }
             }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use respite::command::resolve;
-use respite::policy::{LocalRun, LocalStep, Plan, PolicyError, Tenant, rewrite_reply};
+use respite::policy::{NamespaceRun, NamespaceStep, Plan, PolicyError, Tenant, rewrite_reply};
 use respite::protocol::{Protocol, ReplyScanner, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,14 +190,14 @@ impl Conn {
                 }
                 rewrite_reply(f.reply, &tenant.prefix, &reply, self.proto).unwrap()
             }
-            Ok(Plan::Local(op)) => {
-                let (mut run, first) = LocalRun::start(op, self.proto);
+            Ok(Plan::Namespace(op)) => {
+                let (mut run, first) = NamespaceRun::start(op, self.proto);
                 self.send(&first);
                 loop {
                     let reply = self.read();
                     match run.step(&reply).unwrap() {
-                        LocalStep::Send(cmd) => self.send(&cmd),
-                        LocalStep::Reply(r) => return r,
+                        NamespaceStep::Send(cmd) => self.send(&cmd),
+                        NamespaceStep::Reply(r) => return r,
                     }
                 }
             }

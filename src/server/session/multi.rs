@@ -131,7 +131,7 @@ impl Reader<'_> {
                     policy::metrics::refusal(&tenant.name, &e);
                     return self.refuse_queued(&e.to_string()).await;
                 }
-                Ok(Plan::Local(_)) => {
+                Ok(Plan::Namespace(_)) => {
                     let msg = format!(
                         "ERR {} inside MULTI is not supported by respite for a tenant with a key prefix",
                         spec.name.to_uppercase()
@@ -150,7 +150,7 @@ impl Reader<'_> {
                 Ok(Plan::Forward(f)) => (f.command, f.follow_ups, tenant.prefix.clone()),
             },
         };
-        if self.shared.local(spec).is_none() {
+        if self.shared.answerer(spec).is_none() {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
@@ -182,7 +182,7 @@ impl Reader<'_> {
             return self.reply_error(EXECABORT).await;
         }
         let exec = crate::command::lookup("exec").expect("in the table");
-        if self.shared.local(exec).is_some() {
+        if self.shared.answerer(exec).is_some() {
             return self.exec_locally(multi).await;
         }
         if self.shared.upstream.is_none() {
@@ -214,7 +214,7 @@ impl Reader<'_> {
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
         for (spec, args) in multi.queued {
-            let reply = match self.shared.local(spec) {
+            let reply = match self.shared.answerer(spec) {
                 None => error_bytes("ERR the upstream came back during the transaction"),
                 Some(local) => match self.client.tenant.clone() {
                     None => local.run(|e| e.execute(spec, &args, proto, unix_ms() as u64)),

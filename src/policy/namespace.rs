@@ -1,7 +1,7 @@
 //! Commands answered within a tenant's namespace by respite itself: DBSIZE, FLUSHDB, RANDOMKEY.
 //!
 //! The upstream can only answer these for the whole database, so respite walks the tenant's keys
-//! with `SCAN cursor MATCH <escaped prefix>* COUNT 1000` and works from what it finds. [`LocalRun`]
+//! with `SCAN cursor MATCH <escaped prefix>* COUNT 1000` and works from what it finds. [`NamespaceRun`]
 //! is a pure state machine: the session sends each command it yields on one upstream connection,
 //! feeds back each reply, and finally writes the reply it yields to the client. Nothing here does
 //! I/O. Costs (README material):
@@ -22,16 +22,16 @@ use super::reply::{ReplyError, Value, parse};
 use crate::protocol::{Protocol, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocalKind {
+pub enum NamespaceKind {
     DbSize,
     FlushDb,
     RandomKey,
 }
 
-/// A command to be answered within the namespace; run it with [`LocalRun`].
+/// A command to be answered within the namespace; run it with [`NamespaceRun`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalOp {
-    pub kind: LocalKind,
+pub struct NamespaceOp {
+    pub kind: NamespaceKind,
     /// The tenant's prefix, taken off the key RANDOMKEY returns.
     pub prefix: Bytes,
     /// `SCAN … MATCH` pattern: the escaped prefix followed by `*`.
@@ -40,17 +40,17 @@ pub struct LocalOp {
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocalStep {
-    /// Send this command upstream and pass its reply to [`LocalRun::step`].
+pub enum NamespaceStep {
+    /// Send this command upstream and pass its reply to [`NamespaceRun::step`].
     Send(Bytes),
     /// Write this reply to the client; the run is over.
     Reply(Bytes),
 }
 
-/// The progress of one [`LocalOp`].
+/// The progress of one [`NamespaceOp`].
 #[derive(Debug)]
-pub struct LocalRun {
-    op: LocalOp,
+pub struct NamespaceRun {
+    op: NamespaceOp,
     client: Protocol,
     /// The cursor to continue from after the pending UNLINK (FLUSHDB only).
     cursor: Bytes,
@@ -62,10 +62,10 @@ pub struct LocalRun {
 /// call does not stall the upstream.
 const SCAN_COUNT: &[u8] = b"1000";
 
-impl LocalRun {
+impl NamespaceRun {
     /// Start `op` for a client speaking `client`; returns the run and the first command to send.
-    pub fn start(op: LocalOp, client: Protocol) -> (LocalRun, Bytes) {
-        let run = LocalRun {
+    pub fn start(op: NamespaceOp, client: Protocol) -> (NamespaceRun, Bytes) {
+        let run = NamespaceRun {
             op,
             client,
             cursor: Bytes::from_static(b"0"),
@@ -94,16 +94,16 @@ impl LocalRun {
 
     /// Feed the reply to the last command sent. An error reply from the upstream ends the run
     /// with that error for the client.
-    pub fn step(&mut self, reply: &[u8]) -> Result<LocalStep, ReplyError> {
+    pub fn step(&mut self, reply: &[u8]) -> Result<NamespaceStep, ReplyError> {
         if matches!(reply.first(), Some(b'-' | b'!')) {
-            return Ok(LocalStep::Reply(Bytes::copy_from_slice(reply)));
+            return Ok(NamespaceStep::Reply(Bytes::copy_from_slice(reply)));
         }
         if self.unlinking {
             self.unlinking = false;
             if &self.cursor[..] == b"0" {
                 return Ok(self.done_flush());
             }
-            return Ok(LocalStep::Send(self.scan(&self.cursor.clone())));
+            return Ok(NamespaceStep::Send(self.scan(&self.cursor.clone())));
         }
         let v = parse(reply)?;
         let items = v.items().ok_or(ReplyError)?;
@@ -114,30 +114,30 @@ impl LocalRun {
         let keys: Vec<&[u8]> = keys.iter().filter_map(Value::bulk).collect();
         let finished = cursor == b"0";
         match self.op.kind {
-            LocalKind::DbSize => {
+            NamespaceKind::DbSize => {
                 self.seen
                     .extend(keys.iter().map(|k| Bytes::copy_from_slice(k)));
                 if finished {
                     let mut out = BytesMut::new();
                     encode::integer(&mut out, self.seen.len() as i64);
-                    return Ok(LocalStep::Reply(out.freeze()));
+                    return Ok(NamespaceStep::Reply(out.freeze()));
                 }
             }
-            LocalKind::RandomKey => {
+            NamespaceKind::RandomKey => {
                 if !keys.is_empty() {
                     let pick = keys[rand::rng().random_range(0..keys.len())];
                     let name = pick.strip_prefix(&self.op.prefix[..]).unwrap_or(pick);
                     let mut out = BytesMut::new();
                     encode::bulk(&mut out, name);
-                    return Ok(LocalStep::Reply(out.freeze()));
+                    return Ok(NamespaceStep::Reply(out.freeze()));
                 }
                 if finished {
                     let mut out = BytesMut::new();
                     encode::null(&mut out, self.client);
-                    return Ok(LocalStep::Reply(out.freeze()));
+                    return Ok(NamespaceStep::Reply(out.freeze()));
                 }
             }
-            LocalKind::FlushDb => {
+            NamespaceKind::FlushDb => {
                 self.cursor = Bytes::copy_from_slice(cursor);
                 if !keys.is_empty() {
                     self.unlinking = true;
@@ -146,20 +146,20 @@ impl LocalRun {
                     words.extend(keys);
                     let mut out = BytesMut::new();
                     encode::command(&mut out, &words);
-                    return Ok(LocalStep::Send(out.freeze()));
+                    return Ok(NamespaceStep::Send(out.freeze()));
                 }
                 if finished {
                     return Ok(self.done_flush());
                 }
             }
         }
-        Ok(LocalStep::Send(self.scan(cursor)))
+        Ok(NamespaceStep::Send(self.scan(cursor)))
     }
 
-    fn done_flush(&self) -> LocalStep {
+    fn done_flush(&self) -> NamespaceStep {
         let mut out = BytesMut::new();
         encode::simple(&mut out, "OK");
-        LocalStep::Reply(out.freeze())
+        NamespaceStep::Reply(out.freeze())
     }
 }
 
@@ -167,24 +167,24 @@ impl LocalRun {
 mod tests {
     use super::*;
 
-    fn op(kind: LocalKind) -> LocalOp {
-        LocalOp {
+    fn op(kind: NamespaceKind) -> NamespaceOp {
+        NamespaceOp {
             kind,
             prefix: Bytes::from_static(b"t:"),
             pattern: Bytes::from_static(b"t:*"),
         }
     }
 
-    fn send(step: LocalStep) -> Bytes {
+    fn send(step: NamespaceStep) -> Bytes {
         match step {
-            LocalStep::Send(b) => b,
+            NamespaceStep::Send(b) => b,
             other => panic!("expected Send, got {other:?}"),
         }
     }
 
     #[test]
     fn dbsize_counts_each_key_once() {
-        let (mut run, first) = LocalRun::start(op(LocalKind::DbSize), Protocol::Resp2);
+        let (mut run, first) = NamespaceRun::start(op(NamespaceKind::DbSize), Protocol::Resp2);
         assert_eq!(
             &first[..],
             b"*6\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$3\r\nt:*\r\n$5\r\nCOUNT\r\n$4\r\n1000\r\n"
@@ -197,31 +197,31 @@ mod tests {
         let done = run
             .step(b"*2\r\n$1\r\n0\r\n*2\r\n$3\r\nt:b\r\n$3\r\nt:c\r\n")
             .unwrap();
-        assert_eq!(done, LocalStep::Reply(Bytes::from_static(b":3\r\n")));
+        assert_eq!(done, NamespaceStep::Reply(Bytes::from_static(b":3\r\n")));
     }
 
     #[test]
     fn flushdb_unlinks_each_batch() {
-        let (mut run, _) = LocalRun::start(op(LocalKind::FlushDb), Protocol::Resp3);
+        let (mut run, _) = NamespaceRun::start(op(NamespaceKind::FlushDb), Protocol::Resp3);
         let unlink = send(run.step(b"*2\r\n$1\r\n5\r\n*1\r\n$3\r\nt:a\r\n").unwrap());
         assert_eq!(&unlink[..], b"*2\r\n$6\r\nUNLINK\r\n$3\r\nt:a\r\n");
         let scan = send(run.step(b":1\r\n").unwrap());
         assert!(scan.starts_with(b"*6\r\n$4\r\nSCAN\r\n$1\r\n5\r\n"));
         let done = run.step(b"*2\r\n$1\r\n0\r\n*0\r\n").unwrap();
-        assert_eq!(done, LocalStep::Reply(Bytes::from_static(b"+OK\r\n")));
-        let (mut run, _) = LocalRun::start(op(LocalKind::FlushDb), Protocol::Resp3);
+        assert_eq!(done, NamespaceStep::Reply(Bytes::from_static(b"+OK\r\n")));
+        let (mut run, _) = NamespaceRun::start(op(NamespaceKind::FlushDb), Protocol::Resp3);
         let err = run.step(b"-ERR boom\r\n").unwrap();
-        assert_eq!(err, LocalStep::Reply(Bytes::from_static(b"-ERR boom\r\n")));
+        assert_eq!(err, NamespaceStep::Reply(Bytes::from_static(b"-ERR boom\r\n")));
     }
 
     #[test]
     fn randomkey() {
-        let (mut run, _) = LocalRun::start(op(LocalKind::RandomKey), Protocol::Resp3);
+        let (mut run, _) = NamespaceRun::start(op(NamespaceKind::RandomKey), Protocol::Resp3);
         send(run.step(b"*2\r\n$1\r\n3\r\n*0\r\n").unwrap());
         let got = run.step(b"*2\r\n$1\r\n0\r\n*1\r\n$3\r\nt:k\r\n").unwrap();
-        assert_eq!(got, LocalStep::Reply(Bytes::from_static(b"$1\r\nk\r\n")));
-        let (mut run, _) = LocalRun::start(op(LocalKind::RandomKey), Protocol::Resp3);
+        assert_eq!(got, NamespaceStep::Reply(Bytes::from_static(b"$1\r\nk\r\n")));
+        let (mut run, _) = NamespaceRun::start(op(NamespaceKind::RandomKey), Protocol::Resp3);
         let none = run.step(b"*2\r\n$1\r\n0\r\n*0\r\n").unwrap();
-        assert_eq!(none, LocalStep::Reply(Bytes::from_static(b"_\r\n")));
+        assert_eq!(none, NamespaceStep::Reply(Bytes::from_static(b"_\r\n")));
     }
 }

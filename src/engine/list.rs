@@ -36,7 +36,7 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
                 return true;
             }
             let count = if args.len() == 3 {
-                match crate::local::num::parse_i64(&args[2]) {
+                match crate::engine::num::parse_i64(&args[2]) {
                     Some(n) if n >= 0 => Some(n as usize),
                     _ => {
                         c.out.err("ERR value is out of range, must be positive");
@@ -127,8 +127,8 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
             match db.get(&key).map(|e| &e.value) {
                 None => c.out.null(),
                 Some(Value::List(l)) => {
-                    let Some(i) = crate::local::num::parse_i64(&args[2]) else {
-                        c.out.err(crate::local::NOT_INT);
+                    let Some(i) = crate::engine::num::parse_i64(&args[2]) else {
+                        c.out.err(crate::engine::NOT_INT);
                         return true;
                     };
                     let i = if i < 0 { l.len() as i64 + i } else { i };
