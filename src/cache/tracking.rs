@@ -10,10 +10,10 @@
 //! - While a connection is not acknowledged as tracking, its `ready` flag is down: nothing is
 //!   served from the cache for its keys and no fill is sent. Losing it (a failure, or no reply
 //!   within the heartbeat deadline) empties the whole cache before the flag can rise again.
-use super::resp::{self, Push};
 use super::store::{Cached, Fetched, Ticket};
 use super::{FlushReason, Shared};
 use crate::config::UpstreamConfig;
+use crate::protocol::resp3::{self as resp, Push};
 use crate::protocol::{Protocol, ReplyScanner, encode};
 use crate::upstream::{self, BoxRead, BoxWrite};
 use bytes::{Bytes, BytesMut};
