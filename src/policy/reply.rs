@@ -7,8 +7,8 @@
 //! name the key (`-NOGROUP No such key 'a:s' …`).
 use bytes::{Bytes, BytesMut};
 
-pub(super) use crate::protocol::value::Value;
 use crate::protocol::Protocol;
+pub(super) use crate::protocol::value::Value;
 use crate::protocol::value::{self, Blob, Malformed, encode};
 
 /// How to rewrite the reply of one forwarded command.

@@ -210,7 +210,12 @@ mod tests {
             b"*x\r\n",
             b"?\r\n",
         ] {
-            assert_eq!(parse(bad), Err(Malformed), "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse(bad),
+                Err(Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let deep = [b"*1\r\n".repeat(MAX_DEPTH + 1), b":1\r\n".to_vec()].concat();
         assert_eq!(parse(&deep), Err(Malformed));
@@ -225,7 +230,10 @@ mod tests {
         assert_eq!(items[0].bulk(), Some(&b"a"[..]));
         assert_eq!(items[1].bulk(), Some(&b"b"[..]));
         assert!(items[2].is_null());
-        assert_eq!(parse(b"-NOAUTH x\r\n").unwrap().error(), Some(&b"NOAUTH x"[..]));
+        assert_eq!(
+            parse(b"-NOAUTH x\r\n").unwrap().error(),
+            Some(&b"NOAUTH x"[..])
+        );
         assert_eq!(parse(b"!3\r\nERR\r\n").unwrap().error(), Some(&b"ERR"[..]));
         assert_eq!(parse(b"+OK\r\n").unwrap().error(), None);
     }
