@@ -161,6 +161,7 @@ impl ConnTask {
             // Until the next attempt, fail fast: nothing is queued behind a dead connection. The
             // probe having an answer again cuts the wait short: reconnect now, not at the end of
             // a backoff grown during the outage, so recovery takes a probe, not backoff_max.
+            let cause = Arc::new(cause);
             let fail = |job: Job| {
                 let _ = job
                     .reply
@@ -208,6 +209,7 @@ impl ConnTask {
         let cause = result.clone().unwrap_or_else(|| {
             UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
         });
+        let cause = Arc::new(cause);
         let lost = CommandError::Lost(cause.clone());
         let not_sent = CommandError::NotSent(cause);
         for job in unsent {

@@ -195,14 +195,17 @@ impl UpstreamError {
 }
 
 /// Why one upstream command has no reply. `Display` is the text after `-ERR `.
+///
+/// The connection's failure is shared, not copied: one failure answers every command it cut
+/// short, and a [`Reply`](super::Reply) stays small on the path every command takes.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommandError {
     /// Not sent: no connection to the upstream right now.
     #[error("upstream {} unavailable: {}", .0.addr, .0)]
-    Unavailable(UpstreamError),
+    Unavailable(Arc<UpstreamError>),
     /// Not sent: taken off the queue, but its connection failed before writing it.
     #[error("upstream {} unavailable: {}; the command was not sent", .0.addr, .0)]
-    NotSent(UpstreamError),
+    NotSent(Arc<UpstreamError>),
     /// Run, but its reply would take the client past `limits.max_reply_bytes` of replies it has
     /// not read: dropped, and the client is closed.
     #[error(
@@ -213,7 +216,7 @@ pub enum CommandError {
     #[error(
         "upstream connection lost with the command in flight ({0}); it may or may not have run"
     )]
-    Lost(UpstreamError),
+    Lost(Arc<UpstreamError>),
 }
 
 impl CommandError {
@@ -292,13 +295,13 @@ mod tests {
     #[test]
     fn client_texts() {
         let timeout = err(Kind::TimedOut(Deadline::Reply(Duration::from_millis(500))));
-        let lost = CommandError::Lost(timeout.clone());
+        let lost = CommandError::Lost(Arc::new(timeout));
         assert_eq!(
             lost.to_string(),
             "upstream connection lost with the command in flight (no reply within 500ms); it may or may not have run"
         );
         assert_eq!(lost.kind(), metrics::ErrorKind::Timeout);
-        let closed = CommandError::Lost(err(Kind::Lost(Lost::Closed)));
+        let closed = CommandError::Lost(Arc::new(err(Kind::Lost(Lost::Closed))));
         assert_eq!(
             closed.to_string(),
             "upstream connection lost with the command in flight (upstream closed the connection); it may or may not have run"
@@ -306,19 +309,26 @@ mod tests {
         assert_eq!(closed.kind(), metrics::ErrorKind::Upstream);
         let refused = err(Kind::Refused(Refusal::Hello("WRONGPASS x".into())));
         assert_eq!(
-            CommandError::Unavailable(refused).to_string(),
+            CommandError::Unavailable(Arc::new(refused)).to_string(),
             "upstream 127.0.0.1:6379 unavailable: HELLO refused: WRONGPASS x"
         );
         assert_eq!(
-            CommandError::NotSent(err(Kind::Closed(Closer::LocalOnly))).to_string(),
+            CommandError::NotSent(Arc::new(err(Kind::Closed(Closer::LocalOnly)))).to_string(),
             "upstream 127.0.0.1:6379 unavailable: upstream is down (health probes failed); local-only mode took over; the command was not sent"
         );
         let overflow = CommandError::Overflow { limit: 10 };
         assert_eq!(overflow.kind(), metrics::ErrorKind::Refused);
         assert_eq!(overflow.side(), Side::Client);
         assert_eq!(
-            CommandError::Lost(err(Kind::Closed(Closer::Shutdown))).side(),
+            CommandError::Lost(Arc::new(err(Kind::Closed(Closer::Shutdown)))).side(),
             Side::Internal
         );
+    }
+
+    /// Every command's reply passes through a oneshot channel as a `Reply`: its error side
+    /// must not make it larger than the bytes it usually carries.
+    #[test]
+    fn a_reply_stays_small() {
+        assert!(std::mem::size_of::<super::super::Reply>() <= 64);
     }
 }
