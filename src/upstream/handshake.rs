@@ -3,7 +3,7 @@
 //!
 //! The pools, the health probe and the near cache's tracking connections all open their
 //! connections here, so every connection respite makes speaks to the upstream the same way, and a
-//! refusal ([`Refusal`]) is told from an outage where the upstream's reply is read. [`request`]
+//! refusal ([`Refusal`]) is told from an outage where the upstream's reply is read. `request`
 //! is the one-command exchange a fresh connection is probed (`PING`) or set up (`CLIENT TRACKING
 //! ON`) with. Not the hot path: replies are read whole with [`crate::protocol::value`]. This
 //! module never keeps a connection: callers own what it opens.

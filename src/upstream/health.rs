@@ -12,9 +12,10 @@
 //! Apart from the state, [`Health::rejected`] says the upstream refuses respite's own settings
 //! (credentials, database): a misconfiguration, which local-only mode must not hide.
 //!
-//! The probe itself lives in [`super::probe`]. This module decides and reports. It never touches the local engine or a client: what a state
-//! means for commands is the server's business, through [`Options::on_transition`], which runs on
-//! every transition *before* the new state is visible to anyone reading [`Health::state`].
+//! The probe itself lives in [`super::probe`]. This module decides and reports. It never touches
+//! the local engine or a client: what a state means for commands is the server's business,
+//! through [`Options::on_transition`], which runs on every transition *before* the new state is
+//! visible to anyone reading [`Health::state`].
 use super::error::UpstreamError;
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -19,7 +19,7 @@ pub mod error;
 pub mod handshake;
 pub mod health;
 pub mod pool;
-mod probe;
+pub mod probe;
 pub mod reply;
 
 pub use conn::Conn;
