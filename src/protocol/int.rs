@@ -28,7 +28,9 @@ pub(crate) fn quick_header(buf: &[u8], start: usize) -> Option<(u64, usize)> {
 }
 
 /// Redis's `string2ll`: optional '-', no '+', no leading zeros, no blanks, fewer than 21 bytes, and
-/// within `i64`. Hand-rolled because it runs on every header of every request and reply.
+/// within `i64`. Hand-rolled because it runs on every header of every request and reply; inline
+/// because it left the framer's module (and so, maybe, its codegen unit) for this one.
+#[inline]
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() >= 21 {
         return None;
