@@ -50,6 +50,30 @@ impl ErrorKind {
     }
 }
 
+/// Which side an error came from: what a client did, the upstream, respite's configuration, or
+/// respite itself. It decides who must act on an error; [`ErrorKind`] refines it for the label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Configuration,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The side an error of this kind comes from.
+    pub fn side(self) -> Side {
+        match self {
+            ErrorKind::Protocol
+            | ErrorKind::UnknownCommand
+            | ErrorKind::Refused
+            | ErrorKind::Arity => Side::Client,
+            // A write refused in local-only mode is refused because the upstream is down.
+            ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::LocalOnly => Side::Upstream,
+        }
+    }
+}
+
 pub fn error(kind: ErrorKind) {
     counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }

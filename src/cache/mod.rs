@@ -16,7 +16,6 @@
 //!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
 pub mod config;
 pub mod reads;
-pub mod resp;
 pub mod store;
 mod tracking;
 

@@ -1,6 +1,11 @@
 //! The tracking connections: RESP3 connections with `CLIENT TRACKING ON` (default mode) that
 //! carry the near cache's fills and receive the upstream's invalidations for the keys they read.
 //!
+//! A tracking connection is opened like every upstream connection, by
+//! [`crate::upstream::handshake`], and reopened after a failure by the same
+//! [`crate::upstream::backoff`] rules; this module adds `CLIENT TRACKING ON` on top, and what it
+//! reads (fill replies, pushes) is decoded by [`crate::protocol::resp3`].
+//!
 //! # Invariants
 //! - A key's fills always go through the same connection, so its fill replies and its
 //!   invalidations arrive in the order the upstream produced them.
@@ -10,12 +15,14 @@
 //! - While a connection is not acknowledged as tracking, its `ready` flag is down: nothing is
 //!   served from the cache for its keys and no fill is sent. Losing it (a failure, or no reply
 //!   within the heartbeat deadline) empties the whole cache before the flag can rise again.
-use super::resp::{self, Push};
 use super::store::{Cached, Fetched, Ticket};
 use super::{FlushReason, Shared};
 use crate::config::UpstreamConfig;
+use crate::protocol::resp3::{self as resp, Push};
 use crate::protocol::{Protocol, ReplyScanner, encode};
-use crate::upstream::{self, BoxRead, BoxWrite};
+use crate::upstream::backoff::{Backoff, Waited, fail_fast};
+use crate::upstream::error::{Deadline, Kind, Lost, ProtocolError, Refusal, UpstreamError};
+use crate::upstream::handshake::{self, BoxRead, BoxWrite};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -112,38 +119,36 @@ fn enqueue(
     }
 }
 
-enum Setup {
-    Failed(String),
-    Refused(String),
-}
-
 impl Tracker {
     async fn run(mut self) {
-        let addr = self.upstream.url.addr.to_string();
-        let mut failures: u32 = 0;
+        let addr = handshake::addr(&self.upstream);
+        let mut backoff = Backoff::new(&self.upstream);
         loop {
-            let cause = match self.connect().await {
+            let cause = match self.connect(&addr).await {
                 Ok((r, w)) => {
-                    if failures > 0 {
+                    if backoff.succeeded() {
                         info!(upstream = %addr, connection = self.index, "near-cache tracking restored");
                     }
-                    failures = 0;
                     self.shared.ready[self.index].store(true, Ordering::Release);
-                    let cause = self.serve(r, w).await;
+                    let cause = self.serve(r, w, &addr).await;
                     self.lost();
                     match cause {
                         Some(c) => c,
                         None => return self.fail_retries("respite is shutting down"),
                     }
                 }
-                Err(Setup::Refused(e)) => {
+                Err(UpstreamError {
+                    kind: Kind::Refused(refusal @ Refusal::Command { .. }),
+                    ..
+                }) => {
+                    let e = refusal.reply();
                     self.fail_retries(&format!("near-cache tracking refused ({e})"));
                     error!(upstream = %addr, error = %e, "the upstream refused CLIENT TRACKING: the near cache is OFF");
                     self.shared.disabled.store(true, Ordering::Relaxed);
                     metrics::gauge!(super::ENABLED).set(0.0);
                     return;
                 }
-                Err(Setup::Failed(e)) => {
+                Err(e) => {
                     self.fail_retries(&format!("near-cache tracking connection lost ({e})"));
                     e
                 }
@@ -151,52 +156,34 @@ impl Tracker {
             if self.shutdown.is_cancelled() {
                 return self.fail_retries("respite is shutting down");
             }
-            failures = failures.saturating_add(1);
-            let delay = upstream::backoff(
-                self.upstream.backoff_base,
-                self.upstream.backoff_max,
-                failures,
-                &mut rand::rng(),
-            );
-            if failures == 1 || failures.is_power_of_two() {
-                warn!(upstream = %addr, connection = self.index, %cause, retry_in = ?delay, "near-cache tracking connection failed; the near cache is empty and bypassed until it is back");
+            let retry = backoff.failed();
+            if retry.log {
+                warn!(upstream = %addr, connection = self.index, %cause, retry_in = ?retry.delay, "near-cache tracking connection failed; the near cache is empty and bypassed until it is back");
             }
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut sleep => break,
-                    _ = self.shutdown.cancelled() => return self.fail_retries("respite is shutting down"),
-                    job = self.rx.recv() => match job {
-                        Some(job) => self.fail(job, "near-cache tracking connection down"),
-                        None => return,
-                    },
-                }
+            let shared = self.shared.clone();
+            let fail = |job: FillJob| fail(&shared, job, "near-cache tracking connection down");
+            match fail_fast(retry.delay, &mut self.rx, fail, self.shutdown.cancelled()).await {
+                Waited::Elapsed => {}
+                Waited::Woken => return self.fail_retries("respite is shutting down"),
+                Waited::Closed => return,
             }
         }
     }
 
-    /// Connect, then turn tracking on; only an `+OK` to that makes the connection usable.
-    async fn connect(&self) -> Result<(BoxRead, BoxWrite), Setup> {
-        let (mut r, mut w, _) = upstream::connect(&self.upstream, Protocol::Resp3)
-            .await
-            .map_err(Setup::Failed)?;
+    /// Connect (the upstream's own handshake), then turn tracking on; only a reply that is not
+    /// an error makes the connection usable. An error reply is the upstream refusing tracking.
+    async fn connect(&self, addr: &Arc<str>) -> Result<(BoxRead, BoxWrite), UpstreamError> {
+        let opened = handshake::open(&self.upstream, Protocol::Resp3, "respite").await?;
+        let (mut r, mut w) = (opened.read, opened.write);
         let mut out = BytesMut::new();
         encode::command(&mut out, &[&b"CLIENT"[..], b"TRACKING", b"ON"]);
-        let setup = async {
-            w.write_all(&out)
-                .await
-                .map_err(|e| Setup::Failed(format!("CLIENT TRACKING: {e}")))?;
-            upstream::read_replies(&mut r, Protocol::Resp3, 1)
-                .await
-                .map_err(Setup::Failed)
-        };
-        let replies = tokio::time::timeout(self.upstream.connect_timeout, setup)
-            .await
-            .map_err(|_| Setup::Failed("no reply to CLIENT TRACKING ON".into()))??;
-        match upstream::error_text(&replies[0]) {
-            Some(e) => Err(Setup::Refused(e)),
-            None => Ok((r, w)),
+        let setup = handshake::request(&mut r, &mut w, addr, "CLIENT TRACKING", &out);
+        match tokio::time::timeout(self.upstream.connect_timeout, setup).await {
+            Ok(reply) => reply.map(|_| (r, w)),
+            Err(_) => {
+                let kind = Kind::TimedOut(Deadline::Setup("CLIENT TRACKING ON"));
+                Err(UpstreamError::new(addr.clone(), kind))
+            }
         }
     }
 
@@ -208,7 +195,12 @@ impl Tracker {
     }
 
     /// Run one tracking connection until it fails (`Some(cause)`) or the proxy stops (`None`).
-    async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<String> {
+    async fn serve(
+        &mut self,
+        mut read: BoxRead,
+        mut write: BoxWrite,
+        addr: &Arc<str>,
+    ) -> Option<UpstreamError> {
         let heartbeat = self.shared.config.heartbeat;
         let deadline = self.shared.config.heartbeat_timeout;
         let mut waiting: VecDeque<Waiting> = VecDeque::new();
@@ -227,14 +219,14 @@ impl Tracker {
         };
         out.clear();
         let cause = if let Err(e) = resent {
-            Some(format!("write failed: {e}"))
+            Some(Kind::Lost(Lost::Write(e.into())))
         } else {
             loop {
                 tokio::select! {
                     biased;
                     r = read.read_buf(&mut buf) => match r {
-                        Ok(0) => break Some("upstream closed the connection".to_string()),
-                        Err(e) => break Some(format!("read failed: {e}")),
+                        Ok(0) => break Some(Kind::Lost(Lost::Closed)),
+                        Err(e) => break Some(Kind::Lost(Lost::Read(e.into()))),
                         Ok(_) => {
                             if let Err(e) = self.frames(&mut buf, &mut scanner, &mut waiting) {
                                 break Some(e);
@@ -250,7 +242,7 @@ impl Tracker {
                         }
                         enqueue(&mut out, &mut waiting, jobs.drain(..));
                         if let Err(e) = write.write_all(&out).await {
-                            break Some(format!("write failed: {e}"));
+                            break Some(Kind::Lost(Lost::Write(e.into())));
                         }
                         out.clear();
                     }
@@ -258,14 +250,14 @@ impl Tracker {
                         if let Some(w) = waiting.front()
                             && w.at().elapsed() > deadline
                         {
-                            break Some(format!("no reply within {deadline:?} (heartbeat)"));
+                            break Some(Kind::TimedOut(Deadline::Heartbeat(deadline)));
                         }
                         if last_ping.elapsed() >= heartbeat
                             && !waiting.iter().any(|w| matches!(w, Waiting::Ping { .. }))
                         {
                             last_ping = Instant::now();
                             if let Err(e) = write.write_all(b"*1\r\n$4\r\nPING\r\n").await {
-                                break Some(format!("write failed: {e}"));
+                                break Some(Kind::Lost(Lost::Write(e.into())));
                             }
                             waiting.push_back(Waiting::Ping { at: last_ping });
                         }
@@ -274,9 +266,11 @@ impl Tracker {
                 }
             }
         };
-        let why = cause
-            .clone()
-            .unwrap_or_else(|| "respite is shutting down".to_string());
+        let cause = cause.map(|kind| UpstreamError::new(addr.clone(), kind));
+        let why = match &cause {
+            Some(e) => e.to_string(),
+            None => "respite is shutting down".to_string(),
+        };
         for w in waiting {
             if let Waiting::Fill { mut job, .. } = w {
                 if job.retried || cause.is_none() {
@@ -303,12 +297,12 @@ impl Tracker {
         buf: &mut BytesMut,
         scanner: &mut ReplyScanner,
         waiting: &mut VecDeque<Waiting>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Kind> {
         loop {
             let found = match scanner.scan(buf) {
                 Ok(Some(s)) => s,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(Kind::Protocol(ProtocolError::Garbled(e))),
             };
             let frame = buf.split_to(found.len).freeze();
             if found.push {
@@ -316,7 +310,7 @@ impl Tracker {
                 continue;
             }
             match waiting.front_mut() {
-                None => return Err("reply with no request in flight".into()),
+                None => return Err(Kind::Protocol(ProtocolError::Unsolicited)),
                 Some(Waiting::Ping { .. }) => {
                     waiting.pop_front();
                 }
@@ -351,8 +345,7 @@ impl Tracker {
     /// A fill that will get no reply: its slot goes, and its waiting clients get an error
     /// naming why.
     fn fail(&self, job: FillJob, why: &str) {
-        let reply: Fetched = Err(Arc::from(why));
-        self.shared.store.abandon(job.ticket, reply);
+        fail(&self.shared, job, why);
     }
 
     /// A fill's two replies are in: cache the read's reply if it may be, and answer the waiting
@@ -393,4 +386,10 @@ impl Tracker {
         };
         self.shared.store.complete(job.ticket, value, Ok(cached));
     }
+}
+
+/// A fill that will get no reply: its slot goes, and its waiting clients get `why`.
+fn fail(shared: &Shared, job: FillJob, why: &str) {
+    let reply: Fetched = Err(Arc::from(why));
+    shared.store.abandon(job.ticket, reply);
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::{BeginSearch, CommandSpec, FindKeys, Flags, KeySpecFlags, KeysProc};
 // Redis's `string2ll`, shared with the framer.
-use crate::protocol::framer::parse_i64;
+use crate::protocol::int::parse_i64;
 
 /// One key argument: its index into the request's arguments (the command name is index 0) and
 /// how the command uses it.

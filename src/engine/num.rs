@@ -9,7 +9,7 @@
 
 /// Redis's `string2ll`: no spaces, no `+`, no leading zeros, at most 20 bytes.
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    crate::protocol::framer::parse_i64(s)
+    crate::protocol::int::parse_i64(s)
 }
 
 /// Redis's `string2d` via `strtod`: rejects empty input, leading space, NaN, and overflow or

@@ -16,7 +16,7 @@ use super::reply::ReplyRewrite;
 use super::ttl;
 use crate::command::{AclCategories, CommandSpec, Flags, Keys, keys};
 use crate::protocol::encode;
-use crate::protocol::framer::parse_i64;
+use crate::protocol::int::parse_i64;
 
 /// What the session does with a request, decided by [`Tenant::check`].
 #[derive(Debug, Clone, PartialEq, Eq)]

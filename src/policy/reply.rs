@@ -1,12 +1,15 @@
 //! Rewriting replies that name keys or channels, so a prefixed tenant sees its own names.
 //!
-//! Only the replies a [`ReplyRewrite`] asks for are parsed, with a small RESP2/RESP3 reader that
-//! keeps every element's bytes and re-encodes only what it changes; everything else passes through
-//! untouched. Error replies of a prefixed tenant's keyed commands are rewritten too, because some
+//! Only the replies a [`ReplyRewrite`] asks for are parsed, with the protocol's reply reader
+//! ([`crate::protocol::value`]), which keeps every element's bytes; this module changes names in
+//! the tree and re-encodes it, and everything else passes through untouched. It never reads RESP
+//! itself. Error replies of a prefixed tenant's keyed commands are rewritten too, because some
 //! name the key (`-NOGROUP No such key 'a:s' …`).
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::protocol::Protocol;
+pub(super) use crate::protocol::value::Value;
+use crate::protocol::value::{self, Blob, Malformed, encode};
 
 /// How to rewrite the reply of one forwarded command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,152 +44,15 @@ pub enum ReplyRewrite {
 #[error("upstream protocol error: malformed reply to a rewritten command")]
 pub struct ReplyError;
 
-/// One parsed element. Strings borrow from the reply; aggregates keep their type byte so RESP2
-/// and RESP3 come back in the shape they arrived in.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Value<'a> {
-    /// `+ - : _ , # (` lines, and null aggregates/bulks (`*-1`, `$-1`): type byte and text.
-    Line(u8, &'a [u8]),
-    /// `$ ! =` with their data; an owned replacement once rewritten.
-    Blob(u8, Blob<'a>),
-    /// `* ~ > %` (a map holds keys and values alternately) and `|` attributes.
-    Agg(u8, Vec<Value<'a>>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Blob<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Bytes),
-}
-
-impl Blob<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Blob::Borrowed(b) => b,
-            Blob::Owned(b) => b,
-        }
+impl From<Malformed> for ReplyError {
+    fn from(_: Malformed) -> Self {
+        ReplyError
     }
 }
 
-impl<'a> Value<'a> {
-    pub(super) fn bulk(&self) -> Option<&[u8]> {
-        match self {
-            Value::Blob(b'$', b) => Some(b.bytes()),
-            Value::Line(b'+', s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub(super) fn items(&self) -> Option<&[Value<'a>]> {
-        match self {
-            Value::Agg(b'|', _) => None,
-            Value::Agg(_, items) => Some(items),
-            _ => None,
-        }
-    }
-
-    fn is_null(&self) -> bool {
-        matches!(self, Value::Line(b'_', _)) || matches!(self, Value::Line(_, b"-1"))
-    }
-}
-
-/// Parse exactly one reply filling `buf`.
+/// Parse exactly one reply filling `buf` (see [`crate::protocol::value`]).
 pub(super) fn parse(buf: &[u8]) -> Result<Value<'_>, ReplyError> {
-    let (v, used) = parse_at(buf, 0, 0)?;
-    if used != buf.len() {
-        return Err(ReplyError);
-    }
-    Ok(v)
-}
-
-/// Parse one reply starting at `at`; returns it and where it ended.
-pub(super) fn parse_at(
-    buf: &[u8],
-    at: usize,
-    depth: usize,
-) -> Result<(Value<'_>, usize), ReplyError> {
-    if depth > 64 {
-        return Err(ReplyError);
-    }
-    let kind = *buf.get(at).ok_or(ReplyError)?;
-    let eol = memchr::memmem::find(&buf[at..], b"\r\n").ok_or(ReplyError)? + at;
-    let line = &buf[at + 1..eol];
-    let next = eol + 2;
-    match kind {
-        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok((Value::Line(kind, line), next)),
-        b'$' | b'!' | b'=' => {
-            if line == b"-1" {
-                return Ok((Value::Line(kind, line), next));
-            }
-            let len = parse_len(line)?;
-            let end = next.checked_add(len).ok_or(ReplyError)?;
-            if buf.get(end..end + 2) != Some(b"\r\n") {
-                return Err(ReplyError);
-            }
-            Ok((Value::Blob(kind, Blob::Borrowed(&buf[next..end])), end + 2))
-        }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            if line == b"-1" {
-                return Ok((Value::Line(kind, line), next));
-            }
-            let n = parse_len(line)?;
-            let n = if matches!(kind, b'%' | b'|') {
-                n.checked_mul(2).ok_or(ReplyError)?
-            } else {
-                n
-            };
-            let mut items = Vec::with_capacity(n.min(1024));
-            let mut pos = next;
-            for _ in 0..n {
-                let (v, p) = parse_at(buf, pos, depth + 1)?;
-                items.push(v);
-                pos = p;
-            }
-            Ok((Value::Agg(kind, items), pos))
-        }
-        _ => Err(ReplyError),
-    }
-}
-
-fn parse_len(line: &[u8]) -> Result<usize, ReplyError> {
-    if line.is_empty() || !line.iter().all(u8::is_ascii_digit) {
-        return Err(ReplyError);
-    }
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ReplyError)
-}
-
-pub(super) fn encode(v: &Value, out: &mut BytesMut) {
-    match v {
-        Value::Line(kind, text) => {
-            out.put_u8(*kind);
-            out.put_slice(text);
-            out.put_slice(b"\r\n");
-        }
-        Value::Blob(kind, b) => {
-            let b = b.bytes();
-            out.put_u8(*kind);
-            out.put_slice(b.len().to_string().as_bytes());
-            out.put_slice(b"\r\n");
-            out.put_slice(b);
-            out.put_slice(b"\r\n");
-        }
-        Value::Agg(kind, items) => {
-            let n = if matches!(kind, b'%' | b'|') {
-                items.len() / 2
-            } else {
-                items.len()
-            };
-            out.put_u8(*kind);
-            out.put_slice(n.to_string().as_bytes());
-            out.put_slice(b"\r\n");
-            for item in items {
-                encode(item, out);
-            }
-        }
-    }
+    Ok(value::parse(buf)?)
 }
 
 /// Strip `prefix` from a bulk/simple string; false if it was not there.

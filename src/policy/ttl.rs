@@ -11,7 +11,7 @@ use super::auth::Tenant;
 use super::check::{Call, c_str};
 use super::error::PolicyError;
 use crate::command::{CommandSpec, KeySpecFlags, Keys};
-use crate::protocol::framer::parse_i64;
+use crate::protocol::int::parse_i64;
 
 /// What to do with a TTL over the rule's maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

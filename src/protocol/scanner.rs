@@ -12,7 +12,7 @@
 //! is accepted for every length-prefixed type, any other negative is not), and a bulk must be followed
 //! by CRLF, but the text of a `+`, `:` or `,` line is not parsed. RESP3 streamed strings and aggregates
 //! (`$?`, `*?`) are not supported: Redis never sends them.
-use super::framer::{parse_i64, quick_header};
+use super::int::{parse_i64, quick_header};
 #[cfg(test)]
 use bytes::BytesMut;
 use memchr::memchr;

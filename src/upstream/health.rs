@@ -12,20 +12,18 @@
 //! Apart from the state, [`Health::rejected`] says the upstream refuses respite's own settings
 //! (credentials, database): a misconfiguration, which local-only mode must not hide.
 //!
-//! This module decides and reports. It never touches the local engine or a client: what a state
-//! means for commands is the server's business, through [`Options::on_transition`], which runs on
-//! every transition *before* the new state is visible to anyone reading [`Health::state`].
-use super::{BoxRead, BoxWrite, connect_as, read_replies};
-use crate::config::{HealthConfig, UpstreamConfig};
-use crate::protocol::Protocol;
+//! The probe itself lives in [`super::probe`]. This module decides and reports. It never touches
+//! the local engine or a client: what a state means for commands is the server's business,
+//! through [`Options::on_transition`], which runs on every transition *before* the new state is
+//! visible to anyone reading [`Health::state`].
+use super::error::UpstreamError;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// The upstream's health, as [`Health::state`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,11 +206,30 @@ pub struct Snapshot {
     pub last_probe_rtt: Option<Duration>,
 }
 
+/// Why a failure the state machine heard happened, kept for `/stats` and the transition's log
+/// line (the only places it becomes text).
+#[derive(Debug, Clone)]
+pub(super) enum Cause {
+    /// A pool connection failed.
+    Conn(UpstreamError),
+    /// The probe failed.
+    Probe(UpstreamError),
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Conn(e) => write!(f, "{e}"),
+            Cause::Probe(e) => write!(f, "probe: {e}"),
+        }
+    }
+}
+
 struct Inner {
     machine: Machine,
     since: Instant,
     transitions: u64,
-    last_error: Option<String>,
+    last_error: Option<Cause>,
     last_probe_rtt: Option<Duration>,
 }
 
@@ -222,11 +239,12 @@ struct Inner {
 pub struct Health {
     state: AtomicU8,
     /// The latest connection attempt (probe or pool) ended with the upstream refusing respite's
-    /// own settings: its credentials, its database, its protocol. See [`is_rejection`].
+    /// own settings: its credentials, its database, its protocol. See
+    /// [`UpstreamError::is_rejection`].
     rejected: AtomicBool,
     inner: Mutex<Inner>,
     /// Wakes the probe early (a pool connection just failed).
-    kick: Notify,
+    pub(super) kick: Notify,
     published: watch::Sender<State>,
     options: Options,
     addr: Arc<str>,
@@ -265,14 +283,14 @@ impl Health {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// A connection attempt (probe or pool) failed with `cause`. A refusal of respite's settings
+    /// A connection attempt (probe or pool) failed with `error`. A refusal of respite's settings
     /// marks the upstream as rejecting them; any other failure is an outage again. The mark goes
     /// when the upstream is back in service (healthy or degraded), so the recovery that follows a
     /// refusal forwards too instead of serving locally for a few probes.
-    pub(super) fn attempt_failed(&self, cause: &str) {
-        let rejected = is_rejection(cause);
+    pub(super) fn attempt_failed(&self, error: &UpstreamError) {
+        let rejected = error.is_rejection();
         if self.rejected.swap(rejected, Ordering::Relaxed) != rejected && rejected {
-            warn!(upstream = %self.addr, cause, "the upstream refuses respite's configuration: commands fail until it accepts it (local-only mode does not serve a misconfiguration)");
+            warn!(upstream = %self.addr, cause = %error, "the upstream refuses respite's configuration: commands fail until it accepts it (local-only mode does not serve a misconfiguration)");
         }
     }
 
@@ -282,7 +300,7 @@ impl Health {
             state: inner.machine.state(),
             since: inner.since.elapsed(),
             transitions: inner.transitions,
-            last_error: inner.last_error.clone(),
+            last_error: inner.last_error.as_ref().map(Cause::to_string),
             last_probe_rtt: inner.last_probe_rtt,
         }
     }
@@ -296,6 +314,11 @@ impl Health {
         self.published.subscribe()
     }
 
+    /// The probe's latest round trip, for `/stats`.
+    pub(super) fn probe_answered(&self, rtt: Duration) {
+        self.lock().last_probe_rtt = Some(rtt);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -305,10 +328,10 @@ impl Health {
     /// Pool connection events also wake the probe, so it confirms at once what they suggest: a
     /// connection lost while forwarding (is the upstream gone?), or one established while down
     /// (is it back?).
-    pub(super) fn report(&self, ev: Event, cause: Option<&str>) {
+    pub(super) fn report(&self, ev: Event, cause: Option<Cause>) {
         let mut inner = self.lock();
         if let Some(c) = cause {
-            inner.last_error = Some(c.to_string());
+            inner.last_error = Some(c);
         }
         let from = inner.machine.state();
         let changed = inner.machine.on(ev);
@@ -334,160 +357,25 @@ impl Health {
         set_gauges(to);
         crate::metrics::upstream_health_transition(to.as_str());
         let live = inner.machine.live();
-        let cause = inner.last_error.as_deref().unwrap_or("");
+        let cause = inner
+            .last_error
+            .as_ref()
+            .map(Cause::to_string)
+            .unwrap_or_default();
         match to {
             State::Healthy | State::Recovering => {
                 info!(upstream = %self.addr, %from, %to, after = ?was, live, "upstream health: {from} -> {to}")
             }
             State::Degraded | State::Down => {
-                warn!(upstream = %self.addr, %from, %to, after = ?was, live, cause, "upstream health: {from} -> {to}")
+                warn!(upstream = %self.addr, %from, %to, after = ?was, live, cause = cause.as_str(), "upstream health: {from} -> {to}")
             }
         }
     }
-}
-
-/// Whether a failed handshake was the upstream refusing respite's settings (credentials, database,
-/// protocol) rather than being unreachable or briefly unable to serve (loading, busy, full).
-pub(crate) fn is_rejection(cause: &str) -> bool {
-    const TRANSIENT: [&str; 7] = [
-        "LOADING",
-        "BUSY",
-        "MASTERDOWN",
-        "TRYAGAIN",
-        "CLUSTERDOWN",
-        "OOM",
-        "ERR max number of clients reached",
-    ];
-    let reply = if let Some(r) = cause.strip_prefix("HELLO refused: ") {
-        r
-    } else if let Some((_, r)) = cause
-        .strip_prefix("SELECT ")
-        .and_then(|rest| rest.split_once(": "))
-    {
-        r
-    } else {
-        return false;
-    };
-    !TRANSIENT.iter().any(|t| reply.starts_with(t))
 }
 
 fn set_gauges(current: State) {
     for s in State::ALL {
         crate::metrics::upstream_health(s.as_str()).set(if s == current { 1.0 } else { 0.0 });
-    }
-}
-
-/// The probe: PING on a connection of its own every `health.probe_interval_ms` (sooner when a
-/// pool connection fails), until `shutdown`.
-///
-/// The deadline runs from the latest answer, not from the send: the upstream is declared silent
-/// once it has answered nothing for `health.probe_timeout_ms`, so a silent failure is detected
-/// within that time of its start, whatever the interval. (At least half the timeout is always
-/// given, so a probe task the scheduler ran late does not declare a live upstream dead.)
-pub(super) async fn probe(
-    health: Arc<Health>,
-    config: Arc<UpstreamConfig>,
-    shutdown: CancellationToken,
-) {
-    let HealthConfig {
-        probe_interval,
-        probe_timeout,
-        ..
-    } = config.health;
-    // The probe's own deadline must decide that a silent upstream is silent: a connect or
-    // handshake that hangs (a frozen process still completes TCP handshakes from its backlog) is
-    // given longer than the deadline, so it ends as "no answer", never as a connect error that
-    // would read as a reachable-but-failing upstream.
-    let config = {
-        let mut c = (*config).clone();
-        c.connect_timeout = c.connect_timeout.max(probe_timeout * 2);
-        Arc::new(c)
-    };
-    let mut conn: Option<(BoxRead, BoxWrite)> = None;
-    let mut last_answer: Option<Instant> = None;
-    loop {
-        let start = Instant::now();
-        let deadline = match last_answer {
-            Some(t) => (t + probe_timeout).max(start + probe_timeout / 2),
-            None => start + probe_timeout,
-        };
-        let outcome = tokio::select! {
-            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config)) => r,
-            _ = shutdown.cancelled() => return,
-        };
-        match outcome {
-            Ok(Ok(())) => {
-                let now = Instant::now();
-                last_answer = Some(now);
-                health.lock().last_probe_rtt = Some(now - start);
-                health.report(Event::ProbeOk, None);
-            }
-            Ok(Err(cause)) => {
-                debug!(%cause, "upstream probe failed");
-                health.attempt_failed(&cause);
-                conn = None;
-                last_answer = None;
-                health.report(
-                    Event::ProbeFailed { silent: false },
-                    Some(&format!("probe: {cause}")),
-                );
-            }
-            Err(_) => {
-                // A late PONG must not be taken for the next probe's: start over.
-                conn = None;
-                let silent_for = last_answer.map_or(probe_timeout, |t| t.elapsed());
-                last_answer = None;
-                health.report(
-                    Event::ProbeFailed { silent: true },
-                    Some(&format!("probe: no answer for {silent_for:?}")),
-                );
-            }
-        }
-        let mut kicked = std::pin::pin!(health.kick.notified());
-        if health.state() == State::Recovering && kicked.as_mut().enable() {
-            // A wake-up heard during this round is stale: the answers that end an outage must be
-            // an interval apart, never a moment.
-            kicked.set(health.kick.notified());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(probe_interval) => {}
-            _ = kicked => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// One PING, on the open probe connection if there is one, else on a fresh one.
-async fn probe_once(
-    conn: &mut Option<(BoxRead, BoxWrite)>,
-    config: &UpstreamConfig,
-) -> Result<(), String> {
-    if let Some((r, w)) = conn.as_mut() {
-        match ping(r, w).await {
-            Ok(()) => return Ok(()),
-            // An idle connection may have been closed (the upstream's `timeout`, a restart): only
-            // a fresh one can tell whether the upstream is there.
-            Err(e) => {
-                debug!(cause = %e, "probe connection lost; reconnecting");
-                *conn = None;
-            }
-        }
-    }
-    let (mut r, mut w, _) = connect_as(config, Protocol::Resp2, "respite-probe").await?;
-    ping(&mut r, &mut w).await?;
-    *conn = Some((r, w));
-    Ok(())
-}
-
-async fn ping(r: &mut BoxRead, w: &mut BoxWrite) -> Result<(), String> {
-    use redis_protocol::resp3::types::OwnedFrame;
-    w.write_all(b"*1\r\n$4\r\nPING\r\n")
-        .await
-        .map_err(|e| format!("write failed: {e}"))?;
-    let replies = read_replies(r, Protocol::Resp2, 1).await?;
-    match &replies[0] {
-        OwnedFrame::SimpleString { data, .. } if data == b"PONG" => Ok(()),
-        other => Err(format!("PING answered {other:?}")),
     }
 }
 
@@ -655,30 +543,6 @@ mod tests {
         assert_eq!(m.on(HARD), Some(Down));
         let mut m = Machine::new(4, 2);
         assert_eq!(m.on(SILENT), Some(Down));
-    }
-
-    #[test]
-    fn refusals_of_the_configuration_are_told_from_outages() {
-        for cause in [
-            "HELLO refused: WRONGPASS invalid username-password pair or user is disabled.",
-            "HELLO refused: NOAUTH HELLO must be called with the client already authenticated",
-            "HELLO refused: NOPERM this user has no permissions to run the 'hello' command",
-            "HELLO refused: ERR unknown command 'HELLO'",
-            "SELECT 99: ERR DB index is out of range",
-        ] {
-            assert!(is_rejection(cause), "{cause}");
-        }
-        for cause in [
-            "connect: Connection refused (os error 111)",
-            "no connection within 1s",
-            "HELLO refused: LOADING Redis is loading the dataset in memory",
-            "HELLO refused: ERR max number of clients reached",
-            "HELLO refused: BUSY Redis is busy running a script",
-            "SELECT 1: LOADING Redis is loading the dataset in memory",
-            "read failed: connection reset by peer",
-        ] {
-            assert!(!is_rejection(cause), "{cause}");
-        }
     }
 
     #[test]

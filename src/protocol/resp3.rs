@@ -1,6 +1,10 @@
-//! The few RESP3 frames the near cache must understand: fill replies (to re-encode for RESP2
-//! clients), `PTTL` replies, and `invalidate` pushes. Frames arrive complete (the reader's
-//! [`crate::protocol::ReplyScanner`] found their boundaries), so this walks them without resuming.
+//! RESP3 replies read for the near cache, whose connections speak RESP3 for every client:
+//! re-encoding a reply the way Redis writes it to a RESP2 client ([`to_resp2`]), the integer of a
+//! `PTTL` reply, and what an `invalidate` push names ([`push`]).
+//!
+//! Frames arrive complete (the reader's [`super::ReplyScanner`] found their boundaries), so this
+//! walks them in one pass without resuming and without building a tree: fills are converted on
+//! the tracking connection's reader task. It knows the wire, not the cache.
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Re-encode a complete RESP3 reply the way Redis writes the same reply to a RESP2 client:
@@ -59,7 +63,7 @@ fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
 }
 
 fn number(digits: &[u8]) -> Option<i64> {
-    crate::protocol::framer::parse_i64(digits)
+    super::int::parse_i64(digits)
 }
 
 fn bulk_header(out: &mut BytesMut, len: usize) {

@@ -1,0 +1,439 @@
+//! One multiplexed, auto-pipelined connection to the upstream: the [`Conn`] handle clients send
+//! through, and the task that owns the socket, reconnects it and keeps its replies paired.
+//!
+//! The writer half takes whatever jobs are queued (from any number of clients) and sends them in
+//! one write; for each it pushes a reply slot onto a FIFO. A job is one or more commands a client
+//! pipelined together, and its slot collects that many replies. The reader half finds reply
+//! boundaries with the [`ReplyScanner`] and completes the slot at the head of the FIFO with the
+//! raw bytes of its replies. A watchdog fails the connection when the oldest slot has waited past
+//! its deadline.
+//!
+//! # Invariants
+//! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error
+//!   that names the cause (a job cut short gets the replies that did arrive, then the error).
+//!   Replies are paired with slots strictly in the order the commands were written, and a
+//!   connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
+//!   deadline passed) is closed, failing every slot still on it. No reply ever reaches the wrong
+//!   request.
+//! - A command is never written twice. Commands whose fate is unknown when a connection dies get
+//!   an error, not a retry.
+//! - Memory is bounded: each connection's queue and its number of commands in flight are bounded.
+//!
+//! This module must never interpret replies beyond finding their boundaries: what a reply means
+//! is the session's business.
+use super::backoff::{Backoff, Waited, fail_fast};
+use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
+use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
+use super::health::{self, Cause};
+use super::reply::{Partial, Reply, ReplyBudget};
+use crate::config::UpstreamConfig;
+use crate::metrics;
+use crate::protocol::{Protocol, ReplyScanner};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Commands on their way: their encoded bytes, how many they are, and where the replies go.
+pub(super) struct Job {
+    bytes: Bytes,
+    count: usize,
+    reply: oneshot::Sender<Reply>,
+    budget: Option<Arc<ReplyBudget>>,
+}
+
+/// A job written to the connection and waiting for its replies.
+struct Slot {
+    reply: oneshot::Sender<Reply>,
+    count: usize,
+    permits: u32,
+    sent: Instant,
+    budget: Option<Arc<ReplyBudget>>,
+}
+
+type InFlight = Mutex<VecDeque<Slot>>;
+
+/// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
+#[derive(Clone)]
+pub struct Conn {
+    pub(super) tx: mpsc::Sender<Job>,
+}
+
+impl Conn {
+    /// Queue `count` encoded commands; the receiver yields their replies. Waits while the
+    /// connection's queue is full (backpressure on the client that sends).
+    pub async fn send(&self, bytes: Bytes, count: usize) -> oneshot::Receiver<Reply> {
+        self.send_within(bytes, count, None).await
+    }
+
+    /// [`Conn::send`], with the replies counted against a client's [`ReplyBudget`].
+    pub async fn send_within(
+        &self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+    ) -> oneshot::Receiver<Reply> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            bytes,
+            count,
+            reply,
+            budget,
+        };
+        // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
+        // Waiting for room is the rare case: its (large) future lives on the heap, so it does not
+        // grow every session's future, which idle clients pay for.
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
+            let _ = Box::pin(self.tx.send(job)).await;
+        }
+        rx
+    }
+}
+
+pub(super) struct ConnTask {
+    pub(super) config: Arc<UpstreamConfig>,
+    pub(super) proto: Protocol,
+    pub(super) slot: usize,
+    pub(super) rx: mpsc::Receiver<Job>,
+    pub(super) live: Arc<AtomicUsize>,
+    pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
+    pub(super) addr: Arc<str>,
+    pub(super) health: Arc<health::Health>,
+    /// Health transitions, to fail the connection on `down` and to cut a backoff short on
+    /// `recovering`.
+    pub(super) state: watch::Receiver<health::State>,
+    pub(super) shutdown: CancellationToken,
+}
+
+fn proto_label(proto: Protocol) -> &'static str {
+    match proto {
+        Protocol::Resp2 => "resp2",
+        Protocol::Resp3 => "resp3",
+    }
+}
+
+impl ConnTask {
+    pub(super) async fn run(mut self) {
+        let label = proto_label(self.proto);
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            // Transitions from here on are news to the backoff below.
+            self.state.borrow_and_update();
+            let cause = match self.connect().await {
+                Ok((r, w)) => {
+                    if backoff.succeeded() {
+                        info!(upstream = %self.addr, protocol = label, slot = self.slot, "upstream connection restored");
+                    }
+                    self.live.fetch_add(1, Ordering::Relaxed);
+                    metrics::upstream_connections(label).increment(1.0);
+                    self.health.report(health::Event::ConnUp, None);
+                    let cause = self.serve(r, w).await;
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    metrics::upstream_connections(label).decrement(1.0);
+                    match cause {
+                        None => return, // every handle dropped: the proxy is gone
+                        Some(c) => {
+                            self.health
+                                .report(health::Event::ConnDown, Some(Cause::Conn(c.clone())));
+                            c
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.health.attempt_failed(&e);
+                    e
+                }
+            };
+            if self.shutdown.is_cancelled() && self.rx.is_closed() {
+                return;
+            }
+            metrics::upstream_reconnect(label);
+            let retry = backoff.failed();
+            if retry.log {
+                warn!(upstream = %self.addr, protocol = label, slot = self.slot, %cause, retry_in = ?retry.delay, failures = retry.failures, "upstream connection failed");
+            }
+            // Until the next attempt, fail fast: nothing is queued behind a dead connection. The
+            // probe having an answer again cuts the wait short: reconnect now, not at the end of
+            // a backoff grown during the outage, so recovery takes a probe, not backoff_max.
+            let cause = Arc::new(cause);
+            let fail = |job: Job| {
+                let _ = job
+                    .reply
+                    .send(Err(CommandError::Unavailable(cause.clone()).into()));
+            };
+            let recovering = became(&mut self.state, |s| s == health::State::Recovering);
+            if fail_fast(retry.delay, &mut self.rx, fail, recovering).await == Waited::Closed {
+                return;
+            }
+        }
+    }
+
+    /// Connect and handshake; records what the upstream says about itself.
+    async fn connect(&self) -> Result<(BoxRead, BoxWrite), UpstreamError> {
+        let opened = handshake::open(&self.config, self.proto, "respite").await?;
+        if let Ok(mut slot) = self.info.write() {
+            *slot = Some(opened.info);
+        }
+        Ok((opened.read, opened.write))
+    }
+
+    /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
+    /// (`None`). On return every slot still in flight has been completed with an error.
+    async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<UpstreamError> {
+        let inflight: InFlight = Mutex::new(VecDeque::new());
+        // The reader keeps the replies of a partly answered slot here until the rest arrive.
+        let mut buf = BytesMut::new();
+        let permits = Semaphore::new(self.config.max_inflight);
+        self.state.borrow_and_update();
+        let fail_on_down = self.health.fail_inflight_on_down();
+        // Jobs taken off the queue but not yet written: if the connection fails first, they are
+        // known not to have been sent.
+        let mut unsent = VecDeque::new();
+        let result = tokio::select! {
+            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight) => r,
+            r = read_loop(read, &mut buf, &inflight, &permits) => r,
+            r = watchdog(&inflight, self.config.command_timeout) => r,
+            // Local-only mode took over: what is in flight here fails now instead of holding its
+            // clients until the command deadline.
+            _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
+                Some(Kind::Closed(Closer::LocalOnly))
+            }
+        };
+        let result = result.map(|kind| UpstreamError::new(self.addr.clone(), kind));
+        let cause = result.clone().unwrap_or_else(|| {
+            UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
+        });
+        let cause = Arc::new(cause);
+        let lost = CommandError::Lost(cause.clone());
+        let not_sent = CommandError::NotSent(cause);
+        for job in unsent {
+            let _ = job.reply.send(Err(not_sent.clone().into()));
+        }
+        let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut partial = Some(std::mem::take(&mut buf));
+        for slot in slots {
+            // Only the head slot can have replies waiting in the buffer.
+            let (replies, count) = match partial.take() {
+                Some(b) => {
+                    let (count, len) = completed_prefix(&b, slot.count);
+                    (b.freeze().slice(..len), count)
+                }
+                None => (Bytes::new(), 0),
+            };
+            let _ = slot.reply.send(Err(Partial {
+                replies,
+                count,
+                error: lost.clone(),
+            }));
+        }
+        result
+    }
+}
+
+/// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
+async fn write_loop(
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    mut write: BoxWrite,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    max_inflight: usize,
+) -> Option<Kind> {
+    const BATCH: usize = 1024;
+    let (batch_commands, batch_bytes) = metrics::batch_histograms();
+    let mut received = Vec::with_capacity(BATCH);
+    let mut out = BytesMut::new();
+    loop {
+        if rx.recv_many(&mut received, BATCH).await == 0 {
+            return None;
+        }
+        jobs.extend(received.drain(..));
+        if jobs.len() < BATCH {
+            // Auto-pipelining: let every client task that is ready right now queue its commands
+            // before this write goes out, so one write carries many clients' commands. Costs one
+            // trip through the scheduler, not a timer.
+            tokio::task::yield_now().await;
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push_back(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let commands: usize = jobs.iter().map(|j| j.count).sum();
+        let now = Instant::now();
+        let mut total = 0;
+        // A job leaves `jobs` only once its slot is in flight (see `serve`).
+        while let Some(next) = jobs.front() {
+            // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
+            // first send what is already queued here (its replies are what frees permits), then
+            // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
+            let weight = next.count.min(max_inflight) as u32;
+            match permits.try_acquire_many(weight) {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    if let Err(e) = write.write_all(&out).await {
+                        return Some(Kind::Lost(Lost::Write(e.into())));
+                    }
+                    out.clear();
+                    match permits.acquire_many(weight).await {
+                        Ok(p) => p.forget(),
+                        Err(_) => return Some(Kind::Closed(Closer::PermitsClosed)),
+                    }
+                }
+            }
+            let job = jobs.pop_front().expect("the front job");
+            total += job.bytes.len();
+            out.extend_from_slice(&job.bytes);
+            // The slot goes in before its bytes go out, so the reader always finds it.
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Slot {
+                    reply: job.reply,
+                    count: job.count,
+                    permits: weight,
+                    sent: now,
+                    budget: job.budget,
+                });
+        }
+        batch_commands.record(commands as f64);
+        batch_bytes.record(total as f64);
+        if let Err(e) = write.write_all(&out).await {
+            return Some(Kind::Lost(Lost::Write(e.into())));
+        }
+        out.clear();
+        // Large one-off batches should not pin their buffer forever.
+        if out.capacity() > 1 << 20 {
+            out = BytesMut::new();
+        }
+    }
+}
+
+/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
+async fn read_loop(
+    mut read: BoxRead,
+    buf: &mut BytesMut,
+    inflight: &InFlight,
+    permits: &Semaphore,
+) -> Option<Kind> {
+    let mut scanner = ReplyScanner::new();
+    // Replies of the head slot already scanned: their count and total length at the front of buf.
+    let mut scanned = 0;
+    let mut have = 0;
+    let error_replies = metrics::upstream_error_replies();
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match read.read_buf(buf).await {
+            Ok(0) => return Some(Kind::Lost(Lost::Closed)),
+            Ok(_) => {}
+            Err(e) => return Some(Kind::Lost(Lost::Read(e.into()))),
+        }
+        let mut done = 0;
+        let mut errors = 0;
+        loop {
+            let found = match scanner.scan(&buf[scanned..]) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => return Some(Kind::Protocol(ProtocolError::Garbled(e))),
+            };
+            if found.push {
+                // Out of band (e.g. a tracking invalidation): not the answer to any request.
+                debug!("ignoring push frame on a shared connection");
+                let mut tail = buf.split_off(scanned);
+                tail.advance(found.len);
+                buf.extend_from_slice(&tail);
+                continue;
+            }
+            // `-` (RESP2 and RESP3) or `!` (a RESP3 blob error) opens an error reply.
+            errors += matches!(buf[scanned], b'-' | b'!') as u64;
+            scanned += found.len;
+            have += 1;
+            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(head) = q.front() else {
+                return Some(Kind::Protocol(ProtocolError::Unsolicited));
+            };
+            if have < head.count {
+                continue;
+            }
+            let slot = q.pop_front().expect("head exists");
+            drop(q);
+            // The client may have gone: its replies are dropped, the pairing holds.
+            let replies = buf.split_to(scanned).freeze();
+            let reply = match &slot.budget {
+                Some(b) if !b.charge(replies.len()) => {
+                    Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
+                }
+                _ => Ok(replies),
+            };
+            let _ = slot.reply.send(reply);
+            done += slot.permits as usize;
+            scanned = 0;
+            have = 0;
+        }
+        if done > 0 {
+            permits.add_permits(done);
+        }
+        if errors > 0 {
+            error_replies.increment(errors);
+        }
+    }
+}
+
+/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
+fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
+    let mut scanner = ReplyScanner::new();
+    let (mut count, mut len) = (0, 0);
+    while count < max {
+        match scanner.scan(&buf[len..]) {
+            Ok(Some(s)) if !s.push => {
+                len += s.len;
+                count += 1;
+            }
+            _ => break,
+        }
+    }
+    (count, len)
+}
+
+/// Fail the connection when its oldest command has waited past the deadline: everything behind it
+/// on this connection is stuck too, and only closing it can free them.
+async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
+    let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let oldest = inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .map(|slot| slot.sent);
+        if let Some(t) = oldest
+            && t.elapsed() > deadline
+        {
+            return Some(Kind::TimedOut(Deadline::Reply(deadline)));
+        }
+    }
+}
+
+/// Wait for a health transition (after the receiver's last seen one) into a state `want` accepts.
+/// Never completes once the health tracker is gone.
+async fn became(rx: &mut watch::Receiver<health::State>, want: impl Fn(health::State) -> bool) {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if want(*rx.borrow_and_update()) {
+            return;
+        }
+    }
+}
