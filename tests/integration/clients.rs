@@ -2,7 +2,7 @@
 //! running a realistic workload through respite; every reply is compared with the same workload
 //! run directly on the upstream (flushed in between, so both runs see the same state).
 use crate::both;
-use crate::harness::{Kind, Proxy, Server, words};
+use crate::support::{Kind, Proxy, Server, words};
 use std::process::Command;
 
 fn flush(server: &Server) {

@@ -9,8 +9,8 @@
 //! These test the forwarding path's own failure contract, so local-only mode (which would answer
 //! from the local engine while the upstream is down; see `local_only.rs`) is off here.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
 use crate::relay::{Direction, Relay};
+use crate::support::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

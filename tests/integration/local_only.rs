@@ -4,7 +4,7 @@
 //! Transition times are read from `/stats` (`since_ms` dates the transition exactly, whenever the
 //! poll sees it) and from a client that keeps reading a marker key, one request per millisecond.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, wait_until, words};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -475,7 +475,7 @@ both!(
         // A big collection, written in several script calls.
         let mut batch = Vec::new();
         for i in 0..1500 {
-            batch.extend(crate::harness::encode(&[
+            batch.extend(crate::support::encode(&[
                 b"SADD",
                 b"big",
                 format!("m{i}").as_bytes(),

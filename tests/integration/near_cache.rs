@@ -4,8 +4,8 @@
 //! connection as the one that carries a cacheable read's fill (respite's pool connections stay
 //! idle while only cached reads are sent).
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
 use crate::relay::{Direction, Relay};
+use crate::support::{Binary, Kind, Proxy, Raw, Server, encode, rss_kib_of, wait_until, words};
 use std::time::{Duration, Instant};
 
 const CACHE_ALL: &str = r#"
@@ -598,31 +598,15 @@ both!(
             .expect("the cache turns itself off");
         // The gauge, from a process of its own: in this one the registry is shared with the
         // tests running alongside, whose caches set it to 1.
-        let admin = crate::harness::free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("proxy.toml");
-        std::fs::write(&config, CACHE_ALL).unwrap();
-        let mut child = crate::harness::Reaped(
-            std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-                .args(["--config", config.to_str().unwrap()])
-                .args([
-                    "--listen",
-                    &format!("127.0.0.1:{}", crate::harness::free_port()),
-                ])
-                .args(["--upstream", &url, "--admin", &format!("127.0.0.1:{admin}")])
-                .args(["--log-level", "error"])
-                .spawn()
-                .unwrap(),
-        );
+        let mut binary = Binary::start(CACHE_ALL, &["--upstream", &url, "--log-level", "error"]);
         wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok_and(|_| {
-                crate::harness::http_get(("127.0.0.1", admin), "/metrics")
-                    .1
-                    .contains("respite_near_cache_enabled 0")
-            })
+            binary
+                .admin_get("/metrics")
+                .1
+                .contains("respite_near_cache_enabled 0")
         })
         .expect("respite_near_cache_enabled 0");
-        let _ = child.0.kill();
+        binary.kill();
         let mut c = proxy.raw();
         server.raw().cmd(&words("SET k v"));
         for _ in 0..3 {
@@ -714,22 +698,10 @@ commands = ["GET", "HGETALL"]
 fn memory_stays_within_the_bound() {
     // A workload ten times the byte bound, against the real binary so its RSS is its own.
     let server = Server::start(Kind::Redis);
-    let dir = tempfile::tempdir().unwrap();
-    let port = crate::harness::free_port();
-    let admin = crate::harness::free_port();
-    let config = dir.path().join("proxy.toml");
     let bound = 4 << 20;
-    let upstream = server.url();
-    std::fs::write(
-        &config,
-        format!(
+    let binary = Binary::start(
+        &format!(
             r#"
-[listen]
-tcp = "127.0.0.1:{port}"
-[upstream]
-url = "{upstream}"
-[admin]
-listen = "127.0.0.1:{admin}"
 [log]
 level = "warn"
 [near_cache]
@@ -739,19 +711,11 @@ max_memory_bytes = {bound}
 pattern = "*"
 "#
         ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-        .args(["--config", config.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let rss = || crate::harness::rss_kib_of(&pid.to_string()) * 1024;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
-    .unwrap();
+        &["--upstream", &server.url()],
+    );
+    let pid = binary.pid();
+    let rss = || rss_kib_of(&pid.to_string()) * 1024;
+    let addr = binary.addr;
     // 10,000 values of 4 KiB: 40 MiB, ten times the bound.
     let value = vec![b'x'; 4096];
     let mut d = server.raw();
@@ -778,7 +742,7 @@ pattern = "*"
         }
     }
     let stats = {
-        let (status, body) = crate::harness::http_get(("127.0.0.1", admin), "/stats");
+        let (status, body) = binary.admin_get("/stats");
         assert_eq!(status, 200);
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["near_cache"].clone()
     };
@@ -798,8 +762,7 @@ pattern = "*"
         "RSS {} MiB",
         rss() >> 20
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(binary);
 }
 
 /// Monotonic time since the test began, so threads can compare when things happened.

@@ -1,6 +1,6 @@
 //! Many clients at once, binary data, hostile input, and the upstream dying under load.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
 use std::io::Write;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Standalone mode: no upstream configured, the local engine answers, with Redis's replies.
 use crate::basics::run_script;
-use crate::harness::{Kind, Proxy, Server, words};
+use crate::support::{Kind, Proxy, Server, words};
 
 const SCRIPT: &str = "
 SET user:1 ada

@@ -2,7 +2,7 @@
 //! upstream connection. Replies match the upstream's byte for byte, transactions stay atomic
 //! against other clients, and an unmodified client's transactional pipeline works.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, words};
 use std::process::Command;
 
 /// Transactions and their errors, as a client would send them (one command per line).

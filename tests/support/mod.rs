@@ -1,7 +1,12 @@
-//! The integration harness: real redis-server / valkey-server processes on ephemeral loopback
-//! ports, the real proxy in-process, and a raw RESP connection for byte-exact comparisons.
+//! The one test harness, included by every test crate (`#[path = "support/mod.rs"] mod support;`):
+//! real redis-server / valkey-server processes on ephemeral loopback ports ([`Server`]), respite
+//! in-process ([`Proxy`]) and as the shipped binary ([`Binary`]), a raw RESP connection for
+//! byte-exact comparisons ([`Raw`], [`encode`], [`frame_len`]), [`wait_until`] for conditions
+//! with no event to await, and the admin/RSS readers ([`http_get`], [`rss_kib_of`]).
 //!
 //! Every process a test starts is owned by a value here and killed by PID when that value drops.
+//! It must never decode replies with respite's own protocol code: [`frame_len`] uses
+//! redis-protocol, the independent oracle, so a framing bug in respite cannot hide in its tests.
 #![allow(dead_code)]
 
 use bytes::BytesMut;
@@ -167,13 +172,7 @@ impl Server {
 
     /// Send a signal (SIGSTOP/SIGCONT) to this server's process only.
     pub fn signal(&self, sig: &str) {
-        let pid = self.pid().expect("running");
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} {pid}");
+        signal(self.pid().expect("running"), sig);
     }
 
     /// A raw connection straight to the server.
@@ -440,13 +439,13 @@ macro_rules! both {
             use super::*;
             #[test]
             fn redis() {
-                let f: fn($crate::harness::Kind) = $body;
-                f($crate::harness::Kind::Redis)
+                let f: fn($crate::support::Kind) = $body;
+                f($crate::support::Kind::Redis)
             }
             #[test]
             fn valkey() {
-                let f: fn($crate::harness::Kind) = $body;
-                f($crate::harness::Kind::Valkey)
+                let f: fn($crate::support::Kind) = $body;
+                f($crate::support::Kind::Valkey)
             }
         }
     };
@@ -472,15 +471,86 @@ pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> (u16, String)
     (status, body)
 }
 
-/// A process the test started (the respite binary), killed by its PID if the test ends before it
-/// exits on its own.
-pub struct Reaped(pub Child);
+/// The shipped binary (`respite`, built by cargo for the tests): its own process, so its RSS,
+/// metrics registry, runtime and signal handling are its own. Killed by its PID if the test ends
+/// before it exits on its own.
+pub struct Binary {
+    pub child: Child,
+    /// The client listener (`--listen`).
+    pub addr: SocketAddr,
+    /// The admin listener (`--admin`).
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
 
-impl Drop for Reaped {
+impl Binary {
+    /// The command line of the binary, for runs that are not a server (`--check-config`).
+    pub fn command() -> Command {
+        Command::new(env!("CARGO_BIN_EXE_respite"))
+    }
+
+    /// Start the binary with a proxy.toml text (`""` for none) and extra flags, listening and
+    /// serving admin on free loopback ports, and wait until both accept connections (the admin
+    /// listener comes up after the client one).
+    pub fn start(toml: &str, args: &[&str]) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Binary::command();
+        if !toml.is_empty() {
+            let config = dir.path().join("proxy.toml");
+            std::fs::write(&config, toml).unwrap();
+            cmd.args(["--config", config.to_str().unwrap()]);
+        }
+        let child = cmd
+            .args(["--listen", &addr.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .args(args)
+            .spawn()
+            .expect("start the respite binary");
+        let binary = Binary {
+            child,
+            addr,
+            admin,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(addr).is_ok() && TcpStream::connect(admin).is_ok()
+        })
+        .expect("the respite binary listens");
+        binary
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET an admin endpoint: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// Kill the process (SIGKILL, by PID).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Binary {
     fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
+}
+
+/// Send a signal (`"STOP"`, `"CONT"`, `"TERM"`) to one process, by its PID.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
 }
