@@ -26,6 +26,9 @@ pub enum Kind {
     Valkey,
 }
 
+/// Both upstreams, for tests that loop over them rather than use [`both!`].
+pub const KINDS: [Kind; 2] = [Kind::Redis, Kind::Valkey];
+
 fn valkey_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
