@@ -26,6 +26,16 @@ pub enum Kind {
     Valkey,
 }
 
+impl Kind {
+    /// The server's program name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis-server",
+            Kind::Valkey => "valkey-server",
+        }
+    }
+}
+
 /// Both upstreams, for tests that loop over them rather than use [`both!`].
 pub const KINDS: [Kind; 2] = [Kind::Redis, Kind::Valkey];
 
