@@ -5,7 +5,9 @@
 //! idle while only cached reads are sent).
 use crate::both;
 use crate::relay::{Direction, Relay};
-use crate::support::{Binary, Kind, Proxy, Raw, Server, encode, rss_kib_of, wait_until, words};
+use crate::support::{
+    Binary, Kind, Proxy, Raw, Server, TenantToml, encode, rss_kib_of, tenants, wait_until, words,
+};
 use std::time::{Duration, Instant};
 
 const CACHE_ALL: &str = r#"
@@ -618,21 +620,10 @@ both!(
 
 both!(rules_pick_tenants_and_patterns, |kind: Kind| {
     let server = Server::start(kind);
-    let toml = r#"
-[[tenant]]
-name = "alpha"
-username = "alpha"
-password = "pw"
-prefix = "a:"
-allow = ["@all"]
-
-[[tenant]]
-name = "beta"
-username = "beta"
-password = "pw"
-prefix = "b:"
-allow = ["@all"]
-
+    let toml = tenants(&[
+        TenantToml::new("alpha", "a:").login("pw").allow(&["@all"]),
+        TenantToml::new("beta", "b:").login("pw").allow(&["@all"]),
+    ]) + r#"
 [near_cache]
 enabled = true
 [[near_cache.rule]]
@@ -640,18 +631,13 @@ tenant = "alpha"
 pattern = "user:*"
 commands = ["GET", "HGETALL"]
 "#;
-    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
     wait_tracking(&proxy);
     let mut d = server.raw();
     d.cmd(&words("SET a:user:1 alpha-user"));
     d.cmd(&words("SET b:user:1 beta-user"));
     d.cmd(&words("SET a:other alpha-other"));
-    let login = |user: &str| {
-        let mut c = proxy.raw();
-        assert_eq!(c.cmd(&[b"AUTH", user.as_bytes(), b"pw"]), b"+OK\r\n");
-        c
-    };
-    let (mut a, mut b) = (login("alpha"), login("beta"));
+    let (mut a, mut b) = (proxy.login("alpha", "pw"), proxy.login("beta", "pw"));
     for _ in 0..3 {
         assert_eq!(a.cmd(&words("GET user:1")), bulk("alpha-user"));
         assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
@@ -681,7 +667,7 @@ commands = ["GET", "HGETALL"]
     assert_eq!(a.cmd(&words("GET user:1")), bulk("changed"));
     assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
     // Read-your-writes for a prefixed tenant, with another alpha client keeping the key cached.
-    let mut other = login("alpha");
+    let mut other = proxy.login("alpha", "pw");
     for i in 0..50 {
         other.cmd(&words("GET user:1"));
         let v = format!("v{i}");

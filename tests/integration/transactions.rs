@@ -2,7 +2,7 @@
 //! upstream connection. Replies match the upstream's byte for byte, transactions stay atomic
 //! against other clients, and an unmodified client's transactional pipeline works.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, words};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, words};
 use std::process::Command;
 
 /// Transactions and their errors, as a client would send them (one command per line).
@@ -166,17 +166,11 @@ print(p.execute())\n";
 
 both!(tenant_transactions_stay_in_the_namespace, |kind: Kind| {
     let server = Server::start(kind);
-    let toml = r#"
-default_tenant = "app"
-[[tenant]]
-name = "app"
-prefix = "app:"
-allow = ["@all"]
-[[tenant.ttl]]
-pattern = "session:*"
-default_ms = 60000
-"#;
-    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    let app = TenantToml::new("app", "app:")
+        .allow(&["@all"])
+        .ttl("session:*", None, 60000);
+    let toml = format!("default_tenant = \"app\"\n{app}");
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
     let mut c = proxy.raw();
     for l in ["MULTI", "SET session:1 alice", "INCR n", "GET session:1"] {
         c.cmd(&words(l));
