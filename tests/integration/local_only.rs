@@ -4,7 +4,7 @@
 //! Transition times are read from `/stats` (`since_ms` dates the transition exactly, whenever the
 //! poll sees it) and from a client that keeps reading a marker key, one request per millisecond.
 use crate::both;
-use crate::support::{Kind, Proxy, Server, TenantToml, tenants, wait_until, words};
+use crate::support::{Kind, Proxy, Server, TenantToml, encode, metric, tenants, wait_until, words};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -294,7 +294,7 @@ fn writes_refused_in_local_only_mode_when_configured() {
     assert_eq!(p.cmd(&words("GET k")), b"$-1\r\n");
     assert_eq!(p.cmd(&words("EXISTS k")), b":0\r\n");
     assert_eq!(p.cmd(&words("DBSIZE")), b":0\r\n");
-    assert!(crate::robustness::metric(&proxy, "respite_errors_total{kind=\"local_only\"}") >= 5.0);
+    assert!(metric(&proxy, "respite_errors_total{kind=\"local_only\"}") >= 5.0);
 }
 
 #[test]
@@ -464,11 +464,7 @@ both!(
         // A big collection, written in several script calls.
         let mut batch = Vec::new();
         for i in 0..1500 {
-            batch.extend(crate::support::encode(&[
-                b"SADD",
-                b"big",
-                format!("m{i}").as_bytes(),
-            ]));
+            batch.extend(encode(&[b"SADD", b"big", format!("m{i}").as_bytes()]));
         }
         c.send(&batch);
         for _ in 0..1500 {

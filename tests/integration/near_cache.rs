@@ -6,7 +6,8 @@
 use crate::both;
 use crate::relay::{Direction, Relay};
 use crate::support::{
-    Binary, Kind, Proxy, Raw, Server, TenantToml, encode, rss_kib_of, tenants, wait_until, words,
+    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, rss_kib_of, tenants, wait_until,
+    words,
 };
 use std::time::{Duration, Instant};
 
@@ -58,10 +59,6 @@ fn calls(server: &Server, command: &str) -> u64 {
         .and_then(|rest| rest.split(',').next())
         .map(|n| n.parse().unwrap())
         .unwrap_or(0)
-}
-
-fn bulk(v: &str) -> Vec<u8> {
-    format!("${}\r\n{v}\r\n", v.len()).into_bytes()
 }
 
 fn resp3(mut c: Raw) -> Raw {

@@ -1,8 +1,7 @@
 //! Running respite: upstream URL forms, deadlines, the admin endpoints, limits on clients,
 //! draining on shutdown, and the binary's configuration checks.
 use crate::both;
-use crate::robustness::metric;
-use crate::support::{Binary, Kind, Proxy, Raw, Server, encode, signal, wait_until, words};
+use crate::support::{Binary, Kind, Proxy, Raw, Server, encode, metric, signal, wait_until, words};
 use std::time::{Duration, Instant};
 
 both!(

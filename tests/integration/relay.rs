@@ -614,7 +614,7 @@ impl Link<'_> {
 mod tests {
     //! The relay against a real redis-server: each fault does what it says.
     use super::*;
-    use crate::support::{Kind, Raw, Server, encode, wait_until, words};
+    use crate::support::{Kind, Raw, Server, bulk, encode, wait_until, words};
     use std::io::Read;
     use std::time::Instant;
 
@@ -628,10 +628,6 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
         silent
-    }
-
-    fn bulk(v: &str) -> Vec<u8> {
-        format!("${}\r\n{v}\r\n", v.len()).into_bytes()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Tenants through the proxy: authentication, key namespaces, refusals, namespace-local answers
 //! and default TTLs, end to end with real servers.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, words};
 
 const TENANTS: &str = r#"
 [[tenant]]
@@ -125,7 +125,7 @@ fn snapshot(d: &mut Raw) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
     let mut keys = Vec::new();
     let mut cursor = b"0".to_vec();
     loop {
-        d.send(&crate::support::encode(&[
+        d.send(&encode(&[
             b"SCAN", &cursor, b"MATCH", b"b:*", b"COUNT", b"1000",
         ]));
         let r = d.reply().unwrap();

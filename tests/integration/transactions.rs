@@ -2,8 +2,7 @@
 //! upstream connection. Replies match the upstream's byte for byte, transactions stay atomic
 //! against other clients, and an unmodified client's transactional pipeline works.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, words};
-use std::process::Command;
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, python, words};
 
 /// Transactions and their errors, as a client would send them (one command per line).
 const SCRIPT: &str = "
@@ -149,19 +148,8 @@ print(p.execute())\n\
 p = r.pipeline(transaction=True)\n\
 p.hset('h', mapping={'a': '1'}).hgetall('h')\n\
 print(p.execute())\n";
-    let out = Command::new("python3")
-        .args(["-c", script, &proxy.port().to_string()])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "[True, 1, 2, b'v']\n[1, {b'a': b'1'}]\n"
-    );
+    let out = python(&["-c", script, &proxy.port().to_string()]);
+    assert_eq!(out, "[True, 1, 2, b'v']\n[1, {b'a': b'1'}]\n");
 });
 
 both!(tenant_transactions_stay_in_the_namespace, |kind: Kind| {

@@ -520,6 +520,11 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// A bulk string reply holding `v`, as the bytes on the wire.
+pub fn bulk(v: &str) -> Vec<u8> {
+    format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+}
+
 /// Split a command line on spaces (for readable test tables; no quoting).
 pub fn words(line: &str) -> Vec<&[u8]> {
     line.split(' ')
@@ -567,6 +572,30 @@ pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> (u16, String)
         .unwrap_or("")
         .to_string();
     (status, body)
+}
+
+/// The value of one sample in the proxy's /metrics text, 0 when absent.
+pub fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let (_, body) = proxy.admin_get("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Run python3 (redis-py clients, installed by scripts/test.sh) with `args`; it must succeed.
+/// Its standard output.
+pub fn python(args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 {:?} failed: {}",
+        args.first(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The shipped binary (`respite`, built by cargo for the tests): its own process, so its RSS,
