@@ -347,7 +347,7 @@ fn resolve_errors_match_the_servers() {
         vec!["client|setname", "x"],
     ];
     for server in [&redis, &valkey] {
-        let mut conn = Conn::to(&server);
+        let mut conn = Conn::to(server);
         for case in &cases {
             let args: Vec<Bytes> = case
                 .iter()

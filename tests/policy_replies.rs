@@ -28,8 +28,8 @@ struct Pair {
 
 impl Pair {
     fn new(server: &Server, resp3: bool) -> Pair {
-        let mut shared = Conn::to(&server);
-        let mut private = Conn::to(&server);
+        let mut shared = Conn::to(server);
+        let mut private = Conn::to(server);
         private.line("SELECT 1");
         if resp3 {
             shared.resp3();
