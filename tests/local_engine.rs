@@ -8,72 +8,18 @@
 //!   relative TTLs are drawn at random from a wide range so that GT/LT never compare two equal
 //!   ones set a millisecond apart.
 //!
-//! The server is started here on a loopback ephemeral port and killed (by its own PID) at the end.
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//! The server is started by the harness (`tests/support`) on a loopback ephemeral port and killed
+//! (by its own PID) at the end.
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use respite::command::resolve;
 use respite::engine::Engine;
 use respite::protocol::Protocol;
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A redis-server of this test's own on a free port. Another test's server can take the port in
-/// the window after it is picked: this one then exits, or the port answers for the other; either
-/// way a new port is tried, and the `process_id` INFO reports proves which server answered.
-fn start_redis() -> Server {
-    for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let mut server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let answered = loop {
-            if matches!(server.child.try_wait(), Ok(Some(_))) {
-                break None;
-            }
-            if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
-                break Some(stream);
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let Some(stream) = answered else { continue };
-        let mut conn = Conn {
-            stream,
-            buf: Vec::new(),
-        };
-        let info = conn.call(&[Bytes::from_static(b"INFO"), Bytes::from_static(b"server")]);
-        let ours = format!("process_id:{}\r\n", server.child.id());
-        if String::from_utf8_lossy(&info).contains(&ours) {
-            return server;
-        }
-        let _ = server.child.kill();
-    }
-    panic!("redis-server could not bind a free port in five tries");
-}
+use support::{Kind, Raw, Server};
 
 /// One RESP2/RESP3 reply, kept as its raw bytes for scalars.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,36 +57,10 @@ fn parse(buf: &[u8]) -> Option<(Node, usize)> {
     }
 }
 
-fn encode(args: &[Bytes]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn call(&mut self, args: &[Bytes]) -> Vec<u8> {
-        self.stream.write_all(&encode(args)).unwrap();
-        let mut chunk = [0u8; 65536];
-        loop {
-            if let Some((_, used)) = parse(&self.buf) {
-                let reply = self.buf[..used].to_vec();
-                self.buf.drain(..used);
-                return reply;
-            }
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "redis closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
+/// Send one command on `conn` and read its reply, as raw bytes.
+fn call(conn: &mut Raw, args: &[Bytes]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+    conn.cmd(&args)
 }
 
 /// xorshift64*: deterministic across runs and platforms.
@@ -434,13 +354,8 @@ fn now_ms() -> u64 {
 }
 
 fn run_differential(proto: Protocol, seed: u64, sequences: usize, per_sequence: usize) {
-    let server = start_redis();
-    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut redis = Conn {
-        stream,
-        buf: Vec::new(),
-    };
+    let server = Server::start(Kind::Redis);
+    let mut redis = server.raw();
     let bytes = |words: &[String]| -> Vec<Bytes> {
         words
             .iter()
@@ -448,7 +363,7 @@ fn run_differential(proto: Protocol, seed: u64, sequences: usize, per_sequence: 
             .collect()
     };
     if proto == Protocol::Resp3 {
-        redis.call(&bytes(&["HELLO".into(), "3".into()]));
+        call(&mut redis, &bytes(&["HELLO".into(), "3".into()]));
     }
     // LOCAL_ENGINE_SEED explores other sequences; the default keeps CI deterministic.
     let seed = std::env::var("LOCAL_ENGINE_SEED")
@@ -459,7 +374,7 @@ fn run_differential(proto: Protocol, seed: u64, sequences: usize, per_sequence: 
     let mut compared = 0;
     for seq in 0..sequences {
         let engine = Engine::new(0);
-        redis.call(&bytes(&["FLUSHALL".into()]));
+        call(&mut redis, &bytes(&["FLUSHALL".into()]));
         let mut history: Vec<String> = Vec::new();
         for _ in 0..per_sequence {
             let words = gen_command(&mut rng, now_ms() / 1000);
@@ -468,7 +383,7 @@ fn run_differential(proto: Protocol, seed: u64, sequences: usize, per_sequence: 
                 continue;
             };
             history.push(words.join(" "));
-            let expected = redis.call(&args);
+            let expected = call(&mut redis, &args);
             let got = engine.execute(spec, &args, proto, now_ms()).to_vec();
             compared += 1;
             if expected == got {

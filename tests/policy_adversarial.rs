@@ -3,12 +3,15 @@
 //! refused or confined to A's own namespace. Afterwards B's keys are exactly as B left them and no
 //! key exists outside the two namespaces.
 mod policy_support;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use policy_support::{Conn, KINDS, Server, decode_bulks, now_ms, show};
+use policy_support::{Conn, decode_bulks, now_ms, show};
 use respite::policy::{OnExcess, Tenant, TtlRule};
+use support::{KINDS, Server};
 
 const SECRET: &str = "SECRET-B";
 
@@ -44,7 +47,7 @@ fn tenant_a_cannot_reach_tenant_b() {
     let (a, b) = tenants();
     for kind in KINDS {
         let server = Server::start(kind);
-        let mut c = server.conn();
+        let mut c = Conn::to(&server);
         for line in [
             format!("SET x {SECRET}"),
             format!("RPUSH list {SECRET}"),
@@ -61,7 +64,7 @@ fn tenant_a_cannot_reach_tenant_b() {
         assert_eq!(before.len(), 7);
 
         // A subscriber on B's channel, straight on the upstream (as B's session would be).
-        let mut sub = server.conn();
+        let mut sub = Conn::to(&server);
         sub.line("SUBSCRIBE b:news");
 
         let attacks = [

@@ -3,15 +3,18 @@
 //! prefix, and there are as many as in the client's command. Run against redis-server and
 //! valkey-server; seeded, so a failure reproduces.
 mod policy_support;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use policy_support::{KINDS, Server, decode_bulks, show};
+use policy_support::{Conn, decode_bulks, show};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use respite::command::{all, resolve};
 use respite::policy::{Plan, PolicyError, Tenant};
+use support::{KINDS, Server};
 
 /// One template per call shape. Tokens: `k` a key, `k+` one to four keys, `#k` a key count and
 /// that many keys, `kv+` key/value pairs, `S` n stream keys then n IDs, `v` a value; anything else
@@ -292,7 +295,7 @@ fn generate(template: &str, rng: &mut StdRng) -> Vec<Bytes> {
     out
 }
 
-fn getkeys(conn: &mut policy_support::Conn, args: &[Bytes]) -> Result<Vec<Bytes>, String> {
+fn getkeys(conn: &mut Conn, args: &[Bytes]) -> Result<Vec<Bytes>, String> {
     let mut words = vec![
         Bytes::from_static(b"COMMAND"),
         Bytes::from_static(b"GETKEYS"),
@@ -325,7 +328,7 @@ fn every_key_lands_in_the_namespace() {
     assert!(missing.is_empty(), "no template for {missing:?}");
 
     let servers: Vec<Server> = KINDS.iter().map(|&k| Server::start(k)).collect();
-    let mut conns: Vec<_> = servers.iter().map(|s| (s.kind, s.conn())).collect();
+    let mut conns: Vec<_> = servers.iter().map(|s| (s.kind, Conn::to(s))).collect();
     let mut rng = StdRng::seed_from_u64(0x5eed_0001);
     let mut checked = 0;
     let mut refused = 0;

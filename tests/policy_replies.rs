@@ -2,12 +2,15 @@
 //! private server holding the unprefixed keys answers, in RESP2 and RESP3. Database 0 holds the
 //! tenant's keys (and another tenant's, as noise); database 1 plays the private server.
 mod policy_support;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use policy_support::{Conn, KINDS, Kind, Server, decode_bulks, show};
+use policy_support::{Conn, decode_bulks, show};
 use respite::policy::Tenant;
+use support::{KINDS, Kind, Server};
 
 fn tenant() -> Tenant {
     Tenant::builder("t")
@@ -25,8 +28,8 @@ struct Pair {
 
 impl Pair {
     fn new(server: &Server, resp3: bool) -> Pair {
-        let mut shared = server.conn();
-        let mut private = server.conn();
+        let mut shared = Conn::to(server);
+        let mut private = Conn::to(server);
         private.line("SELECT 1");
         if resp3 {
             shared.resp3();

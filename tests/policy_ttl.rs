@@ -1,12 +1,15 @@
 //! TTL rules against live servers: each rewritten command and its follow-ups are sent on a raw
 //! connection, as the session will, then every key's PTTL is checked against its rule.
 mod policy_support;
+#[path = "support/mod.rs"]
+mod support;
 
 use bytes::Bytes;
-use policy_support::{Conn, KINDS, Server, decode_bulks, now_ms, show};
+use policy_support::{Conn, decode_bulks, now_ms, show};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use respite::policy::{OnExcess, Tenant, TtlRule};
+use support::{KINDS, Server};
 
 const PREFIX: &str = "tt:";
 
@@ -51,7 +54,7 @@ fn pttl(conn: &mut Conn, key: &str) -> i64 {
 }
 
 /// Every key in the namespace has a TTL within its rule.
-fn all_within_rules(conn: &mut Conn, kind: policy_support::Kind) -> usize {
+fn all_within_rules(conn: &mut Conn, kind: support::Kind) -> usize {
     let keys = decode_bulks(&conn.call(&["KEYS", &format!("{PREFIX}*")])).unwrap();
     for key in &keys {
         let name = &key[PREFIX.len()..];
@@ -84,7 +87,7 @@ fn rules_hold_for_each_ttl_option() {
     let t = tenant();
     for kind in KINDS {
         let server = Server::start(kind);
-        let mut c = server.conn();
+        let mut c = Conn::to(&server);
         let via = |c: &mut Conn, line: &str| show(&c.via_line(&t, line));
 
         assert_eq!(via(&mut c, "SET s:a v"), "+OK ");
@@ -241,7 +244,7 @@ fn randomized_workload_leaves_every_key_within_its_rule() {
     let names = ["s:1", "s:2", "r:1", "r:2", "a", "b", "c"];
     for kind in KINDS {
         let server = Server::start(kind);
-        let mut c = server.conn();
+        let mut c = Conn::to(&server);
         let mut rng = StdRng::seed_from_u64(0x771_0000 + kind as u64);
         let mut refusals = 0;
         for _ in 0..600 {

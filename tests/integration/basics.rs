@@ -1,6 +1,6 @@
 //! Commands respite answers itself, and byte-exact forwarding of ordinary commands.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, words};
 
 /// Run `script` (one command per line) on `conn`, returning each raw reply.
 pub fn run_script(conn: &mut Raw, script: &str) -> Vec<Vec<u8>> {

@@ -2,7 +2,7 @@
 //! running a realistic workload through respite; every reply is compared with the same workload
 //! run directly on the upstream (flushed in between, so both runs see the same state).
 use crate::both;
-use crate::harness::{Kind, Proxy, Server, words};
+use crate::support::{Kind, Proxy, Server, python, words};
 use std::process::Command;
 
 fn flush(server: &Server) {
@@ -189,16 +189,7 @@ both!(
 
 fn redis_py(port: u16, proto: u8) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/workload.py");
-    let out = Command::new("python3")
-        .args([script, &port.to_string(), &proto.to_string()])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "redis-py workload failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    python(&[script, &port.to_string(), &proto.to_string()])
 }
 
 both!(redis_py_matches_direct, |kind: Kind| {

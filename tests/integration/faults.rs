@@ -9,8 +9,8 @@
 //! These test the forwarding path's own failure contract, so local-only mode (which would answer
 //! from the local engine while the upstream is down; see `local_only.rs`) is off here.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
 use crate::relay::{Direction, Relay};
+use crate::support::{Kind, Proxy, Raw, Server, bulk, encode, rss_kib, wait_until, words};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,10 +51,6 @@ fn outcome(reply: Vec<u8>) -> Outcome {
     } else {
         panic!("an error that names no upstream failure: {e}")
     }
-}
-
-fn bulk(v: &str) -> Vec<u8> {
-    format!("${}\r\n{v}\r\n", v.len()).into_bytes()
 }
 
 fn int(reply: &[u8]) -> i64 {

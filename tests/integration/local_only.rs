@@ -4,7 +4,7 @@
 //! Transition times are read from `/stats` (`since_ms` dates the transition exactly, whenever the
 //! poll sees it) and from a client that keeps reading a marker key, one request per millisecond.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, wait_until, words};
+use crate::support::{Kind, Proxy, Server, TenantToml, encode, metric, tenants, wait_until, words};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -294,7 +294,7 @@ fn writes_refused_in_local_only_mode_when_configured() {
     assert_eq!(p.cmd(&words("GET k")), b"$-1\r\n");
     assert_eq!(p.cmd(&words("EXISTS k")), b":0\r\n");
     assert_eq!(p.cmd(&words("DBSIZE")), b":0\r\n");
-    assert!(crate::robustness::metric(&proxy, "respite_errors_total{kind=\"local_only\"}") >= 5.0);
+    assert!(metric(&proxy, "respite_errors_total{kind=\"local_only\"}") >= 5.0);
 }
 
 #[test]
@@ -321,31 +321,20 @@ fn local_only_mode_off_fails_fast_and_is_not_ready() {
 
 #[test]
 fn tenant_rules_hold_in_local_only_mode() {
-    let toml = r#"
-[[tenant]]
-name = "a"
-username = "a"
-password = "pa"
-prefix = "a:"
-allow = ["@all", "-@dangerous", "keys", "dbsize", "flushdb"]
-[[tenant.ttl]]
-pattern = "session:*"
-max_ms = 10000
-default_ms = 5000
-[[tenant]]
-name = "b"
-username = "b"
-password = "pb"
-prefix = "b:"
-allow = ["@all", "-@dangerous", "keys", "dbsize"]
-max_value_bytes = 8
-"#;
+    let toml = tenants(&[
+        TenantToml::new("a", "a:")
+            .login("pa")
+            .allow(&["@all", "-@dangerous", "keys", "dbsize", "flushdb"])
+            .ttl("session:*", Some(10000), 5000),
+        TenantToml::new("b", "b:")
+            .login("pb")
+            .allow(&["@all", "-@dangerous", "keys", "dbsize"])
+            .max_value_bytes(8),
+    ]);
     let mut server = Server::start(Kind::Redis);
-    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
-    let mut a = Raw::connect(proxy.addr);
-    assert_eq!(a.cmd(&words("AUTH a pa")), b"+OK\r\n");
-    let mut b = Raw::connect(proxy.addr);
-    assert_eq!(b.cmd(&words("AUTH b pb")), b"+OK\r\n");
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+    let mut a = proxy.login("a", "pa");
+    let mut b = proxy.login("b", "pb");
     server.kill();
     wait_for(&proxy, "down", SLACK);
 
@@ -475,11 +464,7 @@ both!(
         // A big collection, written in several script calls.
         let mut batch = Vec::new();
         for i in 0..1500 {
-            batch.extend(crate::harness::encode(&[
-                b"SADD",
-                b"big",
-                format!("m{i}").as_bytes(),
-            ]));
+            batch.extend(encode(&[b"SADD", b"big", format!("m{i}").as_bytes()]));
         }
         c.send(&batch);
         for _ in 0..1500 {

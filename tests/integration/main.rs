@@ -1,6 +1,7 @@
 //! Integration tests: real upstream servers, the real proxy, unmodified clients.
 //! Each scenario runs against both redis-server 7 and valkey-server 9 (see `both!`).
-mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod basics;
 mod clients;

@@ -4,8 +4,11 @@
 //! connection as the one that carries a cacheable read's fill (respite's pool connections stay
 //! idle while only cached reads are sent).
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
 use crate::relay::{Direction, Relay};
+use crate::support::{
+    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, rss_kib_of, tenants, wait_until,
+    words,
+};
 use std::time::{Duration, Instant};
 
 const CACHE_ALL: &str = r#"
@@ -56,10 +59,6 @@ fn calls(server: &Server, command: &str) -> u64 {
         .and_then(|rest| rest.split(',').next())
         .map(|n| n.parse().unwrap())
         .unwrap_or(0)
-}
-
-fn bulk(v: &str) -> Vec<u8> {
-    format!("${}\r\n{v}\r\n", v.len()).into_bytes()
 }
 
 fn resp3(mut c: Raw) -> Raw {
@@ -598,31 +597,15 @@ both!(
             .expect("the cache turns itself off");
         // The gauge, from a process of its own: in this one the registry is shared with the
         // tests running alongside, whose caches set it to 1.
-        let admin = crate::harness::free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("proxy.toml");
-        std::fs::write(&config, CACHE_ALL).unwrap();
-        let mut child = crate::harness::Reaped(
-            std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-                .args(["--config", config.to_str().unwrap()])
-                .args([
-                    "--listen",
-                    &format!("127.0.0.1:{}", crate::harness::free_port()),
-                ])
-                .args(["--upstream", &url, "--admin", &format!("127.0.0.1:{admin}")])
-                .args(["--log-level", "error"])
-                .spawn()
-                .unwrap(),
-        );
+        let mut binary = Binary::start(CACHE_ALL, &["--upstream", &url, "--log-level", "error"]);
         wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok_and(|_| {
-                crate::harness::http_get(("127.0.0.1", admin), "/metrics")
-                    .1
-                    .contains("respite_near_cache_enabled 0")
-            })
+            binary
+                .admin_get("/metrics")
+                .1
+                .contains("respite_near_cache_enabled 0")
         })
         .expect("respite_near_cache_enabled 0");
-        let _ = child.0.kill();
+        binary.kill();
         let mut c = proxy.raw();
         server.raw().cmd(&words("SET k v"));
         for _ in 0..3 {
@@ -634,21 +617,10 @@ both!(
 
 both!(rules_pick_tenants_and_patterns, |kind: Kind| {
     let server = Server::start(kind);
-    let toml = r#"
-[[tenant]]
-name = "alpha"
-username = "alpha"
-password = "pw"
-prefix = "a:"
-allow = ["@all"]
-
-[[tenant]]
-name = "beta"
-username = "beta"
-password = "pw"
-prefix = "b:"
-allow = ["@all"]
-
+    let toml = tenants(&[
+        TenantToml::new("alpha", "a:").login("pw").allow(&["@all"]),
+        TenantToml::new("beta", "b:").login("pw").allow(&["@all"]),
+    ]) + r#"
 [near_cache]
 enabled = true
 [[near_cache.rule]]
@@ -656,18 +628,13 @@ tenant = "alpha"
 pattern = "user:*"
 commands = ["GET", "HGETALL"]
 "#;
-    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
     wait_tracking(&proxy);
     let mut d = server.raw();
     d.cmd(&words("SET a:user:1 alpha-user"));
     d.cmd(&words("SET b:user:1 beta-user"));
     d.cmd(&words("SET a:other alpha-other"));
-    let login = |user: &str| {
-        let mut c = proxy.raw();
-        assert_eq!(c.cmd(&[b"AUTH", user.as_bytes(), b"pw"]), b"+OK\r\n");
-        c
-    };
-    let (mut a, mut b) = (login("alpha"), login("beta"));
+    let (mut a, mut b) = (proxy.login("alpha", "pw"), proxy.login("beta", "pw"));
     for _ in 0..3 {
         assert_eq!(a.cmd(&words("GET user:1")), bulk("alpha-user"));
         assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
@@ -697,7 +664,7 @@ commands = ["GET", "HGETALL"]
     assert_eq!(a.cmd(&words("GET user:1")), bulk("changed"));
     assert_eq!(b.cmd(&words("GET user:1")), bulk("beta-user"));
     // Read-your-writes for a prefixed tenant, with another alpha client keeping the key cached.
-    let mut other = login("alpha");
+    let mut other = proxy.login("alpha", "pw");
     for i in 0..50 {
         other.cmd(&words("GET user:1"));
         let v = format!("v{i}");
@@ -714,22 +681,10 @@ commands = ["GET", "HGETALL"]
 fn memory_stays_within_the_bound() {
     // A workload ten times the byte bound, against the real binary so its RSS is its own.
     let server = Server::start(Kind::Redis);
-    let dir = tempfile::tempdir().unwrap();
-    let port = crate::harness::free_port();
-    let admin = crate::harness::free_port();
-    let config = dir.path().join("proxy.toml");
     let bound = 4 << 20;
-    let upstream = server.url();
-    std::fs::write(
-        &config,
-        format!(
+    let binary = Binary::start(
+        &format!(
             r#"
-[listen]
-tcp = "127.0.0.1:{port}"
-[upstream]
-url = "{upstream}"
-[admin]
-listen = "127.0.0.1:{admin}"
 [log]
 level = "warn"
 [near_cache]
@@ -739,19 +694,11 @@ max_memory_bytes = {bound}
 pattern = "*"
 "#
         ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_respite"))
-        .args(["--config", config.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let rss = || crate::harness::rss_kib_of(&pid.to_string()) * 1024;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
-    .unwrap();
+        &["--upstream", &server.url()],
+    );
+    let pid = binary.pid();
+    let rss = || rss_kib_of(&pid.to_string()) * 1024;
+    let addr = binary.addr;
     // 10,000 values of 4 KiB: 40 MiB, ten times the bound.
     let value = vec![b'x'; 4096];
     let mut d = server.raw();
@@ -778,7 +725,7 @@ pattern = "*"
         }
     }
     let stats = {
-        let (status, body) = crate::harness::http_get(("127.0.0.1", admin), "/stats");
+        let (status, body) = binary.admin_get("/stats");
         assert_eq!(status, 200);
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["near_cache"].clone()
     };
@@ -798,8 +745,7 @@ pattern = "*"
         "RSS {} MiB",
         rss() >> 20
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(binary);
 }
 
 /// Monotonic time since the test began, so threads can compare when things happened.

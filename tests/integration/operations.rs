@@ -1,9 +1,7 @@
 //! Running respite: upstream URL forms, deadlines, the admin endpoints, limits on clients,
 //! draining on shutdown, and the binary's configuration checks.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, wait_until, words};
-use crate::robustness::metric;
-use std::process::Command;
+use crate::support::{Binary, Kind, Proxy, Raw, Server, encode, metric, signal, wait_until, words};
 use std::time::{Duration, Instant};
 
 both!(
@@ -208,14 +206,10 @@ both!(shutdown_drains_in_flight_commands, |kind: Kind| {
     );
 });
 
-fn respite_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_respite"))
-}
-
 #[test]
 fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
-    let ok = respite_bin()
+    let ok = Binary::command()
         .args(["--config", shipped, "--check-config"])
         .output()
         .unwrap();
@@ -232,7 +226,7 @@ fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
         "[upstream]\nurl = \"redis://127.0.0.1:6379\"\n\nmax_inflite = 10\n",
     )
     .unwrap();
-    let out = respite_bin()
+    let out = Binary::command()
         .args(["--config", bad.to_str().unwrap(), "--check-config"])
         .output()
         .unwrap();
@@ -244,7 +238,7 @@ fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
     );
 
     std::fs::write(&bad, "[limits]\nmax_bulk_len = 0\n").unwrap();
-    let out = respite_bin()
+    let out = Binary::command()
         .args(["--config", bad.to_str().unwrap(), "--check-config"])
         .output()
         .unwrap();
@@ -254,7 +248,7 @@ fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
         "{err}"
     );
 
-    let out = respite_bin()
+    let out = Binary::command()
         .args(["--check-config", "--upstream", "redis://h:notaport"])
         .env("RESPITE_LIMITS_MAX_ARGS", "12")
         .output()
@@ -264,7 +258,7 @@ fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
         err.contains("upstream.url") && err.contains("command line"),
         "{err}"
     );
-    let out = respite_bin()
+    let out = Binary::command()
         .args(["--check-config"])
         .env("RESPITE_LIMITS_MAX_ARGS", "lots")
         .output()
@@ -277,22 +271,8 @@ fn check_config_accepts_the_shipped_file_and_names_bad_keys() {
 // drains it: an idle client is closed at once, a reply owed is delivered, the process exits 0.
 both!(the_binary_serves_and_drains_on_sigterm, |kind: Kind| {
     let server = Server::start(kind);
-    let port = crate::harness::free_port();
-    let admin = crate::harness::free_port();
-    let mut child = crate::harness::Reaped(
-        respite_bin()
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", &server.url()])
-            .args(["--admin", &format!("127.0.0.1:{admin}")])
-            .args(["--log-level", "warn"])
-            .spawn()
-            .unwrap(),
-    );
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
-    .expect("listening");
+    let mut binary = Binary::start("", &["--upstream", &server.url(), "--log-level", "warn"]);
+    let addr = binary.addr;
     let mut c = Raw::connect(addr);
     wait_until(Duration::from_secs(5), || {
         c.cmd(&words("SET k v")) == b"+OK\r\n"
@@ -305,21 +285,16 @@ both!(the_binary_serves_and_drains_on_sigterm, |kind: Kind| {
     server.signal("STOP");
     c.send(&encode(&[b"INCR", b"n"]));
     let incr_seen = || {
-        let (_, body) = crate::harness::http_get(("127.0.0.1", admin), "/metrics");
+        let (_, body) = binary.admin_get("/metrics");
         body.lines()
             .any(|l| l.starts_with("respite_commands_total{command=\"incr\"} 1"))
     };
     wait_until(Duration::from_secs(5), incr_seen).expect("the INCR was read");
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    signal(binary.pid(), "TERM");
     assert!(idle.closed(), "the idle client is closed by the drain");
     server.signal("CONT");
     assert_eq!(c.reply().unwrap(), b":1\r\n");
     assert!(c.closed());
-    let status = child.0.wait().unwrap();
+    let status = binary.child.wait().unwrap();
     assert!(status.success(), "{status}");
 });

@@ -161,7 +161,7 @@ impl Relay {
     }
 
     /// A relay in front of a harness server.
-    pub fn to(server: &crate::harness::Server) -> Relay {
+    pub fn to(server: &crate::support::Server) -> Relay {
         Relay::start(SocketAddr::from(([127, 0, 0, 1], server.port)))
     }
 
@@ -259,7 +259,7 @@ impl Relay {
 
     /// Wait until at least `n` connections are open (relaying), and return the open ones.
     pub fn wait_connections(&self, n: usize, limit: Duration) -> Vec<ConnInfo> {
-        crate::harness::wait_until(limit, || self.open_connections().len() >= n).unwrap_or_else(
+        crate::support::wait_until(limit, || self.open_connections().len() >= n).unwrap_or_else(
             || {
                 panic!(
                     "relay: {n} open connections not reached within {limit:?}: {:?}",
@@ -614,7 +614,7 @@ impl Link<'_> {
 mod tests {
     //! The relay against a real redis-server: each fault does what it says.
     use super::*;
-    use crate::harness::{Kind, Raw, Server, encode, wait_until, words};
+    use crate::support::{Kind, Raw, Server, bulk, encode, wait_until, words};
     use std::io::Read;
     use std::time::Instant;
 
@@ -628,10 +628,6 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
         silent
-    }
-
-    fn bulk(v: &str) -> Vec<u8> {
-        format!("${}\r\n{v}\r\n", v.len()).into_bytes()
     }
 
     #[test]

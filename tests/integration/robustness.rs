@@ -1,6 +1,6 @@
 //! Many clients at once, binary data, hostile input, and the upstream dying under load.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, rss_kib, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, metric, rss_kib, wait_until, words};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -231,14 +231,6 @@ both!(
         assert_eq!(other.cmd(&words("PING")), b"+PONG\r\n");
     }
 );
-
-/// The value of one sample in the proxy's /metrics text, 0 when absent.
-pub fn metric(proxy: &Proxy, series: &str) -> f64 {
-    let (_, body) = proxy.admin_get("/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
 
 both!(upstream_killed_with_commands_in_flight, |kind: Kind| {
     let mut server = Server::start(kind);

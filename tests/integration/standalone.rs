@@ -1,6 +1,6 @@
 //! Standalone mode: no upstream configured, the local engine answers, with Redis's replies.
 use crate::basics::run_script;
-use crate::harness::{Kind, Proxy, Server, words};
+use crate::support::{Kind, Proxy, Server, TenantToml, tenants, words};
 
 const SCRIPT: &str = "
 SET user:1 ada
@@ -59,25 +59,14 @@ fn standalone_replies_match_redis() {
 
 #[test]
 fn standalone_tenants_stay_in_their_namespace() {
-    let toml = r#"
-[[tenant]]
-name = "a"
-username = "a"
-password = "pa"
-prefix = "a:"
-allow = ["@all", "-@dangerous", "keys", "dbsize"]
-[[tenant]]
-name = "b"
-username = "b"
-password = "pb"
-prefix = "b:"
-allow = ["@all", "-@dangerous", "keys", "dbsize"]
-"#;
-    let proxy = Proxy::start_with_config("none", toml, &[]);
-    let mut a = proxy.raw();
-    assert_eq!(a.cmd(&words("AUTH a pa")), b"+OK\r\n");
-    let mut b = proxy.raw();
-    assert_eq!(b.cmd(&words("AUTH b pb")), b"+OK\r\n");
+    let allow = ["@all", "-@dangerous", "keys", "dbsize"];
+    let toml = tenants(&[
+        TenantToml::new("a", "a:").login("pa").allow(&allow),
+        TenantToml::new("b", "b:").login("pb").allow(&allow),
+    ]);
+    let proxy = Proxy::start_with_config("none", &toml, &[]);
+    let mut a = proxy.login("a", "pa");
+    let mut b = proxy.login("b", "pb");
     assert_eq!(a.cmd(&words("SET k from-a")), b"+OK\r\n");
     assert_eq!(b.cmd(&words("SET k from-b")), b"+OK\r\n");
     assert_eq!(a.cmd(&words("GET k")), b"$6\r\nfrom-a\r\n");

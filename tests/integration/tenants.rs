@@ -1,7 +1,7 @@
 //! Tenants through the proxy: authentication, key namespaces, refusals, namespace-local answers
 //! and default TTLs, end to end with real servers.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, words};
 
 const TENANTS: &str = r#"
 [[tenant]]
@@ -24,15 +24,6 @@ prefix = "b:"
 allow = ["@read", "@write", "@connection", "@keyspace"]
 "#;
 
-fn login(p: &Proxy, user: &str, pw: &str) -> Raw {
-    let mut c = p.raw();
-    assert_eq!(
-        c.cmd(&[b"AUTH", user.as_bytes(), pw.as_bytes()]),
-        b"+OK\r\n"
-    );
-    c
-}
-
 both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
     let server = Server::start(kind);
     let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
@@ -50,7 +41,7 @@ both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
         anon.cmd(&words("AUTH nobody nope"))
             .starts_with(b"-WRONGPASS")
     );
-    let mut a = login(&proxy, "alpha", "alpha-pw");
+    let mut a = proxy.login("alpha", "alpha-pw");
     let mut d = server.raw();
     d.cmd(&words("SET b:secret 42"));
     // Keys are prefixed on the way in and unprefixed on the way out.
@@ -95,7 +86,7 @@ both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
     assert_eq!(a.cmd(&words("DBSIZE")), b":0\r\n");
     assert_eq!(d.cmd(&words("GET b:secret")), b"$2\r\n42\r\n");
     // The other tenant sees its own key under its own name, and not alpha's commands.
-    let mut b = login(&proxy, "beta", "beta-pw");
+    let mut b = proxy.login("beta", "beta-pw");
     assert_eq!(b.cmd(&words("GET secret")), b"$2\r\n42\r\n");
     assert_eq!(b.cmd(&words("GET k1")), b"$-1\r\n");
     // RESET drops the tenant again.
@@ -134,7 +125,7 @@ fn snapshot(d: &mut Raw) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
     let mut keys = Vec::new();
     let mut cursor = b"0".to_vec();
     loop {
-        d.send(&crate::harness::encode(&[
+        d.send(&encode(&[
             b"SCAN", &cursor, b"MATCH", b"b:*", b"COUNT", b"1000",
         ]));
         let r = d.reply().unwrap();
@@ -169,7 +160,7 @@ both!(
     |kind: Kind| {
         let server = Server::start(kind);
         let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
-        let mut b = login(&proxy, "beta", "beta-pw");
+        let mut b = proxy.login("beta", "beta-pw");
         for line in [
             "SET x SECRET",
             "RPUSH list SECRET",
@@ -183,7 +174,7 @@ both!(
         let mut d = server.raw();
         let before = snapshot(&mut d);
         assert_eq!(before.len(), 6);
-        let mut a = login(&proxy, "alpha", "alpha-pw");
+        let mut a = proxy.login("alpha", "alpha-pw");
         let attacks: &[&str] = &[
             "GET b:x",
             "GET x",
@@ -284,7 +275,7 @@ both!(
             "{TENANTS}\n[[tenant]]\nname = \"gamma\"\nusername = \"gamma\"\npassword = \"gamma-pw\"\nprefix = \"g:\"\nallow = [\"@all\"]\n"
         );
         let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
-        let mut a = login(&proxy, "gamma", "gamma-pw");
+        let mut a = proxy.login("gamma", "gamma-pw");
         // Forwarded: the upstream connections are up, and respite knows the upstream's version.
         assert_eq!(a.cmd(&words("GET nothing")), b"$-1\r\n");
         let info = String::from_utf8(a.cmd(&words("INFO"))).unwrap();
@@ -311,7 +302,7 @@ both!(
         assert!(a.cmd(&words("INFO")).starts_with(b"="));
         // alpha's allow list leaves INFO out (-@dangerous): NOPERM, which ioredis's ready check
         // also accepts (it skips the check).
-        let mut alpha = login(&proxy, "alpha", "alpha-pw");
+        let mut alpha = proxy.login("alpha", "alpha-pw");
         assert!(alpha.cmd(&words("INFO")).starts_with(b"-NOPERM"));
     }
 );

@@ -2,8 +2,7 @@
 //! upstream connection. Replies match the upstream's byte for byte, transactions stay atomic
 //! against other clients, and an unmodified client's transactional pipeline works.
 use crate::both;
-use crate::harness::{Kind, Proxy, Raw, Server, encode, words};
-use std::process::Command;
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, python, words};
 
 /// Transactions and their errors, as a client would send them (one command per line).
 const SCRIPT: &str = "
@@ -149,34 +148,17 @@ print(p.execute())\n\
 p = r.pipeline(transaction=True)\n\
 p.hset('h', mapping={'a': '1'}).hgetall('h')\n\
 print(p.execute())\n";
-    let out = Command::new("python3")
-        .args(["-c", script, &proxy.port().to_string()])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "[True, 1, 2, b'v']\n[1, {b'a': b'1'}]\n"
-    );
+    let out = python(&["-c", script, &proxy.port().to_string()]);
+    assert_eq!(out, "[True, 1, 2, b'v']\n[1, {b'a': b'1'}]\n");
 });
 
 both!(tenant_transactions_stay_in_the_namespace, |kind: Kind| {
     let server = Server::start(kind);
-    let toml = r#"
-default_tenant = "app"
-[[tenant]]
-name = "app"
-prefix = "app:"
-allow = ["@all"]
-[[tenant.ttl]]
-pattern = "session:*"
-default_ms = 60000
-"#;
-    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    let app = TenantToml::new("app", "app:")
+        .allow(&["@all"])
+        .ttl("session:*", None, 60000);
+    let toml = format!("default_tenant = \"app\"\n{app}");
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
     let mut c = proxy.raw();
     for l in ["MULTI", "SET session:1 alice", "INCR n", "GET session:1"] {
         c.cmd(&words(l));

