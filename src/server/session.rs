@@ -435,8 +435,7 @@ impl Reader<'_> {
         let info_here = spec.name == "info"
             && (self.shared.upstream.is_none()
                 || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()));
-        let transaction =
-            self.multi.is_some() || matches!(spec.name, "multi" | "exec" | "discard" | "unwatch");
+        let transaction = self.multi.is_some() || route == Route::Transaction;
         if self.shared.config.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
@@ -452,7 +451,7 @@ impl Reader<'_> {
                 return Flow::Continue;
             }
         }
-        if transaction {
+        if self.multi.is_some() {
             // Commands that end or leave a transaction are answered as usual.
             if !matches!(spec.name, "quit" | "reset") {
                 // Boxed: rare, and inline its state would grow every idle session.
@@ -478,6 +477,11 @@ impl Reader<'_> {
             }
             // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
             Route::Proxy => Box::pin(builtin::answer(self, spec, req)).await,
+            // MULTI, or EXEC, DISCARD, UNWATCH outside a transaction. Boxed like the queueing.
+            Route::Transaction => {
+                Box::pin(self.transaction(spec, req, route)).await;
+                Flow::Continue
+            }
             Route::Stateful(why) => {
                 metrics::error(ErrorKind::Refused);
                 let msg = format!(

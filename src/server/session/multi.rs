@@ -86,9 +86,11 @@ impl Reader<'_> {
             Route::Forward => true,
             // Run by the upstream inside the transaction, as Redis does.
             Route::Proxy => matches!(spec.name, "ping" | "echo"),
-            // Blocking commands do not block inside a transaction; UNWATCH is harmless on a
-            // shared connection, where nothing is ever watched.
-            Route::Stateful(why) => why == "blocking command" || spec.name == "unwatch",
+            // UNWATCH (the only one that gets here) is harmless on a shared connection, where
+            // nothing is ever watched.
+            Route::Transaction => true,
+            // Blocking commands do not block inside a transaction.
+            Route::Stateful(why) => why == "blocking command",
         };
         if !queueable {
             let msg = format!(
