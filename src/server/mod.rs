@@ -8,7 +8,6 @@
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
 mod fifo;
 mod io;
-mod builtin;
 mod session;
 
 use crate::command::CommandSpec;
