@@ -1,8 +1,10 @@
-//! Commands respite answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT, RESET,
-//! AUTH, SELECT and CLIENT SETNAME/GETNAME/ID/INFO/SETINFO.
+//! Commands the session answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT,
+//! RESET, AUTH, SELECT, CLIENT SETNAME/GETNAME/ID/INFO/SETINFO, and INFO for a tenant with a key
+//! prefix (or without an upstream).
 //!
-//! These touch only the client's own state in [`Client`]; they must never reach a shared upstream
-//! connection, where they would change state for every client multiplexed on it.
+//! These touch only the client's own state in [`Client`] (reached through the reader's fields,
+//! as a stage of the session); they must never reach a shared upstream connection, where they
+//! would change state for every client multiplexed on it.
 use super::{Client, Flow, Reader};
 use crate::command::CommandSpec;
 use crate::protocol::{Protocol, Request, encode};
@@ -132,7 +134,6 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
     }
 }
 
-/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
 /// INFO for a client whose tenant has a key prefix, or when there is no upstream: the server-wide
 /// INFO of the upstream would describe other tenants' keys, so respite answers with what clients
 /// check on connecting (ioredis's ready check reads `loading`; others read `redis_version` and
@@ -173,6 +174,7 @@ pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
     out
 }
 
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
 async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
     let mut out = BytesMut::new();
     let mut proto = r.client.proto;
