@@ -204,6 +204,8 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
     debug!("client closed");
 }
 
+/// The reading half of a session: what the stages before the writer ([`reader`], [`forward`],
+/// [`builtin`], [`multi`]) share. Only it pushes onto the FIFO.
 pub(crate) struct Reader<'f> {
     client: Client,
     shared: Arc<Shared>,
