@@ -14,6 +14,7 @@
 //! - Losing a tracking connection, or its heartbeat, empties the cache, and nothing is served
 //!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
 //!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
+pub(crate) mod coherence;
 pub mod config;
 pub mod reads;
 pub mod store;

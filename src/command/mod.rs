@@ -30,7 +30,10 @@ pub enum Route {
     /// Answered by respite itself (PING, ECHO, HELLO, QUIT, RESET, CLIENT SETNAME/GETNAME/ID/INFO/SETINFO,
     /// AUTH, SELECT, …): the session handles it and never forwards it.
     Proxy,
-    /// Changes or depends on per-connection state on the upstream (MULTI/EXEC/WATCH, SUBSCRIBE family,
+    /// MULTI, EXEC, DISCARD and UNWATCH: the session queues a transaction itself and sends it
+    /// upstream whole at EXEC, so it needs no connection of its own (WATCH does, and is refused).
+    Transaction,
+    /// Changes or depends on per-connection state on the upstream (WATCH, SUBSCRIBE family,
     /// MONITOR, blocking commands, CLIENT REPLY/TRACKING/CACHING/NO-EVICT…): refused until pinned
     /// connections exist. The text says why, e.g. "blocking command".
     Stateful(&'static str),

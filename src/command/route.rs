@@ -1,6 +1,6 @@
 //! respite's routing policy: which commands it answers itself, which it forwards on a shared
-//! upstream connection, and which it refuses because they would tie an upstream connection to
-//! one client.
+//! upstream connection, which make a transaction the session queues, and which it refuses
+//! because they would tie an upstream connection to one client.
 use std::sync::LazyLock;
 
 use bytes::Bytes;
@@ -8,7 +8,8 @@ use bytes::Bytes;
 use super::{CommandSpec, Flags, Route, all};
 
 // Reasons are shown as "-ERR <command> is not supported yet: <reason>", so short noun phrases.
-const TRANSACTION: Route = Route::Stateful("transaction");
+// WATCH needs the upstream connection across round trips; the rest of a transaction does not.
+const WATCH: Route = Route::Stateful("transaction");
 const SUBSCRIBER: Route = Route::Stateful("subscriber mode");
 const MONITOR: Route = Route::Stateful("monitor mode");
 const BLOCKING: Route = Route::Stateful("blocking command");
@@ -44,7 +45,9 @@ fn policy(spec: &CommandSpec) -> Policy {
         "ping" | "echo" | "hello" | "quit" | "reset" | "auth" | "select" | "client|setname"
         | "client|getname" | "client|id" | "client|info" | "client|setinfo" => Route::Proxy,
 
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => TRANSACTION,
+        // Queued by the session and sent upstream as one job at EXEC.
+        "multi" | "exec" | "discard" | "unwatch" => Route::Transaction,
+        "watch" => WATCH,
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" => SUBSCRIBER,
         "monitor" => MONITOR,
@@ -150,13 +153,16 @@ mod tests {
     }
 
     #[test]
+    fn transaction() {
+        for line in ["MULTI", "EXEC", "DISCARD", "UNWATCH", "unwatch"] {
+            assert_eq!(route_of(line), Route::Transaction, "{line}");
+        }
+    }
+
+    #[test]
     fn stateful() {
         for (line, reason) in [
-            ("MULTI", "transaction"),
-            ("EXEC", "transaction"),
-            ("DISCARD", "transaction"),
             ("WATCH a b", "transaction"),
-            ("UNWATCH", "transaction"),
             ("SUBSCRIBE c", "subscriber mode"),
             ("PSUBSCRIBE c*", "subscriber mode"),
             ("SSUBSCRIBE c", "subscriber mode"),

@@ -86,9 +86,11 @@ impl Reader<'_> {
             Route::Forward => true,
             // Run by the upstream inside the transaction, as Redis does.
             Route::Proxy => matches!(spec.name, "ping" | "echo"),
-            // Blocking commands do not block inside a transaction; UNWATCH is harmless on a
-            // shared connection, where nothing is ever watched.
-            Route::Stateful(why) => why == "blocking command" || spec.name == "unwatch",
+            // UNWATCH (the only one that gets here) is harmless on a shared connection, where
+            // nothing is ever watched.
+            Route::Transaction => true,
+            // Blocking commands do not block inside a transaction.
+            Route::Stateful(why) => why == "blocking command",
         };
         if !queueable {
             let msg = format!(
@@ -123,7 +125,7 @@ impl Reader<'_> {
         let (command, follow_ups, prefix) = match self.client.tenant.clone() {
             None => {
                 let mut b = BytesMut::new();
-                super::append_request(&mut b, req);
+                super::forward::append_request(&mut b, req);
                 (b.freeze(), Vec::new(), Bytes::new())
             }
             Some(tenant) => match tenant.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
@@ -219,9 +221,8 @@ impl Reader<'_> {
                 Some(local) => match self.client.tenant.clone() {
                     None => local.run(|e| e.execute(spec, &args, proto, unix_ms() as u64)),
                     Some(tenant) => match tenant.check(spec, &args, None, unix_ms()) {
-                        Ok(plan) => {
-                            local.run(|e| super::standalone(e, plan, &tenant.prefix, proto))
-                        }
+                        Ok(plan) => local
+                            .run(|e| super::forward::standalone(e, plan, &tenant.prefix, proto)),
                         Err(e) => error_bytes(&PolicyError::to_string(&e)),
                     },
                 },
@@ -233,7 +234,7 @@ impl Reader<'_> {
 
     /// Writes noted for a transaction that will not be sent: nothing is pending for them.
     async fn release_written(&mut self) {
-        if self.written.count > 0 {
+        if !self.written.is_empty() {
             let written = Box::new(std::mem::take(&mut self.written));
             self.fifo.push(Pending::Written(written), 0).await;
         }

@@ -1,9 +1,11 @@
-//! Commands respite answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT, RESET,
-//! AUTH, SELECT and CLIENT SETNAME/GETNAME/ID/INFO/SETINFO.
+//! Commands the session answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT,
+//! RESET, AUTH, SELECT, CLIENT SETNAME/GETNAME/ID/INFO/SETINFO, and INFO for a tenant with a key
+//! prefix (or without an upstream).
 //!
-//! These touch only the client's own state in [`Client`]; they must never reach a shared upstream
-//! connection, where they would change state for every client multiplexed on it.
-use super::session::{Client, Flow, Reader};
+//! These touch only the client's own state in [`Client`] (reached through the reader's fields,
+//! as a stage of the session); they must never reach a shared upstream connection, where they
+//! would change state for every client multiplexed on it.
+use super::{Client, Flow, Reader};
 use crate::command::CommandSpec;
 use crate::protocol::{Protocol, Request, encode};
 use bytes::{Bytes, BytesMut};
@@ -11,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: &Request) -> Flow {
     let args = &req.args;
     let mut out = BytesMut::new();
-    let proto = r.client().proto;
+    let proto = r.client.proto;
     match spec.name {
         "ping" => match args.get(1) {
             None => encode::simple(&mut out, "PONG"),
@@ -24,17 +26,17 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             return Flow::Close;
         }
         "reset" => {
-            if r.client().proto != Protocol::Resp2 {
+            if r.client.proto != Protocol::Resp2 {
                 r.barrier().await;
             }
             let db = upstream_db(r);
             let default = r
-                .shared()
+                .shared
                 .config
                 .tenants
                 .as_ref()
                 .and_then(|t| t.default_tenant().cloned());
-            let c = r.client();
+            let c = &mut r.client;
             c.proto = Protocol::Resp2;
             c.name = None;
             c.user = "default".into();
@@ -44,7 +46,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         }
         "auth" => match auth(r, &args[1..]).await {
             Ok(user) => {
-                r.client().user = user;
+                r.client.user = user;
                 encode::simple(&mut out, "OK");
             }
             Err(e) => encode::error(&mut out, &e),
@@ -53,21 +55,21 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         "select" => select(r, &args[1], &mut out),
         "client|setname" => match valid_name(&args[2]) {
             Ok(()) => {
-                r.client().name = (!args[2].is_empty()).then(|| args[2].clone());
+                r.client.name = (!args[2].is_empty()).then(|| args[2].clone());
                 encode::simple(&mut out, "OK");
             }
             Err(e) => encode::error(&mut out, e),
         },
-        "client|getname" => match &r.client().name {
+        "client|getname" => match &r.client.name {
             Some(n) => encode::bulk(&mut out, n),
             None => encode::null(&mut out, proto),
         },
-        "client|id" => encode::integer(&mut out, r.client().id as i64),
+        "client|id" => encode::integer(&mut out, r.client.id as i64),
         "client|info" => {
-            let line = client_info(r.client());
+            let line = client_info(&r.client);
             encode::verbatim(&mut out, proto, "txt", line.as_bytes());
         }
-        "client|setinfo" => match setinfo(r.client(), &args[2], &args[3]) {
+        "client|setinfo" => match setinfo(&mut r.client, &args[2], &args[3]) {
             Ok(()) => encode::simple(&mut out, "OK"),
             Err(e) => encode::error(&mut out, &e),
         },
@@ -81,7 +83,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
 }
 
 fn upstream_db(r: &Reader<'_>) -> u32 {
-    r.shared()
+    r.shared
         .config
         .upstream
         .as_ref()
@@ -98,7 +100,7 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
         [user, password] => (user, password),
         _ => return Err("ERR syntax error".into()),
     };
-    let Some(tenants) = r.shared().config.tenants.clone() else {
+    let Some(tenants) = r.shared.config.tenants.clone() else {
         return match args {
             [_] => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into()),
             _ if user == b"default" => Ok("default".into()),
@@ -106,22 +108,22 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
         };
     };
     let peer = r
-        .client()
+        .client
         .peer
         .parse::<std::net::SocketAddr>()
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     match tenants.authenticate(user, password) {
         Ok(tenant) => {
-            r.shared().auth_failures.succeeded(peer);
+            r.shared.auth_failures.succeeded(peer);
             let name = tenant.user_label().to_string();
-            r.client().tenant = Some(tenant);
+            r.client.tenant = Some(tenant);
             Ok(name)
         }
         Err(e) => {
             crate::policy::metrics::auth_failure(None);
             let delay = r
-                .shared()
+                .shared
                 .auth_failures
                 .failed(peer, std::time::Instant::now());
             if !delay.is_zero() {
@@ -132,14 +134,13 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
     }
 }
 
-/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
 /// INFO for a client whose tenant has a key prefix, or when there is no upstream: the server-wide
 /// INFO of the upstream would describe other tenants' keys, so respite answers with what clients
 /// check on connecting (ioredis's ready check reads `loading`; others read `redis_version` and
 /// `role`), and nothing about the keyspace. Sections other than these come back empty, as Redis
 /// answers an unknown section.
 pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
-    let (server, version) = match r.shared().upstream.as_ref().and_then(|u| u.server_info()) {
+    let (server, version) = match r.shared.upstream.as_ref().and_then(|u| u.server_info()) {
         Some(i) => (i.server, i.version),
         None => ("redis".to_string(), "7.0.0".to_string()),
     };
@@ -169,13 +170,14 @@ pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
     }
     let text = text.trim_end_matches("\r\n\r\n").to_string() + "\r\n";
     let mut out = BytesMut::new();
-    encode::verbatim(&mut out, r.client().proto, "txt", text.as_bytes());
+    encode::verbatim(&mut out, r.client.proto, "txt", text.as_bytes());
     out
 }
 
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
 async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
     let mut out = BytesMut::new();
-    let mut proto = r.client().proto;
+    let mut proto = r.client.proto;
     let mut name = None;
     let mut user = None;
     if let Some(v) = args.get(1) {
@@ -215,20 +217,20 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             }
         }
     }
-    if user.is_none() && r.shared().config.tenants.is_some() && r.client().tenant.is_none() {
+    if user.is_none() && r.shared.config.tenants.is_some() && r.client.tenant.is_none() {
         return error(
             r,
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         )
         .await;
     }
-    if proto != r.client().proto {
+    if proto != r.client.proto {
         // Earlier commands went to the other protocol's pool: let them finish first so this
         // client's commands still run in the order it sent them.
         r.barrier().await;
     }
-    let info = r.shared().upstream.as_ref().and_then(|u| u.server_info());
-    let c = r.client();
+    let info = r.shared.upstream.as_ref().and_then(|u| u.server_info());
+    let c = &mut r.client;
     c.proto = proto;
     if let Some(u) = user {
         c.user = u;
@@ -279,7 +281,7 @@ fn select(r: &mut Reader<'_>, arg: &Bytes, out: &mut BytesMut) {
             encode::error(out, "ERR DB index is out of range")
         }
         Some(n) if n as u32 == db => {
-            r.client().db = db;
+            r.client.db = db;
             encode::simple(out, "OK")
         }
         Some(n) => encode::error(

@@ -1,0 +1,347 @@
+//! Forwarding: consecutive commands bound upstream travel as one group (one job, one reply
+//! slot), after the near cache has had its say (a hit, a shared fill, or a write noted for
+//! read-your-writes, see [`coherence`](crate::cache::coherence)); in standalone and local-only
+//! mode the local engine answers instead, in order with everything else. It never waits for a
+//! reply: the writer does.
+use super::{Keep, Pending, Reader, error_bytes, group_full, unix_ms};
+use crate::cache::coherence::note_write;
+use crate::cache::{Lookup, ReadKind};
+use crate::command::{self, AclCategories, CommandSpec, Flags};
+use crate::engine::Engine;
+use crate::metrics::{self, ErrorKind};
+use crate::policy::{self, NamespaceRun, NamespaceStep, Plan, ReplyRewrite, Tenant};
+use crate::protocol::{Framer, Protocol, Request, encode};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+impl Reader<'_> {
+    /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
+    /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
+    pub(super) async fn forward(&mut self, spec: &'static CommandSpec, req: &Request) {
+        if let Some(local) = self.shared.answerer(spec) {
+            if let Some(reply) = self.stale_read(spec, &req.args, &[]) {
+                return self.push(Pending::Ready(reply)).await;
+            }
+            // Standalone or local-only: the local engine answers at once (in order with
+            // everything else).
+            let reply =
+                local.run(|e| e.execute(spec, &req.args, self.client.proto, unix_ms() as u64));
+            return self.push(Pending::Ready(reply)).await;
+        }
+        if self.shared.cache.is_some() {
+            if self.through_cache(spec, &req.args, &[]).await {
+                return;
+            }
+            self.written_through(spec, &req.args, &[]);
+        }
+        append_request(&mut self.group, req);
+        self.grouped().await
+    }
+
+    /// Count the command just appended to the group; a full group goes upstream now, so big
+    /// pipelines stream instead of piling up.
+    pub(super) async fn grouped(&mut self) {
+        self.group_count += 1;
+        if group_full(self.group_count, self.group.len()) {
+            self.send_group().await;
+        }
+    }
+
+    /// Forward under a tenant's rules: prefixed keys, capped TTLs, refusals, namespace-local ops.
+    pub(super) async fn forward_for(
+        &mut self,
+        tenant: Arc<Tenant>,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) {
+        let now_ms = unix_ms();
+        let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
+        if let (Some(local), Ok(plan)) = (self.shared.answerer(spec), &plan) {
+            if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
+                return self.push(Pending::Ready(reply)).await;
+            }
+            let reply =
+                local.run(|e| standalone(e, plan.clone(), &tenant.prefix, self.client.proto));
+            return self.push(Pending::Ready(reply)).await;
+        }
+        match plan {
+            Err(e) => {
+                metrics::error(ErrorKind::Refused);
+                policy::metrics::refusal(&tenant.name, &e);
+                self.reply_error(&e.to_string()).await
+            }
+            // Cacheable reads only ever need their errors unprefixed, and the errors they can
+            // get (WRONGTYPE, a bad index) name no key: a cached reply needs no rewrite.
+            Ok(Plan::Forward(f))
+                if self.shared.cache.is_some()
+                    && f.follow_ups.is_empty()
+                    && matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors)
+                    && self.through_cache(spec, &req.args, &tenant.prefix).await => {}
+            Ok(Plan::Forward(f)) if f.follow_ups.is_empty() && f.reply == ReplyRewrite::None => {
+                // Noted before it joins the group, so its keys are invalidated again once the
+                // group that carries it is answered.
+                self.written_through(spec, &req.args, &tenant.prefix);
+                self.group.extend_from_slice(&f.command);
+                self.grouped().await
+            }
+            Ok(Plan::Forward(f)) => {
+                // A job of its own, so its first reply is the command's and the rest are the
+                // follow-ups', which the client never sees.
+                self.send_group().await;
+                self.written_through(spec, &req.args, &tenant.prefix);
+                self.group.extend_from_slice(&f.command);
+                for c in &f.follow_ups {
+                    self.group.extend_from_slice(c);
+                }
+                self.group_count = 1 + f.follow_ups.len();
+                let keep = Keep::First {
+                    skip: 0,
+                    rewrite: f.reply,
+                    prefix: tenant.prefix.clone(),
+                    proto: self.client.proto,
+                };
+                self.send_group_keeping(keep).await;
+            }
+            // Boxed: rare, and inline its state would grow every idle session.
+            Ok(Plan::Namespace(op)) => Box::pin(self.run_namespace(op)).await,
+        }
+    }
+
+    /// The near cache's part in forwarding a read: answered (or waited on) here, true; or
+    /// false, forward it. (Writes are noted by [`Reader::written_through`] right before they
+    /// join the group, in whichever path forwards them.)
+    pub(super) async fn through_cache(
+        &mut self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        prefix: &[u8],
+    ) -> bool {
+        let Some(cache) = self.shared.cache.as_deref() else {
+            return false;
+        };
+        if let Some(kind) = ReadKind::of(spec) {
+            let keys = if kind == ReadKind::Mget {
+                &args[1..]
+            } else {
+                &args[1..2]
+            };
+            if self.unanswered_writes.blocks(prefix, keys.iter()) {
+                return false;
+            }
+            let tenant = self.client.tenant.as_ref().map(|t| t.name.as_str());
+            let Some(rules) = cache.rules(tenant) else {
+                return false;
+            };
+            let now = *self.cache_now.get_or_insert_with(|| cache.now());
+            let pending = match cache.read(rules, kind, args, prefix, self.client.proto, now) {
+                Lookup::Hit(bytes) => {
+                    self.ready_reply(bytes).await;
+                    return true;
+                }
+                Lookup::Wait(rx) => Pending::Cached {
+                    rx,
+                    proto: self.client.proto,
+                },
+                Lookup::Bypass => return false,
+            };
+            self.push(pending).await;
+            return true;
+        }
+        false
+    }
+
+    /// Local-only mode: a cacheable read the near cache can still answer within the
+    /// stale-if-error window — unless the local engine holds the key (written during the
+    /// outage), which then answers.
+    pub(super) fn stale_read(
+        &self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        prefix: &[u8],
+    ) -> Option<Bytes> {
+        let cache = self.shared.cache.as_deref()?;
+        let kind = ReadKind::of(spec)?;
+        let engine = self.shared.engine.as_deref()?;
+        let rules = cache.rules(self.client.tenant.as_ref().map(|t| t.name.as_str()))?;
+        let exists = command::lookup("exists")?;
+        let key = crate::cache::upstream_key(prefix, &args[1]);
+        let held = engine.execute(
+            exists,
+            &[Bytes::from_static(b"EXISTS"), key],
+            Protocol::Resp2,
+            unix_ms() as u64,
+        );
+        if &held[..] != b":0\r\n" {
+            return None;
+        }
+        cache.stale(rules, kind, args, prefix, self.client.proto)
+    }
+
+    /// Note a write about to join the group bound upstream (see [`note_write`]).
+    pub(super) fn written_through(
+        &mut self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        prefix: &[u8],
+    ) {
+        if let Some(cache) = self.shared.cache.as_deref()
+            && (spec.flags.contains(Flags::WRITE) || spec.acl.contains(AclCategories::SCRIPTING))
+        {
+            note_write(
+                cache,
+                &mut self.written,
+                self.unanswered_writes,
+                spec,
+                args,
+                prefix,
+            );
+        }
+    }
+
+    /// Drive a namespace-local operation (DBSIZE, FLUSHDB, RANDOMKEY for a prefixed tenant) to
+    /// its end before reading on: its upstream calls go through the client's own connection, one
+    /// at a time, so they run after everything the client sent before and before what follows.
+    pub(super) async fn run_namespace(&mut self, op: policy::NamespaceOp) {
+        self.send_group().await;
+        let upstream = self.shared.upstream.clone().expect("checked by the caller");
+        let conn = upstream.conn(self.client.proto, self.client.id);
+        let (mut run, mut cmd) = NamespaceRun::start(op, self.client.proto);
+        let out = loop {
+            let reply = match conn.send(cmd, 1).await.await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(partial)) => break Err(format!("ERR {}", partial.error)),
+                Err(_) => break Err("ERR upstream connection closed before replying".into()),
+            };
+            if reply.first() == Some(&b'-') {
+                break Ok(reply);
+            }
+            match run.step(&reply) {
+                Ok(NamespaceStep::Send(next)) => cmd = next,
+                Ok(NamespaceStep::Reply(bytes)) => break Ok(bytes),
+                Err(e) => break Err(format!("ERR {e}")),
+            }
+        };
+        if let Some(cache) = &self.shared.cache {
+            // FLUSHDB within a namespace deleted keys this proxy may hold.
+            cache.flush_local();
+        }
+        match out {
+            Ok(bytes) => self.push(Pending::Ready(bytes)).await,
+            Err(msg) => {
+                metrics::error(ErrorKind::Upstream);
+                self.reply_error(&msg).await
+            }
+        }
+    }
+
+    /// A reply known at once (a near-cache hit): consecutive ones are queued together, one FIFO
+    /// entry and one copy into the client's output for a whole pipeline of hits.
+    pub(super) async fn ready_reply(&mut self, bytes: Bytes) {
+        if self.group_count > 0 {
+            self.send_group().await;
+        }
+        self.ready.extend_from_slice(&bytes);
+        self.ready_count += 1;
+        if group_full(self.ready_count, self.ready.len()) {
+            self.flush_ready().await;
+        }
+    }
+
+    pub(super) async fn flush_ready(&mut self) {
+        if self.ready_count == 0 {
+            return;
+        }
+        let count = std::mem::take(&mut self.ready_count);
+        if self.fifo.full_for(count) {
+            self.cache_now = None;
+        }
+        // Taken whole: an idle client keeps no buffer.
+        let bytes = std::mem::take(&mut self.ready).freeze();
+        self.fifo.push(Pending::Ready(bytes), count).await
+    }
+
+    /// Send the group of forwarded commands, if any, and queue the slot for their replies.
+    pub(super) async fn send_group(&mut self) {
+        self.send_group_keeping(Keep::All).await
+    }
+
+    pub(super) async fn send_group_keeping(&mut self, keep: Keep) {
+        // Replies already known are older than anything in the group (a hit sends the group
+        // before it joins them).
+        self.flush_ready().await;
+        if self.group_count == 0 {
+            return;
+        }
+        let count = std::mem::take(&mut self.group_count);
+        let bytes = self.group.split().freeze();
+        let upstream = self
+            .shared
+            .upstream
+            .as_ref()
+            .expect("grouped only with an upstream");
+        let rx = upstream
+            .conn(self.client.proto, self.client.id)
+            .send_within(bytes, count, self.budget.clone())
+            .await;
+        // The send may have waited for room upstream.
+        self.cache_now = None;
+        self.fifo
+            .push(Pending::Upstream { rx, count, keep }, count)
+            .await;
+        if !self.written.is_empty() {
+            let written = Box::new(std::mem::take(&mut self.written));
+            self.fifo.push(Pending::Written(written), 0).await;
+        }
+    }
+}
+
+/// A request as the upstream gets it: the client's own bytes when it sent an array, otherwise
+/// (inline) encoded from its arguments.
+pub(super) fn append_request(out: &mut BytesMut, req: &Request) {
+    match &req.raw {
+        Some(raw) => out.extend_from_slice(raw),
+        None => encode::command(out, &req.args),
+    }
+}
+
+/// Carry out a tenant's plan on the local engine (standalone or local-only mode): the rewritten
+/// command, its follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
+pub(super) fn standalone(engine: &Engine, plan: Plan, prefix: &[u8], proto: Protocol) -> Bytes {
+    let now = unix_ms() as u64;
+    let call = |cmd: &Bytes| -> Bytes {
+        // Plans are encoded commands; frame them back into arguments for the engine.
+        let mut buf = BytesMut::from(&cmd[..]);
+        let args = match Framer::new(Default::default()).next(&mut buf) {
+            Ok(Some(req)) => req.args,
+            _ => return error_bytes("ERR respite could not re-read a rewritten command"),
+        };
+        match command::resolve(&args) {
+            Ok(spec) => engine.execute(spec, &args, proto, now),
+            Err(e) => error_bytes(&format!("ERR {e}")),
+        }
+    };
+    match plan {
+        Plan::Forward(f) => {
+            let reply = call(&f.command);
+            for c in &f.follow_ups {
+                call(c);
+            }
+            policy::rewrite_reply(f.reply, prefix, &reply, proto)
+                .unwrap_or_else(|e| error_bytes(&format!("ERR {e}")))
+        }
+        Plan::Namespace(op) => {
+            let (mut run, mut cmd) = NamespaceRun::start(op, proto);
+            loop {
+                let reply = call(&cmd);
+                if reply.first() == Some(&b'-') {
+                    return reply;
+                }
+                match run.step(&reply) {
+                    Ok(NamespaceStep::Send(next)) => cmd = next,
+                    Ok(NamespaceStep::Reply(bytes)) => return bytes,
+                    Err(e) => return error_bytes(&format!("ERR {e}")),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! One client connection: frame its requests, dispatch each, write replies back in request order.
+//!
+//! The session runs in stages, one file each: [`reader`] frames requests and dispatches them,
+//! [`forward`] groups what goes upstream (through the near cache, or to the local engine when
+//! it answers instead), [`builtin`] answers the connection commands respite keeps to itself,
+//! [`multi`] queues transactions, and [`writer`] writes the replies back. This file holds the
+//! types they share and the invariant that ties them together.
+//!
+//! # Invariants
+//! - Every request framed from a client gets exactly one reply, written in the order the requests
+//!   arrived, whatever path each took (answered here, forwarded upstream, refused). The reader pushes
+//!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
+//!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
+//!   socket.
+//! - A client's forwarded commands all go through one upstream connection per protocol, so they run
+//!   on the upstream in the order the client sent them; a protocol switch (HELLO, RESET) first waits
+//!   for every earlier reply ([`Pending::Barrier`]).
+//! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
+//!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
+//!   read or write buffer.
+mod builtin;
+mod forward;
+mod multi;
+mod reader;
+mod writer;
+
+use crate::cache::Fetched;
+use crate::cache::coherence::{Unanswered, Written};
+use crate::metrics::{self, ErrorKind};
+use crate::policy::{ReplyRewrite, Tenant};
+use crate::protocol::{Protocol, encode};
+use crate::server::fifo::Fifo;
+use crate::server::io::{ClientSocket, RawStream};
+use crate::server::{Accepted, Shared};
+use crate::upstream::{Reply, ReplyBudget};
+use bytes::{Bytes, BytesMut};
+
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+pub(crate) enum ClientStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+enum Either {
+    Tcp(ClientSocket<std::net::TcpStream>),
+    Unix(ClientSocket<std::os::unix::net::UnixStream>),
+}
+
+/// A reply owed to the client, in request order.
+pub(crate) enum Pending {
+    /// Already known (answered by respite, or an error).
+    Ready(Bytes),
+    /// The replies of `count` commands sent upstream together.
+    Upstream {
+        rx: oneshot::Receiver<Reply>,
+        count: usize,
+        keep: Keep,
+    },
+    /// A read answered by a near-cache fill in flight.
+    Cached {
+        rx: oneshot::Receiver<Fetched>,
+        proto: Protocol,
+    },
+    /// The writes in the upstream job just before this one have been answered: invalidate
+    /// their keys in the near cache again (a fill may have raced them) and count them done.
+    Written(Box<Written>),
+    /// Signalled once every earlier reply has been written: nothing is in flight any more.
+    Barrier(oneshot::Sender<()>),
+    /// Flush everything before this, then close the connection.
+    Close,
+}
+
+/// Which of a job's replies the client sees.
+pub(crate) enum Keep {
+    /// All of them, as they came.
+    All,
+    /// Only the one after `skip` replies (the command's own; the others answer what respite
+    /// added around it: policy follow-ups such as default TTLs, a transaction's MULTI and
+    /// QUEUED), rewritten for the tenant's namespace.
+    First {
+        skip: usize,
+        rewrite: ReplyRewrite,
+        prefix: Bytes,
+        proto: Protocol,
+    },
+}
+
+/// Per-client state that respite itself keeps.
+pub(crate) struct Client {
+    pub id: u64,
+    pub peer: String,
+    pub local: String,
+    pub proto: Protocol,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub user: String,
+    pub db: u32,
+    pub created: std::time::Instant,
+    pub last_command: &'static str,
+    /// Whose rules apply, when tenants are configured; `None` there means not yet authenticated.
+    pub tenant: Option<Arc<Tenant>>,
+}
+
+/// What the reader does after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// Refuse a client with one error reply (e.g. over `listen.max_clients`), then close. The reply is
+/// small enough for an empty socket buffer, so one non-blocking write is enough.
+pub(crate) async fn refuse(conn: Accepted, msg: &str) {
+    use std::io::Write;
+    let mut out = BytesMut::new();
+    encode::error(&mut out, msg);
+    metrics::error(ErrorKind::Refused);
+    let _ = match &conn.stream {
+        ClientStream::Tcp(s) => (&*s).write(&out),
+        ClientStream::Unix(s) => (&*s).write(&out),
+    };
+}
+
+pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
+    let gauge = metrics::client_connections();
+    gauge.increment(1.0);
+    let client = Client {
+        id,
+        peer: conn.peer,
+        local: conn.local,
+        proto: Protocol::Resp2,
+        name: None,
+        lib_name: None,
+        lib_ver: None,
+        user: "default".into(),
+        db: shared
+            .config
+            .upstream
+            .as_ref()
+            .map(|u| u.url.db)
+            .unwrap_or(0),
+        created: std::time::Instant::now(),
+        last_command: "NULL",
+        tenant: shared
+            .config
+            .tenants
+            .as_ref()
+            .and_then(|t| t.default_tenant().cloned()),
+    };
+    // Registered once, as a readiness-driven socket (see `io`).
+    let registered = match conn.stream {
+        ClientStream::Tcp(s) => ClientSocket::new(s).map(Either::Tcp),
+        ClientStream::Unix(s) => ClientSocket::new(s).map(Either::Unix),
+    };
+    match registered {
+        Ok(Either::Tcp(sock)) => run(sock, client, shared).await,
+        Ok(Either::Unix(sock)) => run(sock, client, shared).await,
+        Err(e) => debug!(error = %e, "could not register the client socket"),
+    }
+    gauge.decrement(1.0);
+}
+
+async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Shared>) {
+    let fifo = Fifo::new(shared.config.max_inflight_per_client);
+    let unanswered_writes = Unanswered::default();
+    let cache = shared.cache.clone();
+    let budget = shared
+        .upstream
+        .as_ref()
+        .map(|_| Arc::new(ReplyBudget::new(shared.config.max_reply_bytes)));
+    let reader = Reader {
+        client,
+        shared,
+        fifo: &fifo,
+        group: BytesMut::new(),
+        group_count: 0,
+        written: Written::default(),
+        budget: budget.clone(),
+        multi: None,
+        ready: BytesMut::new(),
+        ready_count: 0,
+        unanswered_writes: &unanswered_writes,
+        cache_now: None,
+    };
+    // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
+    // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
+    // flushes what is owed and finishes.
+    let read = async {
+        reader.read_loop(&sock).await;
+        fifo.close();
+    };
+    let writer = writer::write_loop(
+        &sock,
+        &fifo,
+        cache.as_deref(),
+        &unanswered_writes,
+        budget.as_deref(),
+    );
+    let ((), ()) = tokio::join!(read, writer);
+    debug!("client closed");
+}
+
+/// The reading half of a session: what the stages before the writer ([`reader`], [`forward`],
+/// [`builtin`], [`multi`]) share. Only it pushes onto the FIFO.
+pub(crate) struct Reader<'f> {
+    client: Client,
+    shared: Arc<Shared>,
+    fifo: &'f Fifo<Pending>,
+    /// Forwarded commands not yet sent upstream, encoded back to back, and how many.
+    group: BytesMut,
+    group_count: usize,
+    /// The writes among them (near cache only).
+    written: Written,
+    /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.
+    budget: Option<Arc<ReplyBudget>>,
+    /// A transaction being queued (MULTI … EXEC), see [`multi`].
+    multi: Option<Box<multi::Multi>>,
+    /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
+    /// Whatever the group holds came after them.
+    ready: BytesMut,
+    ready_count: usize,
+    /// This client's writes sent upstream and not answered yet (near cache only): while there
+    /// are any, its reads bypass the cache, so it always reads its own writes.
+    unanswered_writes: &'f Unanswered,
+    /// The near cache's clock, read once per batch of requests (and again after any wait).
+    cache_now: Option<u64>,
+}
+
+/// Most commands, and bytes, in one group: big pipelines still stream to the upstream.
+const GROUP_MAX: usize = 128;
+const GROUP_BYTES: usize = 64 * 1024;
+
+/// Whether a batch of `count` commands (or replies) over `bytes` is full: it goes now rather
+/// than growing further.
+fn group_full(count: usize, bytes: usize) -> bool {
+    count >= GROUP_MAX || bytes >= GROUP_BYTES
+}
+
+pub(crate) use crate::clock::unix_ms;
+
+fn error_bytes(msg: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    encode::error(&mut out, msg);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_fill_by_count_or_bytes() {
+        assert!(!group_full(0, 0));
+        assert!(!group_full(GROUP_MAX - 1, GROUP_BYTES - 1));
+        assert!(
+            group_full(GROUP_MAX, 10),
+            "a long pipeline of small commands"
+        );
+        assert!(group_full(1, GROUP_BYTES), "one large command");
+        assert!(group_full(3, GROUP_BYTES + 1));
+    }
+
+    #[test]
+    fn error_bytes_are_a_resp_error() {
+        assert_eq!(&error_bytes("ERR x")[..], b"-ERR x\r\n");
+    }
+}

@@ -1,0 +1,322 @@
+//! The session's last stage: resolve the [`Pending`] replies in FIFO order and write them to the
+//! client, batching what is already known into one write. It is the only writer of the client
+//! socket; the reply it picks for each upstream job is decided here ([`reply_bytes`]).
+use super::{Fifo, Keep, Pending, error_bytes};
+use crate::cache::coherence::{Unanswered, answered};
+use crate::cache::{Fetched, NearCache};
+use crate::metrics::{self, ErrorKind};
+use crate::policy::{self, ReplyRewrite};
+use crate::protocol::{Protocol, ReplyScanner, encode};
+use crate::server::io::{ClientSocket, RawStream};
+use crate::upstream::{Reply, ReplyBudget};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+/// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
+/// it that is already known, so a pipelining client gets them in one write.
+pub(super) async fn write_loop<S: RawStream>(
+    w: &ClientSocket<S>,
+    fifo: &Fifo<Pending>,
+    cache: Option<&NearCache>,
+    unanswered_writes: &Unanswered,
+    budget: Option<&ReplyBudget>,
+) {
+    // Upstream replies leave the client's budget as the writer takes them.
+    let taken = |r: &Result<Reply, ()>| {
+        if let (Some(b), Ok(Ok(bytes))) = (budget, r) {
+            b.release(bytes.len());
+        }
+    };
+    const FLUSH_AT: usize = 64 * 1024;
+    let mut out = BytesMut::new();
+    let mut head: Option<Pending> = None;
+    'session: loop {
+        let mut item = match head.take() {
+            Some(p) => Some(p),
+            None => fifo.pop().await,
+        };
+        if item.is_none() {
+            break;
+        }
+        while let Some(p) = item.take() {
+            let written = match p {
+                Pending::Ready(b) => append(w, &mut out, b).await,
+                Pending::Upstream { rx, count, keep } => {
+                    let r = rx.await.map_err(|_| ());
+                    taken(&r);
+                    append(w, &mut out, reply_bytes(r, count, &keep)).await
+                }
+                Pending::Cached { rx, proto } => {
+                    append(w, &mut out, fetched_bytes(rx.await.ok(), proto)).await
+                }
+                Pending::Written(written) => {
+                    answered(cache, &written, unanswered_writes);
+                    Ok(())
+                }
+                Pending::Barrier(done) => {
+                    let r = flush(w, &mut out).await;
+                    let _ = done.send(());
+                    r
+                }
+                Pending::Close => break 'session,
+            };
+            if written.is_err() {
+                return;
+            }
+            if out.len() >= FLUSH_AT {
+                break;
+            }
+            item = match fifo.try_pop() {
+                Some(Pending::Upstream {
+                    mut rx,
+                    count,
+                    keep,
+                }) => match rx.try_recv() {
+                    Ok(r) => {
+                        let r = Ok(r);
+                        taken(&r);
+                        Some(Pending::Ready(reply_bytes(r, count, &keep)))
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Some(Pending::Ready(reply_bytes(Err(()), count, &keep)))
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        // Not here yet: write what we have before waiting for it.
+                        head = Some(Pending::Upstream { rx, count, keep });
+                        None
+                    }
+                },
+                Some(Pending::Cached { mut rx, proto }) => match rx.try_recv() {
+                    Ok(f) => Some(Pending::Ready(fetched_bytes(Some(f), proto))),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Some(Pending::Ready(fetched_bytes(None, proto)))
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        head = Some(Pending::Cached { rx, proto });
+                        None
+                    }
+                },
+                Some(other) => Some(other),
+                None => None,
+            };
+        }
+        if budget.is_some_and(|b| b.exceeded()) {
+            // Past limits.max_reply_bytes: the errors that replaced the replies go out, then the
+            // connection closes. Whatever the reader still queues is dropped until it stops.
+            let _ = flush(w, &mut out).await;
+            w.shutdown_both();
+            while fifo.pop().await.is_some() {}
+            return;
+        }
+        if flush(w, &mut out).await.is_err() {
+            return;
+        }
+        if head.is_none() && fifo.is_empty() {
+            // Idle clients keep no write buffer.
+            out = BytesMut::new();
+        }
+    }
+    let _ = flush(w, &mut out).await;
+    w.shutdown_write();
+}
+
+/// A near-cache fill's reply for a client (`None`: the fill vanished unanswered).
+fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
+    match f {
+        Some(Ok(cached)) => cached.get(proto),
+        Some(Err(why)) => {
+            metrics::error(ErrorKind::Upstream);
+            error_bytes(&format!("ERR {why}"))
+        }
+        None => {
+            metrics::error(ErrorKind::Upstream);
+            error_bytes("ERR near-cache fill abandoned before its reply")
+        }
+    }
+}
+
+async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    w.write_all(out).await.map_err(|_| ())?;
+    out.clear();
+    Ok(())
+}
+
+/// The bytes a client gets for the `count` commands of one upstream job: their replies, or the
+/// replies that arrived followed by one error for each command that got none. `Err(())`: the
+/// slot vanished unanswered (the pool shut down).
+fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
+    if let Keep::First {
+        skip,
+        rewrite,
+        prefix,
+        proto,
+    } = keep
+    {
+        return first_reply(r, *skip, *rewrite, prefix, *proto);
+    }
+    let (mut out, failed, msg) = match r {
+        Ok(Ok(bytes)) => return bytes,
+        Ok(Err(partial)) => {
+            metrics::error(partial.error.kind());
+            (
+                BytesMut::from(&partial.replies[..]),
+                count - partial.count,
+                format!("ERR {}", partial.error),
+            )
+        }
+        Err(()) => {
+            metrics::error(ErrorKind::Upstream);
+            (
+                BytesMut::new(),
+                count,
+                "ERR upstream connection closed before replying".to_string(),
+            )
+        }
+    };
+    for _ in 0..failed {
+        encode::error(&mut out, &msg);
+    }
+    out.freeze()
+}
+
+/// The command's own reply (the one after `skip`) out of a job that also carried what respite
+/// added around it, rewritten for the tenant.
+fn first_reply(
+    r: Result<Reply, ()>,
+    skip: usize,
+    rewrite: ReplyRewrite,
+    prefix: &[u8],
+    proto: Protocol,
+) -> Bytes {
+    let replies = match r {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(partial)) if partial.count > skip => partial.replies,
+        Ok(Err(partial)) => return reply_bytes(Ok(Err(partial.without_replies())), 1, &Keep::All),
+        other => return reply_bytes(other, 1, &Keep::All),
+    };
+    let mut scanner = ReplyScanner::new();
+    let mut at = 0;
+    for _ in 0..skip {
+        match scanner.scan(&replies[at..]) {
+            Ok(Some(s)) => at += s.len,
+            _ => break,
+        }
+    }
+    let len = match scanner.scan(&replies[at..]) {
+        Ok(Some(s)) => s.len,
+        _ => replies.len() - at,
+    };
+    let first = replies.slice(at..at + len);
+    policy::rewrite_reply(rewrite, prefix, &first, proto)
+        .unwrap_or_else(|e| error_bytes(&format!("ERR {e}")))
+}
+
+/// Add a reply to the output batch; a large reply is written straight through instead of copied.
+async fn append<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
+    if b.len() >= 16 * 1024 {
+        flush(w, out).await?;
+        w.write_all(&b).await.map_err(|_| ())
+    } else {
+        out.extend_from_slice(&b);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::{Partial, UpstreamError};
+
+    fn lost(replies: &'static [u8], count: usize) -> Result<Reply, ()> {
+        Ok(Err(Partial {
+            replies: Bytes::from_static(replies),
+            count,
+            error: UpstreamError::Lost {
+                cause: "reset".into(),
+            },
+        }))
+    }
+
+    const LOST: &str = "-ERR upstream connection lost with the command in flight (reset); it may or may not have run\r\n";
+    const CLOSED: &str = "-ERR upstream connection closed before replying\r\n";
+
+    fn first(skip: usize, rewrite: ReplyRewrite, prefix: &'static [u8]) -> Keep {
+        Keep::First {
+            skip,
+            rewrite,
+            prefix: Bytes::from_static(prefix),
+            proto: Protocol::Resp2,
+        }
+    }
+
+    #[test]
+    fn every_reply_as_it_came() {
+        let r = Ok(Ok(Bytes::from_static(b"+OK\r\n:1\r\n")));
+        assert_eq!(&reply_bytes(r, 2, &Keep::All)[..], b"+OK\r\n:1\r\n");
+    }
+
+    #[test]
+    fn partial_replies_then_one_error_per_missing_command() {
+        let got = reply_bytes(lost(b"+OK\r\n", 1), 3, &Keep::All);
+        assert_eq!(got, format!("+OK\r\n{LOST}{LOST}").as_bytes());
+        let got = reply_bytes(lost(b"", 0), 2, &Keep::All);
+        assert_eq!(got, format!("{LOST}{LOST}").as_bytes());
+    }
+
+    #[test]
+    fn a_vanished_slot_answers_every_command() {
+        let got = reply_bytes(Err(()), 2, &Keep::All);
+        assert_eq!(got, format!("{CLOSED}{CLOSED}").as_bytes());
+    }
+
+    #[test]
+    fn first_reply_skips_what_respite_added() {
+        // MULTI, two QUEUED, EXEC's array, then a follow-up's reply.
+        let replies = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$1\r\na\r\n:1\r\n:1\r\n";
+        let r = Ok(Ok(Bytes::from_static(replies)));
+        let got = reply_bytes(r, 5, &first(3, ReplyRewrite::None, b""));
+        assert_eq!(&got[..], b"*2\r\n$1\r\na\r\n:1\r\n");
+        // No skip: the command's own reply, not its follow-up's.
+        let r = Ok(Ok(Bytes::from_static(b"+OK\r\n:1\r\n")));
+        assert_eq!(
+            &reply_bytes(r, 2, &first(0, ReplyRewrite::None, b""))[..],
+            b"+OK\r\n"
+        );
+    }
+
+    #[test]
+    fn first_reply_is_rewritten_for_the_tenant() {
+        let r = Ok(Ok(Bytes::from_static(
+            b"*2\r\n$4\r\nt1:a\r\n$4\r\nt1:b\r\n",
+        )));
+        let got = reply_bytes(r, 1, &first(0, ReplyRewrite::Keys, b"t1:"));
+        assert_eq!(&got[..], b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    }
+
+    #[test]
+    fn first_reply_of_a_partial_job() {
+        // Its own reply arrived before the failure: the client gets it.
+        let got = reply_bytes(
+            lost(b"+OK\r\n:5\r\n", 2),
+            3,
+            &first(1, ReplyRewrite::None, b""),
+        );
+        assert_eq!(&got[..], b":5\r\n");
+        // It did not: one error, for the one command the client sent.
+        let got = reply_bytes(lost(b"+OK\r\n", 1), 3, &first(1, ReplyRewrite::None, b""));
+        assert_eq!(got, LOST.as_bytes());
+        let got = reply_bytes(Err(()), 3, &first(1, ReplyRewrite::None, b""));
+        assert_eq!(got, CLOSED.as_bytes());
+    }
+
+    #[test]
+    fn fills_answer_or_fail() {
+        assert_eq!(
+            &fetched_bytes(None, Protocol::Resp2)[..],
+            b"-ERR near-cache fill abandoned before its reply\r\n"
+        );
+    }
+}
