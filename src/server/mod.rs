@@ -6,7 +6,6 @@
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
-mod builtin;
 mod fifo;
 mod io;
 mod session;

@@ -228,19 +228,21 @@ async fn append<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut, b: Bytes)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::{Partial, UpstreamError};
+    use crate::upstream::error::{Kind, Lost};
+    use crate::upstream::{CommandError, Partial, UpstreamError};
 
     fn lost(replies: &'static [u8], count: usize) -> Result<Reply, ()> {
         Ok(Err(Partial {
             replies: Bytes::from_static(replies),
             count,
-            error: UpstreamError::Lost {
-                cause: "reset".into(),
-            },
+            error: CommandError::Lost(std::sync::Arc::new(UpstreamError {
+                addr: "127.0.0.1:6379".into(),
+                kind: Kind::Lost(Lost::Closed),
+            })),
         }))
     }
 
-    const LOST: &str = "-ERR upstream connection lost with the command in flight (reset); it may or may not have run\r\n";
+    const LOST: &str = "-ERR upstream connection lost with the command in flight (upstream closed the connection); it may or may not have run\r\n";
     const CLOSED: &str = "-ERR upstream connection closed before replying\r\n";
 
     fn first(skip: usize, rewrite: ReplyRewrite, prefix: &'static [u8]) -> Keep {
