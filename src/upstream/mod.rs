@@ -25,6 +25,7 @@
 pub mod health;
 
 use crate::config::{UpstreamAddr, UpstreamConfig};
+use crate::logging::Repeats;
 use crate::metrics;
 use crate::protocol::{Protocol, ReplyScanner, encode};
 use bytes::{Buf, Bytes, BytesMut};
@@ -370,8 +371,11 @@ impl ConnTask {
                 failures,
                 &mut rand::rng(),
             );
-            if failures == 1 || failures.is_power_of_two() {
-                warn!(upstream = %addr, protocol = label, slot = self.slot, %cause, retry_in = ?delay, failures, "upstream connection failed");
+            // Once per 30 s for all slots together: an outage is one story, not a line per attempt
+            // per connection (31 lines in 20 s with the near cache's, before).
+            static REPEATS: Repeats = Repeats::new(Duration::from_secs(30));
+            if let Some(suppressed) = REPEATS.check() {
+                warn!(upstream = %addr, protocol = label, slot = self.slot, %cause, retry_in = ?delay, failures, suppressed, "upstream connection failed");
             }
             // Until the next attempt, fail fast: nothing is queued behind a dead connection.
             let sleep = tokio::time::sleep(delay);
