@@ -4,9 +4,11 @@ mod harness;
 
 mod basics;
 mod clients;
+mod deploy;
 mod faults;
 mod local_only;
 mod near_cache;
+mod observability;
 mod operations;
 mod relay;
 mod robustness;
