@@ -158,8 +158,11 @@ impl Tracker {
                 failures,
                 &mut rand::rng(),
             );
-            if failures == 1 || failures.is_power_of_two() {
-                warn!(upstream = %addr, connection = self.index, %cause, retry_in = ?delay, "near-cache tracking connection failed; the near cache is empty and bypassed until it is back");
+            // Once per 30 s for all tracking connections (crate::logging::Repeats).
+            static REPEATS: crate::logging::Repeats =
+                crate::logging::Repeats::new(std::time::Duration::from_secs(30));
+            if let Some(suppressed) = REPEATS.check() {
+                warn!(upstream = %addr, connection = self.index, %cause, retry_in = ?delay, suppressed, "near-cache tracking connection failed; the near cache is empty and bypassed until it is back");
             }
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);

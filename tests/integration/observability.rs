@@ -412,3 +412,51 @@ fn the_near_cache_gauge_follows_tracking() {
     server.restart();
     up((Some(1.0), Some(2.0))).expect("1 again once tracking is back");
 }
+
+/// An outage is a few log lines, not one per reconnect attempt: each connect-failure warning at
+/// most once per 30 s (it was 31 WARN lines in 20 s), and no colour codes into a pipe.
+#[test]
+fn an_outage_logs_each_warning_once_per_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, CACHE).unwrap();
+    let admin = free_port();
+    // Nothing listens on this port: every connection attempt fails at once.
+    let down = format!("redis://127.0.0.1:{}", free_port());
+    let mut respite = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_respite"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--upstream", &down])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Enough failed attempts that the old policy (powers of two per connection) logged 10+.
+    wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok() && {
+            let (_, m) = http_get(("127.0.0.1", admin), "/metrics");
+            m.lines()
+                .filter_map(|l| l.strip_prefix("respite_upstream_reconnects_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+                >= 16.0
+        }
+    })
+    .expect("16 failed reconnects");
+    let _ = respite.0.kill();
+    let mut log = String::new();
+    respite
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("upstream connection failed"), 1, "{log}");
+    assert_eq!(count("near-cache tracking connection failed"), 1, "{log}");
+    assert_eq!(count("respite started"), 1, "{log}");
+    assert!(!log.contains('\x1b'), "no colour codes into a pipe:\n{log}");
+}
