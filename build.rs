@@ -10,7 +10,9 @@ fn main() {
     let from_env = std::env::var("RESPITE_GIT_REVISION")
         .ok()
         .filter(|r| !r.is_empty() && r != "unknown");
-    let revision = from_env.or_else(git_revision).unwrap_or_else(|| "unknown".into());
+    let revision = from_env
+        .or_else(git_revision)
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=RESPITE_GIT_REVISION={revision}");
 }
 
@@ -25,7 +27,9 @@ fn git_revision() -> Option<String> {
     // Rebuild when HEAD moves. In a worktree .git is a file; `--git-path` resolves both layouts.
     for path in ["HEAD", "logs/HEAD"] {
         // Only files that exist: a missing one would rerun this script at every build.
-        if let Some(p) = git(&["rev-parse", "--git-path", path]).filter(|p| std::path::Path::new(p).exists()) {
+        if let Some(p) =
+            git(&["rev-parse", "--git-path", path]).filter(|p| std::path::Path::new(p).exists())
+        {
             println!("cargo:rerun-if-changed={p}");
         }
     }

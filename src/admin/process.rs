@@ -31,7 +31,10 @@ fn start_time() -> f64 {
 /// Append the process metrics to an exposition text.
 pub fn render(out: &mut String) {
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
     };
     if let Some(cpu) = cpu_seconds() {
         metric(
@@ -120,7 +123,13 @@ mod tests {
                 .unwrap();
             assert!(value >= 0.0, "{name} {value}");
         }
-        let rss = status_kib(&std::fs::read_to_string("/proc/self/status").unwrap(), "VmRSS:");
-        assert!(rss.unwrap() > 100.0, "a test process holds more than 100 KiB");
+        let rss = status_kib(
+            &std::fs::read_to_string("/proc/self/status").unwrap(),
+            "VmRSS:",
+        );
+        assert!(
+            rss.unwrap() > 100.0,
+            "a test process holds more than 100 KiB"
+        );
     }
 }

@@ -88,7 +88,9 @@ pub fn configmap_toml() -> String {
 }
 
 fn configmap_table() -> toml::Table {
-    configmap_toml().parse().expect("the ConfigMap's proxy.toml is TOML")
+    configmap_toml()
+        .parse()
+        .expect("the ConfigMap's proxy.toml is TOML")
 }
 
 /// A quantity such as `256Mi` in bytes.
@@ -128,13 +130,23 @@ fn the_dockerfile_runs_the_binary_with_no_overrides_from_pinned_images() {
     assert_eq!(exec_form("ENTRYPOINT"), ["/usr/local/bin/respite"]);
     let user = steps.iter().rfind(|(i, _)| i == "USER").expect("a USER");
     assert!(
-        user.1.split(':').all(|id| id.parse::<u32>().is_ok_and(|n| n > 0)),
+        user.1
+            .split(':')
+            .all(|id| id.parse::<u32>().is_ok_and(|n| n > 0)),
         "USER must be a numeric non-root id for runAsNonRoot: {}",
         user.1
     );
     // The stripped `dist` profile is what the image ships.
-    assert!(steps.iter().any(|(i, r)| i == "RUN" && r.contains("--profile dist")));
-    assert!(steps.iter().any(|(i, r)| i == "COPY" && r.contains("target/dist/respite")));
+    assert!(
+        steps
+            .iter()
+            .any(|(i, r)| i == "RUN" && r.contains("--profile dist"))
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|(i, r)| i == "COPY" && r.contains("target/dist/respite"))
+    );
     let cargo: toml::Table = read("Cargo.toml").parse().unwrap();
     let dist = &cargo["profile"]["dist"];
     assert_eq!(dist["inherits"].as_str(), Some("release"));
@@ -142,7 +154,9 @@ fn the_dockerfile_runs_the_binary_with_no_overrides_from_pinned_images() {
     assert_eq!(dist["debug"].as_integer(), Some(0));
     let ignore = read(".dockerignore");
     assert!(
-        ignore.lines().any(|l| l.trim().trim_end_matches('/') == "target"),
+        ignore
+            .lines()
+            .any(|l| l.trim().trim_end_matches('/') == "target"),
         ".dockerignore keeps target/ out of the build context"
     );
 }
@@ -209,7 +223,10 @@ fn ports_probes_and_limits_match_the_configmap() {
     let c = respite_container();
     let annotations = &template["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
-    assert_eq!(annotations["prometheus.io/port"], admin.to_string().as_str());
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        admin.to_string().as_str()
+    );
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
     assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(admin as u64));
     for (probe, path) in [
@@ -272,11 +289,7 @@ fn the_configmap_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A misspelled key is refused, so the pass above means something.
-    std::fs::write(
-        &path,
-        configmap_toml().replace("max_clients", "max_client"),
-    )
-    .unwrap();
+    std::fs::write(&path, configmap_toml().replace("max_clients", "max_client")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_respite"))
         .args(["--config", path.to_str().unwrap(), "--check-config"])
         .output()
@@ -305,7 +318,9 @@ fn listening_on(port: u16) -> Vec<String> {
 #[test]
 fn the_shipped_command_line_starts_listens_on_loopback_and_answers() {
     let server = Server::start(Kind::Redis);
-    server.raw().cmd(&words("ACL SETUSER app on >s3cret-pw ~* &* +@all"));
+    server
+        .raw()
+        .cmd(&words("ACL SETUSER app on >s3cret-pw ~* &* +@all"));
     let dir = tempfile::tempdir().unwrap();
     let (tcp, admin) = (free_port(), free_port());
     let socket = dir.path().join("respite.sock");
@@ -332,7 +347,9 @@ fn the_shipped_command_line_starts_listens_on_loopback_and_answers() {
         })
         .collect();
     let mut cmd = Command::new(&line[0]);
-    cmd.args(&line[1..]).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(&line[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // The container's environment: the Dockerfile's ENV and the container's env, nothing else.
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RESPITE_") || k == "REDIS_URL") {
         cmd.env_remove(k);
@@ -420,7 +437,11 @@ fn the_systemd_unit_is_hardened() {
         .filter_map(|l| l.split_once('='))
         .collect();
     let get = |k: &str| keys.iter().find(|(key, _)| *key == k).map(|kv| kv.1);
-    assert_eq!(get("ExecStartPre"), None, "nothing prints the config at start");
+    assert_eq!(
+        get("ExecStartPre"),
+        None,
+        "nothing prints the config at start"
+    );
     assert_eq!(get("RestartPreventExitStatus"), Some("2"));
     for (k, v) in [
         ("NoNewPrivileges", "yes"),

@@ -150,12 +150,12 @@ fn the_dashboard_and_the_rules_use_metrics_respite_defines() {
     let mut used = BTreeSet::new();
     for e in &exprs {
         let names = metrics_in(e);
-        assert!(
-            !names.is_empty() || e.contains("up{"),
-            "no metric in: {e}"
-        );
+        assert!(!names.is_empty() || e.contains("up{"), "no metric in: {e}");
         for n in names {
-            assert!(defined.contains(&n), "{n} (in `{e}`) is not a metric respite defines");
+            assert!(
+                defined.contains(&n),
+                "{n} (in `{e}`) is not a metric respite defines"
+            );
             used.insert(n);
         }
     }
@@ -291,10 +291,7 @@ fn prometheus_scrapes_respite_through_the_shipped_config() {
     }
     let targets = serde_json::json!([pod("app-0", "true", admin), pod("other", "false", admin)]);
     let prometheus_yml = runnable_config(dir.path(), &targets);
-    let (ok, out) = promtool(
-        &["check", "config", prometheus_yml.to_str().unwrap()],
-        None,
-    );
+    let (ok, out) = promtool(&["check", "config", prometheus_yml.to_str().unwrap()], None);
     assert!(ok, "promtool check config:\n{out}");
     let data = dir.path().join("data");
     let _prometheus = Reaped(
@@ -316,17 +313,24 @@ fn prometheus_scrapes_respite_through_the_shipped_config() {
     // sent Prometheus to the annotated port (the discovered address's port 1 has no server).
     wait_until(Duration::from_secs(30), || {
         scalar(
-                prom,
-                r#"respite_commands_total{job="respite", pod="app-0", command="get"}"#,
-            ) == Some(7.0)
+            prom,
+            r#"respite_commands_total{job="respite", pod="app-0", command="get"}"#,
+        ) == Some(7.0)
     })
     .expect("Prometheus scraped respite's 7 GETs");
     // Only the pod annotated for scraping is a target.
     let active = api(prom, "/api/v1/targets", &[("state", "active")]);
-    let scraped: Vec<&Value> = active["data"]["activeTargets"].as_array().unwrap().iter().collect();
+    let scraped: Vec<&Value> = active["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
     assert_eq!(scraped.len(), 1, "{active}");
     assert_eq!(scraped[0]["labels"]["pod"], "app-0");
-    assert_eq!(scraped[0]["scrapeUrl"], format!("http://127.0.0.1:{admin}/metrics"));
+    assert_eq!(
+        scraped[0]["scrapeUrl"],
+        format!("http://127.0.0.1:{admin}/metrics")
+    );
     let info = api(prom, "/api/v1/query", &[("query", "respite_build_info")]);
     assert_eq!(
         info["data"]["result"][0]["metric"]["version"],
