@@ -299,6 +299,8 @@ fn prometheus_scrapes_respite_through_the_shipped_config() {
             .arg(format!("--config.file={}", prometheus_yml.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
+            // One core: the tests alongside share this machine's two.
+            .env("GOMAXPROCS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
