@@ -470,3 +470,21 @@ fn the_systemd_unit_is_hardened() {
         .unwrap_or_else(|| panic!("no score in:\n{text}"));
     assert!(score <= 2.0, "exposure {score} (was 8.4 before hardening)");
 }
+
+/// yamllint's default rules (deploy/.yamllint.yml lists the three it relaxes) hold in every YAML
+/// file under deploy/.
+#[test]
+fn yamllint_accepts_the_deploy_files() {
+    let out = Command::new("yamllint")
+        .args(["--strict", "-f", "parsable", "-c"])
+        .arg(repo("deploy/.yamllint.yml"))
+        .arg(repo("deploy"))
+        .output()
+        .expect("yamllint runs (scripts/test.sh installs it: apt-get install yamllint)");
+    assert!(
+        out.status.success(),
+        "yamllint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
