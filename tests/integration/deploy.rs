@@ -128,6 +128,20 @@ fn the_dockerfile_runs_the_binary_with_no_overrides_from_pinned_images() {
         );
     }
     assert_eq!(exec_form("ENTRYPOINT"), ["/usr/local/bin/respite"]);
+    // The build stage's Rust is the project's pinned toolchain.
+    let toolchain: toml::Table = read("rust-toolchain.toml").parse().unwrap();
+    let channel = toolchain["toolchain"]["channel"].as_str().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|(i, r)| i == "FROM" && r.starts_with(&format!("rust:{channel}-"))),
+        "the build stage runs rust {channel}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|(i, r)| i == "ENV" && r == &format!("RUSTUP_TOOLCHAIN={channel}"))
+    );
     let user = steps.iter().rfind(|(i, _)| i == "USER").expect("a USER");
     assert!(
         user.1
