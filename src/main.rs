@@ -67,9 +67,7 @@ fn main() -> anyhow::Result<()> {
         println!("configuration is valid:\n{config:#?}");
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
-        .init();
+    respite::logging::init(&config);
     // Each client is a file descriptor: raise the soft limit to the hard one, as Redis does.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) if (n as usize) < config.listen.max_clients + 64 => tracing::warn!(
@@ -97,9 +95,7 @@ fn main() -> anyhow::Result<()> {
         let listeners = Listeners::bind(&config)
             .await
             .context("binding listeners")?;
-        if let Some(l) = &listeners.tcp {
-            tracing::info!(addr = %l.local_addr()?, "listening");
-        }
+        respite::logging::summary(&config, &listeners);
         if listeners.admin.is_some() {
             respite::admin::recorder();
         }

@@ -6,6 +6,7 @@
 use crate::command::CommandSpec;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const CLIENT_CONNECTIONS: &str = "respite_client_connections";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
@@ -18,6 +19,38 @@ pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
 pub const UPSTREAM_ERROR_REPLIES_TOTAL: &str = "respite_upstream_error_replies_total";
 pub const UPSTREAM_HEALTH: &str = "respite_upstream_health";
 pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "respite_upstream_health_transitions_total";
+pub const UPSTREAM_PROBE_RTT_SECONDS: &str = "respite_upstream_probe_rtt_seconds";
+pub const BUILD_INFO: &str = "respite_build_info";
+pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
+pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
+pub const LOCAL_ONLY: &str = "respite_local_only";
+pub const LOCAL_ENGINE_KEYS: &str = "respite_local_engine_keys";
+pub const LOCAL_ENGINE_BYTES: &str = "respite_local_engine_bytes";
+
+/// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
+pub const GIT_REVISION: &str = env!("RESPITE_GIT_REVISION");
+
+/// Bytes read from and written to client sockets, counted by the socket layer (one relaxed add
+/// per read or write call, not per request) and published when `/metrics` is scraped.
+static CLIENT_READ_BYTES: AtomicU64 = AtomicU64::new(0);
+static CLIENT_WRITTEN_BYTES: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+pub fn client_read(n: usize) {
+    CLIENT_READ_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn client_written(n: usize) {
+    CLIENT_WRITTEN_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Copy what is counted outside the registry into it; the admin port calls this before each
+/// render.
+pub fn publish() {
+    counter!(CLIENT_READ_BYTES_TOTAL).absolute(CLIENT_READ_BYTES.load(Ordering::Relaxed));
+    counter!(CLIENT_WRITTEN_BYTES_TOTAL).absolute(CLIENT_WRITTEN_BYTES.load(Ordering::Relaxed));
+}
 
 /// Error kinds, the `kind` label of [`ERRORS_TOTAL`]: which side failed and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +166,33 @@ pub fn batch_histograms() -> (Histogram, Histogram) {
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which version and git revision is running"
+    );
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_revision" => GIT_REVISION)
+        .set(1.0);
+    describe_counter!(
+        CLIENT_READ_BYTES_TOTAL,
+        "Bytes read from client connections (TCP and unix)"
+    );
+    describe_counter!(
+        CLIENT_WRITTEN_BYTES_TOTAL,
+        "Bytes written to client connections (TCP and unix)"
+    );
+    describe_gauge!(
+        UPSTREAM_PROBE_RTT_SECONDS,
+        "Round trip of the latest successful health probe (PING) to the upstream, in seconds"
+    );
+    describe_gauge!(
+        LOCAL_ONLY,
+        "1 while local-only mode answers clients (the upstream is down), else 0"
+    );
+    describe_gauge!(LOCAL_ENGINE_KEYS, "Keys the local engine holds");
+    describe_gauge!(
+        LOCAL_ENGINE_BYTES,
+        "Memory the local engine accounts for, in bytes"
+    );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");

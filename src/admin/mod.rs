@@ -2,7 +2,11 @@
 //! (traffic should come: not draining, and the upstream reachable or local-only mode serving),
 //! `/stats` as JSON.
 //!
-//! It reads state; it never changes how the proxy serves clients.
+//! It reads state; it never changes how the proxy serves clients. Gauges of state that other parts
+//! keep (local-only mode, the engine's size, the probe's round trip) are read at scrape time here
+//! rather than pushed from the data path.
+mod process;
+
 use crate::engine::Engine;
 use crate::upstream::Upstream;
 use crate::upstream::health::State as Health;
@@ -39,14 +43,15 @@ pub fn recorder() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed");
         crate::metrics::describe();
+        process::mark_start();
         handle
     })
 }
 
 pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken) {
-    let handle = recorder();
+    recorder();
     let app = Router::new()
-        .route("/metrics", get(move || async move { handle.render() }))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
@@ -54,6 +59,33 @@ pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken)
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
+}
+
+/// The exposition text: the registry, after the scrape-time gauges are set, then the process's.
+async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
+    use crate::metrics as m;
+    m::publish();
+    if let Some(u) = &state.upstream {
+        let h = u.health().snapshot();
+        let local = state.local_only && h.state.is_local() && !u.health().rejected();
+        metrics::gauge!(m::LOCAL_ONLY).set(if local { 1.0 } else { 0.0 });
+        if let Some(rtt) = h.last_probe_rtt {
+            metrics::gauge!(m::UPSTREAM_PROBE_RTT_SECONDS).set(rtt.as_secs_f64());
+        }
+    }
+    if let Some(e) = &state.engine {
+        metrics::gauge!(m::LOCAL_ENGINE_KEYS).set(e.len() as f64);
+        metrics::gauge!(m::LOCAL_ENGINE_BYTES).set(e.used_memory() as f64);
+    }
+    let mut text = recorder().render();
+    process::render(&mut text);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {

@@ -46,6 +46,7 @@ pub const FLUSHES_TOTAL: &str = "respite_near_cache_flushes_total";
 pub const BYTES: &str = "respite_near_cache_bytes";
 pub const ENTRIES: &str = "respite_near_cache_entries";
 pub const ENABLED: &str = "respite_near_cache_enabled";
+pub const TRACKING_CONNECTIONS: &str = "respite_near_cache_tracking_connections";
 
 /// Why the whole cache was emptied.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +179,8 @@ impl NearCache {
             pushes: AtomicU64::new(0),
             stale_hits: AtomicU64::new(0),
         });
-        gauge!(ENABLED).set(1.0);
+        // Off until tracking is acknowledged: the sweeper publishes what is actually up.
+        gauge!(ENABLED).set(0.0);
         let fills = (0..shared.config.connections)
             .map(|index| tracking::spawn(index, shared.clone(), upstream.clone(), shutdown.clone()))
             .collect();
@@ -442,6 +444,14 @@ async fn sweeper(cache: Arc<NearCache>, shutdown: CancellationToken) {
         last = now;
         gauge!(BYTES).set(shared.store.bytes() as f64);
         gauge!(ENTRIES).set(shared.store.entries() as f64);
+        let up = shared
+            .ready
+            .iter()
+            .filter(|r| r.load(Ordering::Relaxed))
+            .count();
+        gauge!(TRACKING_CONNECTIONS).set(up as f64);
+        let serving = !shared.disabled.load(Ordering::Relaxed) && up == shared.ready.len();
+        gauge!(ENABLED).set(if serving { 1.0 } else { 0.0 });
     }
 }
 
@@ -471,6 +481,10 @@ pub fn describe() {
     describe_gauge!(ENTRIES, "Entries the near cache holds");
     describe_gauge!(
         ENABLED,
-        "1 while the near cache is on; 0 once the upstream refused CLIENT TRACKING"
+        "1 while the near cache serves: every tracking connection up (0 while one is down, and for good once the upstream refused CLIENT TRACKING)"
+    );
+    describe_gauge!(
+        TRACKING_CONNECTIONS,
+        "Near-cache tracking connections up now (CLIENT TRACKING acknowledged)"
     );
 }

@@ -157,8 +157,11 @@ impl Tracker {
                 return self.fail_retries("respite is shutting down");
             }
             let retry = backoff.failed();
-            if retry.log {
-                warn!(upstream = %addr, connection = self.index, %cause, retry_in = ?retry.delay, "near-cache tracking connection failed; the near cache is empty and bypassed until it is back");
+            // Once per 30 s for all tracking connections together (crate::logging::Repeats).
+            static REPEATS: crate::logging::Repeats =
+                crate::logging::Repeats::new(std::time::Duration::from_secs(30));
+            if let Some(suppressed) = REPEATS.check() {
+                warn!(upstream = %addr, connection = self.index, %cause, retry_in = ?retry.delay, suppressed, "near-cache tracking connection failed; the near cache is empty and bypassed until it is back");
             }
             let shared = self.shared.clone();
             let fail = |job: FillJob| fail(&shared, job, "near-cache tracking connection down");

@@ -41,6 +41,8 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
     pub log_level: String,
+    /// `log.format`: text or json.
+    pub log_format: crate::logging::Format,
     /// Tokio worker threads; 0 means one per core. One by default: a sidecar shares its cores with
     /// the app (and here with the upstream), and one thread avoids cross-thread wake-ups.
     pub worker_threads: usize,
@@ -305,12 +307,14 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields, default)]
 struct RawLog {
     level: String,
+    format: String,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }
@@ -736,6 +740,11 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         upstream,
         admin,
         log_level: level,
+        log_format: raw
+            .log
+            .format
+            .parse()
+            .map_err(|e: crate::logging::UnknownFormat| invalid("log.format", e.to_string()))?,
         worker_threads: raw.runtime.worker_threads as usize,
         shutdown_grace: millis("runtime.shutdown_grace_ms", raw.runtime.shutdown_grace_ms)?,
         tenants,

@@ -120,6 +120,7 @@ impl<S: RawStream> ClientSocket<S> {
             });
             match r {
                 Ok(n) => {
+                    crate::metrics::client_read(n);
                     if n < want && n > 0 {
                         // The kernel had no more: wait for the next edge instead of asking again.
                         guard.clear_ready();
@@ -137,6 +138,7 @@ impl<S: RawStream> ClientSocket<S> {
 
     /// Write all of `data`, waiting for room only when the socket buffer is full.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        let len = data.len();
         while !data.is_empty() {
             match self.fd.get_ref().write_from(data) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -154,6 +156,8 @@ impl<S: RawStream> ClientSocket<S> {
                 Err(e) => return Err(e),
             }
         }
+        // Counted once per call (a failed write closes the client; its bytes are not counted).
+        crate::metrics::client_written(len);
         Ok(())
     }
 

@@ -33,9 +33,6 @@ pub(crate) struct Retry {
     pub delay: Duration,
     /// Failures in a row, this one included.
     pub failures: u32,
-    /// Worth a log line: the first failure and each power of two, so a long outage logs a few
-    /// lines, not one per attempt.
-    pub log: bool,
 }
 
 impl Backoff {
@@ -58,7 +55,6 @@ impl Backoff {
         Retry {
             delay: backoff(self.base, self.max, self.failures, &mut rand::rng()),
             failures: self.failures,
-            log: self.failures == 1 || self.failures.is_power_of_two(),
         }
     }
 }
@@ -119,18 +115,14 @@ mod tests {
     }
 
     #[test]
-    fn failures_count_up_log_sparsely_and_reset() {
+    fn failures_count_up_and_reset() {
         let mut b = Backoff {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),
             failures: 0,
         };
-        let logged: Vec<u32> = (0..20)
-            .map(|_| b.failed())
-            .filter(|r| r.log)
-            .map(|r| r.failures)
-            .collect();
-        assert_eq!(logged, [1, 2, 4, 8, 16]);
+        let counted: Vec<u32> = (0..5).map(|_| b.failed().failures).collect();
+        assert_eq!(counted, [1, 2, 3, 4, 5]);
         assert!(b.succeeded());
         assert!(!b.succeeded());
         assert_eq!(b.failed().failures, 1);

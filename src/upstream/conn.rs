@@ -155,8 +155,12 @@ impl ConnTask {
             }
             metrics::upstream_reconnect(label);
             let retry = backoff.failed();
-            if retry.log {
-                warn!(upstream = %self.addr, protocol = label, slot = self.slot, %cause, retry_in = ?retry.delay, failures = retry.failures, "upstream connection failed");
+            // Once per 30 s for all slots together: an outage is one story, not a line per attempt
+            // per connection (31 lines in 20 s with the near cache's, before).
+            static REPEATS: crate::logging::Repeats =
+                crate::logging::Repeats::new(std::time::Duration::from_secs(30));
+            if let Some(suppressed) = REPEATS.check() {
+                warn!(upstream = %self.addr, protocol = label, slot = self.slot, %cause, retry_in = ?retry.delay, failures = retry.failures, suppressed, "upstream connection failed");
             }
             // Until the next attempt, fail fast: nothing is queued behind a dead connection. The
             // probe having an answer again cuts the wait short: reconnect now, not at the end of

@@ -5,9 +5,11 @@ mod support;
 
 mod basics;
 mod clients;
+mod deploy;
 mod faults;
 mod local_only;
 mod near_cache;
+mod observability;
 mod operations;
 mod relay;
 mod robustness;
