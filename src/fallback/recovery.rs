@@ -105,4 +105,3 @@ pub(crate) async fn merge_task(
         );
     }
 }
-

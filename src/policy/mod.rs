@@ -65,12 +65,13 @@ mod check;
 pub mod config;
 mod error;
 pub mod glob;
-pub mod namespace;
 pub mod metrics;
+pub mod namespace;
 pub mod pubsub;
 pub mod reply;
 pub mod sha256;
 pub mod ttl;
+mod values;
 
 pub use auth::{AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants};
 pub use check::{Forward, Plan};

@@ -211,7 +211,10 @@ mod tests {
         assert_eq!(done, NamespaceStep::Reply(Bytes::from_static(b"+OK\r\n")));
         let (mut run, _) = NamespaceRun::start(op(NamespaceKind::FlushDb), Protocol::Resp3);
         let err = run.step(b"-ERR boom\r\n").unwrap();
-        assert_eq!(err, NamespaceStep::Reply(Bytes::from_static(b"-ERR boom\r\n")));
+        assert_eq!(
+            err,
+            NamespaceStep::Reply(Bytes::from_static(b"-ERR boom\r\n"))
+        );
     }
 
     #[test]
@@ -219,7 +222,10 @@ mod tests {
         let (mut run, _) = NamespaceRun::start(op(NamespaceKind::RandomKey), Protocol::Resp3);
         send(run.step(b"*2\r\n$1\r\n3\r\n*0\r\n").unwrap());
         let got = run.step(b"*2\r\n$1\r\n0\r\n*1\r\n$3\r\nt:k\r\n").unwrap();
-        assert_eq!(got, NamespaceStep::Reply(Bytes::from_static(b"$1\r\nk\r\n")));
+        assert_eq!(
+            got,
+            NamespaceStep::Reply(Bytes::from_static(b"$1\r\nk\r\n"))
+        );
         let (mut run, _) = NamespaceRun::start(op(NamespaceKind::RandomKey), Protocol::Resp3);
         let none = run.step(b"*2\r\n$1\r\n0\r\n*0\r\n").unwrap();
         assert_eq!(none, NamespaceStep::Reply(Bytes::from_static(b"_\r\n")));

@@ -6,15 +6,15 @@
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
+mod builtin;
 mod fifo;
 mod io;
-mod builtin;
 mod session;
 
 use crate::command::CommandSpec;
 use crate::config::Config;
-use crate::fallback::{self, Answerer};
 use crate::engine::Engine;
+use crate::fallback::{self, Answerer};
 use crate::upstream::Upstream;
 use crate::upstream::health::{self, Health};
 use crate::{admin, metrics};
@@ -118,7 +118,11 @@ pub async fn run(
         Upstream::start(u, options, stop_upstream.clone())
     });
     if let Some(u) = &upstream {
-        tokio::spawn(fallback::merge_task(u.clone(), merge_rx, stop_upstream.clone()));
+        tokio::spawn(fallback::merge_task(
+            u.clone(),
+            merge_rx,
+            stop_upstream.clone(),
+        ));
     }
     let health = upstream.as_ref().map(|u| u.health().clone());
     let cache = match (&config.near_cache, &upstream) {
