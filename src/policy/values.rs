@@ -24,7 +24,7 @@ const MAX_LONG_DOUBLE_CHARS: usize = 5 * 1024;
 /// string fails, and then APPEND gives the same WRONGTYPE error it would have.
 const APPEND: &str = "local n = redis.pcall('STRLEN', KEYS[1]) \
 if type(n) == 'number' and n + #ARGV[1] > tonumber(ARGV[2]) then \
-return redis.error_reply('ERR value of ' .. (n + #ARGV[1]) .. ' bytes is over this tenant''s limit of ' .. ARGV[2] .. ' bytes (tenant.max_value_bytes)') end \
+return redis.error_reply('ERR value of ' .. (n + #ARGV[1]) .. ' bytes is over this tenant\\'s limit of ' .. ARGV[2] .. ' bytes (tenant.max_value_bytes)') end \
 return redis.pcall('APPEND', KEYS[1], ARGV[1])";
 
 /// INCRBYFLOAT, undone in the same step if its printed result is over the limit (the sum is a
@@ -33,7 +33,7 @@ const INCRBYFLOAT: &str = "local old = redis.pcall('GET', KEYS[1]) \
 local r = redis.pcall('INCRBYFLOAT', KEYS[1], ARGV[1]) \
 if type(r) ~= 'string' or #r <= tonumber(ARGV[2]) then return r end \
 if type(old) == 'string' then redis.call('SET', KEYS[1], old, 'KEEPTTL') else redis.call('DEL', KEYS[1]) end \
-return redis.error_reply('ERR value of ' .. #r .. ' bytes is over this tenant''s limit of ' .. ARGV[2] .. ' bytes (tenant.max_value_bytes)')";
+return redis.error_reply('ERR value of ' .. #r .. ' bytes is over this tenant\\'s limit of ' .. ARGV[2] .. ' bytes (tenant.max_value_bytes)')";
 
 fn too_large(len: u64, limit: usize) -> PolicyError {
     PolicyError::ValueTooLarge {

@@ -11,5 +11,6 @@ mod operations;
 mod relay;
 mod robustness;
 mod standalone;
+mod tenant_hardening;
 mod tenants;
 mod transactions;
