@@ -208,3 +208,40 @@ both!(
         capped(&mut d, "a:r");
     }
 );
+
+both!(auth_guesses_stay_slow_between_own_logins, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let mut c = proxy.raw();
+    // Finding 4: guesses at b's password, each followed by a's own successful login, pipelined.
+    let rounds = 6;
+    let mut batch = Vec::new();
+    for _ in 0..rounds {
+        batch.extend(crate::harness::encode(&words("AUTH b guess")));
+        batch.extend(crate::harness::encode(&words("AUTH a pa")));
+    }
+    let start = std::time::Instant::now();
+    c.send(&batch);
+    for _ in 0..rounds {
+        assert!(c.reply().unwrap().starts_with(b"-WRONGPASS"));
+        assert_eq!(c.reply().unwrap(), b"+OK\r\n");
+    }
+    // Two free failures, then 25 + 50 + 100 + 200 ms for the third to the sixth.
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(375), "{took:?}");
+});
+
+both!(password_only_auth_picks_the_tenant, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let mut d = server.raw();
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&words("AUTH pb")), b"+OK\r\n");
+    assert_eq!(c.cmd(&words("SET k from-b")), b"+OK\r\n");
+    assert_eq!(d.cmd(&words("GET b:k")), b"$6\r\nfrom-b\r\n");
+    assert_eq!(c.cmd(&words("AUTH pa")), b"+OK\r\n");
+    assert_eq!(c.cmd(&words("SET k from-a")), b"+OK\r\n");
+    assert_eq!(d.cmd(&words("GET a:k")), b"$6\r\nfrom-a\r\n");
+    assert!(c.cmd(&words("AUTH nope")).starts_with(b"-WRONGPASS"));
+    assert_eq!(d.cmd(&words("EXISTS k")), b":0\r\n");
+});
