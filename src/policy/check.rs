@@ -313,7 +313,7 @@ impl Tenant {
     /// one MATCH that confines the client's pattern (or `*`) to the prefix.
     fn scan(&self, call: &mut Call) -> Result<(), PolicyError> {
         let args = call.input;
-        let mut out = vec![args[0].clone(), args[1].clone()];
+        let mut out = vec![args[0].clone(), super::cursor::open(&self.prefix, &args[1])];
         let mut pattern: &[u8] = b"*";
         let mut i = 2;
         while i < args.len() {

@@ -63,6 +63,7 @@ pub mod acl;
 pub mod auth;
 mod check;
 pub mod config;
+mod cursor;
 mod error;
 pub mod glob;
 pub mod metrics;

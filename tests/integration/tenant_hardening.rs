@@ -245,3 +245,64 @@ both!(password_only_auth_picks_the_tenant, |kind: Kind| {
     assert!(c.cmd(&words("AUTH nope")).starts_with(b"-WRONGPASS"));
     assert_eq!(d.cmd(&words("EXISTS k")), b":0\r\n");
 });
+
+/// The cursor and the keys of one SCAN reply.
+fn scan_reply(reply: Vec<u8>) -> (String, Vec<String>) {
+    let lines: Vec<String> = text(reply).split("\r\n").map(str::to_owned).collect();
+    // *2, $n, cursor, *k, then $len/name pairs.
+    let keys = lines[4..]
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect();
+    (lines[2].clone(), keys)
+}
+
+both!(
+    scan_cursors_do_not_show_the_upstreams_keyspace,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let mut a = login(&proxy, "a", "pa");
+        let mut d = server.raw();
+        // Another party's 3000 keys; the tenant has 3.
+        let mut batch = Vec::new();
+        for i in 0..3000 {
+            batch.extend(crate::harness::encode(&[
+                b"SET",
+                format!("other:{i}").as_bytes(),
+                b"x",
+            ]));
+        }
+        d.send(&batch);
+        for _ in 0..3000 {
+            d.reply().unwrap();
+        }
+        for k in ["k1", "k2", "k3"] {
+            assert_eq!(a.cmd(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+        }
+        let (upstream_cursor, _) = scan_reply(d.cmd(&words("SCAN 0 MATCH a:* COUNT 10")));
+        let (first, _) = scan_reply(a.cmd(&words("SCAN 0 COUNT 10")));
+        assert_ne!(first, "0");
+        assert_ne!(
+            first, upstream_cursor,
+            "the upstream's own cursor reached the tenant"
+        );
+        // A whole iteration through sealed cursors still finds every key of the tenant's, once.
+        let mut cursor = "0".to_string();
+        let mut seen = Vec::new();
+        for _ in 0..10_000 {
+            let (next, keys) = scan_reply(a.cmd(&[b"SCAN", cursor.as_bytes(), b"COUNT", b"100"]));
+            seen.extend(keys);
+            cursor = next;
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert_eq!(cursor, "0");
+        seen.sort();
+        assert_eq!(seen, ["k1", "k2", "k3"]);
+    }
+);
