@@ -72,7 +72,7 @@ pub(super) fn xread(args: &[Bytes], group: bool, out: &mut Keys) -> Result<(), K
             i += 1;
         } else if c_eq_ignore_case(arg, "streams") && more >= 1 {
             let first = i + 1;
-            if more % 2 != 0 {
+            if !more.is_multiple_of(2) {
                 return Err(KeyError::Invalid);
             }
             for pos in first..first + more / 2 {

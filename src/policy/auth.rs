@@ -257,7 +257,7 @@ impl Tenants {
 /// of addresses or names costs memory, not correctness for the others.
 #[derive(Debug)]
 pub struct FailureTracker {
-    peers: Mutex<HashMap<(IpAddr, Box<[u8]>), Failures>>,
+    peers: Mutex<HashMap<PeerUser, Failures>>,
     max_peers: usize,
 }
 
@@ -277,7 +277,10 @@ impl Default for FailureTracker {
 /// slows them more, and a huge name cannot grow the table.
 const NAME_KEPT: usize = 128;
 
-fn entry_key(peer: IpAddr, user: &[u8]) -> (IpAddr, Box<[u8]>) {
+/// One (address, username) pair, the username cut to [`NAME_KEPT`] bytes.
+type PeerUser = (IpAddr, Box<[u8]>);
+
+fn entry_key(peer: IpAddr, user: &[u8]) -> PeerUser {
     (peer, user[..user.len().min(NAME_KEPT)].into())
 }
 

@@ -12,5 +12,6 @@ mod relay;
 mod robustness;
 mod standalone;
 mod tenant_hardening;
+mod tenant_oracle;
 mod tenants;
 mod transactions;
