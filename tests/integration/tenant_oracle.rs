@@ -230,6 +230,8 @@ struct Rig {
     direct: Raw,
     events: Raw,
     sync: u64,
+    /// Calls the server ran (not refused by respite or the server).
+    ran: u32,
 }
 
 impl Rig {
@@ -271,6 +273,7 @@ impl Rig {
         Self::pipeline(&mut self.tenant, SEED);
         let call: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let reply = self.tenant.cmd(&call);
+        self.ran += u32::from(!reply.starts_with(b"-"));
         let show = || {
             format!(
                 "{:?} -> {}",
@@ -344,6 +347,7 @@ both!(every_key_the_server_touches_is_the_tenants, |kind: Kind| {
         direct,
         events,
         sync: 0,
+        ran: 0,
     });
 
     let mut config = Config {
@@ -364,7 +368,11 @@ both!(every_key_the_server_touches_is_the_tenants, |kind: Kind| {
         ran.set(ran.get() + 1);
         rig.borrow_mut().case(&build(template, &edits))
     });
-    eprintln!("{kind:?}: {} generated calls checked", ran.get());
+    eprintln!(
+        "{kind:?}: {} generated calls checked, {} of them run by the server",
+        ran.get(),
+        rig.borrow().ran
+    );
     if let Err(e) = result {
         panic!("{e}");
     }
