@@ -14,9 +14,25 @@ use bytes::Bytes;
 use super::acl::AllowSet;
 use super::sha256;
 use super::ttl::TtlRule;
+use crate::protocol::framer::Limits;
 
 /// Redis's reply when a command arrives before AUTH and there is no default tenant.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Redis's limits for a client that has not authenticated (networking.c): at most 10 arguments of
+/// 16 KiB each, and 1 MiB of unfinished request; tighter configured limits stay.
+pub fn unauthenticated(limits: Limits) -> Limits {
+    Limits {
+        max_args: limits.max_args.min(10),
+        max_bulk_len: limits.max_bulk_len.min(16 * 1024),
+        max_inline_len: limits.max_inline_len.min(16 * 1024),
+        max_query_buffer: limits.max_query_buffer.min(1024 * 1024),
+    }
+}
+
+/// The reply to a client that has not authenticated and exceeded [`unauthenticated`] limits,
+/// before its connection is closed, as Redis does.
+pub const UNAUTHENTICATED_LIMIT: &str = "ERR Protocol error: unauthenticated request over the limits for clients that have not authenticated (10 arguments, 16384 bytes each)";
 
 /// Why AUTH failed; `Display` is the whole error reply text, as Redis 7 words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

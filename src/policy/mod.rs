@@ -81,7 +81,10 @@ pub mod sha256;
 pub mod ttl;
 mod values;
 
-pub use auth::{AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants};
+pub use auth::{
+    AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants, UNAUTHENTICATED_LIMIT,
+    unauthenticated,
+};
 pub use check::{Forward, Plan};
 pub use error::PolicyError;
 pub use namespace::{NamespaceKind, NamespaceOp, NamespaceRun, NamespaceStep};

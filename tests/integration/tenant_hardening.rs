@@ -306,3 +306,25 @@ both!(
         assert_eq!(seen, ["k1", "k2", "k3"]);
     }
 );
+
+both!(clients_before_auth_get_redis_small_limits, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let mut d = server.raw();
+    let big = vec![b'x'; 20_000];
+    // A large argument before AUTH: Redis's limit, then the connection is closed.
+    let mut c = proxy.raw();
+    let r = text(c.cmd(&[b"SET", b"k", &big]));
+    assert!(r.contains("unauthenticated"), "{r}");
+    assert!(c.closed());
+    // So are many arguments.
+    let mut c = proxy.raw();
+    let r = text(c.cmd(&words("DEL a b c d e f g h i j k")));
+    assert!(r.contains("unauthenticated"), "{r}");
+    assert!(c.closed());
+    // After AUTH the configured limits apply again.
+    let mut b = login(&proxy, "b", "pb");
+    assert_eq!(b.cmd(&[b"SET", b"k", &big]), b"+OK\r\n");
+    assert_eq!(int(&d.cmd(&words("STRLEN b:k"))), 20_000);
+    assert_eq!(b.cmd(&words("DEL a b c d e f g h i j k")), b":1\r\n");
+});
