@@ -125,7 +125,9 @@ both!(xreadgroup_reads_only_the_tenants_streams, |kind: Kind| {
     d.cmd(&words("XADD s * secret 1"));
     assert_eq!(a.cmd(&words("XGROUP CREATE s g $ MKSTREAM")), b"+OK\r\n");
     a.cmd(&words("XADD s * mine 1"));
-    // The consumer is named STREAMS: the key is `s`, after the real STREAMS option.
+    // The consumer is named STREAMS: the key is `s`, after the real STREAMS option. (The key
+    // spec took the consumer name for the option and prefixed the real one, so this valid call
+    // failed with a syntax error; it never reached `s`.)
     let r = text(a.cmd(&words("XREADGROUP COUNT 5 GROUP g STREAMS STREAMS s >")));
     assert!(r.contains("mine") && !r.contains("secret"), "{r}");
     assert_eq!(
