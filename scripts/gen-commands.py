@@ -52,15 +52,22 @@ KEY_SPEC_FLAGS = [
     "variable_flags",
 ]
 
-# Redis 7.0 commands whose getkeys_proc (src/commands.c) gives a different answer from the key
-# specs for a well-formed call: incomplete/unknown specs (SORT) or per-call key flags
-# (variable_flags). Other procs there (evalGetKeys, zunionInterDiffGetKeys, xreadGetKeys, ...) only
-# run when the specs fail to parse, which respite reports as an error instead.
+# Commands whose keys respite finds by parsing the options as the command itself does: the key
+# specs are incomplete/unknown (SORT), carry per-call flags (variable_flags), or name an argument
+# the command does not use (see below). Other procs in Redis (evalGetKeys,
+# zunionInterDiffGetKeys, ...) only run when the specs fail to parse, which respite reports as an
+# error instead.
 KEYS_PROCS = {
     "sort": "Sort",
     "sort_ro": "SortRo",
     "set": "Set",
     "bitfield": "Bitfield",
+    # Key specs that name an argument the command does not use: the first STORE where the
+    # command takes the last, a STREAMS that is an option's value. Found as the command parses.
+    "georadius": "Georadius",
+    "georadiusbymember": "GeoradiusByMember",
+    "xread": "Xread",
+    "xreadgroup": "Xreadgroup",
 }
 
 # Not in Redis 7.0, but clients send them during connection setup and respite answers them itself;

@@ -295,6 +295,18 @@ fn generate(template: &str, rng: &mut StdRng) -> Vec<Bytes> {
     out
 }
 
+/// Commands whose keys respite finds with a port of the command's own option parser, because
+/// GETKEYS names arguments the command does not use (`SORT k STORE get STORE d` stores into `d`,
+/// GETKEYS says `get`). GETKEYS is no oracle for them; tests/integration/tenant_hardening.rs
+/// judges them by the keyspace notifications of what the server touched.
+const EXECUTION_PARSED: &[&str] = &[
+    "sort",
+    "georadius",
+    "georadiusbymember",
+    "xread",
+    "xreadgroup",
+];
+
 fn getkeys(conn: &mut Conn, args: &[Bytes]) -> Result<Vec<Bytes>, String> {
     let mut words = vec![
         Bytes::from_static(b"COMMAND"),
@@ -336,6 +348,9 @@ fn every_key_lands_in_the_namespace() {
         for _ in 0..6 {
             let args = generate(template, &mut rng);
             let spec = resolve(&args).unwrap();
+            if EXECUTION_PARSED.contains(&spec.name) {
+                continue;
+            }
             let plan = tenant.check(spec, &args, None, 0);
             for (kind, conn) in conns.iter_mut() {
                 let original = getkeys(conn, &args);

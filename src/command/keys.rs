@@ -1,13 +1,17 @@
-//! Which arguments of a call are keys, and how each is used.
+//! Which arguments of a call are keys, and how each is used: the one answer that prefixing, TTL
+//! follow-ups, value limits and near-cache invalidation all read.
 //!
-//! A port of Redis 7.0's `getKeysFromCommandWithSpecs` (db.c), so that respite prefixes exactly
-//! what Redis's `COMMAND GETKEYS` would report. Where Redis falls back to a command's
-//! `getkeys_proc` because the key specs could not be applied, the procs for well-formed calls are
-//! ported too ([`KeysProc`]); a malformed key count is an error here rather than Redis's lenient
-//! `atoi` guess, so a caller can refuse the call instead of prefixing the wrong arguments.
+//! A port of Redis 7.0's `getKeysFromCommandWithSpecs` (db.c), so that respite prefixes what
+//! Redis's `COMMAND GETKEYS` would report. Where Redis falls back to a command's `getkeys_proc`
+//! because the key specs could not be applied, the procs for well-formed calls are ported too
+//! ([`KeysProc`]); where the key specs or proc name an argument the command does not use (the
+//! first of several STOREs, a STREAMS that is an option's value), the command's own option parser
+//! is ported instead ([`super::options`]): what the server executes, not what GETKEYS says. A
+//! malformed key count is an error here rather than Redis's lenient `atoi` guess, so a caller can
+//! refuse the call instead of prefixing the wrong arguments.
 use bytes::Bytes;
 
-use super::{BeginSearch, CommandSpec, FindKeys, Flags, KeySpecFlags, KeysProc};
+use super::{BeginSearch, CommandSpec, FindKeys, Flags, KeySpecFlags, KeysProc, options};
 // Redis's `string2ll`, shared with the framer.
 use crate::protocol::int::parse_i64;
 
@@ -33,6 +37,12 @@ pub enum KeyError {
     /// The arguments do not fit the command's key layout (what `COMMAND GETKEYS` says then).
     #[error("Invalid arguments specified for command")]
     Invalid,
+    /// The command's own parser would reject the options (SORT), in its words.
+    #[error("syntax error")]
+    Syntax,
+    /// An option's number is not one (SORT LIMIT), in the command's words.
+    #[error("value is not an integer or out of range")]
+    NotInteger,
 }
 
 /// Most calls have a handful of keys; keep those off the heap.
@@ -56,7 +66,7 @@ impl Keys {
         })
     }
 
-    fn push(&mut self, key: KeyRef) {
+    pub(super) fn push(&mut self, key: KeyRef) {
         match &mut self.0 {
             Repr::Inline { len, refs } if *len < INLINE => {
                 refs[*len] = key;
@@ -116,6 +126,10 @@ pub fn keys(spec: &CommandSpec, args: &[Bytes]) -> Result<Keys, KeyError> {
         KeysProc::SortRo => sort(args, false, &mut out)?,
         KeysProc::Set => set(args, &mut out)?,
         KeysProc::Bitfield => bitfield(args, &mut out)?,
+        KeysProc::Georadius => options::georadius(args, 6, &mut out)?,
+        KeysProc::GeoradiusByMember => options::georadius(args, 5, &mut out)?,
+        KeysProc::Xread => options::xread(args, false, &mut out)?,
+        KeysProc::Xreadgroup => options::xread(args, true, &mut out)?,
     }
     // A command that takes keys but found none here is malformed (say, XREAD without STREAMS);
     // Redis's GETKEYS refuses it the same way unless keys are optional for the command.
@@ -238,14 +252,13 @@ fn find_keyword(args: &[Bytes], keyword: &str, start_from: i64) -> Option<i64> {
 
 /// `strcasecmp(arg, word) == 0`: Redis compares arguments as C strings, so an argument is cut at
 /// its first NUL before comparing.
-fn c_eq_ignore_case(arg: &[u8], word: &str) -> bool {
+pub(super) fn c_eq_ignore_case(arg: &[u8], word: &str) -> bool {
     let arg = memchr::memchr(0, arg).map_or(arg, |end| &arg[..end]);
     arg.eq_ignore_ascii_case(word.as_bytes())
 }
 
-/// Redis's `sortGetKeys`/`sortROGetKeys`. The sorted key is always argument 1; SORT may also
-/// STORE into a key (the last STORE wins, like the command). BY and GET take patterns, which
-/// name keys only through the sorted data, so they are skipped like LIMIT's two numbers.
+/// SORT/SORT_RO: the sorted key is argument 1; SORT may also STORE, into the argument
+/// `sortCommandGeneric` takes (the last STORE, whose argument is skipped, unlike `sortGetKeys`).
 fn sort(args: &[Bytes], with_store: bool, out: &mut Keys) -> Result<(), KeyError> {
     if args.len() < 2 {
         return Err(KeyError::Invalid);
@@ -254,25 +267,7 @@ fn sort(args: &[Bytes], with_store: bool, out: &mut Keys) -> Result<(), KeyError
         pos: 1,
         flags: KeySpecFlags::RO | KeySpecFlags::ACCESS,
     });
-    if !with_store {
-        return Ok(());
-    }
-    let mut store = None;
-    let mut i = 2;
-    while i < args.len() {
-        let arg = &args[i];
-        if c_eq_ignore_case(arg, "limit") {
-            i += 2;
-        } else if c_eq_ignore_case(arg, "store") && i + 1 < args.len() {
-            // Redis does not skip the destination here, so `STORE x STORE y` and even
-            // `STORE store y` resolve the way its loop does.
-            store = Some(i + 1);
-        } else if c_eq_ignore_case(arg, "get") || c_eq_ignore_case(arg, "by") {
-            i += 1;
-        }
-        i += 1;
-    }
-    if let Some(pos) = store {
+    if let Some(pos) = super::sort_options(args, !with_store)?.store {
         out.push(KeyRef {
             pos,
             flags: KeySpecFlags::OW | KeySpecFlags::UPDATE,
@@ -419,6 +414,7 @@ mod tests {
         // BY/GET take patterns, not keys, even when the pattern is spelled STORE.
         assert_eq!(positions("SORT k GET store BY store"), Ok(vec![1]));
         assert_eq!(positions("SORT k STORE a STORE b"), Ok(vec![1, 5]));
+        assert_eq!(positions("SORT k STORE by STORE d"), Ok(vec![1, 5]));
         assert_eq!(positions("SORT_RO k BY w_* GET #"), Ok(vec![1]));
         assert_eq!(positions("GEORADIUS k 0 0 1 km"), Ok(vec![1]));
         assert_eq!(

@@ -15,11 +15,13 @@ use bytes::Bytes;
 mod bits;
 mod keys;
 mod lookup;
+mod options;
 mod route;
 mod table;
 
 pub use bits::{AclCategories, Flags, KeySpecFlags};
 pub use keys::{KeyError, KeyRef, Keys, keys};
+pub use options::{SortOptions, sort_options};
 pub use route::route;
 
 /// Where a command goes. Decided by respite, not by the upstream.
@@ -140,6 +142,16 @@ pub enum KeysProc {
     Set,
     /// BITFIELD: read-only unless a SET/INCRBY (or anything unparsable) appears.
     Bitfield,
+    /// GEORADIUS: the destination is the last STORE/STOREDIST, as `georadiusGeneric` reads the
+    /// options (the key specs find the first).
+    Georadius,
+    /// GEORADIUSBYMEMBER: as [`KeysProc::Georadius`], options starting one argument earlier.
+    GeoradiusByMember,
+    /// XREAD: the keys follow the first STREAMS that is not an option's value, as `xreadCommand`
+    /// reads the options (the key specs take the first STREAMS anywhere).
+    Xread,
+    /// XREADGROUP: as [`KeysProc::Xread`], with GROUP and NOACK.
+    Xreadgroup,
 }
 
 /// Why a request did not resolve to a command; `Display` is the text after `-ERR `, as Redis words it.

@@ -1,5 +1,6 @@
-//! Tenants and how a client becomes one: AUTH / HELLO AUTH credentials, the default tenant, and
-//! the per-peer slowdown after repeated failures.
+//! Tenants and how a client becomes one: AUTH / HELLO AUTH credentials (password-only AUTH picks
+//! the tenant whose password it is), the default tenant, and the slowdown after repeated failures
+//! per (address, username).
 //!
 //! Pure logic: the session owns the socket, decides when to call [`Tenants::authenticate`], and
 //! sleeps for whatever [`FailureTracker`] says before replying. Passwords are never kept in clear.
@@ -13,9 +14,25 @@ use bytes::Bytes;
 use super::acl::AllowSet;
 use super::sha256;
 use super::ttl::TtlRule;
+use crate::protocol::framer::Limits;
 
 /// Redis's reply when a command arrives before AUTH and there is no default tenant.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Redis's limits for a client that has not authenticated (networking.c): at most 10 arguments of
+/// 16 KiB each, and 1 MiB of unfinished request; tighter configured limits stay.
+pub fn unauthenticated(limits: Limits) -> Limits {
+    Limits {
+        max_args: limits.max_args.min(10),
+        max_bulk_len: limits.max_bulk_len.min(16 * 1024),
+        max_inline_len: limits.max_inline_len.min(16 * 1024),
+        max_query_buffer: limits.max_query_buffer.min(1024 * 1024),
+    }
+}
+
+/// The reply to a client that has not authenticated and exceeded [`unauthenticated`] limits,
+/// before its connection is closed, as Redis does.
+pub const UNAUTHENTICATED_LIMIT: &str = "ERR Protocol error: unauthenticated request over the limits for clients that have not authenticated (10 arguments, 16384 bytes each)";
 
 /// Why AUTH failed; `Display` is the whole error reply text, as Redis 7 words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -200,16 +217,21 @@ impl Tenants {
     }
 
     /// Check `AUTH username password` (or `HELLO … AUTH username password`). `AUTH password`
-    /// alone means the user `default`, as in Redis.
+    /// alone means the user `default`, as in Redis: a tenant named `default` if there is one,
+    /// otherwise the tenant whose password it is, provided no other tenant has the same password
+    /// (a shared password names nobody and is refused; those tenants must send a username).
     ///
-    /// The password is hashed and compared in constant time even when the username is unknown,
-    /// so timing does not reveal which usernames exist.
+    /// Passwords are hashed and compared in constant time, against every tenant for `default`,
+    /// so timing reveals neither which usernames exist nor which tenant a password belongs to.
     pub fn authenticate(&self, username: &[u8], password: &[u8]) -> Result<Arc<Tenant>, AuthError> {
         let presented = sha256::digest(password);
         let found = std::str::from_utf8(username)
             .ok()
             .and_then(|u| self.by_username.get(u))
             .map(|&i| &self.all[i]);
+        if found.is_none() && username == b"default" {
+            return self.by_password(&presented);
+        }
         let expected = found
             .and_then(|t| t.credentials.as_ref())
             .map_or([0u8; 32], |c| c.digest);
@@ -219,17 +241,39 @@ impl Tenants {
             _ => Err(AuthError::WrongPass),
         }
     }
+
+    /// The one tenant whose password digest is `presented`; every tenant is compared.
+    fn by_password(&self, presented: &[u8; 32]) -> Result<Arc<Tenant>, AuthError> {
+        let mut matched = None;
+        let mut count = 0usize;
+        for (i, t) in self.all.iter().enumerate() {
+            let expected = t.credentials.as_ref().map_or([0u8; 32], |c| c.digest);
+            let ok = t.credentials.is_some() && sha256::ct_eq(presented, &expected);
+            count += usize::from(ok);
+            if ok {
+                matched = Some(i);
+            }
+        }
+        match matched {
+            Some(i) if count == 1 => Ok(Arc::clone(&self.all[i])),
+            _ => Err(AuthError::WrongPass),
+        }
+    }
 }
 
-/// Counts AUTH failures per peer address and says how long to hold the reply to the next one.
+/// Counts AUTH failures per (peer address, username) and says how long to hold the reply to the
+/// next one.
 ///
 /// The first two failures in a row are free (typos); from the third the delay doubles from
-/// [`FailureTracker::BASE`] up to [`FailureTracker::CAP`]. A success or [`FailureTracker::FORGET`]
-/// without failures clears the peer. The table is bounded: when full, the peer whose last failure
-/// is oldest is dropped, so a flood of addresses costs memory, not correctness for the others.
+/// [`FailureTracker::BASE`] up to [`FailureTracker::CAP`]. A success clears only its own
+/// (address, username): guessing user `b`'s password between successful logins as `a` is slowed
+/// all the same. Password-only AUTH counts under `default`, and a success there clears nothing,
+/// since it may be any tenant's: its count fades after [`FailureTracker::FORGET`] without failures.
+/// The table is bounded: when full, the entry whose last failure is oldest is dropped, so a flood
+/// of addresses or names costs memory, not correctness for the others.
 #[derive(Debug)]
 pub struct FailureTracker {
-    peers: Mutex<HashMap<IpAddr, Failures>>,
+    peers: Mutex<HashMap<PeerUser, Failures>>,
     max_peers: usize,
 }
 
@@ -243,6 +287,17 @@ impl Default for FailureTracker {
     fn default() -> Self {
         Self::new(10_000)
     }
+}
+
+/// Usernames are kept to this many bytes: longer ones that share it count together, which only
+/// slows them more, and a huge name cannot grow the table.
+const NAME_KEPT: usize = 128;
+
+/// One (address, username) pair, the username cut to [`NAME_KEPT`] bytes.
+type PeerUser = (IpAddr, Box<[u8]>);
+
+fn entry_key(peer: IpAddr, user: &[u8]) -> PeerUser {
+    (peer, user[..user.len().min(NAME_KEPT)].into())
 }
 
 impl FailureTracker {
@@ -259,18 +314,23 @@ impl FailureTracker {
         }
     }
 
-    /// Record a failed AUTH from `peer` at `now`; returns how long to wait before replying.
-    pub fn failed(&self, peer: IpAddr, now: Instant) -> Duration {
+    /// Record a failed AUTH as `user` (`default` for password-only) from `peer` at `now`;
+    /// returns how long to wait before replying.
+    pub fn failed(&self, peer: IpAddr, user: &[u8], now: Instant) -> Duration {
+        let key = entry_key(peer, user);
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if !peers.contains_key(&peer) && peers.len() >= self.max_peers {
+        if !peers.contains_key(&key) && peers.len() >= self.max_peers {
             peers.retain(|_, f| now.saturating_duration_since(f.last) < Self::FORGET);
             if peers.len() >= self.max_peers
-                && let Some(oldest) = peers.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+                && let Some(oldest) = peers
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(k, _)| k.clone())
             {
                 peers.remove(&oldest);
             }
         }
-        let entry = peers.entry(peer).or_insert(Failures {
+        let entry = peers.entry(key).or_insert(Failures {
             count: 0,
             last: now,
         });
@@ -282,10 +342,14 @@ impl FailureTracker {
         Self::delay_for(entry.count)
     }
 
-    /// A successful AUTH from `peer` clears its count.
-    pub fn succeeded(&self, peer: IpAddr) {
+    /// A successful AUTH as `user` from `peer` clears that pair's count, unless `user` is
+    /// `default` (password-only AUTH, which may have picked any tenant).
+    pub fn succeeded(&self, peer: IpAddr, user: &[u8]) {
+        if user == b"default" {
+            return;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.remove(&peer);
+        peers.remove(&entry_key(peer, user));
     }
 
     /// The delay after the `n`th failure in a row.
@@ -334,32 +398,65 @@ mod tests {
     }
 
     #[test]
+    fn password_only_picks_the_tenant_whose_password_it_is() {
+        let a = Tenant::builder("a").credentials("alice", "pa").build();
+        let b = Tenant::builder("b").credentials("bob", "pb").build();
+        let c = Tenant::builder("c").credentials("carol", "shared").build();
+        let d = Tenant::builder("d").credentials("dave", "shared").build();
+        let t = Tenants::new(
+            vec![Arc::new(a), Arc::new(b), Arc::new(c), Arc::new(d)],
+            None,
+        );
+        assert_eq!(t.authenticate(b"default", b"pa").unwrap().name, "a");
+        assert_eq!(t.authenticate(b"default", b"pb").unwrap().name, "b");
+        assert!(t.authenticate(b"default", b"nope").is_err());
+        // A password two tenants share names neither; their usernames still work.
+        assert!(t.authenticate(b"default", b"shared").is_err());
+        assert_eq!(t.authenticate(b"dave", b"shared").unwrap().name, "d");
+        // A tenant named `default` is what `AUTH password` means, as in Redis.
+        let def = Tenant::builder("def").credentials("default", "pd").build();
+        let a = Tenant::builder("a").credentials("alice", "pa").build();
+        let t = Tenants::new(vec![Arc::new(def), Arc::new(a)], None);
+        assert_eq!(t.authenticate(b"default", b"pd").unwrap().name, "def");
+        assert!(t.authenticate(b"default", b"pa").is_err());
+    }
+
+    #[test]
     fn slowdown() {
         let tr = FailureTracker::new(2);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let t0 = Instant::now();
-        assert_eq!(tr.failed(peer, t0), Duration::ZERO);
-        assert_eq!(tr.failed(peer, t0), Duration::ZERO);
-        assert_eq!(tr.failed(peer, t0), Duration::from_millis(25));
-        assert_eq!(tr.failed(peer, t0), Duration::from_millis(50));
+        assert_eq!(tr.failed(peer, b"u", t0), Duration::ZERO);
+        assert_eq!(tr.failed(peer, b"u", t0), Duration::ZERO);
+        assert_eq!(tr.failed(peer, b"u", t0), Duration::from_millis(25));
+        assert_eq!(tr.failed(peer, b"u", t0), Duration::from_millis(50));
         for _ in 0..20 {
-            tr.failed(peer, t0);
+            tr.failed(peer, b"u", t0);
         }
-        assert_eq!(tr.failed(peer, t0), FailureTracker::CAP);
-        // Forgotten after a quiet minute; cleared by success.
+        assert_eq!(tr.failed(peer, b"u", t0), FailureTracker::CAP);
+        // Another user's success from the same address clears nothing of `u`'s.
+        tr.succeeded(peer, b"other");
+        assert_eq!(tr.failed(peer, b"u", t0), FailureTracker::CAP);
+        // Forgotten after a quiet minute; cleared by its own success.
         assert_eq!(
-            tr.failed(peer, t0 + Duration::from_secs(61)),
+            tr.failed(peer, b"u", t0 + Duration::from_secs(61)),
             Duration::ZERO
         );
-        tr.failed(peer, t0);
-        tr.failed(peer, t0);
-        tr.succeeded(peer);
-        assert_eq!(tr.failed(peer, t0), Duration::ZERO);
+        tr.failed(peer, b"u", t0);
+        tr.failed(peer, b"u", t0);
+        tr.succeeded(peer, b"u");
+        assert_eq!(tr.failed(peer, b"u", t0), Duration::ZERO);
+        // Password-only successes clear nothing: they may be any tenant's.
+        for _ in 0..3 {
+            tr.failed(peer, b"default", t0);
+        }
+        tr.succeeded(peer, b"default");
+        assert_eq!(tr.failed(peer, b"default", t0), Duration::from_millis(50));
         // Bounded: other peers push the oldest out instead of growing the table.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let third: IpAddr = "10.0.0.3".parse().unwrap();
-        tr.failed(other, t0 + Duration::from_secs(1));
-        tr.failed(third, t0 + Duration::from_secs(2));
+        tr.failed(other, b"u", t0 + Duration::from_secs(1));
+        tr.failed(third, b"u", t0 + Duration::from_secs(2));
         assert_eq!(tr.peers.lock().unwrap().len(), 2);
     }
 }

@@ -14,9 +14,9 @@ use super::glob;
 use super::namespace::{NamespaceKind, NamespaceOp};
 use super::reply::ReplyRewrite;
 use super::ttl;
-use crate::command::{AclCategories, CommandSpec, Flags, Keys, keys};
+use super::values;
+use crate::command::{CommandSpec, Keys, keys, sort_options};
 use crate::protocol::encode;
-use crate::protocol::int::parse_i64;
 
 /// What the session does with a request, decided by [`Tenant::check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Tenant {
             return Err(self.no_perm(spec));
         }
         let found = keys(spec, args);
-        self.check_values(spec, args, found.as_ref().ok())?;
+        values::check(self, spec, args, found.as_ref().ok())?;
         let mut call = Call::new(args);
         let keys = match found {
             Ok(keys) => keys,
@@ -172,35 +172,8 @@ impl Tenant {
             return Ok(Plan::Namespace(op));
         }
         ttl::apply(self, spec, &mut call, &keys, now_ms)?;
+        values::guard(self, spec, &mut call);
         Ok(Plan::Forward(call.finish(raw)))
-    }
-
-    /// Refuse a write carrying an argument over `max_value_bytes`. Every non-key argument of a
-    /// command that stores data (write or denyoom flag, or a script) counts, which covers values,
-    /// fields, members, stream entries and RESTORE payloads without a per-command table.
-    fn check_values(
-        &self,
-        spec: &CommandSpec,
-        args: &[Bytes],
-        keys: Option<&Keys>,
-    ) -> Result<(), PolicyError> {
-        let Some(limit) = self.max_value_bytes else {
-            return Ok(());
-        };
-        if !spec.flags.intersects(Flags::WRITE | Flags::DENYOOM)
-            && !spec.acl.contains(AclCategories::SCRIPTING)
-        {
-            return Ok(());
-        }
-        for (i, arg) in args.iter().enumerate().skip(1) {
-            if arg.len() > limit && !keys.is_some_and(|k| k.positions().any(|p| p == i)) {
-                return Err(PolicyError::ValueTooLarge {
-                    len: arg.len(),
-                    limit,
-                });
-            }
-        }
-        Ok(())
     }
 
     pub(super) fn prefixed(&self, key: &[u8]) -> Bytes {
@@ -268,10 +241,8 @@ impl Tenant {
                     j += 1;
                 }
             }
-            "sort" | "sort_ro" => {
-                self.sort(spec, call)?;
-                return Ok(None);
-            }
+            // The sorted key and STORE destination are keys (below); the patterns are not.
+            "sort" | "sort_ro" => self.sort_patterns(spec, call)?,
             "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "script|load" | "script|exists"
                 if !self.scripts =>
             {
@@ -342,7 +313,7 @@ impl Tenant {
     /// one MATCH that confines the client's pattern (or `*`) to the prefix.
     fn scan(&self, call: &mut Call) -> Result<(), PolicyError> {
         let args = call.input;
-        let mut out = vec![args[0].clone(), args[1].clone()];
+        let mut out = vec![args[0].clone(), super::cursor::open(&self.prefix, &args[1])];
         let mut pattern: &[u8] = b"*";
         let mut i = 2;
         while i < args.len() {
@@ -367,45 +338,24 @@ impl Tenant {
         Ok(())
     }
 
-    /// SORT/SORT_RO, parsed as `sortCommandGeneric` does rather than trusting the key specs: the
-    /// sorted key and STORE destination are prefixed; BY/GET patterns with a `*` name keys through
-    /// the data, so they are refused unless the tenant has `sort_patterns`, and then prefixed too
-    /// (the key a pattern names is its text with the element substituted at the first `*`, so a
-    /// prefixed pattern can only name prefixed keys).
-    fn sort(&self, spec: &CommandSpec, call: &mut Call) -> Result<(), PolicyError> {
+    /// SORT/SORT_RO BY/GET patterns, found by the same parse that finds SORT's keys
+    /// ([`crate::command::sort_options`], a port of `sortCommandGeneric`). A pattern with a `*`
+    /// names keys through the data, so it is refused unless the tenant has `sort_patterns`, and
+    /// then prefixed (the key a pattern names is its text with the element substituted at the
+    /// first `*`, so a prefixed pattern can only name prefixed keys).
+    fn sort_patterns(&self, spec: &CommandSpec, call: &mut Call) -> Result<(), PolicyError> {
         let args = call.input;
-        let readonly = spec.name == "sort_ro";
-        call.set(1, self.prefixed(&args[1]));
-        let mut j = 2;
-        while j < args.len() {
-            let left = args.len() - j - 1;
-            let opt = c_str(&args[j]);
-            let is = |w: &[u8]| opt.eq_ignore_ascii_case(w);
-            if is(b"asc") || is(b"desc") || is(b"alpha") {
-            } else if is(b"limit") && left >= 2 {
-                if parse_i64(&args[j + 1]).is_none() || parse_i64(&args[j + 2]).is_none() {
-                    return Err(PolicyError::not_integer());
+        let options = sort_options(args, spec.name == "sort_ro")?;
+        for j in options.patterns {
+            let pattern = &args[j];
+            // Redis looks for `*` with strchr, so a NUL ends the pattern.
+            if c_str(pattern).contains(&b'*') {
+                if !self.sort_patterns {
+                    return Err(Self::refuse(spec, SORT_PATTERNS));
                 }
-                j += 2;
-            } else if !readonly && is(b"store") && left >= 1 {
-                call.set(j + 1, self.prefixed(&args[j + 1]));
-                j += 1;
-            } else if (is(b"by") || is(b"get")) && left >= 1 {
-                let pattern = &args[j + 1];
-                // Redis looks for `*` with strchr, so a NUL ends the pattern.
-                if c_str(pattern).contains(&b'*') {
-                    if !self.sort_patterns {
-                        return Err(Self::refuse(spec, SORT_PATTERNS));
-                    }
-                    call.set(j + 1, self.prefixed(pattern));
-                }
-                j += 1;
-            } else {
-                return Err(PolicyError::syntax());
+                call.set(j, self.prefixed(pattern));
             }
-            j += 1;
         }
-        call.reply = ReplyRewrite::Errors;
         Ok(())
     }
 }

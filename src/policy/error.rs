@@ -17,6 +17,12 @@ pub enum PolicyError {
         "ERR value of {len} bytes is over this tenant's limit of {limit} bytes (tenant.max_value_bytes)"
     )]
     ValueTooLarge { len: usize, limit: usize },
+    /// A RESTORE payload whose decoded size respite cannot bound (a stream, a module value, a
+    /// truncated payload), for a tenant with a value limit.
+    #[error(
+        "ERR RESTORE payload of a type whose decoded size respite cannot measure, under this tenant's value limit (tenant.max_value_bytes)"
+    )]
+    RestoreUnmeasured,
     #[error(
         "ERR TTL of {ttl_ms} ms is over this tenant's limit of {max_ms} ms for this key (tenant.ttl)"
     )]
@@ -41,7 +47,7 @@ impl PolicyError {
         match self {
             PolicyError::NoPerm { .. } => "noperm",
             PolicyError::OutsideNamespace { .. } => "namespace",
-            PolicyError::ValueTooLarge { .. } => "value_too_large",
+            PolicyError::ValueTooLarge { .. } | PolicyError::RestoreUnmeasured => "value_too_large",
             PolicyError::TtlOverMax { .. } | PolicyError::PersistRefused { .. } => "ttl",
             PolicyError::Syntax(_) => "syntax",
             PolicyError::Keys(_) => "keys",

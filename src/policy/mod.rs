@@ -13,8 +13,10 @@
 //!
 //! # How the session uses it
 //! 1. Before AUTH, use [`Tenants::default_tenant`]; with none, reply [`NOAUTH`] to everything but
-//!    AUTH/HELLO/QUIT/RESET. On AUTH, [`Tenants::authenticate`]; on failure call
-//!    [`FailureTracker::failed`] and sleep what it returns before replying with the error text.
+//!    AUTH/HELLO/QUIT/RESET. On AUTH, [`Tenants::authenticate`] (`default` as the username for
+//!    password-only AUTH); on failure call [`FailureTracker::failed`] with the address and that
+//!    username and sleep what it returns before replying with the error text; on success,
+//!    [`FailureTracker::succeeded`] with the same pair.
 //! 2. For each request the session would forward, call [`Tenant::check`] with the Unix time in ms:
 //!    - `Err(e)`: reply `-{e}` (the text carries its code: `NOPERM …`, `ERR …`).
 //!    - `Ok(Plan::Forward(f))`: send `f.command`, then each of `f.follow_ups` right after it on the
@@ -28,12 +30,15 @@
 //!    the ACL decision if wanted.
 //!
 //! # What confinement covers (README material)
-//! - Keys: every key argument the command table finds (`COMMAND GETKEYS`'s answer, the same key
-//!   specs Redis's ACL key permissions trust) gets the prefix — destinations, keys after numkeys,
-//!   after STREAMS, STORE/STOREDIST. KEYS, SCAN MATCH, PSUBSCRIBE and PUBSUB CHANNELS patterns get
+//! - Keys: every key argument the command table finds gets the prefix — destinations, keys after
+//!   numkeys, after STREAMS, STORE/STOREDIST. [`crate::command::keys`] is the one answer, found as
+//!   the server's parser finds it (the last STORE of GEORADIUS and SORT, the STREAMS that is not an
+//!   option's value); prefixing, TTL follow-ups, the value limit and the session's near-cache
+//!   invalidation all read it. KEYS, SCAN MATCH, PSUBSCRIBE and PUBSUB CHANNELS patterns get
 //!   the prefix with its glob characters escaped, so they can only match the tenant's names.
 //!   Replies naming keys (KEYS, SCAN, RANDOMKEY, the blocking and *MPOP pops, XREAD/XREADGROUP,
-//!   Pub/Sub) and key names quoted in error texts lose the prefix.
+//!   Pub/Sub) and key names quoted in error texts lose the prefix. SCAN cursors are sealed
+//!   (`policy::cursor`) so they do not show the shared keyspace's size.
 //! - Refused for a prefixed tenant: every keyless command not known to be namespace-neutral
 //!   (CONFIG, DEBUG, MODULE, MONITOR, FLUSHALL, INFO, LASTSAVE, SAVE, SHUTDOWN, CLIENT LIST/KILL,
 //!   CLUSTER, SLOWLOG, LATENCY, MEMORY STATS/DOCTOR, ACL, FUNCTION *, SCRIPT FLUSH/KILL, PUBSUB
@@ -58,11 +63,14 @@
 //!
 //! # Values
 //! With `max_value_bytes`, any non-key argument of a command that stores data (write or denyoom
-//! flag, or a script) longer than the limit is refused before anything is sent.
+//! flag, or a script) longer than the limit is refused before anything is sent, and so is a write
+//! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND and INCRBYFLOAT are checked
+//! against what is stored in the same step (see `policy::values`).
 pub mod acl;
 pub mod auth;
 mod check;
 pub mod config;
+mod cursor;
 mod error;
 pub mod glob;
 pub mod metrics;
@@ -71,8 +79,12 @@ pub mod pubsub;
 pub mod reply;
 pub mod sha256;
 pub mod ttl;
+mod values;
 
-pub use auth::{AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants};
+pub use auth::{
+    AuthError, FailureTracker, NOAUTH, Tenant, TenantBuilder, Tenants, UNAUTHENTICATED_LIMIT,
+    unauthenticated,
+};
 pub use check::{Forward, Plan};
 pub use error::PolicyError;
 pub use namespace::{NamespaceKind, NamespaceOp, NamespaceRun, NamespaceStep};

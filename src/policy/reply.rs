@@ -119,6 +119,12 @@ fn rewrite_value(rewrite: ReplyRewrite, prefix: &[u8], v: &mut Value) {
             {
                 keys.retain_mut(|item| strip(item, prefix));
             }
+            // The cursor would show the upstream's keyspace size (see policy::cursor).
+            if let Value::Agg(_, items) = v
+                && let Some(Value::Blob(_, cursor)) = items.first_mut()
+            {
+                *cursor = Blob::Owned(super::cursor::seal(prefix, cursor.bytes()));
+            }
         }
         ReplyRewrite::Key => {
             strip(v, prefix);
@@ -256,9 +262,18 @@ mod tests {
             b"*2\r\n$1\r\na\r\n$2\r\nbc\r\n"
         );
         assert_eq!(rw(ReplyRewrite::Keys, b"*0\r\n"), b"*0\r\n");
+        // The cursor is sealed (policy::cursor); 0 stays 0.
+        let sealed = super::super::cursor::seal(b"t:", b"17");
+        let mut want = format!("*2\r\n${}\r\n", sealed.len()).into_bytes();
+        want.extend_from_slice(&sealed);
+        want.extend_from_slice(b"\r\n*1\r\n$1\r\na\r\n");
         assert_eq!(
             rw(ReplyRewrite::Scan, b"*2\r\n$2\r\n17\r\n*1\r\n$3\r\nt:a\r\n"),
-            b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\na\r\n"
+            want
+        );
+        assert_eq!(
+            rw(ReplyRewrite::Scan, b"*2\r\n$1\r\n0\r\n*0\r\n"),
+            b"*2\r\n$1\r\n0\r\n*0\r\n"
         );
         // A name outside the namespace is never shown.
         assert_eq!(rw(ReplyRewrite::Keys, b"*1\r\n$3\r\nu:a\r\n"), b"*0\r\n");

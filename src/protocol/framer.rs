@@ -166,6 +166,12 @@ impl Framer {
         &self.limits
     }
 
+    /// Apply `limits` from the next request on (the session lifts Redis's small limits for
+    /// clients that have not authenticated once they have).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The buffer length at which the bulk argument being waited for will be complete, when the
     /// framer is waiting for one. A reader can reserve that much at once for a large argument, as
     /// Redis does, instead of growing the buffer step by step.

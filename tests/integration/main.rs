@@ -14,5 +14,7 @@ mod operations;
 mod relay;
 mod robustness;
 mod standalone;
+mod tenant_hardening;
+mod tenant_oracle;
 mod tenants;
 mod transactions;

@@ -115,7 +115,7 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     match tenants.authenticate(user, password) {
         Ok(tenant) => {
-            r.shared.auth_failures.succeeded(peer);
+            r.shared.auth_failures.succeeded(peer, user);
             let name = tenant.user_label().to_string();
             r.client.tenant = Some(tenant);
             Ok(name)
@@ -125,7 +125,7 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
             let delay = r
                 .shared
                 .auth_failures
-                .failed(peer, std::time::Instant::now());
+                .failed(peer, user, std::time::Instant::now());
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }

@@ -34,6 +34,14 @@ impl Reader<'_> {
                     // The writer is closing this client (limits.max_reply_bytes).
                     return;
                 }
+                // Before AUTH, Redis's small limits (policy::unauthenticated).
+                let restricted =
+                    self.shared.config.tenants.is_some() && self.client.tenant.is_none();
+                framer.set_limits(if restricted {
+                    policy::unauthenticated(limits)
+                } else {
+                    limits
+                });
                 match framer.next(&mut buf) {
                     Ok(Some(mut req)) => {
                         let flow = self.handle(&mut req).await;
@@ -46,6 +54,11 @@ impl Reader<'_> {
                         self.send_group().await;
                         break;
                     }
+                    Err(e) if restricted && !e.fatal => {
+                        metrics::error(ErrorKind::Protocol);
+                        self.reply_error(policy::UNAUTHENTICATED_LIMIT).await;
+                        return self.close().await;
+                    }
                     Err(e) => {
                         metrics::error(ErrorKind::Protocol);
                         self.reply_error(&format!("ERR {}", e.message)).await;
@@ -55,12 +68,12 @@ impl Reader<'_> {
                     }
                 }
             }
-            if buf.len() > limits.max_query_buffer {
+            if buf.len() > framer.limits().max_query_buffer {
                 metrics::error(ErrorKind::Protocol);
                 let msg = format!(
                     "ERR unfinished request of {} bytes is over the limit of {} (limits.max_query_buffer)",
                     buf.len(),
-                    limits.max_query_buffer
+                    framer.limits().max_query_buffer
                 );
                 self.reply_error(&msg).await;
                 return self.close().await;
