@@ -14,13 +14,12 @@
 //! - Losing a tracking connection, or its heartbeat, empties the cache, and nothing is served
 //!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
 //!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
-pub mod config;
 pub mod reads;
 pub mod resp;
 pub mod store;
 mod tracking;
 
-pub use config::{CacheConfig, Rule};
+pub use crate::config::{CacheConfig, Rule};
 pub use reads::{ReadKind, Sig};
 pub use store::{Cached, Fetched, Found, Store};
 

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub next_id: AtomicU64,
     /// Fires when the proxy starts draining: sessions stop reading new commands.
     pub draining: CancellationToken,
+    /// The tenants built from `[[tenant]]`: when there are any, every client acts as one of them.
+    pub tenants: Option<Arc<crate::policy::Tenants>>,
     /// Failed AUTH attempts per peer, to slow down password guessing.
     pub auth_failures: crate::policy::FailureTracker,
     /// The in-memory engine: it answers everything when no upstream is configured (standalone
@@ -121,11 +123,15 @@ pub async fn run(
         tokio::spawn(fallback::merge_task(u.clone(), merge_rx, stop_upstream.clone()));
     }
     let health = upstream.as_ref().map(|u| u.health().clone());
+    let tenants = config
+        .tenants
+        .as_ref()
+        .map(|t| Arc::new(crate::policy::Tenants::from_config(t)));
     let cache = match (&config.near_cache, &upstream) {
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
             c.clone(),
             Arc::new(u.config().clone()),
-            config.tenants.as_deref(),
+            tenants.as_deref(),
             if config.local_only.enabled {
                 config.local_only.stale_reads
             } else {
@@ -142,6 +148,7 @@ pub async fn run(
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
         draining: CancellationToken::new(),
+        tenants,
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,

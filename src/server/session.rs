@@ -204,7 +204,6 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
         created: std::time::Instant::now(),
         last_command: "NULL",
         tenant: shared
-            .config
             .tenants
             .as_ref()
             .and_then(|t| t.default_tenant().cloned()),
@@ -437,7 +436,7 @@ impl Reader<'_> {
                 || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()));
         let transaction =
             self.multi.is_some() || matches!(spec.name, "multi" | "exec" | "discard" | "unwatch");
-        if self.shared.config.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
+        if self.shared.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(policy::NOAUTH).await;

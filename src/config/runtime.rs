@@ -1,0 +1,59 @@
+//! `[log]` and `[runtime]`: the log filter and the tokio runtime's shape and drain time.
+use super::{Check, ConfigError};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+        }
+    }
+}
+
+impl RawLog {
+    /// The level or filter, lower-cased, once tracing's filter syntax accepts it.
+    pub(super) fn validate(&self, c: &Check) -> Result<String, ConfigError> {
+        let level = self.level.to_ascii_lowercase();
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(c.invalid(
+                "log.level",
+                format!("`{level}` is not a level (error, warn, info, debug, trace) or filter"),
+            ));
+        }
+        Ok(level)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRuntime {
+    worker_threads: i64,
+    pub(super) shutdown_grace_ms: i64,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            worker_threads: 1,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+impl RawRuntime {
+    pub(super) fn worker_threads(&self, c: &Check) -> Result<usize, ConfigError> {
+        if self.worker_threads < 0 {
+            return Err(c.invalid(
+                "runtime.worker_threads",
+                "must be 0 (one per core) or more".into(),
+            ));
+        }
+        Ok(self.worker_threads as usize)
+    }
+}
