@@ -19,10 +19,10 @@ pub mod tenants;
 pub mod upstream;
 
 pub use acl::AllowSet;
-pub use listen::ListenConfig;
+pub use listen::{ListenConfig, Principal};
 pub use local_only::{LocalOnlyConfig, LocalWrites, OnRecovery};
 pub use near_cache::{CacheConfig, ReadKind, Rule};
-pub use sources::{Overrides, env_overrides};
+pub use sources::{Overrides, Setting, env_overrides, env_settings};
 pub use tenants::{ExcessTtl, Secret, TenantConfig, TenantSecret, TenantsConfig, TtlRuleConfig};
 pub use upstream::{HealthConfig, UpstreamAddr, UpstreamConfig, UpstreamUrl, parse_url};
 
@@ -47,6 +47,12 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// A `RESPITE_*` variable that names no setting: a typo would otherwise be silently ignored.
+    #[error(
+        "environment variable {name} is not a respite setting (RESPITE_<SECTION>_<KEY>, \
+         sections: {sections}; or RESPITE_CONFIG)"
+    )]
+    UnknownVariable { name: String, sections: String },
 }
 
 /// The validated configuration respite runs with.
@@ -135,11 +141,12 @@ impl Check<'_> {
     }
 }
 
-/// Load and validate: the file (if any), then `env`, then `flags`.
+/// Load and validate: the file (if any), then `env`, then `flags` (each [`Setting`] names its
+/// own source for errors).
 pub fn load(
     path: Option<&std::path::Path>,
-    env: &Overrides,
-    flags: &Overrides,
+    env: &[Setting],
+    flags: &[Setting],
 ) -> Result<Config, ConfigError> {
     let (source, origin) = match path {
         Some(p) => (
@@ -151,36 +158,85 @@ pub fn load(
         ),
         None => (String::new(), "defaults".to_string()),
     };
-    from_str_with(&source, &origin, env, flags)
+    let settings: Vec<Setting> = env.iter().chain(flags).cloned().collect();
+    from_source(&source, &origin, &settings)
 }
 
-/// Parse and validate a configuration text (tests use this directly).
+/// Parse and validate a configuration text (tests use this directly); overrides are blamed on
+/// "environment" and "command line".
 pub fn from_str_with(
     source: &str,
     origin: &str,
     env: &Overrides,
     flags: &Overrides,
 ) -> Result<Config, ConfigError> {
+    let label = |pairs: &Overrides, origin: &str| -> Vec<Setting> {
+        pairs
+            .iter()
+            .map(|(key, value)| Setting::new(key, value, origin))
+            .collect()
+    };
+    let mut settings = label(env, "environment");
+    settings.extend(label(flags, "command line"));
+    from_source(source, origin, &settings)
+}
+
+/// Parse `source` (named `origin`), apply `settings` in order, validate.
+pub fn from_source(
+    source: &str,
+    origin: &str,
+    settings: &[Setting],
+) -> Result<Config, ConfigError> {
+    let at = |span: Option<std::ops::Range<usize>>| match span {
+        Some(r) => format!("{origin} line {}", sources::line_at(source, r.start)),
+        None => origin.to_string(),
+    };
+    let message = |e: &toml::de::Error| e.message().trim().replace('\n', " ");
     let mut table: toml::Table =
         source
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: origin.into(),
-                message: e.to_string(),
+                origin: at(e.span()),
+                message: message(&e),
             })?;
-    let mut origins: Vec<(String, String)> = Vec::new();
-    for (k, v) in env {
-        sources::apply_override(&mut table, k, v, "environment")?;
-        origins.push((k.clone(), "environment".into()));
+    // The file on its own first, so that its mistakes are blamed on their line (toml's spans)
+    // and an override's on the override.
+    if let Err(e) = toml::from_str::<RawConfig>(source) {
+        return Err(ConfigError::Parse {
+            origin: at(e.span()),
+            message: message(&e),
+        });
     }
-    for (k, v) in flags {
-        sources::apply_override(&mut table, k, v, "command line")?;
-        origins.push((k.clone(), "command line".into()));
+    // A later setting of a key replaces an earlier one (a flag beats the environment), so only
+    // the last of each counts, and then each key's own value decides whether it parses.
+    let settings: Vec<&Setting> = settings
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| !settings[i + 1..].iter().any(|later| later.key == s.key))
+        .map(|(_, s)| s)
+        .collect();
+    for s in &settings {
+        sources::apply_override(&mut table, &s.key, &s.value, &s.origin)?;
+        if let Err(e) = RawConfig::deserialize(toml::Value::Table(table.clone())) {
+            // An unknown key is its own message; a value of the wrong type is the key's.
+            return Err(if e.message().starts_with("unknown field") {
+                ConfigError::Parse {
+                    origin: s.origin.clone(),
+                    message: message(&e),
+                }
+            } else {
+                ConfigError::Invalid {
+                    origin: s.origin.clone(),
+                    key: s.key.clone(),
+                    message: message(&e),
+                }
+            });
+        }
     }
-    // Report where a bad key came from: an override names its source, a file key its line.
+    // Report where a bad value came from: a setting names its source, a file key its line.
     let where_is = |key: &str| -> String {
-        if let Some((_, o)) = origins.iter().rev().find(|(k, _)| k == key) {
-            return o.clone();
+        if let Some(s) = settings.iter().find(|s| s.key == key) {
+            return s.origin.clone();
         }
         let line = if key.starts_with("tenant[") || key == "default_tenant" {
             tenants::tenant_key_line(source, key)
@@ -194,27 +250,11 @@ pub fn from_str_with(
             None => origin.to_string(),
         }
     };
-    let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let message = e.to_string().trim().replace('\n', " ");
-        // serde names the unknown or mistyped field but not where it was set: find that.
-        let origin = sources::unknown_field(&message)
-            .and_then(|f| {
-                let suffix = format!(".{f}");
-                if let Some((_, o)) = origins.iter().rev().find(|(k, _)| k.ends_with(&suffix)) {
-                    return Some(o.clone());
-                }
-                source
-                    .lines()
-                    .position(|l| {
-                        let l = l.trim_start();
-                        l.strip_prefix(f)
-                            .is_some_and(|r| r.trim_start().starts_with('='))
-                    })
-                    .map(|i| format!("{origin} line {}", i + 1))
-            })
-            .unwrap_or_else(|| origin.to_string());
-        ConfigError::Parse { origin, message }
-    })?;
+    let raw =
+        RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: message(&e),
+        })?;
     validate(
         raw,
         &Check {

@@ -20,10 +20,20 @@ impl RawLog {
     /// The level or filter, lower-cased, once tracing's filter syntax accepts it.
     pub(super) fn validate(&self, c: &Check) -> Result<String, ConfigError> {
         let level = self.level.to_ascii_lowercase();
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        // tracing reads a bare word it does not know (`verbose`) as a target name and then logs
+        // nothing: every directive must end in a level.
+        let levels = ["off", "error", "warn", "info", "debug", "trace"];
+        let directives_ok = level.split(',').map(str::trim).all(|d| {
+            let lvl = d.rsplit_once('=').map_or(d, |(_, l)| l);
+            d.is_empty() || levels.contains(&lvl)
+        });
+        if !directives_ok || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(c.invalid(
                 "log.level",
-                format!("`{level}` is not a level (error, warn, info, debug, trace) or filter"),
+                format!(
+                    "`{level}` is not a level (off, error, warn, info, debug, trace) or a \
+                     filter of target=level directives"
+                ),
             ));
         }
         Ok(level)

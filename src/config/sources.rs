@@ -9,6 +9,28 @@ use super::ConfigError;
 /// after the file. Values are TOML literals when they parse as one, strings otherwise.
 pub type Overrides = Vec<(String, String)>;
 
+/// One override of a key (`upstream.url`) and the source an error about it should name: the
+/// environment variable or the command-line flag. No `Debug`: values may be secrets.
+#[derive(Clone)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+    pub origin: String,
+}
+
+impl Setting {
+    pub fn new(key: &str, value: &str, origin: &str) -> Setting {
+        Setting {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: origin.to_string(),
+        }
+    }
+}
+
+/// Variables that start with `RESPITE_` and are not settings: the command line's own.
+const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG"];
+
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
 /// A section that is a prefix of another (`local`, `local_only`) comes after it: the longest wins.
 const SECTIONS: &[&str] = &[
@@ -25,30 +47,63 @@ const SECTIONS: &[&str] = &[
 ];
 
 /// Environment overrides: `RESPITE_UPSTREAM_URL=…` sets `upstream.url`; `REDIS_URL` sets
-/// `upstream.url` too, with lower precedence than `RESPITE_UPSTREAM_URL`.
-pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Overrides {
+/// `upstream.url` too, with lower precedence than `RESPITE_UPSTREAM_URL`. Each names its
+/// variable for errors; a `RESPITE_*` variable that names no section is an error.
+pub fn env_settings(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Setting>, ConfigError> {
     let mut redis_url = None;
     let mut out = Vec::new();
     for (name, value) in vars {
         if name == "REDIS_URL" {
-            redis_url = Some(value);
+            redis_url = Some(Setting::new(
+                "upstream.url",
+                &value,
+                "environment variable REDIS_URL",
+            ));
             continue;
         }
         let Some(rest) = name.strip_prefix("RESPITE_") else {
             continue;
         };
+        if NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
-        for section in SECTIONS {
-            if let Some(key) = rest.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
-                out.push((format!("{section}.{key}"), value.clone()));
-                break;
+        let key = SECTIONS.iter().find_map(|section| {
+            let key = rest.strip_prefix(section)?.strip_prefix('_')?;
+            (!key.is_empty()).then(|| format!("{section}.{key}"))
+        });
+        match key {
+            Some(key) => out.push(Setting::new(
+                &key,
+                &value,
+                &format!("environment variable {name}"),
+            )),
+            None => {
+                return Err(ConfigError::UnknownVariable {
+                    name,
+                    sections: SECTIONS.join(", "),
+                });
             }
         }
     }
     if let Some(url) = redis_url {
-        out.insert(0, ("upstream.url".into(), url));
+        out.insert(0, url);
     }
-    out
+    Ok(out)
+}
+
+/// [`env_settings`] as bare `(key, value)` pairs, leaving out variables that name no setting.
+pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Overrides {
+    let known = vars
+        .into_iter()
+        .filter(|(name, _)| env_settings([(name.clone(), String::new())]).is_ok());
+    env_settings(known)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.key, s.value))
+        .collect()
 }
 
 /// Set `key` (`section.field`) in `table` to `value`; `origin` names the override in errors.
@@ -84,10 +139,13 @@ pub(super) fn apply_override(
     }
 }
 
-/// The field serde's "unknown field" message names, if it is one.
-pub(super) fn unknown_field(msg: &str) -> Option<&str> {
-    let rest = msg.split("unknown field `").nth(1)?;
-    rest.split('`').next()
+/// The 1-based line of byte offset `at` in `source`.
+pub(super) fn line_at(source: &str, at: usize) -> usize {
+    source.as_bytes()[..at.min(source.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The 1-based line of `section.key` in a TOML text, found by a light scan of table headers.

@@ -56,12 +56,21 @@ pub struct TenantConfig {
     pub ttl: Vec<TtlRuleConfig>,
 }
 
-/// How a tenant's password is given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a tenant's password is given. `Debug` shows neither the password nor its hash.
+#[derive(Clone, PartialEq, Eq)]
 pub enum TenantSecret {
     Password(Secret),
     /// The SHA-256 of the password (`password_sha256`).
     Sha256([u8; 32]),
+}
+
+impl std::fmt::Debug for TenantSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TenantSecret::Password(s) => f.debug_tuple("Password").field(s).finish(),
+            TenantSecret::Sha256(_) => f.write_str("Sha256(\"<redacted>\")"),
+        }
+    }
 }
 
 /// One validated `[[tenant.ttl]]` rule; `default_ms` is already `max_ms` when only that is given.

@@ -227,3 +227,212 @@ fn no_upstream_means_standalone() {
             .is_none()
     );
 }
+
+fn with(settings: &[(&str, &str, &str)], source: &str) -> Result<Config, String> {
+    let settings: Vec<Setting> = settings
+        .iter()
+        .map(|(k, v, o)| Setting::new(k, v, o))
+        .collect();
+    from_source(source, "proxy.toml", &settings).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_bad_override_is_blamed_on_its_source_not_the_file() {
+    // A type error (serde's) and a validation error, each from a flag and from a variable.
+    let file = "[limits]\nmax_args = 10\n";
+    let e = with(
+        &[(
+            "limits.max_args",
+            "lots",
+            "command line flag --set limits.max_args",
+        )],
+        file,
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("command line flag --set limits.max_args:"),
+        "{e}"
+    );
+    let e = with(
+        &[(
+            "upstream.connections",
+            "0",
+            "environment variable RESPITE_UPSTREAM_CONNECTIONS",
+        )],
+        file,
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("environment variable RESPITE_UPSTREAM_CONNECTIONS:")
+            && e.contains("upstream.connections"),
+        "{e}"
+    );
+    // An unknown key in an override names the override.
+    let e = with(
+        &[(
+            "upstream.conections",
+            "3",
+            "environment variable RESPITE_UPSTREAM_CONECTIONS",
+        )],
+        "",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("RESPITE_UPSTREAM_CONECTIONS") && e.contains("conections"),
+        "{e}"
+    );
+    // A flag replaces the environment's bad value: the last setting of a key is the one that counts.
+    let c = with(
+        &[
+            (
+                "limits.max_args",
+                "lots",
+                "environment variable RESPITE_LIMITS_MAX_ARGS",
+            ),
+            (
+                "limits.max_args",
+                "12",
+                "command line flag --set limits.max_args",
+            ),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_args, 12);
+    // The file's own type error names its line, though an override is present.
+    let e = with(
+        &[(
+            "limits.max_args",
+            "5",
+            "command line flag --set limits.max_args",
+        )],
+        "[upstream]\n\nconnections = \"two\"\n",
+    )
+    .unwrap_err();
+    assert!(e.starts_with("proxy.toml line 3:"), "{e}");
+}
+
+#[test]
+fn unknown_sections_and_variables_are_named() {
+    let e = parse("[listen]\ntcp = \"127.0.0.1:1\"\n\n[upstreem]\nurl = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("upstreem") && e.contains("line 4"), "{e}");
+    let e = parse("a = 1\n").unwrap_err().to_string();
+    assert!(e.contains("line 1") && e.contains("`a`"), "{e}");
+    let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let e = env_settings(vars(&[("RESPITE_UPSTRAEM_URL", "redis://a:1")]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("RESPITE_UPSTRAEM_URL"), "{e}");
+    assert!(env_settings(vars(&[("RESPITE_LISTEN", "x")])).is_err());
+    let ok = env_settings(vars(&[
+        ("RESPITE_CONFIG", "/etc/respite.toml"),
+        ("HOME", "/root"),
+        ("REDIS_URL", "redis://b:2"),
+        ("RESPITE_UPSTREAM_URL", "redis://a:1"),
+    ]))
+    .unwrap();
+    let got: Vec<(&str, &str)> = ok
+        .iter()
+        .map(|s| (s.key.as_str(), s.origin.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("upstream.url", "environment variable REDIS_URL"),
+            ("upstream.url", "environment variable RESPITE_UPSTREAM_URL"),
+        ]
+    );
+}
+
+#[test]
+fn log_levels_tracing_would_not_understand_are_refused() {
+    for bad in ["verbose", "info,verbose", "respite=loud", "warning"] {
+        let e = parse(&format!("[log]\nlevel = \"{bad}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("log.level") && e.contains("line 2"),
+            "{bad}: {e}"
+        );
+    }
+    for good in [
+        "INFO",
+        "off",
+        "warn,respite=debug",
+        "respite::upstream=trace",
+    ] {
+        assert!(
+            parse(&format!("[log]\nlevel = \"{good}\"\n")).is_ok(),
+            "{good}"
+        );
+    }
+}
+
+#[test]
+fn url_credentials_are_percent_decoded_and_never_shown() {
+    let u = parse_url("redis://us%40er:p%40ss%3Aw%2Frd@h:1").unwrap();
+    assert_eq!(
+        (u.username.as_deref(), u.password.as_deref()),
+        (Some("us@er"), Some("p@ss:w/rd"))
+    );
+    let e = parse_url("redis://u:hunter2@h:99999").unwrap_err();
+    assert!(e.contains("port") && !e.contains("hunter2"), "{e}");
+    let e = parse_url("redis://u:bad%zz@h:1").unwrap_err();
+    assert!(e.contains("password") && !e.contains("bad%zz"), "{e}");
+    let debug = format!("{u:?}");
+    assert!(
+        !debug.contains("p@ss") && debug.contains("<redacted>"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn tenant_passwords_never_appear_in_debug() {
+    let c = parse(
+        "[[tenant]]\nname = \"a\"\nusername = \"alice\"\npassword = \"s3cr3t-pw\"\nprefix = \"a:\"\n\
+         [[tenant]]\nname = \"b\"\nusername = \"bob\"\nprefix = \"b:\"\npassword_sha256 = \
+         \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"\n\
+         [upstream]\nurl = \"redis://:up-pw@h:1\"\n",
+    )
+    .unwrap();
+    let debug = format!("{c:?} {c:#?}");
+    for secret in ["s3cr3t-pw", "up-pw", "2bb80d", "43, 184"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+}
+
+#[test]
+fn unix_socket_mode_and_owner() {
+    let c = parse("[listen]\nunix = \"/tmp/r.sock\"\nunix_mode = \"0660\"\nunix_group = \"100\"\n")
+        .unwrap();
+    assert_eq!(c.listen.unix_mode, Some(0o660));
+    assert_eq!(c.listen.unix_group, Some(Principal::Id(100)));
+    for bad in ["660x", "1777", "+660", "rw"] {
+        let e = parse(&format!(
+            "[listen]\nunix = \"/tmp/r.sock\"\nunix_mode = \"{bad}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("listen.unix_mode") && e.contains("line 3"),
+            "{e}"
+        );
+    }
+    let e = parse("[listen]\nunix_mode = \"0660\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listen.unix_mode") && e.contains("listen.unix"),
+        "{e}"
+    );
+    let passwd = "root:x:0:0::/root:/bin/sh\nredis:x:999:999::/var/lib/redis:/bin/false\n";
+    assert_eq!(Principal::Name("redis".into()).id_in(passwd), Some(999));
+    assert_eq!(Principal::Name("red".into()).id_in(passwd), None);
+}

@@ -35,12 +35,24 @@ pub struct HealthConfig {
 }
 
 /// Where the upstream is: `redis://[user:pass@]host:port[/db]` or `unix:///path[?db=N]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     pub addr: UpstreamAddr,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+}
+
+impl std::fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamUrl")
+            .field("addr", &self.addr)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,9 +177,11 @@ pub(super) fn validate(
     }))
 }
 
-/// Parse an upstream URL. Errors are phrased for the user.
-pub fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
-    if let Some(rest) = url.strip_prefix("unix://") {
+/// Parse an upstream URL; user and password are percent-decoded (`%40` for `@`). Errors are
+/// phrased for the user and show the URL with its password redacted.
+pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
+    let url = &redacted(full);
+    if let Some(rest) = full.strip_prefix("unix://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if !path.starts_with('/') {
             return Err(format!(
@@ -196,7 +210,7 @@ pub fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
             db,
         });
     }
-    let rest = if let Some(r) = url.strip_prefix("redis://") {
+    let rest = if let Some(r) = full.strip_prefix("redis://") {
         r
     } else if url.starts_with("rediss://") {
         return Err(format!("`{url}`: TLS (rediss://) is not supported yet"));
@@ -231,10 +245,20 @@ pub fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
     };
     let (username, password) = match auth {
         None => (None, None),
-        Some(a) => match a.split_once(':') {
-            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-            None => (None, Some(a.to_string())),
-        },
+        Some(a) => {
+            let decode = |part: &str, what: &str| {
+                percent_decode(part).ok_or_else(|| {
+                    format!("`{url}`: the {what} has a `%` not followed by two hex digits of UTF-8")
+                })
+            };
+            match a.split_once(':') {
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| decode(u, "username")).transpose()?,
+                    Some(decode(p, "password")?),
+                ),
+                None => (None, Some(decode(a, "password")?)),
+            }
+        }
     };
     Ok(UpstreamUrl {
         addr: UpstreamAddr::Tcp(hostport),
@@ -242,4 +266,34 @@ pub fn parse_url(url: &str) -> Result<UpstreamUrl, String> {
         password,
         db,
     })
+}
+
+/// `url` with the password (between `user:` and `@`) shown as `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }

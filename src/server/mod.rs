@@ -38,26 +38,66 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Bind what the configuration names. A stale unix socket file left by a previous run is replaced.
+    /// Bind what the configuration names. A stale unix socket file left by a previous run is
+    /// replaced, and the new one gets `listen.unix_mode`, `unix_owner` and `unix_group`. An error
+    /// names the listener (tcp, unix, admin) and its address.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let named = |which: &'static str, addr: String| {
+            move |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("{which} listener {addr}: {e}"))
+            }
+        };
         let tcp = match config.listen.tcp {
-            Some(a) => Some(TcpListener::bind(a).await?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(named("tcp", a.to_string()))?,
+            ),
             None => None,
         };
         let unix = match &config.listen.unix {
             Some(p) => {
+                let err = named("unix", p.display().to_string());
                 if std::fs::symlink_metadata(p).is_ok_and(|m| {
                     use std::os::unix::fs::FileTypeExt;
                     m.file_type().is_socket()
                 }) {
-                    std::fs::remove_file(p)?;
+                    std::fs::remove_file(p).map_err(&err)?;
                 }
-                Some(UnixListener::bind(p)?)
+                let listener = UnixListener::bind(p).map_err(&err)?;
+                // Until these apply, the socket has what the umask gave it (0755 or tighter
+                // under the usual umasks): at worst too closed for a moment, never too open.
+                if let Some(mode) = config.listen.unix_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                        .map_err(&err)?;
+                }
+                let (owner, group) = (&config.listen.unix_owner, &config.listen.unix_group);
+                if owner.is_some() || group.is_some() {
+                    let id = |who: &Option<crate::config::Principal>, db: &str| {
+                        let Some(who) = who else { return Ok(None) };
+                        let text = std::fs::read_to_string(db).unwrap_or_default();
+                        who.id_in(&text).map(Some).ok_or_else(|| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                format!("no `{who}` in {db}"),
+                            )
+                        })
+                    };
+                    let uid = id(owner, "/etc/passwd").map_err(&err)?;
+                    let gid = id(group, "/etc/group").map_err(&err)?;
+                    std::os::unix::fs::chown(p, uid, gid).map_err(&err)?;
+                }
+                Some(listener)
             }
             None => None,
         };
         let admin = match config.admin {
-            Some(a) => Some(TcpListener::bind(a).await?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(named("admin", a.to_string()))?,
+            ),
             None => None,
         };
         Ok(Listeners { tcp, unix, admin })

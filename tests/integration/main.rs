@@ -4,6 +4,7 @@ mod harness;
 
 mod basics;
 mod clients;
+mod config_errors;
 mod faults;
 mod local_only;
 mod near_cache;
