@@ -244,7 +244,10 @@ pub fn from_source(
             near_cache::rule_key_line(source, key)
         } else {
             sources::line_of(source, key)
-        };
+        }
+        // The light scans read tables written as `[section]` headers; toml's spans find the
+        // rest (dotted keys, inline tables).
+        .or_else(|| sources::key_line(source, key));
         match line {
             Some(line) => format!("{origin} line {line}"),
             None => origin.to_string(),

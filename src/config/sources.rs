@@ -177,3 +177,37 @@ pub(super) fn line_of_field<'a>(
         (k.trim() == field && ok(n)).then_some(n + 1)
     })
 }
+
+/// The 1-based line where `key` (`limits.max_args`, `tenant[1].allow[3]`) is written, by toml's
+/// own spans: found however the file spells it (dotted keys, inline tables). When the key itself
+/// is not written, the line of the nearest enclosing one that is (a rule's table).
+pub(super) fn key_line(source: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(source).ok()?;
+    let mut table = doc.get_ref();
+    let mut found = None;
+    'segments: for segment in key.split('.') {
+        let mut parts = segment.split('[');
+        let name = parts.next()?;
+        let Some((k, mut value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name) else {
+            break;
+        };
+        found = Some(k.span().start);
+        for index in parts {
+            let index: usize = index.strip_suffix(']')?.parse().ok()?;
+            let DeValue::Array(items) = value.get_ref() else {
+                break 'segments;
+            };
+            let Some(item) = items.iter().nth(index) else {
+                break 'segments;
+            };
+            found = Some(item.span().start);
+            value = item;
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found.map(|at| line_at(source, at))
+}

@@ -436,3 +436,30 @@ fn unix_socket_mode_and_owner() {
     assert_eq!(Principal::Name("redis".into()).id_in(passwd), Some(999));
     assert_eq!(Principal::Name("red".into()).id_in(passwd), None);
 }
+
+#[test]
+fn values_in_dotted_keys_and_inline_tables_have_lines_too() {
+    let e = parse("# respite\nupstream.connections = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("upstream.connections") && e.contains("line 2"),
+        "{e}"
+    );
+    let e = parse("\nlimits = { max_args = 1 }\nlocal = { max_memory_bytes = -1 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("local.max_memory_bytes") && e.contains("line 3"),
+        "{e}"
+    );
+    let e = parse(
+        "[upstream]\nurl = \"redis://a:1\"\n[near_cache]\nenabled = true\nrule = [\n  { pattern = \"*\" },\n  { pattern = \"\" },\n]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("near_cache.rule[1].pattern") && e.contains("line 7"),
+        "{e}"
+    );
+}
