@@ -198,7 +198,7 @@ pub(super) fn key_line(source: &str, key: &str) -> Option<usize> {
             let DeValue::Array(items) = value.get_ref() else {
                 break 'segments;
             };
-            let Some(item) = items.iter().nth(index) else {
+            let Some(item) = items.get(index) else {
                 break 'segments;
             };
             found = Some(item.span().start);
