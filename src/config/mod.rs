@@ -2,12 +2,16 @@
 //! parsed into raw serde structs and validated into a typed [`Config`].
 //!
 //! A leaf: each section's raw struct and its validation live in one file here ([`listen`],
-//! [`limits`], [`upstream`], [`local_only`], [`near_cache`], [`tenants`], [`runtime`]), and the
-//! parts they configure import their typed section from here, never the reverse. The only crate
-//! modules it reads are leaves: [`crate::command`] (to check command names in allow lists) and
-//! [`crate::protocol`] (whose framing [`Limits`] it fills). Every error names the key
-//! (`upstream.url`) and, when the key came from the file, its line. Nothing here opens sockets or
-//! files other than the config file itself.
+//! [`limits`], [`upstream`], [`local_only`], [`near_cache`], [`tenants`] with its compiled
+//! [`acl`] rules, [`runtime`]), and the parts they configure import their typed section from here,
+//! never the reverse. The only crate modules it reads are leaves: [`crate::command`] (to check
+//! command names in allow lists) and [`crate::protocol`] (whose framing [`Limits`] it fills).
+//! `sources` layers the file, the environment and the flags.
+//!
+//! Every error names the key (`upstream.url`) and where its value came from: the file and line,
+//! the environment variable, or the flag. Secrets (passwords in the upstream URL and the tenants)
+//! never appear in a `Debug` or an error. Nothing here opens sockets or files other than the
+//! config file itself.
 pub mod acl;
 pub mod limits;
 pub mod listen;
