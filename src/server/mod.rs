@@ -65,8 +65,9 @@ impl Listeners {
                     std::fs::remove_file(p).map_err(&err)?;
                 }
                 let listener = UnixListener::bind(p).map_err(&err)?;
-                // Until these apply, the socket has what the umask gave it (0755 or tighter
-                // under the usual umasks): at worst too closed for a moment, never too open.
+                // Until these apply, the socket has what the umask gave it (0755 under the usual
+                // 022, which lets no other user connect): run under a umask at least as tight
+                // as unix_mode for no moment of a wider socket.
                 if let Some(mode) = config.listen.unix_mode {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
