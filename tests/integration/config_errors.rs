@@ -1,9 +1,10 @@
 //! Configuration as an operator meets it through the real binary: secrets never printed or
 //! logged, every error blaming its true source (file line, variable, flag), listeners that name
 //! themselves when they cannot bind, and the unix socket's mode and group.
-use crate::harness::{Kind, Raw, Reaped, Server, free_port, http_get, wait_until, words};
+use crate::harness::{Kind, Raw, Server, free_port, http_get, wait_until, words};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 fn respite_bin() -> Command {
@@ -11,6 +12,52 @@ fn respite_bin() -> Command {
     // Only what a test sets: an inherited RESPITE_* variable would be (rightly) refused.
     c.env_clear();
     c
+}
+
+/// The binary with every line it writes captured (the harness's process guards do not read
+/// output), killed by its PID if the test ends before it exits.
+struct Logged {
+    child: Child,
+    readers: Vec<std::thread::JoinHandle<String>>,
+}
+
+impl Logged {
+    fn spawn(cmd: &mut Command) -> Logged {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read both streams while it runs, so a full pipe never blocks its logging.
+        let read = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = r.read_to_string(&mut text);
+                text
+            })
+        };
+        let readers = vec![
+            read(Box::new(child.stdout.take().unwrap())),
+            read(Box::new(child.stderr.take().unwrap())),
+        ];
+        Logged { child, readers }
+    }
+
+    /// Wait for a clean exit; everything it wrote to stdout and stderr.
+    fn wait_for_logs(&mut self) -> String {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        self.readers.drain(..).map(|r| r.join().unwrap()).collect()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn stderr(out: &Output) -> String {
@@ -75,28 +122,12 @@ fn secrets_never_appear_in_check_output_or_logs() {
     // authenticate (and fail once), lose the upstream, drain. Every log line is read.
     let port = free_port();
     let admin = free_port();
-    let mut child = Reaped(
+    let mut child = Logged::spawn(
         respite_bin()
             .args(["--config", file, "--log-level", "trace"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin", &format!("127.0.0.1:{admin}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .args(["--admin", &format!("127.0.0.1:{admin}")]),
     );
-    // Read both streams while it runs, so a full pipe never blocks its logging.
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(child.0.stdout.take().map(|r| Box::new(r) as _));
-    let err = drain(child.0.stderr.take().map(|r| Box::new(r) as _));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_ok()
@@ -104,10 +135,8 @@ fn secrets_never_appear_in_check_output_or_logs() {
     .expect("listening");
     let mut c = Raw::connect(addr);
     assert!(c.cmd(&words("AUTH alice wrong")).starts_with(b"-WRONGPASS"));
-    assert_eq!(
-        c.cmd(&[b"AUTH", b"alice", TENANT_PW.as_bytes()]),
-        b"+OK\r\n"
-    );
+    let auth: [&[u8]; 3] = [b"AUTH", b"alice", TENANT_PW.as_bytes()];
+    assert_eq!(c.cmd(&auth), b"+OK\r\n");
     wait_until(Duration::from_secs(5), || {
         c.cmd(&words("SET k v")) == b"+OK\r\n"
     })
@@ -121,14 +150,13 @@ fn secrets_never_appear_in_check_output_or_logs() {
     })
     .expect("the outage was noticed");
     let ok = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &child.child.id().to_string()])
         .status()
         .unwrap()
         .success();
     assert!(ok);
     drop(c);
-    assert!(child.0.wait().unwrap().success());
-    let logs = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    let logs = child.wait_for_logs();
     assert!(logs.lines().count() > 5, "trace logging ran:\n{logs}");
     assert_clean("the log", &logs);
 }
