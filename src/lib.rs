@@ -15,7 +15,9 @@
 //!   [`engine`] serve instead (local-only mode), as it always does with no upstream (standalone
 //!   mode), and settles what it held once the upstream is back.
 //! - [`admin`] serves `/metrics`, `/healthz` and `/readyz` over HTTP; [`metrics`] names what is counted.
-//! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`].
+//! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`],
+//!   one file per section. It is a leaf (it reads only the [`command`] table and [`protocol`]'s limits):
+//!   each part imports its own section's typed config from it, never the reverse.
 //!
 //! [`run`] ties them together; `main.rs` only parses the command line and calls it.
 

@@ -11,31 +11,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// `log.format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// Human-readable lines (tracing's default layout).
-    #[default]
-    Text,
-    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
-    Json,
-}
-
-/// An unknown `log.format`, as the configuration reports it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("`{0}` is not a log format (text or json)")]
-pub struct UnknownFormat(pub String);
-
-impl std::str::FromStr for Format {
-    type Err = UnknownFormat;
-    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
-        match s.to_ascii_lowercase().as_str() {
-            "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
-            _ => Err(UnknownFormat(s.into())),
-        }
-    }
-}
+pub use crate::config::{LogFormat as Format, UnknownFormat};
 
 /// Install the process's log subscriber (once, from `main`).
 pub fn init(config: &Config) {

@@ -37,33 +37,40 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut flags: config::Overrides = Vec::new();
-    for (key, v) in [
-        ("listen.tcp", &cli.listen),
-        ("listen.unix", &cli.unix),
-        ("upstream.url", &cli.upstream),
-        ("admin.listen", &cli.admin),
-        ("log.level", &cli.log_level),
+    // Each flag is named in errors as written (never with its value, which may be a password).
+    let mut flags: Vec<config::Setting> = Vec::new();
+    for (key, flag, v) in [
+        ("listen.tcp", "--listen", &cli.listen),
+        ("listen.unix", "--unix", &cli.unix),
+        ("upstream.url", "--upstream", &cli.upstream),
+        ("admin.listen", "--admin", &cli.admin),
+        ("log.level", "--log-level", &cli.log_level),
     ] {
         if let Some(v) = v {
-            flags.push((key.into(), v.clone()));
+            flags.push(config::Setting::new(
+                key,
+                v,
+                &format!("command line flag {flag}"),
+            ));
         }
     }
     for kv in &cli.set {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--set {kv}: expected section.key=value"))?;
-        flags.push((k.into(), v.into()));
+        let Some((k, v)) = kv.split_once('=') else {
+            config_error(format!(
+                "command line flag --set {kv}: expected section.key=value"
+            ));
+        };
+        flags.push(config::Setting::new(
+            k,
+            v,
+            &format!("command line flag --set {k}"),
+        ));
     }
-    let env = config::env_overrides(std::env::vars());
-    let config = match config::load(cli.config.as_deref(), &env, &flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("respite: configuration error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let config = config::env_settings(std::env::vars())
+        .and_then(|env| config::load(cli.config.as_deref(), &env, &flags))
+        .unwrap_or_else(|e| config_error(e));
     if cli.check_config {
+        // Debug of the configuration redacts every password (upstream URL, tenants).
         println!("configuration is valid:\n{config:#?}");
         return Ok(());
     }
@@ -102,6 +109,12 @@ fn main() -> anyhow::Result<()> {
         run(listeners, config, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// A configuration error ends the process with status 2 before anything starts.
+fn config_error(e: impl std::fmt::Display) -> ! {
+    eprintln!("respite: configuration error: {e}");
+    std::process::exit(2);
 }
 
 /// SIGTERM drains within the grace period; SIGINT (Ctrl-C) a second time exits at once.

@@ -219,5 +219,4 @@ pub fn describe() {
         UPSTREAM_HEALTH_TRANSITIONS_TOTAL,
         "Upstream health transitions, by the state entered"
     );
-    crate::cache::describe();
 }

@@ -42,8 +42,10 @@ pub fn recorder() -> &'static PrometheusHandle {
             .expect("static buckets are valid")
             .install_recorder()
             .expect("no other metrics recorder is installed");
+        // Each part describes its own metrics; metrics.rs names only the proxy-wide ones.
         crate::metrics::describe();
         process::mark_start();
+        crate::cache::describe();
         handle
     })
 }

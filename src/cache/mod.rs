@@ -15,12 +15,11 @@
 //!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
 //!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
 pub(crate) mod coherence;
-pub mod config;
 pub mod reads;
 pub mod store;
 mod tracking;
 
-pub use config::{CacheConfig, Rule};
+pub use crate::config::{CacheConfig, Rule};
 pub use reads::{ReadKind, Sig};
 pub use store::{Cached, Fetched, Found, Store};
 

@@ -7,69 +7,11 @@
 //! keys' GET entries (a GET entry is a string or nothing, which is exactly what MGET reports for
 //! that key). Random or time-dependent reads (SRANDMEMBER, TTL) are never cacheable.
 use crate::command::{self, CommandSpec};
+/// The list of cacheable reads is configuration's vocabulary (a rule's `commands`); how each
+/// is answered is this module's.
+pub use crate::config::ReadKind;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::OnceLock;
-
-macro_rules! reads {
-    ($($kind:ident = $name:literal),* $(,)?) => {
-        /// A cacheable read command.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[repr(u8)]
-        pub enum ReadKind { $($kind),* }
-
-        impl ReadKind {
-            pub const ALL: &'static [ReadKind] = &[$(ReadKind::$kind),*];
-
-            /// The command's name, as in the command table.
-            pub fn name(self) -> &'static str {
-                match self { $(ReadKind::$kind => $name),* }
-            }
-        }
-    };
-}
-
-reads! {
-    Get = "get",
-    Mget = "mget",
-    Strlen = "strlen",
-    Getrange = "getrange",
-    Exists = "exists",
-    Type = "type",
-    Hget = "hget",
-    Hmget = "hmget",
-    Hgetall = "hgetall",
-    Hexists = "hexists",
-    Hlen = "hlen",
-    Hstrlen = "hstrlen",
-    Hkeys = "hkeys",
-    Hvals = "hvals",
-    Scard = "scard",
-    Sismember = "sismember",
-    Smismember = "smismember",
-    Smembers = "smembers",
-    Llen = "llen",
-    Lindex = "lindex",
-    Lrange = "lrange",
-    Zcard = "zcard",
-    Zscore = "zscore",
-    Zmscore = "zmscore",
-    Zrank = "zrank",
-    Zrevrank = "zrevrank",
-    Zcount = "zcount",
-    Zlexcount = "zlexcount",
-    Zrange = "zrange",
-    Zrevrange = "zrevrange",
-    Zrangebyscore = "zrangebyscore",
-    Zrevrangebyscore = "zrevrangebyscore",
-    Zrangebylex = "zrangebylex",
-    Zrevrangebylex = "zrevrangebylex",
-    Xlen = "xlen",
-    Xrange = "xrange",
-    Xrevrange = "xrevrange",
-    Getbit = "getbit",
-    Bitcount = "bitcount",
-    Lpos = "lpos",
-}
 
 impl ReadKind {
     /// The cacheable read a command is, if it is one (a table lookup by command id).
@@ -84,16 +26,6 @@ impl ReadKind {
             t
         });
         table.get(spec.id as usize).copied().flatten()
-    }
-
-    /// Find a cacheable read by the name configuration uses (`GET`, `hgetall`).
-    pub fn by_name(name: &str) -> Option<ReadKind> {
-        let lower = name.to_ascii_lowercase();
-        ReadKind::ALL.iter().copied().find(|k| k.name() == lower)
-    }
-
-    pub fn bit(self) -> u64 {
-        1 << self as u8
     }
 
     /// Reads whose RESP3 reply pairs each member with its score (`WITHSCORES`), where RESP2

@@ -1,364 +1,64 @@
-//! The `[[tenant]]` section of proxy.toml: raw serde structs and their validation into [`Tenants`].
+//! The runtime tenants, built from the validated `[[tenant]]` section ([`TenantsConfig`]).
 //!
-//! Follows `config/mod.rs`: unknown fields are errors, and every error names its key
-//! (`tenant[1].prefix`) and, through the caller's `where_is`, where it was set. The lead wires this
-//! into `RawConfig` as two fields, `default_tenant` and `tenant`; nothing here reads files.
-use std::collections::HashMap;
+//! Configuration validates (names, prefixes, allow rules, TTL rules); this only turns what it
+//! validated into [`Tenant`]s, hashing clear-text passwords so they are never kept.
 use std::sync::Arc;
 
-use bytes::Bytes;
-use serde::Deserialize;
-
-use super::acl::AllowSet;
 use super::auth::{Credentials, Tenant, Tenants};
 use super::sha256;
 use super::ttl::{OnExcess, TtlRule};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ExcessTtl, TenantSecret, TenantsConfig};
 
-/// The tenant part of proxy.toml, for callers (and tests) that parse it on its own.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawTenants {
-    pub default_tenant: Option<String>,
-    pub tenant: Vec<RawTenant>,
+impl Tenants {
+    /// Every configured tenant, ready for sessions to authenticate against.
+    pub fn from_config(config: &TenantsConfig) -> Tenants {
+        let all = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let credentials = t
+                    .credentials
+                    .as_ref()
+                    .map(|(username, secret)| Credentials {
+                        username: username.clone(),
+                        digest: match secret {
+                            TenantSecret::Password(pw) => sha256::digest(pw.expose().as_bytes()),
+                            TenantSecret::Sha256(d) => *d,
+                        },
+                    });
+                let ttl = t
+                    .ttl
+                    .iter()
+                    .map(|r| TtlRule {
+                        pattern: r.pattern.clone(),
+                        max_ms: r.max_ms,
+                        default_ms: r.default_ms,
+                        on_excess: match r.on_excess {
+                            ExcessTtl::Cap => OnExcess::Cap,
+                            ExcessTtl::Refuse => OnExcess::Refuse,
+                        },
+                    })
+                    .collect();
+                Arc::new(Tenant::new(
+                    t.name.clone(),
+                    credentials,
+                    t.prefix.clone(),
+                    t.allowed.clone(),
+                    t.scripts,
+                    t.sort_patterns,
+                    t.max_value_bytes,
+                    ttl,
+                ))
+            })
+            .collect();
+        Tenants::new(all, config.default)
+    }
 }
 
-/// One `[[tenant]]` entry as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawTenant {
-    pub name: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// 64 hex digits: the SHA-256 of the password, so the file need not hold it in clear.
-    pub password_sha256: Option<String>,
-    pub prefix: String,
-    /// ACL-style rules applied in order: `@category`, `+@category`, `-@category`, `command`,
-    /// `-command`, `parent|sub`, `@all`/`allcommands`. Nothing is allowed until a rule allows it.
-    pub allow: Vec<String>,
-    pub scripts: bool,
-    pub sort_patterns: bool,
-    pub max_value_bytes: Option<i64>,
-    pub ttl: Vec<RawTtlRule>,
-}
-
-/// One `[[tenant.ttl]]` rule as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawTtlRule {
-    /// A Redis glob over the client's key name (without the tenant prefix).
-    pub pattern: String,
-    pub max_ms: Option<i64>,
-    pub default_ms: Option<i64>,
-    /// `cap` (the default) or `refuse`.
-    pub on_excess: Option<String>,
-}
-
-/// Parse a TOML text holding only `default_tenant` and `[[tenant]]` entries (tests, tools).
+/// Parse and build a TOML text holding only `default_tenant` and `[[tenant]]` entries (tests,
+/// tools).
 pub fn from_toml(source: &str, origin: &str) -> Result<Tenants, ConfigError> {
-    let raw: RawTenants = toml::from_str(source).map_err(|e| ConfigError::Parse {
-        origin: origin.into(),
-        message: e.to_string().trim().replace('\n', " "),
-    })?;
-    validate(
-        raw.default_tenant.as_deref(),
-        &raw.tenant,
-        &|key| match tenant_key_line(source, key) {
-            Some(line) => format!("{origin} line {line}"),
-            None => origin.to_string(),
-        },
-    )
-}
-
-/// Validate the tenant section. `where_is` turns a key such as `tenant[1].prefix` into an origin
-/// for the error (see [`tenant_key_line`] for finding its line in the file).
-pub fn validate(
-    default_tenant: Option<&str>,
-    raw: &[RawTenant],
-    where_is: &dyn Fn(&str) -> String,
-) -> Result<Tenants, ConfigError> {
-    let invalid = |key: String, message: String| ConfigError::Invalid {
-        origin: where_is(&key),
-        key,
-        message,
-    };
-    let mut tenants = Vec::with_capacity(raw.len());
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut usernames: HashMap<&str, usize> = HashMap::new();
-    for (i, t) in raw.iter().enumerate() {
-        let key = |field: &str| format!("tenant[{i}].{field}");
-        if t.name.is_empty()
-            || t.name.len() > 64
-            || !t
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            // Names become metric labels and appear in error texts: keep them plain.
-            return Err(invalid(
-                key("name"),
-                format!(
-                    "`{}` must be 1 to 64 of A-Z a-z 0-9 _ - .",
-                    t.name.escape_debug()
-                ),
-            ));
-        }
-        if let Some(j) = names.insert(&t.name, i) {
-            return Err(invalid(
-                key("name"),
-                format!("`{}` is also the name of tenant[{j}]", t.name),
-            ));
-        }
-        let credentials = match (&t.username, &t.password, &t.password_sha256) {
-            (None, None, None) => None,
-            (None, _, _) => {
-                return Err(invalid(
-                    key("username"),
-                    format!("tenant `{}` has a password but no username", t.name),
-                ));
-            }
-            (Some(u), pw, sha) => {
-                if u.is_empty()
-                    || u.bytes()
-                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-                {
-                    return Err(invalid(
-                        key("username"),
-                        format!("`{}` must be non-empty, without spaces", u.escape_debug()),
-                    ));
-                }
-                if let Some(j) = usernames.insert(u, i) {
-                    return Err(invalid(
-                        key("username"),
-                        format!("`{u}` is also the username of tenant[{j}]"),
-                    ));
-                }
-                let digest = match (pw, sha) {
-                    (Some(pw), None) => sha256::digest(pw.as_bytes()),
-                    (None, Some(hex)) => sha256::from_hex(hex).ok_or_else(|| {
-                        invalid(
-                            key("password_sha256"),
-                            "must be 64 hex digits (the SHA-256 of the password)".into(),
-                        )
-                    })?,
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            key("password"),
-                            "set password or password_sha256, not both".into(),
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(invalid(
-                            key("password"),
-                            format!("user `{u}` needs password or password_sha256"),
-                        ));
-                    }
-                };
-                Some(Credentials {
-                    username: u.clone(),
-                    digest,
-                })
-            }
-        };
-        if t.prefix.bytes().any(|b| b.is_ascii_control()) {
-            return Err(invalid(
-                key("prefix"),
-                "must not contain control characters".into(),
-            ));
-        }
-        if t.sort_patterns && (t.prefix.contains('*') || t.prefix.contains("->")) {
-            // SORT patterns substitute at the first `*` and read a hash field after `->`: a
-            // prefix holding either would change what the prefixed pattern means.
-            return Err(invalid(
-                key("sort_patterns"),
-                format!(
-                    "cannot be used with prefix `{}`, which contains `*` or `->`",
-                    t.prefix
-                ),
-            ));
-        }
-        let allowed = AllowSet::parse(&t.allow)
-            .map_err(|(n, msg)| invalid(format!("tenant[{i}].allow[{n}]"), msg))?;
-        let max_value_bytes = match t.max_value_bytes {
-            None => None,
-            Some(v) if v > 0 => Some(v as usize),
-            Some(v) => {
-                return Err(invalid(
-                    key("max_value_bytes"),
-                    format!("must be a positive integer, got {v}"),
-                ));
-            }
-        };
-        let mut ttl = Vec::with_capacity(t.ttl.len());
-        for (r, rule) in t.ttl.iter().enumerate() {
-            let key = |field: &str| format!("tenant[{i}].ttl[{r}].{field}");
-            if rule.pattern.is_empty() {
-                return Err(invalid(
-                    key("pattern"),
-                    "must not be empty (use \"*\")".into(),
-                ));
-            }
-            let positive = |field: &str, v: Option<i64>| match v {
-                Some(v) if v <= 0 => Err(invalid(
-                    key(field),
-                    format!("must be a positive number of milliseconds, got {v}"),
-                )),
-                v => Ok(v),
-            };
-            let max_ms = positive("max_ms", rule.max_ms)?;
-            let default_ms = positive("default_ms", rule.default_ms)?;
-            let default_ms = match (max_ms, default_ms) {
-                (None, None) => {
-                    return Err(invalid(
-                        key("max_ms"),
-                        "a TTL rule needs max_ms, default_ms or both".into(),
-                    ));
-                }
-                (Some(max), Some(d)) if d > max => {
-                    return Err(invalid(
-                        key("default_ms"),
-                        format!("{d} is over max_ms ({max})"),
-                    ));
-                }
-                // Without a default, keys written without a TTL would outlive the cap.
-                (Some(max), None) => Some(max),
-                (_, d) => d,
-            };
-            let on_excess = match rule.on_excess.as_deref() {
-                None | Some("cap") => OnExcess::Cap,
-                Some("refuse") => OnExcess::Refuse,
-                Some(other) => {
-                    return Err(invalid(
-                        key("on_excess"),
-                        format!("`{other}` is not `cap` or `refuse`"),
-                    ));
-                }
-            };
-            ttl.push(TtlRule {
-                pattern: Bytes::copy_from_slice(rule.pattern.as_bytes()),
-                max_ms,
-                default_ms,
-                on_excess,
-            });
-        }
-        tenants.push(Tenant::new(
-            t.name.clone(),
-            credentials,
-            Bytes::copy_from_slice(t.prefix.as_bytes()),
-            allowed,
-            t.scripts,
-            t.sort_patterns,
-            max_value_bytes,
-            ttl,
-        ));
-    }
-    // A key belongs to one namespace only if no prefix starts another: with `a:` and `a:b:`, the
-    // key `b:x` of the first is the key `x` of the second.
-    for (i, a) in raw.iter().enumerate() {
-        for (j, b) in raw.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            if a.prefix.is_empty() {
-                return Err(invalid(
-                    format!("tenant[{i}].prefix"),
-                    format!(
-                        "tenant `{}` has no prefix, which is allowed only when it is the only tenant",
-                        a.name
-                    ),
-                ));
-            }
-            if b.prefix.starts_with(&a.prefix) {
-                return Err(invalid(
-                    format!("tenant[{j}].prefix"),
-                    format!(
-                        "`{}` of tenant `{}` starts with `{}`, the prefix of tenant `{}`",
-                        b.prefix, b.name, a.prefix, a.name
-                    ),
-                ));
-            }
-        }
-    }
-    let default = match default_tenant {
-        None | Some("") => None,
-        Some(name) => match names.get(name) {
-            Some(&i) => Some(i),
-            None => {
-                return Err(invalid(
-                    "default_tenant".into(),
-                    format!("no tenant is named `{name}`"),
-                ));
-            }
-        },
-    };
-    for (i, t) in tenants.iter().enumerate() {
-        if t.username().is_none() && default != Some(i) {
-            return Err(invalid(
-                format!("tenant[{i}].username"),
-                format!(
-                    "tenant `{}` has no username and is not the default_tenant, so no client can reach it",
-                    t.name
-                ),
-            ));
-        }
-    }
-    Ok(Tenants::new(
-        tenants.into_iter().map(Arc::new).collect(),
-        default,
-    ))
-}
-
-/// The 1-based line of a key such as `tenant[1].prefix` or `tenant[1].ttl[0].max_ms` in a TOML
-/// text that writes tenants as `[[tenant]]` / `[[tenant.ttl]]` tables, by a light scan of headers.
-pub fn tenant_key_line(source: &str, key: &str) -> Option<usize> {
-    if key == "default_tenant" {
-        return line_of_field(source.lines().enumerate(), "default_tenant", |_| true);
-    }
-    let rest = key.strip_prefix("tenant[")?;
-    let (index, rest) = rest.split_once("].")?;
-    let index: usize = index.parse().ok()?;
-    let (rule, field) = match rest.strip_prefix("ttl[") {
-        Some(r) => {
-            let (n, f) = r.split_once("].")?;
-            (Some(n.parse::<usize>().ok()?), f)
-        }
-        None => (None, rest),
-    };
-    // Strip `allow[3]` to `allow`: the whole list is on one line or starts on it.
-    let field = field.split('[').next()?;
-    let (mut tenant, mut ttl) = (None::<usize>, None::<usize>);
-    let mut section = "";
-    for (n, line) in source.lines().enumerate() {
-        let t = line.trim();
-        if t == "[[tenant]]" {
-            tenant = Some(tenant.map_or(0, |x| x + 1));
-            ttl = None;
-            section = "tenant";
-        } else if t == "[[tenant.ttl]]" {
-            ttl = Some(ttl.map_or(0, |x| x + 1));
-            section = "ttl";
-        } else if t.starts_with('[') {
-            section = "";
-        } else if tenant == Some(index)
-            && ((rule.is_none() && section == "tenant") || (section == "ttl" && ttl == rule))
-            && let Some((k, _)) = t.split_once('=')
-            && k.trim() == field
-        {
-            return Some(n + 1);
-        }
-    }
-    None
-}
-
-fn line_of_field<'a>(
-    mut lines: impl Iterator<Item = (usize, &'a str)>,
-    field: &str,
-    ok: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    lines.find_map(|(n, line)| {
-        let (k, _) = line.split_once('=')?;
-        (k.trim() == field && ok(n)).then_some(n + 1)
-    })
+    crate::config::tenants::from_toml(source, origin).map(|c| Tenants::from_config(&c))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Tenant policy: who a client is, which commands it may run, and how each command is confined to
 //! the tenant's key namespace, TTL rules and value limit before it reaches the upstream.
 //!
-//! Owns: the `[[tenant]]` configuration ([`config`]), authentication and the failure slowdown
+//! Owns: the runtime tenants built from the validated `[[tenant]]` section ([`config`]; allow rules
+//! are compiled by configuration, [`acl`]), authentication and the failure slowdown
 //! ([`Tenants`], [`FailureTracker`]), the per-command decision ([`Tenant::check`] → [`Plan`]),
 //! reply rewriting ([`rewrite_reply`]), commands answered inside a namespace ([`NamespaceRun`]),
 //! Pub/Sub naming ([`pubsub`]) and per-tenant metric names ([`metrics`]).
@@ -66,7 +67,8 @@
 //! flag, or a script) longer than the limit is refused before anything is sent, and so is a write
 //! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND and INCRBYFLOAT are checked
 //! against what is stored in the same step (see `policy::values`).
-pub mod acl;
+/// Allow rules are compiled once, when the configuration is validated.
+pub use crate::config::acl;
 pub mod auth;
 mod check;
 pub mod config;

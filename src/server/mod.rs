@@ -37,26 +37,67 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Bind what the configuration names. A stale unix socket file left by a previous run is replaced.
+    /// Bind what the configuration names. A stale unix socket file left by a previous run is
+    /// replaced, and the new one gets `listen.unix_mode`, `unix_owner` and `unix_group`. An error
+    /// names the listener (tcp, unix, admin) and its address.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let named = |which: &'static str, addr: String| {
+            move |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("{which} listener {addr}: {e}"))
+            }
+        };
         let tcp = match config.listen.tcp {
-            Some(a) => Some(TcpListener::bind(a).await?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(named("tcp", a.to_string()))?,
+            ),
             None => None,
         };
         let unix = match &config.listen.unix {
             Some(p) => {
+                let err = named("unix", p.display().to_string());
                 if std::fs::symlink_metadata(p).is_ok_and(|m| {
                     use std::os::unix::fs::FileTypeExt;
                     m.file_type().is_socket()
                 }) {
-                    std::fs::remove_file(p)?;
+                    std::fs::remove_file(p).map_err(&err)?;
                 }
-                Some(UnixListener::bind(p)?)
+                let listener = UnixListener::bind(p).map_err(&err)?;
+                // Until these apply, the socket has what the umask gave it (0755 under the usual
+                // 022, which lets no other user connect): run under a umask at least as tight
+                // as unix_mode for no moment of a wider socket.
+                if let Some(mode) = config.listen.unix_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                        .map_err(&err)?;
+                }
+                let (owner, group) = (&config.listen.unix_owner, &config.listen.unix_group);
+                if owner.is_some() || group.is_some() {
+                    let id = |who: &Option<crate::config::Principal>, db: &str| {
+                        let Some(who) = who else { return Ok(None) };
+                        let text = std::fs::read_to_string(db).unwrap_or_default();
+                        who.id_in(&text).map(Some).ok_or_else(|| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                format!("no `{who}` in {db}"),
+                            )
+                        })
+                    };
+                    let uid = id(owner, "/etc/passwd").map_err(&err)?;
+                    let gid = id(group, "/etc/group").map_err(&err)?;
+                    std::os::unix::fs::chown(p, uid, gid).map_err(&err)?;
+                }
+                Some(listener)
             }
             None => None,
         };
         let admin = match config.admin {
-            Some(a) => Some(TcpListener::bind(a).await?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(named("admin", a.to_string()))?,
+            ),
             None => None,
         };
         Ok(Listeners { tcp, unix, admin })
@@ -70,6 +111,8 @@ pub(crate) struct Shared {
     pub next_id: AtomicU64,
     /// Fires when the proxy starts draining: sessions stop reading new commands.
     pub draining: CancellationToken,
+    /// The tenants built from `[[tenant]]`: when there are any, every client acts as one of them.
+    pub tenants: Option<Arc<crate::policy::Tenants>>,
     /// Failed AUTH attempts per peer, to slow down password guessing.
     pub auth_failures: crate::policy::FailureTracker,
     /// The in-memory engine: it answers everything when no upstream is configured (standalone
@@ -124,11 +167,15 @@ pub async fn run(
         ));
     }
     let health = upstream.as_ref().map(|u| u.health().clone());
+    let tenants = config
+        .tenants
+        .as_ref()
+        .map(|t| Arc::new(crate::policy::Tenants::from_config(t)));
     let cache = match (&config.near_cache, &upstream) {
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
             c.clone(),
             Arc::new(u.config().clone()),
-            config.tenants.as_deref(),
+            tenants.as_deref(),
             if config.local_only.enabled {
                 config.local_only.stale_reads
             } else {
@@ -145,6 +192,7 @@ pub async fn run(
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
         draining: CancellationToken::new(),
+        tenants,
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,

@@ -5,6 +5,7 @@ mod support;
 
 mod basics;
 mod clients;
+mod config_errors;
 mod deploy;
 mod faults;
 mod local_only;

@@ -146,7 +146,6 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
         created: std::time::Instant::now(),
         last_command: "NULL",
         tenant: shared
-            .config
             .tenants
             .as_ref()
             .and_then(|t| t.default_tenant().cloned()),

@@ -35,8 +35,7 @@ impl Reader<'_> {
                     return;
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
-                let restricted =
-                    self.shared.config.tenants.is_some() && self.client.tenant.is_none();
+                let restricted = self.shared.tenants.is_some() && self.client.tenant.is_none();
                 framer.set_limits(if restricted {
                     policy::unauthenticated(limits)
                 } else {
@@ -170,7 +169,7 @@ impl Reader<'_> {
             && (self.shared.upstream.is_none()
                 || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()));
         let transaction = self.multi.is_some() || route == Route::Transaction;
-        if self.shared.config.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
+        if self.shared.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(policy::NOAUTH).await;

@@ -1,0 +1,160 @@
+//! `[listen]` (where clients connect) and `[admin]` (the HTTP endpoint's address): both are
+//! sockets the server binds, named here and never opened here.
+use super::{Check, ConfigError};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The client listeners: at least one of `tcp` and `unix`.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    /// Permission bits given to the unix socket after bind (`0660` lets a group in); `None`
+    /// leaves what the umask made.
+    pub unix_mode: Option<u32>,
+    /// Owner and group given to the unix socket after bind.
+    pub unix_owner: Option<Principal>,
+    pub unix_group: Option<Principal>,
+    pub max_clients: usize,
+}
+
+/// A user or group, by number or by name (looked up when the socket is bound, not here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Id(u32),
+    Name(String),
+}
+
+impl Principal {
+    fn parse(s: &str) -> Option<Principal> {
+        if s.is_empty() {
+            return None;
+        }
+        Some(match s.parse() {
+            Ok(id) => Principal::Id(id),
+            Err(_) => Principal::Name(s.to_string()),
+        })
+    }
+
+    /// The numeric id, looking a name up in `db`, the text of /etc/passwd or /etc/group
+    /// (`name:password:id:…` per line).
+    pub fn id_in(&self, db: &str) -> Option<u32> {
+        match self {
+            Principal::Id(id) => Some(*id),
+            Principal::Name(name) => db.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                (fields.next()? == name).then_some(())?;
+                fields.nth(1)?.parse().ok()
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Id(id) => write!(f, "{id}"),
+            Principal::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawListen {
+    tcp: String,
+    unix: String,
+    unix_mode: String,
+    unix_owner: String,
+    unix_group: String,
+    max_clients: i64,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            tcp: "127.0.0.1:6380".into(),
+            unix: String::new(),
+            unix_mode: String::new(),
+            unix_owner: String::new(),
+            unix_group: String::new(),
+            max_clients: 10_000,
+        }
+    }
+}
+
+impl RawListen {
+    pub(super) fn validate(&self, c: &Check) -> Result<ListenConfig, ConfigError> {
+        let unix_mode = match self.unix_mode.as_str() {
+            "" => None,
+            m => match u32::from_str_radix(m, 8) {
+                Ok(mode) if mode <= 0o777 && !m.starts_with('+') => Some(mode),
+                _ => {
+                    return Err(c.invalid(
+                        "listen.unix_mode",
+                        format!("`{m}` is not an octal mode from 0 to 0777, such as \"0660\""),
+                    ));
+                }
+            },
+        };
+        for (key, value) in [
+            ("listen.unix_owner", &self.unix_owner),
+            ("listen.unix_group", &self.unix_group),
+        ] {
+            if value.contains(|ch: char| ch == ':' || ch.is_whitespace() || ch.is_control()) {
+                return Err(c.invalid(key, format!("`{value}` is not a name or number")));
+            }
+        }
+        let listen = ListenConfig {
+            tcp: c.addr("listen.tcp", &self.tcp)?,
+            unix: (!self.unix.is_empty()).then(|| PathBuf::from(&self.unix)),
+            unix_mode,
+            unix_owner: Principal::parse(&self.unix_owner),
+            unix_group: Principal::parse(&self.unix_group),
+            max_clients: c.positive("listen.max_clients", self.max_clients)?,
+        };
+        if listen.unix.is_none() {
+            for (key, set) in [
+                ("listen.unix_mode", listen.unix_mode.is_some()),
+                ("listen.unix_owner", listen.unix_owner.is_some()),
+                ("listen.unix_group", listen.unix_group.is_some()),
+            ] {
+                if set {
+                    return Err(c.invalid(key, "has no effect without listen.unix".into()));
+                }
+            }
+        }
+        if listen.tcp.is_none() && listen.unix.is_none() {
+            return Err(c.invalid(
+                "listen.tcp",
+                "no listener: set listen.tcp or listen.unix".into(),
+            ));
+        }
+        Ok(listen)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9121".into(),
+        }
+    }
+}
+
+impl RawAdmin {
+    /// The admin HTTP address; `None` for `""` or `"none"`.
+    pub(super) fn validate(&self, c: &Check) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.listen.as_str() {
+            "" | "none" => Ok(None),
+            v => c.addr("admin.listen", v),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `[local]` (the in-memory engine's memory bound) and `[local_only]` (what the engine does while
+//! the upstream is down, and what becomes of its data when the upstream is back).
+use super::{Check, ConfigError};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[local_only]`: the local engine answering while the upstream is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOnlyConfig {
+    /// Serve from the local engine while the upstream is down (otherwise commands fail fast).
+    pub enabled: bool,
+    pub writes: LocalWrites,
+    pub on_recovery: OnRecovery,
+    /// How long after the near cache lost coherence its entries may still answer reads in
+    /// local-only mode (stale-if-error); zero: never.
+    pub stale_reads: Duration,
+}
+
+/// What a write gets in local-only mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalWrites {
+    /// Applied to the local engine (and never sent upstream).
+    Apply,
+    /// Refused with `-TRYAGAIN`, naming local-only mode.
+    Refuse,
+}
+
+/// What becomes of the local engine's data when the upstream is healthy again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRecovery {
+    /// Flushed: it missed every change made upstream meanwhile, so nothing in it can be trusted.
+    Drop,
+    /// Keys the upstream does not have are created there (never overwriting one it has), then
+    /// the local data is dropped.
+    Merge,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLocalOnly {
+    enabled: bool,
+    writes: String,
+    on_recovery: String,
+    stale_reads_ms: i64,
+}
+
+impl Default for RawLocalOnly {
+    fn default() -> Self {
+        RawLocalOnly {
+            enabled: true,
+            writes: "apply".into(),
+            on_recovery: "drop".into(),
+            stale_reads_ms: 0,
+        }
+    }
+}
+
+impl RawLocalOnly {
+    pub(super) fn validate(&self, c: &Check) -> Result<LocalOnlyConfig, ConfigError> {
+        Ok(LocalOnlyConfig {
+            enabled: self.enabled,
+            writes: match self.writes.as_str() {
+                "apply" => LocalWrites::Apply,
+                "refuse" => LocalWrites::Refuse,
+                other => {
+                    return Err(c.invalid(
+                        "local_only.writes",
+                        format!("`{other}` is not `apply` or `refuse`"),
+                    ));
+                }
+            },
+            on_recovery: match self.on_recovery.as_str() {
+                "drop" => OnRecovery::Drop,
+                "merge" => OnRecovery::Merge,
+                other => {
+                    return Err(c.invalid(
+                        "local_only.on_recovery",
+                        format!(
+                            "`{other}` is not `drop` or `merge` (local writes are never replayed \
+                             over the upstream's data; see README, Local-only mode)"
+                        ),
+                    ));
+                }
+            },
+            stale_reads: match self.stale_reads_ms {
+                ms if ms < 0 => {
+                    return Err(c.invalid(
+                        "local_only.stale_reads_ms",
+                        "must be 0 (never) or more".into(),
+                    ));
+                }
+                ms => Duration::from_millis(ms as u64),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLocal {
+    max_memory_bytes: i64,
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        RawLocal {
+            max_memory_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl RawLocal {
+    /// The engine's memory bound in bytes; 0 for none.
+    pub(super) fn validate(&self, c: &Check) -> Result<usize, ConfigError> {
+        if self.max_memory_bytes < 0 {
+            return Err(c.invalid(
+                "local.max_memory_bytes",
+                "must be 0 (no bound) or more".into(),
+            ));
+        }
+        Ok(self.max_memory_bytes as usize)
+    }
+}

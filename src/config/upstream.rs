@@ -1,0 +1,299 @@
+//! `[upstream]` and `[health]`: where the upstream is (its URL), how respite connects to it, and
+//! how its health is judged. Every key is checked even without a URL, so a typo is never silently
+//! ignored in standalone mode.
+use super::{Check, ConfigError};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: UpstreamUrl,
+    /// Multiplexed connections per protocol (RESP2 and RESP3 clients use separate pools so replies
+    /// are forwarded byte for byte).
+    pub connections: usize,
+    /// Most commands in flight on one upstream connection (Dragonfly stops reading past 10,000).
+    pub max_inflight: usize,
+    /// A command unanswered for this long fails its connection: every command in flight on it gets
+    /// an error and the connection is replaced.
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub health: HealthConfig,
+}
+
+/// `[health]`: how the upstream's health is judged (see `upstream::health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between PING probes on the probe connection.
+    pub probe_interval: Duration,
+    /// The upstream is silent (down) when no probe has been answered for this long.
+    pub probe_timeout: Duration,
+    /// Successful probes in a row, after a failure, before the upstream counts as healthy again.
+    pub recover_after: u32,
+}
+
+/// Where the upstream is: `redis://[user:pass@]host:port[/db]` or `unix:///path[?db=N]`.
+/// `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub addr: UpstreamAddr,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+impl std::fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamUrl")
+            .field("addr", &self.addr)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAddr::Tcp(a) => write!(f, "{a}"),
+            UpstreamAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUpstream {
+    url: String,
+    connections: i64,
+    max_inflight: i64,
+    command_timeout_ms: i64,
+    connect_timeout_ms: i64,
+    backoff_base_ms: i64,
+    backoff_max_ms: i64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            url: String::new(),
+            connections: 2,
+            max_inflight: 8192,
+            command_timeout_ms: 5000,
+            connect_timeout_ms: 1000,
+            backoff_base_ms: 50,
+            backoff_max_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHealth {
+    probe_interval_ms: i64,
+    probe_timeout_ms: i64,
+    recover_after: i64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            probe_interval_ms: 250,
+            probe_timeout_ms: 1000,
+            recover_after: 2,
+        }
+    }
+}
+
+/// Validate `[upstream]` and `[health]`; `None` when the URL is empty or `none` (standalone).
+pub(super) fn validate(
+    raw: &RawUpstream,
+    raw_health: &RawHealth,
+    c: &Check,
+) -> Result<Option<UpstreamConfig>, ConfigError> {
+    let max_inflight = c.positive("upstream.max_inflight", raw.max_inflight)?;
+    if max_inflight > 10_000 {
+        return Err(c.invalid(
+            "upstream.max_inflight",
+            format!(
+                "{max_inflight} is over 10000, past which Dragonfly stops reading a connection"
+            ),
+        ));
+    }
+    let backoff_base = c.millis("upstream.backoff_base_ms", raw.backoff_base_ms)?;
+    let backoff_max = c.millis("upstream.backoff_max_ms", raw.backoff_max_ms)?;
+    if backoff_max < backoff_base {
+        return Err(c.invalid(
+            "upstream.backoff_max_ms",
+            "must be at least upstream.backoff_base_ms".into(),
+        ));
+    }
+    let connections = c.positive("upstream.connections", raw.connections)?;
+    let command_timeout = c.millis("upstream.command_timeout_ms", raw.command_timeout_ms)?;
+    let connect_timeout = c.millis("upstream.connect_timeout_ms", raw.connect_timeout_ms)?;
+    let health = HealthConfig {
+        probe_interval: c.millis("health.probe_interval_ms", raw_health.probe_interval_ms)?,
+        probe_timeout: c.millis("health.probe_timeout_ms", raw_health.probe_timeout_ms)?,
+        recover_after: match raw_health.recover_after {
+            n @ 1..=1000 => n as u32,
+            n => {
+                return Err(c.invalid(
+                    "health.recover_after",
+                    format!("must be from 1 to 1000, got {n}"),
+                ));
+            }
+        },
+    };
+    if health.probe_timeout <= health.probe_interval {
+        return Err(c.invalid(
+            "health.probe_timeout_ms",
+            "must be longer than health.probe_interval_ms (a probe is sent every interval; \
+             the upstream is down when none is answered within the timeout)"
+                .into(),
+        ));
+    }
+    let url = raw.url.trim();
+    if url.is_empty() || url == "none" {
+        return Ok(None);
+    }
+    Ok(Some(UpstreamConfig {
+        url: parse_url(url).map_err(|m| c.invalid("upstream.url", m))?,
+        connections,
+        max_inflight,
+        command_timeout,
+        connect_timeout,
+        backoff_base,
+        backoff_max,
+        health,
+    }))
+}
+
+/// Parse an upstream URL; user and password are percent-decoded (`%40` for `@`). Errors are
+/// phrased for the user and show the URL with its password redacted.
+pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
+    let url = &redacted(full);
+    if let Some(rest) = full.strip_prefix("unix://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !path.starts_with('/') {
+            return Err(format!(
+                "`{url}`: a unix URL needs an absolute path: unix:///path/to/socket"
+            ));
+        }
+        let mut db = 0;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("db", v)) => {
+                    db = v
+                        .parse()
+                        .map_err(|_| format!("`{url}`: db `{v}` is not a number"))?
+                }
+                _ => {
+                    return Err(format!(
+                        "`{url}`: unknown query parameter `{pair}` (only db=N)"
+                    ));
+                }
+            }
+        }
+        return Ok(UpstreamUrl {
+            addr: UpstreamAddr::Unix(PathBuf::from(path)),
+            username: None,
+            password: None,
+            db,
+        });
+    }
+    let rest = if let Some(r) = full.strip_prefix("redis://") {
+        r
+    } else if url.starts_with("rediss://") {
+        return Err(format!("`{url}`: TLS (rediss://) is not supported yet"));
+    } else {
+        return Err(format!(
+            "`{url}` is not a redis://host:port[/db] or unix:///path URL"
+        ));
+    };
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let (hostport, db) = match hostpart.split_once('/') {
+        Some((h, "")) => (h, 0),
+        Some((h, d)) => (
+            h,
+            d.parse()
+                .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?,
+        ),
+        None => (hostpart, 0),
+    };
+    if hostport.is_empty() {
+        return Err(format!("`{url}`: missing host"));
+    }
+    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
+        let port = hostport.rsplit(':').next().unwrap_or_default();
+        port.parse::<u16>()
+            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
+        hostport.to_string()
+    } else {
+        format!("{hostport}:6379")
+    };
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(a) => {
+            let decode = |part: &str, what: &str| {
+                percent_decode(part).ok_or_else(|| {
+                    format!("`{url}`: the {what} has a `%` not followed by two hex digits of UTF-8")
+                })
+            };
+            match a.split_once(':') {
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| decode(u, "username")).transpose()?,
+                    Some(decode(p, "password")?),
+                ),
+                None => (None, Some(decode(a, "password")?)),
+            }
+        }
+    };
+    Ok(UpstreamUrl {
+        addr: UpstreamAddr::Tcp(hostport),
+        username,
+        password,
+        db,
+    })
+}
+
+/// `url` with the password (between `user:` and `@`) shown as `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
