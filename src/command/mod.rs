@@ -17,12 +17,14 @@ mod keys;
 mod lookup;
 mod options;
 mod route;
+mod slow;
 mod table;
 
 pub use bits::{AclCategories, Flags, KeySpecFlags};
 pub use keys::{KeyError, KeyRef, Keys, keys};
 pub use options::{SortOptions, sort_options};
 pub use route::route;
+pub use slow::known_slow;
 
 /// Where a command goes. Decided by respite, not by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,10 +9,11 @@
 //! - [`reply`]: what a client gets back ([`Reply`], [`Partial`], [`ReplyBudget`]); [`error`]:
 //!   why it did not ([`CommandError`]), and why a connection failed ([`UpstreamError`]).
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
-//!   [`probe`]'s PINGs.
+//!   [`probe`]'s PINGs; [`activity`]: what tells a busy upstream from a dead one.
 //!
 //! Nothing here interprets a forwarded reply beyond finding where it ends: what a reply means is
 //! the session's business.
+pub mod activity;
 pub mod backoff;
 pub mod conn;
 pub mod error;

@@ -152,7 +152,7 @@ impl Reader<'_> {
                 Ok(Plan::Forward(f)) => (f.command, f.follow_ups, tenant.prefix.clone()),
             },
         };
-        if self.shared.answerer(spec).is_none() {
+        if self.shared.answerer(spec, &req.args).is_none() {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
@@ -184,13 +184,15 @@ impl Reader<'_> {
             return self.reply_error(EXECABORT).await;
         }
         let exec = crate::command::lookup("exec").expect("in the table");
-        if self.shared.answerer(exec).is_some() {
+        if self.shared.answerer(exec, &[]).is_some() {
             return self.exec_locally(multi).await;
         }
+        self.shared.fence().await;
         if self.shared.upstream.is_none() {
             return self.reply_error("ERR no upstream").await;
         }
         self.send_group().await;
+        self.group_slow = multi.queued.iter().any(|(spec, _)| crate::command::known_slow(spec));
         self.group.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
         self.group.extend_from_slice(&multi.commands);
         self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
@@ -216,7 +218,7 @@ impl Reader<'_> {
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
         for (spec, args) in multi.queued {
-            let reply = match self.shared.answerer(spec) {
+            let reply = match self.shared.answerer(spec, &args) {
                 None => error_bytes("ERR the upstream came back during the transaction"),
                 Some(local) => match self.client.tenant.clone() {
                     None => local.run(|e| e.execute(spec, &args, proto, unix_ms() as u64)),
