@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn scripts_debug_and_bitop_are_slow_get_and_set_are_not() {
-        for name in ["eval", "evalsha", "fcall", "debug", "bitop", "keys", "flushall"] {
+        for name in ["eval", "evalsha", "debug", "bitop", "keys", "flushall"] {
             let spec = crate::command::lookup(name).unwrap_or_else(|| panic!("{name}"));
             assert!(known_slow(spec), "{name}");
         }

@@ -49,7 +49,7 @@ impl Local<'_> {
         now: u64,
     ) -> Bytes {
         if let Some(outage) = self.outage
-            && (spec.flags.contains(Flags::WRITE) || spec.acl.contains(AclCategories::SCRIPTING))
+            && may_write(spec)
             && let Ok(keys) = command::keys(spec, args)
         {
             outage.record(keys.positions().filter_map(|i| args.get(i)));
@@ -108,7 +108,7 @@ pub(crate) fn answerer<'a>(
     }
     // Reads the near cache held when the upstream went away may be answered from it (see the
     // session's stale reads), before the engine.
-    if spec.flags.contains(Flags::WRITE) {
+    if may_write(spec) {
         match writes_for(config, spec, args) {
             (LocalWrites::Refuse, false) => return Some(Answerer::Refused(LOCAL_ONLY_REFUSED)),
             (LocalWrites::Refuse, true) => return Some(Answerer::Refused(LOCAL_ONLY_RULE_REFUSED)),
@@ -119,8 +119,14 @@ pub(crate) fn answerer<'a>(
     Some(Answerer::Engine(Local { engine, outage }))
 }
 
-/// What a write to these keys gets while down: the first `[[local_only.rule]]` matching any of
-/// its keys (and true), else `local_only.writes`. A command whose keys cannot be found gets the
+/// A write, or a script that may write (its keys are its `KEYS`).
+fn may_write(spec: &CommandSpec) -> bool {
+    spec.flags.contains(Flags::WRITE)
+        || (spec.acl.contains(AclCategories::SCRIPTING) && !spec.flags.contains(Flags::READONLY))
+}
+
+/// What a write (or a script: it may write its keys) gets while down: the first
+/// `[[local_only.rule]]` matching any of its keys (and true), else `local_only.writes`. A command whose keys cannot be found gets the
 /// default.
 fn writes_for(config: &LocalOnlyConfig, spec: &CommandSpec, args: &[Bytes]) -> (LocalWrites, bool) {
     if config.rules.is_empty() {

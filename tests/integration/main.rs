@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod busy_not_down;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -12,6 +13,7 @@ mod local_only;
 mod near_cache;
 mod observability;
 mod operations;
+mod outage_recovery;
 mod relay;
 mod robustness;
 mod standalone;
