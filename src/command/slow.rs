@@ -14,31 +14,32 @@ pub fn known_slow(spec: &CommandSpec) -> bool {
         AclCategories::DANGEROUS,
         AclCategories::BLOCKING,
     ]);
-    spec.acl.intersects(SLOW) || matches!(
-        spec.name,
-        "bitop"
-            | "bitcount"
-            | "sunion"
-            | "sunionstore"
-            | "sinter"
-            | "sinterstore"
-            | "sintercard"
-            | "sdiff"
-            | "sdiffstore"
-            | "zunionstore"
-            | "zinterstore"
-            | "zdiffstore"
-            | "zunion"
-            | "zinter"
-            | "zdiff"
-            | "georadius"
-            | "georadiusbymember"
-            | "geosearchstore"
-            | "pfcount"
-            | "pfmerge"
-            | "migrate"
-            | "restore"
-    )
+    spec.acl.intersects(SLOW)
+        || matches!(
+            spec.name,
+            "bitop"
+                | "bitcount"
+                | "sunion"
+                | "sunionstore"
+                | "sinter"
+                | "sinterstore"
+                | "sintercard"
+                | "sdiff"
+                | "sdiffstore"
+                | "zunionstore"
+                | "zinterstore"
+                | "zdiffstore"
+                | "zunion"
+                | "zinter"
+                | "zdiff"
+                | "georadius"
+                | "georadiusbymember"
+                | "geosearchstore"
+                | "pfcount"
+                | "pfmerge"
+                | "migrate"
+                | "restore"
+        )
 }
 
 #[cfg(test)]

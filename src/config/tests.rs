@@ -161,7 +161,9 @@ fn health_and_local_only() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("local_only.rule.writes"), "{e}");
-    let e = parse("[health]\nbusy_grace_ms = 10\n").unwrap_err().to_string();
+    let e = parse("[health]\nbusy_grace_ms = 10\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("health.busy_grace_ms"), "{e}");
     let c = parse("[local_only]\nwrites = \"refuse\"\nenabled = false\n").unwrap();
     assert_eq!(

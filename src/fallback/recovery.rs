@@ -111,7 +111,10 @@ pub(crate) async fn recovery_task(
                     cache.flush_local();
                 }
                 outage.lift();
-                info!(deleted, "keys written during the outage deleted upstream; forwarding resumes");
+                info!(
+                    deleted,
+                    "keys written during the outage deleted upstream; forwarding resumes"
+                );
             }
         }
     }
@@ -194,8 +197,6 @@ async fn merge(upstream: &Upstream, calls: Vec<crate::engine::merge::Call>) {
     }
     info!(
         created,
-        existed,
-        failed,
-        "local keys merged into the upstream (existing keys left as they were)"
+        existed, failed, "local keys merged into the upstream (existing keys left as they were)"
     );
 }

@@ -130,7 +130,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Who answers `spec` (with the client's `args`) instead of the upstream, or `None` to
     /// forward it (see [`fallback`]).
-    pub(crate) fn answerer(&self, spec: &CommandSpec, args: &[bytes::Bytes]) -> Option<Answerer<'_>> {
+    pub(crate) fn answerer(
+        &self,
+        spec: &CommandSpec,
+        args: &[bytes::Bytes],
+    ) -> Option<Answerer<'_>> {
         fallback::answerer(
             self.engine.as_deref(),
             self.health.as_deref(),

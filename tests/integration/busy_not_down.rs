@@ -4,8 +4,8 @@
 //! afterwards, judged by the upstream's own keys.
 use crate::both;
 use crate::support::{Kind, Proxy, Raw, Server, TenantToml, tenants, wait_until};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The upstream's health state and transition count in `/stats`.
@@ -130,10 +130,18 @@ both!(
             errors.len(),
             seen
         );
-        assert_eq!((state.as_str(), after), ("healthy", before), "no transition");
+        assert_eq!(
+            (state.as_str(), after),
+            ("healthy", before),
+            "no transition"
+        );
         assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
         assert!(!acked.is_empty());
-        assert_eq!(present(&server, &acked), acked.len(), "every acknowledged SET is upstream");
+        assert_eq!(
+            present(&server, &acked),
+            acked.len(),
+            "every acknowledged SET is upstream"
+        );
     }
 );
 
@@ -166,7 +174,11 @@ both!(
             acked.len(),
             errors.len()
         );
-        assert_eq!((state.as_str(), after), ("healthy", before), "no transition");
+        assert_eq!(
+            (state.as_str(), after),
+            ("healthy", before),
+            "no transition"
+        );
         assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
         let upstream_keys: Vec<String> = acked.iter().map(|k| format!("l:{k}")).collect();
         assert!(!upstream_keys.is_empty());

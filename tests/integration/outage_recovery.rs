@@ -91,7 +91,10 @@ both!(
         let proxy = Proxy::start(&server.url());
         let mut p = proxy.raw();
         assert_eq!(cmd(&mut p, "SET k before"), V::Simple("OK".into()));
-        assert_eq!(cmd(&mut p, "SET h:untouched upstream"), V::Simple("OK".into()));
+        assert_eq!(
+            cmd(&mut p, "SET h:untouched upstream"),
+            V::Simple("OK".into())
+        );
         assert_eq!(cmd(&mut p, "HSET h f before"), V::Int(1));
         wait_healthy(&proxy);
 
@@ -150,11 +153,18 @@ both!(
             seen.last()
         );
         assert_eq!(old, 0);
-        assert_eq!(seen.last(), Some(&(V::Nil, V::Nil)), "refilled from the source of truth");
+        assert_eq!(
+            seen.last(),
+            Some(&(V::Nil, V::Nil)),
+            "refilled from the source of truth"
+        );
         // The upstream's own state: the keys written during the outage are gone, others kept.
         let mut u = server.raw();
         assert_eq!(cmd(&mut u, "EXISTS k h new:1"), V::Int(0));
-        assert_eq!(cmd(&mut u, "GET h:untouched"), V::Bulk(b"upstream".to_vec()));
+        assert_eq!(
+            cmd(&mut u, "GET h:untouched"),
+            V::Bulk(b"upstream".to_vec())
+        );
     }
 );
 
@@ -179,7 +189,13 @@ fn contend(
             holders.fetch_sub(1, Ordering::SeqCst);
             // The release may fail while down (EVAL then waits for the upstream or is refused);
             // the lock then expires upstream, or went with the killed upstream.
-            let _ = c.cmd(&[b"EVAL", release.as_bytes(), b"1", b"lock:job", me.as_bytes()]);
+            let _ = c.cmd(&[
+                b"EVAL",
+                release.as_bytes(),
+                b"1",
+                b"lock:job",
+                me.as_bytes(),
+            ]);
         } else if r.starts_with(b"-TRYAGAIN") {
             refused += 1;
             std::thread::sleep(Duration::from_millis(2));
@@ -223,7 +239,10 @@ both!(
             V::Simple("OK".into())
         );
         let r = cmd(&mut proxies[0].raw(), "SET lock:other x NX");
-        assert!(matches!(&r, V::Err(e) if e.starts_with("TRYAGAIN")), "{r:?}");
+        assert!(
+            matches!(&r, V::Err(e) if e.starts_with("TRYAGAIN")),
+            "{r:?}"
+        );
         std::thread::sleep(Duration::from_millis(800));
         server.restart();
         for p in &proxies {
@@ -254,6 +273,9 @@ struct Seen {
     ops: u64,
 }
 
+/// A key's last acknowledged value, and values whose SET failed since.
+type Written = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The app-style workload of one worker, until `stop`: JSON values with TTL (read back, checked
 /// against the last acknowledged write), INCR+EXPIRE rate limits, a sliding window, a
 /// leaderboard, SCAN-based pattern delete and INFO health checks.
@@ -261,7 +283,7 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
     let mut seen = Seen::default();
     // Per key: the value of the last acknowledged SET, and values whose SET failed since (their
     // fate is unknown: they may have run).
-    let mut last: HashMap<String, (Option<Vec<u8>>, Vec<Vec<u8>>)> = HashMap::new();
+    let mut last: HashMap<String, Written> = HashMap::new();
     let mut i = 0u64;
     let err = |seen: &mut Seen, what: String| seen.errors.push((Instant::now(), what));
     while !stop.load(Ordering::Relaxed) {
@@ -294,7 +316,13 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
         }
         // Rate limit.
         let rl = format!("rl:{w}");
-        for r in pipeline(&mut c, &[argv(&format!("INCR {rl}")), argv(&format!("EXPIRE {rl} 60"))]) {
+        for r in pipeline(
+            &mut c,
+            &[
+                argv(&format!("INCR {rl}")),
+                argv(&format!("EXPIRE {rl} 60")),
+            ],
+        ) {
             if !matches!(r, V::Int(_)) {
                 err(&mut seen, format!("rate limit: {r:?}"));
             }
@@ -333,7 +361,7 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
         if !matches!(lb[0], V::Bulk(_)) || !matches!(lb[1], V::Arr(_)) {
             err(&mut seen, format!("leaderboard: {lb:?}"));
         }
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             // SCAN-based pattern delete.
             for t in ["a", "b"] {
                 cmd(&mut c, &format!("SET tmp:{w}:{t} 1"));

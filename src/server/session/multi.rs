@@ -192,7 +192,10 @@ impl Reader<'_> {
             return self.reply_error("ERR no upstream").await;
         }
         self.send_group().await;
-        self.group_slow = multi.queued.iter().any(|(spec, _)| crate::command::known_slow(spec));
+        self.group_slow = multi
+            .queued
+            .iter()
+            .any(|(spec, _)| crate::command::known_slow(spec));
         self.group.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
         self.group.extend_from_slice(&multi.commands);
         self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
