@@ -46,12 +46,22 @@ pub(super) async fn run(
     let mut last_answer: Option<Instant> = None;
     // The busy spell being reported (logged once per spell, not once per probe).
     let mut busy_since: Option<Instant> = None;
+    let mut realive = false;
     loop {
         let start = Instant::now();
-        let deadline = match last_answer {
-            Some(t) => (t + probe_timeout).max(start + probe_timeout / 2),
+        // After a verdict of "alive" the probe goes again at once, with only the rest of the
+        // deadline counted from the latest sign of life (a frozen upstream that answered others a
+        // moment before it froze is still down `probe_timeout` after that moment, near enough).
+        let floor = if realive {
+            probe_interval.min(probe_timeout / 2)
+        } else {
+            probe_timeout / 2
+        };
+        let deadline = match latest_life(last_answer, &health) {
+            Some(t) => (t + probe_timeout).max(start + floor),
             None => start + probe_timeout,
         };
+        realive = false;
         let outcome = tokio::select! {
             r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr)) => r,
             _ = shutdown.cancelled() => return,
@@ -89,14 +99,14 @@ pub(super) async fn run(
                 conn = None;
                 // Silence is measured from the latest sign of life: the probe's answer or reply
                 // bytes on any pool connection (a huge reply streaming, others' commands answered).
-                let latest = match (last_answer, health.activity.last_reply()) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
+                let latest = latest_life(last_answer, &health);
                 let silent_for = latest.map_or(probe_timeout, |t| t.elapsed());
                 let slow = health.activity.slow_ahead();
                 match activity::judge(silent_for, slow, probe_timeout, busy_grace) {
-                    Verdict::Alive => {}
+                    Verdict::Alive => {
+                        realive = true;
+                        continue;
+                    }
                     Verdict::Busy => {
                         if busy_since.is_none() {
                             busy_since = Some(Instant::now());
@@ -172,5 +182,13 @@ fn is_busy(error: &UpstreamError) -> bool {
         Kind::Protocol(ProtocolError::Unexpected { reply, .. }) => reply.starts_with("-BUSY"),
         Kind::Refused(r) => r.reply().starts_with("BUSY") || r.reply().starts_with("-BUSY"),
         _ => false,
+    }
+}
+
+/// The latest sign of life: the probe's own answer, or reply bytes on any pool connection.
+fn latest_life(last_answer: Option<Instant>, health: &Health) -> Option<Instant> {
+    match (last_answer, health.activity.last_reply()) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
