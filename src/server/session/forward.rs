@@ -30,7 +30,6 @@ impl Reader<'_> {
         }
         // Just after an outage: not before the keys written locally are deleted upstream.
         self.shared.fence().await;
-        self.group_slow |= command::known_slow(spec);
         if self.shared.cache.is_some() {
             if self.through_cache(spec, &req.args, &[]).await {
                 return;
@@ -38,6 +37,7 @@ impl Reader<'_> {
             self.written_through(spec, &req.args, &[]);
         }
         append_request(&mut self.group, req);
+        self.group_slow |= command::known_slow(spec);
         self.grouped().await
     }
 
@@ -68,7 +68,6 @@ impl Reader<'_> {
             return self.push(Pending::Ready(reply)).await;
         }
         self.shared.fence().await;
-        self.group_slow |= command::known_slow(spec);
         match plan {
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
@@ -87,6 +86,7 @@ impl Reader<'_> {
                 // group that carries it is answered.
                 self.written_through(spec, &req.args, &tenant.prefix);
                 self.group.extend_from_slice(&f.command);
+                self.group_slow |= command::known_slow(spec);
                 self.grouped().await
             }
             Ok(Plan::Forward(f)) => {
@@ -95,6 +95,8 @@ impl Reader<'_> {
                 self.send_group().await;
                 self.written_through(spec, &req.args, &tenant.prefix);
                 self.group.extend_from_slice(&f.command);
+                // After the send above: the flag belongs to this command's own job.
+                self.group_slow = command::known_slow(spec);
                 for c in &f.follow_ups {
                     self.group.extend_from_slice(c);
                 }
