@@ -189,3 +189,28 @@ both!(
         );
     }
 );
+
+both!(
+    a_silence_past_the_busy_grace_is_down_after_all,
+    |kind: Kind| {
+        let server = Server::start_with(kind, &["--enable-debug-command", "yes"]);
+        let proxy = Proxy::start_with(&server.url(), &[("health.busy_grace_ms", "2500")]);
+        wait_healthy(&proxy);
+        let started = std::time::Instant::now();
+        // Longer than the grace: a frozen server with a command ahead looks just like this. Down
+        // 2.5 s after the last sign of life (a probe answer up to an interval before the command),
+        // so well past the 1 s rule for a silence with nothing running.
+        let r = proxy.raw().cmd(&[b"DEBUG", b"SLEEP", b"6"]);
+        let failed = started.elapsed();
+        let r = String::from_utf8_lossy(&r).into_owned();
+        eprintln!("[{kind:?}] DEBUG SLEEP 6 with a 2.5 s busy grace: {r:?} after {failed:?}");
+        assert!(r.contains("local-only mode took over"), "{r}");
+        assert!(
+            failed >= Duration::from_millis(2000) && failed < Duration::from_millis(5500),
+            "{failed:?}"
+        );
+        // It comes back once the server answers again.
+        wait_until(Duration::from_secs(15), || health(&proxy).0 == "healthy")
+            .expect("healthy again");
+    }
+);

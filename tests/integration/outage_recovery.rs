@@ -185,7 +185,9 @@ fn contend(
             if holders.fetch_add(1, Ordering::SeqCst) != 0 {
                 violations += 1;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Long enough that two holders would overlap, short next to a restart and recovery
+            // (hundreds of milliseconds), so a lock lost with a killed upstream is no false alarm.
+            std::thread::sleep(Duration::from_millis(30));
             holders.fetch_sub(1, Ordering::SeqCst);
             // The release may fail while down (EVAL then waits for the upstream or is refused);
             // the lock then expires upstream, or went with the killed upstream.
