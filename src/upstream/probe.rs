@@ -57,7 +57,8 @@ pub(super) async fn run(
         } else {
             probe_timeout / 2
         };
-        let deadline = match latest_life(last_answer, &health) {
+        // With no answer yet (starting, or after a failure) the probe gets its whole deadline.
+        let deadline = match last_answer.and(latest_life(last_answer, &health)) {
             Some(t) => (t + probe_timeout).max(start + floor),
             None => start + probe_timeout,
         };
