@@ -47,6 +47,7 @@ pub(super) async fn run(
     // The busy spell being reported (logged once per spell, not once per probe).
     let mut busy_since: Option<Instant> = None;
     let mut realive = false;
+    let mut starved_retry = false;
     loop {
         let start = Instant::now();
         // After a verdict of "alive" the probe goes again at once, with only the rest of the
@@ -72,6 +73,7 @@ pub(super) async fn run(
                 let now = Instant::now();
                 last_answer = Some(now);
                 busy_since = None;
+                starved_retry = false;
                 health.probe_answered(now - start);
                 health.report(Event::ProbeOk, None);
             }
@@ -114,7 +116,21 @@ pub(super) async fn run(
                             info!(upstream = %addr, silent_for = ?silent_for, grace = ?busy_grace, "upstream busy with a slow command: still forwarding (down only after the busy grace)");
                         }
                     }
+                    // This task woke more than an interval past its deadline: respite itself was
+                    // starved of CPU (the pool's readers with it), so the silence it measured may
+                    // be its own. Probe once more before calling the upstream down.
+                    Verdict::Silent
+                        if !starved_retry
+                            && Instant::now().saturating_duration_since(deadline)
+                                > probe_interval =>
+                    {
+                        debug!(silent_for = ?silent_for, "probe woke late: probing again before judging");
+                        starved_retry = true;
+                        realive = true;
+                        continue;
+                    }
                     Verdict::Silent => {
+                        starved_retry = false;
                         last_answer = None;
                         busy_since = None;
                         let silent = Kind::TimedOut(Deadline::Probe(silent_for));
