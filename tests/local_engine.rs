@@ -210,6 +210,10 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
     macro_rules! w {
         ($($x:expr),*) => { vec![$($x.to_string()),*] };
     }
+    // Half the commands come from the families added later, so the older ones keep their weight.
+    if r.below(2) == 0 {
+        return gen_more(r, &k);
+    }
     let n = r.below(97);
     match n {
         0..=4 => c = w!["get", k],
@@ -404,6 +408,204 @@ fn gen_command(r: &mut Rng, now_s: u64) -> Vec<String> {
     c
 }
 
+/// Commands of the list, set, hash, sorted-set and keyspace families beyond the basics.
+fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
+    macro_rules! w {
+        ($($x:expr),*) => { vec![$($x.to_string()),*] };
+    }
+    let k2 = r.pick(KEYS);
+    let side = |r: &mut Rng| r.pick(&["LEFT", "RIGHT", "left", "up"]);
+    let mut c;
+    match r.below(60) {
+        0..=2 => {
+            c = w![
+                r.pick(&["lpush", "rpush"]),
+                k,
+                r.pick(MEMBERS),
+                r.pick(MEMBERS)
+            ]
+        }
+        3 => c = w![r.pick(&["lpushx", "rpushx"]), k, r.pick(MEMBERS)],
+        4 => c = w!["ltrim", k, r.pick(INTS), r.pick(INTS)],
+        5 => {
+            c = w![
+                "linsert",
+                k,
+                r.pick(&["BEFORE", "after", "x"]),
+                r.pick(MEMBERS),
+                "new"
+            ]
+        }
+        6 => c = w!["lset", k, r.pick(INTS), r.pick(MEMBERS)],
+        7 => c = w!["lrem", k, r.pick(INTS), r.pick(MEMBERS)],
+        8 | 9 => {
+            c = w!["lpos", k, r.pick(MEMBERS)];
+            for _ in 0..r.below(3) {
+                match r.below(4) {
+                    0 => c.extend(w!["RANK", r.pick(&["1", "-1", "2", "-2", "0", "x"])]),
+                    1 => c.extend(w!["COUNT", r.pick(&["0", "1", "2", "-1"])]),
+                    2 => c.extend(w!["MAXLEN", r.pick(&["0", "1", "3", "-1"])]),
+                    _ => c.push("junk".into()),
+                }
+            }
+        }
+        10 => c = w!["lmove", k, k2, side(r), side(r)],
+        11 => c = w!["rpoplpush", k, k2],
+        12 => {
+            c = w!["lmpop", r.pick(&["1", "2", "0", "3"]), k, k2, side(r)];
+            if r.below(2) == 0 {
+                c.extend(w!["COUNT", r.pick(&["1", "2", "0", "x"])]);
+            }
+        }
+        13..=15 => c = w!["sadd", k, r.pick(MEMBERS), r.pick(MEMBERS), r.pick(MEMBERS)],
+        16 => c = w!["smismember", k, r.pick(MEMBERS), r.pick(MEMBERS)],
+        17 => c = w!["spop", k, r.pick(&["10", "0", "-1", "x"])],
+        18 => {
+            c = w!["srandmember", k];
+            if r.below(4) != 0 {
+                c.push(r.pick(&["1", "3", "10", "-3", "0", "x"]).into());
+            }
+        }
+        19 => c = w!["smove", k, k2, r.pick(MEMBERS)],
+        20 | 21 => c = w![r.pick(&["sinter", "sunion", "sdiff"]), k, k2, r.pick(KEYS)],
+        22 => {
+            c = w![
+                r.pick(&["sinterstore", "sunionstore", "sdiffstore"]),
+                k,
+                k2,
+                r.pick(KEYS)
+            ]
+        }
+        23 => {
+            c = w!["sintercard", r.pick(&["1", "2", "0", "5"]), k, k2];
+            if r.below(2) == 0 {
+                c.extend(w!["LIMIT", r.pick(&["0", "1", "-1"])]);
+            }
+        }
+        24 => c = w!["hset", k, r.pick(FIELDS), r.pick(VALS)],
+        25 => {
+            c = w!["hrandfield", k];
+            if r.below(4) != 0 {
+                c.push(r.pick(&["1", "3", "10", "-3", "0", "x"]).into());
+                if r.below(2) == 0 {
+                    c.push(r.pick(&["WITHVALUES", "withvalues", "junk"]).into());
+                }
+            }
+        }
+        26..=29 => {
+            c = w!["zadd", k];
+            for _ in 0..1 + r.below(3) {
+                c.push(
+                    r.pick(&["1", "2", "1.5", "-1", "0", "inf", "-inf", "0.1", "3"])
+                        .into(),
+                );
+                c.push(r.pick(MEMBERS).into());
+            }
+        }
+        30 => c = w!["zremrangebyscore", k, r.pick(SRANGE), r.pick(SRANGE)],
+        31 => c = w!["zremrangebyrank", k, r.pick(INTS), r.pick(INTS)],
+        32 => c = w!["zremrangebylex", k, r.pick(LRANGE), r.pick(LRANGE)],
+        33 | 34 => {
+            c = w![r.pick(&["zpopmin", "zpopmax"]), k];
+            if r.below(2) == 0 {
+                c.push(r.pick(&["0", "1", "2", "10", "-1", "x"]).into());
+            }
+        }
+        35 => {
+            c = w![
+                "zmpop",
+                r.pick(&["1", "2", "0"]),
+                k,
+                k2,
+                r.pick(&["MIN", "max", "x"])
+            ];
+            if r.below(2) == 0 {
+                c.extend(w!["COUNT", r.pick(&["1", "2", "0", "x"])]);
+            }
+        }
+        36 => {
+            c = w!["zrandmember", k];
+            if r.below(4) != 0 {
+                c.push(r.pick(&["1", "3", "10", "-3", "0", "x"]).into());
+                if r.below(2) == 0 {
+                    c.push(r.pick(&["WITHSCORES", "junk"]).into());
+                }
+            }
+        }
+        37 => c = w!["zmscore", k, r.pick(MEMBERS), r.pick(MEMBERS)],
+        38 => c = w!["zlexcount", k, r.pick(LRANGE), r.pick(LRANGE)],
+        39 => {
+            c = w!["zrangestore", k, k2, r.pick(INTS), r.pick(INTS)];
+            if r.below(2) == 0 {
+                c = w![
+                    "zrangestore",
+                    k,
+                    k2,
+                    r.pick(SRANGE),
+                    r.pick(SRANGE),
+                    "BYSCORE"
+                ];
+            }
+            if r.below(3) == 0 {
+                c.push(r.pick(&["REV", "WITHSCORES"]).into());
+            }
+        }
+        40..=44 => {
+            let op = r.pick(&[
+                "zunion",
+                "zinter",
+                "zdiff",
+                "zunionstore",
+                "zinterstore",
+                "zdiffstore",
+                "zintercard",
+            ]);
+            c = w![op];
+            if op.ends_with("store") {
+                c.push(r.pick(KEYS).into());
+            }
+            let n = r.pick(&["1", "2", "2", "3", "0"]);
+            c.push(n.into());
+            c.extend(w![k, k2, r.pick(KEYS)]);
+            c.truncate(c.len() - 3 + n.parse::<usize>().unwrap().clamp(1, 3));
+            for _ in 0..r.below(3) {
+                match r.below(4) {
+                    0 => {
+                        c.push("WEIGHTS".into());
+                        for _ in 0..n.parse::<usize>().unwrap() {
+                            c.push(r.pick(&["1", "2", "0.5", "0", "x"]).into());
+                        }
+                    }
+                    1 => c.extend(w!["AGGREGATE", r.pick(&["SUM", "min", "MAX", "avg"])]),
+                    2 => c.push("WITHSCORES".into()),
+                    _ => c.extend(w!["LIMIT", r.pick(&["0", "1", "-1"])]),
+                }
+            }
+        }
+        45 => c = w!["touch", k, k2],
+        46 => {
+            c = w!["copy", k, k2];
+            if r.below(2) == 0 {
+                c.push(r.pick(&["REPLACE", "junk"]).into());
+            }
+        }
+        47 => c = w!["lrange", k, "0", "-1"],
+        48 => c = w!["zrange", k, "0", "-1", "WITHSCORES"],
+        49 => c = w!["smembers", k],
+        _ => c = w![r.pick(&["llen", "scard", "zcard", "hlen", "type"]), k],
+    }
+    c
+}
+
+/// Commands whose picks are random on both sides: only the reply's shape is compared.
+fn blank(node: Node) -> Node {
+    match node {
+        Node::Atom(a) if a.starts_with(b"-") || a == b"$-1\r\n" || a == b"_\r\n" => Node::Atom(a),
+        Node::Atom(a) => Node::Atom(a[..1].to_vec()),
+        Node::Agg(kind, items) => Node::Agg(kind, items.into_iter().map(blank).collect()),
+    }
+}
+
 /// Sort the elements of replies whose order Redis leaves unspecified.
 fn normalize(cmd: &str, reply: &[u8]) -> Node {
     let (node, _) = parse(reply).expect("complete reply");
@@ -413,7 +615,11 @@ fn normalize(cmd: &str, reply: &[u8]) -> Node {
             pairs.sort();
             Node::Agg(kind, pairs.into_iter().flatten().collect())
         }
-        ("hkeys" | "hvals" | "smembers" | "keys", Node::Agg(kind, mut items)) => {
+        ("srandmember" | "hrandfield" | "zrandmember", node) => blank(node),
+        (
+            "hkeys" | "hvals" | "smembers" | "keys" | "sinter" | "sunion" | "sdiff" | "spop",
+            Node::Agg(kind, mut items),
+        ) => {
             items.sort();
             Node::Agg(kind, items)
         }

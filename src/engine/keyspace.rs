@@ -21,6 +21,11 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
             let n = c.args[1..].iter().filter(|k| db.contains(k)).count();
             c.out.int(n as i64);
         }
+        "touch" => {
+            let n = c.args[1..].iter().filter(|k| db.contains(k)).count();
+            c.out.int(n as i64);
+        }
+        "copy" => copy(db, c),
         "type" => {
             let t = db.get(&c.args[1]).map_or("none", |e| e.value.type_name());
             c.out.simple(t);
@@ -155,6 +160,39 @@ fn ttl(db: &mut Db, c: &mut Call) {
         _ => at as i64,
     };
     c.out.int(n);
+}
+
+/// COPY source destination [DB 0] [REPLACE]: the engine has one database.
+fn copy(db: &mut Db, c: &mut Call) {
+    let mut replace = false;
+    let mut j = 3;
+    while j < c.args.len() {
+        if eq_ci(&c.args[j], "replace") {
+            replace = true;
+        } else if eq_ci(&c.args[j], "db") && j + 1 < c.args.len() {
+            match arg_i64(c, j + 1) {
+                None => return,
+                Some(0) => {}
+                Some(_) => return c.out.err("ERR DB index is out of range"),
+            }
+            j += 1;
+        } else {
+            return c.out.err(SYNTAX);
+        }
+        j += 1;
+    }
+    if c.args[1] == c.args[2] {
+        return c.out.err("ERR source and destination objects are the same");
+    }
+    let Some(src) = db.get(&c.args[1]) else {
+        return c.out.int(0);
+    };
+    let (value, expire) = (src.value.clone(), src.expire_at);
+    if db.contains(&c.args[2]) && !replace {
+        return c.out.int(0);
+    }
+    db.insert(c.args[2].clone(), value, expire);
+    c.out.int(1);
 }
 
 fn rename(db: &mut Db, c: &mut Call) {

@@ -34,6 +34,7 @@ mod keyspace;
 mod list;
 pub mod merge;
 pub mod num;
+mod random;
 mod set;
 mod strings;
 mod zset;
@@ -441,3 +442,22 @@ pub(crate) type ScoreIndex = BTreeSet<(zset::Score, Bytes)>;
 
 #[cfg(test)]
 mod tests;
+
+/// The `numkeys` argument of LMPOP, ZMPOP and the like: at least 1 and no more keys than the
+/// arguments that follow it.
+pub(crate) fn numkeys(c: &mut Call, i: usize) -> Option<usize> {
+    match num::parse_i64(&c.args[i]) {
+        Some(n) if n > 0 => {
+            if n as usize > c.args.len() - i - 1 {
+                c.out.err(SYNTAX);
+                None
+            } else {
+                Some(n as usize)
+            }
+        }
+        _ => {
+            c.out.err("ERR numkeys should be greater than 0");
+            None
+        }
+    }
+}

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::num;
+mod ops;
+mod setops;
+
 use super::{Call, Db, NOT_INT, SYNTAX, ScoreIndex, Value, WRONGTYPE, eq_ci};
 
 /// A score that is never NaN, ordered by value (so -0 equals 0, as C's `<` and `==` see them).
@@ -82,7 +85,12 @@ impl ZSet {
 
 /// The zset at args[1] for reading: Ok(None) if missing, Err after replying WRONGTYPE.
 fn read<'a>(db: &'a mut Db, c: &mut Call) -> Result<Option<&'a ZSet>, ()> {
-    match db.get(&c.args[1]).map(|e| &e.value) {
+    read_at(db, c, 1)
+}
+
+/// The zset at args[i] for reading: Ok(None) if missing, Err after replying WRONGTYPE.
+fn read_at<'a>(db: &'a mut Db, c: &mut Call, i: usize) -> Result<Option<&'a ZSet>, ()> {
+    match db.get(&c.args[i]).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::ZSet(z)) => Ok(Some(z)),
         Some(_) => {
@@ -156,7 +164,8 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         "zrevrangebyscore" => zrange(db, c, Some(Kind::Score), true),
         "zrangebylex" => zrange(db, c, Some(Kind::Lex), false),
         "zrevrangebylex" => zrange(db, c, Some(Kind::Lex), true),
-        _ => return false,
+        "zrangestore" => zrange(db, c, None, false),
+        _ => return ops::dispatch(db, c),
     }
     true
 }
@@ -268,13 +277,13 @@ fn zadd(db: &mut Db, c: &mut Call, zincrby: bool) {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(super) enum Kind {
     Rank,
     Score,
     Lex,
 }
 
-struct ScoreRange {
+pub(super) struct ScoreRange {
     min: f64,
     max: f64,
     minex: bool,
@@ -322,7 +331,7 @@ impl ScoreRange {
 
 /// A lex bound: `-`, `+`, `[x` (inclusive) or `(x` (exclusive).
 #[derive(Clone)]
-enum Lex {
+pub(super) enum Lex {
     Min,
     Max,
     Incl(Bytes),
@@ -357,8 +366,95 @@ impl Lex {
     }
 }
 
-/// Redis's `zrangeGenericCommand` for ZRANGE and the legacy range commands (`fixed` kind).
+/// A parsed range of one of the three kinds, before the key is looked up (Redis parses first).
+pub(super) enum Range {
+    Rank(i64, i64),
+    Score(ScoreRange),
+    Lex(Lex, Lex),
+}
+
+impl Range {
+    /// Parse `lo` and `hi` as `kind`; Err is the error to reply.
+    fn parse(kind: Kind, lo: &Bytes, hi: &Bytes) -> Result<Range, &'static str> {
+        match kind {
+            Kind::Rank => match (num::parse_i64(lo), num::parse_i64(hi)) {
+                (Some(a), Some(b)) => Ok(Range::Rank(a, b)),
+                _ => Err(NOT_INT),
+            },
+            Kind::Score => ScoreRange::parse(lo, hi)
+                .map(Range::Score)
+                .ok_or("ERR min or max is not a float"),
+            Kind::Lex => match (Lex::parse(lo), Lex::parse(hi)) {
+                (Some(a), Some(b)) => Ok(Range::Lex(a, b)),
+                _ => Err("ERR min or max not valid string range item"),
+            },
+        }
+    }
+
+    /// The members in range, in order (reversed if `rev`).
+    fn pick(&self, z: &ZSet, rev: bool) -> Vec<(f64, Bytes)> {
+        let mut all = z.ordered();
+        match self {
+            Range::Rank(start, end) => {
+                if rev {
+                    all.reverse();
+                }
+                let (a, b) = super::list::clamp(*start, *end, all.len());
+                all.truncate(b);
+                all.drain(..a);
+                all
+            }
+            Range::Score(range) => {
+                if rev {
+                    all.reverse();
+                }
+                all.retain(|(s, _)| range.contains(*s));
+                all
+            }
+            Range::Lex(min, max) => {
+                // Redis's `zzlIsInLexRange`: an empty range, or one entirely past the last
+                // member or before the first (in score order), gives nothing.
+                let empty = match (min, max) {
+                    (Lex::Max, _) | (_, Lex::Min) => true,
+                    (Lex::Incl(a), Lex::Incl(b)) => a > b,
+                    (Lex::Incl(a) | Lex::Excl(a), Lex::Incl(b) | Lex::Excl(b)) => a >= b,
+                    _ => false,
+                };
+                let outside = match (all.first(), all.last()) {
+                    (Some((_, first)), Some((_, last))) => {
+                        !min.gte_min(last) || !max.lte_max(first)
+                    }
+                    _ => true,
+                };
+                if empty || outside {
+                    return Vec::new();
+                }
+                // As Redis's listpack walk: start at the first member past the near bound, stop
+                // at the first one beyond the far bound.
+                let (near, far): (&dyn Fn(&[u8]) -> bool, &dyn Fn(&[u8]) -> bool) = if rev {
+                    all.reverse();
+                    (&|m| max.lte_max(m), &|m| min.gte_min(m))
+                } else {
+                    (&|m| min.gte_min(m), &|m| max.lte_max(m))
+                };
+                match all.iter().position(|(_, m)| near(m)) {
+                    Some(i) => all[i..]
+                        .iter()
+                        .take_while(|(_, m)| far(m))
+                        .cloned()
+                        .collect(),
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// Redis's `zrangeGenericCommand` for ZRANGE, ZRANGESTORE (`store`) and the legacy range
+/// commands (`fixed` kind).
 fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
+    let store = c.name == "zrangestore";
+    let src = if store { 2 } else { 1 };
     let mut kind = fixed;
     let mut rev = if fixed.is_some() {
         Some(fixed_rev)
@@ -366,11 +462,11 @@ fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
         None
     };
     let (mut withscores, mut offset, mut limit) = (false, 0i64, -1i64);
-    let mut j = 4;
+    let mut j = src + 3;
     while j < c.args.len() {
         let left = c.args.len() - j - 1;
         let a = &c.args[j];
-        if eq_ci(a, "withscores") {
+        if !store && eq_ci(a, "withscores") {
             withscores = true;
         } else if eq_ci(a, "limit") && left >= 2 {
             let (Some(o), Some(l)) = (
@@ -405,110 +501,52 @@ fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
             .out
             .err("ERR syntax error, WITHSCORES not supported in combination with BYLEX");
     }
-    let (mut lo, mut hi) = (2, 3);
+    let (mut lo, mut hi) = (src + 1, src + 2);
     if rev && kind != Kind::Rank {
         std::mem::swap(&mut lo, &mut hi);
     }
-    let items: Vec<(f64, Bytes)>;
-    match kind {
-        Kind::Rank => {
-            let (Some(start), Some(end)) =
-                (num::parse_i64(&c.args[lo]), num::parse_i64(&c.args[hi]))
-            else {
-                return c.out.err(NOT_INT);
-            };
-            let Ok(z) = read(db, c) else { return };
-            let Some(z) = z else { return c.out.array(0) };
-            let mut all = z.ordered();
-            if rev {
-                all.reverse();
+    let range = match Range::parse(kind, &c.args[lo], &c.args[hi]) {
+        Ok(r) => r,
+        Err(e) => return c.out.err(e),
+    };
+    let Ok(z) = read_at(db, c, src) else { return };
+    let items = match z {
+        None => Vec::new(),
+        Some(z) if kind == Kind::Rank => range.pick(z, rev),
+        Some(z) => apply_limit(range.pick(z, rev).into_iter(), offset, limit, z.len()),
+    };
+    if store {
+        let dst = c.args[1].clone();
+        let n = items.len();
+        db.remove(&dst);
+        if n > 0 {
+            let mut z = ZSet::default();
+            for (s, m) in items {
+                z.insert(m, s);
             }
-            let len = all.len() as i64;
-            let mut start = if start < 0 { len + start } else { start };
-            let mut end = if end < 0 { len + end } else { end };
-            start = start.max(0);
-            if start > end || start >= len {
-                items = Vec::new();
-            } else {
-                end = end.min(len - 1);
-                items = all[start as usize..=end as usize].to_vec();
-            }
+            db.set(dst, Value::ZSet(z));
         }
-        Kind::Score => {
-            let Some(range) = ScoreRange::parse(&c.args[lo], &c.args[hi]) else {
-                return c.out.err("ERR min or max is not a float");
-            };
-            let Ok(z) = read(db, c) else { return };
-            let Some(z) = z else { return c.out.array(0) };
-            let mut all = z.ordered();
-            if rev {
-                all.reverse();
-            }
-            let picked = all.into_iter().filter(|(s, _)| range.contains(*s));
-            items = apply_limit(picked, offset, limit, z.len());
-        }
-        Kind::Lex => {
-            let (Some(min), Some(max)) = (Lex::parse(&c.args[lo]), Lex::parse(&c.args[hi])) else {
-                return c.out.err("ERR min or max not valid string range item");
-            };
-            let Ok(z) = read(db, c) else { return };
-            let Some(z) = z else { return c.out.array(0) };
-            let mut all = z.ordered();
-            // Redis's `zzlIsInLexRange`: an empty range, or one entirely past the last member or
-            // before the first (in score order), gives nothing.
-            let empty = match (&min, &max) {
-                (Lex::Max, _) | (_, Lex::Min) => true,
-                (Lex::Incl(a), Lex::Incl(b)) => a > b,
-                (Lex::Incl(a) | Lex::Excl(a), Lex::Incl(b) | Lex::Excl(b)) => a >= b,
-                _ => false,
-            };
-            let outside = match (all.first(), all.last()) {
-                (Some((_, first)), Some((_, last))) => !min.gte_min(last) || !max.lte_max(first),
-                _ => true,
-            };
-            if empty || outside {
-                all.clear();
-            }
-            // As Redis's listpack walk: start at the first member past the near bound, stop at
-            // the first one beyond the far bound.
-            let picked: Vec<(f64, Bytes)> = if rev {
-                all.reverse();
-                let start = all.iter().position(|(_, m)| max.lte_max(m));
-                match start {
-                    Some(i) => all[i..]
-                        .iter()
-                        .take_while(|(_, m)| min.gte_min(m))
-                        .cloned()
-                        .collect(),
-                    None => Vec::new(),
-                }
-            } else {
-                let start = all.iter().position(|(_, m)| min.gte_min(m));
-                match start {
-                    Some(i) => all[i..]
-                        .iter()
-                        .take_while(|(_, m)| max.lte_max(m))
-                        .cloned()
-                        .collect(),
-                    None => Vec::new(),
-                }
-            };
-            items = apply_limit(picked.into_iter(), offset, limit, z.len());
-        }
+        return c.out.int(n as i64);
     }
-    let n = if withscores && c.out.proto == crate::protocol::Protocol::Resp2 {
+    reply_scored(c, &items, withscores);
+}
+
+/// A range reply: members, with their scores if asked (pairs in RESP3, flat in RESP2).
+pub(super) fn reply_scored(c: &mut Call, items: &[(f64, Bytes)], withscores: bool) {
+    let resp3 = c.out.proto == crate::protocol::Protocol::Resp3;
+    let n = if withscores && !resp3 {
         items.len() * 2
     } else {
         items.len()
     };
     c.out.array(n);
     for (s, m) in items {
-        if withscores && c.out.proto == crate::protocol::Protocol::Resp3 {
+        if withscores && resp3 {
             c.out.array(2);
         }
-        c.out.bulk(&m);
+        c.out.bulk(m);
         if withscores {
-            c.out.double(s);
+            c.out.double(*s);
         }
     }
 }
