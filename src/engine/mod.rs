@@ -14,8 +14,8 @@
 //! Deviations from Redis, by design:
 //! - Iteration order of HGETALL, HKEYS, HVALS, SMEMBERS, KEYS and SCAN is unspecified (hash
 //!   order), as in Redis, but not the same order as Redis's.
-//! - SCAN returns every match in one call with cursor 0 (a valid, if unusual, complete scan);
-//!   COUNT is checked and ignored.
+//! - SCAN cursors are points in the engine's own hash order (see [`scan`]); HSCAN/SSCAN/ZSCAN
+//!   of a container over 128 elements return at least 1/64 of it per call whatever COUNT says.
 //! - INCRBYFLOAT/HINCRBYFLOAT emulate `long double` in software; hex-float inputs and values
 //!   beyond its exponent range fall back to `f64` (see [`num`]).
 //! - Sorted sets behave like Redis's listpack encoding (what Redis uses for small sets) for the
@@ -35,6 +35,7 @@ mod list;
 pub mod merge;
 pub mod num;
 mod random;
+mod scan;
 mod set;
 mod strings;
 mod zset;
@@ -118,6 +119,9 @@ const ENTRY_OVERHEAD: usize = 64;
 #[derive(Debug, Default)]
 pub(crate) struct Db {
     map: HashMap<Bytes, Entry>,
+    /// Every key of `map` by (`scan::hash`, key): SCAN's cursor order, which, unlike a hash
+    /// map's, does not move when the map grows; and random sampling for eviction in O(log n).
+    order: BTreeSet<(u64, Bytes)>,
     used: usize,
     pub(crate) now: u64,
 }
@@ -149,7 +153,8 @@ impl Db {
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let e = self.map.remove(key)?;
+        let (k, e) = self.map.remove_entry(key)?;
+        self.order.remove(&(scan::hash(&k), k));
         self.used -= e.size;
         Some(e)
     }
@@ -163,6 +168,7 @@ impl Db {
         self.remove(&key);
         let size = ENTRY_OVERHEAD + key.len() + value.size();
         self.used += size;
+        self.order.insert((scan::hash(&key), key.clone()));
         self.map.insert(
             key,
             Entry {
@@ -189,6 +195,7 @@ impl Db {
 
     pub(crate) fn clear(&mut self) {
         self.map.clear();
+        self.order.clear();
         self.used = 0;
     }
 
@@ -210,12 +217,15 @@ impl Db {
         }
     }
 
+    /// A key picked at random (by the order index: the first key hashed at or after a random
+    /// point, so nearly uniform), live or expired.
     fn random_key(&self) -> Option<Bytes> {
-        if self.map.is_empty() {
-            return None;
-        }
-        let i = rand::rng().random_range(0..self.map.len());
-        self.map.keys().nth(i).cloned()
+        let at: u64 = rand::rng().random();
+        self.order
+            .range((at, Bytes::new())..)
+            .next()
+            .or_else(|| self.order.first())
+            .map(|(_, k)| k.clone())
     }
 }
 
@@ -422,6 +432,7 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || set::dispatch(db, c)
         || zset::dispatch(db, c)
         || list::dispatch(db, c)
+        || scan::dispatch(db, c)
 }
 
 /// Redis's `getLongLongFromObjectOrReply` on an argument.

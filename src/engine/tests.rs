@@ -153,3 +153,99 @@ fn randomkey_and_flush() {
     assert_eq!(run(&e, R2, 0, &["dbsize"]), ":0\r\n");
     assert_eq!(e.used_memory(), 0);
 }
+
+/// Parse a SCAN-family RESP2 reply into (next cursor, elements).
+fn scan_reply(r: &str) -> (u64, Vec<String>) {
+    let lines: Vec<&str> = r.split("\r\n").collect();
+    let cursor = lines[2].parse().expect("cursor");
+    let items = lines[4..]
+        .chunks(2)
+        .filter(|p| p.len() == 2)
+        .map(|p| p[1].to_string())
+        .collect();
+    (cursor, items)
+}
+
+/// Redis's SCAN guarantee: every key present for the whole scan is returned, while other keys
+/// are added and removed between calls (enough of them to make the map grow and rehash).
+#[test]
+fn scan_returns_every_key_present_throughout() {
+    let e = Engine::new(0);
+    for i in 0..500 {
+        run(&e, R2, 0, &["set", &format!("stay:{i}"), "v"]);
+        run(&e, R2, 0, &["set", &format!("go:{i}"), "v"]);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut cursor, mut calls, mut added) = (0u64, 0, 0);
+    loop {
+        let r = run(&e, R2, 0, &["scan", &cursor.to_string(), "count", "7"]);
+        let (next, keys) = scan_reply(&r);
+        assert!(keys.len() <= 7, "COUNT bounds a call: {}", keys.len());
+        seen.extend(keys);
+        for _ in 0..20 {
+            run(&e, R2, 0, &["set", &format!("new:{added}"), "v"]);
+            run(&e, R2, 0, &["del", &format!("go:{}", added % 500)]);
+            added += 1;
+        }
+        calls += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        assert!(calls < 10_000, "the scan ends");
+    }
+    for i in 0..500 {
+        assert!(seen.contains(&format!("stay:{i}")), "stay:{i} was missed");
+    }
+    // MATCH and TYPE filter what a call returns.
+    run(&e, R2, 0, &["hset", "stay:h", "f", "v"]);
+    let r = run(&e, R2, 0, &["scan", "0", "count", "100000", "type", "hash"]);
+    assert_eq!(scan_reply(&r), (0, vec!["stay:h".to_string()]));
+    let r = run(
+        &e,
+        R2,
+        0,
+        &["scan", "0", "count", "100000", "match", "stay:1?"],
+    );
+    assert_eq!(scan_reply(&r).1.len(), 10);
+}
+
+#[test]
+fn hscan_sscan_zscan_cover_large_containers() {
+    let e = Engine::new(0);
+    for i in 0..1000 {
+        let m = format!("m{i}");
+        run(&e, R2, 0, &["hset", "h", &m, "v"]);
+        run(&e, R2, 0, &["sadd", "s", &m]);
+        run(&e, R2, 0, &["zadd", "z", &i.to_string(), &m]);
+    }
+    for (cmd, step) in [("hscan", 2), ("sscan", 1), ("zscan", 2)] {
+        let key = &cmd[..1];
+        let mut seen = std::collections::HashSet::new();
+        let (mut cursor, mut calls) = (0u64, 0);
+        loop {
+            let r = run(&e, R2, 0, &[cmd, key, &cursor.to_string()]);
+            let (next, items) = scan_reply(&r);
+            seen.extend(items.iter().step_by(step).cloned());
+            if cmd == "hscan" {
+                // Remove what was seen: removals during a scan lose nothing else.
+                for f in items.iter().step_by(2) {
+                    run(&e, R2, 0, &["hdel", "h", f]);
+                }
+            }
+            calls += 1;
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 1000, "{cmd} missed members");
+        // At least m/64 a call bounds a scan of a container that does not shrink.
+        assert!(cmd == "hscan" || calls <= 70, "{cmd} took {calls} calls");
+    }
+    // A small container answers at once, as Redis's listpack does.
+    run(&e, R2, 0, &["hset", "small", "a", "1", "b", "2"]);
+    let r = run(&e, R2, 0, &["hscan", "small", "0", "count", "1"]);
+    assert_eq!(scan_reply(&r).0, 0);
+    assert_eq!(scan_reply(&r).1.len(), 4);
+}
