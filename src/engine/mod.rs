@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
-use crate::command::{CommandSpec, Flags};
+use crate::command::{AclCategories, CommandSpec, Flags};
 use crate::protocol::{Protocol, encode};
 
 mod hash;
@@ -36,6 +36,7 @@ pub mod merge;
 pub mod num;
 mod random;
 mod scan;
+mod script;
 mod set;
 mod strings;
 mod zset;
@@ -310,6 +311,9 @@ impl Call<'_> {
 /// The in-memory engine. One mutex around the whole keyspace: simple, and commands are short.
 pub struct Engine {
     db: Mutex<Db>,
+    /// Loaded scripts; kept apart from the keyspace so that [`Engine::flush`] leaves them, as
+    /// FLUSHALL does in Redis. Locked after `db`, never before it.
+    scripts: Mutex<script::Scripts>,
     max_memory: usize,
 }
 
@@ -319,6 +323,7 @@ impl Engine {
     pub fn new(max_memory_bytes: usize) -> Self {
         Engine {
             db: Mutex::new(Db::default()),
+            scripts: Mutex::new(script::Scripts::default()),
             max_memory: max_memory_bytes,
         }
     }
@@ -373,6 +378,43 @@ impl Engine {
         proto: Protocol,
         now_ms: u64,
     ) -> Bytes {
+        let mut db = self.lock();
+        db.now = now_ms;
+        if spec.acl.contains(AclCategories::SCRIPTING) {
+            let mut call = Call {
+                name: spec.name,
+                args,
+                out: Out {
+                    buf: BytesMut::new(),
+                    proto,
+                },
+            };
+            let mut scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut exec = |db: &mut Db, spec: &'static CommandSpec, args: &[Bytes]| {
+                self.run(db, spec, args, script::SCRIPT_PROTO)
+            };
+            let handled = match spec.name {
+                "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
+                    script::eval(&mut db, &mut scripts, &mut call, &mut exec);
+                    true
+                }
+                _ => script::script_command(&mut scripts, &mut call),
+            };
+            if handled {
+                return call.out.buf.freeze();
+            }
+        }
+        self.run(&mut db, spec, args, proto)
+    }
+
+    /// Run one command on the locked keyspace: the memory bound, the handler, the re-accounting.
+    fn run(
+        &self,
+        db: &mut Db,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        proto: Protocol,
+    ) -> Bytes {
         let mut call = Call {
             name: spec.name,
             args,
@@ -381,13 +423,11 @@ impl Engine {
                 proto,
             },
         };
-        let mut db = self.lock();
-        db.now = now_ms;
-        if spec.flags.contains(Flags::DENYOOM) && !self.make_room(&mut db, args) {
+        if spec.flags.contains(Flags::DENYOOM) && !self.make_room(db, args) {
             call.out.err(OOM);
             return call.out.buf.freeze();
         }
-        if !dispatch(&mut db, &mut call) {
+        if !dispatch(db, &mut call) {
             let msg = format!(
                 "ERR '{}' is not supported by respite's local engine",
                 spec.name

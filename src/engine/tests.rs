@@ -249,3 +249,31 @@ fn hscan_sscan_zscan_cover_large_containers() {
     assert_eq!(scan_reply(&r).0, 0);
     assert_eq!(scan_reply(&r).1.len(), 4);
 }
+
+#[test]
+fn a_runaway_script_is_stopped_and_the_engine_goes_on() {
+    let e = Engine::new(0);
+    let started = std::time::Instant::now();
+    let r = run(&e, R2, 0, &["eval", "while true do end", "0"]);
+    assert!(
+        r.starts_with("-ERR script exceeded the local engine's instruction budget"),
+        "{r}"
+    );
+    let r = run(
+        &e,
+        R2,
+        0,
+        &[
+            "eval",
+            "while true do pcall(function() while true do end end) end",
+            "0",
+        ],
+    );
+    assert!(r.starts_with("-ERR"), "{r}");
+    eprintln!("two runaway scripts stopped in {:?}", started.elapsed());
+    assert_eq!(run(&e, R2, 0, &["set", "k", "v"]), "+OK\r\n");
+    for lib in ["os", "io", "require", "loadfile", "dofile", "package"] {
+        let r = run(&e, R2, 0, &["eval", &format!("return type({lib})"), "0"]);
+        assert!(r.contains("nonexistent global variable"), "{lib}: {r}");
+    }
+}

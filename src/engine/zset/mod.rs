@@ -366,6 +366,9 @@ impl Lex {
     }
 }
 
+/// A test of a member against one end of a lex range.
+type Bound<'a> = dyn Fn(&[u8]) -> bool + 'a;
+
 /// A parsed range of one of the three kinds, before the key is looked up (Redis parses first).
 pub(super) enum Range {
     Rank(i64, i64),
@@ -431,7 +434,7 @@ impl Range {
                 }
                 // As Redis's listpack walk: start at the first member past the near bound, stop
                 // at the first one beyond the far bound.
-                let (near, far): (&dyn Fn(&[u8]) -> bool, &dyn Fn(&[u8]) -> bool) = if rev {
+                let (near, far): (&Bound, &Bound) = if rev {
                     all.reverse();
                     (&|m| max.lte_max(m), &|m| min.gte_min(m))
                 } else {
