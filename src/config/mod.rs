@@ -50,6 +50,8 @@ pub struct Config {
     pub tenants: Option<Arc<Tenants>>,
     /// Memory bound of the local engine (standalone and local-only mode), in bytes; 0 for none.
     pub local_max_memory: usize,
+    /// How the local engine makes room under its bound (`local.maxmemory_policy`).
+    pub local_eviction: crate::engine::Eviction,
     /// What happens while the upstream is down (`[local_only]`).
     pub local_only: LocalOnlyConfig,
     /// The near cache (`[near_cache]`), when enabled.
@@ -208,12 +210,14 @@ impl Default for RawLocalOnly {
 #[serde(deny_unknown_fields, default)]
 struct RawLocal {
     max_memory_bytes: i64,
+    maxmemory_policy: String,
 }
 
 impl Default for RawLocal {
     fn default() -> Self {
         RawLocal {
             max_memory_bytes: 256 * 1024 * 1024,
+            maxmemory_policy: "allkeys-lru".into(),
         }
     }
 }
@@ -747,6 +751,18 @@ fn validate(raw: RawConfig, where_is: &dyn Fn(&str) -> String) -> Result<Config,
         } else {
             raw.local.max_memory_bytes as usize
         },
+        local_eviction: crate::engine::Eviction::parse(&raw.local.maxmemory_policy).ok_or_else(
+            || {
+                invalid(
+                    "local.maxmemory_policy",
+                    format!(
+                        "`{}` is not one of noeviction, allkeys-lru, allkeys-lfu, allkeys-random, \
+                         volatile-lru, volatile-lfu, volatile-random, volatile-ttl",
+                        raw.local.maxmemory_policy
+                    ),
+                )
+            },
+        )?,
         local_only,
     })
 }
@@ -1050,6 +1066,15 @@ mod tests {
         let c = from_str_with("", "f", &env, &vec![]).unwrap();
         assert_eq!(c.local_only.writes, LocalWrites::Refuse);
         assert_eq!(c.local_max_memory, 5);
+        assert_eq!(c.local_eviction, crate::engine::Eviction::AllKeysLru);
+    }
+
+    #[test]
+    fn local_maxmemory_policy_is_a_redis_policy_name() {
+        let c = parse("[local]\nmaxmemory_policy = \"volatile-lfu\"\n").unwrap();
+        assert_eq!(c.local_eviction, crate::engine::Eviction::VolatileLfu);
+        let e = parse("[local]\nmaxmemory_policy = \"lru\"\n").unwrap_err().to_string();
+        assert!(e.contains("local.maxmemory_policy"), "{e}");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The local engine: an in-memory keyspace that answers commands itself, byte for byte as Redis
 //! 7.0 would, for respite's local-only mode.
 //!
-//! It owns the data (strings, hashes, sets, sorted sets, lists), lazy and swept expiry, and an
-//! approximate memory bound with random eviction. It must never do I/O, read the clock (the caller
+//! It owns the data (strings, hashes, sets, sorted sets, lists), lazy and swept expiry, an
+//! approximate memory bound with Redis's eviction policies, and scripts. It must never do I/O, read the clock (the caller
 //! passes `now_ms`, so tests are deterministic) or know about sessions, tenants or upstreams: the
 //! server resolves the command, calls [`Engine::execute`] and writes the bytes it gets back.
 //!
 //! Memory: sizes are estimates (exact for strings, sampled for containers). The bound is enforced
-//! before each `denyoom` command, by evicting random keys (any key, TTL or not, like
-//! `allkeys-random`) until the arguments fit; a single write may overshoot until the next one.
-//! `-OOM` only when the arguments alone exceed the bound. `max_memory_bytes == 0` means no bound.
+//! before each `denyoom` command, by evicting keys as the [`Eviction`] policy says (sampled
+//! LRU by default) until the arguments fit; a single write may overshoot until the next one.
+//! `-OOM` when the arguments alone exceed the bound, or the policy finds nothing it may evict.
+//! `max_memory_bytes == 0` means no bound.
 //!
 //! Deviations from Redis, by design:
 //! - Iteration order of HGETALL, HKEYS, HVALS, SMEMBERS, KEYS and SCAN is unspecified (hash
@@ -20,15 +21,16 @@
 //!   beyond its exponent range fall back to `f64` (see [`num`]).
 //! - Sorted sets behave like Redis's listpack encoding (what Redis uses for small sets) for the
 //!   "undefined" case of BYLEX ranges over members with different scores.
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
 
 use crate::command::{AclCategories, CommandSpec, Flags};
 use crate::protocol::{Protocol, encode};
 
+mod db;
+mod evict;
 mod hash;
 mod keyspace;
 mod list;
@@ -41,6 +43,9 @@ mod set;
 mod strings;
 mod zset;
 
+use db::ENTRY_OVERHEAD;
+pub(crate) use db::{Db, Entry, Value};
+pub use evict::Eviction;
 pub(crate) use zset::ZSet;
 
 pub(crate) const WRONGTYPE: &str =
@@ -48,187 +53,6 @@ pub(crate) const WRONGTYPE: &str =
 pub(crate) const NOT_INT: &str = "ERR value is not an integer or out of range";
 pub(crate) const SYNTAX: &str = "ERR syntax error";
 const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
-
-/// A stored value.
-#[derive(Debug, Clone)]
-pub(crate) enum Value {
-    Str(Vec<u8>),
-    Hash(HashMap<Bytes, Vec<u8>>),
-    Set(HashSet<Bytes>),
-    ZSet(ZSet),
-    List(VecDeque<Bytes>),
-}
-
-impl Value {
-    fn type_name(&self) -> &'static str {
-        match self {
-            Value::Str(_) => "string",
-            Value::Hash(_) => "hash",
-            Value::Set(_) => "set",
-            Value::ZSet(_) => "zset",
-            Value::List(_) => "list",
-        }
-    }
-
-    /// Approximate heap bytes: payload plus a per-element overhead for the container's nodes.
-    /// Containers are estimated from a sample of their first elements so that re-accounting after
-    /// every write stays O(1) however large the container grows.
-    fn size(&self) -> usize {
-        const NODE: usize = 32;
-        const SAMPLE: usize = 16;
-        fn estimate<I: Iterator<Item = usize>>(len: usize, lens: I) -> usize {
-            let (n, total) = lens
-                .take(SAMPLE)
-                .fold((0usize, 0usize), |(n, t), l| (n + 1, t + l));
-            total.checked_div(n).map_or(0, |avg| len * (avg + NODE))
-        }
-        match self {
-            Value::Str(s) => s.len(),
-            Value::Hash(h) => estimate(h.len(), h.iter().map(|(k, v)| k.len() + v.len())),
-            Value::Set(s) => estimate(s.len(), s.iter().map(|m| m.len())),
-            Value::ZSet(z) => z.size(),
-            Value::List(l) => estimate(l.len(), l.iter().map(|m| m.len())),
-        }
-    }
-
-    /// Containers that became empty are deleted, as Redis never keeps an empty one.
-    fn is_empty_container(&self) -> bool {
-        match self {
-            Value::Str(_) => false,
-            Value::Hash(h) => h.is_empty(),
-            Value::Set(s) => s.is_empty(),
-            Value::ZSet(z) => z.len() == 0,
-            Value::List(l) => l.is_empty(),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) value: Value,
-    /// Absolute expiry in Unix milliseconds.
-    pub(crate) expire_at: Option<u64>,
-    /// What this entry adds to `Db::used` (key, value, overhead) when last accounted.
-    size: usize,
-}
-
-/// Per-key fixed overhead: the map slot, the entry and the key's allocation.
-const ENTRY_OVERHEAD: usize = 64;
-
-/// One keyspace. Every method that removes or inserts keeps `used` right; in-place mutations are
-/// re-accounted by [`Db::account`] after each write command.
-#[derive(Debug, Default)]
-pub(crate) struct Db {
-    map: HashMap<Bytes, Entry>,
-    /// Every key of `map` by (`scan::hash`, key): SCAN's cursor order, which, unlike a hash
-    /// map's, does not move when the map grows; and random sampling for eviction in O(log n).
-    order: BTreeSet<(u64, Bytes)>,
-    used: usize,
-    pub(crate) now: u64,
-}
-
-impl Db {
-    fn expired(&self, e: &Entry) -> bool {
-        e.expire_at.is_some_and(|t| t <= self.now)
-    }
-
-    /// Drops `key` if it has expired, so every lookup sees only live keys.
-    fn expire_if_needed(&mut self, key: &[u8]) {
-        if self.map.get(key).is_some_and(|e| self.expired(e)) {
-            self.remove(key);
-        }
-    }
-
-    pub(crate) fn get(&mut self, key: &[u8]) -> Option<&Entry> {
-        self.expire_if_needed(key);
-        self.map.get(key)
-    }
-
-    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        self.expire_if_needed(key);
-        self.map.get_mut(key)
-    }
-
-    pub(crate) fn contains(&mut self, key: &[u8]) -> bool {
-        self.get(key).is_some()
-    }
-
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let (k, e) = self.map.remove_entry(key)?;
-        self.order.remove(&(scan::hash(&k), k));
-        self.used -= e.size;
-        Some(e)
-    }
-
-    /// Insert or replace, without any expiry.
-    pub(crate) fn set(&mut self, key: Bytes, value: Value) {
-        self.insert(key, value, None);
-    }
-
-    pub(crate) fn insert(&mut self, key: Bytes, value: Value, expire_at: Option<u64>) {
-        self.remove(&key);
-        let size = ENTRY_OVERHEAD + key.len() + value.size();
-        self.used += size;
-        self.order.insert((scan::hash(&key), key.clone()));
-        self.map.insert(
-            key,
-            Entry {
-                value,
-                expire_at,
-                size,
-            },
-        );
-    }
-
-    /// Recompute `key`'s size after an in-place change, deleting it if it became an empty container.
-    pub(crate) fn account(&mut self, key: &[u8]) {
-        let Some(e) = self.map.get_mut(key) else {
-            return;
-        };
-        if e.value.is_empty_container() {
-            self.remove(key);
-            return;
-        }
-        let size = ENTRY_OVERHEAD + key.len() + e.value.size();
-        self.used = self.used - e.size + size;
-        e.size = size;
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-        self.used = 0;
-    }
-
-    /// Live keys (expired ones are skipped but left for lazy removal or [`Engine::sweep`]).
-    pub(crate) fn live_keys(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
-        self.map.iter().filter(|(_, e)| !self.expired(e))
-    }
-
-    fn sweep(&mut self) {
-        let now = self.now;
-        let dead: Vec<Bytes> = self
-            .map
-            .iter()
-            .filter(|(_, e)| e.expire_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in dead {
-            self.remove(&k);
-        }
-    }
-
-    /// A key picked at random (by the order index: the first key hashed at or after a random
-    /// point, so nearly uniform), live or expired.
-    fn random_key(&self) -> Option<Bytes> {
-        let at: u64 = rand::rng().random();
-        self.order
-            .range((at, Bytes::new())..)
-            .next()
-            .or_else(|| self.order.first())
-            .map(|(_, k)| k.clone())
-    }
-}
 
 /// A reply being built, in the client's protocol.
 pub(crate) struct Out {
@@ -315,13 +139,21 @@ pub struct Engine {
     /// FLUSHALL does in Redis. Locked after `db`, never before it.
     scripts: Mutex<script::Scripts>,
     max_memory: usize,
+    eviction: Eviction,
 }
 
 impl Engine {
     /// An empty engine holding at most about `max_memory_bytes` (0 means no limit, as Redis's
     /// `maxmemory 0`).
     pub fn new(max_memory_bytes: usize) -> Self {
+        Engine::with_eviction(max_memory_bytes, Eviction::default())
+    }
+
+    /// An empty engine bounded as [`Engine::new`], making room by `eviction` (Redis's
+    /// `maxmemory-policy`).
+    pub fn with_eviction(max_memory_bytes: usize, eviction: Eviction) -> Self {
         Engine {
+            eviction,
             db: Mutex::new(Db::default()),
             scripts: Mutex::new(script::Scripts::default()),
             max_memory: max_memory_bytes,
@@ -423,7 +255,10 @@ impl Engine {
                 proto,
             },
         };
-        if spec.flags.contains(Flags::DENYOOM) && !self.make_room(db, args) {
+        let incoming = args.iter().map(|a| a.len()).sum::<usize>() + ENTRY_OVERHEAD;
+        if spec.flags.contains(Flags::DENYOOM)
+            && !evict::make_room(db, self.eviction, self.max_memory, incoming)
+        {
             call.out.err(OOM);
             return call.out.buf.freeze();
         }
@@ -440,27 +275,6 @@ impl Engine {
             db.account(&args[1]);
         }
         call.out.buf.freeze()
-    }
-
-    /// Evict random keys until the command's arguments would fit; false if even an empty
-    /// keyspace could not hold them, which is when Redis-style OOM is the only answer.
-    fn make_room(&self, db: &mut Db, args: &[Bytes]) -> bool {
-        if self.max_memory == 0 {
-            return true;
-        }
-        let incoming: usize = args.iter().map(|a| a.len()).sum::<usize>() + ENTRY_OVERHEAD;
-        if incoming > self.max_memory {
-            return false;
-        }
-        while db.used + incoming > self.max_memory {
-            match db.random_key() {
-                Some(k) => {
-                    db.remove(&k);
-                }
-                None => break,
-            }
-        }
-        true
     }
 }
 

@@ -277,3 +277,81 @@ fn a_runaway_script_is_stopped_and_the_engine_goes_on() {
         assert!(r.contains("nonexistent global variable"), "{lib}: {r}");
     }
 }
+
+/// Fill a bounded engine past its bound while reading a hot tenth of the keys between writes.
+fn churn(policy: super::Eviction) -> (Engine, usize) {
+    let e = Engine::with_eviction(100_000, policy);
+    let mut now = 0;
+    for i in 0..5000 {
+        now += 10;
+        let k = format!("k{i}");
+        run(&e, R2, now, &["set", &k, "0123456789"]);
+        for h in 0..5 {
+            run(&e, R2, now, &["get", &format!("hot{h}")]);
+        }
+        if i < 5 {
+            run(&e, R2, now, &["set", &format!("hot{i}"), "v"]);
+        }
+    }
+    let hot = (0..5)
+        .filter(|h| run(&e, R2, now, &["exists", &format!("hot{h}")]) == ":1\r\n")
+        .count();
+    (e, hot)
+}
+
+#[test]
+fn lru_and_lfu_keep_the_keys_in_use() {
+    for policy in [super::Eviction::AllKeysLru, super::Eviction::AllKeysLfu] {
+        let (e, hot) = churn(policy);
+        assert_eq!(hot, 5, "{policy:?} evicted keys read before every write");
+        assert!(e.used_memory() <= 100_000 + 200);
+        assert!(e.len() < 5000, "{policy:?} evicted nothing");
+    }
+}
+
+#[test]
+fn volatile_policies_evict_only_keys_with_an_expiry() {
+    let e = Engine::with_eviction(100_000, super::Eviction::VolatileLru);
+    let mut kept = Vec::new();
+    for i in 0..3000 {
+        let k = format!("k{i}");
+        let r = if i % 4 == 0 {
+            run(&e, R2, i, &["set", &k, "0123456789"])
+        } else {
+            run(&e, R2, i, &["set", &k, "0123456789", "px", "100000000"])
+        };
+        if i % 4 == 0 && r == "+OK\r\n" {
+            kept.push(k);
+        }
+    }
+    assert!(e.len() < 3000, "nothing was evicted");
+    // Every key without an expiry that was written is still there; keys with one made room.
+    for k in &kept {
+        assert_eq!(run(&e, R2, 3000, &["exists", k]), ":1\r\n", "{k}");
+    }
+    // Nothing left that the policy may evict: writes get Redis's OOM error.
+    let e = Engine::with_eviction(2_000, super::Eviction::VolatileLru);
+    for i in 0..100 {
+        run(&e, R2, 0, &["set", &format!("p{i}"), "0123456789"]);
+    }
+    assert!(run(&e, R2, 0, &["set", "x", "y"]).starts_with("-OOM"));
+    assert_eq!(run(&e, R2, 0, &["get", "p0"]), "$10\r\n0123456789\r\n");
+}
+
+#[test]
+fn noeviction_refuses_writes_past_the_bound() {
+    let e = Engine::with_eviction(2_000, super::Eviction::NoEviction);
+    let mut refused = 0;
+    for i in 0..100 {
+        if run(&e, R2, 0, &["set", &format!("k{i}"), "0123456789"]).starts_with("-OOM") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 50, "{refused}");
+    assert_eq!(run(&e, R2, 0, &["get", "k0"]), "$10\r\n0123456789\r\n");
+    assert_eq!(
+        run(&e, R2, 0, &["del", "k0"]),
+        ":1\r\n",
+        "reads and deletes go on"
+    );
+}
