@@ -29,9 +29,11 @@ use bytes::{Bytes, BytesMut};
 use crate::command::{AclCategories, CommandSpec, Flags};
 use crate::protocol::{Protocol, encode};
 
+mod bitmap;
 mod db;
 mod evict;
 mod hash;
+mod hll;
 mod keyspace;
 mod list;
 pub mod merge;
@@ -287,6 +289,8 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || zset::dispatch(db, c)
         || list::dispatch(db, c)
         || scan::dispatch(db, c)
+        || bitmap::dispatch(db, c)
+        || hll::dispatch(db, c)
 }
 
 /// Redis's `getLongLongFromObjectOrReply` on an argument.
