@@ -416,7 +416,7 @@ fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
     let k2 = r.pick(KEYS);
     let side = |r: &mut Rng| r.pick(&["LEFT", "RIGHT", "left", "up"]);
     let mut c;
-    match r.below(74) {
+    match r.below(82) {
         0..=2 => {
             c = w![
                 r.pick(&["lpush", "rpush"]),
@@ -686,10 +686,66 @@ fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
         }
         72 => c = w!["pfcount", r.pick(HLLS), r.pick(HLLS)],
         73 => c = w!["pfmerge", r.pick(HLLS), r.pick(HLLS)],
+        // Streams with explicit IDs only: `*` takes each server's own clock.
+        74..=76 => {
+            c = w!["xadd", k];
+            match r.below(6) {
+                0 => c.push("NOMKSTREAM".into()),
+                1 => c.extend(w!["MAXLEN", r.pick(&["2", "=", "0", "-1", "x"])]),
+                2 => c.extend(w!["MAXLEN", "=", r.pick(&["3", "1"])]),
+                3 => c.extend(w!["MINID", r.pick(&["2", "3-1", "x"])]),
+                _ => {}
+            }
+            c.push(r.pick(STREAM_IDS).into());
+            for _ in 0..1 + r.below(2) {
+                c.push(r.pick(FIELDS).into());
+                c.push(r.pick(VALS).into());
+            }
+            if r.below(10) == 0 {
+                c.pop();
+            }
+        }
+        77 => {
+            let cmd = r.pick(&["xrange", "xrevrange"]);
+            c = w![cmd, k, r.pick(STREAM_BOUNDS), r.pick(STREAM_BOUNDS)];
+            if r.below(2) == 0 {
+                c.extend(w!["COUNT", r.pick(&["1", "2", "0", "-1", "x"])]);
+            }
+        }
+        78 => c = w!["xlen", k],
+        79 => c = w!["xdel", k, r.pick(STREAM_IDS), r.pick(STREAM_IDS)],
+        80 => {
+            c = w!["xtrim", k, r.pick(&["MAXLEN", "MINID", "junk"])];
+            if r.below(3) == 0 {
+                c.push("=".into());
+            }
+            c.push(r.pick(&["1", "2", "3-0", "0", "x"]).into());
+            if r.below(6) == 0 {
+                c.extend(w!["LIMIT", "10"]);
+            }
+        }
+        81 => {
+            c = w!["xread"];
+            if r.below(2) == 0 {
+                c.extend(w!["COUNT", r.pick(&["1", "2", "x"])]);
+            }
+            c.push("STREAMS".into());
+            c.push(k.into());
+            if r.below(2) == 0 {
+                c.push(k2.into());
+                c.push(r.pick(&["0", "1-1", "$", "3"]).into());
+            }
+            c.push(r.pick(&["0", "1-1", "$", "3", "x"]).into());
+        }
         _ => c = w![r.pick(&["llen", "scard", "zcard", "hlen", "type"]), k],
     }
     c
 }
+
+const STREAM_IDS: &[&str] = &[
+    "1-1", "1-2", "2-0", "3", "3-*", "5-*", "0-0", "0-1", "9-9", "x", "1-x",
+];
+const STREAM_BOUNDS: &[&str] = &["-", "+", "1", "1-2", "(1-1", "3", "(3", "x", "2-0"];
 
 const HLLS: &[&str] = &["hll0", "hll1", "hll2"];
 

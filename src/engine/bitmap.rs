@@ -155,6 +155,14 @@ fn range_args(c: &mut Call, j: usize, end_optional: bool) -> Option<(i64, Option
     let mut end = None;
     if end_first {
         end = parse_end(c).ok()?;
+        // Redis answers an empty negative range before it reads the unit.
+        if let Some(e) = end
+            && start < 0
+            && e < 0
+            && start > e
+        {
+            return Some((start, end, false));
+        }
     }
     let mut bits = false;
     if n == 3 {

@@ -17,6 +17,7 @@ pub(crate) enum Value {
     Set(HashSet<Bytes>),
     ZSet(ZSet),
     List(VecDeque<Bytes>),
+    Stream(super::stream::Stream),
 }
 
 impl Value {
@@ -27,6 +28,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
             Value::List(_) => "list",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -48,6 +50,7 @@ impl Value {
             Value::Set(s) => estimate(s.len(), s.iter().map(|m| m.len())),
             Value::ZSet(z) => z.size(),
             Value::List(l) => estimate(l.len(), l.iter().map(|m| m.len())),
+            Value::Stream(s) => s.size(),
         }
     }
 
@@ -59,6 +62,8 @@ impl Value {
             Value::Set(s) => s.is_empty(),
             Value::ZSet(z) => z.len() == 0,
             Value::List(l) => l.is_empty(),
+            // Redis keeps a stream that XDEL or XTRIM emptied.
+            Value::Stream(_) => false,
         }
     }
 }

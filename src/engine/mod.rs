@@ -42,6 +42,7 @@ mod random;
 mod scan;
 mod script;
 mod set;
+mod stream;
 mod strings;
 mod zset;
 
@@ -291,6 +292,7 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || scan::dispatch(db, c)
         || bitmap::dispatch(db, c)
         || hll::dispatch(db, c)
+        || stream::dispatch(db, c)
 }
 
 /// Redis's `getLongLongFromObjectOrReply` on an argument.

@@ -99,8 +99,8 @@ fn memory_bound_evicts() {
 fn unsupported_is_named() {
     let e = Engine::new(0);
     assert_eq!(
-        run(&e, R2, 0, &["xlen", "s"]),
-        "-ERR 'xlen' is not supported by respite's local engine\r\n"
+        run(&e, R2, 0, &["bitfield", "b", "get", "u8", "0"]),
+        "-ERR 'bitfield' is not supported by respite's local engine\r\n"
     );
 }
 
@@ -353,5 +353,47 @@ fn noeviction_refuses_writes_past_the_bound() {
         run(&e, R2, 0, &["del", "k0"]),
         ":1\r\n",
         "reads and deletes go on"
+    );
+}
+
+#[test]
+fn stream_ids_from_the_clock_and_xread_that_would_block() {
+    let e = Engine::new(0);
+    assert_eq!(
+        run(&e, R2, 1000, &["xadd", "s", "*", "f", "v"]),
+        "$6\r\n1000-0\r\n"
+    );
+    assert_eq!(
+        run(&e, R2, 1000, &["xadd", "s", "*", "f", "v"]),
+        "$6\r\n1000-1\r\n"
+    );
+    // A clock that went back never makes an ID go back.
+    assert_eq!(
+        run(&e, R2, 900, &["xadd", "s", "*", "f", "v"]),
+        "$6\r\n1000-2\r\n"
+    );
+    assert_eq!(
+        run(&e, R2, 2000, &["xadd", "s", "*", "f", "v"]),
+        "$6\r\n2000-0\r\n"
+    );
+    let r = run(
+        &e,
+        R2,
+        2000,
+        &["xread", "block", "0", "streams", "s", "1000-2"],
+    );
+    assert!(r.starts_with("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n"), "{r}");
+    let r = run(
+        &e,
+        R2,
+        2000,
+        &["xread", "block", "100", "streams", "s", "$"],
+    );
+    assert!(r.starts_with("-ERR XREAD BLOCK would wait"), "{r}");
+    assert_eq!(run(&e, R2, 2000, &["xtrim", "s", "maxlen", "0"]), ":4\r\n");
+    assert_eq!(
+        run(&e, R2, 2000, &["type", "s"]),
+        "+stream\r\n",
+        "an emptied stream stays"
     );
 }
