@@ -1073,7 +1073,9 @@ mod tests {
     fn local_maxmemory_policy_is_a_redis_policy_name() {
         let c = parse("[local]\nmaxmemory_policy = \"volatile-lfu\"\n").unwrap();
         assert_eq!(c.local_eviction, crate::engine::Eviction::VolatileLfu);
-        let e = parse("[local]\nmaxmemory_policy = \"lru\"\n").unwrap_err().to_string();
+        let e = parse("[local]\nmaxmemory_policy = \"lru\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("local.maxmemory_policy"), "{e}");
     }
 

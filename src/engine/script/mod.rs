@@ -16,8 +16,12 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value as Lua_, VmState};
+use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value as Lua_, VmState};
 use sha1::{Digest, Sha1};
+
+mod convert;
+
+use convert::{Reply, emit, error_text, from_resp2, to_reply};
 
 use super::num::parse_i64;
 use super::{Call, Db, NOT_INT, eq_ci};
@@ -136,34 +140,8 @@ enum Failure {
     Runtime(String),
 }
 
-/// A script's result, converted from Lua as Redis converts it.
-enum Reply {
-    Int(i64),
-    Bulk(Vec<u8>),
-    Null,
-    Status(Vec<u8>),
-    Error(Vec<u8>),
-    Array(Vec<Reply>),
-}
-
-fn emit(c: &mut Call, r: &Reply) {
-    match r {
-        Reply::Int(n) => c.out.int(*n),
-        Reply::Bulk(b) => c.out.bulk(b),
-        Reply::Null => c.out.null(),
-        Reply::Status(s) => c.out.simple(&String::from_utf8_lossy(s)),
-        Reply::Error(e) => c.out.err(&String::from_utf8_lossy(e)),
-        Reply::Array(items) => {
-            c.out.array(items.len());
-            for i in items {
-                emit(c, i);
-            }
-        }
-    }
-}
-
-/// The sandbox, before the script's own globals: Redis's global protection, and the
-/// `redis` helpers written in Lua over the one Rust entry point `redis.__call`.
+/// The sandbox, after `redis.call`/`pcall` (Rust functions) are set and before the script's own
+/// globals: the `redis` helpers written in Lua, and Redis's global protection.
 const PRELUDE: &str = r#"
 redis.error_reply = function(msg)
   if type(msg) ~= 'string' then error('wrong number or type of arguments') end
@@ -186,16 +164,6 @@ setmetatable(_G, {
   __newindex = function() error('Attempt to modify a readonly table', 2) end,
 })
 "#;
-
-/// Redis's `luaPushErrorBuff`: `-CODE msg` keeps its code, anything else gets `ERR`.
-fn error_text(raw: &[u8]) -> Vec<u8> {
-    let raw = raw.strip_suffix(b"\r\n").unwrap_or(raw);
-    match raw.strip_prefix(b"-") {
-        Some(rest) if rest.contains(&b' ') => rest.to_vec(),
-        Some(rest) => [b"ERR ".as_slice(), rest].concat(),
-        None => [b"ERR ".as_slice(), raw].concat(),
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 fn run(
@@ -436,78 +404,6 @@ fn redis_call(
     let reply = exec(db, spec, &words);
     let mut at = 0;
     from_resp2(lua, &reply, &mut at)
-}
-
-/// One RESP2 reply of the engine's own making, as Redis hands replies to Lua.
-fn from_resp2(lua: &Lua, buf: &[u8], at: &mut usize) -> mlua::Result<Lua_> {
-    let start = *at;
-    let end = start + memchr::memmem::find(&buf[start..], b"\r\n").unwrap_or(buf.len() - start);
-    let kind = buf[start];
-    let line = &buf[*at + 1..end];
-    *at = end + 2;
-    let n = || parse_i64(line).unwrap_or(0);
-    Ok(match kind {
-        b'+' => {
-            let t = lua.create_table()?;
-            t.set("ok", lua.create_string(line)?)?;
-            Lua_::Table(t)
-        }
-        b'-' => {
-            let t = lua.create_table()?;
-            t.set("err", lua.create_string(error_text(&buf[start..end]))?)?;
-            Lua_::Table(t)
-        }
-        b':' => Lua_::Number(n() as f64),
-        b'$' if n() < 0 => Lua_::Boolean(false),
-        b'$' => {
-            let len = n() as usize;
-            let s = lua.create_string(&buf[*at..*at + len])?;
-            *at += len + 2;
-            Lua_::String(s)
-        }
-        b'*' if n() < 0 => Lua_::Boolean(false),
-        b'*' => {
-            let t = lua.create_table()?;
-            for i in 1..=n() {
-                t.raw_set(i, from_resp2(lua, buf, at)?)?;
-            }
-            Lua_::Table(t)
-        }
-        _ => Lua_::Nil,
-    })
-}
-
-/// Redis's `luaReplyToRedisReply`.
-fn to_reply(v: &Lua_, depth: usize) -> Reply {
-    match v {
-        Lua_::Integer(i) => Reply::Int(*i),
-        // C's cast of a double to long long: truncation (saturating here where C's is undefined).
-        Lua_::Number(f) => Reply::Int(*f as i64),
-        Lua_::String(s) => Reply::Bulk(s.as_bytes().to_vec()),
-        Lua_::Boolean(true) => Reply::Int(1),
-        Lua_::Table(t) => table_reply(t, depth),
-        _ => Reply::Null,
-    }
-}
-
-fn table_reply(t: &Table, depth: usize) -> Reply {
-    if let Ok(Lua_::String(e)) = t.raw_get::<Lua_>("err") {
-        return Reply::Error(e.as_bytes().to_vec());
-    }
-    if let Ok(Lua_::String(s)) = t.raw_get::<Lua_>("ok") {
-        return Reply::Status(s.as_bytes().to_vec());
-    }
-    if depth > 64 {
-        return Reply::Error(b"ERR reached lua stack limit".to_vec());
-    }
-    let mut items = Vec::new();
-    for i in 1.. {
-        match t.raw_get::<Lua_>(i) {
-            Ok(Lua_::Nil) | Err(_) => break,
-            Ok(v) => items.push(to_reply(&v, depth + 1)),
-        }
-    }
-    Reply::Array(items)
 }
 
 /// Protocol in which `redis.call` gets replies: RESP2, as Redis scripts do by default.
