@@ -416,7 +416,7 @@ fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
     let k2 = r.pick(KEYS);
     let side = |r: &mut Rng| r.pick(&["LEFT", "RIGHT", "left", "up"]);
     let mut c;
-    match r.below(82) {
+    match r.below(85) {
         0..=2 => {
             c = w![
                 r.pick(&["lpush", "rpush"]),
@@ -736,6 +736,24 @@ fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
                 c.push(r.pick(&["0", "1-1", "$", "3"]).into());
             }
             c.push(r.pick(&["0", "1-1", "$", "3", "x"]).into());
+        }
+        82 => {
+            c = w![
+                "set",
+                k,
+                r.pick(&["ohmytext", "mynewtext", "abcabcab", "xyz", "1"])
+            ]
+        }
+        83 | 84 => {
+            c = w!["lcs", k, k2];
+            for _ in 0..r.below(3) {
+                match r.below(5) {
+                    0 => c.push("LEN".into()),
+                    1 | 2 => c.push("IDX".into()),
+                    3 => c.push("WITHMATCHLEN".into()),
+                    _ => c.extend(w!["MINMATCHLEN", r.pick(&["0", "2", "4", "-1", "x"])]),
+                }
+            }
         }
         _ => c = w![r.pick(&["llen", "scard", "zcard", "hlen", "type"]), k],
     }

@@ -35,6 +35,7 @@ mod evict;
 mod hash;
 mod hll;
 mod keyspace;
+mod lcs;
 mod list;
 pub mod merge;
 pub mod num;
@@ -293,6 +294,7 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || bitmap::dispatch(db, c)
         || hll::dispatch(db, c)
         || stream::dispatch(db, c)
+        || lcs::dispatch(db, c)
 }
 
 /// Redis's `getLongLongFromObjectOrReply` on an argument.
