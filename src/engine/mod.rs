@@ -43,6 +43,7 @@ mod random;
 mod scan;
 mod script;
 mod set;
+mod sort;
 mod stream;
 mod strings;
 mod zset;
@@ -295,6 +296,7 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || hll::dispatch(db, c)
         || stream::dispatch(db, c)
         || lcs::dispatch(db, c)
+        || sort::dispatch(db, c)
 }
 
 /// Redis's `getLongLongFromObjectOrReply` on an argument.

@@ -81,7 +81,8 @@ impl ZSet {
         }
     }
 
-    fn ordered(&self) -> Vec<(f64, Bytes)> {
+    /// Every (score, member), in Redis's order.
+    pub(crate) fn ordered(&self) -> Vec<(f64, Bytes)> {
         self.index.iter().map(|(s, m)| (s.0, m.clone())).collect()
     }
 }
