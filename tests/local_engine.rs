@@ -418,7 +418,7 @@ fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
     let k2 = r.pick(KEYS);
     let side = |r: &mut Rng| r.pick(&["LEFT", "RIGHT", "left", "up"]);
     let mut c;
-    match r.below(88) {
+    match r.below(93) {
         0..=2 => {
             c = w![
                 r.pick(&["lpush", "rpush"]),
@@ -778,6 +778,47 @@ fn gen_more(r: &mut Rng, k: &str) -> Vec<String> {
             // in hash order: Redis leaves both open, so neither is generated.
             if c.iter().any(|a| a == "BY") {
                 c.retain(|a| a != "ALPHA");
+            }
+        }
+        88 => {
+            c = w![
+                "xgroup",
+                "CREATE",
+                k,
+                r.pick(&["g", "g2"]),
+                r.pick(&["$", "0", "1-1", "x"])
+            ];
+            if r.below(2) == 0 {
+                c.push(r.pick(&["MKSTREAM", "junk"]).into());
+            }
+        }
+        89 => c = w!["xgroup", "DESTROY", k, r.pick(&["g", "g2"])],
+        90 | 91 => {
+            c = w![
+                "xreadgroup",
+                "GROUP",
+                r.pick(&["g", "g2"]),
+                r.pick(&["c1", "c2"])
+            ];
+            if r.below(2) == 0 {
+                c.extend(w!["COUNT", r.pick(&["1", "2", "x"])]);
+            }
+            if r.below(5) == 0 {
+                c.push("NOACK".into());
+            }
+            c.extend(w!["STREAMS", k, r.pick(&[">", ">", "0", "1-1", "x"])]);
+        }
+        92 => {
+            if r.below(2) == 0 {
+                c = w![
+                    "xack",
+                    k,
+                    r.pick(&["g", "g2"]),
+                    r.pick(STREAM_IDS),
+                    r.pick(STREAM_IDS)
+                ];
+            } else {
+                c = w!["xpending", k, r.pick(&["g", "g2"])];
             }
         }
         _ => c = w![r.pick(&["llen", "scard", "zcard", "hlen", "type"]), k],

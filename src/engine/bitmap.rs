@@ -155,13 +155,14 @@ fn range_args(c: &mut Call, j: usize, end_optional: bool) -> Option<(i64, Option
     let mut end = None;
     if end_first {
         end = parse_end(c).ok()?;
-        // Redis answers an empty negative range before it reads the unit.
+        // Redis answers an empty negative range before it reads the unit (and before clamping
+        // could make it non-empty): 1..0 is empty for any length.
         if let Some(e) = end
             && start < 0
             && e < 0
             && start > e
         {
-            return Some((start, end, false));
+            return Some((1, Some(0), false));
         }
     }
     let mut bits = false;

@@ -45,6 +45,7 @@ mod script;
 mod set;
 mod sort;
 mod stream;
+mod stream_group;
 mod strings;
 mod zset;
 
@@ -295,6 +296,7 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || bitmap::dispatch(db, c)
         || hll::dispatch(db, c)
         || stream::dispatch(db, c)
+        || stream_group::dispatch(db, c)
         || lcs::dispatch(db, c)
         || sort::dispatch(db, c)
 }

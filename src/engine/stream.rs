@@ -4,7 +4,7 @@
 //! Deviations: `~` (approximate) trimming removes only whole blocks of 100 entries (Redis
 //! removes whole listpack nodes, whose sizes also depend on bytes); XREAD with BLOCK is answered
 //! at once when there is data and refused when it would have to wait, since the engine cannot
-//! park a client; XINFO, XSETID and the consumer-group commands are not served.
+//! park a client; XINFO and XSETID are not served. Consumer groups are in `stream_group`.
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -20,7 +20,8 @@ type Entry = (Id, Vec<Bytes>);
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Stream {
     pub(crate) entries: BTreeMap<Id, Vec<Bytes>>,
-    last: Id,
+    pub(super) last: Id,
+    pub(super) groups: BTreeMap<Bytes, super::stream_group::Group>,
 }
 
 impl Stream {
@@ -39,12 +40,12 @@ const INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argu
 /// Entries Redis keeps per listpack node (`stream-node-max-entries`): `~` trims in such blocks.
 const NODE: usize = 100;
 
-fn fmt_id(id: Id) -> String {
+pub(super) fn fmt_id(id: Id) -> String {
     format!("{}-{}", id.0, id.1)
 }
 
 /// `ms[-seq]`; a missing seq is `missing_seq`. None if malformed.
-fn parse_id(b: &[u8], missing_seq: u64) -> Option<Id> {
+pub(super) fn parse_id(b: &[u8], missing_seq: u64) -> Option<Id> {
     let s = std::str::from_utf8(b).ok()?;
     let (ms, seq) = match s.split_once('-') {
         Some((ms, seq)) => (ms, Some(seq)),
@@ -73,7 +74,7 @@ fn parse_bound(b: &[u8], start: bool) -> Option<Id> {
     }
 }
 
-fn next(id: Id) -> Option<Id> {
+pub(super) fn next(id: Id) -> Option<Id> {
     match id.1.checked_add(1) {
         Some(s) => Some((id.0, s)),
         None => Some((id.0.checked_add(1)?, 0)),
@@ -331,7 +332,7 @@ const SMALLER: &str =
     "ERR The ID specified in XADD is equal or smaller than the target stream top item";
 
 /// One entry as Redis replies it: [id, [field, value, ...]].
-fn reply_entry(c: &mut Call, id: Id, fields: &[Bytes]) {
+pub(super) fn reply_entry(c: &mut Call, id: Id, fields: &[Bytes]) {
     c.out.array(2);
     c.out.bulk(fmt_id(id).as_bytes());
     c.out.array(fields.len());
