@@ -164,8 +164,12 @@ pub async fn run(
     admin::recorder();
     let stop_upstream = CancellationToken::new();
     let local_only = config.local_only.clone();
-    let engine = (config.upstream.is_none() || local_only.enabled)
-        .then(|| Arc::new(Engine::new(config.local_max_memory)));
+    let engine = (config.upstream.is_none() || local_only.enabled).then(|| {
+        Arc::new(Engine::with_eviction(
+            config.local_max_memory,
+            config.local_eviction,
+        ))
+    });
     let outage = Arc::new(fallback::Outage::default());
     // on_recovery = "invalidate" or "merge": the transition hands the work to a task that does
     // it upstream (the hook itself cannot wait on the upstream).

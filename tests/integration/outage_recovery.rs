@@ -329,8 +329,7 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
                 err(&mut seen, format!("rate limit: {r:?}"));
             }
         }
-        // Sliding window. ZREMRANGEBYSCORE in local-only mode needs the engine branch's
-        // commands (branch `engine`); until it is merged its error is tolerated below.
+        // Sliding window.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -348,7 +347,6 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
         for r in replies {
             match r {
                 V::Int(_) => {}
-                V::Err(e) if e.contains("not supported by respite's local engine") => {}
                 other => err(&mut seen, format!("sliding window: {other:?}")),
             }
         }
