@@ -3,11 +3,12 @@
 //! connection and reports what the upstream said about itself; it never reads a reply.
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
+use super::lanes::{self, Lane};
 use super::{health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,9 @@ pub struct Upstream {
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
+    /// The slow lane's connection per protocol (see [`lanes`]), opened on first use.
+    slow: [OnceLock<Conn>; 2],
+    shutdown: CancellationToken,
 }
 
 impl Upstream {
@@ -48,6 +52,7 @@ impl Upstream {
                     config: config.clone(),
                     proto,
                     slot,
+                    lane: Lane::Shared,
                     rx,
                     live: live.clone(),
                     info: info.clone(),
@@ -68,7 +73,51 @@ impl Upstream {
             live,
             info,
             health,
+            slow: [OnceLock::new(), OnceLock::new()],
+            shutdown,
         })
+    }
+
+    /// The connection a client uses for a command in `lane` (see [`lanes`]). The slow lane's
+    /// connection is started here the first time it is asked for, so a proxy whose clients
+    /// never run a slow command opens no connection for it.
+    pub fn conn_in(&self, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
+        if lane == Lane::Shared {
+            return self.conn(proto, client_id);
+        }
+        let i = match proto {
+            Protocol::Resp2 => 0,
+            Protocol::Resp3 => 1,
+        };
+        self.slow[i].get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.config.max_inflight.min(4096));
+            let task = ConnTask {
+                config: self.config.clone(),
+                proto,
+                slot: self.config.connections,
+                lane,
+                rx,
+                live: self.live.clone(),
+                info: self.info.clone(),
+                addr: handshake::addr(&self.config),
+                state: self.health.subscribe(),
+                health: self.health.clone(),
+                shutdown: self.shutdown.clone(),
+            };
+            tokio::spawn(task.run());
+            Conn { tx }
+        })
+    }
+
+    /// Send one encoded command on a connection of its own (SCRIPT KILL and the like, see
+    /// [`lanes::out_of_band`]).
+    pub fn out_of_band(
+        &self,
+        proto: Protocol,
+        bytes: bytes::Bytes,
+        budget: Option<Arc<super::ReplyBudget>>,
+    ) -> tokio::sync::oneshot::Receiver<super::Reply> {
+        lanes::send(self.config.clone(), proto, bytes, budget)
     }
 
     /// The connection a client uses. A client always uses the same one per protocol, so its

@@ -14,6 +14,7 @@ mod observability;
 mod operations;
 mod relay;
 mod robustness;
+mod slow_commands;
 mod standalone;
 mod tenant_hardening;
 mod tenant_oracle;

@@ -201,11 +201,13 @@ impl Reader<'_> {
         }
         match route {
             Route::Forward => {
+                self.enter_lane(spec).await;
                 match self.client.tenant.clone() {
                     // Boxed for the same reason as local answers: its state is large.
                     Some(tenant) => Box::pin(self.forward_for(tenant, spec, req)).await,
                     None => self.forward(spec, req).await,
                 }
+                self.leave_out_of_band().await;
                 Flow::Continue
             }
             // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
