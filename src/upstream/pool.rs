@@ -4,12 +4,12 @@
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
 use super::lanes::{self, Lane};
-use super::{health, probe};
+use super::{commands, health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The upstream side: a pool of connections for RESP2 clients and one for RESP3 clients.
@@ -20,6 +20,8 @@ pub struct Upstream {
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
+    /// The upstream's own command table, once read (see [`commands`]).
+    commands: watch::Receiver<commands::Fetched>,
     /// The slow lane's connection per protocol (see [`lanes`]), opened on first use.
     slow: [OnceLock<Conn>; 2],
     shutdown: CancellationToken,
@@ -43,6 +45,12 @@ impl Upstream {
             options,
         ));
         tokio::spawn(probe::run(health.clone(), config.clone(), shutdown.clone()));
+        let (commands_tx, commands) = watch::channel(commands::Fetched::Pending);
+        tokio::spawn(commands::fetch(
+            config.clone(),
+            commands_tx,
+            shutdown.clone(),
+        ));
         let mut pools = [Vec::new(), Vec::new()];
         for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
             for slot in 0..config.connections {
@@ -75,7 +83,22 @@ impl Upstream {
             health,
             slow: [OnceLock::new(), OnceLock::new()],
             shutdown,
+            commands,
         })
+    }
+
+    /// The upstream's own command table, waiting (at most `upstream.connect_timeout_ms`) while
+    /// it is still being read; `None` if the upstream has none respite could read.
+    pub async fn commands(&self) -> Option<Arc<crate::command::UpstreamCommands>> {
+        let mut rx = self.commands.clone();
+        let wait = rx.wait_for(|f| !matches!(f, commands::Fetched::Pending));
+        match tokio::time::timeout(self.config.connect_timeout, wait).await {
+            Ok(Ok(f)) => match &*f {
+                commands::Fetched::Done(t) => t.clone(),
+                commands::Fetched::Pending => None,
+            },
+            _ => None,
+        }
     }
 
     /// The connection a client uses for a command in `lane` (see [`lanes`]). The slow lane's

@@ -20,3 +20,4 @@ mod tenant_hardening;
 mod tenant_oracle;
 mod tenants;
 mod transactions;
+mod upstream_commands;

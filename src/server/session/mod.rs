@@ -19,6 +19,7 @@
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
 mod builtin;
+mod commands;
 mod forward;
 mod lanes;
 mod multi;

@@ -148,7 +148,12 @@ impl Reader<'_> {
     }
 
     pub(super) async fn handle(&mut self, req: &mut Request) -> Flow {
-        let spec = match command::resolve(&req.args) {
+        let resolved = match command::resolve(&req.args) {
+            Ok(spec) => Ok(spec),
+            // Boxed: rare, and inline its state would grow every idle session.
+            Err(e) => Box::pin(self.resolve_miss(&req.args, e)).await,
+        };
+        let spec = match resolved {
             Ok(spec) => spec,
             Err(e) => {
                 metrics::error(match e {
