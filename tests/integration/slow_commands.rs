@@ -70,6 +70,31 @@ both!(runaway_script_is_killed_through_respite, |kind: Kind| {
     assert_eq!(other.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
     assert_eq!(runner.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
     assert_eq!(upstream_clients(&server, "respite"), shared);
+
+    // The same for a function, ended by FUNCTION KILL.
+    let lib = b"#!lua name=spin\nredis.register_function{function_name='spin', \
+        callback=function() while true do end end, flags={'no-writes'}}";
+    assert_eq!(runner.cmd(&[b"FUNCTION", b"LOAD", lib]), b"$4\r\nspin\r\n");
+    runner.send(&encode(&[b"FCALL", b"spin", b"0"]));
+    wait_until(Duration::from_secs(10), || {
+        let reply = other.cmd(&[b"GET", b"k"]);
+        reply.starts_with(b"-BUSY") || {
+            assert_eq!(reply, b"$1\r\nv\r\n");
+            false
+        }
+    })
+    .expect("a -BUSY reply while the function runs");
+    let start = Instant::now();
+    assert_eq!(killer.cmd(&[b"FUNCTION", b"KILL"]), b"+OK\r\n");
+    let spun = String::from_utf8_lossy(&runner.reply().unwrap()).into_owned();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(spun.starts_with('-') && spun.contains("killed"), "{spun}");
+    assert_eq!(other.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    assert_eq!(upstream_clients(&server, "respite"), shared);
 });
 
 both!(
@@ -159,3 +184,43 @@ both!(deep_replies_are_relayed_intact, |kind: Kind| {
     let rounds = busy.join().expect("the other client was never failed");
     assert!(rounds > 0);
 });
+
+both!(
+    a_script_longer_than_the_command_deadline_gets_its_reply,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let set = server
+            .raw()
+            .cmd(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"100"]);
+        assert_eq!(set, b"+OK\r\n");
+        // A 500 ms deadline, and a script that runs for 1.5 s: the script's own lane has no
+        // deadline while the server answers, and the shared lane's commands get -BUSY meanwhile.
+        let proxy = Proxy::start_with(
+            &server.url(),
+            &[
+                ("upstream.connections", "1"),
+                ("upstream.command_timeout_ms", "500"),
+            ],
+        );
+        let mut runner = proxy.raw();
+        let mut other = proxy.raw();
+        assert_eq!(other.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+        let shared = upstream_clients(&server, "respite");
+        let script = b"local t = redis.call('TIME') \
+        local start = t[1] * 1000000 + t[2] local now = start \
+        while now - start < 1500000 do t = redis.call('TIME') now = t[1] * 1000000 + t[2] end \
+        return 'done'";
+        runner.send(&encode(&[b"EVAL", script, b"0"]));
+        wait_until(Duration::from_secs(10), || {
+            let reply = other.cmd(&[b"GET", b"k"]);
+            reply.starts_with(b"-BUSY") || {
+                assert_eq!(reply, b"$1\r\nv\r\n");
+                false
+            }
+        })
+        .expect("a -BUSY reply while the script runs");
+        assert_eq!(runner.reply().unwrap(), b"$4\r\ndone\r\n");
+        assert_eq!(other.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+        assert_eq!(upstream_clients(&server, "respite"), shared);
+    }
+);
