@@ -16,11 +16,11 @@
 use super::error::{CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
 use super::handshake;
 use super::reply::{Partial, Reply, ReplyBudget};
-use crate::command::CommandSpec;
+use crate::command::{CommandSpec, all};
 use crate::config::UpstreamConfig;
 use crate::protocol::{Protocol, ReplyScanner};
 use bytes::{Bytes, BytesMut};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -32,23 +32,49 @@ pub enum Lane {
     Slow,
 }
 
-/// The lane for `spec`. By name, not by Redis's `@slow` ACL category: most commands are in
-/// `@slow` (HGETALL, LRANGE, …), and routing all of them apart would split every client's
-/// pipeline. These are the ones that can hold the server for seconds on their own.
-pub fn lane(spec: &CommandSpec) -> Lane {
-    match spec.name {
+/// How a command travels, by `CommandSpec::id` for the built-in table: one index per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Lane(Lane),
+    OutOfBand,
+}
+
+static WAYS: LazyLock<Box<[Way]>> = LazyLock::new(|| all().iter().map(|s| way(s.name)).collect());
+
+/// By name, not by Redis's `@slow` ACL category: most commands are in `@slow` (HGETALL, LRANGE,
+/// …), and routing all of them apart would split every client's pipeline. These are the ones that
+/// can hold the server for seconds on their own, and the ones that end such a command.
+fn way(name: &str) -> Way {
+    match name {
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "keys"
         | "flushall" | "flushdb" | "save" | "debug" | "function|load" | "function|restore" => {
-            Lane::Slow
+            Way::Lane(Lane::Slow)
         }
-        _ => Lane::Shared,
+        "script|kill" | "function|kill" | "shutdown" => Way::OutOfBand,
+        _ => Way::Lane(Lane::Shared),
+    }
+}
+
+fn way_of(spec: &CommandSpec) -> Way {
+    match WAYS.get(spec.id as usize) {
+        Some(way) => *way,
+        // Read from the upstream's own table (FCALL on a table without it, …).
+        None => way(spec.name),
+    }
+}
+
+/// The lane for `spec` (an out-of-band command's is [`Lane::Shared`]; see [`out_of_band`]).
+pub fn lane(spec: &CommandSpec) -> Lane {
+    match way_of(spec) {
+        Way::Lane(lane) => lane,
+        Way::OutOfBand => Lane::Shared,
     }
 }
 
 /// True for the commands that end a busy server's work (or the server): they must not queue
 /// behind it on any connection that might carry it.
 pub fn out_of_band(spec: &CommandSpec) -> bool {
-    matches!(spec.name, "script|kill" | "function|kill" | "shutdown")
+    way_of(spec) == Way::OutOfBand
 }
 
 /// Send `bytes` (one encoded command) on a connection of its own, opened and handshaken for
@@ -119,5 +145,23 @@ async fn exchange(
             Ok(_) => {}
             Err(e) => return Err(err(Kind::Lost(Lost::Read(e.into())))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::lookup;
+
+    #[test]
+    fn lanes_by_name() {
+        assert_eq!(lane(lookup("get").unwrap()), Lane::Shared);
+        assert_eq!(lane(lookup("hgetall").unwrap()), Lane::Shared);
+        assert_eq!(lane(lookup("eval").unwrap()), Lane::Slow);
+        assert_eq!(lane(lookup("keys").unwrap()), Lane::Slow);
+        assert_eq!(lane(lookup("function|load").unwrap()), Lane::Slow);
+        assert!(out_of_band(lookup("script|kill").unwrap()));
+        assert!(out_of_band(lookup("function|kill").unwrap()));
+        assert!(!out_of_band(lookup("script|load").unwrap()));
     }
 }

@@ -87,10 +87,19 @@ impl Upstream {
         })
     }
 
-    /// The upstream's own command table, waiting (at most `upstream.connect_timeout_ms`) while
-    /// it is still being read; `None` if the upstream has none respite could read.
+    /// The upstream's own command table, waiting (at most `upstream.connect_timeout_ms`, and not
+    /// at all in local-only mode) while it is still being read; `None` if there is none yet or
+    /// the upstream has none respite could read.
     pub async fn commands(&self) -> Option<Arc<crate::command::UpstreamCommands>> {
         let mut rx = self.commands.clone();
+        // Unreachable (local-only mode): no wait, so a command neither table knows is refused
+        // at once, as it would be once the table is read.
+        if self.health.state().is_local() {
+            return match &*rx.borrow() {
+                commands::Fetched::Done(t) => t.clone(),
+                commands::Fetched::Pending => None,
+            };
+        }
         let wait = rx.wait_for(|f| !matches!(f, commands::Fetched::Pending));
         match tokio::time::timeout(self.config.connect_timeout, wait).await {
             Ok(Ok(f)) => match &*f {
