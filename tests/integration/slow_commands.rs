@@ -224,3 +224,55 @@ both!(
         assert_eq!(upstream_clients(&server, "respite"), shared);
     }
 );
+
+both!(
+    a_tenant_trusted_with_scripts_kills_its_runaway_script,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let set = server
+            .raw()
+            .cmd(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"100"]);
+        assert_eq!(set, b"+OK\r\n");
+        let toml = r#"
+[[tenant]]
+name = "app"
+username = "app"
+password = "pw"
+prefix = "app:"
+allow = ["+@all"]
+scripts = true
+
+[[tenant]]
+name = "plain"
+username = "plain"
+password = "pw"
+prefix = "plain:"
+allow = ["+@all"]
+"#;
+        let proxy = Proxy::start_with_config(&server.url(), toml, &[("upstream.connections", "1")]);
+        let mut runner = proxy.login("app", "pw");
+        let mut plain = proxy.login("plain", "pw");
+        // Without scripts, SCRIPT KILL is refused like EVAL (it would end anyone's script).
+        let refused = String::from_utf8(plain.cmd(&[b"SCRIPT", b"KILL"])).unwrap();
+        assert!(refused.contains("scripts"), "{refused}");
+        runner.send(&encode(&[b"EVAL", b"while true do end", b"0"]));
+        wait_until(Duration::from_secs(10), || {
+            let reply = plain.cmd(&[b"SET", b"k", b"v"]);
+            reply.starts_with(b"-BUSY") || {
+                assert_eq!(reply, b"+OK\r\n");
+                false
+            }
+        })
+        .expect("a -BUSY reply while the script runs");
+        let mut killer = proxy.login("app", "pw");
+        let start = Instant::now();
+        assert_eq!(killer.cmd(&[b"SCRIPT", b"KILL"]), b"+OK\r\n");
+        let script = String::from_utf8_lossy(&runner.reply().unwrap()).into_owned();
+        let took = start.elapsed();
+        eprintln!("SCRIPT KILL through respite to the script's reply: {took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(script.contains("killed"), "{script}");
+        assert_eq!(plain.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+        assert_eq!(server.raw().cmd(&[b"GET", b"plain:k"]), b"$1\r\nv\r\n");
+    }
+);
