@@ -28,10 +28,8 @@ impl Setting {
     }
 }
 
-/// Variables that start with `RESPITE_` and are not settings: the command line's own, and the
-/// build's git revision (build.rs), which cargo also puts in the environment of everything it runs
-/// (`cargo run`, the tests' spawned binary), so refusing it would stop respite from starting there.
-const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG", "RESPITE_GIT_REVISION"];
+/// Variables that start with `RESPITE_` and are not settings: the command line's own.
+const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG"];
 
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
 /// A section that is a prefix of another (`local`, `local_only`) comes after it: the longest wins.
