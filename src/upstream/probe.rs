@@ -4,7 +4,7 @@
 //! replies arriving, a known-slow command ahead; and `-BUSY` answers to the probe itself). It only
 //! reports to [`Health`]; the state machine decides.
 use super::activity::{self, Verdict};
-use super::error::{Deadline, Kind, ProtocolError, UpstreamError};
+use super::error::{Deadline, Kind, ProtocolError, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::health::{Cause, Event, Health, State};
 use crate::config::{HealthConfig, UpstreamConfig};
@@ -180,7 +180,16 @@ async fn probe_once(
 }
 
 async fn ping(r: &mut BoxRead, w: &mut BoxWrite, addr: &Arc<str>) -> Result<(), UpstreamError> {
-    let reply = handshake::request(r, w, addr, "PING", b"*1\r\n$4\r\nPING\r\n").await?;
+    let reply = match handshake::request(r, w, addr, "PING", b"*1\r\n$4\r\nPING\r\n").await {
+        Ok(reply) => reply,
+        // A server busy with a script (or a module command) answers `-BUSY`: it is there and
+        // answering, so not an outage (local-only mode must not take over from it).
+        Err(UpstreamError {
+            kind: Kind::Refused(Refusal::Command { reply, .. }),
+            ..
+        }) if reply.starts_with("BUSY") => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if &reply[..] == b"+PONG\r\n" {
         return Ok(());
     }

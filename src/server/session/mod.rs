@@ -12,14 +12,16 @@
 //!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
 //!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
 //!   socket.
-//! - A client's forwarded commands all go through one upstream connection per protocol, so they run
-//!   on the upstream in the order the client sent them; a protocol switch (HELLO, RESET) first waits
-//!   for every earlier reply ([`Pending::Barrier`]).
+//! - A client's forwarded commands all go through one upstream connection per protocol and lane
+//!   (see [`lanes`]), so they run on the upstream in the order the client sent them; a protocol
+//!   or lane switch first waits for every earlier reply ([`Pending::Barrier`]).
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
 mod builtin;
+mod commands;
 mod forward;
+mod lanes;
 mod multi;
 mod reader;
 mod writer;
@@ -185,6 +187,8 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
         cache_now: None,
+        lane: Default::default(),
+        oob: false,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -230,6 +234,10 @@ pub(crate) struct Reader<'f> {
     unanswered_writes: &'f Unanswered,
     /// The near cache's clock, read once per batch of requests (and again after any wait).
     cache_now: Option<u64>,
+    /// The upstream lane this client's group goes on ([`lanes`]), and whether the command
+    /// being forwarded goes out of band instead.
+    lane: crate::upstream::lanes::Lane,
+    oob: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.
