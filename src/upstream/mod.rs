@@ -8,6 +8,8 @@
 //!   near-cache tracking). [`backoff`]: the reconnect delays and the fail-fast wait in between.
 //! - [`reply`]: what a client gets back ([`Reply`], [`Partial`], [`ReplyBudget`]); [`error`]:
 //!   why it did not ([`CommandError`]), and why a connection failed ([`UpstreamError`]).
+//! - [`pinned`]: connections of one client's own (WATCH, blocking commands, another database),
+//!   leased from a bounded pool and taken back only after a verified reset.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
 //!   [`probe`]'s PINGs.
 //!
@@ -18,6 +20,7 @@ pub mod conn;
 pub mod error;
 pub mod handshake;
 pub mod health;
+pub mod pinned;
 pub mod pool;
 pub mod probe;
 pub mod reply;
@@ -25,5 +28,6 @@ pub mod reply;
 pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
+pub use pinned::{PinError, Pinned, PinnedPool};
 pub use pool::Upstream;
 pub use reply::{Partial, Reply, ReplyBudget};

@@ -3,6 +3,7 @@
 //! connection and reports what the upstream said about itself; it never reads a reply.
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
+use super::pinned::PinnedPool;
 use super::{health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
@@ -19,6 +20,7 @@ pub struct Upstream {
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
+    pinned: Arc<PinnedPool>,
 }
 
 impl Upstream {
@@ -62,6 +64,7 @@ impl Upstream {
         }
         let [resp2, resp3] = pools;
         Arc::new(Upstream {
+            pinned: PinnedPool::new(config.clone()),
             config,
             resp2,
             resp3,
@@ -92,6 +95,11 @@ impl Upstream {
 
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
+    }
+
+    /// Connections of one client's own (see [`super::pinned`]).
+    pub fn pinned(&self) -> &Arc<PinnedPool> {
+        &self.pinned
     }
 
     pub fn health(&self) -> &Arc<health::Health> {

@@ -12,9 +12,14 @@
 //!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
 //!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
 //!   socket.
-//! - A client's forwarded commands all go through one upstream connection per protocol, so they run
-//!   on the upstream in the order the client sent them; a protocol switch (HELLO, RESET) first waits
-//!   for every earlier reply ([`Pending::Barrier`]).
+//! - A client's forwarded commands all go through one upstream connection at a time — its shared
+//!   one for its protocol, or its pinned one while it holds one ([`stateful`]) — so they run on
+//!   the upstream in the order the client sent them; a switch of connection (HELLO or RESET
+//!   changing the protocol, taking or giving back a pinned connection) first waits for every
+//!   earlier reply ([`Pending::Barrier`]).
+//! - A pinned connection carries one client's commands only, and goes back to its pool only
+//!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
+//!   one has it closed at once.
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
@@ -22,6 +27,7 @@ mod builtin;
 mod forward;
 mod multi;
 mod reader;
+mod stateful;
 mod writer;
 
 use crate::cache::Fetched;
@@ -184,6 +190,10 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
         cache_now: None,
+        pinned: None,
+        pin: stateful::Pin::default(),
+        after_pinned: false,
+        gone: None,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -227,6 +237,18 @@ pub(crate) struct Reader<'f> {
     unanswered_writes: &'f Unanswered,
     /// The near cache's clock, read once per batch of requests (and again after any wait).
     cache_now: Option<u64>,
+    /// The client's own upstream connection while it needs one, and what for ([`stateful`]).
+    pinned: Option<crate::upstream::Pinned>,
+    pin: stateful::Pin,
+    /// A pinned connection was just given back with replies possibly owed on it: the next job
+    /// on the shared connection waits for them first.
+    after_pinned: bool,
+    /// Cancelled when the session ends (the guard drops with the reader): a pinned connection
+    /// still owing a reply to a client that is gone is then closed, not reused.
+    gone: Option<(
+        tokio_util::sync::CancellationToken,
+        tokio_util::sync::DropGuard,
+    )>,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

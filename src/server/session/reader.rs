@@ -215,6 +215,14 @@ impl Reader<'_> {
                 Box::pin(self.transaction(spec, req, route)).await;
                 Flow::Continue
             }
+            Route::Stateful("blocking command") => {
+                Box::pin(self.blocking(spec, req)).await;
+                Flow::Continue
+            }
+            Route::Stateful(_) if spec.name == "watch" => {
+                Box::pin(self.watch(spec, req)).await;
+                Flow::Continue
+            }
             Route::Stateful(why) => {
                 metrics::error(ErrorKind::Refused);
                 let msg = format!(
