@@ -232,18 +232,34 @@ impl Task {
             // Dropped without a release: the client's state is still on it.
             return false;
         };
-        // Released: read what is still owed, up to the last PING's reply, unless the client
-        // goes first.
+        // Released: read what is still owed, up to the last PING's reply — unless the client
+        // goes first while one of its own replies is still owed (a blocked BLPOP): then the
+        // connection closes, so the server never pops for a client that cannot get it.
+        let mut last = last;
         let abandoned = self.abandoned.clone();
-        tokio::select! {
+        let r = tokio::select! {
             biased;
-            _ = abandoned.cancelled() => false,
-            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits) => false,
-            r = last => {
-                r.is_ok_and(|r| r.is_ok())
-                    && buf.is_empty()
-                    && inflight.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+            _ = abandoned.cancelled() => None,
+            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits) => return false,
+            r = &mut last => Some(r),
+        };
+        let r = match r {
+            Some(r) => r,
+            None => {
+                // Gone with only respite's own PING owed: wait for it, within the deadline.
+                if inflight.lock().unwrap_or_else(|p| p.into_inner()).len() > 1 {
+                    return false;
+                }
+                let deadline = self.pool.config.command_timeout;
+                tokio::select! {
+                    _ = read_loop(&mut self.read, &mut buf, &inflight, &permits) => return false,
+                    _ = tokio::time::sleep(deadline) => return false,
+                    r = &mut last => r,
+                }
             }
-        }
+        };
+        r.is_ok_and(|r| r.is_ok())
+            && buf.is_empty()
+            && inflight.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 }
