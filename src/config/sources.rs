@@ -29,7 +29,9 @@ impl Setting {
 }
 
 /// Variables that start with `RESPITE_` and are not settings: the command line's own.
-const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG"];
+// RESPITE_GIT_REVISION is build.rs's input, and cargo also exports it (`rustc-env`) to the
+// processes `cargo test` runs, the shipped binary among them.
+const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG", "RESPITE_GIT_REVISION"];
 
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
 /// A section that is a prefix of another (`local`, `local_only`) comes after it: the longest wins.

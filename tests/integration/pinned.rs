@@ -3,7 +3,7 @@
 //! blocked clients) and by byte-for-byte comparison with the upstream's own replies.
 use crate::both;
 use crate::support::{
-    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, metric, python, rss_kib_of,
+    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of,
     wait_until, words,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
