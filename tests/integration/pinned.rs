@@ -467,3 +467,33 @@ fn thousand_blocked_clients() {
     drop(clients);
     wait_until(Duration::from_secs(30), || blocked(&server) == 0).expect("all unblocked");
 }
+
+both!(auth_is_checked_by_the_upstream_without_tenants, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut d = server.raw();
+    assert_eq!(
+        d.cmd(&words("ACL SETUSER alice on >secret ~a:* +get +set +ping")),
+        b"+OK\r\n"
+    );
+    let mut p = proxy.raw();
+    // Without a password on the upstream's default user, the upstream's own answer.
+    assert_eq!(text(p.cmd(&words("AUTH pw"))), text(d.cmd(&words("AUTH pw"))));
+    assert_eq!(
+        text(p.cmd(&words("AUTH alice wrong"))),
+        text(server.raw().cmd(&words("AUTH alice wrong")))
+    );
+    assert_eq!(p.cmd(&words("AUTH alice secret")), b"+OK\r\n");
+    assert_eq!(p.cmd(&words("SET a:1 x")), b"+OK\r\n");
+    assert_eq!(p.cmd(&words("GET a:1")), bulk("x"));
+    // The upstream's ACL applies: alice may not touch b:* nor run DEL.
+    assert!(text(p.cmd(&words("SET b:1 x"))).starts_with("-NOPERM"));
+    assert!(text(p.cmd(&words("DEL a:1"))).starts_with("-NOPERM"));
+    assert_eq!(d.cmd(&words("EXISTS b:1")), b":0\r\n");
+    assert!(text(p.cmd(&words("CLIENT INFO"))).contains(" user=alice "));
+    // Another client is not alice.
+    assert_eq!(proxy.raw().cmd(&words("SET b:1 y")), b"+OK\r\n");
+    // RESET makes it the default user again.
+    assert_eq!(p.cmd(&words("RESET")), b"+RESET\r\n");
+    assert_eq!(p.cmd(&words("DEL a:1")), b":1\r\n");
+});

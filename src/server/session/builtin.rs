@@ -46,6 +46,10 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             c.db = db;
             encode::simple(&mut out, "RESET");
         }
+        "auth" if r.shared.tenants.is_none() && r.shared.upstream.is_some() => {
+            Box::pin(r.auth_upstream(req)).await;
+            return Flow::Continue;
+        }
         "auth" => match auth(r, &args[1..]).await {
             Ok(user) => {
                 r.client.user = user;

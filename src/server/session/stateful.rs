@@ -7,7 +7,9 @@
 //! the same grouping and FIFO as the shared connection ([`super::forward`]). It holds the lease
 //! for as long as some state needs it ([`Pin`]) and gives it back at the first point where none
 //! does: after EXEC, DISCARD or UNWATCH, once a blocking command is sent (the connection returns
-//! once its reply is read), or on SELECT of the configured database again. Moving between the
+//! once its reply is read), or on SELECT of the configured database again. A client that
+//! authenticates as one of the upstream's own users (AUTH, when respite has no tenants) keeps
+//! its connection until RESET or it leaves. Moving between the
 //! pinned and the shared connection waits for every earlier reply first, so the client's
 //! commands still run on the upstream in the order it sent them.
 //!
@@ -30,6 +32,8 @@ pub(crate) struct Pin {
     pub watching: bool,
     /// A transaction is open on it (MULTI forwarded; the upstream queues).
     pub multi: bool,
+    /// The client authenticated as one of the upstream's own users on it (no tenants).
+    pub auth: bool,
 }
 
 impl Reader<'_> {
@@ -72,6 +76,7 @@ impl Reader<'_> {
         if self.pinned.is_none()
             || self.pin.watching
             || self.pin.multi
+            || self.pin.auth
             || self.client.db != self.configured_db()
         {
             return;
@@ -199,6 +204,32 @@ impl Reader<'_> {
         };
         if &reply[..] == b"+OK\r\n" {
             self.client.db = db.expect("the upstream accepted it") as u32;
+        }
+        self.push(Pending::Ready(reply)).await;
+        self.unpin_if_done().await
+    }
+
+    /// AUTH when respite has no tenants: the upstream checks it against its own users, on a
+    /// pinned connection the client then keeps (until RESET or it leaves), so the upstream's
+    /// ACLs apply to everything it sends. A refusal is the upstream's own (WRONGPASS).
+    pub(super) async fn auth_upstream(&mut self, req: &Request) {
+        if !self.pin().await {
+            return;
+        }
+        let mut cmd = BytesMut::new();
+        super::forward::append_request(&mut cmd, req);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = match rx.await {
+            Ok(Ok(bytes)) => bytes,
+            _ => error_bytes("ERR upstream connection closed before replying"),
+        };
+        if &reply[..] == b"+OK\r\n" {
+            self.pin.auth = true;
+            let user = match &req.args[..] {
+                [_, user, _] => String::from_utf8_lossy(user).into_owned(),
+                _ => "default".into(),
+            };
+            self.client.user = user;
         }
         self.push(Pending::Ready(reply)).await;
         self.unpin_if_done().await
