@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod client_commands;
 mod clients;
 mod config_errors;
 mod deploy;

@@ -75,7 +75,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         },
         "client|id" => encode::integer(&mut out, r.client.id as i64),
         "client|info" => {
-            let line = client_info(&r.client);
+            let line = super::clients::own_line(r);
             encode::verbatim(&mut out, proto, "txt", line.as_bytes());
         }
         "client|setinfo" => match setinfo(&mut r.client, &args[2], &args[3]) {
@@ -316,27 +316,4 @@ fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The `CLIENT INFO` line in Redis 7.2's layout; buffer sizes are respite's, not the upstream's.
-fn client_info(c: &Client) -> String {
-    let s = |b: &Option<Bytes>| {
-        b.as_ref()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    let age = c.created.elapsed().as_secs();
-    format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={age} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
-        c.id,
-        c.peer,
-        c.local,
-        s(&c.name),
-        c.db,
-        c.last_command,
-        c.user,
-        c.proto.version(),
-        s(&c.lib_name),
-        s(&c.lib_ver),
-    )
 }

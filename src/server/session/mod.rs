@@ -24,6 +24,7 @@
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
 mod builtin;
+mod clients;
 mod forward;
 mod multi;
 mod reader;
@@ -39,6 +40,7 @@ use crate::server::fifo::Fifo;
 use crate::server::io::{ClientSocket, RawStream};
 use crate::server::{Accepted, Shared};
 use crate::upstream::{Reply, ReplyBudget};
+pub(crate) use clients::Registry;
 use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
@@ -75,6 +77,8 @@ pub(crate) enum Pending {
     Written(Box<Written>),
     /// Signalled once every earlier reply has been written: nothing is in flight any more.
     Barrier(oneshot::Sender<()>),
+    /// CLIENT REPLY: from here on, replies are dropped (`true`) or written again (`false`).
+    Silence(bool),
     /// Flush everything before this, then close the connection.
     Close,
 }
@@ -173,6 +177,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
     let fifo = Fifo::new(shared.config.max_inflight_per_client);
     let unanswered_writes = Unanswered::default();
     let cache = shared.cache.clone();
+    let registered = clients::register(&shared, &client);
     let budget = shared
         .upstream
         .as_ref()
@@ -194,6 +199,9 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         pin: stateful::Pin::default(),
         after_pinned: false,
         gone: None,
+        registered,
+        reply_mode: clients::ReplyMode::On,
+        skip_pending: false,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -249,6 +257,11 @@ pub(crate) struct Reader<'f> {
         tokio_util::sync::CancellationToken,
         tokio_util::sync::DropGuard,
     )>,
+    /// This session in the registry of clients (CLIENT LIST, KILL); leaves it when dropped.
+    registered: clients::Registered,
+    /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
+    reply_mode: clients::ReplyMode,
+    skip_pending: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.
