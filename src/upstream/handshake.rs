@@ -150,7 +150,9 @@ pub(crate) async fn reset(
     };
     match tokio::time::timeout(config.connect_timeout, run).await {
         Ok(r) => r.map_err(err),
-        Err(_) => Err(err(Kind::TimedOut(Deadline::Connect(config.connect_timeout)))),
+        Err(_) => Err(err(Kind::TimedOut(Deadline::Connect(
+            config.connect_timeout,
+        )))),
     }
 }
 

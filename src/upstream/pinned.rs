@@ -20,9 +20,9 @@
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
 use super::conn::{InFlight, Job, read_loop, write_loop};
+use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::reply::{Reply, ReplyBudget};
-use super::error::UpstreamError;
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::protocol::Protocol;
@@ -260,6 +260,9 @@ impl Task {
         };
         r.is_ok_and(|r| r.is_ok())
             && buf.is_empty()
-            && inflight.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+            && inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 }

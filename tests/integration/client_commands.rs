@@ -18,13 +18,22 @@ both!(client_list_and_kill_see_respites_clients, |kind: Kind| {
     assert_eq!(b.cmd(&words("CLIENT SETNAME beta")), b"+OK\r\n");
     b.cmd(&words("GET k"));
     let list = text(a.cmd(&words("CLIENT LIST")));
-    assert!(list.contains(" name=alpha ") && list.contains(" name=beta "), "{list}");
+    assert!(
+        list.contains(" name=alpha ") && list.contains(" name=beta "),
+        "{list}"
+    );
     assert!(list.contains("cmd=get"), "{list}");
     assert!(!list.contains("respite"), "no upstream connection: {list}");
     assert_eq!(a.cmd(&words("CLIENT LIST TYPE pubsub")), b"$0\r\n\r\n");
-    let b_id = text(b.cmd(&words("CLIENT ID"))).trim_start_matches(':').trim().to_string();
+    let b_id = text(b.cmd(&words("CLIENT ID")))
+        .trim_start_matches(':')
+        .trim()
+        .to_string();
     let only_b = text(a.cmd(&words(&format!("CLIENT LIST ID {b_id}"))));
-    assert!(only_b.contains("name=beta") && !only_b.contains("name=alpha"), "{only_b}");
+    assert!(
+        only_b.contains("name=beta") && !only_b.contains("name=alpha"),
+        "{only_b}"
+    );
     // KILL by ID: the killed client's connection closes.
     assert_eq!(a.cmd(&words(&format!("CLIENT KILL ID {b_id}"))), b":1\r\n");
     assert!(b.closed());
@@ -32,7 +41,11 @@ both!(client_list_and_kill_see_respites_clients, |kind: Kind| {
     // The old form, by address; SKIPME is the default of the new form.
     let mut c = proxy.raw();
     let info = text(c.cmd(&words("CLIENT INFO")));
-    let addr = info.split(' ').find_map(|f| f.strip_prefix("addr=")).unwrap().to_string();
+    let addr = info
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .unwrap()
+        .to_string();
     assert_eq!(a.cmd(&words(&format!("CLIENT KILL {addr}"))), b"+OK\r\n");
     assert!(c.closed());
     assert_eq!(
@@ -40,23 +53,36 @@ both!(client_list_and_kill_see_respites_clients, |kind: Kind| {
         b"-ERR No such client\r\n"
     );
     assert_eq!(a.cmd(&words("CLIENT KILL USER default")), b":0\r\n");
-    assert_eq!(a.cmd(&words("CLIENT KILL USER default SKIPME no")), b":1\r\n");
+    assert_eq!(
+        a.cmd(&words("CLIENT KILL USER default SKIPME no")),
+        b":1\r\n"
+    );
     assert!(a.closed());
 });
 
-both!(a_client_killed_in_blpop_is_unblocked_upstream, |kind: Kind| {
-    let server = Server::start(kind);
-    let proxy = Proxy::start(&server.url());
-    let mut waiter = proxy.raw();
-    let id = text(waiter.cmd(&words("CLIENT ID"))).trim_start_matches(':').trim().to_string();
-    waiter.send(&encode(&words("BLPOP q 0")));
-    let blocked = || text(server.raw().cmd(&words("INFO clients"))).contains("blocked_clients:1");
-    wait_until(Duration::from_secs(5), blocked).expect("blocked");
-    assert_eq!(proxy.raw().cmd(&words(&format!("CLIENT KILL ID {id}"))), b":1\r\n");
-    wait_until(Duration::from_secs(5), || !blocked()).expect("unblocked");
-    proxy.raw().cmd(&words("LPUSH q x"));
-    assert_eq!(server.raw().cmd(&words("LLEN q")), b":1\r\n");
-});
+both!(
+    a_client_killed_in_blpop_is_unblocked_upstream,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut waiter = proxy.raw();
+        let id = text(waiter.cmd(&words("CLIENT ID")))
+            .trim_start_matches(':')
+            .trim()
+            .to_string();
+        waiter.send(&encode(&words("BLPOP q 0")));
+        let blocked =
+            || text(server.raw().cmd(&words("INFO clients"))).contains("blocked_clients:1");
+        wait_until(Duration::from_secs(5), blocked).expect("blocked");
+        assert_eq!(
+            proxy.raw().cmd(&words(&format!("CLIENT KILL ID {id}"))),
+            b":1\r\n"
+        );
+        wait_until(Duration::from_secs(5), || !blocked()).expect("unblocked");
+        proxy.raw().cmd(&words("LPUSH q x"));
+        assert_eq!(server.raw().cmd(&words("LLEN q")), b":1\r\n");
+    }
+);
 
 both!(client_reply_drops_replies_as_redis_does, |kind: Kind| {
     let server = Server::start(kind);

@@ -3,8 +3,8 @@
 //! blocked clients) and by byte-for-byte comparison with the upstream's own replies.
 use crate::both;
 use crate::support::{
-    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of,
-    wait_until, words,
+    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of, wait_until,
+    words,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -71,7 +71,10 @@ both!(blocking_commands_match_the_upstream, |kind: Kind| {
     // each one's last command is respite's HELLO.
     wait_until(Duration::from_secs(5), || {
         let list = text(server.raw().cmd(&words("CLIENT LIST")));
-        let pinned: Vec<&str> = list.lines().filter(|l| l.contains("name=respite-pinned")).collect();
+        let pinned: Vec<&str> = list
+            .lines()
+            .filter(|l| l.contains("name=respite-pinned"))
+            .collect();
         !pinned.is_empty() && pinned.iter().all(|l| l.contains("cmd=hello"))
     })
     .expect("every lease given back");
@@ -117,7 +120,11 @@ both!(watch_broken_by_a_write_gives_a_null_exec, |kind: Kind| {
         if resp3 {
             c.cmd(&words("HELLO 3"));
         }
-        let null = if resp3 { &b"_\r\n"[..] } else { &b"*-1\r\n"[..] };
+        let null = if resp3 {
+            &b"_\r\n"[..]
+        } else {
+            &b"*-1\r\n"[..]
+        };
         assert_eq!(c.cmd(&words("SET k 1")), b"+OK\r\n");
         assert_eq!(c.cmd(&words("WATCH k")), b"+OK\r\n");
         assert_eq!(c.cmd(&words("GET k")), bulk("1"));
@@ -137,17 +144,22 @@ both!(watch_broken_by_a_write_gives_a_null_exec, |kind: Kind| {
         assert_eq!(c.cmd(&words("UNWATCH")), b"+OK\r\n");
         assert_eq!(c.cmd(&words("WATCH k")), b"+OK\r\n");
         assert_eq!(c.cmd(&words("MULTI")), b"+OK\r\n");
-        assert_eq!(c.cmd(&words("WATCH k")), b"-ERR WATCH inside MULTI is not allowed\r\n");
+        assert_eq!(
+            c.cmd(&words("WATCH k")),
+            b"-ERR WATCH inside MULTI is not allowed\r\n"
+        );
         assert_eq!(c.cmd(&words("DISCARD")), b"+OK\r\n");
     }
 });
 
-both!(watch_increments_are_exact_through_two_proxies, |kind: Kind| {
-    // redis-py's optimistic-locking helper (WATCH, GET, MULTI, SET, EXEC, retry on a null
-    // EXEC), from 20 clients split over two respites in front of one upstream.
-    let server = Server::start(kind);
-    let (a, b) = (Proxy::start(&server.url()), Proxy::start(&server.url()));
-    let script = r#"
+both!(
+    watch_increments_are_exact_through_two_proxies,
+    |kind: Kind| {
+        // redis-py's optimistic-locking helper (WATCH, GET, MULTI, SET, EXEC, retry on a null
+        // EXEC), from 20 clients split over two respites in front of one upstream.
+        let server = Server::start(kind);
+        let (a, b) = (Proxy::start(&server.url()), Proxy::start(&server.url()));
+        let script = r#"
 import redis,sys,threading
 ports = [int(sys.argv[1]), int(sys.argv[2])]
 retries = [0]
@@ -170,11 +182,12 @@ ts = [threading.Thread(target=work, args=(i,)) for i in range(20)]
 [t.join() for t in ts]
 print(retries[0])
 "#;
-    let out = python(&["-c", script, &a.port().to_string(), &b.port().to_string()]);
-    assert_eq!(server.raw().cmd(&words("GET counter")), bulk("500"));
-    // Contention there was: some WATCHes were broken and retried.
-    assert!(out.trim().parse::<u64>().unwrap() > 0, "retries: {out}");
-});
+        let out = python(&["-c", script, &a.port().to_string(), &b.port().to_string()]);
+        assert_eq!(server.raw().cmd(&words("GET counter")), bulk("500"));
+        // Contention there was: some WATCHes were broken and retried.
+        assert!(out.trim().parse::<u64>().unwrap() > 0, "retries: {out}");
+    }
+);
 
 both!(no_dirty_connection_goes_back_to_the_pool, |kind: Kind| {
     // One pinned connection in all: whoever comes next gets the same one, or a new one if
@@ -188,7 +201,9 @@ both!(no_dirty_connection_goes_back_to_the_pool, |kind: Kind| {
         // Killed while WATCHing.
         &["WATCH k"],
         // Left cleanly: back to database 0 after a transaction.
-        &["SELECT 2", "WATCH k", "MULTI", "SET x 1", "EXEC", "SELECT 0"],
+        &[
+            "SELECT 2", "WATCH k", "MULTI", "SET x 1", "EXEC", "SELECT 0",
+        ],
         // Killed inside BLPOP.
         &["SELECT 3", "BLPOP nothing 0"],
     ];
@@ -216,13 +231,19 @@ both!(no_dirty_connection_goes_back_to_the_pool, |kind: Kind| {
         // The next client: its WATCH on another key must not be broken by a write to `k`
         // (an inherited WATCH), its MULTI must not be nested, its keys land in database 0.
         let mut n = proxy.raw();
-        let r = wait_until(Duration::from_secs(5), || n.cmd(&words("WATCH other")) == b"+OK\r\n");
+        let r = wait_until(Duration::from_secs(5), || {
+            n.cmd(&words("WATCH other")) == b"+OK\r\n"
+        });
         r.unwrap_or_else(|| panic!("{steps:?}: the pinned connection came back"));
         server.raw().cmd(&words("INCR k"));
         assert_eq!(n.cmd(&words("MULTI")), b"+OK\r\n", "{steps:?}");
         assert_eq!(n.cmd(&words("SET probe 1")), b"+QUEUED\r\n", "{steps:?}");
         assert_eq!(n.cmd(&words("EXEC")), b"*1\r\n+OK\r\n", "{steps:?}");
-        assert_eq!(server.raw().cmd(&words("GETDEL probe")), bulk("1"), "{steps:?}");
+        assert_eq!(
+            server.raw().cmd(&words("GETDEL probe")),
+            bulk("1"),
+            "{steps:?}"
+        );
         drop(n);
     }
     // The upstream sees one pinned connection at most, named as respite names it.
@@ -328,7 +349,10 @@ both!(tenants_block_and_watch_in_their_namespace, |kind: Kind| {
     let mut c = proxy.raw();
     server.raw().cmd(&words("RPUSH app:q a"));
     assert_eq!(c.cmd(&words("BLMOVE q done LEFT LEFT 1")), bulk("a"));
-    assert_eq!(server.raw().cmd(&words("LRANGE app:done 0 -1")), b"*1\r\n$1\r\na\r\n");
+    assert_eq!(
+        server.raw().cmd(&words("LRANGE app:done 0 -1")),
+        b"*1\r\n$1\r\na\r\n"
+    );
     assert_eq!(c.cmd(&words("WATCH w")), b"+OK\r\n");
     server.raw().cmd(&words("SET app:w changed"));
     c.cmd(&words("MULTI"));
@@ -373,61 +397,71 @@ fn worker(addr: std::net::SocketAddr, seed: u64, stop: &AtomicBool, kills: bool)
         }
         // :1, or :0 for a job processed before (at least once).
         assert!(c.cmd(&[b"SADD", b"done", job.as_bytes()]).starts_with(b":"));
-        assert_eq!(c.cmd(&[b"LREM", b"processing", b"1", job.as_bytes()]), b":1\r\n");
+        assert_eq!(
+            c.cmd(&[b"LREM", b"processing", b"1", job.as_bytes()]),
+            b":1\r\n"
+        );
     }
 }
 
-both!(a_job_queue_survives_workers_killed_at_random, |kind: Kind| {
-    const JOBS: usize = 400;
-    let server = Server::start(kind);
-    let proxy = Proxy::start(&server.url());
-    let addr = proxy.addr;
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for w in 0..20 {
-            let stop = &stop;
-            scope.spawn(move || worker(addr, w, stop, true));
-        }
-        let mut producer = proxy.raw();
-        for i in 0..JOBS {
-            let job = format!("job:{i}");
-            assert!(producer.cmd(&[b"LPUSH", b"queue", job.as_bytes()]).starts_with(b":"));
-        }
-        wait_until(Duration::from_secs(30), || {
-            server.raw().cmd(&words("LLEN queue")) == b":0\r\n"
-        })
-        .expect("the queue drains");
-        stop.store(true, Ordering::Relaxed);
-    });
-    // None lost: every job is done or still in `processing` (its worker was killed).
-    let mut d = server.raw();
-    let members = |d: &mut Raw, cmd: &str| -> Vec<String> {
-        text(d.cmd(&words(cmd)))
-            .lines()
-            .filter(|l| l.starts_with("job:"))
-            .map(str::to_string)
-            .collect()
-    };
-    let done = members(&mut d, "SMEMBERS done");
-    let held = members(&mut d, "LRANGE processing 0 -1");
-    let mut all: Vec<String> = done.iter().chain(held.iter()).cloned().collect();
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), JOBS, "done {} + held {}", done.len(), held.len());
-    // The reaper puts held jobs back; one worker, never killed, finishes them.
-    while d.cmd(&words("RPOPLPUSH processing queue")) != b"$-1\r\n" {}
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| worker(addr, 99, &stop, false));
-        wait_until(Duration::from_secs(30), || {
-            server.raw().cmd(&words("LLEN queue")) == b":0\r\n"
-                && server.raw().cmd(&words("LLEN processing")) == b":0\r\n"
-        })
-        .expect("the reaped jobs are done");
-        stop.store(true, Ordering::Relaxed);
-    });
-    assert_eq!(text(d.cmd(&words("SCARD done"))), format!(":{JOBS}\r\n"));
-});
+both!(
+    a_job_queue_survives_workers_killed_at_random,
+    |kind: Kind| {
+        const JOBS: usize = 400;
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let addr = proxy.addr;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for w in 0..20 {
+                let stop = &stop;
+                scope.spawn(move || worker(addr, w, stop, true));
+            }
+            let mut producer = proxy.raw();
+            for i in 0..JOBS {
+                let job = format!("job:{i}");
+                assert!(
+                    producer
+                        .cmd(&[b"LPUSH", b"queue", job.as_bytes()])
+                        .starts_with(b":")
+                );
+            }
+            wait_until(Duration::from_secs(30), || {
+                server.raw().cmd(&words("LLEN queue")) == b":0\r\n"
+            })
+            .expect("the queue drains");
+            stop.store(true, Ordering::Relaxed);
+        });
+        // None lost: every job is done or still in `processing` (its worker was killed).
+        let mut d = server.raw();
+        let members = |d: &mut Raw, cmd: &str| -> Vec<String> {
+            text(d.cmd(&words(cmd)))
+                .lines()
+                .filter(|l| l.starts_with("job:"))
+                .map(str::to_string)
+                .collect()
+        };
+        let done = members(&mut d, "SMEMBERS done");
+        let held = members(&mut d, "LRANGE processing 0 -1");
+        let mut all: Vec<String> = done.iter().chain(held.iter()).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), JOBS, "done {} + held {}", done.len(), held.len());
+        // The reaper puts held jobs back; one worker, never killed, finishes them.
+        while d.cmd(&words("RPOPLPUSH processing queue")) != b"$-1\r\n" {}
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| worker(addr, 99, &stop, false));
+            wait_until(Duration::from_secs(30), || {
+                server.raw().cmd(&words("LLEN queue")) == b":0\r\n"
+                    && server.raw().cmd(&words("LLEN processing")) == b":0\r\n"
+            })
+            .expect("the reaped jobs are done");
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(text(d.cmd(&words("SCARD done"))), format!(":{JOBS}\r\n"));
+    }
+);
 
 /// For the closing note: 1,000 clients blocked in BLPOP through the shipped binary cost as many
 /// upstream connections (one pinned each), and this much memory. Printed, and checked loosely.
@@ -435,10 +469,7 @@ both!(a_job_queue_survives_workers_killed_at_random, |kind: Kind| {
 #[ignore = "a measurement: cargo test --test integration thousand_blocked -- --ignored --nocapture"]
 fn thousand_blocked_clients() {
     let server = Server::start(Kind::Redis);
-    let binary = Binary::start(
-        "",
-        &["--upstream", &server.url(), "--log-level", "error"],
-    );
+    let binary = Binary::start("", &["--upstream", &server.url(), "--log-level", "error"]);
     let pid = binary.pid().to_string();
     let before = rss_kib_of(&pid);
     let upstream_before = text(server.raw().cmd(&words("INFO clients")));
@@ -468,32 +499,38 @@ fn thousand_blocked_clients() {
     wait_until(Duration::from_secs(30), || blocked(&server) == 0).expect("all unblocked");
 }
 
-both!(auth_is_checked_by_the_upstream_without_tenants, |kind: Kind| {
-    let server = Server::start(kind);
-    let proxy = Proxy::start(&server.url());
-    let mut d = server.raw();
-    assert_eq!(
-        d.cmd(&words("ACL SETUSER alice on >secret ~a:* +get +set +ping")),
-        b"+OK\r\n"
-    );
-    let mut p = proxy.raw();
-    // Without a password on the upstream's default user, the upstream's own answer.
-    assert_eq!(text(p.cmd(&words("AUTH pw"))), text(d.cmd(&words("AUTH pw"))));
-    assert_eq!(
-        text(p.cmd(&words("AUTH alice wrong"))),
-        text(server.raw().cmd(&words("AUTH alice wrong")))
-    );
-    assert_eq!(p.cmd(&words("AUTH alice secret")), b"+OK\r\n");
-    assert_eq!(p.cmd(&words("SET a:1 x")), b"+OK\r\n");
-    assert_eq!(p.cmd(&words("GET a:1")), bulk("x"));
-    // The upstream's ACL applies: alice may not touch b:* nor run DEL.
-    assert!(text(p.cmd(&words("SET b:1 x"))).starts_with("-NOPERM"));
-    assert!(text(p.cmd(&words("DEL a:1"))).starts_with("-NOPERM"));
-    assert_eq!(d.cmd(&words("EXISTS b:1")), b":0\r\n");
-    assert!(text(p.cmd(&words("CLIENT INFO"))).contains(" user=alice "));
-    // Another client is not alice.
-    assert_eq!(proxy.raw().cmd(&words("SET b:1 y")), b"+OK\r\n");
-    // RESET makes it the default user again.
-    assert_eq!(p.cmd(&words("RESET")), b"+RESET\r\n");
-    assert_eq!(p.cmd(&words("DEL a:1")), b":1\r\n");
-});
+both!(
+    auth_is_checked_by_the_upstream_without_tenants,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut d = server.raw();
+        assert_eq!(
+            d.cmd(&words("ACL SETUSER alice on >secret ~a:* +get +set +ping")),
+            b"+OK\r\n"
+        );
+        let mut p = proxy.raw();
+        // Without a password on the upstream's default user, the upstream's own answer.
+        assert_eq!(
+            text(p.cmd(&words("AUTH pw"))),
+            text(d.cmd(&words("AUTH pw")))
+        );
+        assert_eq!(
+            text(p.cmd(&words("AUTH alice wrong"))),
+            text(server.raw().cmd(&words("AUTH alice wrong")))
+        );
+        assert_eq!(p.cmd(&words("AUTH alice secret")), b"+OK\r\n");
+        assert_eq!(p.cmd(&words("SET a:1 x")), b"+OK\r\n");
+        assert_eq!(p.cmd(&words("GET a:1")), bulk("x"));
+        // The upstream's ACL applies: alice may not touch b:* nor run DEL.
+        assert!(text(p.cmd(&words("SET b:1 x"))).starts_with("-NOPERM"));
+        assert!(text(p.cmd(&words("DEL a:1"))).starts_with("-NOPERM"));
+        assert_eq!(d.cmd(&words("EXISTS b:1")), b":0\r\n");
+        assert!(text(p.cmd(&words("CLIENT INFO"))).contains(" user=alice "));
+        // Another client is not alice.
+        assert_eq!(proxy.raw().cmd(&words("SET b:1 y")), b"+OK\r\n");
+        // RESET makes it the default user again.
+        assert_eq!(p.cmd(&words("RESET")), b"+RESET\r\n");
+        assert_eq!(p.cmd(&words("DEL a:1")), b":1\r\n");
+    }
+);

@@ -217,7 +217,11 @@ impl Reader<'_> {
                 metrics::error(ErrorKind::Refused);
                 let msg = format!(
                     "ERR CLIENT {} is not allowed for a tenant: it would pause every tenant's clients",
-                    if spec.name == "client|pause" { "PAUSE" } else { "UNPAUSE" }
+                    if spec.name == "client|pause" {
+                        "PAUSE"
+                    } else {
+                        "UNPAUSE"
+                    }
                 );
                 self.reply_error(&msg).await
             }
@@ -279,7 +283,10 @@ impl Reader<'_> {
             } else if opt == b"id" && i + 1 < args.len() {
                 let mut v = Vec::new();
                 for a in &args[i + 1..] {
-                    match std::str::from_utf8(a).ok().and_then(|s| s.parse::<u64>().ok()) {
+                    match std::str::from_utf8(a)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
                         Some(n) if n > 0 => v.push(n),
                         _ => return Err("ERR Invalid client ID"),
                     }
@@ -319,7 +326,7 @@ impl Reader<'_> {
             return self.reply(simple("OK")).await;
         }
         let mut filters = Vec::new();
-        if args.is_empty() || args.len() % 2 != 0 {
+        if args.is_empty() || !args.len().is_multiple_of(2) {
             return self.reply_error("ERR syntax error").await;
         }
         for pair in args.chunks(2) {
@@ -330,9 +337,16 @@ impl Reader<'_> {
                 _ => None,
             };
             let f = match opt.as_slice() {
-                b"id" => match std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()) {
+                b"id" => match std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     Some(n) if n > 0 => Filter::Id(vec![n]),
-                    _ => return self.reply_error("ERR client-id should be greater than 0").await,
+                    _ => {
+                        return self
+                            .reply_error("ERR client-id should be greater than 0")
+                            .await;
+                    }
                 },
                 b"addr" => Filter::Addr(v.to_vec()),
                 b"laddr" => Filter::Laddr(v.to_vec()),
@@ -341,7 +355,8 @@ impl Reader<'_> {
                     b"normal" => Filter::Type(true),
                     b"master" | b"replica" | b"slave" | b"pubsub" => Filter::Type(false),
                     _ => {
-                        let msg = format!("ERR Unknown client type '{}'", String::from_utf8_lossy(v));
+                        let msg =
+                            format!("ERR Unknown client type '{}'", String::from_utf8_lossy(v));
                         return self.reply_error(&msg).await;
                     }
                 },

@@ -40,8 +40,8 @@ use crate::server::fifo::Fifo;
 use crate::server::io::{ClientSocket, RawStream};
 use crate::server::{Accepted, Shared};
 use crate::upstream::{Reply, ReplyBudget};
-pub(crate) use clients::Registry;
 use bytes::{Bytes, BytesMut};
+pub(crate) use clients::Registry;
 
 use std::sync::Arc;
 use tokio::sync::oneshot;
