@@ -534,3 +534,34 @@ both!(
         assert_eq!(p.cmd(&words("DEL a:1")), b":1\r\n");
     }
 );
+
+both!(select_inside_multi_is_queued_as_redis_does, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let script = [
+        "MULTI",
+        "SET k zero",
+        "SELECT 2",
+        "SET k two",
+        "EXEC",
+        "GET k",
+        "MULTI",
+        "SELECT 1000000",
+        "EXEC",
+        "GET k",
+        "SELECT 0",
+        "GET k",
+    ];
+    let run = |c: &mut Raw| -> Vec<String> {
+        script
+            .iter()
+            .map(|l| format!("{l} -> {}", text(c.cmd(&words(l)))))
+            .collect()
+    };
+    let direct = run(&mut server.raw());
+    server.raw().cmd(&words("FLUSHALL"));
+    assert_eq!(run(&mut proxy.raw()), direct);
+    let mut d = server.raw();
+    d.cmd(&words("SELECT 2"));
+    assert_eq!(d.cmd(&words("GET k")), bulk("two"));
+});

@@ -35,6 +35,8 @@ pub(crate) struct Multi {
     /// Streamed on the pinned connection: the upstream holds the queue (only follow-ups and
     /// `failed` are kept here).
     streaming: bool,
+    /// A SELECT queued in it: the database the client is in after EXEC.
+    select: Option<u32>,
 }
 
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -107,6 +109,8 @@ impl Reader<'_> {
     async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
         let queueable = match route {
             Route::Forward => true,
+            // Queued as Redis queues it, on a pinned connection (below).
+            Route::Proxy if spec.name == "select" => self.shared.answerer(spec).is_none(),
             // Run by the upstream inside the transaction, as Redis does.
             Route::Proxy => matches!(spec.name, "ping" | "echo"),
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
@@ -121,6 +125,9 @@ impl Reader<'_> {
                 spec.name.replace('|', " ").to_uppercase()
             );
             return self.refuse_queued(&msg).await;
+        }
+        if spec.name == "select" {
+            return self.queue_select(req).await;
         }
         let limit = self
             .shared
@@ -207,6 +214,30 @@ impl Reader<'_> {
         true
     }
 
+    /// SELECT inside MULTI: the transaction moves to a pinned connection and the upstream queues
+    /// it (or refuses a bad index itself, which aborts EXEC as in Redis). The client keeps that
+    /// connection afterwards, in whatever database EXEC left it.
+    async fn queue_select(&mut self, req: &Request) {
+        if self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()) {
+            return self
+                .refuse_queued("ERR SELECT is not allowed for a tenant with a key prefix")
+                .await;
+        }
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && !self.start_streaming().await {
+            return;
+        }
+        let db = std::str::from_utf8(&req.args[1])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
+        if let (Some(m), Some(db)) = (self.multi.as_mut(), db) {
+            m.select = Some(db);
+        }
+        self.pin.sticky = true;
+        super::forward::append_request(&mut self.group, req);
+        self.grouped().await
+    }
+
     /// EXEC, DISCARD or UNWATCH on the pinned connection: the upstream answers, the WATCH and
     /// the transaction end, and the connection goes back if nothing else holds it.
     async fn end_on_pinned(&mut self, req: &Request) {
@@ -280,6 +311,10 @@ impl Reader<'_> {
             self.release_written().await;
             self.reply_error(EXECABORT).await;
             return self.unpin_if_done().await;
+        }
+        if let Some(db) = multi.select {
+            // (If EXEC fails, the upstream stays where it was, and so does the connection.)
+            self.client.db = db;
         }
         self.send_group().await;
         self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");

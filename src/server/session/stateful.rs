@@ -34,6 +34,9 @@ pub(crate) struct Pin {
     pub multi: bool,
     /// The client authenticated as one of the upstream's own users on it (no tenants).
     pub auth: bool,
+    /// A SELECT ran inside a transaction: which database the connection is in is the
+    /// upstream's to say, so the client keeps it until RESET or it leaves.
+    pub sticky: bool,
 }
 
 impl Reader<'_> {
@@ -77,6 +80,7 @@ impl Reader<'_> {
             || self.pin.watching
             || self.pin.multi
             || self.pin.auth
+            || self.pin.sticky
             || self.client.db != self.configured_db()
         {
             return;
