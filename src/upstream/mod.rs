@@ -28,6 +28,6 @@ pub mod reply;
 pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
-pub use pinned::{PinError, Pinned, PinnedPool};
+pub use pinned::{Monitor, PinError, Pinned, PinnedPool};
 pub use pool::Upstream;
 pub use reply::{Partial, Reply, ReplyBudget};

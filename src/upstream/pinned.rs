@@ -132,6 +132,43 @@ impl PinnedPool {
         Ok(Pinned { tx, last })
     }
 
+    /// A connection for MONITOR: counted against `upstream.max_pinned` like a lease, in monitor
+    /// mode once this returns (the upstream answered `+OK`), and never reused: the caller reads
+    /// it until done and drops it, which closes it and frees its place.
+    pub async fn monitor(&self) -> Result<Monitor, PinError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match self.idle().pop() {
+                Some(c) => {
+                    metrics::upstream_pinned("idle").decrement(1.0);
+                    c.permit
+                }
+                None => {
+                    metrics::upstream_pinned_refused();
+                    return Err(PinError::Exhausted(self.config.max_pinned));
+                }
+            },
+        };
+        let mut opened = handshake::open(&self.config, Protocol::Resp2, "respite-monitor")
+            .await
+            .map_err(PinError::Open)?;
+        let addr = handshake::addr(&self.config);
+        handshake::request(
+            &mut opened.read,
+            &mut opened.write,
+            &addr,
+            "MONITOR",
+            b"*1\r\n$7\r\nMONITOR\r\n",
+        )
+        .await
+        .map_err(PinError::Open)?;
+        Ok(Monitor {
+            read: opened.read,
+            _write: opened.write,
+            _permit: permit,
+        })
+    }
+
     /// Connections leased or idle now.
     pub fn open(&self) -> usize {
         self.config.max_pinned - self.permits.available_permits()
@@ -176,6 +213,13 @@ impl Pinned {
             .await;
         let _ = self.last.send(ping);
     }
+}
+
+/// An upstream connection in monitor mode: read its lines from `read`; dropped, it closes.
+pub struct Monitor {
+    pub(crate) read: BoxRead,
+    _write: BoxWrite,
+    _permit: OwnedSemaphorePermit,
 }
 
 struct Task {

@@ -146,3 +146,51 @@ both!(client_modes_and_pause, |kind: Kind| {
     assert_eq!(a.cmd(&words("CLIENT KILL USER b")), b":0\r\n");
     assert_eq!(b.cmd(&words("PING")), b"+PONG\r\n");
 });
+
+both!(
+    monitor_shows_the_upstreams_commands_filtered_for_a_tenant,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut m = proxy.raw();
+        assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+        proxy.raw().cmd(&words("SET mk mv"));
+        let line = loop {
+            let l = text(m.reply().unwrap());
+            if l.contains("\"mk\"") {
+                break l;
+            }
+        };
+        assert!(line.contains("\"SET\" \"mk\" \"mv\""), "{line}");
+        drop(m);
+        // A prefixed tenant sees its own keys only, without the prefix; one not allowed MONITOR is
+        // refused.
+        let toml = tenants(&[
+            TenantToml::new("a", "a:").login("pa").allow(&["@all"]),
+            TenantToml::new("b", "b:")
+                .login("pb")
+                .allow(&["@read", "@write"]),
+        ]);
+        let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+        let mut b = proxy.login("b", "pb");
+        assert!(text(b.cmd(&words("MONITOR"))).starts_with("-NOPERM"));
+        let mut m = proxy.login("a", "pa");
+        assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+        b.cmd(&words("SET secret 1"));
+        proxy.login("a", "pa").cmd(&words("SET mine 2"));
+        loop {
+            let l = text(m.reply().unwrap());
+            assert!(!l.contains("secret") && !l.contains("b:"), "{l}");
+            if l.contains("\"mine\"") {
+                assert!(l.contains("\"SET\" \"mine\" \"2\""), "{l}");
+                break;
+            }
+        }
+        // The monitor's upstream connection closes with the client.
+        drop(m);
+        wait_until(Duration::from_secs(5), || {
+            !text(server.raw().cmd(&words("CLIENT LIST"))).contains("name=respite-monitor")
+        })
+        .expect("closed");
+    }
+);

@@ -26,6 +26,7 @@
 mod builtin;
 mod clients;
 mod forward;
+mod monitor;
 mod multi;
 mod reader;
 mod stateful;
@@ -79,6 +80,8 @@ pub(crate) enum Pending {
     Barrier(oneshot::Sender<()>),
     /// CLIENT REPLY: from here on, replies are dropped (`true`) or written again (`false`).
     Silence(bool),
+    /// MONITOR's lines, written as they come until the stream ends (the client left).
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
     /// Flush everything before this, then close the connection.
     Close,
 }

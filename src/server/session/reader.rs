@@ -238,6 +238,10 @@ impl Reader<'_> {
                 Box::pin(self.blocking(spec, req)).await;
                 Flow::Continue
             }
+            Route::Stateful(_) if spec.name == "monitor" => {
+                Box::pin(self.monitor(spec)).await;
+                Flow::Continue
+            }
             Route::Stateful(_) if spec.name == "watch" => {
                 Box::pin(self.watch(spec, req)).await;
                 Flow::Continue

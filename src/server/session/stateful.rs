@@ -52,14 +52,7 @@ impl Reader<'_> {
         self.send_group().await;
         self.barrier().await;
         self.after_pinned = false;
-        let gone = self
-            .gone
-            .get_or_insert_with(|| {
-                let token = CancellationToken::new();
-                (token.clone(), token.drop_guard())
-            })
-            .0
-            .clone();
+        let gone = self.gone_token();
         match upstream.pinned().take(self.client.proto, gone).await {
             Ok(p) => {
                 self.pinned = Some(p);
@@ -71,6 +64,17 @@ impl Reader<'_> {
                 false
             }
         }
+    }
+
+    /// The token cancelled when this session ends (see `Reader::gone`).
+    pub(super) fn gone_token(&mut self) -> CancellationToken {
+        self.gone
+            .get_or_insert_with(|| {
+                let token = CancellationToken::new();
+                (token.clone(), token.drop_guard())
+            })
+            .0
+            .clone()
     }
 
     /// Give the pinned connection back if nothing needs it any more: the client's state on it
