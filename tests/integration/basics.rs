@@ -218,8 +218,9 @@ both!(unknown_and_stateful_commands_are_refused, |kind: Kind| {
     );
     assert_eq!(p.cmd(&words("GET")), d.cmd(&words("GET")));
     // (MULTI is queued by respite itself: see transactions.rs.)
-    // (WATCH and blocking commands run on pinned connections: see pinned.rs.)
-    for cmd in ["SUBSCRIBE ch", "MONITOR", "CLIENT TRACKING on"] {
+    // (WATCH, blocking commands and MONITOR run on pinned connections: see pinned.rs and
+    // client_commands.rs.)
+    for cmd in ["SUBSCRIBE ch", "CLIENT TRACKING on"] {
         let r = String::from_utf8(p.cmd(&words(cmd))).unwrap();
         assert!(
             r.starts_with("-ERR ") && r.contains("not supported by respite yet"),
