@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     pub cache: Option<Arc<crate::cache::NearCache>>,
     /// What local-only mode leaves to undo: the keys written locally, and the recovery fence.
     pub outage: Arc<fallback::Outage>,
+    /// Every client session, for CLIENT LIST and CLIENT KILL.
+    pub clients: session::Registry,
 }
 
 impl Shared {
@@ -221,6 +223,7 @@ pub async fn run(
         config: config.clone(),
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
+        clients: Default::default(),
         draining: CancellationToken::new(),
         tenants,
         auth_failures: crate::policy::FailureTracker::new(10_000),

@@ -44,16 +44,16 @@ use tracing::{debug, info, warn};
 
 /// Commands on their way: their encoded bytes, how many they are, and where the replies go.
 pub(super) struct Job {
-    bytes: Bytes,
-    count: usize,
-    reply: oneshot::Sender<Reply>,
-    budget: Option<Arc<ReplyBudget>>,
+    pub(super) bytes: Bytes,
+    pub(super) count: usize,
+    pub(super) reply: oneshot::Sender<Reply>,
+    pub(super) budget: Option<Arc<ReplyBudget>>,
     /// It holds a known-slow command (see [`super::activity`]).
-    slow: bool,
+    pub(super) slow: bool,
 }
 
 /// A job written to the connection and waiting for its replies.
-struct Slot {
+pub(super) struct Slot {
     reply: oneshot::Sender<Reply>,
     count: usize,
     permits: u32,
@@ -62,7 +62,7 @@ struct Slot {
     slow: bool,
 }
 
-type InFlight = Mutex<VecDeque<Slot>>;
+pub(super) type InFlight = Mutex<VecDeque<Slot>>;
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
 #[derive(Clone)]
@@ -223,7 +223,7 @@ impl ConnTask {
 
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
-    async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<UpstreamError> {
+    async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<UpstreamError> {
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
@@ -239,8 +239,8 @@ impl ConnTask {
             busy: self.config.health.busy_grace,
         };
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight, activity) => r,
-            r = read_loop(read, &mut buf, &inflight, &permits, activity) => r,
+            r = write_loop(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity) => r,
+            r = read_loop(&mut read, &mut buf, &inflight, &permits, activity) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -283,10 +283,10 @@ impl ConnTask {
 }
 
 /// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
-async fn write_loop(
+pub(super) async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
     jobs: &mut VecDeque<Job>,
-    mut write: BoxWrite,
+    write: &mut BoxWrite,
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
@@ -368,8 +368,8 @@ async fn write_loop(
 }
 
 /// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
-async fn read_loop(
-    mut read: BoxRead,
+pub(super) async fn read_loop(
+    read: &mut BoxRead,
     buf: &mut BytesMut,
     inflight: &InFlight,
     permits: &Semaphore,

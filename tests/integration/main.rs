@@ -5,6 +5,7 @@ mod support;
 
 mod basics;
 mod busy_not_down;
+mod client_commands;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -14,6 +15,7 @@ mod near_cache;
 mod observability;
 mod operations;
 mod outage_recovery;
+mod pinned;
 mod relay;
 mod robustness;
 mod slow_commands;
