@@ -19,6 +19,7 @@ mod keys;
 mod lookup;
 mod options;
 mod route;
+mod slow;
 mod table;
 mod upstream;
 
@@ -26,6 +27,7 @@ pub use bits::{AclCategories, Flags, KeySpecFlags};
 pub use keys::{KeyError, KeyRef, Keys, keys};
 pub use options::{SortOptions, sort_options};
 pub use route::route;
+pub use slow::known_slow;
 pub use upstream::{NOT_BUILT_IN, TableError, UpstreamCommands};
 
 /// Where a command goes. Decided by respite, not by the upstream.

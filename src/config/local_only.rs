@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// `[local_only]`: the local engine answering while the upstream is down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalOnlyConfig {
     /// Serve from the local engine while the upstream is down (otherwise commands fail fast).
     pub enabled: bool,
@@ -14,6 +14,16 @@ pub struct LocalOnlyConfig {
     /// How long after the near cache lost coherence its entries may still answer reads in
     /// local-only mode (stale-if-error); zero: never.
     pub stale_reads: Duration,
+    /// `[[local_only.rule]]`: per key pattern overrides of `writes`, first match wins.
+    pub rules: Vec<LocalRule>,
+}
+
+/// `[[local_only.rule]] pattern = "lock:*" writes = "refuse"`: what a write to a key matching
+/// `pattern` (a Redis glob, matched against the key as the client names it) gets while down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRule {
+    pub pattern: Vec<u8>,
+    pub writes: LocalWrites,
 }
 
 /// What a write gets in local-only mode.
@@ -28,7 +38,13 @@ pub enum LocalWrites {
 /// What becomes of the local engine's data when the upstream is healthy again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRecovery {
+    /// Every key written locally during the outage is deleted upstream before forwarding
+    /// resumes (the next read refills it from the application's source of truth); the local data
+    /// is dropped. The default: no read after recovery returns a value older than a write
+    /// acknowledged during the outage.
+    Invalidate,
     /// Flushed: it missed every change made upstream meanwhile, so nothing in it can be trusted.
+    /// Writes acknowledged locally are lost, and the upstream's older copies stay readable.
     Drop,
     /// Keys the upstream does not have are created there (never overwriting one it has), then
     /// the local data is dropped.
@@ -42,6 +58,14 @@ pub(super) struct RawLocalOnly {
     writes: String,
     on_recovery: String,
     stale_reads_ms: i64,
+    rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pattern: String,
+    writes: String,
 }
 
 impl Default for RawLocalOnly {
@@ -49,35 +73,46 @@ impl Default for RawLocalOnly {
         RawLocalOnly {
             enabled: true,
             writes: "apply".into(),
-            on_recovery: "drop".into(),
+            on_recovery: "invalidate".into(),
             stale_reads_ms: 0,
+            rule: Vec::new(),
         }
     }
 }
 
 impl RawLocalOnly {
     pub(super) fn validate(&self, c: &Check) -> Result<LocalOnlyConfig, ConfigError> {
+        let writes = |key: &str, v: &str| match v {
+            "apply" => Ok(LocalWrites::Apply),
+            "refuse" => Ok(LocalWrites::Refuse),
+            other => Err(c.invalid(key, format!("`{other}` is not `apply` or `refuse`"))),
+        };
+        let mut rules = Vec::with_capacity(self.rule.len());
+        for r in &self.rule {
+            if r.pattern.is_empty() {
+                return Err(c.invalid(
+                    "local_only.rule.pattern",
+                    "must not be empty (`*` matches every key)".into(),
+                ));
+            }
+            rules.push(LocalRule {
+                pattern: r.pattern.as_bytes().to_vec(),
+                writes: writes("local_only.rule.writes", &r.writes)?,
+            });
+        }
         Ok(LocalOnlyConfig {
             enabled: self.enabled,
-            writes: match self.writes.as_str() {
-                "apply" => LocalWrites::Apply,
-                "refuse" => LocalWrites::Refuse,
-                other => {
-                    return Err(c.invalid(
-                        "local_only.writes",
-                        format!("`{other}` is not `apply` or `refuse`"),
-                    ));
-                }
-            },
+            writes: writes("local_only.writes", &self.writes)?,
             on_recovery: match self.on_recovery.as_str() {
+                "invalidate" => OnRecovery::Invalidate,
                 "drop" => OnRecovery::Drop,
                 "merge" => OnRecovery::Merge,
                 other => {
                     return Err(c.invalid(
                         "local_only.on_recovery",
                         format!(
-                            "`{other}` is not `drop` or `merge` (local writes are never replayed \
-                             over the upstream's data; see README, Local-only mode)"
+                            "`{other}` is not `invalidate`, `drop` or `merge` (local writes are \
+                             never replayed over the upstream's data; see README, Local-only mode)"
                         ),
                     ));
                 }
@@ -91,6 +126,7 @@ impl RawLocalOnly {
                 }
                 ms => Duration::from_millis(ms as u64),
             },
+            rules,
         })
     }
 }

@@ -139,10 +139,32 @@ fn health_and_local_only() {
         LocalOnlyConfig {
             enabled: true,
             writes: LocalWrites::Apply,
-            on_recovery: OnRecovery::Drop,
+            on_recovery: OnRecovery::Invalidate,
             stale_reads: Duration::ZERO,
+            rules: Vec::new(),
         }
     );
+    assert_eq!(h.busy_grace, Duration::from_secs(30));
+    let c = parse(
+        "[local_only]\non_recovery = \"drop\"\n[[local_only.rule]]\npattern = \"lock:*\"\nwrites = \"refuse\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.local_only.on_recovery, OnRecovery::Drop);
+    assert_eq!(
+        c.local_only.rules,
+        vec![crate::config::local_only::LocalRule {
+            pattern: b"lock:*".to_vec(),
+            writes: LocalWrites::Refuse
+        }]
+    );
+    let e = parse("[[local_only.rule]]\npattern = \"lock:*\"\nwrites = \"never\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("local_only.rule.writes"), "{e}");
+    let e = parse("[health]\nbusy_grace_ms = 10\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("health.busy_grace_ms"), "{e}");
     let c = parse("[local_only]\nwrites = \"refuse\"\nenabled = false\n").unwrap();
     assert_eq!(
         (c.local_only.writes, c.local_only.enabled),

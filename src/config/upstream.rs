@@ -35,6 +35,9 @@ pub struct HealthConfig {
     pub probe_timeout: Duration,
     /// Successful probes in a row, after a failure, before the upstream counts as healthy again.
     pub recover_after: u32,
+    /// How long a silent upstream with a known-slow command in flight (a script, DEBUG, BITOP,
+    /// KEYS…) counts as busy rather than down; also the command deadline while one is in flight.
+    pub busy_grace: Duration,
 }
 
 /// Where the upstream is: `redis://[user:pass@]host:port[/db]` or `unix:///path[?db=N]`.
@@ -107,6 +110,7 @@ pub(super) struct RawHealth {
     probe_interval_ms: i64,
     probe_timeout_ms: i64,
     recover_after: i64,
+    busy_grace_ms: i64,
 }
 
 impl Default for RawHealth {
@@ -115,6 +119,7 @@ impl Default for RawHealth {
             probe_interval_ms: 250,
             probe_timeout_ms: 1000,
             recover_after: 2,
+            busy_grace_ms: 30_000,
         }
     }
 }
@@ -158,7 +163,15 @@ pub(super) fn validate(
                 ));
             }
         },
+        busy_grace: c.millis("health.busy_grace_ms", raw_health.busy_grace_ms)?,
     };
+    if health.busy_grace < health.probe_timeout {
+        return Err(c.invalid(
+            "health.busy_grace_ms",
+            "must be at least health.probe_timeout_ms (a busy upstream gets longer than a silent one)"
+                .into(),
+        ));
+    }
     if health.probe_timeout <= health.probe_interval {
         return Err(c.invalid(
             "health.probe_timeout_ms",

@@ -123,19 +123,36 @@ pub(crate) struct Shared {
     pub health: Option<Arc<Health>>,
     /// The near cache, when `[near_cache]` is enabled.
     pub cache: Option<Arc<crate::cache::NearCache>>,
+    /// What local-only mode leaves to undo: the keys written locally, and the recovery fence.
+    pub outage: Arc<fallback::Outage>,
     /// Every client session, for CLIENT LIST and CLIENT KILL.
     pub clients: session::Registry,
 }
 
 impl Shared {
-    /// Who answers `spec` instead of the upstream, or `None` to forward it (see [`fallback`]).
-    pub(crate) fn answerer(&self, spec: &CommandSpec) -> Option<Answerer<'_>> {
+    /// Who answers `spec` (with the client's `args`) instead of the upstream, or `None` to
+    /// forward it (see [`fallback`]).
+    pub(crate) fn answerer(
+        &self,
+        spec: &CommandSpec,
+        args: &[bytes::Bytes],
+    ) -> Option<Answerer<'_>> {
         fallback::answerer(
             self.engine.as_deref(),
             self.health.as_deref(),
-            self.config.local_only.writes,
+            &self.config.local_only,
+            Some(&self.outage),
             spec,
+            args,
         )
+    }
+
+    /// Wait while the recovery fence is up (the keys written during an outage are being deleted
+    /// upstream); at once otherwise, at the cost of one atomic load.
+    pub(crate) async fn fence(&self) {
+        if self.outage.fenced() {
+            self.outage.wait().await
+        }
     }
 }
 
@@ -148,30 +165,29 @@ pub async fn run(
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
     let stop_upstream = CancellationToken::new();
-    let local_only = config.local_only;
+    let local_only = config.local_only.clone();
     let engine = (config.upstream.is_none() || local_only.enabled).then(|| {
         Arc::new(Engine::with_eviction(
             config.local_max_memory,
             config.local_eviction,
         ))
     });
-    // on_recovery = "merge": the transition hands the local data to a task that writes it
-    // upstream (the hook itself cannot wait on the upstream).
-    let (merges, merge_rx) = tokio::sync::mpsc::unbounded_channel();
+    let outage = Arc::new(fallback::Outage::default());
+    // on_recovery = "invalidate" or "merge": the transition hands the work to a task that does
+    // it upstream (the hook itself cannot wait on the upstream).
+    let (recoveries, recovery_rx) = tokio::sync::mpsc::unbounded_channel();
     let upstream = config.upstream.clone().map(|u| {
         let options = health::Options {
             fail_inflight_on_down: local_only.enabled,
-            on_transition: fallback::on_transition(engine.clone(), local_only.on_recovery, merges),
+            on_transition: fallback::on_transition(
+                engine.clone(),
+                local_only.on_recovery,
+                outage.clone(),
+                recoveries,
+            ),
         };
         Upstream::start(u, options, stop_upstream.clone())
     });
-    if let Some(u) = &upstream {
-        tokio::spawn(fallback::merge_task(
-            u.clone(),
-            merge_rx,
-            stop_upstream.clone(),
-        ));
-    }
     let health = upstream.as_ref().map(|u| u.health().clone());
     let tenants = config
         .tenants
@@ -191,8 +207,18 @@ pub async fn run(
         )),
         _ => None,
     };
+    if let Some(u) = &upstream {
+        tokio::spawn(fallback::recovery_task(
+            u.clone(),
+            recovery_rx,
+            outage.clone(),
+            cache.clone(),
+            stop_upstream.clone(),
+        ));
+    }
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
+        outage,
         cache: cache.clone(),
         config: config.clone(),
         upstream: upstream.clone(),

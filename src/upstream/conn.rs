@@ -21,6 +21,7 @@
 //!
 //! This module must never interpret replies beyond finding their boundaries: what a reply means
 //! is the session's business.
+use super::activity::Activity;
 use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
@@ -47,6 +48,8 @@ pub(super) struct Job {
     pub(super) count: usize,
     pub(super) reply: oneshot::Sender<Reply>,
     pub(super) budget: Option<Arc<ReplyBudget>>,
+    /// It holds a known-slow command (see [`super::activity`]).
+    pub(super) slow: bool,
 }
 
 /// A job written to the connection and waiting for its replies.
@@ -56,6 +59,7 @@ pub(super) struct Slot {
     permits: u32,
     sent: Instant,
     budget: Option<Arc<ReplyBudget>>,
+    slow: bool,
 }
 
 pub(super) type InFlight = Mutex<VecDeque<Slot>>;
@@ -80,12 +84,26 @@ impl Conn {
         count: usize,
         budget: Option<Arc<ReplyBudget>>,
     ) -> oneshot::Receiver<Reply> {
+        self.send_marked(bytes, count, budget, false).await
+    }
+
+    /// [`Conn::send_within`], saying whether the commands include a known-slow one
+    /// ([`crate::command::known_slow`]): while it runs, the upstream's silence is work, not an
+    /// outage, and the connection's command deadline stretches to `health.busy_grace_ms`.
+    pub async fn send_marked(
+        &self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+        slow: bool,
+    ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             bytes,
             count,
             reply,
             budget,
+            slow,
         };
         // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
         // Waiting for room is the rare case: its (large) future lives on the heap, so it does not
@@ -215,10 +233,15 @@ impl ConnTask {
         // Jobs taken off the queue but not yet written: if the connection fails first, they are
         // known not to have been sent.
         let mut unsent = VecDeque::new();
+        let activity = &self.health.activity;
+        let deadlines = Deadlines {
+            command: self.config.command_timeout,
+            busy: self.config.health.busy_grace,
+        };
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight) => r,
-            r = read_loop(&mut read, &mut buf, &inflight, &permits) => r,
-            r = watchdog(&inflight, self.config.command_timeout, self.lane, &self.health) => r,
+            r = write_loop(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity) => r,
+            r = read_loop(&mut read, &mut buf, &inflight, &permits, activity) => r,
+            r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
             _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
@@ -238,6 +261,9 @@ impl ConnTask {
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
         let mut partial = Some(std::mem::take(&mut buf));
         for slot in slots {
+            if slot.slow {
+                activity.slow_finished();
+            }
             // Only the head slot can have replies waiting in the buffer.
             let (replies, count) = match partial.take() {
                 Some(b) => {
@@ -264,6 +290,7 @@ pub(super) async fn write_loop(
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
+    activity: &Activity,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
@@ -309,6 +336,9 @@ pub(super) async fn write_loop(
                 }
             }
             let job = jobs.pop_front().expect("the front job");
+            if job.slow {
+                activity.slow_started();
+            }
             total += job.bytes.len();
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
@@ -321,6 +351,7 @@ pub(super) async fn write_loop(
                     permits: weight,
                     sent: now,
                     budget: job.budget,
+                    slow: job.slow,
                 });
         }
         batch_commands.record(commands as f64);
@@ -342,6 +373,7 @@ pub(super) async fn read_loop(
     buf: &mut BytesMut,
     inflight: &InFlight,
     permits: &Semaphore,
+    activity: &Activity,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
     // Replies of the head slot already scanned: their count and total length at the front of buf.
@@ -354,7 +386,7 @@ pub(super) async fn read_loop(
         }
         match read.read_buf(buf).await {
             Ok(0) => return Some(Kind::Lost(Lost::Closed)),
-            Ok(_) => {}
+            Ok(_) => activity.replied(),
             Err(e) => return Some(Kind::Lost(Lost::Read(e.into()))),
         }
         let mut done = 0;
@@ -386,6 +418,9 @@ pub(super) async fn read_loop(
             }
             let slot = q.pop_front().expect("head exists");
             drop(q);
+            if slot.slow {
+                activity.slow_finished();
+            }
             // The client may have gone: its replies are dropped, the pairing holds.
             let replies = buf.split_to(scanned).freeze();
             let reply = match &slot.budget {
@@ -424,8 +459,19 @@ fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
     (count, len)
 }
 
+/// A connection's command deadlines: `upstream.command_timeout_ms`, and `health.busy_grace_ms`
+/// while a known-slow command is ahead on any pool connection.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    command: Duration,
+    busy: Duration,
+}
+
 /// Fail the connection when its oldest command has waited past the deadline: everything behind it
-/// on this connection is stuck too, and only closing it can free them.
+/// on this connection is stuck too, and only closing it can free them. While a known-slow command
+/// runs on the upstream (a script, DEBUG SLEEP, a BITOP over a large string), whatever waits behind
+/// it waits for a live server, so the deadline is the busy grace: the same signal that keeps the
+/// health probe from calling a busy upstream down (see [`super::activity`]).
 ///
 /// On the slow lane a command may rightly run for longer than any deadline (a script, KEYS on a
 /// big keyspace), and nothing fast waits behind it there: its connection is failed only once the
@@ -433,11 +479,12 @@ fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
 /// answers, e.g. with `-BUSY` to the probe and to the shared connections.
 async fn watchdog(
     inflight: &InFlight,
-    deadline: Duration,
+    deadlines: Deadlines,
+    activity: &Activity,
     lane: Lane,
     health: &health::Health,
 ) -> Option<Kind> {
-    let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let tick = (deadlines.command / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -447,6 +494,11 @@ async fn watchdog(
             .unwrap_or_else(|p| p.into_inner())
             .front()
             .map(|slot| slot.sent);
+        let deadline = if activity.slow_ahead() {
+            deadlines.busy.max(deadlines.command)
+        } else {
+            deadlines.command
+        };
         if let Some(t) = oldest
             && t.elapsed() > deadline
             && (lane == Lane::Shared || health.state().is_local())

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `healthy` | every pool connection up, probes answered | forwarded |
 //! | `degraded` | some errors: a pool connection lost or a probe failed, but the upstream answers | forwarded |
-//! | `down` | no answer to probes for `health.probe_timeout_ms` (silent), or unreachable (refused, reset, error reply) with no pool connection left | local-only mode |
+//! | `down` | no answer to probes for `health.probe_timeout_ms` (silent) with nothing known to be running, or for `health.busy_grace_ms` with a known-slow command ahead (see [`super::activity`]); or unreachable (refused, reset, error reply) with no pool connection left | local-only mode |
 //! | `recovering` | probes answered again, not yet `health.recover_after` in a row with every pool connection up | local-only mode |
 //!
 //! Apart from the state, [`Health::rejected`] says the upstream refuses respite's own settings
@@ -85,6 +85,9 @@ pub enum Event {
     /// The probe failed: `silent` when nothing answered within the deadline, otherwise the
     /// upstream is unreachable (refused, reset, closed) or answered with an error.
     ProbeFailed { silent: bool },
+    /// The probe got `-BUSY` (a script runs past its time limit): the upstream is there and
+    /// answering, but serves nothing else. Neither a failure nor a step towards recovery.
+    ProbeBusy,
 }
 
 /// The state machine, with no clock and no I/O: the probe task owns the timing, so the rules can
@@ -140,6 +143,10 @@ impl Machine {
             Event::ProbeFailed { .. } => {
                 self.streak = 0;
                 self.probe_failing = true;
+            }
+            Event::ProbeBusy => {
+                self.probe_failing = false;
+                return None;
             }
         }
         let recovered = self.streak >= self.recover_after && self.live == self.total;
@@ -248,6 +255,8 @@ pub struct Health {
     published: watch::Sender<State>,
     options: Options,
     addr: Arc<str>,
+    /// What the pool's connections see between probes (busy is not down).
+    pub(crate) activity: super::activity::Activity,
 }
 
 impl Health {
@@ -268,12 +277,15 @@ impl Health {
             published,
             options,
             addr,
+            activity: Default::default(),
         }
     }
 
-    /// The current state: one relaxed atomic load, for the hot path.
+    /// The current state: one atomic load, for the hot path. Acquire, paired with the release
+    /// in [`Health::report`]: whoever sees the new state sees what the transition's hook did
+    /// (the recovery fence of [`crate::fallback`]).
     pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Relaxed))
+        State::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// Whether the upstream is refusing respite's configuration (a wrong password, a database it
@@ -349,7 +361,7 @@ impl Health {
         }
         // Under the lock: transitions and their hook run one at a time, in order.
         (self.options.on_transition)(from, to);
-        self.state.store(to as u8, Ordering::Relaxed);
+        self.state.store(to as u8, Ordering::Release);
         self.published.send_replace(to);
         let was = inner.since.elapsed();
         inner.since = Instant::now();
@@ -543,6 +555,20 @@ mod tests {
         assert_eq!(m.on(HARD), Some(Down));
         let mut m = Machine::new(4, 2);
         assert_eq!(m.on(SILENT), Some(Down));
+    }
+
+    #[test]
+    fn a_busy_answer_changes_nothing_and_does_not_count_towards_recovery() {
+        let mut m = up();
+        assert_eq!(m.on(ProbeBusy), None);
+        assert_eq!(m.state(), Healthy);
+        m.on(SILENT);
+        for _ in 0..4 {
+            m.on(ConnDown);
+        }
+        assert_eq!(m.on(ProbeBusy), None);
+        assert_eq!(m.state(), Down);
+        assert_eq!(m.on(ProbeOk), Some(Recovering));
     }
 
     #[test]

@@ -14,10 +14,11 @@
 //! - [`pinned`]: connections of one client's own (WATCH, blocking commands, another database),
 //!   leased from a bounded pool and taken back only after a verified reset.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
-//!   [`probe`]'s PINGs.
+//!   [`probe`]'s PINGs; [`activity`]: what tells a busy upstream from a dead one.
 //!
 //! Nothing here interprets a forwarded reply beyond finding where it ends: what a reply means is
 //! the session's business.
+pub mod activity;
 pub mod backoff;
 pub mod commands;
 pub mod conn;

@@ -19,6 +19,7 @@
 //!   the pool's permits for as long as it lives.
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
+use super::activity::Activity;
 use super::conn::{InFlight, Job, read_loop, write_loop};
 use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
@@ -28,7 +29,11 @@ use crate::metrics;
 use crate::protocol::Protocol;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// Pinned connections are one client's own: their silence (a BLPOP waiting) says nothing of the
+/// upstream's health, and they carry no known-slow mark, so what they see goes nowhere.
+static UNTRACKED: LazyLock<Activity> = LazyLock::new(Activity::default);
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -198,6 +203,7 @@ impl Pinned {
             count,
             reply,
             budget,
+            slow: false,
         };
         // A closed queue means the connection failed: dropping `reply` tells the receiver.
         let _ = self.tx.send(job).await;
@@ -265,8 +271,8 @@ impl Task {
         let permits = Semaphore::new(max);
         let mut unsent = VecDeque::new();
         let ended = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max) => r,
-            r = read_loop(&mut self.read, &mut buf, &inflight, &permits) => r,
+            r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED) => r,
+            r = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED) => r,
         };
         // The write loop ends once every handle is gone and all they sent is written.
         let Ok(last) = (match ended {
@@ -284,7 +290,7 @@ impl Task {
         let r = tokio::select! {
             biased;
             _ = abandoned.cancelled() => None,
-            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits) => return false,
+            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED) => return false,
             r = &mut last => Some(r),
         };
         let r = match r {
@@ -296,7 +302,7 @@ impl Task {
                 }
                 let deadline = self.pool.config.command_timeout;
                 tokio::select! {
-                    _ = read_loop(&mut self.read, &mut buf, &inflight, &permits) => return false,
+                    _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED) => return false,
                     _ = tokio::time::sleep(deadline) => return false,
                     r = &mut last => r,
                 }

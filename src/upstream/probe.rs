@@ -1,7 +1,9 @@
 //! The health probe: PINGs on a connection of its own, so the upstream's health is judged even
 //! when no client sends anything, and a silent upstream (a frozen process, a partition) is told
-//! from a busy one by a deadline of its own. It only reports to [`Health`]; the state machine
-//! decides.
+//! from a busy one by a deadline of its own and what the pool saw meanwhile ([`super::activity`]:
+//! replies arriving, a known-slow command ahead; and `-BUSY` answers to the probe itself). It only
+//! reports to [`Health`]; the state machine decides.
+use super::activity::{self, Verdict};
 use super::error::{Deadline, Kind, ProtocolError, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::health::{Cause, Event, Health, State};
@@ -10,7 +12,7 @@ use crate::protocol::Protocol;
 use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 /// The probe: PING on a connection of its own every `health.probe_interval_ms` (sooner when a
 /// pool connection fails), until `shutdown`.
@@ -27,6 +29,7 @@ pub(super) async fn run(
     let HealthConfig {
         probe_interval,
         probe_timeout,
+        busy_grace,
         ..
     } = config.health;
     // The probe's own deadline must decide that a silent upstream is silent: a connect or
@@ -41,12 +44,26 @@ pub(super) async fn run(
     let addr = handshake::addr(&config);
     let mut conn: Option<(BoxRead, BoxWrite)> = None;
     let mut last_answer: Option<Instant> = None;
+    // The busy spell being reported (logged once per spell, not once per probe).
+    let mut busy_since: Option<Instant> = None;
+    let mut realive = false;
+    let mut starved_retry = false;
     loop {
         let start = Instant::now();
-        let deadline = match last_answer {
-            Some(t) => (t + probe_timeout).max(start + probe_timeout / 2),
+        // After a verdict of "alive" the probe goes again at once, with only the rest of the
+        // deadline counted from the latest sign of life (a frozen upstream that answered others a
+        // moment before it froze is still down `probe_timeout` after that moment, near enough).
+        let floor = if realive {
+            probe_interval.min(probe_timeout / 2)
+        } else {
+            probe_timeout / 2
+        };
+        // With no answer yet (starting, or after a failure) the probe gets its whole deadline.
+        let deadline = match last_answer.and(latest_life(last_answer, &health)) {
+            Some(t) => (t + probe_timeout).max(start + floor),
             None => start + probe_timeout,
         };
+        realive = false;
         let outcome = tokio::select! {
             r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr)) => r,
             _ = shutdown.cancelled() => return,
@@ -55,8 +72,20 @@ pub(super) async fn run(
             Ok(Ok(())) => {
                 let now = Instant::now();
                 last_answer = Some(now);
+                busy_since = None;
+                starved_retry = false;
                 health.probe_answered(now - start);
                 health.report(Event::ProbeOk, None);
+            }
+            // `-BUSY`: a script runs past its time limit. The upstream answers (SCRIPT KILL can
+            // reach it), so this is no outage; its clients get the same `-BUSY` from it.
+            Ok(Err(error)) if is_busy(&error) => {
+                last_answer = Some(Instant::now());
+                if busy_since.is_none() {
+                    busy_since = Some(Instant::now());
+                    info!(upstream = %addr, %error, "upstream busy running a script: still forwarding");
+                }
+                health.report(Event::ProbeBusy, None);
             }
             Ok(Err(error)) => {
                 debug!(%error, "upstream probe failed");
@@ -71,13 +100,46 @@ pub(super) async fn run(
             Err(_) => {
                 // A late PONG must not be taken for the next probe's: start over.
                 conn = None;
-                let silent_for = last_answer.map_or(probe_timeout, |t| t.elapsed());
-                last_answer = None;
-                let silent = Kind::TimedOut(Deadline::Probe(silent_for));
-                health.report(
-                    Event::ProbeFailed { silent: true },
-                    Some(Cause::Probe(UpstreamError::new(addr.clone(), silent))),
-                );
+                // Silence is measured from the latest sign of life: the probe's answer or reply
+                // bytes on any pool connection (a huge reply streaming, others' commands answered).
+                let latest = latest_life(last_answer, &health);
+                let silent_for = latest.map_or(probe_timeout, |t| t.elapsed());
+                let slow = health.activity.slow_ahead();
+                match activity::judge(silent_for, slow, probe_timeout, busy_grace) {
+                    Verdict::Alive => {
+                        realive = true;
+                        continue;
+                    }
+                    Verdict::Busy => {
+                        if busy_since.is_none() {
+                            busy_since = Some(Instant::now());
+                            info!(upstream = %addr, silent_for = ?silent_for, grace = ?busy_grace, "upstream busy with a slow command: still forwarding (down only after the busy grace)");
+                        }
+                    }
+                    // This task woke more than an interval past its deadline: respite itself was
+                    // starved of CPU (the pool's readers with it), so the silence it measured may
+                    // be its own. Probe once more before calling the upstream down.
+                    Verdict::Silent
+                        if !starved_retry
+                            && Instant::now().saturating_duration_since(deadline)
+                                > probe_interval =>
+                    {
+                        debug!(silent_for = ?silent_for, "probe woke late: probing again before judging");
+                        starved_retry = true;
+                        realive = true;
+                        continue;
+                    }
+                    Verdict::Silent => {
+                        starved_retry = false;
+                        last_answer = None;
+                        busy_since = None;
+                        let silent = Kind::TimedOut(Deadline::Probe(silent_for));
+                        health.report(
+                            Event::ProbeFailed { silent: true },
+                            Some(Cause::Probe(UpstreamError::new(addr.clone(), silent))),
+                        );
+                    }
+                }
             }
         }
         let mut kicked = std::pin::pin!(health.kick.notified());
@@ -137,4 +199,22 @@ async fn ping(r: &mut BoxRead, w: &mut BoxWrite, addr: &Arc<str>) -> Result<(), 
         reply,
     });
     Err(UpstreamError::new(addr.clone(), kind))
+}
+
+/// Whether the probe's failure is the upstream saying `-BUSY` (to the PING or to the handshake of
+/// a fresh probe connection): a script runs past its time limit on a live upstream.
+fn is_busy(error: &UpstreamError) -> bool {
+    match &error.kind {
+        Kind::Protocol(ProtocolError::Unexpected { reply, .. }) => reply.starts_with("-BUSY"),
+        Kind::Refused(r) => r.reply().starts_with("BUSY") || r.reply().starts_with("-BUSY"),
+        _ => false,
+    }
+}
+
+/// The latest sign of life: the probe's own answer, or reply bytes on any pool connection.
+fn latest_life(last_answer: Option<Instant>, health: &Health) -> Option<Instant> {
+    match (last_answer, health.activity.last_reply()) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }

@@ -212,7 +212,9 @@ both!(
     frozen_upstream_local_only_within_the_probe_deadline_and_local_data_dropped_on_recovery,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start(&server.url());
+        // `drop`'s contract: local writes are lost and the upstream's older copy shows again
+        // (the default, `invalidate`, is tested in outage_recovery.rs).
+        let proxy = Proxy::start_with(&server.url(), &[("local_only.on_recovery", "drop")]);
         let mut p = proxy.raw();
         assert_eq!(p.cmd(&words("SET k upstream-value")), b"+OK\r\n");
         assert_eq!(p.cmd(&words("SET marker up")), b"+OK\r\n");

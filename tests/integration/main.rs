@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod busy_not_down;
 mod client_commands;
 mod clients;
 mod config_errors;
@@ -13,6 +14,7 @@ mod local_only;
 mod near_cache;
 mod observability;
 mod operations;
+mod outage_recovery;
 mod pinned;
 mod relay;
 mod robustness;

@@ -143,15 +143,23 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
     }
 }
 
-/// INFO for a client whose tenant has a key prefix, or when there is no upstream: the server-wide
-/// INFO of the upstream would describe other tenants' keys, so respite answers with what clients
-/// check on connecting (ioredis's ready check reads `loading`; others read `redis_version` and
-/// `role`), and nothing about the keyspace. Sections other than these come back empty, as Redis
-/// answers an unknown section.
+/// INFO for a client whose tenant has a key prefix, when there is no upstream, or while local-only
+/// mode answers: the server-wide INFO of the upstream would describe other tenants' keys (or
+/// cannot be had), so respite answers with what clients check on connecting (ioredis's ready check
+/// reads `loading`; others read `redis_version` and `role`), the upstream's version when known,
+/// respite's mode (`respite_mode`: `standalone`, `local-only` or `proxy`), and nothing about the
+/// keyspace. Sections other than these come back empty, as Redis answers an unknown section.
 pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
     let (server, version) = match r.shared.upstream.as_ref().and_then(|u| u.server_info()) {
         Some(i) => (i.server, i.version),
         None => ("redis".to_string(), "7.0.0".to_string()),
+    };
+    let mode = match &r.shared.health {
+        None => "standalone",
+        Some(h) if r.shared.engine.is_some() && h.state().is_local() && !h.rejected() => {
+            "local-only"
+        }
+        Some(_) => "proxy",
     };
     let wanted = |section: &str| {
         args.len() < 2
@@ -164,7 +172,7 @@ pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
     let mut text = String::new();
     if wanted("server") {
         text.push_str(&format!(
-            "# Server\r\nredis_version:{version}\r\nserver_name:{server}\r\nredis_mode:standalone\r\nrespite_version:{}\r\n\r\n",
+            "# Server\r\nredis_version:{version}\r\nserver_name:{server}\r\nredis_mode:standalone\r\nrespite_version:{}\r\nrespite_mode:{mode}\r\n\r\n",
             env!("CARGO_PKG_VERSION")
         ));
     }

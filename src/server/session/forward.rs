@@ -7,7 +7,7 @@ use super::{Keep, Pending, Reader, error_bytes, group_full, unix_ms};
 use crate::cache::coherence::note_write;
 use crate::cache::{Lookup, ReadKind};
 use crate::command::{self, AclCategories, CommandSpec, Flags};
-use crate::engine::Engine;
+use crate::fallback::Local;
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, NamespaceRun, NamespaceStep, Plan, ReplyRewrite, Tenant};
 use crate::protocol::{Framer, Protocol, Request, encode};
@@ -18,7 +18,7 @@ impl Reader<'_> {
     /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
     pub(super) async fn forward(&mut self, spec: &'static CommandSpec, req: &Request) {
-        if let Some(local) = self.shared.answerer(spec) {
+        if let Some(local) = self.shared.answerer(spec, &req.args) {
             if let Some(reply) = self.stale_read(spec, &req.args, &[]) {
                 return self.push(Pending::Ready(reply)).await;
             }
@@ -28,6 +28,8 @@ impl Reader<'_> {
                 local.run(|e| e.execute(spec, &req.args, self.client.proto, unix_ms() as u64));
             return self.push(Pending::Ready(reply)).await;
         }
+        // Just after an outage: not before the keys written locally are deleted upstream.
+        self.shared.fence().await;
         if self.shared.cache.is_some() {
             if self.through_cache(spec, &req.args, &[]).await {
                 return;
@@ -35,6 +37,7 @@ impl Reader<'_> {
             self.written_through(spec, &req.args, &[]);
         }
         append_request(&mut self.group, req);
+        self.group_slow |= command::known_slow(spec);
         self.grouped().await
     }
 
@@ -56,7 +59,7 @@ impl Reader<'_> {
     ) {
         let now_ms = unix_ms();
         let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
-        if let (Some(local), Ok(plan)) = (self.shared.answerer(spec), &plan) {
+        if let (Some(local), Ok(plan)) = (self.shared.answerer(spec, &req.args), &plan) {
             if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
                 return self.push(Pending::Ready(reply)).await;
             }
@@ -64,6 +67,7 @@ impl Reader<'_> {
                 local.run(|e| standalone(e, plan.clone(), &tenant.prefix, self.client.proto));
             return self.push(Pending::Ready(reply)).await;
         }
+        self.shared.fence().await;
         match plan {
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
@@ -82,6 +86,7 @@ impl Reader<'_> {
                 // group that carries it is answered.
                 self.written_through(spec, &req.args, &tenant.prefix);
                 self.group.extend_from_slice(&f.command);
+                self.group_slow |= command::known_slow(spec);
                 self.grouped().await
             }
             Ok(Plan::Forward(f)) => {
@@ -90,6 +95,8 @@ impl Reader<'_> {
                 self.send_group().await;
                 self.written_through(spec, &req.args, &tenant.prefix);
                 self.group.extend_from_slice(&f.command);
+                // After the send above: the flag belongs to this command's own job.
+                self.group_slow = command::known_slow(spec);
                 for c in &f.follow_ups {
                     self.group.extend_from_slice(c);
                 }
@@ -302,7 +309,7 @@ pub(super) fn append_request(out: &mut BytesMut, req: &Request) {
 
 /// Carry out a tenant's plan on the local engine (standalone or local-only mode): the rewritten
 /// command, its follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
-pub(super) fn standalone(engine: &Engine, plan: Plan, prefix: &[u8], proto: Protocol) -> Bytes {
+pub(super) fn standalone(engine: &Local<'_>, plan: Plan, prefix: &[u8], proto: Protocol) -> Bytes {
     let now = unix_ms() as u64;
     let call = |cmd: &Bytes| -> Bytes {
         // Plans are encoded commands; frame them back into arguments for the engine.

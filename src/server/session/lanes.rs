@@ -17,7 +17,9 @@ impl Reader<'_> {
     /// Choose the lane for `spec`, about to be forwarded. Sets `self.oob` for a command that
     /// goes out of band; the caller sends its group as soon as the command has joined it.
     pub(super) async fn enter_lane(&mut self, spec: &'static CommandSpec) {
-        if self.shared.upstream.is_none() || self.shared.answerer(spec).is_some() {
+        // Whether anyone answers instead of the upstream does not depend on the arguments (they
+        // only choose between the engine and a refusal).
+        if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return;
         }
         if lanes::out_of_band(spec) {

@@ -194,6 +194,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         fifo: &fifo,
         group: BytesMut::new(),
         group_count: 0,
+        group_slow: false,
         written: Written::default(),
         budget: budget.clone(),
         multi: None,
@@ -238,6 +239,8 @@ pub(crate) struct Reader<'f> {
     /// Forwarded commands not yet sent upstream, encoded back to back, and how many.
     group: BytesMut,
     group_count: usize,
+    /// The group holds a known-slow command ([`crate::command::known_slow`]).
+    group_slow: bool,
     /// The writes among them (near cache only).
     written: Written,
     /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.

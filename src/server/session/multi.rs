@@ -110,7 +110,7 @@ impl Reader<'_> {
         let queueable = match route {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
-            Route::Proxy if spec.name == "select" => self.shared.answerer(spec).is_none(),
+            Route::Proxy if spec.name == "select" => self.shared.answerer(spec, &[]).is_none(),
             // Run by the upstream inside the transaction, as Redis does.
             Route::Proxy => matches!(spec.name, "ping" | "echo"),
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
@@ -139,7 +139,7 @@ impl Reader<'_> {
         let too_big = self.multi.as_ref().is_some_and(|m| {
             !m.streaming && (m.queued.len() >= limit || m.commands.len() > max_bytes)
         });
-        if too_big && self.shared.answerer(spec).is_none() && !self.start_streaming().await {
+        if too_big && self.shared.answerer(spec, &[]).is_none() && !self.start_streaming().await {
             let msg = format!(
                 "ERR transaction too long for respite: at most {limit} commands or {max_bytes} bytes when no pinned upstream connection is free"
             );
@@ -175,7 +175,7 @@ impl Reader<'_> {
                 Ok(Plan::Forward(f)) => (f.command, f.follow_ups, tenant.prefix.clone()),
             },
         };
-        if self.shared.answerer(spec).is_none() {
+        if self.shared.answerer(spec, &req.args).is_none() {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
@@ -272,13 +272,18 @@ impl Reader<'_> {
             return self.reply_error(EXECABORT).await;
         }
         let exec = crate::command::lookup("exec").expect("in the table");
-        if self.shared.answerer(exec).is_some() {
+        if self.shared.answerer(exec, &[]).is_some() {
             return self.exec_locally(multi).await;
         }
+        self.shared.fence().await;
         if self.shared.upstream.is_none() {
             return self.reply_error("ERR no upstream").await;
         }
         self.send_group().await;
+        self.group_slow = multi
+            .queued
+            .iter()
+            .any(|(spec, _)| crate::command::known_slow(spec));
         self.group.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
         self.group.extend_from_slice(&multi.commands);
         self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
@@ -340,7 +345,7 @@ impl Reader<'_> {
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
         for (spec, args) in multi.queued {
-            let reply = match self.shared.answerer(spec) {
+            let reply = match self.shared.answerer(spec, &args) {
                 None => error_bytes("ERR the upstream came back during the transaction"),
                 Some(local) => match self.client.tenant.clone() {
                     None => local.run(|e| e.execute(spec, &args, proto, unix_ms() as u64)),

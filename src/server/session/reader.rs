@@ -184,9 +184,12 @@ impl Reader<'_> {
         let route = command::route(spec, &req.args);
         // Answered by respite itself: the commands the session handles, INFO where the
         // upstream's would say too much, and transactions (queued here).
+        // Also in local-only mode, as standalone answers it (ioredis's ready check sends INFO
+        // on connect).
         let info_here = spec.name == "info"
             && (self.shared.upstream.is_none()
-                || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()));
+                || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix())
+                || self.shared.answerer(spec, &req.args).is_some());
         let transaction = self.multi.is_some() || route == Route::Transaction;
         if self.shared.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {

@@ -119,6 +119,8 @@ impl Reader<'_> {
         count: usize,
         budget: Option<Arc<ReplyBudget>>,
     ) -> oneshot::Receiver<Reply> {
+        // The group's known-slow mark goes with it, whichever way it goes.
+        let slow = std::mem::take(&mut self.group_slow);
         if let Some(p) = &self.pinned {
             return p.send_within(bytes, count, budget).await;
         }
@@ -139,7 +141,7 @@ impl Reader<'_> {
         }
         upstream
             .conn_in(self.lane(), self.client.proto, self.client.id)
-            .send_within(bytes, count, budget)
+            .send_marked(bytes, count, budget, slow)
             .await
     }
 
@@ -147,7 +149,7 @@ impl Reader<'_> {
     /// behind or in front of other clients' commands. Without other state on it, the
     /// connection goes back once the reply is read.
     pub(super) async fn blocking(&mut self, spec: &'static CommandSpec, req: &Request) {
-        if self.shared.upstream.is_none() || self.shared.answerer(spec).is_some() {
+        if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "blocking command").await;
         }
         if !self.pin().await {
@@ -159,7 +161,7 @@ impl Reader<'_> {
 
     /// WATCH: pinned until EXEC, DISCARD or UNWATCH.
     pub(super) async fn watch(&mut self, spec: &'static CommandSpec, req: &Request) {
-        if self.shared.upstream.is_none() || self.shared.answerer(spec).is_some() {
+        if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "transaction").await;
         }
         if !self.pin().await {

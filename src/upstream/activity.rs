@@ -1,0 +1,124 @@
+//! What the pool's connections see of the upstream between probes, so that a busy upstream is
+//! told from a dead one: when reply bytes last arrived on any pool connection, and how many
+//! known-slow commands (see [`crate::command::known_slow`]) are written and still unanswered.
+//!
+//! The connection tasks write it, the probe and the watchdog read it; it decides nothing itself
+//! (the probe applies the rule, see [`super::probe`]). Cost on the hot path: one relaxed store per
+//! socket read, and two atomic adds per known-slow command.
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub(crate) struct Activity {
+    base: Instant,
+    /// Milliseconds after `base` (plus one, so 0 means never) of the latest bytes read.
+    last_reply: AtomicU64,
+    /// Known-slow commands written to a pool connection and not yet answered or failed.
+    slow_inflight: AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_reply: AtomicU64::new(0),
+            slow_inflight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// Bytes arrived on a pool connection: the upstream is alive.
+    pub(crate) fn replied(&self) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.last_reply.store(ms, Ordering::Relaxed);
+    }
+
+    /// When bytes last arrived on a pool connection, if ever.
+    pub(crate) fn last_reply(&self) -> Option<Instant> {
+        match self.last_reply.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// A known-slow command was written.
+    pub(crate) fn slow_started(&self) {
+        self.slow_inflight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A known-slow command was answered, or failed with its connection.
+    pub(crate) fn slow_finished(&self) {
+        let _ = self
+            .slow_inflight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether a known-slow command is running (or queued) on the upstream right now, on a
+    /// connection that is still established: its silence is work, not death.
+    pub(crate) fn slow_ahead(&self) -> bool {
+        self.slow_inflight.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// The rule the probe applies when its PING went unanswered: is the upstream down?
+///
+/// - Silent for less than `probe_timeout` (reply bytes arrived on a pool connection since):
+///   alive, answering others; not down.
+/// - Silent for `probe_timeout` with a known-slow command ahead: busy; not down until
+///   `busy_grace` of silence.
+/// - Otherwise silent for `probe_timeout` with nothing known to be running: down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Alive,
+    Busy,
+    Silent,
+}
+
+pub(crate) fn judge(
+    silent_for: Duration,
+    slow_ahead: bool,
+    probe_timeout: Duration,
+    busy_grace: Duration,
+) -> Verdict {
+    if silent_for < probe_timeout {
+        Verdict::Alive
+    } else if slow_ahead && silent_for < busy_grace {
+        Verdict::Busy
+    } else {
+        Verdict::Silent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn busy_only_with_a_slow_command_ahead_and_only_for_the_grace() {
+        let g = 30 * S;
+        assert_eq!(judge(S / 2, false, S, g), Verdict::Alive);
+        assert_eq!(judge(S, false, S, g), Verdict::Silent);
+        assert_eq!(judge(S, true, S, g), Verdict::Busy);
+        assert_eq!(judge(29 * S, true, S, g), Verdict::Busy);
+        assert_eq!(judge(30 * S, true, S, g), Verdict::Silent);
+    }
+
+    #[test]
+    fn slow_count_and_reply_clock() {
+        let a = Activity::default();
+        assert!(a.last_reply().is_none() && !a.slow_ahead());
+        a.slow_started();
+        a.slow_started();
+        a.slow_finished();
+        assert!(a.slow_ahead());
+        a.slow_finished();
+        a.slow_finished(); // never below zero
+        assert!(!a.slow_ahead());
+        a.replied();
+        assert!(a.last_reply().unwrap().elapsed() < S);
+    }
+}
