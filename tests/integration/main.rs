@@ -12,6 +12,7 @@ mod local_only;
 mod near_cache;
 mod observability;
 mod operations;
+mod pubsub;
 mod relay;
 mod robustness;
 mod standalone;
