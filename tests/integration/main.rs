@@ -13,6 +13,7 @@ mod near_cache;
 mod observability;
 mod operations;
 mod pubsub;
+mod pubsub_fanout;
 mod relay;
 mod robustness;
 mod standalone;

@@ -375,3 +375,28 @@ both!(redis_cli_subscribe, |kind: Kind| {
     drop(lines);
     drop(guard);
 });
+
+// A lost subscriber connection: respite subscribes everything again once the upstream is back.
+both!(resubscribes_after_the_upstream_restarts, |kind: Kind| {
+    let mut server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut sub = proxy.raw();
+    sub.cmd(&words("SUBSCRIBE again"));
+    sub.cmd(&words("PSUBSCRIBE ag*"));
+    server.restart();
+    let back = crate::support::wait_until(Duration::from_secs(15), || {
+        let mut up = server.raw();
+        up.cmd(&words("PUBSUB NUMSUB again")) == b"*2\r\n$5\r\nagain\r\n:1\r\n"
+            && up.cmd(&words("PUBSUB NUMPAT")) == b":1\r\n"
+    });
+    assert!(back.is_some(), "respite did not subscribe again");
+    server.raw().cmd(&words("PUBLISH again hello"));
+    assert_eq!(
+        sub.reply().unwrap(),
+        b"*3\r\n$7\r\nmessage\r\n$5\r\nagain\r\n$5\r\nhello\r\n"
+    );
+    assert_eq!(
+        sub.reply().unwrap(),
+        b"*4\r\n$8\r\npmessage\r\n$3\r\nag*\r\n$5\r\nagain\r\n$5\r\nhello\r\n"
+    );
+});
