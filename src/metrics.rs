@@ -31,7 +31,7 @@ pub const PUBSUB_DROPPED_TOTAL: &str = "respite_pubsub_dropped_total";
 pub const PUBSUB_SLOW_SUBSCRIBERS_TOTAL: &str = "respite_pubsub_slow_subscribers_total";
 
 /// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
-pub const GIT_REVISION: &str = env!("RESPITE_GIT_REVISION");
+pub const GIT_REVISION: &str = env!("BUILD_GIT_REVISION");
 
 /// Bytes read from and written to client sockets, counted by the socket layer (one relaxed add
 /// per read or write call, not per request) and published when `/metrics` is scraped.
