@@ -28,9 +28,8 @@ impl Setting {
     }
 }
 
-/// Variables that start with `RESPITE_` and are not settings: the command line's own, and the
-/// build's revision (build.rs reads it; cargo also sets it when it runs the tests' binaries).
-const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG", "RESPITE_GIT_REVISION"];
+/// Variables that start with `RESPITE_` and are not settings: the command line's own.
+const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG"];
 
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
 /// A section that is a prefix of another (`local`, `local_only`) comes after it: the longest wins.
