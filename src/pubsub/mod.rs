@@ -128,7 +128,7 @@ impl Hub {
     /// Every hold ends with [`Hub::attach`] or [`Hub::release`].
     fn hold(&self, name: &Name) -> watch::Receiver<bool> {
         let mut reg = self.lock();
-        let rx = match reg.entries.get_mut(name) {
+        match reg.entries.get_mut(name) {
             Some(e) => {
                 e.holds += 1;
                 e.acked.subscribe()
@@ -147,8 +147,7 @@ impl Hub {
                 self.changed.notify_one();
                 rx
             }
-        };
-        rx
+        }
     }
 
     /// End a hold without attaching (the session went away while waiting).
@@ -294,5 +293,78 @@ fn encode_for(sub: &Sub, name: &Name, channel: &[u8], payload: &[u8]) -> Bytes {
             let pat = unprefix_pattern(p, &name.1).unwrap_or_else(|| name.1.clone());
             frames::message(sub.proto, b"pmessage", &[&pat, chan], payload)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        let (queries, _) = mpsc::channel(1);
+        Hub {
+            registry: Mutex::new(Registry::default()),
+            changed: Notify::new(),
+            queries,
+            confirm_timeout: std::time::Duration::from_secs(1),
+            output_limit: 1 << 20,
+        }
+    }
+
+    fn drained(o: &Outbox) -> String {
+        let mut out = bytes::BytesMut::new();
+        o.drain_into(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn one_upstream_name_many_subscribers_each_in_its_own_terms() {
+        let hub = hub();
+        let name = (Kind::Channel, Bytes::from_static(b"t:news"));
+        let plain = Arc::new(Outbox::new(1 << 20));
+        let pushed = Arc::new(Outbox::new(1 << 20));
+        for (id, outbox, proto, prefix) in [
+            (1, &plain, Protocol::Resp2, &b"t:"[..]),
+            (2, &pushed, Protocol::Resp3, &b""[..]),
+        ] {
+            let _acked = hub.hold(&name);
+            let sub = Sub {
+                outbox: outbox.clone(),
+                proto,
+                prefix: Bytes::copy_from_slice(prefix),
+            };
+            hub.attach(&name, id, sub, Bytes::from_static(b"+confirmed\r\n"));
+        }
+        // The first hold asked the link for one upstream subscription; the second did not.
+        assert_eq!(hub.take_dirty(), vec![(name.clone(), true)]);
+        hub.dispatch(&name, b"t:news", b"hi");
+        assert_eq!(
+            drained(&plain),
+            "+confirmed\r\n*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+        );
+        assert_eq!(
+            drained(&pushed),
+            "+confirmed\r\n>3\r\n$7\r\nmessage\r\n$6\r\nt:news\r\n$2\r\nhi\r\n"
+        );
+        assert_eq!(hub.local(&name), (2, false));
+        hub.detach(&name, 1, Some((&plain, Bytes::from_static(b"+left\r\n"))));
+        hub.dispatch(&name, b"t:news", b"again");
+        assert_eq!(drained(&plain), "+left\r\n", "nothing after leaving");
+        assert!(hub.take_dirty().is_empty(), "one subscriber remains");
+        hub.detach(&name, 2, None);
+        // The last one left: the link withdraws the upstream subscription.
+        assert_eq!(hub.take_dirty(), vec![(name.clone(), false)]);
+        assert!(hub.is_idle());
+    }
+
+    #[test]
+    fn a_released_hold_leaves_nothing_behind() {
+        let hub = hub();
+        let name = (Kind::Pattern, Bytes::from_static(b"t:*"));
+        let _rx = hub.hold(&name);
+        hub.release(&name);
+        assert!(hub.is_idle());
+        // Asked for and withdrawn before the link looked: it is told the name is not wanted.
+        assert_eq!(hub.take_dirty(), vec![(name, false)]);
     }
 }

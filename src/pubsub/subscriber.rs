@@ -5,18 +5,19 @@ use super::{Hub, Kind, Name, Outbox, Sub, frames};
 use crate::policy::pubsub as names;
 use crate::protocol::Protocol;
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) struct Subscriber {
     hub: Arc<Hub>,
     id: u64,
     outbox: Arc<Outbox>,
-    prefix: Bytes,
-    /// Client names (an UNSUBSCRIBE of all confirms in no set order, as Redis's dict does).
-    channels: HashSet<Bytes>,
-    patterns: HashSet<Bytes>,
-    shards: HashSet<Bytes>,
+    /// Client names, each with the tenant prefix it was subscribed under (a RESP3 client may AUTH
+    /// as another tenant meanwhile; each name keeps the namespace it was subscribed in). An
+    /// UNSUBSCRIBE of all confirms in no set order, as Redis's dict does.
+    channels: HashMap<Bytes, Bytes>,
+    patterns: HashMap<Bytes, Bytes>,
+    shards: HashMap<Bytes, Bytes>,
 }
 
 /// Holds taken on the hub and not yet attached; released if the session goes away meanwhile.
@@ -34,19 +35,18 @@ impl Drop for Holds<'_> {
 }
 
 impl Subscriber {
-    pub fn new(hub: Arc<Hub>, id: u64, outbox: Arc<Outbox>, prefix: Bytes) -> Self {
+    pub fn new(hub: Arc<Hub>, id: u64, outbox: Arc<Outbox>) -> Self {
         Subscriber {
             hub,
             id,
             outbox,
-            prefix,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shards: HashSet::new(),
+            channels: HashMap::new(),
+            patterns: HashMap::new(),
+            shards: HashMap::new(),
         }
     }
 
-    fn set(&mut self, kind: Kind) -> &mut HashSet<Bytes> {
+    fn set(&mut self, kind: Kind) -> &mut HashMap<Bytes, Bytes> {
         match kind {
             Kind::Channel => &mut self.channels,
             Kind::Pattern => &mut self.patterns,
@@ -77,16 +77,17 @@ impl Subscriber {
         (kind, n)
     }
 
-    /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE: wait until the upstream carries every name (see the
-    /// hub's invariants), then attach each and queue its confirmation, in argument order.
-    pub async fn subscribe(&mut self, kind: Kind, proto: Protocol, args: &[Bytes]) {
+    /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE in the namespace of `prefix`: wait until the upstream
+    /// carries every name (see the hub's invariants), then attach each and queue its
+    /// confirmation, in argument order.
+    pub async fn subscribe(&mut self, kind: Kind, proto: Protocol, prefix: &Bytes, args: &[Bytes]) {
         let mut holds = Holds {
             hub: &self.hub,
             names: Vec::with_capacity(args.len()),
         };
         let mut acks = Vec::new();
         for a in args {
-            let name = Self::upstream_name(&self.prefix, kind, a);
+            let name = Self::upstream_name(prefix, kind, a);
             acks.push(holds.hub.hold(&name));
             holds.names.push(name);
         }
@@ -101,12 +102,18 @@ impl Subscriber {
         let names = std::mem::take(&mut holds.names);
         drop(holds);
         for (a, name) in args.iter().zip(names) {
-            self.set(kind).insert(a.clone());
+            if let Some(old) = self.set(kind).insert(a.clone(), prefix.clone())
+                && old != *prefix
+            {
+                // The same name in another namespace: that subscription ends.
+                let old = Self::upstream_name(&old, kind, a);
+                self.hub.detach(&old, self.id, None);
+            }
             let frame = frames::confirmation(proto, kind.subscribe(), Some(a), self.count(kind));
             let sub = Sub {
                 outbox: self.outbox.clone(),
                 proto,
-                prefix: self.prefix.clone(),
+                prefix: prefix.clone(),
             };
             // A second SUBSCRIBE of the same name replaces the first registration: one copy of
             // each message, as Redis sends.
@@ -118,7 +125,7 @@ impl Subscriber {
     /// named; one confirmation each, or one with a null name when there was nothing to leave.
     pub fn unsubscribe(&mut self, kind: Kind, proto: Protocol, args: &[Bytes]) {
         let names: Vec<Bytes> = if args.is_empty() {
-            self.set(kind).iter().cloned().collect()
+            self.set(kind).keys().cloned().collect()
         } else {
             args.to_vec()
         };
@@ -130,11 +137,14 @@ impl Subscriber {
         for a in names {
             let was = self.set(kind).remove(&a);
             let frame = frames::confirmation(proto, kind.unsubscribe(), Some(&a), self.count(kind));
-            let name = Self::upstream_name(&self.prefix, kind, &a);
-            if was {
-                self.hub.detach(&name, self.id, Some((&self.outbox, frame)));
-            } else {
-                self.outbox.push(frame);
+            match was {
+                Some(prefix) => {
+                    let name = Self::upstream_name(&prefix, kind, &a);
+                    self.hub.detach(&name, self.id, Some((&self.outbox, frame)));
+                }
+                None => {
+                    self.outbox.push(frame);
+                }
             }
         }
     }
@@ -142,8 +152,8 @@ impl Subscriber {
     /// Leave everything without confirmations (RESET, and the end of the session).
     pub fn leave_all(&mut self) {
         for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
-            for a in std::mem::take(self.set(kind)) {
-                let name = Self::upstream_name(&self.prefix, kind, &a);
+            for (a, prefix) in std::mem::take(self.set(kind)) {
+                let name = Self::upstream_name(&prefix, kind, &a);
                 self.hub.detach(&name, self.id, None);
             }
         }

@@ -181,7 +181,7 @@ both!(
             publisher.send(&encode(&[b"PUBLISH", b"big", &payload]));
             if i >= window {
                 let m = healthy.reply().expect("the healthy subscriber is served");
-                assert!(m.ends_with(&[b'x', b'\r', b'\n']));
+                assert!(m.ends_with(b"x\r\n"));
                 received += 1;
             }
         }

@@ -52,8 +52,11 @@ fn kind_of(name: &str) -> Option<(Kind, bool)> {
 
 impl Reader<'_> {
     /// Whether this stage takes the request (cheap: most requests only read two fields).
+    /// Inside a (RESP3) transaction, the SUBSCRIBE family is the transaction's business; RESET
+    /// still leaves every subscription.
     pub(super) fn pubsub_takes(&self, spec: &CommandSpec) -> bool {
         self.pubsub.outbox.is_some()
+            && (self.multi.is_none() || spec.name == "reset")
             && (self.pubsub.subscribed()
                 || kind_of(spec.name).is_some()
                 || matches!(spec.name, "pubsub|numsub" | "pubsub|shardnumsub"))
@@ -116,9 +119,9 @@ impl Reader<'_> {
         let sub = self
             .pubsub
             .subscriber
-            .get_or_insert_with(|| Box::new(Subscriber::new(hub, id, outbox, prefix)));
+            .get_or_insert_with(|| Box::new(Subscriber::new(hub, id, outbox)));
         if subscribe {
-            sub.subscribe(kind, proto, &req.args[1..]).await;
+            sub.subscribe(kind, proto, &prefix, &req.args[1..]).await;
         } else {
             sub.unsubscribe(kind, proto, &req.args[1..]);
         }
