@@ -126,7 +126,24 @@ pub fn command(spec: &'static CommandSpec) -> &'static Counter {
             .unwrap_or(0);
         (0..n).map(|_| OnceLock::new()).collect()
     });
-    handles[spec.id as usize].get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name))
+    match handles.get(spec.id as usize) {
+        Some(h) => h.get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name)),
+        None => upstream_command(spec.name),
+    }
+}
+
+/// The counter of a command read from the upstream's own table (not in the built-in one): by
+/// name, one leaked handle per name, bounded by what the upstream lists.
+fn upstream_command(name: &'static str) -> &'static Counter {
+    static HANDLES: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, &'static Counter>>,
+    > = OnceLock::new();
+    let mut map = HANDLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(name)
+        .or_insert_with(|| Box::leak(Box::new(counter!(COMMANDS_TOTAL, "command" => name))))
 }
 
 pub fn client_connections() -> Gauge {

@@ -25,6 +25,7 @@ use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
+use super::lanes::Lane;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -100,6 +101,9 @@ pub(super) struct ConnTask {
     pub(super) config: Arc<UpstreamConfig>,
     pub(super) proto: Protocol,
     pub(super) slot: usize,
+    /// A slow-lane connection (see [`super::lanes`]) is not one of the pool's: it does not count
+    /// towards the upstream's health, and its commands have no reply deadline.
+    pub(super) lane: Lane,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
     pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
@@ -122,6 +126,7 @@ impl ConnTask {
     pub(super) async fn run(mut self) {
         let label = proto_label(self.proto);
         let mut backoff = Backoff::new(&self.config);
+        let pooled = self.lane == Lane::Shared;
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();
@@ -130,23 +135,30 @@ impl ConnTask {
                     if backoff.succeeded() {
                         info!(upstream = %self.addr, protocol = label, slot = self.slot, "upstream connection restored");
                     }
-                    self.live.fetch_add(1, Ordering::Relaxed);
-                    metrics::upstream_connections(label).increment(1.0);
-                    self.health.report(health::Event::ConnUp, None);
+                    if pooled {
+                        self.live.fetch_add(1, Ordering::Relaxed);
+                        metrics::upstream_connections(label).increment(1.0);
+                        self.health.report(health::Event::ConnUp, None);
+                    }
                     let cause = self.serve(r, w).await;
-                    self.live.fetch_sub(1, Ordering::Relaxed);
-                    metrics::upstream_connections(label).decrement(1.0);
+                    if pooled {
+                        self.live.fetch_sub(1, Ordering::Relaxed);
+                        metrics::upstream_connections(label).decrement(1.0);
+                    }
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
-                        Some(c) => {
+                        Some(c) if pooled => {
                             self.health
                                 .report(health::Event::ConnDown, Some(Cause::Conn(c.clone())));
                             c
                         }
+                        Some(c) => c,
                     }
                 }
                 Err(e) => {
-                    self.health.attempt_failed(&e);
+                    if pooled {
+                        self.health.attempt_failed(&e);
+                    }
                     e
                 }
             };
@@ -180,7 +192,11 @@ impl ConnTask {
 
     /// Connect and handshake; records what the upstream says about itself.
     async fn connect(&self) -> Result<(BoxRead, BoxWrite), UpstreamError> {
-        let opened = handshake::open(&self.config, self.proto, "respite").await?;
+        let name = match self.lane {
+            Lane::Shared => "respite",
+            Lane::Slow => "respite-slow",
+        };
+        let opened = handshake::open(&self.config, self.proto, name).await?;
         if let Ok(mut slot) = self.info.write() {
             *slot = Some(opened.info);
         }
@@ -202,7 +218,7 @@ impl ConnTask {
         let result = tokio::select! {
             r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight) => r,
             r = read_loop(read, &mut buf, &inflight, &permits) => r,
-            r = watchdog(&inflight, self.config.command_timeout) => r,
+            r = watchdog(&inflight, self.config.command_timeout, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
             _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
@@ -410,7 +426,17 @@ fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
 
 /// Fail the connection when its oldest command has waited past the deadline: everything behind it
 /// on this connection is stuck too, and only closing it can free them.
-async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
+///
+/// On the slow lane a command may rightly run for longer than any deadline (a script, KEYS on a
+/// big keyspace), and nothing fast waits behind it there: its connection is failed only once the
+/// health probe has found the upstream gone as well (local-only mode), never while the server
+/// answers, e.g. with `-BUSY` to the probe and to the shared connections.
+async fn watchdog(
+    inflight: &InFlight,
+    deadline: Duration,
+    lane: Lane,
+    health: &health::Health,
+) -> Option<Kind> {
     let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -423,6 +449,7 @@ async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
             .map(|slot| slot.sent);
         if let Some(t) = oldest
             && t.elapsed() > deadline
+            && (lane == Lane::Shared || health.state().is_local())
         {
             return Some(Kind::TimedOut(Deadline::Reply(deadline)));
         }

@@ -204,7 +204,7 @@ impl Reader<'_> {
     pub(super) async fn run_namespace(&mut self, op: policy::NamespaceOp) {
         self.send_group().await;
         let upstream = self.shared.upstream.clone().expect("checked by the caller");
-        let conn = upstream.conn(self.client.proto, self.client.id);
+        let conn = upstream.conn_in(self.lane(), self.client.proto, self.client.id);
         let (mut run, mut cmd) = NamespaceRun::start(op, self.client.proto);
         let out = loop {
             let reply = match conn.send(cmd, 1).await.await {
@@ -279,10 +279,14 @@ impl Reader<'_> {
             .upstream
             .as_ref()
             .expect("grouped only with an upstream");
-        let rx = upstream
-            .conn(self.client.proto, self.client.id)
-            .send_within(bytes, count, self.budget.clone())
-            .await;
+        let rx = if self.oob {
+            upstream.out_of_band(self.client.proto, bytes, self.budget.clone())
+        } else {
+            upstream
+                .conn_in(self.lane(), self.client.proto, self.client.id)
+                .send_within(bytes, count, self.budget.clone())
+                .await
+        };
         // The send may have waited for room upstream.
         self.cache_now = None;
         self.fifo

@@ -12,9 +12,9 @@
 //!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
 //!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
 //!   socket.
-//! - A client's forwarded commands all go through one upstream connection per protocol, so they run
-//!   on the upstream in the order the client sent them; a protocol switch (HELLO, RESET) first waits
-//!   for every earlier reply ([`Pending::Barrier`]).
+//! - A client's forwarded commands all go through one upstream connection per protocol and lane
+//!   (see [`lanes`]), so they run on the upstream in the order the client sent them; a protocol
+//!   or lane switch first waits for every earlier reply ([`Pending::Barrier`]).
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
 //!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
 //!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
@@ -22,7 +22,9 @@
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
 mod builtin;
+mod commands;
 mod forward;
+mod lanes;
 mod multi;
 mod reader;
 mod subscribe;
@@ -190,6 +192,8 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         unanswered_writes: &unanswered_writes,
         cache_now: None,
         pubsub: subscribe::PubSub::new(shared_hub.as_deref()),
+        lane: Default::default(),
+        oob: false,
     };
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -252,6 +256,10 @@ pub(crate) struct Reader<'f> {
     cache_now: Option<u64>,
     /// Subscriptions and the outbox their pushes wait in, see [`subscribe`].
     pubsub: subscribe::PubSub,
+    /// The upstream lane this client's group goes on ([`lanes`]), and whether the command
+    /// being forwarded goes out of band instead.
+    lane: crate::upstream::lanes::Lane,
+    oob: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

@@ -148,7 +148,12 @@ impl Reader<'_> {
     }
 
     pub(super) async fn handle(&mut self, req: &mut Request) -> Flow {
-        let spec = match command::resolve(&req.args) {
+        let resolved = match command::resolve(&req.args) {
+            Ok(spec) => Ok(spec),
+            // Boxed: rare, and inline its state would grow every idle session.
+            Err(e) => Box::pin(self.resolve_miss(&req.args, e)).await,
+        };
+        let spec = match resolved {
             Ok(spec) => spec,
             Err(e) => {
                 metrics::error(match e {
@@ -206,11 +211,13 @@ impl Reader<'_> {
         }
         match route {
             Route::Forward => {
+                self.enter_lane(spec).await;
                 match self.client.tenant.clone() {
                     // Boxed for the same reason as local answers: its state is large.
                     Some(tenant) => Box::pin(self.forward_for(tenant, spec, req)).await,
                     None => self.forward(spec, req).await,
                 }
+                self.leave_out_of_band().await;
                 Flow::Continue
             }
             // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
