@@ -13,6 +13,8 @@ pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
 pub const COMMANDS_TOTAL: &str = "respite_commands_total";
 pub const ERRORS_TOTAL: &str = "respite_errors_total";
 pub const UPSTREAM_CONNECTIONS: &str = "respite_upstream_connections";
+pub const UPSTREAM_PINNED: &str = "respite_upstream_pinned_connections";
+pub const UPSTREAM_PINNED_REFUSED_TOTAL: &str = "respite_upstream_pinned_refused_total";
 pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
 pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
 pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
@@ -158,6 +160,15 @@ pub fn upstream_connections(protocol: &'static str) -> Gauge {
     gauge!(UPSTREAM_CONNECTIONS, "protocol" => protocol)
 }
 
+/// Pinned connections now, `state` = `in_use` (leased to a client) or `idle` (clean, waiting).
+pub fn upstream_pinned(state: &'static str) -> Gauge {
+    gauge!(UPSTREAM_PINNED, "state" => state)
+}
+
+pub fn upstream_pinned_refused() {
+    counter!(UPSTREAM_PINNED_REFUSED_TOTAL).increment(1);
+}
+
 pub fn upstream_reconnect(protocol: &'static str) {
     counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
 }
@@ -232,6 +243,14 @@ pub fn describe() {
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");
     describe_counter!(ERRORS_TOTAL, "Error replies sent to clients, by kind");
     describe_gauge!(UPSTREAM_CONNECTIONS, "Upstream connections established now");
+    describe_gauge!(
+        UPSTREAM_PINNED,
+        "Pinned upstream connections (one client's own), by state: in_use or idle"
+    );
+    describe_counter!(
+        UPSTREAM_PINNED_REFUSED_TOTAL,
+        "Commands refused because every pinned connection (upstream.max_pinned) was taken"
+    );
     describe_counter!(
         UPSTREAM_RECONNECTS_TOTAL,
         "Upstream connection attempts after a failure"

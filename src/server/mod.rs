@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     pub health: Option<Arc<Health>>,
     /// The near cache, when `[near_cache]` is enabled.
     pub cache: Option<Arc<crate::cache::NearCache>>,
+    /// Every client session, for CLIENT LIST and CLIENT KILL.
+    pub clients: session::Registry,
     /// Pub/Sub fan-out to the upstream; `None` in standalone mode.
     pub pubsub: Option<Arc<crate::pubsub::Hub>>,
 }
@@ -197,6 +199,7 @@ pub async fn run(
         config: config.clone(),
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
+        clients: Default::default(),
         draining: CancellationToken::new(),
         tenants,
         auth_failures: crate::policy::FailureTracker::new(10_000),

@@ -43,14 +43,14 @@ use tracing::{debug, info, warn};
 
 /// Commands on their way: their encoded bytes, how many they are, and where the replies go.
 pub(super) struct Job {
-    bytes: Bytes,
-    count: usize,
-    reply: oneshot::Sender<Reply>,
-    budget: Option<Arc<ReplyBudget>>,
+    pub(super) bytes: Bytes,
+    pub(super) count: usize,
+    pub(super) reply: oneshot::Sender<Reply>,
+    pub(super) budget: Option<Arc<ReplyBudget>>,
 }
 
 /// A job written to the connection and waiting for its replies.
-struct Slot {
+pub(super) struct Slot {
     reply: oneshot::Sender<Reply>,
     count: usize,
     permits: u32,
@@ -58,7 +58,7 @@ struct Slot {
     budget: Option<Arc<ReplyBudget>>,
 }
 
-type InFlight = Mutex<VecDeque<Slot>>;
+pub(super) type InFlight = Mutex<VecDeque<Slot>>;
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
 #[derive(Clone)]
@@ -205,7 +205,7 @@ impl ConnTask {
 
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
-    async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<UpstreamError> {
+    async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<UpstreamError> {
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
@@ -216,8 +216,8 @@ impl ConnTask {
         // known not to have been sent.
         let mut unsent = VecDeque::new();
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight) => r,
-            r = read_loop(read, &mut buf, &inflight, &permits) => r,
+            r = write_loop(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight) => r,
+            r = read_loop(&mut read, &mut buf, &inflight, &permits) => r,
             r = watchdog(&inflight, self.config.command_timeout, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -257,10 +257,10 @@ impl ConnTask {
 }
 
 /// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
-async fn write_loop(
+pub(super) async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
     jobs: &mut VecDeque<Job>,
-    mut write: BoxWrite,
+    write: &mut BoxWrite,
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
@@ -337,8 +337,8 @@ async fn write_loop(
 }
 
 /// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
-async fn read_loop(
-    mut read: BoxRead,
+pub(super) async fn read_loop(
+    read: &mut BoxRead,
     buf: &mut BytesMut,
     inflight: &InFlight,
     permits: &Semaphore,

@@ -11,6 +11,8 @@
 //! - [`commands`]: the upstream's own command table, read once at start.
 //! - [`lanes`]: which connection a command goes on (shared, slow, or one of its own for SCRIPT
 //!   KILL and the like), so a slow command never holds up fast ones.
+//! - [`pinned`]: connections of one client's own (WATCH, blocking commands, another database),
+//!   leased from a bounded pool and taken back only after a verified reset.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
 //!   [`probe`]'s PINGs.
 //!
@@ -23,6 +25,7 @@ pub mod error;
 pub mod handshake;
 pub mod health;
 pub mod lanes;
+pub mod pinned;
 pub mod pool;
 pub mod probe;
 pub mod reply;
@@ -30,5 +33,6 @@ pub mod reply;
 pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
+pub use pinned::{Monitor, PinError, Pinned, PinnedPool};
 pub use pool::Upstream;
 pub use reply::{Partial, Reply, ReplyBudget};

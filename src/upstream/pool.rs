@@ -4,6 +4,7 @@
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
 use super::lanes::{self, Lane};
+use super::pinned::PinnedPool;
 use super::{commands, health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
@@ -25,6 +26,7 @@ pub struct Upstream {
     /// The slow lane's connection per protocol (see [`lanes`]), opened on first use.
     slow: [OnceLock<Conn>; 2],
     shutdown: CancellationToken,
+    pinned: Arc<PinnedPool>,
 }
 
 impl Upstream {
@@ -75,6 +77,7 @@ impl Upstream {
         }
         let [resp2, resp3] = pools;
         Arc::new(Upstream {
+            pinned: PinnedPool::new(config.clone()),
             config,
             resp2,
             resp3,
@@ -173,6 +176,11 @@ impl Upstream {
 
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
+    }
+
+    /// Connections of one client's own (see [`super::pinned`]).
+    pub fn pinned(&self) -> &Arc<PinnedPool> {
+        &self.pinned
     }
 
     pub fn health(&self) -> &Arc<health::Health> {

@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod client_commands;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -12,6 +13,7 @@ mod local_only;
 mod near_cache;
 mod observability;
 mod operations;
+mod pinned;
 mod pubsub;
 mod pubsub_fanout;
 mod relay;

@@ -33,6 +33,8 @@ pub(super) async fn write_loop<S: RawStream>(
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
+    // CLIENT REPLY OFF or SKIP: replies are still awaited in order, and dropped.
+    let mut silent = false;
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
@@ -49,6 +51,7 @@ pub(super) async fn write_loop<S: RawStream>(
                 pushes.drain_into(&mut out);
             }
             let written = match p {
+                Pending::Ready(_) if silent => Ok(()),
                 Pending::Ready(b) => append(w, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
                     let Ok(r) = between(w, &mut out, pushes, rx).await else {
@@ -56,13 +59,40 @@ pub(super) async fn write_loop<S: RawStream>(
                     };
                     let r = r.map_err(|_| ());
                     taken(&r);
-                    append(w, &mut out, reply_bytes(r, count, &keep)).await
+                    if silent {
+                        Ok(())
+                    } else {
+                        append(w, &mut out, reply_bytes(r, count, &keep)).await
+                    }
                 }
                 Pending::Cached { rx, proto } => {
                     let Ok(r) = between(w, &mut out, pushes, rx).await else {
                         return;
                     };
-                    append(w, &mut out, fetched_bytes(r.ok(), proto)).await
+                    let bytes = fetched_bytes(r.ok(), proto);
+                    if silent {
+                        Ok(())
+                    } else {
+                        append(w, &mut out, bytes).await
+                    }
+                }
+                Pending::Silence(s) => {
+                    silent = s;
+                    Ok(())
+                }
+                Pending::Stream(mut rx) => {
+                    // MONITOR: each line goes out as it comes, until the client leaves.
+                    let mut r = flush(w, &mut out).await;
+                    while r.is_ok() {
+                        match rx.recv().await {
+                            Some(line) => {
+                                out.extend_from_slice(&line);
+                                r = flush(w, &mut out).await;
+                            }
+                            None => break,
+                        }
+                    }
+                    r
                 }
                 Pending::Written(written) => {
                     answered(cache, &written, unanswered_writes);
