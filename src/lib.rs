@@ -14,6 +14,8 @@
 //!   judges whether the upstream answers; while it is down, [`fallback`] has the in-memory
 //!   [`engine`] serve instead (local-only mode), as it always does with no upstream (standalone
 //!   mode), and settles what it held once the upstream is back.
+//! - `pubsub` fans Pub/Sub out: one upstream subscription per channel per respite, shared by every
+//!   local subscriber, each behind a bounded outbox its session's writer drains between replies.
 //! - [`admin`] serves `/metrics`, `/healthz` and `/readyz` over HTTP; [`metrics`] names what is counted.
 //! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`],
 //!   one file per section. It is a leaf (it reads only the [`command`] table and [`protocol`]'s limits):
@@ -32,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;
+mod pubsub;
 pub mod server;
 pub mod upstream;
 

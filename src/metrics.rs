@@ -28,6 +28,9 @@ pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total
 pub const LOCAL_ONLY: &str = "respite_local_only";
 pub const LOCAL_ENGINE_KEYS: &str = "respite_local_engine_keys";
 pub const LOCAL_ENGINE_BYTES: &str = "respite_local_engine_bytes";
+pub const PUBSUB_MESSAGES_TOTAL: &str = "respite_pubsub_messages_total";
+pub const PUBSUB_DROPPED_TOTAL: &str = "respite_pubsub_dropped_total";
+pub const PUBSUB_SLOW_SUBSCRIBERS_TOTAL: &str = "respite_pubsub_slow_subscribers_total";
 
 /// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
 pub const GIT_REVISION: &str = env!("BUILD_GIT_REVISION");
@@ -192,6 +195,20 @@ pub fn batch_histograms() -> (Histogram, Histogram) {
     )
 }
 
+/// Pub/Sub messages handed to subscribers' outboxes, and those dropped because their subscriber
+/// was over `limits.pubsub_output_bytes`.
+pub fn pubsub_delivered(delivered: u64, dropped: u64) {
+    counter!(PUBSUB_MESSAGES_TOTAL).increment(delivered);
+    if dropped > 0 {
+        counter!(PUBSUB_DROPPED_TOTAL).increment(dropped);
+    }
+}
+
+/// A subscriber closed for going over `limits.pubsub_output_bytes`.
+pub fn pubsub_slow_subscriber() {
+    counter!(PUBSUB_SLOW_SUBSCRIBERS_TOTAL).increment(1);
+}
+
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
@@ -254,5 +271,17 @@ pub fn describe() {
     describe_counter!(
         UPSTREAM_HEALTH_TRANSITIONS_TOTAL,
         "Upstream health transitions, by the state entered"
+    );
+    describe_counter!(
+        PUBSUB_MESSAGES_TOTAL,
+        "Pub/Sub messages written to subscribers' outboxes (one per subscriber)"
+    );
+    describe_counter!(
+        PUBSUB_DROPPED_TOTAL,
+        "Pub/Sub messages dropped for a subscriber over limits.pubsub_output_bytes"
+    );
+    describe_counter!(
+        PUBSUB_SLOW_SUBSCRIBERS_TOTAL,
+        "Subscribers closed for going over limits.pubsub_output_bytes"
     );
 }

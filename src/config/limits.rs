@@ -13,6 +13,7 @@ pub(super) struct RawLimits {
     max_query_buffer: i64,
     max_inflight_per_client: i64,
     max_reply_bytes: i64,
+    pubsub_output_bytes: i64,
 }
 
 impl Default for RawLimits {
@@ -25,13 +26,16 @@ impl Default for RawLimits {
             max_query_buffer: l.max_query_buffer as i64,
             max_inflight_per_client: 1024,
             max_reply_bytes: 1024 * 1024 * 1024,
+            // Redis's soft pubsub limit: a sidecar's subscribers rarely fall that far behind.
+            pubsub_output_bytes: 8 * 1024 * 1024,
         }
     }
 }
 
 impl RawLimits {
-    /// The framing limits, then `max_inflight_per_client` and `max_reply_bytes`.
-    pub(super) fn validate(&self, c: &Check) -> Result<(Limits, usize, usize), ConfigError> {
+    /// The framing limits, then `max_inflight_per_client`, `max_reply_bytes` and
+    /// `pubsub_output_bytes`.
+    pub(super) fn validate(&self, c: &Check) -> Result<(Limits, usize, usize, usize), ConfigError> {
         let limits = Limits {
             max_args: c.positive("limits.max_args", self.max_args)?,
             max_bulk_len: c.positive("limits.max_bulk_len", self.max_bulk_len)?,
@@ -66,6 +70,7 @@ impl RawLimits {
             self.max_inflight_per_client,
         )?;
         let reply_bytes = c.positive("limits.max_reply_bytes", self.max_reply_bytes)?;
-        Ok((limits, inflight, reply_bytes))
+        let pubsub = c.positive("limits.pubsub_output_bytes", self.pubsub_output_bytes)?;
+        Ok((limits, inflight, reply_bytes, pubsub))
     }
 }

@@ -69,6 +69,8 @@ pub struct Config {
     pub max_inflight_per_client: usize,
     /// Most bytes of upstream replies one client may leave unread before it is closed.
     pub max_reply_bytes: usize,
+    /// Most bytes of Pub/Sub messages one subscriber may leave unread before it is closed.
+    pub pubsub_output_bytes: usize,
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
     pub log_level: String,
@@ -278,7 +280,8 @@ pub fn from_source(
 /// Validate section by section, in the order errors have always been reported.
 fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
     let listen = raw.listen.validate(c)?;
-    let (limits, max_inflight_per_client, max_reply_bytes) = raw.limits.validate(c)?;
+    let (limits, max_inflight_per_client, max_reply_bytes, pubsub_output_bytes) =
+        raw.limits.validate(c)?;
     let upstream = upstream::validate(&raw.upstream, &raw.health, c)?;
     let local_only = raw.local_only.validate(c)?;
     let tenants = if raw.tenant.is_empty() && raw.default_tenant.is_none() {
@@ -309,6 +312,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         limits,
         max_inflight_per_client,
         max_reply_bytes,
+        pubsub_output_bytes,
         upstream,
         admin,
         log_level,

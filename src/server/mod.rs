@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub outage: Arc<fallback::Outage>,
     /// Every client session, for CLIENT LIST and CLIENT KILL.
     pub clients: session::Registry,
+    /// Pub/Sub fan-out to the upstream; `None` in standalone mode.
+    pub pubsub: Option<Arc<crate::pubsub::Hub>>,
 }
 
 impl Shared {
@@ -229,6 +231,9 @@ pub async fn run(
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,
+        pubsub: config.upstream.clone().map(|u| {
+            crate::pubsub::Hub::start(u, config.pubsub_output_bytes, stop_upstream.clone())
+        }),
     });
     if let Some(engine) = engine {
         // Expired keys are also removed on access; the sweep frees the ones nobody reads.

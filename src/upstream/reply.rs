@@ -56,7 +56,7 @@ impl ReplyBudget {
 
     /// Count `n` more bytes owed; false (and exceeded from now on) if that goes over the limit,
     /// in which case they are not counted.
-    pub(super) fn charge(&self, n: usize) -> bool {
+    pub(crate) fn charge(&self, n: usize) -> bool {
         if self.exceeded.load(Ordering::Relaxed) {
             return false;
         }

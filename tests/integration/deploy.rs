@@ -277,7 +277,9 @@ fn ports_probes_and_limits_match_the_configmap() {
     let worst = int("local", "max_memory_bytes")
         + int("near_cache", "max_memory_bytes")
         + int("listen", "max_clients")
-            * (int("limits", "max_query_buffer") + int("limits", "max_reply_bytes"))
+            * (int("limits", "max_query_buffer")
+                + int("limits", "max_reply_bytes")
+                + int("limits", "pubsub_output_bytes"))
         + (32 << 20);
     let limit = quantity(c["resources"]["limits"]["memory"].as_str().unwrap());
     assert!(

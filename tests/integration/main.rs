@@ -16,6 +16,8 @@ mod observability;
 mod operations;
 mod outage_recovery;
 mod pinned;
+mod pubsub;
+mod pubsub_fanout;
 mod relay;
 mod robustness;
 mod slow_commands;

@@ -21,6 +21,9 @@
 //! - A pinned connection carries one client's commands only, and goes back to its pool only
 //!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
 //!   one has it closed at once.
+//! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
+//!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
+//!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
@@ -33,6 +36,7 @@ mod monitor;
 mod multi;
 mod reader;
 mod stateful;
+mod subscribe;
 mod writer;
 
 use crate::cache::Fetched;
@@ -184,6 +188,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
     let unanswered_writes = Unanswered::default();
     let cache = shared.cache.clone();
     let registered = clients::register(&shared, &client);
+    let shared_hub = shared.pubsub.clone();
     let budget = shared
         .upstream
         .as_ref()
@@ -202,6 +207,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
         cache_now: None,
+        pubsub: subscribe::PubSub::new(shared_hub.as_deref()),
         lane: Default::default(),
         oob: false,
         pinned: None,
@@ -212,6 +218,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
     };
+    let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
     // flushes what is owed and finishes.
@@ -225,8 +232,24 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
         cache.as_deref(),
         &unanswered_writes,
         budget.as_deref(),
+        outbox.as_deref(),
     );
-    let ((), ()) = tokio::join!(read, writer);
+    let session = async {
+        let ((), ()) = tokio::join!(read, writer);
+    };
+    match &outbox {
+        // A subscriber over its limit is closed at once, whatever its halves are waiting on
+        // (typically the writer, on a client that stopped reading): dropping them drops its
+        // subscriptions and then the socket.
+        Some(o) => tokio::select! {
+            () = session => {}
+            () = o.overflowed() => {
+                metrics::pubsub_slow_subscriber();
+                debug!("subscriber over limits.pubsub_output_bytes: closed");
+            }
+        },
+        None => session.await,
+    }
     debug!("client closed");
 }
 
@@ -256,6 +279,8 @@ pub(crate) struct Reader<'f> {
     unanswered_writes: &'f Unanswered,
     /// The near cache's clock, read once per batch of requests (and again after any wait).
     cache_now: Option<u64>,
+    /// Subscriptions and the outbox their pushes wait in, see [`subscribe`].
+    pubsub: subscribe::PubSub,
     /// The upstream lane this client's group goes on ([`lanes`]), and whether the command
     /// being forwarded goes out of band instead.
     lane: crate::upstream::lanes::Lane,

@@ -206,6 +206,11 @@ impl Reader<'_> {
                 return Flow::Continue;
             }
         }
+        if self.pubsub_takes(spec)
+            && let Some(flow) = Box::pin(self.pubsub(spec, req)).await
+        {
+            return flow;
+        }
         if self.multi.is_some() {
             // Commands that end or leave a transaction are answered as usual.
             if !matches!(spec.name, "quit" | "reset") {

@@ -7,19 +7,22 @@ use crate::cache::{Fetched, NearCache};
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, ReplyRewrite};
 use crate::protocol::{Protocol, ReplyScanner, encode};
+use crate::pubsub::Outbox;
 use crate::server::io::{ClientSocket, RawStream};
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
-/// it that is already known, so a pipelining client gets them in one write.
+/// it that is already known, so a pipelining client gets them in one write. Pub/Sub pushes in
+/// `pushes` are taken before each reply and while waiting for one: between whole replies only.
 pub(super) async fn write_loop<S: RawStream>(
     w: &ClientSocket<S>,
     fifo: &Fifo<Pending>,
     cache: Option<&NearCache>,
     unanswered_writes: &Unanswered,
     budget: Option<&ReplyBudget>,
+    pushes: Option<&Outbox>,
 ) {
     // Upstream replies leave the client's budget as the writer takes them.
     let taken = |r: &Result<Reply, ()>| {
@@ -35,17 +38,26 @@ pub(super) async fn write_loop<S: RawStream>(
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
-            None => fifo.pop().await,
+            None => match between(w, &mut out, pushes, fifo.pop()).await {
+                Ok(p) => p,
+                Err(()) => return,
+            },
         };
         if item.is_none() {
             break;
         }
         while let Some(p) = item.take() {
+            if let Some(pushes) = pushes {
+                pushes.drain_into(&mut out);
+            }
             let written = match p {
                 Pending::Ready(_) if silent => Ok(()),
                 Pending::Ready(b) => append(w, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
-                    let r = rx.await.map_err(|_| ());
+                    let Ok(r) = between(w, &mut out, pushes, rx).await else {
+                        return;
+                    };
+                    let r = r.map_err(|_| ());
                     taken(&r);
                     if silent {
                         Ok(())
@@ -54,7 +66,10 @@ pub(super) async fn write_loop<S: RawStream>(
                     }
                 }
                 Pending::Cached { rx, proto } => {
-                    let bytes = fetched_bytes(rx.await.ok(), proto);
+                    let Ok(r) = between(w, &mut out, pushes, rx).await else {
+                        return;
+                    };
+                    let bytes = fetched_bytes(r.ok(), proto);
                     if silent {
                         Ok(())
                     } else {
@@ -148,6 +163,30 @@ pub(super) async fn write_loop<S: RawStream>(
     }
     let _ = flush(w, &mut out).await;
     w.shutdown_write();
+}
+
+/// Wait for `next`, writing Pub/Sub pushes as they come meanwhile (`out` then holds only whole
+/// replies, so a push never lands inside one). `Err`: the client is gone.
+async fn between<S: RawStream, F: std::future::Future>(
+    w: &ClientSocket<S>,
+    out: &mut BytesMut,
+    pushes: Option<&Outbox>,
+    next: F,
+) -> Result<F::Output, ()> {
+    let Some(pushes) = pushes else {
+        return Ok(next.await);
+    };
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            biased;
+            v = &mut next => return Ok(v),
+            () = pushes.ready() => {
+                pushes.drain_into(out);
+                flush(w, out).await?;
+            }
+        }
+    }
 }
 
 /// A near-cache fill's reply for a client (`None`: the fill vanished unanswered).

@@ -1,0 +1,370 @@
+//! Pub/Sub fan-out: every local subscriber of a channel shares one upstream subscription.
+//!
+//! The [`Hub`] keeps, per upstream channel, pattern or shard channel, the local subscribers and
+//! their [`Outbox`]es; the [`link`] is the one dedicated upstream connection (RESP3) that carries
+//! respite's own SUBSCRIBEs — one per name, sent when the first local subscriber arrives and
+//! withdrawn when the last one leaves — and hands each message to the hub, which copies it into
+//! every subscriber's outbox (shared bytes, encoded once per protocol and tenant). Ten thousand
+//! subscribers of a channel cost one upstream subscription on one connection.
+//!
+//! Names here are upstream names: a tenant's channels carry its prefix and its patterns the
+//! escaped prefix ([`crate::policy::pubsub`]); what a subscriber sees loses them again. The
+//! session side ([`Subscriber`]) owns one client's subscriptions and releases them when dropped.
+//! The hub never waits on a subscriber: a full outbox closes that subscriber, not the link.
+//!
+//! # Invariants
+//! - A subscriber's confirmation is queued in its outbox under the registry lock in the same step
+//!   that attaches (or detaches) it, so no message of that channel comes before its `subscribe`
+//!   confirmation or after its `unsubscribe` one; messages of one channel reach its outbox in the
+//!   order the link read them.
+//! - A subscription is confirmed to the client only after the upstream confirmed it (or after
+//!   `upstream.command_timeout`, when the upstream is away), so a message published after the
+//!   client saw its confirmation reaches it.
+mod frames;
+mod link;
+mod outbox;
+mod subscriber;
+
+pub(crate) use frames::pong;
+pub(crate) use outbox::Outbox;
+pub(crate) use subscriber::Subscriber;
+
+use crate::config::UpstreamConfig;
+use crate::protocol::Protocol;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The three Pub/Sub namespaces of Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+impl Kind {
+    fn subscribe(self) -> &'static str {
+        match self {
+            Kind::Channel => "subscribe",
+            Kind::Pattern => "psubscribe",
+            Kind::Shard => "ssubscribe",
+        }
+    }
+
+    fn unsubscribe(self) -> &'static str {
+        match self {
+            Kind::Channel => "unsubscribe",
+            Kind::Pattern => "punsubscribe",
+            Kind::Shard => "sunsubscribe",
+        }
+    }
+}
+
+type Name = (Kind, Bytes);
+
+/// One local subscriber of a name: where its frames go and how they are encoded for it.
+#[derive(Clone)]
+pub(crate) struct Sub {
+    pub outbox: Arc<Outbox>,
+    pub proto: Protocol,
+    /// The tenant's prefix, taken off the names it is sent.
+    pub prefix: Bytes,
+}
+
+struct Entry {
+    subs: HashMap<u64, Sub>,
+    /// Subscribers waiting for the upstream's confirmation before they attach.
+    holds: usize,
+    /// True while the upstream has confirmed this name on the current link.
+    acked: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<Name, Entry>,
+    /// Names whose upstream subscription may need to change: the link reconciles them.
+    dirty: HashSet<Name>,
+}
+
+/// A command for the upstream sent on the subscriber connection (PUBSUB NUMSUB), and where its
+/// reply goes.
+pub(crate) type Query = (Bytes, oneshot::Sender<Result<Bytes, link::LinkDown>>);
+
+/// The proxy's Pub/Sub state, shared by every session.
+pub(crate) struct Hub {
+    registry: Mutex<Registry>,
+    /// Wakes the link: a name changed, or it should connect.
+    changed: Notify,
+    queries: mpsc::Sender<Query>,
+    /// How long a SUBSCRIBE waits for the upstream to confirm.
+    confirm_timeout: std::time::Duration,
+    /// `limits.pubsub_output_bytes`.
+    pub output_limit: usize,
+}
+
+impl Hub {
+    /// The hub, and its link to `config`'s upstream running until `stop`.
+    pub fn start(config: UpstreamConfig, output_limit: usize, stop: CancellationToken) -> Arc<Hub> {
+        let (queries, rx) = mpsc::channel(1024);
+        let hub = Arc::new(Hub {
+            registry: Mutex::new(Registry::default()),
+            changed: Notify::new(),
+            queries,
+            confirm_timeout: config.command_timeout,
+            output_limit,
+        });
+        tokio::spawn(link::run(hub.clone(), config, rx, stop));
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ask for `name`'s upstream subscription: the receiver turns true once it is confirmed.
+    /// Every hold ends with [`Hub::attach`] or [`Hub::release`].
+    fn hold(&self, name: &Name) -> watch::Receiver<bool> {
+        let mut reg = self.lock();
+        match reg.entries.get_mut(name) {
+            Some(e) => {
+                e.holds += 1;
+                e.acked.subscribe()
+            }
+            None => {
+                let (acked, rx) = watch::channel(false);
+                reg.entries.insert(
+                    name.clone(),
+                    Entry {
+                        subs: HashMap::new(),
+                        holds: 1,
+                        acked,
+                    },
+                );
+                reg.dirty.insert(name.clone());
+                self.changed.notify_one();
+                rx
+            }
+        }
+    }
+
+    /// End a hold without attaching (the session went away while waiting).
+    fn release(&self, name: &Name) {
+        let mut reg = self.lock();
+        if let Some(e) = reg.entries.get_mut(name) {
+            e.holds -= 1;
+        }
+        self.forget_if_unused(&mut reg, name);
+    }
+
+    /// Turn a hold into a subscription of client `id`, queueing its confirmation first.
+    fn attach(&self, name: &Name, id: u64, sub: Sub, confirmation: Bytes) {
+        let mut reg = self.lock();
+        let Some(e) = reg.entries.get_mut(name) else {
+            return;
+        };
+        e.holds -= 1;
+        sub.outbox.push(confirmation);
+        e.subs.insert(id, sub);
+    }
+
+    /// Remove client `id`'s subscription, queueing its confirmation (if any) in the same step.
+    fn detach(&self, name: &Name, id: u64, confirmation: Option<(&Outbox, Bytes)>) {
+        let mut reg = self.lock();
+        if let Some((outbox, frame)) = confirmation {
+            outbox.push(frame);
+        }
+        if let Some(e) = reg.entries.get_mut(name) {
+            e.subs.remove(&id);
+        }
+        self.forget_if_unused(&mut reg, name);
+    }
+
+    fn forget_if_unused(&self, reg: &mut Registry, name: &Name) {
+        if reg
+            .entries
+            .get(name)
+            .is_some_and(|e| e.subs.is_empty() && e.holds == 0)
+        {
+            reg.entries.remove(name);
+            reg.dirty.insert(name.clone());
+            self.changed.notify_one();
+        }
+    }
+
+    /// Local subscribers of `name`, and whether respite's own upstream subscription to it is
+    /// confirmed (the upstream then counts respite as one subscriber).
+    pub fn local(&self, name: &Name) -> (usize, bool) {
+        let reg = self.lock();
+        reg.entries
+            .get(name)
+            .map_or((0, false), |e| (e.subs.len(), *e.acked.borrow()))
+    }
+
+    /// Send `command` on the subscriber connection and wait for its reply.
+    pub async fn query(&self, command: Bytes) -> Result<Bytes, link::LinkDown> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send((command, tx))
+            .await
+            .map_err(|_| link::LinkDown)?;
+        self.changed.notify_one();
+        rx.await.map_err(|_| link::LinkDown)?
+    }
+
+    /// Hand one message to every local subscriber of `name`: `channel` and `payload` as the
+    /// upstream sent them (`channel` is the name itself except for pattern messages).
+    fn dispatch(&self, name: &Name, channel: &[u8], payload: &[u8]) {
+        let reg = self.lock();
+        let Some(e) = reg.entries.get(name) else {
+            return;
+        };
+        // Encoded once per protocol and tenant prefix; every subscriber shares the bytes.
+        let mut encoded: Vec<(Protocol, &[u8], Bytes)> = Vec::new();
+        let mut dropped = 0u64;
+        for sub in e.subs.values() {
+            let frame = match encoded
+                .iter()
+                .find(|(p, pre, _)| *p == sub.proto && *pre == &sub.prefix[..])
+            {
+                Some((_, _, f)) => f.clone(),
+                None => {
+                    let f = encode_for(sub, name, channel, payload);
+                    encoded.push((sub.proto, &sub.prefix[..], f.clone()));
+                    f
+                }
+            };
+            if !sub.outbox.push(frame) {
+                dropped += 1;
+            }
+        }
+        crate::metrics::pubsub_delivered(e.subs.len() as u64 - dropped, dropped);
+    }
+
+    /// The link is (re)connected: every name is to be subscribed afresh, and none is confirmed.
+    fn relinked(&self) -> Vec<Name> {
+        let mut reg = self.lock();
+        reg.dirty.clear();
+        reg.entries
+            .iter()
+            .map(|(name, e)| {
+                e.acked.send_replace(false);
+                name.clone()
+            })
+            .collect()
+    }
+
+    /// Names to reconcile, each with whether it is wanted now.
+    fn take_dirty(&self) -> Vec<(Name, bool)> {
+        let mut reg = self.lock();
+        let dirty = std::mem::take(&mut reg.dirty);
+        dirty
+            .into_iter()
+            .map(|n| {
+                let wanted = reg.entries.contains_key(&n);
+                (n, wanted)
+            })
+            .collect()
+    }
+
+    /// The upstream confirmed `name` on the current link.
+    fn confirmed(&self, name: &Name) {
+        if let Some(e) = self.lock().entries.get(name) {
+            e.acked.send_replace(true);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.lock().entries.is_empty()
+    }
+}
+
+/// One message as `sub` sees it: the tenant's prefix off the channel (and pattern).
+fn encode_for(sub: &Sub, name: &Name, channel: &[u8], payload: &[u8]) -> Bytes {
+    use crate::policy::pubsub::{unprefix_channel, unprefix_pattern};
+    let p = &sub.prefix[..];
+    let chan = unprefix_channel(p, channel).unwrap_or(channel);
+    match name.0 {
+        Kind::Channel => frames::message(sub.proto, b"message", &[chan], payload),
+        Kind::Shard => frames::message(sub.proto, b"smessage", &[chan], payload),
+        Kind::Pattern => {
+            let pat = unprefix_pattern(p, &name.1).unwrap_or_else(|| name.1.clone());
+            frames::message(sub.proto, b"pmessage", &[&pat, chan], payload)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        let (queries, _) = mpsc::channel(1);
+        Hub {
+            registry: Mutex::new(Registry::default()),
+            changed: Notify::new(),
+            queries,
+            confirm_timeout: std::time::Duration::from_secs(1),
+            output_limit: 1 << 20,
+        }
+    }
+
+    fn drained(o: &Outbox) -> String {
+        let mut out = bytes::BytesMut::new();
+        o.drain_into(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn one_upstream_name_many_subscribers_each_in_its_own_terms() {
+        let hub = hub();
+        let name = (Kind::Channel, Bytes::from_static(b"t:news"));
+        let plain = Arc::new(Outbox::new(1 << 20));
+        let pushed = Arc::new(Outbox::new(1 << 20));
+        for (id, outbox, proto, prefix) in [
+            (1, &plain, Protocol::Resp2, &b"t:"[..]),
+            (2, &pushed, Protocol::Resp3, &b""[..]),
+        ] {
+            let _acked = hub.hold(&name);
+            let sub = Sub {
+                outbox: outbox.clone(),
+                proto,
+                prefix: Bytes::copy_from_slice(prefix),
+            };
+            hub.attach(&name, id, sub, Bytes::from_static(b"+confirmed\r\n"));
+        }
+        // The first hold asked the link for one upstream subscription; the second did not.
+        assert_eq!(hub.take_dirty(), vec![(name.clone(), true)]);
+        hub.dispatch(&name, b"t:news", b"hi");
+        assert_eq!(
+            drained(&plain),
+            "+confirmed\r\n*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+        );
+        assert_eq!(
+            drained(&pushed),
+            "+confirmed\r\n>3\r\n$7\r\nmessage\r\n$6\r\nt:news\r\n$2\r\nhi\r\n"
+        );
+        assert_eq!(hub.local(&name), (2, false));
+        hub.detach(&name, 1, Some((&plain, Bytes::from_static(b"+left\r\n"))));
+        hub.dispatch(&name, b"t:news", b"again");
+        assert_eq!(drained(&plain), "+left\r\n", "nothing after leaving");
+        assert!(hub.take_dirty().is_empty(), "one subscriber remains");
+        hub.detach(&name, 2, None);
+        // The last one left: the link withdraws the upstream subscription.
+        assert_eq!(hub.take_dirty(), vec![(name.clone(), false)]);
+        assert!(hub.is_idle());
+    }
+
+    #[test]
+    fn a_released_hold_leaves_nothing_behind() {
+        let hub = hub();
+        let name = (Kind::Pattern, Bytes::from_static(b"t:*"));
+        let _rx = hub.hold(&name);
+        hub.release(&name);
+        assert!(hub.is_idle());
+        // Asked for and withdrawn before the link looked: it is told the name is not wanted.
+        assert_eq!(hub.take_dirty(), vec![(name, false)]);
+    }
+}

@@ -1,0 +1,227 @@
+//! The session's Pub/Sub stage: the SUBSCRIBE family, RESP2's subscribed mode, and PUBSUB NUMSUB
+//! counted with respite's own subscribers. The subscriptions themselves live in
+//! [`crate::pubsub`]; this file only decides what a request does and queues its reply.
+//!
+//! # Invariants
+//! Pushes (confirmations and messages) go through the client's [`Outbox`], never the FIFO, so they
+//! take no reply slot. A (un)subscribe first waits on a [`Pending::Barrier`] for every earlier
+//! reply to be written, then queues its confirmations in the outbox; the writer drains the outbox
+//! before each reply it writes and while it waits for one, always between whole frames. So the
+//! confirmations come after the replies of the commands before them and before the replies of the
+//! commands after them, and messages never split a reply.
+use super::{Flow, Keep, Pending, Reader};
+use crate::command::CommandSpec;
+use crate::metrics::{self, ErrorKind};
+use crate::protocol::value::{self, Value};
+use crate::protocol::{Protocol, Request, encode};
+use crate::pubsub::{self, Hub, Kind, Outbox, Subscriber};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+/// A session's Pub/Sub state: its outbox (when the proxy has an upstream) and its subscriptions.
+#[derive(Default)]
+pub(crate) struct PubSub {
+    pub outbox: Option<Arc<Outbox>>,
+    subscriber: Option<Box<Subscriber>>,
+}
+
+impl PubSub {
+    pub fn new(hub: Option<&Hub>) -> Self {
+        PubSub {
+            outbox: hub.map(|h| Arc::new(Outbox::new(h.output_limit))),
+            subscriber: None,
+        }
+    }
+
+    fn subscribed(&self) -> bool {
+        self.subscriber.as_ref().is_some_and(|s| s.total() > 0)
+    }
+}
+
+fn kind_of(name: &str) -> Option<(Kind, bool)> {
+    Some(match name {
+        "subscribe" => (Kind::Channel, true),
+        "psubscribe" => (Kind::Pattern, true),
+        "ssubscribe" => (Kind::Shard, true),
+        "unsubscribe" => (Kind::Channel, false),
+        "punsubscribe" => (Kind::Pattern, false),
+        "sunsubscribe" => (Kind::Shard, false),
+        _ => return None,
+    })
+}
+
+impl Reader<'_> {
+    /// Whether this stage takes the request (cheap: most requests only read two fields).
+    /// Inside a (RESP3) transaction, the SUBSCRIBE family is the transaction's business; RESET
+    /// still leaves every subscription.
+    pub(super) fn pubsub_takes(&self, spec: &CommandSpec) -> bool {
+        self.pubsub.outbox.is_some()
+            && (self.multi.is_none() || spec.name == "reset")
+            && (self.pubsub.subscribed()
+                || kind_of(spec.name).is_some()
+                || matches!(spec.name, "pubsub|numsub" | "pubsub|shardnumsub"))
+    }
+
+    /// Handle a request [`Reader::pubsub_takes`] took; `None` hands it on to the usual stages
+    /// (PING in RESP3, QUIT, RESET after leaving every subscription).
+    pub(super) async fn pubsub(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) -> Option<Flow> {
+        let proto = self.client.proto;
+        if self.pubsub.subscribed() && proto == Protocol::Resp2 {
+            match spec.name {
+                "ping" => {
+                    let msg = req.args.get(1).map_or(&b""[..], |a| &a[..]);
+                    self.reply(pubsub::pong(msg)).await;
+                    return Some(Flow::Continue);
+                }
+                "quit" | "reset" => {}
+                _ if kind_of(spec.name).is_some() => {}
+                _ => {
+                    metrics::error(ErrorKind::Refused);
+                    let msg = format!(
+                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                        spec.name
+                    );
+                    self.reply_error(&msg).await;
+                    return Some(Flow::Continue);
+                }
+            }
+        }
+        if spec.name == "reset" {
+            // RESET leaves subscribed mode (and the tenant whose names it held) at once.
+            self.pubsub.subscriber = None;
+            return None;
+        }
+        let Some((kind, subscribe)) = kind_of(spec.name) else {
+            if spec.name.starts_with("pubsub|") {
+                self.numsub(spec, req).await;
+                return Some(Flow::Continue);
+            }
+            return None;
+        };
+        if let Some(t) = &self.client.tenant
+            && !t.permits(spec)
+        {
+            let e = t.no_perm(spec);
+            crate::policy::metrics::refusal(&t.name, &e);
+            self.reply_error(&e.to_string()).await;
+            return Some(Flow::Continue);
+        }
+        // Every earlier reply is written before a confirmation is queued (see the invariants).
+        self.barrier().await;
+        let hub = self.shared.pubsub.clone()?;
+        let outbox = self.pubsub.outbox.clone()?;
+        let prefix = self.prefix();
+        let id = self.client.id;
+        let sub = self
+            .pubsub
+            .subscriber
+            .get_or_insert_with(|| Box::new(Subscriber::new(hub, id, outbox)));
+        if subscribe {
+            sub.subscribe(kind, proto, &prefix, &req.args[1..]).await;
+        } else {
+            sub.unsubscribe(kind, proto, &req.args[1..]);
+        }
+        Some(Flow::Continue)
+    }
+
+    fn prefix(&self) -> Bytes {
+        self.client
+            .tenant
+            .as_ref()
+            .map(|t| t.prefix.clone())
+            .unwrap_or_default()
+    }
+
+    /// PUBSUB NUMSUB / SHARDNUMSUB: the upstream's counts, in which respite's one subscription
+    /// per name stands for its local subscribers, so each count is the upstream's, less respite,
+    /// plus respite's own subscribers. Names stay within the tenant's namespace.
+    async fn numsub(&mut self, spec: &'static CommandSpec, req: &Request) {
+        if let Some(t) = &self.client.tenant
+            && !t.permits(spec)
+        {
+            let e = t.no_perm(spec);
+            self.reply_error(&e.to_string()).await;
+            return;
+        }
+        let Some(hub) = self.shared.pubsub.clone() else {
+            return;
+        };
+        let kind = if spec.name == "pubsub|numsub" {
+            Kind::Channel
+        } else {
+            Kind::Shard
+        };
+        let prefix = self.prefix();
+        let names: Vec<_> = req.args[2..]
+            .iter()
+            .map(|a| Subscriber::upstream_name(&prefix, kind, a))
+            .collect();
+        let mut args: Vec<&[u8]> = vec![&req.args[0], &req.args[1]];
+        args.extend(names.iter().map(|n| &n.1[..]));
+        let mut command = BytesMut::new();
+        encode::command(&mut command, &args);
+        let client_names = req.args[2..].to_vec();
+        let proto = self.client.proto;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let budget = self.budget.clone();
+        tokio::spawn(async move {
+            let reply = match hub.query(command.freeze()).await {
+                Ok(reply) => numsub_reply(&hub, &reply, &names, &client_names, proto),
+                Err(e) => {
+                    metrics::error(ErrorKind::Upstream);
+                    super::error_bytes(&format!("ERR {e}"))
+                }
+            };
+            // The writer releases what an upstream reply charged to the client's budget.
+            if let Some(b) = budget {
+                b.charge(reply.len());
+            }
+            let _ = tx.send(Ok(reply));
+        });
+        self.push(Pending::Upstream {
+            rx,
+            count: 1,
+            keep: Keep::All,
+        })
+        .await;
+    }
+}
+
+/// The client's NUMSUB reply from the upstream's: its own names, adjusted counts.
+fn numsub_reply(
+    hub: &Hub,
+    reply: &Bytes,
+    names: &[(Kind, Bytes)],
+    client_names: &[Bytes],
+    proto: Protocol,
+) -> Bytes {
+    let items = match value::parse(reply) {
+        Ok(Value::Agg(_, items)) => items,
+        // An error (or anything unexpected) goes to the client as the upstream sent it.
+        _ => return reply.clone(),
+    };
+    let mut out = BytesMut::new();
+    if reply.first() == Some(&b'%') {
+        encode::map_header(&mut out, proto, names.len());
+    } else {
+        encode::array_header(&mut out, names.len() * 2);
+    }
+    for (i, (name, client)) in names.iter().zip(client_names).enumerate() {
+        let upstream: i64 = match items.get(i * 2 + 1) {
+            Some(Value::Line(b':', n)) => std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let (local, ours) = hub.local(name);
+        let count = (upstream - i64::from(ours)).max(0) + local as i64;
+        encode::bulk(&mut out, client);
+        encode::integer(&mut out, count);
+    }
+    out.freeze()
+}
