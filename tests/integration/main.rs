@@ -8,6 +8,7 @@ mod clients;
 mod config_errors;
 mod deploy;
 mod faults;
+mod hostile;
 mod local_only;
 mod near_cache;
 mod observability;

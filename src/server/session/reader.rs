@@ -30,8 +30,8 @@ impl Reader<'_> {
         let mut read_size = 1024;
         loop {
             loop {
-                if self.budget.as_ref().is_some_and(|b| b.exceeded()) {
-                    // The writer is closing this client (limits.max_reply_bytes).
+                if self.fifo.abandoned() || self.budget.as_ref().is_some_and(|b| b.exceeded()) {
+                    // The client is gone, or the writer is closing it (limits.max_reply_bytes).
                     return;
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).

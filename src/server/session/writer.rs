@@ -30,6 +30,8 @@ pub(super) async fn write_loop<S: RawStream>(
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
+    // The client can no longer be written to (it went away, or is over its output limit).
+    let mut gone = false;
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
@@ -61,7 +63,8 @@ pub(super) async fn write_loop<S: RawStream>(
                 Pending::Close => break 'session,
             };
             if written.is_err() {
-                return;
+                gone = true;
+                break 'session;
             }
             if out.len() >= FLUSH_AT {
                 break;
@@ -105,19 +108,59 @@ pub(super) async fn write_loop<S: RawStream>(
             // connection closes. Whatever the reader still queues is dropped until it stops.
             let _ = flush(w, &mut out).await;
             w.shutdown_both();
-            while fifo.pop().await.is_some() {}
-            return;
+            gone = true;
+            break;
         }
         if flush(w, &mut out).await.is_err() {
-            return;
+            gone = true;
+            break;
         }
         if head.is_none() && fifo.is_empty() {
             // Idle clients keep no write buffer.
             out = BytesMut::new();
         }
     }
+    if gone {
+        fifo.abandon();
+        settle(head, fifo, cache, unanswered_writes, budget).await;
+        return;
+    }
     let _ = flush(w, &mut out).await;
     w.shutdown_write();
+}
+
+/// After the client is gone: take what the reader still queues until it stops, dropping the
+/// replies but keeping what other clients rely on: a write's near-cache invalidation waits for
+/// its reply as usual, budgets are released, barriers are signalled.
+async fn settle(
+    mut head: Option<Pending>,
+    fifo: &Fifo<Pending>,
+    cache: Option<&NearCache>,
+    unanswered_writes: &Unanswered,
+    budget: Option<&ReplyBudget>,
+) {
+    loop {
+        let p = match head.take() {
+            Some(p) => p,
+            None => match fifo.pop().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        match p {
+            Pending::Upstream { rx, .. } => {
+                if let (Some(b), Ok(Ok(bytes))) = (budget, rx.await) {
+                    b.release(bytes.len());
+                }
+            }
+            Pending::Written(written) => answered(cache, &written, unanswered_writes),
+            Pending::Barrier(done) => {
+                let _ = done.send(());
+            }
+            // Replies nobody will read.
+            _ => {}
+        }
+    }
 }
 
 /// A near-cache fill's reply for a client (`None`: the fill vanished unanswered).
