@@ -5,16 +5,19 @@
 //! one write; for each it pushes a reply slot onto a FIFO. A job is one or more commands a client
 //! pipelined together, and its slot collects that many replies. The reader half finds reply
 //! boundaries with the [`ReplyScanner`] and completes the slot at the head of the FIFO with the
-//! raw bytes of its replies. A watchdog fails the connection when the oldest slot has waited past
-//! its deadline.
+//! raw bytes of its replies. Each batch ends with an alignment marker ([`Markers`]); the replies
+//! of a batch are held until its marker's echo arrives in place, then delivered. A watchdog fails
+//! the connection when the oldest slot has waited past its deadline.
 //!
 //! # Invariants
 //! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error
 //!   that names the cause (a job cut short gets the replies that did arrive, then the error).
 //!   Replies are paired with slots strictly in the order the commands were written, and a
 //!   connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
-//!   deadline passed) is closed, failing every slot still on it. No reply ever reaches the wrong
-//!   request.
+//!   deadline passed, a marker not echoed in place) is closed, failing every slot still on it.
+//!   No reply ever reaches the wrong request: a reply is delivered only once the marker written
+//!   after its command has come back where due, so a connection that fails first delivers none of
+//!   its unverified replies (their commands get the indeterminate error).
 //! - A command is never written twice. Commands whose fate is unknown when a connection dies get
 //!   an error, not a retry.
 //! - Memory is bounded: each connection's queue and its number of commands in flight are bounded.
@@ -25,6 +28,7 @@ use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
+use super::marker::Markers;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -48,9 +52,10 @@ pub(super) struct Job {
     budget: Option<Arc<ReplyBudget>>,
 }
 
-/// A job written to the connection and waiting for its replies.
+/// A job written to the connection and waiting for its replies, or (`reply: None`) a batch's
+/// alignment marker.
 struct Slot {
-    reply: oneshot::Sender<Reply>,
+    reply: Option<oneshot::Sender<Reply>>,
     count: usize,
     permits: u32,
     sent: Instant,
@@ -193,6 +198,9 @@ impl ConnTask {
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
+        // Complete replies not yet vouched for by their batch's marker, oldest first.
+        let mut held = Vec::new();
+        let markers = Markers::new();
         let permits = Semaphore::new(self.config.max_inflight);
         self.state.borrow_and_update();
         let fail_on_down = self.health.fail_inflight_on_down();
@@ -200,8 +208,8 @@ impl ConnTask {
         // known not to have been sent.
         let mut unsent = VecDeque::new();
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight) => r,
-            r = read_loop(read, &mut buf, &inflight, &permits) => r,
+            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight, markers) => r,
+            r = read_loop(read, &mut buf, &mut held, &inflight, &permits, markers) => r,
             r = watchdog(&inflight, self.config.command_timeout) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -220,21 +228,12 @@ impl ConnTask {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut partial = Some(std::mem::take(&mut buf));
-        for slot in slots {
-            // Only the head slot can have replies waiting in the buffer.
-            let (replies, count) = match partial.take() {
-                Some(b) => {
-                    let (count, len) = completed_prefix(&b, slot.count);
-                    (b.freeze().slice(..len), count)
-                }
-                None => (Bytes::new(), 0),
-            };
-            let _ = slot.reply.send(Err(Partial {
-                replies,
-                count,
-                error: lost.clone(),
-            }));
+        // Replies that arrived but no marker vouched for are not delivered: whether they are
+        // their commands' own is exactly what is unknown now.
+        for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
+            if let Some(reply) = slot.reply {
+                let _ = reply.send(Err(Partial::from(lost.clone())));
+            }
         }
         result
     }
@@ -248,6 +247,7 @@ async fn write_loop(
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
+    mut markers: Markers,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
@@ -300,13 +300,25 @@ async fn write_loop(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push_back(Slot {
-                    reply: job.reply,
+                    reply: Some(job.reply),
                     count: job.count,
                     permits: weight,
                     sent: now,
                     budget: job.budget,
                 });
         }
+        // The batch's marker: its echo releases the replies before it (see `marker`).
+        markers.append(&mut out);
+        inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Slot {
+                reply: None,
+                count: 1,
+                permits: 0,
+                sent: now,
+                budget: None,
+            });
         batch_commands.record(commands as f64);
         batch_bytes.record(total as f64);
         if let Err(e) = write.write_all(&out).await {
@@ -320,12 +332,15 @@ async fn write_loop(
     }
 }
 
-/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
+/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in, and
+/// delivered once the marker after it is echoed in place.
 async fn read_loop(
     mut read: BoxRead,
     buf: &mut BytesMut,
+    held: &mut Vec<(Slot, Bytes)>,
     inflight: &InFlight,
     permits: &Semaphore,
+    mut markers: Markers,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
     // Replies of the head slot already scanned: their count and total length at the front of buf.
@@ -370,16 +385,18 @@ async fn read_loop(
             }
             let slot = q.pop_front().expect("head exists");
             drop(q);
-            // The client may have gone: its replies are dropped, the pairing holds.
-            let replies = buf.split_to(scanned).freeze();
-            let reply = match &slot.budget {
-                Some(b) if !b.charge(replies.len()) => {
-                    Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
-                }
-                _ => Ok(replies),
-            };
-            let _ = slot.reply.send(reply);
             done += slot.permits as usize;
+            if slot.reply.is_some() {
+                held.push((slot, buf.split_to(scanned).freeze()));
+            } else {
+                if !markers.check(&buf[..scanned]) {
+                    return Some(Kind::Protocol(ProtocolError::Misaligned));
+                }
+                buf.advance(scanned);
+                for (slot, replies) in held.drain(..) {
+                    deliver(slot, replies);
+                }
+            }
             scanned = 0;
             have = 0;
         }
@@ -392,20 +409,18 @@ async fn read_loop(
     }
 }
 
-/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
-fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
-    let mut scanner = ReplyScanner::new();
-    let (mut count, mut len) = (0, 0);
-    while count < max {
-        match scanner.scan(&buf[len..]) {
-            Ok(Some(s)) if !s.push => {
-                len += s.len;
-                count += 1;
-            }
-            _ => break,
+/// Hand a job its vouched-for replies, against its client's budget.
+fn deliver(slot: Slot, replies: Bytes) {
+    let reply = match &slot.budget {
+        Some(b) if !b.charge(replies.len()) => {
+            Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
         }
+        _ => Ok(replies),
+    };
+    // The client may have gone: its replies are dropped, the pairing holds.
+    if let Some(tx) = slot.reply {
+        let _ = tx.send(reply);
     }
-    (count, len)
 }
 
 /// Fail the connection when its oldest command has waited past the deadline: everything behind it

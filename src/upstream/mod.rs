@@ -5,7 +5,8 @@
 //! - [`conn`]: one connection: the [`Conn`] handle, the task that writes batches, pairs replies
 //!   with their commands in FIFO order and reconnects; its `# Invariants` are the pairing rules.
 //! - [`handshake`]: connect, HELLO and SELECT, for every connection respite opens (pools, probe,
-//!   near-cache tracking). [`backoff`]: the reconnect delays and the fail-fast wait in between.
+//!   near-cache tracking). [`marker`]: the per-batch marker that proves replies still pair with
+//!   their commands. [`backoff`]: the reconnect delays and the fail-fast wait in between.
 //! - [`reply`]: what a client gets back ([`Reply`], [`Partial`], [`ReplyBudget`]); [`error`]:
 //!   why it did not ([`CommandError`]), and why a connection failed ([`UpstreamError`]).
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
@@ -18,6 +19,7 @@ pub mod conn;
 pub mod error;
 pub mod handshake;
 pub mod health;
+mod marker;
 pub mod pool;
 pub mod probe;
 pub mod reply;

@@ -10,6 +10,7 @@ mod deploy;
 mod faults;
 mod hostile;
 mod local_only;
+mod misaligned;
 mod near_cache;
 mod observability;
 mod operations;
