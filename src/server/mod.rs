@@ -123,6 +123,9 @@ pub(crate) struct Shared {
     pub health: Option<Arc<Health>>,
     /// The near cache, when `[near_cache]` is enabled.
     pub cache: Option<Arc<crate::cache::NearCache>>,
+    /// What all clients' unread replies and unfinished requests may hold together
+    /// (`limits.max_client_memory`).
+    pub client_memory: Arc<crate::upstream::ClientMemory>,
 }
 
 impl Shared {
@@ -196,6 +199,9 @@ pub async fn run(
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,
+        client_memory: Arc::new(crate::upstream::ClientMemory::new(
+            config.sessions.max_client_memory,
+        )),
     });
     if let Some(engine) = engine {
         // Expired keys are also removed on access; the sweep frees the ones nobody reads.

@@ -16,8 +16,10 @@
 //!   connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
 //!   deadline passed, a marker not echoed in place) is closed, failing every slot still on it.
 //!   No reply ever reaches the wrong request: a reply is delivered only once the marker written
-//!   after its command has come back where due, so a connection that fails first delivers none of
-//!   its unverified replies (their commands get the indeterminate error).
+//!   after its command has come back where due, or when the connection fails with no sign of
+//!   misalignment (closed, timed out; the replies that came are delivered, as before). One that
+//!   fails for a protocol error (garbled, unsolicited, misaligned) delivers none of its unverified
+//!   replies: their commands get the indeterminate error.
 //! - A command is never written twice. Commands whose fate is unknown when a connection dies get
 //!   an error, not a retry.
 //! - Memory is bounded: each connection's queue and its number of commands in flight are bounded.
@@ -221,6 +223,7 @@ impl ConnTask {
         let cause = result.clone().unwrap_or_else(|| {
             UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
         });
+        let misaligned = matches!(cause.kind, Kind::Protocol(_));
         let cause = Arc::new(cause);
         let lost = CommandError::Lost(cause.clone());
         let not_sent = CommandError::NotSent(cause);
@@ -228,11 +231,36 @@ impl ConnTask {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
-        // Replies that arrived but no marker vouched for are not delivered: whether they are
-        // their commands' own is exactly what is unknown now.
-        for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
+        if misaligned {
+            // The pairing itself is in doubt: replies no marker vouched for are not delivered.
+            for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
+                if let Some(reply) = slot.reply {
+                    let _ = reply.send(Err(Partial::from(lost.clone())));
+                }
+            }
+            return result;
+        }
+        // The connection failed with no sign of misalignment (closed, timed out): the replies
+        // that came are delivered, and a job cut short gets those of its replies that arrived.
+        for (slot, replies) in held.drain(..) {
+            deliver(slot, replies);
+        }
+        let mut partial = Some(std::mem::take(&mut buf));
+        for slot in slots {
+            // Only the head slot can have replies waiting in the buffer.
+            let (replies, count) = match partial.take() {
+                Some(b) => {
+                    let (count, len) = completed_prefix(&b, slot.count);
+                    (b.freeze().slice(..len), count)
+                }
+                None => (Bytes::new(), 0),
+            };
             if let Some(reply) = slot.reply {
-                let _ = reply.send(Err(Partial::from(lost.clone())));
+                let _ = reply.send(Err(Partial {
+                    replies,
+                    count,
+                    error: lost.clone(),
+                }));
             }
         }
         result
@@ -275,6 +303,21 @@ async fn write_loop(
         let mut total = 0;
         // A job leaves `jobs` only once its slot is in flight (see `serve`).
         while let Some(next) = jobs.front() {
+            if let Some(limit) = next
+                .budget
+                .as_ref()
+                .filter(|b| b.exceeded())
+                .map(|b| b.limit())
+            {
+                // Its client is being closed for what it left unread (as Redis closes a client
+                // past its output limit, unread commands and all): not sent, so it holds no one
+                // up behind it on this connection.
+                let job = jobs.pop_front().expect("the front job");
+                let _ = job
+                    .reply
+                    .send(Err(Partial::from(CommandError::Overflow { limit })));
+                continue;
+            }
             // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
             // first send what is already queued here (its replies are what frees permits), then
             // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
@@ -409,6 +452,22 @@ async fn read_loop(
     }
 }
 
+/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
+fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
+    let mut scanner = ReplyScanner::new();
+    let (mut count, mut len) = (0, 0);
+    while count < max {
+        match scanner.scan(&buf[len..]) {
+            Ok(Some(s)) if !s.push => {
+                len += s.len;
+                count += 1;
+            }
+            _ => break,
+        }
+    }
+    (count, len)
+}
+
 /// Hand a job its vouched-for replies, against its client's budget.
 fn deliver(slot: Slot, replies: Bytes) {
     let reply = match &slot.budget {
@@ -418,8 +477,11 @@ fn deliver(slot: Slot, replies: Bytes) {
         _ => Ok(replies),
     };
     // The client may have gone: its replies are dropped, the pairing holds.
-    if let Some(tx) = slot.reply {
-        let _ = tx.send(reply);
+    if let Some(tx) = slot.reply
+        && let Err(Ok(dropped)) = tx.send(reply)
+        && let Some(b) = &slot.budget
+    {
+        b.release(dropped.len());
     }
 }
 

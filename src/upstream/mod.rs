@@ -28,4 +28,4 @@ pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
 pub use pool::Upstream;
-pub use reply::{Partial, Reply, ReplyBudget};
+pub use reply::{ClientMemory, Partial, Reply, ReplyBudget};

@@ -1,7 +1,7 @@
 //! Hostile clients (issue 13): clients that pipeline and vanish, never read, declare huge arguments
 //! or trickle bytes. None of them may hold resources after it is gone or hurt the clients around it.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, metric, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, metric, rss_kib, wait_until, words};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -77,3 +77,138 @@ both!(sessions_end_when_pipelining_clients_vanish, |kind: Kind| {
         );
     }
 });
+
+/// Virtual memory of this process in KiB (the proxy runs in-process): what a reservation costs
+/// where overcommit is off, even if never touched.
+fn vm_size_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn declared_huge_arguments_cost_only_what_arrives() {
+    let server = Server::start(Kind::Redis);
+    let proxy = Proxy::start(&server.url());
+    let mut probe = proxy.raw();
+    assert_eq!(probe.cmd(&words("PING")), b"+PONG\r\n");
+    let (rss, vm) = (rss_kib(), vm_size_kib());
+    // 100 clients each declare a 512 MiB argument (Redis's own limit) and send 1,000 bytes of it.
+    let mut held: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(proxy.addr).unwrap();
+            s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$536870912\r\n")
+                .unwrap();
+            s.write_all(&[b'x'; 1000]).unwrap();
+            s
+        })
+        .collect();
+    // Every session has read what was sent: a request behind them on a new connection is served,
+    // and each of them is still open.
+    assert_eq!(probe.cmd(&words("PING")), b"+PONG\r\n");
+    wait_until(Duration::from_secs(10), || {
+        metric(&proxy, "respite_client_connections") == 101.0
+    })
+    .expect("all 100 sessions open");
+    let (rss_grew, vm_grew) = (rss_kib() - rss, vm_size_kib().saturating_sub(vm));
+    eprintln!("100 declared 512 MiB arguments: RSS +{rss_grew} KiB, virtual +{vm_grew} KiB");
+    // Before: 50 GiB of address space reserved. Now at most a 64 KiB chunk each.
+    assert!(vm_grew < 1024 * 1024, "virtual memory grew {vm_grew} KiB");
+    assert!(rss_grew < 64 * 1024, "RSS grew {rss_grew} KiB");
+    held.clear();
+}
+
+#[test]
+fn unfinished_requests_share_one_budget_and_the_largest_goes_first() {
+    let server = Server::start(Kind::Redis);
+    // 8 MiB for all clients' unfinished requests and unread replies together.
+    let proxy = Proxy::start_with(&server.url(), &[("limits.max_client_memory", "8388608")]);
+    let mut held: Vec<TcpStream> = (0..6)
+        .map(|i| {
+            let mut s = TcpStream::connect(proxy.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16000000\r\n")
+                .unwrap();
+            // 1, 2, ... 6 MiB: 21 MiB in all, far over the budget.
+            s.write_all(&vec![b'x'; (i + 1) << 20]).unwrap();
+            s
+        })
+        .collect();
+    // The largest holders are closed until the rest fit; the smallest stays.
+    let closed = |s: &mut TcpStream| {
+        let mut b = [0u8; 64];
+        matches!(std::io::Read::read(s, &mut b), Ok(0) | Err(_))
+    };
+    assert!(closed(&mut held[5]), "the largest is closed");
+    let mut probe = proxy.raw();
+    assert_eq!(probe.cmd(&words("PING")), b"+PONG\r\n");
+    held[0]
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    assert!(
+        matches!(std::io::Read::read(&mut held[0], &mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the smallest is still open"
+    );
+}
+
+#[test]
+fn idle_clients_are_closed_after_the_timeout() {
+    let server = Server::start(Kind::Redis);
+    let proxy = Proxy::start_with(&server.url(), &[("limits.idle_timeout_ms", "400")]);
+    let start = std::time::Instant::now();
+    let mut idle = proxy.raw();
+    assert_eq!(idle.cmd(&words("PING")), b"+PONG\r\n");
+    let mut busy = proxy.raw();
+    // A client that keeps talking is not idle, however long it stays.
+    while start.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(busy.cmd(&words("PING")), b"+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(idle.closed(), "the idle client was closed");
+    assert_eq!(busy.cmd(&words("PING")), b"+PONG\r\n");
+}
+
+#[test]
+fn slowloris_requests_are_closed_by_the_request_deadline() {
+    let server = Server::start(Kind::Redis);
+    let proxy = Proxy::start_with(&server.url(), &[("limits.request_timeout_ms", "500")]);
+    // 50 connections each dribbling one byte of a request every 100 ms (the finding: 500 at one
+    // byte a second; fewer and faster to keep the suite quick).
+    let request = encode(&words("SET slow value"));
+    let mut conns: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    let start = std::time::Instant::now();
+    let mut closed_at = vec![None; conns.len()];
+    for byte in request.iter().take(request.len() - 1).cycle() {
+        for (c, at) in conns.iter_mut().zip(&mut closed_at) {
+            if at.is_none() && c.write_all(&[*byte]).is_err() {
+                *at = Some(start.elapsed());
+            }
+        }
+        if closed_at.iter().all(Option::is_some) || start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, at) in closed_at.iter().enumerate() {
+        let at = at.unwrap_or_else(|| panic!("connection {i} still open after 10 s"));
+        assert!(
+            at >= Duration::from_millis(500),
+            "closed after {at:?}, before the deadline"
+        );
+    }
+    // What they got: the error naming the limit.
+    let mut got = String::new();
+    conns[0]
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = std::io::Read::read_to_string(&mut conns[0], &mut got);
+    assert!(got.contains("limits.request_timeout_ms"), "{got:?}");
+    // A request delivered whole is served as usual.
+    assert_eq!(proxy.raw().cmd(&words("PING")), b"+PONG\r\n");
+}

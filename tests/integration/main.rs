@@ -16,6 +16,7 @@ mod observability;
 mod operations;
 mod relay;
 mod robustness;
+mod slow_readers;
 mod standalone;
 mod tenant_hardening;
 mod tenant_oracle;

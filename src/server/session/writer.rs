@@ -21,12 +21,14 @@ pub(super) async fn write_loop<S: RawStream>(
     unanswered_writes: &Unanswered,
     budget: Option<&ReplyBudget>,
 ) {
-    // Upstream replies leave the client's budget as the writer takes them.
-    let taken = |r: &Result<Reply, ()>| {
-        if let (Some(b), Ok(Ok(bytes))) = (budget, r) {
-            b.release(bytes.len());
-        }
+    // Upstream replies leave the client's budget once written (or copied into the bounded
+    // output batch), not when taken: a client that never reads keeps them counted.
+    let owed = |r: &Result<Reply, ()>| match r {
+        Ok(Ok(bytes)) => bytes.len(),
+        _ => 0,
     };
+    // The budgeted bytes of the item about to be written (taken ahead by the look-ahead below).
+    let mut owed_next = 0;
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
@@ -41,22 +43,23 @@ pub(super) async fn write_loop<S: RawStream>(
             break;
         }
         while let Some(p) = item.take() {
+            let mut owed_now = std::mem::take(&mut owed_next);
             let written = match p {
-                Pending::Ready(b) => append(w, &mut out, b).await,
+                Pending::Ready(b) => append(w, budget, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
                     let r = rx.await.map_err(|_| ());
-                    taken(&r);
-                    append(w, &mut out, reply_bytes(r, count, &keep)).await
+                    owed_now = owed(&r);
+                    append(w, budget, &mut out, reply_bytes(r, count, &keep)).await
                 }
                 Pending::Cached { rx, proto } => {
-                    append(w, &mut out, fetched_bytes(rx.await.ok(), proto)).await
+                    append(w, budget, &mut out, fetched_bytes(rx.await.ok(), proto)).await
                 }
                 Pending::Written(written) => {
                     answered(cache, &written, unanswered_writes);
                     Ok(())
                 }
                 Pending::Barrier(done) => {
-                    let r = flush(w, &mut out).await;
+                    let r = flush(w, budget, &mut out).await;
                     let _ = done.send(());
                     r
                 }
@@ -65,6 +68,9 @@ pub(super) async fn write_loop<S: RawStream>(
             if written.is_err() {
                 gone = true;
                 break 'session;
+            }
+            if let Some(b) = budget.filter(|_| owed_now > 0) {
+                b.release(owed_now);
             }
             if out.len() >= FLUSH_AT {
                 break;
@@ -77,7 +83,7 @@ pub(super) async fn write_loop<S: RawStream>(
                 }) => match rx.try_recv() {
                     Ok(r) => {
                         let r = Ok(r);
-                        taken(&r);
+                        owed_next = owed(&r);
                         Some(Pending::Ready(reply_bytes(r, count, &keep)))
                     }
                     Err(oneshot::error::TryRecvError::Closed) => {
@@ -106,12 +112,12 @@ pub(super) async fn write_loop<S: RawStream>(
         if budget.is_some_and(|b| b.exceeded()) {
             // Past limits.max_reply_bytes: the errors that replaced the replies go out, then the
             // connection closes. Whatever the reader still queues is dropped until it stops.
-            let _ = flush(w, &mut out).await;
+            let _ = flush(w, budget, &mut out).await;
             w.shutdown_both();
             gone = true;
             break;
         }
-        if flush(w, &mut out).await.is_err() {
+        if flush(w, budget, &mut out).await.is_err() {
             gone = true;
             break;
         }
@@ -121,11 +127,13 @@ pub(super) async fn write_loop<S: RawStream>(
         }
     }
     if gone {
+        // The reader may be waiting for bytes from a client that is gone or being closed.
+        w.shutdown_both();
         fifo.abandon();
         settle(head, fifo, cache, unanswered_writes, budget).await;
         return;
     }
-    let _ = flush(w, &mut out).await;
+    let _ = flush(w, budget, &mut out).await;
     w.shutdown_write();
 }
 
@@ -149,7 +157,12 @@ async fn settle(
         };
         match p {
             Pending::Upstream { rx, .. } => {
-                if let (Some(b), Ok(Ok(bytes))) = (budget, rx.await) {
+                // Only a write's invalidation (the Written just behind it, pushed together with
+                // it) needs its reply; dropped, the reply's bytes leave the budget when it comes.
+                head = fifo.try_pop();
+                if matches!(head, Some(Pending::Written(_)))
+                    && let (Some(b), Ok(Ok(bytes))) = (budget, rx.await)
+                {
                     b.release(bytes.len());
                 }
             }
@@ -178,14 +191,46 @@ fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
     }
 }
 
-async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {
+async fn flush<S: RawStream>(
+    w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
+    out: &mut BytesMut,
+) -> Result<(), ()> {
     if out.is_empty() {
         return Ok(());
     }
-    w.write_all(out).await.map_err(|_| ())?;
+    write_all(w, budget, out).await?;
     out.clear();
     Ok(())
 }
+
+/// Write all of `b`; once the client is to be closed (over its own or the global budget), give
+/// the write [`CLOSE_GRACE`] more: the errors naming the limit reach a client that reads, while
+/// one that never reads no longer holds this write, and its session, forever.
+async fn write_all<S: RawStream>(
+    w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
+    b: &[u8],
+) -> Result<(), ()> {
+    let Some(budget) = budget else {
+        return w.write_all(b).await.map_err(|_| ());
+    };
+    let write = w.write_all(b);
+    tokio::pin!(write);
+    // A write that completes at once never polls the budget's wake-up.
+    tokio::select! {
+        biased;
+        r = &mut write => return r.map_err(|_| ()),
+        _ = budget.closed() => {}
+    }
+    match tokio::time::timeout(CLOSE_GRACE, write).await {
+        Ok(r) => r.map_err(|_| ()),
+        Err(_) => Err(()),
+    }
+}
+
+/// How long a client being closed for its limits still gets to take what is written to it.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The bytes a client gets for the `count` commands of one upstream job: their replies, or the
 /// replies that arrived followed by one error for each command that got none. `Err(())`: the
@@ -258,10 +303,15 @@ fn first_reply(
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
-async fn append<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
+async fn append<S: RawStream>(
+    w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
+    out: &mut BytesMut,
+    b: Bytes,
+) -> Result<(), ()> {
     if b.len() >= 16 * 1024 {
-        flush(w, out).await?;
-        w.write_all(&b).await.map_err(|_| ())
+        flush(w, budget, out).await?;
+        write_all(w, budget, &b).await
     } else {
         out.extend_from_slice(&b);
         Ok(())
