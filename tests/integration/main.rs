@@ -8,6 +8,7 @@ mod clients;
 mod config_errors;
 mod deploy;
 mod faults;
+mod fuzz_checker;
 mod hostile;
 mod local_only;
 mod misaligned;
