@@ -23,3 +23,4 @@ mod tenant_hardening;
 mod tenant_oracle;
 mod tenants;
 mod transactions;
+mod under_load;
