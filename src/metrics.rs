@@ -28,7 +28,7 @@ pub const LOCAL_ENGINE_KEYS: &str = "respite_local_engine_keys";
 pub const LOCAL_ENGINE_BYTES: &str = "respite_local_engine_bytes";
 
 /// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
-pub const GIT_REVISION: &str = env!("RESPITE_GIT_REVISION");
+pub const GIT_REVISION: &str = env!("BUILD_GIT_REVISION");
 
 /// Bytes read from and written to client sockets, counted by the socket layer (one relaxed add
 /// per read or write call, not per request) and published when `/metrics` is scraped.

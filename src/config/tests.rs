@@ -463,3 +463,14 @@ fn values_in_dotted_keys_and_inline_tables_have_lines_too() {
         "{e}"
     );
 }
+
+#[test]
+fn local_maxmemory_policy_is_a_redis_policy_name() {
+    assert_eq!(parse("").unwrap().local_eviction, Eviction::AllKeysLru);
+    let c = parse("[local]\nmaxmemory_policy = \"volatile-lfu\"\n").unwrap();
+    assert_eq!(c.local_eviction, Eviction::VolatileLfu);
+    let e = parse("[local]\nmaxmemory_policy = \"lru\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("local.maxmemory_policy"), "{e}");
+}
