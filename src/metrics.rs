@@ -13,6 +13,8 @@ pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
 pub const COMMANDS_TOTAL: &str = "respite_commands_total";
 pub const ERRORS_TOTAL: &str = "respite_errors_total";
 pub const UPSTREAM_CONNECTIONS: &str = "respite_upstream_connections";
+pub const UPSTREAM_PINNED: &str = "respite_upstream_pinned_connections";
+pub const UPSTREAM_PINNED_REFUSED_TOTAL: &str = "respite_upstream_pinned_refused_total";
 pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
 pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
 pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
@@ -123,7 +125,24 @@ pub fn command(spec: &'static CommandSpec) -> &'static Counter {
             .unwrap_or(0);
         (0..n).map(|_| OnceLock::new()).collect()
     });
-    handles[spec.id as usize].get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name))
+    match handles.get(spec.id as usize) {
+        Some(h) => h.get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name)),
+        None => upstream_command(spec.name),
+    }
+}
+
+/// The counter of a command read from the upstream's own table (not in the built-in one): by
+/// name, one leaked handle per name, bounded by what the upstream lists.
+fn upstream_command(name: &'static str) -> &'static Counter {
+    static HANDLES: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, &'static Counter>>,
+    > = OnceLock::new();
+    let mut map = HANDLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(name)
+        .or_insert_with(|| Box::leak(Box::new(counter!(COMMANDS_TOTAL, "command" => name))))
 }
 
 pub fn client_connections() -> Gauge {
@@ -136,6 +155,15 @@ pub fn client_accepted() {
 
 pub fn upstream_connections(protocol: &'static str) -> Gauge {
     gauge!(UPSTREAM_CONNECTIONS, "protocol" => protocol)
+}
+
+/// Pinned connections now, `state` = `in_use` (leased to a client) or `idle` (clean, waiting).
+pub fn upstream_pinned(state: &'static str) -> Gauge {
+    gauge!(UPSTREAM_PINNED, "state" => state)
+}
+
+pub fn upstream_pinned_refused() {
+    counter!(UPSTREAM_PINNED_REFUSED_TOTAL).increment(1);
 }
 
 pub fn upstream_reconnect(protocol: &'static str) {
@@ -198,6 +226,14 @@ pub fn describe() {
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");
     describe_counter!(ERRORS_TOTAL, "Error replies sent to clients, by kind");
     describe_gauge!(UPSTREAM_CONNECTIONS, "Upstream connections established now");
+    describe_gauge!(
+        UPSTREAM_PINNED,
+        "Pinned upstream connections (one client's own), by state: in_use or idle"
+    );
+    describe_counter!(
+        UPSTREAM_PINNED_REFUSED_TOTAL,
+        "Commands refused because every pinned connection (upstream.max_pinned) was taken"
+    );
     describe_counter!(
         UPSTREAM_RECONNECTS_TOTAL,
         "Upstream connection attempts after a failure"

@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     /// What all clients' unread replies and unfinished requests may hold together
     /// (`limits.max_client_memory`).
     pub client_memory: Arc<crate::upstream::ClientMemory>,
+    /// Every client session, for CLIENT LIST and CLIENT KILL.
+    pub clients: session::Registry,
 }
 
 impl Shared {
@@ -198,6 +200,7 @@ pub async fn run(
         config: config.clone(),
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
+        clients: Default::default(),
         draining: CancellationToken::new(),
         tenants,
         auth_failures: crate::policy::FailureTracker::new(10_000),

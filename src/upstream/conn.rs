@@ -30,6 +30,7 @@ use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
+use super::lanes::Lane;
 use super::marker::Markers;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
@@ -48,15 +49,15 @@ use tracing::{debug, info, warn};
 
 /// Commands on their way: their encoded bytes, how many they are, and where the replies go.
 pub(super) struct Job {
-    bytes: Bytes,
-    count: usize,
-    reply: oneshot::Sender<Reply>,
-    budget: Option<Arc<ReplyBudget>>,
+    pub(super) bytes: Bytes,
+    pub(super) count: usize,
+    pub(super) reply: oneshot::Sender<Reply>,
+    pub(super) budget: Option<Arc<ReplyBudget>>,
 }
 
 /// A job written to the connection and waiting for its replies, or (`reply: None`) a batch's
 /// alignment marker.
-struct Slot {
+pub(super) struct Slot {
     reply: Option<oneshot::Sender<Reply>>,
     count: usize,
     permits: u32,
@@ -64,7 +65,7 @@ struct Slot {
     budget: Option<Arc<ReplyBudget>>,
 }
 
-type InFlight = Mutex<VecDeque<Slot>>;
+pub(super) type InFlight = Mutex<VecDeque<Slot>>;
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
 #[derive(Clone)]
@@ -107,6 +108,9 @@ pub(super) struct ConnTask {
     pub(super) config: Arc<UpstreamConfig>,
     pub(super) proto: Protocol,
     pub(super) slot: usize,
+    /// A slow-lane connection (see [`super::lanes`]) is not one of the pool's: it does not count
+    /// towards the upstream's health, and its commands have no reply deadline.
+    pub(super) lane: Lane,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
     pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
@@ -129,6 +133,7 @@ impl ConnTask {
     pub(super) async fn run(mut self) {
         let label = proto_label(self.proto);
         let mut backoff = Backoff::new(&self.config);
+        let pooled = self.lane == Lane::Shared;
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();
@@ -137,23 +142,30 @@ impl ConnTask {
                     if backoff.succeeded() {
                         info!(upstream = %self.addr, protocol = label, slot = self.slot, "upstream connection restored");
                     }
-                    self.live.fetch_add(1, Ordering::Relaxed);
-                    metrics::upstream_connections(label).increment(1.0);
-                    self.health.report(health::Event::ConnUp, None);
+                    if pooled {
+                        self.live.fetch_add(1, Ordering::Relaxed);
+                        metrics::upstream_connections(label).increment(1.0);
+                        self.health.report(health::Event::ConnUp, None);
+                    }
                     let cause = self.serve(r, w).await;
-                    self.live.fetch_sub(1, Ordering::Relaxed);
-                    metrics::upstream_connections(label).decrement(1.0);
+                    if pooled {
+                        self.live.fetch_sub(1, Ordering::Relaxed);
+                        metrics::upstream_connections(label).decrement(1.0);
+                    }
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
-                        Some(c) => {
+                        Some(c) if pooled => {
                             self.health
                                 .report(health::Event::ConnDown, Some(Cause::Conn(c.clone())));
                             c
                         }
+                        Some(c) => c,
                     }
                 }
                 Err(e) => {
-                    self.health.attempt_failed(&e);
+                    if pooled {
+                        self.health.attempt_failed(&e);
+                    }
                     e
                 }
             };
@@ -187,7 +199,11 @@ impl ConnTask {
 
     /// Connect and handshake; records what the upstream says about itself.
     async fn connect(&self) -> Result<(BoxRead, BoxWrite), UpstreamError> {
-        let opened = handshake::open(&self.config, self.proto, "respite").await?;
+        let name = match self.lane {
+            Lane::Shared => "respite",
+            Lane::Slow => "respite-slow",
+        };
+        let opened = handshake::open(&self.config, self.proto, name).await?;
         if let Ok(mut slot) = self.info.write() {
             *slot = Some(opened.info);
         }
@@ -196,7 +212,7 @@ impl ConnTask {
 
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
-    async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<UpstreamError> {
+    async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<UpstreamError> {
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
@@ -210,9 +226,9 @@ impl ConnTask {
         // known not to have been sent.
         let mut unsent = VecDeque::new();
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight, markers) => r,
-            r = read_loop(read, &mut buf, &mut held, &inflight, &permits, markers) => r,
-            r = watchdog(&inflight, self.config.command_timeout) => r,
+            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, Some(markers)) => r,
+            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, Some(markers)) => r,
+            r = watchdog(&inflight, self.config.command_timeout, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
             _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
@@ -268,14 +284,26 @@ impl ConnTask {
 }
 
 /// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
-async fn write_loop(
+pub(super) async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
     jobs: &mut VecDeque<Job>,
-    mut write: BoxWrite,
+    write: &mut BoxWrite,
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
-    mut markers: Markers,
+) -> Option<Kind> {
+    write_marked(rx, jobs, write, inflight, permits, max_inflight, None).await
+}
+
+/// [`write_loop`], ending each batch with an alignment marker when given `markers`.
+async fn write_marked(
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    write: &mut BoxWrite,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    max_inflight: usize,
+    mut markers: Option<Markers>,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
@@ -351,17 +379,19 @@ async fn write_loop(
                 });
         }
         // The batch's marker: its echo releases the replies before it (see `marker`).
-        markers.append(&mut out);
-        inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(Slot {
-                reply: None,
-                count: 1,
-                permits: 0,
-                sent: now,
-                budget: None,
-            });
+        if let Some(m) = markers.as_mut() {
+            m.append(&mut out);
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Slot {
+                    reply: None,
+                    count: 1,
+                    permits: 0,
+                    sent: now,
+                    budget: None,
+                });
+        }
         batch_commands.record(commands as f64);
         batch_bytes.record(total as f64);
         if let Err(e) = write.write_all(&out).await {
@@ -375,15 +405,27 @@ async fn write_loop(
     }
 }
 
+/// Pair replies with slots, oldest first, without alignment markers: a pinned connection's own
+/// client is the only one on it, and its state (MULTI, CLIENT REPLY, MONITOR) would change what a
+/// marker is answered with.
+pub(super) async fn read_loop(
+    read: &mut BoxRead,
+    buf: &mut BytesMut,
+    inflight: &InFlight,
+    permits: &Semaphore,
+) -> Option<Kind> {
+    read_marked(read, buf, &mut Vec::new(), inflight, permits, None).await
+}
+
 /// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in, and
-/// delivered once the marker after it is echoed in place.
-async fn read_loop(
-    mut read: BoxRead,
+/// with `markers`, delivered once the marker after it is echoed in place (held until then).
+async fn read_marked(
+    read: &mut BoxRead,
     buf: &mut BytesMut,
     held: &mut Vec<(Slot, Bytes)>,
     inflight: &InFlight,
     permits: &Semaphore,
-    mut markers: Markers,
+    mut markers: Option<Markers>,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
     // Replies of the head slot already scanned: their count and total length at the front of buf.
@@ -429,10 +471,12 @@ async fn read_loop(
             let slot = q.pop_front().expect("head exists");
             drop(q);
             done += slot.permits as usize;
-            if slot.reply.is_some() {
+            if markers.is_none() {
+                deliver(slot, buf.split_to(scanned).freeze());
+            } else if slot.reply.is_some() {
                 held.push((slot, buf.split_to(scanned).freeze()));
             } else {
-                if !markers.check(&buf[..scanned]) {
+                if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
                     return Some(Kind::Protocol(ProtocolError::Misaligned));
                 }
                 buf.advance(scanned);
@@ -487,7 +531,17 @@ fn deliver(slot: Slot, replies: Bytes) {
 
 /// Fail the connection when its oldest command has waited past the deadline: everything behind it
 /// on this connection is stuck too, and only closing it can free them.
-async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
+///
+/// On the slow lane a command may rightly run for longer than any deadline (a script, KEYS on a
+/// big keyspace), and nothing fast waits behind it there: its connection is failed only once the
+/// health probe has found the upstream gone as well (local-only mode), never while the server
+/// answers, e.g. with `-BUSY` to the probe and to the shared connections.
+async fn watchdog(
+    inflight: &InFlight,
+    deadline: Duration,
+    lane: Lane,
+    health: &health::Health,
+) -> Option<Kind> {
     let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -500,6 +554,7 @@ async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
             .map(|slot| slot.sent);
         if let Some(t) = oldest
             && t.elapsed() > deadline
+            && (lane == Lane::Shared || health.state().is_local())
         {
             return Some(Kind::TimedOut(Deadline::Reply(deadline)));
         }

@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod client_commands;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -15,8 +16,10 @@ mod misaligned;
 mod near_cache;
 mod observability;
 mod operations;
+mod pinned;
 mod relay;
 mod robustness;
+mod slow_commands;
 mod slow_readers;
 mod standalone;
 mod tenant_hardening;
@@ -24,3 +27,4 @@ mod tenant_oracle;
 mod tenants;
 mod transactions;
 mod under_load;
+mod upstream_commands;

@@ -34,6 +34,8 @@ pub(super) async fn write_loop<S: RawStream>(
     let mut head: Option<Pending> = None;
     // The client can no longer be written to (it went away, or is over its output limit).
     let mut gone = false;
+    // CLIENT REPLY OFF or SKIP: replies are still awaited in order, and dropped.
+    let mut silent = false;
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
@@ -45,14 +47,42 @@ pub(super) async fn write_loop<S: RawStream>(
         while let Some(p) = item.take() {
             let mut owed_now = std::mem::take(&mut owed_next);
             let written = match p {
+                Pending::Ready(_) if silent => Ok(()),
                 Pending::Ready(b) => append(w, budget, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
                     let r = rx.await.map_err(|_| ());
                     owed_now = owed(&r);
-                    append(w, budget, &mut out, reply_bytes(r, count, &keep)).await
+                    if silent {
+                        Ok(())
+                    } else {
+                        append(w, budget, &mut out, reply_bytes(r, count, &keep)).await
+                    }
                 }
                 Pending::Cached { rx, proto } => {
-                    append(w, budget, &mut out, fetched_bytes(rx.await.ok(), proto)).await
+                    let bytes = fetched_bytes(rx.await.ok(), proto);
+                    if silent {
+                        Ok(())
+                    } else {
+                        append(w, budget, &mut out, bytes).await
+                    }
+                }
+                Pending::Silence(s) => {
+                    silent = s;
+                    Ok(())
+                }
+                Pending::Stream(mut rx) => {
+                    // MONITOR: each line goes out as it comes, until the client leaves.
+                    let mut r = flush(w, budget, &mut out).await;
+                    while r.is_ok() {
+                        match rx.recv().await {
+                            Some(line) => {
+                                out.extend_from_slice(&line);
+                                r = flush(w, budget, &mut out).await;
+                            }
+                            None => break,
+                        }
+                    }
+                    r
                 }
                 Pending::Written(written) => {
                     answered(cache, &written, unanswered_writes);
