@@ -50,10 +50,17 @@ impl Markers {
         self.seq += 1;
     }
 
-    /// Whether `reply` (one whole reply) is the next marker's echo; the series moves on either way.
+    /// Whether `reply` (one whole reply) is the next marker's echo, or the refusal the server
+    /// gives every command for a while (a script running, a dataset loading, a replica cut off
+    /// from its primary; or an ACL that does not allow PING): the commands around it got the
+    /// same, and no echo can be had then. The series moves on either way.
     pub fn check(&mut self, reply: &[u8]) -> bool {
+        const REFUSE_ALL: &[&[u8]] = &[b"-BUSY ", b"-LOADING ", b"-MASTERDOWN ", b"-NOPERM "];
         let arg = self.arg();
         self.seq += 1;
+        if REFUSE_ALL.iter().any(|p| reply.starts_with(p)) {
+            return true;
+        }
         reply.len() == ARG_LEN + 7
             && reply.starts_with(b"$32\r\n")
             && reply[5..5 + ARG_LEN] == arg
@@ -91,6 +98,9 @@ mod tests {
         other.nonce = r.nonce.wrapping_add(1);
         assert!(!other.check(&echo(&w.arg())));
         assert!(!r.check(b"+OK\r\n"));
+        assert!(!r.check(b"-ERR wrong\r\n"));
+        // A server refusing every command answers the marker so too.
+        assert!(r.check(b"-BUSY Redis is busy running a script.\r\n"));
     }
 
     #[test]

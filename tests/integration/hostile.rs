@@ -113,7 +113,10 @@ fn declared_huge_arguments_cost_only_what_arrives() {
         metric(&proxy, "respite_client_connections") == 101.0
     })
     .expect("all 100 sessions open");
-    let (rss_grew, vm_grew) = (rss_kib() - rss, vm_size_kib().saturating_sub(vm));
+    let (rss_grew, vm_grew) = (
+        rss_kib().saturating_sub(rss),
+        vm_size_kib().saturating_sub(vm),
+    );
     eprintln!("100 declared 512 MiB arguments: RSS +{rss_grew} KiB, virtual +{vm_grew} KiB");
     // Before: 50 GiB of address space reserved. Now at most a 64 KiB chunk each.
     assert!(vm_grew < 1024 * 1024, "virtual memory grew {vm_grew} KiB");
