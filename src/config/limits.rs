@@ -3,6 +3,20 @@
 use super::{Check, ConfigError};
 use crate::protocol::Limits;
 use serde::Deserialize;
+use std::time::Duration;
+
+/// What all clients together may hold, and how long a client may idle or dawdle over a request.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// `limits.max_client_memory`: bytes of unread replies and unfinished requests across all
+    /// clients (Redis's `maxmemory-clients`); over it, the client holding the most is closed.
+    pub max_client_memory: usize,
+    /// `limits.idle_timeout_ms` (Redis's `timeout`): close a client silent this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// `limits.request_timeout_ms`: close a client whose request has started arriving and not
+    /// finished within this (slowloris); `None`: never.
+    pub request_timeout: Option<Duration>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,6 +28,9 @@ pub(super) struct RawLimits {
     max_inflight_per_client: i64,
     max_reply_bytes: i64,
     pubsub_output_bytes: i64,
+    max_client_memory: i64,
+    idle_timeout_ms: i64,
+    request_timeout_ms: i64,
 }
 
 impl Default for RawLimits {
@@ -25,9 +42,14 @@ impl Default for RawLimits {
             max_inline_len: l.max_inline_len as i64,
             max_query_buffer: l.max_query_buffer as i64,
             max_inflight_per_client: 1024,
-            max_reply_bytes: 1024 * 1024 * 1024,
+            // A sidecar's budget: a client may leave 32 MiB of replies unread, all clients
+            // together 256 MiB (plus unfinished requests).
+            max_reply_bytes: 32 * 1024 * 1024,
             // Redis's soft pubsub limit: a sidecar's subscribers rarely fall that far behind.
             pubsub_output_bytes: 8 * 1024 * 1024,
+            max_client_memory: 256 * 1024 * 1024,
+            idle_timeout_ms: 0,
+            request_timeout_ms: 0,
         }
     }
 }
@@ -72,5 +94,20 @@ impl RawLimits {
         let reply_bytes = c.positive("limits.max_reply_bytes", self.max_reply_bytes)?;
         let pubsub = c.positive("limits.pubsub_output_bytes", self.pubsub_output_bytes)?;
         Ok((limits, inflight, reply_bytes, pubsub))
+    }
+
+    /// The limits across clients and in time.
+    pub(super) fn sessions(&self, c: &Check) -> Result<SessionLimits, ConfigError> {
+        let off_or_millis = |key: &str, v: i64| -> Result<Option<Duration>, ConfigError> {
+            match v {
+                0 => Ok(None),
+                v => c.millis(key, v).map(Some),
+            }
+        };
+        Ok(SessionLimits {
+            max_client_memory: c.positive("limits.max_client_memory", self.max_client_memory)?,
+            idle_timeout: off_or_millis("limits.idle_timeout_ms", self.idle_timeout_ms)?,
+            request_timeout: off_or_millis("limits.request_timeout_ms", self.request_timeout_ms)?,
+        })
     }
 }

@@ -23,6 +23,7 @@ pub mod tenants;
 pub mod upstream;
 
 pub use acl::AllowSet;
+pub use limits::SessionLimits;
 pub use listen::{ListenConfig, Principal};
 pub use local_only::{Eviction, LocalOnlyConfig, LocalWrites, OnRecovery};
 pub use near_cache::{CacheConfig, ReadKind, Rule};
@@ -71,6 +72,8 @@ pub struct Config {
     pub max_reply_bytes: usize,
     /// Most bytes of Pub/Sub messages one subscriber may leave unread before it is closed.
     pub pubsub_output_bytes: usize,
+    /// Limits across all clients, and in time.
+    pub sessions: SessionLimits,
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
     pub log_level: String,
@@ -282,6 +285,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
     let listen = raw.listen.validate(c)?;
     let (limits, max_inflight_per_client, max_reply_bytes, pubsub_output_bytes) =
         raw.limits.validate(c)?;
+    let sessions = raw.limits.sessions(c)?;
     let upstream = upstream::validate(&raw.upstream, &raw.health, c)?;
     let local_only = raw.local_only.validate(c)?;
     let tenants = if raw.tenant.is_empty() && raw.default_tenant.is_none() {
@@ -313,6 +317,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         max_inflight_per_client,
         max_reply_bytes,
         pubsub_output_bytes,
+        sessions,
         upstream,
         admin,
         log_level,

@@ -4,6 +4,12 @@
 //! across threads, a `VecDeque` that allocates only once something is queued (and is released when
 //! the session goes idle), and one waker per side. An idle client costs a few dozen bytes here
 //! instead of a channel's pre-allocated block.
+//!
+//! # Invariants
+//! - A reader parked for room always wakes: either the writer takes an item, or the writer has
+//!   given up on the client ([`Fifo::abandon`]), after which pushes never wait. Without the
+//!   second, a client that pipelined more than the capacity and went away left its reader
+//!   parked forever and the session (its socket, memory and `max_clients` slot) leaked.
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
@@ -20,6 +26,9 @@ struct Inner<T> {
     weight: usize,
     /// The sender is gone: once the queue drains, the receiver sees the end.
     closed: bool,
+    /// The receiver no longer writes to the client (it went away): pushes stop waiting, and the
+    /// sender should stop reading.
+    abandoned: bool,
     /// Waiting for room (the reader).
     push_waker: Option<Waker>,
     /// Waiting for an item (the writer).
@@ -33,6 +42,7 @@ impl<T> Fifo<T> {
                 queue: VecDeque::new(),
                 weight: 0,
                 closed: false,
+                abandoned: false,
                 push_waker: None,
                 pop_waker: None,
             }),
@@ -45,12 +55,13 @@ impl<T> Fifo<T> {
     }
 
     /// Queue an item standing for `weight` requests, waiting while that would go over capacity
-    /// (an item heavier than the capacity goes alone into an empty queue).
+    /// (an item heavier than the capacity goes alone into an empty queue). Once abandoned, it
+    /// never waits: the receiver drains whatever comes until the sender stops.
     pub async fn push(&self, item: T, weight: usize) {
         let mut item = Some(item);
         poll_fn(|cx| {
             let mut inner = self.lock();
-            if inner.weight > 0 && inner.weight + weight > self.capacity {
+            if !inner.abandoned && inner.weight > 0 && inner.weight + weight > self.capacity {
                 inner.push_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
@@ -69,7 +80,22 @@ impl<T> Fifo<T> {
     /// Whether a push of `weight` would have to wait for room now.
     pub fn full_for(&self, weight: usize) -> bool {
         let inner = self.lock();
-        inner.weight > 0 && inner.weight + weight > self.capacity
+        !inner.abandoned && inner.weight > 0 && inner.weight + weight > self.capacity
+    }
+
+    /// The receiver has stopped delivering (its client went away): wake a sender waiting for
+    /// room, and let no push wait again. The receiver still pops what comes, to settle it.
+    pub fn abandon(&self) {
+        let mut inner = self.lock();
+        inner.abandoned = true;
+        if let Some(w) = inner.push_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the receiver has given up on the client: the sender should stop reading.
+    pub fn abandoned(&self) -> bool {
+        self.lock().abandoned
     }
 
     /// No more pushes: the receiver gets what is queued, then `None`.
@@ -146,5 +172,31 @@ mod tests {
         producer.await.unwrap();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
         assert!(fifo.try_pop().is_none());
+    }
+
+    #[tokio::test]
+    async fn abandon_wakes_a_full_sender() {
+        let fifo = Arc::new(Fifo::new(2));
+        let producer = {
+            let fifo = fifo.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    fifo.push(i, 1).await;
+                }
+                fifo.close();
+            })
+        };
+        // Nobody pops: the producer is parked on the third push until the receiver gives up.
+        while !fifo.full_for(1) {
+            tokio::task::yield_now().await;
+        }
+        fifo.abandon();
+        producer.await.unwrap();
+        assert!(fifo.abandoned() && !fifo.full_for(1));
+        let mut n = 0;
+        while fifo.pop().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 10, "everything pushed is still there to settle");
     }
 }

@@ -125,6 +125,9 @@ pub(crate) struct Shared {
     pub cache: Option<Arc<crate::cache::NearCache>>,
     /// What local-only mode leaves to undo: the keys written locally, and the recovery fence.
     pub outage: Arc<fallback::Outage>,
+    /// What all clients' unread replies and unfinished requests may hold together
+    /// (`limits.max_client_memory`).
+    pub client_memory: Arc<crate::upstream::ClientMemory>,
     /// Every client session, for CLIENT LIST and CLIENT KILL.
     pub clients: session::Registry,
     /// Pub/Sub fan-out to the upstream; `None` in standalone mode.
@@ -234,6 +237,9 @@ pub async fn run(
         pubsub: config.upstream.clone().map(|u| {
             crate::pubsub::Hub::start(u, config.pubsub_output_bytes, stop_upstream.clone())
         }),
+        client_memory: Arc::new(crate::upstream::ClientMemory::new(
+            config.sessions.max_client_memory,
+        )),
     });
     if let Some(engine) = engine {
         // Expired keys are also removed on access; the sweep frees the ones nobody reads.

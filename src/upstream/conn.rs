@@ -5,16 +5,21 @@
 //! one write; for each it pushes a reply slot onto a FIFO. A job is one or more commands a client
 //! pipelined together, and its slot collects that many replies. The reader half finds reply
 //! boundaries with the [`ReplyScanner`] and completes the slot at the head of the FIFO with the
-//! raw bytes of its replies. A watchdog fails the connection when the oldest slot has waited past
-//! its deadline.
+//! raw bytes of its replies. Each batch ends with an alignment marker ([`Markers`]); the replies
+//! of a batch are held until its marker's echo arrives in place, then delivered. A watchdog fails
+//! the connection when the oldest slot has waited past its deadline.
 //!
 //! # Invariants
 //! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error
 //!   that names the cause (a job cut short gets the replies that did arrive, then the error).
 //!   Replies are paired with slots strictly in the order the commands were written, and a
 //!   connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
-//!   deadline passed) is closed, failing every slot still on it. No reply ever reaches the wrong
-//!   request.
+//!   deadline passed, a marker not echoed in place) is closed, failing every slot still on it.
+//!   No reply ever reaches the wrong request: a reply is delivered only once the marker written
+//!   after its command has come back where due, or when the connection fails with no sign of
+//!   misalignment (closed, timed out; the replies that came are delivered, as before). One that
+//!   fails for a protocol error (garbled, unsolicited, misaligned) delivers none of its unverified
+//!   replies: their commands get the indeterminate error.
 //! - A command is never written twice. Commands whose fate is unknown when a connection dies get
 //!   an error, not a retry.
 //! - Memory is bounded: each connection's queue and its number of commands in flight are bounded.
@@ -27,6 +32,7 @@ use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, Up
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
 use super::lanes::Lane;
+use super::marker::Markers;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -52,9 +58,10 @@ pub(super) struct Job {
     pub(super) slow: bool,
 }
 
-/// A job written to the connection and waiting for its replies.
+/// A job written to the connection and waiting for its replies, or (`reply: None`) a batch's
+/// alignment marker.
 pub(super) struct Slot {
-    reply: oneshot::Sender<Reply>,
+    reply: Option<oneshot::Sender<Reply>>,
     count: usize,
     permits: u32,
     sent: Instant,
@@ -227,6 +234,9 @@ impl ConnTask {
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
+        // Complete replies not yet vouched for by their batch's marker, oldest first.
+        let mut held = Vec::new();
+        let markers = Markers::new();
         let permits = Semaphore::new(self.config.max_inflight);
         self.state.borrow_and_update();
         let fail_on_down = self.health.fail_inflight_on_down();
@@ -239,8 +249,8 @@ impl ConnTask {
             busy: self.config.health.busy_grace,
         };
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity) => r,
-            r = read_loop(&mut read, &mut buf, &inflight, &permits, activity) => r,
+            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(markers)) => r,
+            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(markers)) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -252,6 +262,7 @@ impl ConnTask {
         let cause = result.clone().unwrap_or_else(|| {
             UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
         });
+        let misaligned = matches!(cause.kind, Kind::Protocol(_));
         let cause = Arc::new(cause);
         let lost = CommandError::Lost(cause.clone());
         let not_sent = CommandError::NotSent(cause);
@@ -259,6 +270,20 @@ impl ConnTask {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
+        if misaligned {
+            // The pairing itself is in doubt: replies no marker vouched for are not delivered.
+            for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
+                if let Some(reply) = slot.reply {
+                    let _ = reply.send(Err(Partial::from(lost.clone())));
+                }
+            }
+            return result;
+        }
+        // The connection failed with no sign of misalignment (closed, timed out): the replies
+        // that came are delivered, and a job cut short gets those of its replies that arrived.
+        for (slot, replies) in held.drain(..) {
+            deliver(slot, replies);
+        }
         let mut partial = Some(std::mem::take(&mut buf));
         for slot in slots {
             if slot.slow {
@@ -272,11 +297,13 @@ impl ConnTask {
                 }
                 None => (Bytes::new(), 0),
             };
-            let _ = slot.reply.send(Err(Partial {
-                replies,
-                count,
-                error: lost.clone(),
-            }));
+            if let Some(reply) = slot.reply {
+                let _ = reply.send(Err(Partial {
+                    replies,
+                    count,
+                    error: lost.clone(),
+                }));
+            }
         }
         result
     }
@@ -291,6 +318,30 @@ pub(super) async fn write_loop(
     permits: &Semaphore,
     max_inflight: usize,
     activity: &Activity,
+) -> Option<Kind> {
+    write_marked(
+        rx,
+        jobs,
+        write,
+        inflight,
+        permits,
+        max_inflight,
+        activity,
+        None,
+    )
+    .await
+}
+
+/// [`write_loop`], ending each batch with an alignment marker when given `markers`.
+async fn write_marked(
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    write: &mut BoxWrite,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    max_inflight: usize,
+    activity: &Activity,
+    mut markers: Option<Markers>,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
@@ -318,6 +369,21 @@ pub(super) async fn write_loop(
         let mut total = 0;
         // A job leaves `jobs` only once its slot is in flight (see `serve`).
         while let Some(next) = jobs.front() {
+            if let Some(limit) = next
+                .budget
+                .as_ref()
+                .filter(|b| b.exceeded())
+                .map(|b| b.limit())
+            {
+                // Its client is being closed for what it left unread (as Redis closes a client
+                // past its output limit, unread commands and all): not sent, so it holds no one
+                // up behind it on this connection.
+                let job = jobs.pop_front().expect("the front job");
+                let _ = job
+                    .reply
+                    .send(Err(Partial::from(CommandError::Overflow { limit })));
+                continue;
+            }
             // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
             // first send what is already queued here (its replies are what frees permits), then
             // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
@@ -346,12 +412,27 @@ pub(super) async fn write_loop(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push_back(Slot {
-                    reply: job.reply,
+                    reply: Some(job.reply),
                     count: job.count,
                     permits: weight,
                     sent: now,
                     budget: job.budget,
                     slow: job.slow,
+                });
+        }
+        // The batch's marker: its echo releases the replies before it (see `marker`).
+        if let Some(m) = markers.as_mut() {
+            m.append(&mut out);
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Slot {
+                    reply: None,
+                    count: 1,
+                    permits: 0,
+                    sent: now,
+                    budget: None,
+                    slow: false,
                 });
         }
         batch_commands.record(commands as f64);
@@ -367,13 +448,38 @@ pub(super) async fn write_loop(
     }
 }
 
-/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
+/// Pair replies with slots, oldest first, without alignment markers: a pinned connection's own
+/// client is the only one on it, and its state (MULTI, CLIENT REPLY, MONITOR) would change what a
+/// marker is answered with.
 pub(super) async fn read_loop(
     read: &mut BoxRead,
     buf: &mut BytesMut,
     inflight: &InFlight,
     permits: &Semaphore,
     activity: &Activity,
+) -> Option<Kind> {
+    read_marked(
+        read,
+        buf,
+        &mut Vec::new(),
+        inflight,
+        permits,
+        activity,
+        None,
+    )
+    .await
+}
+
+/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in, and
+/// with `markers`, delivered once the marker after it is echoed in place (held until then).
+async fn read_marked(
+    read: &mut BoxRead,
+    buf: &mut BytesMut,
+    held: &mut Vec<(Slot, Bytes)>,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    activity: &Activity,
+    mut markers: Option<Markers>,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
     // Replies of the head slot already scanned: their count and total length at the front of buf.
@@ -421,16 +527,20 @@ pub(super) async fn read_loop(
             if slot.slow {
                 activity.slow_finished();
             }
-            // The client may have gone: its replies are dropped, the pairing holds.
-            let replies = buf.split_to(scanned).freeze();
-            let reply = match &slot.budget {
-                Some(b) if !b.charge(replies.len()) => {
-                    Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
-                }
-                _ => Ok(replies),
-            };
-            let _ = slot.reply.send(reply);
             done += slot.permits as usize;
+            if markers.is_none() {
+                deliver(slot, buf.split_to(scanned).freeze());
+            } else if slot.reply.is_some() {
+                held.push((slot, buf.split_to(scanned).freeze()));
+            } else {
+                if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
+                    return Some(Kind::Protocol(ProtocolError::Misaligned));
+                }
+                buf.advance(scanned);
+                for (slot, replies) in held.drain(..) {
+                    deliver(slot, replies);
+                }
+            }
             scanned = 0;
             have = 0;
         }
@@ -457,6 +567,23 @@ fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
         }
     }
     (count, len)
+}
+
+/// Hand a job its vouched-for replies, against its client's budget.
+fn deliver(slot: Slot, replies: Bytes) {
+    let reply = match &slot.budget {
+        Some(b) if !b.charge(replies.len()) => {
+            Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
+        }
+        _ => Ok(replies),
+    };
+    // The client may have gone: its replies are dropped, the pairing holds.
+    if let Some(tx) = slot.reply
+        && let Err(Ok(dropped)) = tx.send(reply)
+        && let Some(b) = &slot.budget
+    {
+        b.release(dropped.len());
+    }
 }
 
 /// A connection's command deadlines: `upstream.command_timeout_ms`, and `health.busy_grace_ms`

@@ -146,6 +146,10 @@ pub enum ProtocolError {
     /// A reply arrived with no command waiting for it.
     #[error("reply with no request in flight")]
     Unsolicited,
+    /// A batch's alignment marker was not echoed where it was due: some reply was added or lost,
+    /// so no reply on the connection can be trusted to be its command's.
+    #[error("replies out of step with their commands (alignment marker not echoed in place)")]
+    Misaligned,
     /// A handshake reply that is not RESP.
     #[error("handshake: bad reply")]
     BadHandshake,

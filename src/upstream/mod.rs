@@ -5,7 +5,8 @@
 //! - [`conn`]: one connection: the [`Conn`] handle, the task that writes batches, pairs replies
 //!   with their commands in FIFO order and reconnects; its `# Invariants` are the pairing rules.
 //! - [`handshake`]: connect, HELLO and SELECT, for every connection respite opens (pools, probe,
-//!   near-cache tracking). [`backoff`]: the reconnect delays and the fail-fast wait in between.
+//!   near-cache tracking). [`marker`]: the per-batch marker that proves replies still pair with
+//!   their commands. [`backoff`]: the reconnect delays and the fail-fast wait in between.
 //! - [`reply`]: what a client gets back ([`Reply`], [`Partial`], [`ReplyBudget`]); [`error`]:
 //!   why it did not ([`CommandError`]), and why a connection failed ([`UpstreamError`]).
 //! - [`commands`]: the upstream's own command table, read once at start.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod handshake;
 pub mod health;
 pub mod lanes;
+mod marker;
 pub mod pinned;
 pub mod pool;
 pub mod probe;
@@ -36,4 +38,4 @@ pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
 pub use pinned::{Monitor, PinError, Pinned, PinnedPool};
 pub use pool::Upstream;
-pub use reply::{Partial, Reply, ReplyBudget};
+pub use reply::{ClientMemory, Partial, Reply, ReplyBudget};

@@ -5,6 +5,8 @@
 use super::error::CommandError;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::Notify;
 
 /// The outcome of a job: the raw bytes of all its replies, in order, or what arrived before a failure.
 pub type Reply = Result<Bytes, Partial>;
@@ -35,35 +37,58 @@ impl From<CommandError> for Partial {
 }
 
 /// The bytes of replies one client is owed: received from the upstream, not yet taken by its
-/// writer. A client that lets them pile up past the limit (pipelining reads of large values
-/// without reading the replies) gets errors instead of the replies that would go over, and is
-/// closed, as Redis closes a client past its output buffer limit.
+/// writer, plus the bytes of a request of its still arriving. A client that lets replies pile up
+/// past the limit (pipelining reads of large values without reading the replies) gets errors
+/// instead of the replies that would go over, and is closed, as Redis closes a client past its
+/// output buffer limit. Every client's budget also draws on one [`ClientMemory`]; when that runs
+/// out, the client owing the most is closed first.
 #[derive(Debug)]
 pub struct ReplyBudget {
     owed: AtomicUsize,
+    /// Bytes of the unfinished request the client's reader holds.
+    request: AtomicUsize,
     limit: usize,
     exceeded: AtomicBool,
+    /// Wakes the client's writer, which may be blocked writing to a client that never reads.
+    closing: Notify,
+    global: Option<Arc<ClientMemory>>,
+    /// What this client has counted in the global budget now: given back in one piece when it
+    /// is closed (its bytes are as good as freed), so later victims are chosen by what is left.
+    counted: AtomicUsize,
 }
 
 impl ReplyBudget {
     pub fn new(limit: usize) -> ReplyBudget {
         ReplyBudget {
             owed: AtomicUsize::new(0),
+            request: AtomicUsize::new(0),
             limit,
             exceeded: AtomicBool::new(false),
+            closing: Notify::new(),
+            global: None,
+            counted: AtomicUsize::new(0),
         }
     }
 
+    /// A budget of `limit` drawing on `global` as well.
+    pub fn within(limit: usize, global: &Arc<ClientMemory>) -> Arc<ReplyBudget> {
+        let mut budget = ReplyBudget::new(limit);
+        budget.global = Some(global.clone());
+        let budget = Arc::new(budget);
+        global.register(&budget);
+        budget
+    }
+
     /// Count `n` more bytes owed; false (and exceeded from now on) if that goes over the limit,
-    /// in which case they are not counted.
+    /// or over the global budget with this client the largest, in which case they are not counted.
     pub(crate) fn charge(&self, n: usize) -> bool {
         if self.exceeded.load(Ordering::Relaxed) {
             return false;
         }
         let owed = self.owed.fetch_add(n, Ordering::AcqRel) + n;
-        if owed > self.limit {
+        if owed > self.limit || !self.count(n) {
             self.owed.fetch_sub(n, Ordering::AcqRel);
-            self.exceeded.store(true, Ordering::Release);
+            self.exceed();
             return false;
         }
         true
@@ -72,6 +97,58 @@ impl ReplyBudget {
     /// The writer took `n` bytes of replies.
     pub fn release(&self, n: usize) {
         self.owed.fetch_sub(n, Ordering::AcqRel);
+        self.uncount(n);
+    }
+
+    /// The reader now holds `bytes` of an unfinished request; false if this client is to be
+    /// closed (the global budget is spent and it holds the most).
+    pub fn hold_request(&self, bytes: usize) -> bool {
+        if self.exceeded() {
+            return false;
+        }
+        let before = self.request.swap(bytes, Ordering::AcqRel);
+        if bytes > before && !self.count(bytes - before) {
+            self.exceed();
+            return false;
+        }
+        self.uncount(before.saturating_sub(bytes));
+        !self.exceeded()
+    }
+
+    /// Count `n` more bytes in the global budget; false if that closes this client.
+    fn count(&self, n: usize) -> bool {
+        let Some(g) = &self.global else { return true };
+        if !g.add(n, self) {
+            return false;
+        }
+        self.counted.fetch_add(n, Ordering::AcqRel);
+        true
+    }
+
+    /// `n` bytes fewer in the global budget (none once closed: they went all at once).
+    fn uncount(&self, n: usize) {
+        let Some(g) = &self.global else { return };
+        if n == 0 {
+            return;
+        }
+        let before = self
+            .counted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        g.used.fetch_sub(before.min(n), Ordering::AcqRel);
+    }
+
+    fn exceed(&self) {
+        if self.exceeded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(g) = &self.global {
+            g.used
+                .fetch_sub(self.counted.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+        }
+        self.closing.notify_one();
     }
 
     /// The client went over its limit: it is to be closed.
@@ -79,7 +156,128 @@ impl ReplyBudget {
         self.exceeded.load(Ordering::Acquire)
     }
 
+    /// Completes once the client is to be closed (at once if it already is).
+    pub async fn closed(&self) {
+        while !self.exceeded() {
+            self.closing.notified().await;
+        }
+    }
+
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    fn size(&self) -> usize {
+        self.owed.load(Ordering::Relaxed) + self.request.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ReplyBudget {
+    fn drop(&mut self) {
+        // Whatever the session still had counted leaves the global budget with it.
+        if let Some(g) = &self.global {
+            g.used
+                .fetch_sub(self.counted.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+        }
+    }
+}
+
+/// The budget all clients' unread replies and unfinished requests share
+/// (`limits.max_client_memory`, Redis's `maxmemory-clients`). Going over it closes the client
+/// that holds the most, not whichever client happened to add the last byte.
+#[derive(Debug)]
+pub struct ClientMemory {
+    used: AtomicUsize,
+    limit: usize,
+    /// Every live client's budget, to find the largest (dead ones are swept while looking).
+    clients: Mutex<Vec<Weak<ReplyBudget>>>,
+}
+
+impl ClientMemory {
+    pub fn new(limit: usize) -> ClientMemory {
+        ClientMemory {
+            used: AtomicUsize::new(0),
+            limit,
+            clients: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn register(&self, budget: &Arc<ReplyBudget>) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() == clients.capacity() {
+            clients.retain(|w| w.strong_count() > 0);
+        }
+        clients.push(Arc::downgrade(budget));
+    }
+
+    /// Bytes counted now, across all clients.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Count `n` more bytes for `who`. Over the limit, the largest client still open is closed;
+    /// false if that is `who` itself (its `n` bytes are then not counted).
+    fn add(&self, n: usize, who: &ReplyBudget) -> bool {
+        if self.used.fetch_add(n, Ordering::AcqRel) + n <= self.limit {
+            return true;
+        }
+        let victim = {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            clients.retain(|w| w.strong_count() > 0);
+            clients
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|b| !b.exceeded())
+                .max_by_key(|b| b.size())
+        };
+        match victim {
+            Some(v) if !std::ptr::eq(&*v, who) && v.size() > who.size() => {
+                crate::metrics::error(crate::metrics::ErrorKind::Refused);
+                v.exceed();
+                true
+            }
+            _ => {
+                self.used.fetch_sub(n, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_budget_closes_the_largest_client_first() {
+        let global = Arc::new(ClientMemory::new(100));
+        let small = ReplyBudget::within(1000, &global);
+        let large = ReplyBudget::within(1000, &global);
+        assert!(small.charge(20) && large.charge(70));
+        // Over the budget by the small one's charge: the large one goes, the small one stays.
+        assert!(small.charge(20));
+        assert!(large.exceeded() && !small.exceeded());
+        // Its bytes left the budget at once.
+        assert_eq!(global.used(), 40);
+        // Over again with the charger the largest: it is refused and closed itself.
+        let other = ReplyBudget::within(1000, &global);
+        assert!(other.hold_request(10));
+        assert!(!small.charge(70));
+        assert!(small.exceeded() && !other.exceeded());
+        assert_eq!(global.used(), 10);
+        drop(other);
+        assert_eq!(global.used(), 0);
+        // Released and dropped bytes never go below zero, nor are counted twice.
+        large.release(70);
+        small.release(40);
+        assert_eq!(global.used(), 0);
+    }
+
+    #[test]
+    fn a_client_over_its_own_limit_is_closed() {
+        let b = ReplyBudget::new(10);
+        assert!(b.charge(10));
+        assert!(!b.charge(1) && b.exceeded());
+        assert!(!b.charge(1), "closed stays closed");
     }
 }

@@ -123,6 +123,9 @@ pub(crate) struct Client {
     pub last_command: &'static str,
     /// Whose rules apply, when tenants are configured; `None` there means not yet authenticated.
     pub tenant: Option<Arc<Tenant>>,
+    /// Blocked or subscribed: silence is expected, so `limits.idle_timeout_ms` and
+    /// `limits.request_timeout_ms` do not apply (as Redis exempts such clients from `timeout`).
+    pub timeouts_exempt: bool,
 }
 
 /// What the reader does after a request.
@@ -169,6 +172,7 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
             .tenants
             .as_ref()
             .and_then(|t| t.default_tenant().cloned()),
+        timeouts_exempt: false,
     };
     // Registered once, as a readiness-driven socket (see `io`).
     let registered = match conn.stream {
@@ -192,7 +196,7 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
     let budget = shared
         .upstream
         .as_ref()
-        .map(|_| Arc::new(ReplyBudget::new(shared.config.max_reply_bytes)));
+        .map(|_| ReplyBudget::within(shared.config.max_reply_bytes, &shared.client_memory));
     let reader = Reader {
         client,
         shared,

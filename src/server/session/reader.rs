@@ -4,12 +4,19 @@
 //! never writes to the client socket; the writer does.
 use super::{Flow, Pending, Reader, builtin, error_bytes};
 use crate::command::{self, Flags, Route};
+use crate::config::SessionLimits;
 use crate::metrics::{self, ErrorKind};
 use crate::policy;
 use crate::protocol::{Framer, Request};
 use crate::server::io::{ClientSocket, RawStream, SCRATCH};
 use bytes::BytesMut;
 use tokio::sync::oneshot;
+
+/// The most a read reserves ahead for an argument still arriving.
+const RESERVE_CHUNK: usize = 64 * 1024;
+
+const REQUEST_TIMEOUT: &str =
+    "ERR request not completed within limits.request_timeout_ms; closing the connection";
 
 impl Reader<'_> {
     pub(super) async fn read_loop<S: RawStream>(mut self, sock: &ClientSocket<S>) {
@@ -27,13 +34,29 @@ impl Reader<'_> {
         let drained = draining.cancelled();
         tokio::pin!(drained);
         let mut registered = false;
+        // Closed for the global budget (limits.max_client_memory) by another client's charge:
+        // registered once like the drain, then only its flag is read.
+        let budget = self.budget.clone();
+        let evicted = async {
+            match &budget {
+                Some(b) => b.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(evicted);
+        let is_evicted = || budget.as_ref().is_some_and(|b| b.exceeded());
+        let timeouts = self.shared.config.sessions;
+        let timed = timeouts.idle_timeout.is_some() || timeouts.request_timeout.is_some();
+        let mut last_read = timed.then(tokio::time::Instant::now);
+        // When the request now in the buffer began to arrive (request_timeout_ms).
+        let mut request_began: Option<tokio::time::Instant> = None;
         // Small requests fit a small buffer, which the allocator recycles cheaply; a read that
         // fills it asks for a bigger one next time.
         let mut read_size = 1024;
         loop {
             loop {
-                if self.budget.as_ref().is_some_and(|b| b.exceeded()) {
-                    // The writer is closing this client (limits.max_reply_bytes).
+                if self.fifo.abandoned() || self.budget.as_ref().is_some_and(|b| b.exceeded()) {
+                    // The client is gone, or the writer is closing it (limits.max_reply_bytes).
                     return;
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
@@ -82,17 +105,35 @@ impl Reader<'_> {
             if buf.is_empty() {
                 // Idle clients keep no buffer: the allocation goes once its requests are done.
                 buf = BytesMut::new();
+                request_began = None;
+            } else if timed && request_began.is_none() {
+                request_began = last_read;
             }
-            // A large argument in progress: reserve all of it at once (bounded by the framer's
-            // limits) rather than growing and copying the buffer step by step.
+            // An unfinished request counts against limits.max_client_memory.
+            if let Some(b) = &self.budget
+                && !b.hold_request(buf.len())
+            {
+                return;
+            }
+            // A large argument in progress: reserve a chunk of it at a time, never the declared
+            // length at once (a client declaring 512 MiB and sending nothing must cost nothing).
             // Otherwise the read allocates only once data is there: idle clients hold no buffer.
             let want = match framer.needed_len() {
                 Some(n) if n > buf.len() + read_size => {
-                    buf.reserve(n - buf.len());
-                    n - buf.len()
+                    let chunk = (n - buf.len()).min(RESERVE_CHUNK);
+                    buf.reserve(chunk);
+                    chunk
                 }
                 _ => read_size,
             };
+            // Subscribers wait for messages, not for themselves (Redis's `timeout` spares them too).
+            let exempt = self.client.timeouts_exempt || self.pubsub.subscribed();
+            let deadline = if timed && !exempt {
+                self.deadline(timeouts, last_read, request_began, buf.is_empty())
+            } else {
+                None
+            };
+            let mut expiry = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
             // Each read takes at most what the thread's scratch buffer holds (see `io`).
             let want = want.min(SCRATCH);
             tokio::select! {
@@ -100,21 +141,61 @@ impl Reader<'_> {
                 r = sock.read(&mut buf, want) => {
                     // A new batch: the near cache's clock is read afresh.
                     self.cache_now = None;
+                    if timed {
+                        last_read = Some(tokio::time::Instant::now());
+                    }
                     match r {
                         Ok(0) | Err(_) => return,
                         Ok(n) if n == want => read_size = (read_size * 4).min(64 * 1024),
                         Ok(_) => {}
                     }
                 }
-                _ = std::future::poll_fn(|cx| {
-                    if registered && !draining.is_cancelled() {
+                stop = std::future::poll_fn(|cx| {
+                    if registered && !draining.is_cancelled() && !is_evicted() {
                         return std::task::Poll::Pending;
                     }
                     registered = true;
-                    drained.as_mut().poll(cx)
-                }) => return self.close().await,
+                    if evicted.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(false);
+                    }
+                    drained.as_mut().poll(cx).map(|()| true)
+                }) => {
+                    // Drained: what is owed goes out first. Evicted: the writer is closing it.
+                    if stop {
+                        return self.close().await;
+                    }
+                    return;
+                }
+                _ = async { expiry.as_mut().expect("a deadline").await }, if expiry.is_some() => {
+                    if buf.is_empty() && !self.fifo.is_empty() {
+                        // Not idle: waiting for its replies (a slow command). Idle from now.
+                        last_read = Some(tokio::time::Instant::now());
+                        continue;
+                    }
+                    if !buf.is_empty() {
+                        metrics::error(ErrorKind::Protocol);
+                        self.reply_error(REQUEST_TIMEOUT).await;
+                    }
+                    return self.close().await;
+                }
             }
         }
+    }
+
+    /// When this client is to be closed if nothing more arrives: an unfinished request's
+    /// deadline, or with no request begun, the idle timeout.
+    fn deadline(
+        &self,
+        t: SessionLimits,
+        last_read: Option<tokio::time::Instant>,
+        request_began: Option<tokio::time::Instant>,
+        buf_empty: bool,
+    ) -> Option<tokio::time::Instant> {
+        let request = t.request_timeout.zip(request_began).map(|(t, b)| b + t);
+        let idle = buf_empty
+            .then_some(t.idle_timeout.zip(last_read).map(|(t, r)| r + t))
+            .flatten();
+        request.into_iter().chain(idle).min()
     }
 
     pub(super) async fn close(&mut self) {

@@ -33,7 +33,7 @@ impl PubSub {
         }
     }
 
-    fn subscribed(&self) -> bool {
+    pub(super) fn subscribed(&self) -> bool {
         self.subscriber.as_ref().is_some_and(|s| s.total() > 0)
     }
 }

@@ -24,56 +24,66 @@ pub(super) async fn write_loop<S: RawStream>(
     budget: Option<&ReplyBudget>,
     pushes: Option<&Outbox>,
 ) {
-    // Upstream replies leave the client's budget as the writer takes them.
-    let taken = |r: &Result<Reply, ()>| {
-        if let (Some(b), Ok(Ok(bytes))) = (budget, r) {
-            b.release(bytes.len());
-        }
+    // Upstream replies leave the client's budget once written (or copied into the bounded
+    // output batch), not when taken: a client that never reads keeps them counted.
+    let owed = |r: &Result<Reply, ()>| match r {
+        Ok(Ok(bytes)) => bytes.len(),
+        _ => 0,
     };
+    // The budgeted bytes of the item about to be written (taken ahead by the look-ahead below).
+    let mut owed_next = 0;
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
+    // The client can no longer be written to (it went away, or is over its output limit).
+    let mut gone = false;
     // CLIENT REPLY OFF or SKIP: replies are still awaited in order, and dropped.
     let mut silent = false;
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
-            None => match between(w, &mut out, pushes, fifo.pop()).await {
+            None => match between(w, budget, &mut out, pushes, fifo.pop()).await {
                 Ok(p) => p,
-                Err(()) => return,
+                Err(()) => {
+                    gone = true;
+                    break 'session;
+                }
             },
         };
         if item.is_none() {
             break;
         }
         while let Some(p) = item.take() {
+            let mut owed_now = std::mem::take(&mut owed_next);
             if let Some(pushes) = pushes {
                 pushes.drain_into(&mut out);
             }
             let written = match p {
                 Pending::Ready(_) if silent => Ok(()),
-                Pending::Ready(b) => append(w, &mut out, b).await,
+                Pending::Ready(b) => append(w, budget, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
-                    let Ok(r) = between(w, &mut out, pushes, rx).await else {
-                        return;
+                    let Ok(r) = between(w, budget, &mut out, pushes, rx).await else {
+                        gone = true;
+                        break 'session;
                     };
                     let r = r.map_err(|_| ());
-                    taken(&r);
+                    owed_now = owed(&r);
                     if silent {
                         Ok(())
                     } else {
-                        append(w, &mut out, reply_bytes(r, count, &keep)).await
+                        append(w, budget, &mut out, reply_bytes(r, count, &keep)).await
                     }
                 }
                 Pending::Cached { rx, proto } => {
-                    let Ok(r) = between(w, &mut out, pushes, rx).await else {
-                        return;
+                    let Ok(r) = between(w, budget, &mut out, pushes, rx).await else {
+                        gone = true;
+                        break 'session;
                     };
                     let bytes = fetched_bytes(r.ok(), proto);
                     if silent {
                         Ok(())
                     } else {
-                        append(w, &mut out, bytes).await
+                        append(w, budget, &mut out, bytes).await
                     }
                 }
                 Pending::Silence(s) => {
@@ -82,12 +92,12 @@ pub(super) async fn write_loop<S: RawStream>(
                 }
                 Pending::Stream(mut rx) => {
                     // MONITOR: each line goes out as it comes, until the client leaves.
-                    let mut r = flush(w, &mut out).await;
+                    let mut r = flush(w, budget, &mut out).await;
                     while r.is_ok() {
                         match rx.recv().await {
                             Some(line) => {
                                 out.extend_from_slice(&line);
-                                r = flush(w, &mut out).await;
+                                r = flush(w, budget, &mut out).await;
                             }
                             None => break,
                         }
@@ -99,14 +109,18 @@ pub(super) async fn write_loop<S: RawStream>(
                     Ok(())
                 }
                 Pending::Barrier(done) => {
-                    let r = flush(w, &mut out).await;
+                    let r = flush(w, budget, &mut out).await;
                     let _ = done.send(());
                     r
                 }
                 Pending::Close => break 'session,
             };
             if written.is_err() {
-                return;
+                gone = true;
+                break 'session;
+            }
+            if let Some(b) = budget.filter(|_| owed_now > 0) {
+                b.release(owed_now);
             }
             if out.len() >= FLUSH_AT {
                 break;
@@ -119,7 +133,7 @@ pub(super) async fn write_loop<S: RawStream>(
                 }) => match rx.try_recv() {
                     Ok(r) => {
                         let r = Ok(r);
-                        taken(&r);
+                        owed_next = owed(&r);
                         Some(Pending::Ready(reply_bytes(r, count, &keep)))
                     }
                     Err(oneshot::error::TryRecvError::Closed) => {
@@ -148,20 +162,28 @@ pub(super) async fn write_loop<S: RawStream>(
         if budget.is_some_and(|b| b.exceeded()) {
             // Past limits.max_reply_bytes: the errors that replaced the replies go out, then the
             // connection closes. Whatever the reader still queues is dropped until it stops.
-            let _ = flush(w, &mut out).await;
+            let _ = flush(w, budget, &mut out).await;
             w.shutdown_both();
-            while fifo.pop().await.is_some() {}
-            return;
+            gone = true;
+            break;
         }
-        if flush(w, &mut out).await.is_err() {
-            return;
+        if flush(w, budget, &mut out).await.is_err() {
+            gone = true;
+            break;
         }
         if head.is_none() && fifo.is_empty() {
             // Idle clients keep no write buffer.
             out = BytesMut::new();
         }
     }
-    let _ = flush(w, &mut out).await;
+    if gone {
+        // The reader may be waiting for bytes from a client that is gone or being closed.
+        w.shutdown_both();
+        fifo.abandon();
+        settle(head, fifo, cache, unanswered_writes, budget).await;
+        return;
+    }
+    let _ = flush(w, budget, &mut out).await;
     w.shutdown_write();
 }
 
@@ -169,6 +191,7 @@ pub(super) async fn write_loop<S: RawStream>(
 /// replies, so a push never lands inside one). `Err`: the client is gone.
 async fn between<S: RawStream, F: std::future::Future>(
     w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
     out: &mut BytesMut,
     pushes: Option<&Outbox>,
     next: F,
@@ -183,8 +206,47 @@ async fn between<S: RawStream, F: std::future::Future>(
             v = &mut next => return Ok(v),
             () = pushes.ready() => {
                 pushes.drain_into(out);
-                flush(w, out).await?;
+                flush(w, budget, out).await?;
             }
+        }
+    }
+}
+
+/// After the client is gone: take what the reader still queues until it stops, dropping the
+/// replies but keeping what other clients rely on: a write's near-cache invalidation waits for
+/// its reply as usual, budgets are released, barriers are signalled.
+async fn settle(
+    mut head: Option<Pending>,
+    fifo: &Fifo<Pending>,
+    cache: Option<&NearCache>,
+    unanswered_writes: &Unanswered,
+    budget: Option<&ReplyBudget>,
+) {
+    loop {
+        let p = match head.take() {
+            Some(p) => p,
+            None => match fifo.pop().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        match p {
+            Pending::Upstream { rx, .. } => {
+                // Only a write's invalidation (the Written just behind it, pushed together with
+                // it) needs its reply; dropped, the reply's bytes leave the budget when it comes.
+                head = fifo.try_pop();
+                if matches!(head, Some(Pending::Written(_)))
+                    && let (Some(b), Ok(Ok(bytes))) = (budget, rx.await)
+                {
+                    b.release(bytes.len());
+                }
+            }
+            Pending::Written(written) => answered(cache, &written, unanswered_writes),
+            Pending::Barrier(done) => {
+                let _ = done.send(());
+            }
+            // Replies nobody will read.
+            _ => {}
         }
     }
 }
@@ -204,14 +266,46 @@ fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
     }
 }
 
-async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {
+async fn flush<S: RawStream>(
+    w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
+    out: &mut BytesMut,
+) -> Result<(), ()> {
     if out.is_empty() {
         return Ok(());
     }
-    w.write_all(out).await.map_err(|_| ())?;
+    write_all(w, budget, out).await?;
     out.clear();
     Ok(())
 }
+
+/// Write all of `b`; once the client is to be closed (over its own or the global budget), give
+/// the write [`CLOSE_GRACE`] more: the errors naming the limit reach a client that reads, while
+/// one that never reads no longer holds this write, and its session, forever.
+async fn write_all<S: RawStream>(
+    w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
+    b: &[u8],
+) -> Result<(), ()> {
+    let Some(budget) = budget else {
+        return w.write_all(b).await.map_err(|_| ());
+    };
+    let write = w.write_all(b);
+    tokio::pin!(write);
+    // A write that completes at once never polls the budget's wake-up.
+    tokio::select! {
+        biased;
+        r = &mut write => return r.map_err(|_| ()),
+        _ = budget.closed() => {}
+    }
+    match tokio::time::timeout(CLOSE_GRACE, write).await {
+        Ok(r) => r.map_err(|_| ()),
+        Err(_) => Err(()),
+    }
+}
+
+/// How long a client being closed for its limits still gets to take what is written to it.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The bytes a client gets for the `count` commands of one upstream job: their replies, or the
 /// replies that arrived followed by one error for each command that got none. `Err(())`: the
@@ -284,10 +378,15 @@ fn first_reply(
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
-async fn append<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
+async fn append<S: RawStream>(
+    w: &ClientSocket<S>,
+    budget: Option<&ReplyBudget>,
+    out: &mut BytesMut,
+    b: Bytes,
+) -> Result<(), ()> {
     if b.len() >= 16 * 1024 {
-        flush(w, out).await?;
-        w.write_all(&b).await.map_err(|_| ())
+        flush(w, budget, out).await?;
+        write_all(w, budget, &b).await
     } else {
         out.extend_from_slice(&b);
         Ok(())
