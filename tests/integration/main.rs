@@ -21,6 +21,7 @@ mod outage_recovery;
 mod pinned;
 mod pubsub;
 mod pubsub_fanout;
+mod pubsub_local;
 mod relay;
 mod robustness;
 mod slow_commands;
