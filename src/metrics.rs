@@ -26,6 +26,22 @@ pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total
 pub const LOCAL_ONLY: &str = "respite_local_only";
 pub const LOCAL_ENGINE_KEYS: &str = "respite_local_engine_keys";
 pub const LOCAL_ENGINE_BYTES: &str = "respite_local_engine_bytes";
+pub const COMMAND_DURATION_SECONDS: &str = "respite_command_duration_seconds";
+pub const UPSTREAM_RTT_SECONDS: &str = "respite_upstream_rtt_seconds";
+pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
+pub const UPSTREAM_SHARED_CONNECTIONS: &str = "respite_upstream_shared_connections";
+pub const UPSTREAM_PINNED_CONNECTIONS: &str = "respite_upstream_pinned_connections";
+pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
+
+/// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// One command in this many (per session, starting with its first) is timed for
+/// `respite_command_duration_seconds`: the clock is read off the hot path's common case.
+pub const COMMAND_SAMPLE_EVERY: u32 = 16;
 
 /// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
 pub const GIT_REVISION: &str = env!("RESPITE_GIT_REVISION");
@@ -157,6 +173,36 @@ pub fn upstream_error_replies() -> Counter {
     counter!(UPSTREAM_ERROR_REPLIES_TOTAL)
 }
 
+/// A sampled command's latency as its client sees it, labelled by the table's name for it.
+pub fn command_duration(name: &'static str, seconds: f64) {
+    histogram!(COMMAND_DURATION_SECONDS, "command" => name).record(seconds);
+}
+
+/// The round trip of one upstream batch, from its write to its last reply (one per batch
+/// read, timed from the oldest slot's send time), and the commands in flight on the upstream.
+pub fn upstream_rtt(protocol: &'static str) -> Histogram {
+    histogram!(UPSTREAM_RTT_SECONDS, "protocol" => protocol)
+}
+
+pub fn upstream_inflight(protocol: &'static str) -> Gauge {
+    gauge!(UPSTREAM_INFLIGHT, "protocol" => protocol)
+}
+
+/// Shared (multiplexed pool) upstream connections up now.
+pub fn upstream_shared_connections() -> Gauge {
+    gauge!(UPSTREAM_SHARED_CONNECTIONS)
+}
+
+/// Pinned (one client's own) upstream connections. Hook for the pinned-connection work: it
+/// increments and decrements this; nothing does yet.
+pub fn upstream_pinned_connections() -> Gauge {
+    gauge!(UPSTREAM_PINNED_CONNECTIONS)
+}
+
+pub fn config_reload(ok: bool) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
 pub fn batch_histograms() -> (Histogram, Histogram) {
     (
         histogram!(UPSTREAM_BATCH_COMMANDS),
@@ -193,6 +239,34 @@ pub fn describe() {
         LOCAL_ENGINE_BYTES,
         "Memory the local engine accounts for, in bytes"
     );
+    describe_histogram!(
+        COMMAND_DURATION_SECONDS,
+        "Latency of sampled commands (1 in 16 per client) from framing to the write of their reply batch, by command"
+    );
+    describe_histogram!(
+        UPSTREAM_RTT_SECONDS,
+        "Upstream round trip: from a batch's write to the read that completes its oldest command"
+    );
+    describe_gauge!(
+        UPSTREAM_INFLIGHT,
+        "Commands sent to the upstream on pool connections and not answered yet"
+    );
+    describe_gauge!(
+        UPSTREAM_SHARED_CONNECTIONS,
+        "Shared (pool) upstream connections established now"
+    );
+    describe_gauge!(
+        UPSTREAM_PINNED_CONNECTIONS,
+        "Pinned (one client's own) upstream connections established now"
+    );
+    upstream_pinned_connections().set(0.0);
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads (SIGHUP or POST /reload), by result"
+    );
+    for result in ["ok", "error"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");

@@ -132,10 +132,12 @@ impl ConnTask {
                     }
                     self.live.fetch_add(1, Ordering::Relaxed);
                     metrics::upstream_connections(label).increment(1.0);
+                    metrics::upstream_shared_connections().increment(1.0);
                     self.health.report(health::Event::ConnUp, None);
                     let cause = self.serve(r, w).await;
                     self.live.fetch_sub(1, Ordering::Relaxed);
                     metrics::upstream_connections(label).decrement(1.0);
+                    metrics::upstream_shared_connections().decrement(1.0);
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
                         Some(c) => {
@@ -190,6 +192,7 @@ impl ConnTask {
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
     async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<UpstreamError> {
+        let label = proto_label(self.proto);
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
@@ -200,8 +203,8 @@ impl ConnTask {
         // known not to have been sent.
         let mut unsent = VecDeque::new();
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight) => r,
-            r = read_loop(read, &mut buf, &inflight, &permits) => r,
+            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight, label) => r,
+            r = read_loop(read, &mut buf, &inflight, &permits, label) => r,
             r = watchdog(&inflight, self.config.command_timeout) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -220,6 +223,8 @@ impl ConnTask {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
+        let lost_count: usize = slots.iter().map(|s| s.count).sum();
+        metrics::upstream_inflight(label).decrement(lost_count as f64);
         let mut partial = Some(std::mem::take(&mut buf));
         for slot in slots {
             // Only the head slot can have replies waiting in the buffer.
@@ -248,9 +253,11 @@ async fn write_loop(
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
+    label: &'static str,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
+    let in_flight = metrics::upstream_inflight(label);
     let mut received = Vec::with_capacity(BATCH);
     let mut out = BytesMut::new();
     loop {
@@ -294,6 +301,7 @@ async fn write_loop(
             }
             let job = jobs.pop_front().expect("the front job");
             total += job.bytes.len();
+            in_flight.increment(job.count as f64);
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
             inflight
@@ -326,8 +334,10 @@ async fn read_loop(
     buf: &mut BytesMut,
     inflight: &InFlight,
     permits: &Semaphore,
+    label: &'static str,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
+    let (rtt, in_flight) = (metrics::upstream_rtt(label), metrics::upstream_inflight(label));
     // Replies of the head slot already scanned: their count and total length at the front of buf.
     let mut scanned = 0;
     let mut have = 0;
@@ -342,6 +352,9 @@ async fn read_loop(
             Err(e) => return Some(Kind::Lost(Lost::Read(e.into()))),
         }
         let mut done = 0;
+        let mut answered = 0;
+        // The oldest slot this read completes: one clock reading per read, not per command.
+        let mut oldest_sent = None;
         let mut errors = 0;
         loop {
             let found = match scanner.scan(&buf[scanned..]) {
@@ -379,12 +392,18 @@ async fn read_loop(
                 _ => Ok(replies),
             };
             let _ = slot.reply.send(reply);
+            oldest_sent.get_or_insert(slot.sent);
+            answered += slot.count;
             done += slot.permits as usize;
             scanned = 0;
             have = 0;
         }
         if done > 0 {
             permits.add_permits(done);
+            in_flight.decrement(answered as f64);
+        }
+        if let Some(sent) = oldest_sent {
+            rtt.record(sent.elapsed().as_secs_f64());
         }
         if errors > 0 {
             error_replies.increment(errors);

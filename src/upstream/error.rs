@@ -36,6 +36,10 @@ pub enum Kind {
     /// The TCP or unix-socket connect failed: refused, unreachable, no such socket.
     #[error("connect: {0}")]
     Connect(IoError),
+    /// TLS to the upstream failed: its material could not be loaded, or the handshake failed
+    /// (a certificate that does not verify, a name that does not match).
+    #[error("{0}")]
+    Tls(TlsFailure),
     /// A deadline passed with no answer.
     #[error("{0}")]
     TimedOut(Deadline),
@@ -51,6 +55,17 @@ pub enum Kind {
     /// respite closed the connection itself.
     #[error("{0}")]
     Closed(Closer),
+}
+
+/// How TLS to the upstream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsFailure {
+    /// The configured CA, certificate or key could not be loaded (respite's configuration).
+    #[error("TLS setup: {0}")]
+    Setup(Arc<crate::tls::TlsError>),
+    /// The handshake failed; rustls's reason names the verification failure.
+    #[error("TLS handshake: {0}")]
+    Handshake(IoError),
 }
 
 /// Which deadline passed.
@@ -188,6 +203,7 @@ impl UpstreamError {
     pub fn side(&self) -> Side {
         match &self.kind {
             _ if self.is_rejection() => Side::Configuration,
+            Kind::Tls(TlsFailure::Setup(_)) => Side::Configuration,
             Kind::Closed(Closer::Shutdown | Closer::PermitsClosed) => Side::Internal,
             _ => Side::Upstream,
         }

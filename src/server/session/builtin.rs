@@ -31,7 +31,6 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             }
             let db = upstream_db(r);
             let default = r
-                .shared
                 .tenants
                 .as_ref()
                 .and_then(|t| t.default_tenant().cloned());
@@ -99,7 +98,7 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
         [user, password] => (user, password),
         _ => return Err("ERR syntax error".into()),
     };
-    let Some(tenants) = r.shared.tenants.clone() else {
+    let Some(tenants) = r.tenants.clone() else {
         return match args {
             [_] => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into()),
             _ if user == b"default" => Ok("default".into()),
@@ -216,7 +215,7 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             }
         }
     }
-    if user.is_none() && r.shared.tenants.is_some() && r.client.tenant.is_none() {
+    if user.is_none() && r.tenants.is_some() && r.client.tenant.is_none() {
         return error(
             r,
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",

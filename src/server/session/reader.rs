@@ -7,13 +7,13 @@ use crate::command::{self, Flags, Route};
 use crate::metrics::{self, ErrorKind};
 use crate::policy;
 use crate::protocol::{Framer, Request};
-use crate::server::io::{ClientSocket, RawStream, SCRATCH};
+use crate::server::io::{ClientIo, SCRATCH};
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 impl Reader<'_> {
-    pub(super) async fn read_loop<S: RawStream>(mut self, sock: &ClientSocket<S>) {
-        let limits = self.shared.config.limits;
+    pub(super) async fn read_loop<C: ClientIo>(mut self, sock: &C) {
+        let limits = self.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
         let draining = self.shared.draining.clone();
@@ -35,7 +35,7 @@ impl Reader<'_> {
                     return;
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
-                let restricted = self.shared.tenants.is_some() && self.client.tenant.is_none();
+                let restricted = self.tenants.is_some() && self.client.tenant.is_none();
                 framer.set_limits(if restricted {
                     policy::unauthenticated(limits)
                 } else {
@@ -51,6 +51,9 @@ impl Reader<'_> {
                     }
                     Ok(None) => {
                         self.send_group().await;
+                        if let Some((name, framed)) = self.timed.take() {
+                            self.fifo.push(Pending::Timed(name, framed), 0).await;
+                        }
                         break;
                     }
                     Err(e) if restricted && !e.fatal => {
@@ -115,6 +118,22 @@ impl Reader<'_> {
         }
     }
 
+    /// A reload happened since the last command: take the tenants in force now, and this
+    /// client's tenant's new rules by name (a tenant that is gone leaves it unauthenticated;
+    /// an unauthenticated one takes the default tenant).
+    fn reloaded(&mut self) {
+        self.generation = self.shared.live.generation();
+        self.tenants = self.shared.live.tenants();
+        let Some(tenants) = &self.tenants else {
+            self.client.tenant = None;
+            return;
+        };
+        self.client.tenant = match &self.client.tenant {
+            None => tenants.default_tenant().cloned(),
+            Some(t) => tenants.iter().find(|n| n.name == t.name).cloned(),
+        };
+    }
+
     pub(super) async fn close(&mut self) {
         self.push(Pending::Close).await
     }
@@ -148,6 +167,9 @@ impl Reader<'_> {
     }
 
     pub(super) async fn handle(&mut self, req: &mut Request) -> Flow {
+        if self.shared.live.generation() != self.generation {
+            self.reloaded();
+        }
         let spec = match command::resolve(&req.args) {
             Ok(spec) => spec,
             Err(e) => {
@@ -161,6 +183,10 @@ impl Reader<'_> {
             }
         };
         metrics::command(spec).increment(1);
+        if self.sample_tick == 0 && self.timed.is_none() {
+            self.timed = Some((spec.name, std::time::Instant::now()));
+        }
+        self.sample_tick = (self.sample_tick + 1) % metrics::COMMAND_SAMPLE_EVERY;
         self.client.last_command = spec.name;
         let route = command::route(spec, &req.args);
         // Answered by respite itself: the commands the session handles, INFO where the
@@ -169,7 +195,7 @@ impl Reader<'_> {
             && (self.shared.upstream.is_none()
                 || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()));
         let transaction = self.multi.is_some() || route == Route::Transaction;
-        if self.shared.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
+        if self.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(policy::NOAUTH).await;

@@ -7,15 +7,15 @@ use crate::cache::{Fetched, NearCache};
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, ReplyRewrite};
 use crate::protocol::{Protocol, ReplyScanner, encode};
-use crate::server::io::{ClientSocket, RawStream};
+use crate::server::io::ClientIo;
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
 /// it that is already known, so a pipelining client gets them in one write.
-pub(super) async fn write_loop<S: RawStream>(
-    w: &ClientSocket<S>,
+pub(super) async fn write_loop<C: ClientIo>(
+    w: &C,
     fifo: &Fifo<Pending>,
     cache: Option<&NearCache>,
     unanswered_writes: &Unanswered,
@@ -59,6 +59,13 @@ pub(super) async fn write_loop<S: RawStream>(
                     r
                 }
                 Pending::Close => break 'session,
+                // Sampled (1 in 16), and pushed at the end of a read batch, where the replies
+                // before it would be flushed next anyway.
+                Pending::Timed(name, framed) => {
+                    let r = flush(w, &mut out).await;
+                    metrics::command_duration(name, framed.elapsed().as_secs_f64());
+                    r
+                }
             };
             if written.is_err() {
                 return;
@@ -117,7 +124,7 @@ pub(super) async fn write_loop<S: RawStream>(
         }
     }
     let _ = flush(w, &mut out).await;
-    w.shutdown_write();
+    w.shutdown_write().await;
 }
 
 /// A near-cache fill's reply for a client (`None`: the fill vanished unanswered).
@@ -135,7 +142,7 @@ fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
     }
 }
 
-async fn flush<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut) -> Result<(), ()> {
+async fn flush<C: ClientIo>(w: &C, out: &mut BytesMut) -> Result<(), ()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -215,7 +222,7 @@ fn first_reply(
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
-async fn append<S: RawStream>(w: &ClientSocket<S>, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
+async fn append<C: ClientIo>(w: &C, out: &mut BytesMut, b: Bytes) -> Result<(), ()> {
     if b.len() >= 16 * 1024 {
         flush(w, out).await?;
         w.write_all(&b).await.map_err(|_| ())
