@@ -138,6 +138,9 @@ fn readiness(state: &State) -> (StatusCode, &'static str) {
         return (StatusCode::OK, "ready\n");
     };
     // A misconfiguration is not served locally (see `Health::rejected`): not ready, and why.
+    if u.health().rejected() && u.health().failing_tls() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream TLS fails\n");
+    }
     if u.health().rejected() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

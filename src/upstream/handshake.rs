@@ -70,7 +70,7 @@ async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Resul
                     let stream = tokio_rustls::TlsConnector::from(client)
                         .connect(name, s)
                         .await
-                        .map_err(|e| Kind::Tls(TlsFailure::Handshake(e.into())))?;
+                        .map_err(|e| Kind::Tls(TlsFailure::handshake(e)))?;
                     let (r, w) = tokio::io::split(stream);
                     (Box::new(r), Box::new(w))
                 }

@@ -18,4 +18,5 @@ mod standalone;
 mod tenant_hardening;
 mod tenant_oracle;
 mod tenants;
+mod tls;
 mod transactions;
