@@ -13,6 +13,7 @@ mod near_cache;
 mod observability;
 mod operations;
 mod relay;
+mod reload;
 mod robustness;
 mod standalone;
 mod tenant_hardening;

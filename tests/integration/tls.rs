@@ -286,3 +286,51 @@ fn tls_settings_without_their_listener_or_scheme_are_configuration_errors() {
         assert!(err.contains("tls"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_reload_takes_new_certificates_for_new_handshakes_and_keeps_old_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back, renewed) = (
+        pki(dir.path(), "front"),
+        pki(dir.path(), "back"),
+        pki(dir.path(), "renewed"),
+    );
+    let (_upstream, port) = tls_redis(&back);
+    let (proxy, tls_port) = tls_proxy(&front, &back, &back.ca, port, &[]);
+    wait_until(Duration::from_secs(10), || {
+        proxy.admin_get("/readyz").0 == 200
+    })
+    .expect("ready");
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{tls_port}"),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&front.ca).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut before = client.get_connection().unwrap();
+    redis::cmd("SET").arg("r").arg("1").exec(&mut before).unwrap();
+    // The files the configuration names now hold a certificate from another CA.
+    std::fs::copy(&renewed.cert, &front.cert).unwrap();
+    std::fs::copy(&renewed.key, &front.key).unwrap();
+    crate::support::signal(proxy.pid(), "HUP");
+    wait_until(Duration::from_secs(10), || {
+        cli_tls(tls_port, &["--cacert", s(&renewed.ca)], &["PING"]).0
+    })
+    .expect("new handshakes get the renewed certificate");
+    let (ok, out) = cli_tls(tls_port, &["--cacert", s(&front.ca)], &["PING"]);
+    assert!(!ok && out.contains("certificate verify failed"), "{out}");
+    // The session that shook hands before the reload goes on.
+    let v: String = redis::cmd("GET").arg("r").query(&mut before).unwrap();
+    assert_eq!(v, "1");
+    // A certificate file that no longer parses: the reload fails, the renewed one stays.
+    std::fs::write(&front.cert, "not a certificate").unwrap();
+    crate::support::signal(proxy.pid(), "HUP");
+    let errors = || {
+        let (_, body) = proxy.admin_get("/metrics");
+        body.contains("respite_config_reloads_total{result=\"error\"} 1")
+    };
+    wait_until(Duration::from_secs(10), errors).expect("the failed reload is counted");
+    assert!(cli_tls(tls_port, &["--cacert", s(&renewed.ca)], &["PING"]).0);
+}
