@@ -35,8 +35,8 @@ pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
 
 /// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
 
 /// One command in this many (per session, starting with its first) is timed for

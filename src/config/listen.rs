@@ -146,7 +146,10 @@ impl RawListen {
                 ("listen.tls_key", &self.tls_key),
             ] {
                 if v.is_empty() {
-                    return Err(c.invalid(key, "listen.tls needs a certificate and key (PEM files)".into()));
+                    return Err(c.invalid(
+                        key,
+                        "listen.tls needs a certificate and key (PEM files)".into(),
+                    ));
                 }
             }
             listen.tls_files = Some(ServerTls {

@@ -29,7 +29,9 @@ pub use near_cache::{CacheConfig, ReadKind, Rule};
 pub use runtime::{LogFormat, UnknownFormat};
 pub use sources::{Overrides, Setting, env_overrides, env_settings};
 pub use tenants::{ExcessTtl, Secret, TenantConfig, TenantSecret, TenantsConfig, TtlRuleConfig};
-pub use upstream::{HealthConfig, UpstreamAddr, UpstreamConfig, UpstreamTls, UpstreamUrl, parse_url};
+pub use upstream::{
+    HealthConfig, UpstreamAddr, UpstreamConfig, UpstreamTls, UpstreamUrl, parse_url,
+};
 
 use crate::protocol::Limits;
 use serde::Deserialize;

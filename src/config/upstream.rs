@@ -229,8 +229,15 @@ fn upstream_tls(
         return Ok(None);
     }
     if raw.tls_cert.is_empty() != raw.tls_key.is_empty() {
-        let key = if raw.tls_cert.is_empty() { "upstream.tls_cert" } else { "upstream.tls_key" };
-        return Err(c.invalid(key, "upstream.tls_cert and upstream.tls_key go together".into()));
+        let key = if raw.tls_cert.is_empty() {
+            "upstream.tls_cert"
+        } else {
+            "upstream.tls_key"
+        };
+        return Err(c.invalid(
+            key,
+            "upstream.tls_cert and upstream.tls_key go together".into(),
+        ));
     }
     if raw.tls_ca.is_empty() {
         return Err(c.invalid(

@@ -22,8 +22,11 @@ use tokio::io::unix::AsyncFd;
 /// plain path pays no dynamic dispatch.
 pub(crate) trait ClientIo: Send + Sync {
     /// Append up to `want` bytes to `buf`; `Ok(0)` is end of stream. Cancel-safe.
-    fn read(&self, buf: &mut BytesMut, want: usize)
-    -> impl Future<Output = io::Result<usize>> + Send;
+    fn read(
+        &self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     /// Write all of `data`.
     fn write_all(&self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// No more writes (after the last reply).

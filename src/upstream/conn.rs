@@ -337,7 +337,10 @@ async fn read_loop(
     label: &'static str,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
-    let (rtt, in_flight) = (metrics::upstream_rtt(label), metrics::upstream_inflight(label));
+    let (rtt, in_flight) = (
+        metrics::upstream_rtt(label),
+        metrics::upstream_inflight(label),
+    );
     // Replies of the head slot already scanned: their count and total length at the front of buf.
     let mut scanned = 0;
     let mut have = 0;

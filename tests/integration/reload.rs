@@ -99,7 +99,10 @@ fn reload_changes_a_ttl_cap_for_the_next_command_and_refuses_an_invalid_file() {
     .expect("the reload is counted");
     assert_eq!(client.cmd(&words("SET after v EX 1000")), b"+OK\r\n");
     let after = pttl(&upstream, "app:after");
-    assert!(after > 0 && after <= 10_000, "capped by the reloaded rule: {after}");
+    assert!(
+        after > 0 && after <= 10_000,
+        "capped by the reloaded rule: {after}"
+    );
 
     // An invalid file: nothing changes, the failure is counted and answered with its reason.
     std::fs::write(&file, "[[tenant]\nname = ").unwrap();
@@ -113,17 +116,26 @@ fn reload_changes_a_ttl_cap_for_the_next_command_and_refuses_an_invalid_file() {
     .expect("both failures are counted");
     assert_eq!(client.cmd(&words("SET invalid v EX 1000")), b"+OK\r\n");
     let still = pttl(&upstream, "app:invalid");
-    assert!(still > 0 && still <= 10_000, "the running rule stays: {still}");
+    assert!(
+        still > 0 && still <= 10_000,
+        "the running rule stays: {still}"
+    );
 
     // What cannot change live is named and left as it runs.
     std::fs::write(
         &file,
-        format!("{}[limits]\nmax_inflight_per_client = 500\n[runtime]\nworker_threads = 3\n", config(20_000)),
+        format!(
+            "{}[limits]\nmax_inflight_per_client = 500\n[runtime]\nworker_threads = 3\n",
+            config(20_000)
+        ),
     )
     .unwrap();
     let (code, body) = post(&proxy, "/reload");
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("need a restart") && body.contains("runtime"), "{body}");
+    assert!(
+        body.contains("need a restart") && body.contains("runtime"),
+        "{body}"
+    );
     assert_eq!(client.cmd(&words("SET third v EX 1000")), b"+OK\r\n");
     let third = pttl(&upstream, "app:third");
     assert!(third > 10_000 && third <= 20_000, "{third}");
@@ -131,21 +143,31 @@ fn reload_changes_a_ttl_cap_for_the_next_command_and_refuses_an_invalid_file() {
     // A removed tenant: its live sessions are no longer authenticated.
     std::fs::write(
         &file,
-        tenants(&[TenantToml::new("other", "other:").login("o-pw").allow(&["@all"])]),
+        tenants(&[TenantToml::new("other", "other:")
+            .login("o-pw")
+            .allow(&["@all"])]),
     )
     .unwrap();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
-        w.join().expect("no worker saw an error or a dropped connection");
+        w.join()
+            .expect("no worker saw an error or a dropped connection");
     }
     assert!(done.load(Ordering::Relaxed) > 0);
     assert_eq!(post(&proxy, "/reload").0, 200);
     let reply = client.cmd(&words("GET after"));
-    assert!(reply.starts_with(b"-NOAUTH"), "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"-NOAUTH"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 
     // Still the same process, alive after three SIGHUPs... well, two, and serving.
     let mut proxy = proxy;
-    assert!(matches!(proxy.child.try_wait(), Ok(None)), "SIGHUP ended the process");
+    assert!(
+        matches!(proxy.child.try_wait(), Ok(None)),
+        "SIGHUP ended the process"
+    );
     proxy.kill();
 }
 
@@ -164,7 +186,10 @@ fn latency_histograms_grow_with_commands() {
     wait_until(Duration::from_secs(5), || count(&proxy, set) == 3.0)
         .unwrap_or_else(|| panic!("{set} = {}", count(&proxy, set)));
     let rtt_before = count(&proxy, rtt);
-    assert!(rtt_before >= 40.0, "one round trip per unpipelined command: {rtt_before}");
+    assert!(
+        rtt_before >= 40.0,
+        "one round trip per unpipelined command: {rtt_before}"
+    );
     for i in 0..40 {
         assert_eq!(c.cmd(&words(&format!("GET lat:{i}"))), b"$1\r\nv\r\n");
     }

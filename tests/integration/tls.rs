@@ -92,12 +92,15 @@ fn cli_tls(port: u16, tls_args: &[&str], command: &[&str]) -> (bool, String) {
 
 /// respite with a TLS listener (certificate from `front`) forwarding to `rediss://` (trusting
 /// `upstream_ca`, presenting `back`'s client certificate).
-fn tls_proxy(front: &Pki, back: &Pki, upstream_ca: &Path, port: u16, extra: &[&str]) -> (Binary, u16) {
+fn tls_proxy(
+    front: &Pki,
+    back: &Pki,
+    upstream_ca: &Path,
+    port: u16,
+    extra: &[&str],
+) -> (Binary, u16) {
     let tls_port = free_port();
-    let mut args: Vec<String> = vec![
-        "--upstream".into(),
-        format!("rediss://127.0.0.1:{port}"),
-    ];
+    let mut args: Vec<String> = vec!["--upstream".into(), format!("rediss://127.0.0.1:{port}")];
     for (k, v) in [
         ("listen.tls", format!("127.0.0.1:{tls_port}")),
         ("listen.tls_cert", s(&front.cert).into()),
@@ -160,7 +163,9 @@ fn clients_over_tls_through_respite_to_a_tls_upstream() {
     // A long pipeline crosses many TLS records both ways.
     let mut pipe = redis::pipe();
     for i in 0..500 {
-        pipe.cmd("SET").arg(format!("tls:p{i}")).arg("x".repeat(200));
+        pipe.cmd("SET")
+            .arg(format!("tls:p{i}"))
+            .arg("x".repeat(200));
     }
     pipe.cmd("DBSIZE");
     let replies: Vec<redis::Value> = pipe.query(&mut con).unwrap();
@@ -265,7 +270,12 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
 fn tls_settings_without_their_listener_or_scheme_are_configuration_errors() {
     for args in [
         vec!["--set", "listen.tls_cert=/x.pem"],
-        vec!["--upstream", "redis://127.0.0.1:1", "--set", "upstream.tls_ca=/x.pem"],
+        vec![
+            "--upstream",
+            "redis://127.0.0.1:1",
+            "--set",
+            "upstream.tls_ca=/x.pem",
+        ],
         vec!["--upstream", "rediss://127.0.0.1:1"],
         vec![
             "--set",
@@ -310,7 +320,11 @@ fn a_reload_takes_new_certificates_for_new_handshakes_and_keeps_old_sessions() {
     )
     .unwrap();
     let mut before = client.get_connection().unwrap();
-    redis::cmd("SET").arg("r").arg("1").exec(&mut before).unwrap();
+    redis::cmd("SET")
+        .arg("r")
+        .arg("1")
+        .exec(&mut before)
+        .unwrap();
     // The files the configuration names now hold a certificate from another CA.
     std::fs::copy(&renewed.cert, &front.cert).unwrap();
     std::fs::copy(&renewed.key, &front.key).unwrap();

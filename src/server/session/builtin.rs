@@ -30,10 +30,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
                 r.barrier().await;
             }
             let db = upstream_db(r);
-            let default = r
-                .tenants
-                .as_ref()
-                .and_then(|t| t.default_tenant().cloned());
+            let default = r.tenants.as_ref().and_then(|t| t.default_tenant().cloned());
             let c = &mut r.client;
             c.proto = Protocol::Resp2;
             c.name = None;
