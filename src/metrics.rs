@@ -64,6 +64,10 @@ pub fn client_written(n: usize) {
 /// Copy what is counted outside the registry into it; the admin port calls this before each
 /// render.
 pub fn publish() {
+    for (i, protocol) in ["resp2", "resp3"].into_iter().enumerate() {
+        gauge!(UPSTREAM_INFLIGHT, "protocol" => protocol)
+            .set(UPSTREAM_INFLIGHT_N[i].load(Ordering::Relaxed) as f64);
+    }
     counter!(CLIENT_READ_BYTES_TOTAL).absolute(CLIENT_READ_BYTES.load(Ordering::Relaxed));
     counter!(CLIENT_WRITTEN_BYTES_TOTAL).absolute(CLIENT_WRITTEN_BYTES.load(Ordering::Relaxed));
 }
@@ -184,8 +188,15 @@ pub fn upstream_rtt(protocol: &'static str) -> Histogram {
     histogram!(UPSTREAM_RTT_SECONDS, "protocol" => protocol)
 }
 
-pub fn upstream_inflight(protocol: &'static str) -> Gauge {
-    gauge!(UPSTREAM_INFLIGHT, "protocol" => protocol)
+/// Commands in flight on the upstream per protocol: a relaxed add per job and per read (a
+/// gauge's add is a compare-and-swap loop on a float), published at scrape time.
+static UPSTREAM_INFLIGHT_N: [std::sync::atomic::AtomicI64; 2] =
+    [const { std::sync::atomic::AtomicI64::new(0) }; 2];
+
+#[inline]
+pub fn upstream_inflight_add(protocol: &'static str, n: i64) {
+    let i = (protocol == "resp3") as usize;
+    UPSTREAM_INFLIGHT_N[i].fetch_add(n, Ordering::Relaxed);
 }
 
 /// Shared (multiplexed pool) upstream connections up now.

@@ -224,7 +224,7 @@ impl ConnTask {
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
         let lost_count: usize = slots.iter().map(|s| s.count).sum();
-        metrics::upstream_inflight(label).decrement(lost_count as f64);
+        metrics::upstream_inflight_add(label, -(lost_count as i64));
         let mut partial = Some(std::mem::take(&mut buf));
         for slot in slots {
             // Only the head slot can have replies waiting in the buffer.
@@ -257,7 +257,6 @@ async fn write_loop(
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
-    let in_flight = metrics::upstream_inflight(label);
     let mut received = Vec::with_capacity(BATCH);
     let mut out = BytesMut::new();
     loop {
@@ -301,7 +300,7 @@ async fn write_loop(
             }
             let job = jobs.pop_front().expect("the front job");
             total += job.bytes.len();
-            in_flight.increment(job.count as f64);
+            metrics::upstream_inflight_add(label, job.count as i64);
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
             inflight
@@ -337,10 +336,7 @@ async fn read_loop(
     label: &'static str,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
-    let (rtt, in_flight) = (
-        metrics::upstream_rtt(label),
-        metrics::upstream_inflight(label),
-    );
+    let rtt = metrics::upstream_rtt(label);
     // Replies of the head slot already scanned: their count and total length at the front of buf.
     let mut scanned = 0;
     let mut have = 0;
@@ -403,7 +399,7 @@ async fn read_loop(
         }
         if done > 0 {
             permits.add_permits(done);
-            in_flight.decrement(answered as f64);
+            metrics::upstream_inflight_add(label, -(answered as i64));
         }
         if let Some(sent) = oldest_sent {
             rtt.record(sent.elapsed().as_secs_f64());
