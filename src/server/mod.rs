@@ -1,8 +1,9 @@
 //! Accepting clients and running their sessions; [`run`] is the proxy's entry point.
 //!
 //! `run` takes listeners that are already bound (tests bind `127.0.0.1:0`) and a shutdown future.
-//! It starts the upstream pools and the admin endpoint, accepts TCP and unix-socket clients up to
-//! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
+//! It starts the upstream pools and the admin endpoint, accepts TCP, unix-socket and TLS
+//! ([`tls_io`]) clients up to `listen.max_clients`, reloads what may change live on SIGHUP
+//! ([`crate::reload`]), and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
@@ -123,6 +124,8 @@ impl Listeners {
 
 /// State every session shares.
 pub(crate) struct Shared {
+    /// The configuration as started: what a reload cannot change (upstream, local-only mode, …)
+    /// is read here; what it can is in `live`.
     pub config: Arc<Config>,
     pub upstream: Option<Arc<Upstream>>,
     pub next_id: AtomicU64,
