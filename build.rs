@@ -1,19 +1,19 @@
-//! Build script: the git revision for `respite_build_info` (`RESPITE_GIT_REVISION` at compile time).
+//! Build script: the git revision for `respite_build_info` (`BUILD_GIT_REVISION` at compile time).
 //!
-//! A container build has no .git in its context, so `RESPITE_GIT_REVISION` in the environment wins
+//! A container build has no .git in its context, so `BUILD_GIT_REVISION` in the environment wins
 //! (deploy/Dockerfile passes it as a build argument); then `git rev-parse --short HEAD`; then
 //! "unknown". It never fails the build.
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=RESPITE_GIT_REVISION");
-    let from_env = std::env::var("RESPITE_GIT_REVISION")
+    println!("cargo:rerun-if-env-changed=BUILD_GIT_REVISION");
+    let from_env = std::env::var("BUILD_GIT_REVISION")
         .ok()
         .filter(|r| !r.is_empty() && r != "unknown");
     let revision = from_env
         .or_else(git_revision)
         .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=RESPITE_GIT_REVISION={revision}");
+    println!("cargo:rustc-env=BUILD_GIT_REVISION={revision}");
 }
 
 fn git_revision() -> Option<String> {

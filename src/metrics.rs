@@ -44,7 +44,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub const COMMAND_SAMPLE_EVERY: u32 = 16;
 
 /// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
-pub const GIT_REVISION: &str = env!("RESPITE_GIT_REVISION");
+pub const GIT_REVISION: &str = env!("BUILD_GIT_REVISION");
 
 /// Bytes read from and written to client sockets, counted by the socket layer (one relaxed add
 /// per read or write call, not per request) and published when `/metrics` is scraped.

@@ -86,9 +86,9 @@ impl First {
 }
 
 /// How long the silent partition lasts. The scenario is 30 s; CI uses 3 s, and
-/// `RESPITE_LONG_FAULTS=1` runs the 30 s version.
+/// `SOAK_LONG_FAULTS=1` runs the 30 s version.
 fn partition_time() -> Duration {
-    match std::env::var("RESPITE_LONG_FAULTS").as_deref() {
+    match std::env::var("SOAK_LONG_FAULTS").as_deref() {
         Ok("1") => Duration::from_secs(30),
         _ => Duration::from_secs(3),
     }
