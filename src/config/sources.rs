@@ -29,9 +29,7 @@ impl Setting {
 }
 
 /// Variables that start with `RESPITE_` and are not settings: the command line's own.
-/// `RESPITE_GIT_REVISION` is the build's (build.rs reads it, and cargo hands it to the binaries it
-/// runs), not a setting.
-const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG", "RESPITE_GIT_REVISION"];
+const NOT_SETTINGS: &[&str] = &["RESPITE_CONFIG"];
 
 /// Sections whose keys may be overridden by `RESPITE_<SECTION>_<KEY>` environment variables.
 /// A section that is a prefix of another (`local`, `local_only`) comes after it: the longest wins.
