@@ -177,9 +177,21 @@ pub fn upstream_error_replies() -> Counter {
     counter!(UPSTREAM_ERROR_REPLIES_TOTAL)
 }
 
-/// A sampled command's latency as its client sees it, labelled by the table's name for it.
-pub fn command_duration(name: &'static str, seconds: f64) {
-    histogram!(COMMAND_DURATION_SECONDS, "command" => name).record(seconds);
+/// A sampled command's latency as its client sees it, labelled by the table's name for it; the
+/// handle is found by the command's dense id, as [`command`]'s counter is.
+pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
+    static HANDLES: OnceLock<Box<[OnceLock<Histogram>]>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        let n = crate::command::all()
+            .iter()
+            .map(|s| s.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        (0..n).map(|_| OnceLock::new()).collect()
+    });
+    handles[spec.id as usize]
+        .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
+        .record(seconds);
 }
 
 /// The round trip of one upstream batch, from its write to its last reply (one per batch

@@ -76,7 +76,7 @@ pub(crate) enum Pending {
     Close,
     /// A sampled command framed at this instant: its reply is among those before this marker,
     /// so its latency is recorded once they have been written (see `metrics::command_duration`).
-    Timed(&'static str, std::time::Instant),
+    Timed(&'static crate::command::CommandSpec, std::time::Instant),
 }
 
 /// Which of a job's replies the client sees.
@@ -198,7 +198,7 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
     let reader = Reader {
         generation: shared.live.generation(),
         tenants: shared.live.tenants(),
-        limits: config.limits,
+        config: config.clone(),
         sample_tick: 0,
         timed: None,
         client,
@@ -260,11 +260,11 @@ pub(crate) struct Reader<'f> {
     generation: u64,
     /// The tenants in force; refreshed when a reload is seen, before the next command.
     tenants: Option<Arc<crate::policy::Tenants>>,
-    /// Framing limits as of connect.
-    limits: crate::protocol::Limits,
+    /// The configuration as of connect: its limits apply to this client.
+    config: Arc<crate::config::Config>,
     /// Commands since the last one timed, and the one being timed in this batch.
     sample_tick: u32,
-    timed: Option<(&'static str, std::time::Instant)>,
+    timed: Option<(&'static crate::command::CommandSpec, std::time::Instant)>,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

@@ -111,7 +111,7 @@ impl Reader<'_> {
             return self.refuse_queued(&msg).await;
         }
         // What respite holds for the transaction is bounded like an unfinished request.
-        let max_bytes = self.limits.max_query_buffer;
+        let max_bytes = self.config.limits.max_query_buffer;
         if self
             .multi
             .as_ref()

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 impl Reader<'_> {
     pub(super) async fn read_loop<C: ClientIo>(mut self, sock: &C) {
-        let limits = self.limits;
+        let limits = self.config.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
         let draining = self.shared.draining.clone();
@@ -51,8 +51,8 @@ impl Reader<'_> {
                     }
                     Ok(None) => {
                         self.send_group().await;
-                        if let Some((name, framed)) = self.timed.take() {
-                            self.fifo.push(Pending::Timed(name, framed), 0).await;
+                        if let Some((spec, framed)) = self.timed.take() {
+                            self.fifo.push(Pending::Timed(spec, framed), 0).await;
                         }
                         break;
                     }
@@ -184,7 +184,7 @@ impl Reader<'_> {
         };
         metrics::command(spec).increment(1);
         if self.sample_tick == 0 && self.timed.is_none() {
-            self.timed = Some((spec.name, std::time::Instant::now()));
+            self.timed = Some((spec, std::time::Instant::now()));
         }
         self.sample_tick = (self.sample_tick + 1) % metrics::COMMAND_SAMPLE_EVERY;
         self.client.last_command = spec.name;

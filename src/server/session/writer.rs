@@ -61,9 +61,9 @@ pub(super) async fn write_loop<C: ClientIo>(
                 Pending::Close => break 'session,
                 // Sampled (1 in 16), and pushed at the end of a read batch, where the replies
                 // before it would be flushed next anyway.
-                Pending::Timed(name, framed) => {
+                Pending::Timed(spec, framed) => {
                     let r = flush(w, &mut out).await;
-                    metrics::command_duration(name, framed.elapsed().as_secs_f64());
+                    metrics::command_duration(spec, framed.elapsed().as_secs_f64());
                     r
                 }
             };
