@@ -178,7 +178,7 @@ fn fixed_differences(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log_level != new.log_level || old.log_format != new.log_format {
         out.push("log");
     }
-    if old.local_max_memory != new.local_max_memory {
+    if old.local_max_memory != new.local_max_memory || old.local_eviction != new.local_eviction {
         out.push("local");
     }
     if format!("{:?}", old.local_only) != format!("{:?}", new.local_only) {

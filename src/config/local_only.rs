@@ -99,12 +99,14 @@ impl RawLocalOnly {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLocal {
     max_memory_bytes: i64,
+    maxmemory_policy: String,
 }
 
 impl Default for RawLocal {
     fn default() -> Self {
         RawLocal {
             max_memory_bytes: 256 * 1024 * 1024,
+            maxmemory_policy: "allkeys-lru".into(),
         }
     }
 }
@@ -119,5 +121,61 @@ impl RawLocal {
             ));
         }
         Ok(self.max_memory_bytes as usize)
+    }
+
+    /// How the engine makes room under its bound.
+    pub(super) fn eviction(&self, c: &Check) -> Result<Eviction, ConfigError> {
+        Eviction::parse(&self.maxmemory_policy).ok_or_else(|| {
+            c.invalid(
+                "local.maxmemory_policy",
+                format!(
+                    "`{}` is not one of noeviction, allkeys-lru, allkeys-lfu, allkeys-random, \
+                     volatile-lru, volatile-lfu, volatile-random, volatile-ttl",
+                    self.maxmemory_policy
+                ),
+            )
+        })
+    }
+}
+
+/// Redis's `maxmemory-policy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Eviction {
+    NoEviction,
+    #[default]
+    AllKeysLru,
+    AllKeysLfu,
+    AllKeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl Eviction {
+    /// The policy by its Redis name (`allkeys-lru`, …); None for an unknown name.
+    pub fn parse(name: &str) -> Option<Eviction> {
+        Some(match name {
+            "noeviction" => Eviction::NoEviction,
+            "allkeys-lru" => Eviction::AllKeysLru,
+            "allkeys-lfu" => Eviction::AllKeysLfu,
+            "allkeys-random" => Eviction::AllKeysRandom,
+            "volatile-lru" => Eviction::VolatileLru,
+            "volatile-lfu" => Eviction::VolatileLfu,
+            "volatile-random" => Eviction::VolatileRandom,
+            "volatile-ttl" => Eviction::VolatileTtl,
+            _ => return None,
+        })
+    }
+
+    /// Only keys with an expiry may be evicted.
+    pub fn volatile(self) -> bool {
+        matches!(
+            self,
+            Eviction::VolatileLru
+                | Eviction::VolatileLfu
+                | Eviction::VolatileRandom
+                | Eviction::VolatileTtl
+        )
     }
 }

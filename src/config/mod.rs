@@ -24,7 +24,7 @@ pub mod upstream;
 
 pub use acl::AllowSet;
 pub use listen::{ListenConfig, Principal, ServerTls};
-pub use local_only::{LocalOnlyConfig, LocalWrites, OnRecovery};
+pub use local_only::{Eviction, LocalOnlyConfig, LocalWrites, OnRecovery};
 pub use near_cache::{CacheConfig, ReadKind, Rule};
 pub use runtime::{LogFormat, UnknownFormat};
 pub use sources::{Overrides, Setting, env_overrides, env_settings};
@@ -86,6 +86,8 @@ pub struct Config {
     pub tenants: Option<TenantsConfig>,
     /// Memory bound of the local engine (standalone and local-only mode), in bytes; 0 for none.
     pub local_max_memory: usize,
+    /// How the local engine makes room under its bound (`local.maxmemory_policy`).
+    pub local_eviction: Eviction,
     /// What happens while the upstream is down (`[local_only]`).
     pub local_only: LocalOnlyConfig,
     /// The near cache (`[near_cache]`), when enabled.
@@ -317,6 +319,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         shutdown_grace: c.millis("runtime.shutdown_grace_ms", raw.runtime.shutdown_grace_ms)?,
         tenants,
         local_max_memory: raw.local.validate(c)?,
+        local_eviction: raw.local.eviction(c)?,
         local_only,
     })
 }

@@ -522,3 +522,14 @@ fn tls_on_both_sides() {
         assert!(e.contains(key) && e.contains(why), "{toml}: {e}");
     }
 }
+
+#[test]
+fn local_maxmemory_policy_is_a_redis_policy_name() {
+    assert_eq!(parse("").unwrap().local_eviction, Eviction::AllKeysLru);
+    let c = parse("[local]\nmaxmemory_policy = \"volatile-lfu\"\n").unwrap();
+    assert_eq!(c.local_eviction, Eviction::VolatileLfu);
+    let e = parse("[local]\nmaxmemory_policy = \"lru\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("local.maxmemory_policy"), "{e}");
+}

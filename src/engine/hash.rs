@@ -193,7 +193,24 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
                 }
             }
         }
+        "hrandfield" => hrandfield(db, c),
         _ => return false,
     }
     true
+}
+
+/// HRANDFIELD key [count [WITHVALUES]]: a positive count gives distinct fields, a negative one
+/// |count| picks that may repeat (Redis's `hrandfieldWithCountCommand`).
+fn hrandfield(db: &mut Db, c: &mut Call) {
+    let Some(pick) = super::random::parse(c, "withvalues") else {
+        return;
+    };
+    let Ok(h) = read(db, c) else { return };
+    let pairs: Vec<(&Bytes, &[u8])> = h
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k, v.as_slice()))
+        .collect();
+    let picked = pick.choose(&pairs);
+    pick.reply(c, picked, |c, v| c.out.bulk(v));
 }

@@ -21,6 +21,11 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
             let n = c.args[1..].iter().filter(|k| db.contains(k)).count();
             c.out.int(n as i64);
         }
+        "touch" => {
+            let n = c.args[1..].iter().filter(|k| db.contains(k)).count();
+            c.out.int(n as i64);
+        }
+        "copy" => copy(db, c),
         "type" => {
             let t = db.get(&c.args[1]).map_or("none", |e| e.value.type_name());
             c.out.simple(t);
@@ -65,7 +70,6 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
                 c.out.bulk(&k);
             }
         }
-        "scan" => scan(db, c),
         "randomkey" => {
             db.sweep();
             match db.random_key() {
@@ -157,6 +161,39 @@ fn ttl(db: &mut Db, c: &mut Call) {
     c.out.int(n);
 }
 
+/// COPY source destination [DB 0] [REPLACE]: the engine has one database.
+fn copy(db: &mut Db, c: &mut Call) {
+    let mut replace = false;
+    let mut j = 3;
+    while j < c.args.len() {
+        if eq_ci(&c.args[j], "replace") {
+            replace = true;
+        } else if eq_ci(&c.args[j], "db") && j + 1 < c.args.len() {
+            match arg_i64(c, j + 1) {
+                None => return,
+                Some(0) => {}
+                Some(_) => return c.out.err("ERR DB index is out of range"),
+            }
+            j += 1;
+        } else {
+            return c.out.err(SYNTAX);
+        }
+        j += 1;
+    }
+    if c.args[1] == c.args[2] {
+        return c.out.err("ERR source and destination objects are the same");
+    }
+    let Some(src) = db.get(&c.args[1]) else {
+        return c.out.int(0);
+    };
+    let (value, expire) = (src.value.clone(), src.expire_at);
+    if db.contains(&c.args[2]) && !replace {
+        return c.out.int(0);
+    }
+    db.insert(c.args[2].clone(), value, expire);
+    c.out.int(1);
+}
+
 fn rename(db: &mut Db, c: &mut Call) {
     let nx = c.name == "renamenx";
     if !db.contains(&c.args[1]) {
@@ -171,46 +208,4 @@ fn rename(db: &mut Db, c: &mut Call) {
     let e = db.remove(&c.args[1]).expect("checked above");
     db.insert(c.args[2].clone(), e.value, e.expire_at);
     if nx { c.out.int(1) } else { c.out.ok() }
-}
-
-/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]: every match at once, cursor 0.
-fn scan(db: &mut Db, c: &mut Call) {
-    if std::str::from_utf8(&c.args[1])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .is_none()
-    {
-        return c.out.err("ERR invalid cursor");
-    }
-    let (mut pat, mut typ) = (None, None);
-    let mut j = 2;
-    while j < c.args.len() {
-        let more = j + 1 < c.args.len();
-        if eq_ci(&c.args[j], "count") && more {
-            match arg_i64(c, j + 1) {
-                None => return,
-                Some(n) if n < 1 => return c.out.err(SYNTAX),
-                Some(_) => {}
-            }
-        } else if eq_ci(&c.args[j], "match") && more {
-            pat = Some(c.args[j + 1].clone());
-        } else if eq_ci(&c.args[j], "type") && more {
-            typ = Some(c.args[j + 1].clone());
-        } else {
-            return c.out.err(SYNTAX);
-        }
-        j += 2;
-    }
-    let keys: Vec<Bytes> = db
-        .live_keys()
-        .filter(|(k, _)| pat.as_ref().is_none_or(|p| glob::matches(p, k)))
-        .filter(|(_, e)| typ.as_ref().is_none_or(|t| eq_ci(t, e.value.type_name())))
-        .map(|(k, _)| k.clone())
-        .collect();
-    c.out.array(2);
-    c.out.bulk(b"0");
-    c.out.array(keys.len());
-    for k in keys {
-        c.out.bulk(&k);
-    }
 }

@@ -65,6 +65,9 @@ pub(super) fn calls(map: HashMap<Bytes, Entry>, now_ms: u64) -> Vec<Call> {
                     .collect(),
             ),
             Value::List(l) => (b"RPUSH", l.into_iter().map(|m| m.to_vec()).collect()),
+            // A stream would need one XADD per entry, with IDs that may clash with the
+            // upstream's; it is not merged (README, local engine).
+            Value::Stream(_) => continue,
         };
         let at = at.unwrap_or_else(|| b"0".to_vec());
         // Pairs (field value, score member) stay together: chunks are even-sized.

@@ -1,43 +1,57 @@
 //! The local engine: an in-memory keyspace that answers commands itself, byte for byte as Redis
 //! 7.0 would, for respite's local-only mode.
 //!
-//! It owns the data (strings, hashes, sets, sorted sets, lists), lazy and swept expiry, and an
-//! approximate memory bound with random eviction. It must never do I/O, read the clock (the caller
+//! It owns the data (strings, hashes, sets, sorted sets, lists), lazy and swept expiry, an
+//! approximate memory bound with Redis's eviction policies, and scripts. It must never do I/O, read the clock (the caller
 //! passes `now_ms`, so tests are deterministic) or know about sessions, tenants or upstreams: the
 //! server resolves the command, calls [`Engine::execute`] and writes the bytes it gets back.
 //!
 //! Memory: sizes are estimates (exact for strings, sampled for containers). The bound is enforced
-//! before each `denyoom` command, by evicting random keys (any key, TTL or not, like
-//! `allkeys-random`) until the arguments fit; a single write may overshoot until the next one.
-//! `-OOM` only when the arguments alone exceed the bound. `max_memory_bytes == 0` means no bound.
+//! before each `denyoom` command, by evicting keys as the [`Eviction`] policy says (sampled
+//! LRU by default) until the arguments fit; a single write may overshoot until the next one.
+//! `-OOM` when the arguments alone exceed the bound, or the policy finds nothing it may evict.
+//! `max_memory_bytes == 0` means no bound.
 //!
 //! Deviations from Redis, by design:
 //! - Iteration order of HGETALL, HKEYS, HVALS, SMEMBERS, KEYS and SCAN is unspecified (hash
 //!   order), as in Redis, but not the same order as Redis's.
-//! - SCAN returns every match in one call with cursor 0 (a valid, if unusual, complete scan);
-//!   COUNT is checked and ignored.
+//! - SCAN cursors are points in the engine's own hash order (see [`scan`]); HSCAN/SSCAN/ZSCAN
+//!   of a container over 128 elements return at least 1/64 of it per call whatever COUNT says.
 //! - INCRBYFLOAT/HINCRBYFLOAT emulate `long double` in software; hex-float inputs and values
 //!   beyond its exponent range fall back to `f64` (see [`num`]).
 //! - Sorted sets behave like Redis's listpack encoding (what Redis uses for small sets) for the
 //!   "undefined" case of BYLEX ranges over members with different scores.
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
 
-use crate::command::{CommandSpec, Flags};
+use crate::command::{AclCategories, CommandSpec, Flags};
 use crate::protocol::{Protocol, encode};
 
+mod bitmap;
+mod db;
+mod evict;
 mod hash;
+mod hll;
 mod keyspace;
+mod lcs;
 mod list;
 pub mod merge;
 pub mod num;
+mod random;
+mod scan;
+mod script;
 mod set;
+mod sort;
+mod stream;
+mod stream_group;
 mod strings;
 mod zset;
 
+use db::ENTRY_OVERHEAD;
+pub(crate) use db::{Db, Entry, Value};
+pub use evict::Eviction;
 pub(crate) use zset::ZSet;
 
 pub(crate) const WRONGTYPE: &str =
@@ -45,178 +59,6 @@ pub(crate) const WRONGTYPE: &str =
 pub(crate) const NOT_INT: &str = "ERR value is not an integer or out of range";
 pub(crate) const SYNTAX: &str = "ERR syntax error";
 const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
-
-/// A stored value.
-#[derive(Debug, Clone)]
-pub(crate) enum Value {
-    Str(Vec<u8>),
-    Hash(HashMap<Bytes, Vec<u8>>),
-    Set(HashSet<Bytes>),
-    ZSet(ZSet),
-    List(VecDeque<Bytes>),
-}
-
-impl Value {
-    fn type_name(&self) -> &'static str {
-        match self {
-            Value::Str(_) => "string",
-            Value::Hash(_) => "hash",
-            Value::Set(_) => "set",
-            Value::ZSet(_) => "zset",
-            Value::List(_) => "list",
-        }
-    }
-
-    /// Approximate heap bytes: payload plus a per-element overhead for the container's nodes.
-    /// Containers are estimated from a sample of their first elements so that re-accounting after
-    /// every write stays O(1) however large the container grows.
-    fn size(&self) -> usize {
-        const NODE: usize = 32;
-        const SAMPLE: usize = 16;
-        fn estimate<I: Iterator<Item = usize>>(len: usize, lens: I) -> usize {
-            let (n, total) = lens
-                .take(SAMPLE)
-                .fold((0usize, 0usize), |(n, t), l| (n + 1, t + l));
-            total.checked_div(n).map_or(0, |avg| len * (avg + NODE))
-        }
-        match self {
-            Value::Str(s) => s.len(),
-            Value::Hash(h) => estimate(h.len(), h.iter().map(|(k, v)| k.len() + v.len())),
-            Value::Set(s) => estimate(s.len(), s.iter().map(|m| m.len())),
-            Value::ZSet(z) => z.size(),
-            Value::List(l) => estimate(l.len(), l.iter().map(|m| m.len())),
-        }
-    }
-
-    /// Containers that became empty are deleted, as Redis never keeps an empty one.
-    fn is_empty_container(&self) -> bool {
-        match self {
-            Value::Str(_) => false,
-            Value::Hash(h) => h.is_empty(),
-            Value::Set(s) => s.is_empty(),
-            Value::ZSet(z) => z.len() == 0,
-            Value::List(l) => l.is_empty(),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) value: Value,
-    /// Absolute expiry in Unix milliseconds.
-    pub(crate) expire_at: Option<u64>,
-    /// What this entry adds to `Db::used` (key, value, overhead) when last accounted.
-    size: usize,
-}
-
-/// Per-key fixed overhead: the map slot, the entry and the key's allocation.
-const ENTRY_OVERHEAD: usize = 64;
-
-/// One keyspace. Every method that removes or inserts keeps `used` right; in-place mutations are
-/// re-accounted by [`Db::account`] after each write command.
-#[derive(Debug, Default)]
-pub(crate) struct Db {
-    map: HashMap<Bytes, Entry>,
-    used: usize,
-    pub(crate) now: u64,
-}
-
-impl Db {
-    fn expired(&self, e: &Entry) -> bool {
-        e.expire_at.is_some_and(|t| t <= self.now)
-    }
-
-    /// Drops `key` if it has expired, so every lookup sees only live keys.
-    fn expire_if_needed(&mut self, key: &[u8]) {
-        if self.map.get(key).is_some_and(|e| self.expired(e)) {
-            self.remove(key);
-        }
-    }
-
-    pub(crate) fn get(&mut self, key: &[u8]) -> Option<&Entry> {
-        self.expire_if_needed(key);
-        self.map.get(key)
-    }
-
-    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        self.expire_if_needed(key);
-        self.map.get_mut(key)
-    }
-
-    pub(crate) fn contains(&mut self, key: &[u8]) -> bool {
-        self.get(key).is_some()
-    }
-
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let e = self.map.remove(key)?;
-        self.used -= e.size;
-        Some(e)
-    }
-
-    /// Insert or replace, without any expiry.
-    pub(crate) fn set(&mut self, key: Bytes, value: Value) {
-        self.insert(key, value, None);
-    }
-
-    pub(crate) fn insert(&mut self, key: Bytes, value: Value, expire_at: Option<u64>) {
-        self.remove(&key);
-        let size = ENTRY_OVERHEAD + key.len() + value.size();
-        self.used += size;
-        self.map.insert(
-            key,
-            Entry {
-                value,
-                expire_at,
-                size,
-            },
-        );
-    }
-
-    /// Recompute `key`'s size after an in-place change, deleting it if it became an empty container.
-    pub(crate) fn account(&mut self, key: &[u8]) {
-        let Some(e) = self.map.get_mut(key) else {
-            return;
-        };
-        if e.value.is_empty_container() {
-            self.remove(key);
-            return;
-        }
-        let size = ENTRY_OVERHEAD + key.len() + e.value.size();
-        self.used = self.used - e.size + size;
-        e.size = size;
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.map.clear();
-        self.used = 0;
-    }
-
-    /// Live keys (expired ones are skipped but left for lazy removal or [`Engine::sweep`]).
-    pub(crate) fn live_keys(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
-        self.map.iter().filter(|(_, e)| !self.expired(e))
-    }
-
-    fn sweep(&mut self) {
-        let now = self.now;
-        let dead: Vec<Bytes> = self
-            .map
-            .iter()
-            .filter(|(_, e)| e.expire_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in dead {
-            self.remove(&k);
-        }
-    }
-
-    fn random_key(&self) -> Option<Bytes> {
-        if self.map.is_empty() {
-            return None;
-        }
-        let i = rand::rng().random_range(0..self.map.len());
-        self.map.keys().nth(i).cloned()
-    }
-}
 
 /// A reply being built, in the client's protocol.
 pub(crate) struct Out {
@@ -299,15 +141,27 @@ impl Call<'_> {
 /// The in-memory engine. One mutex around the whole keyspace: simple, and commands are short.
 pub struct Engine {
     db: Mutex<Db>,
+    /// Loaded scripts; kept apart from the keyspace so that [`Engine::flush`] leaves them, as
+    /// FLUSHALL does in Redis. Locked after `db`, never before it.
+    scripts: Mutex<script::Scripts>,
     max_memory: usize,
+    eviction: Eviction,
 }
 
 impl Engine {
     /// An empty engine holding at most about `max_memory_bytes` (0 means no limit, as Redis's
     /// `maxmemory 0`).
     pub fn new(max_memory_bytes: usize) -> Self {
+        Engine::with_eviction(max_memory_bytes, Eviction::default())
+    }
+
+    /// An empty engine bounded as [`Engine::new`], making room by `eviction` (Redis's
+    /// `maxmemory-policy`).
+    pub fn with_eviction(max_memory_bytes: usize, eviction: Eviction) -> Self {
         Engine {
+            eviction,
             db: Mutex::new(Db::default()),
+            scripts: Mutex::new(script::Scripts::default()),
             max_memory: max_memory_bytes,
         }
     }
@@ -362,6 +216,43 @@ impl Engine {
         proto: Protocol,
         now_ms: u64,
     ) -> Bytes {
+        let mut db = self.lock();
+        db.now = now_ms;
+        if spec.acl.contains(AclCategories::SCRIPTING) {
+            let mut call = Call {
+                name: spec.name,
+                args,
+                out: Out {
+                    buf: BytesMut::new(),
+                    proto,
+                },
+            };
+            let mut scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut exec = |db: &mut Db, spec: &'static CommandSpec, args: &[Bytes]| {
+                self.run(db, spec, args, script::SCRIPT_PROTO)
+            };
+            let handled = match spec.name {
+                "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
+                    script::eval(&mut db, &mut scripts, &mut call, &mut exec);
+                    true
+                }
+                _ => script::script_command(&mut scripts, &mut call),
+            };
+            if handled {
+                return call.out.buf.freeze();
+            }
+        }
+        self.run(&mut db, spec, args, proto)
+    }
+
+    /// Run one command on the locked keyspace: the memory bound, the handler, the re-accounting.
+    fn run(
+        &self,
+        db: &mut Db,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        proto: Protocol,
+    ) -> Bytes {
         let mut call = Call {
             name: spec.name,
             args,
@@ -370,13 +261,14 @@ impl Engine {
                 proto,
             },
         };
-        let mut db = self.lock();
-        db.now = now_ms;
-        if spec.flags.contains(Flags::DENYOOM) && !self.make_room(&mut db, args) {
+        let incoming = args.iter().map(|a| a.len()).sum::<usize>() + ENTRY_OVERHEAD;
+        if spec.flags.contains(Flags::DENYOOM)
+            && !evict::make_room(db, self.eviction, self.max_memory, incoming)
+        {
             call.out.err(OOM);
             return call.out.buf.freeze();
         }
-        if !dispatch(&mut db, &mut call) {
+        if !dispatch(db, &mut call) {
             let msg = format!(
                 "ERR '{}' is not supported by respite's local engine",
                 spec.name
@@ -390,27 +282,6 @@ impl Engine {
         }
         call.out.buf.freeze()
     }
-
-    /// Evict random keys until the command's arguments would fit; false if even an empty
-    /// keyspace could not hold them, which is when Redis-style OOM is the only answer.
-    fn make_room(&self, db: &mut Db, args: &[Bytes]) -> bool {
-        if self.max_memory == 0 {
-            return true;
-        }
-        let incoming: usize = args.iter().map(|a| a.len()).sum::<usize>() + ENTRY_OVERHEAD;
-        if incoming > self.max_memory {
-            return false;
-        }
-        while db.used + incoming > self.max_memory {
-            match db.random_key() {
-                Some(k) => {
-                    db.remove(&k);
-                }
-                None => break,
-            }
-        }
-        true
-    }
 }
 
 /// Route to the handler; false if the command is not implemented here.
@@ -421,6 +292,13 @@ fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         || set::dispatch(db, c)
         || zset::dispatch(db, c)
         || list::dispatch(db, c)
+        || scan::dispatch(db, c)
+        || bitmap::dispatch(db, c)
+        || hll::dispatch(db, c)
+        || stream::dispatch(db, c)
+        || stream_group::dispatch(db, c)
+        || lcs::dispatch(db, c)
+        || sort::dispatch(db, c)
 }
 
 /// Redis's `getLongLongFromObjectOrReply` on an argument.
@@ -441,3 +319,22 @@ pub(crate) type ScoreIndex = BTreeSet<(zset::Score, Bytes)>;
 
 #[cfg(test)]
 mod tests;
+
+/// The `numkeys` argument of LMPOP, ZMPOP and the like: at least 1 and no more keys than the
+/// arguments that follow it.
+pub(crate) fn numkeys(c: &mut Call, i: usize) -> Option<usize> {
+    match num::parse_i64(&c.args[i]) {
+        Some(n) if n > 0 => {
+            if n as usize > c.args.len() - i - 1 {
+                c.out.err(SYNTAX);
+                None
+            } else {
+                Some(n as usize)
+            }
+        }
+        _ => {
+            c.out.err("ERR numkeys should be greater than 0");
+            None
+        }
+    }
+}

@@ -191,8 +191,12 @@ pub async fn run_reloadable(
     admin::recorder();
     let stop_upstream = CancellationToken::new();
     let local_only = config.local_only;
-    let engine = (config.upstream.is_none() || local_only.enabled)
-        .then(|| Arc::new(Engine::new(config.local_max_memory)));
+    let engine = (config.upstream.is_none() || local_only.enabled).then(|| {
+        Arc::new(Engine::with_eviction(
+            config.local_max_memory,
+            config.local_eviction,
+        ))
+    });
     // on_recovery = "merge": the transition hands the local data to a task that writes it
     // upstream (the hook itself cannot wait on the upstream).
     let (merges, merge_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -179,7 +179,7 @@ both!(
         let pttl: i64 = pttl[1..].trim().parse().unwrap();
         assert!((1..=30000).contains(&pttl), "{pttl}");
         // What the engine does not implement says so.
-        let r = String::from_utf8(pa.cmd(&words("XADD s * f v"))).unwrap();
+        let r = String::from_utf8(pa.cmd(&words("BITFIELD b GET u8 0"))).unwrap();
         assert!(r.contains("not supported by respite's local engine"), "{r}");
 
         // The upstream returns (empty): back to forwarding, local data dropped.

@@ -6,6 +6,12 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::num;
+mod ops;
+mod range;
+mod setops;
+
+use range::{Kind, Range, ScoreRange};
+
 use super::{Call, Db, NOT_INT, SYNTAX, ScoreIndex, Value, WRONGTYPE, eq_ci};
 
 /// A score that is never NaN, ordered by value (so -0 equals 0, as C's `<` and `==` see them).
@@ -75,14 +81,20 @@ impl ZSet {
         }
     }
 
-    fn ordered(&self) -> Vec<(f64, Bytes)> {
+    /// Every (score, member), in Redis's order.
+    pub(crate) fn ordered(&self) -> Vec<(f64, Bytes)> {
         self.index.iter().map(|(s, m)| (s.0, m.clone())).collect()
     }
 }
 
 /// The zset at args[1] for reading: Ok(None) if missing, Err after replying WRONGTYPE.
 fn read<'a>(db: &'a mut Db, c: &mut Call) -> Result<Option<&'a ZSet>, ()> {
-    match db.get(&c.args[1]).map(|e| &e.value) {
+    read_at(db, c, 1)
+}
+
+/// The zset at args[i] for reading: Ok(None) if missing, Err after replying WRONGTYPE.
+fn read_at<'a>(db: &'a mut Db, c: &mut Call, i: usize) -> Result<Option<&'a ZSet>, ()> {
+    match db.get(&c.args[i]).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::ZSet(z)) => Ok(Some(z)),
         Some(_) => {
@@ -156,7 +168,8 @@ pub(super) fn dispatch(db: &mut Db, c: &mut Call) -> bool {
         "zrevrangebyscore" => zrange(db, c, Some(Kind::Score), true),
         "zrangebylex" => zrange(db, c, Some(Kind::Lex), false),
         "zrevrangebylex" => zrange(db, c, Some(Kind::Lex), true),
-        _ => return false,
+        "zrangestore" => zrange(db, c, None, false),
+        _ => return ops::dispatch(db, c),
     }
     true
 }
@@ -267,98 +280,11 @@ fn zadd(db: &mut Db, c: &mut Call, zincrby: bool) {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Rank,
-    Score,
-    Lex,
-}
-
-struct ScoreRange {
-    min: f64,
-    max: f64,
-    minex: bool,
-    maxex: bool,
-}
-
-impl ScoreRange {
-    /// Redis's `zslParseRange`: `(` makes a bound exclusive; NaN is refused.
-    fn parse(min: &[u8], max: &[u8]) -> Option<Self> {
-        fn bound(b: &[u8]) -> Option<(f64, bool)> {
-            let (ex, body) = match b.first() {
-                Some(b'(') => (true, &b[1..]),
-                _ => (false, b),
-            };
-            let v = num::parse_f64(body)?;
-            Some((v, ex))
-        }
-        let (min, minex) = bound(min)?;
-        let (max, maxex) = bound(max)?;
-        Some(ScoreRange {
-            min,
-            max,
-            minex,
-            maxex,
-        })
-    }
-    fn gte_min(&self, s: f64) -> bool {
-        if self.minex {
-            s > self.min
-        } else {
-            s >= self.min
-        }
-    }
-    fn lte_max(&self, s: f64) -> bool {
-        if self.maxex {
-            s < self.max
-        } else {
-            s <= self.max
-        }
-    }
-    fn contains(&self, s: f64) -> bool {
-        self.gte_min(s) && self.lte_max(s)
-    }
-}
-
-/// A lex bound: `-`, `+`, `[x` (inclusive) or `(x` (exclusive).
-#[derive(Clone)]
-enum Lex {
-    Min,
-    Max,
-    Incl(Bytes),
-    Excl(Bytes),
-}
-
-impl Lex {
-    fn parse(b: &Bytes) -> Option<Lex> {
-        match b.first()? {
-            b'-' if b.len() == 1 => Some(Lex::Min),
-            b'+' if b.len() == 1 => Some(Lex::Max),
-            b'[' => Some(Lex::Incl(b.slice(1..))),
-            b'(' => Some(Lex::Excl(b.slice(1..))),
-            _ => None,
-        }
-    }
-    fn gte_min(&self, m: &[u8]) -> bool {
-        match self {
-            Lex::Min => true,
-            Lex::Max => false,
-            Lex::Incl(x) => m >= &x[..],
-            Lex::Excl(x) => m > &x[..],
-        }
-    }
-    fn lte_max(&self, m: &[u8]) -> bool {
-        match self {
-            Lex::Min => false,
-            Lex::Max => true,
-            Lex::Incl(x) => m <= &x[..],
-            Lex::Excl(x) => m < &x[..],
-        }
-    }
-}
-
-/// Redis's `zrangeGenericCommand` for ZRANGE and the legacy range commands (`fixed` kind).
+/// Redis's `zrangeGenericCommand` for ZRANGE, ZRANGESTORE (`store`) and the legacy range
+/// commands (`fixed` kind).
 fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
+    let store = c.name == "zrangestore";
+    let src = if store { 2 } else { 1 };
     let mut kind = fixed;
     let mut rev = if fixed.is_some() {
         Some(fixed_rev)
@@ -366,11 +292,11 @@ fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
         None
     };
     let (mut withscores, mut offset, mut limit) = (false, 0i64, -1i64);
-    let mut j = 4;
+    let mut j = src + 3;
     while j < c.args.len() {
         let left = c.args.len() - j - 1;
         let a = &c.args[j];
-        if eq_ci(a, "withscores") {
+        if !store && eq_ci(a, "withscores") {
             withscores = true;
         } else if eq_ci(a, "limit") && left >= 2 {
             let (Some(o), Some(l)) = (
@@ -405,110 +331,52 @@ fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
             .out
             .err("ERR syntax error, WITHSCORES not supported in combination with BYLEX");
     }
-    let (mut lo, mut hi) = (2, 3);
+    let (mut lo, mut hi) = (src + 1, src + 2);
     if rev && kind != Kind::Rank {
         std::mem::swap(&mut lo, &mut hi);
     }
-    let items: Vec<(f64, Bytes)>;
-    match kind {
-        Kind::Rank => {
-            let (Some(start), Some(end)) =
-                (num::parse_i64(&c.args[lo]), num::parse_i64(&c.args[hi]))
-            else {
-                return c.out.err(NOT_INT);
-            };
-            let Ok(z) = read(db, c) else { return };
-            let Some(z) = z else { return c.out.array(0) };
-            let mut all = z.ordered();
-            if rev {
-                all.reverse();
+    let range = match Range::parse(kind, &c.args[lo], &c.args[hi]) {
+        Ok(r) => r,
+        Err(e) => return c.out.err(e),
+    };
+    let Ok(z) = read_at(db, c, src) else { return };
+    let items = match z {
+        None => Vec::new(),
+        Some(z) if kind == Kind::Rank => range.pick(z, rev),
+        Some(z) => apply_limit(range.pick(z, rev).into_iter(), offset, limit, z.len()),
+    };
+    if store {
+        let dst = c.args[1].clone();
+        let n = items.len();
+        db.remove(&dst);
+        if n > 0 {
+            let mut z = ZSet::default();
+            for (s, m) in items {
+                z.insert(m, s);
             }
-            let len = all.len() as i64;
-            let mut start = if start < 0 { len + start } else { start };
-            let mut end = if end < 0 { len + end } else { end };
-            start = start.max(0);
-            if start > end || start >= len {
-                items = Vec::new();
-            } else {
-                end = end.min(len - 1);
-                items = all[start as usize..=end as usize].to_vec();
-            }
+            db.set(dst, Value::ZSet(z));
         }
-        Kind::Score => {
-            let Some(range) = ScoreRange::parse(&c.args[lo], &c.args[hi]) else {
-                return c.out.err("ERR min or max is not a float");
-            };
-            let Ok(z) = read(db, c) else { return };
-            let Some(z) = z else { return c.out.array(0) };
-            let mut all = z.ordered();
-            if rev {
-                all.reverse();
-            }
-            let picked = all.into_iter().filter(|(s, _)| range.contains(*s));
-            items = apply_limit(picked, offset, limit, z.len());
-        }
-        Kind::Lex => {
-            let (Some(min), Some(max)) = (Lex::parse(&c.args[lo]), Lex::parse(&c.args[hi])) else {
-                return c.out.err("ERR min or max not valid string range item");
-            };
-            let Ok(z) = read(db, c) else { return };
-            let Some(z) = z else { return c.out.array(0) };
-            let mut all = z.ordered();
-            // Redis's `zzlIsInLexRange`: an empty range, or one entirely past the last member or
-            // before the first (in score order), gives nothing.
-            let empty = match (&min, &max) {
-                (Lex::Max, _) | (_, Lex::Min) => true,
-                (Lex::Incl(a), Lex::Incl(b)) => a > b,
-                (Lex::Incl(a) | Lex::Excl(a), Lex::Incl(b) | Lex::Excl(b)) => a >= b,
-                _ => false,
-            };
-            let outside = match (all.first(), all.last()) {
-                (Some((_, first)), Some((_, last))) => !min.gte_min(last) || !max.lte_max(first),
-                _ => true,
-            };
-            if empty || outside {
-                all.clear();
-            }
-            // As Redis's listpack walk: start at the first member past the near bound, stop at
-            // the first one beyond the far bound.
-            let picked: Vec<(f64, Bytes)> = if rev {
-                all.reverse();
-                let start = all.iter().position(|(_, m)| max.lte_max(m));
-                match start {
-                    Some(i) => all[i..]
-                        .iter()
-                        .take_while(|(_, m)| min.gte_min(m))
-                        .cloned()
-                        .collect(),
-                    None => Vec::new(),
-                }
-            } else {
-                let start = all.iter().position(|(_, m)| min.gte_min(m));
-                match start {
-                    Some(i) => all[i..]
-                        .iter()
-                        .take_while(|(_, m)| max.lte_max(m))
-                        .cloned()
-                        .collect(),
-                    None => Vec::new(),
-                }
-            };
-            items = apply_limit(picked.into_iter(), offset, limit, z.len());
-        }
+        return c.out.int(n as i64);
     }
-    let n = if withscores && c.out.proto == crate::protocol::Protocol::Resp2 {
+    reply_scored(c, &items, withscores);
+}
+
+/// A range reply: members, with their scores if asked (pairs in RESP3, flat in RESP2).
+pub(super) fn reply_scored(c: &mut Call, items: &[(f64, Bytes)], withscores: bool) {
+    let resp3 = c.out.proto == crate::protocol::Protocol::Resp3;
+    let n = if withscores && !resp3 {
         items.len() * 2
     } else {
         items.len()
     };
     c.out.array(n);
     for (s, m) in items {
-        if withscores && c.out.proto == crate::protocol::Protocol::Resp3 {
+        if withscores && resp3 {
             c.out.array(2);
         }
-        c.out.bulk(&m);
+        c.out.bulk(m);
         if withscores {
-            c.out.double(s);
+            c.out.double(*s);
         }
     }
 }
