@@ -13,6 +13,8 @@ pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
 pub const COMMANDS_TOTAL: &str = "respite_commands_total";
 pub const ERRORS_TOTAL: &str = "respite_errors_total";
 pub const UPSTREAM_CONNECTIONS: &str = "respite_upstream_connections";
+pub const UPSTREAM_PINNED: &str = "respite_upstream_pinned_connections";
+pub const UPSTREAM_PINNED_REFUSED_TOTAL: &str = "respite_upstream_pinned_refused_total";
 pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
 pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
 pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
@@ -30,7 +32,6 @@ pub const COMMAND_DURATION_SECONDS: &str = "respite_command_duration_seconds";
 pub const UPSTREAM_RTT_SECONDS: &str = "respite_upstream_rtt_seconds";
 pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
 pub const UPSTREAM_SHARED_CONNECTIONS: &str = "respite_upstream_shared_connections";
-pub const UPSTREAM_PINNED_CONNECTIONS: &str = "respite_upstream_pinned_connections";
 pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
 
 /// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
@@ -143,7 +144,24 @@ pub fn command(spec: &'static CommandSpec) -> &'static Counter {
             .unwrap_or(0);
         (0..n).map(|_| OnceLock::new()).collect()
     });
-    handles[spec.id as usize].get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name))
+    match handles.get(spec.id as usize) {
+        Some(h) => h.get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name)),
+        None => upstream_command(spec.name),
+    }
+}
+
+/// The counter of a command read from the upstream's own table (not in the built-in one): by
+/// name, one leaked handle per name, bounded by what the upstream lists.
+fn upstream_command(name: &'static str) -> &'static Counter {
+    static HANDLES: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, &'static Counter>>,
+    > = OnceLock::new();
+    let mut map = HANDLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(name)
+        .or_insert_with(|| Box::leak(Box::new(counter!(COMMANDS_TOTAL, "command" => name))))
 }
 
 pub fn client_connections() -> Gauge {
@@ -156,6 +174,15 @@ pub fn client_accepted() {
 
 pub fn upstream_connections(protocol: &'static str) -> Gauge {
     gauge!(UPSTREAM_CONNECTIONS, "protocol" => protocol)
+}
+
+/// Pinned connections now, `state` = `in_use` (leased to a client) or `idle` (clean, waiting).
+pub fn upstream_pinned(state: &'static str) -> Gauge {
+    gauge!(UPSTREAM_PINNED, "state" => state)
+}
+
+pub fn upstream_pinned_refused() {
+    counter!(UPSTREAM_PINNED_REFUSED_TOTAL).increment(1);
 }
 
 pub fn upstream_reconnect(protocol: &'static str) {
@@ -216,12 +243,6 @@ pub fn upstream_shared_connections() -> Gauge {
     gauge!(UPSTREAM_SHARED_CONNECTIONS)
 }
 
-/// Pinned (one client's own) upstream connections. Hook for the pinned-connection work: it
-/// increments and decrements this; nothing does yet.
-pub fn upstream_pinned_connections() -> Gauge {
-    gauge!(UPSTREAM_PINNED_CONNECTIONS)
-}
-
 pub fn config_reload(ok: bool) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
@@ -278,11 +299,6 @@ pub fn describe() {
         UPSTREAM_SHARED_CONNECTIONS,
         "Shared (pool) upstream connections established now"
     );
-    describe_gauge!(
-        UPSTREAM_PINNED_CONNECTIONS,
-        "Pinned (one client's own) upstream connections established now"
-    );
-    upstream_pinned_connections().set(0.0);
     describe_counter!(
         CONFIG_RELOADS_TOTAL,
         "Configuration reloads (SIGHUP or POST /reload), by result"
@@ -295,6 +311,14 @@ pub fn describe() {
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");
     describe_counter!(ERRORS_TOTAL, "Error replies sent to clients, by kind");
     describe_gauge!(UPSTREAM_CONNECTIONS, "Upstream connections established now");
+    describe_gauge!(
+        UPSTREAM_PINNED,
+        "Pinned upstream connections (one client's own), by state: in_use or idle"
+    );
+    describe_counter!(
+        UPSTREAM_PINNED_REFUSED_TOTAL,
+        "Commands refused because every pinned connection (upstream.max_pinned) was taken"
+    );
     describe_counter!(
         UPSTREAM_RECONNECTS_TOTAL,
         "Upstream connection attempts after a failure"

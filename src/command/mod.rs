@@ -3,8 +3,10 @@
 //! Every command Redis 7.0, Valkey and Dragonfly share, with arity, flags, ACL categories and key
 //! specs as Redis 7.0's `COMMAND INFO` reports them (generated into `table.rs` by
 //! `scripts/gen-commands.py`, which also lists what was left out and why), plus respite's own
-//! [`Route`] for each. Prefixing, TTL policy, caching and routing are driven from here; a command
-//! that is not in the table is refused and never forwarded.
+//! [`Route`] for each. Prefixing, TTL policy, caching and routing are driven from here. The
+//! upstream's own table ([`UpstreamCommands`], read from its `COMMAND`) adds what the upstream
+//! serves beyond it, consulted only on a built-in miss; a command in neither is refused and never
+//! forwarded.
 //!
 //! - [`resolve`] finds a request's command or subcommand and checks its arity, failing with Redis's
 //!   own error texts.
@@ -18,11 +20,13 @@ mod lookup;
 mod options;
 mod route;
 mod table;
+mod upstream;
 
 pub use bits::{AclCategories, Flags, KeySpecFlags};
 pub use keys::{KeyError, KeyRef, Keys, keys};
 pub use options::{SortOptions, sort_options};
 pub use route::route;
+pub use upstream::{NOT_BUILT_IN, TableError, UpstreamCommands};
 
 /// Where a command goes. Decided by respite, not by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +62,8 @@ pub struct CommandSpec {
     pub tips: &'static [&'static str],
     /// For a container command (CLIENT, CONFIG, …): its subcommands, sorted by name.
     pub subcommands: &'static [CommandSpec],
-    /// Dense index over every command and subcommand, for side tables (see [`all`]).
+    /// Dense index over every built-in command and subcommand, for side tables (see [`all`]);
+    /// [`NOT_BUILT_IN`] for a spec read from the upstream.
     pub id: u16,
 }
 

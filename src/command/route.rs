@@ -34,8 +34,13 @@ pub fn route(spec: &CommandSpec, args: &[Bytes]) -> Route {
         Some(Policy::Fixed(route)) => *route,
         Some(Policy::Xread) if xread_blocks(args) => BLOCKING,
         Some(Policy::Xread) => Route::Forward,
-        // Not a table entry (a spec built by hand); refuse rather than guess.
-        None => CONNECTION,
+        // Read from the upstream's own table: by its name and flags, as a built-in entry would
+        // be, and any CLIENT subcommand respite does not know is per-connection state.
+        None if spec.name.starts_with("client|") => CONNECTION,
+        None => match policy(spec) {
+            Policy::Fixed(route) => route,
+            Policy::Xread => CONNECTION,
+        },
     }
 }
 

@@ -5,9 +5,11 @@
 //! request costs one index by the spec's dense id.
 use crate::command::{AclCategories, CommandSpec, all, lookup};
 
-/// One allow flag per command and subcommand, indexed by `CommandSpec::id`.
+/// One allow flag per command and subcommand, indexed by `CommandSpec::id`; and the rules that
+/// apply to a command read from the upstream's own table (not in the built-in one): `@all` and
+/// the ACL categories, in order, since a rule naming a command can only name a built-in one.
 #[derive(Clone)]
-pub struct AllowSet(Box<[bool]>);
+pub struct AllowSet(Box<[bool]>, Vec<(bool, Option<AclCategories>)>);
 
 impl std::fmt::Debug for AllowSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +25,7 @@ impl std::fmt::Debug for AllowSet {
 impl AllowSet {
     /// Nothing allowed.
     pub fn none() -> Self {
-        AllowSet(vec![false; all().len()].into_boxed_slice())
+        AllowSet(vec![false; all().len()].into_boxed_slice(), Vec::new())
     }
 
     /// Compile `rules` in order. On error, the index of the bad rule and why.
@@ -38,6 +40,7 @@ impl AllowSet {
             };
             if body.eq_ignore_ascii_case("@all") || body.eq_ignore_ascii_case("allcommands") {
                 set.0.fill(allow);
+                set.1.push((allow, None));
             } else if let Some(cat) = body.strip_prefix('@') {
                 let bit = AclCategories::from_name(cat).ok_or_else(|| {
                     let known: Vec<String> = AclCategories::ALL
@@ -52,6 +55,7 @@ impl AllowSet {
                         ),
                     )
                 })?;
+                set.1.push((allow, Some(bit)));
                 for spec in all() {
                     if spec.acl.contains(bit) {
                         set.0[spec.id as usize] = allow;
@@ -75,7 +79,15 @@ impl AllowSet {
     }
 
     pub fn permits(&self, spec: &CommandSpec) -> bool {
-        self.0.get(spec.id as usize).copied().unwrap_or(false)
+        if let Some(&allowed) = self.0.get(spec.id as usize) {
+            return allowed;
+        }
+        // Not built in: the last `@all` or category rule that covers it decides.
+        self.1
+            .iter()
+            .rev()
+            .find(|(_, cat)| cat.is_none_or(|c| spec.acl.contains(c)))
+            .is_some_and(|(allow, _)| *allow)
     }
 }
 

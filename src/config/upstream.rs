@@ -14,6 +14,9 @@ pub struct UpstreamConfig {
     pub connections: usize,
     /// Most commands in flight on one upstream connection (Dragonfly stops reading past 10,000).
     pub max_inflight: usize,
+    /// Most pinned connections (one client's own: WATCH, blocking commands, SELECT of another
+    /// database), in use and idle together; past it, a command that needs one is refused.
+    pub max_pinned: usize,
     /// A command unanswered for this long fails its connection: every command in flight on it gets
     /// an error and the connection is replaced.
     pub command_timeout: Duration,
@@ -96,6 +99,7 @@ pub(super) struct RawUpstream {
     url: String,
     connections: i64,
     max_inflight: i64,
+    max_pinned: i64,
     command_timeout_ms: i64,
     connect_timeout_ms: i64,
     backoff_base_ms: i64,
@@ -112,6 +116,7 @@ impl Default for RawUpstream {
             url: String::new(),
             connections: 2,
             max_inflight: 8192,
+            max_pinned: 1024,
             command_timeout_ms: 5000,
             connect_timeout_ms: 1000,
             backoff_base_ms: 50,
@@ -166,6 +171,7 @@ pub(super) fn validate(
         ));
     }
     let connections = c.positive("upstream.connections", raw.connections)?;
+    let max_pinned = c.positive("upstream.max_pinned", raw.max_pinned)?;
     let command_timeout = c.millis("upstream.command_timeout_ms", raw.command_timeout_ms)?;
     let connect_timeout = c.millis("upstream.connect_timeout_ms", raw.connect_timeout_ms)?;
     let health = HealthConfig {
@@ -200,6 +206,7 @@ pub(super) fn validate(
         tls,
         connections,
         max_inflight,
+        max_pinned,
         command_timeout,
         connect_timeout,
         backoff_base,

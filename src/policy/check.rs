@@ -121,6 +121,22 @@ fn neutral(name: &str) -> bool {
     ) || name.ends_with("|help")
 }
 
+/// SCRIPT and FUNCTION subcommands a tenant with `scripts = true` may run (see `confine`).
+fn script_admin(name: &str) -> bool {
+    matches!(
+        name,
+        "script|load"
+            | "script|exists"
+            | "script|kill"
+            | "function|load"
+            | "function|list"
+            | "function|delete"
+            | "function|flush"
+            | "function|kill"
+            | "function|stats"
+    )
+}
+
 const SERVER_WIDE: &str = "it acts on the whole server, beyond this tenant's keys";
 const OTHER_DB: &str = "it moves keys to another database, outside this tenant's namespace";
 const SCRIPTS: &str =
@@ -243,12 +259,18 @@ impl Tenant {
             }
             // The sorted key and STORE destination are keys (below); the patterns are not.
             "sort" | "sort_ro" => self.sort_patterns(spec, call)?,
-            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "script|load" | "script|exists"
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
                 if !self.scripts =>
             {
                 return Err(Self::refuse(spec, SCRIPTS));
             }
-            "script|load" | "script|exists" => return Ok(None),
+            // Scripts and function libraries live server-wide, not per namespace: a tenant
+            // trusted with scripts may load, list and kill them (a runaway script must be
+            // killable), and FCALL's declared keys are prefixed below like EVAL's.
+            name if script_admin(name) && !self.scripts => {
+                return Err(Self::refuse(spec, SCRIPTS));
+            }
+            name if script_admin(name) => return Ok(None),
             "publish" | "spublish" => {
                 call.set(1, self.prefixed(&args[1]));
                 return Ok(None);

@@ -2,7 +2,13 @@
 //!
 //! Contract:
 //! - Handles every RESP2 and RESP3 type: `+ - : $ * _ , # ( ! = % ~ > |` (an attribute `|` and the
-//!   reply it annotates count as one reply), nested to any depth up to `max_depth` (512 by default).
+//!   reply it annotates count as one reply), nested to any depth: the scanner never recurses, it
+//!   keeps one small count per open aggregate on an explicit stack. Each level costs at least four
+//!   bytes of reply (`*1\r\n`) already in the caller's buffer and 16 bytes of stack, so the stack
+//!   is bounded by the reply itself; a Lua script can nest about 8,000 tables before Redis stops it
+//!   ("reached lua stack limit"), and a module can go deeper. A caller that wants a limit sets one
+//!   with [`ReplyScanner::with_max_depth`]; the shared connections do not, so a deep reply is
+//!   relayed like any other.
 //! - Resumable: when the buffer holds only part of a reply, `scan` returns `Ok(None)` and keeps its
 //!   position and the stack of outstanding element counts, so the next call (with the same bytes plus
 //!   more appended) resumes where it stopped. Feeding a 16 MB reply in 4 KB chunks is O(n), not O(n²).
@@ -17,8 +23,9 @@ use super::int::{parse_i64, quick_header};
 use bytes::BytesMut;
 use memchr::memchr;
 
-/// Default limit on aggregate nesting; Redis itself never nests replies more than a few levels.
-pub const DEFAULT_MAX_DEPTH: usize = 512;
+/// No limit on aggregate nesting by default (see the module's contract): a limit Redis does not
+/// have would fail a legitimate reply, and with it the connection it arrived on.
+pub const DEFAULT_MAX_DEPTH: usize = usize::MAX;
 
 /// A complete reply found at the front of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,11 +462,30 @@ mod tests {
             ReplyScanner::with_max_depth(3).scan(&deep),
             Err(ScanError::TooDeep(3))
         );
-        let deep = b"*1\r\n".repeat(DEFAULT_MAX_DEPTH + 1);
-        assert_eq!(
-            ReplyScanner::new().scan(&BytesMut::from(&deep[..])),
-            Err(ScanError::TooDeep(DEFAULT_MAX_DEPTH))
-        );
+    }
+
+    /// Deeper than any Lua script can nest (about 8,000) and far past the old 512 limit: found
+    /// whole, fed at once and in pieces, with no recursion to overflow the test thread's stack.
+    #[test]
+    fn any_depth_is_scanned() {
+        for depth in [513, 1_000, 100_000, 1_000_000] {
+            let mut deep = b"*1\r\n".repeat(depth);
+            deep.extend_from_slice(b"$1\r\nx\r\n:1\r\n");
+            let mut s = ReplyScanner::new();
+            let found = s.scan(&deep).unwrap().unwrap();
+            assert_eq!(found.len, deep.len() - 4, "depth {depth}");
+            let mut s = ReplyScanner::new();
+            let mut fed = 0;
+            let mut got = None;
+            for piece in deep.chunks(4093) {
+                fed += piece.len();
+                if let Some(f) = s.scan(&deep[..fed]).unwrap() {
+                    got = Some(f);
+                    break;
+                }
+            }
+            assert_eq!(got.map(|f| f.len), Some(deep.len() - 4));
+        }
     }
 
     mod oracle {
@@ -627,6 +653,54 @@ mod tests {
                 buf.len()
             );
             out
+        }
+
+        /// Replies nested up to 1,500 deep (past the old 512 limit, and what a script's nested
+        /// tables produce), with siblings along the chain: cut where the encoder cut them. The
+        /// oracle's encoder and the frames' drop recurse, so the cases run on a thread with a
+        /// large stack; the scanner itself needs none.
+        #[test]
+        fn deep_replies_match_the_encoder() {
+            use proptest::test_runner::{Config, TestRunner};
+            let run = || {
+                let strategy = (
+                    1usize..1500,
+                    resp2(),
+                    proptest::collection::vec(resp2(), 0..3),
+                    1usize..200,
+                    proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+                );
+                let mut runner = TestRunner::new(Config {
+                    cases: 64,
+                    ..Config::default()
+                });
+                runner
+                    .run(&strategy, |(depth, leaf, siblings, every, cuts)| {
+                        let mut frame = leaf;
+                        for level in 0..depth {
+                            let mut items = vec![frame];
+                            if level % every == 0 {
+                                items.extend(siblings.iter().cloned());
+                            }
+                            frame = Frame2::Array(items);
+                        }
+                        let encoded = encode2(&frame);
+                        let mut stream = encoded.clone();
+                        stream.extend_from_slice(b"+next\r\n");
+                        let got = scan_at(&stream, &cut_points(&cuts, stream.len()));
+                        prop_assert_eq!(got.len(), 2);
+                        prop_assert_eq!(&got[0].1[..], &encoded[..]);
+                        prop_assert_eq!(&got[1].1[..], &b"+next\r\n"[..]);
+                        Ok(())
+                    })
+                    .unwrap();
+            };
+            std::thread::Builder::new()
+                .stack_size(512 << 20)
+                .spawn(run)
+                .unwrap()
+                .join()
+                .unwrap();
         }
 
         proptest! {

@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     pub health: Option<Arc<Health>>,
     /// The near cache, when `[near_cache]` is enabled.
     pub cache: Option<Arc<crate::cache::NearCache>>,
+    /// Every client session, for CLIENT LIST and CLIENT KILL.
+    pub clients: session::Registry,
 }
 
 impl Shared {
@@ -236,6 +238,7 @@ pub async fn run_reloadable(
         config: config.clone(),
         upstream: upstream.clone(),
         next_id: AtomicU64::new(1),
+        clients: Default::default(),
         draining: CancellationToken::new(),
         live: live.clone(),
         auth_failures: crate::policy::FailureTracker::new(10_000),

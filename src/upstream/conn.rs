@@ -25,6 +25,7 @@ use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
+use super::lanes::Lane;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -42,14 +43,14 @@ use tracing::{debug, info, warn};
 
 /// Commands on their way: their encoded bytes, how many they are, and where the replies go.
 pub(super) struct Job {
-    bytes: Bytes,
-    count: usize,
-    reply: oneshot::Sender<Reply>,
-    budget: Option<Arc<ReplyBudget>>,
+    pub(super) bytes: Bytes,
+    pub(super) count: usize,
+    pub(super) reply: oneshot::Sender<Reply>,
+    pub(super) budget: Option<Arc<ReplyBudget>>,
 }
 
 /// A job written to the connection and waiting for its replies.
-struct Slot {
+pub(super) struct Slot {
     reply: oneshot::Sender<Reply>,
     count: usize,
     permits: u32,
@@ -57,7 +58,7 @@ struct Slot {
     budget: Option<Arc<ReplyBudget>>,
 }
 
-type InFlight = Mutex<VecDeque<Slot>>;
+pub(super) type InFlight = Mutex<VecDeque<Slot>>;
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
 #[derive(Clone)]
@@ -100,6 +101,9 @@ pub(super) struct ConnTask {
     pub(super) config: Arc<UpstreamConfig>,
     pub(super) proto: Protocol,
     pub(super) slot: usize,
+    /// A slow-lane connection (see [`super::lanes`]) is not one of the pool's: it does not count
+    /// towards the upstream's health, and its commands have no reply deadline.
+    pub(super) lane: Lane,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
     pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
@@ -122,6 +126,7 @@ impl ConnTask {
     pub(super) async fn run(mut self) {
         let label = proto_label(self.proto);
         let mut backoff = Backoff::new(&self.config);
+        let pooled = self.lane == Lane::Shared;
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();
@@ -130,25 +135,32 @@ impl ConnTask {
                     if backoff.succeeded() {
                         info!(upstream = %self.addr, protocol = label, slot = self.slot, "upstream connection restored");
                     }
-                    self.live.fetch_add(1, Ordering::Relaxed);
-                    metrics::upstream_connections(label).increment(1.0);
-                    metrics::upstream_shared_connections().increment(1.0);
-                    self.health.report(health::Event::ConnUp, None);
+                    if pooled {
+                        self.live.fetch_add(1, Ordering::Relaxed);
+                        metrics::upstream_connections(label).increment(1.0);
+                        metrics::upstream_shared_connections().increment(1.0);
+                        self.health.report(health::Event::ConnUp, None);
+                    }
                     let cause = self.serve(r, w).await;
-                    self.live.fetch_sub(1, Ordering::Relaxed);
-                    metrics::upstream_connections(label).decrement(1.0);
-                    metrics::upstream_shared_connections().decrement(1.0);
+                    if pooled {
+                        self.live.fetch_sub(1, Ordering::Relaxed);
+                        metrics::upstream_connections(label).decrement(1.0);
+                        metrics::upstream_shared_connections().decrement(1.0);
+                    }
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
-                        Some(c) => {
+                        Some(c) if pooled => {
                             self.health
                                 .report(health::Event::ConnDown, Some(Cause::Conn(c.clone())));
                             c
                         }
+                        Some(c) => c,
                     }
                 }
                 Err(e) => {
-                    self.health.attempt_failed(&e);
+                    if pooled {
+                        self.health.attempt_failed(&e);
+                    }
                     e
                 }
             };
@@ -182,7 +194,11 @@ impl ConnTask {
 
     /// Connect and handshake; records what the upstream says about itself.
     async fn connect(&self) -> Result<(BoxRead, BoxWrite), UpstreamError> {
-        let opened = handshake::open(&self.config, self.proto, "respite").await?;
+        let name = match self.lane {
+            Lane::Shared => "respite",
+            Lane::Slow => "respite-slow",
+        };
+        let opened = handshake::open(&self.config, self.proto, name).await?;
         if let Ok(mut slot) = self.info.write() {
             *slot = Some(opened.info);
         }
@@ -191,7 +207,7 @@ impl ConnTask {
 
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
-    async fn serve(&mut self, read: BoxRead, write: BoxWrite) -> Option<UpstreamError> {
+    async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<UpstreamError> {
         let label = proto_label(self.proto);
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
@@ -203,9 +219,9 @@ impl ConnTask {
         // known not to have been sent.
         let mut unsent = VecDeque::new();
         let result = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, write, &inflight, &permits, self.config.max_inflight, label) => r,
-            r = read_loop(read, &mut buf, &inflight, &permits, label) => r,
-            r = watchdog(&inflight, self.config.command_timeout) => r,
+            r = write_loop(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, Some(label)) => r,
+            r = read_loop(&mut read, &mut buf, &inflight, &permits, Some(label)) => r,
+            r = watchdog(&inflight, self.config.command_timeout, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
             _ = became(&mut self.state, |s| s == health::State::Down), if fail_on_down => {
@@ -246,14 +262,16 @@ impl ConnTask {
 }
 
 /// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
-async fn write_loop(
+pub(super) async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
     jobs: &mut VecDeque<Job>,
-    mut write: BoxWrite,
+    write: &mut BoxWrite,
     inflight: &InFlight,
     permits: &Semaphore,
     max_inflight: usize,
-    label: &'static str,
+    // The protocol the in-flight and round-trip metrics count under; `None` (pinned
+    // connections) counts nothing.
+    label: Option<&'static str>,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
     let (batch_commands, batch_bytes) = metrics::batch_histograms();
@@ -300,7 +318,9 @@ async fn write_loop(
             }
             let job = jobs.pop_front().expect("the front job");
             total += job.bytes.len();
-            metrics::upstream_inflight_add(label, job.count as i64);
+            if let Some(label) = label {
+                metrics::upstream_inflight_add(label, job.count as i64);
+            }
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
             inflight
@@ -328,15 +348,17 @@ async fn write_loop(
 }
 
 /// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in.
-async fn read_loop(
-    mut read: BoxRead,
+pub(super) async fn read_loop(
+    read: &mut BoxRead,
     buf: &mut BytesMut,
     inflight: &InFlight,
     permits: &Semaphore,
-    label: &'static str,
+    // The protocol the in-flight and round-trip metrics count under; `None` (pinned
+    // connections) counts nothing.
+    label: Option<&'static str>,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
-    let rtt = metrics::upstream_rtt(label);
+    let rtt = label.map(metrics::upstream_rtt);
     // Replies of the head slot already scanned: their count and total length at the front of buf.
     let mut scanned = 0;
     let mut have = 0;
@@ -399,9 +421,11 @@ async fn read_loop(
         }
         if done > 0 {
             permits.add_permits(done);
-            metrics::upstream_inflight_add(label, -(answered as i64));
+            if let Some(label) = label {
+                metrics::upstream_inflight_add(label, -(answered as i64));
+            }
         }
-        if let Some(sent) = oldest_sent {
+        if let (Some(sent), Some(rtt)) = (oldest_sent, &rtt) {
             rtt.record(sent.elapsed().as_secs_f64());
         }
         if errors > 0 {
@@ -428,7 +452,17 @@ fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
 
 /// Fail the connection when its oldest command has waited past the deadline: everything behind it
 /// on this connection is stuck too, and only closing it can free them.
-async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
+///
+/// On the slow lane a command may rightly run for longer than any deadline (a script, KEYS on a
+/// big keyspace), and nothing fast waits behind it there: its connection is failed only once the
+/// health probe has found the upstream gone as well (local-only mode), never while the server
+/// answers, e.g. with `-BUSY` to the probe and to the shared connections.
+async fn watchdog(
+    inflight: &InFlight,
+    deadline: Duration,
+    lane: Lane,
+    health: &health::Health,
+) -> Option<Kind> {
     let tick = (deadline / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -441,6 +475,7 @@ async fn watchdog(inflight: &InFlight, deadline: Duration) -> Option<Kind> {
             .map(|slot| slot.sent);
         if let Some(t) = oldest
             && t.elapsed() > deadline
+            && (lane == Lane::Shared || health.state().is_local())
         {
             return Some(Kind::TimedOut(Deadline::Reply(deadline)));
         }

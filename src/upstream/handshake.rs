@@ -88,6 +88,19 @@ async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Resul
             (Box::new(r), Box::new(w))
         }
     };
+    let (out, expect) = setup(config, proto, name);
+    write
+        .write_all(&out)
+        .await
+        .map_err(|e| Kind::Lost(Lost::Handshake(e.into())))?;
+    let replies = read_replies(&mut read, expect).await?;
+    let info = check_setup(&replies, config.url.db)?;
+    Ok(Opened { read, write, info })
+}
+
+/// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials, a client
+/// name) and `SELECT` of the URL's database when it is not 0; and how many replies they get.
+fn setup(config: &UpstreamConfig, proto: Protocol, name: &str) -> (BytesMut, usize) {
     let url = &config.url;
     let mut hello: Vec<Vec<u8>> = vec![b"HELLO".to_vec(), proto.version().to_string().into_bytes()];
     if let Some(pass) = &url.password {
@@ -112,21 +125,52 @@ async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Resul
         );
         expect += 1;
     }
-    write
-        .write_all(&out)
-        .await
-        .map_err(|e| Kind::Lost(Lost::Handshake(e.into())))?;
-    let replies = read_replies(&mut read, expect).await?;
+    (out, expect)
+}
+
+/// Check the replies to [`setup`]: HELLO's (what the server says about itself), then SELECT's.
+fn check_setup(replies: &[Bytes], db: u32) -> Result<ServerInfo, Kind> {
     let info = server_info(&replies[0])?;
     for reply in &replies[1..] {
         if let Some(err) = error_text(reply)? {
-            return Err(Kind::Refused(Refusal::Select {
-                db: url.db,
-                reply: err,
-            }));
+            return Err(Kind::Refused(Refusal::Select { db, reply: err }));
         }
     }
-    Ok(Opened { read, write, info })
+    Ok(info)
+}
+
+/// Make a used connection as fresh as a new one: `RESET` (which ends a transaction, WATCH, a
+/// database switch, a client's name and its authentication, as the server defines it), then
+/// respite's own [`setup`] again. Verified: RESET must answer `+RESET` and the setup must
+/// succeed, or the connection is not to be reused. The connection must have nothing in flight.
+pub(crate) async fn reset(
+    read: &mut BoxRead,
+    write: &mut BoxWrite,
+    config: &UpstreamConfig,
+    proto: Protocol,
+    name: &str,
+) -> Result<(), UpstreamError> {
+    let err = |kind| UpstreamError::new(addr(config), kind);
+    let run = async {
+        let (setup, expect) = setup(config, proto, name);
+        let mut out = BytesMut::from(&b"*1\r\n$5\r\nRESET\r\n"[..]);
+        out.extend_from_slice(&setup);
+        write
+            .write_all(&out)
+            .await
+            .map_err(|e| Kind::Lost(Lost::Write(e.into())))?;
+        let replies = read_replies(read, 1 + expect).await?;
+        if &replies[0][..] != b"+RESET\r\n" {
+            return Err(Kind::Protocol(ProtocolError::BadHandshake));
+        }
+        check_setup(&replies[1..], config.url.db).map(|_| ())
+    };
+    match tokio::time::timeout(config.connect_timeout, run).await {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(err(Kind::TimedOut(Deadline::Connect(
+            config.connect_timeout,
+        )))),
+    }
 }
 
 /// Send `bytes` (one encoded `command`) on an open connection and read its reply: the raw reply,

@@ -8,16 +8,24 @@
 //!   near-cache tracking). [`backoff`]: the reconnect delays and the fail-fast wait in between.
 //! - [`reply`]: what a client gets back ([`Reply`], [`Partial`], [`ReplyBudget`]); [`error`]:
 //!   why it did not ([`CommandError`]), and why a connection failed ([`UpstreamError`]).
+//! - [`commands`]: the upstream's own command table, read once at start.
+//! - [`lanes`]: which connection a command goes on (shared, slow, or one of its own for SCRIPT
+//!   KILL and the like), so a slow command never holds up fast ones.
+//! - [`pinned`]: connections of one client's own (WATCH, blocking commands, another database),
+//!   leased from a bounded pool and taken back only after a verified reset.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
 //!   [`probe`]'s PINGs.
 //!
 //! Nothing here interprets a forwarded reply beyond finding where it ends: what a reply means is
 //! the session's business.
 pub mod backoff;
+pub mod commands;
 pub mod conn;
 pub mod error;
 pub mod handshake;
 pub mod health;
+pub mod lanes;
+pub mod pinned;
 pub mod pool;
 pub mod probe;
 pub mod reply;
@@ -25,5 +33,6 @@ pub mod reply;
 pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
+pub use pinned::{Monitor, PinError, Pinned, PinnedPool};
 pub use pool::Upstream;
 pub use reply::{Partial, Reply, ReplyBudget};

@@ -3,12 +3,14 @@
 //! connection and reports what the upstream said about itself; it never reads a reply.
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
-use super::{health, probe};
+use super::lanes::{self, Lane};
+use super::pinned::PinnedPool;
+use super::{commands, health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use tokio::sync::mpsc;
+use std::sync::{Arc, OnceLock, RwLock};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The upstream side: a pool of connections for RESP2 clients and one for RESP3 clients.
@@ -19,6 +21,12 @@ pub struct Upstream {
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
+    /// The upstream's own command table, once read (see [`commands`]).
+    commands: watch::Receiver<commands::Fetched>,
+    /// The slow lane's connection per protocol (see [`lanes`]), opened on first use.
+    slow: [OnceLock<Conn>; 2],
+    shutdown: CancellationToken,
+    pinned: Arc<PinnedPool>,
 }
 
 impl Upstream {
@@ -39,6 +47,12 @@ impl Upstream {
             options,
         ));
         tokio::spawn(probe::run(health.clone(), config.clone(), shutdown.clone()));
+        let (commands_tx, commands) = watch::channel(commands::Fetched::Pending);
+        tokio::spawn(commands::fetch(
+            config.clone(),
+            commands_tx,
+            shutdown.clone(),
+        ));
         let mut pools = [Vec::new(), Vec::new()];
         for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
             for slot in 0..config.connections {
@@ -48,6 +62,7 @@ impl Upstream {
                     config: config.clone(),
                     proto,
                     slot,
+                    lane: Lane::Shared,
                     rx,
                     live: live.clone(),
                     info: info.clone(),
@@ -62,13 +77,82 @@ impl Upstream {
         }
         let [resp2, resp3] = pools;
         Arc::new(Upstream {
+            pinned: PinnedPool::new(config.clone()),
             config,
             resp2,
             resp3,
             live,
             info,
             health,
+            slow: [OnceLock::new(), OnceLock::new()],
+            shutdown,
+            commands,
         })
+    }
+
+    /// The upstream's own command table, waiting (at most `upstream.connect_timeout_ms`, and not
+    /// at all in local-only mode) while it is still being read; `None` if there is none yet or
+    /// the upstream has none respite could read.
+    pub async fn commands(&self) -> Option<Arc<crate::command::UpstreamCommands>> {
+        let mut rx = self.commands.clone();
+        // Unreachable (local-only mode): no wait, so a command neither table knows is refused
+        // at once, as it would be once the table is read.
+        if self.health.state().is_local() {
+            return match &*rx.borrow() {
+                commands::Fetched::Done(t) => t.clone(),
+                commands::Fetched::Pending => None,
+            };
+        }
+        let wait = rx.wait_for(|f| !matches!(f, commands::Fetched::Pending));
+        match tokio::time::timeout(self.config.connect_timeout, wait).await {
+            Ok(Ok(f)) => match &*f {
+                commands::Fetched::Done(t) => t.clone(),
+                commands::Fetched::Pending => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The connection a client uses for a command in `lane` (see [`lanes`]). The slow lane's
+    /// connection is started here the first time it is asked for, so a proxy whose clients
+    /// never run a slow command opens no connection for it.
+    pub fn conn_in(&self, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
+        if lane == Lane::Shared {
+            return self.conn(proto, client_id);
+        }
+        let i = match proto {
+            Protocol::Resp2 => 0,
+            Protocol::Resp3 => 1,
+        };
+        self.slow[i].get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.config.max_inflight.min(4096));
+            let task = ConnTask {
+                config: self.config.clone(),
+                proto,
+                slot: self.config.connections,
+                lane,
+                rx,
+                live: self.live.clone(),
+                info: self.info.clone(),
+                addr: handshake::addr(&self.config),
+                state: self.health.subscribe(),
+                health: self.health.clone(),
+                shutdown: self.shutdown.clone(),
+            };
+            tokio::spawn(task.run());
+            Conn { tx }
+        })
+    }
+
+    /// Send one encoded command on a connection of its own (SCRIPT KILL and the like, see
+    /// [`lanes::out_of_band`]).
+    pub fn out_of_band(
+        &self,
+        proto: Protocol,
+        bytes: bytes::Bytes,
+        budget: Option<Arc<super::ReplyBudget>>,
+    ) -> tokio::sync::oneshot::Receiver<super::Reply> {
+        lanes::send(self.config.clone(), proto, bytes, budget)
     }
 
     /// The connection a client uses. A client always uses the same one per protocol, so its
@@ -92,6 +176,11 @@ impl Upstream {
 
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
+    }
+
+    /// Connections of one client's own (see [`super::pinned`]).
+    pub fn pinned(&self) -> &Arc<PinnedPool> {
+        &self.pinned
     }
 
     pub fn health(&self) -> &Arc<health::Health> {

@@ -2,7 +2,7 @@
 //! when no client sends anything, and a silent upstream (a frozen process, a partition) is told
 //! from a busy one by a deadline of its own. It only reports to [`Health`]; the state machine
 //! decides.
-use super::error::{Deadline, Kind, ProtocolError, UpstreamError};
+use super::error::{Deadline, Kind, ProtocolError, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::health::{Cause, Event, Health, State};
 use crate::config::{HealthConfig, UpstreamConfig};
@@ -118,7 +118,16 @@ async fn probe_once(
 }
 
 async fn ping(r: &mut BoxRead, w: &mut BoxWrite, addr: &Arc<str>) -> Result<(), UpstreamError> {
-    let reply = handshake::request(r, w, addr, "PING", b"*1\r\n$4\r\nPING\r\n").await?;
+    let reply = match handshake::request(r, w, addr, "PING", b"*1\r\n$4\r\nPING\r\n").await {
+        Ok(reply) => reply,
+        // A server busy with a script (or a module command) answers `-BUSY`: it is there and
+        // answering, so not an outage (local-only mode must not take over from it).
+        Err(UpstreamError {
+            kind: Kind::Refused(Refusal::Command { reply, .. }),
+            ..
+        }) if reply.starts_with("BUSY") => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if &reply[..] == b"+PONG\r\n" {
         return Ok(());
     }

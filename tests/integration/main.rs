@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod client_commands;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -12,12 +13,15 @@ mod local_only;
 mod near_cache;
 mod observability;
 mod operations;
+mod pinned;
 mod relay;
 mod reload;
 mod robustness;
+mod slow_commands;
 mod standalone;
 mod tenant_hardening;
 mod tenant_oracle;
 mod tenants;
 mod tls;
 mod transactions;
+mod upstream_commands;

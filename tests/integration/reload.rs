@@ -202,7 +202,6 @@ fn latency_histograms_grow_with_commands() {
         "respite_command_duration_seconds_bucket{command=\"get\",le=\"0.005\"}",
         "respite_upstream_inflight_commands{protocol=\"resp2\"} 0",
         "respite_upstream_shared_connections ",
-        "respite_upstream_pinned_connections 0",
     ] {
         assert!(body.contains(series), "{series} in:\n{body}");
     }

@@ -57,6 +57,14 @@ impl Raw {
         }
     }
 
+    /// Exactly `out.len()` bytes, buffered ones first, unframed: for replies the oracle cannot
+    /// frame (it recurses, so a reply nested thousands deep overflows a test thread's stack).
+    pub fn read_exact_raw(&mut self, out: &mut [u8]) {
+        let from_buf = self.buf.len().min(out.len());
+        out[..from_buf].copy_from_slice(&self.buf.split_to(from_buf));
+        self.stream.read_exact(&mut out[from_buf..]).unwrap();
+    }
+
     /// True when the peer has closed the connection (after any replies still buffered).
     pub fn closed(&mut self) -> bool {
         self.reply().is_none()

@@ -1,5 +1,5 @@
 //! Commands the session answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT,
-//! RESET, AUTH, SELECT, CLIENT SETNAME/GETNAME/ID/INFO/SETINFO, and INFO for a tenant with a key
+//! RESET, AUTH, CLIENT SETNAME/GETNAME/ID/INFO/SETINFO, and INFO for a tenant with a key
 //! prefix (or without an upstream).
 //!
 //! These touch only the client's own state in [`Client`] (reached through the reader's fields,
@@ -15,9 +15,10 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
     let mut out = BytesMut::new();
     let proto = r.client.proto;
     match spec.name {
-        "ping" => match args.get(1) {
-            None => encode::simple(&mut out, "PONG"),
-            Some(msg) => encode::bulk(&mut out, msg),
+        "ping" => match &args[..] {
+            [_] => encode::simple(&mut out, "PONG"),
+            [_, msg] => encode::bulk(&mut out, msg),
+            _ => encode::error(&mut out, "ERR wrong number of arguments for 'ping' command"),
         },
         "echo" => encode::bulk(&mut out, &args[1]),
         "quit" => {
@@ -26,6 +27,8 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             return Flow::Close;
         }
         "reset" => {
+            // The pinned connection's own reset clears what the client set on it.
+            r.unpin().await;
             if r.client.proto != Protocol::Resp2 {
                 r.barrier().await;
             }
@@ -39,6 +42,10 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             c.db = db;
             encode::simple(&mut out, "RESET");
         }
+        "auth" if r.tenants.is_none() && r.shared.upstream.is_some() => {
+            Box::pin(r.auth_upstream(req)).await;
+            return Flow::Continue;
+        }
         "auth" => match auth(r, &args[1..]).await {
             Ok(user) => {
                 r.client.user = user;
@@ -47,7 +54,10 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             Err(e) => encode::error(&mut out, &e),
         },
         "hello" => return hello(r, args).await,
-        "select" => select(r, &args[1], &mut out),
+        "select" => {
+            Box::pin(r.select(req)).await;
+            return Flow::Continue;
+        }
         "client|setname" => match valid_name(&args[2]) {
             Ok(()) => {
                 r.client.name = (!args[2].is_empty()).then(|| args[2].clone());
@@ -61,7 +71,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         },
         "client|id" => encode::integer(&mut out, r.client.id as i64),
         "client|info" => {
-            let line = client_info(&r.client);
+            let line = super::clients::own_line(r);
             encode::verbatim(&mut out, proto, "txt", line.as_bytes());
         }
         "client|setinfo" => match setinfo(&mut r.client, &args[2], &args[3]) {
@@ -223,6 +233,16 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
         // Earlier commands went to the other protocol's pool: let them finish first so this
         // client's commands still run in the order it sent them.
         r.barrier().await;
+        if r.pinned.is_some() {
+            // The pinned connection keeps the client's state: it switches protocol in place.
+            let mut cmd = BytesMut::new();
+            let version = proto.version().to_string();
+            encode::command(&mut cmd, &[&b"HELLO"[..], version.as_bytes()]);
+            let rx = r.upstream_send(cmd.freeze(), 1, None).await;
+            if !matches!(rx.await, Ok(Ok(_))) {
+                return error(r, "ERR upstream connection closed before replying").await;
+            }
+        }
     }
     let info = r.shared.upstream.as_ref().and_then(|u| u.server_info());
     let c = &mut r.client;
@@ -263,31 +283,6 @@ async fn error(r: &mut Reader<'_>, msg: &str) -> Flow {
     Flow::Continue
 }
 
-/// SELECT is answered only for the database the upstream connections already use: switching would
-/// need a connection of the client's own.
-fn select(r: &mut Reader<'_>, arg: &Bytes, out: &mut BytesMut) {
-    let db = upstream_db(r);
-    match std::str::from_utf8(arg)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
-        None => encode::error(out, "ERR value is not an integer or out of range"),
-        Some(n) if n < 0 || n > i32::MAX as i64 => {
-            encode::error(out, "ERR DB index is out of range")
-        }
-        Some(n) if n as u32 == db => {
-            r.client.db = db;
-            encode::simple(out, "OK")
-        }
-        Some(n) => encode::error(
-            out,
-            &format!(
-                "ERR SELECT {n} is not supported by respite yet: this proxy serves database {db} (upstream.url)"
-            ),
-        ),
-    }
-}
-
 /// Redis refuses names with spaces, newlines or other characters outside `!`..`~`.
 fn valid_name(name: &[u8]) -> Result<(), &'static str> {
     if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
@@ -317,27 +312,4 @@ fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The `CLIENT INFO` line in Redis 7.2's layout; buffer sizes are respite's, not the upstream's.
-fn client_info(c: &Client) -> String {
-    let s = |b: &Option<Bytes>| {
-        b.as_ref()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    let age = c.created.elapsed().as_secs();
-    format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={age} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
-        c.id,
-        c.peer,
-        c.local,
-        s(&c.name),
-        c.db,
-        c.last_command,
-        c.user,
-        c.proto.version(),
-        s(&c.lib_name),
-        s(&c.lib_ver),
-    )
 }

@@ -119,6 +119,10 @@ impl Reader<'_> {
         let Some(cache) = self.shared.cache.as_deref() else {
             return false;
         };
+        if self.pinned.is_some() {
+            // A pinned client may be in another database, or WATCHing: it reads the upstream.
+            return false;
+        }
         if let Some(kind) = ReadKind::of(spec) {
             let keys = if kind == ReadKind::Mget {
                 &args[1..]
@@ -185,6 +189,8 @@ impl Reader<'_> {
         prefix: &[u8],
     ) {
         if let Some(cache) = self.shared.cache.as_deref()
+            // The near cache holds the configured database only.
+            && self.client.db == self.configured_db()
             && (spec.flags.contains(Flags::WRITE) || spec.acl.contains(AclCategories::SCRIPTING))
         {
             note_write(
@@ -203,11 +209,9 @@ impl Reader<'_> {
     /// at a time, so they run after everything the client sent before and before what follows.
     pub(super) async fn run_namespace(&mut self, op: policy::NamespaceOp) {
         self.send_group().await;
-        let upstream = self.shared.upstream.clone().expect("checked by the caller");
-        let conn = upstream.conn(self.client.proto, self.client.id);
         let (mut run, mut cmd) = NamespaceRun::start(op, self.client.proto);
         let out = loop {
-            let reply = match conn.send(cmd, 1).await.await {
+            let reply = match self.upstream_send(cmd, 1, None).await.await {
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(partial)) => break Err(format!("ERR {}", partial.error)),
                 Err(_) => break Err("ERR upstream connection closed before replying".into()),
@@ -274,15 +278,7 @@ impl Reader<'_> {
         }
         let count = std::mem::take(&mut self.group_count);
         let bytes = self.group.split().freeze();
-        let upstream = self
-            .shared
-            .upstream
-            .as_ref()
-            .expect("grouped only with an upstream");
-        let rx = upstream
-            .conn(self.client.proto, self.client.id)
-            .send_within(bytes, count, self.budget.clone())
-            .await;
+        let rx = self.upstream_send(bytes, count, self.budget.clone()).await;
         // The send may have waited for room upstream.
         self.cache_now = None;
         self.fifo

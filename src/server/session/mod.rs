@@ -12,16 +12,27 @@
 //!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
 //!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
 //!   socket.
-//! - A client's forwarded commands all go through one upstream connection per protocol, so they run
-//!   on the upstream in the order the client sent them; a protocol switch (HELLO, RESET) first waits
-//!   for every earlier reply ([`Pending::Barrier`]).
+//! - A client's forwarded commands all go through one upstream connection at a time — its shared
+//!   one for its protocol and lane (see [`lanes`]: slow commands on the slow lane, SCRIPT KILL
+//!   and the like out of band), or its pinned one while it holds one ([`stateful`]) — so they
+//!   run on the upstream in the order the client sent them; a switch of connection (HELLO or
+//!   RESET changing the protocol, a lane switch, taking or giving back a pinned connection)
+//!   first waits for every earlier reply ([`Pending::Barrier`]).
+//! - A pinned connection carries one client's commands only, and goes back to its pool only
+//!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
+//!   one has it closed at once.
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
 //!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
 //!   read or write buffer.
 mod builtin;
+mod clients;
+mod commands;
 mod forward;
+mod lanes;
+mod monitor;
 mod multi;
 mod reader;
+mod stateful;
 mod writer;
 
 use crate::cache::Fetched;
@@ -35,6 +46,7 @@ use crate::server::tls_io::TlsSocket;
 use crate::server::{Accepted, Shared};
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
+pub(crate) use clients::Registry;
 
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -72,6 +84,10 @@ pub(crate) enum Pending {
     Written(Box<Written>),
     /// Signalled once every earlier reply has been written: nothing is in flight any more.
     Barrier(oneshot::Sender<()>),
+    /// CLIENT REPLY: from here on, replies are dropped (`true`) or written again (`false`).
+    Silence(bool),
+    /// MONITOR's lines, written as they come until the stream ends (the client left).
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
     /// Flush everything before this, then close the connection.
     Close,
     /// A sampled command framed at this instant: its reply is among those before this marker,
@@ -191,6 +207,7 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
     let fifo = Fifo::new(config.max_inflight_per_client);
     let unanswered_writes = Unanswered::default();
     let cache = shared.cache.clone();
+    let registered = clients::register(&shared, &client);
     let budget = shared
         .upstream
         .as_ref()
@@ -213,6 +230,15 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
         cache_now: None,
+        lane: Default::default(),
+        oob: false,
+        pinned: None,
+        pin: stateful::Pin::default(),
+        after_pinned: false,
+        gone: None,
+        registered,
+        reply_mode: clients::ReplyMode::On,
+        skip_pending: false,
     };
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
     // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
@@ -265,6 +291,27 @@ pub(crate) struct Reader<'f> {
     /// Commands since the last one timed, and the one being timed in this batch.
     sample_tick: u32,
     timed: Option<(&'static crate::command::CommandSpec, std::time::Instant)>,
+    /// The upstream lane this client's group goes on ([`lanes`]), and whether the command
+    /// being forwarded goes out of band instead.
+    lane: crate::upstream::lanes::Lane,
+    oob: bool,
+    /// The client's own upstream connection while it needs one, and what for ([`stateful`]).
+    pinned: Option<crate::upstream::Pinned>,
+    pin: stateful::Pin,
+    /// A pinned connection was just given back with replies possibly owed on it: the next job
+    /// on the shared connection waits for them first.
+    after_pinned: bool,
+    /// Cancelled when the session ends (the guard drops with the reader): a pinned connection
+    /// still owing a reply to a client that is gone is then closed, not reused.
+    gone: Option<(
+        tokio_util::sync::CancellationToken,
+        tokio_util::sync::DropGuard,
+    )>,
+    /// This session in the registry of clients (CLIENT LIST, KILL); leaves it when dropped.
+    registered: clients::Registered,
+    /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
+    reply_mode: clients::ReplyMode,
+    skip_pending: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

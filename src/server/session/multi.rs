@@ -1,13 +1,19 @@
-//! MULTI/EXEC without a pinned upstream connection.
+//! MULTI/EXEC, queued by respite or streamed on a pinned connection.
 //!
-//! respite answers MULTI and each queued command itself (`+OK`, `+QUEUED`), checking what it can
-//! at queue time (the command table, tenant rules); at EXEC it sends the whole transaction as one
-//! job on the client's shared upstream connection: `MULTI`, the commands, `EXEC`, back to back.
-//! A job's bytes go out contiguously and the upstream runs a connection's commands in order, so
-//! nothing from another client lands inside the transaction, and the client gets EXEC's own
-//! reply (its array of results, or the upstream's EXECABORT). WATCH needs the connection across
-//! round trips and stays refused. In standalone and local-only mode the local engine runs the
-//! queued commands one after another.
+//! A transaction without WATCH: respite answers MULTI and each queued command itself (`+OK`,
+//! `+QUEUED`), checking what it can at queue time (the command table, tenant rules); at EXEC it
+//! sends the whole transaction as one job on the client's shared upstream connection: `MULTI`,
+//! the commands, `EXEC`, back to back. A job's bytes go out contiguously and the upstream runs a
+//! connection's commands in order, so nothing from another client lands inside the transaction,
+//! and the client gets EXEC's own reply (its array of results, or the upstream's EXECABORT).
+//!
+//! A transaction on a pinned connection (after WATCH or SELECT, see [`super::stateful`]), or one
+//! grown past what one job may hold (`upstream.max_inflight - 2` commands or
+//! `limits.max_query_buffer` bytes), streams instead: MULTI and each command go to the upstream
+//! as they come and the upstream answers QUEUED itself, so any length Redis accepts goes through.
+//! Tenant rules apply to each command as it is queued either way; their follow-ups (default
+//! TTLs) go right after EXEC. In standalone and local-only mode the local engine runs the queued
+//! commands one after another.
 use super::{Keep, Pending, Reader, error_bytes, unix_ms};
 use crate::command::{CommandSpec, Route};
 use crate::metrics::{self, ErrorKind};
@@ -26,6 +32,11 @@ pub(crate) struct Multi {
     follow_ups: Vec<Bytes>,
     /// A command was refused while queueing: EXEC aborts, as Redis does.
     failed: bool,
+    /// Streamed on the pinned connection: the upstream holds the queue (only follow-ups and
+    /// `failed` are kept here).
+    streaming: bool,
+    /// A SELECT queued in it: the database the client is in after EXEC.
+    select: Option<u32>,
 }
 
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -55,12 +66,25 @@ impl Reader<'_> {
                     self.reply_error("ERR MULTI calls can not be nested").await
                 }
             }
+            ("multi", false) if self.pinned.is_some() => {
+                self.multi = Some(Box::new(Multi {
+                    streaming: true,
+                    ..Multi::default()
+                }));
+                self.pin.multi = true;
+                super::forward::append_request(&mut self.group, req);
+                self.grouped().await
+            }
             ("multi", false) => {
                 self.multi = Some(Box::default());
                 self.reply_simple("OK").await
             }
             ("exec", false) => self.reply_error("ERR EXEC without MULTI").await,
             ("discard", false) => self.reply_error("ERR DISCARD without MULTI").await,
+            ("discard", true) if self.multi.as_ref().is_some_and(|m| m.streaming) => {
+                self.multi = None;
+                self.end_on_pinned(req).await
+            }
             ("discard", true) => {
                 self.multi = None;
                 self.release_written().await;
@@ -74,7 +98,8 @@ impl Reader<'_> {
                 self.reply_error("ERR WATCH inside MULTI is not allowed")
                     .await
             }
-            // Nothing is ever watched (WATCH is refused): UNWATCH has nothing to undo.
+            ("unwatch", false) if self.pinned.is_some() => self.end_on_pinned(req).await,
+            // Nothing is watched without a pinned connection: UNWATCH has nothing to undo.
             ("unwatch", false) => self.reply_simple("OK").await,
             _ => self.queue(spec, req, route).await,
         }
@@ -84,6 +109,8 @@ impl Reader<'_> {
     async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
         let queueable = match route {
             Route::Forward => true,
+            // Queued as Redis queues it, on a pinned connection (below).
+            Route::Proxy if spec.name == "select" => self.shared.answerer(spec).is_none(),
             // Run by the upstream inside the transaction, as Redis does.
             Route::Proxy => matches!(spec.name, "ping" | "echo"),
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
@@ -99,26 +126,22 @@ impl Reader<'_> {
             );
             return self.refuse_queued(&msg).await;
         }
+        if spec.name == "select" {
+            return self.queue_select(req).await;
+        }
         let limit = self
             .shared
             .upstream
             .as_ref()
             .map_or(usize::MAX, |u| u.config().max_inflight.saturating_sub(2));
-        if self.multi.as_ref().is_some_and(|m| m.queued.len() >= limit) {
-            let msg = format!(
-                "ERR transaction too long for respite: at most {limit} commands (upstream.max_inflight - 2), sent upstream as one pipeline"
-            );
-            return self.refuse_queued(&msg).await;
-        }
         // What respite holds for the transaction is bounded like an unfinished request.
         let max_bytes = self.config.limits.max_query_buffer;
-        if self
-            .multi
-            .as_ref()
-            .is_some_and(|m| m.commands.len() > max_bytes)
-        {
+        let too_big = self.multi.as_ref().is_some_and(|m| {
+            !m.streaming && (m.queued.len() >= limit || m.commands.len() > max_bytes)
+        });
+        if too_big && self.shared.answerer(spec).is_none() && !self.start_streaming().await {
             let msg = format!(
-                "ERR transaction too large for respite: over {max_bytes} bytes queued (limits.max_query_buffer)"
+                "ERR transaction too long for respite: at most {limit} commands or {max_bytes} bytes when no pinned upstream connection is free"
             );
             return self.refuse_queued(&msg).await;
         }
@@ -157,10 +180,72 @@ impl Reader<'_> {
             self.written_through(spec, &req.args, &prefix);
         }
         let multi = self.multi.as_mut().expect("in a transaction");
-        multi.commands.extend_from_slice(&command);
         multi.follow_ups.extend(follow_ups);
+        if multi.streaming {
+            // The upstream queues it and answers QUEUED (or its own error) itself.
+            self.group.extend_from_slice(&command);
+            return self.grouped().await;
+        }
+        multi.commands.extend_from_slice(&command);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
+    }
+
+    /// Move a transaction queued here onto a pinned connection: MULTI and what was queued so far
+    /// go to the upstream now (their QUEUED replies were already given by respite, so they are
+    /// read here and dropped; an error among them makes the upstream abort EXEC itself). False if
+    /// no pinned connection could be had.
+    async fn start_streaming(&mut self) -> bool {
+        if !self.pin().await {
+            // `pin` has queued the pool's error for this command.
+            self.queue_failed();
+            return false;
+        }
+        let multi = self.multi.as_mut().expect("in a transaction");
+        let mut job = BytesMut::from(&b"*1\r\n$5\r\nMULTI\r\n"[..]);
+        job.extend_from_slice(&std::mem::take(&mut multi.commands));
+        let count = 1 + std::mem::take(&mut multi.queued).len();
+        multi.streaming = true;
+        self.pin.multi = true;
+        let rx = self.upstream_send(job.freeze(), count, None).await;
+        if !matches!(rx.await, Ok(Ok(_))) {
+            self.queue_failed();
+        }
+        true
+    }
+
+    /// SELECT inside MULTI: the transaction moves to a pinned connection and the upstream queues
+    /// it (or refuses a bad index itself, which aborts EXEC as in Redis). The client keeps that
+    /// connection afterwards, in whatever database EXEC left it.
+    async fn queue_select(&mut self, req: &Request) {
+        if self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()) {
+            return self
+                .refuse_queued("ERR SELECT is not allowed for a tenant with a key prefix")
+                .await;
+        }
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && !self.start_streaming().await {
+            return;
+        }
+        let db = std::str::from_utf8(&req.args[1])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
+        if let (Some(m), Some(db)) = (self.multi.as_mut(), db) {
+            m.select = Some(db);
+        }
+        self.pin.sticky = true;
+        super::forward::append_request(&mut self.group, req);
+        self.grouped().await
+    }
+
+    /// EXEC, DISCARD or UNWATCH on the pinned connection: the upstream answers, the WATCH and
+    /// the transaction end, and the connection goes back if nothing else holds it.
+    async fn end_on_pinned(&mut self, req: &Request) {
+        super::forward::append_request(&mut self.group, req);
+        self.grouped().await;
+        self.pin.multi = false;
+        self.pin.watching = false;
+        self.unpin_if_done().await
     }
 
     async fn refuse_queued(&mut self, msg: &str) {
@@ -179,6 +264,9 @@ impl Reader<'_> {
     }
 
     async fn exec(&mut self, multi: Multi) {
+        if multi.streaming {
+            return self.exec_on_pinned(multi).await;
+        }
         if multi.failed {
             self.release_written().await;
             return self.reply_error(EXECABORT).await;
@@ -206,6 +294,42 @@ impl Reader<'_> {
             proto: self.client.proto,
         };
         self.send_group_keeping(keep).await
+    }
+
+    /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key
+    /// changed); a tenant's follow-ups go right after it. One that respite refused while queueing
+    /// is discarded upstream and aborted here, as Redis aborts it.
+    async fn exec_on_pinned(&mut self, multi: Multi) {
+        self.pin.multi = false;
+        self.pin.watching = false;
+        if multi.failed {
+            self.send_group().await;
+            let rx = self
+                .upstream_send(Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"), 1, None)
+                .await;
+            let _ = rx.await;
+            self.release_written().await;
+            self.reply_error(EXECABORT).await;
+            return self.unpin_if_done().await;
+        }
+        if let Some(db) = multi.select {
+            // (If EXEC fails, the upstream stays where it was, and so does the connection.)
+            self.client.db = db;
+        }
+        self.send_group().await;
+        self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        for f in &multi.follow_ups {
+            self.group.extend_from_slice(f);
+        }
+        self.group_count = 1 + multi.follow_ups.len();
+        let keep = Keep::First {
+            skip: 0,
+            rewrite: ReplyRewrite::None,
+            prefix: Bytes::new(),
+            proto: self.client.proto,
+        };
+        self.send_group_keeping(keep).await;
+        self.unpin_if_done().await
     }
 
     /// Standalone or local-only: the engine runs the queued commands in order; their replies

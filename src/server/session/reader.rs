@@ -16,7 +16,9 @@ impl Reader<'_> {
         let limits = self.config.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
-        let draining = self.shared.draining.clone();
+        // The session's own token: a child of the proxy's draining token, also cancelled by
+        // CLIENT KILL, so one registration serves both.
+        let draining = self.registered.entry.kill.clone();
         // One registration for the whole session, polled once to register this task's waker (a
         // task's waker stays the same for its life); after that only the token's flag is read,
         // which is set before the waiters are woken. A fresh `cancelled()` per read, or a
@@ -170,7 +172,23 @@ impl Reader<'_> {
         if self.shared.live.generation() != self.generation {
             self.reloaded();
         }
-        let spec = match command::resolve(&req.args) {
+        // After CLIENT REPLY SKIP, this command's reply is the one dropped.
+        let skipping = std::mem::take(&mut self.skip_pending);
+        let flow = self.dispatch(req).await;
+        if skipping && self.reply_mode == super::clients::ReplyMode::Skip {
+            self.push(Pending::Silence(false)).await;
+            self.reply_mode = super::clients::ReplyMode::On;
+        }
+        flow
+    }
+
+    async fn dispatch(&mut self, req: &mut Request) -> Flow {
+        let resolved = match command::resolve(&req.args) {
+            Ok(spec) => Ok(spec),
+            // Boxed: rare, and inline its state would grow every idle session.
+            Err(e) => Box::pin(self.resolve_miss(&req.args, e)).await,
+        };
+        let spec = match resolved {
             Ok(spec) => spec,
             Err(e) => {
                 metrics::error(match e {
@@ -188,6 +206,7 @@ impl Reader<'_> {
         }
         self.sample_tick = (self.sample_tick + 1) % metrics::COMMAND_SAMPLE_EVERY;
         self.client.last_command = spec.name;
+        self.registered.entry.ran(spec);
         let route = command::route(spec, &req.args);
         // Answered by respite itself: the commands the session handles, INFO where the
         // upstream's would say too much, and transactions (queued here).
@@ -227,18 +246,51 @@ impl Reader<'_> {
         }
         match route {
             Route::Forward => {
+                self.enter_lane(spec).await;
                 match self.client.tenant.clone() {
                     // Boxed for the same reason as local answers: its state is large.
                     Some(tenant) => Box::pin(self.forward_for(tenant, spec, req)).await,
                     None => self.forward(spec, req).await,
                 }
+                self.leave_out_of_band().await;
                 Flow::Continue
             }
             // Boxed: rare next to forwarding, and large; inline it would grow every idle session.
-            Route::Proxy => Box::pin(builtin::answer(self, spec, req)).await,
+            Route::Proxy => {
+                let flow = Box::pin(builtin::answer(self, spec, req)).await;
+                // Its name, user, database or protocol may have changed: CLIENT LIST shows it.
+                self.publish();
+                flow
+            }
             // MULTI, or EXEC, DISCARD, UNWATCH outside a transaction. Boxed like the queueing.
             Route::Transaction => {
                 Box::pin(self.transaction(spec, req, route)).await;
+                Flow::Continue
+            }
+            Route::Stateful("blocking command") => {
+                Box::pin(self.blocking(spec, req)).await;
+                Flow::Continue
+            }
+            Route::Stateful(_) if spec.name == "monitor" => {
+                Box::pin(self.monitor(spec)).await;
+                Flow::Continue
+            }
+            Route::Stateful(_) if spec.name == "watch" => {
+                Box::pin(self.watch(spec, req)).await;
+                Flow::Continue
+            }
+            Route::Stateful(_)
+                if spec.name.starts_with("client|")
+                    && !matches!(
+                        spec.name,
+                        "client|tracking"
+                            | "client|caching"
+                            | "client|getredir"
+                            | "client|trackinginfo"
+                            | "client|unblock"
+                    ) =>
+            {
+                Box::pin(self.client_command(spec, req)).await;
                 Flow::Continue
             }
             Route::Stateful(why) => {

@@ -30,6 +30,8 @@ pub(super) async fn write_loop<C: ClientIo>(
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
+    // CLIENT REPLY OFF or SKIP: replies are still awaited in order, and dropped.
+    let mut silent = false;
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
@@ -40,14 +42,42 @@ pub(super) async fn write_loop<C: ClientIo>(
         }
         while let Some(p) = item.take() {
             let written = match p {
+                Pending::Ready(_) if silent => Ok(()),
                 Pending::Ready(b) => append(w, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
                     let r = rx.await.map_err(|_| ());
                     taken(&r);
-                    append(w, &mut out, reply_bytes(r, count, &keep)).await
+                    if silent {
+                        Ok(())
+                    } else {
+                        append(w, &mut out, reply_bytes(r, count, &keep)).await
+                    }
                 }
                 Pending::Cached { rx, proto } => {
-                    append(w, &mut out, fetched_bytes(rx.await.ok(), proto)).await
+                    let bytes = fetched_bytes(rx.await.ok(), proto);
+                    if silent {
+                        Ok(())
+                    } else {
+                        append(w, &mut out, bytes).await
+                    }
+                }
+                Pending::Silence(s) => {
+                    silent = s;
+                    Ok(())
+                }
+                Pending::Stream(mut rx) => {
+                    // MONITOR: each line goes out as it comes, until the client leaves.
+                    let mut r = flush(w, &mut out).await;
+                    while r.is_ok() {
+                        match rx.recv().await {
+                            Some(line) => {
+                                out.extend_from_slice(&line);
+                                r = flush(w, &mut out).await;
+                            }
+                            None => break,
+                        }
+                    }
+                    r
                 }
                 Pending::Written(written) => {
                     answered(cache, &written, unanswered_writes);

@@ -1,0 +1,419 @@
+//! respite's own clients as CLIENT LIST, CLIENT INFO and CLIENT KILL see them: a registry of the
+//! sessions (id, addresses, name, library, user, database, last command) and the kill switch of
+//! each, and the CLIENT subcommands answered from it and from the session's own state (REPLY,
+//! NO-EVICT, NO-TOUCH, PAUSE/UNPAUSE).
+//!
+//! A client sees respite's clients, never the upstream's connections (which are respite's own);
+//! a client of a tenant with a key prefix sees and kills only its own tenant's clients. The
+//! registry is updated when a session's state changes (its rare connection commands), not per
+//! command, except the last command's id, one relaxed store.
+use super::{Client, Pending, Reader};
+use crate::command::{self, CommandSpec};
+use crate::metrics::{self, ErrorKind};
+use crate::protocol::{Request, encode};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Every session, by client id.
+#[derive(Default)]
+pub(crate) struct Registry {
+    clients: Mutex<HashMap<u64, Arc<Entry>>>,
+}
+
+/// One session as others see it.
+pub(crate) struct Entry {
+    id: u64,
+    peer: String,
+    local: String,
+    created: Instant,
+    /// The id of the last command's spec (`u32::MAX`: none yet).
+    last: AtomicU32,
+    view: Mutex<View>,
+    /// Cancelled by CLIENT KILL, or with its parent when the proxy drains: the session closes.
+    pub kill: CancellationToken,
+}
+
+/// What changes over a session's life, copied from its [`Client`] when it changes.
+#[derive(Clone, Default)]
+struct View {
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+    user: String,
+    db: u32,
+    resp: i64,
+    /// The tenant, when it has a key prefix (its clients see only each other).
+    tenant: Option<String>,
+}
+
+impl View {
+    fn of(c: &Client) -> View {
+        View {
+            name: c.name.clone(),
+            lib_name: c.lib_name.clone(),
+            lib_ver: c.lib_ver.clone(),
+            user: c.user.clone(),
+            db: c.db,
+            resp: c.proto.version(),
+            tenant: c
+                .tenant
+                .as_ref()
+                .filter(|t| t.has_prefix())
+                .map(|t| t.name.clone()),
+        }
+    }
+}
+
+/// Removes the session's entry when the session ends.
+pub(crate) struct Registered {
+    registry: Arc<Shared>,
+    pub entry: Arc<Entry>,
+}
+
+type Shared = crate::server::Shared;
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.registry.clients.clients).remove(&self.entry.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Add a session to the registry for as long as the returned guard lives.
+pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
+    let entry = Arc::new(Entry {
+        id: c.id,
+        peer: c.peer.clone(),
+        local: c.local.clone(),
+        created: c.created,
+        last: AtomicU32::new(u32::MAX),
+        view: Mutex::new(View::of(c)),
+        kill: shared.draining.child_token(),
+    });
+    lock(&shared.clients.clients).insert(c.id, entry.clone());
+    Registered {
+        registry: shared.clone(),
+        entry,
+    }
+}
+
+impl Entry {
+    pub fn ran(&self, spec: &'static CommandSpec) {
+        self.last.store(spec.id as u32, Ordering::Relaxed);
+    }
+
+    pub fn update(&self, c: &Client) {
+        *lock(&self.view) = View::of(c);
+    }
+
+    /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis 7.2's layout; buffer sizes are respite's.
+    fn line(&self) -> String {
+        let v = lock(&self.view).clone();
+        let s = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let cmd = command::all()
+            .get(self.last.load(Ordering::Relaxed) as usize)
+            .map_or("NULL", |spec| spec.name);
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            self.local,
+            s(&v.name),
+            self.created.elapsed().as_secs(),
+            v.db,
+            v.user,
+            v.resp,
+            s(&v.lib_name),
+            s(&v.lib_ver),
+        )
+    }
+}
+
+/// What the writer does with replies (`CLIENT REPLY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    On,
+    Off,
+    /// Drop the next command's reply only.
+    Skip,
+}
+
+/// A KILL filter (`CLIENT KILL <filter> <value> …`).
+enum Filter {
+    Id(Vec<u64>),
+    Addr(Vec<u8>),
+    Laddr(Vec<u8>),
+    User(Vec<u8>),
+    Type(bool),
+    SkipMe(bool),
+}
+
+impl Reader<'_> {
+    /// The CLIENT subcommands that are about the connection's mode or other clients.
+    pub(super) async fn client_command(&mut self, spec: &'static CommandSpec, req: &Request) {
+        let args = &req.args;
+        if let Some(tenant) = &self.client.tenant
+            && !tenant.permits(spec)
+        {
+            let e = tenant.no_perm(spec);
+            crate::policy::metrics::refusal(&tenant.name, &e);
+            return self.reply_error(&e.to_string()).await;
+        }
+        let prefixed = self.client.tenant.as_ref().is_some_and(|t| t.has_prefix());
+        let on_off = || match args.get(2) {
+            Some(a) if args.len() == 3 && a.eq_ignore_ascii_case(b"on") => Some(true),
+            Some(a) if args.len() == 3 && a.eq_ignore_ascii_case(b"off") => Some(false),
+            _ => None,
+        };
+        match spec.name {
+            "client|reply" => {
+                let mode = match args.get(2).map(|a| a.to_ascii_lowercase()) {
+                    Some(a) if args.len() == 3 && a == b"on" => ReplyMode::On,
+                    Some(a) if args.len() == 3 && a == b"off" => ReplyMode::Off,
+                    Some(a) if args.len() == 3 && a == b"skip" => ReplyMode::Skip,
+                    _ => return self.reply_error("ERR syntax error").await,
+                };
+                // Only ON is answered; OFF and SKIP take effect on their own reply already.
+                if mode == ReplyMode::On {
+                    if self.reply_mode != ReplyMode::On {
+                        self.push(Pending::Silence(false)).await;
+                    }
+                    self.reply_mode = ReplyMode::On;
+                    return self.reply(simple("OK")).await;
+                }
+                if self.reply_mode == ReplyMode::On {
+                    self.push(Pending::Silence(true)).await;
+                }
+                // CLIENT REPLY's own reply is dropped; SKIP then drops the next one too.
+                self.reply(simple("OK")).await;
+                self.reply_mode = mode;
+                if mode == ReplyMode::Skip {
+                    self.skip_pending = true;
+                }
+            }
+            "client|no-evict" | "client|no-touch" => {
+                if on_off().is_none() {
+                    return self.reply_error("ERR syntax error").await;
+                }
+                if self.pinned.is_some() {
+                    // Meaningful on the client's own connection (its reset turns it off again).
+                    return self.forward_any(spec, req).await;
+                }
+                // On a shared connection it would apply to every client on it: noted, not sent.
+                self.reply(simple("OK")).await
+            }
+            "client|pause" | "client|unpause" if self.client.tenant.is_some() => {
+                metrics::error(ErrorKind::Refused);
+                let msg = format!(
+                    "ERR CLIENT {} is not allowed for a tenant: it would pause every tenant's clients",
+                    if spec.name == "client|pause" {
+                        "PAUSE"
+                    } else {
+                        "UNPAUSE"
+                    }
+                );
+                self.reply_error(&msg).await
+            }
+            "client|pause" | "client|unpause" => self.forward_any(spec, req).await,
+            "client|list" => {
+                let lines = self.client_list(&args[2..], prefixed);
+                match lines {
+                    Ok(text) => {
+                        let mut out = BytesMut::new();
+                        encode::verbatim(&mut out, self.client.proto, "txt", text.as_bytes());
+                        self.reply(out).await
+                    }
+                    Err(e) => self.reply_error(e).await,
+                }
+            }
+            "client|kill" => self.client_kill(&args[2..], prefixed).await,
+            _ => {
+                metrics::error(ErrorKind::Refused);
+                let msg = format!(
+                    "ERR {} is not supported by respite yet: connection state needs a dedicated upstream connection",
+                    spec.name.replace('|', " ").to_uppercase()
+                );
+                self.reply_error(&msg).await
+            }
+        }
+    }
+
+    /// The entries this client may see: all, or its prefixed tenant's.
+    fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
+        let mine = self
+            .client
+            .tenant
+            .as_ref()
+            .filter(|_| prefixed)
+            .map(|t| t.name.clone());
+        let mut all: Vec<Arc<Entry>> = lock(&self.shared.clients.clients)
+            .values()
+            .filter(|e| !prefixed || lock(&e.view).tenant == mine)
+            .cloned()
+            .collect();
+        all.sort_by_key(|e| e.id);
+        all
+    }
+
+    fn client_list(&mut self, args: &[Bytes], prefixed: bool) -> Result<String, &'static str> {
+        self.publish();
+        let mut ids: Option<Vec<u64>> = None;
+        let mut normal = true;
+        let mut i = 0;
+        while i < args.len() {
+            let opt = args[i].to_ascii_lowercase();
+            if opt == b"type" && i + 1 < args.len() {
+                normal = match args[i + 1].to_ascii_lowercase().as_slice() {
+                    b"normal" => true,
+                    b"master" | b"replica" | b"slave" | b"pubsub" => false,
+                    _ => return Err("ERR Unknown client type"),
+                };
+                i += 2;
+            } else if opt == b"id" && i + 1 < args.len() {
+                let mut v = Vec::new();
+                for a in &args[i + 1..] {
+                    match std::str::from_utf8(a)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        Some(n) if n > 0 => v.push(n),
+                        _ => return Err("ERR Invalid client ID"),
+                    }
+                }
+                ids = Some(v);
+                i = args.len();
+            } else {
+                return Err("ERR syntax error");
+            }
+        }
+        let mut text = String::new();
+        if normal {
+            for e in self.visible(prefixed) {
+                if ids.as_ref().is_none_or(|ids| ids.contains(&e.id)) {
+                    text.push_str(&e.line());
+                }
+            }
+        }
+        Ok(text)
+    }
+
+    async fn client_kill(&mut self, args: &[Bytes], prefixed: bool) {
+        self.publish();
+        // The old form: CLIENT KILL addr:port, +OK or an error.
+        if args.len() == 1 {
+            let found: Vec<_> = self
+                .visible(prefixed)
+                .into_iter()
+                .filter(|e| e.peer.as_bytes() == &args[0][..])
+                .collect();
+            if found.is_empty() {
+                return self.reply_error("ERR No such client").await;
+            }
+            for e in found {
+                e.kill.cancel();
+            }
+            return self.reply(simple("OK")).await;
+        }
+        let mut filters = Vec::new();
+        if args.is_empty() || !args.len().is_multiple_of(2) {
+            return self.reply_error("ERR syntax error").await;
+        }
+        for pair in args.chunks(2) {
+            let (opt, v) = (pair[0].to_ascii_lowercase(), &pair[1]);
+            let yes_no = |v: &Bytes| match v.to_ascii_lowercase().as_slice() {
+                b"yes" => Some(true),
+                b"no" => Some(false),
+                _ => None,
+            };
+            let f = match opt.as_slice() {
+                b"id" => match std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    Some(n) if n > 0 => Filter::Id(vec![n]),
+                    _ => {
+                        return self
+                            .reply_error("ERR client-id should be greater than 0")
+                            .await;
+                    }
+                },
+                b"addr" => Filter::Addr(v.to_vec()),
+                b"laddr" => Filter::Laddr(v.to_vec()),
+                b"user" => Filter::User(v.to_vec()),
+                b"type" => match v.to_ascii_lowercase().as_slice() {
+                    b"normal" => Filter::Type(true),
+                    b"master" | b"replica" | b"slave" | b"pubsub" => Filter::Type(false),
+                    _ => {
+                        let msg =
+                            format!("ERR Unknown client type '{}'", String::from_utf8_lossy(v));
+                        return self.reply_error(&msg).await;
+                    }
+                },
+                b"skipme" => match yes_no(v) {
+                    Some(b) => Filter::SkipMe(b),
+                    None => return self.reply_error("ERR syntax error").await,
+                },
+                _ => return self.reply_error("ERR syntax error").await,
+            };
+            filters.push(f);
+        }
+        let skip_me = filters
+            .iter()
+            .rev()
+            .find_map(|f| match f {
+                Filter::SkipMe(b) => Some(*b),
+                _ => None,
+            })
+            .unwrap_or(true);
+        let mut killed = 0;
+        for e in self.visible(prefixed) {
+            if skip_me && e.id == self.client.id {
+                continue;
+            }
+            let user = lock(&e.view).user.clone();
+            let matches = filters.iter().all(|f| match f {
+                Filter::Id(ids) => ids.contains(&e.id),
+                Filter::Addr(a) => e.peer.as_bytes() == &a[..],
+                Filter::Laddr(a) => e.local.as_bytes() == &a[..],
+                Filter::User(u) => user.as_bytes() == &u[..],
+                Filter::Type(normal) => *normal,
+                Filter::SkipMe(_) => true,
+            });
+            if matches {
+                e.kill.cancel();
+                killed += 1;
+            }
+        }
+        let mut out = BytesMut::new();
+        encode::integer(&mut out, killed);
+        self.reply(out).await
+    }
+
+    /// Copy this session's state into its registry entry (after a connection command).
+    pub(super) fn publish(&self) {
+        self.registered.entry.update(&self.client);
+    }
+}
+
+fn simple(s: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode::simple(&mut out, s);
+    out
+}
+
+/// `CLIENT INFO` for the client itself, from the same line as CLIENT LIST.
+pub(super) fn own_line(r: &Reader<'_>) -> String {
+    r.publish();
+    r.registered.entry.line()
+}

@@ -1,0 +1,264 @@
+//! The session's pinned connection: what a shared, multiplexed upstream connection cannot carry
+//! for a client — WATCH (and the transaction that follows it), blocking commands, a database
+//! other than the configured one — runs on a connection of the client's own, leased from the
+//! upstream's [`PinnedPool`](crate::upstream::PinnedPool).
+//!
+//! While a client holds one, every command it sends upstream goes over it, in order, through
+//! the same grouping and FIFO as the shared connection ([`super::forward`]). It holds the lease
+//! for as long as some state needs it ([`Pin`]) and gives it back at the first point where none
+//! does: after EXEC, DISCARD or UNWATCH, once a blocking command is sent (the connection returns
+//! once its reply is read), or on SELECT of the configured database again. A client that
+//! authenticates as one of the upstream's own users (AUTH, when respite has no tenants) keeps
+//! its connection until RESET or it leaves. Moving between the
+//! pinned and the shared connection waits for every earlier reply first, so the client's
+//! commands still run on the upstream in the order it sent them.
+//!
+//! This file never answers for the upstream: replies, including errors for what the upstream
+//! refuses (`DB index is out of range`, a broken WATCH's null EXEC), are the upstream's own.
+use super::{Pending, Reader, error_bytes};
+use crate::command::CommandSpec;
+use crate::metrics::{self, ErrorKind};
+use crate::protocol::{Request, encode};
+use crate::upstream::{Reply, ReplyBudget};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// What the client's pinned connection carries for it now; the lease is given back once none.
+#[derive(Default)]
+pub(crate) struct Pin {
+    /// Keys are WATCHed on it.
+    pub watching: bool,
+    /// A transaction is open on it (MULTI forwarded; the upstream queues).
+    pub multi: bool,
+    /// The client authenticated as one of the upstream's own users on it (no tenants).
+    pub auth: bool,
+    /// A SELECT ran inside a transaction: which database the connection is in is the
+    /// upstream's to say, so the client keeps it until RESET or it leaves.
+    pub sticky: bool,
+}
+
+impl Reader<'_> {
+    /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
+    /// so what the client sent before runs before anything on the new connection.
+    pub(super) async fn pin(&mut self) -> bool {
+        if self.pinned.is_some() {
+            return true;
+        }
+        let Some(upstream) = self.shared.upstream.clone() else {
+            return false;
+        };
+        self.send_group().await;
+        self.barrier().await;
+        self.after_pinned = false;
+        let gone = self.gone_token();
+        match upstream.pinned().take(self.client.proto, gone).await {
+            Ok(p) => {
+                self.pinned = Some(p);
+                true
+            }
+            Err(e) => {
+                metrics::error(ErrorKind::Refused);
+                self.reply_error(&e.to_string()).await;
+                false
+            }
+        }
+    }
+
+    /// The token cancelled when this session ends (see `Reader::gone`).
+    pub(super) fn gone_token(&mut self) -> CancellationToken {
+        self.gone
+            .get_or_insert_with(|| {
+                let token = CancellationToken::new();
+                (token.clone(), token.drop_guard())
+            })
+            .0
+            .clone()
+    }
+
+    /// Give the pinned connection back if nothing needs it any more: the client's state on it
+    /// has ended (no WATCH, no transaction, the configured database).
+    pub(super) async fn unpin_if_done(&mut self) {
+        if self.pinned.is_none()
+            || self.pin.watching
+            || self.pin.multi
+            || self.pin.auth
+            || self.pin.sticky
+            || self.client.db != self.configured_db()
+        {
+            return;
+        }
+        self.unpin().await
+    }
+
+    /// Give the pinned connection back whatever is on it: its reset clears it.
+    pub(super) async fn unpin(&mut self) {
+        self.send_group().await;
+        if let Some(p) = self.pinned.take() {
+            p.release().await;
+            self.after_pinned = true;
+        }
+        self.pin = Pin::default();
+    }
+
+    pub(super) fn configured_db(&self) -> u32 {
+        self.shared
+            .config
+            .upstream
+            .as_ref()
+            .map(|u| u.url.db)
+            .unwrap_or(0)
+    }
+
+    /// Send a job on the client's connection: its pinned one if it holds one, else its shared
+    /// one, after the replies owed on a pinned connection just given back.
+    pub(super) async fn upstream_send(
+        &mut self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+    ) -> oneshot::Receiver<Reply> {
+        if let Some(p) = &self.pinned {
+            return p.send_within(bytes, count, budget).await;
+        }
+        if std::mem::take(&mut self.after_pinned) {
+            // Not `barrier`: that would send the group this job is made of.
+            let (tx, rx) = oneshot::channel();
+            self.fifo.push(Pending::Barrier(tx), 1).await;
+            let _ = rx.await;
+        }
+        let upstream = self
+            .shared
+            .upstream
+            .as_ref()
+            .expect("sent only with an upstream");
+        if self.oob {
+            // SCRIPT KILL and the like: a connection of its own, not behind the busy command.
+            return upstream.out_of_band(self.client.proto, bytes, budget);
+        }
+        upstream
+            .conn_in(self.lane(), self.client.proto, self.client.id)
+            .send_within(bytes, count, budget)
+            .await
+    }
+
+    /// A blocking command (BLPOP, BLMOVE, XREAD BLOCK, WAIT, …) on a pinned connection, never
+    /// behind or in front of other clients' commands. Without other state on it, the
+    /// connection goes back once the reply is read.
+    pub(super) async fn blocking(&mut self, spec: &'static CommandSpec, req: &Request) {
+        if self.shared.upstream.is_none() || self.shared.answerer(spec).is_some() {
+            return self.not_supported(spec, "blocking command").await;
+        }
+        if !self.pin().await {
+            return;
+        }
+        self.forward_any(spec, req).await;
+        self.unpin_if_done().await
+    }
+
+    /// WATCH: pinned until EXEC, DISCARD or UNWATCH.
+    pub(super) async fn watch(&mut self, spec: &'static CommandSpec, req: &Request) {
+        if self.shared.upstream.is_none() || self.shared.answerer(spec).is_some() {
+            return self.not_supported(spec, "transaction").await;
+        }
+        if !self.pin().await {
+            return;
+        }
+        self.pin.watching = true;
+        self.forward_any(spec, req).await;
+    }
+
+    /// Forward under the client's rules (a tenant's prefixes), to whichever connection it uses.
+    pub(super) async fn forward_any(&mut self, spec: &'static CommandSpec, req: &Request) {
+        match self.client.tenant.clone() {
+            Some(tenant) => Box::pin(self.forward_for(tenant, spec, req)).await,
+            None => self.forward(spec, req).await,
+        }
+    }
+
+    /// SELECT of a database other than the one the shared connections use: the upstream
+    /// answers it on a pinned connection (its own errors for a bad index), and the client keeps
+    /// that connection until it selects the configured database again.
+    pub(super) async fn select(&mut self, req: &Request) {
+        let db = std::str::from_utf8(&req.args[1])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok());
+        let configured = self.configured_db();
+        if db == Some(configured as i64) && self.pinned.is_none() {
+            self.client.db = configured;
+            return self.reply(simple("OK")).await;
+        }
+        if self.shared.upstream.is_none() {
+            let msg = match db {
+                None => "ERR value is not an integer or out of range",
+                Some(_) => "ERR DB index is out of range",
+            };
+            return self.reply_error(msg).await;
+        }
+        if self.client.tenant.as_ref().is_some_and(|t| t.has_prefix()) {
+            // A prefix confines a tenant to its namespace in the configured database.
+            return self
+                .reply_error(&format!(
+                    "ERR SELECT is not allowed for a tenant with a key prefix: its keys live in database {configured}"
+                ))
+                .await;
+        }
+        if !self.pin().await {
+            return;
+        }
+        let mut cmd = BytesMut::new();
+        super::forward::append_request(&mut cmd, req);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = match rx.await {
+            Ok(Ok(bytes)) => bytes,
+            _ => error_bytes("ERR upstream connection closed before replying"),
+        };
+        if &reply[..] == b"+OK\r\n" {
+            self.client.db = db.expect("the upstream accepted it") as u32;
+        }
+        self.push(Pending::Ready(reply)).await;
+        self.unpin_if_done().await
+    }
+
+    /// AUTH when respite has no tenants: the upstream checks it against its own users, on a
+    /// pinned connection the client then keeps (until RESET or it leaves), so the upstream's
+    /// ACLs apply to everything it sends. A refusal is the upstream's own (WRONGPASS).
+    pub(super) async fn auth_upstream(&mut self, req: &Request) {
+        if !self.pin().await {
+            return;
+        }
+        let mut cmd = BytesMut::new();
+        super::forward::append_request(&mut cmd, req);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = match rx.await {
+            Ok(Ok(bytes)) => bytes,
+            _ => error_bytes("ERR upstream connection closed before replying"),
+        };
+        if &reply[..] == b"+OK\r\n" {
+            self.pin.auth = true;
+            let user = match &req.args[..] {
+                [_, user, _] => String::from_utf8_lossy(user).into_owned(),
+                _ => "default".into(),
+            };
+            self.client.user = user;
+        }
+        self.push(Pending::Ready(reply)).await;
+        self.unpin_if_done().await
+    }
+
+    async fn not_supported(&mut self, spec: &'static CommandSpec, why: &str) {
+        metrics::error(ErrorKind::Refused);
+        let msg = format!(
+            "ERR {} is not supported by respite without an upstream: {why} needs a connection of its own",
+            spec.name.replace('|', " ").to_uppercase()
+        );
+        self.reply_error(&msg).await
+    }
+}
+
+fn simple(s: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode::simple(&mut out, s);
+    out
+}

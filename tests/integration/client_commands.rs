@@ -1,0 +1,196 @@
+//! CLIENT subcommands about respite's own clients (LIST, KILL, REPLY, NO-EVICT, PAUSE), answered
+//! as Redis answers them for the client's view: respite's clients, never the upstream's
+//! connections, and a prefixed tenant's clients only for that tenant.
+use crate::both;
+use crate::support::{Kind, Proxy, Server, TenantToml, bulk, encode, tenants, wait_until, words};
+use std::time::Duration;
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+both!(client_list_and_kill_see_respites_clients, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut a = proxy.raw();
+    let mut b = proxy.raw();
+    assert_eq!(a.cmd(&words("CLIENT SETNAME alpha")), b"+OK\r\n");
+    assert_eq!(b.cmd(&words("CLIENT SETNAME beta")), b"+OK\r\n");
+    b.cmd(&words("GET k"));
+    let list = text(a.cmd(&words("CLIENT LIST")));
+    assert!(
+        list.contains(" name=alpha ") && list.contains(" name=beta "),
+        "{list}"
+    );
+    assert!(list.contains("cmd=get"), "{list}");
+    assert!(!list.contains("respite"), "no upstream connection: {list}");
+    assert_eq!(a.cmd(&words("CLIENT LIST TYPE pubsub")), b"$0\r\n\r\n");
+    let b_id = text(b.cmd(&words("CLIENT ID")))
+        .trim_start_matches(':')
+        .trim()
+        .to_string();
+    let only_b = text(a.cmd(&words(&format!("CLIENT LIST ID {b_id}"))));
+    assert!(
+        only_b.contains("name=beta") && !only_b.contains("name=alpha"),
+        "{only_b}"
+    );
+    // KILL by ID: the killed client's connection closes.
+    assert_eq!(a.cmd(&words(&format!("CLIENT KILL ID {b_id}"))), b":1\r\n");
+    assert!(b.closed());
+    assert_eq!(a.cmd(&words("CLIENT KILL ID 999999")), b":0\r\n");
+    // The old form, by address; SKIPME is the default of the new form.
+    let mut c = proxy.raw();
+    let info = text(c.cmd(&words("CLIENT INFO")));
+    let addr = info
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .unwrap()
+        .to_string();
+    assert_eq!(a.cmd(&words(&format!("CLIENT KILL {addr}"))), b"+OK\r\n");
+    assert!(c.closed());
+    assert_eq!(
+        a.cmd(&words("CLIENT KILL 1.2.3.4:5")),
+        b"-ERR No such client\r\n"
+    );
+    assert_eq!(a.cmd(&words("CLIENT KILL USER default")), b":0\r\n");
+    assert_eq!(
+        a.cmd(&words("CLIENT KILL USER default SKIPME no")),
+        b":1\r\n"
+    );
+    assert!(a.closed());
+});
+
+both!(
+    a_client_killed_in_blpop_is_unblocked_upstream,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut waiter = proxy.raw();
+        let id = text(waiter.cmd(&words("CLIENT ID")))
+            .trim_start_matches(':')
+            .trim()
+            .to_string();
+        waiter.send(&encode(&words("BLPOP q 0")));
+        let blocked =
+            || text(server.raw().cmd(&words("INFO clients"))).contains("blocked_clients:1");
+        wait_until(Duration::from_secs(5), blocked).expect("blocked");
+        assert_eq!(
+            proxy.raw().cmd(&words(&format!("CLIENT KILL ID {id}"))),
+            b":1\r\n"
+        );
+        wait_until(Duration::from_secs(5), || !blocked()).expect("unblocked");
+        proxy.raw().cmd(&words("LPUSH q x"));
+        assert_eq!(server.raw().cmd(&words("LLEN q")), b":1\r\n");
+    }
+);
+
+both!(client_reply_drops_replies_as_redis_does, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let script = [
+        "CLIENT REPLY OFF",
+        "SET a 1",
+        "GET a",
+        "PING",
+        "CLIENT REPLY ON",
+        "GET a",
+        "CLIENT REPLY SKIP",
+        "SET b 2",
+        "GET b",
+        "CLIENT REPLY BAD",
+    ];
+    let mut batch = Vec::new();
+    for l in script {
+        batch.extend(encode(&words(l)));
+    }
+    let run = |mut c: crate::support::Raw| {
+        c.send(&batch);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(text(c.reply().unwrap()));
+        }
+        got
+    };
+    let direct = run(server.raw());
+    assert_eq!(direct[1], text(bulk("1")));
+    assert_eq!(run(proxy.raw()), direct);
+});
+
+both!(client_modes_and_pause, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut p = proxy.raw();
+    let mut d = server.raw();
+    for cmd in ["CLIENT NO-EVICT on", "CLIENT NO-EVICT maybe"] {
+        assert_eq!(text(p.cmd(&words(cmd))), text(d.cmd(&words(cmd))), "{cmd}");
+    }
+    // (NO-TOUCH is not in respite's built-in table, Redis 7.0's: it is refused as unknown there.)
+    // On a pinned connection it is forwarded (and reset with it).
+    p.cmd(&words("WATCH k"));
+    assert_eq!(p.cmd(&words("CLIENT NO-EVICT on")), b"+OK\r\n");
+    p.cmd(&words("UNWATCH"));
+    assert_eq!(p.cmd(&words("CLIENT PAUSE 10 WRITE")), b"+OK\r\n");
+    assert_eq!(p.cmd(&words("CLIENT UNPAUSE")), b"+OK\r\n");
+    // Tenants may not pause everyone, and see only their own clients.
+    let toml = tenants(&[
+        TenantToml::new("a", "a:").login("pa").allow(&["@all"]),
+        TenantToml::new("b", "b:").login("pb").allow(&["@all"]),
+    ]);
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+    let mut a = proxy.login("a", "pa");
+    let mut b = proxy.login("b", "pb");
+    b.cmd(&words("CLIENT SETNAME bee"));
+    assert!(text(a.cmd(&words("CLIENT PAUSE 10"))).starts_with("-ERR CLIENT PAUSE is not allowed"));
+    let list = text(a.cmd(&words("CLIENT LIST")));
+    assert!(!list.contains("bee") && list.contains("user="), "{list}");
+    assert_eq!(a.cmd(&words("CLIENT KILL USER b")), b":0\r\n");
+    assert_eq!(b.cmd(&words("PING")), b"+PONG\r\n");
+});
+
+both!(
+    monitor_shows_the_upstreams_commands_filtered_for_a_tenant,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut m = proxy.raw();
+        assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+        proxy.raw().cmd(&words("SET mk mv"));
+        let line = loop {
+            let l = text(m.reply().unwrap());
+            if l.contains("\"mk\"") {
+                break l;
+            }
+        };
+        assert!(line.contains("\"SET\" \"mk\" \"mv\""), "{line}");
+        drop(m);
+        // A prefixed tenant sees its own keys only, without the prefix; one not allowed MONITOR is
+        // refused.
+        let toml = tenants(&[
+            TenantToml::new("a", "a:").login("pa").allow(&["@all"]),
+            TenantToml::new("b", "b:")
+                .login("pb")
+                .allow(&["@read", "@write"]),
+        ]);
+        let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+        let mut b = proxy.login("b", "pb");
+        assert!(text(b.cmd(&words("MONITOR"))).starts_with("-NOPERM"));
+        let mut m = proxy.login("a", "pa");
+        assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+        b.cmd(&words("SET secret 1"));
+        proxy.login("a", "pa").cmd(&words("SET mine 2"));
+        loop {
+            let l = text(m.reply().unwrap());
+            assert!(!l.contains("secret") && !l.contains("b:"), "{l}");
+            if l.contains("\"mine\"") {
+                assert!(l.contains("\"SET\" \"mine\" \"2\""), "{l}");
+                break;
+            }
+        }
+        // The monitor's upstream connection closes with the client.
+        drop(m);
+        wait_until(Duration::from_secs(5), || {
+            !text(server.raw().cmd(&words("CLIENT LIST"))).contains("name=respite-monitor")
+        })
+        .expect("closed");
+    }
+);
