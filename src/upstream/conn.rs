@@ -163,12 +163,14 @@ impl ConnTask {
                     if pooled {
                         self.live.fetch_add(1, Ordering::Relaxed);
                         metrics::upstream_connections(label).increment(1.0);
+                        metrics::upstream_shared_connections().increment(1.0);
                         self.health.report(health::Event::ConnUp, None);
                     }
                     let cause = self.serve(r, w).await;
                     if pooled {
                         self.live.fetch_sub(1, Ordering::Relaxed);
                         metrics::upstream_connections(label).decrement(1.0);
+                        metrics::upstream_shared_connections().decrement(1.0);
                     }
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
@@ -231,6 +233,7 @@ impl ConnTask {
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
     async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<UpstreamError> {
+        let label = proto_label(self.proto);
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
@@ -249,8 +252,8 @@ impl ConnTask {
             busy: self.config.health.busy_grace,
         };
         let result = tokio::select! {
-            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(markers)) => r,
-            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(markers)) => r,
+            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(label), Some(markers)) => r,
+            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(label), Some(markers)) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -270,6 +273,12 @@ impl ConnTask {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
+        let lost_count: usize = slots
+            .iter()
+            .filter(|s| s.reply.is_some())
+            .map(|s| s.count)
+            .sum();
+        metrics::upstream_inflight_add(label, -(lost_count as i64));
         if misaligned {
             // The pairing itself is in doubt: replies no marker vouched for are not delivered.
             for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
@@ -310,6 +319,8 @@ impl ConnTask {
 }
 
 /// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
+// The connection's parts, its bound, and the two accounts it keeps (busy-vs-down activity, metrics).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
     jobs: &mut VecDeque<Job>,
@@ -318,6 +329,9 @@ pub(super) async fn write_loop(
     permits: &Semaphore,
     max_inflight: usize,
     activity: &Activity,
+    // The protocol the in-flight and round-trip metrics count under; `None` (pinned
+    // connections) counts nothing.
+    label: Option<&'static str>,
 ) -> Option<Kind> {
     write_marked(
         rx,
@@ -327,12 +341,14 @@ pub(super) async fn write_loop(
         permits,
         max_inflight,
         activity,
+        label,
         None,
     )
     .await
 }
 
 /// [`write_loop`], ending each batch with an alignment marker when given `markers`.
+#[allow(clippy::too_many_arguments)]
 async fn write_marked(
     rx: &mut mpsc::Receiver<Job>,
     jobs: &mut VecDeque<Job>,
@@ -341,6 +357,7 @@ async fn write_marked(
     permits: &Semaphore,
     max_inflight: usize,
     activity: &Activity,
+    label: Option<&'static str>,
     mut markers: Option<Markers>,
 ) -> Option<Kind> {
     const BATCH: usize = 1024;
@@ -406,6 +423,9 @@ async fn write_marked(
                 activity.slow_started();
             }
             total += job.bytes.len();
+            if let Some(label) = label {
+                metrics::upstream_inflight_add(label, job.count as i64);
+            }
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
             inflight
@@ -457,6 +477,9 @@ pub(super) async fn read_loop(
     inflight: &InFlight,
     permits: &Semaphore,
     activity: &Activity,
+    // The protocol the in-flight and round-trip metrics count under; `None` (pinned
+    // connections) counts nothing.
+    label: Option<&'static str>,
 ) -> Option<Kind> {
     read_marked(
         read,
@@ -465,6 +488,7 @@ pub(super) async fn read_loop(
         inflight,
         permits,
         activity,
+        label,
         None,
     )
     .await
@@ -472,6 +496,7 @@ pub(super) async fn read_loop(
 
 /// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in, and
 /// with `markers`, delivered once the marker after it is echoed in place (held until then).
+#[allow(clippy::too_many_arguments)]
 async fn read_marked(
     read: &mut BoxRead,
     buf: &mut BytesMut,
@@ -479,9 +504,11 @@ async fn read_marked(
     inflight: &InFlight,
     permits: &Semaphore,
     activity: &Activity,
+    label: Option<&'static str>,
     mut markers: Option<Markers>,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
+    let rtt = label.map(metrics::upstream_rtt);
     // Replies of the head slot already scanned: their count and total length at the front of buf.
     let mut scanned = 0;
     let mut have = 0;
@@ -496,6 +523,9 @@ async fn read_marked(
             Err(e) => return Some(Kind::Lost(Lost::Read(e.into()))),
         }
         let mut done = 0;
+        let mut answered = 0;
+        // The oldest slot this read completes: one clock reading per read, not per command.
+        let mut oldest_sent = None;
         let mut errors = 0;
         loop {
             let found = match scanner.scan(&buf[scanned..]) {
@@ -527,6 +557,11 @@ async fn read_marked(
             if slot.slow {
                 activity.slow_finished();
             }
+            oldest_sent.get_or_insert(slot.sent);
+            // A marker is respite's own, never counted in flight.
+            if slot.reply.is_some() {
+                answered += slot.count;
+            }
             done += slot.permits as usize;
             if markers.is_none() {
                 deliver(slot, buf.split_to(scanned).freeze());
@@ -546,6 +581,12 @@ async fn read_marked(
         }
         if done > 0 {
             permits.add_permits(done);
+            if let Some(label) = label {
+                metrics::upstream_inflight_add(label, -(answered as i64));
+            }
+        }
+        if let (Some(sent), Some(rtt)) = (oldest_sent, &rtt) {
+            rtt.record(sent.elapsed().as_secs_f64());
         }
         if errors > 0 {
             error_replies.increment(errors);
