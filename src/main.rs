@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         let listeners = Listeners::bind(&config)
             .await
             .context("binding listeners")?;
-        respite::logging::summary(&config, &listeners);
+        listeners.log_summary(&config);
         if listeners.admin.is_some() {
             respite::admin::recorder();
         }

@@ -42,6 +42,36 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// The startup summary: one line with what an operator checks first. It names the upstream
+    /// by its address alone, never its URL (which may carry a password).
+    pub fn log_summary(&self, config: &Config) {
+        let addr = |l: Option<&TcpListener>| match l.map(|l| l.local_addr()) {
+            Some(Ok(a)) => a.to_string(),
+            Some(Err(_)) => "?".into(),
+            None => "none".into(),
+        };
+        let unix = config
+            .listen
+            .unix
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string());
+        let (mode, upstream) = match &config.upstream {
+            Some(u) => ("proxy", u.url.addr.to_string()),
+            None => ("standalone", "none".into()),
+        };
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            git_revision = crate::metrics::GIT_REVISION,
+            mode,
+            tcp = addr(self.tcp.as_ref()),
+            tls = addr(self.tls.as_ref()),
+            unix,
+            upstream,
+            admin = addr(self.admin.as_ref()),
+            "respite started"
+        );
+    }
+
     /// Bind what the configuration names. A stale unix socket file left by a previous run is
     /// replaced, and the new one gets `listen.unix_mode`, `unix_owner` and `unix_group`. An error
     /// names the listener (tcp, unix, admin) and its address.
