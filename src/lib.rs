@@ -20,6 +20,8 @@
 //! - [`config`] parses proxy.toml, environment overrides and flags into a validated [`config::Config`],
 //!   one file per section. It is a leaf (it reads only the [`command`] table and [`protocol`]'s limits):
 //!   each part imports its own section's typed config from it, never the reverse.
+//! - [`tls`] builds rustls material from the configured PEM files for both sides; [`reload`]
+//!   re-reads the configuration on SIGHUP or `POST /reload` and swaps what may change live.
 //!
 //! [`run`] ties them together; `main.rs` only parses the command line and calls it.
 
@@ -35,7 +37,9 @@ pub mod metrics;
 pub mod policy;
 pub mod protocol;
 mod pubsub;
+pub mod reload;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use server::run;

@@ -1,11 +1,10 @@
-//! Log output: where lines go and how they look (`log.level`, `log.format`), the startup summary,
-//! and [`Repeats`], which keeps a warning that repeats during an outage from flooding the log.
+//! Log output: where lines go and how they look (`log.level`, `log.format`), and [`Repeats`],
+//! which keeps a warning that repeats during an outage from flooding the log.
 //!
 //! Lines go to stderr, as text or as one JSON object per line; colour codes only when stderr is a
-//! terminal, so files and journals get plain text. Nothing here may log a secret: the summary
-//! names the upstream by its address alone (never its URL, which may carry a password).
+//! terminal, so files and journals get plain text. Nothing here may log a secret. The startup
+//! summary is the server's (`server::Listeners::log_summary`): logging imports no part it logs for.
 use crate::config::Config;
-use crate::server::Listeners;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,36 +24,6 @@ pub fn init(config: &Config) {
         // The span list says nothing here (respite logs events, not spans).
         Format::Json => builder.json().with_span_list(false).init(),
     }
-}
-
-/// The startup summary: one line with what an operator checks first.
-pub fn summary(config: &Config, listeners: &Listeners) {
-    let addr = |l: Option<std::io::Result<std::net::SocketAddr>>| match l {
-        Some(Ok(a)) => a.to_string(),
-        Some(Err(_)) => "?".into(),
-        None => "none".into(),
-    };
-    let tcp = addr(listeners.tcp.as_ref().map(|l| l.local_addr()));
-    let admin = addr(listeners.admin.as_ref().map(|l| l.local_addr()));
-    let unix = config
-        .listen
-        .unix
-        .as_ref()
-        .map_or("none".into(), |p| p.display().to_string());
-    let (mode, upstream) = match &config.upstream {
-        Some(u) => ("proxy", u.url.addr.to_string()),
-        None => ("standalone", "none".into()),
-    };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        git_revision = crate::metrics::GIT_REVISION,
-        mode,
-        tcp,
-        unix,
-        upstream,
-        admin,
-        "respite started"
-    );
 }
 
 /// A limit on how often one warning is logged: at most once per window, with the number of

@@ -2,7 +2,7 @@
 use anyhow::Context;
 use clap::Parser;
 use respite::config;
-use respite::server::{Listeners, run};
+use respite::server::{Listeners, run_reloadable};
 use std::path::PathBuf;
 
 /// A Redis-protocol caching proxy.
@@ -66,9 +66,22 @@ fn main() -> anyhow::Result<()> {
             &format!("command line flag --set {k}"),
         ));
     }
-    let config = config::env_settings(std::env::vars())
-        .and_then(|env| config::load(cli.config.as_deref(), &env, &flags))
-        .unwrap_or_else(|e| config_error(e));
+    let env = config::env_settings(std::env::vars()).unwrap_or_else(|e| config_error(e));
+    let config =
+        config::load(cli.config.as_deref(), &env, &flags).unwrap_or_else(|e| config_error(e));
+    // The TLS files named are read now too, so a bad one is a configuration error at start
+    // (and in --check-config), not a failure at the first connection.
+    if let Some(files) = &config.listen.tls_files {
+        respite::tls::server_config(files).unwrap_or_else(|e| config_error(e));
+    }
+    if let Some(tls) = config.upstream.as_ref().and_then(|u| u.tls.as_ref()) {
+        respite::tls::client_config(tls).unwrap_or_else(|e| config_error(e));
+    }
+    let sources = respite::reload::Sources {
+        path: cli.config.clone(),
+        env,
+        flags,
+    };
     if cli.check_config {
         // Debug of the configuration redacts every password (upstream URL, tenants).
         println!("configuration is valid:\n{config:#?}");
@@ -102,11 +115,11 @@ fn main() -> anyhow::Result<()> {
         let listeners = Listeners::bind(&config)
             .await
             .context("binding listeners")?;
-        respite::logging::summary(&config, &listeners);
+        listeners.log_summary(&config);
         if listeners.admin.is_some() {
             respite::admin::recorder();
         }
-        run(listeners, config, shutdown_signal()).await?;
+        run_reloadable(listeners, config, Some(sources), shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -117,7 +130,8 @@ fn config_error(e: impl std::fmt::Display) -> ! {
     std::process::exit(2);
 }
 
-/// SIGTERM drains within the grace period; SIGINT (Ctrl-C) a second time exits at once.
+/// SIGTERM drains within the grace period; SIGINT (Ctrl-C) a second time exits at once. (SIGHUP
+/// reloads the configuration: `run_reloadable` handles it.)
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -31,6 +31,21 @@ pub const LOCAL_ENGINE_BYTES: &str = "respite_local_engine_bytes";
 pub const PUBSUB_MESSAGES_TOTAL: &str = "respite_pubsub_messages_total";
 pub const PUBSUB_DROPPED_TOTAL: &str = "respite_pubsub_dropped_total";
 pub const PUBSUB_SLOW_SUBSCRIBERS_TOTAL: &str = "respite_pubsub_slow_subscribers_total";
+pub const COMMAND_DURATION_SECONDS: &str = "respite_command_duration_seconds";
+pub const UPSTREAM_RTT_SECONDS: &str = "respite_upstream_rtt_seconds";
+pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
+pub const UPSTREAM_SHARED_CONNECTIONS: &str = "respite_upstream_shared_connections";
+pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
+
+/// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+/// One command in this many (per session, starting with its first) is timed for
+/// `respite_command_duration_seconds`: the clock is read off the hot path's common case.
+pub const COMMAND_SAMPLE_EVERY: u32 = 16;
 
 /// The git revision this binary was built from (build.rs), "unknown" outside a checkout.
 pub const GIT_REVISION: &str = env!("BUILD_GIT_REVISION");
@@ -53,6 +68,10 @@ pub fn client_written(n: usize) {
 /// Copy what is counted outside the registry into it; the admin port calls this before each
 /// render.
 pub fn publish() {
+    for (i, protocol) in ["resp2", "resp3"].into_iter().enumerate() {
+        gauge!(UPSTREAM_INFLIGHT, "protocol" => protocol)
+            .set(UPSTREAM_INFLIGHT_N[i].load(Ordering::Relaxed) as f64);
+    }
     counter!(CLIENT_READ_BYTES_TOTAL).absolute(CLIENT_READ_BYTES.load(Ordering::Relaxed));
     counter!(CLIENT_WRITTEN_BYTES_TOTAL).absolute(CLIENT_WRITTEN_BYTES.load(Ordering::Relaxed));
 }
@@ -188,6 +207,49 @@ pub fn upstream_error_replies() -> Counter {
     counter!(UPSTREAM_ERROR_REPLIES_TOTAL)
 }
 
+/// A sampled command's latency as its client sees it, labelled by the table's name for it; the
+/// handle is found by the command's dense id, as [`command`]'s counter is.
+pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
+    static HANDLES: OnceLock<Box<[OnceLock<Histogram>]>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        let n = crate::command::all()
+            .iter()
+            .map(|s| s.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        (0..n).map(|_| OnceLock::new()).collect()
+    });
+    handles[spec.id as usize]
+        .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
+        .record(seconds);
+}
+
+/// The round trip of one upstream batch, from its write to its last reply (one per batch
+/// read, timed from the oldest slot's send time), and the commands in flight on the upstream.
+pub fn upstream_rtt(protocol: &'static str) -> Histogram {
+    histogram!(UPSTREAM_RTT_SECONDS, "protocol" => protocol)
+}
+
+/// Commands in flight on the upstream per protocol: a relaxed add per job and per read (a
+/// gauge's add is a compare-and-swap loop on a float), published at scrape time.
+static UPSTREAM_INFLIGHT_N: [std::sync::atomic::AtomicI64; 2] =
+    [const { std::sync::atomic::AtomicI64::new(0) }; 2];
+
+#[inline]
+pub fn upstream_inflight_add(protocol: &'static str, n: i64) {
+    let i = (protocol == "resp3") as usize;
+    UPSTREAM_INFLIGHT_N[i].fetch_add(n, Ordering::Relaxed);
+}
+
+/// Shared (multiplexed pool) upstream connections up now.
+pub fn upstream_shared_connections() -> Gauge {
+    gauge!(UPSTREAM_SHARED_CONNECTIONS)
+}
+
+pub fn config_reload(ok: bool) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
 pub fn batch_histograms() -> (Histogram, Histogram) {
     (
         histogram!(UPSTREAM_BATCH_COMMANDS),
@@ -238,6 +300,29 @@ pub fn describe() {
         LOCAL_ENGINE_BYTES,
         "Memory the local engine accounts for, in bytes"
     );
+    describe_histogram!(
+        COMMAND_DURATION_SECONDS,
+        "Latency of sampled commands (1 in 16 per client) from framing to the write of their reply batch, by command"
+    );
+    describe_histogram!(
+        UPSTREAM_RTT_SECONDS,
+        "Upstream round trip: from a batch's write to the read that completes its oldest command"
+    );
+    describe_gauge!(
+        UPSTREAM_INFLIGHT,
+        "Commands sent to the upstream on pool connections and not answered yet"
+    );
+    describe_gauge!(
+        UPSTREAM_SHARED_CONNECTIONS,
+        "Shared (pool) upstream connections established now"
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads (SIGHUP or POST /reload), by result"
+    );
+    for result in ["ok", "error"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");

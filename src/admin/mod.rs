@@ -1,6 +1,6 @@
 //! The admin HTTP port: `/metrics` for Prometheus, `/healthz` (the process lives), `/readyz`
 //! (traffic should come: not draining, and the upstream reachable or local-only mode serving),
-//! `/stats` as JSON.
+//! `/stats` as JSON, and `POST /reload` (re-read the configuration, see [`crate::reload`]).
 //!
 //! It reads state; it never changes how the proxy serves clients. Gauges of state that other parts
 //! keep (local-only mode, the engine's size, the probe's round trip) are read at scrape time here
@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::State as Extract;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
@@ -29,6 +29,7 @@ pub struct State {
     pub local_only: bool,
     pub engine: Option<Arc<Engine>>,
     pub cache: Option<Arc<crate::cache::NearCache>>,
+    pub live: Arc<crate::reload::Live>,
 }
 
 /// Install the Prometheus recorder once per process (tests run many proxies in one process).
@@ -39,6 +40,11 @@ pub fn recorder() -> &'static PrometheusHandle {
             .set_buckets(&[
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0, 65536.0,
             ])
+            .expect("static buckets are valid")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                crate::metrics::LATENCY_BUCKETS,
+            )
             .expect("static buckets are valid")
             .install_recorder()
             .expect("no other metrics recorder is installed");
@@ -57,6 +63,7 @@ pub async fn serve(listener: TcpListener, state: State, stop: CancellationToken)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
+        .route("/reload", post(reload))
         .with_state(state);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -90,7 +97,40 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
     )
 }
 
+/// `POST /reload`: 200 with what waits for a restart, or 400 with why nothing changed.
+async fn reload(Extract(state): Extract<State>) -> impl IntoResponse {
+    match state.live.reload().await {
+        Ok(a) if a.needs_restart.is_empty() => (StatusCode::OK, "reloaded\n".to_string()),
+        Ok(a) => (
+            StatusCode::OK,
+            format!(
+                "reloaded; changes to these sections need a restart and were not applied: {}\n",
+                a.needs_restart.join(", ")
+            ),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("reload failed, the running configuration stays: {e}\n"),
+        ),
+    }
+}
+
 async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
+    let (status, text) = readiness(&state);
+    let text = match &state.upstream {
+        // A TLS failure will not pass by itself: say which (the certificate's verification).
+        Some(u) if status != StatusCode::OK && u.health().failing_tls() => {
+            match u.health().snapshot().last_error {
+                Some(why) => format!("{}: {why}\n", text.trim_end()),
+                None => text.to_string(),
+            }
+        }
+        _ => text.to_string(),
+    };
+    (status, text)
+}
+
+fn readiness(state: &State) -> (StatusCode, &'static str) {
     if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
@@ -98,6 +138,9 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
         return (StatusCode::OK, "ready\n");
     };
     // A misconfiguration is not served locally (see `Health::rejected`): not ready, and why.
+    if u.health().rejected() && u.health().failing_tls() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream TLS fails\n");
+    }
     if u.health().rejected() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

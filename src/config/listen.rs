@@ -17,6 +17,21 @@ pub struct ListenConfig {
     pub unix_owner: Option<Principal>,
     pub unix_group: Option<Principal>,
     pub max_clients: usize,
+    /// `listen.tls`: a TLS listener of its own, beside the plain one, so the plain-TCP path
+    /// stays as it is; `None` without it.
+    pub tls: Option<SocketAddr>,
+    /// The server certificate files, set exactly when `tls` is.
+    pub tls_files: Option<ServerTls>,
+}
+
+/// `listen.tls_cert`, `tls_key`, `tls_client_ca`: PEM files read by `crate::tls` at start and
+/// at every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate that chains to this CA bundle.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A user or group, by number or by name (looked up when the socket is bound, not here).
@@ -69,6 +84,10 @@ pub(super) struct RawListen {
     unix_owner: String,
     unix_group: String,
     max_clients: i64,
+    tls: String,
+    tls_cert: String,
+    tls_key: String,
+    tls_client_ca: String,
 }
 
 impl Default for RawListen {
@@ -80,6 +99,10 @@ impl Default for RawListen {
             unix_owner: String::new(),
             unix_group: String::new(),
             max_clients: 10_000,
+            tls: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
         }
     }
 }
@@ -113,7 +136,39 @@ impl RawListen {
             unix_owner: Principal::parse(&self.unix_owner),
             unix_group: Principal::parse(&self.unix_group),
             max_clients: c.positive("listen.max_clients", self.max_clients)?,
+            tls: c.addr("listen.tls", &self.tls)?,
+            tls_files: None,
         };
+        let mut listen = listen;
+        if listen.tls.is_some() {
+            for (key, v) in [
+                ("listen.tls_cert", &self.tls_cert),
+                ("listen.tls_key", &self.tls_key),
+            ] {
+                if v.is_empty() {
+                    return Err(c.invalid(
+                        key,
+                        "listen.tls needs a certificate and key (PEM files)".into(),
+                    ));
+                }
+            }
+            listen.tls_files = Some(ServerTls {
+                cert: PathBuf::from(&self.tls_cert),
+                key: PathBuf::from(&self.tls_key),
+                client_ca: (!self.tls_client_ca.is_empty())
+                    .then(|| PathBuf::from(&self.tls_client_ca)),
+            });
+        } else {
+            for (key, v) in [
+                ("listen.tls_cert", &self.tls_cert),
+                ("listen.tls_key", &self.tls_key),
+                ("listen.tls_client_ca", &self.tls_client_ca),
+            ] {
+                if !v.is_empty() {
+                    return Err(c.invalid(key, "has no effect without listen.tls".into()));
+                }
+            }
+        }
         if listen.unix.is_none() {
             for (key, set) in [
                 ("listen.unix_mode", listen.unix_mode.is_some()),
@@ -125,10 +180,10 @@ impl RawListen {
                 }
             }
         }
-        if listen.tcp.is_none() && listen.unix.is_none() {
+        if listen.tcp.is_none() && listen.unix.is_none() && listen.tls.is_none() {
             return Err(c.invalid(
                 "listen.tcp",
-                "no listener: set listen.tcp or listen.unix".into(),
+                "no listener: set listen.tcp, listen.unix or listen.tls".into(),
             ));
         }
         Ok(listen)

@@ -24,13 +24,15 @@ pub mod upstream;
 
 pub use acl::AllowSet;
 pub use limits::SessionLimits;
-pub use listen::{ListenConfig, Principal};
+pub use listen::{ListenConfig, Principal, ServerTls};
 pub use local_only::{Eviction, LocalOnlyConfig, LocalWrites, OnRecovery};
 pub use near_cache::{CacheConfig, ReadKind, Rule};
 pub use runtime::{LogFormat, UnknownFormat};
 pub use sources::{Overrides, Setting, env_overrides, env_settings};
 pub use tenants::{ExcessTtl, Secret, TenantConfig, TenantSecret, TenantsConfig, TtlRuleConfig};
-pub use upstream::{HealthConfig, UpstreamAddr, UpstreamConfig, UpstreamUrl, parse_url};
+pub use upstream::{
+    HealthConfig, UpstreamAddr, UpstreamConfig, UpstreamTls, UpstreamUrl, parse_url,
+};
 
 use crate::protocol::Limits;
 use serde::Deserialize;

@@ -487,6 +487,65 @@ fn values_in_dotted_keys_and_inline_tables_have_lines_too() {
 }
 
 #[test]
+fn tls_on_both_sides() {
+    let u = parse_url("rediss://user:p%40ss@cache.internal:6380/2").unwrap();
+    assert!(u.tls);
+    assert_eq!(u.host(), "cache.internal");
+    assert_eq!(u.password.as_deref(), Some("p@ss"));
+    assert_eq!(parse_url("rediss://[::1]:7000").unwrap().host(), "::1");
+    assert!(!parse_url("redis://h:1").unwrap().tls);
+    let c = parse(
+        "[upstream]\nurl = \"rediss://10.0.0.1:6380\"\ntls_ca = \"/ca.pem\"\n\
+         [listen]\ntls = \"127.0.0.1:6390\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+    )
+    .unwrap();
+    let tls = c.upstream.unwrap().tls.unwrap();
+    assert_eq!(tls.server_name, "10.0.0.1", "SNI from the URL's host");
+    assert_eq!(tls.cert, None);
+    let files = c.listen.tls_files.unwrap();
+    assert_eq!(files.client_ca, None);
+    assert_eq!(files.key, std::path::PathBuf::from("/k.pem"));
+    let named = parse(
+        "[upstream]\nurl = \"rediss://10.0.0.1\"\ntls_ca = \"/ca.pem\"\ntls_server_name = \"redis.internal\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        named.upstream.unwrap().tls.unwrap().server_name,
+        "redis.internal"
+    );
+    for (toml, key, why) in [
+        (
+            "[upstream]\nurl = \"rediss://h:1\"\n",
+            "upstream.tls_ca",
+            "needs the CA",
+        ),
+        (
+            "[upstream]\nurl = \"redis://h:1\"\ntls_ca = \"/x\"\n",
+            "upstream.tls_ca",
+            "rediss://",
+        ),
+        (
+            "[upstream]\nurl = \"rediss://h:1\"\ntls_ca = \"/x\"\ntls_cert = \"/c\"\n",
+            "upstream.tls_key",
+            "go together",
+        ),
+        (
+            "[listen]\ntls = \"127.0.0.1:1\"\n",
+            "listen.tls_cert",
+            "certificate and key",
+        ),
+        (
+            "[listen]\ntls_client_ca = \"/x\"\n",
+            "listen.tls_client_ca",
+            "without listen.tls",
+        ),
+    ] {
+        let e = parse(toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(why), "{toml}: {e}");
+    }
+}
+
+#[test]
 fn local_maxmemory_policy_is_a_redis_policy_name() {
     assert_eq!(parse("").unwrap().local_eviction, Eviction::AllKeysLru);
     let c = parse("[local]\nmaxmemory_policy = \"volatile-lfu\"\n").unwrap();

@@ -24,6 +24,23 @@ pub struct UpstreamConfig {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub health: HealthConfig,
+    /// TLS to the upstream: `Some` exactly when the URL is `rediss://`.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstream.tls_*`: how respite verifies the upstream and proves itself to it. Paths only: the
+/// files are read by `crate::tls` when a connection is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM CA bundle the upstream's certificate must chain to; `None` trusts nothing but what
+    /// `tls_ca` would add, so it is required (no system roots are bundled).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain and key, when the upstream asks for one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The name the certificate must carry and SNI sends: `upstream.tls_server_name`, else the
+    /// URL's host.
+    pub server_name: String,
 }
 
 /// `[health]`: how the upstream's health is judged (see `upstream::health`).
@@ -48,6 +65,8 @@ pub struct UpstreamUrl {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: the connection speaks TLS.
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for UpstreamUrl {
@@ -57,6 +76,7 @@ impl std::fmt::Debug for UpstreamUrl {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("db", &self.db)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -87,6 +107,10 @@ pub(super) struct RawUpstream {
     connect_timeout_ms: i64,
     backoff_base_ms: i64,
     backoff_max_ms: i64,
+    tls_ca: String,
+    tls_cert: String,
+    tls_key: String,
+    tls_server_name: String,
 }
 
 impl Default for RawUpstream {
@@ -100,6 +124,10 @@ impl Default for RawUpstream {
             connect_timeout_ms: 1000,
             backoff_base_ms: 50,
             backoff_max_ms: 2000,
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_server_name: String::new(),
         }
     }
 }
@@ -184,8 +212,11 @@ pub(super) fn validate(
     if url.is_empty() || url == "none" {
         return Ok(None);
     }
+    let url = parse_url(url).map_err(|m| c.invalid("upstream.url", m))?;
+    let tls = upstream_tls(raw, &url, c)?;
     Ok(Some(UpstreamConfig {
-        url: parse_url(url).map_err(|m| c.invalid("upstream.url", m))?,
+        url,
+        tls,
         connections,
         max_inflight,
         max_pinned,
@@ -195,6 +226,70 @@ pub(super) fn validate(
         backoff_max,
         health,
     }))
+}
+
+/// `upstream.tls_*`, which only a `rediss://` URL may use.
+fn upstream_tls(
+    raw: &RawUpstream,
+    url: &UpstreamUrl,
+    c: &Check,
+) -> Result<Option<UpstreamTls>, ConfigError> {
+    let path = |v: &str| (!v.is_empty()).then(|| PathBuf::from(v));
+    if !url.tls {
+        for (key, v) in [
+            ("upstream.tls_ca", &raw.tls_ca),
+            ("upstream.tls_cert", &raw.tls_cert),
+            ("upstream.tls_key", &raw.tls_key),
+            ("upstream.tls_server_name", &raw.tls_server_name),
+        ] {
+            if !v.is_empty() {
+                return Err(c.invalid(key, "has no effect without a rediss:// URL".into()));
+            }
+        }
+        return Ok(None);
+    }
+    if raw.tls_cert.is_empty() != raw.tls_key.is_empty() {
+        let key = if raw.tls_cert.is_empty() {
+            "upstream.tls_cert"
+        } else {
+            "upstream.tls_key"
+        };
+        return Err(c.invalid(
+            key,
+            "upstream.tls_cert and upstream.tls_key go together".into(),
+        ));
+    }
+    if raw.tls_ca.is_empty() {
+        return Err(c.invalid(
+            "upstream.tls_ca",
+            "a rediss:// URL needs the CA bundle (PEM) the upstream's certificate is checked against"
+                .into(),
+        ));
+    }
+    let server_name = match raw.tls_server_name.as_str() {
+        "" => url.host().to_string(),
+        n => n.to_string(),
+    };
+    Ok(Some(UpstreamTls {
+        ca: path(&raw.tls_ca),
+        cert: path(&raw.tls_cert),
+        key: path(&raw.tls_key),
+        server_name,
+    }))
+}
+
+impl UpstreamUrl {
+    /// The host part of a TCP address (brackets of an IPv6 literal removed); empty for unix.
+    pub fn host(&self) -> &str {
+        match &self.addr {
+            UpstreamAddr::Tcp(a) => a
+                .rsplit_once(':')
+                .map_or(a.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+            UpstreamAddr::Unix(_) => "",
+        }
+    }
 }
 
 /// Parse an upstream URL; user and password are percent-decoded (`%40` for `@`). Errors are
@@ -228,15 +323,16 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
             username: None,
             password: None,
             db,
+            tls: false,
         });
     }
-    let rest = if let Some(r) = full.strip_prefix("redis://") {
-        r
-    } else if url.starts_with("rediss://") {
-        return Err(format!("`{url}`: TLS (rediss://) is not supported yet"));
+    let (rest, tls) = if let Some(r) = full.strip_prefix("redis://") {
+        (r, false)
+    } else if let Some(r) = full.strip_prefix("rediss://") {
+        (r, true)
     } else {
         return Err(format!(
-            "`{url}` is not a redis://host:port[/db] or unix:///path URL"
+            "`{url}` is not a redis://host:port[/db], rediss://host:port[/db] or unix:///path URL"
         ));
     };
     let (auth, hostpart) = match rest.rsplit_once('@') {
@@ -285,6 +381,7 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
         username,
         password,
         db,
+        tls,
     })
 }
 

@@ -17,6 +17,43 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 
+/// What a session reads from and writes to: a readiness-driven [`ClientSocket`] (plain TCP and
+/// unix, the hot path) or a TLS session (`super::tls_io`). Sessions are generic over it, so the
+/// plain path pays no dynamic dispatch.
+pub(crate) trait ClientIo: Send + Sync {
+    /// Append up to `want` bytes to `buf`; `Ok(0)` is end of stream. Cancel-safe.
+    fn read(
+        &self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Write all of `data`.
+    fn write_all(&self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// No more writes (after the last reply).
+    fn shutdown_write(&self) -> impl Future<Output = ()> + Send;
+    /// Close both directions at once: the reader sees the end of the stream.
+    fn shutdown_both(&self);
+}
+
+impl<S: RawStream> ClientIo for ClientSocket<S> {
+    fn read(
+        &self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        ClientSocket::read(self, buf, want)
+    }
+    fn write_all(&self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        ClientSocket::write_all(self, data)
+    }
+    async fn shutdown_write(&self) {
+        ClientSocket::shutdown_write(self)
+    }
+    fn shutdown_both(&self) {
+        ClientSocket::shutdown_both(self)
+    }
+}
+
 /// A connected, non-blocking client socket (TCP or unix).
 pub(crate) trait RawStream: AsRawFd + Send + Sync + 'static {
     fn read_into(&self, buf: &mut [u8]) -> io::Result<usize>;

@@ -1,19 +1,22 @@
 //! Accepting clients and running their sessions; [`run`] is the proxy's entry point.
 //!
 //! `run` takes listeners that are already bound (tests bind `127.0.0.1:0`) and a shutdown future.
-//! It starts the upstream pools and the admin endpoint, accepts TCP and unix-socket clients up to
-//! `listen.max_clients`, and on shutdown stops accepting, lets every session finish the commands it
+//! It starts the upstream pools and the admin endpoint, accepts TCP, unix-socket and TLS
+//! ([`tls_io`]) clients up to `listen.max_clients`, reloads what may change live on SIGHUP
+//! ([`crate::reload`]), and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
 mod fifo;
 mod io;
 mod session;
+mod tls_io;
 
 use crate::command::CommandSpec;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::fallback::{self, Answerer};
+use crate::reload::{Live, Sources};
 use crate::upstream::Upstream;
 use crate::upstream::health::{self, Health};
 use crate::{admin, metrics};
@@ -33,10 +36,42 @@ use tracing::{Instrument, info, info_span, warn};
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
     pub unix: Option<UnixListener>,
+    /// The TLS client listener (`listen.tls`).
+    pub tls: Option<TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
+    /// The startup summary: one line with what an operator checks first. It names the upstream
+    /// by its address alone, never its URL (which may carry a password).
+    pub fn log_summary(&self, config: &Config) {
+        let addr = |l: Option<&TcpListener>| match l.map(|l| l.local_addr()) {
+            Some(Ok(a)) => a.to_string(),
+            Some(Err(_)) => "?".into(),
+            None => "none".into(),
+        };
+        let unix = config
+            .listen
+            .unix
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string());
+        let (mode, upstream) = match &config.upstream {
+            Some(u) => ("proxy", u.url.addr.to_string()),
+            None => ("standalone", "none".into()),
+        };
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            git_revision = crate::metrics::GIT_REVISION,
+            mode,
+            tcp = addr(self.tcp.as_ref()),
+            tls = addr(self.tls.as_ref()),
+            unix,
+            upstream,
+            admin = addr(self.admin.as_ref()),
+            "respite started"
+        );
+    }
+
     /// Bind what the configuration names. A stale unix socket file left by a previous run is
     /// replaced, and the new one gets `listen.unix_mode`, `unix_owner` and `unix_group`. An error
     /// names the listener (tcp, unix, admin) and its address.
@@ -92,6 +127,14 @@ impl Listeners {
             }
             None => None,
         };
+        let tls = match config.listen.tls {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(named("tls", a.to_string()))?,
+            ),
+            None => None,
+        };
         let admin = match config.admin {
             Some(a) => Some(
                 TcpListener::bind(a)
@@ -100,19 +143,27 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Listeners { tcp, unix, admin })
+        Ok(Listeners {
+            tcp,
+            unix,
+            tls,
+            admin,
+        })
     }
 }
 
 /// State every session shares.
 pub(crate) struct Shared {
+    /// The configuration as started: what a reload cannot change (upstream, local-only mode, …)
+    /// is read here; what it can is in `live`.
     pub config: Arc<Config>,
     pub upstream: Option<Arc<Upstream>>,
     pub next_id: AtomicU64,
     /// Fires when the proxy starts draining: sessions stop reading new commands.
     pub draining: CancellationToken,
-    /// The tenants built from `[[tenant]]`: when there are any, every client acts as one of them.
-    pub tenants: Option<Arc<crate::policy::Tenants>>,
+    /// What may change on reload: the tenants built from `[[tenant]]` (when there are any, every
+    /// client acts as one of them), the client limits, the client TLS configuration.
+    pub live: Arc<Live>,
     /// Failed AUTH attempts per peer, to slow down password guessing.
     pub auth_failures: crate::policy::FailureTracker,
     /// The in-memory engine: it answers everything when no upstream is configured (standalone
@@ -164,11 +215,34 @@ impl Shared {
 }
 
 /// Run the proxy until `shutdown` completes, then drain within `config.shutdown_grace`.
+/// Without its sources the configuration cannot be reloaded (see [`run_reloadable`]).
 pub async fn run(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_reloadable(listeners, config, None, shutdown).await
+}
+
+/// [`run`], reloading the configuration from `sources` on SIGHUP and on `POST /reload`.
+pub async fn run_reloadable(
+    listeners: Listeners,
+    config: Config,
+    sources: Option<Sources>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let reloadable = sources.is_some();
+    // First, so no SIGHUP from here on ends the process (its default action).
+    let hup = match reloadable {
+        true => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        )?),
+        false => None,
+    };
+    let live = Arc::new(
+        Live::new(Arc::new(config.clone()), sources)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+    );
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
     let stop_upstream = CancellationToken::new();
@@ -196,10 +270,7 @@ pub async fn run(
         Upstream::start(u, options, stop_upstream.clone())
     });
     let health = upstream.as_ref().map(|u| u.health().clone());
-    let tenants = config
-        .tenants
-        .as_ref()
-        .map(|t| Arc::new(crate::policy::Tenants::from_config(t)));
+    let tenants = live.tenants();
     let cache = match (&config.near_cache, &upstream) {
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
             c.clone(),
@@ -232,7 +303,7 @@ pub async fn run(
         next_id: AtomicU64::new(1),
         clients: Default::default(),
         draining: CancellationToken::new(),
-        tenants,
+        live: live.clone(),
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,
@@ -259,7 +330,12 @@ pub async fn run(
             }
         });
     }
-    let Listeners { tcp, unix, admin } = listeners;
+    let Listeners {
+        tcp,
+        unix,
+        tls,
+        admin,
+    } = listeners;
     let tcp = match tcp {
         Some(l) => Some(Acceptor::new(l.into_std()?)?),
         None => None,
@@ -268,6 +344,25 @@ pub async fn run(
         Some(l) => Some(Acceptor::new(l.into_std()?)?),
         None => None,
     };
+    let tls = match tls {
+        Some(l) => Some(Acceptor::new(l.into_std()?)?),
+        None => None,
+    };
+    if let Some(mut hup) = hup {
+        let live = live.clone();
+        let stop = stop_upstream.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        info!("SIGHUP: reloading the configuration");
+                        let _ = live.reload().await;
+                    }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
     let stop_admin = CancellationToken::new();
     let admin_task = admin.map(|l| {
@@ -277,6 +372,7 @@ pub async fn run(
             local_only: local_only.enabled,
             engine: shared.engine.clone(),
             cache: cache.clone(),
+            live: live.clone(),
         };
         tokio::spawn(admin::serve(l, state, stop_admin.clone()))
     });
@@ -289,6 +385,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             r = accept_tcp(tcp.as_ref()) => r,
             r = accept_unix(unix.as_ref()) => r,
+            r = accept_tls(tls.as_ref()) => r,
         };
         let conn = match accepted {
             Ok(c) => c,
@@ -318,7 +415,7 @@ pub async fn run(
     }
 
     info!("shutting down: no new clients; draining");
-    drop((tcp, unix));
+    drop((tcp, unix, tls));
     shared.draining.cancel();
     tracker.close();
     if tokio::time::timeout(config.shutdown_grace, tracker.wait())
@@ -358,6 +455,14 @@ async fn accept_tcp(l: Option<&Acceptor<std::net::TcpListener>>) -> std::io::Res
         peer: peer.to_string(),
         local,
     })
+}
+
+async fn accept_tls(l: Option<&Acceptor<std::net::TcpListener>>) -> std::io::Result<Accepted> {
+    let mut a = accept_tcp(l).await?;
+    if let session::ClientStream::Tcp(s) = a.stream {
+        a.stream = session::ClientStream::Tls(s);
+    }
+    Ok(a)
 }
 
 async fn accept_unix(

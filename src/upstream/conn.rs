@@ -28,25 +28,26 @@
 //! is the session's business.
 use super::activity::Activity;
 use super::backoff::{Backoff, Waited, fail_fast};
-use super::error::{Closer, CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
+use super::error::{Closer, CommandError, Deadline, Kind, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
 use super::lanes::Lane;
 use super::marker::Markers;
+use super::pipe::{completed_prefix, deliver, read_marked, write_marked};
+pub(super) use super::pipe::{read_loop, write_loop};
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
-use crate::protocol::{Protocol, ReplyScanner};
-use bytes::{Buf, Bytes, BytesMut};
+use crate::protocol::Protocol;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Commands on their way: their encoded bytes, how many they are, and where the replies go.
 pub(super) struct Job {
@@ -61,12 +62,12 @@ pub(super) struct Job {
 /// A job written to the connection and waiting for its replies, or (`reply: None`) a batch's
 /// alignment marker.
 pub(super) struct Slot {
-    reply: Option<oneshot::Sender<Reply>>,
-    count: usize,
-    permits: u32,
-    sent: Instant,
-    budget: Option<Arc<ReplyBudget>>,
-    slow: bool,
+    pub(super) reply: Option<oneshot::Sender<Reply>>,
+    pub(super) count: usize,
+    pub(super) permits: u32,
+    pub(super) sent: Instant,
+    pub(super) budget: Option<Arc<ReplyBudget>>,
+    pub(super) slow: bool,
 }
 
 pub(super) type InFlight = Mutex<VecDeque<Slot>>;
@@ -163,12 +164,14 @@ impl ConnTask {
                     if pooled {
                         self.live.fetch_add(1, Ordering::Relaxed);
                         metrics::upstream_connections(label).increment(1.0);
+                        metrics::upstream_shared_connections().increment(1.0);
                         self.health.report(health::Event::ConnUp, None);
                     }
                     let cause = self.serve(r, w).await;
                     if pooled {
                         self.live.fetch_sub(1, Ordering::Relaxed);
                         metrics::upstream_connections(label).decrement(1.0);
+                        metrics::upstream_shared_connections().decrement(1.0);
                     }
                     match cause {
                         None => return, // every handle dropped: the proxy is gone
@@ -231,6 +234,7 @@ impl ConnTask {
     /// Run one established connection until it fails (`Some(cause)`) or every handle is dropped
     /// (`None`). On return every slot still in flight has been completed with an error.
     async fn serve(&mut self, mut read: BoxRead, mut write: BoxWrite) -> Option<UpstreamError> {
+        let label = proto_label(self.proto);
         let inflight: InFlight = Mutex::new(VecDeque::new());
         // The reader keeps the replies of a partly answered slot here until the rest arrive.
         let mut buf = BytesMut::new();
@@ -249,8 +253,8 @@ impl ConnTask {
             busy: self.config.health.busy_grace,
         };
         let result = tokio::select! {
-            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(markers)) => r,
-            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(markers)) => r,
+            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(label), Some(markers)) => r,
+            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(label), Some(markers)) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.
@@ -270,6 +274,12 @@ impl ConnTask {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }
         let slots = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()));
+        let lost_count: usize = slots
+            .iter()
+            .filter(|s| s.reply.is_some())
+            .map(|s| s.count)
+            .sum();
+        metrics::upstream_inflight_add(label, -(lost_count as i64));
         if misaligned {
             // The pairing itself is in doubt: replies no marker vouched for are not delivered.
             for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
@@ -306,283 +316,6 @@ impl ConnTask {
             }
         }
         result
-    }
-}
-
-/// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
-pub(super) async fn write_loop(
-    rx: &mut mpsc::Receiver<Job>,
-    jobs: &mut VecDeque<Job>,
-    write: &mut BoxWrite,
-    inflight: &InFlight,
-    permits: &Semaphore,
-    max_inflight: usize,
-    activity: &Activity,
-) -> Option<Kind> {
-    write_marked(
-        rx,
-        jobs,
-        write,
-        inflight,
-        permits,
-        max_inflight,
-        activity,
-        None,
-    )
-    .await
-}
-
-/// [`write_loop`], ending each batch with an alignment marker when given `markers`.
-async fn write_marked(
-    rx: &mut mpsc::Receiver<Job>,
-    jobs: &mut VecDeque<Job>,
-    write: &mut BoxWrite,
-    inflight: &InFlight,
-    permits: &Semaphore,
-    max_inflight: usize,
-    activity: &Activity,
-    mut markers: Option<Markers>,
-) -> Option<Kind> {
-    const BATCH: usize = 1024;
-    let (batch_commands, batch_bytes) = metrics::batch_histograms();
-    let mut received = Vec::with_capacity(BATCH);
-    let mut out = BytesMut::new();
-    loop {
-        if rx.recv_many(&mut received, BATCH).await == 0 {
-            return None;
-        }
-        jobs.extend(received.drain(..));
-        if jobs.len() < BATCH {
-            // Auto-pipelining: let every client task that is ready right now queue its commands
-            // before this write goes out, so one write carries many clients' commands. Costs one
-            // trip through the scheduler, not a timer.
-            tokio::task::yield_now().await;
-            while jobs.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push_back(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        let commands: usize = jobs.iter().map(|j| j.count).sum();
-        let now = Instant::now();
-        let mut total = 0;
-        // A job leaves `jobs` only once its slot is in flight (see `serve`).
-        while let Some(next) = jobs.front() {
-            if let Some(limit) = next
-                .budget
-                .as_ref()
-                .filter(|b| b.exceeded())
-                .map(|b| b.limit())
-            {
-                // Its client is being closed for what it left unread (as Redis closes a client
-                // past its output limit, unread commands and all): not sent, so it holds no one
-                // up behind it on this connection.
-                let job = jobs.pop_front().expect("the front job");
-                let _ = job
-                    .reply
-                    .send(Err(Partial::from(CommandError::Overflow { limit })));
-                continue;
-            }
-            // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
-            // first send what is already queued here (its replies are what frees permits), then
-            // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
-            let weight = next.count.min(max_inflight) as u32;
-            match permits.try_acquire_many(weight) {
-                Ok(p) => p.forget(),
-                Err(_) => {
-                    if let Err(e) = write.write_all(&out).await {
-                        return Some(Kind::Lost(Lost::Write(e.into())));
-                    }
-                    out.clear();
-                    match permits.acquire_many(weight).await {
-                        Ok(p) => p.forget(),
-                        Err(_) => return Some(Kind::Closed(Closer::PermitsClosed)),
-                    }
-                }
-            }
-            let job = jobs.pop_front().expect("the front job");
-            if job.slow {
-                activity.slow_started();
-            }
-            total += job.bytes.len();
-            out.extend_from_slice(&job.bytes);
-            // The slot goes in before its bytes go out, so the reader always finds it.
-            inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(Slot {
-                    reply: Some(job.reply),
-                    count: job.count,
-                    permits: weight,
-                    sent: now,
-                    budget: job.budget,
-                    slow: job.slow,
-                });
-        }
-        // The batch's marker: its echo releases the replies before it (see `marker`).
-        if let Some(m) = markers.as_mut() {
-            m.append(&mut out);
-            inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(Slot {
-                    reply: None,
-                    count: 1,
-                    permits: 0,
-                    sent: now,
-                    budget: None,
-                    slow: false,
-                });
-        }
-        batch_commands.record(commands as f64);
-        batch_bytes.record(total as f64);
-        if let Err(e) = write.write_all(&out).await {
-            return Some(Kind::Lost(Lost::Write(e.into())));
-        }
-        out.clear();
-        // Large one-off batches should not pin their buffer forever.
-        if out.capacity() > 1 << 20 {
-            out = BytesMut::new();
-        }
-    }
-}
-
-/// Pair replies with slots, oldest first, without alignment markers: a pinned connection's own
-/// client is the only one on it, and its state (MULTI, CLIENT REPLY, MONITOR) would change what a
-/// marker is answered with.
-pub(super) async fn read_loop(
-    read: &mut BoxRead,
-    buf: &mut BytesMut,
-    inflight: &InFlight,
-    permits: &Semaphore,
-    activity: &Activity,
-) -> Option<Kind> {
-    read_marked(
-        read,
-        buf,
-        &mut Vec::new(),
-        inflight,
-        permits,
-        activity,
-        None,
-    )
-    .await
-}
-
-/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in, and
-/// with `markers`, delivered once the marker after it is echoed in place (held until then).
-async fn read_marked(
-    read: &mut BoxRead,
-    buf: &mut BytesMut,
-    held: &mut Vec<(Slot, Bytes)>,
-    inflight: &InFlight,
-    permits: &Semaphore,
-    activity: &Activity,
-    mut markers: Option<Markers>,
-) -> Option<Kind> {
-    let mut scanner = ReplyScanner::new();
-    // Replies of the head slot already scanned: their count and total length at the front of buf.
-    let mut scanned = 0;
-    let mut have = 0;
-    let error_replies = metrics::upstream_error_replies();
-    loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        match read.read_buf(buf).await {
-            Ok(0) => return Some(Kind::Lost(Lost::Closed)),
-            Ok(_) => activity.replied(),
-            Err(e) => return Some(Kind::Lost(Lost::Read(e.into()))),
-        }
-        let mut done = 0;
-        let mut errors = 0;
-        loop {
-            let found = match scanner.scan(&buf[scanned..]) {
-                Ok(Some(s)) => s,
-                Ok(None) => break,
-                Err(e) => return Some(Kind::Protocol(ProtocolError::Garbled(e))),
-            };
-            if found.push {
-                // Out of band (e.g. a tracking invalidation): not the answer to any request.
-                debug!("ignoring push frame on a shared connection");
-                let mut tail = buf.split_off(scanned);
-                tail.advance(found.len);
-                buf.extend_from_slice(&tail);
-                continue;
-            }
-            // `-` (RESP2 and RESP3) or `!` (a RESP3 blob error) opens an error reply.
-            errors += matches!(buf[scanned], b'-' | b'!') as u64;
-            scanned += found.len;
-            have += 1;
-            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(head) = q.front() else {
-                return Some(Kind::Protocol(ProtocolError::Unsolicited));
-            };
-            if have < head.count {
-                continue;
-            }
-            let slot = q.pop_front().expect("head exists");
-            drop(q);
-            if slot.slow {
-                activity.slow_finished();
-            }
-            done += slot.permits as usize;
-            if markers.is_none() {
-                deliver(slot, buf.split_to(scanned).freeze());
-            } else if slot.reply.is_some() {
-                held.push((slot, buf.split_to(scanned).freeze()));
-            } else {
-                if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
-                    return Some(Kind::Protocol(ProtocolError::Misaligned));
-                }
-                buf.advance(scanned);
-                for (slot, replies) in held.drain(..) {
-                    deliver(slot, replies);
-                }
-            }
-            scanned = 0;
-            have = 0;
-        }
-        if done > 0 {
-            permits.add_permits(done);
-        }
-        if errors > 0 {
-            error_replies.increment(errors);
-        }
-    }
-}
-
-/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
-fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
-    let mut scanner = ReplyScanner::new();
-    let (mut count, mut len) = (0, 0);
-    while count < max {
-        match scanner.scan(&buf[len..]) {
-            Ok(Some(s)) if !s.push => {
-                len += s.len;
-                count += 1;
-            }
-            _ => break,
-        }
-    }
-    (count, len)
-}
-
-/// Hand a job its vouched-for replies, against its client's budget.
-fn deliver(slot: Slot, replies: Bytes) {
-    let reply = match &slot.budget {
-        Some(b) if !b.charge(replies.len()) => {
-            Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
-        }
-        _ => Ok(replies),
-    };
-    // The client may have gone: its replies are dropped, the pairing holds.
-    if let Some(tx) = slot.reply
-        && let Err(Ok(dropped)) = tx.send(reply)
-        && let Some(b) = &slot.budget
-    {
-        b.release(dropped.len());
     }
 }
 

@@ -36,6 +36,10 @@ pub enum Kind {
     /// The TCP or unix-socket connect failed: refused, unreachable, no such socket.
     #[error("connect: {0}")]
     Connect(IoError),
+    /// TLS to the upstream failed: its material could not be loaded, or the handshake failed
+    /// (a certificate that does not verify, a name that does not match).
+    #[error("{0}")]
+    Tls(TlsFailure),
     /// A deadline passed with no answer.
     #[error("{0}")]
     TimedOut(Deadline),
@@ -51,6 +55,31 @@ pub enum Kind {
     /// respite closed the connection itself.
     #[error("{0}")]
     Closed(Closer),
+}
+
+/// How TLS to the upstream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsFailure {
+    /// The configured CA, certificate or key could not be loaded (respite's configuration).
+    #[error("TLS setup: {0}")]
+    Setup(Arc<crate::tls::TlsError>),
+    /// TLS itself refused the connection: rustls's reason names it (a certificate that does not
+    /// verify, a name that does not match, an alert from the upstream refusing respite's).
+    #[error("TLS handshake: {0}")]
+    Refused(rustls::Error),
+    /// The connection broke during the handshake.
+    #[error("TLS handshake: {0}")]
+    Handshake(IoError),
+}
+
+impl TlsFailure {
+    /// A failed handshake: TLS's refusal when rustls gave one, else the broken connection.
+    pub(crate) fn handshake(e: std::io::Error) -> TlsFailure {
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(refused) => TlsFailure::Refused(refused.clone()),
+            None => TlsFailure::Handshake(e.into()),
+        }
+    }
 }
 
 /// Which deadline passed.
@@ -182,9 +211,15 @@ impl UpstreamError {
         UpstreamError { addr, kind }
     }
 
-    /// The upstream refuses respite's configuration (see [`Refusal::is_rejection`]).
+    /// The upstream refuses respite's configuration (see [`Refusal::is_rejection`]), or TLS
+    /// does (respite's CA or certificate, or the upstream's: no retry cures either, and serving
+    /// locally would hide it).
     pub fn is_rejection(&self) -> bool {
-        matches!(&self.kind, Kind::Refused(r) if r.is_rejection())
+        match &self.kind {
+            Kind::Refused(r) => r.is_rejection(),
+            Kind::Tls(TlsFailure::Setup(_) | TlsFailure::Refused(_)) => true,
+            _ => false,
+        }
     }
 
     /// Which side failed: a refused configuration is respite's configuration, a connection

@@ -1,5 +1,6 @@
-//! Opening a connection to the upstream: connect (TCP or unix socket), then `HELLO` with the
-//! protocol, the URL's credentials and a client name, then `SELECT` the URL's database.
+//! Opening a connection to the upstream: connect (TCP or unix socket), TLS for a `rediss://` URL,
+//! then `HELLO` with the protocol, the URL's credentials and a client name, then `SELECT` the
+//! URL's database.
 //!
 //! The pools, the health probe and the near cache's tracking connections all open their
 //! connections here, so every connection respite makes speaks to the upstream the same way, and a
@@ -7,7 +8,7 @@
 //! is the one-command exchange a fresh connection is probed (`PING`) or set up (`CLIENT TRACKING
 //! ON`) with. Not the hot path: replies are read whole with [`crate::protocol::value`]. This
 //! module never keeps a connection: callers own what it opens.
-use super::error::{Deadline, Kind, Lost, ProtocolError, Refusal, UpstreamError};
+use super::error::{Deadline, Kind, Lost, ProtocolError, Refusal, TlsFailure, UpstreamError};
 use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, ReplyScanner, encode};
@@ -60,8 +61,24 @@ async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Resul
                 .await
                 .map_err(connect)?;
             s.set_nodelay(true).map_err(connect)?;
-            let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w))
+            match &config.tls {
+                // TLS is a property of the connection opened here, so the pools, the probe and
+                // the tracking connections all get it.
+                Some(tls) => {
+                    let (client, name) = crate::tls::client_config(tls)
+                        .map_err(|e| Kind::Tls(TlsFailure::Setup(Arc::new(e))))?;
+                    let stream = tokio_rustls::TlsConnector::from(client)
+                        .connect(name, s)
+                        .await
+                        .map_err(|e| Kind::Tls(TlsFailure::handshake(e)))?;
+                    let (r, w) = tokio::io::split(stream);
+                    (Box::new(r), Box::new(w))
+                }
+                None => {
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+            }
         }
         UpstreamAddr::Unix(p) => {
             let s = tokio::net::UnixStream::connect(p)

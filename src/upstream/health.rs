@@ -306,6 +306,15 @@ impl Health {
         }
     }
 
+    /// Whether the latest failure was TLS's (a certificate that does not verify, unreadable TLS
+    /// files): `/readyz` then says why, since no retry will cure it.
+    pub fn failing_tls(&self) -> bool {
+        matches!(
+            &self.lock().last_error,
+            Some(Cause::Conn(e) | Cause::Probe(e)) if matches!(e.kind, super::error::Kind::Tls(_))
+        )
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
         Snapshot {

@@ -29,6 +29,7 @@ pub mod health;
 pub mod lanes;
 mod marker;
 pub mod pinned;
+mod pipe;
 pub mod pool;
 pub mod probe;
 pub mod reply;

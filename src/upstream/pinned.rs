@@ -271,8 +271,8 @@ impl Task {
         let permits = Semaphore::new(max);
         let mut unsent = VecDeque::new();
         let ended = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED) => r,
-            r = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED) => r,
+            r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED, None) => r,
+            r = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, None) => r,
         };
         // The write loop ends once every handle is gone and all they sent is written.
         let Ok(last) = (match ended {
@@ -290,7 +290,7 @@ impl Task {
         let r = tokio::select! {
             biased;
             _ = abandoned.cancelled() => None,
-            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED) => return false,
+            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, None) => return false,
             r = &mut last => Some(r),
         };
         let r = match r {
@@ -302,7 +302,7 @@ impl Task {
                 }
                 let deadline = self.pool.config.command_timeout;
                 tokio::select! {
-                    _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED) => return false,
+                    _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, None) => return false,
                     _ = tokio::time::sleep(deadline) => return false,
                     r = &mut last => r,
                 }

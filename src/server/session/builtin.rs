@@ -33,11 +33,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
                 r.barrier().await;
             }
             let db = upstream_db(r);
-            let default = r
-                .shared
-                .tenants
-                .as_ref()
-                .and_then(|t| t.default_tenant().cloned());
+            let default = r.tenants.as_ref().and_then(|t| t.default_tenant().cloned());
             let c = &mut r.client;
             c.proto = Protocol::Resp2;
             c.name = None;
@@ -46,7 +42,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             c.db = db;
             encode::simple(&mut out, "RESET");
         }
-        "auth" if r.shared.tenants.is_none() && r.shared.upstream.is_some() => {
+        "auth" if r.tenants.is_none() && r.shared.upstream.is_some() => {
             Box::pin(r.auth_upstream(req)).await;
             return Flow::Continue;
         }
@@ -109,7 +105,7 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
         [user, password] => (user, password),
         _ => return Err("ERR syntax error".into()),
     };
-    let Some(tenants) = r.shared.tenants.clone() else {
+    let Some(tenants) = r.tenants.clone() else {
         return match args {
             [_] => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into()),
             _ if user == b"default" => Ok("default".into()),
@@ -234,7 +230,7 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             }
         }
     }
-    if user.is_none() && r.shared.tenants.is_some() && r.client.tenant.is_none() {
+    if user.is_none() && r.tenants.is_some() && r.client.tenant.is_none() {
         return error(
             r,
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",

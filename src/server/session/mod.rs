@@ -45,7 +45,8 @@ use crate::metrics::{self, ErrorKind};
 use crate::policy::{ReplyRewrite, Tenant};
 use crate::protocol::{Protocol, encode};
 use crate::server::fifo::Fifo;
-use crate::server::io::{ClientSocket, RawStream};
+use crate::server::io::{ClientIo, ClientSocket};
+use crate::server::tls_io::TlsSocket;
 use crate::server::{Accepted, Shared};
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
@@ -58,6 +59,8 @@ use tracing::debug;
 pub(crate) enum ClientStream {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
+    /// Accepted on the TLS listener: the handshake runs in the session's task.
+    Tls(std::net::TcpStream),
 }
 
 enum Either {
@@ -91,6 +94,9 @@ pub(crate) enum Pending {
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
     /// Flush everything before this, then close the connection.
     Close,
+    /// A sampled command framed at this instant: its reply is among those before this marker,
+    /// so its latency is recorded once they have been written (see `metrics::command_duration`).
+    Timed(&'static crate::command::CommandSpec, std::time::Instant),
 }
 
 /// Which of a job's replies the client sees.
@@ -143,8 +149,10 @@ pub(crate) async fn refuse(conn: Accepted, msg: &str) {
     encode::error(&mut out, msg);
     metrics::error(ErrorKind::Refused);
     let _ = match &conn.stream {
+        // Before a TLS handshake, a plain error would only garble it: just close.
         ClientStream::Tcp(s) => (&*s).write(&out),
         ClientStream::Unix(s) => (&*s).write(&out),
+        ClientStream::Tls(_) => Ok(0),
     };
 }
 
@@ -169,7 +177,8 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
         created: std::time::Instant::now(),
         last_command: "NULL",
         tenant: shared
-            .tenants
+            .live
+            .tenants()
             .as_ref()
             .and_then(|t| t.default_tenant().cloned()),
         timeouts_exempt: false,
@@ -178,6 +187,19 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
     let registered = match conn.stream {
         ClientStream::Tcp(s) => ClientSocket::new(s).map(Either::Tcp),
         ClientStream::Unix(s) => ClientSocket::new(s).map(Either::Unix),
+        ClientStream::Tls(s) => {
+            let Some(config) = shared.live.tls() else {
+                return gauge.decrement(1.0);
+            };
+            match TlsSocket::accept(s, config).await {
+                Ok(sock) => run(sock, client, shared).await,
+                Err(e) => {
+                    metrics::error(ErrorKind::Protocol);
+                    tracing::info!(error = %e, "TLS client refused");
+                }
+            }
+            return gauge.decrement(1.0);
+        }
     };
     match registered {
         Ok(Either::Tcp(sock)) => run(sock, client, shared).await,
@@ -187,8 +209,10 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
     gauge.decrement(1.0);
 }
 
-async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Shared>) {
-    let fifo = Fifo::new(shared.config.max_inflight_per_client);
+async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
+    // Limits as configured when the client connects (a reload applies to later connections).
+    let config = shared.live.config();
+    let fifo = Fifo::new(config.max_inflight_per_client);
     let unanswered_writes = Unanswered::default();
     let cache = shared.cache.clone();
     let registered = clients::register(&shared, &client);
@@ -196,8 +220,13 @@ async fn run<S: RawStream>(sock: ClientSocket<S>, client: Client, shared: Arc<Sh
     let budget = shared
         .upstream
         .as_ref()
-        .map(|_| ReplyBudget::within(shared.config.max_reply_bytes, &shared.client_memory));
+        .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory));
     let reader = Reader {
+        generation: shared.live.generation(),
+        tenants: shared.live.tenants(),
+        config: config.clone(),
+        sample_tick: 0,
+        timed: None,
         client,
         shared,
         fifo: &fifo,
@@ -285,6 +314,15 @@ pub(crate) struct Reader<'f> {
     cache_now: Option<u64>,
     /// Subscriptions and the outbox their pushes wait in, see [`subscribe`].
     pubsub: subscribe::PubSub,
+    /// The reload generation `tenants` was taken at (see [`crate::reload`]).
+    generation: u64,
+    /// The tenants in force; refreshed when a reload is seen, before the next command.
+    tenants: Option<Arc<crate::policy::Tenants>>,
+    /// The configuration as of connect: its limits apply to this client.
+    config: Arc<crate::config::Config>,
+    /// Commands since the last one timed, and the one being timed in this batch.
+    sample_tick: u32,
+    timed: Option<(&'static crate::command::CommandSpec, std::time::Instant)>,
     /// The upstream lane this client's group goes on ([`lanes`]), and whether the command
     /// being forwarded goes out of band instead.
     lane: crate::upstream::lanes::Lane,

@@ -135,7 +135,7 @@ impl Reader<'_> {
             .as_ref()
             .map_or(usize::MAX, |u| u.config().max_inflight.saturating_sub(2));
         // What respite holds for the transaction is bounded like an unfinished request.
-        let max_bytes = self.shared.config.limits.max_query_buffer;
+        let max_bytes = self.config.limits.max_query_buffer;
         let too_big = self.multi.as_ref().is_some_and(|m| {
             !m.streaming && (m.queued.len() >= limit || m.commands.len() > max_bytes)
         });

@@ -8,7 +8,7 @@ use crate::config::SessionLimits;
 use crate::metrics::{self, ErrorKind};
 use crate::policy;
 use crate::protocol::{Framer, Request};
-use crate::server::io::{ClientSocket, RawStream, SCRATCH};
+use crate::server::io::{ClientIo, SCRATCH};
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
@@ -19,8 +19,8 @@ const REQUEST_TIMEOUT: &str =
     "ERR request not completed within limits.request_timeout_ms; closing the connection";
 
 impl Reader<'_> {
-    pub(super) async fn read_loop<S: RawStream>(mut self, sock: &ClientSocket<S>) {
-        let limits = self.shared.config.limits;
+    pub(super) async fn read_loop<C: ClientIo>(mut self, sock: &C) {
+        let limits = self.config.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
         // The session's own token: a child of the proxy's draining token, also cancelled by
@@ -60,7 +60,7 @@ impl Reader<'_> {
                     return;
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
-                let restricted = self.shared.tenants.is_some() && self.client.tenant.is_none();
+                let restricted = self.tenants.is_some() && self.client.tenant.is_none();
                 framer.set_limits(if restricted {
                     policy::unauthenticated(limits)
                 } else {
@@ -76,6 +76,9 @@ impl Reader<'_> {
                     }
                     Ok(None) => {
                         self.send_group().await;
+                        if let Some((spec, framed)) = self.timed.take() {
+                            self.fifo.push(Pending::Timed(spec, framed), 0).await;
+                        }
                         break;
                     }
                     Err(e) if restricted && !e.fatal => {
@@ -198,6 +201,22 @@ impl Reader<'_> {
         request.into_iter().chain(idle).min()
     }
 
+    /// A reload happened since the last command: take the tenants in force now, and this
+    /// client's tenant's new rules by name (a tenant that is gone leaves it unauthenticated;
+    /// an unauthenticated one takes the default tenant).
+    fn reloaded(&mut self) {
+        self.generation = self.shared.live.generation();
+        self.tenants = self.shared.live.tenants();
+        let Some(tenants) = &self.tenants else {
+            self.client.tenant = None;
+            return;
+        };
+        self.client.tenant = match &self.client.tenant {
+            None => tenants.default_tenant().cloned(),
+            Some(t) => tenants.iter().find(|n| n.name == t.name).cloned(),
+        };
+    }
+
     pub(super) async fn close(&mut self) {
         self.push(Pending::Close).await
     }
@@ -231,6 +250,9 @@ impl Reader<'_> {
     }
 
     pub(super) async fn handle(&mut self, req: &mut Request) -> Flow {
+        if self.shared.live.generation() != self.generation {
+            self.reloaded();
+        }
         // After CLIENT REPLY SKIP, this command's reply is the one dropped.
         let skipping = std::mem::take(&mut self.skip_pending);
         let flow = self.dispatch(req).await;
@@ -260,6 +282,10 @@ impl Reader<'_> {
             }
         };
         metrics::command(spec).increment(1);
+        if self.sample_tick == 0 && self.timed.is_none() {
+            self.timed = Some((spec, std::time::Instant::now()));
+        }
+        self.sample_tick = (self.sample_tick + 1) % metrics::COMMAND_SAMPLE_EVERY;
         self.client.last_command = spec.name;
         self.registered.entry.ran(spec);
         let route = command::route(spec, &req.args);
@@ -272,7 +298,7 @@ impl Reader<'_> {
                 || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix())
                 || self.shared.answerer(spec, &req.args).is_some());
         let transaction = self.multi.is_some() || route == Route::Transaction;
-        if self.shared.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
+        if self.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(policy::NOAUTH).await;

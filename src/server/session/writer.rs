@@ -8,7 +8,7 @@ use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, ReplyRewrite};
 use crate::protocol::{Protocol, ReplyScanner, encode};
 use crate::pubsub::Outbox;
-use crate::server::io::{ClientSocket, RawStream};
+use crate::server::io::ClientIo;
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
 /// it that is already known, so a pipelining client gets them in one write. Pub/Sub pushes in
 /// `pushes` are taken before each reply and while waiting for one: between whole replies only.
-pub(super) async fn write_loop<S: RawStream>(
-    w: &ClientSocket<S>,
+pub(super) async fn write_loop<C: ClientIo>(
+    w: &C,
     fifo: &Fifo<Pending>,
     cache: Option<&NearCache>,
     unanswered_writes: &Unanswered,
@@ -114,6 +114,13 @@ pub(super) async fn write_loop<S: RawStream>(
                     r
                 }
                 Pending::Close => break 'session,
+                // Sampled (1 in 16), and pushed at the end of a read batch, where the replies
+                // before it would be flushed next anyway.
+                Pending::Timed(spec, framed) => {
+                    let r = flush(w, budget, &mut out).await;
+                    metrics::command_duration(spec, framed.elapsed().as_secs_f64());
+                    r
+                }
             };
             if written.is_err() {
                 gone = true;
@@ -184,13 +191,13 @@ pub(super) async fn write_loop<S: RawStream>(
         return;
     }
     let _ = flush(w, budget, &mut out).await;
-    w.shutdown_write();
+    w.shutdown_write().await;
 }
 
 /// Wait for `next`, writing Pub/Sub pushes as they come meanwhile (`out` then holds only whole
 /// replies, so a push never lands inside one). `Err`: the client is gone.
-async fn between<S: RawStream, F: std::future::Future>(
-    w: &ClientSocket<S>,
+async fn between<C: ClientIo, F: std::future::Future>(
+    w: &C,
     budget: Option<&ReplyBudget>,
     out: &mut BytesMut,
     pushes: Option<&Outbox>,
@@ -266,8 +273,8 @@ fn fetched_bytes(f: Option<Fetched>, proto: Protocol) -> Bytes {
     }
 }
 
-async fn flush<S: RawStream>(
-    w: &ClientSocket<S>,
+async fn flush<C: ClientIo>(
+    w: &C,
     budget: Option<&ReplyBudget>,
     out: &mut BytesMut,
 ) -> Result<(), ()> {
@@ -282,11 +289,7 @@ async fn flush<S: RawStream>(
 /// Write all of `b`; once the client is to be closed (over its own or the global budget), give
 /// the write [`CLOSE_GRACE`] more: the errors naming the limit reach a client that reads, while
 /// one that never reads no longer holds this write, and its session, forever.
-async fn write_all<S: RawStream>(
-    w: &ClientSocket<S>,
-    budget: Option<&ReplyBudget>,
-    b: &[u8],
-) -> Result<(), ()> {
+async fn write_all<C: ClientIo>(w: &C, budget: Option<&ReplyBudget>, b: &[u8]) -> Result<(), ()> {
     let Some(budget) = budget else {
         return w.write_all(b).await.map_err(|_| ());
     };
@@ -378,8 +381,8 @@ fn first_reply(
 }
 
 /// Add a reply to the output batch; a large reply is written straight through instead of copied.
-async fn append<S: RawStream>(
-    w: &ClientSocket<S>,
+async fn append<C: ClientIo>(
+    w: &C,
     budget: Option<&ReplyBudget>,
     out: &mut BytesMut,
     b: Bytes,

@@ -1,0 +1,329 @@
+//! The wire half of a connection: coalescing queued jobs into writes, and pairing replies with
+//! their slots, oldest first, through the alignment markers ([`super::marker`]). The connection's
+//! task ([`super::conn`]) owns the socket and runs these two loops; pinned connections run them
+//! without markers. The FIFO-pairing invariants are stated in [`super::conn`], and kept here.
+//!
+//! This module must never interpret replies beyond finding their boundaries.
+use super::activity::Activity;
+use super::conn::{InFlight, Job, Slot};
+use super::error::{Closer, CommandError, Kind, Lost, ProtocolError};
+use super::handshake::{BoxRead, BoxWrite};
+use super::marker::Markers;
+use super::reply::Partial;
+use crate::metrics;
+use crate::protocol::ReplyScanner;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tracing::debug;
+
+/// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
+// The connection's parts, its bound, and the two accounts it keeps (busy-vs-down activity, metrics).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_loop(
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    write: &mut BoxWrite,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    max_inflight: usize,
+    activity: &Activity,
+    // The protocol the in-flight and round-trip metrics count under; `None` (pinned
+    // connections) counts nothing.
+    label: Option<&'static str>,
+) -> Option<Kind> {
+    write_marked(
+        rx,
+        jobs,
+        write,
+        inflight,
+        permits,
+        max_inflight,
+        activity,
+        label,
+        None,
+    )
+    .await
+}
+
+/// [`write_loop`], ending each batch with an alignment marker when given `markers`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_marked(
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut VecDeque<Job>,
+    write: &mut BoxWrite,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    max_inflight: usize,
+    activity: &Activity,
+    label: Option<&'static str>,
+    mut markers: Option<Markers>,
+) -> Option<Kind> {
+    const BATCH: usize = 1024;
+    let (batch_commands, batch_bytes) = metrics::batch_histograms();
+    let mut received = Vec::with_capacity(BATCH);
+    let mut out = BytesMut::new();
+    loop {
+        if rx.recv_many(&mut received, BATCH).await == 0 {
+            return None;
+        }
+        jobs.extend(received.drain(..));
+        if jobs.len() < BATCH {
+            // Auto-pipelining: let every client task that is ready right now queue its commands
+            // before this write goes out, so one write carries many clients' commands. Costs one
+            // trip through the scheduler, not a timer.
+            tokio::task::yield_now().await;
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push_back(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let commands: usize = jobs.iter().map(|j| j.count).sum();
+        let now = Instant::now();
+        let mut total = 0;
+        // A job leaves `jobs` only once its slot is in flight (see `serve`).
+        while let Some(next) = jobs.front() {
+            if let Some(limit) = next
+                .budget
+                .as_ref()
+                .filter(|b| b.exceeded())
+                .map(|b| b.limit())
+            {
+                // Its client is being closed for what it left unread (as Redis closes a client
+                // past its output limit, unread commands and all): not sent, so it holds no one
+                // up behind it on this connection.
+                let job = jobs.pop_front().expect("the front job");
+                let _ = job
+                    .reply
+                    .send(Err(Partial::from(CommandError::Overflow { limit })));
+                continue;
+            }
+            // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
+            // first send what is already queued here (its replies are what frees permits), then
+            // wait; meanwhile later jobs stay in the channel and their senders wait in turn.
+            let weight = next.count.min(max_inflight) as u32;
+            match permits.try_acquire_many(weight) {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    if let Err(e) = write.write_all(&out).await {
+                        return Some(Kind::Lost(Lost::Write(e.into())));
+                    }
+                    out.clear();
+                    match permits.acquire_many(weight).await {
+                        Ok(p) => p.forget(),
+                        Err(_) => return Some(Kind::Closed(Closer::PermitsClosed)),
+                    }
+                }
+            }
+            let job = jobs.pop_front().expect("the front job");
+            if job.slow {
+                activity.slow_started();
+            }
+            total += job.bytes.len();
+            if let Some(label) = label {
+                metrics::upstream_inflight_add(label, job.count as i64);
+            }
+            out.extend_from_slice(&job.bytes);
+            // The slot goes in before its bytes go out, so the reader always finds it.
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Slot {
+                    reply: Some(job.reply),
+                    count: job.count,
+                    permits: weight,
+                    sent: now,
+                    budget: job.budget,
+                    slow: job.slow,
+                });
+        }
+        // The batch's marker: its echo releases the replies before it (see `marker`).
+        if let Some(m) = markers.as_mut() {
+            m.append(&mut out);
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Slot {
+                    reply: None,
+                    count: 1,
+                    permits: 0,
+                    sent: now,
+                    budget: None,
+                    slow: false,
+                });
+        }
+        batch_commands.record(commands as f64);
+        batch_bytes.record(total as f64);
+        if let Err(e) = write.write_all(&out).await {
+            return Some(Kind::Lost(Lost::Write(e.into())));
+        }
+        out.clear();
+        // Large one-off batches should not pin their buffer forever.
+        if out.capacity() > 1 << 20 {
+            out = BytesMut::new();
+        }
+    }
+}
+
+/// Pair replies with slots, oldest first, without alignment markers: a pinned connection's own
+/// client is the only one on it, and its state (MULTI, CLIENT REPLY, MONITOR) would change what a
+/// marker is answered with.
+pub(super) async fn read_loop(
+    read: &mut BoxRead,
+    buf: &mut BytesMut,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    activity: &Activity,
+    // The protocol the in-flight and round-trip metrics count under; `None` (pinned
+    // connections) counts nothing.
+    label: Option<&'static str>,
+) -> Option<Kind> {
+    read_marked(
+        read,
+        buf,
+        &mut Vec::new(),
+        inflight,
+        permits,
+        activity,
+        label,
+        None,
+    )
+    .await
+}
+
+/// Pair replies with slots, oldest first: a slot is complete once its `count` replies are in, and
+/// with `markers`, delivered once the marker after it is echoed in place (held until then).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn read_marked(
+    read: &mut BoxRead,
+    buf: &mut BytesMut,
+    held: &mut Vec<(Slot, Bytes)>,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    activity: &Activity,
+    label: Option<&'static str>,
+    mut markers: Option<Markers>,
+) -> Option<Kind> {
+    let mut scanner = ReplyScanner::new();
+    let rtt = label.map(metrics::upstream_rtt);
+    // Replies of the head slot already scanned: their count and total length at the front of buf.
+    let mut scanned = 0;
+    let mut have = 0;
+    let error_replies = metrics::upstream_error_replies();
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match read.read_buf(buf).await {
+            Ok(0) => return Some(Kind::Lost(Lost::Closed)),
+            Ok(_) => activity.replied(),
+            Err(e) => return Some(Kind::Lost(Lost::Read(e.into()))),
+        }
+        let mut done = 0;
+        let mut answered = 0;
+        // The oldest slot this read completes: one clock reading per read, not per command.
+        let mut oldest_sent = None;
+        let mut errors = 0;
+        loop {
+            let found = match scanner.scan(&buf[scanned..]) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => return Some(Kind::Protocol(ProtocolError::Garbled(e))),
+            };
+            if found.push {
+                // Out of band (e.g. a tracking invalidation): not the answer to any request.
+                debug!("ignoring push frame on a shared connection");
+                let mut tail = buf.split_off(scanned);
+                tail.advance(found.len);
+                buf.extend_from_slice(&tail);
+                continue;
+            }
+            // `-` (RESP2 and RESP3) or `!` (a RESP3 blob error) opens an error reply.
+            errors += matches!(buf[scanned], b'-' | b'!') as u64;
+            scanned += found.len;
+            have += 1;
+            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(head) = q.front() else {
+                return Some(Kind::Protocol(ProtocolError::Unsolicited));
+            };
+            if have < head.count {
+                continue;
+            }
+            let slot = q.pop_front().expect("head exists");
+            drop(q);
+            if slot.slow {
+                activity.slow_finished();
+            }
+            oldest_sent.get_or_insert(slot.sent);
+            // A marker is respite's own, never counted in flight.
+            if slot.reply.is_some() {
+                answered += slot.count;
+            }
+            done += slot.permits as usize;
+            if markers.is_none() {
+                deliver(slot, buf.split_to(scanned).freeze());
+            } else if slot.reply.is_some() {
+                held.push((slot, buf.split_to(scanned).freeze()));
+            } else {
+                if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
+                    return Some(Kind::Protocol(ProtocolError::Misaligned));
+                }
+                buf.advance(scanned);
+                for (slot, replies) in held.drain(..) {
+                    deliver(slot, replies);
+                }
+            }
+            scanned = 0;
+            have = 0;
+        }
+        if done > 0 {
+            permits.add_permits(done);
+            if let Some(label) = label {
+                metrics::upstream_inflight_add(label, -(answered as i64));
+            }
+        }
+        if let (Some(sent), Some(rtt)) = (oldest_sent, &rtt) {
+            rtt.record(sent.elapsed().as_secs_f64());
+        }
+        if errors > 0 {
+            error_replies.increment(errors);
+        }
+    }
+}
+
+/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
+pub(super) fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
+    let mut scanner = ReplyScanner::new();
+    let (mut count, mut len) = (0, 0);
+    while count < max {
+        match scanner.scan(&buf[len..]) {
+            Ok(Some(s)) if !s.push => {
+                len += s.len;
+                count += 1;
+            }
+            _ => break,
+        }
+    }
+    (count, len)
+}
+
+/// Hand a job its vouched-for replies, against its client's budget.
+pub(super) fn deliver(slot: Slot, replies: Bytes) {
+    let reply = match &slot.budget {
+        Some(b) if !b.charge(replies.len()) => {
+            Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
+        }
+        _ => Ok(replies),
+    };
+    // The client may have gone: its replies are dropped, the pairing holds.
+    if let Some(tx) = slot.reply
+        && let Err(Ok(dropped)) = tx.send(reply)
+        && let Some(b) = &slot.budget
+    {
+        b.release(dropped.len());
+    }
+}
