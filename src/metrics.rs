@@ -219,9 +219,14 @@ pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
             .unwrap_or(0);
         (0..n).map(|_| OnceLock::new()).collect()
     });
-    handles[spec.id as usize]
-        .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
-        .record(seconds);
+    match handles.get(spec.id as usize) {
+        Some(h) => h
+            .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
+            .record(seconds),
+        // A command only the upstream's own table has (NOT_BUILT_IN): by name, bounded by what
+        // the upstream lists. Rare, so the registry's lookup is fine here.
+        None => histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name).record(seconds),
+    }
 }
 
 /// The round trip of one upstream batch, from its write to its last reply (one per batch

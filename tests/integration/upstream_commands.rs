@@ -176,3 +176,22 @@ both!(fcall_with_a_loaded_library, |kind: Kind| {
     assert!(refused.contains("scripts"), "{refused}");
     assert_eq!(up.cmd(&[b"EXISTS", b"plain:k"]), b":0\r\n");
 });
+
+// The latency metric samples a session's first command: one only the upstream's table has (its
+// id past the built-in table's) must be timed by name, not crash the session (it did: an index
+// past the handle table, found when `scripts/instructions.sh` began its run with LCS).
+both!(
+    a_first_command_only_the_upstream_knows_is_timed,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&[b"LCS", b"a", b"b"]), bulk(""));
+        assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+        let (_, metrics) = proxy.admin_get("/metrics");
+        assert!(
+            metrics.contains("respite_command_duration_seconds_count{command=\"lcs\"}"),
+            "{metrics}"
+        );
+    }
+);
