@@ -5,12 +5,12 @@
 //! What changes live, swapped whole (arc-swap) so a reader sees the old set or the new, never a
 //! mix: the tenants (credentials, allow lists, prefixes, TTL rules, value limits), the client
 //! limits, the client TLS certificate and the near cache's rules (`near_cache.rule`; a change
-//! empties the cache, see `NearCache::replace_rules`). A live session takes its tenant's new rules at its
-//! next command (by tenant name; a tenant that is gone leaves it unauthenticated), new
+//! empties the cache, see `NearCache::replace_rules`). A live session takes its tenant's new rules
+//! at its next command (by tenant name; a tenant that is gone leaves it unauthenticated), new
 //! credentials at its next AUTH, new limits when it next connects, and a new certificate at its
 //! next handshake. What cannot change live (listeners, upstream, admin, runtime, logging, local
-//! engine, the near cache's other settings) is left as it was and named in the outcome as needing a restart. An
-//! invalid configuration changes nothing. This module never opens sockets.
+//! engine, the near cache's other settings) is left as it was and named in the outcome as needing a
+//! restart. An invalid configuration changes nothing. This module never opens sockets.
 use crate::cache::NearCache;
 use crate::config::{self, Config, ConfigError, Setting};
 use crate::policy::Tenants;
