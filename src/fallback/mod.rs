@@ -18,6 +18,7 @@ use crate::config::{LocalOnlyConfig, LocalWrites, OnRecovery};
 use crate::engine::Engine;
 use crate::metrics;
 use crate::protocol::Protocol;
+use crate::pubsub::Hub;
 use crate::upstream::health::Health;
 use bytes::Bytes;
 
@@ -31,8 +32,10 @@ pub(crate) enum Answerer<'a> {
 }
 
 /// The local engine, as local-only mode uses it: writes record their keys for the recovery.
+/// Pub/Sub commands go to the hub instead, which delivers within the process.
 pub(crate) struct Local<'a> {
     engine: &'a Engine,
+    pubsub: Option<&'a Hub>,
     /// `None` in standalone mode and when the recovery does not invalidate.
     outage: Option<&'a Outage>,
 }
@@ -53,6 +56,11 @@ impl Local<'_> {
             && let Ok(keys) = command::keys(spec, args)
         {
             outage.record(keys.positions().filter_map(|i| args.get(i)));
+        }
+        if let Some(hub) = self.pubsub
+            && let Some(reply) = crate::pubsub::answer(hub, spec, args, proto)
+        {
+            return reply;
         }
         self.engine.execute(spec, args, proto, now)
     }
@@ -88,6 +96,7 @@ pub(crate) fn answerer<'a>(
     health: Option<&Health>,
     config: &LocalOnlyConfig,
     outage: Option<&'a Outage>,
+    pubsub: Option<&'a Hub>,
     spec: &CommandSpec,
     args: &[Bytes],
 ) -> Option<Answerer<'a>> {
@@ -95,6 +104,7 @@ pub(crate) fn answerer<'a>(
     let Some(health) = health else {
         return Some(Answerer::Engine(Local {
             engine,
+            pubsub,
             outage: None,
         })); // standalone
     };
@@ -116,7 +126,11 @@ pub(crate) fn answerer<'a>(
         }
     }
     let outage = outage.filter(|_| config.on_recovery == OnRecovery::Invalidate);
-    Some(Answerer::Engine(Local { engine, outage }))
+    Some(Answerer::Engine(Local {
+        engine,
+        pubsub,
+        outage,
+    }))
 }
 
 /// A write, or a script that may write (its keys are its `KEYS`).

@@ -19,13 +19,16 @@
 //!   order the link read them.
 //! - A subscription is confirmed to the client only after the upstream confirmed it (or after
 //!   `upstream.command_timeout`, when the upstream is away), so a message published after the
-//!   client saw its confirmation reaches it.
+//!   client saw its confirmation reaches it. In standalone mode and while local-only, PUBLISH is
+//!   answered here ([`local`]) under the same lock, so a confirmation there is enough at once.
 mod frames;
 mod link;
+mod local;
 mod outbox;
 mod subscriber;
 
 pub(crate) use frames::pong;
+pub(crate) use local::answer;
 pub(crate) use outbox::Outbox;
 pub(crate) use subscriber::Subscriber;
 
@@ -87,6 +90,8 @@ struct Registry {
     entries: HashMap<Name, Entry>,
     /// Names whose upstream subscription may need to change: the link reconciles them.
     dirty: HashSet<Name>,
+    /// The patterns among `entries`, which a local PUBLISH matches its channel against.
+    patterns: HashSet<Bytes>,
 }
 
 /// A command for the upstream sent on the subscriber connection (PUBSUB NUMSUB), and where its
@@ -103,6 +108,8 @@ pub(crate) struct Hub {
     confirm_timeout: std::time::Duration,
     /// `limits.pubsub_output_bytes`.
     pub output_limit: usize,
+    /// False in standalone mode: no link, nothing to reconcile.
+    linked: bool,
 }
 
 impl Hub {
@@ -115,9 +122,29 @@ impl Hub {
             queries,
             confirm_timeout: config.command_timeout,
             output_limit,
+            linked: true,
         });
         tokio::spawn(link::run(hub.clone(), config, rx, stop));
         hub
+    }
+
+    /// The hub of standalone mode: no upstream, so no link; PUBLISH is answered by [`local`].
+    pub fn standalone(output_limit: usize) -> Arc<Hub> {
+        // Queries have nobody to go to (the receiver is gone): they fail at once.
+        let (queries, _) = mpsc::channel(1);
+        Arc::new(Hub {
+            registry: Mutex::new(Registry::default()),
+            changed: Notify::new(),
+            queries,
+            confirm_timeout: std::time::Duration::ZERO,
+            output_limit,
+            linked: false,
+        })
+    }
+
+    /// Whether a SUBSCRIBE waits for the upstream's confirmation (never without a link).
+    pub fn linked(&self) -> bool {
+        self.linked
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -143,8 +170,10 @@ impl Hub {
                         acked,
                     },
                 );
-                reg.dirty.insert(name.clone());
-                self.changed.notify_one();
+                if name.0 == Kind::Pattern {
+                    reg.patterns.insert(name.1.clone());
+                }
+                self.mark(&mut reg, name);
                 rx
             }
         }
@@ -189,6 +218,16 @@ impl Hub {
             .is_some_and(|e| e.subs.is_empty() && e.holds == 0)
         {
             reg.entries.remove(name);
+            if name.0 == Kind::Pattern {
+                reg.patterns.remove(&name.1);
+            }
+            self.mark(reg, name);
+        }
+    }
+
+    /// Tell the link `name` changed (with no link, nobody would ever take the mark).
+    fn mark(&self, reg: &mut Registry, name: &Name) {
+        if self.linked {
             reg.dirty.insert(name.clone());
             self.changed.notify_one();
         }
@@ -218,31 +257,40 @@ impl Hub {
     /// upstream sent them (`channel` is the name itself except for pattern messages).
     fn dispatch(&self, name: &Name, channel: &[u8], payload: &[u8]) {
         let reg = self.lock();
-        let Some(e) = reg.entries.get(name) else {
-            return;
-        };
-        // Encoded once per protocol and tenant prefix; every subscriber shares the bytes.
-        let mut encoded: Vec<(Protocol, &[u8], Bytes)> = Vec::new();
-        let mut dropped = 0u64;
-        for sub in e.subs.values() {
-            let frame = match encoded
-                .iter()
-                .find(|(p, pre, _)| *p == sub.proto && *pre == &sub.prefix[..])
-            {
-                Some((_, _, f)) => f.clone(),
-                None => {
-                    let f = encode_for(sub, name, channel, payload);
-                    encoded.push((sub.proto, &sub.prefix[..], f.clone()));
-                    f
-                }
-            };
-            if !sub.outbox.push(frame) {
-                dropped += 1;
-            }
-        }
-        crate::metrics::pubsub_delivered(e.subs.len() as u64 - dropped, dropped);
+        deliver(&reg, name, channel, payload);
     }
+}
 
+/// [`Hub::dispatch`] under the registry lock; the number of subscribers it reached (as Redis
+/// counts receivers: those closed for their limit too).
+fn deliver(reg: &Registry, name: &Name, channel: &[u8], payload: &[u8]) -> usize {
+    let Some(e) = reg.entries.get(name) else {
+        return 0;
+    };
+    // Encoded once per protocol and tenant prefix; every subscriber shares the bytes.
+    let mut encoded: Vec<(Protocol, &[u8], Bytes)> = Vec::new();
+    let mut dropped = 0u64;
+    for sub in e.subs.values() {
+        let frame = match encoded
+            .iter()
+            .find(|(p, pre, _)| *p == sub.proto && *pre == &sub.prefix[..])
+        {
+            Some((_, _, f)) => f.clone(),
+            None => {
+                let f = encode_for(sub, name, channel, payload);
+                encoded.push((sub.proto, &sub.prefix[..], f.clone()));
+                f
+            }
+        };
+        if !sub.outbox.push(frame) {
+            dropped += 1;
+        }
+    }
+    crate::metrics::pubsub_delivered(e.subs.len() as u64 - dropped, dropped);
+    e.subs.len()
+}
+
+impl Hub {
     /// The link is (re)connected: every name is to be subscribed afresh, and none is confirmed.
     fn relinked(&self) -> Vec<Name> {
         let mut reg = self.lock();
@@ -308,6 +356,7 @@ mod tests {
             queries,
             confirm_timeout: std::time::Duration::from_secs(1),
             output_limit: 1 << 20,
+            linked: true,
         }
     }
 

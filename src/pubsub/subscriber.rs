@@ -78,9 +78,17 @@ impl Subscriber {
     }
 
     /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE in the namespace of `prefix`: wait until the upstream
-    /// carries every name (see the hub's invariants), then attach each and queue its
-    /// confirmation, in argument order.
-    pub async fn subscribe(&mut self, kind: Kind, proto: Protocol, prefix: &Bytes, args: &[Bytes]) {
+    /// carries every name (see the hub's invariants) unless `local` (standalone, or the upstream
+    /// is down: PUBLISH is answered within respite, and the link subscribes the names once the
+    /// upstream is back), then attach each and queue its confirmation, in argument order.
+    pub async fn subscribe(
+        &mut self,
+        kind: Kind,
+        proto: Protocol,
+        prefix: &Bytes,
+        args: &[Bytes],
+        local: bool,
+    ) {
         let mut holds = Holds {
             hub: &self.hub,
             names: Vec::with_capacity(args.len()),
@@ -98,7 +106,9 @@ impl Subscriber {
         };
         // An upstream that is away does not hold the client: the subscription stays registered and
         // the link subscribes it once it is back.
-        let _ = tokio::time::timeout(self.hub.confirm_timeout, confirmed).await;
+        if !local && self.hub.linked() {
+            let _ = tokio::time::timeout(self.hub.confirm_timeout, confirmed).await;
+        }
         let names = std::mem::take(&mut holds.names);
         drop(holds);
         for (a, name) in args.iter().zip(names) {

@@ -181,7 +181,8 @@ pub(crate) struct Shared {
     pub client_memory: Arc<crate::upstream::ClientMemory>,
     /// Every client session, for CLIENT LIST and CLIENT KILL.
     pub clients: session::Registry,
-    /// Pub/Sub fan-out to the upstream; `None` in standalone mode.
+    /// Pub/Sub: fan-out of the upstream's messages, and delivery within respite in standalone
+    /// mode and while local-only. Always present (an `Option` for the sessions' sake).
     pub pubsub: Option<Arc<crate::pubsub::Hub>>,
 }
 
@@ -198,6 +199,7 @@ impl Shared {
             self.health.as_deref(),
             &self.config.local_only,
             Some(&self.outage),
+            self.pubsub.as_deref(),
             spec,
             args,
         )
@@ -308,8 +310,11 @@ pub async fn run_reloadable(
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,
-        pubsub: config.upstream.clone().map(|u| {
-            crate::pubsub::Hub::start(u, config.pubsub_output_bytes, stop_upstream.clone())
+        pubsub: Some(match config.upstream.clone() {
+            Some(u) => {
+                crate::pubsub::Hub::start(u, config.pubsub_output_bytes, stop_upstream.clone())
+            }
+            None => crate::pubsub::Hub::standalone(config.pubsub_output_bytes),
         }),
         client_memory: Arc::new(crate::upstream::ClientMemory::new(
             config.sessions.max_client_memory,

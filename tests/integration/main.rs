@@ -21,6 +21,7 @@ mod outage_recovery;
 mod pinned;
 mod pubsub;
 mod pubsub_fanout;
+mod pubsub_local;
 mod relay;
 mod reload;
 mod robustness;

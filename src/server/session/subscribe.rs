@@ -18,7 +18,7 @@ use crate::pubsub::{self, Hub, Kind, Outbox, Subscriber};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
-/// A session's Pub/Sub state: its outbox (when the proxy has an upstream) and its subscriptions.
+/// A session's Pub/Sub state: its outbox and its subscriptions.
 #[derive(Default)]
 pub(crate) struct PubSub {
     pub outbox: Option<Arc<Outbox>>,
@@ -95,8 +95,12 @@ impl Reader<'_> {
             self.pubsub.subscriber = None;
             return None;
         }
+        // Standalone, or the upstream is down: respite answers Pub/Sub itself (the forwarding
+        // path's local engine hands PUBLISH and PUBSUB to the hub, tenants' names rewritten as
+        // in proxy mode).
+        let local = self.shared.answerer(spec, &req.args).is_some();
         let Some((kind, subscribe)) = kind_of(spec.name) else {
-            if spec.name.starts_with("pubsub|") {
+            if spec.name.starts_with("pubsub|") && !local {
                 self.numsub(spec, req).await;
                 return Some(Flow::Continue);
             }
@@ -121,7 +125,8 @@ impl Reader<'_> {
             .subscriber
             .get_or_insert_with(|| Box::new(Subscriber::new(hub, id, outbox)));
         if subscribe {
-            sub.subscribe(kind, proto, &prefix, &req.args[1..]).await;
+            sub.subscribe(kind, proto, &prefix, &req.args[1..], local)
+                .await;
         } else {
             sub.unsubscribe(kind, proto, &req.args[1..]);
         }
