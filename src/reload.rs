@@ -4,19 +4,21 @@
 //!
 //! What changes live, swapped whole (arc-swap) so a reader sees the old set or the new, never a
 //! mix: the tenants (credentials, allow lists, prefixes, TTL rules, value limits), the client
-//! limits and the client TLS certificate. A live session takes its tenant's new rules at its
-//! next command (by tenant name; a tenant that is gone leaves it unauthenticated), new
+//! limits, the client TLS certificate and the near cache's rules (`near_cache.rule`; a change
+//! empties the cache, see `NearCache::replace_rules`). A live session takes its tenant's new rules
+//! at its next command (by tenant name; a tenant that is gone leaves it unauthenticated), new
 //! credentials at its next AUTH, new limits when it next connects, and a new certificate at its
 //! next handshake. What cannot change live (listeners, upstream, admin, runtime, logging, local
-//! engine, near cache) is left as it was and named in the outcome as needing a restart. An
-//! invalid configuration changes nothing. This module never opens sockets.
+//! engine, the near cache's other settings) is left as it was and named in the outcome as needing a
+//! restart. An invalid configuration changes nothing. This module never opens sockets.
+use crate::cache::NearCache;
 use crate::config::{self, Config, ConfigError, Setting};
 use crate::policy::Tenants;
 use crate::tls::TlsError;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Where the running configuration came from, to read it again. No `Debug`: settings may hold
 /// passwords.
@@ -53,6 +55,9 @@ pub struct Live {
     tenants: ArcSwapOption<Tenants>,
     tls: ArcSwapOption<rustls::ServerConfig>,
     sources: Option<Sources>,
+    /// The near cache whose rules a reload replaces; attached once it is started (it needs the
+    /// upstream, which starts after this).
+    cache: OnceLock<Arc<NearCache>>,
     /// One reload at a time (SIGHUP and POST may race).
     reloading: tokio::sync::Mutex<()>,
 }
@@ -75,8 +80,14 @@ impl Live {
             tenants: ArcSwapOption::new(tenants),
             tls: ArcSwapOption::new(tls),
             sources,
+            cache: OnceLock::new(),
             reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The running near cache, for reloads to replace its rules.
+    pub fn attach_cache(&self, cache: Arc<NearCache>) {
+        let _ = self.cache.set(cache);
     }
 
     pub fn generation(&self) -> u64 {
@@ -139,6 +150,12 @@ impl Live {
             merged.listen.tls_files = new.listen.tls_files.clone();
             self.tls.store(tls);
         }
+        if let (Some(running), Some(next)) = (&mut merged.near_cache, &new.near_cache) {
+            running.rules = next.rules.clone();
+            if let Some(cache) = self.cache.get() {
+                cache.replace_rules(&next.rules, tenants.as_deref());
+            }
+        }
         self.tenants.store(tenants);
         self.config.store(Arc::new(merged));
         self.generation.fetch_add(1, Ordering::Release);
@@ -184,7 +201,14 @@ fn fixed_differences(old: &Config, new: &Config) -> Vec<&'static str> {
     if format!("{:?}", old.local_only) != format!("{:?}", new.local_only) {
         out.push("local_only");
     }
-    if format!("{:?}", old.near_cache) != format!("{:?}", new.near_cache) {
+    // The rules change live; everything else in the section waits for a restart.
+    let fixed = |c: &Config| {
+        c.near_cache.clone().map(|mut n| {
+            n.rules.clear();
+            format!("{n:?}")
+        })
+    };
+    if fixed(old) != fixed(new) {
         out.push("near_cache");
     }
     out

@@ -16,22 +16,26 @@
 //!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
 pub(crate) mod coherence;
 pub mod reads;
+mod rules;
 pub mod store;
 mod tracking;
 
 pub use crate::config::{CacheConfig, Rule};
 pub use reads::{ReadKind, Sig};
+pub use rules::RuleSet;
+use rules::{HitCounts, Rules, build_rules};
 pub use store::{Cached, Fetched, Found, Store};
 
 use crate::config::UpstreamConfig;
-use crate::policy::{Tenants, glob};
+use crate::policy::Tenants;
 use crate::protocol::Protocol;
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use metrics::{Counter, counter, gauge};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +60,8 @@ pub enum FlushReason {
     Local,
     /// A tracking connection was lost or went silent: invalidations may have been missed.
     TrackingLost,
+    /// A reload changed the `near_cache.rule` entries.
+    Reload,
 }
 
 impl FlushReason {
@@ -64,6 +70,7 @@ impl FlushReason {
             FlushReason::Upstream => "upstream",
             FlushReason::Local => "local",
             FlushReason::TrackingLost => "tracking_lost",
+            FlushReason::Reload => "reload",
         }
     }
 }
@@ -76,31 +83,6 @@ pub enum Lookup {
     Wait(oneshot::Receiver<Fetched>),
     /// Not the cache's: forward it as usual.
     Bypass,
-}
-
-/// The rules that apply to one tenant (or to clients without one), with its hit counters
-/// (counted here, published to the metrics recorder once a second by the sweeper).
-pub struct RuleSet {
-    rules: Vec<Rule>,
-    tenant: String,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl RuleSet {
-    fn covers(&self, kind: ReadKind, key: &[u8]) -> bool {
-        self.rules.iter().any(|r| {
-            r.reads & kind.bit() != 0 && (&r.pattern[..] == b"*" || glob::matches(&r.pattern, key))
-        })
-    }
-
-    fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn miss(&self) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// State the tracking connections share with the sessions.
@@ -131,9 +113,9 @@ pub struct NearCache {
     shared: Arc<Shared>,
     fills: Vec<tokio::sync::mpsc::Sender<tracking::FillJob>>,
     hasher: foldhash::fast::FixedState,
-    /// Rules by tenant name; `untenanted` for clients without a tenant.
-    by_tenant: HashMap<String, RuleSet>,
-    untenanted: RuleSet,
+    rules: ArcSwap<Rules>,
+    /// Hit counters by tenant label ("" for clients without a tenant); only grows.
+    counts: Mutex<HashMap<String, Arc<HitCounts>>>,
 }
 
 impl NearCache {
@@ -145,23 +127,8 @@ impl NearCache {
         stale_reads: std::time::Duration,
         shutdown: CancellationToken,
     ) -> Arc<NearCache> {
-        let rules_for = |tenant: Option<&str>| RuleSet {
-            rules: config
-                .rules
-                .iter()
-                .filter(|r| r.tenant.is_none() || r.tenant.as_deref() == tenant)
-                .cloned()
-                .collect(),
-            tenant: tenant.unwrap_or("").to_string(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        };
-        let by_tenant = tenants
-            .into_iter()
-            .flat_map(|t| t.iter())
-            .map(|t| (t.name.clone(), rules_for(Some(&t.name))))
-            .collect();
-        let untenanted = rules_for(None);
+        let counts = Mutex::new(HashMap::new());
+        let rules = ArcSwap::from_pointee(build_rules(&config.rules, tenants, &counts));
         let shared = Arc::new(Shared {
             store: Store::with_stale_reads(
                 config.max_memory,
@@ -187,25 +154,50 @@ impl NearCache {
             shared,
             fills,
             hasher: foldhash::fast::FixedState::with_seed(0x5eed),
-            by_tenant,
-            untenanted,
+            rules,
+            counts,
         });
         tokio::spawn(sweeper(cache.clone(), shutdown));
         cache
     }
 
-    fn rule_sets(&self) -> impl Iterator<Item = &RuleSet> {
-        std::iter::once(&self.untenanted).chain(self.by_tenant.values())
+    /// Each tenant label's (hits, misses) so far.
+    fn hit_counts(&self) -> Vec<(String, u64, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|(t, c)| {
+                let h = c.hits.load(Ordering::Relaxed);
+                (t.clone(), h, c.misses.load(Ordering::Relaxed))
+            })
+            .collect()
     }
 
     /// The rules for a tenant's clients (`None`: clients without a tenant); `None` when no
     /// rule covers them, so their reads skip the cache at once.
-    pub fn rules(&self, tenant: Option<&str>) -> Option<&RuleSet> {
+    pub fn rules(&self, tenant: Option<&str>) -> Option<Arc<RuleSet>> {
+        let all = self.rules.load();
         let set = match tenant {
-            Some(name) => self.by_tenant.get(name)?,
-            None => &self.untenanted,
+            Some(name) => all.by_tenant.get(name)?,
+            None => &all.untenanted,
         };
-        (!set.rules.is_empty()).then_some(set)
+        (!set.rules.is_empty()).then(|| set.clone())
+    }
+
+    /// A reload: the `near_cache.rule` entries (and the tenants they are matched against) in
+    /// force from now on; rebuilt on every reload, since the tenants may have changed. When
+    /// the rules differ from those running, the cache is emptied after the swap (a flush with
+    /// reason "reload"): nothing filled under the old rules is served under the new ones, and
+    /// keys no longer covered stop holding memory. A read racing the swap may fill an entry
+    /// after the flush; it is a value the upstream tracks like any other (invalidated on
+    /// write), and a key is only looked up when the new rules cover it.
+    pub fn replace_rules(&self, rules: &[Rule], tenants: Option<&Tenants>) {
+        let changed = format!("{rules:?}") != format!("{:?}", self.rules.load().list);
+        self.rules
+            .store(Arc::new(build_rules(rules, tenants, &self.counts)));
+        if changed {
+            self.shared.flush(FlushReason::Reload);
+        }
     }
 
     fn tracker(&self, key: &[u8]) -> usize {
@@ -350,14 +342,9 @@ impl NearCache {
     /// Numbers for `/stats`.
     pub fn stats(&self) -> serde_json::Value {
         let s = &self.shared;
-        let hits: u64 = self
-            .rule_sets()
-            .map(|r| r.hits.load(Ordering::Relaxed))
-            .sum();
-        let misses: u64 = self
-            .rule_sets()
-            .map(|r| r.misses.load(Ordering::Relaxed))
-            .sum();
+        let counts = self.hit_counts();
+        let hits: u64 = counts.iter().map(|c| c.1).sum();
+        let misses: u64 = counts.iter().map(|c| c.2).sum();
         let c = &s.store.counts;
         serde_json::json!({
             "enabled": !s.disabled.load(Ordering::Relaxed),
@@ -400,18 +387,8 @@ pub fn upstream_key(prefix: &[u8], key: &Bytes) -> Bytes {
 async fn sweeper(cache: Arc<NearCache>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut last = (0, 0, 0, 0);
-    let mut tenants: Vec<(Counter, Counter, u64, u64)> = cache
-        .rule_sets()
-        .map(|r| {
-            let label = r.tenant.clone();
-            (
-                counter!(HITS_TOTAL, "tenant" => label.clone()),
-                counter!(MISSES_TOTAL, "tenant" => label),
-                0,
-                0,
-            )
-        })
-        .collect();
+    // By tenant label: a reload may add tenants, whose counters join here.
+    let mut tenants: HashMap<String, (Counter, Counter, u64, u64)> = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -419,11 +396,15 @@ async fn sweeper(cache: Arc<NearCache>, shutdown: CancellationToken) {
         }
         let shared = cache.shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.store.sweep()).await;
-        for (set, (hits, misses, h0, m0)) in cache.rule_sets().zip(tenants.iter_mut()) {
-            let (h, m) = (
-                set.hits.load(Ordering::Relaxed),
-                set.misses.load(Ordering::Relaxed),
-            );
+        for (label, h, m) in cache.hit_counts() {
+            let (hits, misses, h0, m0) = tenants.entry(label.clone()).or_insert_with(|| {
+                (
+                    counter!(HITS_TOTAL, "tenant" => label.clone()),
+                    counter!(MISSES_TOTAL, "tenant" => label),
+                    0,
+                    0,
+                )
+            });
             hits.increment(h - *h0);
             misses.increment(m - *m0);
             (*h0, *m0) = (h, m);

@@ -285,6 +285,9 @@ pub async fn run_reloadable(
         )),
         _ => None,
     };
+    if let Some(c) = &cache {
+        live.attach_cache(c.clone());
+    }
     if let Some(u) = &upstream {
         tokio::spawn(fallback::recovery_task(
             u.clone(),

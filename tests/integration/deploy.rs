@@ -504,3 +504,63 @@ fn yamllint_accepts_the_deploy_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Kubernetes 1.29 is the first with native sidecars (`restartPolicy: Always` on an init
+/// container), the oldest version sidecar.yaml supports.
+const KUBERNETES_VERSION: &str = "1.29.0";
+
+/// `kubernetes-validate --strict` (Kubernetes' own OpenAPI schemas, bundled, offline) on the given
+/// files: whether they pass, and what it said.
+fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--no-warn", "-k", KUBERNETES_VERSION])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate runs (scripts/test.sh installs it: pip install kubernetes-validate)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every file under deploy/kubernetes holds to Kubernetes' schema for its kind, unknown fields
+/// refused; and the check is live: the same file with one misspelled container field fails it.
+#[test]
+fn the_kubernetes_files_pass_the_schema_check() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("deploy/kubernetes"))
+        .expect("deploy/kubernetes")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML under deploy/kubernetes");
+    let (ok, text) = kubernetes_validate(&files);
+    assert!(ok, "kubernetes-validate:\n{text}");
+    for f in &files {
+        let name = f.display().to_string();
+        assert!(text.contains(&name), "{name} was not checked:\n{text}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("sidecar.yaml");
+    let shipped = read("deploy/kubernetes/sidecar.yaml");
+    let line = "          restartPolicy: Always\n";
+    assert!(
+        shipped.contains(line),
+        "the sidecar's restartPolicy line moved"
+    );
+    std::fs::write(
+        &broken,
+        shipped.replacen(
+            line,
+            &format!("{line}          restartPolicyy: Always\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let (ok, text) = kubernetes_validate(&[broken]);
+    assert!(!ok, "an unknown container field passed:\n{text}");
+    assert!(text.contains("'restartPolicyy' was unexpected"), "{text}");
+}

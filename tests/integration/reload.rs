@@ -207,3 +207,91 @@ fn latency_histograms_grow_with_commands() {
     }
     assert!(count(&proxy, "respite_upstream_shared_connections") >= 1.0);
 }
+
+/// A near cache with one rule for every client (none when `pattern` is `None`).
+fn cache_config(pattern: Option<&str>) -> String {
+    let mut toml = String::from("[near_cache]\nenabled = true\n");
+    if let Some(p) = pattern {
+        toml.push_str(&format!("[[near_cache.rule]]\npattern = \"{p}\"\n"));
+    }
+    toml
+}
+
+/// `GET` calls the upstream has answered so far (its own `INFO commandstats`).
+fn upstream_gets(upstream: &Server) -> u64 {
+    let info = upstream.raw().cmd(&words("INFO commandstats"));
+    String::from_utf8_lossy(&info)
+        .split("cmdstat_get:calls=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A `near_cache.rule` removed by a reload stops caching at once, on a connection opened
+/// before: the key it covered was answered from the cache (the upstream saw no GET), and after
+/// the reload every read reaches the upstream. Counted as a flush with reason "reload".
+#[test]
+fn reload_replaces_the_near_cache_rules() {
+    let upstream = Server::start(Kind::Redis);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, cache_config(Some("hot:*"))).unwrap();
+    let proxy = Binary::start(
+        "",
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--upstream",
+            &upstream.url(),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || {
+        metric(&proxy, "respite_near_cache_enabled") == 1.0
+    })
+    .expect("the near cache's tracking connections come up");
+    let mut client = Raw::connect(proxy.addr);
+    assert_eq!(client.cmd(&words("SET hot:k v")), b"+OK\r\n");
+    // The first read fills the cache; the next ones are hits the upstream never sees.
+    assert_eq!(client.cmd(&words("GET hot:k")), b"$1\r\nv\r\n");
+    let filled = upstream_gets(&upstream);
+    assert!(filled >= 1, "the fill reached the upstream");
+    for _ in 0..5 {
+        assert_eq!(client.cmd(&words("GET hot:k")), b"$1\r\nv\r\n");
+    }
+    assert_eq!(upstream_gets(&upstream), filled, "cached under the rule");
+
+    // The rule goes; the cache's other settings are unchanged, so nothing needs a restart.
+    std::fs::write(&file, cache_config(None)).unwrap();
+    let (code, body) = post(&proxy, "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !body.contains("near_cache"),
+        "nothing waits for a restart: {body}"
+    );
+    for i in 1..=5 {
+        assert_eq!(client.cmd(&words("GET hot:k")), b"$1\r\nv\r\n");
+        assert_eq!(
+            upstream_gets(&upstream),
+            filled + i,
+            "read {i} after the reload"
+        );
+    }
+    wait_until(Duration::from_secs(5), || {
+        metric(
+            &proxy,
+            "respite_near_cache_flushes_total{reason=\"reload\"}",
+        ) == 1.0
+    })
+    .expect("the rule change emptied the cache");
+
+    // The rule comes back: caching resumes, from an empty cache (one fill, then hits).
+    std::fs::write(&file, cache_config(Some("hot:*"))).unwrap();
+    let (code, body) = post(&proxy, "/reload");
+    assert_eq!(code, 200, "{body}");
+    let before = upstream_gets(&upstream);
+    for _ in 0..5 {
+        assert_eq!(client.cmd(&words("GET hot:k")), b"$1\r\nv\r\n");
+    }
+    assert_eq!(upstream_gets(&upstream), before + 1, "one fill, then hits");
+}

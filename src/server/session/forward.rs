@@ -144,7 +144,7 @@ impl Reader<'_> {
                 return false;
             };
             let now = *self.cache_now.get_or_insert_with(|| cache.now());
-            let pending = match cache.read(rules, kind, args, prefix, self.client.proto, now) {
+            let pending = match cache.read(&rules, kind, args, prefix, self.client.proto, now) {
                 Lookup::Hit(bytes) => {
                     self.ready_reply(bytes).await;
                     return true;
@@ -185,7 +185,7 @@ impl Reader<'_> {
         if &held[..] != b":0\r\n" {
             return None;
         }
-        cache.stale(rules, kind, args, prefix, self.client.proto)
+        cache.stale(&rules, kind, args, prefix, self.client.proto)
     }
 
     /// Note a write about to join the group bound upstream (see [`note_write`]).
