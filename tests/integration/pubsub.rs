@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Run `steps` with a subscriber and a publisher connection: each step is (who, command, how many
 /// frames the subscriber then reads). The publisher's replies are read at once. The transcript is
 /// everything the subscriber read, step by step, plus the publisher's replies.
-fn transcript(
+pub(crate) fn transcript(
     mut sub: Raw,
     mut publ: Raw,
     proto: u8,

@@ -3,39 +3,11 @@
 //! are compared byte for byte with a real redis-server's for the same sequence; tenants keep
 //! their namespaces; a subscription made while the upstream is down is carried upstream once it
 //! is back.
-use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, tenants, wait_until, words};
+use crate::pubsub::transcript;
+use crate::support::{Kind, Proxy, Server, TenantToml, tenants, wait_until, words};
 use std::time::Duration;
 
 const SLACK: Duration = Duration::from_secs(10);
-
-/// Run `steps` with a subscriber and a publisher: each step is (who, command, how many frames the
-/// subscriber then reads). The publisher's replies are read at once.
-fn transcript(
-    mut sub: Raw,
-    mut publ: Raw,
-    proto: u8,
-    steps: &[(&str, &str, usize)],
-) -> Vec<String> {
-    let mut out = Vec::new();
-    if proto == 3 {
-        // HELLO's reply names the server; only that it worked is compared.
-        let hello = sub.cmd(&words("HELLO 3"));
-        out.push(format!("hello ok: {}", hello.starts_with(b"%")));
-    }
-    for (who, line, frames) in steps {
-        if *who == "pub" {
-            let r = publ.cmd(&words(line));
-            out.push(format!("pub {line} -> {}", String::from_utf8_lossy(&r)));
-        } else {
-            sub.send(&encode(&words(line)));
-        }
-        for _ in 0..*frames {
-            let r = sub.reply().expect("a frame");
-            out.push(format!("{line} => {}", String::from_utf8_lossy(&r)));
-        }
-    }
-    out
-}
 
 const STEPS: &[(&str, &str, usize)] = &[
     ("sub", "SUBSCRIBE a b a", 3),
