@@ -19,7 +19,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::debug;
 
-/// Coalesce queued jobs into one write. Returns `None` when every handle is gone.
+/// Coalesce queued jobs into one write, without alignment markers (pinned connections). Returns
+/// `None` when every handle is gone.
 // The connection's parts, its bound, and the two accounts it keeps (busy-vs-down activity, metrics).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_loop(

@@ -345,6 +345,18 @@ fn zrange(db: &mut Db, c: &mut Call, fixed: Option<Kind>, fixed_rev: bool) {
         Some(z) if kind == Kind::Rank => range.pick(z, rev),
         Some(z) => apply_limit(range.pick(z, rev).into_iter(), offset, limit, z.len()),
     };
+    store_or_reply(db, c, items, store, withscores);
+}
+
+/// The end of a range or set operation: with `store`, the result replaces the destination key
+/// (`args[1]`; an empty result deletes it) and the reply is its size; otherwise the members.
+pub(super) fn store_or_reply(
+    db: &mut Db,
+    c: &mut Call,
+    items: Vec<(f64, Bytes)>,
+    store: bool,
+    withscores: bool,
+) {
     if store {
         let dst = c.args[1].clone();
         let n = items.len();

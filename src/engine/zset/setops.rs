@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::super::num::{parse_f64, parse_i64};
 use super::super::set::card_limit;
 use super::super::{Call, Db, NOT_INT, SYNTAX, Value, WRONGTYPE, eq_ci};
-use super::{Score, ZSet, reply_scored};
+use super::{Score, store_or_reply};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -131,20 +131,7 @@ pub(super) fn run(db: &mut Db, c: &mut Call) {
         .map(|(m, s)| (s, m))
         .collect();
     items.sort_by(|a, b| (Score(a.0), &a.1).cmp(&(Score(b.0), &b.1)));
-    if store {
-        let dst = c.args[1].clone();
-        let n = items.len();
-        db.remove(&dst);
-        if n > 0 {
-            let mut z = ZSet::default();
-            for (s, m) in items {
-                z.insert(m, s);
-            }
-            db.set(dst, Value::ZSet(z));
-        }
-        return c.out.int(n as i64);
-    }
-    reply_scored(c, &items, withscores);
+    store_or_reply(db, c, items, store, withscores);
 }
 
 /// Redis's weighted score: NaN (0 × inf) becomes 0.
