@@ -159,7 +159,9 @@ pub(crate) async fn refuse(conn: Accepted, msg: &str) {
 pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
     let gauge = metrics::client_connections();
     gauge.increment(1.0);
-    let client = Client {
+    // Boxed: moved into the reader in `run`, it would otherwise stay in this task's future
+    // twice more (as `run`'s argument and its local), in every idle session.
+    let client = Box::new(Client {
         id,
         peer: conn.peer,
         local: conn.local,
@@ -182,7 +184,7 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
             .as_ref()
             .and_then(|t| t.default_tenant().cloned()),
         timeouts_exempt: false,
-    };
+    });
     // Registered once, as a readiness-driven socket (see `io`).
     let registered = match conn.stream {
         ClientStream::Tcp(s) => ClientSocket::new(s).map(Either::Tcp),
@@ -209,7 +211,7 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
     gauge.decrement(1.0);
 }
 
-async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
+async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
     // Limits as configured when the client connects (a reload applies to later connections).
     let config = shared.live.config();
     let fifo = Fifo::new(config.max_inflight_per_client);
@@ -221,13 +223,17 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         .upstream
         .as_ref()
         .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory));
-    let reader = Reader {
+    let reader = Box::new(Reader {
         generation: shared.live.generation(),
         tenants: shared.live.tenants(),
         config: config.clone(),
         sample_tick: 0,
         timed: None,
-        client,
+        // Out of its box, which is freed here rather than at the end of the session.
+        client: {
+            let boxed = client;
+            *boxed
+        },
         shared,
         fifo: &fifo,
         group: BytesMut::new(),
@@ -250,38 +256,47 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
-    };
+    });
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
-    // fatal error, or the proxy drains; its end drops the FIFO's sender, and the writer then
-    // flushes what is owed and finishes.
-    let read = async {
-        reader.read_loop(&sock).await;
+    // fatal error, or the proxy drains; its end drops the reader (its pinned connection, its
+    // registry entry, the `gone` guard) and the FIFO's sender, and the writer then flushes what
+    // is owed and finishes.
+    // Memory: this future is most of what an idle client costs (the task is allocated at its
+    // largest size, and a value moved from one local or argument to another keeps both slots).
+    // So the reader is boxed and lent to `read_loop` (taken by value it was stored three times),
+    // and the halves are joined by a combinator that holds each once (an `async` block around
+    // `join!` kept both as captures beside the copies `join!` moves them into).
+    let (sock, fifo) = (&sock, &fifo);
+    let read = async move {
+        let mut reader = reader;
+        reader.read_loop(sock).await;
+        drop(reader);
         fifo.close();
     };
     let writer = writer::write_loop(
-        &sock,
-        &fifo,
+        sock,
+        fifo,
         cache.as_deref(),
         &unanswered_writes,
         budget.as_deref(),
         outbox.as_deref(),
     );
-    let session = async {
-        let ((), ()) = tokio::join!(read, writer);
-    };
+    let session = futures_util::future::join(read, writer);
     match &outbox {
         // A subscriber over its limit is closed at once, whatever its halves are waiting on
         // (typically the writer, on a client that stopped reading): dropping them drops its
         // subscriptions and then the socket.
         Some(o) => tokio::select! {
-            () = session => {}
+            ((), ()) = session => {}
             () = o.overflowed() => {
                 metrics::pubsub_slow_subscriber();
                 debug!("subscriber over limits.pubsub_output_bytes: closed");
             }
         },
-        None => session.await,
+        None => {
+            let ((), ()) = session.await;
+        }
     }
     debug!("client closed");
 }

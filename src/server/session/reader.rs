@@ -19,7 +19,7 @@ const REQUEST_TIMEOUT: &str =
     "ERR request not completed within limits.request_timeout_ms; closing the connection";
 
 impl Reader<'_> {
-    pub(super) async fn read_loop<C: ClientIo>(mut self, sock: &C) {
+    pub(super) async fn read_loop<C: ClientIo>(&mut self, sock: &C) {
         let limits = self.config.limits;
         let mut framer = Framer::new(limits);
         let mut buf = BytesMut::new();
