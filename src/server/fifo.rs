@@ -1,9 +1,10 @@
 //! The bounded FIFO between a session's reader and writer halves.
 //!
 //! Both halves run in one task, so this needs no channel machinery: a mutex that is never contended
-//! across threads, a `VecDeque` that allocates only once something is queued (and is released when
-//! the session goes idle), and one waker per side. An idle client costs a few dozen bytes here
-//! instead of a channel's pre-allocated block.
+//! across threads, the oldest item held inline, a `VecDeque` behind it that allocates only once a
+//! second item is queued (and is released as soon as it empties), and one waker per side. An idle
+//! client costs a few dozen bytes here instead of a channel's pre-allocated block; an unpipelined
+//! client, whose queue rarely holds two items, allocates nothing per request.
 //!
 //! # Invariants
 //! - A reader parked for room always wakes: either the writer takes an item, or the writer has
@@ -21,7 +22,9 @@ pub(crate) struct Fifo<T> {
 }
 
 struct Inner<T> {
-    /// Items with their weight (how many requests each stands for).
+    /// Items with their weight (how many requests each stands for): the oldest inline, the rest
+    /// in `queue` (empty whenever `head` is).
+    head: Option<(T, usize)>,
     queue: VecDeque<(T, usize)>,
     weight: usize,
     /// The sender is gone: once the queue drains, the receiver sees the end.
@@ -39,6 +42,7 @@ impl<T> Fifo<T> {
     pub fn new(capacity: usize) -> Self {
         Fifo {
             inner: Mutex::new(Inner {
+                head: None,
                 queue: VecDeque::new(),
                 weight: 0,
                 closed: false,
@@ -66,9 +70,12 @@ impl<T> Fifo<T> {
                 return Poll::Pending;
             }
             inner.weight += weight;
-            inner
-                .queue
-                .push_back((item.take().expect("pushed once"), weight));
+            let entry = (item.take().expect("pushed once"), weight);
+            if inner.head.is_none() {
+                inner.head = Some(entry);
+            } else {
+                inner.queue.push_back(entry);
+            }
             if let Some(w) = inner.pop_waker.take() {
                 w.wake();
             }
@@ -130,20 +137,21 @@ impl<T> Fifo<T> {
     }
 
     fn take(&self, inner: &mut Inner<T>) -> Option<T> {
-        let (item, weight) = inner.queue.pop_front()?;
+        let (item, weight) = inner.head.take()?;
+        inner.head = inner.queue.pop_front();
         inner.weight -= weight;
         if let Some(w) = inner.push_waker.take() {
             w.wake();
         }
-        if inner.queue.is_empty() && inner.queue.capacity() > 16 {
-            // An idle session keeps no queue memory.
+        if inner.head.is_none() && inner.queue.capacity() > 0 {
+            // An idle session keeps no queue memory (the queue is used only by bursts).
             inner.queue = VecDeque::new();
         }
         Some(item)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().queue.is_empty()
+        self.lock().head.is_none()
     }
 }
 
