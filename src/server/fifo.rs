@@ -61,9 +61,11 @@ impl<T> Fifo<T> {
     /// Queue an item standing for `weight` requests, waiting while that would go over capacity
     /// (an item heavier than the capacity goes alone into an empty queue). Once abandoned, it
     /// never waits: the receiver drains whatever comes until the sender stops.
-    pub async fn push(&self, item: T, weight: usize) {
+    // Not an `async fn`: its future would hold the item twice (argument and local), and it is
+    // nested in every session's future at its largest.
+    pub fn push(&self, item: T, weight: usize) -> impl std::future::Future<Output = ()> + '_ {
         let mut item = Some(item);
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             let mut inner = self.lock();
             if !inner.abandoned && inner.weight > 0 && inner.weight + weight > self.capacity {
                 inner.push_waker = Some(cx.waker().clone());
@@ -81,7 +83,6 @@ impl<T> Fifo<T> {
             }
             Poll::Ready(())
         })
-        .await
     }
 
     /// Whether a push of `weight` would have to wait for room now.

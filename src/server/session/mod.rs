@@ -66,6 +66,7 @@ pub(crate) enum ClientStream {
 enum Either {
     Tcp(ClientSocket<std::net::TcpStream>),
     Unix(ClientSocket<std::os::unix::net::UnixStream>),
+    Tls(std::net::TcpStream),
 }
 
 /// A reply owed to the client, in request order.
@@ -156,7 +157,13 @@ pub(crate) async fn refuse(conn: Accepted, msg: &str) {
     };
 }
 
-pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
+/// A session's task. The setup is done before the future is made, so that the future holds
+/// only what the session needs (an idle client costs mostly its task's future).
+pub(crate) fn serve(
+    conn: Accepted,
+    id: u64,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> {
     let gauge = metrics::client_connections();
     gauge.increment(1.0);
     // Boxed: moved into the reader in `run`, it would otherwise stay in this task's future
@@ -189,26 +196,27 @@ pub(crate) async fn serve(conn: Accepted, id: u64, shared: Arc<Shared>) {
     let registered = match conn.stream {
         ClientStream::Tcp(s) => ClientSocket::new(s).map(Either::Tcp),
         ClientStream::Unix(s) => ClientSocket::new(s).map(Either::Unix),
-        ClientStream::Tls(s) => {
-            let Some(config) = shared.live.tls() else {
-                return gauge.decrement(1.0);
-            };
-            match TlsSocket::accept(s, config).await {
-                Ok(sock) => run(sock, client, shared).await,
-                Err(e) => {
-                    metrics::error(ErrorKind::Protocol);
-                    tracing::info!(error = %e, "TLS client refused");
-                }
-            }
-            return gauge.decrement(1.0);
-        }
+        ClientStream::Tls(s) => Ok(Either::Tls(s)),
     };
-    match registered {
-        Ok(Either::Tcp(sock)) => run(sock, client, shared).await,
-        Ok(Either::Unix(sock)) => run(sock, client, shared).await,
-        Err(e) => debug!(error = %e, "could not register the client socket"),
+    async move {
+        match registered {
+            Ok(Either::Tcp(sock)) => run(sock, client, shared).await,
+            Ok(Either::Unix(sock)) => run(sock, client, shared).await,
+            // The TLS handshake runs in the session's task.
+            Ok(Either::Tls(s)) => match shared.live.tls() {
+                None => {}
+                Some(config) => match TlsSocket::accept(s, config).await {
+                    Ok(sock) => run(sock, client, shared).await,
+                    Err(e) => {
+                        metrics::error(ErrorKind::Protocol);
+                        tracing::info!(error = %e, "TLS client refused");
+                    }
+                },
+            },
+            Err(e) => debug!(error = %e, "could not register the client socket"),
+        }
+        gauge.decrement(1.0);
     }
-    gauge.decrement(1.0);
 }
 
 async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {

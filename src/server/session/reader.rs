@@ -20,8 +20,11 @@ const REQUEST_TIMEOUT: &str =
 
 impl Reader<'_> {
     pub(super) async fn read_loop<C: ClientIo>(&mut self, sock: &C) {
-        let limits = self.config.limits;
-        let mut framer = Framer::new(limits);
+        // Read through these rather than copied into locals: this future is nested in every
+        // session's task at its largest.
+        let config = self.config.clone();
+        let shared = self.shared.clone();
+        let mut framer = Framer::new(config.limits);
         let mut buf = BytesMut::new();
         // The session's own token: a child of the proxy's draining token, also cancelled by
         // CLIENT KILL, so one registration serves both.
@@ -45,7 +48,7 @@ impl Reader<'_> {
         };
         tokio::pin!(evicted);
         let is_evicted = || budget.as_ref().is_some_and(|b| b.exceeded());
-        let timeouts = self.shared.config.sessions;
+        let timeouts = &shared.config.sessions;
         let timed = timeouts.idle_timeout.is_some() || timeouts.request_timeout.is_some();
         let mut last_read = timed.then(tokio::time::Instant::now);
         // When the request now in the buffer began to arrive (request_timeout_ms).
@@ -62,9 +65,9 @@ impl Reader<'_> {
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
                 let restricted = self.tenants.is_some() && self.client.tenant.is_none();
                 framer.set_limits(if restricted {
-                    policy::unauthenticated(limits)
+                    policy::unauthenticated(config.limits)
                 } else {
-                    limits
+                    config.limits
                 });
                 match framer.next(&mut buf) {
                     Ok(Some(mut req)) => {
@@ -132,7 +135,7 @@ impl Reader<'_> {
             // Subscribers wait for messages, not for themselves (Redis's `timeout` spares them too).
             let exempt = self.client.timeouts_exempt || self.pubsub.subscribed();
             let deadline = if timed && !exempt {
-                self.deadline(timeouts, last_read, request_began, buf.is_empty())
+                self.deadline(*timeouts, last_read, request_began, buf.is_empty())
             } else {
                 None
             };

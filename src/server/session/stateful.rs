@@ -122,7 +122,8 @@ impl Reader<'_> {
         // The group's known-slow mark goes with it, whichever way it goes.
         let slow = std::mem::take(&mut self.group_slow);
         if let Some(p) = &self.pinned {
-            return p.send_within(bytes, count, budget).await;
+            // Boxed: rare, and inline its state would grow every idle session.
+            return Box::pin(p.send_within(bytes, count, budget)).await;
         }
         if std::mem::take(&mut self.after_pinned) {
             // Not `barrier`: that would send the group this job is made of.

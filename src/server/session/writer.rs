@@ -290,18 +290,21 @@ async fn flush<C: ClientIo>(
 /// the write [`CLOSE_GRACE`] more: the errors naming the limit reach a client that reads, while
 /// one that never reads no longer holds this write, and its session, forever.
 async fn write_all<C: ClientIo>(w: &C, budget: Option<&ReplyBudget>, b: &[u8]) -> Result<(), ()> {
-    let Some(budget) = budget else {
-        return w.write_all(b).await.map_err(|_| ());
-    };
+    // One write future for both paths: awaited in place on the first, it took a slot of its own
+    // beside the second's in every session's future.
     let write = w.write_all(b);
     tokio::pin!(write);
+    let Some(budget) = budget else {
+        return write.await.map_err(|_| ());
+    };
     // A write that completes at once never polls the budget's wake-up.
     tokio::select! {
         biased;
         r = &mut write => return r.map_err(|_| ()),
         _ = budget.closed() => {}
     }
-    match tokio::time::timeout(CLOSE_GRACE, write).await {
+    // Boxed: rare (a client being closed), and its timer would grow every session's future.
+    match Box::pin(tokio::time::timeout(CLOSE_GRACE, write)).await {
         Ok(r) => r.map_err(|_| ()),
         Err(_) => Err(()),
     }
