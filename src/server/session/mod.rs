@@ -295,7 +295,9 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         // A subscriber over its limit is closed at once, whatever its halves are waiting on
         // (typically the writer, on a client that stopped reading): dropping them drops its
         // subscriptions and then the socket.
+        // Biased: no random pick of a branch on every wake-up of the session.
         Some(o) => tokio::select! {
+            biased;
             ((), ()) = session => {}
             () = o.overflowed() => {
                 metrics::pubsub_slow_subscriber();
