@@ -194,6 +194,11 @@ impl Shared {
         spec: &CommandSpec,
         args: &[bytes::Bytes],
     ) -> Option<Answerer<'_>> {
+        // The common case, an upstream in service, in one atomic load (asked twice per
+        // forwarded command).
+        if self.health.as_deref().is_some_and(|h| !h.state().is_local()) {
+            return None;
+        }
         fallback::answerer(
             self.engine.as_deref(),
             self.health.as_deref(),
