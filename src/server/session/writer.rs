@@ -297,6 +297,12 @@ async fn write_all<C: ClientIo>(w: &C, budget: Option<&ReplyBudget>, b: &[u8]) -
     let Some(budget) = budget else {
         return write.await.map_err(|_| ());
     };
+    // Most writes complete at once (a reply into an empty socket buffer): polled once on its
+    // own first, without the select's setup (callgrind: about 100 instructions per reply).
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(r) = first {
+        return r.map_err(|_| ());
+    }
     // A write that completes at once never polls the budget's wake-up.
     tokio::select! {
         biased;
