@@ -397,6 +397,13 @@ impl Reader<'_> {
     }
 
     pub(super) async fn tracking_command(&mut self, spec: &'static CommandSpec, req: &Request) {
+        if let Some(tenant) = self.client.tenant.clone()
+            && !tenant.permits(spec)
+        {
+            let e = tenant.no_perm(spec);
+            crate::policy::metrics::refusal(&tenant.name, &e);
+            return self.reply_error(&e.to_string()).await;
+        }
         match spec.name {
             "client|tracking" => self.client_tracking(req).await,
             "client|caching" => self.client_caching(req).await,
