@@ -21,9 +21,9 @@
 //! This module never interprets a forwarded reply beyond finding where it ends.
 use super::activity::Activity;
 use super::conn::{InFlight, Job, read_loop, write_loop};
-use super::pipe::read_loop_pushing;
 use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
+use super::pipe::read_loop_pushing;
 use super::reply::{Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;

@@ -5,7 +5,7 @@
 //! own client-side caching machinery against a concurrent writer.
 use crate::both;
 use crate::support::{
-    Kind, Proxy, Raw, Server, TenantToml, python, tenants, wait_until, words,
+    Kind, Proxy, Raw, Server, TenantToml, metric, python, tenants, wait_until, words,
 };
 use std::time::Duration;
 
@@ -67,6 +67,8 @@ both!(default_mode_invalidates_once_per_change, |kind: Kind| {
     assert_eq!(c.cmd(&words("GET e")), b"$1\r\nv\r\n");
     assert_eq!(c.reply().unwrap(), invalidate(&["e"]));
     nothing_pending(&mut c);
+    // (A process-wide gauge: other tests' clients count too.)
+    assert!(metric(&proxy, "respite_tracking_clients") >= 1.0);
     // Off: no more.
     assert_eq!(c.cmd(&words("CLIENT TRACKING OFF")), b"+OK\r\n");
     assert_eq!(c.cmd(&words("CLIENT GETREDIR")), b":-1\r\n");
@@ -75,57 +77,97 @@ both!(default_mode_invalidates_once_per_change, |kind: Kind| {
     nothing_pending(&mut c);
 });
 
-both!(an_invalidation_comes_before_a_later_reads_reply, |kind: Kind| {
-    // The ordering Redis gives: once the writer is answered, the tracked client's next read
-    // of the key has the invalidation in front of it (in the same stream, before the reply).
+both!(tracking_works_beside_the_near_cache, |kind: Kind| {
+    // The near cache holds `k` (and is kept coherent by its own tracking connections); a
+    // tracked client reads upstream all the same, so the upstream tracks its reads.
     let server = Server::start(kind);
-    let proxy = Proxy::start(&server.url());
+    let toml = "[near_cache]\nenabled = true\n[[near_cache.rule]]\npattern = \"*\"\n";
+    let proxy = Proxy::start_with_config(&server.url(), toml, &[]);
+    server.raw().cmd(&words("SET k 1"));
+    let mut plain = proxy.raw();
+    wait_until(Duration::from_secs(10), || {
+        plain.cmd(&words("GET k"));
+        let before = upstream_gets(&server);
+        plain.cmd(&words("GET k"));
+        upstream_gets(&server) == before
+    })
+    .expect("k answered from the near cache");
     let mut c = resp3(&proxy);
-    let mut w = server.raw();
-    assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
-    for i in 0..200 {
-        let got = c.cmd(&words("GET k"));
-        assert!(got.starts_with(b"$") || got == b"_\r\n", "{}", text(&got));
-        assert_eq!(w.cmd(&words(&format!("SET k {i}"))), b"+OK\r\n");
-        // The read after the write: the push, then the new value.
-        c.send(&crate::support::encode(&words("GET k")));
-        assert_eq!(c.reply().unwrap(), invalidate(&["k"]), "round {i}");
-        let v = c.reply().unwrap();
-        assert_eq!(text(&v), format!("${}\r\n{i}\r\n", i.to_string().len()));
-        assert_eq!(w.cmd(&words(&format!("SET k x{i}"))), b"+OK\r\n");
-        assert_eq!(c.reply().unwrap(), invalidate(&["k"]), "round {i}");
-    }
+    assert_eq!(c.cmd(&words("CLIENT TRACKING ON OPTOUT")), b"+OK\r\n");
+    assert_eq!(c.cmd(&words("GET k")), b"$1\r\n1\r\n");
+    // OPTOUT: CACHING NO leaves the next read untracked.
+    assert_eq!(c.cmd(&words("CLIENT CACHING NO")), b"+OK\r\n");
+    assert_eq!(c.cmd(&words("GET j")), b"_\r\n");
+    server.raw().cmd(&words("SET j 1"));
+    server.raw().cmd(&words("SET k 2"));
+    assert_eq!(c.reply().unwrap(), invalidate(&["k"]));
+    nothing_pending(&mut c);
+    // The near cache hears of the change on its own connection, in its own time.
+    wait_until(Duration::from_secs(5), || {
+        plain.cmd(&words("GET k")) == b"$1\r\n2\r\n"
+    })
+    .expect("the near cache invalidated too");
 });
 
-both!(an_invalidation_never_passes_an_earlier_reply, |kind: Kind| {
-    // The client stops reading, so its replies queue in respite; the change comes after the
-    // upstream answered its read of `k`: the invalidation must come after that read's reply,
-    // or a client-side cache would keep the old value for good.
-    let server = Server::start(kind);
-    let proxy = Proxy::start(&server.url());
-    let mut c = resp3(&proxy);
-    assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
-    let big = "x".repeat(1 << 20);
-    let mut up = server.raw();
-    assert_eq!(up.cmd(&[b"SET", b"big", big.as_bytes()]), b"+OK\r\n");
-    up.cmd(&words("SET k old"));
-    let before = upstream_gets(&server);
-    let mut pipeline = Vec::new();
-    for _ in 0..20 {
-        pipeline.extend(crate::support::encode(&words("GET big")));
+both!(
+    an_invalidation_comes_before_a_later_reads_reply,
+    |kind: Kind| {
+        // The ordering Redis gives: once the writer is answered, the tracked client's next read
+        // of the key has the invalidation in front of it (in the same stream, before the reply).
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut c = resp3(&proxy);
+        let mut w = server.raw();
+        assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
+        for i in 0..200 {
+            let got = c.cmd(&words("GET k"));
+            assert!(got.starts_with(b"$") || got == b"_\r\n", "{}", text(&got));
+            assert_eq!(w.cmd(&words(&format!("SET k {i}"))), b"+OK\r\n");
+            // The read after the write: the push, then the new value.
+            c.send(&crate::support::encode(&words("GET k")));
+            assert_eq!(c.reply().unwrap(), invalidate(&["k"]), "round {i}");
+            let v = c.reply().unwrap();
+            assert_eq!(text(&v), format!("${}\r\n{i}\r\n", i.to_string().len()));
+            assert_eq!(w.cmd(&words(&format!("SET k x{i}"))), b"+OK\r\n");
+            assert_eq!(c.reply().unwrap(), invalidate(&["k"]), "round {i}");
+        }
     }
-    pipeline.extend(crate::support::encode(&words("GET k")));
-    c.send(&pipeline);
-    wait_until(Duration::from_secs(10), || upstream_gets(&server) >= before + 21)
+);
+
+both!(
+    an_invalidation_never_passes_an_earlier_reply,
+    |kind: Kind| {
+        // The client stops reading, so its replies queue in respite; the change comes after the
+        // upstream answered its read of `k`: the invalidation must come after that read's reply,
+        // or a client-side cache would keep the old value for good.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut c = resp3(&proxy);
+        assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
+        let big = "x".repeat(1 << 20);
+        let mut up = server.raw();
+        assert_eq!(up.cmd(&[b"SET", b"big", big.as_bytes()]), b"+OK\r\n");
+        up.cmd(&words("SET k old"));
+        let before = upstream_gets(&server);
+        let mut pipeline = Vec::new();
+        for _ in 0..20 {
+            pipeline.extend(crate::support::encode(&words("GET big")));
+        }
+        pipeline.extend(crate::support::encode(&words("GET k")));
+        c.send(&pipeline);
+        wait_until(Duration::from_secs(10), || {
+            upstream_gets(&server) >= before + 21
+        })
         .expect("the reads ran upstream");
-    up.cmd(&words("SET k new"));
-    for i in 0..20 {
-        let r = c.reply().unwrap();
-        assert!(r.len() > 1 << 20, "reply {i} is the value, not a push");
+        up.cmd(&words("SET k new"));
+        for i in 0..20 {
+            let r = c.reply().unwrap();
+            assert!(r.len() > 1 << 20, "reply {i} is the value, not a push");
+        }
+        assert_eq!(c.reply().unwrap(), b"$3\r\nold\r\n");
+        assert_eq!(c.reply().unwrap(), invalidate(&["k"]));
     }
-    assert_eq!(c.reply().unwrap(), b"$3\r\nold\r\n");
-    assert_eq!(c.reply().unwrap(), invalidate(&["k"]));
-});
+);
 
 both!(bcast_with_prefixes, |kind: Kind| {
     let server = Server::start(kind);
@@ -208,7 +250,11 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
         "*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n"
     );
     // Served by respite: the upstream has no such subscription.
-    let numsub = text(&server.raw().cmd(&words("PUBSUB NUMSUB __redis__:invalidate")));
+    let numsub = text(
+        &server
+            .raw()
+            .cmd(&words("PUBSUB NUMSUB __redis__:invalidate")),
+    );
     assert!(numsub.ends_with(":0\r\n"), "{numsub}");
     let mut c = proxy.raw();
     assert_eq!(
@@ -230,8 +276,12 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
         "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$1\r\nk\r\n"
     );
     // A PUBLISH to the channel (upstream or through respite) is not an invalidation.
-    proxy.raw().cmd(&words("PUBLISH __redis__:invalidate forged"));
-    server.raw().cmd(&words("PUBLISH __redis__:invalidate forged"));
+    proxy
+        .raw()
+        .cmd(&words("PUBLISH __redis__:invalidate forged"));
+    server
+        .raw()
+        .cmd(&words("PUBLISH __redis__:invalidate forged"));
     c.cmd(&words("GET k"));
     server.raw().cmd(&words("DEL k"));
     assert_eq!(
@@ -266,6 +316,11 @@ both!(a_resp3_client_hears_of_its_broken_redirect, |kind: Kind| {
     // A RESP3 target gets the push, subscribed or not.
     assert_eq!(target.reply().unwrap(), invalidate(&["k"]));
     drop(target);
+    let mut admin = proxy.raw();
+    wait_until(Duration::from_secs(5), || {
+        !text(&admin.cmd(&words("CLIENT LIST"))).contains(&format!("id={id} "))
+    })
+    .expect("the target gone from respite");
     c.cmd(&words("GET k"));
     server.raw().cmd(&words("SET k 2"));
     let broken = format!(">2\r\n$21\r\ntracking-redir-broken\r\n:{id}\r\n");
@@ -334,7 +389,11 @@ both!(losing_the_upstream_flushes_the_client, |kind: Kind| {
     );
     // While the tracking is not back, every reply is followed by another flush.
     let reply = c.cmd(&words("GET k"));
-    assert!(reply.starts_with(b"-") || reply.starts_with(b"_"), "{}", text(&reply));
+    assert!(
+        reply.starts_with(b"-") || reply.starts_with(b"_"),
+        "{}",
+        text(&reply)
+    );
     assert_eq!(
         text(&c.reply().unwrap()),
         ">2\r\n$10\r\ninvalidate\r\n_\r\n"
@@ -358,7 +417,6 @@ both!(losing_the_upstream_flushes_the_client, |kind: Kind| {
             }
         }
         let _flush = c.reply();
-        std::thread::sleep(Duration::from_millis(50));
         false
     })
     .expect("the upstream back");
@@ -371,7 +429,10 @@ both!(standalone_refuses_tracking, |_kind: Kind| {
     let proxy = Proxy::start("none");
     let mut c = resp3(&proxy);
     let e = text(&c.cmd(&words("CLIENT TRACKING ON")));
-    assert!(e.starts_with("-ERR CLIENT TRACKING is not supported by respite without an upstream"), "{e}");
+    assert!(
+        e.starts_with("-ERR CLIENT TRACKING is not supported by respite without an upstream"),
+        "{e}"
+    );
     assert_eq!(c.cmd(&words("CLIENT TRACKING OFF")), b"+OK\r\n");
 });
 
@@ -394,7 +455,10 @@ both!(redis_rs_receives_invalidations, |kind: Kind| {
         let _: String = redis::cmd("PING").query(&mut con).unwrap();
         rx.try_iter().any(|p| {
             p.kind == redis::PushKind::Invalidate
-                && p.data == vec![redis::Value::Array(vec![redis::Value::BulkString(b"k".to_vec())])]
+                && p.data
+                    == vec![redis::Value::Array(vec![redis::Value::BulkString(
+                        b"k".to_vec(),
+                    )])]
         })
     })
     .expect("an invalidate push");
@@ -450,7 +514,11 @@ for k, v in final.items():
 print("ok", reads)
 "#;
     let name = text(&server.raw().cmd(&words("HELLO 3")));
-    let name = if name.contains("valkey") { "valkey" } else { "redis" };
+    let name = if name.contains("valkey") {
+        "valkey"
+    } else {
+        "redis"
+    };
     let before = upstream_gets(&server);
     let out = python(&["-c", script, &proxy.port().to_string(), name]);
     let reads: u64 = out.trim().strip_prefix("ok ").unwrap().parse().unwrap();

@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn over_the_bound_one_flush_replaces_them() {
-        let i = Invalidations::new(FLUSH_ALL.len() + 4);
+        let i = Invalidations::new(6);
         i.push(Bytes::from_static(b"0123"), false);
         i.push(Bytes::from_static(b"4567"), false);
         assert_eq!(drained(&i), FLUSH_ALL);

@@ -79,7 +79,13 @@ pub(crate) struct Tracking {
     _stop: Option<DropGuard>,
     /// CLIENT CACHING YES/NO for the next command.
     caching: bool,
+    /// After a failed attempt to have tracking back, not before this (a command each time
+    /// would each wait for a connect that fails).
+    retry_at: Option<tokio::time::Instant>,
 }
+
+/// How long after a failed attempt to track again the next one is made.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Drop for Tracking {
     fn drop(&mut self) {
@@ -349,15 +355,26 @@ impl Reader<'_> {
         if !self.tracking_lost() || self.shared.answerer(spec, &req.args).is_some() {
             return;
         }
-        let Some(opts) = self.tracking.as_ref().map(|t| t.opts.clone()) else {
+        let Some(t) = self.tracking.as_ref() else {
             return;
         };
+        if t.retry_at
+            .is_some_and(|at| tokio::time::Instant::now() < at)
+        {
+            return;
+        }
+        let opts = t.opts.clone();
         self.send_group().await;
         self.barrier().await;
         // The failed lease and whatever state it held go; the new one gets tracking first.
         self.pinned = None;
         self.pin = Pin::default();
-        let _ = self.enable(opts, true).await;
+        let reply = self.enable(opts, true).await;
+        if &reply[..] != b"+OK\r\n"
+            && let Some(t) = self.tracking.as_mut()
+        {
+            t.retry_at = Some(tokio::time::Instant::now() + RETRY);
+        }
     }
 
     /// The after-command step: while tracking is lost, nothing read may stay cached.
@@ -580,6 +597,7 @@ impl Reader<'_> {
             target,
             _stop: stop,
             caching: false,
+            retry_at: None,
         }));
         reply
     }
@@ -600,7 +618,10 @@ impl Reader<'_> {
     }
 
     async fn client_caching(&mut self, req: &Request) {
-        let mode = self.tracking.as_ref().map(|t| (t.opts.optin, t.opts.optout));
+        let mode = self
+            .tracking
+            .as_ref()
+            .map(|t| (t.opts.optin, t.opts.optout));
         let msg = match mode {
             Some((true, _)) | Some((_, true)) => None,
             _ => Some(
