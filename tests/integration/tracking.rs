@@ -425,6 +425,39 @@ both!(losing_the_upstream_flushes_the_client, |kind: Kind| {
     assert_eq!(c.reply().unwrap(), invalidate(&["k"]));
 });
 
+both!(local_only_replies_are_followed_by_a_flush, |kind: Kind| {
+    // A frozen upstream keeps the client's connection open, but local-only mode answers from
+    // the local engine, which nobody tracks: each such reply is followed by a flush.
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut c = resp3(&proxy);
+    assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
+    c.cmd(&words("GET k"));
+    server.signal("STOP");
+    // Resumed whatever happens below.
+    struct Cont<'a>(&'a Server);
+    impl Drop for Cont<'_> {
+        fn drop(&mut self) {
+            self.0.signal("CONT");
+        }
+    }
+    let _cont = Cont(&server);
+    wait_until(Duration::from_secs(10), || {
+        crate::busy_not_down::health(&proxy).0 == "down"
+    })
+    .expect("local-only mode");
+    assert_eq!(c.cmd(&words("SET k local")), b"+OK\r\n");
+    assert_eq!(
+        text(&c.reply().unwrap()),
+        ">2\r\n$10\r\ninvalidate\r\n_\r\n"
+    );
+    assert_eq!(c.cmd(&words("GET k")), b"$5\r\nlocal\r\n");
+    assert_eq!(
+        text(&c.reply().unwrap()),
+        ">2\r\n$10\r\ninvalidate\r\n_\r\n"
+    );
+});
+
 both!(standalone_refuses_tracking, |_kind: Kind| {
     let proxy = Proxy::start("none");
     let mut c = resp3(&proxy);

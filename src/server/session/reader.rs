@@ -335,9 +335,11 @@ impl Reader<'_> {
         }
         if self.tracking.is_some() {
             // Boxed: only tracked clients come here.
+            // Local-only mode answers it from the local engine, untracked.
+            let local = self.shared.answerer(spec, &req.args).is_some();
             Box::pin(self.tracked_before(spec, req)).await;
             let flow = Box::pin(self.route(spec, req, route)).await;
-            Box::pin(self.tracked_after(spec)).await;
+            Box::pin(self.tracked_after(spec, local)).await;
             return flow;
         }
         self.route(spec, req, route).await

@@ -28,6 +28,8 @@
 //!   replies the lost connection gave. Until tracking is acknowledged again on a new connection
 //!   (tried before each command; local-only mode answers from the local engine meanwhile), every
 //!   command's reply is followed by another such flush, so nothing it reads then stays cached.
+//!   So is every reply the local engine gives it in local-only mode, whether or not its
+//!   connection survived the outage (a frozen upstream keeps it open).
 //! - A tenant sees only its own keys, un-prefixed: the upstream can only track keys the
 //!   client's connection read or the prefixes respite registered for it, which are inside its
 //!   namespace, and a key outside it is dropped here all the same. A redirect target must be a
@@ -377,15 +379,16 @@ impl Reader<'_> {
         }
     }
 
-    /// The after-command step: while tracking is lost, nothing read may stay cached.
-    pub(super) async fn tracked_after(&mut self, spec: &'static CommandSpec) {
+    /// The after-command step: while tracking is lost, or the local engine answered (`local`:
+    /// local-only mode, whose reads the upstream does not track), nothing read may stay cached.
+    pub(super) async fn tracked_after(&mut self, spec: &'static CommandSpec, local: bool) {
         let Some(t) = self.tracking.as_mut() else {
             return;
         };
         if spec.name != "client|caching" {
             t.caching = false;
         }
-        if !self.tracking_lost() {
+        if !local && !self.tracking_lost() {
             return;
         }
         let t = self.tracking.as_ref().expect("checked above");
