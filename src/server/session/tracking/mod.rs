@@ -36,17 +36,19 @@
 //!   client of the same prefixed tenant.
 //!
 //! Standalone mode (no upstream) refuses `CLIENT TRACKING ON`: it is the upstream that tracks.
+mod options;
+mod sinks;
+
 use super::invalidations::{FLUSH_ALL, Invalidations};
 use super::{Pending, Reader, error_bytes, stateful::Pin};
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
-use crate::protocol::resp3::{self, Push};
-use crate::protocol::{Protocol, ReplyScanner, Request, encode};
-use crate::upstream::{Monitor, PushSink};
+use crate::protocol::{Protocol, Request, encode};
 use bytes::{Bytes, BytesMut};
+use options::{OnError, Options, parse, upstream_command};
+use sinks::{ConnSink, Target, receive};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The CLIENT subcommands this module answers.
@@ -55,17 +57,6 @@ pub(super) fn takes(name: &str) -> bool {
         name,
         "client|tracking" | "client|caching" | "client|trackinginfo" | "client|getredir"
     )
-}
-
-/// `CLIENT TRACKING ON`'s options, as the client gave them.
-#[derive(Clone, Default, Debug, PartialEq)]
-struct Options {
-    redirect: Option<u64>,
-    bcast: bool,
-    optin: bool,
-    optout: bool,
-    noloop: bool,
-    prefixes: Vec<Bytes>,
 }
 
 /// A client's tracking while it is on.
@@ -92,261 +83,6 @@ const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 impl Drop for Tracking {
     fn drop(&mut self) {
         metrics::tracking_clients().decrement(1.0);
-    }
-}
-
-/// Why `CLIENT TRACKING ON` is refused by respite itself.
-#[derive(Debug, thiserror::Error)]
-enum OnError {
-    #[error("ERR syntax error")]
-    Syntax,
-    #[error("ERR value is not an integer or out of range")]
-    NotInteger,
-    #[error("ERR A client can only redirect to a single other client")]
-    TwoRedirects,
-    #[error("ERR The client ID you want redirect to does not exist")]
-    NoSuchClient,
-    #[error(
-        "ERR CLIENT TRACKING is not supported by respite without an upstream: the upstream tracks the keys"
-    )]
-    Standalone,
-}
-
-/// Parse `CLIENT TRACKING ON|OFF [options]` (Redis's order: options first, then ON/OFF).
-fn parse(args: &[Bytes]) -> Result<(bool, Options), OnError> {
-    let mut o = Options::default();
-    let mut j = 3;
-    while j < args.len() {
-        let more = j + 1 < args.len();
-        let a = &args[j];
-        let is = |w: &[u8]| a.eq_ignore_ascii_case(w);
-        if is(b"redirect") && more {
-            j += 1;
-            if o.redirect.is_some() {
-                return Err(OnError::TwoRedirects);
-            }
-            let id = std::str::from_utf8(&args[j])
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or(OnError::NotInteger)?;
-            // 0 is "no redirect" to Redis; a negative id names no client.
-            o.redirect = Some(u64::try_from(id).map_err(|_| OnError::NoSuchClient)?);
-        } else if is(b"bcast") {
-            o.bcast = true;
-        } else if is(b"optin") {
-            o.optin = true;
-        } else if is(b"optout") {
-            o.optout = true;
-        } else if is(b"noloop") {
-            o.noloop = true;
-        } else if is(b"prefix") && more {
-            j += 1;
-            o.prefixes.push(args[j].clone());
-        } else {
-            return Err(OnError::Syntax);
-        }
-        j += 1;
-    }
-    match &args[2] {
-        a if a.eq_ignore_ascii_case(b"on") => Ok((true, o)),
-        a if a.eq_ignore_ascii_case(b"off") => Ok((false, o)),
-        _ => Err(OnError::Syntax),
-    }
-}
-
-/// The command the upstream gets: the tenant's prefix on every `PREFIX` (and as the prefix of a
-/// prefixed tenant's `BCAST`), `REDIRECT` to respite's receiving connection.
-fn upstream_command(o: &Options, prefix: &[u8], redirect: Option<i64>) -> Bytes {
-    let mut args: Vec<Vec<u8>> = vec![b"CLIENT".to_vec(), b"TRACKING".to_vec(), b"ON".to_vec()];
-    if let Some(id) = redirect {
-        args.push(b"REDIRECT".to_vec());
-        args.push(id.to_string().into_bytes());
-    }
-    for (on, word) in [
-        (o.bcast, &b"BCAST"[..]),
-        (o.optin, b"OPTIN"),
-        (o.optout, b"OPTOUT"),
-        (o.noloop, b"NOLOOP"),
-    ] {
-        if on {
-            args.push(word.to_vec());
-        }
-    }
-    for p in &o.prefixes {
-        args.push(b"PREFIX".to_vec());
-        args.push([prefix, &p[..]].concat());
-    }
-    if o.bcast && o.prefixes.is_empty() && !prefix.is_empty() {
-        args.push(b"PREFIX".to_vec());
-        args.push(prefix.to_vec());
-    }
-    let mut out = BytesMut::new();
-    encode::command(&mut out, &args);
-    out.freeze()
-}
-
-/// An invalidation's keys as a client of `prefix` sees them: `None` if none of them is its.
-fn unprefixed(keys: Vec<Bytes>, prefix: &[u8]) -> Option<Vec<Bytes>> {
-    if prefix.is_empty() {
-        return Some(keys);
-    }
-    let mine: Vec<Bytes> = keys
-        .into_iter()
-        .filter(|k| k.starts_with(prefix))
-        .map(|k| k.slice(prefix.len()..))
-        .collect();
-    (!mine.is_empty()).then_some(mine)
-}
-
-/// `invalidate` for these keys (`None`: everything), as a RESP3 push or, for a RESP2 client
-/// subscribed to `__redis__:invalidate`, as a message on it.
-fn frame(proto: Protocol, keys: Option<&[Bytes]>) -> Bytes {
-    let mut out = BytesMut::new();
-    match proto {
-        Protocol::Resp3 => out.extend_from_slice(b">2\r\n$10\r\ninvalidate\r\n"),
-        Protocol::Resp2 => {
-            out.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n")
-        }
-    }
-    match keys {
-        Some(keys) => {
-            encode::array_header(&mut out, keys.len());
-            for k in keys {
-                encode::bulk(&mut out, k);
-            }
-        }
-        None => encode::null(&mut out, proto),
-    }
-    out.freeze()
-}
-
-/// The pinned connection's side: its pushes (in band) and its failure.
-struct ConnSink {
-    /// The client's own queue; `None` with REDIRECT (the upstream sends nothing in band then).
-    inband: Option<Arc<Invalidations>>,
-    target: Option<Arc<Target>>,
-    prefix: Bytes,
-    lost: Arc<AtomicBool>,
-}
-
-impl PushSink for ConnSink {
-    fn delivered(&self) {
-        if let Some(i) = &self.inband {
-            i.delivered();
-        }
-    }
-
-    fn push(&self, frame_bytes: Bytes, mid_job: bool) {
-        let Some(i) = &self.inband else { return };
-        let keys = match resp3::push(&frame_bytes) {
-            Push::Keys(keys) => keys,
-            Push::All => {
-                metrics::tracking_invalidations(1);
-                return i.push(Bytes::from_static(FLUSH_ALL), mid_job);
-            }
-            Push::Other => return,
-        };
-        if self.prefix.is_empty() {
-            metrics::tracking_invalidations(1);
-            return i.push(frame_bytes, mid_job);
-        }
-        if let Some(keys) = unprefixed(keys, &self.prefix) {
-            metrics::tracking_invalidations(1);
-            i.push(frame(Protocol::Resp3, Some(&keys)), mid_job);
-        }
-    }
-
-    fn lost(&self) {
-        if self.lost.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        metrics::tracking_lost();
-        if let Some(i) = &self.inband {
-            i.push(Bytes::from_static(FLUSH_ALL), false);
-        }
-        if let Some(t) = &self.target {
-            t.deliver(None);
-        }
-    }
-}
-
-/// Where a REDIRECT client's invalidations go.
-struct Target {
-    shared: Arc<crate::server::Shared>,
-    id: u64,
-    /// The source's prefixed tenant: the target must be of the same one.
-    tenant: Option<String>,
-    prefix: Bytes,
-    /// The source, told of a broken redirect when it speaks RESP3.
-    source: Option<Arc<Invalidations>>,
-    broken: Arc<AtomicBool>,
-}
-
-impl Target {
-    fn deliver(&self, keys: Option<&[Bytes]>) {
-        let entry = self
-            .shared
-            .clients
-            .find(self.id)
-            .filter(|e| e.prefixed_tenant() == self.tenant);
-        let Some(entry) = entry else {
-            self.broken.store(true, Ordering::Release);
-            if let Some(source) = &self.source {
-                let mut out = BytesMut::from(&b">2\r\n$21\r\ntracking-redir-broken\r\n"[..]);
-                encode::integer(&mut out, self.id as i64);
-                source.push(out.freeze(), false);
-            }
-            return;
-        };
-        let sent = if entry.resp() >= 3 {
-            entry
-                .outbox
-                .as_ref()
-                .map(|o| o.push(frame(Protocol::Resp3, keys)))
-        } else {
-            self.shared
-                .pubsub
-                .as_ref()
-                .and_then(|h| h.tracking_subscriber(self.id))
-                .map(|(o, _)| o.push(frame(Protocol::Resp2, keys)))
-        };
-        if sent.is_some() {
-            metrics::tracking_invalidations(1);
-        }
-    }
-}
-
-/// Read the receiving connection until it fails or tracking ends, handing each invalidation to
-/// the target; a failure is a loss of tracking (the target is told to flush).
-async fn receive(mut conn: Monitor, sink: Arc<ConnSink>, stop: CancellationToken) {
-    let target = sink.target.clone().expect("a redirect sink");
-    let mut buf = BytesMut::new();
-    let mut scanner = ReplyScanner::new();
-    loop {
-        let read = tokio::select! {
-            r = conn.read.read_buf(&mut buf) => r,
-            _ = stop.cancelled() => return,
-        };
-        if !matches!(read, Ok(n) if n > 0) {
-            return sink.lost();
-        }
-        loop {
-            let found = match scanner.scan(&buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => return sink.lost(),
-            };
-            let frame = buf.split_to(found.len).freeze();
-            match resp3::push(&frame) {
-                Push::Keys(keys) => {
-                    if let Some(keys) = unprefixed(keys, &target.prefix) {
-                        target.deliver(Some(&keys));
-                    }
-                }
-                Push::All => target.deliver(None),
-                Push::Other => {}
-            }
-        }
     }
 }
 
@@ -713,74 +449,5 @@ impl Reader<'_> {
             encode::bulk(&mut out, &p);
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(line: &str) -> Vec<Bytes> {
-        line.split(' ')
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect()
-    }
-
-    #[test]
-    fn options_parse_as_redis_does() {
-        let (on, o) = parse(&args("CLIENT TRACKING on BCAST prefix a PREFIX b noloop")).unwrap();
-        assert!(on && o.bcast && o.noloop);
-        assert_eq!(o.prefixes, vec![Bytes::from("a"), Bytes::from("b")]);
-        assert!(matches!(
-            parse(&args("CLIENT TRACKING on REDIRECT 1 REDIRECT 2")),
-            Err(OnError::TwoRedirects)
-        ));
-        assert!(matches!(
-            parse(&args("CLIENT TRACKING on REDIRECT x")),
-            Err(OnError::NotInteger)
-        ));
-        assert!(matches!(
-            parse(&args("CLIENT TRACKING maybe")),
-            Err(OnError::Syntax)
-        ));
-        assert!(matches!(
-            parse(&args("CLIENT TRACKING on PREFIX")),
-            Err(OnError::Syntax)
-        ));
-    }
-
-    #[test]
-    fn a_tenant_tracks_inside_its_namespace() {
-        let o = Options {
-            bcast: true,
-            prefixes: vec![Bytes::from("user:")],
-            ..Default::default()
-        };
-        let cmd = upstream_command(&o, b"t1:", Some(7));
-        let want = "*8\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$8\r\nREDIRECT\r\n$1\r\n7\r\n$5\r\nBCAST\r\n$6\r\nPREFIX\r\n$8\r\nt1:user:\r\n";
-        assert_eq!(&cmd[..], want.as_bytes());
-        let bcast = Options {
-            bcast: true,
-            ..Default::default()
-        };
-        let cmd = upstream_command(&bcast, b"t1:", None);
-        assert!(cmd.ends_with(b"$6\r\nPREFIX\r\n$3\r\nt1:\r\n"));
-        let keys = vec![Bytes::from("t1:a"), Bytes::from("t2:a")];
-        assert_eq!(unprefixed(keys, b"t1:"), Some(vec![Bytes::from("a")]));
-        assert_eq!(unprefixed(vec![Bytes::from("t2:a")], b"t1:"), None);
-    }
-
-    #[test]
-    fn frames_as_redis_sends_them() {
-        let k = [Bytes::from("a")];
-        assert_eq!(
-            &frame(Protocol::Resp3, Some(&k))[..],
-            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\na\r\n"
-        );
-        assert_eq!(&frame(Protocol::Resp3, None)[..], FLUSH_ALL);
-        assert_eq!(
-            &frame(Protocol::Resp2, None)[..],
-            b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n$-1\r\n"
-        );
     }
 }
