@@ -458,6 +458,76 @@ both!(local_only_replies_are_followed_by_a_flush, |kind: Kind| {
     );
 });
 
+both!(trackinginfo_is_the_upstreams_own, |kind: Kind| {
+    // The same commands directly and through respite: the same TRACKINGINFO, in both protocols.
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    for hello in ["HELLO 2", "HELLO 3"] {
+        let mut d = server.raw();
+        let mut p = proxy.raw();
+        d.cmd(&words(hello));
+        p.cmd(&words(hello));
+        for line in [
+            "CLIENT TRACKINGINFO",
+            "CLIENT TRACKING ON",
+            "CLIENT TRACKINGINFO",
+            "CLIENT TRACKING ON BCAST PREFIX b PREFIX a NOLOOP",
+            "CLIENT TRACKINGINFO",
+            "CLIENT TRACKING ON BCAST PREFIX c",
+            "CLIENT TRACKINGINFO",
+            "CLIENT TRACKING OFF",
+            "CLIENT TRACKING ON OPTIN",
+            "CLIENT CACHING YES",
+            "CLIENT TRACKINGINFO",
+            "CLIENT TRACKINGINFO",
+            "GET k",
+            "CLIENT TRACKINGINFO",
+            "CLIENT GETREDIR",
+            "CLIENT TRACKING OFF",
+            "CLIENT TRACKINGINFO",
+            "CLIENT GETREDIR",
+        ] {
+            assert_eq!(
+                text(&p.cmd(&words(line))),
+                text(&d.cmd(&words(line))),
+                "{hello}: {line}"
+            );
+        }
+    }
+});
+
+both!(the_upstreams_tracking_table_bound_applies, |kind: Kind| {
+    // The upstream bounds what it tracks and evicts with an invalidation, as for a direct client.
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    server
+        .raw()
+        .cmd(&words("CONFIG SET tracking-table-max-keys 5"));
+    let mut c = resp3(&proxy);
+    assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
+    let mut gets = Vec::new();
+    for i in 0..20 {
+        gets.extend(crate::support::encode(&words(&format!("GET k{i}"))));
+    }
+    c.send(&gets);
+    // Every read answered, and at least 15 keys forgotten upstream, each with an invalidation
+    // to the client (between the replies, never inside one).
+    let (mut replies, mut evicted) = (0, 0);
+    while replies < 20 || evicted < 15 {
+        let r = c.reply().unwrap();
+        if r == b"_\r\n" {
+            replies += 1;
+        } else {
+            assert!(
+                r.starts_with(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$"),
+                "{}",
+                text(&r)
+            );
+            evicted += 1;
+        }
+    }
+});
+
 both!(standalone_refuses_tracking, |_kind: Kind| {
     let proxy = Proxy::start("none");
     let mut c = resp3(&proxy);

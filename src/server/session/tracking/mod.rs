@@ -121,7 +121,8 @@ impl Reader<'_> {
         let Some(t) = self.tracking.as_mut() else {
             return;
         };
-        if spec.name != "client|caching" {
+        // As Redis: any command but a CLIENT subcommand uses CLIENT CACHING up.
+        if !spec.name.starts_with("client|") {
             t.caching = false;
         }
         if !local && !self.tracking_lost() {
@@ -423,11 +424,14 @@ impl Reader<'_> {
                 if t.broken.load(Ordering::Acquire) {
                     flags.push("broken_redirect");
                 }
-                let prefixes = match (o.bcast, o.prefixes.is_empty()) {
+                let mut prefixes = match (o.bcast, o.prefixes.is_empty()) {
                     // BCAST without a prefix is the empty prefix to Redis.
                     (true, true) => vec![Bytes::new()],
                     _ => o.prefixes.clone(),
                 };
+                // Redis keeps them in a radix tree: sorted, each once.
+                prefixes.sort();
+                prefixes.dedup();
                 (o.redirect.map_or(0, |id| id as i64), prefixes)
             }
         };
