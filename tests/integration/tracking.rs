@@ -257,6 +257,11 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
     );
     assert!(numsub.ends_with(":0\r\n"), "{numsub}");
     let mut c = proxy.raw();
+    // RESP2 without REDIRECT: accepted, and nothing can be sent to it (as from Redis).
+    assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
+    c.cmd(&words("GET r2"));
+    server.raw().cmd(&words("SET r2 1"));
+    assert_eq!(c.cmd(&words("PING")), b"+PONG\r\n");
     assert_eq!(
         text(&c.cmd(&words("CLIENT TRACKING ON REDIRECT 987654"))),
         "-ERR The client ID you want redirect to does not exist\r\n"

@@ -293,7 +293,8 @@ impl Reader<'_> {
             None => None,
         };
         let sink = Arc::new(ConnSink {
-            inband: target.is_none().then(|| inv.clone()),
+            // A RESP2 client without REDIRECT gets nothing, as from Redis: it has no pushes.
+            inband: (target.is_none() && self.client.proto == Protocol::Resp3).then(|| inv.clone()),
             target: target.clone(),
             prefix: prefix.clone(),
             lost: lost.clone(),
@@ -310,7 +311,8 @@ impl Reader<'_> {
             if !quiet && let Some(t) = self.tracking.as_ref() {
                 // Refused: the tracking that was on stays as it was.
                 let keep = Arc::new(ConnSink {
-                    inband: t.target.is_none().then(|| inv.clone()),
+                    inband: (t.target.is_none() && self.client.proto == Protocol::Resp3)
+                        .then(|| inv.clone()),
                     target: t.target.clone(),
                     prefix,
                     lost: t.lost.clone(),
