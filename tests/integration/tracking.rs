@@ -430,6 +430,25 @@ both!(losing_the_upstream_flushes_the_client, |kind: Kind| {
     assert_eq!(c.reply().unwrap(), invalidate(&["k"]));
 });
 
+both!(a_client_back_in_resp2_gets_no_pushes, |kind: Kind| {
+    let mut server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut c = resp3(&proxy);
+    assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
+    assert!(c.cmd(&words("HELLO 2")).starts_with(b"*"));
+    c.cmd(&words("GET k"));
+    // Its connection is lost: a RESP2 client cannot be sent the flush (nor anything).
+    server.kill();
+    // (An error, or the local engine's answer once local-only mode took over.)
+    let reply = c.cmd(&words("GET k"));
+    assert!(
+        reply == b"$-1\r\n" || reply.starts_with(b"-"),
+        "{}",
+        text(&reply)
+    );
+    assert_eq!(c.cmd(&words("PING")), b"+PONG\r\n");
+});
+
 both!(local_only_replies_are_followed_by_a_flush, |kind: Kind| {
     // A frozen upstream keeps the client's connection open, but local-only mode answers from
     // the local engine, which nobody tracks: each such reply is followed by a flush.

@@ -75,6 +75,8 @@ pub(crate) struct Tracking {
     /// After a failed attempt to have tracking back, not before this (a command each time
     /// would each wait for a connect that fails).
     retry_at: Option<tokio::time::Instant>,
+    /// The protocol its connection's sink was made for (HELLO may change the client's).
+    proto: Protocol,
 }
 
 /// How long after a failed attempt to track again the next one is made.
@@ -125,6 +127,15 @@ impl Reader<'_> {
         if !spec.name.starts_with("client|") {
             t.caching = false;
         }
+        if t.proto != self.client.proto {
+            // HELLO switched the protocol (and the pinned connection's with it).
+            t.proto = self.client.proto;
+            let (target, lost) = (t.target.clone(), t.lost.clone());
+            let sink = self.conn_sink(target, lost);
+            if let Some(p) = &self.pinned {
+                p.track(Some(sink));
+            }
+        }
         if !local && !self.tracking_lost() {
             return;
         }
@@ -137,6 +148,24 @@ impl Reader<'_> {
             }
             None => {}
         }
+    }
+
+    /// The pinned connection's sink for this client as it is now: its queue for in-band pushes
+    /// when it speaks RESP3 (a RESP2 client without REDIRECT gets nothing, as from Redis: it has
+    /// no pushes), or the REDIRECT `target`.
+    fn conn_sink(&self, target: Option<Arc<Target>>, lost: Arc<AtomicBool>) -> Arc<ConnSink> {
+        let inband = target.is_none() && self.client.proto == Protocol::Resp3;
+        Arc::new(ConnSink {
+            inband: self.invalidations.get().filter(|_| inband).cloned(),
+            target,
+            prefix: self
+                .client
+                .tenant
+                .as_ref()
+                .map(|t| t.prefix.clone())
+                .unwrap_or_default(),
+            lost,
+        })
     }
 
     fn tracking_lost(&self) -> bool {
@@ -292,13 +321,7 @@ impl Reader<'_> {
             },
             None => None,
         };
-        let sink = Arc::new(ConnSink {
-            // A RESP2 client without REDIRECT gets nothing, as from Redis: it has no pushes.
-            inband: (target.is_none() && self.client.proto == Protocol::Resp3).then(|| inv.clone()),
-            target: target.clone(),
-            prefix: prefix.clone(),
-            lost: lost.clone(),
-        });
+        let sink = self.conn_sink(target.clone(), lost.clone());
         let pinned = self.pinned.as_ref().expect("taken above");
         pinned.track(Some(sink.clone()));
         let command = upstream_command(&opts, &prefix, receiver.as_ref().map(|r| r.0));
@@ -310,13 +333,7 @@ impl Reader<'_> {
         if &reply[..] != b"+OK\r\n" {
             if !quiet && let Some(t) = self.tracking.as_ref() {
                 // Refused: the tracking that was on stays as it was.
-                let keep = Arc::new(ConnSink {
-                    inband: (t.target.is_none() && self.client.proto == Protocol::Resp3)
-                        .then(|| inv.clone()),
-                    target: t.target.clone(),
-                    prefix,
-                    lost: t.lost.clone(),
-                });
+                let keep = self.conn_sink(t.target.clone(), t.lost.clone());
                 if let Some(p) = &self.pinned {
                     p.track(Some(keep));
                 }
@@ -340,6 +357,7 @@ impl Reader<'_> {
             _stop: stop,
             caching: false,
             retry_at: None,
+            proto: self.client.proto,
         }));
         reply
     }
