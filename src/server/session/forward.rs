@@ -101,12 +101,7 @@ impl Reader<'_> {
                     self.group.extend_from_slice(c);
                 }
                 self.group_count = 1 + f.follow_ups.len();
-                let keep = Keep::First {
-                    skip: 0,
-                    rewrite: f.reply,
-                    prefix: tenant.prefix.clone(),
-                    proto: self.client.proto,
-                };
+                let keep = Keep::first(0, f.reply, tenant.prefix.clone(), self.client.proto);
                 self.send_group_keeping(keep).await;
             }
             // Boxed: rare, and inline its state would grow every idle session.

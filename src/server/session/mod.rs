@@ -108,15 +108,30 @@ pub(crate) enum Pending {
 pub(crate) enum Keep {
     /// All of them, as they came.
     All,
-    /// Only the one after `skip` replies (the command's own; the others answer what respite
-    /// added around it: policy follow-ups such as default TTLs, a transaction's MULTI and
-    /// QUEUED), rewritten for the tenant's namespace.
-    First {
-        skip: usize,
-        rewrite: ReplyRewrite,
-        prefix: Bytes,
-        proto: Protocol,
-    },
+    /// Only one (see [`First`]). Boxed: rare next to `All`, and a [`Pending`] is held several
+    /// times over in every session's future (64 -> 40 bytes each).
+    First(Box<First>),
+}
+
+/// Only the reply after `skip` replies (the command's own; the others answer what respite
+/// added around it: policy follow-ups such as default TTLs, a transaction's MULTI and QUEUED),
+/// rewritten for the tenant's namespace.
+pub(crate) struct First {
+    pub skip: usize,
+    pub rewrite: ReplyRewrite,
+    pub prefix: Bytes,
+    pub proto: Protocol,
+}
+
+impl Keep {
+    pub(crate) fn first(skip: usize, rewrite: ReplyRewrite, prefix: Bytes, proto: Protocol) -> Keep {
+        Keep::First(Box::new(First {
+            skip,
+            rewrite,
+            prefix,
+            proto,
+        }))
+    }
 }
 
 /// Per-client state that respite itself keeps.

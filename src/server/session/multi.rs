@@ -293,12 +293,7 @@ impl Reader<'_> {
         }
         let n = multi.queued.len();
         self.group_count = n + 2 + multi.follow_ups.len();
-        let keep = Keep::First {
-            skip: n + 1,
-            rewrite: ReplyRewrite::None,
-            prefix: Bytes::new(),
-            proto: self.client.proto,
-        };
+        let keep = Keep::first(n + 1, ReplyRewrite::None, Bytes::new(), self.client.proto);
         self.send_group_keeping(keep).await
     }
 
@@ -329,12 +324,7 @@ impl Reader<'_> {
             self.group.extend_from_slice(f);
         }
         self.group_count = 1 + multi.follow_ups.len();
-        let keep = Keep::First {
-            skip: 0,
-            rewrite: ReplyRewrite::None,
-            prefix: Bytes::new(),
-            proto: self.client.proto,
-        };
+        let keep = Keep::first(0, ReplyRewrite::None, Bytes::new(), self.client.proto);
         self.send_group_keeping(keep).await;
         self.unpin_if_done().await
     }

@@ -224,10 +224,37 @@ async fn between<C: ClientIo, F: std::future::Future>(
     tracked: &OnceLock<Arc<Invalidations>>,
     next: F,
 ) -> Result<F::Output, ()> {
-    let tracked = tracked.get();
-    if pushes.is_none() && tracked.is_none() {
-        return Ok(next.await);
+    if let Some(tracked) = tracked.get() {
+        // Boxed: only tracked clients wait here, and inline its three-way wait would grow every
+        // session's future (and cost every untracked reply a third branch).
+        return Box::pin(between_tracked(w, budget, out, pushes, tracked, next)).await;
     }
+    let Some(pushes) = pushes else {
+        return Ok(next.await);
+    };
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            biased;
+            v = &mut next => return Ok(v),
+            () = pushes.ready() => {
+                pushes.drain_into(out);
+                flush(w, budget, out).await?;
+            }
+        }
+    }
+}
+
+/// [`between`] for a client with CLIENT TRACKING on: its tracking pushes are written as they
+/// come too.
+async fn between_tracked<C: ClientIo, F: std::future::Future>(
+    w: &C,
+    budget: Option<&ReplyBudget>,
+    out: &mut BytesMut,
+    pushes: Option<&Outbox>,
+    tracked: &Invalidations,
+    next: F,
+) -> Result<F::Output, ()> {
     tokio::pin!(next);
     loop {
         tokio::select! {
@@ -239,10 +266,8 @@ async fn between<C: ClientIo, F: std::future::Future>(
                 }
                 flush(w, budget, out).await?;
             }
-            () = tracked_ready(tracked) => {
-                if let Some(t) = tracked {
-                    t.drain_into(out);
-                }
+            () = tracked.ready() => {
+                tracked.drain_into(out);
                 flush(w, budget, out).await?;
             }
         }
@@ -252,13 +277,6 @@ async fn between<C: ClientIo, F: std::future::Future>(
 async fn outbox_ready(pushes: Option<&Outbox>) {
     match pushes {
         Some(p) => p.ready().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn tracked_ready(tracked: Option<&Arc<Invalidations>>) {
-    match tracked {
-        Some(t) => t.ready().await,
         None => std::future::pending().await,
     }
 }
@@ -367,14 +385,8 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// replies that arrived followed by one error for each command that got none. `Err(())`: the
 /// slot vanished unanswered (the pool shut down).
 fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
-    if let Keep::First {
-        skip,
-        rewrite,
-        prefix,
-        proto,
-    } = keep
-    {
-        return first_reply(r, *skip, *rewrite, prefix, *proto);
+    if let Keep::First(f) = keep {
+        return first_reply(r, f.skip, f.rewrite, &f.prefix, f.proto);
     }
     let (mut out, failed, msg) = match r {
         Ok(Ok(bytes)) => return bytes,
@@ -470,12 +482,7 @@ mod tests {
     const CLOSED: &str = "-ERR upstream connection closed before replying\r\n";
 
     fn first(skip: usize, rewrite: ReplyRewrite, prefix: &'static [u8]) -> Keep {
-        Keep::First {
-            skip,
-            rewrite,
-            prefix: Bytes::from_static(prefix),
-            proto: Protocol::Resp2,
-        }
+        Keep::first(skip, rewrite, Bytes::from_static(prefix), Protocol::Resp2)
     }
 
     #[test]
