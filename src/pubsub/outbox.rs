@@ -114,8 +114,7 @@ impl Outbox {
     /// it, and until then nothing queued and a registered waker mean Pending without the lock.
     pub fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
         poll_fn(|cx| {
-            if !self.ready.load(Ordering::Acquire)
-                && self.writer_registered.load(Ordering::Acquire)
+            if !self.ready.load(Ordering::Acquire) && self.writer_registered.load(Ordering::Acquire)
             {
                 return Poll::Pending;
             }
@@ -193,17 +192,29 @@ mod tests {
             assert!(std::pin::pin!(o.ready()).poll(&mut cx).is_pending());
         }
         assert!(o.push(Bytes::from_static(b"x")));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the push woke the writer");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the push woke the writer"
+        );
         assert!(std::pin::pin!(o.ready()).poll(&mut cx).is_ready());
         let mut out = BytesMut::new();
         o.drain_into(&mut out);
         assert!(std::pin::pin!(o.ready()).poll(&mut cx).is_pending());
         assert!(o.push(Bytes::from_static(b"y")));
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "registered again after the first push");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            2,
+            "registered again after the first push"
+        );
         assert!(overflowed.as_mut().poll(&mut cx).is_pending());
         assert!(o.push(Bytes::from_static(b"z")));
         assert!(!o.push(Bytes::from_static(b"w")), "over the limit");
-        assert_eq!(count.0.load(Ordering::SeqCst), 3, "the overflow woke the watcher");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            3,
+            "the overflow woke the watcher"
+        );
         assert!(overflowed.as_mut().poll(&mut cx).is_ready());
     }
 }

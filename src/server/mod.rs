@@ -196,7 +196,11 @@ impl Shared {
     ) -> Option<Answerer<'_>> {
         // The common case, an upstream in service, in one atomic load (asked twice per
         // forwarded command).
-        if self.health.as_deref().is_some_and(|h| !h.state().is_local()) {
+        if self
+            .health
+            .as_deref()
+            .is_some_and(|h| !h.state().is_local())
+        {
             return None;
         }
         fallback::answerer(

@@ -124,7 +124,12 @@ pub(crate) struct First {
 }
 
 impl Keep {
-    pub(crate) fn first(skip: usize, rewrite: ReplyRewrite, prefix: Bytes, proto: Protocol) -> Keep {
+    pub(crate) fn first(
+        skip: usize,
+        rewrite: ReplyRewrite,
+        prefix: Bytes,
+        proto: Protocol,
+    ) -> Keep {
         Keep::First(Box::new(First {
             skip,
             rewrite,
