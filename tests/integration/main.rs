@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod blocked_disconnect;
 mod busy_not_down;
 mod client_commands;
 mod clients;

@@ -20,7 +20,8 @@
 //!   first waits for every earlier reply ([`Pending::Barrier`]).
 //! - A pinned connection carries one client's commands only, and goes back to its pool only
 //!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
-//!   one has it closed at once.
+//!   one has it closed at once — also when it pipelined more behind it, because a reader that
+//!   waits while such a reply is owed keeps reading the client ([`park`]).
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
 //!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
 //!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
@@ -34,6 +35,7 @@ mod forward;
 mod lanes;
 mod monitor;
 mod multi;
+mod park;
 mod reader;
 mod stateful;
 mod subscribe;
@@ -250,6 +252,9 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
+        sock: &sock,
+        parked: BytesMut::new(),
+        hung_up: false,
     };
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -344,6 +349,11 @@ pub(crate) struct Reader<'f> {
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
+    /// The client's socket, read while the reader waits ([`park`]); what arrived meanwhile,
+    /// and whether its stream ended then, with a reply owed on a pinned connection.
+    sock: &'f dyn park::ParkedRead,
+    parked: BytesMut,
+    hung_up: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

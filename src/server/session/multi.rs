@@ -208,7 +208,7 @@ impl Reader<'_> {
         multi.streaming = true;
         self.pin.multi = true;
         let rx = self.upstream_send(job.freeze(), count, None).await;
-        if !matches!(rx.await, Ok(Ok(_))) {
+        if !matches!(self.park(rx).await, Some(Ok(Ok(_)))) {
             self.queue_failed();
         }
         true
@@ -312,7 +312,7 @@ impl Reader<'_> {
             let rx = self
                 .upstream_send(Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"), 1, None)
                 .await;
-            let _ = rx.await;
+            let _ = self.park(rx).await;
             self.release_written().await;
             self.reply_error(EXECABORT).await;
             return self.unpin_if_done().await;

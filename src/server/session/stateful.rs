@@ -51,6 +51,9 @@ impl Reader<'_> {
         };
         self.send_group().await;
         self.barrier().await;
+        if self.hung_up() {
+            return false;
+        }
         self.after_pinned = false;
         let gone = self.gone_token();
         match upstream.pinned().take(self.client.proto, gone).await {
@@ -121,14 +124,24 @@ impl Reader<'_> {
     ) -> oneshot::Receiver<Reply> {
         // The group's known-slow mark goes with it, whichever way it goes.
         let slow = std::mem::take(&mut self.group_slow);
+        if self.hung_up() {
+            // The client is gone (see `park`): nothing more runs for it.
+            return oneshot::channel().1;
+        }
         if let Some(p) = &self.pinned {
             return p.send_within(bytes, count, budget).await;
         }
-        if std::mem::take(&mut self.after_pinned) {
-            // Not `barrier`: that would send the group this job is made of.
+        if self.after_pinned {
+            // Not `barrier`: that would send the group this job is made of. `after_pinned`
+            // stays set while waiting: a client leaving meanwhile still owes the pinned
+            // connection a reply, so it hangs up (see `park`).
             let (tx, rx) = oneshot::channel();
-            self.fifo.push(Pending::Barrier(tx), 1).await;
-            let _ = rx.await;
+            self.enqueue(Pending::Barrier(tx), 1).await;
+            let _ = self.park(rx).await;
+            self.after_pinned = false;
+            if self.hung_up() {
+                return oneshot::channel().1;
+            }
         }
         let upstream = self
             .shared
@@ -212,8 +225,8 @@ impl Reader<'_> {
         let mut cmd = BytesMut::new();
         super::forward::append_request(&mut cmd, req);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match rx.await {
-            Ok(Ok(bytes)) => bytes,
+        let reply = match self.park(rx).await {
+            Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
         if &reply[..] == b"+OK\r\n" {
@@ -233,8 +246,8 @@ impl Reader<'_> {
         let mut cmd = BytesMut::new();
         super::forward::append_request(&mut cmd, req);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match rx.await {
-            Ok(Ok(bytes)) => bytes,
+        let reply = match self.park(rx).await {
+            Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
         if &reply[..] == b"+OK\r\n" {
