@@ -36,3 +36,4 @@ mod tls;
 mod transactions;
 mod under_load;
 mod upstream_commands;
+mod upstream_users;

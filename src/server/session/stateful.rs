@@ -240,26 +240,52 @@ impl Reader<'_> {
     /// pinned connection the client then keeps (until RESET or it leaves), so the upstream's
     /// ACLs apply to everything it sends. A refusal is the upstream's own (WRONGPASS).
     pub(super) async fn auth_upstream(&mut self, req: &Request) {
-        if !self.pin().await {
+        let Some(reply) = self.login_upstream(&req.args[1..], None).await else {
             return;
+        };
+        self.push(Pending::Ready(reply)).await;
+        self.unpin_if_done().await
+    }
+
+    /// AUTH's arguments (`[username] password`, from AUTH or HELLO's AUTH option) checked by
+    /// the upstream on the client's pinned connection: its reply (`+OK`, or for HELLO, whose
+    /// `protover` is given, the upstream's HELLO map: the connection then speaks it, switched
+    /// in the same command as the upstream switches its own clients). An error is the
+    /// upstream's refusal (WRONGPASS, NOPROTO). `None`: no pinned connection could be had (the
+    /// pool's error is queued). The caller queues any error and then gives the connection back
+    /// ([`Reader::unpin_if_done`]).
+    pub(super) async fn login_upstream(
+        &mut self,
+        creds: &[Bytes],
+        hello: Option<&[u8]>,
+    ) -> Option<Bytes> {
+        if !self.pin().await {
+            return None;
         }
         let mut cmd = BytesMut::new();
-        super::forward::append_request(&mut cmd, req);
+        let verb: &[&[u8]] = match hello {
+            Some(protover) => &[b"HELLO", protover, b"AUTH"],
+            None => &[b"AUTH"],
+        };
+        let args: Vec<&[u8]> = verb
+            .iter()
+            .copied()
+            .chain(creds.iter().map(|a| &a[..]))
+            .collect();
+        encode::command(&mut cmd, &args);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
         let reply = match self.park(rx).await {
             Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
-        if &reply[..] == b"+OK\r\n" {
+        if reply.first() != Some(&b'-') {
             self.pin.auth = true;
-            let user = match &req.args[..] {
-                [_, user, _] => String::from_utf8_lossy(user).into_owned(),
+            self.client.user = match creds {
+                [user, _] => String::from_utf8_lossy(user).into_owned(),
                 _ => "default".into(),
             };
-            self.client.user = user;
         }
-        self.push(Pending::Ready(reply)).await;
-        self.unpin_if_done().await
+        Some(reply)
     }
 
     async fn not_supported(&mut self, spec: &'static CommandSpec, why: &str) {
