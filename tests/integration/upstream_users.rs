@@ -95,3 +95,79 @@ both!(an_upstream_user_switches_protocol_in_place, |kind: Kind| {
     assert!(text(p.cmd(&words("HELLO 2"))).starts_with("*14"));
     assert_eq!(p.cmd(&words("GET a:nothing")), b"$-1\r\n");
 });
+
+both!(
+    an_upstream_users_channel_rules_apply_to_pubsub,
+    |kind: Kind| {
+        // Subscriptions are fanned out over respite's own connection; the user's channel rules
+        // still decide what it may subscribe to, with the upstream's own NOPERM.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut d: Raw = server.raw();
+        d.cmd(&words("ACL SETUSER alice on >pw ~* &allowed:* +@all"));
+        let direct = |cmd: &str| -> String {
+            let mut c = server.raw();
+            c.cmd(&words("AUTH alice pw"));
+            text(c.cmd(&words(cmd)))
+        };
+        for version in ["2", "3"] {
+            let mut p = proxy.raw();
+            let hello = text(p.cmd(&words(&format!("HELLO {version} AUTH alice pw"))));
+            assert!(!hello.starts_with('-'), "{hello}");
+            let confirmed = text(p.cmd(&words("SUBSCRIBE allowed:x")));
+            assert!(confirmed.contains("allowed:x"), "{confirmed}");
+            let refused = text(p.cmd(&words("SUBSCRIBE secret")));
+            assert!(refused.starts_with("-NOPERM"), "{refused}");
+            assert_eq!(refused, direct("SUBSCRIBE secret"));
+            // One channel refused refuses the command, as the server does.
+            assert_eq!(
+                text(p.cmd(&words("SUBSCRIBE allowed:y secret"))),
+                direct("SUBSCRIBE allowed:y secret")
+            );
+            assert_eq!(
+                text(p.cmd(&words("PSUBSCRIBE secret*"))),
+                direct("PSUBSCRIBE secret*")
+            );
+            assert!(text(p.cmd(&words("PSUBSCRIBE allowed:*"))).contains("allowed:*"));
+            // Alice receives nothing from the channels she may not read: the first frames she
+            // gets are the allowed channel's, though `secret` was published first.
+            let mut admin = proxy.raw();
+            assert!(admin.cmd(&words("PUBLISH secret s1")).starts_with(b":"));
+            assert!(
+                admin
+                    .cmd(&words("PUBLISH allowed:y ignored"))
+                    .starts_with(b":")
+            );
+            assert!(
+                admin
+                    .cmd(&words("PUBLISH allowed:x hello"))
+                    .starts_with(b":")
+            );
+            let frames: Vec<String> = (0..3).map(|_| text(p.reply().unwrap())).collect();
+            assert!(
+                frames[0].contains("pmessage") && frames[0].contains("allowed:y"),
+                "{frames:?}"
+            );
+            assert!(frames.iter().all(|f| !f.contains("s1")), "{frames:?}");
+            assert!(
+                frames[1..].iter().all(|f| f.contains("hello")),
+                "{frames:?}"
+            );
+            // PUBLISH as alice is the upstream's to check.
+            let mut publisher = proxy.raw();
+            publisher.cmd(&words("AUTH alice pw"));
+            assert_eq!(
+                text(publisher.cmd(&words("PUBLISH secret x"))),
+                direct("PUBLISH secret x")
+            );
+            assert!(
+                publisher
+                    .cmd(&words("PUBLISH allowed:x y"))
+                    .starts_with(b":")
+            );
+        }
+        // The upstream shows respite's subscriptions, none to `secret`.
+        let channels = text(d.cmd(&words("PUBSUB CHANNELS *")));
+        assert!(!channels.contains("secret"), "{channels}");
+    }
+);
