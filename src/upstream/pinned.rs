@@ -24,6 +24,7 @@ use super::conn::{InFlight, Job, read_loop, write_loop};
 use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::reply::{Reply, ReplyBudget};
+use super::unblock::Blockable;
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::protocol::Protocol;
@@ -54,6 +55,8 @@ const NAME: &str = "respite-pinned";
 
 struct Idle {
     proto: Protocol,
+    /// Its id on the upstream (CLIENT UNBLOCK), kept across resets.
+    id: Option<u64>,
     read: BoxRead,
     write: BoxWrite,
     permit: OwnedSemaphorePermit,
@@ -92,10 +95,10 @@ impl PinnedPool {
                 .position(|c| c.proto == proto)
                 .map(|i| idle.swap_remove(i))
         };
-        let (read, write, permit) = match found {
+        let (read, write, permit, id) = match found {
             Some(c) => {
                 metrics::upstream_pinned("idle").decrement(1.0);
-                (c.read, c.write, c.permit)
+                (c.read, c.write, c.permit, c.id)
             }
             None => {
                 let permit = match self.permits.clone().try_acquire_owned() {
@@ -117,15 +120,18 @@ impl PinnedPool {
                 let opened = handshake::open(&self.config, proto, NAME)
                     .await
                     .map_err(PinError::Open)?;
-                (opened.read, opened.write, permit)
+                (opened.read, opened.write, permit, opened.id)
             }
         };
         metrics::upstream_pinned("in_use").increment(1.0);
         let (tx, rx) = mpsc::channel(64);
         let (last, released) = oneshot::channel();
+        let blockable = Blockable::new(id);
         let task = Task {
             pool: self.clone(),
             proto,
+            id,
+            blockable: blockable.clone(),
             rx,
             read,
             write,
@@ -134,7 +140,11 @@ impl PinnedPool {
             abandoned: gone,
         };
         tokio::spawn(task.run());
-        Ok(Pinned { tx, last })
+        Ok(Pinned {
+            tx,
+            last,
+            blockable,
+        })
     }
 
     /// A connection for MONITOR: counted against `upstream.max_pinned` like a lease, in monitor
@@ -186,9 +196,15 @@ pub struct Pinned {
     /// On release: the reply slot of a last PING sent after everything else, which tells the
     /// task when every reply owed on the connection has been read.
     last: oneshot::Sender<oneshot::Receiver<Reply>>,
+    blockable: Arc<Blockable>,
 }
 
 impl Pinned {
+    /// Where CLIENT UNBLOCK finds this lease's connection (see [`super::unblock`]).
+    pub fn blockable(&self) -> Arc<Blockable> {
+        self.blockable.clone()
+    }
+
     /// Queue `count` encoded commands; the receiver yields their replies (see
     /// [`Conn::send_within`](super::Conn::send_within)).
     pub async fn send_within(
@@ -231,6 +247,8 @@ pub struct Monitor {
 struct Task {
     pool: Arc<PinnedPool>,
     proto: Protocol,
+    id: Option<u64>,
+    blockable: Arc<Blockable>,
     rx: mpsc::Receiver<Job>,
     read: BoxRead,
     write: BoxWrite,
@@ -242,6 +260,8 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let clean = self.serve().await;
+        // Before the connection can carry anyone else's commands (see `unblock`).
+        self.blockable.retire().await;
         metrics::upstream_pinned("in_use").decrement(1.0);
         if !clean {
             // Dropping the halves closes the socket; the permit goes back with them.
@@ -253,6 +273,7 @@ impl Task {
                 metrics::upstream_pinned("idle").increment(1.0);
                 self.pool.idle().push(Idle {
                     proto: self.proto,
+                    id: self.id,
                     read: self.read,
                     write: self.write,
                     permit: self.permit,

@@ -7,6 +7,7 @@ mod basics;
 mod blocked_disconnect;
 mod busy_not_down;
 mod client_commands;
+mod client_unblock;
 mod clients;
 mod config_errors;
 mod deploy;

@@ -39,6 +39,7 @@ mod park;
 mod reader;
 mod stateful;
 mod subscribe;
+mod unblock;
 mod writer;
 
 use crate::cache::Fetched;

@@ -380,7 +380,6 @@ impl Reader<'_> {
                             | "client|caching"
                             | "client|getredir"
                             | "client|trackinginfo"
-                            | "client|unblock"
                     ) =>
             {
                 Box::pin(self.client_command(spec, req)).await;

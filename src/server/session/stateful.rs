@@ -37,6 +37,8 @@ pub(crate) struct Pin {
     /// A SELECT ran inside a transaction: which database the connection is in is the
     /// upstream's to say, so the client keeps it until RESET or it leaves.
     pub sticky: bool,
+    /// CLIENT NO-TOUCH ON was forwarded on it: the client keeps it until OFF or RESET.
+    pub no_touch: bool,
 }
 
 impl Reader<'_> {
@@ -58,6 +60,7 @@ impl Reader<'_> {
         let gone = self.gone_token();
         match upstream.pinned().take(self.client.proto, gone).await {
             Ok(p) => {
+                *super::clients::lock(&self.registered.entry.blockable) = Some(p.blockable());
                 self.pinned = Some(p);
                 true
             }
@@ -88,6 +91,7 @@ impl Reader<'_> {
             || self.pin.multi
             || self.pin.auth
             || self.pin.sticky
+            || self.pin.no_touch
             || self.client.db != self.configured_db()
         {
             return;
