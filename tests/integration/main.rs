@@ -17,6 +17,7 @@ mod hostile;
 mod local_only;
 mod misaligned;
 mod near_cache;
+mod node_clients;
 mod observability;
 mod operations;
 mod outage_recovery;
