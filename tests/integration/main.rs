@@ -35,6 +35,7 @@ mod tenant_hardening;
 mod tenant_oracle;
 mod tenants;
 mod tls;
+mod tracking;
 mod transactions;
 mod under_load;
 mod upstream_commands;

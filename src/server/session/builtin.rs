@@ -269,7 +269,9 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             let version = proto.version().to_string();
             encode::command(&mut cmd, &[&b"HELLO"[..], version.as_bytes()]);
             let rx = r.upstream_send(cmd.freeze(), 1, None).await;
-            match r.park(rx).await {
+            let answered = r.park(rx).await;
+            r.took_reply();
+            match answered {
                 Some(Ok(Ok(reply))) if reply.first() == Some(&b'-') => {
                     r.push(super::Pending::Ready(reply)).await;
                     return Flow::Continue;

@@ -37,6 +37,8 @@ pub(crate) struct Entry {
     pub kill: CancellationToken,
     /// Its latest pinned lease, where CLIENT UNBLOCK finds it blocked (see `unblock`).
     pub blockable: Mutex<Option<Arc<crate::upstream::unblock::Blockable>>>,
+    /// Where pushes for it go: the invalidations of clients tracking with REDIRECT to it.
+    pub outbox: Option<Arc<crate::pubsub::Outbox>>,
 }
 
 /// What changes over a session's life, copied from its [`Client`] when it changes.
@@ -89,7 +91,11 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Add a session to the registry for as long as the returned guard lives.
-pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
+pub(crate) fn register(
+    shared: &Arc<Shared>,
+    c: &Client,
+    outbox: Option<Arc<crate::pubsub::Outbox>>,
+) -> Registered {
     let entry = Arc::new(Entry {
         id: c.id,
         peer: c.peer.clone(),
@@ -99,6 +105,7 @@ pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
         view: Mutex::new(View::of(c)),
         kill: shared.draining.child_token(),
         blockable: Mutex::new(None),
+        outbox,
     });
     lock(&shared.clients.clients).insert(c.id, entry.clone());
     Registered {
@@ -107,7 +114,24 @@ pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
     }
 }
 
+impl Registry {
+    /// The session with client id `id`, if it is still connected.
+    pub fn find(&self, id: u64) -> Option<Arc<Entry>> {
+        lock(&self.clients).get(&id).cloned()
+    }
+}
+
 impl Entry {
+    /// The protocol it speaks now (2 or 3).
+    pub fn resp(&self) -> i64 {
+        lock(&self.view).resp
+    }
+
+    /// Its tenant's name when that tenant has a key prefix (see [`View`]).
+    pub fn prefixed_tenant(&self) -> Option<String> {
+        lock(&self.view).tenant.clone()
+    }
+
     pub fn ran(&self, spec: &'static CommandSpec) {
         self.last.store(spec.id as u32, Ordering::Relaxed);
     }

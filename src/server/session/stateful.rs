@@ -92,6 +92,7 @@ impl Reader<'_> {
             || self.pin.auth
             || self.pin.sticky
             || self.pin.no_touch
+            || self.tracking.is_some()
             || self.client.db != self.configured_db()
         {
             return;
@@ -107,6 +108,8 @@ impl Reader<'_> {
             self.after_pinned = true;
         }
         self.pin = Pin::default();
+        // Its reset ended the upstream's tracking (RESET ends the client's as well).
+        self.tracking = None;
     }
 
     pub(super) fn configured_db(&self) -> u32 {
@@ -233,6 +236,7 @@ impl Reader<'_> {
             Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
+        self.took_reply();
         if &reply[..] == b"+OK\r\n" {
             self.client.db = db.expect("the upstream accepted it") as u32;
         }
@@ -278,7 +282,9 @@ impl Reader<'_> {
             .collect();
         encode::command(&mut cmd, &args);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match self.park(rx).await {
+        let answered = self.park(rx).await;
+        self.took_reply();
+        let reply = match answered {
             Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };

@@ -109,7 +109,9 @@ impl Reader<'_> {
         let mut cmd = BytesMut::new();
         super::forward::append_request(&mut cmd, req);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match self.park(rx).await {
+        let answered = self.park(rx).await;
+        self.took_reply();
+        let reply = match answered {
             Some(Ok(Ok(bytes))) => bytes,
             _ => super::error_bytes("ERR upstream connection closed before replying"),
         };
