@@ -390,13 +390,11 @@ impl Task {
         let max = self.pool.config.max_inflight;
         let permits = Semaphore::new(max);
         let mut unsent = VecDeque::new();
-        let abandoned = self.abandoned.clone();
         let sink = SlotSink(&self.sink);
+        // Under the lease, a client that leaves drops its handle, which ends the write loop and
+        // closes the connection below. (Not `abandoned`: a lease released just before its
+        // client left must still be read to its end and kept.)
         let ended = tokio::select! {
-            // The client left while its session still held the lease (it hung up while
-            // waiting, see `session::park`): its state dies with the connection.
-            biased;
-            _ = abandoned.cancelled() => return false,
             r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED, None) => r,
             r = read_loop_pushing(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, &sink) => r,
         };
@@ -416,6 +414,7 @@ impl Task {
         // goes first while one of its own replies is still owed (a blocked BLPOP): then the
         // connection closes, so the server never pops for a client that cannot get it.
         let mut last = last;
+        let abandoned = self.abandoned.clone();
         let r = tokio::select! {
             biased;
             _ = abandoned.cancelled() => None,
