@@ -16,6 +16,7 @@ mod fuzz_checker;
 mod hostile;
 mod local_only;
 mod misaligned;
+mod multi_connection_state;
 mod near_cache;
 mod node_clients;
 mod observability;

@@ -321,7 +321,7 @@ async fn error(r: &mut Reader<'_>, msg: &str) -> Flow {
 }
 
 /// Redis refuses names with spaces, newlines or other characters outside `!`..`~`.
-fn valid_name(name: &[u8]) -> Result<(), &'static str> {
+pub(super) fn valid_name(name: &[u8]) -> Result<(), &'static str> {
     if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         Ok(())
     } else {
@@ -330,7 +330,7 @@ fn valid_name(name: &[u8]) -> Result<(), &'static str> {
 }
 
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value`, as Redis 7.2 and Valkey answer it.
-fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
+pub(super) fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
     if !value.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         let what = String::from_utf8_lossy(attr).to_ascii_lowercase();
         return Err(format!(

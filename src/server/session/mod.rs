@@ -38,6 +38,7 @@ mod invalidations;
 mod lanes;
 mod monitor;
 mod multi;
+mod multi_local;
 mod park;
 mod reader;
 mod stateful;
