@@ -88,6 +88,13 @@ both!(client_unblock_after_the_lease_went_back, |kind: Kind| {
     let first_id = id_of(&mut first);
     server.raw().cmd(&words("RPUSH q a"));
     assert!(first.cmd(&words("BLPOP q 0")).starts_with(b"*2"));
+    // The one connection is back in the pool, reset (until then a second lease is refused).
+    wait_until(Duration::from_secs(5), || {
+        text(server.raw().cmd(&words("CLIENT LIST")))
+            .lines()
+            .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=hello"))
+    })
+    .expect("the lease went back");
     let mut second = proxy.raw();
     let second_id = id_of(&mut second);
     second.send(&crate::support::encode(&words("BLPOP q 0")));

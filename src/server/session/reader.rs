@@ -60,8 +60,11 @@ impl Reader<'_> {
                     // it (limits.max_reply_bytes).
                     return;
                 }
-                // What arrived while a wait was parked (see `park`) comes after `buf`.
-                self.take_parked(&mut buf);
+                // What arrived while a wait was parked (see `park`) comes after `buf`, and was
+                // read just now as far as the timeouts are concerned.
+                if self.take_parked(&mut buf) && timed {
+                    last_read = Some(tokio::time::Instant::now());
+                }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
                 let restricted = self.tenants.is_some() && self.client.tenant.is_none();
                 framer.set_limits(if restricted {
