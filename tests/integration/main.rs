@@ -4,8 +4,10 @@
 mod support;
 
 mod basics;
+mod blocked_disconnect;
 mod busy_not_down;
 mod client_commands;
+mod client_unblock;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -14,7 +16,9 @@ mod fuzz_checker;
 mod hostile;
 mod local_only;
 mod misaligned;
+mod multi_connection_state;
 mod near_cache;
+mod node_clients;
 mod observability;
 mod operations;
 mod outage_recovery;
@@ -36,3 +40,4 @@ mod tracking;
 mod transactions;
 mod under_load;
 mod upstream_commands;
+mod upstream_users;
