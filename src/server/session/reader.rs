@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Wake, Waker};
 use tokio::sync::oneshot;
 
+/// What `dispatch` leaves to `handle`: the request's flow, or its route still to take.
+enum Next {
+    Done(Flow),
+    Route(&'static crate::command::CommandSpec, Route),
+}
+
 /// The waker the session's drain (or CLIENT KILL) wakes: it records that it fired, then wakes
 /// the session's task, so the reader learns of it from one atomic load instead of the token's
 /// lock.
@@ -298,7 +304,10 @@ impl Reader<'_> {
         }
         // After CLIENT REPLY SKIP, this command's reply is the one dropped.
         let skipping = std::mem::take(&mut self.skip_pending);
-        let flow = self.dispatch(req).await;
+        let flow = match self.dispatch(req).await {
+            Next::Done(flow) => flow,
+            Next::Route(spec, route) => self.route(spec, req, route).await,
+        };
         if skipping && self.reply_mode == super::clients::ReplyMode::Skip {
             self.push(Pending::Silence(false)).await;
             self.reply_mode = super::clients::ReplyMode::On;
@@ -306,7 +315,10 @@ impl Reader<'_> {
         flow
     }
 
-    async fn dispatch(&mut self, req: &mut Request) -> Flow {
+    /// Everything before the route: resolve, count, refuse, Pub/Sub and transactions. What is
+    /// left to route is returned rather than awaited here, so that `handle` awaits `route` at
+    /// its own level (nested, this function's locals would add to every session's future).
+    async fn dispatch(&mut self, req: &mut Request) -> Next {
         let resolved = match command::resolve(&req.args) {
             Ok(spec) => Ok(spec),
             // Boxed: rare, and inline its state would grow every idle session.
@@ -321,7 +333,7 @@ impl Reader<'_> {
                 });
                 self.queue_failed();
                 self.reply_error(&format!("ERR {e}")).await;
-                return Flow::Continue;
+                return Next::Done(Flow::Continue);
             }
         };
         metrics::command(spec).increment(1);
@@ -345,7 +357,7 @@ impl Reader<'_> {
             let Some(tenant) = &self.client.tenant else {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(policy::NOAUTH).await;
-                return Flow::Continue;
+                return Next::Done(Flow::Continue);
             };
             policy::metrics::command(tenant);
             if (route == Route::Proxy || info_here || transaction) && !tenant.permits(spec) {
@@ -353,20 +365,20 @@ impl Reader<'_> {
                 policy::metrics::refusal(&tenant.name, &e);
                 self.queue_failed();
                 self.reply_error(&e.to_string()).await;
-                return Flow::Continue;
+                return Next::Done(Flow::Continue);
             }
         }
         if self.pubsub_takes(spec)
             && let Some(flow) = Box::pin(self.pubsub(spec, req)).await
         {
-            return flow;
+            return Next::Done(flow);
         }
         if self.multi.is_some() {
             // Commands that end or leave a transaction are answered as usual.
             if !matches!(spec.name, "quit" | "reset") {
                 // Boxed: rare, and inline its state would grow every idle session.
                 Box::pin(self.transaction(spec, req, route)).await;
-                return Flow::Continue;
+                return Next::Done(Flow::Continue);
             }
             // QUIT and RESET discard the transaction, as in Redis.
             self.multi = None;
@@ -374,7 +386,7 @@ impl Reader<'_> {
         if info_here {
             let out = builtin::tenant_info(self, &req.args);
             self.reply(out).await;
-            return Flow::Continue;
+            return Next::Done(Flow::Continue);
         }
         if self.tracking.is_some() {
             // Boxed: only tracked clients come here.
@@ -383,9 +395,9 @@ impl Reader<'_> {
             Box::pin(self.tracked_before(spec, req)).await;
             let flow = Box::pin(self.route(spec, req, route)).await;
             Box::pin(self.tracked_after(spec, local)).await;
-            return flow;
+            return Next::Done(flow);
         }
-        self.route(spec, req, route).await
+        Next::Route(spec, route)
     }
 
     async fn route(
