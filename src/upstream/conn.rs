@@ -68,6 +68,8 @@ pub(super) struct Slot {
     pub(super) sent: Instant,
     pub(super) budget: Option<Arc<ReplyBudget>>,
     pub(super) slow: bool,
+    /// Its replies are being dropped as they come (its client is gone or over its limit).
+    pub(super) discarded: bool,
 }
 
 pub(super) type InFlight = Mutex<VecDeque<Slot>>;
@@ -127,8 +129,8 @@ pub(super) struct ConnTask {
     pub(super) config: Arc<UpstreamConfig>,
     pub(super) proto: Protocol,
     pub(super) slot: usize,
-    /// A slow-lane connection (see [`super::lanes`]) is not one of the pool's: it does not count
-    /// towards the upstream's health, and its commands have no reply deadline.
+    /// A slow- or bulk-lane connection (see [`super::lanes`]) is not one of the pool's: it does
+    /// not count towards the upstream's health; a slow lane's commands have no reply deadline.
     pub(super) lane: Lane,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
@@ -223,6 +225,7 @@ impl ConnTask {
         let name = match self.lane {
             Lane::Shared => "respite",
             Lane::Slow => "respite-slow",
+            Lane::Bulk => "respite-bulk",
         };
         let opened = handshake::open(&self.config, self.proto, name).await?;
         if let Ok(mut slot) = self.info.write() {
@@ -241,7 +244,13 @@ impl ConnTask {
         // Complete replies not yet vouched for by their batch's marker, oldest first.
         let mut held = Vec::new();
         let markers = Markers::new();
-        let permits = Semaphore::new(self.config.max_inflight);
+        // The bulk lane carries large replies: a bound in commands is a bound in what the
+        // server copies out in one go while the shared connections wait their turn.
+        let max_inflight = match self.lane {
+            Lane::Bulk => self.config.max_inflight.min(super::lanes::BULK_INFLIGHT),
+            _ => self.config.max_inflight,
+        };
+        let permits = Semaphore::new(max_inflight);
         self.state.borrow_and_update();
         let fail_on_down = self.health.fail_inflight_on_down();
         // Jobs taken off the queue but not yet written: if the connection fails first, they are
@@ -253,7 +262,7 @@ impl ConnTask {
             busy: self.config.health.busy_grace,
         };
         let result = tokio::select! {
-            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(label), Some(markers)) => r,
+            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, max_inflight, activity, Some(label), Some(markers)) => r,
             r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(label), Some(markers)) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
@@ -299,8 +308,10 @@ impl ConnTask {
             if slot.slow {
                 activity.slow_finished();
             }
-            // Only the head slot can have replies waiting in the buffer.
+            // Only the head slot can have replies waiting in the buffer (the last of them,
+            // if the earlier ones were dropped: none is for its client then).
             let (replies, count) = match partial.take() {
+                Some(_) if slot.discarded => (Bytes::new(), 0),
                 Some(b) => {
                     let (count, len) = completed_prefix(&b, slot.count);
                     (b.freeze().slice(..len), count)
@@ -361,7 +372,7 @@ async fn watchdog(
         };
         if let Some(t) = oldest
             && t.elapsed() > deadline
-            && (lane == Lane::Shared || health.state().is_local())
+            && (lane != Lane::Slow || health.state().is_local())
         {
             return Some(Kind::TimedOut(Deadline::Reply(deadline)));
         }

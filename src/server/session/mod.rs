@@ -30,6 +30,7 @@
 mod builtin;
 mod clients;
 mod commands;
+mod fairness;
 mod forward;
 mod lanes;
 mod monitor;
