@@ -10,6 +10,7 @@ mod clients;
 mod config_errors;
 mod deploy;
 mod faults;
+mod flapping;
 mod fuzz_checker;
 mod hostile;
 mod local_only;

@@ -109,7 +109,9 @@ fn slow_readers_under_the_default_limits_stay_within_the_global_budget() {
     let rss = rss_kib();
     let slow = slow_readers(&proxy, SLOW);
     let crowded = p99_micros(&proxy, 300);
-    eprintln!("GET p99 alone {alone} us; beside {SLOW} slow readers (default limits): {crowded} us");
+    eprintln!(
+        "GET p99 alone {alone} us; beside {SLOW} slow readers (default limits): {crowded} us"
+    );
     // They are under their own limit, so they stay connected: each is sent one group at a time,
     // and only while it is owed less than 1 MiB, so each holds what its socket took plus about
     // one group (1.6 MB) here, never the 10 MB it asked for.
@@ -128,7 +130,10 @@ fn slow_readers_under_the_default_limits_stay_within_the_global_budget() {
     // Not growing: a second look a second later.
     std::thread::sleep(Duration::from_secs(1));
     let later = rss_kib().saturating_sub(rss);
-    assert!(later <= grew + 4 * 1024, "RSS grew from +{grew} to +{later} KiB");
+    assert!(
+        later <= grew + 4 * 1024,
+        "RSS grew from +{grew} to +{later} KiB"
+    );
     // Served well within the command deadline (before the bulk lane: none within 5 s beside
     // 2,000 of them).
     assert!(crowded < 1_000_000, "p99 {crowded} us, {alone} us alone");
