@@ -14,6 +14,7 @@ mod flapping;
 mod fuzz_checker;
 mod hostile;
 mod local_only;
+mod merge_under_load;
 mod misaligned;
 mod near_cache;
 mod observability;
