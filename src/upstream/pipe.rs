@@ -331,22 +331,6 @@ fn unwanted(head: &Slot, scanned: usize) -> bool {
     b.exceeded()
 }
 
-/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
-pub(super) fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
-    let mut scanner = ReplyScanner::new();
-    let (mut count, mut len) = (0, 0);
-    while count < max {
-        match scanner.scan(&buf[len..]) {
-            Ok(Some(s)) if !s.push => {
-                len += s.len;
-                count += 1;
-            }
-            _ => break,
-        }
-    }
-    (count, len)
-}
-
 /// Hand a job its vouched-for replies, against its client's budget.
 pub(super) fn deliver(slot: Slot, replies: Bytes) {
     let reply = match &slot.budget {
