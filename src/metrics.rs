@@ -18,6 +18,10 @@ pub const UPSTREAM_PINNED_REFUSED_TOTAL: &str = "respite_upstream_pinned_refused
 pub const UPSTREAM_RECONNECTS_TOTAL: &str = "respite_upstream_reconnects_total";
 pub const UPSTREAM_BATCH_COMMANDS: &str = "respite_upstream_batch_commands";
 pub const UPSTREAM_BATCH_BYTES: &str = "respite_upstream_batch_bytes";
+pub const TRACKING_CLIENTS: &str = "respite_tracking_clients";
+pub const TRACKING_INVALIDATIONS_TOTAL: &str = "respite_tracking_invalidations_total";
+pub const TRACKING_LOST_TOTAL: &str = "respite_tracking_lost_total";
+pub const TRACKING_OVERFLOWS_TOTAL: &str = "respite_tracking_overflows_total";
 pub const UPSTREAM_ERROR_REPLIES_TOTAL: &str = "respite_upstream_error_replies_total";
 pub const UPSTREAM_HEALTH: &str = "respite_upstream_health";
 pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "respite_upstream_health_transitions_total";
@@ -276,8 +280,41 @@ pub fn pubsub_slow_subscriber() {
     counter!(PUBSUB_SLOW_SUBSCRIBERS_TOTAL).increment(1);
 }
 
+/// Clients with `CLIENT TRACKING` on now.
+pub fn tracking_clients() -> Gauge {
+    gauge!(TRACKING_CLIENTS)
+}
+
+/// Invalidation messages handed to tracking clients (or their redirect targets).
+pub fn tracking_invalidations(n: u64) {
+    counter!(TRACKING_INVALIDATIONS_TOTAL).increment(n);
+}
+
+/// A tracking client's upstream tracking was lost (its connection failed): it was told to flush.
+pub fn tracking_lost() {
+    counter!(TRACKING_LOST_TOTAL).increment(1);
+}
+
+/// A tracking client's queued invalidations went over their bound and became one flush.
+pub fn tracking_overflow() {
+    counter!(TRACKING_OVERFLOWS_TOTAL).increment(1);
+}
+
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(TRACKING_CLIENTS, "Clients with CLIENT TRACKING on");
+    describe_counter!(
+        TRACKING_INVALIDATIONS_TOTAL,
+        "Invalidation messages sent to tracking clients (or the clients they redirect to)"
+    );
+    describe_counter!(
+        TRACKING_LOST_TOTAL,
+        "Times a tracking client's upstream tracking was lost and the client told to flush everything"
+    );
+    describe_counter!(
+        TRACKING_OVERFLOWS_TOTAL,
+        "Times a tracking client's queued invalidations went over their bound and were replaced by one flush"
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the labels say which version and git revision is running"

@@ -68,6 +68,19 @@ impl Kind {
 
 type Name = (Kind, Bytes);
 
+/// The channel a RESP2 client subscribes to receive the invalidations of clients that track keys
+/// with `REDIRECT` to it (see `server::session::tracking`).
+pub(crate) const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
+
+/// Its hub name: no upstream channel can have it (it starts with a NUL byte, which respite's
+/// own registrations only use), so the link never subscribes it upstream, and a PUBLISH to
+/// `__redis__:invalidate` (or a tenant's prefixed one) never reaches its subscribers.
+const LOCAL_INVALIDATE: &[u8] = b"\0respite:__redis__:invalidate";
+
+fn is_local(name: &Name) -> bool {
+    name.0 == Kind::Channel && &name.1[..] == LOCAL_INVALIDATE
+}
+
 /// One local subscriber of a name: where its frames go and how they are encoded for it.
 #[derive(Clone)]
 pub(crate) struct Sub {
@@ -161,7 +174,8 @@ impl Hub {
                 e.acked.subscribe()
             }
             None => {
-                let (acked, rx) = watch::channel(false);
+                // Served here: confirmed at once, never subscribed upstream.
+                let (acked, rx) = watch::channel(is_local(name));
                 reg.entries.insert(
                     name.clone(),
                     Entry {
@@ -227,7 +241,7 @@ impl Hub {
 
     /// Tell the link `name` changed (with no link, nobody would ever take the mark).
     fn mark(&self, reg: &mut Registry, name: &Name) {
-        if self.linked {
+        if self.linked && !is_local(name) {
             reg.dirty.insert(name.clone());
             self.changed.notify_one();
         }
@@ -240,6 +254,15 @@ impl Hub {
         reg.entries
             .get(name)
             .map_or((0, false), |e| (e.subs.len(), *e.acked.borrow()))
+    }
+
+    /// Client `id`'s outbox and protocol, if it is subscribed to `__redis__:invalidate` (where
+    /// the invalidations of clients tracking with `REDIRECT` to it go).
+    pub fn tracking_subscriber(&self, id: u64) -> Option<(Arc<Outbox>, Protocol)> {
+        let reg = self.lock();
+        let name = (Kind::Channel, Bytes::from_static(LOCAL_INVALIDATE));
+        let sub = reg.entries.get(&name)?.subs.get(&id)?;
+        Some((sub.outbox.clone(), sub.proto))
     }
 
     /// Send `command` on the subscriber connection and wait for its reply.
@@ -297,6 +320,7 @@ impl Hub {
         reg.dirty.clear();
         reg.entries
             .iter()
+            .filter(|(name, _)| !is_local(name))
             .map(|(name, e)| {
                 e.acked.send_replace(false);
                 name.clone()

@@ -70,6 +70,10 @@ impl Subscriber {
 
     /// The upstream name of a client's name.
     pub fn upstream_name(prefix: &[u8], kind: Kind, name: &[u8]) -> Name {
+        if kind == Kind::Channel && name == super::INVALIDATE_CHANNEL {
+            // Served by respite itself, in every namespace (see `Hub::tracking_subscriber`).
+            return (kind, Bytes::from_static(super::LOCAL_INVALIDATE));
+        }
         let n = match kind {
             Kind::Pattern => names::pattern(prefix, name),
             _ => names::channel(prefix, name),

@@ -262,7 +262,7 @@ impl ConnTask {
         };
         let result = tokio::select! {
             r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, max_inflight, activity, Some(label), Some(markers)) => r,
-            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(label), Some(markers)) => r,
+            r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(label), Some(markers), None) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
             // clients until the command deadline.

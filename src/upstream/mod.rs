@@ -37,6 +37,6 @@ pub mod reply;
 pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};
 pub use handshake::ServerInfo;
-pub use pinned::{Monitor, PinError, Pinned, PinnedPool};
+pub use pinned::{Monitor, PinError, Pinned, PinnedPool, PushSink};
 pub use pool::Upstream;
 pub use reply::{ClientMemory, Partial, Reply, ReplyBudget};

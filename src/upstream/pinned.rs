@@ -23,6 +23,7 @@ use super::activity::Activity;
 use super::conn::{InFlight, Job, read_loop, write_loop};
 use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
+use super::pipe::read_loop_pushing;
 use super::reply::{Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -47,6 +48,41 @@ pub enum PinError {
     Exhausted(usize),
     #[error("ERR respite could not open a pinned upstream connection: {0}")]
     Open(UpstreamError),
+}
+
+/// Where a tracking lease's push frames go (see [`PinnedPool::take_tracked`]); called from the
+/// connection's reader, in the order the frames came between the replies.
+pub trait PushSink: Send + Sync {
+    /// One more job's replies are about to be handed over (jobs complete in order).
+    fn delivered(&self);
+    /// A push frame, read after every reply of the jobs [`PushSink::delivered`] so far and,
+    /// when `mid_job`, after some of the next job's replies too.
+    fn push(&self, frame: Bytes, mid_job: bool);
+    /// The connection failed while leased: pushes it would have carried are lost.
+    fn lost(&self);
+}
+
+type SinkSlot = arc_swap::ArcSwapOption<Arc<dyn PushSink>>;
+
+/// The lease's sink as its reader sees it: none set, pushes are dropped.
+struct SlotSink<'a>(&'a SinkSlot);
+
+impl PushSink for SlotSink<'_> {
+    fn delivered(&self) {
+        if let Some(s) = &*self.0.load() {
+            s.delivered()
+        }
+    }
+    fn push(&self, frame: Bytes, mid_job: bool) {
+        if let Some(s) = &*self.0.load() {
+            s.push(frame, mid_job)
+        }
+    }
+    fn lost(&self) {
+        if let Some(s) = &*self.0.load() {
+            s.lost()
+        }
+    }
 }
 
 /// The name pinned connections carry on the upstream (CLIENT LIST there).
@@ -122,6 +158,7 @@ impl PinnedPool {
         };
         metrics::upstream_pinned("in_use").increment(1.0);
         let (tx, rx) = mpsc::channel(64);
+        let sink: Arc<SinkSlot> = Arc::default();
         let (last, released) = oneshot::channel();
         let task = Task {
             pool: self.clone(),
@@ -132,9 +169,56 @@ impl PinnedPool {
             permit,
             released,
             abandoned: gone,
+            sink: sink.clone(),
         };
         tokio::spawn(task.run());
-        Ok(Pinned { tx, last })
+        Ok(Pinned { tx, last, sink })
+    }
+
+    /// A RESP3 connection that only receives (`CLIENT TRACKING … REDIRECT` to its id, which
+    /// this returns): counted against `upstream.max_pinned` like a lease, never reused.
+    pub async fn redirect_target(&self) -> Result<(i64, Monitor), PinError> {
+        let permit = self.permit()?;
+        let mut opened = handshake::open(&self.config, Protocol::Resp3, "respite-tracking")
+            .await
+            .map_err(PinError::Open)?;
+        let addr = handshake::addr(&self.config);
+        let reply = handshake::request(
+            &mut opened.read,
+            &mut opened.write,
+            &addr,
+            "CLIENT ID",
+            b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n",
+        )
+        .await
+        .map_err(PinError::Open)?;
+        let id = crate::protocol::resp3::integer(&reply).unwrap_or(-1);
+        Ok((
+            id,
+            Monitor {
+                read: opened.read,
+                _write: opened.write,
+                _permit: permit,
+            },
+        ))
+    }
+
+    /// A place of the pool's, for a connection that is never reused: a free permit, else an idle
+    /// connection's (closed to make room).
+    fn permit(&self) -> Result<OwnedSemaphorePermit, PinError> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(p),
+            Err(_) => match self.idle().pop() {
+                Some(c) => {
+                    metrics::upstream_pinned("idle").decrement(1.0);
+                    Ok(c.permit)
+                }
+                None => {
+                    metrics::upstream_pinned_refused();
+                    Err(PinError::Exhausted(self.config.max_pinned))
+                }
+            },
+        }
     }
 
     /// A connection for MONITOR: counted against `upstream.max_pinned` like a lease, in monitor
@@ -183,6 +267,8 @@ impl PinnedPool {
 /// A leased connection: one client's commands, in order, and their replies.
 pub struct Pinned {
     tx: mpsc::Sender<Job>,
+    /// Where the connection's pushes go while the client tracks keys on it.
+    sink: Arc<SinkSlot>,
     /// On release: the reply slot of a last PING sent after everything else, which tells the
     /// task when every reply owed on the connection has been read.
     last: oneshot::Sender<oneshot::Receiver<Reply>>,
@@ -210,10 +296,21 @@ impl Pinned {
         rx
     }
 
+    /// From now on, the connection's push frames go to `sink` (`None`: dropped, as before).
+    pub fn track(&self, sink: Option<Arc<dyn PushSink>>) {
+        self.sink.store(sink.map(Arc::new));
+    }
+
+    /// The connection failed: nothing sent on it will be answered any more.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Give the connection back: once the replies still owed on it are read, it is reset and
     /// returns to the pool. If the client goes first (its `gone` token, given to
     /// [`PinnedPool::take`], is cancelled), the connection is closed instead.
     pub async fn release(self) {
+        self.track(None);
         let ping = self
             .send_within(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), 1, None)
             .await;
@@ -237,6 +334,7 @@ struct Task {
     permit: OwnedSemaphorePermit,
     released: oneshot::Receiver<oneshot::Receiver<Reply>>,
     abandoned: CancellationToken,
+    sink: Arc<SinkSlot>,
 }
 
 impl Task {
@@ -270,10 +368,15 @@ impl Task {
         let max = self.pool.config.max_inflight;
         let permits = Semaphore::new(max);
         let mut unsent = VecDeque::new();
+        let sink = SlotSink(&self.sink);
         let ended = tokio::select! {
             r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED, None) => r,
-            r = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, None) => r,
+            r = read_loop_pushing(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, &sink) => r,
         };
+        if ended.is_some() {
+            // Failed under the lease (a release ends the write loop cleanly first).
+            sink.lost();
+        }
         // The write loop ends once every handle is gone and all they sent is written.
         let Ok(last) = (match ended {
             None => self.released.try_recv(),

@@ -9,6 +9,7 @@ use super::conn::{InFlight, Job, Slot};
 use super::error::{Closer, CommandError, Kind, Lost, ProtocolError};
 use super::handshake::{BoxRead, BoxWrite};
 use super::marker::Markers;
+use super::pinned::PushSink;
 use super::reply::{HEAVY_JOB, Partial};
 use crate::metrics;
 use crate::protocol::ReplyScanner;
@@ -194,6 +195,31 @@ pub(super) async fn read_loop(
         activity,
         label,
         None,
+        None,
+    )
+    .await
+}
+
+/// [`read_loop`] for a pinned connection with `CLIENT TRACKING` on: its push frames go to
+/// `sink` in the order they came between the replies, instead of being dropped.
+pub(super) async fn read_loop_pushing(
+    read: &mut BoxRead,
+    buf: &mut BytesMut,
+    inflight: &InFlight,
+    permits: &Semaphore,
+    activity: &Activity,
+    sink: &dyn PushSink,
+) -> Option<Kind> {
+    read_marked(
+        read,
+        buf,
+        &mut Vec::new(),
+        inflight,
+        permits,
+        activity,
+        None,
+        None,
+        Some(sink),
     )
     .await
 }
@@ -210,6 +236,8 @@ pub(super) async fn read_marked(
     activity: &Activity,
     label: Option<&'static str>,
     mut markers: Option<Markers>,
+    // Pushes go here (pinned tracking connections only; never with markers).
+    sink: Option<&dyn PushSink>,
 ) -> Option<Kind> {
     let mut scanner = ReplyScanner::new();
     let rtt = label.map(metrics::upstream_rtt);
@@ -243,9 +271,16 @@ pub(super) async fn read_marked(
             };
             if found.push {
                 // Out of band (e.g. a tracking invalidation): not the answer to any request.
-                debug!("ignoring push frame on a shared connection");
                 let mut tail = buf.split_off(scanned);
-                tail.advance(found.len);
+                match sink {
+                    // Before any later reply is delivered, so the sink sees the push in its
+                    // place between the replies (`have`: the head job is partly answered).
+                    Some(sink) => sink.push(tail.split_to(found.len).freeze(), have > 0),
+                    None => {
+                        debug!("ignoring push frame on a shared connection");
+                        tail.advance(found.len);
+                    }
+                }
                 buf.extend_from_slice(&tail);
                 continue;
             }
@@ -282,6 +317,9 @@ pub(super) async fn read_marked(
             }
             done += slot.permits as usize;
             if markers.is_none() {
+                if let Some(sink) = sink {
+                    sink.delivered();
+                }
                 deliver(slot, buf.split_to(scanned).freeze());
             } else if slot.reply.is_some() {
                 held.push((slot, buf.split_to(scanned).freeze()));

@@ -34,6 +34,7 @@ mod tenant_hardening;
 mod tenant_oracle;
 mod tenants;
 mod tls;
+mod tracking;
 mod transactions;
 mod under_load;
 mod upstream_commands;

@@ -247,7 +247,9 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
             let version = proto.version().to_string();
             encode::command(&mut cmd, &[&b"HELLO"[..], version.as_bytes()]);
             let rx = r.upstream_send(cmd.freeze(), 1, None).await;
-            if !matches!(rx.await, Ok(Ok(_))) {
+            let answered = rx.await;
+            r.took_reply();
+            if !matches!(answered, Ok(Ok(_))) {
                 return error(r, "ERR upstream connection closed before replying").await;
             }
         }

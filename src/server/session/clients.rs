@@ -35,6 +35,8 @@ pub(crate) struct Entry {
     view: Mutex<View>,
     /// Cancelled by CLIENT KILL, or with its parent when the proxy drains: the session closes.
     pub kill: CancellationToken,
+    /// Where pushes for it go: the invalidations of clients tracking with REDIRECT to it.
+    pub outbox: Option<Arc<crate::pubsub::Outbox>>,
 }
 
 /// What changes over a session's life, copied from its [`Client`] when it changes.
@@ -87,7 +89,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Add a session to the registry for as long as the returned guard lives.
-pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
+pub(crate) fn register(
+    shared: &Arc<Shared>,
+    c: &Client,
+    outbox: Option<Arc<crate::pubsub::Outbox>>,
+) -> Registered {
     let entry = Arc::new(Entry {
         id: c.id,
         peer: c.peer.clone(),
@@ -96,6 +102,7 @@ pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
         last: AtomicU32::new(u32::MAX),
         view: Mutex::new(View::of(c)),
         kill: shared.draining.child_token(),
+        outbox,
     });
     lock(&shared.clients.clients).insert(c.id, entry.clone());
     Registered {
@@ -104,7 +111,24 @@ pub(crate) fn register(shared: &Arc<Shared>, c: &Client) -> Registered {
     }
 }
 
+impl Registry {
+    /// The session with client id `id`, if it is still connected.
+    pub fn find(&self, id: u64) -> Option<Arc<Entry>> {
+        lock(&self.clients).get(&id).cloned()
+    }
+}
+
 impl Entry {
+    /// The protocol it speaks now (2 or 3).
+    pub fn resp(&self) -> i64 {
+        lock(&self.view).resp
+    }
+
+    /// Its tenant's name when that tenant has a key prefix (see [`View`]).
+    pub fn prefixed_tenant(&self) -> Option<String> {
+        lock(&self.view).tenant.clone()
+    }
+
     pub fn ran(&self, spec: &'static CommandSpec) {
         self.last.store(spec.id as u32, Ordering::Relaxed);
     }

@@ -218,7 +218,9 @@ impl Reader<'_> {
         self.send_group().await;
         let (mut run, mut cmd) = NamespaceRun::start(op, self.client.proto);
         let out = loop {
-            let reply = match self.upstream_send(cmd, 1, None).await.await {
+            let answered = self.upstream_send(cmd, 1, None).await.await;
+            self.took_reply();
+            let reply = match answered {
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(partial)) => break Err(format!("ERR {}", partial.error)),
                 Err(_) => break Err("ERR upstream connection closed before replying".into()),

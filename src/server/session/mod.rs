@@ -22,6 +22,8 @@
 //! - A pinned connection carries one client's commands only, and goes back to its pool only
 //!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
 //!   one has it closed at once.
+//! - CLIENT TRACKING's own pushes (RESP3, no REDIRECT) never go before a reply the upstream
+//!   sent before them, and go before the reply of any later job: see [`invalidations`].
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
 //!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
 //!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
@@ -35,12 +37,14 @@ mod clients;
 mod commands;
 mod fairness;
 mod forward;
+mod invalidations;
 mod lanes;
 mod monitor;
 mod multi;
 mod reader;
 mod stateful;
 mod subscribe;
+mod tracking;
 mod writer;
 
 use crate::cache::Fetched;
@@ -219,8 +223,10 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
     let fifo = Fifo::new(config.max_inflight_per_client);
     let unanswered_writes = Unanswered::default();
     let cache = shared.cache.clone();
-    let registered = clients::register(&shared, &client);
     let shared_hub = shared.pubsub.clone();
+    let pubsub = subscribe::PubSub::new(shared_hub.as_deref());
+    let registered = clients::register(&shared, &client, pubsub.outbox.clone());
+    let invalidations = std::sync::OnceLock::new();
     let budget = shared
         .upstream
         .as_ref()
@@ -244,7 +250,9 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         ready_count: 0,
         unanswered_writes: &unanswered_writes,
         cache_now: None,
-        pubsub: subscribe::PubSub::new(shared_hub.as_deref()),
+        pubsub,
+        invalidations: &invalidations,
+        tracking: None,
         lane: Default::default(),
         oob: false,
         pinned: None,
@@ -270,6 +278,7 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         &unanswered_writes,
         budget.as_deref(),
         outbox.as_deref(),
+        &invalidations,
     );
     let session = async {
         let ((), ()) = tokio::join!(read, writer);
@@ -318,6 +327,10 @@ pub(crate) struct Reader<'f> {
     cache_now: Option<u64>,
     /// Subscriptions and the outbox their pushes wait in, see [`subscribe`].
     pubsub: subscribe::PubSub,
+    /// CLIENT TRACKING's pushes on their way to the writer, once the client turned it on; and
+    /// its state while it is on ([`tracking`]).
+    invalidations: &'f std::sync::OnceLock<Arc<invalidations::Invalidations>>,
+    tracking: Option<Box<tracking::Tracking>>,
     /// The reload generation `tenants` was taken at (see [`crate::reload`]).
     generation: u64,
     /// The tenants in force; refreshed when a reload is seen, before the next command.

@@ -211,6 +211,7 @@ impl Reader<'_> {
         if !matches!(rx.await, Ok(Ok(_))) {
             self.queue_failed();
         }
+        self.took_reply();
         true
     }
 
@@ -313,6 +314,7 @@ impl Reader<'_> {
                 .upstream_send(Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"), 1, None)
                 .await;
             let _ = rx.await;
+            self.took_reply();
             self.release_written().await;
             self.reply_error(EXECABORT).await;
             return self.unpin_if_done().await;

@@ -333,6 +333,24 @@ impl Reader<'_> {
             self.reply(out).await;
             return Flow::Continue;
         }
+        if self.tracking.is_some() {
+            // Boxed: only tracked clients come here.
+            // Local-only mode answers it from the local engine, untracked.
+            let local = self.shared.answerer(spec, &req.args).is_some();
+            Box::pin(self.tracked_before(spec, req)).await;
+            let flow = Box::pin(self.route(spec, req, route)).await;
+            Box::pin(self.tracked_after(spec, local)).await;
+            return flow;
+        }
+        self.route(spec, req, route).await
+    }
+
+    async fn route(
+        &mut self,
+        spec: &'static crate::command::CommandSpec,
+        req: &mut Request,
+        route: Route,
+    ) -> Flow {
         match route {
             Route::Forward => {
                 self.enter_lane(spec).await;
@@ -366,6 +384,10 @@ impl Reader<'_> {
             }
             Route::Stateful(_) if spec.name == "watch" => {
                 Box::pin(self.watch(spec, req)).await;
+                Flow::Continue
+            }
+            Route::Stateful(_) if super::tracking::takes(spec.name) => {
+                Box::pin(self.tracking_command(spec, req)).await;
                 Flow::Continue
             }
             Route::Stateful(_)

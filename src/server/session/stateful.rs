@@ -85,6 +85,7 @@ impl Reader<'_> {
             || self.pin.multi
             || self.pin.auth
             || self.pin.sticky
+            || self.tracking.is_some()
             || self.client.db != self.configured_db()
         {
             return;
@@ -100,6 +101,8 @@ impl Reader<'_> {
             self.after_pinned = true;
         }
         self.pin = Pin::default();
+        // Its reset ended the upstream's tracking (RESET ends the client's as well).
+        self.tracking = None;
     }
 
     pub(super) fn configured_db(&self) -> u32 {
@@ -216,6 +219,7 @@ impl Reader<'_> {
             Ok(Ok(bytes)) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
+        self.took_reply();
         if &reply[..] == b"+OK\r\n" {
             self.client.db = db.expect("the upstream accepted it") as u32;
         }
@@ -237,6 +241,7 @@ impl Reader<'_> {
             Ok(Ok(bytes)) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
+        self.took_reply();
         if &reply[..] == b"+OK\r\n" {
             self.pin.auth = true;
             let user = match &req.args[..] {

@@ -1,6 +1,7 @@
 //! The session's last stage: resolve the [`Pending`] replies in FIFO order and write them to the
 //! client, batching what is already known into one write. It is the only writer of the client
 //! socket; the reply it picks for each upstream job is decided here ([`reply_bytes`]).
+use super::invalidations::Invalidations;
 use super::{Fifo, Keep, Pending, error_bytes};
 use crate::cache::coherence::{Unanswered, answered};
 use crate::cache::{Fetched, NearCache};
@@ -11,6 +12,7 @@ use crate::pubsub::Outbox;
 use crate::server::io::ClientIo;
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::oneshot;
 
 /// Write replies in FIFO order. After waiting for the reply at the head, take every reply behind
@@ -23,6 +25,7 @@ pub(super) async fn write_loop<C: ClientIo>(
     unanswered_writes: &Unanswered,
     budget: Option<&ReplyBudget>,
     pushes: Option<&Outbox>,
+    tracked: &OnceLock<Arc<Invalidations>>,
 ) {
     // Upstream replies leave the client's budget once written (or copied into the bounded
     // output batch), not when taken: a client that never reads keeps them counted.
@@ -32,6 +35,9 @@ pub(super) async fn write_loop<C: ClientIo>(
     };
     // The budgeted bytes of the item about to be written (taken ahead by the look-ahead below).
     let mut owed_next = 0;
+    // The item about to be written is an upstream job's replies (taken ahead, below): CLIENT
+    // TRACKING's pushes count it once written (see `invalidations`).
+    let mut job_next = false;
     const FLUSH_AT: usize = 64 * 1024;
     let mut out = BytesMut::new();
     let mut head: Option<Pending> = None;
@@ -42,7 +48,7 @@ pub(super) async fn write_loop<C: ClientIo>(
     'session: loop {
         let mut item = match head.take() {
             Some(p) => Some(p),
-            None => match between(w, budget, &mut out, pushes, fifo.pop()).await {
+            None => match between(w, budget, &mut out, pushes, tracked, fifo.pop()).await {
                 Ok(p) => p,
                 Err(()) => {
                     gone = true;
@@ -55,17 +61,26 @@ pub(super) async fn write_loop<C: ClientIo>(
         }
         while let Some(p) = item.take() {
             let mut owed_now = std::mem::take(&mut owed_next);
+            let mut job = std::mem::take(&mut job_next);
             if let Some(pushes) = pushes {
                 pushes.drain_into(&mut out);
+            }
+            if let Some(t) = tracked.get() {
+                t.drain_into(&mut out);
             }
             let written = match p {
                 Pending::Ready(_) if silent => Ok(()),
                 Pending::Ready(b) => append(w, budget, &mut out, b).await,
                 Pending::Upstream { rx, count, keep } => {
-                    let Ok(r) = between(w, budget, &mut out, pushes, rx).await else {
+                    let Ok(r) = between(w, budget, &mut out, pushes, tracked, rx).await else {
                         gone = true;
                         break 'session;
                     };
+                    // Tracking pushes read before this reply go before it.
+                    if let Some(t) = tracked.get() {
+                        t.drain_into(&mut out);
+                    }
+                    job = true;
                     let r = r.map_err(|_| ());
                     owed_now = owed(&r);
                     if silent {
@@ -75,7 +90,7 @@ pub(super) async fn write_loop<C: ClientIo>(
                     }
                 }
                 Pending::Cached { rx, proto } => {
-                    let Ok(r) = between(w, budget, &mut out, pushes, rx).await else {
+                    let Ok(r) = between(w, budget, &mut out, pushes, tracked, rx).await else {
                         gone = true;
                         break 'session;
                     };
@@ -126,6 +141,9 @@ pub(super) async fn write_loop<C: ClientIo>(
                 gone = true;
                 break 'session;
             }
+            if job && let Some(t) = tracked.get() {
+                t.wrote_job();
+            }
             if let Some(b) = budget.filter(|_| owed_now > 0) {
                 b.release(owed_now);
             }
@@ -141,9 +159,11 @@ pub(super) async fn write_loop<C: ClientIo>(
                     Ok(r) => {
                         let r = Ok(r);
                         owed_next = owed(&r);
+                        job_next = true;
                         Some(Pending::Ready(reply_bytes(r, count, &keep)))
                     }
                     Err(oneshot::error::TryRecvError::Closed) => {
+                        job_next = true;
                         Some(Pending::Ready(reply_bytes(Err(()), count, &keep)))
                     }
                     Err(oneshot::error::TryRecvError::Empty) => {
@@ -205,21 +225,45 @@ async fn between<C: ClientIo, F: std::future::Future>(
     budget: Option<&ReplyBudget>,
     out: &mut BytesMut,
     pushes: Option<&Outbox>,
+    tracked: &OnceLock<Arc<Invalidations>>,
     next: F,
 ) -> Result<F::Output, ()> {
-    let Some(pushes) = pushes else {
+    let tracked = tracked.get();
+    if pushes.is_none() && tracked.is_none() {
         return Ok(next.await);
-    };
+    }
     tokio::pin!(next);
     loop {
         tokio::select! {
             biased;
             v = &mut next => return Ok(v),
-            () = pushes.ready() => {
-                pushes.drain_into(out);
+            () = outbox_ready(pushes) => {
+                if let Some(p) = pushes {
+                    p.drain_into(out);
+                }
+                flush(w, budget, out).await?;
+            }
+            () = tracked_ready(tracked) => {
+                if let Some(t) = tracked {
+                    t.drain_into(out);
+                }
                 flush(w, budget, out).await?;
             }
         }
+    }
+}
+
+async fn outbox_ready(pushes: Option<&Outbox>) {
+    match pushes {
+        Some(p) => p.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tracked_ready(tracked: Option<&Arc<Invalidations>>) {
+    match tracked {
+        Some(t) => t.ready().await,
+        None => std::future::pending().await,
     }
 }
 
