@@ -11,7 +11,7 @@
 //! The server keeps its data across kills in its AOF (`appendfsync no`: the write(2) precedes
 //! the reply and the page cache outlives the process), so acknowledged writes must survive.
 use super::faults::{Outcome, bulk_int, int, outcome};
-use crate::support::{Kind, Proxy, Raw, Server, bulk, encode, wait_until, words};
+use crate::support::{Binary, Kind, Raw, Server, bulk, encode, wait_until, words};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,16 +51,29 @@ struct Seen {
 fn flapping_upstream_gives_no_wrong_reply_and_loses_no_acknowledged_write() {
     let mut server =
         Server::start_with(Kind::Redis, &["--appendonly", "yes", "--appendfsync", "no"]);
-    let proxy = Proxy::start_with(
-        &server.url(),
+    // Its own process: its clients, held for the whole run, are not in the connection gauge other
+    // tests of this process read.
+    let url = server.url();
+    let proxy = Binary::start(
+        "",
         &[
+            "--upstream",
+            &url,
+            "--log-level",
+            "error",
             // The failure contract under test is the upstream's: errors while it is gone.
-            ("local_only.enabled", "false"),
-            ("upstream.connections", "1"),
-            ("upstream.backoff_base_ms", "20"),
-            ("upstream.backoff_max_ms", "200"),
-            ("upstream.connect_timeout_ms", "1000"),
-            ("upstream.command_timeout_ms", "2000"),
+            "--set",
+            "local_only.enabled=false",
+            "--set",
+            "upstream.connections=1",
+            "--set",
+            "upstream.backoff_base_ms=20",
+            "--set",
+            "upstream.backoff_max_ms=200",
+            "--set",
+            "upstream.connect_timeout_ms=1000",
+            "--set",
+            "upstream.command_timeout_ms=2000",
         ],
     );
     const CLIENTS: usize = 4;
