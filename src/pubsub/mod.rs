@@ -21,12 +21,14 @@
 //!   `upstream.command_timeout`, when the upstream is away), so a message published after the
 //!   client saw its confirmation reaches it. In standalone mode and while local-only, PUBLISH is
 //!   answered here ([`local`]) under the same lock, so a confirmation there is enough at once.
+mod acl;
 mod frames;
 mod link;
 mod local;
 mod outbox;
 mod subscriber;
 
+pub(crate) use acl::{Refusal, dryrun, verdict};
 pub(crate) use frames::pong;
 pub(crate) use local::answer;
 pub(crate) use outbox::Outbox;

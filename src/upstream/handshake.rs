@@ -31,6 +31,8 @@ pub(crate) struct Opened {
     pub read: BoxRead,
     pub write: BoxWrite,
     pub info: ServerInfo,
+    /// The connection's id on the upstream (HELLO's `id`), where it says.
+    pub id: Option<u64>,
 }
 
 /// The upstream's address as errors carry it.
@@ -95,7 +97,13 @@ async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Resul
         .map_err(|e| Kind::Lost(Lost::Handshake(e.into())))?;
     let replies = read_replies(&mut read, expect).await?;
     let info = check_setup(&replies, config.url.db)?;
-    Ok(Opened { read, write, info })
+    let id = connection_id(&replies[0]);
+    Ok(Opened {
+        read,
+        write,
+        info,
+        id,
+    })
 }
 
 /// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials, a client
@@ -260,9 +268,31 @@ fn server_info(reply: &[u8]) -> Result<ServerInfo, Kind> {
     Ok(info)
 }
 
+/// The `id` in a HELLO reply (the connection's own, as CLIENT ID would say).
+fn connection_id(reply: &[u8]) -> Option<u64> {
+    let Ok(Value::Agg(b'%' | b'*', items)) = parse(reply) else {
+        return None;
+    };
+    items.chunks(2).find_map(|pair| match pair {
+        [k, Value::Line(b':', n)] if k.bulk() == Some(b"id") => {
+            std::str::from_utf8(n).ok()?.parse().ok()
+        }
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connections_id_from_hello() {
+        let resp3 = b"%2\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:42\r\n";
+        assert_eq!(connection_id(resp3), Some(42));
+        let resp2 = b"*4\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:7\r\n";
+        assert_eq!(connection_id(resp2), Some(7));
+        assert_eq!(connection_id(b"*2\r\n$5\r\nproto\r\n:2\r\n"), None);
+    }
 
     #[test]
     fn hello_replies_of_either_protocol() {

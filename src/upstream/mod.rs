@@ -33,6 +33,7 @@ mod pipe;
 pub mod pool;
 pub mod probe;
 pub mod reply;
+pub mod unblock;
 
 pub use conn::Conn;
 pub use error::{CommandError, UpstreamError};

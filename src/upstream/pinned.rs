@@ -25,6 +25,7 @@ use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::pipe::read_loop_pushing;
 use super::reply::{Reply, ReplyBudget};
+use super::unblock::Blockable;
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::protocol::Protocol;
@@ -90,6 +91,8 @@ const NAME: &str = "respite-pinned";
 
 struct Idle {
     proto: Protocol,
+    /// Its id on the upstream (CLIENT UNBLOCK), kept across resets.
+    id: Option<u64>,
     read: BoxRead,
     write: BoxWrite,
     permit: OwnedSemaphorePermit,
@@ -128,10 +131,10 @@ impl PinnedPool {
                 .position(|c| c.proto == proto)
                 .map(|i| idle.swap_remove(i))
         };
-        let (read, write, permit) = match found {
+        let (read, write, permit, id) = match found {
             Some(c) => {
                 metrics::upstream_pinned("idle").decrement(1.0);
-                (c.read, c.write, c.permit)
+                (c.read, c.write, c.permit, c.id)
             }
             None => {
                 let permit = match self.permits.clone().try_acquire_owned() {
@@ -153,16 +156,19 @@ impl PinnedPool {
                 let opened = handshake::open(&self.config, proto, NAME)
                     .await
                     .map_err(PinError::Open)?;
-                (opened.read, opened.write, permit)
+                (opened.read, opened.write, permit, opened.id)
             }
         };
         metrics::upstream_pinned("in_use").increment(1.0);
         let (tx, rx) = mpsc::channel(64);
         let sink: Arc<SinkSlot> = Arc::default();
         let (last, released) = oneshot::channel();
+        let blockable = Blockable::new(id);
         let task = Task {
             pool: self.clone(),
             proto,
+            id,
+            blockable: blockable.clone(),
             rx,
             read,
             write,
@@ -172,7 +178,12 @@ impl PinnedPool {
             sink: sink.clone(),
         };
         tokio::spawn(task.run());
-        Ok(Pinned { tx, last, sink })
+        Ok(Pinned {
+            tx,
+            last,
+            sink,
+            blockable,
+        })
     }
 
     /// A RESP3 connection that only receives (`CLIENT TRACKING … REDIRECT` to its id, which
@@ -272,9 +283,15 @@ pub struct Pinned {
     /// On release: the reply slot of a last PING sent after everything else, which tells the
     /// task when every reply owed on the connection has been read.
     last: oneshot::Sender<oneshot::Receiver<Reply>>,
+    blockable: Arc<Blockable>,
 }
 
 impl Pinned {
+    /// Where CLIENT UNBLOCK finds this lease's connection (see [`super::unblock`]).
+    pub fn blockable(&self) -> Arc<Blockable> {
+        self.blockable.clone()
+    }
+
     /// Queue `count` encoded commands; the receiver yields their replies (see
     /// [`Conn::send_within`](super::Conn::send_within)).
     pub async fn send_within(
@@ -328,6 +345,8 @@ pub struct Monitor {
 struct Task {
     pool: Arc<PinnedPool>,
     proto: Protocol,
+    id: Option<u64>,
+    blockable: Arc<Blockable>,
     rx: mpsc::Receiver<Job>,
     read: BoxRead,
     write: BoxWrite,
@@ -340,6 +359,8 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let clean = self.serve().await;
+        // Before the connection can carry anyone else's commands (see `unblock`).
+        self.blockable.retire().await;
         metrics::upstream_pinned("in_use").decrement(1.0);
         if !clean {
             // Dropping the halves closes the socket; the permit goes back with them.
@@ -351,6 +372,7 @@ impl Task {
                 metrics::upstream_pinned("idle").increment(1.0);
                 self.pool.idle().push(Idle {
                     proto: self.proto,
+                    id: self.id,
                     read: self.read,
                     write: self.write,
                     permit: self.permit,
@@ -369,6 +391,9 @@ impl Task {
         let permits = Semaphore::new(max);
         let mut unsent = VecDeque::new();
         let sink = SlotSink(&self.sink);
+        // Under the lease, a client that leaves drops its handle, which ends the write loop and
+        // closes the connection below. (Not `abandoned`: a lease released just before its
+        // client left must still be read to its end and kept.)
         let ended = tokio::select! {
             r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED, None) => r,
             r = read_loop_pushing(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, &sink) => r,

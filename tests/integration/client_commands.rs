@@ -124,7 +124,7 @@ both!(client_modes_and_pause, |kind: Kind| {
     for cmd in ["CLIENT NO-EVICT on", "CLIENT NO-EVICT maybe"] {
         assert_eq!(text(p.cmd(&words(cmd))), text(d.cmd(&words(cmd))), "{cmd}");
     }
-    // (NO-TOUCH is not in respite's built-in table, Redis 7.0's: it is refused as unknown there.)
+    // (NO-TOUCH: see client_unblock.rs.)
     // On a pinned connection it is forwarded (and reset with it).
     p.cmd(&words("WATCH k"));
     assert_eq!(p.cmd(&words("CLIENT NO-EVICT on")), b"+OK\r\n");

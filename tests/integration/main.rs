@@ -4,8 +4,10 @@
 mod support;
 
 mod basics;
+mod blocked_disconnect;
 mod busy_not_down;
 mod client_commands;
+mod client_unblock;
 mod clients;
 mod config_errors;
 mod deploy;
@@ -16,7 +18,9 @@ mod hostile;
 mod local_only;
 mod merge_under_load;
 mod misaligned;
+mod multi_connection_state;
 mod near_cache;
+mod node_clients;
 mod observability;
 mod operations;
 mod outage_recovery;
@@ -38,3 +42,4 @@ mod tracking;
 mod transactions;
 mod under_load;
 mod upstream_commands;
+mod upstream_users;

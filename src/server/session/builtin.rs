@@ -193,6 +193,7 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
     let mut proto = r.client.proto;
     let mut name = None;
     let mut user = None;
+    let mut switched = false;
     if let Some(v) = args.get(1) {
         proto = match std::str::from_utf8(v)
             .ok()
@@ -205,15 +206,14 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
                 return error(r, "ERR Protocol version is not an integer or out of range").await;
             }
         };
+        // Every option is read before any takes effect, as Redis reads them.
+        let mut creds = None;
         let mut i = 2;
         while i < args.len() {
             let opt = &args[i];
             let more = args.len() - i - 1;
             if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                match auth(r, &args[i + 1..i + 3]).await {
-                    Ok(u) => user = Some(u),
-                    Err(e) => return error(r, &e).await,
-                }
+                creds = Some(&args[i + 1..i + 3]);
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
                 if let Err(e) = valid_name(&args[i + 1]) {
@@ -229,6 +229,27 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
                 return error(r, &msg).await;
             }
         }
+        match creds {
+            // Without tenants, the upstream's own users (see `auth_upstream`).
+            Some(creds) if r.tenants.is_none() && r.shared.upstream.is_some() => {
+                let Some(reply) = Box::pin(r.login_upstream(creds, Some(&args[1]))).await else {
+                    return Flow::Continue;
+                };
+                if reply.first() == Some(&b'-') {
+                    r.push(super::Pending::Ready(reply)).await;
+                    r.unpin_if_done().await;
+                    return Flow::Continue;
+                }
+                user = Some(r.client.user.clone());
+                // The pinned connection speaks `proto` now, and was waited for.
+                switched = true;
+            }
+            Some(creds) => match auth(r, creds).await {
+                Ok(u) => user = Some(u),
+                Err(e) => return error(r, &e).await,
+            },
+            None => {}
+        }
     }
     if user.is_none() && r.tenants.is_some() && r.client.tenant.is_none() {
         return error(
@@ -237,20 +258,26 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
         )
         .await;
     }
-    if proto != r.client.proto {
+    if proto != r.client.proto && !switched {
         // Earlier commands went to the other protocol's pool: let them finish first so this
         // client's commands still run in the order it sent them.
         r.barrier().await;
         if r.pinned.is_some() {
-            // The pinned connection keeps the client's state: it switches protocol in place.
+            // The pinned connection keeps the client's state: it switches protocol in place,
+            // unless its user may not (an upstream user without HELLO: its NOPERM).
             let mut cmd = BytesMut::new();
             let version = proto.version().to_string();
             encode::command(&mut cmd, &[&b"HELLO"[..], version.as_bytes()]);
             let rx = r.upstream_send(cmd.freeze(), 1, None).await;
-            let answered = rx.await;
+            let answered = r.park(rx).await;
             r.took_reply();
-            if !matches!(answered, Ok(Ok(_))) {
-                return error(r, "ERR upstream connection closed before replying").await;
+            match answered {
+                Some(Ok(Ok(reply))) if reply.first() == Some(&b'-') => {
+                    r.push(super::Pending::Ready(reply)).await;
+                    return Flow::Continue;
+                }
+                Some(Ok(Ok(_))) => {}
+                _ => return error(r, "ERR upstream connection closed before replying").await,
             }
         }
     }
@@ -294,7 +321,7 @@ async fn error(r: &mut Reader<'_>, msg: &str) -> Flow {
 }
 
 /// Redis refuses names with spaces, newlines or other characters outside `!`..`~`.
-fn valid_name(name: &[u8]) -> Result<(), &'static str> {
+pub(super) fn valid_name(name: &[u8]) -> Result<(), &'static str> {
     if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         Ok(())
     } else {
@@ -303,7 +330,7 @@ fn valid_name(name: &[u8]) -> Result<(), &'static str> {
 }
 
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value`, as Redis 7.2 and Valkey answer it.
-fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
+pub(super) fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
     if !value.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         let what = String::from_utf8_lossy(attr).to_ascii_lowercase();
         return Err(format!(

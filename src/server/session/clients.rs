@@ -26,7 +26,7 @@ pub(crate) struct Registry {
 
 /// One session as others see it.
 pub(crate) struct Entry {
-    id: u64,
+    pub id: u64,
     peer: String,
     local: String,
     created: Instant,
@@ -35,6 +35,8 @@ pub(crate) struct Entry {
     view: Mutex<View>,
     /// Cancelled by CLIENT KILL, or with its parent when the proxy drains: the session closes.
     pub kill: CancellationToken,
+    /// Its latest pinned lease, where CLIENT UNBLOCK finds it blocked (see `unblock`).
+    pub blockable: Mutex<Option<Arc<crate::upstream::unblock::Blockable>>>,
     /// Where pushes for it go: the invalidations of clients tracking with REDIRECT to it.
     pub outbox: Option<Arc<crate::pubsub::Outbox>>,
 }
@@ -84,7 +86,7 @@ impl Drop for Registered {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -102,6 +104,7 @@ pub(crate) fn register(
         last: AtomicU32::new(u32::MAX),
         view: Mutex::new(View::of(c)),
         kill: shared.draining.child_token(),
+        blockable: Mutex::new(None),
         outbox,
     });
     lock(&shared.clients.clients).insert(c.id, entry.clone());
@@ -226,7 +229,8 @@ impl Reader<'_> {
                     self.skip_pending = true;
                 }
             }
-            "client|no-evict" | "client|no-touch" => {
+            "client|no-touch" => Box::pin(self.no_touch(spec, req)).await,
+            "client|no-evict" => {
                 if on_off().is_none() {
                     return self.reply_error("ERR syntax error").await;
                 }
@@ -262,6 +266,7 @@ impl Reader<'_> {
                 }
             }
             "client|kill" => self.client_kill(&args[2..], prefixed).await,
+            "client|unblock" => Box::pin(self.client_unblock(&args[2..], prefixed)).await,
             _ => {
                 metrics::error(ErrorKind::Refused);
                 let msg = format!(
@@ -274,7 +279,7 @@ impl Reader<'_> {
     }
 
     /// The entries this client may see: all, or its prefixed tenant's.
-    fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
+    pub(super) fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
         let mine = self
             .client
             .tenant

@@ -265,12 +265,9 @@ impl Reader<'_> {
             return;
         }
         let count = std::mem::take(&mut self.ready_count);
-        if self.fifo.full_for(count) {
-            self.cache_now = None;
-        }
         // Taken whole: an idle client keeps no buffer.
         let bytes = std::mem::take(&mut self.ready).freeze();
-        self.fifo.push(Pending::Ready(bytes), count).await
+        self.enqueue(Pending::Ready(bytes), count).await
     }
 
     /// Send the group of forwarded commands, if any, and queue the slot for their replies.
@@ -292,8 +289,7 @@ impl Reader<'_> {
         let rx = self.upstream_send(bytes, count, self.budget.clone()).await;
         // The send may have waited for room upstream.
         self.cache_now = None;
-        self.fifo
-            .push(Pending::Upstream { rx, count, keep }, count)
+        self.enqueue(Pending::Upstream { rx, count, keep }, count)
             .await;
         if !self.written.is_empty() {
             let written = Box::new(std::mem::take(&mut self.written));

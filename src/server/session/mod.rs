@@ -21,7 +21,8 @@
 //!   first waits for every earlier reply ([`Pending::Barrier`]).
 //! - A pinned connection carries one client's commands only, and goes back to its pool only
 //!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
-//!   one has it closed at once.
+//!   one has it closed at once — also when it pipelined more behind it, because a reader that
+//!   waits while such a reply is owed keeps reading the client ([`park`]).
 //! - CLIENT TRACKING's own pushes (RESP3, no REDIRECT) never go before a reply the upstream
 //!   sent before them, and go before the reply of any later job: see [`invalidations`].
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
@@ -41,10 +42,13 @@ mod invalidations;
 mod lanes;
 mod monitor;
 mod multi;
+mod multi_local;
+mod park;
 mod reader;
 mod stateful;
 mod subscribe;
 mod tracking;
+mod unblock;
 mod writer;
 
 use crate::cache::Fetched;
@@ -262,6 +266,9 @@ async fn run<C: ClientIo>(sock: C, client: Client, shared: Arc<Shared>) {
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
+        sock: &sock,
+        parked: BytesMut::new(),
+        hung_up: false,
     };
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -361,6 +368,11 @@ pub(crate) struct Reader<'f> {
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
+    /// The client's socket, read while the reader waits ([`park`]); what arrived meanwhile,
+    /// and whether its stream ended then, with a reply owed on a pinned connection.
+    sock: &'f dyn park::ParkedRead,
+    parked: BytesMut,
+    hung_up: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

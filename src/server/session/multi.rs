@@ -37,6 +37,10 @@ pub(crate) struct Multi {
     streaming: bool,
     /// A SELECT queued in it: the database the client is in after EXEC.
     select: Option<u32>,
+    /// Commands queued so far (the index of the next in EXEC's array).
+    count: usize,
+    /// Those respite answers itself, in EXEC's array ([`super::multi_local`]).
+    local: Vec<super::multi_local::Local>,
 }
 
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -111,8 +115,12 @@ impl Reader<'_> {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
             Route::Proxy if spec.name == "select" => self.shared.answerer(spec, &[]).is_none(),
-            // Run by the upstream inside the transaction, as Redis does.
-            Route::Proxy => matches!(spec.name, "ping" | "echo"),
+            // Run by the upstream inside the transaction, as Redis does, or answered by respite
+            // in EXEC's array.
+            Route::Proxy => {
+                matches!(spec.name, "ping" | "echo") || super::multi_local::answered_here(spec.name)
+            }
+            Route::Stateful(_) if super::multi_local::answered_here(spec.name) => true,
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
             // nothing is ever watched.
             Route::Transaction => true,
@@ -128,6 +136,9 @@ impl Reader<'_> {
         }
         if spec.name == "select" {
             return self.queue_select(req).await;
+        }
+        if super::multi_local::answered_here(spec.name) {
+            return self.queue_local(spec, req).await;
         }
         let limit = self
             .shared
@@ -181,6 +192,7 @@ impl Reader<'_> {
         }
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.follow_ups.extend(follow_ups);
+        multi.count += 1;
         if multi.streaming {
             // The upstream queues it and answers QUEUED (or its own error) itself.
             self.group.extend_from_slice(&command);
@@ -208,7 +220,7 @@ impl Reader<'_> {
         multi.streaming = true;
         self.pin.multi = true;
         let rx = self.upstream_send(job.freeze(), count, None).await;
-        if !matches!(rx.await, Ok(Ok(_))) {
+        if !matches!(self.park(rx).await, Some(Ok(Ok(_)))) {
             self.queue_failed();
         }
         self.took_reply();
@@ -231,8 +243,11 @@ impl Reader<'_> {
         let db = std::str::from_utf8(&req.args[1])
             .ok()
             .and_then(|s| s.parse::<u32>().ok());
-        if let (Some(m), Some(db)) = (self.multi.as_mut(), db) {
-            m.select = Some(db);
+        if let Some(m) = self.multi.as_mut() {
+            m.count += 1;
+            if let Some(db) = db {
+                m.select = Some(db);
+            }
         }
         self.pin.sticky = true;
         super::forward::append_request(&mut self.group, req);
@@ -299,7 +314,13 @@ impl Reader<'_> {
             prefix: Bytes::new(),
             proto: self.client.proto,
         };
-        self.send_group_keeping(keep).await
+        if multi.local.is_empty() {
+            return self.send_group_keeping(keep).await;
+        }
+        let count = std::mem::take(&mut self.group_count);
+        let job = self.group.split().freeze();
+        self.exec_spliced(job, count, keep, multi.local).await;
+        self.release_written().await
     }
 
     /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key
@@ -313,7 +334,7 @@ impl Reader<'_> {
             let rx = self
                 .upstream_send(Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"), 1, None)
                 .await;
-            let _ = rx.await;
+            let _ = self.park(rx).await;
             self.took_reply();
             self.release_written().await;
             self.reply_error(EXECABORT).await;
@@ -335,7 +356,14 @@ impl Reader<'_> {
             prefix: Bytes::new(),
             proto: self.client.proto,
         };
-        self.send_group_keeping(keep).await;
+        if multi.local.is_empty() {
+            self.send_group_keeping(keep).await;
+        } else {
+            let count = std::mem::take(&mut self.group_count);
+            let job = self.group.split().freeze();
+            self.exec_spliced(job, count, keep, multi.local).await;
+            self.release_written().await;
+        }
         self.unpin_if_done().await
     }
 
@@ -346,7 +374,12 @@ impl Reader<'_> {
         let proto = self.client.proto;
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
-        for (spec, args) in multi.queued {
+        let local: Vec<usize> = multi.local.iter().map(|l| l.at).collect();
+        for (i, (spec, args)) in multi.queued.into_iter().enumerate() {
+            if local.contains(&i) {
+                out.extend_from_slice(&self.answer_in_exec(spec, &args));
+                continue;
+            }
             let reply = match self.shared.answerer(spec, &args) {
                 None => error_bytes("ERR the upstream came back during the transaction"),
                 Some(local) => match self.client.tenant.clone() {
@@ -361,6 +394,29 @@ impl Reader<'_> {
             out.extend_from_slice(&reply);
         }
         self.push(Pending::Ready(out.freeze())).await
+    }
+
+    /// CLIENT SETNAME and the like inside a transaction: a placeholder holds its place upstream
+    /// and respite answers it in EXEC's array ([`super::multi_local`]).
+    async fn queue_local(&mut self, spec: &'static CommandSpec, req: &mut Request) {
+        let multi = self.multi.as_mut().expect("in a transaction");
+        multi.local.push(super::multi_local::Local {
+            at: multi.count,
+            spec,
+            args: req.args.clone(),
+        });
+        multi.count += 1;
+        if multi.streaming {
+            // The upstream answers the placeholder's QUEUED itself.
+            self.group
+                .extend_from_slice(super::multi_local::PLACEHOLDER);
+            return self.grouped().await;
+        }
+        multi
+            .commands
+            .extend_from_slice(super::multi_local::PLACEHOLDER);
+        multi.queued.push((spec, std::mem::take(&mut req.args)));
+        self.reply_simple("QUEUED").await
     }
 
     /// Writes noted for a transaction that will not be sent: nothing is pending for them.

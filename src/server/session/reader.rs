@@ -56,8 +56,14 @@ impl Reader<'_> {
         loop {
             loop {
                 if self.fifo.abandoned() || self.budget.as_ref().is_some_and(|b| b.exceeded()) {
-                    // The client is gone, or the writer is closing it (limits.max_reply_bytes).
+                    // The client is gone (or hung up while parked), or the writer is closing
+                    // it (limits.max_reply_bytes).
                     return;
+                }
+                // What arrived while a wait was parked (see `park`) comes after `buf`, and was
+                // read just now as far as the timeouts are concerned.
+                if self.take_parked(&mut buf) && timed {
+                    last_read = Some(tokio::time::Instant::now());
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
                 let restricted = self.tenants.is_some() && self.client.tenant.is_none();
@@ -78,6 +84,10 @@ impl Reader<'_> {
                         self.send_group().await;
                         if let Some((spec, framed)) = self.timed.take() {
                             self.fifo.push(Pending::Timed(spec, framed), 0).await;
+                        }
+                        if !self.parked.is_empty() {
+                            // Sending the group waited, and more arrived meanwhile.
+                            continue;
                         }
                         break;
                     }
@@ -224,11 +234,7 @@ impl Reader<'_> {
     /// Queue a reply; any group of forwarded commands before it goes first, keeping the order.
     pub(super) async fn push(&mut self, p: Pending) {
         self.send_group().await;
-        if self.fifo.full_for(1) {
-            // About to wait for the client: the batch's clock reading will be old by then.
-            self.cache_now = None;
-        }
-        self.fifo.push(p, 1).await
+        self.enqueue(p, 1).await
     }
 
     pub(super) async fn reply(&mut self, out: BytesMut) {
@@ -246,7 +252,8 @@ impl Reader<'_> {
     pub(super) async fn barrier(&mut self) {
         let (tx, rx) = oneshot::channel();
         self.push(Pending::Barrier(tx)).await;
-        let _ = rx.await;
+        // Reading the client meanwhile: one that leaves is seen (see `park`).
+        let _ = self.park(rx).await;
     }
 
     pub(super) async fn handle(&mut self, req: &mut Request) -> Flow {
@@ -398,7 +405,6 @@ impl Reader<'_> {
                             | "client|caching"
                             | "client|getredir"
                             | "client|trackinginfo"
-                            | "client|unblock"
                     ) =>
             {
                 Box::pin(self.client_command(spec, req)).await;

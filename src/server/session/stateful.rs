@@ -37,6 +37,8 @@ pub(crate) struct Pin {
     /// A SELECT ran inside a transaction: which database the connection is in is the
     /// upstream's to say, so the client keeps it until RESET or it leaves.
     pub sticky: bool,
+    /// CLIENT NO-TOUCH ON was forwarded on it: the client keeps it until OFF or RESET.
+    pub no_touch: bool,
 }
 
 impl Reader<'_> {
@@ -51,10 +53,14 @@ impl Reader<'_> {
         };
         self.send_group().await;
         self.barrier().await;
+        if self.hung_up() {
+            return false;
+        }
         self.after_pinned = false;
         let gone = self.gone_token();
         match upstream.pinned().take(self.client.proto, gone).await {
             Ok(p) => {
+                *super::clients::lock(&self.registered.entry.blockable) = Some(p.blockable());
                 self.pinned = Some(p);
                 true
             }
@@ -85,6 +91,7 @@ impl Reader<'_> {
             || self.pin.multi
             || self.pin.auth
             || self.pin.sticky
+            || self.pin.no_touch
             || self.tracking.is_some()
             || self.client.db != self.configured_db()
         {
@@ -124,14 +131,24 @@ impl Reader<'_> {
     ) -> oneshot::Receiver<Reply> {
         // The group's known-slow mark goes with it, whichever way it goes.
         let slow = std::mem::take(&mut self.group_slow);
+        if self.hung_up() {
+            // The client is gone (see `park`): nothing more runs for it.
+            return oneshot::channel().1;
+        }
         if let Some(p) = &self.pinned {
             return p.send_within(bytes, count, budget).await;
         }
-        if std::mem::take(&mut self.after_pinned) {
-            // Not `barrier`: that would send the group this job is made of.
+        if self.after_pinned {
+            // Not `barrier`: that would send the group this job is made of. `after_pinned`
+            // stays set while waiting: a client leaving meanwhile still owes the pinned
+            // connection a reply, so it hangs up (see `park`).
             let (tx, rx) = oneshot::channel();
-            self.fifo.push(Pending::Barrier(tx), 1).await;
-            let _ = rx.await;
+            self.enqueue(Pending::Barrier(tx), 1).await;
+            let _ = self.park(rx).await;
+            self.after_pinned = false;
+            if self.hung_up() {
+                return oneshot::channel().1;
+            }
         }
         let upstream = self
             .shared
@@ -215,8 +232,8 @@ impl Reader<'_> {
         let mut cmd = BytesMut::new();
         super::forward::append_request(&mut cmd, req);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match rx.await {
-            Ok(Ok(bytes)) => bytes,
+        let reply = match self.park(rx).await {
+            Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
         self.took_reply();
@@ -231,27 +248,54 @@ impl Reader<'_> {
     /// pinned connection the client then keeps (until RESET or it leaves), so the upstream's
     /// ACLs apply to everything it sends. A refusal is the upstream's own (WRONGPASS).
     pub(super) async fn auth_upstream(&mut self, req: &Request) {
-        if !self.pin().await {
+        let Some(reply) = self.login_upstream(&req.args[1..], None).await else {
             return;
-        }
-        let mut cmd = BytesMut::new();
-        super::forward::append_request(&mut cmd, req);
-        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match rx.await {
-            Ok(Ok(bytes)) => bytes,
-            _ => error_bytes("ERR upstream connection closed before replying"),
         };
-        self.took_reply();
-        if &reply[..] == b"+OK\r\n" {
-            self.pin.auth = true;
-            let user = match &req.args[..] {
-                [_, user, _] => String::from_utf8_lossy(user).into_owned(),
-                _ => "default".into(),
-            };
-            self.client.user = user;
-        }
         self.push(Pending::Ready(reply)).await;
         self.unpin_if_done().await
+    }
+
+    /// AUTH's arguments (`[username] password`, from AUTH or HELLO's AUTH option) checked by
+    /// the upstream on the client's pinned connection: its reply (`+OK`, or for HELLO, whose
+    /// `protover` is given, the upstream's HELLO map: the connection then speaks it, switched
+    /// in the same command as the upstream switches its own clients). An error is the
+    /// upstream's refusal (WRONGPASS, NOPROTO). `None`: no pinned connection could be had (the
+    /// pool's error is queued). The caller queues any error and then gives the connection back
+    /// ([`Reader::unpin_if_done`]).
+    pub(super) async fn login_upstream(
+        &mut self,
+        creds: &[Bytes],
+        hello: Option<&[u8]>,
+    ) -> Option<Bytes> {
+        if !self.pin().await {
+            return None;
+        }
+        let mut cmd = BytesMut::new();
+        let verb: &[&[u8]] = match hello {
+            Some(protover) => &[b"HELLO", protover, b"AUTH"],
+            None => &[b"AUTH"],
+        };
+        let args: Vec<&[u8]> = verb
+            .iter()
+            .copied()
+            .chain(creds.iter().map(|a| &a[..]))
+            .collect();
+        encode::command(&mut cmd, &args);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let answered = self.park(rx).await;
+        self.took_reply();
+        let reply = match answered {
+            Some(Ok(Ok(bytes))) => bytes,
+            _ => error_bytes("ERR upstream connection closed before replying"),
+        };
+        if reply.first() != Some(&b'-') {
+            self.pin.auth = true;
+            self.client.user = match creds {
+                [user, _] => String::from_utf8_lossy(user).into_owned(),
+                _ => "default".into(),
+            };
+        }
+        Some(reply)
     }
 
     async fn not_supported(&mut self, spec: &'static CommandSpec, why: &str) {

@@ -114,6 +114,9 @@ impl Reader<'_> {
             self.reply_error(&e.to_string()).await;
             return Some(Flow::Continue);
         }
+        if subscribe && !local && !self.upstream_user_may(req).await {
+            return Some(Flow::Continue);
+        }
         // Every earlier reply is written before a confirmation is queued (see the invariants).
         self.barrier().await;
         let hub = self.shared.pubsub.clone()?;
@@ -133,6 +136,34 @@ impl Reader<'_> {
         Some(Flow::Continue)
     }
 
+    /// For a client logged in as one of the upstream's own users: whether the upstream lets
+    /// that user run this (its channel rules), asked before respite's shared subscription
+    /// stands in for it (see [`crate::pubsub::verdict`]). If not, the refusal is queued.
+    async fn upstream_user_may(&mut self, req: &Request) -> bool {
+        if !self.pin.auth {
+            return true;
+        }
+        let Some(hub) = self.shared.pubsub.clone() else {
+            return true;
+        };
+        let user = self.client.user.clone();
+        let verdict = match hub.query(pubsub::dryrun(&user, &req.args)).await {
+            Ok(reply) => pubsub::verdict(&user, &reply),
+            Err(_) => Err(pubsub::Refusal::Unchecked {
+                user,
+                why: "its subscriber connection is down".into(),
+            }),
+        };
+        match verdict {
+            Ok(()) => true,
+            Err(refusal) => {
+                metrics::error(ErrorKind::Refused);
+                self.reply_error(&refusal.to_string()).await;
+                false
+            }
+        }
+    }
+
     fn prefix(&self) -> Bytes {
         self.client
             .tenant
@@ -150,6 +181,9 @@ impl Reader<'_> {
         {
             let e = t.no_perm(spec);
             self.reply_error(&e.to_string()).await;
+            return;
+        }
+        if !self.upstream_user_may(req).await {
             return;
         }
         let Some(hub) = self.shared.pubsub.clone() else {

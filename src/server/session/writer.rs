@@ -361,7 +361,7 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The bytes a client gets for the `count` commands of one upstream job: their replies, or the
 /// replies that arrived followed by one error for each command that got none. `Err(())`: the
 /// slot vanished unanswered (the pool shut down).
-fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
+pub(super) fn reply_bytes(r: Result<Reply, ()>, count: usize, keep: &Keep) -> Bytes {
     if let Keep::First {
         skip,
         rewrite,

@@ -1,0 +1,154 @@
+//! Connection commands respite answers itself, inside a transaction: CLIENT SETNAME, GETNAME,
+//! ID, INFO, SETINFO and NO-EVICT are queued as Redis queues them (`+QUEUED`) and answered in
+//! their place in EXEC's array, in order with the rest, their effects applied only if EXEC ran.
+//!
+//! Each one holds its place in the upstream's transaction with a `PING` (so the upstream's
+//! array has one element per queued command, whoever answers it); at EXEC the session waits
+//! for the upstream's reply, and if it is an array, replaces those elements with its own
+//! answers, computed then, in order (a GETNAME after a SETNAME in the same transaction sees the
+//! new name). A null (a broken WATCH) or an error (EXECABORT) is passed on as it came, and
+//! nothing is applied.
+//!
+//! This file never sends anything but the transaction it is given.
+use super::writer::reply_bytes;
+use super::{Keep, Pending, Reader, builtin, error_bytes};
+use crate::command::CommandSpec;
+use crate::protocol::{ReplyScanner, encode};
+use bytes::{Bytes, BytesMut};
+
+/// Whether `name` is answered by respite in EXEC's array (see the module).
+pub(super) fn answered_here(name: &str) -> bool {
+    matches!(
+        name,
+        "client|setname"
+            | "client|getname"
+            | "client|id"
+            | "client|info"
+            | "client|setinfo"
+            | "client|no-evict"
+    )
+}
+
+/// What holds such a command's place in the upstream's transaction.
+pub(super) const PLACEHOLDER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+/// A command answered here, and where its answer goes in EXEC's array.
+pub(crate) struct Local {
+    pub at: usize,
+    pub spec: &'static CommandSpec,
+    pub args: Vec<Bytes>,
+}
+
+impl Reader<'_> {
+    /// Send a transaction's job (`count` commands, EXEC's reply picked by `keep`) and queue
+    /// EXEC's reply with respite's own answers spliced in.
+    pub(super) async fn exec_spliced(
+        &mut self,
+        job: Bytes,
+        count: usize,
+        keep: Keep,
+        local: Vec<Local>,
+    ) {
+        self.send_group().await;
+        let rx = self.upstream_send(job, count, None).await;
+        let answered = self.park(rx).await;
+        if self.pinned.is_some() {
+            self.took_reply();
+        }
+        let reply = match answered {
+            Some(Ok(r)) => reply_bytes(Ok(r), count, &keep),
+            _ => error_bytes("ERR upstream connection closed before replying"),
+        };
+        let spliced = self.splice(reply, &local);
+        self.push(Pending::Ready(spliced)).await;
+        self.publish();
+    }
+
+    /// EXEC's array with the elements at `local`'s places replaced by respite's answers.
+    fn splice(&mut self, reply: Bytes, local: &[Local]) -> Bytes {
+        let Some((n, mut at)) = array_header(&reply) else {
+            return reply;
+        };
+        let mut out = BytesMut::from(&reply[..at]);
+        let mut scanner = ReplyScanner::new();
+        let mut next = local.iter().peekable();
+        for i in 0..n {
+            let len = match scanner.scan(&reply[at..]) {
+                Ok(Some(s)) => s.len,
+                _ => return reply,
+            };
+            match next.peek() {
+                Some(l) if l.at == i => {
+                    let l = next.next().expect("peeked");
+                    out.extend_from_slice(&self.answer_in_exec(l.spec, &l.args));
+                }
+                _ => out.extend_from_slice(&reply[at..at + len]),
+            }
+            at += len;
+        }
+        out.extend_from_slice(&reply[at..]);
+        out.freeze()
+    }
+
+    /// One command's answer at EXEC, its effect applied (Redis's replies and errors).
+    pub(super) fn answer_in_exec(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> Bytes {
+        let mut out = BytesMut::new();
+        let proto = self.client.proto;
+        match spec.name {
+            "client|setname" => match builtin::valid_name(&args[2]) {
+                Ok(()) => {
+                    self.client.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    encode::simple(&mut out, "OK");
+                }
+                Err(e) => encode::error(&mut out, e),
+            },
+            "client|getname" => match &self.client.name {
+                Some(n) => encode::bulk(&mut out, n),
+                None => encode::null(&mut out, proto),
+            },
+            "client|id" => encode::integer(&mut out, self.client.id as i64),
+            "client|info" => {
+                let line = super::clients::own_line(self);
+                encode::verbatim(&mut out, proto, "txt", line.as_bytes());
+            }
+            "client|setinfo" => match builtin::setinfo(&mut self.client, &args[2], &args[3]) {
+                Ok(()) => encode::simple(&mut out, "OK"),
+                Err(e) => encode::error(&mut out, &e),
+            },
+            // NO-EVICT: as outside a transaction, noted (see `clients`).
+            _ => match args.get(2) {
+                Some(a)
+                    if args.len() == 3
+                        && (a.eq_ignore_ascii_case(b"on") || a.eq_ignore_ascii_case(b"off")) =>
+                {
+                    encode::simple(&mut out, "OK")
+                }
+                _ => encode::error(&mut out, "ERR syntax error"),
+            },
+        }
+        out.freeze()
+    }
+}
+
+/// `*N\r\n` at the start of `reply`: N and where the elements begin (not a null array).
+fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let end = reply.windows(2).position(|w| w == b"\r\n")?;
+    let n = std::str::from_utf8(&reply[1..end]).ok()?.parse().ok()?;
+    Some((n, end + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_only() {
+        assert_eq!(array_header(b"*2\r\n+PONG\r\n:1\r\n"), Some((2, 4)));
+        assert_eq!(array_header(b"*-1\r\n"), None);
+        assert_eq!(array_header(b"_\r\n"), None);
+        assert_eq!(array_header(b"-EXECABORT x\r\n"), None);
+    }
+}
