@@ -11,15 +11,14 @@
 //!
 //! # Invariants
 //! - Every command handed to [`Conn::send`] gets exactly one outcome: its own reply, or an error
-//!   that names the cause (a job cut short gets the replies that did arrive, then the error).
+//!   that names the cause.
 //!   Replies are paired with slots strictly in the order the commands were written, and a
 //!   connection whose pairing could be in doubt (a reply with no slot, a protocol error, a
 //!   deadline passed, a marker not echoed in place) is closed, failing every slot still on it.
 //!   No reply ever reaches the wrong request: a reply is delivered only once the marker written
-//!   after its command has come back where due, or when the connection fails with no sign of
-//!   misalignment (closed, timed out; the replies that came are delivered, as before). One that
-//!   fails for a protocol error (garbled, unsolicited, misaligned) delivers none of its unverified
-//!   replies: their commands get the indeterminate error.
+//!   after its command has come back where due. A connection that fails, however (a protocol
+//!   error, a clean close, a deadline), delivers none of its unverified replies: their commands
+//!   get the indeterminate error.
 //! - A command is never written twice. Commands whose fate is unknown when a connection dies get
 //!   an error, not a retry.
 //! - Memory is bounded: each connection's queue and its number of commands in flight are bounded.
@@ -33,8 +32,8 @@ use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
 use super::lanes::Lane;
 use super::marker::Markers;
-use super::pipe::{completed_prefix, deliver, read_marked, write_marked};
 pub(super) use super::pipe::{read_loop, write_loop};
+use super::pipe::{read_marked, write_marked};
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -68,6 +67,8 @@ pub(super) struct Slot {
     pub(super) sent: Instant,
     pub(super) budget: Option<Arc<ReplyBudget>>,
     pub(super) slow: bool,
+    /// Its replies are being dropped as they come (its client is gone or over its limit).
+    pub(super) discarded: bool,
 }
 
 pub(super) type InFlight = Mutex<VecDeque<Slot>>;
@@ -127,8 +128,8 @@ pub(super) struct ConnTask {
     pub(super) config: Arc<UpstreamConfig>,
     pub(super) proto: Protocol,
     pub(super) slot: usize,
-    /// A slow-lane connection (see [`super::lanes`]) is not one of the pool's: it does not count
-    /// towards the upstream's health, and its commands have no reply deadline.
+    /// A slow- or bulk-lane connection (see [`super::lanes`]) is not one of the pool's: it does
+    /// not count towards the upstream's health; a slow lane's commands have no reply deadline.
     pub(super) lane: Lane,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
@@ -223,6 +224,7 @@ impl ConnTask {
         let name = match self.lane {
             Lane::Shared => "respite",
             Lane::Slow => "respite-slow",
+            Lane::Bulk => "respite-bulk",
         };
         let opened = handshake::open(&self.config, self.proto, name).await?;
         if let Ok(mut slot) = self.info.write() {
@@ -241,7 +243,13 @@ impl ConnTask {
         // Complete replies not yet vouched for by their batch's marker, oldest first.
         let mut held = Vec::new();
         let markers = Markers::new();
-        let permits = Semaphore::new(self.config.max_inflight);
+        // The bulk lane carries large replies: a bound in commands is a bound in what the
+        // server copies out in one go while the shared connections wait their turn.
+        let max_inflight = match self.lane {
+            Lane::Bulk => self.config.max_inflight.min(super::lanes::BULK_INFLIGHT),
+            _ => self.config.max_inflight,
+        };
+        let permits = Semaphore::new(max_inflight);
         self.state.borrow_and_update();
         let fail_on_down = self.health.fail_inflight_on_down();
         // Jobs taken off the queue but not yet written: if the connection fails first, they are
@@ -253,7 +261,7 @@ impl ConnTask {
             busy: self.config.health.busy_grace,
         };
         let result = tokio::select! {
-            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, self.config.max_inflight, activity, Some(label), Some(markers)) => r,
+            r = write_marked(&mut self.rx, &mut unsent, &mut write, &inflight, &permits, max_inflight, activity, Some(label), Some(markers)) => r,
             r = read_marked(&mut read, &mut buf, &mut held, &inflight, &permits, activity, Some(label), Some(markers), None) => r,
             r = watchdog(&inflight, deadlines, activity, self.lane, &self.health) => r,
             // Local-only mode took over: what is in flight here fails now instead of holding its
@@ -266,7 +274,6 @@ impl ConnTask {
         let cause = result.clone().unwrap_or_else(|| {
             UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
         });
-        let misaligned = matches!(cause.kind, Kind::Protocol(_));
         let cause = Arc::new(cause);
         let lost = CommandError::Lost(cause.clone());
         let not_sent = CommandError::NotSent(cause);
@@ -280,40 +287,25 @@ impl ConnTask {
             .map(|s| s.count)
             .sum();
         metrics::upstream_inflight_add(label, -(lost_count as i64));
-        if misaligned {
-            // The pairing itself is in doubt: replies no marker vouched for are not delivered.
-            for slot in held.drain(..).map(|(slot, _)| slot).chain(slots) {
-                if let Some(reply) = slot.reply {
-                    let _ = reply.send(Err(Partial::from(lost.clone())));
-                }
+        // Replies no marker has vouched for are never delivered, whatever ended the connection:
+        // after a misaligned one the pairing itself is in doubt, and after a clean close or a
+        // deadline nothing shows it was not (an unsolicited reply just before a FIN would have
+        // shifted them all). Their commands get the indeterminate error; the replies of earlier
+        // batches, confirmed, were delivered as their markers came. The cost: a batch cut short
+        // loses the replies of its commands that had already come back.
+        drop(buf);
+        let fail = |slot: Slot| {
+            if let Some(reply) = slot.reply {
+                let _ = reply.send(Err(Partial::from(lost.clone())));
             }
-            return result;
-        }
-        // The connection failed with no sign of misalignment (closed, timed out): the replies
-        // that came are delivered, and a job cut short gets those of its replies that arrived.
-        for (slot, replies) in held.drain(..) {
-            deliver(slot, replies);
-        }
-        let mut partial = Some(std::mem::take(&mut buf));
+        };
+        // Held slots were counted finished when their replies came.
+        held.drain(..).for_each(|(slot, _)| fail(slot));
         for slot in slots {
             if slot.slow {
                 activity.slow_finished();
             }
-            // Only the head slot can have replies waiting in the buffer.
-            let (replies, count) = match partial.take() {
-                Some(b) => {
-                    let (count, len) = completed_prefix(&b, slot.count);
-                    (b.freeze().slice(..len), count)
-                }
-                None => (Bytes::new(), 0),
-            };
-            if let Some(reply) = slot.reply {
-                let _ = reply.send(Err(Partial {
-                    replies,
-                    count,
-                    error: lost.clone(),
-                }));
-            }
+            fail(slot);
         }
         result
     }
@@ -361,7 +353,7 @@ async fn watchdog(
         };
         if let Some(t) = oldest
             && t.elapsed() > deadline
-            && (lane == Lane::Shared || health.state().is_local())
+            && (lane != Lane::Slow || health.state().is_local())
         {
             return Some(Kind::TimedOut(Deadline::Reply(deadline)));
         }

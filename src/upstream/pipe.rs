@@ -10,7 +10,7 @@ use super::error::{Closer, CommandError, Kind, Lost, ProtocolError};
 use super::handshake::{BoxRead, BoxWrite};
 use super::marker::Markers;
 use super::pinned::PushSink;
-use super::reply::Partial;
+use super::reply::{HEAVY_JOB, Partial};
 use crate::metrics;
 use crate::protocol::ReplyScanner;
 use bytes::{Buf, Bytes, BytesMut};
@@ -141,6 +141,7 @@ pub(super) async fn write_marked(
                     sent: now,
                     budget: job.budget,
                     slow: job.slow,
+                    discarded: false,
                 });
         }
         // The batch's marker: its echo releases the replies before it (see `marker`).
@@ -156,6 +157,7 @@ pub(super) async fn write_marked(
                     sent: now,
                     budget: None,
                     slow: false,
+                    discarded: false,
                 });
         }
         batch_commands.record(commands as f64);
@@ -245,7 +247,11 @@ pub(super) async fn read_marked(
     let error_replies = metrics::upstream_error_replies();
     loop {
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
+            // Geometric growth while a large reply arrives: a buffer whose front was split off
+            // (delivered replies share it) is reallocated to exactly what `reserve` asks, so
+            // 16 KiB steps copied a 10 MB job's bytes hundreds of times over (measured: most of
+            // the reader's time beside clients fetching 100 KB values).
+            buf.reserve((16 * 1024).max(buf.len()));
         }
         match read.read_buf(buf).await {
             Ok(0) => return Some(Kind::Lost(Lost::Closed)),
@@ -283,14 +289,24 @@ pub(super) async fn read_marked(
             scanned += found.len;
             have += 1;
             let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(head) = q.front() else {
+            let Some(head) = q.front_mut() else {
                 return Some(Kind::Protocol(ProtocolError::Unsolicited));
             };
             if have < head.count {
+                if scanned >= HEAVY_JOB && unwanted(head, scanned) {
+                    // Replies nobody will take: dropped as they come, not held until the
+                    // job's last one (10 MB for 100 GETs of 100 KB).
+                    buf.advance(scanned);
+                    scanned = 0;
+                    head.discarded = true;
+                }
                 continue;
             }
             let slot = q.pop_front().expect("head exists");
             drop(q);
+            if let Some(b) = slot.budget.as_ref().filter(|_| !slot.discarded) {
+                b.weigh(scanned);
+            }
             if slot.slow {
                 activity.slow_finished();
             }
@@ -334,25 +350,32 @@ pub(super) async fn read_marked(
     }
 }
 
-/// How many complete replies (at most `max`) the front of `buf` holds, and their total length.
-pub(super) fn completed_prefix(buf: &[u8], max: usize) -> (usize, usize) {
-    let mut scanner = ReplyScanner::new();
-    let (mut count, mut len) = (0, 0);
-    while count < max {
-        match scanner.scan(&buf[len..]) {
-            Ok(Some(s)) if !s.push => {
-                len += s.len;
-                count += 1;
-            }
-            _ => break,
-        }
+/// A large job still arriving: mark its client heavy at once (its next commands go on the
+/// bulk lane), and say whether its replies so far can be dropped: its client is gone, or over
+/// its limit, or the job alone is over it (the client is closed for it, as it would be once the
+/// job's last reply came).
+fn unwanted(head: &Slot, scanned: usize) -> bool {
+    let Some(tx) = &head.reply else {
+        return false; // a marker
+    };
+    if tx.is_closed() {
+        return true;
     }
-    (count, len)
+    let Some(b) = &head.budget else { return false };
+    b.weigh(scanned);
+    if scanned > b.limit() {
+        b.overflow();
+    }
+    b.exceeded()
 }
 
 /// Hand a job its vouched-for replies, against its client's budget.
 pub(super) fn deliver(slot: Slot, replies: Bytes) {
     let reply = match &slot.budget {
+        // Its replies were dropped as they came: the client is over its limit, or gone.
+        _ if slot.discarded => Err(Partial::from(CommandError::Overflow {
+            limit: slot.budget.as_ref().map_or(0, |b| b.limit()),
+        })),
         Some(b) if !b.charge(replies.len()) => {
             Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
         }

@@ -23,8 +23,9 @@ pub struct Upstream {
     health: Arc<health::Health>,
     /// The upstream's own command table, once read (see [`commands`]).
     commands: watch::Receiver<commands::Fetched>,
-    /// The slow lane's connection per protocol (see [`lanes`]), opened on first use.
+    /// The slow and bulk lanes' connection per protocol (see [`lanes`]), opened on first use.
     slow: [OnceLock<Conn>; 2],
+    bulk: [OnceLock<Conn>; 2],
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
 }
@@ -85,6 +86,7 @@ impl Upstream {
             info,
             health,
             slow: [OnceLock::new(), OnceLock::new()],
+            bulk: [OnceLock::new(), OnceLock::new()],
             shutdown,
             commands,
         })
@@ -113,9 +115,9 @@ impl Upstream {
         }
     }
 
-    /// The connection a client uses for a command in `lane` (see [`lanes`]). The slow lane's
-    /// connection is started here the first time it is asked for, so a proxy whose clients
-    /// never run a slow command opens no connection for it.
+    /// The connection a client uses for a command in `lane` (see [`lanes`]). The slow and bulk
+    /// lanes' connections are started here the first time they are asked for, so a proxy whose
+    /// clients never run a slow command opens no connection for it.
     pub fn conn_in(&self, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
         if lane == Lane::Shared {
             return self.conn(proto, client_id);
@@ -124,12 +126,16 @@ impl Upstream {
             Protocol::Resp2 => 0,
             Protocol::Resp3 => 1,
         };
-        self.slow[i].get_or_init(|| {
+        let lanes = match lane {
+            Lane::Bulk => &self.bulk,
+            _ => &self.slow,
+        };
+        lanes[i].get_or_init(|| {
             let (tx, rx) = mpsc::channel(self.config.max_inflight.min(4096));
             let task = ConnTask {
                 config: self.config.clone(),
                 proto,
-                slot: self.config.connections,
+                slot: self.config.connections + (lane == Lane::Bulk) as usize,
                 lane,
                 rx,
                 live: self.live.clone(),

@@ -55,6 +55,12 @@ pub struct ReplyBudget {
     /// What this client has counted in the global budget now: given back in one piece when it
     /// is closed (its bytes are as good as freed), so later victims are chosen by what is left.
     counted: AtomicUsize,
+    /// Its latest job put a large reply on its connection (or it has had none answered yet):
+    /// its next groups go on the bulk lane (see [`super::lanes`]).
+    heavy: AtomicBool,
+    /// Its reader waits for the writer to drain what it owes ([`ReplyBudget::drained`]).
+    gated: AtomicBool,
+    drain: Notify,
 }
 
 impl ReplyBudget {
@@ -67,6 +73,9 @@ impl ReplyBudget {
             closing: Notify::new(),
             global: None,
             counted: AtomicUsize::new(0),
+            heavy: AtomicBool::new(true),
+            gated: AtomicBool::new(false),
+            drain: Notify::new(),
         }
     }
 
@@ -96,8 +105,51 @@ impl ReplyBudget {
 
     /// The writer took `n` bytes of replies.
     pub fn release(&self, n: usize) {
-        self.owed.fetch_sub(n, Ordering::AcqRel);
+        self.owed.fetch_sub(n, Ordering::SeqCst);
         self.uncount(n);
+        // One load on the hot path; the wake-up only while the reader is gated.
+        if self.gated.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Bytes of replies received for this client and not yet taken by its writer.
+    pub fn owed(&self) -> usize {
+        self.owed.load(Ordering::Relaxed)
+    }
+
+    /// Wait until at most `gate` bytes are owed, the client is closed, or a [`ReplyBudget::wake`]
+    /// (the caller checks again why it woke). A client that does not read its replies waits
+    /// here: its reader stops reading, which is TCP backpressure on it, instead of sending more
+    /// commands whose replies it will not take.
+    pub async fn drained(&self, gate: usize) {
+        let notified = self.drain.notified();
+        // Set before the check, so a release after the check sees it and wakes us.
+        self.gated.store(true, Ordering::SeqCst);
+        if self.owed.load(Ordering::SeqCst) > gate && !self.exceeded() {
+            notified.await;
+        }
+        self.gated.store(false, Ordering::SeqCst);
+    }
+
+    /// End a [`ReplyBudget::drained`] wait (bytes were taken, or the writer gave up on the client).
+    pub fn wake(&self) {
+        self.gated.store(false, Ordering::SeqCst);
+        self.drain.notify_one();
+    }
+
+    /// Whether this client's latest job put [`HEAVY_JOB`] bytes or more on its connection; true
+    /// too before any job of its was answered, as nothing is known of it yet.
+    pub fn is_heavy(&self) -> bool {
+        self.heavy.load(Ordering::Relaxed)
+    }
+
+    /// Record whether a job of this client put `bytes` on its connection at once.
+    pub(crate) fn weigh(&self, bytes: usize) {
+        let heavy = bytes >= HEAVY_JOB;
+        if self.heavy.load(Ordering::Relaxed) != heavy {
+            self.heavy.store(heavy, Ordering::Relaxed);
+        }
     }
 
     /// The reader now holds `bytes` of an unfinished request; false if this client is to be
@@ -140,6 +192,11 @@ impl ReplyBudget {
         g.used.fetch_sub(before.min(n), Ordering::AcqRel);
     }
 
+    /// A job of this client's is alone larger than its limit: it is to be closed.
+    pub(crate) fn overflow(&self) {
+        self.exceed()
+    }
+
     fn exceed(&self) {
         if self.exceeded.swap(true, Ordering::AcqRel) {
             return;
@@ -149,6 +206,7 @@ impl ReplyBudget {
                 .fetch_sub(self.counted.swap(0, Ordering::AcqRel), Ordering::AcqRel);
         }
         self.closing.notify_one();
+        self.wake();
     }
 
     /// The client went over its limit: it is to be closed.
@@ -181,6 +239,12 @@ impl Drop for ReplyBudget {
         }
     }
 }
+
+/// A job whose replies reach this many bytes makes its client heavy: as much as Redis writes to
+/// one connection per turn of its event loop (`NET_MAX_WRITES_PER_EVENT`), so a reply past it
+/// already takes the server more than one turn, and on a shared connection it would sit in front
+/// of every other client's.
+pub const HEAVY_JOB: usize = 64 * 1024;
 
 /// The budget all clients' unread replies and unfinished requests share
 /// (`limits.max_client_memory`, Redis's `maxmemory-clients`). Going over it closes the client

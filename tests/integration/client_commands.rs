@@ -154,7 +154,8 @@ both!(
         let proxy = Proxy::start(&server.url());
         let mut m = proxy.raw();
         assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
-        proxy.raw().cmd(&words("SET mk mv"));
+        // Checked: a SET that failed would leave the loop below waiting for a line never sent.
+        assert_eq!(proxy.raw().cmd(&words("SET mk mv")), b"+OK\r\n");
         let line = loop {
             let l = text(m.reply().unwrap());
             if l.contains("\"mk\"") {
@@ -177,7 +178,7 @@ both!(
         let mut m = proxy.login("a", "pa");
         assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
         b.cmd(&words("SET secret 1"));
-        proxy.login("a", "pa").cmd(&words("SET mine 2"));
+        assert_eq!(proxy.login("a", "pa").cmd(&words("SET mine 2")), b"+OK\r\n");
         loop {
             let l = text(m.reply().unwrap());
             assert!(!l.contains("secret") && !l.contains("b:"), "{l}");

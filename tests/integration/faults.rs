@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// One reply from respite, sorted by what it says about the command.
 #[derive(Debug)]
-enum Outcome {
+pub(super) enum Outcome {
     /// A reply from the upstream (or from respite itself).
     Ok(Vec<u8>),
     /// Sent, or maybe sent, on a connection that failed: it may or may not have run.
@@ -30,12 +30,12 @@ enum Outcome {
 
 impl Outcome {
     /// Certainly never ran on the upstream.
-    fn not_run(&self) -> bool {
+    pub(super) fn not_run(&self) -> bool {
         matches!(self, Outcome::Unavailable(_) | Outcome::Loading)
     }
 }
 
-fn outcome(reply: Vec<u8>) -> Outcome {
+pub(super) fn outcome(reply: Vec<u8>) -> Outcome {
     if reply.first() != Some(&b'-') {
         return Outcome::Ok(reply);
     }
@@ -53,7 +53,7 @@ fn outcome(reply: Vec<u8>) -> Outcome {
     }
 }
 
-fn int(reply: &[u8]) -> i64 {
+pub(super) fn int(reply: &[u8]) -> i64 {
     let s = std::str::from_utf8(reply).unwrap();
     s.strip_prefix(':')
         .and_then(|s| s.strip_suffix("\r\n"))
@@ -62,7 +62,7 @@ fn int(reply: &[u8]) -> i64 {
 }
 
 /// A bulk string holding an integer (GET of a counter).
-fn bulk_int(reply: &[u8]) -> i64 {
+pub(super) fn bulk_int(reply: &[u8]) -> i64 {
     let s = std::str::from_utf8(reply).unwrap();
     s.split("\r\n")
         .nth(1)
@@ -97,7 +97,7 @@ fn partition_time() -> Duration {
 /// The most connection attempts one connection task makes within `window` when every attempt
 /// fails at once: attempt n comes after a wait of at least d/2, d = min(max, base·2ⁿ⁻¹) (README,
 /// "Failure"; `upstream::backoff`).
-fn max_failing_attempts(window: Duration, base: Duration, max: Duration) -> u32 {
+pub(super) fn max_failing_attempts(window: Duration, base: Duration, max: Duration) -> u32 {
     let mut waited = Duration::ZERO;
     for n in 1u32.. {
         waited += (base * 2u32.pow((n - 1).min(20))).min(max) / 2;
@@ -586,9 +586,10 @@ both!(
                 ("upstream.command_timeout_ms", "2000"),
             ],
         );
-        // One connection task per pool (RESP2, RESP3).
-        const TASKS: usize = 2;
-        relay.wait_connections(TASKS, Duration::from_secs(10));
+        // One connection task per pool (RESP2, RESP3), and the bulk lane's for RESP2 clients,
+        // opened by the workers' first commands (a client's replies are not known yet).
+        const TASKS: usize = 3;
+        relay.wait_connections(2, Duration::from_secs(10));
         let stop = Arc::new(AtomicBool::new(false));
         let oks: Arc<Vec<AtomicU64>> = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect());
         let addr = proxy.addr;

@@ -6,6 +6,7 @@
 //! The upstream here is a small fake written for the test (a real server never misbehaves on
 //! demand): it answers the handshake, PING, SET and GET from a map, and every `INJECT_EVERY`th
 //! command it first sends an extra bulk reply holding another client's value.
+//! A second variant then closes the connection cleanly, before the marker of that batch.
 use crate::support::{Proxy, Raw, encode};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -63,6 +64,7 @@ fn serve(
     data: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>,
     count: Arc<AtomicUsize>,
     injected: Arc<AtomicUsize>,
+    then_close: bool,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
@@ -101,6 +103,14 @@ fn serve(
                 // Someone else's value, unasked for.
                 out.extend_from_slice(&bulk(b"intruder"));
                 injected.fetch_add(1, Ordering::SeqCst);
+                if then_close {
+                    // The shifted replies, then a clean close before the batch's marker is
+                    // answered: nothing but the marker could show they are misaligned.
+                    out.extend_from_slice(&reply);
+                    let _ = s.write_all(&out);
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
             }
             out.extend_from_slice(&reply);
         }
@@ -110,7 +120,7 @@ fn serve(
     }
 }
 
-fn fake_upstream() -> Fake {
+fn fake_upstream(then_close: bool) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let injected = Arc::new(AtomicUsize::new(0));
@@ -127,7 +137,7 @@ fn fake_upstream() -> Fake {
             let Ok(s) = s else { continue };
             acc.fetch_add(1, Ordering::SeqCst);
             let (data, count, inj) = (data.clone(), count.clone(), inj.clone());
-            std::thread::spawn(move || serve(s, data, count, inj));
+            std::thread::spawn(move || serve(s, data, count, inj, then_close));
         }
     });
     Fake {
@@ -148,7 +158,17 @@ fn indeterminate(reply: &[u8]) -> bool {
 
 #[test]
 fn an_unsolicited_reply_never_reaches_a_client() {
-    let fake = fake_upstream();
+    clients_get_only_their_own_replies(fake_upstream(false));
+}
+
+/// The marker gap: replies that arrived before a clean close (no protocol error to see) were
+/// delivered without their batch's marker. An extra reply followed by a FIN shifted them.
+#[test]
+fn replies_before_a_clean_close_are_never_delivered_unverified() {
+    clients_get_only_their_own_replies(fake_upstream(true));
+}
+
+fn clients_get_only_their_own_replies(fake: Fake) {
     let proxy = Proxy::start_with(
         &format!("redis://{}", fake.addr),
         &[

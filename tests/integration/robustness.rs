@@ -290,14 +290,16 @@ both!(upstream_killed_with_commands_in_flight, |kind: Kind| {
 });
 
 both!(
-    a_pipeline_cut_short_gets_the_replies_that_came_then_errors,
+    a_pipeline_cut_short_gets_errors_never_unconfirmed_replies,
     |kind: Kind| {
         let server = Server::start(kind);
         let proxy = Proxy::start_with(&server.url(), &[("upstream.command_timeout_ms", "300")]);
         let mut p = proxy.raw();
         assert_eq!(p.cmd(&words("SET a 1")), b"+OK\r\n");
         // Writes pause on the upstream: in one read, one upstream job, two reads are answered, the
-        // write behind them stalls past the deadline, and two more wait behind it.
+        // write behind them stalls past the deadline, and two more wait behind it. The batch's
+        // marker never comes back, so nothing confirms the two replies that did: every command
+        // of the batch gets the indeterminate error (see `upstream::conn`'s invariants).
         let mut d = server.raw();
         assert_eq!(d.cmd(&words("CLIENT PAUSE 5000 WRITE")), b"+OK\r\n");
         let mut pipeline = encode(&[b"GET", b"a"]);
@@ -306,9 +308,7 @@ both!(
         pipeline.extend(encode(&[b"INCR", b"n"]));
         pipeline.extend(encode(&[b"GET", b"a"]));
         p.send(&pipeline);
-        assert_eq!(p.reply().unwrap(), b"$1\r\n1\r\n");
-        assert_eq!(p.reply().unwrap(), b":1\r\n");
-        for i in 0..3 {
+        for i in 0..5 {
             let r = String::from_utf8(p.reply().unwrap()).unwrap();
             assert!(
                 r.starts_with("-ERR upstream connection lost") && r.contains("no reply within"),

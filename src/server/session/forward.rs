@@ -45,7 +45,7 @@ impl Reader<'_> {
     /// pipelines stream instead of piling up.
     pub(super) async fn grouped(&mut self) {
         self.group_count += 1;
-        if group_full(self.group_count, self.group.len()) {
+        if group_full(self.group_count, self.group.len()) || self.bulk_group_full() {
             self.send_group().await;
         }
     }
@@ -277,6 +277,8 @@ impl Reader<'_> {
         if self.group_count == 0 {
             return;
         }
+        // A client that leaves its replies unread sends nothing more until it takes them.
+        self.wait_for_drain().await;
         let count = std::mem::take(&mut self.group_count);
         let bytes = self.group.split().freeze();
         let rx = self.upstream_send(bytes, count, self.budget.clone()).await;

@@ -27,7 +27,11 @@ impl Reader<'_> {
             self.oob = true;
             return;
         }
-        let lane = lanes::lane(spec);
+        let mut lane = lanes::lane(spec);
+        if lane == Lane::Shared {
+            // Heavy clients apart (see `fairness`).
+            lane = self.size_lane();
+        }
         if lane != self.lane {
             self.send_group().await;
             self.barrier().await;

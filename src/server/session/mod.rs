@@ -13,8 +13,9 @@
 //!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
 //!   socket.
 //! - A client's forwarded commands all go through one upstream connection at a time — its shared
-//!   one for its protocol and lane (see [`lanes`]: slow commands on the slow lane, SCRIPT KILL
-//!   and the like out of band), or its pinned one while it holds one ([`stateful`]) — so they
+//!   one for its protocol and lane (see [`lanes`]: slow commands on the slow lane, a heavy
+//!   client's on the bulk lane (see [`fairness`]), SCRIPT KILL and the like out of band), or its
+//!   pinned one while it holds one ([`stateful`]) — so they
 //!   run on the upstream in the order the client sent them; a switch of connection (HELLO or
 //!   RESET changing the protocol, a lane switch, taking or giving back a pinned connection)
 //!   first waits for every earlier reply ([`Pending::Barrier`]).
@@ -28,11 +29,14 @@
 //!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
 //!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
 //! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
-//!   past that the reader stops reading and TCP pushes back on the client. An idle client holds no
-//!   read or write buffer.
+//!   past that the reader stops reading and TCP pushes back on the client. It does the same while
+//!   it is owed more than [`fairness::gate`] bytes of upstream replies, and on the bulk lane while
+//!   any earlier reply is unwritten, so a client that does not read stops pulling replies through
+//!   the upstream. An idle client holds no read or write buffer.
 mod builtin;
 mod clients;
 mod commands;
+mod fairness;
 mod forward;
 mod invalidations;
 mod lanes;

@@ -207,6 +207,10 @@ pub(super) async fn write_loop<C: ClientIo>(
         // The reader may be waiting for bytes from a client that is gone or being closed.
         w.shutdown_both();
         fifo.abandon();
+        if let Some(b) = budget {
+            // A reader waiting for this client to drain its replies stops waiting.
+            b.wake();
+        }
         settle(head, fifo, cache, unanswered_writes, budget).await;
         return;
     }
