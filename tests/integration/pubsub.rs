@@ -11,7 +11,8 @@ use std::time::Duration;
 
 /// Run `steps` with a subscriber and a publisher connection: each step is (who, command, how many
 /// frames the subscriber then reads). The publisher's replies are read at once. The transcript is
-/// everything the subscriber read, step by step, plus the publisher's replies.
+/// everything the subscriber read, step by step, plus the publisher's replies. A `"pub?"` step
+/// publishes without recording the count (see its use).
 pub(crate) fn transcript(
     mut sub: Raw,
     mut publ: Raw,
@@ -28,6 +29,8 @@ pub(crate) fn transcript(
         if *who == "pub" {
             let r = publ.cmd(&words(line));
             out.push(format!("pub {line} -> {}", String::from_utf8_lossy(&r)));
+        } else if *who == "pub?" {
+            publ.cmd(&words(line));
         } else {
             sub.send(&encode(&words(line)));
         }
@@ -50,7 +53,10 @@ const STEPS: &[(&str, &str, usize)] = &[
     ("pub", "SPUBLISH s m3", 1),
     ("pub", "PUBLISH b m4", 1),
     ("sub", "UNSUBSCRIBE a", 1),
-    ("pub", "PUBLISH a gone", 0),
+    // Not delivered (the next frame read is UNSUBSCRIBE zz's); its count is not compared: respite
+    // withdraws its upstream subscription after confirming the last local UNSUBSCRIBE, so a
+    // PUBLISH made at once may still count respite (README, Pub/Sub, Counts).
+    ("pub?", "PUBLISH a gone", 0),
     ("sub", "UNSUBSCRIBE zz", 1),
     ("sub", "PUNSUBSCRIBE", 1),
     ("sub", "SUNSUBSCRIBE", 1),
