@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: &Request) -> Flow {
     let args = &req.args;
     let mut out = BytesMut::new();
-    let proto = r.client.proto;
     match spec.name {
         "ping" => match &args[..] {
             [_] => encode::simple(&mut out, "PONG"),
@@ -58,26 +57,9 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
             Box::pin(r.select(req)).await;
             return Flow::Continue;
         }
-        "client|setname" => match valid_name(&args[2]) {
-            Ok(()) => {
-                r.client.name = (!args[2].is_empty()).then(|| args[2].clone());
-                encode::simple(&mut out, "OK");
-            }
-            Err(e) => encode::error(&mut out, e),
-        },
-        "client|getname" => match &r.client.name {
-            Some(n) => encode::bulk(&mut out, n),
-            None => encode::null(&mut out, proto),
-        },
-        "client|id" => encode::integer(&mut out, r.client.id as i64),
-        "client|info" => {
-            let line = super::clients::own_line(r);
-            encode::verbatim(&mut out, proto, "txt", line.as_bytes());
+        "client|setname" | "client|getname" | "client|id" | "client|info" | "client|setinfo" => {
+            r.answer_client(spec.name, args, &mut out);
         }
-        "client|setinfo" => match setinfo(&mut r.client, &args[2], &args[3]) {
-            Ok(()) => encode::simple(&mut out, "OK"),
-            Err(e) => encode::error(&mut out, &e),
-        },
         other => encode::error(
             &mut out,
             &format!("ERR respite has no local answer for '{other}'"),
@@ -85,6 +67,39 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
     }
     r.reply(out).await;
     Flow::Continue
+}
+
+impl Reader<'_> {
+    /// CLIENT SETNAME, GETNAME, ID, INFO and SETINFO, answered into `out` from (and applied to)
+    /// the client's own state, as Redis answers them: on their own here, and in their place in
+    /// EXEC's array ([`super::multi_local`]). False, with nothing written, for any other command.
+    pub(super) fn answer_client(&mut self, name: &str, args: &[Bytes], out: &mut BytesMut) -> bool {
+        let proto = self.client.proto;
+        match name {
+            "client|setname" => match valid_name(&args[2]) {
+                Ok(()) => {
+                    self.client.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    encode::simple(out, "OK");
+                }
+                Err(e) => encode::error(out, e),
+            },
+            "client|getname" => match &self.client.name {
+                Some(n) => encode::bulk(out, n),
+                None => encode::null(out, proto),
+            },
+            "client|id" => encode::integer(out, self.client.id as i64),
+            "client|info" => {
+                let line = super::clients::own_line(self);
+                encode::verbatim(out, proto, "txt", line.as_bytes());
+            }
+            "client|setinfo" => match setinfo(&mut self.client, &args[2], &args[3]) {
+                Ok(()) => encode::simple(out, "OK"),
+                Err(e) => encode::error(out, &e),
+            },
+            _ => return false,
+        }
+        true
+    }
 }
 
 fn upstream_db(r: &Reader<'_>) -> u32 {
@@ -321,7 +336,7 @@ async fn error(r: &mut Reader<'_>, msg: &str) -> Flow {
 }
 
 /// Redis refuses names with spaces, newlines or other characters outside `!`..`~`.
-pub(super) fn valid_name(name: &[u8]) -> Result<(), &'static str> {
+fn valid_name(name: &[u8]) -> Result<(), &'static str> {
     if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         Ok(())
     } else {
@@ -330,7 +345,7 @@ pub(super) fn valid_name(name: &[u8]) -> Result<(), &'static str> {
 }
 
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value`, as Redis 7.2 and Valkey answer it.
-pub(super) fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
+fn setinfo(c: &mut Client, attr: &Bytes, value: &Bytes) -> Result<(), String> {
     if !value.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
         let what = String::from_utf8_lossy(attr).to_ascii_lowercase();
         return Err(format!(

@@ -7,7 +7,7 @@
 //! a client of a tenant with a key prefix sees and kills only its own tenant's clients. The
 //! registry is updated when a session's state changes (its rare connection commands), not per
 //! command, except the last command's id, one relaxed store.
-use super::{Client, Pending, Reader};
+use super::{Client, Pending, Reader, simple};
 use crate::command::{self, CommandSpec};
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
@@ -433,12 +433,6 @@ impl Reader<'_> {
     pub(super) fn publish(&self) {
         self.registered.entry.update(&self.client);
     }
-}
-
-fn simple(s: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode::simple(&mut out, s);
-    out
 }
 
 /// `CLIENT INFO` for the client itself, from the same line as CLIENT LIST.

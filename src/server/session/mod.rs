@@ -432,6 +432,13 @@ fn group_full(count: usize, bytes: usize) -> bool {
 
 pub(crate) use crate::clock::unix_ms;
 
+/// A simple-string reply (`+OK`).
+fn simple(s: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode::simple(&mut out, s);
+    out
+}
+
 fn error_bytes(msg: &str) -> Bytes {
     let mut out = BytesMut::new();
     encode::error(&mut out, msg);

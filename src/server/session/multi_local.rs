@@ -11,7 +11,7 @@
 //!
 //! This file never sends anything but the transaction it is given.
 use super::writer::reply_bytes;
-use super::{Keep, Pending, Reader, builtin, error_bytes};
+use super::{Keep, Pending, Reader, error_bytes};
 use crate::command::CommandSpec;
 use crate::protocol::{ReplyScanner, encode};
 use bytes::{Bytes, BytesMut};
@@ -93,30 +93,9 @@ impl Reader<'_> {
     /// One command's answer at EXEC, its effect applied (Redis's replies and errors).
     pub(super) fn answer_in_exec(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> Bytes {
         let mut out = BytesMut::new();
-        let proto = self.client.proto;
-        match spec.name {
-            "client|setname" => match builtin::valid_name(&args[2]) {
-                Ok(()) => {
-                    self.client.name = (!args[2].is_empty()).then(|| args[2].clone());
-                    encode::simple(&mut out, "OK");
-                }
-                Err(e) => encode::error(&mut out, e),
-            },
-            "client|getname" => match &self.client.name {
-                Some(n) => encode::bulk(&mut out, n),
-                None => encode::null(&mut out, proto),
-            },
-            "client|id" => encode::integer(&mut out, self.client.id as i64),
-            "client|info" => {
-                let line = super::clients::own_line(self);
-                encode::verbatim(&mut out, proto, "txt", line.as_bytes());
-            }
-            "client|setinfo" => match builtin::setinfo(&mut self.client, &args[2], &args[3]) {
-                Ok(()) => encode::simple(&mut out, "OK"),
-                Err(e) => encode::error(&mut out, &e),
-            },
+        if !self.answer_client(spec.name, args, &mut out) {
             // NO-EVICT: as outside a transaction, noted (see `clients`).
-            _ => match args.get(2) {
+            match args.get(2) {
                 Some(a)
                     if args.len() == 3
                         && (a.eq_ignore_ascii_case(b"on") || a.eq_ignore_ascii_case(b"off")) =>
@@ -124,7 +103,7 @@ impl Reader<'_> {
                     encode::simple(&mut out, "OK")
                 }
                 _ => encode::error(&mut out, "ERR syntax error"),
-            },
+            }
         }
         out.freeze()
     }

@@ -15,7 +15,7 @@
 //!
 //! This file never answers for the upstream: replies, including errors for what the upstream
 //! refuses (`DB index is out of range`, a broken WATCH's null EXEC), are the upstream's own.
-use super::{Pending, Reader, error_bytes};
+use super::{Pending, Reader, error_bytes, simple};
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
@@ -307,10 +307,4 @@ impl Reader<'_> {
         );
         self.reply_error(&msg).await
     }
-}
-
-fn simple(s: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode::simple(&mut out, s);
-    out
 }

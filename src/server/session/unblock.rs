@@ -15,7 +15,7 @@
 //! OFF or RESET): on a shared connection it would apply to every client multiplexed on it. An
 //! upstream without it (Redis before 7.2) refuses it with its own error, and the connection
 //! goes back.
-use super::{Keep, Pending, Reader};
+use super::{Keep, Pending, Reader, simple};
 use crate::command::CommandSpec;
 use crate::protocol::{Request, encode};
 use crate::upstream::unblock;
@@ -101,7 +101,7 @@ impl Reader<'_> {
             return;
         }
         if self.shared.upstream.is_none() {
-            return self.reply(simple_ok()).await;
+            return self.reply(simple("OK")).await;
         }
         if !self.pin().await {
             return;
@@ -121,10 +121,4 @@ impl Reader<'_> {
         self.push(Pending::Ready(reply)).await;
         self.unpin_if_done().await
     }
-}
-
-fn simple_ok() -> BytesMut {
-    let mut out = BytesMut::new();
-    encode::simple(&mut out, "OK");
-    out
 }
