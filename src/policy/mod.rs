@@ -65,8 +65,8 @@
 //! # Values
 //! With `max_value_bytes`, any non-key argument of a command that stores data (write or denyoom
 //! flag, or a script) longer than the limit is refused before anything is sent, and so is a write
-//! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND and INCRBYFLOAT are checked
-//! against what is stored in the same step (see `policy::values`).
+//! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND, INCRBYFLOAT and
+//! HINCRBYFLOAT are checked against what is stored in the same step (see `policy::values`).
 /// Allow rules are compiled once, when the configuration is validated.
 pub use crate::config::acl;
 pub mod auth;
