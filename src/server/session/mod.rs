@@ -33,22 +33,11 @@
 //!   it is owed more than [`fairness::gate`] bytes of upstream replies, and on the bulk lane while
 //!   any earlier reply is unwritten, so a client that does not read stops pulling replies through
 //!   the upstream. An idle client holds no read or write buffer.
-mod builtin;
-mod clients;
-mod exec_splice;
-mod fairness;
+mod commands;
 mod forward;
-mod invalidations;
-mod lane_choice;
-mod monitor;
-mod multi;
-mod park;
+mod outgoing;
+mod pin;
 mod reader;
-mod resolve_miss;
-mod stateful;
-mod subscribe;
-mod tracking;
-mod unblock;
 mod writer;
 
 use crate::cache::Fetched;
@@ -56,13 +45,14 @@ use crate::cache::coherence::{Unanswered, Written};
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{ReplyRewrite, Tenant};
 use crate::protocol::{Protocol, encode};
-use crate::server::fifo::Fifo;
 use crate::server::io::{ClientIo, ClientSocket};
 use crate::server::tls_io::TlsSocket;
 use crate::server::{Accepted, Shared};
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
-pub(crate) use clients::Registry;
+pub(crate) use commands::clients::Registry;
+use commands::{clients, subscribe, tracking};
+use outgoing::{Fifo, Outgoing};
 
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -265,6 +255,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         .upstream
         .as_ref()
         .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory));
+    let kill = registered.entry.kill.clone();
     let reader = Box::new(Reader {
         generation: shared.live.generation(),
         tenants: shared.live.tenants(),
@@ -276,33 +267,24 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
             let boxed = client;
             *boxed
         },
+        out: Outgoing::new(outgoing::Parts {
+            fifo: &fifo,
+            unanswered_writes: &unanswered_writes,
+            budget: budget.clone(),
+            upstream: shared.upstream.clone(),
+            kill,
+            max_reply_bytes: config.max_reply_bytes,
+            max_query_buffer: config.limits.max_query_buffer,
+            sock: &sock,
+        }),
         shared,
-        fifo: &fifo,
-        group: BytesMut::new(),
-        group_count: 0,
-        group_slow: false,
-        written: Written::default(),
-        budget: budget.clone(),
         multi: None,
-        ready: BytesMut::new(),
-        ready_count: 0,
-        unanswered_writes: &unanswered_writes,
-        cache_now: None,
         pubsub,
         invalidations: &invalidations,
         tracking: None,
-        lane: Default::default(),
-        oob: false,
-        pinned: None,
-        pin: stateful::Pin::default(),
-        after_pinned: false,
-        gone: None,
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
-        sock: &sock,
-        parked: BytesMut::new(),
-        hung_up: false,
     });
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -351,37 +333,20 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
     debug!("client closed");
 }
 
-/// The reading half of a session: what the stages before the writer ([`reader`], [`forward`],
-/// [`builtin`], [`multi`]) share. Only it pushes onto the FIFO.
+/// The reading half of a session: what reading and dispatching need, and the session's
+/// [`Outgoing`] side, through which alone replies are queued.
 pub(crate) struct Reader<'f> {
     client: Client,
     shared: Arc<Shared>,
-    fifo: &'f Fifo<Pending>,
-    /// Forwarded commands not yet sent upstream, encoded back to back, and how many.
-    group: BytesMut,
-    group_count: usize,
-    /// The group holds a known-slow command ([`crate::command::known_slow`]).
-    group_slow: bool,
-    /// The writes among them (near cache only).
-    written: Written,
-    /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.
-    budget: Option<Arc<ReplyBudget>>,
-    /// A transaction being queued (MULTI … EXEC), see [`multi`].
-    multi: Option<Box<multi::Multi>>,
-    /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
-    /// Whatever the group holds came after them.
-    ready: BytesMut,
-    ready_count: usize,
-    /// This client's writes sent upstream and not answered yet (near cache only): while there
-    /// are any, its reads bypass the cache, so it always reads its own writes.
-    unanswered_writes: &'f Unanswered,
-    /// The near cache's clock, read once per batch of requests (and again after any wait).
-    cache_now: Option<u64>,
-    /// Subscriptions and the outbox their pushes wait in, see [`subscribe`].
+    /// The group, known replies, the connection choice, the reply FIFO ([`outgoing`]).
+    out: Outgoing<'f>,
+    /// A transaction being queued (MULTI … EXEC), see [`commands::multi`].
+    multi: Option<Box<commands::multi::Multi>>,
+    /// Subscriptions and the outbox their pushes wait in, see [`commands::subscribe`].
     pubsub: subscribe::PubSub,
     /// CLIENT TRACKING's pushes on their way to the writer, once the client turned it on; and
-    /// its state while it is on ([`tracking`]).
-    invalidations: &'f std::sync::OnceLock<Arc<invalidations::Invalidations>>,
+    /// its state while it is on ([`commands::tracking`]).
+    invalidations: &'f std::sync::OnceLock<Arc<tracking::Invalidations>>,
     tracking: Option<Box<tracking::Tracking>>,
     /// The reload generation `tenants` was taken at (see [`crate::reload`]).
     generation: u64,
@@ -392,32 +357,11 @@ pub(crate) struct Reader<'f> {
     /// Commands since the last one timed, and the one being timed in this batch.
     sample_tick: u32,
     timed: Option<(&'static crate::command::CommandSpec, std::time::Instant)>,
-    /// The upstream lane this client's group goes on ([`lane_choice`]), and whether the command
-    /// being forwarded goes out of band instead.
-    lane: crate::upstream::lanes::Lane,
-    oob: bool,
-    /// The client's own upstream connection while it needs one, and what for ([`stateful`]).
-    pinned: Option<crate::upstream::Pinned>,
-    pin: stateful::Pin,
-    /// A pinned connection was just given back with replies possibly owed on it: the next job
-    /// on the shared connection waits for them first.
-    after_pinned: bool,
-    /// Cancelled when the session ends (the guard drops with the reader): a pinned connection
-    /// still owing a reply to a client that is gone is then closed, not reused.
-    gone: Option<(
-        tokio_util::sync::CancellationToken,
-        tokio_util::sync::DropGuard,
-    )>,
     /// This session in the registry of clients (CLIENT LIST, KILL); leaves it when dropped.
     registered: clients::Registered,
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
-    /// The client's socket, read while the reader waits ([`park`]); what arrived meanwhile,
-    /// and whether its stream ended then, with a reply owed on a pinned connection.
-    sock: &'f dyn park::ParkedRead,
-    parked: BytesMut,
-    hung_up: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

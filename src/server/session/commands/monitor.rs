@@ -6,10 +6,10 @@
 //! The upstream's lines describe what every client of the upstream runs (through respite they all
 //! come from respite's own address): this module must never show a prefixed tenant a line that
 //! names none of its keys.
-use super::{Pending, Reader};
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::ReplyScanner;
+use crate::server::session::{Pending, Reader};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 const BACKLOG: usize = 4096;
 
 impl Reader<'_> {
-    pub(super) async fn monitor(&mut self, spec: &'static CommandSpec) {
+    pub(in crate::server::session) async fn monitor(&mut self, spec: &'static CommandSpec) {
         let Some(upstream) = self.shared.upstream.clone() else {
             metrics::error(ErrorKind::Refused);
             return self
@@ -49,7 +49,7 @@ impl Reader<'_> {
             .as_ref()
             .filter(|t| t.has_prefix())
             .map(|t| t.prefix.clone());
-        let gone = self.gone_token();
+        let gone = self.out.pin.gone_token();
         let (tx, rx) = mpsc::channel(BACKLOG);
         tokio::spawn(async move {
             // Moved whole: the block must hold the write half too, whose drop would shut the
