@@ -1,38 +1,65 @@
 //! One client connection: frame its requests, dispatch each, write replies back in request order.
 //!
-//! The session runs in stages, one file each: [`reader`] frames requests and dispatches them,
-//! [`forward`] groups what goes upstream (through the near cache, or to the local engine when
-//! it answers instead), [`builtin`] answers the connection commands respite keeps to itself,
-//! [`multi`] queues transactions, and [`writer`] writes the replies back. This file holds the
-//! types they share and the invariant that ties them together.
+//! # Map
+//! The stages a request passes through, one owner each:
+//! - this file: the session's task ([`serve`], `run`), the types the stages share ([`Pending`],
+//!   [`Keep`], [`Client`]) and the [`Reader`], which holds the client's state and its
+//!   [`Outgoing`] side;
+//! - [`reader`]: read the client's bytes, frame requests, dispatch and route each one (the only
+//!   place that reads the client, but for the waits in `outgoing::park`);
+//! - [`forward`]: a command bound upstream before it joins the group: the near cache, tenant
+//!   rules, the local engine in standalone and local-only mode;
+//! - [`outgoing`]: everything owed to the client and not yet sent or queued: the group of
+//!   forwarded commands, the known replies, the near-cache writes noted and the batch's cache
+//!   clock, the upstream send, the reply FIFO (`outgoing/fifo.rs`) and the only way to push onto
+//!   it, and the waits: for room, barriers and the drain wait (`outgoing/fairness.rs`), during
+//!   which the client is still read (`outgoing/park.rs`);
+//! - [`pin`]: which connection the client's jobs go on: its pinned connection and what it
+//!   carries, its lane, an out-of-band command; taking and giving back the lease;
+//! - [`writer`]: take the FIFO's entries in order, resolve them and write them to the client,
+//!   with Pub/Sub and tracking pushes between whole replies.
+//!
+//! The command families the session answers or handles itself live under [`commands`]:
+//! `builtin` (PING, HELLO, AUTH, SELECT, …) with `exec_splice` (CLIENT SETNAME and the like
+//! answered inside EXEC's array), `clients` (CLIENT LIST/KILL/REPLY, the registry) with `unblock`
+//! (CLIENT UNBLOCK, NO-TOUCH), `multi` (MULTI/EXEC), `stateful` (blocking commands, WATCH, the
+//! pinned SELECT and AUTH), `subscribe`, `monitor`, and `tracking/` (CLIENT TRACKING, its
+//! options, sinks and the in-band invalidations queue).
+//!
+//! A GET goes reader (`read_loop`, `handle`, `dispatch`, `route`) → pin (`enter_lane`) → forward
+//! (`forward`, `through_cache`) → outgoing (`hold_request`, `grouped`; at the end of the batch
+//! `send_group`, `send_now`, `enqueue`) → writer.
 //!
 //! # Invariants
 //! - Every request framed from a client gets exactly one reply, written in the order the requests
-//!   arrived, whatever path each took (answered here, forwarded upstream, refused). The reader pushes
-//!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
-//!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
-//!   socket.
+//!   arrived, whatever path each took (answered here, forwarded upstream, refused). Replies are
+//!   queued in that order through [`Outgoing`] alone: an entry on the FIFO ([`Fifo`]) answers as
+//!   many requests as its weight (a group of forwarded commands, a run of near-cache hits, one
+//!   reply); [`Pending::Barrier`], [`Pending::Written`], [`Pending::Timed`],
+//!   [`Pending::Silence`] and [`Pending::Close`] answer none (a barrier inside a send weighs 1
+//!   so a full queue waits for it). The writer resolves entries strictly in FIFO order; nothing
+//!   else writes to the client socket.
 //! - A client's forwarded commands all go through one upstream connection at a time — its shared
-//!   one for its protocol and lane (see [`lane_choice`]: slow commands on the slow lane, a heavy
-//!   client's on the bulk lane (see [`fairness`]), SCRIPT KILL and the like out of band), or its
-//!   pinned one while it holds one ([`stateful`]) — so they
-//!   run on the upstream in the order the client sent them; a switch of connection (HELLO or
-//!   RESET changing the protocol, a lane switch, taking or giving back a pinned connection)
-//!   first waits for every earlier reply ([`Pending::Barrier`]).
+//!   one for its protocol and lane (slow commands on the slow lane, a heavy client's on the bulk
+//!   lane, SCRIPT KILL and the like out of band), or its pinned one while it holds one (see
+//!   [`pin`]) — so they run on the upstream in the order the client sent them; a switch of
+//!   connection (HELLO or RESET changing the protocol, a lane switch, taking or giving back a
+//!   pinned connection) first waits for every earlier reply ([`Pending::Barrier`]).
 //! - A pinned connection carries one client's commands only, and goes back to its pool only
 //!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
-//!   one has it closed at once — also when it pipelined more behind it, because a reader that
-//!   waits while such a reply is owed keeps reading the client ([`park`]).
+//!   one has it closed at once — also when it pipelined more behind it, because a wait while such
+//!   a reply is owed keeps reading the client (`outgoing::park`).
 //! - CLIENT TRACKING's own pushes (RESP3, no REDIRECT) never go before a reply the upstream
-//!   sent before them, and go before the reply of any later job: see [`invalidations`].
+//!   sent before them, and go before the reply of any later job (see `commands::tracking`).
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
-//!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
-//!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
-//! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
-//!   past that the reader stops reading and TCP pushes back on the client. It does the same while
-//!   it is owed more than [`fairness::gate`] bytes of upstream replies, and on the bulk lane while
-//!   any earlier reply is unwritten, so a client that does not read stops pulling replies through
-//!   the upstream. An idle client holds no read or write buffer.
+//!   the writer drains only between whole replies (`commands::subscribe` says how confirmations
+//!   keep their place); a subscriber past `limits.pubsub_output_bytes` is closed.
+//! - Memory per client is bounded: the FIFO holds entries weighing at most
+//!   `limits.max_inflight_per_client` requests; past that the reader stops reading and TCP pushes
+//!   back on the client. It does the same while it is owed more than `outgoing::gate` bytes of
+//!   upstream replies, and on the bulk lane while any earlier reply is unwritten, so a client
+//!   that does not read stops pulling replies through the upstream. An idle client holds no read
+//!   or write buffer.
 mod commands;
 mod forward;
 mod outgoing;

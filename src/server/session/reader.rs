@@ -1,7 +1,8 @@
 //! The session's first stage: read a client's bytes, frame requests, and dispatch each one —
-//! refused, answered here ([`builtin`](super::builtin), a transaction), or forwarded
-//! ([`forward`](super::forward)) — queueing its [`Pending`] reply in the order it arrived. It
-//! never writes to the client socket; the writer does.
+//! refused, answered here ([`builtin`](super::commands::builtin), a transaction), or forwarded
+//! ([`forward`](super::forward)) — its reply queued in the order it arrived, through the
+//! [`outgoing`](super::outgoing) side, the only way onto the reply FIFO. It never writes to the
+//! client socket; the writer does.
 use super::commands::builtin;
 use super::{Flow, Pending, Reader, error_bytes};
 use crate::command::{self, Flags, Route};
@@ -94,7 +95,7 @@ impl Reader<'_> {
                     // it (limits.max_reply_bytes).
                     return;
                 }
-                // What arrived while a wait was parked (see `park`) comes after `buf`, and was
+                // What arrived while a wait was parked (see `outgoing::park`) comes after `buf`, and was
                 // read just now as far as the timeouts are concerned.
                 if self.out.take_parked(&mut buf) && timed {
                     last_read = Some(tokio::time::Instant::now());

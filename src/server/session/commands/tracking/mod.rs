@@ -13,7 +13,7 @@
 //! per-key table, so it holds no memory per tracked key.
 //! - Without `REDIRECT` (RESP3), the connection's invalidation pushes are rewritten for the
 //!   client (tenant prefix taken off; a key outside its namespace dropped) and written to it in
-//!   their place between the replies ([`super::invalidations`]).
+//!   their place between the replies ([`invalidations`]).
 //! - With `REDIRECT <respite client id>`, respite opens a receiving connection
 //!   ([`crate::upstream::PinnedPool::redirect_target`]) and redirects the upstream's messages to
 //!   it; from there they go to the target client: an `invalidate` push (RESP3), or a
@@ -185,7 +185,7 @@ impl Reader<'_> {
     }
 
     /// A job whose reply the session's reader took itself: it counts as written for the
-    /// tracking pushes' order (see [`super::invalidations`]).
+    /// tracking pushes' order (see [`invalidations`]).
     pub(in crate::server::session) fn took_reply(&self) {
         if let Some(i) = self.invalidations.get() {
             i.consumed();
