@@ -54,12 +54,12 @@ fn cluster_urls_list_their_seeds() {
             .unwrap_err()
             .contains("port")
     );
-    // The same form from the environment as from the file.
+    // The same form as a setting (REDIS_URL and --upstream both set `upstream.url`).
     let c = from_str_with(
         "",
         "proxy.toml",
         &vec![(
-            "REDIS_URL".to_string(),
+            "upstream.url".to_string(),
             "redis+cluster://a:1,b:2".to_string(),
         )],
         &vec![],

@@ -94,7 +94,8 @@ pub fn mget(parts: &[(Vec<usize>, Bytes)], keys: usize, proto: Protocol) -> Byte
     out.freeze()
 }
 
-/// Counts added (DEL, UNLINK, EXISTS, TOUCH, DBSIZE); the first error is the reply.
+/// Counts added (DEL, UNLINK, EXISTS, TOUCH, DBSIZE), a script part's array of per-key
+/// counts included; the first error is the reply.
 pub fn sum(replies: &[Bytes]) -> Bytes {
     let mut total = 0i64;
     for r in replies {
@@ -103,7 +104,17 @@ pub fn sum(replies: &[Bytes]) -> Bytes {
         }
         match integer(r) {
             Some(n) => total += n,
-            None => return unexpected("a counting command"),
+            None => match elements(r) {
+                Some((_, items)) => {
+                    for item in items {
+                        match integer(&item) {
+                            Some(n) => total += n,
+                            None => return unexpected("a counting command"),
+                        }
+                    }
+                }
+                None => return unexpected("a counting command"),
+            },
         }
     }
     let mut out = BytesMut::new();
@@ -367,6 +378,7 @@ mod tests {
     #[test]
     fn counts_add_and_arrays_concatenate() {
         assert_eq!(&sum(&[b(":1\r\n"), b(":2\r\n")])[..], b":3\r\n");
+        assert_eq!(&sum(&[b(":1\r\n"), b("*2\r\n:1\r\n:0\r\n")])[..], b":2\r\n");
         let keys = fan(
             Fan::Concat,
             &[b("*1\r\n$1\r\na\r\n"), b("*0\r\n"), b("*1\r\n$1\r\nb\r\n")],

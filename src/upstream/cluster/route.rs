@@ -31,13 +31,38 @@ pub(super) struct Ctx {
     pub(super) index: usize,
 }
 
-/// A multi-slot part's command: the node runs it as one script over the keys it holds. A
-/// script without a shebang may touch keys of several slots of its own node (Redis 7.0's
-/// `allow-cross-slot-keys` default for such scripts), and is refused whole, before it runs,
-/// when a key is not the node's: the part then falls back to one command per slot.
-const SCRIPT: &[u8] = b"return redis.call(unpack(ARGV))";
-/// Arguments per script part: Lua's `unpack` stops near 8,000.
+/// A read over several slots of one node, as one script: `ARGV[1]` run on each key in turn,
+/// the replies as an array. A script without a shebang may touch keys of several slots of its
+/// own node (Redis 7.0's default for such scripts); a key not the node's stops it with an
+/// error, and the part falls back to one command per slot. Reads only: a write stopped half
+/// way would have written half.
+const SCRIPT: &[u8] =
+    b"local r = {} for i = 2, #ARGV do r[i - 1] = redis.call(ARGV[1], ARGV[i]) end return r";
+/// Keys per script part.
 const SCRIPT_MAX_ARGS: usize = 4000;
+
+/// The single-key command a split read runs per key inside [`SCRIPT`]; `None` for writes.
+fn script_command(split: Split, spec: Option<&CommandSpec>) -> Option<&'static [u8]> {
+    match (split, spec.map(|s| s.name)) {
+        (Split::Mget, _) => Some(b"GET"),
+        (Split::Sum, Some("exists")) => Some(b"EXISTS"),
+        (Split::Sum, Some("touch")) => Some(b"TOUCH"),
+        _ => None,
+    }
+}
+
+/// The client's key indices `idx` grouped by slot, in order of first appearance.
+fn by_slot(args: &[Bytes], idx: &[usize], step: usize) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for &k in idx {
+        let s = super::slot::key_slot(&args[1 + k * step]);
+        match groups.iter_mut().find(|g| g.0 == s) {
+            Some(g) => g.1.push(k),
+            None => groups.push((s, vec![k])),
+        }
+    }
+    groups
+}
 
 pub(super) async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
     let ctx = Arc::new(ctx);
@@ -274,17 +299,31 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
                     ))));
                     continue;
                 }
+                // A read over several slots of one node is one script; a write is one command
+                // per slot, pipelined on the node's job (a script that failed half way would
+                // have written half).
+                let script = script_command(split, cmd.spec);
                 let mut parts = Vec::new();
                 for (addr, idx, _, multi) in groups {
-                    for chunk in idx.chunks(SCRIPT_MAX_ARGS / step) {
-                        let bytes = part_command(&cmd.args, chunk, step, multi);
+                    let per_part: Vec<Vec<usize>> = match script {
+                        Some(_) if multi => {
+                            idx.chunks(SCRIPT_MAX_ARGS).map(<[usize]>::to_vec).collect()
+                        }
+                        _ => by_slot(&cmd.args, &idx, step)
+                            .into_iter()
+                            .map(|g| g.1)
+                            .collect(),
+                    };
+                    for keys in per_part {
+                        let as_script = script.filter(|_| multi);
+                        let bytes = part_command(&cmd.args, &keys, step, as_script);
                         let (batch, at) = batches.add(&addr, &bytes, 1);
                         parts.push(Part {
                             batch,
                             at,
                             addr: addr.clone(),
-                            keys: chunk.to_vec(),
-                            script: multi,
+                            keys,
+                            script: as_script.is_some(),
                         });
                     }
                 }
@@ -321,13 +360,13 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
 }
 
 /// A split command's part for the keys `idx` (argument `1 + k * step` onward for each `k`):
-/// the command itself when they share a slot, else the script over them.
-fn part_command(args: &[Bytes], idx: &[usize], step: usize, script: bool) -> Bytes {
+/// the command itself, or [`SCRIPT`] running `script` on each key.
+fn part_command(args: &[Bytes], idx: &[usize], step: usize, script: Option<&[u8]>) -> Bytes {
     let mut part: Vec<&[u8]> = Vec::with_capacity(idx.len() * step + 4);
-    if script {
-        part.extend([&b"EVAL"[..], SCRIPT, b"0"]);
+    match script {
+        Some(name) => part.extend([&b"EVAL"[..], SCRIPT, b"0", name]),
+        None => part.push(&args[0]),
     }
-    part.push(&args[0]);
     for &k in idx {
         for j in 0..step {
             part.push(&args[1 + k * step + j]);
@@ -407,16 +446,8 @@ async fn finish(ctx: &Ctx, unit: Unit, replies: &[Vec<Bytes>], out: &mut BytesMu
                     continue;
                 }
                 // One command per slot, each following its own redirections.
-                let mut by_slot: Vec<(u16, Vec<usize>)> = Vec::new();
-                for &k in &part.keys {
-                    let s = super::slot::key_slot(&args[1 + k * step]);
-                    match by_slot.iter_mut().find(|g| g.0 == s) {
-                        Some(g) => g.1.push(k),
-                        None => by_slot.push((s, vec![k])),
-                    }
-                }
-                for (_, idx) in by_slot {
-                    let bytes = part_command(&args, &idx, step, false);
+                for (_, idx) in by_slot(&args, &part.keys, step) {
+                    let bytes = part_command(&args, &idx, step, None);
                     let reply = send(ctx, &part.addr, &bytes, 1, false).await;
                     let reply = follow(ctx, &part.addr, &bytes, 1, reply).await;
                     done.push((idx, reply[0].clone()));
@@ -570,16 +601,21 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_slot_part_is_one_script() {
+    fn a_multi_slot_read_is_one_script_and_a_write_a_command() {
         let args: Vec<Bytes> = ["MSET", "a", "1", "b", "2", "c", "3"]
             .iter()
             .map(|s| Bytes::from_static(s.as_bytes()))
             .collect();
-        let part = part_command(&args, &[0, 2], 2, true);
-        let expect =
-            super::super::command(&[b"EVAL", SCRIPT, b"0", b"MSET", b"a", b"1", b"c", b"3"]);
+        // MGET a b c: keys 0 and 2 on one node, in two slots.
+        let mget: Vec<Bytes> = ["MGET", "a", "b", "c"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        let part = part_command(&mget, &[0, 2], 1, Some(b"GET"));
+        let expect = super::super::command(&[b"EVAL", SCRIPT, b"0", b"GET", b"a", b"c"]);
         assert_eq!(part, expect);
-        let single = part_command(&args, &[1], 2, false);
+        assert_eq!(script_command(Split::Mset, None), None);
+        let single = part_command(&args, &[1], 2, None);
         assert_eq!(single, super::super::command(&[b"MSET", b"b", b"2"]));
     }
 }
