@@ -66,6 +66,12 @@ fn cluster_urls_list_their_seeds() {
     )
     .unwrap();
     assert_eq!(c.upstream.unwrap().url.seeds, ["a:1", "b:2"]);
+    let c =
+        parse("[upstream]\nurl = \"redis+cluster://a:1\"\n[local_only]\nenabled = true\n").unwrap();
+    assert!(
+        !c.local_only.enabled,
+        "local-only mode is off for a cluster"
+    );
 }
 
 #[test]

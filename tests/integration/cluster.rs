@@ -184,6 +184,47 @@ fn scenarios(kind: Kind) {
 
     tenant_tags(&cluster);
     reshard_under_load(&cluster, &proxy);
+
+    // FLUSHALL reaches every primary.
+    assert_eq!(run(&mut c, "FLUSHALL"), b"+OK\r\n");
+    for &p in &cluster.primaries() {
+        assert_eq!(cluster.node(p).cmd(&[b"DBSIZE"]), b":0\r\n", "node {p}");
+    }
+    one_primary_down(cluster, &proxy);
+}
+
+/// With one primary killed, the other primaries' slots are served; its own fail with an error.
+fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
+    let primaries = cluster.primaries();
+    let victim = primaries[2];
+    let mut c = proxy.raw();
+    // One key per primary, found by asking the cluster which node holds each slot.
+    let mut key_on = std::collections::HashMap::new();
+    for i in 0..200 {
+        let key = format!("down:{i}");
+        assert_eq!(run(&mut c, &format!("SET {key} v")), b"+OK\r\n");
+        for &p in &primaries {
+            if cluster.node(p).cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n" {
+                key_on.entry(p).or_insert(key.clone());
+            }
+        }
+    }
+    assert_eq!(key_on.len(), 3);
+    let node = cluster.nodes.iter_mut().find(|n| n.port == victim).unwrap();
+    node.kill();
+    let mut errors = 0;
+    for (&p, key) in &key_on {
+        let r = run(&mut c, &format!("GET {key}"));
+        if p == victim {
+            errors += r.starts_with(b"-") as usize;
+        } else {
+            assert_eq!(s(&r), "$1\r\nv\r\n", "a key of a live primary ({p})");
+        }
+    }
+    assert_eq!(
+        errors, 1,
+        "the dead primary's key fails (before any failover)"
+    );
 }
 
 /// A tenant's keys that share a hash tag share a slot after prefixing, and MULTI on them runs.

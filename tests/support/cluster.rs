@@ -62,12 +62,16 @@ impl Cluster {
         )
     }
 
-    /// The primaries' ports, as the cluster reports them.
+    /// The ports of the primaries that serve slots, as the cluster reports them.
     pub fn primaries(&self) -> Vec<u16> {
         let nodes = text(&self.nodes[0].raw().cmd(&[b"CLUSTER", b"NODES"]));
         let mut ports: Vec<u16> = nodes
             .lines()
-            .filter(|l| l.contains("master") && !l.contains("fail"))
+            // id, address, flags, primary, ping, pong, epoch, link state, then its slots.
+            .filter(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() > 8 && f[2].contains("master") && !f[2].contains("fail")
+            })
             .filter_map(|l| {
                 let addr = l.split(' ').nth(1)?;
                 let hostport = addr.split('@').next()?;

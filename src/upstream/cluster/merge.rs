@@ -259,7 +259,7 @@ fn info(replies: &[Bytes], proto: Protocol) -> Bytes {
     if let Some(e) = replies.iter().find(|r| is_error(r)) {
         return e.clone();
     }
-    let texts: Vec<String> = replies.iter().filter_map(|r| info_text(r)).collect();
+    let texts: Vec<String> = replies.iter().filter_map(info_text).collect();
     if texts.len() != replies.len() {
         return all_ok(replies);
     }
