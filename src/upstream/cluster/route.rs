@@ -15,7 +15,7 @@ use crate::command::{self, CommandSpec};
 use crate::metrics;
 use crate::protocol::{Framer, Protocol, encode};
 use crate::upstream::conn::Job;
-use crate::upstream::error::CommandError;
+use crate::upstream::error::NoReply;
 use crate::upstream::lanes::Lane;
 use crate::upstream::reply::{Partial, Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
@@ -382,7 +382,7 @@ async fn collect(ctx: &Ctx, rx: oneshot::Receiver<Reply>, count: usize) -> Vec<B
         Ok(Err(partial)) => {
             if matches!(
                 partial.error,
-                CommandError::Unavailable(_) | CommandError::NotSent(_) | CommandError::Lost(_)
+                NoReply::Unavailable(_) | NoReply::NotSent(_) | NoReply::Lost(_)
             ) {
                 ctx.cluster.request_refresh();
             }
@@ -566,7 +566,7 @@ fn deliver(tx: oneshot::Sender<Reply>, bytes: Bytes, budget: Option<Arc<ReplyBud
             if b.charge(bytes.len()) {
                 Ok(bytes)
             } else {
-                Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
+                Err(Partial::from(NoReply::Overflow { limit: b.limit() }))
             }
         }
         None => Ok(bytes),
