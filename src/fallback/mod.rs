@@ -7,6 +7,7 @@
 //! decides health and never forwards a client's command itself: [`recovery`] is the one place that
 //! writes to the upstream, after an outage, per `local_only.on_recovery`; [`outage`] keeps the
 //! keys written locally (recorded here, around the engine's calls, never inside the engine).
+mod conditional;
 mod outage;
 mod recovery;
 
@@ -122,7 +123,12 @@ pub(crate) fn answerer<'a>(
         match writes_for(config, spec, args) {
             (LocalWrites::Refuse, false) => return Some(Answerer::Refused(LOCAL_ONLY_REFUSED)),
             (LocalWrites::Refuse, true) => return Some(Answerer::Refused(LOCAL_ONLY_RULE_REFUSED)),
-            (LocalWrites::Apply, _) => {}
+            // Allowed by a rule naming its key: the operator said the guess is acceptable.
+            (LocalWrites::Apply, true) => {}
+            (LocalWrites::Apply, false) if conditional::conditional(spec, args) => {
+                return Some(Answerer::Refused(conditional::REFUSED));
+            }
+            (LocalWrites::Apply, false) => {}
         }
     }
     let outage = outage.filter(|_| config.on_recovery == OnRecovery::Invalidate);
