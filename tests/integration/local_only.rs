@@ -178,7 +178,7 @@ both!(
         let r = String::from_utf8(pa.cmd(&words("BITFIELD b GET u8 0"))).unwrap();
         assert!(r.contains("not supported by respite's local engine"), "{r}");
 
-        // The upstream returns (empty): back to forwarding, local data dropped.
+        // The upstream returns (empty): back to forwarding, the local writes replayed into it.
         server.restart();
         let answering = Instant::now();
         assert_eq!(server.raw().cmd(&words("SET marker up")), b"+OK\r\n");
@@ -194,7 +194,8 @@ both!(
         );
         assert!(forwarded - answering < SLACK);
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(pa.cmd(&words("GET k")), b"$-1\r\n");
+        assert_eq!(server.raw().cmd(&words("GET k")), b"$5\r\nlocal\r\n");
+        assert_eq!(pa.cmd(&words("GET k")), b"$5\r\nlocal\r\n");
         assert_eq!(a.admin_get("/readyz"), (200, "ready\n".into()));
         assert!(
             a.admin_get("/stats")
