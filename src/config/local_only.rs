@@ -124,7 +124,10 @@ impl RawLocalOnly {
                 other => {
                     return Err(c.invalid(
                         "local_only.on_recovery",
-                        format!("`{other}` is not `replay`, `invalidate`, `drop` or `merge`"),
+                        format!(
+                            "`{other}` is not `replay`, `invalidate`, `drop` or `merge` (see \
+                             docs/local-only.md)"
+                        ),
                     ));
                 }
             },
