@@ -154,7 +154,7 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
     (status, text)
 }
 
-/// Whether local-only mode serves now (as [`crate::fallback::answerer`] decides).
+/// Whether local-only mode serves now (as [`crate::local_only::answerer`] decides).
 fn serving_locally(state: &State, u: &Upstream) -> bool {
     let h = u.health();
     state.local_only

@@ -164,7 +164,7 @@ pub(crate) async fn recovery_task(
                     }
                 }
                 if let Some(cache) = &cache {
-                    cache.flush_local();
+                    cache.flush_sent_through();
                 }
                 outage.lift();
                 metrics::recovery_replayed(done.replayed, done.conflicts, done.unknown);
@@ -197,7 +197,7 @@ pub(crate) async fn recovery_task(
                     deleted += invalidate(&upstream, &outage, late).await;
                 }
                 if let Some(cache) = &cache {
-                    cache.flush_local();
+                    cache.flush_sent_through();
                 }
                 outage.lift();
                 info!(
@@ -232,7 +232,7 @@ async fn replay(
     entries: Vec<Entry>,
     done: &mut Replayed,
 ) -> bool {
-    use crate::upstream::CommandError;
+    use crate::upstream::NoReply;
     let conn = upstream.conn(crate::protocol::Protocol::Resp2, 0);
     let mut at = 0;
     while at < entries.len() {
@@ -258,8 +258,8 @@ async fn replay(
             continue;
         };
         let unsent = match error {
-            CommandError::Unavailable(_) | CommandError::NotSent(_) => at + answered,
-            CommandError::Lost(_) | CommandError::Overflow { .. } => {
+            NoReply::Unavailable(_) | NoReply::NotSent(_) => at + answered,
+            NoReply::Lost(_) | NoReply::Overflow { .. } => {
                 let unknown = end - (at + answered);
                 done.unknown += unknown as u64;
                 warn!(%error, unknown, "the upstream failed with replayed writes in flight: they are not resent (each may or may not have run)");
