@@ -23,8 +23,9 @@
 //! `builtin` (PING, HELLO, AUTH, SELECT, …) with `exec_splice` (CLIENT SETNAME and the like
 //! answered inside EXEC's array), `clients` (CLIENT LIST/KILL/REPLY, the registry) with `unblock`
 //! (CLIENT UNBLOCK, NO-TOUCH), `multi` (MULTI/EXEC), `stateful` (blocking commands, WATCH, the
-//! pinned SELECT and AUTH), `subscribe`, `monitor`, and `tracking/` (CLIENT TRACKING, its
-//! options, sinks and the in-band invalidations queue).
+//! pinned SELECT and AUTH) with `upstream_acl` (an upstream user's ACL on what respite serves
+//! itself), `subscribe`, `monitor`, and `tracking/` (CLIENT TRACKING, its options, sinks and the
+//! in-band invalidations queue).
 //!
 //! A GET goes reader (`read_loop`, `handle`, `dispatch`, `route`) → pin (`enter_lane`) → forward
 //! (`forward`, `through_cache`) → outgoing (`hold_request`, `grouped`; at the end of the batch

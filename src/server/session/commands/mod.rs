@@ -9,3 +9,4 @@ mod stateful;
 pub(super) mod subscribe;
 pub(super) mod tracking;
 mod unblock;
+pub(super) mod upstream_acl;

@@ -64,7 +64,11 @@ impl<T> Fifo<T> {
     /// never waits: the receiver drains whatever comes until the sender stops.
     // Not an `async fn`: its future would hold the item twice (argument and local), and it is
     // nested in every session's future at its largest.
-    pub(super) fn push(&self, item: T, weight: usize) -> impl std::future::Future<Output = ()> + '_ {
+    pub(super) fn push(
+        &self,
+        item: T,
+        weight: usize,
+    ) -> impl std::future::Future<Output = ()> + '_ {
         let mut item = Some(item);
         poll_fn(move |cx| {
             let mut inner = self.lock();
