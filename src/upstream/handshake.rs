@@ -1,6 +1,13 @@
 //! Opening a connection to the upstream: connect (TCP or unix socket), TLS for a `rediss://` URL,
-//! then `HELLO` with the protocol, the URL's credentials and a client name, then `SELECT` the
-//! URL's database.
+//! then `HELLO` with the protocol, the URL's credentials (or a client's own, [`Login`]) and a
+//! client name, then `SELECT` the URL's database.
+//!
+//! The setup sends only what a busy or loading server still answers: Redis and Valkey flag HELLO
+//! `allow-busy` and `loading`, and SELECT `loading` (a SELECT of a database other than 0 during a
+//! script past its time limit gets the server's `-BUSY`, which is what the client whose connection
+//! it is gets too). A server that answers nothing for a while (`DEBUG SLEEP`, a script before its
+//! time limit) is waited for, once connected, for as long as respite's health says it is up
+//! ([`open_patient`]), as a client connected to it directly would wait.
 //!
 //! The pools, the health probe and the near cache's tracking connections all open their
 //! connections here, so every connection respite makes speaks to the upstream the same way, and a
@@ -9,6 +16,7 @@
 //! ON`) with. Not the hot path: replies are read whole with [`crate::protocol::value`]. This
 //! module never keeps a connection: callers own what it opens.
 use super::error::{Deadline, Kind, Lost, ProtocolError, Refusal, TlsFailure, UpstreamError};
+use super::health::Health;
 use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, ReplyScanner, encode};
@@ -35,6 +43,24 @@ pub(crate) struct Opened {
     pub id: Option<u64>,
 }
 
+/// A client's own credentials for a connection of its own (AUTH or HELLO's AUTH through
+/// respite): the connection is set up with them instead of the URL's, so a client the upstream
+/// knows is never refused for respite's credentials (a password changed through respite).
+#[derive(Clone)]
+pub struct Login {
+    pub user: Option<Bytes>,
+    pub password: Bytes,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// The upstream's address as errors carry it.
 pub(crate) fn addr(config: &UpstreamConfig) -> Arc<str> {
     config.url.addr.to_string().into()
@@ -47,16 +73,95 @@ pub(crate) async fn open(
     proto: Protocol,
     name: &str,
 ) -> Result<Opened, UpstreamError> {
+    open_as(config, proto, name, None, None).await
+}
+
+/// [`open`], but once connected, the handshake's answer is waited for past
+/// `upstream.connect_timeout_ms` while `health` says the upstream is up (a server busy with a
+/// slow command answers nobody until it is done), up to `health.busy_grace_ms`; with `login`,
+/// as that client instead of with the URL's credentials.
+pub(crate) async fn open_patient(
+    config: &UpstreamConfig,
+    proto: Protocol,
+    name: &str,
+    health: &Health,
+    login: Option<&Login>,
+) -> Result<Opened, UpstreamError> {
+    open_as(config, proto, name, Some(health), login).await
+}
+
+async fn open_as(
+    config: &UpstreamConfig,
+    proto: Protocol,
+    name: &str,
+    health: Option<&Health>,
+    login: Option<&Login>,
+) -> Result<Opened, UpstreamError> {
     let timeout = config.connect_timeout;
     let err = |kind| UpstreamError::new(addr(config), kind);
-    match tokio::time::timeout(timeout, open_now(config, proto, name)).await {
-        Ok(r) => r.map_err(err),
-        Err(_) => Err(err(Kind::TimedOut(Deadline::Connect(timeout)))),
+    let start = tokio::time::Instant::now();
+    let (mut read, mut write) = match tokio::time::timeout(timeout, connect(config)).await {
+        Ok(r) => r.map_err(err)?,
+        Err(_) => return Err(err(Kind::TimedOut(Deadline::Connect(timeout)))),
+    };
+    let hello = async {
+        let (out, expect) = setup(config, proto, name, login);
+        write
+            .write_all(&out)
+            .await
+            .map_err(|e| Kind::Lost(Lost::Handshake(e.into())))?;
+        let replies = read_replies(&mut read, expect).await?;
+        let info = check_setup(&replies, config.url.db)?;
+        Ok::<_, Kind>((info, connection_id(&replies[0])))
+    };
+    let (info, id) = patiently(hello, start + timeout, health, config)
+        .await
+        .map_err(err)?;
+    Ok(Opened {
+        read,
+        write,
+        info,
+        id,
+    })
+}
+
+/// Run `work` (an exchange on a connection already made) to `deadline`; past it, go on waiting
+/// while `health` says the upstream is up, up to `health.busy_grace_ms` after `deadline`: the
+/// server is there (it accepted the connection) and busy, and the probe, which tells busy from
+/// dead, has not called it down.
+pub(crate) async fn patiently<T>(
+    work: impl std::future::Future<Output = Result<T, Kind>>,
+    deadline: tokio::time::Instant,
+    health: Option<&Health>,
+    config: &UpstreamConfig,
+) -> Result<T, Kind> {
+    let mut work = std::pin::pin!(work);
+    let timed_out = || {
+        Err(Kind::TimedOut(Deadline::Connect(
+            config.connect_timeout,
+        )))
+    };
+    if let Ok(r) = tokio::time::timeout_at(deadline, &mut work).await {
+        return r;
+    }
+    let Some(health) = health else {
+        return timed_out();
+    };
+    let grace = deadline + config.health.busy_grace;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        if health.state().is_local() || tokio::time::Instant::now() >= grace {
+            return timed_out();
+        }
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tick.tick() => {}
+        }
     }
 }
 
-async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Result<Opened, Kind> {
-    let (mut read, mut write): (BoxRead, BoxWrite) = match &config.url.addr {
+async fn connect(config: &UpstreamConfig) -> Result<(BoxRead, BoxWrite), Kind> {
+    let halves: (BoxRead, BoxWrite) = match &config.url.addr {
         UpstreamAddr::Tcp(a) => {
             let connect = |e: std::io::Error| Kind::Connect(e.into());
             let s = tokio::net::TcpStream::connect(a.as_str())
@@ -90,28 +195,25 @@ async fn open_now(config: &UpstreamConfig, proto: Protocol, name: &str) -> Resul
             (Box::new(r), Box::new(w))
         }
     };
-    let (out, expect) = setup(config, proto, name);
-    write
-        .write_all(&out)
-        .await
-        .map_err(|e| Kind::Lost(Lost::Handshake(e.into())))?;
-    let replies = read_replies(&mut read, expect).await?;
-    let info = check_setup(&replies, config.url.db)?;
-    let id = connection_id(&replies[0]);
-    Ok(Opened {
-        read,
-        write,
-        info,
-        id,
-    })
+    Ok(halves)
 }
 
-/// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials, a client
-/// name) and `SELECT` of the URL's database when it is not 0; and how many replies they get.
-fn setup(config: &UpstreamConfig, proto: Protocol, name: &str) -> (BytesMut, usize) {
+/// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials or `login`, a
+/// client name) and `SELECT` of the URL's database when it is not 0; and how many replies they
+/// get.
+fn setup(
+    config: &UpstreamConfig,
+    proto: Protocol,
+    name: &str,
+    login: Option<&Login>,
+) -> (BytesMut, usize) {
     let url = &config.url;
     let mut hello: Vec<Vec<u8>> = vec![b"HELLO".to_vec(), proto.version().to_string().into_bytes()];
-    if let Some(pass) = &url.password {
+    if let Some(login) = login {
+        hello.push(b"AUTH".to_vec());
+        hello.push(login.user.as_deref().unwrap_or(b"default").to_vec());
+        hello.push(login.password.to_vec());
+    } else if let Some(pass) = &url.password {
         hello.push(b"AUTH".to_vec());
         hello.push(
             url.username
@@ -160,7 +262,7 @@ pub(crate) async fn reset(
 ) -> Result<(), UpstreamError> {
     let err = |kind| UpstreamError::new(addr(config), kind);
     let run = async {
-        let (setup, expect) = setup(config, proto, name);
+        let (setup, expect) = setup(config, proto, name, None);
         let mut out = BytesMut::from(&b"*1\r\n$5\r\nRESET\r\n"[..]);
         out.extend_from_slice(&setup);
         write

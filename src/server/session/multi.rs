@@ -190,6 +190,12 @@ impl Reader<'_> {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && let Some(refusal) = self.upstream_refusal().await {
+            // Redis refuses every command a busy (or loading) server is sent, queued ones too,
+            // and then aborts EXEC: the same here, in the upstream's own words.
+            return self.refuse_queued(&refusal).await;
+        }
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.follow_ups.extend(follow_ups);
         multi.count += 1;
@@ -201,6 +207,26 @@ impl Reader<'_> {
         multi.commands.extend_from_slice(&command);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
+    }
+
+    /// The upstream's refusal of every command right now (`BUSY …`, `LOADING …`), if the latest
+    /// word from it says it was refusing: confirmed by a PING of the client's own, so a hint that
+    /// is out of date (the script just ended) refuses nothing. Costs nothing otherwise.
+    async fn upstream_refusal(&mut self) -> Option<String> {
+        let upstream = self.shared.upstream.as_ref()?;
+        if !upstream.health().activity.refusing() {
+            return None;
+        }
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let rx = self.upstream_send(ping, 1, None).await;
+        let answered = self.park(rx).await;
+        self.took_reply();
+        match answered {
+            Some(Ok(Ok(reply))) if crate::upstream::activity::refuses_all(&reply) => {
+                Some(String::from_utf8_lossy(&reply[1..]).trim_end().to_string())
+            }
+            _ => None,
+        }
     }
 
     /// Move a transaction queued here onto a pinned connection: MULTI and what was queued so far
