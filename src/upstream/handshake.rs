@@ -136,11 +136,7 @@ pub(crate) async fn patiently<T>(
     config: &UpstreamConfig,
 ) -> Result<T, Kind> {
     let mut work = std::pin::pin!(work);
-    let timed_out = || {
-        Err(Kind::TimedOut(Deadline::Connect(
-            config.connect_timeout,
-        )))
-    };
+    let timed_out = || Err(Kind::TimedOut(Deadline::Connect(config.connect_timeout)));
     if let Ok(r) = tokio::time::timeout_at(deadline, &mut work).await {
         return r;
     }
@@ -251,8 +247,11 @@ fn check_setup(replies: &[Bytes], db: u32) -> Result<ServerInfo, Kind> {
 
 /// Make a used connection as fresh as a new one: `RESET` (which ends a transaction, WATCH, a
 /// database switch, a client's name and its authentication, as the server defines it), then
-/// respite's own [`setup`] again. Verified: RESET must answer `+RESET` and the setup must
-/// succeed, or the connection is not to be reused. The connection must have nothing in flight.
+/// respite's own [`setup`] again, then `CLIENT INFO` to see that nothing RESET leaves behind is
+/// left ([`leftover`]: Redis 7.0's RESET keeps `CLIENT NO-EVICT ON`, for one). Verified: RESET
+/// must answer `+RESET`, the setup must succeed and CLIENT INFO must show a connection as new
+/// (a server without CLIENT INFO has none of the states it would show), or the connection is not
+/// to be reused. The connection must have nothing in flight.
 pub(crate) async fn reset(
     read: &mut BoxRead,
     write: &mut BoxWrite,
@@ -265,15 +264,24 @@ pub(crate) async fn reset(
         let (setup, expect) = setup(config, proto, name, None);
         let mut out = BytesMut::from(&b"*1\r\n$5\r\nRESET\r\n"[..]);
         out.extend_from_slice(&setup);
+        out.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n");
         write
             .write_all(&out)
             .await
             .map_err(|e| Kind::Lost(Lost::Write(e.into())))?;
-        let replies = read_replies(read, 1 + expect).await?;
+        let replies = read_replies(read, 2 + expect).await?;
         if &replies[0][..] != b"+RESET\r\n" {
             return Err(Kind::Protocol(ProtocolError::BadHandshake));
         }
-        check_setup(&replies[1..], config.url.db).map(|_| ())
+        check_setup(&replies[1..=expect], config.url.db)?;
+        let info = &replies[1 + expect];
+        if let Some(field) = leftover(info, config.url.db, name) {
+            return Err(Kind::Protocol(ProtocolError::Unexpected {
+                command: "CLIENT INFO",
+                reply: format!("state left after RESET: {field}").into(),
+            }));
+        }
+        Ok(())
     };
     match tokio::time::timeout(config.connect_timeout, run).await {
         Ok(r) => r.map_err(err),
@@ -281,6 +289,45 @@ pub(crate) async fn reset(
             config.connect_timeout,
         )))),
     }
+}
+
+/// The first field of a `CLIENT INFO` reply that shows state a new connection of respite's,
+/// named `name` in database `db`, would not have: flags other than `N` (`e` for NO-EVICT, `T`
+/// for NO-TOUCH, `x`/`d` for a transaction, `t`/`B` for tracking, `P` for Pub/Sub, `r` for
+/// READONLY, …), another database, subscriptions, watched keys, another name. An
+/// error reply (a server without CLIENT INFO) shows nothing.
+fn leftover(info: &[u8], db: u32, name: &str) -> Option<String> {
+    let Ok(v) = value::parse(info) else {
+        return Some("an unreadable reply".into());
+    };
+    let text = match &v {
+        Value::Blob(b'$' | b'=', b) => b.bytes(),
+        _ if v.error().is_some() => return None,
+        _ => return Some("an unexpected reply".into()),
+    };
+    // A RESP3 verbatim string starts with its format (`txt:`).
+    let text = String::from_utf8_lossy(text.strip_prefix(b"txt:").unwrap_or(text));
+    let db = db.to_string();
+    // Not `multi`: Valkey shows 0 after a transaction ended, where Redis shows -1; the flag
+    // `x` shows an open one on both.
+    let want: [(&str, &str); 7] = [
+        ("flags", "N"),
+        ("db", &db),
+        ("sub", "0"),
+        ("psub", "0"),
+        ("ssub", "0"),
+        ("watch", "0"),
+        ("name", name),
+    ];
+    let fields = text.split_whitespace().filter_map(|f| f.split_once('='));
+    for (k, v) in fields {
+        if let Some((_, expected)) = want.iter().find(|(w, _)| *w == k)
+            && v != *expected
+        {
+            return Some(format!("{k}={v}"));
+        }
+    }
+    None
 }
 
 /// Send `bytes` (one encoded `command`) on an open connection and read its reply: the raw reply,
@@ -386,6 +433,40 @@ fn connection_id(reply: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_reset_leaves_behind_is_seen() {
+        let info = |fields: &str| format!("${}\r\n{fields}\r\n", fields.len()).into_bytes();
+        let fresh = "id=7 addr=x fd=8 name=respite-pinned age=0 idle=0 flags=N db=0 sub=0 \
+                     psub=0 ssub=0 multi=-1 watch=0 qbuf=0 user=default resp=2";
+        assert_eq!(leftover(&info(fresh), 0, "respite-pinned"), None);
+        let no_evict = fresh.replace("flags=N", "flags=e");
+        assert_eq!(
+            leftover(&info(&no_evict), 0, "respite-pinned").as_deref(),
+            Some("flags=e")
+        );
+        assert_eq!(
+            leftover(&info(fresh), 3, "respite-pinned").as_deref(),
+            Some("db=0")
+        );
+        assert_eq!(
+            leftover(
+                &info(&fresh.replace("watch=0", "watch=2")),
+                0,
+                "respite-pinned"
+            )
+            .as_deref(),
+            Some("watch=2")
+        );
+        // RESP3's verbatim string, and a server with no CLIENT INFO (nothing to see).
+        let verbatim = format!("={}\r\ntxt:{fresh}\r\n", fresh.len() + 4);
+        assert_eq!(leftover(verbatim.as_bytes(), 0, "respite-pinned"), None);
+        assert_eq!(
+            leftover(b"-ERR unknown subcommand 'INFO'\r\n", 0, "x"),
+            None
+        );
+        assert!(leftover(b":1\r\n", 0, "x").is_some());
+    }
 
     #[test]
     fn the_connections_id_from_hello() {

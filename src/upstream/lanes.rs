@@ -137,8 +137,11 @@ impl Standby {
         let mut buf = [0u8; 64];
         let mut rb = tokio::io::ReadBuf::new(&mut buf);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut opened.read), &mut cx, &mut rb)
-        {
+        match tokio::io::AsyncRead::poll_read(
+            std::pin::Pin::new(&mut opened.read),
+            &mut cx,
+            &mut rb,
+        ) {
             // Nothing to read: open and idle, as it should be.
             std::task::Poll::Pending => Some(opened),
             // Closed, failed, or something nobody asked for: not to be trusted with a command.
