@@ -30,7 +30,7 @@
 //! 3. For commands the session answers itself (PING, CLIENT SETNAME …), [`Tenant::permits`] gives
 //!    the ACL decision if wanted.
 //!
-//! # What confinement covers (README material)
+//! # What confinement covers (docs/tenants.md material)
 //! - Keys: every key argument the command table finds gets the prefix — destinations, keys after
 //!   numkeys, after STREAMS, STORE/STOREDIST. [`crate::command::keys`] is the one answer, found as
 //!   the server's parser finds it (the last STORE of GEORADIUS and SORT, the STREAMS that is not an
@@ -65,8 +65,8 @@
 //! # Values
 //! With `max_value_bytes`, any non-key argument of a command that stores data (write or denyoom
 //! flag, or a script) longer than the limit is refused before anything is sent, and so is a write
-//! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND and INCRBYFLOAT are checked
-//! against what is stored in the same step (see `policy::values`).
+//! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND, INCRBYFLOAT and
+//! HINCRBYFLOAT are checked against what is stored in the same step (see `policy::values`).
 /// Allow rules are compiled once, when the configuration is validated.
 pub use crate::config::acl;
 pub mod auth;

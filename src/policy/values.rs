@@ -5,7 +5,7 @@
 //! commands are measured by what they would produce: SETRANGE by offset + length, SETBIT by
 //! offset / 8 + 1, BITFIELD SET/INCRBY by the last byte their type width reaches at their offset,
 //! RESTORE by its payload's decoded strings. Where the result depends on what is stored (APPEND,
-//! and INCRBYFLOAT under a limit smaller than the longest number Redis prints), the command is sent
+//! and INCRBYFLOAT and HINCRBYFLOAT under a limit smaller than the longest number Redis prints), the command is sent
 //! as a short script that checks and writes in one step ([`guard`]). Must never let a write
 //! through whose stored size it cannot bound.
 use bytes::Bytes;
@@ -34,6 +34,17 @@ local r = redis.pcall('INCRBYFLOAT', KEYS[1], ARGV[1]) \
 if type(r) ~= 'string' or #r <= tonumber(ARGV[2]) then return r end \
 if type(old) == 'string' then redis.call('SET', KEYS[1], old, 'KEEPTTL') else redis.call('DEL', KEYS[1]) end \
 return redis.error_reply('ERR value of ' .. #r .. ' bytes is over this tenant\\'s limit of ' .. ARGV[2] .. ' bytes (tenant.max_value_bytes)')";
+
+/// HINCRBYFLOAT, undone the same way: the field gets its old value back (or goes, if it had
+/// none), and keeps its own TTL (Redis 7.4+ field expiry; HSET would clear it, so it is read and
+/// set again — on servers without HPEXPIRETIME the `pcall` fails and there is none to keep).
+const HINCRBYFLOAT: &str = "local old = redis.pcall('HGET', KEYS[1], ARGV[1]) \
+local r = redis.pcall('HINCRBYFLOAT', KEYS[1], ARGV[1], ARGV[2]) \
+if type(r) ~= 'string' or #r <= tonumber(ARGV[3]) then return r end \
+local t = redis.pcall('HPEXPIRETIME', KEYS[1], 'FIELDS', 1, ARGV[1]) \
+if type(old) == 'string' then redis.call('HSET', KEYS[1], ARGV[1], old) else redis.call('HDEL', KEYS[1], ARGV[1]) end \
+if type(old) == 'string' and type(t) == 'table' and type(t[1]) == 'number' and t[1] > 0 then redis.call('HPEXPIREAT', KEYS[1], t[1], 'FIELDS', 1, ARGV[1]) end \
+return redis.error_reply('ERR value of ' .. #r .. ' bytes is over this tenant\\'s limit of ' .. ARGV[3] .. ' bytes (tenant.max_value_bytes)')";
 
 fn too_large(len: u64, limit: usize) -> PolicyError {
     PolicyError::ValueTooLarge {
@@ -78,8 +89,8 @@ pub(super) fn check(
     }
 }
 
-/// After the call is rebuilt (key prefixed, TTL applied): APPEND, and INCRBYFLOAT under a small
-/// limit, become the script that checks the stored size in the same step.
+/// After the call is rebuilt (key prefixed, TTL applied): APPEND, and INCRBYFLOAT and
+/// HINCRBYFLOAT under a small limit, become the script that checks the stored size in the same step.
 pub(super) fn guard(t: &Tenant, spec: &CommandSpec, call: &mut Call) {
     let Some(limit) = t.max_value_bytes else {
         return;
@@ -87,16 +98,18 @@ pub(super) fn guard(t: &Tenant, spec: &CommandSpec, call: &mut Call) {
     let script = match spec.name {
         "append" => APPEND,
         "incrbyfloat" if limit < MAX_LONG_DOUBLE_CHARS => INCRBYFLOAT,
+        "hincrbyfloat" if limit < MAX_LONG_DOUBLE_CHARS => HINCRBYFLOAT,
         _ => return,
     };
-    call.args = vec![
+    // EVAL script 1 key <the command's other arguments> limit.
+    let mut args = vec![
         Bytes::from_static(b"EVAL"),
         Bytes::from_static(script.as_bytes()),
         Bytes::from_static(b"1"),
-        call.args[1].clone(),
-        call.args[2].clone(),
-        Bytes::from(limit.to_string()),
     ];
+    args.extend(call.args[1..].iter().cloned());
+    args.push(Bytes::from(limit.to_string()));
+    call.args = args;
     call.changed = true;
 }
 

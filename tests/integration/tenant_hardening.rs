@@ -189,6 +189,29 @@ both!(
         let r = text(a.cmd(&words("INCRBYFLOAT n 1e2000")));
         assert!(r.starts_with("-ERR"), "{r}");
         assert_eq!(a.cmd(&words("INCRBYFLOAT n 1")), b"$3\r\n2.5\r\n");
+        // HINCRBYFLOAT likewise: the field keeps its old value (a new field goes, and with it a
+        // key it created), and a field's own TTL survives the undo where the server has them.
+        assert_eq!(a.cmd(&words("HSET h f 1e1100 g 1")), b":2\r\n");
+        let field_ttl = d.cmd(&words("HPEXPIRE a:h 500000 FIELDS 1 f")) == b"*1\r\n:1\r\n";
+        let r = text(a.cmd(&words("HINCRBYFLOAT h f 1")));
+        assert!(
+            r.starts_with("-ERR") && r.contains("max_value_bytes"),
+            "{r}"
+        );
+        assert_eq!(d.cmd(&words("HGET a:h f")), b"$6\r\n1e1100\r\n");
+        if field_ttl {
+            let t = text(d.cmd(&words("HPTTL a:h FIELDS 1 f")));
+            assert!(t.starts_with("*1\r\n:4") && t.len() > 10, "{t}");
+        }
+        let r = text(a.cmd(&words("HINCRBYFLOAT h new 1e2000")));
+        assert!(r.contains("max_value_bytes"), "{r}");
+        assert_eq!(d.cmd(&words("HEXISTS a:h new")), b":0\r\n");
+        let r = text(a.cmd(&words("HINCRBYFLOAT fresh x 1e4880")));
+        assert!(r.contains("max_value_bytes"), "{r}");
+        assert_eq!(d.cmd(&words("EXISTS a:fresh")), b":0\r\n");
+        assert_eq!(a.cmd(&words("HINCRBYFLOAT h g 1.5")), b"$3\r\n2.5\r\n");
+        let r = text(a.cmd(&words("HINCRBYFLOAT lst x 1")));
+        assert!(r.starts_with("-WRONGTYPE"), "{r}");
         // RESTORE: a small payload that decodes to 20000 bytes.
         let big = vec![b'a'; 20_000];
         d.cmd(&[b"SET", b"src", &big]);
