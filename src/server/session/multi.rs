@@ -57,13 +57,7 @@ impl Reader<'_> {
             ("multi", true) => {
                 // Each upstream's own answer: Valkey rejects MULTI like any command not allowed
                 // in a transaction, which also aborts it; Redis 7.0 only refuses the nesting.
-                let valkey = self
-                    .shared
-                    .upstream
-                    .as_ref()
-                    .and_then(|u| u.server_info())
-                    .is_some_and(|i| i.server == "valkey");
-                if valkey {
+                if self.upstream_is_valkey() {
                     self.refuse_queued("ERR Command 'multi' not allowed inside a transaction")
                         .await
                 } else {
@@ -111,6 +105,20 @@ impl Reader<'_> {
 
     /// A command queued by the client: refused (and the transaction marked to abort) or queued.
     async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && spec.flags.contains(crate::command::Flags::NO_MULTI) {
+            // SAVE, SHUTDOWN and the like: refused at queue time, in the server's words (a
+            // streaming transaction's upstream refuses them itself).
+            let msg = if self.upstream_is_valkey() {
+                format!(
+                    "ERR Command '{}' not allowed inside a transaction",
+                    spec.name.split('|').next().unwrap_or(spec.name)
+                )
+            } else {
+                "ERR Command not allowed inside a transaction".to_string()
+            };
+            return self.refuse_queued(&msg).await;
+        }
         let queueable = match route {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
@@ -207,6 +215,15 @@ impl Reader<'_> {
         multi.commands.extend_from_slice(&command);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
+    }
+
+    /// Whether the upstream said it is Valkey (its error texts differ from Redis's here).
+    fn upstream_is_valkey(&self) -> bool {
+        self.shared
+            .upstream
+            .as_ref()
+            .and_then(|u| u.server_info())
+            .is_some_and(|i| i.server == "valkey")
     }
 
     /// The upstream's refusal of every command right now (`BUSY …`, `LOADING …`), if the latest
