@@ -20,7 +20,7 @@
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
 use super::conn::{InFlight, Job, read_loop, write_loop};
-use super::error::{Kind, Refusal, UpstreamError};
+use super::error::{CommandError, Kind, Lost, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, Login};
 use super::health::Health;
 use super::pipe::read_loop_pushing;
@@ -211,6 +211,7 @@ impl PinnedPool {
             last,
             sink,
             blockable,
+            addr: handshake::addr(&self.config),
         })
     }
 
@@ -312,6 +313,8 @@ pub struct Pinned {
     /// task when every reply owed on the connection has been read.
     last: oneshot::Sender<oneshot::Receiver<Reply>>,
     blockable: Arc<Blockable>,
+    /// The upstream's address, for the error of a command its failed connection never took.
+    addr: Arc<str>,
 }
 
 impl Pinned {
@@ -348,8 +351,13 @@ impl Pinned {
             budget,
             slow,
         };
-        // A closed queue means the connection failed: dropping `reply` tells the receiver.
-        let _ = self.tx.send(job).await;
+        // A closed queue means the connection failed before this job was taken: never sent.
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {
+            let cause = UpstreamError::new(self.addr.clone(), Kind::Lost(Lost::Closed));
+            let _ = job
+                .reply
+                .send(Err(CommandError::NotSent(Arc::new(cause)).into()));
+        }
         rx
     }
 
@@ -399,6 +407,21 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let clean = self.serve().await;
+        if !clean {
+            // What the lease still queued was never written: its commands get "not sent" (the
+            // session answers them so), not the silence of a reply that can never come, which
+            // is kept for commands whose fate is unknown.
+            self.rx.close();
+            let cause = Arc::new(UpstreamError::new(
+                handshake::addr(&self.pool.config),
+                Kind::Lost(Lost::Closed),
+            ));
+            while let Ok(job) = self.rx.try_recv() {
+                let _ = job
+                    .reply
+                    .send(Err(CommandError::NotSent(cause.clone()).into()));
+            }
+        }
         // Before the connection can carry anyone else's commands (see `unblock`).
         self.blockable.retire().await;
         metrics::upstream_pinned("in_use").decrement(1.0);
@@ -430,7 +453,20 @@ impl Task {
     /// silence says nothing either way: it carries no known-slow mark.)
     async fn serve(&mut self) -> bool {
         let inflight: InFlight = std::sync::Mutex::new(VecDeque::new());
-        let clean = self.serve_on(&inflight).await;
+        let mut unsent = VecDeque::new();
+        let clean = self.serve_on(&inflight, &mut unsent).await;
+        if !clean {
+            // Taken off the queue, never written (see `run` for what is still queued).
+            let cause = Arc::new(UpstreamError::new(
+                handshake::addr(&self.pool.config),
+                Kind::Lost(Lost::Closed),
+            ));
+            for job in unsent {
+                let _ = job
+                    .reply
+                    .send(Err(CommandError::NotSent(cause.clone()).into()));
+            }
+        }
         let health = self.pool.health.clone();
         for slot in inflight.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if slot.slow {
@@ -440,20 +476,19 @@ impl Task {
         clean
     }
 
-    async fn serve_on(&mut self, inflight: &InFlight) -> bool {
+    async fn serve_on(&mut self, inflight: &InFlight, unsent: &mut VecDeque<Job>) -> bool {
         let health = self.pool.health.clone();
         let activity = &health.activity;
         let mut buf = BytesMut::new();
         // No command deadline here, but the bound on what is in flight holds as on any connection.
         let max = self.pool.config.max_inflight;
         let permits = Semaphore::new(max);
-        let mut unsent = VecDeque::new();
         let sink = SlotSink(&self.sink);
         // Under the lease, a client that leaves drops its handle, which ends the write loop and
         // closes the connection below. (Not `abandoned`: a lease released just before its
         // client left must still be read to its end and kept.)
         let ended = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, &mut self.write, inflight, &permits, max, activity, None) => r,
+            r = write_loop(&mut self.rx, unsent, &mut self.write, inflight, &permits, max, activity, None) => r,
             r = read_loop_pushing(&mut self.read, &mut buf, inflight, &permits, activity, &sink) => r,
         };
         if ended.is_some() {

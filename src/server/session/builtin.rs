@@ -18,7 +18,13 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         // While an upstream serves, PING is its to answer: `-BUSY` while a script runs past its
         // time limit, `-LOADING` while it loads (what a client's health check must see). respite
         // answers only where it is the server (standalone, local-only mode).
-        "ping" if r.shared.upstream.is_some() && r.shared.answerer(spec, args).is_none() => {
+        // (A client whose pinned connection failed under it is answered here: nothing of its
+        // would reach the upstream.)
+        "ping"
+            if r.shared.upstream.is_some()
+                && r.shared.answerer(spec, args).is_none()
+                && !r.pinned.as_ref().is_some_and(|p| p.is_closed()) =>
+        {
             r.enter_lane(spec).await;
             r.forward(spec, req).await;
             return Flow::Continue;
