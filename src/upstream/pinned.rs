@@ -19,13 +19,13 @@
 //!   the pool's permits for as long as it lives.
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
+use super::blockable::Blockable;
 use super::conn::{InFlight, Job, read_loop, write_loop};
-use super::error::{CommandError, Kind, Lost, Refusal, UpstreamError};
+use super::error::{Kind, Lost, NoReply, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, Login};
 use super::health::Health;
 use super::pipe::read_loop_pushing;
 use super::reply::{Reply, ReplyBudget};
-use super::unblock::Blockable;
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::protocol::Protocol;
@@ -318,7 +318,7 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    /// Where CLIENT UNBLOCK finds this lease's connection (see [`super::unblock`]).
+    /// Where CLIENT UNBLOCK finds this lease's connection (see [`super::blockable`]).
     pub fn blockable(&self) -> Arc<Blockable> {
         self.blockable.clone()
     }
@@ -356,7 +356,7 @@ impl Pinned {
             let cause = UpstreamError::new(self.addr.clone(), Kind::Lost(Lost::Closed));
             let _ = job
                 .reply
-                .send(Err(CommandError::NotSent(Arc::new(cause)).into()));
+                .send(Err(NoReply::NotSent(Arc::new(cause)).into()));
         }
         rx
     }
@@ -417,12 +417,10 @@ impl Task {
                 Kind::Lost(Lost::Closed),
             ));
             while let Ok(job) = self.rx.try_recv() {
-                let _ = job
-                    .reply
-                    .send(Err(CommandError::NotSent(cause.clone()).into()));
+                let _ = job.reply.send(Err(NoReply::NotSent(cause.clone()).into()));
             }
         }
-        // Before the connection can carry anyone else's commands (see `unblock`).
+        // Before the connection can carry anyone else's commands (see `blockable`).
         self.blockable.retire().await;
         metrics::upstream_pinned("in_use").decrement(1.0);
         if !clean {
@@ -462,9 +460,7 @@ impl Task {
                 Kind::Lost(Lost::Closed),
             ));
             for job in unsent {
-                let _ = job
-                    .reply
-                    .send(Err(CommandError::NotSent(cause.clone()).into()));
+                let _ = job.reply.send(Err(NoReply::NotSent(cause.clone()).into()));
             }
         }
         let health = self.pool.health.clone();

@@ -43,5 +43,6 @@ mod tls;
 mod tracking;
 mod transactions;
 mod under_load;
+mod upstream_acl;
 mod upstream_commands;
 mod upstream_users;
