@@ -507,7 +507,9 @@ both!(
         let proxy = Proxy::start(&server.url());
         let mut d = server.raw();
         assert_eq!(
-            d.cmd(&words("ACL SETUSER alice on >secret ~a:* +get +set +ping")),
+            d.cmd(&words(
+                "ACL SETUSER alice on >secret ~a:* +get +set +ping +client|info"
+            )),
             b"+OK\r\n"
         );
         let mut p = proxy.raw();
