@@ -262,8 +262,8 @@ pub async fn run_reloadable(
             config.local_eviction,
         ))
     });
-    let outage = Arc::new(local_only::Outage::default());
-    // on_recovery = "invalidate" or "merge": the transition hands the work to a task that does
+    let outage = Arc::new(local_only::Outage::new(local_only.journal_max_bytes));
+    // on_recovery = "replay", "invalidate" or "merge": the transition hands the work to a task that does
     // it upstream (the hook itself cannot wait on the upstream).
     let (recoveries, recovery_rx) = tokio::sync::mpsc::unbounded_channel();
     let upstream = config.upstream.clone().map(|u| {
@@ -281,6 +281,14 @@ pub async fn run_reloadable(
     let health = upstream.as_ref().map(|u| u.health().clone());
     let tenants = live.tenants();
     let cache = match (&config.near_cache, &upstream) {
+        // Its tracking connections would watch one node only: the others' writes would never
+        // invalidate. Off until tracking runs per primary.
+        (Some(_), Some(u)) if u.config().url.is_cluster() => {
+            tracing::warn!(
+                "near cache off: the upstream is a cluster (tracking per node is not built yet)"
+            );
+            None
+        }
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
             c.clone(),
             Arc::new(u.config().clone()),
@@ -382,6 +390,7 @@ pub async fn run_reloadable(
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
             local_only: local_only.enabled,
+            before_first_contact: local_only.serve_before_first_contact,
             engine: shared.engine.clone(),
             cache: cache.clone(),
             live: live.clone(),
