@@ -25,6 +25,7 @@
 use super::Reader;
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
+use crate::upstream::handshake::Login;
 use crate::upstream::lanes::{self, BULK_GROUP, Lane};
 use crate::upstream::{Pinned, ReplyBudget};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -185,6 +186,12 @@ impl Reader<'_> {
     /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
     /// so what the client sent before runs before anything on the new connection.
     pub(super) async fn pin(&mut self) -> bool {
+        self.pin_as(None).await
+    }
+
+    /// [`Reader::pin`]; a new connection is set up with `login` (the client's own credentials)
+    /// when given, instead of respite's.
+    pub(super) async fn pin_as(&mut self, login: Option<Login>) -> bool {
         if self.out.pin.held().is_some() {
             return true;
         }
@@ -198,7 +205,11 @@ impl Reader<'_> {
         }
         self.out.pin.settled();
         let gone = self.out.pin.gone_token();
-        match upstream.pinned().take(self.client.proto, gone).await {
+        match upstream
+            .pinned()
+            .take(self.client.proto, gone, login.as_ref())
+            .await
+        {
             Ok(p) => {
                 *super::commands::clients::lock(&self.registered.entry.blockable) =
                     Some(p.blockable());

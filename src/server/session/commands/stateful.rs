@@ -11,6 +11,7 @@ use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
 use crate::server::session::{Pending, Reader, error_bytes, simple};
+use crate::upstream::handshake::Login;
 use bytes::{Bytes, BytesMut};
 
 impl Reader<'_> {
@@ -128,7 +129,20 @@ impl Reader<'_> {
         creds: &[Bytes],
         hello: Option<&[u8]>,
     ) -> Option<Bytes> {
-        if !self.pin().await {
+        // A connection opened for this login is set up as the client: respite's own
+        // credentials may no longer be the upstream's (a password changed through respite).
+        let login = match creds {
+            [user, password] => Login {
+                user: Some(user.clone()),
+                password: password.clone(),
+            },
+            [password] => Login {
+                user: None,
+                password: password.clone(),
+            },
+            _ => return Some(error_bytes("ERR syntax error")),
+        };
+        if !self.pin_as(Some(login)).await {
             return None;
         }
         let mut cmd = BytesMut::new();

@@ -338,8 +338,12 @@ impl<'f> Outgoing<'f> {
             return oneshot::channel().1;
         }
         if let Some(p) = self.pin.held() {
+            if slow && let Some(upstream) = &self.upstream {
+                // What ends a slow command must not wait for a connection to open behind it.
+                upstream.ready_out_of_band();
+            }
             // Boxed: rare, and inline its state would grow every idle session.
-            return Box::pin(p.send_within(bytes, count, budget)).await;
+            return Box::pin(p.send_marked(bytes, count, budget, slow)).await;
         }
         if self.pin.after_pinned() {
             // Not `barrier`: that would send the group this job is made of. `after_pinned`

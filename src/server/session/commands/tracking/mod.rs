@@ -288,7 +288,7 @@ impl Reader<'_> {
         self.barrier().await;
         if self.out.pin.held().is_none() {
             let gone = self.out.pin.gone_token();
-            match upstream.pinned().take(self.client.proto, gone).await {
+            match upstream.pinned().take(self.client.proto, gone, None).await {
                 Ok(p) => self.out.pin.lease(p),
                 Err(e) => {
                     metrics::error(ErrorKind::Refused);
