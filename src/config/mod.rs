@@ -299,6 +299,27 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
             c,
         )?)
     };
+    for (i, t) in tenants.iter().flat_map(|t| t.tenants.iter()).enumerate() {
+        let Some(db) = t.db else { continue };
+        let key = format!("tenant[{i}].db");
+        match &upstream {
+            None => {
+                return Err(c.invalid(
+                    &key,
+                    "needs an upstream (upstream.url): standalone, respite has one keyspace".into(),
+                ));
+            }
+            Some(u) if u.url.db == db => {
+                return Err(c.invalid(
+                    &key,
+                    format!(
+                        "database {db} is upstream.url's, which the tenants without a db share"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     let admin = raw.admin.validate(c)?;
     let log_level = raw.log.validate(c)?;
     let log_format = raw.log.format(c)?;

@@ -555,3 +555,55 @@ fn local_maxmemory_policy_is_a_redis_policy_name() {
         .to_string();
     assert!(e.contains("local.maxmemory_policy"), "{e}");
 }
+
+#[test]
+fn a_tenant_database_is_its_own() {
+    let tenant = |name: &str, prefix: &str, db: &str| {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\nusername = \"{name}\"\npassword = \"pw-{name}\"\nprefix = \"{prefix}\"\nallow = [\"@all\"]\n{db}\n"
+        )
+    };
+    let up = "[upstream]\nurl = \"redis://h:1/2\"\n";
+    let c = parse(&format!(
+        "{up}{}{}",
+        tenant("a", "a:", "db = 3"),
+        tenant("b", "b:", "")
+    ))
+    .unwrap();
+    let t = c.tenants.unwrap();
+    assert_eq!((t.tenants[0].db, t.tenants[1].db), (Some(3), None));
+    for (toml, key, says) in [
+        (
+            format!(
+                "{up}{}{}",
+                tenant("a", "a:", "db = 3"),
+                tenant("b", "b:", "db = 3")
+            ),
+            "tenant[1].db",
+            "also tenant[0]'s",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = 2")),
+            "tenant[0].db",
+            "upstream.url's",
+        ),
+        (
+            format!("{up}{}", tenant("a", "", "db = 3")),
+            "tenant[0].db",
+            "needs a prefix",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = -1")),
+            "tenant[0].db",
+            "from 0",
+        ),
+        (
+            tenant("a", "a:", "db = 3"),
+            "tenant[0].db",
+            "needs an upstream",
+        ),
+    ] {
+        let e = parse(&toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{e}");
+    }
+}
