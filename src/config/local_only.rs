@@ -112,7 +112,7 @@ impl RawLocalOnly {
                         "local_only.on_recovery",
                         format!(
                             "`{other}` is not `invalidate`, `drop` or `merge` (local writes are \
-                             never replayed over the upstream's data; see README, Local-only mode)"
+                             never replayed over the upstream's data; see docs/local-only.md)"
                         ),
                     ));
                 }

@@ -66,7 +66,7 @@ pub(super) fn calls(map: HashMap<Bytes, Entry>, now_ms: u64) -> Vec<Call> {
             ),
             Value::List(l) => (b"RPUSH", l.into_iter().map(|m| m.to_vec()).collect()),
             // A stream would need one XADD per entry, with IDs that may clash with the
-            // upstream's; it is not merged (README, local engine).
+            // upstream's; it is not merged (docs/local-engine.md).
             Value::Stream(_) => continue,
         };
         let at = at.unwrap_or_else(|| b"0".to_vec());

@@ -30,7 +30,7 @@
 //! 3. For commands the session answers itself (PING, CLIENT SETNAME …), [`Tenant::permits`] gives
 //!    the ACL decision if wanted.
 //!
-//! # What confinement covers (README material)
+//! # What confinement covers (docs/tenants.md material)
 //! - Keys: every key argument the command table finds gets the prefix — destinations, keys after
 //!   numkeys, after STREAMS, STORE/STOREDIST. [`crate::command::keys`] is the one answer, found as
 //!   the server's parser finds it (the last STORE of GEORADIUS and SORT, the STREAMS that is not an

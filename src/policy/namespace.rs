@@ -4,7 +4,7 @@
 //! with `SCAN cursor MATCH <escaped prefix>* COUNT 1000` and works from what it finds. [`NamespaceRun`]
 //! is a pure state machine: the session sends each command it yields on one upstream connection,
 //! feeds back each reply, and finally writes the reply it yields to the client. Nothing here does
-//! I/O. Costs (README material):
+//! I/O. Costs (docs/tenants.md material):
 //! - DBSIZE: a full SCAN of the upstream's keyspace (O(all keys), in round trips of ~1000 keys
 //!   examined), plus memory for the tenant's key names, kept to count SCAN's possible duplicates
 //!   once. Exact for keys that exist for the whole walk.

@@ -95,8 +95,8 @@ fn partition_time() -> Duration {
 }
 
 /// The most connection attempts one connection task makes within `window` when every attempt
-/// fails at once: attempt n comes after a wait of at least d/2, d = min(max, base·2ⁿ⁻¹) (README,
-/// "Failure"; `upstream::backoff`).
+/// fails at once: attempt n comes after a wait of at least d/2, d = min(max, base·2ⁿ⁻¹)
+/// (docs/contracts.md, "Connection failures"; `upstream::backoff`).
 pub(super) fn max_failing_attempts(window: Duration, base: Duration, max: Duration) -> u32 {
     let mut waited = Duration::ZERO;
     for n in 1u32.. {

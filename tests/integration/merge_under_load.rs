@@ -1,6 +1,6 @@
 //! `local_only.on_recovery = "merge"` under load (issue 13): clients keep writing while the
 //! upstream freezes (local-only mode takes over), comes back and the local data is merged, and
-//! after. Judged on the upstream afterwards against README's merge contract:
+//! after. Judged on the upstream afterwards against docs/local-only.md's merge contract:
 //! - a key only written during the outage (the upstream lacks it) is created there with the value
 //!   acknowledged for it: no acknowledged write is lost;
 //! - a key the upstream already had keeps the upstream's value: the outage's writes to it are

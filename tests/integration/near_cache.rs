@@ -396,7 +396,7 @@ both!(flushes_empty_the_cache_even_during_fills, |kind: Kind| {
     let mut d = server.raw();
     let mut c = proxy.raw();
     let t = tracking_conn(&relay, &proxy, "warmup");
-    // Not SWAPDB: neither Redis 7.0 nor Valkey 9 tells tracking clients about it (README).
+    // Not SWAPDB: neither Redis 7.0 nor Valkey 9 tells tracking clients about it (docs/near-cache.md).
     for flush in ["FLUSHALL", "FLUSHDB"] {
         for cmd in [
             "SELECT 1",

@@ -55,7 +55,7 @@ const STEPS: &[(&str, &str, usize)] = &[
     ("sub", "UNSUBSCRIBE a", 1),
     // Not delivered (the next frame read is UNSUBSCRIBE zz's); its count is not compared: respite
     // withdraws its upstream subscription after confirming the last local UNSUBSCRIBE, so a
-    // PUBLISH made at once may still count respite (README, Pub/Sub, Counts).
+    // PUBLISH made at once may still count respite (docs/pubsub.md, Counts).
     ("pub?", "PUBLISH a gone", 0),
     ("sub", "UNSUBSCRIBE zz", 1),
     ("sub", "PUNSUBSCRIBE", 1),

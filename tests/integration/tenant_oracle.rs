@@ -7,7 +7,7 @@
 //! Each case re-seeds the tenant's data, sends one generated call, then a PUBLISH on a direct
 //! connection whose message marks the end of that call's events. Cases default to 1000 per server
 //! (a few seconds each); `PROPTEST_CASES=20000 PROPTEST_RNG_SEED=<n> cargo test --test
-//! integration tenant_oracle -- --nocapture` is the soak (see README).
+//! integration tenant_oracle -- --nocapture` is the soak (see docs/testing.md).
 use std::cell::RefCell;
 use std::time::Duration;
 
