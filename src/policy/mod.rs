@@ -76,6 +76,7 @@ pub mod config;
 mod cursor;
 mod error;
 pub mod glob;
+pub mod info;
 pub mod metrics;
 pub mod namespace;
 pub mod pubsub;

@@ -170,3 +170,65 @@ fn a_tenant_database_is_neither_cached_nor_served_locally() {
     // A tenant in the URL's database is served locally as before.
     assert_eq!(b.cmd(&words("SET k local")), b"+OK\r\n");
 }
+
+both!(info_is_the_tenants_own_view, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let mut d0 = direct(&server, 0);
+    assert_eq!(
+        d0.cmd(&words("CONFIG SET maxmemory-policy allkeys-lru")),
+        b"+OK\r\n"
+    );
+    d0.cmd(&words("SET other:1 x"));
+    let mut a = proxy.login("a", "pa");
+    let _a2 = proxy.login("a", "pa");
+    let _b = [
+        proxy.login("b", "pb"),
+        proxy.login("b", "pb"),
+        proxy.login("b", "pb"),
+    ];
+    for i in 0..5 {
+        a.cmd(&words(&format!("SET k{i} v")));
+    }
+    a.cmd(&words("SET t1 v EX 1000"));
+    a.cmd(&words("SET t2 v EX 1000"));
+    let info = text(a.cmd(&words("INFO")));
+    for want in [
+        "\r\narch_bits:64\r\n".to_string(),
+        format!("\r\nprocess_id:{}\r\n", std::process::id()),
+        format!("\r\ntcp_port:{}\r\n", proxy.port()),
+        "\r\nconnected_clients:2\r\n".to_string(),
+        "\r\nmaxmemory_policy:allkeys-lru\r\n".to_string(),
+        "\r\nrole:master\r\n".to_string(),
+        "\r\nuptime_in_seconds:".to_string(),
+        "# Keyspace\r\ndb0:keys=7,expires=2,".to_string(),
+    ] {
+        assert!(info.contains(&want), "{want:?} in {info}");
+    }
+    // Nothing of the upstream's or another tenant's: its port, its process, its other databases.
+    let server_pid = server.pid().unwrap().to_string();
+    for never in [
+        format!(":{}\r\n", server.url().rsplit(':').next().unwrap()),
+        format!("process_id:{server_pid}\r\n"),
+        "db3".to_string(),
+        "db1:".to_string(),
+        "used_memory:".to_string(),
+    ] {
+        assert!(!info.contains(&never), "{never:?} in {info}");
+    }
+    let stats = text(a.cmd(&words("INFO stats")));
+    let n: u64 = stats
+        .split("total_commands_processed:")
+        .nth(1)
+        .and_then(|s| s.split("\r\n").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!((9..100).contains(&n), "{stats}");
+    // b, in the shared database, has no keyspace line of its own (DBSIZE is its count).
+    let mut b = proxy.login("b", "pb");
+    b.cmd(&words("SET kb 1"));
+    let ks = text(b.cmd(&words("INFO keyspace")));
+    assert!(ks.ends_with("# Keyspace\r\n\r\n"), "{ks}");
+    let clients = text(b.cmd(&words("INFO clients")));
+    assert!(clients.contains("connected_clients:4\r\n"), "{clients}");
+});
