@@ -45,7 +45,10 @@
 //!   CLUSTER, SLOWLOG, LATENCY, MEMORY STATS/DOCTOR, ACL, FUNCTION *, SCRIPT FLUSH/KILL, PUBSUB
 //!   NUMPAT, …), MOVE and COPY … DB (they reach another database).
 //! - Answered in the namespace: DBSIZE, FLUSHDB, FLUSHALL (the namespace is all a tenant has),
-//!   RANDOMKEY (costs in [`namespace`]).
+//!   RANDOMKEY — by respite's walk of the shared database ([`namespace`], O(all keys)), or, for a
+//!   tenant with a database of its own (`tenant.db`), by the upstream there (FLUSHALL sent as
+//!   FLUSHDB), in O(the tenant's keys).
+//! - INFO is the session's, rendered by [`info`] from the tenant's own view.
 //! - Scripts (EVAL, EVALSHA and their _RO forms, SCRIPT LOAD/EXISTS) are refused unless the tenant
 //!   has `scripts = true`. Then the declared KEYS are prefixed, and nothing else is confined: a
 //!   script can `redis.call` any key name it computes, including other tenants' keys, so enable it
