@@ -5,7 +5,7 @@ use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
 use super::lanes::{self, Lane};
 use super::pinned::PinnedPool;
-use super::{commands, health, probe};
+use super::{command_fetch, health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
 use std::collections::HashMap;
@@ -28,8 +28,8 @@ pub struct Upstream {
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
-    /// The upstream's own command table, once read (see [`commands`]).
-    commands: watch::Receiver<commands::Fetched>,
+    /// The upstream's own command table, once read (see [`command_fetch`]).
+    commands: watch::Receiver<command_fetch::Fetched>,
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
 }
@@ -99,8 +99,8 @@ impl Upstream {
             options,
         ));
         tokio::spawn(probe::run(health.clone(), config.clone(), shutdown.clone()));
-        let (commands_tx, commands) = watch::channel(commands::Fetched::Pending);
-        tokio::spawn(commands::fetch(
+        let (commands_tx, commands) = watch::channel(command_fetch::Fetched::Pending);
+        tokio::spawn(command_fetch::fetch(
             config.clone(),
             commands_tx,
             shutdown.clone(),
@@ -164,15 +164,15 @@ impl Upstream {
         // at once, as it would be once the table is read.
         if self.health.state().is_local() {
             return match &*rx.borrow() {
-                commands::Fetched::Done(t) => t.clone(),
-                commands::Fetched::Pending => None,
+                command_fetch::Fetched::Done(t) => t.clone(),
+                command_fetch::Fetched::Pending => None,
             };
         }
-        let wait = rx.wait_for(|f| !matches!(f, commands::Fetched::Pending));
+        let wait = rx.wait_for(|f| !matches!(f, command_fetch::Fetched::Pending));
         match tokio::time::timeout(self.config.connect_timeout, wait).await {
             Ok(Ok(f)) => match &*f {
-                commands::Fetched::Done(t) => t.clone(),
-                commands::Fetched::Pending => None,
+                command_fetch::Fetched::Done(t) => t.clone(),
+                command_fetch::Fetched::Pending => None,
             },
             _ => None,
         }

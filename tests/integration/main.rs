@@ -31,6 +31,7 @@ mod pubsub_local;
 mod relay;
 mod reload;
 mod robustness;
+mod select_order;
 mod slow_commands;
 mod slow_readers;
 mod standalone;
