@@ -49,6 +49,7 @@ mod stateful;
 mod subscribe;
 mod tracking;
 mod unblock;
+mod upstream_acl;
 mod writer;
 
 use crate::cache::Fetched;
