@@ -623,6 +623,7 @@ fn the_shipped_file_is_the_defaults_and_lists_every_documented_key() {
         missing.is_empty(),
         "documented, not in proxy.toml: {missing:?}"
     );
+}
 
 #[test]
 fn a_tenant_database_is_its_own() {
