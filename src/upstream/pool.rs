@@ -1,6 +1,7 @@
 //! The upstream side as a whole: a pool of [`Conn`]s for RESP2 clients and one for RESP3
 //! clients, started together with the health tracker and its probe. It hands each client its
 //! connection and reports what the upstream said about itself; it never reads a reply.
+use super::cluster::Cluster;
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
 use super::lanes::{self, Lane};
@@ -32,6 +33,9 @@ pub struct Upstream {
     commands: watch::Receiver<command_fetch::Fetched>,
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
+    /// A `redis+cluster://` upstream: `home`'s connections are its routers (see
+    /// [`super::cluster`]). A cluster has database 0 only: no tenant has a database of its own.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// The shared connections of one database: per protocol, the pool and the slow and bulk lanes'
@@ -105,6 +109,10 @@ impl Upstream {
             commands_tx,
             shutdown.clone(),
         ));
+        let cluster = config
+            .url
+            .is_cluster()
+            .then(|| Cluster::start(config.clone(), shutdown.clone()));
         let mut up = Upstream {
             pinned: PinnedPool::new(config.clone()),
             home: Pools {
@@ -121,8 +129,26 @@ impl Upstream {
             health,
             shutdown,
             commands,
+            cluster,
         };
-        up.home = Pools::start(config, true, &up);
+        match &up.cluster {
+            // Clients' connections are routers; the nodes' own pools are opened by the cluster.
+            Some(c) => {
+                let home = &mut up.home;
+                for (i, proto) in [Protocol::Resp2, Protocol::Resp3].into_iter().enumerate() {
+                    for slot in 0..config.connections {
+                        let router = c.router(proto, Lane::Shared, slot);
+                        match proto {
+                            Protocol::Resp2 => home.resp2.push(router),
+                            Protocol::Resp3 => home.resp3.push(router),
+                        }
+                    }
+                    let _ = home.slow[i].set(c.router(proto, Lane::Slow, 0));
+                    let _ = home.bulk[i].set(c.router(proto, Lane::Bulk, 0));
+                }
+            }
+            None => up.home = Pools::start(config, true, &up),
+        }
         Arc::new(up)
     }
 
@@ -224,13 +250,24 @@ impl Upstream {
         self.conn_in(Lane::Shared, proto, client_id)
     }
 
-    /// Connections established now, over both pools.
+    /// Connections established now, over both pools (of every node, for a cluster).
     pub fn live_connections(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        match &self.cluster {
+            Some(c) => c.nodes().iter().map(|n| n.live_connections()).sum(),
+            None => self.live.load(Ordering::Relaxed),
+        }
     }
 
     pub fn server_info(&self) -> Option<ServerInfo> {
+        if let Some(c) = &self.cluster {
+            return c.nodes().iter().find_map(|n| n.server_info());
+        }
         self.info.read().ok().and_then(|i| i.clone())
+    }
+
+    /// The cluster behind a `redis+cluster://` upstream.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn config(&self) -> &UpstreamConfig {
