@@ -33,6 +33,8 @@ pub struct Upstream {
     commands: watch::Receiver<command_fetch::Fetched>,
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
+    /// The next out-of-band command's connection (see [`lanes::Standby`]).
+    standby: Arc<lanes::Standby>,
     /// A `redis+cluster://` upstream: `home`'s connections are its routers (see
     /// [`super::cluster`]). A cluster has database 0 only: no tenant has a database of its own.
     cluster: Option<Arc<Cluster>>,
@@ -98,7 +100,12 @@ impl Upstream {
         let info = Arc::new(RwLock::new(None));
         let health = Arc::new(health::Health::new(
             config.url.addr.to_string().into(),
-            2 * config.connections,
+            // A cluster's pool connections are its nodes': only the probe speaks for the seed.
+            if config.url.is_cluster() {
+                0
+            } else {
+                2 * config.connections
+            },
             config.health.recover_after,
             options,
         ));
@@ -114,7 +121,7 @@ impl Upstream {
             .is_cluster()
             .then(|| Cluster::start(config.clone(), shutdown.clone()));
         let mut up = Upstream {
-            pinned: PinnedPool::new(config.clone()),
+            pinned: PinnedPool::new(config.clone(), health.clone()),
             home: Pools {
                 config: config.clone(),
                 resp2: Vec::new(),
@@ -123,6 +130,7 @@ impl Upstream {
                 bulk: [OnceLock::new(), OnceLock::new()],
             },
             others: RwLock::default(),
+            standby: Arc::default(),
             config: config.clone(),
             live,
             info,
@@ -208,6 +216,10 @@ impl Upstream {
     /// lanes' connections are started here the first time they are asked for, so a proxy whose
     /// clients never run a slow command opens no connection for it.
     pub fn conn_in(&self, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
+        if lane == Lane::Slow {
+            // What ends a slow command must not wait for a connection to open behind it.
+            self.ready_out_of_band();
+        }
         self.home.conn_in(self, lane, proto, client_id)
     }
 
@@ -217,6 +229,9 @@ impl Upstream {
     pub fn conn_in_db(&self, db: u32, lane: Lane, proto: Protocol, client_id: u64) -> Conn {
         if db == self.config.url.db {
             return self.conn_in(lane, proto, client_id).clone();
+        }
+        if lane == Lane::Slow {
+            self.ready_out_of_band();
         }
         let found = self.others.read().ok().and_then(|m| m.get(&db).cloned());
         let pools = found.unwrap_or_else(|| {
@@ -241,7 +256,20 @@ impl Upstream {
         bytes: bytes::Bytes,
         budget: Option<Arc<super::ReplyBudget>>,
     ) -> tokio::sync::oneshot::Receiver<super::Reply> {
-        lanes::send(self.config.clone(), proto, bytes, budget)
+        lanes::send(
+            self.config.clone(),
+            self.health.clone(),
+            self.standby.clone(),
+            proto,
+            bytes,
+            budget,
+        )
+    }
+
+    /// Have a connection ready for the next out-of-band command (see [`lanes::Standby`]): called
+    /// when a command that may keep the server busy is sent (the slow lane, a pinned connection).
+    pub fn ready_out_of_band(&self) {
+        self.standby.ready(&self.config, &self.health);
     }
 
     /// The connection a client uses. A client always uses the same one per protocol, so its
