@@ -45,6 +45,24 @@ impl Reader<'_> {
     /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
     /// so what the client sent before runs before anything on the new connection.
     pub(super) async fn pin(&mut self) -> bool {
+        self.pin_on(None).await
+    }
+
+    /// [`Reader::pin`] for a command on keys: in a cluster, the connection goes to the node
+    /// serving the slot of its first key (as the upstream gets it, prefix included).
+    pub(super) async fn pin_for(&mut self, spec: &'static CommandSpec, req: &Request) -> bool {
+        let key = crate::command::keys(spec, &req.args)
+            .ok()
+            .and_then(|k| k.positions().next())
+            .and_then(|pos| req.args.get(pos))
+            .map(|key| match &self.client.tenant {
+                Some(t) => [&t.prefix[..], &key[..]].concat(),
+                None => key.to_vec(),
+            });
+        self.pin_on(key).await
+    }
+
+    async fn pin_on(&mut self, key: Option<Vec<u8>>) -> bool {
         if self.pinned.is_some() {
             return true;
         }
@@ -58,7 +76,8 @@ impl Reader<'_> {
         }
         self.after_pinned = false;
         let gone = self.gone_token();
-        match upstream.pinned().take(self.client.proto, gone).await {
+        let pool = upstream.pinned_for(key.as_deref());
+        match pool.take(self.client.proto, gone).await {
             Ok(p) => {
                 *super::clients::lock(&self.registered.entry.blockable) = Some(p.blockable());
                 self.pinned = Some(p);
@@ -184,7 +203,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "blocking command").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.forward_any(spec, req).await;
@@ -196,7 +215,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "transaction").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.pin.watching = true;
