@@ -230,10 +230,18 @@ fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
     // The cluster promotes the replica (cluster-node-timeout 2 s); respite follows it.
     let killed = std::time::Instant::now();
     let key = key_on[&victim].clone();
-    let followed = crate::support::wait_until(std::time::Duration::from_secs(20), || {
-        run(&mut c, &format!("GET {key}")) == b"$1\r\nv\r\n"
+    let mut last = Vec::new();
+    let followed = crate::support::wait_until(std::time::Duration::from_secs(30), || {
+        last = run(&mut c, &format!("GET {key}"));
+        last == b"$1\r\nv\r\n"
     });
-    assert!(followed.is_some(), "the failover was not followed");
+    let live = primaries.iter().find(|&&p| p != victim).unwrap();
+    assert!(
+        followed.is_some(),
+        "the failover was not followed: GET {key} = {}; the cluster says:\n{}",
+        s(&last),
+        s(&cluster.node(*live).cmd(&[b"CLUSTER", b"NODES"]))
+    );
     eprintln!("failover followed {:?} after the kill", killed.elapsed());
 }
 
