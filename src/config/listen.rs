@@ -1,7 +1,7 @@
 //! `[listen]` (where clients connect) and `[admin]` (the HTTP endpoint's address): both are
 //! sockets the server binds, named here and never opened here.
 use super::{Check, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -75,7 +75,7 @@ impl std::fmt::Display for Principal {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawListen {
     tcp: String,
@@ -190,7 +190,7 @@ impl RawListen {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     listen: String,
