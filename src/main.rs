@@ -77,6 +77,16 @@ fn main() -> anyhow::Result<()> {
     if let Some(tls) = config.upstream.as_ref().and_then(|u| u.tls.as_ref()) {
         respite::tls::client_config(tls).unwrap_or_else(|e| config_error(e));
     }
+    if let Some(path) = &config.admin_reload_token_file {
+        match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => {}
+            Ok(_) => config_error(format!(
+                "admin.reload_token_file {}: the file is empty",
+                path.display()
+            )),
+            Err(e) => config_error(format!("admin.reload_token_file {}: {e}", path.display())),
+        }
+    }
     let sources = respite::reload::Sources {
         path: cli.config.clone(),
         env,

@@ -78,6 +78,9 @@ pub struct Config {
     pub sessions: SessionLimits,
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
+    /// `admin.reload_token_file`: with it, `POST /reload` needs the token the file holds;
+    /// without it, `POST /reload` is served only on a loopback `admin.listen`.
+    pub admin_reload_token_file: Option<std::path::PathBuf>,
     pub log_level: String,
     /// `log.format`: text or json.
     pub log_format: LogFormat,
@@ -386,6 +389,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         )?)
     };
     let admin = raw.admin.validate(c)?;
+    let admin_reload_token_file = raw.admin.reload_token_file(c)?;
     let log_level = raw.log.validate(c)?;
     let log_format = raw.log.format(c)?;
     let worker_threads = raw.runtime.worker_threads(c)?;
@@ -408,6 +412,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         sessions,
         upstream,
         admin,
+        admin_reload_token_file,
         log_level,
         log_format,
         worker_threads,

@@ -581,7 +581,7 @@ fn urls_the_url_standard_refuses_are_refused_naming_key_and_source() {
             "{url}: {e}"
         );
     }
-    let e = parse(&format!("\n[upstream]\nurl = \"redis://bad host:6379\"\n"))
+    let e = parse("\n[upstream]\nurl = \"redis://bad host:6379\"\n")
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("proxy.toml line 3:"), "{e}");
