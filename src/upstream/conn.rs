@@ -27,7 +27,7 @@
 //! is the session's business.
 use super::activity::Activity;
 use super::backoff::{Backoff, Waited, fail_fast};
-use super::error::{Closer, CommandError, Deadline, Kind, UpstreamError};
+use super::error::{Closer, Deadline, Kind, NoReply, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
 use super::lanes::Lane;
@@ -210,7 +210,7 @@ impl ConnTask {
             let fail = |job: Job| {
                 let _ = job
                     .reply
-                    .send(Err(CommandError::Unavailable(cause.clone()).into()));
+                    .send(Err(NoReply::Unavailable(cause.clone()).into()));
             };
             let recovering = became(&mut self.state, |s| s == health::State::Recovering);
             if fail_fast(retry.delay, &mut self.rx, fail, recovering).await == Waited::Closed {
@@ -275,8 +275,8 @@ impl ConnTask {
             UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
         });
         let cause = Arc::new(cause);
-        let lost = CommandError::Lost(cause.clone());
-        let not_sent = CommandError::NotSent(cause);
+        let lost = NoReply::Lost(cause.clone());
+        let not_sent = NoReply::NotSent(cause);
         for job in unsent {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }

@@ -283,7 +283,7 @@ impl Health {
 
     /// The current state: one atomic load, for the hot path. Acquire, paired with the release
     /// in [`Health::report`]: whoever sees the new state sees what the transition's hook did
-    /// (the recovery fence of [`crate::fallback`]).
+    /// (the recovery fence of [`crate::local_only`]).
     pub fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }

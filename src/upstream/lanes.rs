@@ -19,7 +19,7 @@
 //! A client's own commands still run in the order it sent them: the session waits for its
 //! earlier replies before it changes lanes (see `session::reader`). This module decides and
 //! carries; it never reads what a reply means beyond where it ends.
-use super::error::{CommandError, Deadline, Kind, Lost, ProtocolError, UpstreamError};
+use super::error::{Deadline, Kind, Lost, NoReply, ProtocolError, UpstreamError};
 use super::handshake;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::command::{CommandSpec, all};
@@ -120,11 +120,11 @@ pub fn send(
         let reply = match reply {
             Ok(bytes) => match &budget {
                 Some(b) if !b.charge(bytes.len()) => {
-                    Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
+                    Err(Partial::from(NoReply::Overflow { limit: b.limit() }))
                 }
                 _ => Ok(bytes),
             },
-            Err(e) => Err(Partial::from(CommandError::Lost(Arc::new(e)))),
+            Err(e) => Err(Partial::from(NoReply::Lost(Arc::new(e)))),
         };
         let _ = tx.send(reply);
     });

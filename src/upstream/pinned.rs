@@ -20,12 +20,12 @@
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
 use super::activity::Activity;
+use super::blockable::Blockable;
 use super::conn::{InFlight, Job, read_loop, write_loop};
 use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::pipe::read_loop_pushing;
 use super::reply::{Reply, ReplyBudget};
-use super::unblock::Blockable;
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::protocol::Protocol;
@@ -287,7 +287,7 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    /// Where CLIENT UNBLOCK finds this lease's connection (see [`super::unblock`]).
+    /// Where CLIENT UNBLOCK finds this lease's connection (see [`super::blockable`]).
     pub fn blockable(&self) -> Arc<Blockable> {
         self.blockable.clone()
     }
@@ -359,7 +359,7 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let clean = self.serve().await;
-        // Before the connection can carry anyone else's commands (see `unblock`).
+        // Before the connection can carry anyone else's commands (see `blockable`).
         self.blockable.retire().await;
         metrics::upstream_pinned("in_use").decrement(1.0);
         if !clean {

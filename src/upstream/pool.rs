@@ -5,7 +5,7 @@ use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
 use super::lanes::{self, Lane};
 use super::pinned::PinnedPool;
-use super::{commands, health, probe};
+use super::{command_fetch, health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +21,8 @@ pub struct Upstream {
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
-    /// The upstream's own command table, once read (see [`commands`]).
-    commands: watch::Receiver<commands::Fetched>,
+    /// The upstream's own command table, once read (see [`command_fetch`]).
+    commands: watch::Receiver<command_fetch::Fetched>,
     /// The slow and bulk lanes' connection per protocol (see [`lanes`]), opened on first use.
     slow: [OnceLock<Conn>; 2],
     bulk: [OnceLock<Conn>; 2],
@@ -48,8 +48,8 @@ impl Upstream {
             options,
         ));
         tokio::spawn(probe::run(health.clone(), config.clone(), shutdown.clone()));
-        let (commands_tx, commands) = watch::channel(commands::Fetched::Pending);
-        tokio::spawn(commands::fetch(
+        let (commands_tx, commands) = watch::channel(command_fetch::Fetched::Pending);
+        tokio::spawn(command_fetch::fetch(
             config.clone(),
             commands_tx,
             shutdown.clone(),
@@ -101,15 +101,15 @@ impl Upstream {
         // at once, as it would be once the table is read.
         if self.health.state().is_local() {
             return match &*rx.borrow() {
-                commands::Fetched::Done(t) => t.clone(),
-                commands::Fetched::Pending => None,
+                command_fetch::Fetched::Done(t) => t.clone(),
+                command_fetch::Fetched::Pending => None,
             };
         }
-        let wait = rx.wait_for(|f| !matches!(f, commands::Fetched::Pending));
+        let wait = rx.wait_for(|f| !matches!(f, command_fetch::Fetched::Pending));
         match tokio::time::timeout(self.config.connect_timeout, wait).await {
             Ok(Ok(f)) => match &*f {
-                commands::Fetched::Done(t) => t.clone(),
-                commands::Fetched::Pending => None,
+                command_fetch::Fetched::Done(t) => t.clone(),
+                command_fetch::Fetched::Pending => None,
             },
             _ => None,
         }

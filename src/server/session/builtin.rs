@@ -72,7 +72,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
 impl Reader<'_> {
     /// CLIENT SETNAME, GETNAME, ID, INFO and SETINFO, answered into `out` from (and applied to)
     /// the client's own state, as Redis answers them: on their own here, and in their place in
-    /// EXEC's array ([`super::multi_local`]). False, with nothing written, for any other command.
+    /// EXEC's array ([`super::exec_splice`]). False, with nothing written, for any other command.
     pub(super) fn answer_client(&mut self, name: &str, args: &[Bytes], out: &mut BytesMut) -> bool {
         let proto = self.client.proto;
         match name {

@@ -7,7 +7,7 @@ use super::{Keep, Pending, Reader, error_bytes, group_full, unix_ms};
 use crate::cache::coherence::note_write;
 use crate::cache::{Lookup, ReadKind};
 use crate::command::{self, AclCategories, CommandSpec, Flags};
-use crate::fallback::Local;
+use crate::local_only::Local;
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, NamespaceRun, NamespaceStep, Plan, ReplyRewrite, Tenant};
 use crate::protocol::{Framer, Protocol, Request, encode};
@@ -231,7 +231,7 @@ impl Reader<'_> {
         };
         if let Some(cache) = &self.shared.cache {
             // FLUSHDB within a namespace deleted keys this proxy may hold.
-            cache.flush_local();
+            cache.flush_sent_through();
         }
         match out {
             Ok(bytes) => self.push(Pending::Ready(bytes)).await,

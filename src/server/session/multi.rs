@@ -39,8 +39,8 @@ pub(crate) struct Multi {
     select: Option<u32>,
     /// Commands queued so far (the index of the next in EXEC's array).
     count: usize,
-    /// Those respite answers itself, in EXEC's array ([`super::multi_local`]).
-    local: Vec<super::multi_local::Local>,
+    /// Those respite answers itself, in EXEC's array ([`super::exec_splice`]).
+    spliced: Vec<super::exec_splice::Spliced>,
 }
 
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -118,9 +118,9 @@ impl Reader<'_> {
             // Run by the upstream inside the transaction, as Redis does, or answered by respite
             // in EXEC's array.
             Route::Proxy => {
-                matches!(spec.name, "ping" | "echo") || super::multi_local::answered_here(spec.name)
+                matches!(spec.name, "ping" | "echo") || super::exec_splice::answered_here(spec.name)
             }
-            Route::Stateful(_) if super::multi_local::answered_here(spec.name) => true,
+            Route::Stateful(_) if super::exec_splice::answered_here(spec.name) => true,
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
             // nothing is ever watched.
             Route::Transaction => true,
@@ -137,8 +137,8 @@ impl Reader<'_> {
         if spec.name == "select" {
             return self.queue_select(req).await;
         }
-        if super::multi_local::answered_here(spec.name) {
-            return self.queue_local(spec, req).await;
+        if super::exec_splice::answered_here(spec.name) {
+            return self.queue_spliced(spec, req).await;
         }
         let limit = self
             .shared
@@ -309,12 +309,12 @@ impl Reader<'_> {
         let n = multi.queued.len();
         self.group_count = n + 2 + multi.follow_ups.len();
         let keep = Keep::first(n + 1, ReplyRewrite::None, Bytes::new(), self.client.proto);
-        if multi.local.is_empty() {
+        if multi.spliced.is_empty() {
             return self.send_group_keeping(keep).await;
         }
         let count = std::mem::take(&mut self.group_count);
         let job = self.group.split().freeze();
-        self.exec_spliced(job, count, keep, multi.local).await;
+        self.exec_spliced(job, count, keep, multi.spliced).await;
         self.release_written().await
     }
 
@@ -346,12 +346,12 @@ impl Reader<'_> {
         }
         self.group_count = 1 + multi.follow_ups.len();
         let keep = Keep::first(0, ReplyRewrite::None, Bytes::new(), self.client.proto);
-        if multi.local.is_empty() {
+        if multi.spliced.is_empty() {
             self.send_group_keeping(keep).await;
         } else {
             let count = std::mem::take(&mut self.group_count);
             let job = self.group.split().freeze();
-            self.exec_spliced(job, count, keep, multi.local).await;
+            self.exec_spliced(job, count, keep, multi.spliced).await;
             self.release_written().await;
         }
         self.unpin_if_done().await
@@ -364,9 +364,9 @@ impl Reader<'_> {
         let proto = self.client.proto;
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
-        let local: Vec<usize> = multi.local.iter().map(|l| l.at).collect();
+        let spliced: Vec<usize> = multi.spliced.iter().map(|l| l.at).collect();
         for (i, (spec, args)) in multi.queued.into_iter().enumerate() {
-            if local.contains(&i) {
+            if spliced.contains(&i) {
                 out.extend_from_slice(&self.answer_in_exec(spec, &args));
                 continue;
             }
@@ -387,10 +387,10 @@ impl Reader<'_> {
     }
 
     /// CLIENT SETNAME and the like inside a transaction: a placeholder holds its place upstream
-    /// and respite answers it in EXEC's array ([`super::multi_local`]).
-    async fn queue_local(&mut self, spec: &'static CommandSpec, req: &mut Request) {
+    /// and respite answers it in EXEC's array ([`super::exec_splice`]).
+    async fn queue_spliced(&mut self, spec: &'static CommandSpec, req: &mut Request) {
         let multi = self.multi.as_mut().expect("in a transaction");
-        multi.local.push(super::multi_local::Local {
+        multi.spliced.push(super::exec_splice::Spliced {
             at: multi.count,
             spec,
             args: req.args.clone(),
@@ -399,12 +399,12 @@ impl Reader<'_> {
         if multi.streaming {
             // The upstream answers the placeholder's QUEUED itself.
             self.group
-                .extend_from_slice(super::multi_local::PLACEHOLDER);
+                .extend_from_slice(super::exec_splice::PLACEHOLDER);
             return self.grouped().await;
         }
         multi
             .commands
-            .extend_from_slice(super::multi_local::PLACEHOLDER);
+            .extend_from_slice(super::exec_splice::PLACEHOLDER);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
     }

@@ -123,12 +123,23 @@ impl Reader<'_> {
 
     /// Send a job on the client's connection: its pinned one if it holds one, else its shared
     /// one, after the replies owed on a pinned connection just given back.
+    ///
+    /// # Invariants
+    /// Nothing the client sent before this job is still held back: the group of forwarded
+    /// commands and the queued ready replies go first, here, whoever the caller is. (SELECT,
+    /// AUTH, HELLO, CLIENT TRACKING and the like send their own command and await its reply
+    /// inline; a SELECT sent while `SET k v` waited in the group ran before it and the write
+    /// landed in the next database, issue 21 finding 9.)
     pub(super) async fn upstream_send(
         &mut self,
         bytes: Bytes,
         count: usize,
         budget: Option<Arc<ReplyBudget>>,
     ) -> oneshot::Receiver<Reply> {
+        if self.group_count > 0 || self.ready_count > 0 {
+            // `send_group` empties both before it calls back in here, so this recurses once.
+            Box::pin(self.send_group()).await;
+        }
         // The group's known-slow mark goes with it, whichever way it goes.
         let slow = std::mem::take(&mut self.group_slow);
         if self.hung_up() {

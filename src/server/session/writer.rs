@@ -469,13 +469,13 @@ async fn append<C: ClientIo>(
 mod tests {
     use super::*;
     use crate::upstream::error::{Kind, Lost};
-    use crate::upstream::{CommandError, Partial, UpstreamError};
+    use crate::upstream::{NoReply, Partial, UpstreamError};
 
     fn lost(replies: &'static [u8], count: usize) -> Result<Reply, ()> {
         Ok(Err(Partial {
             replies: Bytes::from_static(replies),
             count,
-            error: CommandError::Lost(std::sync::Arc::new(UpstreamError {
+            error: NoReply::Lost(std::sync::Arc::new(UpstreamError {
                 addr: "127.0.0.1:6379".into(),
                 kind: Kind::Lost(Lost::Closed),
             })),

@@ -124,7 +124,7 @@ pub(crate) async fn recovery_task(
                     deleted += invalidate(&upstream, &outage, late).await;
                 }
                 if let Some(cache) = &cache {
-                    cache.flush_local();
+                    cache.flush_sent_through();
                 }
                 outage.lift();
                 info!(
