@@ -24,6 +24,7 @@ mod node_clients;
 mod observability;
 mod operations;
 mod outage_recovery;
+mod outage_replay;
 mod pinned;
 mod pubsub;
 mod pubsub_fanout;
