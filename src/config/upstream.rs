@@ -67,6 +67,9 @@ pub struct UpstreamUrl {
     pub db: u32,
     /// `rediss://`: the connection speaks TLS.
     pub tls: bool,
+    /// `redis+cluster://h1:p1,h2:p2…`: the cluster's seed nodes (`host:port`, `addr` is the
+    /// first); empty for a single server (see `upstream::cluster`).
+    pub seeds: Vec<String>,
 }
 
 impl std::fmt::Debug for UpstreamUrl {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for UpstreamUrl {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("db", &self.db)
             .field("tls", &self.tls)
+            .field("seeds", &self.seeds)
             .finish()
     }
 }
@@ -289,6 +293,11 @@ fn upstream_tls(
 }
 
 impl UpstreamUrl {
+    /// A `redis+cluster://` or `rediss+cluster://` URL.
+    pub fn is_cluster(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
     /// The host part of a TCP address (brackets of an IPv6 literal removed); empty for unix.
     pub fn host(&self) -> &str {
         match &self.addr {
@@ -306,7 +315,31 @@ impl UpstreamUrl {
 /// `@`). Errors are phrased for the user and show the URL with its password redacted.
 pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
     let url = &redacted(full);
-    let parsed = url::Url::parse(full).map_err(|e| match e {
+    // A cluster URL lists its seeds (`h1:7000,h2:7001`), which no URL parser reads as one host:
+    // the first is parsed in place, the others each as a host of its own.
+    let (scheme, rest) = full.split_once("://").unwrap_or((full, ""));
+    let cluster = matches!(scheme, "redis+cluster" | "rediss+cluster");
+    let (single, more_seeds): (String, Vec<&str>) = if cluster {
+        let (auth, after) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hosts, path) = match after.split_once('/') {
+            Some((h, p)) => (h, Some(p)),
+            None => (after, None),
+        };
+        let mut hosts = hosts.split(',');
+        let first = hosts.next().unwrap_or_default();
+        let single = format!(
+            "{scheme}://{}{first}{}",
+            auth.map_or(String::new(), |a| format!("{a}@")),
+            path.map_or(String::new(), |p| format!("/{p}"))
+        );
+        (single, hosts.collect())
+    } else {
+        (full.to_string(), Vec::new())
+    };
+    let parsed = url::Url::parse(&single).map_err(|e| match e {
         url::ParseError::InvalidPort => {
             format!("`{url}`: the port is not a number from 1 to 65535")
         }
@@ -352,12 +385,14 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
                 password: None,
                 db: query(&parsed)?,
                 tls: false,
+                seeds: Vec::new(),
             });
         }
-        "redis" | "rediss" => {}
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {}
         _ => {
             return Err(format!(
-                "`{url}` is not a redis://host:port[/db], rediss://host:port[/db] or unix:///path URL"
+                "`{url}` is not a redis://host:port[/db], rediss://host:port[/db], \
+                 redis+cluster://host:port[,host:port…] or unix:///path URL"
             ));
         }
     }
@@ -366,21 +401,7 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
             "`{url}`: a redis:// URL takes its database as a path (/N), not a query"
         ));
     }
-    let host = match parsed.host() {
-        Some(url::Host::Domain("")) | None => return Err(format!("`{url}`: missing host")),
-        Some(url::Host::Domain(d)) => d.to_string(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
-    };
-    let port = match parsed.port() {
-        Some(0) => {
-            return Err(format!(
-                "`{url}`: port 0 is not a port to connect to (a number from 1 to 65535)"
-            ));
-        }
-        Some(p) => p,
-        None => 6379,
-    };
+    let hostport = host_port(&parsed, url)?;
     let db = match parsed.path() {
         "" | "/" => 0,
         p => {
@@ -389,6 +410,23 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
                 .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?
         }
     };
+    if cluster && db != 0 {
+        return Err(format!(
+            "`{url}`: a cluster has only database 0 (Redis Cluster refuses SELECT)"
+        ));
+    }
+    let mut seeds = Vec::new();
+    if cluster {
+        seeds.push(hostport.clone());
+        for seed in more_seeds {
+            let p = url::Url::parse(&format!("redis://{seed}"))
+                .map_err(|e| format!("`{url}`: seed `{seed}` is not a host[:port]: {e}"))?;
+            if !matches!(p.path(), "" | "/") || p.query().is_some() || !p.username().is_empty() {
+                return Err(format!("`{url}`: seed `{seed}` is not a host[:port]"));
+            }
+            seeds.push(host_port(&p, url)?);
+        }
+    }
     // `url` keeps a `%` that starts no escape as it was; respite refuses it rather than guess.
     let decode = |part: &str, what: &str| -> Result<String, String> {
         let bad =
@@ -416,12 +454,33 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
         (u, Some(p)) => (Some(decode(u, "username")?), Some(decode(p, "password")?)),
     };
     Ok(UpstreamUrl {
-        addr: UpstreamAddr::Tcp(format!("{host}:{port}")),
+        addr: UpstreamAddr::Tcp(hostport),
         username,
         password,
         db,
-        tls: parsed.scheme() == "rediss",
+        tls: scheme.starts_with("rediss"),
+        seeds,
     })
+}
+
+/// A parsed URL's `host:port` (6379 when the port is left out; IPv6 in brackets).
+fn host_port(parsed: &url::Url, url: &str) -> Result<String, String> {
+    let host = match parsed.host() {
+        Some(url::Host::Domain("")) | None => return Err(format!("`{url}`: missing host")),
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+    };
+    let port = match parsed.port() {
+        Some(0) => {
+            return Err(format!(
+                "`{url}`: port 0 is not a port to connect to (a number from 1 to 65535)"
+            ));
+        }
+        Some(p) => p,
+        None => 6379,
+    };
+    Ok(format!("{host}:{port}"))
 }
 
 /// `url` with the password (between `user:` and `@`) shown as `***`, for messages and logs.

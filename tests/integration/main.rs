@@ -9,6 +9,7 @@ mod busy_not_down;
 mod client_commands;
 mod client_unblock;
 mod clients;
+mod cluster;
 mod config_errors;
 mod deploy;
 mod faults;
