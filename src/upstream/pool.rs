@@ -29,6 +29,8 @@ pub struct Upstream {
     bulk: [OnceLock<Conn>; 2],
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
+    /// The next out-of-band command's connection (see [`lanes::Standby`]).
+    standby: Arc<lanes::Standby>,
     /// A `redis+cluster://` upstream: the pools above are its routers (see [`super::cluster`]).
     cluster: Option<Arc<Cluster>>,
 }
@@ -108,7 +110,8 @@ impl Upstream {
         }
         let [resp2, resp3] = pools;
         Arc::new(Upstream {
-            pinned: PinnedPool::new(config.clone()),
+            pinned: PinnedPool::new(config.clone(), health.clone()),
+            standby: Arc::default(),
             config,
             resp2,
             resp3,
@@ -153,6 +156,10 @@ impl Upstream {
         if lane == Lane::Shared {
             return self.conn(proto, client_id);
         }
+        if lane == Lane::Slow {
+            // What ends a slow command must not wait for a connection to open behind it.
+            self.ready_out_of_band();
+        }
         let i = match proto {
             Protocol::Resp2 => 0,
             Protocol::Resp3 => 1,
@@ -189,7 +196,20 @@ impl Upstream {
         bytes: bytes::Bytes,
         budget: Option<Arc<super::ReplyBudget>>,
     ) -> tokio::sync::oneshot::Receiver<super::Reply> {
-        lanes::send(self.config.clone(), proto, bytes, budget)
+        lanes::send(
+            self.config.clone(),
+            self.health.clone(),
+            self.standby.clone(),
+            proto,
+            bytes,
+            budget,
+        )
+    }
+
+    /// Have a connection ready for the next out-of-band command (see [`lanes::Standby`]): called
+    /// when a command that may keep the server busy is sent (the slow lane, a pinned connection).
+    pub fn ready_out_of_band(&self) {
+        self.standby.ready(&self.config, &self.health);
     }
 
     /// The connection a client uses. A client always uses the same one per protocol, so its

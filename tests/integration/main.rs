@@ -6,6 +6,7 @@ mod support;
 mod basics;
 mod blocked_disconnect;
 mod busy_not_down;
+mod busy_upstream;
 mod client_commands;
 mod client_unblock;
 mod clients;
