@@ -26,7 +26,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "blocking command").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.forward_any(spec, req).await;
@@ -42,7 +42,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "transaction").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.out.pin.needs.watching = true;

@@ -362,6 +362,11 @@ impl<'f> Outgoing<'f> {
             // SCRIPT KILL and the like: a connection of its own, not behind the busy command.
             return upstream.out_of_band(c.proto, bytes, budget);
         }
+        if let Some(db) = c.tenant.as_ref().and_then(|t| t.db) {
+            // Boxed: rare, and inline its state would grow every idle session.
+            let conn = upstream.conn_in_db(db, self.pin.lane(), c.proto, c.id);
+            return Box::pin(conn.send_marked(bytes, count, budget, slow)).await;
+        }
         upstream
             .conn_in(self.pin.lane(), c.proto, c.id)
             .send_marked(bytes, count, budget, slow)
