@@ -10,6 +10,7 @@ mod client_commands;
 mod client_unblock;
 mod clients;
 mod config_errors;
+mod delay_relay;
 mod deploy;
 mod faults;
 mod flapping;
