@@ -11,7 +11,7 @@
 //!   protocol, each with one writer that coalesces many clients' commands into one write, a FIFO of
 //!   reply slots, and one reader that finds reply boundaries ([`protocol::scanner`]) and hands raw bytes
 //!   back. Reconnects with backoff; never resends a write whose fate is unknown. [`upstream::health`]
-//!   judges whether the upstream answers; while it is down, [`fallback`] has the in-memory
+//!   judges whether the upstream answers; while it is down, [`local_only`] has the in-memory
 //!   [`engine`] serve instead (local-only mode), as it always does with no upstream (standalone
 //!   mode), and settles what it held once the upstream is back.
 //! - `pubsub` fans Pub/Sub out: one upstream subscription per channel per respite, shared by every
@@ -31,7 +31,7 @@ mod clock;
 pub mod command;
 pub mod config;
 pub mod engine;
-pub mod fallback;
+pub mod local_only;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -27,6 +27,9 @@ pub const UPSTREAM_HEALTH: &str = "respite_upstream_health";
 pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "respite_upstream_health_transitions_total";
 pub const UPSTREAM_PROBE_RTT_SECONDS: &str = "respite_upstream_probe_rtt_seconds";
 pub const BUILD_INFO: &str = "respite_build_info";
+pub const CLUSTER_REDIRECTS_TOTAL: &str = "respite_cluster_redirects_total";
+pub const CLUSTER_REFRESHES_TOTAL: &str = "respite_cluster_topology_refreshes_total";
+pub const CLUSTER_SPLITS_TOTAL: &str = "respite_cluster_split_commands_total";
 pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
 pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
 pub const LOCAL_ONLY: &str = "respite_local_only";
@@ -40,6 +43,10 @@ pub const UPSTREAM_RTT_SECONDS: &str = "respite_upstream_rtt_seconds";
 pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
 pub const UPSTREAM_SHARED_CONNECTIONS: &str = "respite_upstream_shared_connections";
 pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
+pub const RECOVERY_REPLAYED_TOTAL: &str = "respite_recovery_replayed_total";
+pub const RECOVERY_CONFLICTS_TOTAL: &str = "respite_recovery_conflicts_total";
+pub const RECOVERY_UNKNOWN_TOTAL: &str = "respite_recovery_unknown_fate_total";
+pub const RECOVERY_DISCARDED_TOTAL: &str = "respite_recovery_discarded_writes_total";
 
 /// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -192,6 +199,21 @@ pub fn upstream_pinned_refused() {
     counter!(UPSTREAM_PINNED_REFUSED_TOTAL).increment(1);
 }
 
+/// A cluster redirection followed (`moved`, `ask`, `tryagain`).
+pub fn cluster_redirect(kind: &'static str) {
+    counter!(CLUSTER_REDIRECTS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// A cluster topology read that changed the slot map.
+pub fn cluster_refresh() {
+    counter!(CLUSTER_REFRESHES_TOTAL).increment(1);
+}
+
+/// A multi-key command split over nodes (`node`: how many parts) or fanned out to every primary.
+pub fn cluster_split(kind: &'static str) {
+    counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(1);
+}
+
 pub fn upstream_reconnect(protocol: &'static str) {
     counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
 }
@@ -257,6 +279,26 @@ pub fn upstream_shared_connections() -> Gauge {
 
 pub fn config_reload(ok: bool) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// A `POST /reload` the admin port's gate turned away (no token, a wrong one, or a listener that
+/// is not loopback): nothing was reloaded.
+pub fn reload_refused() {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => "refused").increment(1);
+}
+
+/// What one recovery's replay did: writes applied upstream, those whose upstream reply differed
+/// in kind from the local one, and those whose fate is unknown (the upstream failed with them in
+/// flight; never resent).
+pub fn recovery_replayed(replayed: u64, conflicts: u64, unknown: u64) {
+    counter!(RECOVERY_REPLAYED_TOTAL).increment(replayed);
+    counter!(RECOVERY_CONFLICTS_TOTAL).increment(conflicts);
+    counter!(RECOVERY_UNKNOWN_TOTAL).increment(unknown);
+}
+
+/// Writes acknowledged in local-only mode and discarded at recovery (`drop`, `invalidate`).
+pub fn recovery_discarded(n: u64) {
+    counter!(RECOVERY_DISCARDED_TOTAL).increment(n);
 }
 
 pub fn batch_histograms() -> (Histogram, Histogram) {
@@ -338,6 +380,23 @@ pub fn describe() {
         "1 while local-only mode answers clients (the upstream is down), else 0"
     );
     describe_gauge!(LOCAL_ENGINE_KEYS, "Keys the local engine holds");
+    describe_counter!(
+        RECOVERY_REPLAYED_TOTAL,
+        "Writes acknowledged in local-only mode and replayed upstream at recovery"
+    );
+    describe_counter!(
+        RECOVERY_CONFLICTS_TOTAL,
+        "Replayed writes whose upstream reply differed in kind from the local one"
+    );
+    describe_counter!(
+        RECOVERY_UNKNOWN_TOTAL,
+        "Replayed writes in flight when the upstream failed again: fate unknown, not resent"
+    );
+    describe_counter!(
+        RECOVERY_DISCARDED_TOTAL,
+        "Writes acknowledged in local-only mode and discarded at recovery (on_recovery drop or invalidate)"
+    );
+
     describe_gauge!(
         LOCAL_ENGINE_BYTES,
         "Memory the local engine accounts for, in bytes"
@@ -360,9 +419,9 @@ pub fn describe() {
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,
-        "Configuration reloads (SIGHUP or POST /reload), by result"
+        "Configuration reloads (SIGHUP or POST /reload), by result: ok, error, or refused (a POST /reload the admin port turned away)"
     );
-    for result in ["ok", "error"] {
+    for result in ["ok", "error", "refused"] {
         counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
     }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");

@@ -128,7 +128,7 @@ pub(crate) fn note_write(
     let start = written.keys.len();
     let wide = written.note(spec, args, prefix);
     if flushes(spec) {
-        cache.flush_local();
+        cache.flush_sent_through();
     }
     for key in &written.keys[start..] {
         cache.invalidate(key);
@@ -141,7 +141,7 @@ pub(crate) fn note_write(
 pub(crate) fn answered(cache: Option<&NearCache>, written: &Written, unanswered: &Unanswered) {
     if let Some(cache) = cache {
         if written.flush {
-            cache.flush_local();
+            cache.flush_sent_through();
         }
         for key in &written.keys {
             cache.invalidate(key);

@@ -9,7 +9,7 @@
 //!   again once its reply is in ([`NearCache::invalidate`]); the session also bypasses the cache
 //!   for a client's reads of keys it has a write of unanswered (of every key, while a script or
 //!   a flush is unanswered), so a client always reads its own writes.
-//! - The tracking connections (`tracking`) apply fills and invalidation pushes in the order the
+//! - The tracking connections (`tracking_conns`) apply fills and invalidation pushes in the order the
 //!   upstream sent them, one frame at a time; see [`store`] for why that keeps stale fills out.
 //! - Losing a tracking connection, or its heartbeat, empties the cache, and nothing is served
 //!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
@@ -18,7 +18,7 @@ pub(crate) mod coherence;
 pub mod reads;
 mod rules;
 pub mod store;
-mod tracking;
+mod tracking_conns;
 
 pub use crate::config::{CacheConfig, Rule};
 pub use reads::{ReadKind, Sig};
@@ -57,7 +57,7 @@ pub enum FlushReason {
     /// `invalidate` with a null key list: FLUSHALL, FLUSHDB, SWAPDB on the upstream.
     Upstream,
     /// A FLUSHALL / FLUSHDB / SWAPDB sent through respite.
-    Local,
+    SentThrough,
     /// A tracking connection was lost or went silent: invalidations may have been missed.
     TrackingLost,
     /// A reload changed the `near_cache.rule` entries.
@@ -68,7 +68,7 @@ impl FlushReason {
     fn label(self) -> &'static str {
         match self {
             FlushReason::Upstream => "upstream",
-            FlushReason::Local => "local",
+            FlushReason::SentThrough => "local",
             FlushReason::TrackingLost => "tracking_lost",
             FlushReason::Reload => "reload",
         }
@@ -111,7 +111,7 @@ impl Shared {
 /// The near cache for one upstream.
 pub struct NearCache {
     shared: Arc<Shared>,
-    fills: Vec<tokio::sync::mpsc::Sender<tracking::FillJob>>,
+    fills: Vec<tokio::sync::mpsc::Sender<tracking_conns::FillJob>>,
     hasher: foldhash::fast::FixedState,
     rules: ArcSwap<Rules>,
     /// Hit counters by tenant label ("" for clients without a tenant); only grows.
@@ -148,7 +148,9 @@ impl NearCache {
         // Off until tracking is acknowledged: the sweeper publishes what is actually up.
         gauge!(ENABLED).set(0.0);
         let fills = (0..shared.config.connections)
-            .map(|index| tracking::spawn(index, shared.clone(), upstream.clone(), shutdown.clone()))
+            .map(|index| {
+                tracking_conns::spawn(index, shared.clone(), upstream.clone(), shutdown.clone())
+            })
             .collect();
         let cache = Arc::new(NearCache {
             shared,
@@ -256,7 +258,7 @@ impl NearCache {
 
     fn send_fill(&self, index: usize, ticket: store::Ticket, args: &[Bytes]) -> bool {
         let command = reads::fill_command(args, &ticket.key);
-        let job = tracking::FillJob {
+        let job = tracking_conns::FillJob {
             ticket,
             command,
             sent: self.shared.store.now(),
@@ -335,8 +337,8 @@ impl NearCache {
     }
 
     /// A FLUSHALL, FLUSHDB or SWAPDB passed through respite.
-    pub fn flush_local(&self) {
-        self.shared.flush(FlushReason::Local);
+    pub fn flush_sent_through(&self) {
+        self.shared.flush(FlushReason::SentThrough);
     }
 
     /// Numbers for `/stats`.

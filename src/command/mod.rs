@@ -21,14 +21,14 @@ mod options;
 mod route;
 mod slow;
 mod table;
-mod upstream;
+mod upstream_table;
 
 pub use bits::{AclCategories, Flags, KeySpecFlags};
 pub use keys::{KeyError, KeyRef, Keys, keys};
 pub use options::{SortOptions, sort_options};
 pub use route::route;
 pub use slow::known_slow;
-pub use upstream::{NOT_BUILT_IN, TableError, UpstreamCommands};
+pub use upstream_table::{NOT_BUILT_IN, TableError, UpstreamCommands};
 
 /// Where a command goes. Decided by respite, not by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,54 @@ fn urls() {
 }
 
 #[test]
+fn cluster_urls_list_their_seeds() {
+    let u = parse_url("redis+cluster://u:p%40@10.0.0.1:7000,10.0.0.2:7001,h3").unwrap();
+    assert!(u.is_cluster() && !u.tls);
+    assert_eq!(u.seeds, ["10.0.0.1:7000", "10.0.0.2:7001", "h3:6379"]);
+    assert_eq!(u.addr, UpstreamAddr::Tcp("10.0.0.1:7000".into()));
+    assert_eq!(
+        (u.username.as_deref(), u.password.as_deref()),
+        (Some("u"), Some("p@"))
+    );
+    let u = parse_url("rediss+cluster://h:1").unwrap();
+    assert!(u.is_cluster() && u.tls);
+    assert!(!parse_url("redis://h:1").unwrap().is_cluster());
+    assert!(
+        parse_url("redis+cluster://h:1/2")
+            .unwrap_err()
+            .contains("database 0")
+    );
+    assert!(
+        parse_url("redis+cluster://h:1,,h:2")
+            .unwrap_err()
+            .contains("missing host")
+    );
+    assert!(
+        parse_url("redis+cluster://h:1,h:x")
+            .unwrap_err()
+            .contains("port")
+    );
+    // The same form as a setting (REDIS_URL and --upstream both set `upstream.url`).
+    let c = from_str_with(
+        "",
+        "proxy.toml",
+        &vec![(
+            "upstream.url".to_string(),
+            "redis+cluster://a:1,b:2".to_string(),
+        )],
+        &vec![],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.unwrap().url.seeds, ["a:1", "b:2"]);
+    let c =
+        parse("[upstream]\nurl = \"redis+cluster://a:1\"\n[local_only]\nenabled = true\n").unwrap();
+    assert!(
+        !c.local_only.enabled,
+        "local-only mode is off for a cluster"
+    );
+}
+
+#[test]
 fn near_cache_errors_name_the_key_and_line() {
     let base = "[upstream]\nurl = \"redis://a:1\"\n[near_cache]\nenabled = true\n";
     let c = parse(&format!(
@@ -139,9 +187,11 @@ fn health_and_local_only() {
         LocalOnlyConfig {
             enabled: true,
             writes: LocalWrites::Apply,
-            on_recovery: OnRecovery::Invalidate,
+            on_recovery: OnRecovery::Replay,
+            journal_max_bytes: 64 * 1024 * 1024,
             stale_reads: Duration::ZERO,
             rules: Vec::new(),
+            serve_before_first_contact: false,
         }
     );
     assert_eq!(h.busy_grace, Duration::from_secs(30));
@@ -554,4 +604,207 @@ fn local_maxmemory_policy_is_a_redis_policy_name() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("local.maxmemory_policy"), "{e}");
+}
+
+#[test]
+fn urls_the_url_standard_refuses_are_refused_naming_key_and_source() {
+    for (url, says) in [
+        ("redis://bad host:6379", "not a valid URL"),
+        ("redis://h:0", "port 0"),
+        ("redis://h:65536", "1 to 65535"),
+        ("redis://h:1?db=2", "path"),
+        ("unix://relative/r.sock", "absolute path"),
+        ("redis://:6379", "valid URL"),
+    ] {
+        let e = parse_url(url).unwrap_err();
+        assert!(e.contains(says), "{url}: {e}");
+        let e = from_str_with(
+            "",
+            "proxy.toml",
+            &vec![],
+            &vec![("upstream.url".into(), url.into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("command line: invalid value for `upstream.url`"),
+            "{url}: {e}"
+        );
+    }
+    let e = parse("\n[upstream]\nurl = \"redis://bad host:6379\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("proxy.toml line 3:"), "{e}");
+    // Still read: a password alone, IPv6, unix paths with an escaped space.
+    let u = parse_url("redis://secret@h").unwrap();
+    assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+    assert_eq!(
+        parse_url("redis://[::1]:7000").unwrap().addr,
+        UpstreamAddr::Tcp("[::1]:7000".into())
+    );
+    assert_eq!(
+        parse_url("unix:///tmp/a%20b.sock").unwrap().addr,
+        UpstreamAddr::Unix("/tmp/a b.sock".into())
+    );
+}
+
+#[test]
+fn an_upstream_that_is_respites_own_listener_is_refused() {
+    let flags = |url: &str, listen: &str| -> Overrides {
+        vec![
+            ("upstream.url".into(), url.into()),
+            ("listen.tcp".into(), listen.into()),
+        ]
+    };
+    for (url, listen) in [
+        ("redis://127.0.0.1:6380", "127.0.0.1:6380"),
+        ("redis://localhost:6380", "127.0.0.1:6380"),
+        ("redis://127.0.0.1:7000", "0.0.0.0:7000"),
+        ("redis://u:pw@[::1]:6380", "[::]:6380"),
+    ] {
+        let e = from_str_with("", "proxy.toml", &vec![], &flags(url, listen))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream.url") && e.contains("own listener") && !e.contains("pw@"),
+            "{url}: {e}"
+        );
+    }
+    for (url, listen) in [
+        ("redis://127.0.0.1:6379", "127.0.0.1:6380"),
+        ("redis://10.0.0.1:6380", "127.0.0.1:6380"),
+    ] {
+        assert!(from_str_with("", "proxy.toml", &vec![], &flags(url, listen)).is_ok());
+    }
+    let e = parse("[listen]\nunix = \"/run/r.sock\"\n[upstream]\nurl = \"unix:///run/r.sock\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listen.unix") && e.contains("line 4"), "{e}");
+}
+
+/// The shipped proxy.toml holds exactly the built-in defaults (what differs appears only as a
+/// commented example), and every key the docs' configuration table lists is in it.
+#[test]
+fn the_shipped_file_is_the_defaults_and_lists_every_documented_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("proxy.toml")).unwrap();
+    let default = format!("{:?}", RawConfig::default());
+    let table: toml::Table = toml::from_str(&shipped).expect("proxy.toml is TOML");
+    let mut keys = std::collections::BTreeSet::new();
+    for (section, v) in &table {
+        let toml::Value::Table(t) = v else {
+            panic!("top-level `{section}` is not a section")
+        };
+        for (key, value) in t {
+            keys.insert(format!("{section}.{key}"));
+            // Each key alone, so a difference names its key.
+            let one = format!("[{section}]\n{key} = {value}\n");
+            let raw: RawConfig = toml::from_str(&one).unwrap();
+            assert_eq!(
+                format!("{raw:?}"),
+                default,
+                "proxy.toml: {section}.{key} = {value} is not the default"
+            );
+        }
+    }
+    let raw: RawConfig = toml::from_str(&shipped).unwrap();
+    assert_eq!(format!("{raw:?}"), default);
+    // The documented keys: the first column of the configuration tables (`section.key`).
+    let mut docs = std::fs::read_to_string(root.join("README.md")).unwrap();
+    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+        for f in dir.flatten() {
+            docs.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+        }
+    }
+    let mut missing = Vec::new();
+    for line in docs.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or("");
+        if first.contains("[[") || first.contains("[]") {
+            continue;
+        }
+        for key in first.split('`').skip(1).step_by(2) {
+            let Some((section, _)) = key.split_once('.') else {
+                continue;
+            };
+            let sections = [
+                "listen",
+                "limits",
+                "upstream",
+                "admin",
+                "log",
+                "runtime",
+                "local",
+                "health",
+                "local_only",
+                "near_cache",
+            ];
+            if sections.contains(&section) && !keys.contains(key) {
+                missing.push(key.to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "documented, not in proxy.toml: {missing:?}"
+    );
+}
+
+#[test]
+fn a_tenant_database_is_its_own() {
+    let tenant = |name: &str, prefix: &str, db: &str| {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\nusername = \"{name}\"\npassword = \"pw-{name}\"\nprefix = \"{prefix}\"\nallow = [\"@all\"]\n{db}\n"
+        )
+    };
+    let up = "[upstream]\nurl = \"redis://h:1/2\"\n";
+    let c = parse(&format!(
+        "{up}{}{}",
+        tenant("a", "a:", "db = 3"),
+        tenant("b", "b:", "")
+    ))
+    .unwrap();
+    let t = c.tenants.unwrap();
+    assert_eq!((t.tenants[0].db, t.tenants[1].db), (Some(3), None));
+    for (toml, key, says) in [
+        (
+            format!(
+                "{up}{}{}",
+                tenant("a", "a:", "db = 3"),
+                tenant("b", "b:", "db = 3")
+            ),
+            "tenant[1].db",
+            "also tenant[0]'s",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = 2")),
+            "tenant[0].db",
+            "upstream.url's",
+        ),
+        (
+            format!("{up}{}", tenant("a", "", "db = 3")),
+            "tenant[0].db",
+            "needs a prefix",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = -1")),
+            "tenant[0].db",
+            "from 0",
+        ),
+        (
+            tenant("a", "a:", "db = 3"),
+            "tenant[0].db",
+            "needs an upstream",
+        ),
+        (
+            format!(
+                "[upstream]\nurl = \"redis+cluster://h:1\"\n{}",
+                tenant("a", "a:", "db = 3")
+            ),
+            "tenant[0].db",
+            "database 0 only",
+        ),
+    ] {
+        let e = parse(&toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{e}");
+    }
 }

@@ -23,14 +23,14 @@
 //!   answered here ([`local`]) under the same lock, so a confirmation there is enough at once.
 mod acl;
 mod frames;
+mod in_process;
 mod link;
-mod local;
 mod outbox;
 mod subscriber;
 
 pub(crate) use acl::{Refusal, dryrun, verdict};
 pub(crate) use frames::pong;
-pub(crate) use local::answer;
+pub(crate) use in_process::answer;
 pub(crate) use outbox::Outbox;
 pub(crate) use subscriber::Subscriber;
 
@@ -249,9 +249,9 @@ impl Hub {
         }
     }
 
-    /// Local subscribers of `name`, and whether respite's own upstream subscription to it is
+    /// In-process subscribers of `name`, and whether respite's own upstream subscription to it is
     /// confirmed (the upstream then counts respite as one subscriber).
-    pub fn local(&self, name: &Name) -> (usize, bool) {
+    pub fn in_process(&self, name: &Name) -> (usize, bool) {
         let reg = self.lock();
         reg.entries
             .get(name)
@@ -421,7 +421,7 @@ mod tests {
             drained(&pushed),
             "+confirmed\r\n>3\r\n$7\r\nmessage\r\n$6\r\nt:news\r\n$2\r\nhi\r\n"
         );
-        assert_eq!(hub.local(&name), (2, false));
+        assert_eq!(hub.in_process(&name), (2, false));
         hub.detach(&name, 1, Some((&plain, Bytes::from_static(b"+left\r\n"))));
         hub.dispatch(&name, b"t:news", b"again");
         assert_eq!(drained(&plain), "+left\r\n", "nothing after leaving");

@@ -6,7 +6,7 @@
 //! ([`crate::reload`]), and on shutdown stops accepting, lets every session finish the commands it
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
-//! Who answers instead of the upstream (standalone and local-only mode) is [`crate::fallback`]'s.
+//! Who answers instead of the upstream (standalone and local-only mode) is [`crate::local_only`]'s.
 mod fifo;
 mod io;
 mod session;
@@ -15,7 +15,7 @@ mod tls_io;
 use crate::command::CommandSpec;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::fallback::{self, Answerer};
+use crate::local_only::{self, Answerer};
 use crate::reload::{Live, Sources};
 use crate::upstream::Upstream;
 use crate::upstream::health::{self, Health};
@@ -175,7 +175,7 @@ pub(crate) struct Shared {
     /// The near cache, when `[near_cache]` is enabled.
     pub cache: Option<Arc<crate::cache::NearCache>>,
     /// What local-only mode leaves to undo: the keys written locally, and the recovery fence.
-    pub outage: Arc<fallback::Outage>,
+    pub outage: Arc<local_only::Outage>,
     /// What all clients' unread replies and unfinished requests may hold together
     /// (`limits.max_client_memory`).
     pub client_memory: Arc<crate::upstream::ClientMemory>,
@@ -188,7 +188,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Who answers `spec` (with the client's `args`) instead of the upstream, or `None` to
-    /// forward it (see [`fallback`]).
+    /// forward it (see [`local_only`]).
     pub(crate) fn answerer(
         &self,
         spec: &CommandSpec,
@@ -203,7 +203,7 @@ impl Shared {
         {
             return None;
         }
-        fallback::answerer(
+        local_only::answerer(
             self.engine.as_deref(),
             self.health.as_deref(),
             &self.config.local_only,
@@ -240,6 +240,8 @@ pub async fn run_reloadable(
     sources: Option<Sources>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // INFO's uptime counts from here.
+    crate::policy::info::started();
     let reloadable = sources.is_some();
     // First, so no SIGHUP from here on ends the process (its default action).
     let hup = match reloadable {
@@ -262,14 +264,14 @@ pub async fn run_reloadable(
             config.local_eviction,
         ))
     });
-    let outage = Arc::new(fallback::Outage::default());
-    // on_recovery = "invalidate" or "merge": the transition hands the work to a task that does
+    let outage = Arc::new(local_only::Outage::new(local_only.journal_max_bytes));
+    // on_recovery = "replay", "invalidate" or "merge": the transition hands the work to a task that does
     // it upstream (the hook itself cannot wait on the upstream).
     let (recoveries, recovery_rx) = tokio::sync::mpsc::unbounded_channel();
     let upstream = config.upstream.clone().map(|u| {
         let options = health::Options {
             fail_inflight_on_down: local_only.enabled,
-            on_transition: fallback::on_transition(
+            on_transition: local_only::on_transition(
                 engine.clone(),
                 local_only.on_recovery,
                 outage.clone(),
@@ -281,6 +283,14 @@ pub async fn run_reloadable(
     let health = upstream.as_ref().map(|u| u.health().clone());
     let tenants = live.tenants();
     let cache = match (&config.near_cache, &upstream) {
+        // Its tracking connections would watch one node only: the others' writes would never
+        // invalidate. Off until tracking runs per primary.
+        (Some(_), Some(u)) if u.config().url.is_cluster() => {
+            tracing::warn!(
+                "near cache off: the upstream is a cluster (tracking per node is not built yet)"
+            );
+            None
+        }
         (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
             c.clone(),
             Arc::new(u.config().clone()),
@@ -298,7 +308,7 @@ pub async fn run_reloadable(
         live.attach_cache(c.clone());
     }
     if let Some(u) = &upstream {
-        tokio::spawn(fallback::recovery_task(
+        tokio::spawn(local_only::recovery_task(
             u.clone(),
             recovery_rx,
             outage.clone(),
@@ -378,10 +388,16 @@ pub async fn run_reloadable(
     // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
     let stop_admin = CancellationToken::new();
     let admin_task = admin.map(|l| {
+        let control = admin::Control {
+            loopback: l.local_addr().is_ok_and(|a| a.ip().is_loopback()),
+            token_file: config.admin_reload_token_file.clone(),
+        };
         let state = admin::State {
+            control,
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
             local_only: local_only.enabled,
+            before_first_contact: local_only.serve_before_first_contact,
             engine: shared.engine.clone(),
             cache: cache.clone(),
             live: live.clone(),
@@ -451,7 +467,7 @@ pub async fn run_reloadable(
 pub(crate) struct Accepted {
     pub stream: session::ClientStream,
     pub peer: String,
-    pub local: String,
+    pub local_addr: String,
 }
 
 async fn accept_tcp(l: Option<&Acceptor<std::net::TcpListener>>) -> std::io::Result<Accepted> {
@@ -461,11 +477,11 @@ async fn accept_tcp(l: Option<&Acceptor<std::net::TcpListener>>) -> std::io::Res
     let (s, peer) = l.accept(|l| l.accept()).await?;
     s.set_nonblocking(true)?;
     let _ = s.set_nodelay(true);
-    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local_addr = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
     Ok(Accepted {
         stream: session::ClientStream::Tcp(s),
         peer: peer.to_string(),
-        local,
+        local_addr,
     })
 }
 
@@ -485,14 +501,14 @@ async fn accept_unix(
     };
     let (s, _) = l.accept(|l| l.accept()).await?;
     s.set_nonblocking(true)?;
-    let local = s
+    let path = s
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
         .unwrap_or_default();
     Ok(Accepted {
         stream: session::ClientStream::Unix(s),
-        peer: format!("{local}:0"),
-        local: format!("{local}:0"),
+        peer: format!("{path}:0"),
+        local_addr: format!("{path}:0"),
     })
 }

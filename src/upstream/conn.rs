@@ -27,7 +27,7 @@
 //! is the session's business.
 use super::activity::Activity;
 use super::backoff::{Backoff, Waited, fail_fast};
-use super::error::{Closer, CommandError, Deadline, Kind, UpstreamError};
+use super::error::{Closer, Deadline, Kind, NoReply, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
 use super::lanes::Lane;
@@ -131,6 +131,9 @@ pub(super) struct ConnTask {
     /// A slow- or bulk-lane connection (see [`super::lanes`]) is not one of the pool's: it does
     /// not count towards the upstream's health; a slow lane's commands have no reply deadline.
     pub(super) lane: Lane,
+    /// One of the URL's database's pool connections: its ups and downs are the upstream's
+    /// health (and the live-connection gauges). False for lanes and tenants' own databases.
+    pub(super) counted: bool,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
     pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
@@ -153,7 +156,7 @@ impl ConnTask {
     pub(super) async fn run(mut self) {
         let label = proto_label(self.proto);
         let mut backoff = Backoff::new(&self.config);
-        let pooled = self.lane == Lane::Shared;
+        let pooled = self.counted;
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();
@@ -210,7 +213,7 @@ impl ConnTask {
             let fail = |job: Job| {
                 let _ = job
                     .reply
-                    .send(Err(CommandError::Unavailable(cause.clone()).into()));
+                    .send(Err(NoReply::Unavailable(cause.clone()).into()));
             };
             let recovering = became(&mut self.state, |s| s == health::State::Recovering);
             if fail_fast(retry.delay, &mut self.rx, fail, recovering).await == Waited::Closed {
@@ -226,7 +229,8 @@ impl ConnTask {
             Lane::Slow => "respite-slow",
             Lane::Bulk => "respite-bulk",
         };
-        let opened = handshake::open(&self.config, self.proto, name).await?;
+        let opened =
+            handshake::open_patient(&self.config, self.proto, name, &self.health, None).await?;
         if let Ok(mut slot) = self.info.write() {
             *slot = Some(opened.info);
         }
@@ -275,8 +279,8 @@ impl ConnTask {
             UpstreamError::new(self.addr.clone(), Kind::Closed(Closer::Shutdown))
         });
         let cause = Arc::new(cause);
-        let lost = CommandError::Lost(cause.clone());
-        let not_sent = CommandError::NotSent(cause);
+        let lost = NoReply::Lost(cause.clone());
+        let not_sent = NoReply::NotSent(cause);
         for job in unsent {
             let _ = job.reply.send(Err(not_sent.clone().into()));
         }

@@ -3,7 +3,7 @@
 //! [`UpstreamError`] is why a connection to the upstream (a pool's, the health probe's or a near
 //! cache tracking connection's) failed or could not be made, with the upstream's address. Its
 //! [`Kind`] is decided where the failure is seen: a refusal is told from an outage where the
-//! handshake's reply is read, a timeout where its deadline passes. [`CommandError`] is what one
+//! handshake's reply is read, a timeout where its deadline passes. [`NoReply`] is what one
 //! command gets when such a failure leaves it without a reply. Text is made only by `Display`,
 //! where a client (`-ERR …`) or a log line needs it; no code here or elsewhere reads it back.
 use crate::metrics::{self, Side};
@@ -23,7 +23,7 @@ impl From<std::io::Error> for IoError {
 }
 
 /// A connection to the upstream failed, or could not be made. `Display` is the cause alone (the
-/// address is a field, for logs and for [`CommandError::Unavailable`]'s text).
+/// address is a field, for logs and for [`NoReply::Unavailable`]'s text).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}")]
 pub struct UpstreamError {
@@ -238,7 +238,7 @@ impl UpstreamError {
 /// The connection's failure is shared, not copied: one failure answers every command it cut
 /// short, and a [`Reply`](super::Reply) stays small on the path every command takes.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum CommandError {
+pub enum NoReply {
     /// Not sent: no connection to the upstream right now.
     #[error("upstream {} unavailable: {}", .0.addr, .0)]
     Unavailable(Arc<UpstreamError>),
@@ -258,14 +258,14 @@ pub enum CommandError {
     Lost(Arc<UpstreamError>),
 }
 
-impl CommandError {
+impl NoReply {
     /// The `kind` label this error counts under in `respite_errors_total`.
     pub fn kind(&self) -> metrics::ErrorKind {
         match self {
-            CommandError::Lost(e) if matches!(e.kind, Kind::TimedOut(Deadline::Reply(_))) => {
+            NoReply::Lost(e) if matches!(e.kind, Kind::TimedOut(Deadline::Reply(_))) => {
                 metrics::ErrorKind::Timeout
             }
-            CommandError::Overflow { .. } => metrics::ErrorKind::Refused,
+            NoReply::Overflow { .. } => metrics::ErrorKind::Refused,
             _ => metrics::ErrorKind::Upstream,
         }
     }
@@ -274,10 +274,8 @@ impl CommandError {
     /// connection's failure's side.
     pub fn side(&self) -> Side {
         match self {
-            CommandError::Overflow { .. } => Side::Client,
-            CommandError::Unavailable(e) | CommandError::NotSent(e) | CommandError::Lost(e) => {
-                e.side()
-            }
+            NoReply::Overflow { .. } => Side::Client,
+            NoReply::Unavailable(e) | NoReply::NotSent(e) | NoReply::Lost(e) => e.side(),
         }
     }
 }
@@ -334,13 +332,13 @@ mod tests {
     #[test]
     fn client_texts() {
         let timeout = err(Kind::TimedOut(Deadline::Reply(Duration::from_millis(500))));
-        let lost = CommandError::Lost(Arc::new(timeout));
+        let lost = NoReply::Lost(Arc::new(timeout));
         assert_eq!(
             lost.to_string(),
             "upstream connection lost with the command in flight (no reply within 500ms); it may or may not have run"
         );
         assert_eq!(lost.kind(), metrics::ErrorKind::Timeout);
-        let closed = CommandError::Lost(Arc::new(err(Kind::Lost(Lost::Closed))));
+        let closed = NoReply::Lost(Arc::new(err(Kind::Lost(Lost::Closed))));
         assert_eq!(
             closed.to_string(),
             "upstream connection lost with the command in flight (upstream closed the connection); it may or may not have run"
@@ -348,18 +346,18 @@ mod tests {
         assert_eq!(closed.kind(), metrics::ErrorKind::Upstream);
         let refused = err(Kind::Refused(Refusal::Hello("WRONGPASS x".into())));
         assert_eq!(
-            CommandError::Unavailable(Arc::new(refused)).to_string(),
+            NoReply::Unavailable(Arc::new(refused)).to_string(),
             "upstream 127.0.0.1:6379 unavailable: HELLO refused: WRONGPASS x"
         );
         assert_eq!(
-            CommandError::NotSent(Arc::new(err(Kind::Closed(Closer::LocalOnly)))).to_string(),
+            NoReply::NotSent(Arc::new(err(Kind::Closed(Closer::LocalOnly)))).to_string(),
             "upstream 127.0.0.1:6379 unavailable: upstream is down (health probes failed); local-only mode took over; the command was not sent"
         );
-        let overflow = CommandError::Overflow { limit: 10 };
+        let overflow = NoReply::Overflow { limit: 10 };
         assert_eq!(overflow.kind(), metrics::ErrorKind::Refused);
         assert_eq!(overflow.side(), Side::Client);
         assert_eq!(
-            CommandError::Lost(Arc::new(err(Kind::Closed(Closer::Shutdown)))).side(),
+            NoReply::Lost(Arc::new(err(Kind::Closed(Closer::Shutdown)))).side(),
             Side::Internal
         );
     }

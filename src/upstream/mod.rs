@@ -8,12 +8,14 @@
 //!   near-cache tracking). [`marker`]: the per-batch marker that proves replies still pair with
 //!   their commands. [`backoff`]: the reconnect delays and the fail-fast wait in between.
 //! - [`reply`]: what a client gets back ([`Reply`], [`Partial`], [`ReplyBudget`]); [`error`]:
-//!   why it did not ([`CommandError`]), and why a connection failed ([`UpstreamError`]).
-//! - [`commands`]: the upstream's own command table, read once at start.
+//!   why it did not ([`NoReply`]), and why a connection failed ([`UpstreamError`]).
+//! - [`command_fetch`]: the upstream's own command table, read once at start.
 //! - [`lanes`]: which connection a command goes on (shared, slow, or one of its own for SCRIPT
 //!   KILL and the like), so a slow command never holds up fast ones.
 //! - [`pinned`]: connections of one client's own (WATCH, blocking commands, another database),
 //!   leased from a bounded pool and taken back only after a verified reset.
+//! - [`cluster`]: a Redis or Valkey Cluster behind the same pools: each pool connection a
+//!   router to the node of each command's slot, every node an upstream of its own.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
 //!   [`probe`]'s PINGs; [`activity`]: what tells a busy upstream from a dead one.
 //!
@@ -21,7 +23,9 @@
 //! the session's business.
 pub mod activity;
 pub mod backoff;
-pub mod commands;
+pub mod blockable;
+pub mod cluster;
+pub mod command_fetch;
 pub mod conn;
 pub mod error;
 pub mod handshake;
@@ -33,10 +37,9 @@ mod pipe;
 pub mod pool;
 pub mod probe;
 pub mod reply;
-pub mod unblock;
 
 pub use conn::Conn;
-pub use error::{CommandError, UpstreamError};
+pub use error::{NoReply, UpstreamError};
 pub use handshake::ServerInfo;
 pub use pinned::{Monitor, PinError, Pinned, PinnedPool, PushSink};
 pub use pool::Upstream;

@@ -6,7 +6,7 @@
 //! This module must never interpret replies beyond finding their boundaries.
 use super::activity::Activity;
 use super::conn::{InFlight, Job, Slot};
-use super::error::{Closer, CommandError, Kind, Lost, ProtocolError};
+use super::error::{Closer, Kind, Lost, NoReply, ProtocolError};
 use super::handshake::{BoxRead, BoxWrite};
 use super::marker::Markers;
 use super::pinned::PushSink;
@@ -101,7 +101,7 @@ pub(super) async fn write_marked(
                 let job = jobs.pop_front().expect("the front job");
                 let _ = job
                     .reply
-                    .send(Err(Partial::from(CommandError::Overflow { limit })));
+                    .send(Err(Partial::from(NoReply::Overflow { limit })));
                 continue;
             }
             // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
@@ -327,6 +327,7 @@ pub(super) async fn read_marked(
                 if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
                     return Some(Kind::Protocol(ProtocolError::Misaligned));
                 }
+                activity.saw_refusal(super::activity::refuses_all(&buf[..scanned]));
                 buf.advance(scanned);
                 for (slot, replies) in held.drain(..) {
                     deliver(slot, replies);
@@ -373,11 +374,11 @@ fn unwanted(head: &Slot, scanned: usize) -> bool {
 pub(super) fn deliver(slot: Slot, replies: Bytes) {
     let reply = match &slot.budget {
         // Its replies were dropped as they came: the client is over its limit, or gone.
-        _ if slot.discarded => Err(Partial::from(CommandError::Overflow {
+        _ if slot.discarded => Err(Partial::from(NoReply::Overflow {
             limit: slot.budget.as_ref().map_or(0, |b| b.limit()),
         })),
         Some(b) if !b.charge(replies.len()) => {
-            Err(Partial::from(CommandError::Overflow { limit: b.limit() }))
+            Err(Partial::from(NoReply::Overflow { limit: b.limit() }))
         }
         _ => Ok(replies),
     };

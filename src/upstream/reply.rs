@@ -1,8 +1,8 @@
 //! What a client gets back for the commands it sent upstream: the raw bytes of their replies,
-//! or the part that arrived and the [`CommandError`] that cut the rest short; and the
+//! or the part that arrived and the [`NoReply`] that cut the rest short; and the
 //! [`ReplyBudget`] that bounds the replies a client has not read yet. Types only: the
 //! connection ([`super::conn`]) fills them in, the session reads them.
-use super::error::CommandError;
+use super::error::NoReply;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -16,7 +16,7 @@ pub type Reply = Result<Bytes, Partial>;
 pub struct Partial {
     pub replies: Bytes,
     pub count: usize,
-    pub error: CommandError,
+    pub error: NoReply,
 }
 
 impl Partial {
@@ -26,8 +26,8 @@ impl Partial {
     }
 }
 
-impl From<CommandError> for Partial {
-    fn from(error: CommandError) -> Self {
+impl From<NoReply> for Partial {
+    fn from(error: NoReply) -> Self {
         Partial {
             replies: Bytes::new(),
             count: 0,

@@ -28,15 +28,15 @@ pub(crate) struct Registry {
 pub(crate) struct Entry {
     pub id: u64,
     peer: String,
-    local: String,
+    local_addr: String,
     created: Instant,
     /// The id of the last command's spec (`u32::MAX`: none yet).
     last: AtomicU32,
     view: Mutex<View>,
     /// Cancelled by CLIENT KILL, or with its parent when the proxy drains: the session closes.
     pub kill: CancellationToken,
-    /// Its latest pinned lease, where CLIENT UNBLOCK finds it blocked (see `unblock`).
-    pub blockable: Mutex<Option<Arc<crate::upstream::unblock::Blockable>>>,
+    /// Its latest pinned lease, where CLIENT UNBLOCK finds it blocked (see `crate::upstream::blockable`).
+    pub blockable: Mutex<Option<Arc<crate::upstream::blockable::Blockable>>>,
     /// Where pushes for it go: the invalidations of clients tracking with REDIRECT to it.
     pub outbox: Option<Arc<crate::pubsub::Outbox>>,
 }
@@ -99,7 +99,7 @@ pub(crate) fn register(
     let entry = Arc::new(Entry {
         id: c.id,
         peer: c.peer.clone(),
-        local: c.local.clone(),
+        local_addr: c.local_addr.clone(),
         created: c.created,
         last: AtomicU32::new(u32::MAX),
         view: Mutex::new(View::of(c)),
@@ -155,7 +155,7 @@ impl Entry {
             "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
-            self.local,
+            self.local_addr,
             s(&v.name),
             self.created.elapsed().as_secs(),
             v.db,
@@ -276,6 +276,16 @@ impl Reader<'_> {
                 self.reply_error(&msg).await
             }
         }
+    }
+
+    /// The clients of this client's prefixed tenant (or, without one, of no prefixed tenant),
+    /// this one included: INFO's `connected_clients`.
+    pub(super) fn tenant_clients(&self) -> usize {
+        let mine = self.registered.entry.prefixed_tenant();
+        lock(&self.shared.clients.clients)
+            .values()
+            .filter(|e| lock(&e.view).tenant == mine)
+            .count()
     }
 
     /// The entries this client may see: all, or its prefixed tenant's.
@@ -414,7 +424,7 @@ impl Reader<'_> {
             let matches = filters.iter().all(|f| match f {
                 Filter::Id(ids) => ids.contains(&e.id),
                 Filter::Addr(a) => e.peer.as_bytes() == &a[..],
-                Filter::Laddr(a) => e.local.as_bytes() == &a[..],
+                Filter::Laddr(a) => e.local_addr.as_bytes() == &a[..],
                 Filter::User(u) => user.as_bytes() == &u[..],
                 Filter::Type(normal) => *normal,
                 Filter::SkipMe(_) => true,

@@ -12,7 +12,7 @@
 //!   bulk with the shared connections' small replies, so a client of small replies waits for
 //!   its own reply, not behind 10 MB of someone else's. The connection's reader weighs each job
 //!   ([`ReplyBudget::is_heavy`]); the choice is made at the start of a group only, and a move
-//!   between lanes keeps the client's order as any lane change does (see [`super::lanes`]).
+//!   between lanes keeps the client's order as any lane change does (see [`super::lane_choice`]).
 //!   There a heavy client has one group of at most [`BULK_GROUP`] commands in flight at a time,
 //!   and the lane at most [`BULK_INFLIGHT`](crate::upstream::lanes::BULK_INFLIGHT): what the
 //!   server copies out for the bulk lane in one go stays small enough to pass others between.

@@ -13,7 +13,7 @@
 //!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
 //!   socket.
 //! - A client's forwarded commands all go through one upstream connection at a time — its shared
-//!   one for its protocol and lane (see [`lanes`]: slow commands on the slow lane, a heavy
+//!   one for its protocol and lane (see [`lane_choice`]: slow commands on the slow lane, a heavy
 //!   client's on the bulk lane (see [`fairness`]), SCRIPT KILL and the like out of band), or its
 //!   pinned one while it holds one ([`stateful`]) — so they
 //!   run on the upstream in the order the client sent them; a switch of connection (HELLO or
@@ -35,20 +35,21 @@
 //!   the upstream. An idle client holds no read or write buffer.
 mod builtin;
 mod clients;
-mod commands;
+mod exec_splice;
 mod fairness;
 mod forward;
 mod invalidations;
-mod lanes;
+mod lane_choice;
 mod monitor;
 mod multi;
-mod multi_local;
 mod park;
 mod reader;
+mod resolve_miss;
 mod stateful;
 mod subscribe;
 mod tracking;
 mod unblock;
+mod upstream_acl;
 mod writer;
 
 use crate::cache::Fetched;
@@ -151,7 +152,7 @@ impl Keep {
 pub(crate) struct Client {
     pub id: u64,
     pub peer: String,
-    pub local: String,
+    pub local_addr: String,
     pub proto: Protocol,
     pub name: Option<Bytes>,
     pub lib_name: Option<Bytes>,
@@ -203,7 +204,7 @@ pub(crate) fn serve(
     let client = Box::new(Client {
         id,
         peer: conn.peer,
-        local: conn.local,
+        local_addr: conn.local_addr,
         proto: Protocol::Resp2,
         name: None,
         lib_name: None,
@@ -392,7 +393,7 @@ pub(crate) struct Reader<'f> {
     /// Commands since the last one timed, and the one being timed in this batch.
     sample_tick: u32,
     timed: Option<(&'static crate::command::CommandSpec, std::time::Instant)>,
-    /// The upstream lane this client's group goes on ([`lanes`]), and whether the command
+    /// The upstream lane this client's group goes on ([`lane_choice`]), and whether the command
     /// being forwarded goes out of band instead.
     lane: crate::upstream::lanes::Lane,
     oob: bool,

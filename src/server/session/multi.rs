@@ -39,8 +39,8 @@ pub(crate) struct Multi {
     select: Option<u32>,
     /// Commands queued so far (the index of the next in EXEC's array).
     count: usize,
-    /// Those respite answers itself, in EXEC's array ([`super::multi_local`]).
-    local: Vec<super::multi_local::Local>,
+    /// Those respite answers itself, in EXEC's array ([`super::exec_splice`]).
+    spliced: Vec<super::exec_splice::Spliced>,
 }
 
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -57,13 +57,7 @@ impl Reader<'_> {
             ("multi", true) => {
                 // Each upstream's own answer: Valkey rejects MULTI like any command not allowed
                 // in a transaction, which also aborts it; Redis 7.0 only refuses the nesting.
-                let valkey = self
-                    .shared
-                    .upstream
-                    .as_ref()
-                    .and_then(|u| u.server_info())
-                    .is_some_and(|i| i.server == "valkey");
-                if valkey {
+                if self.upstream_is_valkey() {
                     self.refuse_queued("ERR Command 'multi' not allowed inside a transaction")
                         .await
                 } else {
@@ -111,6 +105,20 @@ impl Reader<'_> {
 
     /// A command queued by the client: refused (and the transaction marked to abort) or queued.
     async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && spec.flags.contains(crate::command::Flags::NO_MULTI) {
+            // SAVE, SHUTDOWN and the like: refused at queue time, in the server's words (a
+            // streaming transaction's upstream refuses them itself).
+            let msg = if self.upstream_is_valkey() {
+                format!(
+                    "ERR Command '{}' not allowed inside a transaction",
+                    spec.name.split('|').next().unwrap_or(spec.name)
+                )
+            } else {
+                "ERR Command not allowed inside a transaction".to_string()
+            };
+            return self.refuse_queued(&msg).await;
+        }
         let queueable = match route {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
@@ -118,9 +126,9 @@ impl Reader<'_> {
             // Run by the upstream inside the transaction, as Redis does, or answered by respite
             // in EXEC's array.
             Route::Proxy => {
-                matches!(spec.name, "ping" | "echo") || super::multi_local::answered_here(spec.name)
+                matches!(spec.name, "ping" | "echo") || super::exec_splice::answered_here(spec.name)
             }
-            Route::Stateful(_) if super::multi_local::answered_here(spec.name) => true,
+            Route::Stateful(_) if super::exec_splice::answered_here(spec.name) => true,
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
             // nothing is ever watched.
             Route::Transaction => true,
@@ -137,8 +145,8 @@ impl Reader<'_> {
         if spec.name == "select" {
             return self.queue_select(req).await;
         }
-        if super::multi_local::answered_here(spec.name) {
-            return self.queue_local(spec, req).await;
+        if super::exec_splice::answered_here(spec.name) {
+            return self.queue_spliced(spec, req).await;
         }
         let limit = self
             .shared
@@ -190,6 +198,12 @@ impl Reader<'_> {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && let Some(refusal) = self.busy_refusal().await {
+            // Redis refuses every command a busy (or loading) server is sent, queued ones too,
+            // and then aborts EXEC: the same here, in the upstream's own words.
+            return self.refuse_queued(&refusal).await;
+        }
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.follow_ups.extend(follow_ups);
         multi.count += 1;
@@ -201,6 +215,35 @@ impl Reader<'_> {
         multi.commands.extend_from_slice(&command);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
+    }
+
+    /// Whether the upstream said it is Valkey (its error texts differ from Redis's here).
+    fn upstream_is_valkey(&self) -> bool {
+        self.shared
+            .upstream
+            .as_ref()
+            .and_then(|u| u.server_info())
+            .is_some_and(|i| i.server == "valkey")
+    }
+
+    /// The upstream's refusal of every command right now (`BUSY …`, `LOADING …`), if the latest
+    /// word from it says it was refusing: confirmed by a PING of the client's own, so a hint that
+    /// is out of date (the script just ended) refuses nothing. Costs nothing otherwise.
+    async fn busy_refusal(&mut self) -> Option<String> {
+        let upstream = self.shared.upstream.as_ref()?;
+        if !upstream.health().activity.refusing() {
+            return None;
+        }
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let rx = self.upstream_send(ping, 1, None).await;
+        let answered = self.park(rx).await;
+        self.took_reply();
+        match answered {
+            Some(Ok(Ok(reply))) if crate::upstream::activity::refuses_all(&reply) => {
+                Some(String::from_utf8_lossy(&reply[1..]).trim_end().to_string())
+            }
+            _ => None,
+        }
     }
 
     /// Move a transaction queued here onto a pinned connection: MULTI and what was queued so far
@@ -309,12 +352,12 @@ impl Reader<'_> {
         let n = multi.queued.len();
         self.group_count = n + 2 + multi.follow_ups.len();
         let keep = Keep::first(n + 1, ReplyRewrite::None, Bytes::new(), self.client.proto);
-        if multi.local.is_empty() {
+        if multi.spliced.is_empty() {
             return self.send_group_keeping(keep).await;
         }
         let count = std::mem::take(&mut self.group_count);
         let job = self.group.split().freeze();
-        self.exec_spliced(job, count, keep, multi.local).await;
+        self.exec_spliced(job, count, keep, multi.spliced).await;
         self.release_written().await
     }
 
@@ -346,12 +389,12 @@ impl Reader<'_> {
         }
         self.group_count = 1 + multi.follow_ups.len();
         let keep = Keep::first(0, ReplyRewrite::None, Bytes::new(), self.client.proto);
-        if multi.local.is_empty() {
+        if multi.spliced.is_empty() {
             self.send_group_keeping(keep).await;
         } else {
             let count = std::mem::take(&mut self.group_count);
             let job = self.group.split().freeze();
-            self.exec_spliced(job, count, keep, multi.local).await;
+            self.exec_spliced(job, count, keep, multi.spliced).await;
             self.release_written().await;
         }
         self.unpin_if_done().await
@@ -364,9 +407,9 @@ impl Reader<'_> {
         let proto = self.client.proto;
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
-        let local: Vec<usize> = multi.local.iter().map(|l| l.at).collect();
+        let spliced: Vec<usize> = multi.spliced.iter().map(|l| l.at).collect();
         for (i, (spec, args)) in multi.queued.into_iter().enumerate() {
-            if local.contains(&i) {
+            if spliced.contains(&i) {
                 out.extend_from_slice(&self.answer_in_exec(spec, &args));
                 continue;
             }
@@ -387,10 +430,10 @@ impl Reader<'_> {
     }
 
     /// CLIENT SETNAME and the like inside a transaction: a placeholder holds its place upstream
-    /// and respite answers it in EXEC's array ([`super::multi_local`]).
-    async fn queue_local(&mut self, spec: &'static CommandSpec, req: &mut Request) {
+    /// and respite answers it in EXEC's array ([`super::exec_splice`]).
+    async fn queue_spliced(&mut self, spec: &'static CommandSpec, req: &mut Request) {
         let multi = self.multi.as_mut().expect("in a transaction");
-        multi.local.push(super::multi_local::Local {
+        multi.spliced.push(super::exec_splice::Spliced {
             at: multi.count,
             spec,
             args: req.args.clone(),
@@ -399,12 +442,12 @@ impl Reader<'_> {
         if multi.streaming {
             // The upstream answers the placeholder's QUEUED itself.
             self.group
-                .extend_from_slice(super::multi_local::PLACEHOLDER);
+                .extend_from_slice(super::exec_splice::PLACEHOLDER);
             return self.grouped().await;
         }
         multi
             .commands
-            .extend_from_slice(super::multi_local::PLACEHOLDER);
+            .extend_from_slice(super::exec_splice::PLACEHOLDER);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
     }

@@ -368,6 +368,16 @@ impl Reader<'_> {
                 return Next::Done(Flow::Continue);
             }
         }
+        // An upstream user's ACL holds for what respite serves without that user's connection.
+        if self.pin.auth
+            && self.multi.is_none()
+            && super::upstream_acl::checked(spec)
+            && let Some(refusal) = Box::pin(self.upstream_refusal(req)).await
+        {
+            metrics::error(ErrorKind::Refused);
+            self.push(Pending::Ready(refusal)).await;
+            return Next::Done(Flow::Continue);
+        }
         if self.pubsub_takes(spec)
             && let Some(flow) = Box::pin(self.pubsub(spec, req)).await
         {
@@ -384,7 +394,8 @@ impl Reader<'_> {
             self.multi = None;
         }
         if info_here {
-            let out = builtin::tenant_info(self, &req.args);
+            // Boxed: rare, and inline its state would grow every idle session.
+            let out = Box::pin(builtin::tenant_info(self, &req.args)).await;
             self.reply(out).await;
             return Next::Done(Flow::Continue);
         }

@@ -19,6 +19,7 @@ use super::{Pending, Reader, error_bytes, simple};
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
+use crate::upstream::handshake::Login;
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -45,6 +46,32 @@ impl Reader<'_> {
     /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
     /// so what the client sent before runs before anything on the new connection.
     pub(super) async fn pin(&mut self) -> bool {
+        self.pin_on(None, None).await
+    }
+
+    /// [`Reader::pin`] for a command on keys: in a cluster, the connection goes to the node
+    /// serving the slot of its first key (as the upstream gets it, prefix included).
+    pub(super) async fn pin_for(&mut self, spec: &'static CommandSpec, req: &Request) -> bool {
+        let key = crate::command::keys(spec, &req.args)
+            .ok()
+            .and_then(|k| k.positions().next())
+            .and_then(|pos| req.args.get(pos))
+            .map(|key| match &self.client.tenant {
+                Some(t) => [&t.prefix[..], &key[..]].concat(),
+                None => key.to_vec(),
+            });
+        self.pin_on(key, None).await
+    }
+
+    /// [`Reader::pin`]; a new connection is set up with `login` (the client's own credentials)
+    /// when given, instead of respite's.
+    async fn pin_as(&mut self, login: Option<Login>) -> bool {
+        self.pin_on(None, login).await
+    }
+
+    /// Take a pinned connection from the pool for `key` (see [`Reader::pin_for`]), set up with
+    /// `login` when given.
+    async fn pin_on(&mut self, key: Option<Vec<u8>>, login: Option<Login>) -> bool {
         if self.pinned.is_some() {
             return true;
         }
@@ -58,17 +85,49 @@ impl Reader<'_> {
         }
         self.after_pinned = false;
         let gone = self.gone_token();
-        match upstream.pinned().take(self.client.proto, gone).await {
+        match upstream
+            .pinned_for(key.as_deref())
+            .take(self.client.proto, gone, login.as_ref())
+            .await
+        {
             Ok(p) => {
                 *super::clients::lock(&self.registered.entry.blockable) = Some(p.blockable());
                 self.pinned = Some(p);
-                true
             }
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(&e.to_string()).await;
-                false
+                return false;
             }
+        }
+        if let Err(msg) = self.enter_tenant_db().await {
+            self.unpin().await;
+            metrics::error(ErrorKind::Upstream);
+            self.reply_error(&msg).await;
+            return false;
+        }
+        true
+    }
+
+    /// A tenant with a database of its own (`tenant.db`) works in it on a pinned connection too:
+    /// a lease comes reset to the URL's database, so it SELECTs the tenant's first. Nothing to
+    /// do for other clients.
+    pub(super) async fn enter_tenant_db(&mut self) -> Result<(), String> {
+        let Some(db) = self.client.tenant.as_ref().and_then(|t| t.db) else {
+            return Ok(());
+        };
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[&b"SELECT"[..], db.to_string().as_bytes()]);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = self.park(rx).await;
+        self.took_reply();
+        match reply {
+            Some(Ok(Ok(bytes))) if &bytes[..] == b"+OK\r\n" => Ok(()),
+            Some(Ok(Ok(bytes))) => Err(format!(
+                "ERR the upstream refused this tenant's database {db} (tenant.db): {}",
+                String::from_utf8_lossy(bytes.strip_prefix(b"-").unwrap_or(&bytes)).trim_end()
+            )),
+            _ => Err("ERR upstream connection closed before replying".into()),
         }
     }
 
@@ -123,12 +182,23 @@ impl Reader<'_> {
 
     /// Send a job on the client's connection: its pinned one if it holds one, else its shared
     /// one, after the replies owed on a pinned connection just given back.
+    ///
+    /// # Invariants
+    /// Nothing the client sent before this job is still held back: the group of forwarded
+    /// commands and the queued ready replies go first, here, whoever the caller is. (SELECT,
+    /// AUTH, HELLO, CLIENT TRACKING and the like send their own command and await its reply
+    /// inline; a SELECT sent while `SET k v` waited in the group ran before it and the write
+    /// landed in the next database, issue 21 finding 9.)
     pub(super) async fn upstream_send(
         &mut self,
         bytes: Bytes,
         count: usize,
         budget: Option<Arc<ReplyBudget>>,
     ) -> oneshot::Receiver<Reply> {
+        if self.group_count > 0 || self.ready_count > 0 {
+            // `send_group` empties both before it calls back in here, so this recurses once.
+            Box::pin(self.send_group()).await;
+        }
         // The group's known-slow mark goes with it, whichever way it goes.
         let slow = std::mem::take(&mut self.group_slow);
         if self.hung_up() {
@@ -136,8 +206,12 @@ impl Reader<'_> {
             return oneshot::channel().1;
         }
         if let Some(p) = &self.pinned {
+            if slow && let Some(upstream) = &self.shared.upstream {
+                // What ends a slow command must not wait for a connection to open behind it.
+                upstream.ready_out_of_band();
+            }
             // Boxed: rare, and inline its state would grow every idle session.
-            return Box::pin(p.send_within(bytes, count, budget)).await;
+            return Box::pin(p.send_marked(bytes, count, budget, slow)).await;
         }
         if self.after_pinned {
             // Not `barrier`: that would send the group this job is made of. `after_pinned`
@@ -160,6 +234,11 @@ impl Reader<'_> {
             // SCRIPT KILL and the like: a connection of its own, not behind the busy command.
             return upstream.out_of_band(self.client.proto, bytes, budget);
         }
+        if let Some(db) = self.client.tenant.as_ref().and_then(|t| t.db) {
+            // Boxed: rare, and inline its state would grow every idle session.
+            let conn = upstream.conn_in_db(db, self.lane(), self.client.proto, self.client.id);
+            return Box::pin(conn.send_marked(bytes, count, budget, slow)).await;
+        }
         upstream
             .conn_in(self.lane(), self.client.proto, self.client.id)
             .send_marked(bytes, count, budget, slow)
@@ -173,7 +252,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "blocking command").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.forward_any(spec, req).await;
@@ -185,7 +264,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "transaction").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.pin.watching = true;
@@ -268,7 +347,20 @@ impl Reader<'_> {
         creds: &[Bytes],
         hello: Option<&[u8]>,
     ) -> Option<Bytes> {
-        if !self.pin().await {
+        // A connection opened for this login is set up as the client: respite's own
+        // credentials may no longer be the upstream's (a password changed through respite).
+        let login = match creds {
+            [user, password] => Login {
+                user: Some(user.clone()),
+                password: password.clone(),
+            },
+            [password] => Login {
+                user: None,
+                password: password.clone(),
+            },
+            _ => return Some(error_bytes("ERR syntax error")),
+        };
+        if !self.pin_as(Some(login)).await {
             return None;
         }
         let mut cmd = BytesMut::new();

@@ -257,7 +257,7 @@ fn numsub_reply(
                 .unwrap_or(0),
             _ => 0,
         };
-        let (local, ours) = hub.local(name);
+        let (local, ours) = hub.in_process(name);
         let count = (upstream - i64::from(ours)).max(0) + local as i64;
         encode::bulk(&mut out, client);
         encode::integer(&mut out, count);

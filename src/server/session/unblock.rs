@@ -3,7 +3,7 @@
 //!
 //! CLIENT UNBLOCK takes respite's client id; a client blocked in BLPOP (or any blocking
 //! command) is blocked on its pinned connection, so the unblock goes to the upstream as `CLIENT
-//! UNBLOCK <that connection's id>` (see [`crate::upstream::unblock`], which makes sure it can
+//! UNBLOCK <that connection's id>` (see [`crate::upstream::blockable`], which makes sure it can
 //! land on no other client's lease), and the replies are the upstream's: `:1` or `:0`, and the
 //! blocked client's timeout reply or `-UNBLOCKED client unblocked via CLIENT UNBLOCK`. It is
 //! sent on the caller's own pinned connection if it has one (so an upstream user's ACLs
@@ -18,7 +18,7 @@
 use super::{Keep, Pending, Reader, simple};
 use crate::command::CommandSpec;
 use crate::protocol::{Request, encode};
-use crate::upstream::unblock;
+use crate::upstream::blockable;
 use bytes::{Bytes, BytesMut};
 
 impl Reader<'_> {
@@ -61,7 +61,7 @@ impl Reader<'_> {
             encode::integer(&mut out, 0);
             return self.reply(out).await;
         };
-        let command = unblock::command(&entered, reason.as_deref());
+        let command = blockable::command(&entered, reason.as_deref());
         let rx = if self.pinned.is_some() {
             self.send_group().await;
             self.upstream_send(command, 1, self.budget.clone()).await
@@ -69,7 +69,7 @@ impl Reader<'_> {
             let upstream = self.shared.upstream.as_ref().expect("checked above");
             upstream.out_of_band(self.client.proto, command, self.budget.clone())
         };
-        // The lease stays until the upstream has answered (see `upstream::unblock`).
+        // The lease stays until the upstream has answered (see `upstream::blockable`).
         let (tx, answered) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let reply = rx.await;

@@ -274,12 +274,16 @@ impl Reader<'_> {
         self.barrier().await;
         if self.pinned.is_none() {
             let gone = self.gone_token();
-            match upstream.pinned().take(self.client.proto, gone).await {
+            match upstream.pinned().take(self.client.proto, gone, None).await {
                 Ok(p) => self.pinned = Some(p),
                 Err(e) => {
                     metrics::error(ErrorKind::Refused);
                     return error_bytes(&e.to_string());
                 }
+            }
+            if let Err(msg) = self.enter_tenant_db().await {
+                self.unpin().await;
+                return error_bytes(&msg);
             }
         }
         let limit = self

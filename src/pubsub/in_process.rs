@@ -6,7 +6,7 @@
 //! Names here are upstream names: a tenant's command was already rewritten by its policy (the
 //! same [`crate::policy`] path as in proxy mode), and its reply is rewritten back by the caller.
 //! It never talks to the upstream and never decides whether respite is local: the caller
-//! ([`crate::fallback::Local`]) does.
+//! ([`crate::local_only::Local`]) does.
 use super::{Hub, Kind, Name, deliver};
 use crate::command::CommandSpec;
 use crate::policy::glob;
@@ -57,7 +57,7 @@ pub(crate) fn answer(
             encode::array_header(&mut out, (args.len() - 2) * 2);
             for a in &args[2..] {
                 encode::bulk(&mut out, a);
-                let (n, _) = hub.local(&(kind, a.clone()));
+                let (n, _) = hub.in_process(&(kind, a.clone()));
                 encode::integer(&mut out, n as i64);
             }
         }

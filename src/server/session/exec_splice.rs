@@ -33,7 +33,7 @@ pub(super) fn answered_here(name: &str) -> bool {
 pub(super) const PLACEHOLDER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// A command answered here, and where its answer goes in EXEC's array.
-pub(crate) struct Local {
+pub(crate) struct Spliced {
     pub at: usize,
     pub spec: &'static CommandSpec,
     pub args: Vec<Bytes>,
@@ -47,7 +47,7 @@ impl Reader<'_> {
         job: Bytes,
         count: usize,
         keep: Keep,
-        local: Vec<Local>,
+        spliced: Vec<Spliced>,
     ) {
         self.send_group().await;
         let rx = self.upstream_send(job, count, None).await;
@@ -59,19 +59,19 @@ impl Reader<'_> {
             Some(Ok(r)) => reply_bytes(Ok(r), count, &keep),
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
-        let spliced = self.splice(reply, &local);
-        self.push(Pending::Ready(spliced)).await;
+        let reply = self.splice(reply, &spliced);
+        self.push(Pending::Ready(reply)).await;
         self.publish();
     }
 
-    /// EXEC's array with the elements at `local`'s places replaced by respite's answers.
-    fn splice(&mut self, reply: Bytes, local: &[Local]) -> Bytes {
+    /// EXEC's array with the elements at `spliced`'s places replaced by respite's answers.
+    fn splice(&mut self, reply: Bytes, spliced: &[Spliced]) -> Bytes {
         let Some((n, mut at)) = array_header(&reply) else {
             return reply;
         };
         let mut out = BytesMut::from(&reply[..at]);
         let mut scanner = ReplyScanner::new();
-        let mut next = local.iter().peekable();
+        let mut next = spliced.iter().peekable();
         for i in 0..n {
             let len = match scanner.scan(&reply[at..]) {
                 Ok(Some(s)) => s.len,
