@@ -253,7 +253,7 @@ impl PinnedPool {
             .await
             .map_err(PinError::Open)?;
         let addr = handshake::addr(&self.config);
-        handshake::request(
+        handshake::request_line(
             &mut opened.read,
             &mut opened.write,
             &addr,
