@@ -40,6 +40,10 @@ pub const UPSTREAM_RTT_SECONDS: &str = "respite_upstream_rtt_seconds";
 pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
 pub const UPSTREAM_SHARED_CONNECTIONS: &str = "respite_upstream_shared_connections";
 pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
+pub const RECOVERY_REPLAYED_TOTAL: &str = "respite_recovery_replayed_total";
+pub const RECOVERY_CONFLICTS_TOTAL: &str = "respite_recovery_conflicts_total";
+pub const RECOVERY_UNKNOWN_TOTAL: &str = "respite_recovery_unknown_fate_total";
+pub const RECOVERY_DISCARDED_TOTAL: &str = "respite_recovery_discarded_writes_total";
 
 /// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -259,6 +263,20 @@ pub fn config_reload(ok: bool) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
+/// What one recovery's replay did: writes applied upstream, those whose upstream reply differed
+/// in kind from the local one, and those whose fate is unknown (the upstream failed with them in
+/// flight; never resent).
+pub fn recovery_replayed(replayed: u64, conflicts: u64, unknown: u64) {
+    counter!(RECOVERY_REPLAYED_TOTAL).increment(replayed);
+    counter!(RECOVERY_CONFLICTS_TOTAL).increment(conflicts);
+    counter!(RECOVERY_UNKNOWN_TOTAL).increment(unknown);
+}
+
+/// Writes acknowledged in local-only mode and discarded at recovery (`drop`, `invalidate`).
+pub fn recovery_discarded(n: u64) {
+    counter!(RECOVERY_DISCARDED_TOTAL).increment(n);
+}
+
 pub fn batch_histograms() -> (Histogram, Histogram) {
     (
         histogram!(UPSTREAM_BATCH_COMMANDS),
@@ -338,6 +356,23 @@ pub fn describe() {
         "1 while local-only mode answers clients (the upstream is down), else 0"
     );
     describe_gauge!(LOCAL_ENGINE_KEYS, "Keys the local engine holds");
+    describe_counter!(
+        RECOVERY_REPLAYED_TOTAL,
+        "Writes acknowledged in local-only mode and replayed upstream at recovery"
+    );
+    describe_counter!(
+        RECOVERY_CONFLICTS_TOTAL,
+        "Replayed writes whose upstream reply differed in kind from the local one"
+    );
+    describe_counter!(
+        RECOVERY_UNKNOWN_TOTAL,
+        "Replayed writes in flight when the upstream failed again: fate unknown, not resent"
+    );
+    describe_counter!(
+        RECOVERY_DISCARDED_TOTAL,
+        "Writes acknowledged in local-only mode and discarded at recovery (on_recovery drop or invalidate)"
+    );
+
     describe_gauge!(
         LOCAL_ENGINE_BYTES,
         "Memory the local engine accounts for, in bytes"

@@ -27,6 +27,9 @@ pub struct State {
     pub draining: CancellationToken,
     /// `local_only.enabled`: whether a down upstream still leaves respite serving.
     pub local_only: bool,
+    /// `local_only.serve_before_first_contact`: whether an upstream never reached is served
+    /// locally too.
+    pub before_first_contact: bool,
     pub engine: Option<Arc<Engine>>,
     pub cache: Option<Arc<crate::cache::NearCache>>,
     pub live: Arc<crate::reload::Live>,
@@ -76,7 +79,7 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
     m::publish();
     if let Some(u) = &state.upstream {
         let h = u.health().snapshot();
-        let local = state.local_only && h.state.is_local() && !u.health().rejected();
+        let local = serving_locally(&state, u);
         metrics::gauge!(m::LOCAL_ONLY).set(if local { 1.0 } else { 0.0 });
         if let Some(rtt) = h.last_probe_rtt {
             metrics::gauge!(m::UPSTREAM_PROBE_RTT_SECONDS).set(rtt.as_secs_f64());
@@ -116,6 +119,27 @@ async fn reload(Extract(state): Extract<State>) -> impl IntoResponse {
 }
 
 async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
+    // Never answered since start: not ready, and why. (A refusal of respite's settings says so
+    // itself below, more precisely.)
+    if let Some(u) = &state.upstream
+        && !state.draining.is_cancelled()
+        && !u.health().contacted()
+        && !u.health().rejected()
+        && !(state.local_only && state.before_first_contact)
+    {
+        let why = u
+            .health()
+            .snapshot()
+            .last_error
+            .unwrap_or_else(|| "no answer yet".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "upstream {} not reached since start: {why}\n",
+                u.config().url.addr
+            ),
+        );
+    }
     let (status, text) = readiness(&state);
     let text = match &state.upstream {
         // A TLS failure will not pass by itself: say which (the certificate's verification).
@@ -128,6 +152,15 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
         _ => text.to_string(),
     };
     (status, text)
+}
+
+/// Whether local-only mode serves now (as [`crate::local_only::answerer`] decides).
+fn serving_locally(state: &State, u: &Upstream) -> bool {
+    let h = u.health();
+    state.local_only
+        && h.state().is_local()
+        && !h.rejected()
+        && (h.contacted() || state.before_first_contact)
 }
 
 fn readiness(state: &State) -> (StatusCode, &'static str) {
@@ -177,7 +210,7 @@ async fn stats(Extract(state): Extract<State>) -> impl IntoResponse {
                 "last_probe_rtt_us": h.last_probe_rtt.map(|d| d.as_micros() as u64),
                 "refuses_configuration": u.health().rejected(),
             },
-            "local_only": state.local_only && h.state.is_local() && !u.health().rejected(),
+            "local_only": serving_locally(&state, u),
         })
     });
     let local = state

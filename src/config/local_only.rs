@@ -11,11 +11,16 @@ pub struct LocalOnlyConfig {
     pub enabled: bool,
     pub writes: LocalWrites,
     pub on_recovery: OnRecovery,
+    /// The bound of `replay`'s journal, in bytes (encoded commands plus about 16 bytes each).
+    pub journal_max_bytes: usize,
     /// How long after the near cache lost coherence its entries may still answer reads in
     /// local-only mode (stale-if-error); zero: never.
     pub stale_reads: Duration,
     /// `[[local_only.rule]]`: per key pattern overrides of `writes`, first match wins.
     pub rules: Vec<LocalRule>,
+    /// Serve locally an upstream that has never answered since start. Off: such an upstream is
+    /// as likely a typo as an outage, and writes acknowledged for it would be lost.
+    pub serve_before_first_contact: bool,
 }
 
 /// `[[local_only.rule]] pattern = "lock:*" writes = "refuse"`: what a write to a key matching
@@ -38,10 +43,14 @@ pub enum LocalWrites {
 /// What becomes of the local engine's data when the upstream is healthy again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRecovery {
+    /// The default: every write acknowledged locally is replayed upstream, in the order it was
+    /// applied, exactly once, before forwarding resumes; commutative writes add to what the
+    /// upstream held.
+    Replay,
     /// Every key written locally during the outage is deleted upstream before forwarding
     /// resumes (the next read refills it from the application's source of truth); the local data
-    /// is dropped. The default: no read after recovery returns a value older than a write
-    /// acknowledged during the outage.
+    /// is dropped: no read after recovery returns a value older than a write acknowledged during
+    /// the outage, and the values written before it are lost with them.
     Invalidate,
     /// Flushed: it missed every change made upstream meanwhile, so nothing in it can be trusted.
     /// Writes acknowledged locally are lost, and the upstream's older copies stay readable.
@@ -57,8 +66,10 @@ pub(super) struct RawLocalOnly {
     enabled: bool,
     writes: String,
     on_recovery: String,
+    journal_max_bytes: i64,
     stale_reads_ms: i64,
     rule: Vec<RawRule>,
+    serve_before_first_contact: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,9 +84,11 @@ impl Default for RawLocalOnly {
         RawLocalOnly {
             enabled: true,
             writes: "apply".into(),
-            on_recovery: "invalidate".into(),
+            on_recovery: "replay".into(),
+            journal_max_bytes: 64 * 1024 * 1024,
             stale_reads_ms: 0,
             rule: Vec::new(),
+            serve_before_first_contact: false,
         }
     }
 }
@@ -104,6 +117,7 @@ impl RawLocalOnly {
             enabled: self.enabled,
             writes: writes("local_only.writes", &self.writes)?,
             on_recovery: match self.on_recovery.as_str() {
+                "replay" => OnRecovery::Replay,
                 "invalidate" => OnRecovery::Invalidate,
                 "drop" => OnRecovery::Drop,
                 "merge" => OnRecovery::Merge,
@@ -111,11 +125,20 @@ impl RawLocalOnly {
                     return Err(c.invalid(
                         "local_only.on_recovery",
                         format!(
-                            "`{other}` is not `invalidate`, `drop` or `merge` (local writes are \
-                             never replayed over the upstream's data; see docs/local-only.md)"
+                            "`{other}` is not `replay`, `invalidate`, `drop` or `merge` (see \
+                             docs/local-only.md)"
                         ),
                     ));
                 }
+            },
+            journal_max_bytes: match self.journal_max_bytes {
+                n if n < 1024 => {
+                    return Err(c.invalid(
+                        "local_only.journal_max_bytes",
+                        "must be at least 1024".into(),
+                    ));
+                }
+                n => n as usize,
             },
             stale_reads: match self.stale_reads_ms {
                 ms if ms < 0 => {
@@ -127,6 +150,7 @@ impl RawLocalOnly {
                 ms => Duration::from_millis(ms as u64),
             },
             rules,
+            serve_before_first_contact: self.serve_before_first_contact,
         })
     }
 }

@@ -139,9 +139,11 @@ fn health_and_local_only() {
         LocalOnlyConfig {
             enabled: true,
             writes: LocalWrites::Apply,
-            on_recovery: OnRecovery::Invalidate,
+            on_recovery: OnRecovery::Replay,
+            journal_max_bytes: 64 * 1024 * 1024,
             stale_reads: Duration::ZERO,
             rules: Vec::new(),
+            serve_before_first_contact: false,
         }
     );
     assert_eq!(h.busy_grace, Duration::from_secs(30));
@@ -554,4 +556,71 @@ fn local_maxmemory_policy_is_a_redis_policy_name() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("local.maxmemory_policy"), "{e}");
+}
+
+/// The shipped proxy.toml holds exactly the built-in defaults (what differs appears only as a
+/// commented example), and every key the docs' configuration table lists is in it.
+#[test]
+fn the_shipped_file_is_the_defaults_and_lists_every_documented_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("proxy.toml")).unwrap();
+    let default = format!("{:?}", RawConfig::default());
+    let table: toml::Table = toml::from_str(&shipped).expect("proxy.toml is TOML");
+    let mut keys = std::collections::BTreeSet::new();
+    for (section, v) in &table {
+        let toml::Value::Table(t) = v else {
+            panic!("top-level `{section}` is not a section")
+        };
+        for (key, value) in t {
+            keys.insert(format!("{section}.{key}"));
+            // Each key alone, so a difference names its key.
+            let one = format!("[{section}]\n{key} = {value}\n");
+            let raw: RawConfig = toml::from_str(&one).unwrap();
+            assert_eq!(
+                format!("{raw:?}"),
+                default,
+                "proxy.toml: {section}.{key} = {value} is not the default"
+            );
+        }
+    }
+    let raw: RawConfig = toml::from_str(&shipped).unwrap();
+    assert_eq!(format!("{raw:?}"), default);
+    // The documented keys: the first column of the configuration tables (`section.key`).
+    let mut docs = std::fs::read_to_string(root.join("README.md")).unwrap();
+    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+        for f in dir.flatten() {
+            docs.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+        }
+    }
+    let mut missing = Vec::new();
+    for line in docs.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or("");
+        if first.contains("[[") || first.contains("[]") {
+            continue;
+        }
+        for key in first.split('`').skip(1).step_by(2) {
+            let Some((section, _)) = key.split_once('.') else {
+                continue;
+            };
+            let sections = [
+                "listen",
+                "limits",
+                "upstream",
+                "admin",
+                "log",
+                "runtime",
+                "local",
+                "health",
+                "local_only",
+                "near_cache",
+            ];
+            if sections.contains(&section) && !keys.contains(key) {
+                missing.push(key.to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "documented, not in proxy.toml: {missing:?}"
+    );
 }

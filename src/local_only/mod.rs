@@ -3,10 +3,14 @@
 //!
 //! With no upstream configured (standalone mode) the [`crate::engine`] answers everything. With
 //! an upstream and `local_only.enabled`, the engine answers while [`crate::upstream::health`] says
-//! the upstream is down; the health machine judges, this module only acts on its verdict. It never
-//! decides health and never forwards a client's command itself: [`recovery`] is the one place that
-//! writes to the upstream, after an outage, per `local_only.on_recovery`; [`outage`] keeps the
-//! keys written locally (recorded here, around the engine's calls, never inside the engine).
+//! the upstream is down (and once it has answered since start); the health machine judges, this
+//! module only acts on its verdict. It never decides health and never forwards a client's command
+//! itself: [`recovery`] is the one place that writes to the upstream, after an outage, per
+//! `local_only.on_recovery`; [`outage`] keeps what the writes answered locally leave to do (the
+//! [`journal`] to replay, or the keys to invalidate), recorded here around the engine's calls,
+//! never inside the engine. [`conditional`] says which writes are never guessed.
+mod conditional;
+mod journal;
 mod outage;
 mod recovery;
 
@@ -31,19 +35,20 @@ pub(crate) enum Answerer<'a> {
     Refused(&'static str),
 }
 
-/// The local engine, as local-only mode uses it: writes record their keys for the recovery.
-/// Pub/Sub commands go to the hub instead, which delivers within the process.
+/// The local engine, as local-only mode uses it: writes are journaled (or their keys recorded)
+/// for the recovery. Pub/Sub commands go to the hub instead, which delivers within the process.
 pub(crate) struct Local<'a> {
     engine: &'a Engine,
     pubsub: Option<&'a Hub>,
-    /// `None` in standalone mode and when the recovery does not invalidate.
+    /// `None` in standalone mode.
     outage: Option<&'a Outage>,
+    on_recovery: OnRecovery,
 }
 
 impl Local<'_> {
-    /// Run one command on the engine. A write's keys (as the engine sees them: a tenant's are
-    /// prefixed, so they are the upstream's) are recorded before it runs, so every acknowledged
-    /// local write is invalidated upstream at recovery.
+    /// Run one command on the engine. A write is journaled (`replay`) or its keys recorded
+    /// (`invalidate`) before its reply exists, as the engine sees it: a tenant's keys are
+    /// prefixed, so they are the upstream's.
     pub fn execute(
         &self,
         spec: &'static CommandSpec,
@@ -51,12 +56,32 @@ impl Local<'_> {
         proto: Protocol,
         now: u64,
     ) -> Bytes {
-        if let Some(outage) = self.outage
-            && may_write(spec)
-            && let Ok(keys) = command::keys(spec, args)
-        {
-            outage.record(keys.positions().filter_map(|i| args.get(i)));
+        let Some(outage) = self.outage.filter(|_| may_write(spec)) else {
+            return self.run(spec, args, proto, now);
+        };
+        let reply = match self.on_recovery {
+            OnRecovery::Replay => match outage
+                .journal
+                .run(args, || self.run(spec, args, proto, now))
+            {
+                Some(reply) => reply,
+                None => return refusal(JOURNAL_FULL),
+            },
+            OnRecovery::Invalidate => {
+                if let Ok(keys) = command::keys(spec, args) {
+                    outage.record(keys.positions().filter_map(|i| args.get(i)));
+                }
+                self.run(spec, args, proto, now)
+            }
+            OnRecovery::Drop | OnRecovery::Merge => self.run(spec, args, proto, now),
+        };
+        if reply.first() != Some(&b'-') {
+            outage.acknowledged();
         }
+        reply
+    }
+
+    fn run(&self, spec: &'static CommandSpec, args: &[Bytes], proto: Protocol, now: u64) -> Bytes {
         if let Some(hub) = self.pubsub
             && let Some(reply) = crate::pubsub::answer(hub, spec, args, proto)
         {
@@ -64,6 +89,17 @@ impl Local<'_> {
         }
         self.engine.execute(spec, args, proto, now)
     }
+}
+
+/// What a write gets when the replay journal is full: refused before it runs, so nothing
+/// acknowledged is ever dropped.
+pub(crate) const JOURNAL_FULL: &str = "TRYAGAIN upstream is down and local-only mode's journal of writes to replay is full (local_only.journal_max_bytes); this write was not applied";
+
+fn refusal(msg: &str) -> Bytes {
+    metrics::error(metrics::ErrorKind::LocalOnly);
+    let mut out = bytes::BytesMut::new();
+    crate::protocol::encode::error(&mut out, msg);
+    out.freeze()
 }
 
 /// What a refused write gets. TRYAGAIN: the same command may succeed once the upstream is back.
@@ -77,12 +113,7 @@ impl Answerer<'_> {
     pub fn run(self, run: impl FnOnce(&Local<'_>) -> Bytes) -> Bytes {
         match self {
             Answerer::Engine(local) => run(&local),
-            Answerer::Refused(msg) => {
-                metrics::error(metrics::ErrorKind::LocalOnly);
-                let mut out = bytes::BytesMut::new();
-                crate::protocol::encode::error(&mut out, msg);
-                out.freeze()
-            }
+            Answerer::Refused(msg) => refusal(msg),
         }
     }
 }
@@ -106,9 +137,16 @@ pub(crate) fn answerer<'a>(
             engine,
             pubsub,
             outage: None,
+            on_recovery: config.on_recovery,
         })); // standalone
     };
-    if !health.state().is_local() || health.rejected() {
+    // A misconfiguration, or an upstream never reached (a typo in the URL looks like an outage),
+    // is forwarded: the client gets the upstream's own refusal or the connection's failure,
+    // naming the upstream and the cause, rather than writes acknowledged into nowhere.
+    if !health.state().is_local()
+        || health.rejected()
+        || !(health.contacted() || config.serve_before_first_contact)
+    {
         return None;
     }
     // Killing a runaway script is for the upstream, whatever the engine could say: if it can be
@@ -122,14 +160,19 @@ pub(crate) fn answerer<'a>(
         match writes_for(config, spec, args) {
             (LocalWrites::Refuse, false) => return Some(Answerer::Refused(LOCAL_ONLY_REFUSED)),
             (LocalWrites::Refuse, true) => return Some(Answerer::Refused(LOCAL_ONLY_RULE_REFUSED)),
-            (LocalWrites::Apply, _) => {}
+            // Allowed by a rule naming its key: the operator said the guess is acceptable.
+            (LocalWrites::Apply, true) => {}
+            (LocalWrites::Apply, false) if conditional::conditional(spec, args) => {
+                return Some(Answerer::Refused(conditional::REFUSED));
+            }
+            (LocalWrites::Apply, false) => {}
         }
     }
-    let outage = outage.filter(|_| config.on_recovery == OnRecovery::Invalidate);
     Some(Answerer::Engine(Local {
         engine,
         pubsub,
         outage,
+        on_recovery: config.on_recovery,
     }))
 }
 

@@ -1,6 +1,6 @@
-//! What an outage leaves to undo: the keys written to the local engine while the upstream was
-//! down (for `local_only.on_recovery = "invalidate"`), and the fence that holds forwarding back
-//! until the upstream's copies of those keys are deleted.
+//! What an outage leaves to undo: the writes acknowledged locally, journaled for
+//! `local_only.on_recovery = "replay"` ([`Journal`]), or the keys they touched for `"invalidate"`,
+//! and the fence that holds forwarding back until the upstream has been brought up to date.
 //!
 //! # Invariants
 //! - Every key a write answered locally may have changed is in the set before that write's reply
@@ -8,24 +8,56 @@
 //!   invalidation.
 //! - The fence is raised by the recovery transition's hook, which runs before the forwarding state
 //!   is visible (and [`crate::upstream::health::Health::state`] is an acquire load), so no command
-//!   is forwarded between the switch and the end of the invalidation: a read after recovery never
-//!   returns the upstream's copy from before the outage of a key written during it.
+//!   is forwarded between the switch and the end of the replay or invalidation: a command
+//!   forwarded after recovery comes after every write acknowledged during the outage.
 //!
 //! It never talks to the upstream itself: [`super::recovery`] does.
+use super::journal::Journal;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Notify;
 
-#[derive(Default)]
 pub(crate) struct Outage {
     written: Mutex<HashSet<Bytes>>,
+    /// `replay`'s journal.
+    pub(crate) journal: Journal,
+    /// Writes acknowledged locally since the last recovery (what `drop` and `invalidate`
+    /// discard, for their log line and counter).
+    acknowledged: AtomicU64,
     fenced: AtomicBool,
     lifted: Notify,
 }
 
+impl Default for Outage {
+    fn default() -> Self {
+        Outage::new(usize::MAX)
+    }
+}
+
 impl Outage {
+    /// An outage's state, with a journal of at most `journal_max_bytes`.
+    pub(crate) fn new(journal_max_bytes: usize) -> Outage {
+        Outage {
+            written: Mutex::default(),
+            journal: Journal::new(journal_max_bytes),
+            acknowledged: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+            lifted: Notify::new(),
+        }
+    }
+
+    /// Count a write acknowledged locally.
+    pub(crate) fn acknowledged(&self) {
+        self.acknowledged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The writes acknowledged locally since the last call.
+    pub(crate) fn take_acknowledged(&self) -> u64 {
+        self.acknowledged.swap(0, Ordering::Relaxed)
+    }
+
     fn keys(&self) -> std::sync::MutexGuard<'_, HashSet<Bytes>> {
         self.written.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,13 +1,17 @@
-//! The end of an outage, per `local_only.on_recovery`: the keys written locally deleted upstream
-//! (`invalidate`, behind the outage's fence), or the engine's data merged into the upstream
+//! The end of an outage, per `local_only.on_recovery`: the journal of writes acknowledged locally
+//! replayed upstream (`replay`, behind the outage's fence), the keys written locally deleted
+//! upstream (`invalidate`, behind the fence too), or the engine's data merged into the upstream
 //! (`merge`) or dropped (`drop`).
 use super::Outage;
+use super::journal::{self, Entry, Journal};
 use crate::config::OnRecovery;
 use crate::engine::Engine;
+use crate::metrics;
 use crate::upstream::Upstream;
 use crate::upstream::health;
 use bytes::Bytes;
 use std::sync::Arc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -19,6 +23,8 @@ pub(crate) enum Recovery {
     Merge(Vec<crate::engine::merge::Call>, Arc<Engine>),
     /// `invalidate`: delete these keys upstream, then lift the outage's fence.
     Invalidate(Vec<Bytes>),
+    /// `replay`: apply the outage's journal upstream, then lift the fence.
+    Replay,
 }
 
 /// What the engine goes through on health transitions (run before the new state is visible).
@@ -50,6 +56,11 @@ pub(crate) fn on_transition(
             OnRecovery::Invalidate if !to.is_local() => {
                 let keys = outage.take();
                 engine.flush();
+                let writes = outage.take_acknowledged();
+                metrics::recovery_discarded(writes);
+                if writes > 0 {
+                    warn!(%from, %to, writes, "local-only mode over: the writes acknowledged locally are discarded (their keys deleted upstream; local_only.on_recovery = \"invalidate\")");
+                }
                 if !keys.is_empty() {
                     // Raised before the forwarding state is visible: no command goes upstream
                     // until the deletes are done.
@@ -66,13 +77,36 @@ pub(crate) fn on_transition(
                     info!(%from, %to, "local-only mode over: nothing was written locally");
                 }
             }
-            OnRecovery::Drop | OnRecovery::Merge | OnRecovery::Invalidate => {
+            OnRecovery::Replay if !to.is_local() => {
+                engine.flush();
+                outage.take_acknowledged();
+                let (writes, bytes) = outage.journal.size();
+                if writes == 0 {
+                    info!(%from, %to, "local-only mode over: nothing was written locally");
+                    return;
+                }
+                // Raised before the forwarding state is visible: no command goes upstream until
+                // the journal is replayed.
+                outage.raise();
+                info!(%from, %to, writes, bytes, "local-only mode over: replaying the writes acknowledged locally before forwarding resumes");
+                if work.send(Recovery::Replay).is_err() {
+                    // No task to do it (shutting down): never hold forwarding for nothing.
+                    outage.lift();
+                }
+            }
+            OnRecovery::Drop | OnRecovery::Merge | OnRecovery::Invalidate | OnRecovery::Replay => {
                 let keys = engine.len();
                 engine.flush();
                 if to.is_local() {
                     info!(%from, %to, "local-only mode: the local engine serves until the upstream is back");
                 } else {
-                    info!(%from, %to, dropped_keys = keys, "local-only mode over: local data dropped (writes acknowledged locally are lost)");
+                    let writes = outage.take_acknowledged();
+                    metrics::recovery_discarded(writes);
+                    if writes > 0 {
+                        warn!(%from, %to, dropped_keys = keys, writes, "local-only mode over: local data dropped; the writes acknowledged locally are lost (local_only.on_recovery = \"drop\")");
+                    } else {
+                        info!(%from, %to, "local-only mode over: nothing was written locally");
+                    }
                 }
             }
         }
@@ -115,6 +149,45 @@ pub(crate) async fn recovery_task(
                     merge(&upstream, late).await;
                 }
             }
+            Recovery::Replay => {
+                let started = Instant::now();
+                let mut done = Replayed::default();
+                // Writes that raced the switch (a session that read `recovering` a moment before
+                // it ended) were journaled after the first take: later passes replay them, until
+                // nothing is left or the upstream fails again.
+                for _ in 0..8 {
+                    let entries = outage.journal.take();
+                    if entries.is_empty()
+                        || !replay(&upstream, &outage.journal, entries, &mut done).await
+                    {
+                        break;
+                    }
+                }
+                if let Some(cache) = &cache {
+                    cache.flush_sent_through();
+                }
+                outage.lift();
+                metrics::recovery_replayed(done.replayed, done.conflicts, done.unknown);
+                let (left, _) = outage.journal.size();
+                let held = started.elapsed();
+                if done.unknown > 0 || left > 0 {
+                    warn!(
+                        replayed = done.replayed,
+                        conflicts = done.conflicts,
+                        unknown = done.unknown,
+                        left,
+                        ?held,
+                        "replay cut short: the upstream failed again; writes in flight then are not resent (their fate is unknown), the rest are replayed at the next recovery"
+                    );
+                } else {
+                    info!(
+                        replayed = done.replayed,
+                        conflicts = done.conflicts,
+                        ?held,
+                        "writes acknowledged during the outage replayed upstream; forwarding resumes"
+                    );
+                }
+            }
             Recovery::Invalidate(keys) => {
                 let mut deleted = invalidate(&upstream, &outage, keys).await;
                 // Writes that raced the switch (a session that read `recovering` a moment before
@@ -131,6 +204,93 @@ pub(crate) async fn recovery_task(
                     deleted,
                     "keys written during the outage deleted upstream; forwarding resumes"
                 );
+            }
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Default)]
+struct Replayed {
+    replayed: u64,
+    conflicts: u64,
+    unknown: u64,
+}
+
+/// Commands per replayed batch, and bytes: one write and one reply read per batch, and at most
+/// one batch whose fate is unknown when the upstream fails mid-replay.
+const BATCH: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Send `entries` upstream in order, on one connection, in batches. Returns false when the
+/// upstream failed first: entries not sent go back to the front of the journal; those in flight
+/// (sent, unanswered) are never resent, since a write may have run (an INCR twice is worse than
+/// once lost): they are counted as of unknown fate.
+async fn replay(
+    upstream: &Upstream,
+    journal: &Journal,
+    entries: Vec<Entry>,
+    done: &mut Replayed,
+) -> bool {
+    use crate::upstream::NoReply;
+    let conn = upstream.conn(crate::protocol::Protocol::Resp2, 0);
+    let mut at = 0;
+    while at < entries.len() {
+        let mut end = at;
+        let mut out = bytes::BytesMut::new();
+        while end < entries.len() && end - at < BATCH && out.len() < BATCH_BYTES {
+            out.extend_from_slice(&entries[end].command);
+            end += 1;
+        }
+        let batch = &entries[at..end];
+        let (replies, answered, failure) = match conn.send(out.freeze(), batch.len()).await.await {
+            Ok(Ok(r)) => (r, batch.len(), None),
+            Ok(Err(p)) => (p.replies, p.count, Some(p.error)),
+            // The pool is shutting down: nothing of this batch was answered.
+            Err(_) => {
+                journal.put_front(entries[at..].to_vec());
+                return false;
+            }
+        };
+        compare(&batch[..answered], &replies, done);
+        let Some(error) = failure else {
+            at = end;
+            continue;
+        };
+        let unsent = match error {
+            NoReply::Unavailable(_) | NoReply::NotSent(_) => at + answered,
+            NoReply::Lost(_) | NoReply::Overflow { .. } => {
+                let unknown = end - (at + answered);
+                done.unknown += unknown as u64;
+                warn!(%error, unknown, "the upstream failed with replayed writes in flight: they are not resent (each may or may not have run)");
+                end
+            }
+        };
+        journal.put_front(entries[unsent..].to_vec());
+        return false;
+    }
+    true
+}
+
+/// Count the replies of `batch` (all present in `replies`) and report those whose kind differs
+/// from the local reply: a conflict (the upstream's data made the write fail, or answer
+/// differently).
+fn compare(batch: &[Entry], replies: &[u8], done: &mut Replayed) {
+    let mut scanner = crate::protocol::ReplyScanner::new();
+    let mut at = 0;
+    for e in batch {
+        let len = match scanner.scan(&replies[at..]) {
+            Ok(Some(s)) => s.len,
+            _ => break,
+        };
+        let reply = &replies[at..at + len];
+        at += len;
+        done.replayed += 1;
+        if journal::kind(reply) != e.local {
+            done.conflicts += 1;
+            // Bounded: a recovery of a million conflicting writes is not a million log lines.
+            if done.conflicts <= 100 {
+                warn!(command = %journal::first_key(&e.command), reply = %String::from_utf8_lossy(reply).trim_end(), "replay conflict: the upstream answered a write acknowledged in local-only mode differently");
             }
         }
     }

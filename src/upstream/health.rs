@@ -249,6 +249,10 @@ pub struct Health {
     /// own settings: its credentials, its database, its protocol. See
     /// [`UpstreamError::is_rejection`].
     rejected: AtomicBool,
+    /// The upstream has answered at least once since start (a pool handshake or a probe): until
+    /// then an outage cannot be told from a typo in `upstream.url`, so nothing is served locally
+    /// (unless `local_only.serve_before_first_contact`) and `/readyz` says not ready.
+    contacted: AtomicBool,
     inner: Mutex<Inner>,
     /// Wakes the probe early (a pool connection just failed).
     pub(super) kick: Notify,
@@ -266,6 +270,7 @@ impl Health {
         Health {
             state: AtomicU8::new(State::Healthy as u8),
             rejected: AtomicBool::new(false),
+            contacted: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 machine: Machine::new(total, recover_after),
                 since: Instant::now(),
@@ -293,6 +298,11 @@ impl Health {
     /// misconfiguration must be seen, so commands fail with the upstream's own words.
     pub fn rejected(&self) -> bool {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the upstream has answered once since start (see the field).
+    pub fn contacted(&self) -> bool {
+        self.contacted.load(Ordering::Acquire)
     }
 
     /// A connection attempt (probe or pool) failed with `error`. A refusal of respite's settings
@@ -350,6 +360,10 @@ impl Health {
     /// connection lost while forwarding (is the upstream gone?), or one established while down
     /// (is it back?).
     pub(super) fn report(&self, ev: Event, cause: Option<Cause>) {
+        if matches!(ev, Event::ConnUp | Event::ProbeOk) && !self.contacted() {
+            self.contacted.store(true, Ordering::Release);
+            info!(upstream = %self.addr, "the upstream answered for the first time since start");
+        }
         let mut inner = self.lock();
         if let Some(c) = cause {
             inner.last_error = Some(c);

@@ -313,6 +313,41 @@ fn the_configmap_passes_check_config() {
     assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
 }
 
+/// The image's own command line (ENTRYPOINT + CMD) with the proxy.toml it copies passes
+/// `--check-config`: the shipped file is a valid configuration, as the container runs it.
+#[test]
+fn the_image_command_line_with_the_shipped_file_passes_check_config() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let copied = dockerfile()
+        .into_iter()
+        .any(|(i, a)| i == "COPY" && a.contains("proxy.toml /etc/respite/proxy.toml"));
+    assert!(
+        copied,
+        "the image ships proxy.toml as /etc/respite/proxy.toml"
+    );
+    let line: Vec<String> = exec_form("ENTRYPOINT")
+        .into_iter()
+        .chain(exec_form("CMD"))
+        .map(|a| match a.as_str() {
+            "/usr/local/bin/respite" => env!("CARGO_BIN_EXE_respite").to_string(),
+            "/etc/respite/proxy.toml" => format!("{root}/proxy.toml"),
+            _ => a,
+        })
+        .collect();
+    assert!(line.len() > 1, "{line:?}");
+    let out = Command::new(&line[0])
+        .args(&line[1..])
+        .arg("--check-config")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{line:?} --check-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Listening TCP sockets on `port` (from /proc/net/tcp and tcp6): their local addresses.
 fn listening_on(port: u16) -> Vec<String> {
     let mut found = Vec::new();

@@ -171,18 +171,14 @@ both!(
         assert_eq!(pa.cmd(&words("INCR rl:ip")), b":2\r\n");
         assert_eq!(pa.cmd(&words("TTL rl:ip")), b":60\r\n");
         assert_eq!(pb.cmd(&words("INCR rl:ip")), b":1\r\n");
-        // Locks (SET NX PX) work, per node: exclusive through one proxy, not across two.
-        assert_eq!(pa.cmd(&words("SET lock:job a NX PX 30000")), b"+OK\r\n");
-        assert_eq!(pa.cmd(&words("SET lock:job x NX PX 30000")), b"$-1\r\n");
-        assert_eq!(pb.cmd(&words("SET lock:job b NX PX 30000")), b"+OK\r\n");
-        let pttl = String::from_utf8(pa.cmd(&words("PTTL lock:job"))).unwrap();
-        let pttl: i64 = pttl[1..].trim().parse().unwrap();
-        assert!((1..=30000).contains(&pttl), "{pttl}");
+        // Locks (SET NX PX) are refused: the upstream may have a holder the engine cannot see.
+        let r = String::from_utf8(pa.cmd(&words("SET lock:job a NX PX 30000"))).unwrap();
+        assert!(r.starts_with("-TRYAGAIN"), "{r}");
         // What the engine does not implement says so.
         let r = String::from_utf8(pa.cmd(&words("BITFIELD b GET u8 0"))).unwrap();
         assert!(r.contains("not supported by respite's local engine"), "{r}");
 
-        // The upstream returns (empty): back to forwarding, local data dropped.
+        // The upstream returns (empty): back to forwarding, the local writes replayed into it.
         server.restart();
         let answering = Instant::now();
         assert_eq!(server.raw().cmd(&words("SET marker up")), b"+OK\r\n");
@@ -198,7 +194,8 @@ both!(
         );
         assert!(forwarded - answering < SLACK);
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(pa.cmd(&words("GET k")), b"$-1\r\n");
+        assert_eq!(server.raw().cmd(&words("GET k")), b"$5\r\nlocal\r\n");
+        assert_eq!(pa.cmd(&words("GET k")), b"$5\r\nlocal\r\n");
         assert_eq!(a.admin_get("/readyz"), (200, "ready\n".into()));
         assert!(
             a.admin_get("/stats")

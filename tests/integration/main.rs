@@ -25,6 +25,7 @@ mod node_clients;
 mod observability;
 mod operations;
 mod outage_recovery;
+mod outage_replay;
 mod pinned;
 mod pubsub;
 mod pubsub_fanout;

@@ -1,5 +1,5 @@
 //! Local-only mode you can trust (issue 14): after an outage no read returns a value older than
-//! the last write acknowledged to that key (the default `on_recovery = "invalidate"`), a lock
+//! the last write acknowledged to that key (`on_recovery = "invalidate"`), a lock
 //! refused while down never has two holders, INFO answers while down (ioredis's ready check), and
 //! an application's whole cache workload rides a killed and restarted upstream. Judged by the
 //! upstream's own keys where it matters.
@@ -88,7 +88,8 @@ both!(
     after_recovery_no_read_is_older_than_the_last_acknowledged_write,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start(&server.url());
+        // `invalidate`'s contract (the default, `replay`, is tested in outage_replay.rs).
+        let proxy = Proxy::start_with(&server.url(), &[("local_only.on_recovery", "invalidate")]);
         let mut p = proxy.raw();
         assert_eq!(cmd(&mut p, "SET k before"), V::Simple("OK".into()));
         assert_eq!(
