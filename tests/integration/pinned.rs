@@ -506,7 +506,10 @@ both!(
         let proxy = Proxy::start(&server.url());
         let mut d = server.raw();
         assert_eq!(
-            d.cmd(&words("ACL SETUSER alice on >secret ~a:* +get +set +ping")),
+            // CLIENT INFO too: respite answers it, but only if the upstream lets alice run it.
+            d.cmd(&words(
+                "ACL SETUSER alice on >secret ~a:* +get +set +ping +client|info"
+            )),
             b"+OK\r\n"
         );
         let mut p = proxy.raw();
