@@ -27,6 +27,9 @@ pub const UPSTREAM_HEALTH: &str = "respite_upstream_health";
 pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "respite_upstream_health_transitions_total";
 pub const UPSTREAM_PROBE_RTT_SECONDS: &str = "respite_upstream_probe_rtt_seconds";
 pub const BUILD_INFO: &str = "respite_build_info";
+pub const CLUSTER_REDIRECTS_TOTAL: &str = "respite_cluster_redirects_total";
+pub const CLUSTER_REFRESHES_TOTAL: &str = "respite_cluster_topology_refreshes_total";
+pub const CLUSTER_SPLITS_TOTAL: &str = "respite_cluster_split_commands_total";
 pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
 pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
 pub const LOCAL_ONLY: &str = "respite_local_only";
@@ -194,6 +197,21 @@ pub fn upstream_pinned(state: &'static str) -> Gauge {
 
 pub fn upstream_pinned_refused() {
     counter!(UPSTREAM_PINNED_REFUSED_TOTAL).increment(1);
+}
+
+/// A cluster redirection followed (`moved`, `ask`, `tryagain`).
+pub fn cluster_redirect(kind: &'static str) {
+    counter!(CLUSTER_REDIRECTS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// A cluster topology read that changed the slot map.
+pub fn cluster_refresh() {
+    counter!(CLUSTER_REFRESHES_TOTAL).increment(1);
+}
+
+/// A multi-key command split over nodes (`node`: how many parts) or fanned out to every primary.
+pub fn cluster_split(kind: &'static str) {
+    counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(1);
 }
 
 pub fn upstream_reconnect(protocol: &'static str) {

@@ -289,7 +289,14 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         raw.limits.validate(c)?;
     let sessions = raw.limits.sessions(c)?;
     let upstream = upstream::validate(&raw.upstream, &raw.health, c)?;
-    let local_only = raw.local_only.validate(c)?;
+    let mut local_only = raw.local_only.validate(c)?;
+    if let Some(u) = &upstream
+        && u.url.is_cluster()
+    {
+        // Health is judged per node in a cluster: a node down fails only its own slots'
+        // commands, and local-only mode (which would follow one node's health) is off.
+        local_only.enabled = false;
+    }
     let tenants = if raw.tenant.is_empty() && raw.default_tenant.is_none() {
         None
     } else {

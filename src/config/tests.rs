@@ -27,6 +27,54 @@ fn urls() {
 }
 
 #[test]
+fn cluster_urls_list_their_seeds() {
+    let u = parse_url("redis+cluster://u:p%40@10.0.0.1:7000,10.0.0.2:7001,h3").unwrap();
+    assert!(u.is_cluster() && !u.tls);
+    assert_eq!(u.seeds, ["10.0.0.1:7000", "10.0.0.2:7001", "h3:6379"]);
+    assert_eq!(u.addr, UpstreamAddr::Tcp("10.0.0.1:7000".into()));
+    assert_eq!(
+        (u.username.as_deref(), u.password.as_deref()),
+        (Some("u"), Some("p@"))
+    );
+    let u = parse_url("rediss+cluster://h:1").unwrap();
+    assert!(u.is_cluster() && u.tls);
+    assert!(!parse_url("redis://h:1").unwrap().is_cluster());
+    assert!(
+        parse_url("redis+cluster://h:1/2")
+            .unwrap_err()
+            .contains("database 0")
+    );
+    assert!(
+        parse_url("redis+cluster://h:1,,h:2")
+            .unwrap_err()
+            .contains("missing host")
+    );
+    assert!(
+        parse_url("redis+cluster://h:1,h:x")
+            .unwrap_err()
+            .contains("port")
+    );
+    // The same form as a setting (REDIS_URL and --upstream both set `upstream.url`).
+    let c = from_str_with(
+        "",
+        "proxy.toml",
+        &vec![(
+            "upstream.url".to_string(),
+            "redis+cluster://a:1,b:2".to_string(),
+        )],
+        &vec![],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.unwrap().url.seeds, ["a:1", "b:2"]);
+    let c =
+        parse("[upstream]\nurl = \"redis+cluster://a:1\"\n[local_only]\nenabled = true\n").unwrap();
+    assert!(
+        !c.local_only.enabled,
+        "local-only mode is off for a cluster"
+    );
+}
+
+#[test]
 fn near_cache_errors_name_the_key_and_line() {
     let base = "[upstream]\nurl = \"redis://a:1\"\n[near_cache]\nenabled = true\n";
     let c = parse(&format!(

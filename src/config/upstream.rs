@@ -67,6 +67,9 @@ pub struct UpstreamUrl {
     pub db: u32,
     /// `rediss://`: the connection speaks TLS.
     pub tls: bool,
+    /// `redis+cluster://h1:p1,h2:p2…`: the cluster's seed nodes (`host:port`, `addr` is the
+    /// first); empty for a single server (see `upstream::cluster`).
+    pub seeds: Vec<String>,
 }
 
 impl std::fmt::Debug for UpstreamUrl {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for UpstreamUrl {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("db", &self.db)
             .field("tls", &self.tls)
+            .field("seeds", &self.seeds)
             .finish()
     }
 }
@@ -279,6 +283,11 @@ fn upstream_tls(
 }
 
 impl UpstreamUrl {
+    /// A `redis+cluster://` or `rediss+cluster://` URL.
+    pub fn is_cluster(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
     /// The host part of a TCP address (brackets of an IPv6 literal removed); empty for unix.
     pub fn host(&self) -> &str {
         match &self.addr {
@@ -324,15 +333,21 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
             password: None,
             db,
             tls: false,
+            seeds: Vec::new(),
         });
     }
-    let (rest, tls) = if let Some(r) = full.strip_prefix("redis://") {
-        (r, false)
+    let (rest, tls, cluster) = if let Some(r) = full.strip_prefix("redis://") {
+        (r, false, false)
     } else if let Some(r) = full.strip_prefix("rediss://") {
-        (r, true)
+        (r, true, false)
+    } else if let Some(r) = full.strip_prefix("redis+cluster://") {
+        (r, false, true)
+    } else if let Some(r) = full.strip_prefix("rediss+cluster://") {
+        (r, true, true)
     } else {
         return Err(format!(
-            "`{url}` is not a redis://host:port[/db], rediss://host:port[/db] or unix:///path URL"
+            "`{url}` is not a redis://host:port[/db], rediss://host:port[/db], \
+             redis+cluster://host:port[,host:port…] or unix:///path URL"
         ));
     };
     let (auth, hostpart) = match rest.rsplit_once('@') {
@@ -348,16 +363,20 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
         ),
         None => (hostpart, 0),
     };
-    if hostport.is_empty() {
-        return Err(format!("`{url}`: missing host"));
+    if cluster && db != 0 {
+        return Err(format!(
+            "`{url}`: a cluster has only database 0 (Redis Cluster refuses SELECT)"
+        ));
     }
-    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
-        let port = hostport.rsplit(':').next().unwrap_or_default();
-        port.parse::<u16>()
-            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
-        hostport.to_string()
-    } else {
-        format!("{hostport}:6379")
+    let mut seeds = Vec::new();
+    if cluster {
+        for seed in hostport.split(',') {
+            seeds.push(host_port(seed, url)?);
+        }
+    }
+    let hostport = match seeds.first() {
+        Some(first) => first.clone(),
+        None => host_port(hostport, url)?,
     };
     let (username, password) = match auth {
         None => (None, None),
@@ -382,6 +401,22 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
         password,
         db,
         tls,
+        seeds,
+    })
+}
+
+/// One `host[:port]` of a URL as `host:port` (6379 when the port is left out).
+fn host_port(hostport: &str, url: &str) -> Result<String, String> {
+    if hostport.is_empty() {
+        return Err(format!("`{url}`: missing host"));
+    }
+    Ok(if hostport.contains(':') && !hostport.ends_with(']') {
+        let port = hostport.rsplit(':').next().unwrap_or_default();
+        port.parse::<u16>()
+            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
+        hostport.to_string()
+    } else {
+        format!("{hostport}:6379")
     })
 }
 

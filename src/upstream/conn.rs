@@ -226,7 +226,8 @@ impl ConnTask {
             Lane::Slow => "respite-slow",
             Lane::Bulk => "respite-bulk",
         };
-        let opened = handshake::open(&self.config, self.proto, name).await?;
+        let opened =
+            handshake::open_patient(&self.config, self.proto, name, &self.health, None).await?;
         if let Ok(mut slot) = self.info.write() {
             *slot = Some(opened.info);
         }

@@ -14,6 +14,8 @@
 //!   KILL and the like), so a slow command never holds up fast ones.
 //! - [`pinned`]: connections of one client's own (WATCH, blocking commands, another database),
 //!   leased from a bounded pool and taken back only after a verified reset.
+//! - [`cluster`]: a Redis or Valkey Cluster behind the same pools: each pool connection a
+//!   router to the node of each command's slot, every node an upstream of its own.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
 //!   [`probe`]'s PINGs; [`activity`]: what tells a busy upstream from a dead one.
 //!
@@ -22,6 +24,7 @@
 pub mod activity;
 pub mod backoff;
 pub mod blockable;
+pub mod cluster;
 pub mod command_fetch;
 pub mod conn;
 pub mod error;

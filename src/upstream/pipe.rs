@@ -327,6 +327,7 @@ pub(super) async fn read_marked(
                 if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
                     return Some(Kind::Protocol(ProtocolError::Misaligned));
                 }
+                activity.saw_refusal(super::activity::refuses_all(&buf[..scanned]));
                 buf.advance(scanned);
                 for (slot, replies) in held.drain(..) {
                     deliver(slot, replies);

@@ -1,6 +1,7 @@
 //! The upstream side as a whole: a pool of [`Conn`]s for RESP2 clients and one for RESP3
 //! clients, started together with the health tracker and its probe. It hands each client its
 //! connection and reports what the upstream said about itself; it never reads a reply.
+use super::cluster::Cluster;
 use super::conn::{Conn, ConnTask};
 use super::handshake::{self, ServerInfo};
 use super::lanes::{self, Lane};
@@ -28,6 +29,10 @@ pub struct Upstream {
     bulk: [OnceLock<Conn>; 2],
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
+    /// The next out-of-band command's connection (see [`lanes::Standby`]).
+    standby: Arc<lanes::Standby>,
+    /// A `redis+cluster://` upstream: the pools above are its routers (see [`super::cluster`]).
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Upstream {
@@ -43,7 +48,12 @@ impl Upstream {
         let info = Arc::new(RwLock::new(None));
         let health = Arc::new(health::Health::new(
             config.url.addr.to_string().into(),
-            2 * config.connections,
+            // A cluster's pool connections are its nodes': only the probe speaks for the seed.
+            if config.url.is_cluster() {
+                0
+            } else {
+                2 * config.connections
+            },
             config.health.recover_after,
             options,
         ));
@@ -54,8 +64,30 @@ impl Upstream {
             commands_tx,
             shutdown.clone(),
         ));
+        let cluster = config
+            .url
+            .is_cluster()
+            .then(|| Cluster::start(config.clone(), shutdown.clone()));
         let mut pools = [Vec::new(), Vec::new()];
-        for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
+        let (slow, bulk) = (
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+        );
+        if let Some(c) = &cluster {
+            // Clients' connections are routers; the nodes' own pools are opened by the cluster.
+            for (i, proto) in [Protocol::Resp2, Protocol::Resp3].into_iter().enumerate() {
+                for slot in 0..config.connections {
+                    pools[i].push(c.router(proto, Lane::Shared, slot));
+                }
+                let _ = slow[i].set(c.router(proto, Lane::Slow, 0));
+                let _ = bulk[i].set(c.router(proto, Lane::Bulk, 0));
+            }
+        }
+        for (pool, proto) in pools
+            .iter_mut()
+            .zip([Protocol::Resp2, Protocol::Resp3])
+            .filter(|_| cluster.is_none())
+        {
             for slot in 0..config.connections {
                 // The queue holds what one write can take; past it, senders wait.
                 let (tx, rx) = mpsc::channel(config.max_inflight.min(4096));
@@ -78,17 +110,19 @@ impl Upstream {
         }
         let [resp2, resp3] = pools;
         Arc::new(Upstream {
-            pinned: PinnedPool::new(config.clone()),
+            pinned: PinnedPool::new(config.clone(), health.clone()),
+            standby: Arc::default(),
             config,
             resp2,
             resp3,
             live,
             info,
             health,
-            slow: [OnceLock::new(), OnceLock::new()],
-            bulk: [OnceLock::new(), OnceLock::new()],
+            slow,
+            bulk,
             shutdown,
             commands,
+            cluster,
         })
     }
 
@@ -121,6 +155,10 @@ impl Upstream {
     pub fn conn_in(&self, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
         if lane == Lane::Shared {
             return self.conn(proto, client_id);
+        }
+        if lane == Lane::Slow {
+            // What ends a slow command must not wait for a connection to open behind it.
+            self.ready_out_of_band();
         }
         let i = match proto {
             Protocol::Resp2 => 0,
@@ -158,7 +196,20 @@ impl Upstream {
         bytes: bytes::Bytes,
         budget: Option<Arc<super::ReplyBudget>>,
     ) -> tokio::sync::oneshot::Receiver<super::Reply> {
-        lanes::send(self.config.clone(), proto, bytes, budget)
+        lanes::send(
+            self.config.clone(),
+            self.health.clone(),
+            self.standby.clone(),
+            proto,
+            bytes,
+            budget,
+        )
+    }
+
+    /// Have a connection ready for the next out-of-band command (see [`lanes::Standby`]): called
+    /// when a command that may keep the server busy is sent (the slow lane, a pinned connection).
+    pub fn ready_out_of_band(&self) {
+        self.standby.ready(&self.config, &self.health);
     }
 
     /// The connection a client uses. A client always uses the same one per protocol, so its
@@ -171,13 +222,24 @@ impl Upstream {
         &pool[(client_id % pool.len() as u64) as usize]
     }
 
-    /// Connections established now, over both pools.
+    /// Connections established now, over both pools (of every node, for a cluster).
     pub fn live_connections(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        match &self.cluster {
+            Some(c) => c.nodes().iter().map(|n| n.live_connections()).sum(),
+            None => self.live.load(Ordering::Relaxed),
+        }
     }
 
     pub fn server_info(&self) -> Option<ServerInfo> {
+        if let Some(c) = &self.cluster {
+            return c.nodes().iter().find_map(|n| n.server_info());
+        }
         self.info.read().ok().and_then(|i| i.clone())
+    }
+
+    /// The cluster behind a `redis+cluster://` upstream.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn config(&self) -> &UpstreamConfig {

@@ -92,7 +92,7 @@ both!(client_unblock_after_the_lease_went_back, |kind: Kind| {
     wait_until(Duration::from_secs(5), || {
         text(server.raw().cmd(&words("CLIENT LIST")))
             .lines()
-            .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=hello"))
+            .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=client|info"))
     })
     .expect("the lease went back");
     let mut second = proxy.raw();
@@ -191,7 +191,7 @@ both!(client_no_touch_applies_to_the_client_only, |kind: Kind| {
         text(server.raw().cmd(&words("CLIENT LIST")))
             .lines()
             .filter(|l| l.contains("name=respite-pinned"))
-            .all(|l| l.contains("cmd=hello"))
+            .all(|l| l.contains("cmd=client|info"))
     })
     .expect("the pinned connection went back, reset");
     assert_eq!(p.cmd(&words("CLIENT NO-TOUCH ON")), b"+OK\r\n");

@@ -10,11 +10,13 @@
 // Each test crate uses a part of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod cluster;
 mod proxy;
 mod resp;
 mod servers;
 mod tenant;
 
+pub use cluster::Cluster;
 pub use proxy::{Binary, Proxy, metric};
 pub use resp::{Raw, bulk, encode, frame_len, words};
 pub use servers::{KINDS, Kind, Server, free_port};

@@ -1,4 +1,5 @@
-//! Commands the session answers itself, with the replies Redis gives: PING, ECHO, HELLO, QUIT,
+//! Commands the session answers itself, with the replies Redis gives: PING (where respite is the
+//! server; an upstream in service answers it), ECHO, HELLO, QUIT,
 //! RESET, AUTH, CLIENT SETNAME/GETNAME/ID/INFO/SETINFO, and INFO for a tenant with a key
 //! prefix (or without an upstream).
 //!
@@ -14,6 +15,20 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
     let args = &req.args;
     let mut out = BytesMut::new();
     match spec.name {
+        // While an upstream serves, PING is its to answer: `-BUSY` while a script runs past its
+        // time limit, `-LOADING` while it loads (what a client's health check must see). respite
+        // answers only where it is the server (standalone, local-only mode).
+        // (A client whose pinned connection failed under it is answered here: nothing of its
+        // would reach the upstream.)
+        "ping"
+            if r.shared.upstream.is_some()
+                && r.shared.answerer(spec, args).is_none()
+                && !r.pinned.as_ref().is_some_and(|p| p.is_closed()) =>
+        {
+            r.enter_lane(spec).await;
+            r.forward(spec, req).await;
+            return Flow::Continue;
+        }
         "ping" => match &args[..] {
             [_] => encode::simple(&mut out, "PONG"),
             [_, msg] => encode::bulk(&mut out, msg),

@@ -60,13 +60,7 @@ impl Reader<'_> {
             ("multi", true) => {
                 // Each upstream's own answer: Valkey rejects MULTI like any command not allowed
                 // in a transaction, which also aborts it; Redis 7.0 only refuses the nesting.
-                let valkey = self
-                    .shared
-                    .upstream
-                    .as_ref()
-                    .and_then(|u| u.server_info())
-                    .is_some_and(|i| i.server == "valkey");
-                if valkey {
+                if self.upstream_is_valkey() {
                     self.refuse_queued("ERR Command 'multi' not allowed inside a transaction")
                         .await
                 } else {
@@ -119,6 +113,20 @@ impl Reader<'_> {
 
     /// A command queued by the client: refused (and the transaction marked to abort) or queued.
     async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && spec.flags.contains(crate::command::Flags::NO_MULTI) {
+            // SAVE, SHUTDOWN and the like: refused at queue time, in the server's words (a
+            // streaming transaction's upstream refuses them itself).
+            let msg = if self.upstream_is_valkey() {
+                format!(
+                    "ERR Command '{}' not allowed inside a transaction",
+                    spec.name.split('|').next().unwrap_or(spec.name)
+                )
+            } else {
+                "ERR Command not allowed inside a transaction".to_string()
+            };
+            return self.refuse_queued(&msg).await;
+        }
         let queueable = match route {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
@@ -198,6 +206,12 @@ impl Reader<'_> {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && let Some(refusal) = self.busy_refusal().await {
+            // Redis refuses every command a busy (or loading) server is sent, queued ones too,
+            // and then aborts EXEC: the same here, in the upstream's own words.
+            return self.refuse_queued(&refusal).await;
+        }
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.follow_ups.extend(follow_ups);
         multi.count += 1;
@@ -209,6 +223,35 @@ impl Reader<'_> {
         multi.commands.extend_from_slice(&command);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
+    }
+
+    /// Whether the upstream said it is Valkey (its error texts differ from Redis's here).
+    fn upstream_is_valkey(&self) -> bool {
+        self.shared
+            .upstream
+            .as_ref()
+            .and_then(|u| u.server_info())
+            .is_some_and(|i| i.server == "valkey")
+    }
+
+    /// The upstream's refusal of every command right now (`BUSY …`, `LOADING …`), if the latest
+    /// word from it says it was refusing: confirmed by a PING of the client's own, so a hint that
+    /// is out of date (the script just ended) refuses nothing. Costs nothing otherwise.
+    async fn busy_refusal(&mut self) -> Option<String> {
+        let upstream = self.shared.upstream.as_ref()?;
+        if !upstream.health().activity.refusing() {
+            return None;
+        }
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let rx = self.upstream_send(ping, 1, None).await;
+        let answered = self.park(rx).await;
+        self.took_reply();
+        match answered {
+            Some(Ok(Ok(reply))) if crate::upstream::activity::refuses_all(&reply) => {
+                Some(String::from_utf8_lossy(&reply[1..]).trim_end().to_string())
+            }
+            _ => None,
+        }
     }
 
     /// Move a transaction queued here onto a pinned connection: MULTI and what was queued so far

@@ -19,6 +19,7 @@ use super::{Pending, Reader, error_bytes, simple};
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
+use crate::upstream::handshake::Login;
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -45,6 +46,12 @@ impl Reader<'_> {
     /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
     /// so what the client sent before runs before anything on the new connection.
     pub(super) async fn pin(&mut self) -> bool {
+        self.pin_as(None).await
+    }
+
+    /// [`Reader::pin`]; a new connection is set up with `login` (the client's own credentials)
+    /// when given, instead of respite's.
+    async fn pin_as(&mut self, login: Option<Login>) -> bool {
         if self.pinned.is_some() {
             return true;
         }
@@ -58,7 +65,11 @@ impl Reader<'_> {
         }
         self.after_pinned = false;
         let gone = self.gone_token();
-        match upstream.pinned().take(self.client.proto, gone).await {
+        match upstream
+            .pinned()
+            .take(self.client.proto, gone, login.as_ref())
+            .await
+        {
             Ok(p) => {
                 *super::clients::lock(&self.registered.entry.blockable) = Some(p.blockable());
                 self.pinned = Some(p);
@@ -147,8 +158,12 @@ impl Reader<'_> {
             return oneshot::channel().1;
         }
         if let Some(p) = &self.pinned {
+            if slow && let Some(upstream) = &self.shared.upstream {
+                // What ends a slow command must not wait for a connection to open behind it.
+                upstream.ready_out_of_band();
+            }
             // Boxed: rare, and inline its state would grow every idle session.
-            return Box::pin(p.send_within(bytes, count, budget)).await;
+            return Box::pin(p.send_marked(bytes, count, budget, slow)).await;
         }
         if self.after_pinned {
             // Not `barrier`: that would send the group this job is made of. `after_pinned`
@@ -279,7 +294,20 @@ impl Reader<'_> {
         creds: &[Bytes],
         hello: Option<&[u8]>,
     ) -> Option<Bytes> {
-        if !self.pin().await {
+        // A connection opened for this login is set up as the client: respite's own
+        // credentials may no longer be the upstream's (a password changed through respite).
+        let login = match creds {
+            [user, password] => Login {
+                user: Some(user.clone()),
+                password: password.clone(),
+            },
+            [password] => Login {
+                user: None,
+                password: password.clone(),
+            },
+            _ => return Some(error_bytes("ERR syntax error")),
+        };
+        if !self.pin_as(Some(login)).await {
             return None;
         }
         let mut cmd = BytesMut::new();

@@ -274,7 +274,7 @@ impl Reader<'_> {
         self.barrier().await;
         if self.pinned.is_none() {
             let gone = self.gone_token();
-            match upstream.pinned().take(self.client.proto, gone).await {
+            match upstream.pinned().take(self.client.proto, gone, None).await {
                 Ok(p) => self.pinned = Some(p),
                 Err(e) => {
                     metrics::error(ErrorKind::Refused);

@@ -1,0 +1,267 @@
+//! A Redis Cluster or Valkey Cluster behind one endpoint (`redis+cluster://h1:p1,h2:p2…`).
+//!
+//! The cluster is a set of primaries, each an ordinary [`Upstream`] of its own (its
+//! auto-pipelined pools, health and probe), found from the seeds' topology ([`topology`]) and
+//! refreshed on MOVED, on a connection failure and every [`REFRESH_EVERY`]. The clients' side
+//! does not change: their pool connections are [`Conn`]s like any other, but the task behind
+//! each is a router ([`route`]) that frames the commands of a job, routes each by the hash slot
+//! of its keys ([`slot`]), splits the multi-key commands that may span slots and merges their
+//! replies ([`merge`]), follows MOVED and ASK, and hands the job its replies in order.
+//!
+//! # Invariants
+//! - Every job gets exactly one outcome, with one reply per command in the order sent: the
+//!   router completes it once every command's reply is in.
+//! - A client's commands reach each node in the order it sent them: one router per pool
+//!   connection, and each router uses the same connection of each node.
+//! - A command is resent only when the node said it did not run it (MOVED, ASK, TRYAGAIN, or
+//!   a connection that never sent it); a command lost in flight gets its error, never a retry.
+use super::conn::{Conn, Job};
+use super::lanes::Lane;
+use super::{Upstream, handshake, health};
+use crate::config::{UpstreamAddr, UpstreamConfig};
+use crate::protocol::Protocol;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+mod merge;
+mod plan;
+mod route;
+mod scan;
+pub mod slot;
+pub mod topology;
+
+use topology::Topology;
+
+/// The periodic topology refresh, on top of those MOVED and failures ask for.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Refreshes asked for closer together than this wait for the next one.
+const REFRESH_GAP: Duration = Duration::from_millis(100);
+/// Redirections (MOVED, ASK, TRYAGAIN) followed for one command before it fails.
+pub const MAX_REDIRECTS: usize = 6;
+
+/// The cluster: its topology and one [`Upstream`] per node seen.
+pub struct Cluster {
+    config: Arc<UpstreamConfig>,
+    shutdown: CancellationToken,
+    topology: watch::Sender<Option<Arc<Topology>>>,
+    nodes: RwLock<HashMap<String, Arc<Upstream>>>,
+    refresh: Notify,
+}
+
+impl Cluster {
+    /// Start discovery and the refresh task; nodes are connected as the topology names them.
+    pub fn start(config: Arc<UpstreamConfig>, shutdown: CancellationToken) -> Arc<Cluster> {
+        let cluster = Arc::new(Cluster {
+            config,
+            shutdown,
+            topology: watch::channel(None).0,
+            nodes: RwLock::new(HashMap::new()),
+            refresh: Notify::new(),
+        });
+        tokio::spawn(refresh_task(cluster.clone()));
+        cluster
+    }
+
+    /// A router in front of the cluster for clients of `proto` on `lane`, using connection
+    /// `index` of each node.
+    pub(super) fn router(self: &Arc<Self>, proto: Protocol, lane: Lane, index: usize) -> Conn {
+        let (tx, rx) = mpsc::channel(self.config.max_inflight.min(4096));
+        let ctx = route::Ctx {
+            cluster: self.clone(),
+            proto,
+            lane,
+            index,
+        };
+        tokio::spawn(route::run(ctx, rx));
+        Conn { tx }
+    }
+
+    /// The topology, waiting up to `upstream.connect_timeout_ms` for the first one.
+    pub async fn topology(&self) -> Option<Arc<Topology>> {
+        let mut rx = self.topology.subscribe();
+        if let Some(t) = rx.borrow().clone() {
+            return Some(t);
+        }
+        let wait = rx.wait_for(|t| t.is_some());
+        match tokio::time::timeout(self.config.connect_timeout, wait).await {
+            Ok(Ok(t)) => t.clone(),
+            _ => None,
+        }
+    }
+
+    /// The topology now, if known.
+    pub fn current(&self) -> Option<Arc<Topology>> {
+        self.topology.borrow().clone()
+    }
+
+    /// The node at `addr`, connected on first use.
+    pub fn node(&self, addr: &str) -> Arc<Upstream> {
+        if let Some(n) = self
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+        {
+            return n.clone();
+        }
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                let mut config = (*self.config).clone();
+                config.url.addr = UpstreamAddr::Tcp(addr.to_string());
+                config.url.seeds = Vec::new();
+                info!(node = addr, "cluster node connected");
+                Upstream::start(config, health::Options::default(), self.shutdown.clone())
+            })
+            .clone()
+    }
+
+    /// Every node connected so far.
+    pub fn nodes(&self) -> Vec<Arc<Upstream>> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Ask for a topology refresh soon (after a MOVED or a connection failure).
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// A MOVED says `slot` is served by `addr` now: routed there at once, and the whole
+    /// topology read again soon.
+    pub fn moved(&self, slot: u16, addr: &str) {
+        self.topology.send_if_modified(|t| match t {
+            Some(topo) if topo.primary(slot) != Some(addr) => {
+                let mut next = (**topo).clone();
+                next.moved(slot, addr);
+                *t = Some(Arc::new(next));
+                true
+            }
+            _ => false,
+        });
+        crate::metrics::cluster_redirect("moved");
+        self.request_refresh();
+    }
+
+    /// Read the topology from a known primary, else a seed; the first that answers wins.
+    async fn discover(&self) -> Option<Topology> {
+        let mut candidates: Vec<String> = self
+            .current()
+            .map(|t| t.primaries().to_vec())
+            .unwrap_or_default();
+        candidates.extend(self.config.url.seeds.iter().cloned());
+        candidates.dedup();
+        for addr in candidates {
+            match fetch(&self.config, &addr).await {
+                Ok(t) => return Some(t),
+                Err(e) => warn!(node = %addr, error = %e, "cluster topology not read"),
+            }
+        }
+        None
+    }
+}
+
+/// Read the topology from the node at `addr`: CLUSTER SHARDS, else CLUSTER SLOTS.
+async fn fetch(config: &UpstreamConfig, addr: &str) -> Result<Topology, String> {
+    let mut config = config.clone();
+    config.url.addr = UpstreamAddr::Tcp(addr.to_string());
+    let mut opened = handshake::open(&config, Protocol::Resp2, "respite-cluster")
+        .await
+        .map_err(|e| e.to_string())?;
+    let name: Arc<str> = addr.into();
+    let host = config.url.host().to_string();
+    let shards = handshake::request(
+        &mut opened.read,
+        &mut opened.write,
+        &name,
+        "CLUSTER SHARDS",
+        b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match Topology::from_shards(&shards, &host, config.tls.is_some()) {
+        Ok(t) => Ok(t),
+        Err(shards_err) => {
+            let slots = handshake::request(
+                &mut opened.read,
+                &mut opened.write,
+                &name,
+                "CLUSTER SLOTS",
+                b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Topology::from_slots(&slots, &host).map_err(|e| format!("{shards_err}; then {e}"))
+        }
+    }
+}
+
+/// Keep the topology current: at once, then on request (at most one per [`REFRESH_GAP`]) and
+/// every [`REFRESH_EVERY`], until shutdown.
+async fn refresh_task(cluster: Arc<Cluster>) {
+    let c = cluster;
+    let mut known = false;
+    while !c.shutdown.is_cancelled() {
+        match c.discover().await {
+            Some(t) => {
+                for addr in t.primaries() {
+                    c.node(addr);
+                }
+                let changed = c.topology.send_if_modified(|cur| {
+                    if cur.as_deref() != Some(&t) {
+                        *cur = Some(Arc::new(t));
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if changed {
+                    crate::metrics::cluster_refresh();
+                    info!(
+                        primaries = c.current().map_or(0, |t| t.primaries().len()),
+                        "cluster topology read"
+                    );
+                }
+                known = true;
+            }
+            // Nothing known yet: try again soon rather than after a whole period.
+            None if !known => {
+                tokio::time::sleep(REFRESH_GAP * 5).await;
+                continue;
+            }
+            None => {}
+        }
+        tokio::select! {
+            _ = c.refresh.notified() => {}
+            _ = tokio::time::sleep(REFRESH_EVERY) => {}
+            _ = c.shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(REFRESH_GAP).await;
+    }
+}
+
+/// The bytes of a command, for tests and synthesised sends.
+pub(super) fn command(args: &[&[u8]]) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    crate::protocol::encode::command(&mut out, args);
+    out.freeze()
+}
+
+/// The job a router could not route at all: every command gets `error`.
+pub(super) fn fail_job(job: Job, error: &str) {
+    let mut out = bytes::BytesMut::new();
+    for _ in 0..job.count {
+        crate::protocol::encode::error(&mut out, error);
+    }
+    let _ = job.reply.send(Ok(out.freeze()));
+}
