@@ -143,3 +143,16 @@ both!(a_tenants_monitor_shows_its_own_keys_only, |kind: Kind| {
     // The upstream holds what b wrote, where b wrote it: the lines were hidden, not lost.
     assert_eq!(server.raw().cmd(&words("GET b:note")), b"$7\r\na:hello\r\n");
 });
+
+both!(a_monitor_is_not_an_idle_client, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with(&server.url(), &[("limits.idle_timeout_ms", "300")]);
+    let mut m = proxy.raw();
+    assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+    // An idle client opened after the monitor is closed: the timeout has passed for the monitor.
+    let mut idle = proxy.raw();
+    assert_eq!(idle.cmd(&words("PING")), b"+PONG\r\n");
+    assert!(idle.closed());
+    assert_eq!(proxy.raw().cmd(&words("SET after-idle 1")), b"+OK\r\n");
+    lines_until(&mut m, "\"after-idle\"");
+});

@@ -94,6 +94,9 @@ impl Reader<'_> {
                 _ = relay => {}
             }
         });
+        // A monitor waits for lines, not for itself: limits.idle_timeout_ms would close it (Redis's
+        // `timeout` spares monitors too).
+        self.client.timeouts_exempt = true;
         let mut ok = BytesMut::new();
         crate::protocol::encode::simple(&mut ok, "OK");
         self.push(Pending::Ready(ok.freeze())).await;
@@ -173,18 +176,17 @@ impl View {
 }
 
 /// What respite itself sends on a connection that carries clients' commands: the batch marker
-/// (`PING` and 32 hex digits), the PING that ends a pinned lease, a pinned connection's `RESET`,
-/// and its own HELLO (named `respite…`). Clients' PINGs never reach the upstream (respite answers
-/// them), nor does their RESET.
+/// (`PING` and 32 hex digits), the PING that ends a pinned lease (`PING respite-release`), a
+/// pinned connection's `RESET`, and its own HELLO (named `respite…`). A client's RESET never
+/// reaches the upstream (respite answers it); its PINGs do and are shown.
 fn respite_own(args: &[Bytes]) -> bool {
     let Some(name) = args.first() else {
         return false;
     };
     if name.eq_ignore_ascii_case(b"ping") {
-        return args.len() == 1
-            || (args.len() == 2
-                && args[1].len() == 32
-                && args[1].iter().all(|b| b.is_ascii_hexdigit()));
+        return args.len() == 2
+            && (&args[1][..] == b"respite-release"
+                || (args[1].len() == 32 && args[1].iter().all(|b| b.is_ascii_hexdigit())));
     }
     if name.eq_ignore_ascii_case(b"reset") {
         return true;
@@ -381,7 +383,15 @@ mod tests {
         };
         let marker = "+1.0 [0 192.0.2.9:1] \"PING\" \"dc90937b0000000000000000000000a1\"\r\n";
         assert_eq!(show(&all, marker), None);
-        assert_eq!(show(&all, "+1.0 [0 192.0.2.9:1] \"PING\"\r\n"), None);
+        assert_eq!(
+            show(
+                &all,
+                "+1.0 [0 192.0.2.9:1] \"PING\" \"respite-release\"\r\n"
+            ),
+            None
+        );
+        let ping = "+1.0 [0 192.0.2.9:1] \"PING\"\r\n";
+        assert_eq!(show(&all, ping).unwrap(), ping);
         assert_eq!(show(&all, "+1.0 [0 192.0.2.9:1] \"RESET\"\r\n"), None);
         assert_eq!(
             show(
