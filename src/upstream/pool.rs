@@ -237,6 +237,19 @@ impl Upstream {
         self.info.read().ok().and_then(|i| i.clone())
     }
 
+    /// The pool of connections of one client's own for a command whose first key is `key`: in
+    /// a cluster, the pool of the node serving the key's slot (the seed's when it has no key or
+    /// the slot is not known yet); otherwise the one pool.
+    pub fn pinned_for(&self, key: Option<&[u8]>) -> Arc<PinnedPool> {
+        if let (Some(c), Some(key)) = (&self.cluster, key)
+            && let Some(topology) = c.current()
+            && let Some(addr) = topology.primary(super::cluster::slot::key_slot(key))
+        {
+            return c.node(addr).pinned().clone();
+        }
+        self.pinned.clone()
+    }
+
     /// The cluster behind a `redis+cluster://` upstream.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()

@@ -46,12 +46,32 @@ impl Reader<'_> {
     /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
     /// so what the client sent before runs before anything on the new connection.
     pub(super) async fn pin(&mut self) -> bool {
-        self.pin_as(None).await
+        self.pin_on(None, None).await
+    }
+
+    /// [`Reader::pin`] for a command on keys: in a cluster, the connection goes to the node
+    /// serving the slot of its first key (as the upstream gets it, prefix included).
+    pub(super) async fn pin_for(&mut self, spec: &'static CommandSpec, req: &Request) -> bool {
+        let key = crate::command::keys(spec, &req.args)
+            .ok()
+            .and_then(|k| k.positions().next())
+            .and_then(|pos| req.args.get(pos))
+            .map(|key| match &self.client.tenant {
+                Some(t) => [&t.prefix[..], &key[..]].concat(),
+                None => key.to_vec(),
+            });
+        self.pin_on(key, None).await
     }
 
     /// [`Reader::pin`]; a new connection is set up with `login` (the client's own credentials)
     /// when given, instead of respite's.
     async fn pin_as(&mut self, login: Option<Login>) -> bool {
+        self.pin_on(None, login).await
+    }
+
+    /// Take a pinned connection from the pool for `key` (see [`Reader::pin_for`]), set up with
+    /// `login` when given.
+    async fn pin_on(&mut self, key: Option<Vec<u8>>, login: Option<Login>) -> bool {
         if self.pinned.is_some() {
             return true;
         }
@@ -66,7 +86,7 @@ impl Reader<'_> {
         self.after_pinned = false;
         let gone = self.gone_token();
         match upstream
-            .pinned()
+            .pinned_for(key.as_deref())
             .take(self.client.proto, gone, login.as_ref())
             .await
         {
@@ -199,7 +219,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "blocking command").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.forward_any(spec, req).await;
@@ -211,7 +231,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "transaction").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.pin.watching = true;
