@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::acl::AllowSet;
 use super::sources::line_of_field;
@@ -26,6 +26,21 @@ impl Secret {
     /// The secret itself, for the one place that must use it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Serialized (`--check-config`'s TOML) as `"<redacted>"`, as `Debug` shows it.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A secret that is a plain `Option<String>` in the raw file (the password's SHA-256).
+fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
     }
 }
 
@@ -90,7 +105,7 @@ pub enum ExcessTtl {
 }
 
 /// The tenant part of proxy.toml, for callers (and tests) that parse it on its own.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTenants {
     pub default_tenant: Option<String>,
@@ -98,13 +113,14 @@ pub struct RawTenants {
 }
 
 /// One `[[tenant]]` entry as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTenant {
     pub name: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// 64 hex digits: the SHA-256 of the password, so the file need not hold it in clear.
+    #[serde(serialize_with = "redact")]
     pub password_sha256: Option<String>,
     pub prefix: String,
     /// ACL-style rules applied in order: `@category`, `+@category`, `-@category`, `command`,
@@ -117,7 +133,7 @@ pub struct RawTenant {
 }
 
 /// One `[[tenant.ttl]]` rule as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTtlRule {
     /// A Redis glob over the client's key name (without the tenant prefix).

@@ -606,6 +606,82 @@ fn local_maxmemory_policy_is_a_redis_policy_name() {
     assert!(e.contains("local.maxmemory_policy"), "{e}");
 }
 
+#[test]
+fn urls_the_url_standard_refuses_are_refused_naming_key_and_source() {
+    for (url, says) in [
+        ("redis://bad host:6379", "not a valid URL"),
+        ("redis://h:0", "port 0"),
+        ("redis://h:65536", "1 to 65535"),
+        ("redis://h:1?db=2", "path"),
+        ("unix://relative/r.sock", "absolute path"),
+        ("redis://:6379", "valid URL"),
+    ] {
+        let e = parse_url(url).unwrap_err();
+        assert!(e.contains(says), "{url}: {e}");
+        let e = from_str_with(
+            "",
+            "proxy.toml",
+            &vec![],
+            &vec![("upstream.url".into(), url.into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("command line: invalid value for `upstream.url`"),
+            "{url}: {e}"
+        );
+    }
+    let e = parse("\n[upstream]\nurl = \"redis://bad host:6379\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("proxy.toml line 3:"), "{e}");
+    // Still read: a password alone, IPv6, unix paths with an escaped space.
+    let u = parse_url("redis://secret@h").unwrap();
+    assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+    assert_eq!(
+        parse_url("redis://[::1]:7000").unwrap().addr,
+        UpstreamAddr::Tcp("[::1]:7000".into())
+    );
+    assert_eq!(
+        parse_url("unix:///tmp/a%20b.sock").unwrap().addr,
+        UpstreamAddr::Unix("/tmp/a b.sock".into())
+    );
+}
+
+#[test]
+fn an_upstream_that_is_respites_own_listener_is_refused() {
+    let flags = |url: &str, listen: &str| -> Overrides {
+        vec![
+            ("upstream.url".into(), url.into()),
+            ("listen.tcp".into(), listen.into()),
+        ]
+    };
+    for (url, listen) in [
+        ("redis://127.0.0.1:6380", "127.0.0.1:6380"),
+        ("redis://localhost:6380", "127.0.0.1:6380"),
+        ("redis://127.0.0.1:7000", "0.0.0.0:7000"),
+        ("redis://u:pw@[::1]:6380", "[::]:6380"),
+    ] {
+        let e = from_str_with("", "proxy.toml", &vec![], &flags(url, listen))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream.url") && e.contains("own listener") && !e.contains("pw@"),
+            "{url}: {e}"
+        );
+    }
+    for (url, listen) in [
+        ("redis://127.0.0.1:6379", "127.0.0.1:6380"),
+        ("redis://10.0.0.1:6380", "127.0.0.1:6380"),
+    ] {
+        assert!(from_str_with("", "proxy.toml", &vec![], &flags(url, listen)).is_ok());
+    }
+    let e = parse("[listen]\nunix = \"/run/r.sock\"\n[upstream]\nurl = \"unix:///run/r.sock\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listen.unix") && e.contains("line 4"), "{e}");
+}
+
 /// The shipped proxy.toml holds exactly the built-in defaults (what differs appears only as a
 /// commented example), and every key the docs' configuration table lists is in it.
 #[test]

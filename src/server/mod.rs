@@ -386,7 +386,12 @@ pub async fn run_reloadable(
     // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
     let stop_admin = CancellationToken::new();
     let admin_task = admin.map(|l| {
+        let control = admin::Control {
+            loopback: l.local_addr().is_ok_and(|a| a.ip().is_loopback()),
+            token_file: config.admin_reload_token_file.clone(),
+        };
         let state = admin::State {
+            control,
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
             local_only: local_only.enabled,
