@@ -395,6 +395,33 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
             c,
         )?)
     };
+    for (i, t) in tenants.iter().flat_map(|t| t.tenants.iter()).enumerate() {
+        let Some(db) = t.db else { continue };
+        let key = format!("tenant[{i}].db");
+        match &upstream {
+            None => {
+                return Err(c.invalid(
+                    &key,
+                    "needs an upstream (upstream.url): standalone, respite has one keyspace".into(),
+                ));
+            }
+            Some(u) if u.url.is_cluster() => {
+                return Err(c.invalid(
+                    &key,
+                    "a cluster upstream has database 0 only (Redis Cluster): a tenant's keys stay under its prefix there".into(),
+                ));
+            }
+            Some(u) if u.url.db == db => {
+                return Err(c.invalid(
+                    &key,
+                    format!(
+                        "database {db} is upstream.url's, which the tenants without a db share"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     let admin = raw.admin.validate(c)?;
     let admin_reload_token_file = raw.admin.reload_token_file(c)?;
     let log_level = raw.log.validate(c)?;

@@ -69,6 +69,9 @@ pub struct TenantConfig {
     pub sort_patterns: bool,
     pub max_value_bytes: Option<usize>,
     pub ttl: Vec<TtlRuleConfig>,
+    /// The upstream database that holds this tenant's keys (`tenant.db`), when it has one of its
+    /// own; `None`: the upstream URL's database, shared with the other tenants.
+    pub db: Option<u32>,
 }
 
 /// How a tenant's password is given. `Debug` shows neither the password nor its hash.
@@ -130,6 +133,8 @@ pub struct RawTenant {
     pub sort_patterns: bool,
     pub max_value_bytes: Option<i64>,
     pub ttl: Vec<RawTtlRule>,
+    /// A database of the upstream's own for this tenant's keys (see [`TenantConfig::db`]).
+    pub db: Option<i64>,
 }
 
 /// One `[[tenant.ttl]]` rule as written.
@@ -326,8 +331,37 @@ pub(crate) fn validate(
                 on_excess,
             });
         }
+        let db = match t.db {
+            None => None,
+            // A database of its own makes FLUSHDB, DBSIZE, RANDOMKEY, SCAN and KEYS the
+            // upstream's own, in O(the tenant's keys); the prefix still confines what databases
+            // do not separate (channels, scripts' key names) and keeps a key's name unique
+            // across tenants in the near cache and the local engine.
+            Some(_) if t.prefix.is_empty() => {
+                return Err(invalid(
+                    key("db"),
+                    "needs a prefix: channels, scripts and the local engine are not separated by databases".into(),
+                ));
+            }
+            Some(v) if (0..=i64::from(i32::MAX)).contains(&v) => Some(v as u32),
+            Some(v) => {
+                return Err(invalid(
+                    key("db"),
+                    format!("must be a database index from 0, got {v}"),
+                ));
+            }
+        };
+        if let Some(db) = db
+            && let Some(j) = tenants.iter().position(|o: &TenantConfig| o.db == Some(db))
+        {
+            return Err(invalid(
+                key("db"),
+                format!("database {db} is also tenant[{j}]'s: a tenant's database is its own"),
+            ));
+        }
         tenants.push(TenantConfig {
             name: t.name.clone(),
+            db,
             credentials,
             prefix: Bytes::copy_from_slice(t.prefix.as_bytes()),
             allowed,

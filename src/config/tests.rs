@@ -748,3 +748,63 @@ fn the_shipped_file_is_the_defaults_and_lists_every_documented_key() {
         "documented, not in proxy.toml: {missing:?}"
     );
 }
+
+#[test]
+fn a_tenant_database_is_its_own() {
+    let tenant = |name: &str, prefix: &str, db: &str| {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\nusername = \"{name}\"\npassword = \"pw-{name}\"\nprefix = \"{prefix}\"\nallow = [\"@all\"]\n{db}\n"
+        )
+    };
+    let up = "[upstream]\nurl = \"redis://h:1/2\"\n";
+    let c = parse(&format!(
+        "{up}{}{}",
+        tenant("a", "a:", "db = 3"),
+        tenant("b", "b:", "")
+    ))
+    .unwrap();
+    let t = c.tenants.unwrap();
+    assert_eq!((t.tenants[0].db, t.tenants[1].db), (Some(3), None));
+    for (toml, key, says) in [
+        (
+            format!(
+                "{up}{}{}",
+                tenant("a", "a:", "db = 3"),
+                tenant("b", "b:", "db = 3")
+            ),
+            "tenant[1].db",
+            "also tenant[0]'s",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = 2")),
+            "tenant[0].db",
+            "upstream.url's",
+        ),
+        (
+            format!("{up}{}", tenant("a", "", "db = 3")),
+            "tenant[0].db",
+            "needs a prefix",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = -1")),
+            "tenant[0].db",
+            "from 0",
+        ),
+        (
+            tenant("a", "a:", "db = 3"),
+            "tenant[0].db",
+            "needs an upstream",
+        ),
+        (
+            format!(
+                "[upstream]\nurl = \"redis+cluster://h:1\"\n{}",
+                tenant("a", "a:", "db = 3")
+            ),
+            "tenant[0].db",
+            "database 0 only",
+        ),
+    ] {
+        let e = parse(&toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{e}");
+    }
+}

@@ -240,6 +240,8 @@ pub async fn run_reloadable(
     sources: Option<Sources>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // INFO's uptime counts from here.
+    crate::policy::info::started();
     let reloadable = sources.is_some();
     // First, so no SIGHUP from here on ends the process (its default action).
     let hup = match reloadable {
