@@ -57,7 +57,13 @@ impl Reader<'_> {
                 .as_ref()
                 .filter(|t| t.has_prefix())
                 .map(|t| t.prefix.clone()),
-            db: self.configured_db(),
+            // A tenant with a database of its own (`tenant.db`) keeps its keys there.
+            db: self
+                .client
+                .tenant
+                .as_ref()
+                .and_then(|t| t.db)
+                .unwrap_or(self.configured_db()),
         };
         let gone = self.gone_token();
         let (tx, rx) = mpsc::channel(BACKLOG);
