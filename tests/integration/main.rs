@@ -12,6 +12,7 @@ mod client_unblock;
 mod clients;
 mod cluster;
 mod config_errors;
+mod delay_relay;
 mod deploy;
 mod faults;
 mod flapping;
