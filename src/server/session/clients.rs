@@ -407,6 +407,14 @@ impl Reader<'_> {
             };
             filters.push(f);
         }
+        for f in &filters {
+            if let Filter::User(u) = f
+                && !self.user_exists(u).await
+            {
+                let msg = format!("ERR No such user '{}'", String::from_utf8_lossy(u));
+                return self.reply_error(&msg).await;
+            }
+        }
         let skip_me = filters
             .iter()
             .rev()
@@ -437,6 +445,22 @@ impl Reader<'_> {
         let mut out = BytesMut::new();
         encode::integer(&mut out, killed);
         self.reply(out).await
+    }
+
+    /// Whether `user` is a user CLIENT KILL USER may name, as Redis refuses one it does not know:
+    /// without tenants, the upstream's own users are the clients' (asked with `ACL GETUSER`; an
+    /// upstream that will not say is taken to know it); with tenants, or without an upstream,
+    /// any name is taken as known.
+    async fn user_exists(&mut self, user: &[u8]) -> bool {
+        if self.tenants.is_some() || self.shared.upstream.is_none() {
+            return true;
+        }
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[&b"ACL"[..], b"GETUSER", user]);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let answered = self.park(rx).await;
+        self.took_reply();
+        !matches!(answered, Some(Ok(Ok(reply))) if [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n"].contains(&&reply[..]))
     }
 
     /// Copy this session's state into its registry entry (after a connection command).

@@ -24,6 +24,9 @@ use bytes::{Bytes, BytesMut};
 /// A transaction being queued.
 #[derive(Default)]
 pub(crate) struct Multi {
+    /// The client's MULTI as it sent it: the upstream (and so MONITOR) gets the client's own
+    /// spelling when the transaction goes upstream.
+    begin: Bytes,
     /// The queued commands as the upstream gets them, back to back.
     commands: BytesMut,
     /// Each queued command as the client sent it, for the local engine.
@@ -74,7 +77,12 @@ impl Reader<'_> {
                 self.grouped().await
             }
             ("multi", false) => {
-                self.multi = Some(Box::default());
+                let mut begin = BytesMut::new();
+                super::forward::append_request(&mut begin, req);
+                self.multi = Some(Box::new(Multi {
+                    begin: begin.freeze(),
+                    ..Multi::default()
+                }));
                 self.reply_simple("OK").await
             }
             ("exec", false) => self.reply_error("ERR EXEC without MULTI").await,
@@ -90,7 +98,7 @@ impl Reader<'_> {
             }
             ("exec", true) => {
                 let multi = self.multi.take().expect("checked");
-                self.exec(*multi).await
+                self.exec(*multi, req).await
             }
             ("watch", true) => {
                 self.reply_error("ERR WATCH inside MULTI is not allowed")
@@ -257,7 +265,7 @@ impl Reader<'_> {
             return false;
         }
         let multi = self.multi.as_mut().expect("in a transaction");
-        let mut job = BytesMut::from(&b"*1\r\n$5\r\nMULTI\r\n"[..]);
+        let mut job = BytesMut::from(&multi.begin[..]);
         job.extend_from_slice(&std::mem::take(&mut multi.commands));
         let count = 1 + std::mem::take(&mut multi.queued).len();
         multi.streaming = true;
@@ -322,9 +330,9 @@ impl Reader<'_> {
         }
     }
 
-    async fn exec(&mut self, multi: Multi) {
+    async fn exec(&mut self, multi: Multi, req: &Request) {
         if multi.streaming {
-            return self.exec_on_pinned(multi).await;
+            return self.exec_on_pinned(multi, req).await;
         }
         if multi.failed {
             self.release_written().await;
@@ -343,9 +351,9 @@ impl Reader<'_> {
             .queued
             .iter()
             .any(|(spec, _)| crate::command::known_slow(spec));
-        self.group.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        self.group.extend_from_slice(&multi.begin);
         self.group.extend_from_slice(&multi.commands);
-        self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        super::forward::append_request(&mut self.group, req);
         for f in &multi.follow_ups {
             self.group.extend_from_slice(f);
         }
@@ -364,7 +372,7 @@ impl Reader<'_> {
     /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key
     /// changed); a tenant's follow-ups go right after it. One that respite refused while queueing
     /// is discarded upstream and aborted here, as Redis aborts it.
-    async fn exec_on_pinned(&mut self, multi: Multi) {
+    async fn exec_on_pinned(&mut self, multi: Multi, req: &Request) {
         self.pin.multi = false;
         self.pin.watching = false;
         if multi.failed {
@@ -383,7 +391,7 @@ impl Reader<'_> {
             self.client.db = db;
         }
         self.send_group().await;
-        self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        super::forward::append_request(&mut self.group, req);
         for f in &multi.follow_ups {
             self.group.extend_from_slice(f);
         }
