@@ -21,6 +21,7 @@ mod hostile;
 mod local_only;
 mod merge_under_load;
 mod misaligned;
+mod monitor_view;
 mod multi_connection_state;
 mod near_cache;
 mod node_clients;

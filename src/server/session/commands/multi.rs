@@ -24,6 +24,9 @@ use bytes::{Bytes, BytesMut};
 /// A transaction being queued.
 #[derive(Default)]
 pub(crate) struct Multi {
+    /// The client's MULTI as it sent it: the upstream (and so MONITOR) gets the client's own
+    /// spelling when the transaction goes upstream.
+    begin: Bytes,
     /// The queued commands as the upstream gets them, back to back.
     commands: BytesMut,
     /// Each queued command as the client sent it, for the local engine.
@@ -73,7 +76,12 @@ impl Reader<'_> {
                 self.hold_request(req).await
             }
             ("multi", false) => {
-                self.multi = Some(Box::default());
+                let mut begin = BytesMut::new();
+                crate::server::session::forward::append_request(&mut begin, req);
+                self.multi = Some(Box::new(Multi {
+                    begin: begin.freeze(),
+                    ..Multi::default()
+                }));
                 self.reply_simple("OK").await
             }
             ("exec", false) => self.reply_error("ERR EXEC without MULTI").await,
@@ -89,7 +97,7 @@ impl Reader<'_> {
             }
             ("exec", true) => {
                 let multi = self.multi.take().expect("checked");
-                self.exec(*multi).await
+                self.exec(*multi, req).await
             }
             ("watch", true) => {
                 self.reply_error("ERR WATCH inside MULTI is not allowed")
@@ -256,7 +264,7 @@ impl Reader<'_> {
             return false;
         }
         let multi = self.multi.as_mut().expect("in a transaction");
-        let mut job = BytesMut::from(&b"*1\r\n$5\r\nMULTI\r\n"[..]);
+        let mut job = BytesMut::from(&multi.begin[..]);
         job.extend_from_slice(&std::mem::take(&mut multi.commands));
         let count = 1 + std::mem::take(&mut multi.queued).len();
         multi.streaming = true;
@@ -319,9 +327,9 @@ impl Reader<'_> {
         }
     }
 
-    async fn exec(&mut self, multi: Multi) {
+    async fn exec(&mut self, multi: Multi, req: &Request) {
         if multi.streaming {
-            return self.exec_on_pinned(multi).await;
+            return self.exec_on_pinned(multi, req).await;
         }
         if multi.failed {
             self.out.release_written().await;
@@ -340,11 +348,10 @@ impl Reader<'_> {
             .queued
             .iter()
             .any(|(spec, _)| crate::command::known_slow(spec));
-        let mut job: Vec<&[u8]> = vec![
-            b"*1\r\n$5\r\nMULTI\r\n",
-            &multi.commands,
-            b"*1\r\n$4\r\nEXEC\r\n",
-        ];
+        // MULTI and EXEC go upstream as the client spelled them (MONITOR shows the client's own).
+        let mut exec_req = BytesMut::new();
+        crate::server::session::forward::append_request(&mut exec_req, req);
+        let mut job: Vec<&[u8]> = vec![&multi.begin, &multi.commands, &exec_req];
         job.extend(multi.follow_ups.iter().map(|f| &f[..]));
         let n = multi.queued.len();
         let count = n + 2 + multi.follow_ups.len();
@@ -364,7 +371,7 @@ impl Reader<'_> {
     /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key
     /// changed); a tenant's follow-ups go right after it. One that respite refused while queueing
     /// is discarded upstream and aborted here, as Redis aborts it.
-    async fn exec_on_pinned(&mut self, multi: Multi) {
+    async fn exec_on_pinned(&mut self, multi: Multi, req: &Request) {
         self.out.pin.needs.multi = false;
         self.out.pin.needs.watching = false;
         if multi.failed {
@@ -383,7 +390,9 @@ impl Reader<'_> {
             self.client.db = db;
         }
         self.send_group().await;
-        let mut job: Vec<&[u8]> = vec![b"*1\r\n$4\r\nEXEC\r\n"];
+        let mut exec_req = BytesMut::new();
+        crate::server::session::forward::append_request(&mut exec_req, req);
+        let mut job: Vec<&[u8]> = vec![&exec_req];
         job.extend(multi.follow_ups.iter().map(|f| &f[..]));
         let count = job.len();
         let keep = Keep::first(0, ReplyRewrite::None, Bytes::new(), self.client.proto);
