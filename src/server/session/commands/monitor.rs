@@ -12,10 +12,10 @@
 //! keys lose the prefix. A keyless command (PUBLISH, SCRIPT, FLUSHALL, MULTI) is never shown to a
 //! prefixed tenant: this module must never show one a line that names a key outside its
 //! namespace, or any command of another's.
-use crate::server::session::{Pending, Reader};
 use crate::command::{self, CommandSpec};
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::ReplyScanner;
+use crate::server::session::{Pending, Reader};
 use crate::upstream::own::{self, Role};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
