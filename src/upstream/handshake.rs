@@ -360,6 +360,25 @@ fn leftover(info: &[u8], db: u32, name: &str) -> Option<String> {
     None
 }
 
+/// Write one encoded request of [`request`] or [`request_line`].
+async fn send_bytes(write: &mut BoxWrite, bytes: &[u8]) -> Result<(), Kind> {
+    write
+        .write_all(bytes)
+        .await
+        .map_err(|e| Kind::Lost(Lost::Write(e.into())))
+}
+
+/// The reply of [`request`] or [`request_line`], or the upstream's refusal if it is an error.
+fn refused_or(reply: Bytes, command: &'static str) -> Result<Bytes, Kind> {
+    match error_text(&reply)? {
+        Some(text) => Err(Kind::Refused(Refusal::Command {
+            command,
+            reply: text,
+        })),
+        None => Ok(reply),
+    }
+}
+
 /// Send `bytes` (one encoded `command`) on an open connection and read its reply: the raw reply,
 /// or the upstream's refusal if it is an error.
 pub(crate) async fn request(
@@ -370,19 +389,10 @@ pub(crate) async fn request(
     bytes: &[u8],
 ) -> Result<Bytes, UpstreamError> {
     let err = |kind| UpstreamError::new(addr.clone(), kind);
-    write
-        .write_all(bytes)
-        .await
-        .map_err(|e| err(Kind::Lost(Lost::Write(e.into()))))?;
+    send_bytes(write, bytes).await.map_err(err)?;
     let mut replies = read_replies(read, 1).await.map_err(err)?;
     let reply = replies.pop().expect("one reply");
-    match error_text(&reply).map_err(err)? {
-        Some(text) => Err(err(Kind::Refused(Refusal::Command {
-            command,
-            reply: text,
-        }))),
-        None => Ok(reply),
-    }
+    refused_or(reply, command).map_err(err)
 }
 
 /// Like [`request`], for a command answered by one line (`+OK` or an error) after which the
@@ -396,10 +406,7 @@ pub(crate) async fn request_line(
     bytes: &[u8],
 ) -> Result<Bytes, UpstreamError> {
     let err = |kind| UpstreamError::new(addr.clone(), kind);
-    write
-        .write_all(bytes)
-        .await
-        .map_err(|e| err(Kind::Lost(Lost::Write(e.into()))))?;
+    send_bytes(write, bytes).await.map_err(err)?;
     let mut line = BytesMut::new();
     while !line.ends_with(b"\r\n") {
         if line.len() > 64 * 1024 {
@@ -414,13 +421,7 @@ pub(crate) async fn request_line(
         }
     }
     let reply = line.freeze();
-    match error_text(&reply).map_err(err)? {
-        Some(text) => Err(err(Kind::Refused(Refusal::Command {
-            command,
-            reply: text,
-        }))),
-        None => Ok(reply),
-    }
+    refused_or(reply, command).map_err(err)
 }
 
 /// Read `n` complete replies (raw), each cut by the reply scanner.
