@@ -195,6 +195,7 @@ impl RawListen {
 pub(super) struct RawAdmin {
     listen: String,
     reload_token_file: String,
+    pub(super) command_histograms: bool,
 }
 
 impl Default for RawAdmin {
@@ -202,6 +203,7 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: "127.0.0.1:9121".into(),
             reload_token_file: String::new(),
+            command_histograms: true,
         }
     }
 }

@@ -256,6 +256,10 @@ pub async fn run_reloadable(
     );
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
+    if let Some(t) = live.tenants() {
+        crate::policy::metrics::register(&t);
+    }
+    crate::metrics::set_command_histograms(config.command_histograms);
     let stop_upstream = CancellationToken::new();
     let local_only = config.local_only.clone();
     let engine = (config.upstream.is_none() || local_only.enabled).then(|| {
@@ -276,6 +280,7 @@ pub async fn run_reloadable(
                 local_only.on_recovery,
                 outage.clone(),
                 recoveries,
+                local_only.serve_before_first_contact,
             ),
         };
         Upstream::start(u, options, stop_upstream.clone())

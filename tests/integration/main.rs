@@ -20,6 +20,7 @@ mod fuzz_checker;
 mod hostile;
 mod local_only;
 mod merge_under_load;
+mod metrics_start;
 mod misaligned;
 mod monitor_view;
 mod multi_connection_state;
