@@ -41,6 +41,7 @@ mod select_order;
 mod slow_commands;
 mod slow_readers;
 mod standalone;
+mod systemd;
 mod tenant_hardening;
 mod tenant_oracle;
 mod tenant_server;
