@@ -146,20 +146,35 @@ pub fn error(kind: ErrorKind) {
     counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }
 
-/// The counter of one command, registered on first use (so `/metrics` lists only commands seen)
-/// and then found by the command's dense id: one atomic add per command on the hot path.
+/// One handle per built-in command, registered on first use (so `/metrics` lists only commands
+/// seen) and then found by the command's dense id. Built once per kind of handle, here only.
+struct PerCommand<T>(OnceLock<Box<[OnceLock<T>]>>);
+
+impl<T> PerCommand<T> {
+    const fn new() -> Self {
+        PerCommand(OnceLock::new())
+    }
+
+    /// `spec`'s handle, made by `make` the first time; `None` for a command only the upstream's
+    /// own table has ([`crate::command::NOT_BUILT_IN`]), which has no dense id.
+    fn get(&self, spec: &'static CommandSpec, make: impl FnOnce() -> T) -> Option<&T> {
+        let handles = self.0.get_or_init(|| {
+            let n = crate::command::all()
+                .iter()
+                .map(|s| s.id as usize + 1)
+                .max()
+                .unwrap_or(0);
+            (0..n).map(|_| OnceLock::new()).collect()
+        });
+        handles.get(spec.id as usize).map(|h| h.get_or_init(make))
+    }
+}
+
+/// The counter of one command: one atomic add per command on the hot path (see [`PerCommand`]).
 pub fn command(spec: &'static CommandSpec) -> &'static Counter {
-    static HANDLES: OnceLock<Box<[OnceLock<Counter>]>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        let n = crate::command::all()
-            .iter()
-            .map(|s| s.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        (0..n).map(|_| OnceLock::new()).collect()
-    });
-    match handles.get(spec.id as usize) {
-        Some(h) => h.get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name)),
+    static HANDLES: PerCommand<Counter> = PerCommand::new();
+    match HANDLES.get(spec, || counter!(COMMANDS_TOTAL, "command" => spec.name)) {
+        Some(h) => h,
         None => upstream_command(spec.name),
     }
 }
@@ -236,19 +251,9 @@ pub fn upstream_error_replies() -> Counter {
 /// A sampled command's latency as its client sees it, labelled by the table's name for it; the
 /// handle is found by the command's dense id, as [`command`]'s counter is.
 pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
-    static HANDLES: OnceLock<Box<[OnceLock<Histogram>]>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        let n = crate::command::all()
-            .iter()
-            .map(|s| s.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        (0..n).map(|_| OnceLock::new()).collect()
-    });
-    match handles.get(spec.id as usize) {
-        Some(h) => h
-            .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
-            .record(seconds),
+    static HANDLES: PerCommand<Histogram> = PerCommand::new();
+    match HANDLES.get(spec, || histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name)) {
+        Some(h) => h.record(seconds),
         // A command only the upstream's own table has (NOT_BUILT_IN): by name, bounded by what
         // the upstream lists. Rare, so the registry's lookup is fine here.
         None => histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name).record(seconds),
