@@ -21,7 +21,8 @@
 //! This module never interprets a forwarded reply beyond finding where it ends.
 use super::activity::Activity;
 use super::blockable::Blockable;
-use super::conn::{InFlight, Job, read_loop, write_loop};
+use super::job::{InFlight, Job, PushSink};
+use super::pipe::{read_loop, write_loop};
 use super::error::UpstreamError;
 use super::handshake::{self, BoxRead, BoxWrite};
 use super::pipe::read_loop_pushing;
@@ -49,18 +50,6 @@ pub enum PinError {
     Exhausted(usize),
     #[error("ERR respite could not open a pinned upstream connection: {0}")]
     Open(UpstreamError),
-}
-
-/// Where a tracking lease's push frames go (see [`PinnedPool::take_tracked`]); called from the
-/// connection's reader, in the order the frames came between the replies.
-pub trait PushSink: Send + Sync {
-    /// One more job's replies are about to be handed over (jobs complete in order).
-    fn delivered(&self);
-    /// A push frame, read after every reply of the jobs [`PushSink::delivered`] so far and,
-    /// when `mid_job`, after some of the next job's replies too.
-    fn push(&self, frame: Bytes, mid_job: bool);
-    /// The connection failed while leased: pushes it would have carried are lost.
-    fn lost(&self);
 }
 
 type SinkSlot = arc_swap::ArcSwapOption<Arc<dyn PushSink>>;
