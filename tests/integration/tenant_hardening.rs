@@ -1,7 +1,7 @@
 //! Issue 12's findings as regressions, judged by the upstream's own state (keys, types, TTLs,
 //! lengths) read on a direct connection, never by respite's reply alone.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, words};
+use crate::support::{Kind, Proxy, Raw, Server, text, words};
 
 /// A prefixed tenant allowed everything but @dangerous, with a TTL cap and a value limit.
 const TENANTS: &str = r#"
@@ -40,9 +40,6 @@ fn int(reply: &[u8]) -> i64 {
     s[1..s.len() - 2].parse().unwrap()
 }
 
-fn text(reply: Vec<u8>) -> String {
-    String::from_utf8_lossy(&reply).into_owned()
-}
 
 /// The key exists upstream with a TTL within the tenant's cap.
 fn capped(d: &mut Raw, key: &str) {

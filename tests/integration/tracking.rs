@@ -4,14 +4,9 @@
 //! written there directly), a flush when the upstream goes away, and redis-py's and redis-rs's
 //! own client-side caching machinery against a concurrent writer.
 use crate::both;
-use crate::support::{
-    Kind, Proxy, Raw, Server, TenantToml, metric, python, tenants, wait_until, words,
-};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, metric, python, tenants, text, wait_until, words};
 use std::time::Duration;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A RESP3 connection to the proxy.
 fn resp3(proxy: &Proxy) -> Raw {
