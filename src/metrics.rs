@@ -252,7 +252,10 @@ pub fn upstream_error_replies() -> Counter {
 /// handle is found by the command's dense id, as [`command`]'s counter is.
 pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
     static HANDLES: PerCommand<Histogram> = PerCommand::new();
-    match HANDLES.get(spec, || histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name)) {
+    match HANDLES.get(
+        spec,
+        || histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name),
+    ) {
         Some(h) => h.record(seconds),
         // A command only the upstream's own table has (NOT_BUILT_IN): by name, bounded by what
         // the upstream lists. Rare, so the registry's lookup is fine here.
@@ -284,6 +287,12 @@ pub fn upstream_shared_connections() -> Gauge {
 
 pub fn config_reload(ok: bool) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// A `POST /reload` the admin port's gate turned away (no token, a wrong one, or a listener that
+/// is not loopback): nothing was reloaded.
+pub fn reload_refused() {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => "refused").increment(1);
 }
 
 /// What one recovery's replay did: writes applied upstream, those whose upstream reply differed
@@ -344,6 +353,18 @@ pub fn tracking_overflow() {
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(TRACKING_CLIENTS, "Clients with CLIENT TRACKING on");
+    describe_counter!(
+        CLUSTER_REDIRECTS_TOTAL,
+        "Redirections from a cluster upstream that respite followed (kind: moved, ask, tryagain)"
+    );
+    describe_counter!(
+        CLUSTER_REFRESHES_TOTAL,
+        "Reads of a cluster upstream's topology that changed the slot map"
+    );
+    describe_counter!(
+        CLUSTER_SPLITS_TOTAL,
+        "Commands split over a cluster upstream's nodes or fanned out to every primary, by kind"
+    );
     describe_counter!(
         TRACKING_INVALIDATIONS_TOTAL,
         "Invalidation messages sent to tracking clients (or the clients they redirect to)"
@@ -418,9 +439,9 @@ pub fn describe() {
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,
-        "Configuration reloads (SIGHUP or POST /reload), by result"
+        "Configuration reloads (SIGHUP or POST /reload), by result: ok, error, or refused (a POST /reload the admin port turned away)"
     );
-    for result in ["ok", "error"] {
+    for result in ["ok", "error", "refused"] {
         counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
     }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");

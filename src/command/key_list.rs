@@ -48,7 +48,7 @@ enum Repr {
 }
 
 impl Keys {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Keys(Repr::Inline {
             len: 0,
             refs: [KeyRef::default(); INLINE],
@@ -103,4 +103,3 @@ pub(super) fn c_eq_ignore_case(arg: &[u8], word: &str) -> bool {
     let arg = memchr::memchr(0, arg).map_or(arg, |end| &arg[..end]);
     arg.eq_ignore_ascii_case(word.as_bytes())
 }
-

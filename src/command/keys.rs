@@ -11,8 +11,8 @@
 //! refuse the call instead of prefixing the wrong arguments.
 use bytes::Bytes;
 
-use super::key_list::{KeyError, KeyRef, Keys};
 use super::key_list::c_eq_ignore_case;
+use super::key_list::{KeyError, KeyRef, Keys};
 use super::{BeginSearch, CommandSpec, FindKeys, Flags, KeySpecFlags, KeysProc, options};
 // Redis's `string2ll`, shared with the framer.
 use crate::protocol::int::parse_i64;

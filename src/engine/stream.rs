@@ -5,7 +5,6 @@
 //! removes whole listpack nodes, whose sizes also depend on bytes); XREAD with BLOCK is answered
 //! at once when there is data and refused when it would have to wait, since the engine cannot
 //! park a client; XINFO and XSETID are not served. Consumer groups are in `stream_group`.
-use std::collections::BTreeMap;
 
 use bytes::Bytes;
 

@@ -74,4 +74,3 @@ pub(super) fn reply_entry(c: &mut Call, id: Id, fields: &[Bytes]) {
         c.out.bulk(f);
     }
 }
-

@@ -5,6 +5,7 @@
 //! series count is bounded by the number of tenants (times refusal reasons).
 use metrics::{Counter, counter};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{PolicyError, Tenant};
 
@@ -20,15 +21,23 @@ pub const TENANT_AUTH_FAILURES_TOTAL: &str = "respite_tenant_auth_failures_total
 pub struct TenantCounters {
     commands: OnceLock<Counter>,
     errors: OnceLock<Counter>,
+    /// The same count as `commands`, readable: the tenant's INFO `total_commands_processed`.
+    seen: AtomicU64,
 }
 
 /// A command a tenant sent (counted whether it was forwarded, answered or refused).
 pub fn command(tenant: &Tenant) {
+    tenant.counters.seen.fetch_add(1, Ordering::Relaxed);
     tenant
         .counters
         .commands
         .get_or_init(|| counter!(TENANT_COMMANDS_TOTAL, "tenant" => tenant.name.clone()))
         .increment(1);
+}
+
+/// Commands the tenant sent this process (see [`command`]).
+pub fn commands_seen(tenant: &Tenant) -> u64 {
+    tenant.counters.seen.load(Ordering::Relaxed)
 }
 
 /// An error reply respite sent the tenant.
@@ -51,4 +60,26 @@ pub fn refusal(tenant: &str, err: &PolicyError) {
 pub fn auth_failure(tenant: Option<&str>) {
     counter!(TENANT_AUTH_FAILURES_TOTAL, "tenant" => tenant.unwrap_or("unknown").to_string())
         .increment(1);
+}
+
+/// HELP and TYPE for the tenant families, so `/metrics` passes `promtool check metrics` once a
+/// `[[tenant]]` is configured (called when the recorder is installed).
+pub fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(
+        TENANT_COMMANDS_TOTAL,
+        "Commands a tenant sent (forwarded, answered by respite or refused), by tenant"
+    );
+    describe_counter!(
+        TENANT_ERRORS_TOTAL,
+        "Error replies respite itself sent a tenant's clients, by tenant"
+    );
+    describe_counter!(
+        TENANT_REFUSALS_TOTAL,
+        "Commands refused by a tenant's policy, by tenant and reason"
+    );
+    describe_counter!(
+        TENANT_AUTH_FAILURES_TOTAL,
+        "Failed AUTH attempts, by tenant (unknown when the user name matched no tenant)"
+    );
 }

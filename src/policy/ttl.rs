@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::auth::Tenant;
 use super::call::{Call, c_str};
 use super::error::PolicyError;
-use super::ttl_rule::{OnExcess, TtlRule};
+use super::ttl_rule::OnExcess;
 use crate::command::{CommandSpec, KeySpecFlags, Keys};
 use crate::protocol::int::parse_i64;
 

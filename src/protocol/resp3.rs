@@ -59,7 +59,9 @@ pub fn to_resp2_flattening_pairs(frame: &[u8]) -> Option<Bytes> {
 
 fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
     let end = memchr::memchr(b'\r', buf)?;
-    (buf.get(end + 1) == Some(&b'\n')).then(|| (&buf[1..end], end + 2))
+    // `get`: a line that is only its CRLF has no type byte before it.
+    let body = buf.get(1..end)?;
+    (buf.get(end + 1) == Some(&b'\n')).then_some((body, end + 2))
 }
 
 fn number(digits: &[u8]) -> Option<i64> {

@@ -241,6 +241,8 @@ pub async fn run_reloadable(
     sources: Option<Sources>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // INFO's uptime counts from here.
+    crate::policy::info::started();
     // First, so no SIGHUP from here on ends the process (its default action).
     let hup = match sources.is_some() {
         true => Some(tokio::signal::unix::signal(
@@ -271,7 +273,12 @@ pub async fn run_reloadable(
     let stop_admin = CancellationToken::new();
     let admin_task = admin.map(|l| {
         let shared = &started.shared;
+        let control = admin::Control {
+            loopback: l.local_addr().is_ok_and(|a| a.ip().is_loopback()),
+            token_file: shared.config.admin_reload_token_file.clone(),
+        };
         let state = admin::State {
+            control,
             upstream: shared.upstream.clone(),
             draining: shared.draining.clone(),
             local_only: shared.config.local_only.enabled,
@@ -343,7 +350,12 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     });
     let health = upstream.as_ref().map(|u| u.health().clone());
     let tenants = live.tenants();
-    let cache = near_cache(&config, upstream.as_deref(), tenants.as_deref(), &stop_upstream);
+    let cache = near_cache(
+        &config,
+        upstream.as_deref(),
+        tenants.as_deref(),
+        &stop_upstream,
+    );
     if let Some(c) = &cache {
         live.attach_cache(c.clone());
     }
@@ -398,7 +410,9 @@ fn near_cache(
 ) -> Option<Arc<crate::cache::NearCache>> {
     let (c, u) = (config.near_cache.as_ref()?, upstream?);
     if u.config().url.is_cluster() {
-        tracing::warn!("near cache off: the upstream is a cluster (tracking per node is not built yet)");
+        tracing::warn!(
+            "near cache off: the upstream is a cluster (tracking per node is not built yet)"
+        );
         return None;
     }
     let stale_reads = if config.local_only.enabled {

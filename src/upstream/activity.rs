@@ -5,7 +5,7 @@
 //! The connection tasks write it, the probe and the watchdog read it; it decides nothing itself
 //! (the probe applies the rule, see [`super::probe`]). Cost on the hot path: one relaxed store per
 //! socket read, and two atomic adds per known-slow command.
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -16,6 +16,9 @@ pub(crate) struct Activity {
     last_reply: AtomicU64,
     /// Known-slow commands written to a pool connection and not yet answered or failed.
     slow_inflight: AtomicUsize,
+    /// The latest alignment marker or probe was refused as the server refuses every command for
+    /// a while (`-BUSY`, `-LOADING`): a hint, confirmed by asking before it is acted on.
+    refusing: AtomicBool,
 }
 
 impl Default for Activity {
@@ -24,6 +27,7 @@ impl Default for Activity {
             base: Instant::now(),
             last_reply: AtomicU64::new(0),
             slow_inflight: AtomicUsize::new(0),
+            refusing: AtomicBool::new(false),
         }
     }
 }
@@ -55,11 +59,34 @@ impl Activity {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
+    /// What the latest marker or probe answer said: refused as every command is (`true`: a
+    /// script past its time limit, a dataset loading) or answered.
+    pub(crate) fn saw_refusal(&self, refused: bool) {
+        if self.refusing.load(Ordering::Relaxed) != refused {
+            self.refusing.store(refused, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the upstream was, at its latest answer to respite's own commands, refusing every
+    /// command (see [`Activity::saw_refusal`]). A hint only: it may have ended since.
+    pub(crate) fn refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
     /// Whether a known-slow command is running (or queued) on the upstream right now, on a
     /// connection that is still established: its silence is work, not death.
     pub(crate) fn slow_ahead(&self) -> bool {
         self.slow_inflight.load(Ordering::Relaxed) > 0
     }
+}
+
+/// Whether `reply` is a server's refusal of every command for a while: a script past its time
+/// limit (`-BUSY`), a dataset loading (`-LOADING`), a replica cut off from its primary
+/// (`-MASTERDOWN`). Not `-NOPERM`: that is one user's rule, not the server's state.
+pub fn refuses_all(reply: &[u8]) -> bool {
+    [&b"-BUSY "[..], b"-LOADING ", b"-MASTERDOWN "]
+        .iter()
+        .any(|p| reply.starts_with(p))
 }
 
 /// The rule the probe applies when its PING went unanswered: is the upstream down?

@@ -30,10 +30,10 @@ use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, Deadline, Kind, NoReply, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
+pub(super) use super::job::{InFlight, Job, Slot};
 use super::lanes::Lane;
 use super::marker::Markers;
-pub(super) use super::job::{InFlight, Job, Slot};
-use super::pipe::{read_loop, read_marked, write_loop, write_marked};
+use super::pipe::{read_marked, write_marked};
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -44,7 +44,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -106,6 +105,9 @@ pub(super) struct ConnTask {
     /// A slow- or bulk-lane connection (see [`super::lanes`]) is not one of the pool's: it does
     /// not count towards the upstream's health; a slow lane's commands have no reply deadline.
     pub(super) lane: Lane,
+    /// One of the URL's database's pool connections: its ups and downs are the upstream's
+    /// health (and the live-connection gauges). False for lanes and tenants' own databases.
+    pub(super) counted: bool,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
     pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
@@ -128,7 +130,7 @@ impl ConnTask {
     pub(super) async fn run(mut self) {
         let label = proto_label(self.proto);
         let mut backoff = Backoff::new(&self.config);
-        let pooled = self.lane == Lane::Shared;
+        let pooled = self.counted;
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();
@@ -201,7 +203,8 @@ impl ConnTask {
             Lane::Slow => "respite-slow",
             Lane::Bulk => "respite-bulk",
         };
-        let opened = handshake::open(&self.config, self.proto, name).await?;
+        let opened =
+            handshake::open_patient(&self.config, self.proto, name, &self.health, None).await?;
         if let Ok(mut slot) = self.info.write() {
             *slot = Some(opened.info);
         }

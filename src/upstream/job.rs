@@ -45,4 +45,3 @@ pub trait PushSink: Send + Sync {
     /// The connection failed while leased: pushes it would have carried are lost.
     fn lost(&self);
 }
-

@@ -13,20 +13,26 @@
 //!   On one connection, replies come back in order, so a client that asked for 10 MB puts 10 MB
 //!   in front of every later reply on it; on its own connection the server interleaves it with
 //!   the shared connections' small replies. The session decides ([`ReplyBudget::is_heavy`]).
-//! - [`out_of_band`]: SCRIPT KILL, FUNCTION KILL and SHUTDOWN, sent on a fresh short-lived
-//!   connection of their own: the only way to be sure they are behind nothing.
+//! - [`out_of_band`]: SCRIPT KILL, FUNCTION KILL and SHUTDOWN, sent on a connection of their
+//!   own, used once: the only way to be sure they are behind nothing. It is opened and set up
+//!   ahead of need ([`Standby`]: once the slow lane is first used, and again after each use), so
+//!   the command goes out at once even while the server answers nobody (a script before its time
+//!   limit: a connection opened then would get no HELLO reply until the script ends), and is read
+//!   by the server the moment it looks at its clients again.
 //!
 //! A client's own commands still run in the order it sent them: the session waits for its
 //! earlier replies before it changes lanes (see `session::reader`). This module decides and
 //! carries; it never reads what a reply means beyond where it ends.
 use super::error::{Deadline, Kind, Lost, NoReply, ProtocolError, UpstreamError};
-use super::handshake;
+use super::handshake::{self, Opened};
+use super::health::Health;
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::command::{CommandSpec, all};
 use crate::config::UpstreamConfig;
 use crate::protocol::{Protocol, ReplyScanner};
 use bytes::{Bytes, BytesMut};
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -93,13 +99,71 @@ pub fn out_of_band(spec: &CommandSpec) -> bool {
     way_of(spec) == Way::OutOfBand
 }
 
-/// Send `bytes` (one encoded command) on a connection of its own, opened and handshaken for
-/// this call, and hand its one reply to the receiver. The connection is closed after the reply
-/// (or at once for SHUTDOWN, whose success is the server closing it). Bounded by
-/// `upstream.connect_timeout_ms` to connect and `upstream.command_timeout_ms` to answer.
-/// The reply is counted against the client's `budget` as a shared connection's would be.
+/// A connection set up ahead of need for the next out-of-band command (RESP2: the replies of
+/// SCRIPT KILL, FUNCTION KILL and SHUTDOWN are a simple string or an error, the same in both
+/// protocols). Never carries anything else; taken by one command and then closed.
+#[derive(Default)]
+pub struct Standby {
+    conn: Mutex<Option<Opened>>,
+    opening: AtomicBool,
+}
+
+impl Standby {
+    /// Open the standby connection in the background unless it is open or being opened.
+    pub fn ready(self: &Arc<Self>, config: &Arc<UpstreamConfig>, health: &Arc<Health>) {
+        if self.lock().is_some() || self.opening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (me, config, health) = (self.clone(), config.clone(), health.clone());
+        tokio::spawn(async move {
+            let opened =
+                handshake::open_patient(&config, Protocol::Resp2, NAME, &health, None).await;
+            if let Ok(opened) = opened {
+                *me.lock() = Some(opened);
+            }
+            me.opening.store(false, Ordering::Release);
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Opened>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The standby connection, if there is one and the upstream has not closed it meanwhile
+    /// (its `timeout`, a restart, a CLIENT KILL): a closed one is known to have received
+    /// nothing, and is dropped.
+    fn take(&self) -> Option<Opened> {
+        let mut opened = self.lock().take()?;
+        let mut buf = [0u8; 64];
+        let mut rb = tokio::io::ReadBuf::new(&mut buf);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match tokio::io::AsyncRead::poll_read(
+            std::pin::Pin::new(&mut opened.read),
+            &mut cx,
+            &mut rb,
+        ) {
+            // Nothing to read: open and idle, as it should be.
+            std::task::Poll::Pending => Some(opened),
+            // Closed, failed, or something nobody asked for: not to be trusted with a command.
+            std::task::Poll::Ready(_) => None,
+        }
+    }
+}
+
+/// The name out-of-band connections carry on the upstream (CLIENT LIST there).
+const NAME: &str = "respite-admin";
+
+/// Send `bytes` (one encoded command) on a connection of its own — the `standby` one when it is
+/// ready, else one opened and set up for this call — and hand its one reply to the receiver. The
+/// connection is closed after the reply (or at once for SHUTDOWN, whose success is the server
+/// closing it), and a new standby is made ready. Bounded by `upstream.connect_timeout_ms` to
+/// connect and `upstream.command_timeout_ms` to answer, each stretched while the upstream's
+/// health says it is up but busy (see [`handshake::patiently`]). The reply is counted against
+/// the client's `budget` as a shared connection's would be.
 pub fn send(
     config: Arc<UpstreamConfig>,
+    health: Arc<Health>,
+    standby: Arc<Standby>,
     proto: Protocol,
     bytes: Bytes,
     budget: Option<Arc<ReplyBudget>>,
@@ -107,16 +171,9 @@ pub fn send(
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let addr = handshake::addr(&config);
-        let reply =
-            match tokio::time::timeout(config.command_timeout, exchange(&config, proto, &bytes))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(UpstreamError::new(
-                    addr,
-                    Kind::TimedOut(Deadline::Reply(config.command_timeout)),
-                )),
-            };
+        let ready = standby.take();
+        let reply = exchange(&config, &health, ready, proto, &bytes).await;
+        standby.ready(&config, &health);
         let reply = match reply {
             Ok(bytes) => match &budget {
                 Some(b) if !b.charge(bytes.len()) => {
@@ -124,7 +181,9 @@ pub fn send(
                 }
                 _ => Ok(bytes),
             },
-            Err(e) => Err(Partial::from(NoReply::Lost(Arc::new(e)))),
+            Err(kind) => Err(Partial::from(NoReply::Lost(Arc::new(UpstreamError::new(
+                addr, kind,
+            ))))),
         };
         let _ = tx.send(reply);
     });
@@ -133,35 +192,50 @@ pub fn send(
 
 async fn exchange(
     config: &UpstreamConfig,
+    health: &Health,
+    ready: Option<Opened>,
     proto: Protocol,
     bytes: &[u8],
-) -> Result<Bytes, UpstreamError> {
-    let mut opened = handshake::open(config, proto, "respite-admin").await?;
-    let err = |kind| UpstreamError::new(handshake::addr(config), kind);
-    opened
-        .write
-        .write_all(bytes)
-        .await
-        .map_err(|e| err(Kind::Lost(Lost::Write(e.into()))))?;
-    let mut buf = BytesMut::new();
-    let mut scanner = ReplyScanner::new();
-    loop {
-        match scanner.scan(&buf) {
-            // A push (RESP3) is nobody's answer here.
-            Ok(Some(found)) if found.push => {
-                let _ = buf.split_to(found.len);
-                continue;
+) -> Result<Bytes, Kind> {
+    let mut opened = match ready {
+        Some(opened) => opened,
+        None => handshake::open_patient(config, proto, NAME, health, None)
+            .await
+            .map_err(|e| e.kind)?,
+    };
+    let deadline = tokio::time::Instant::now() + config.command_timeout;
+    let work = async {
+        opened
+            .write
+            .write_all(bytes)
+            .await
+            .map_err(|e| Kind::Lost(Lost::Write(e.into())))?;
+        let mut buf = BytesMut::new();
+        let mut scanner = ReplyScanner::new();
+        loop {
+            match scanner.scan(&buf) {
+                // A push (RESP3) is nobody's answer here.
+                Ok(Some(found)) if found.push => {
+                    let _ = buf.split_to(found.len);
+                    continue;
+                }
+                Ok(Some(found)) => return Ok(buf.split_to(found.len).freeze()),
+                Ok(None) => {}
+                Err(e) => return Err(Kind::Protocol(ProtocolError::Garbled(e))),
             }
-            Ok(Some(found)) => return Ok(buf.split_to(found.len).freeze()),
-            Ok(None) => {}
-            Err(e) => return Err(err(Kind::Protocol(ProtocolError::Garbled(e)))),
+            match opened.read.read_buf(&mut buf).await {
+                Ok(0) => return Err(Kind::Lost(Lost::Closed)),
+                Ok(_) => {}
+                Err(e) => return Err(Kind::Lost(Lost::Read(e.into()))),
+            }
         }
-        match opened.read.read_buf(&mut buf).await {
-            Ok(0) => return Err(err(Kind::Lost(Lost::Closed))),
-            Ok(_) => {}
-            Err(e) => return Err(err(Kind::Lost(Lost::Read(e.into())))),
-        }
-    }
+    };
+    handshake::patiently(work, deadline, Some(health), config)
+        .await
+        .map_err(|e| match e {
+            Kind::TimedOut(_) => Kind::TimedOut(Deadline::Reply(config.command_timeout)),
+            e => e,
+        })
 }
 
 #[cfg(test)]

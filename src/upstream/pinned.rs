@@ -19,24 +19,21 @@
 //!   the pool's permits for as long as it lives.
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
-use super::activity::Activity;
 use super::blockable::Blockable;
+use super::error::{Kind, Lost, NoReply, Refusal, UpstreamError};
+use super::handshake::{self, BoxRead, BoxWrite, Login};
+use super::health::Health;
 use super::job::{InFlight, Job, PushSink};
-use super::pipe::{read_loop, write_loop};
-use super::error::UpstreamError;
-use super::handshake::{self, BoxRead, BoxWrite};
 use super::pipe::read_loop_pushing;
+use super::pipe::{read_loop, write_loop};
 use super::reply::{Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::protocol::Protocol;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
-/// Pinned connections are one client's own: their silence (a BLPOP waiting) says nothing of the
-/// upstream's health, and they carry no known-slow mark, so what they see goes nowhere.
-static UNTRACKED: LazyLock<Activity> = LazyLock::new(Activity::default);
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -50,6 +47,25 @@ pub enum PinError {
     Exhausted(usize),
     #[error("ERR respite could not open a pinned upstream connection: {0}")]
     Open(UpstreamError),
+    /// The upstream's own refusal, in its own words, of what the client would have had refused
+    /// directly: its credentials (a login), or any command while the server is busy or loading.
+    #[error("{0}")]
+    Upstream(Arc<str>),
+}
+
+impl PinError {
+    /// A failed open: the upstream's own error where a client connected to it directly would
+    /// have got the same (see [`PinError::Upstream`]), else respite's account of the failure.
+    fn open(e: UpstreamError, login: bool) -> PinError {
+        match &e.kind {
+            Kind::Refused(r @ (Refusal::Hello(_) | Refusal::Select { .. }))
+                if login || !r.is_rejection() =>
+            {
+                PinError::Upstream(r.reply().into())
+            }
+            _ => PinError::Open(e),
+        }
+    }
 }
 
 type SinkSlot = arc_swap::ArcSwapOption<Arc<dyn PushSink>>;
@@ -78,6 +94,9 @@ impl PushSink for SlotSink<'_> {
 /// The name pinned connections carry on the upstream (CLIENT LIST there).
 const NAME: &str = "respite-pinned";
 
+/// The PING that ends a lease: its reply is the last one owed to the client.
+pub const RELEASE_PING: &[u8] = b"*2\r\n$4\r\nPING\r\n$15\r\nrespite-release\r\n";
+
 struct Idle {
     proto: Protocol,
     /// Its id on the upstream (CLIENT UNBLOCK), kept across resets.
@@ -90,13 +109,16 @@ struct Idle {
 /// The pool of pinned connections.
 pub struct PinnedPool {
     config: Arc<UpstreamConfig>,
+    /// Whether the upstream is up, so a connection opened while it is busy waits for it.
+    health: Arc<Health>,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
 }
 
 impl PinnedPool {
-    pub fn new(config: Arc<UpstreamConfig>) -> Arc<PinnedPool> {
+    pub fn new(config: Arc<UpstreamConfig>, health: Arc<Health>) -> Arc<PinnedPool> {
         Arc::new(PinnedPool {
+            health,
             permits: Arc::new(Semaphore::new(config.max_pinned)),
             config,
             idle: Mutex::new(Vec::new()),
@@ -109,16 +131,24 @@ impl PinnedPool {
 
     /// Lease a connection speaking `proto`: a clean idle one, else a new one. Fails fast when
     /// `upstream.max_pinned` are taken (an idle one of the other protocol is closed to make room).
+    /// With `login` (a client authenticating as one of the upstream's users), always a new one,
+    /// set up with those credentials rather than respite's: the client is not refused for
+    /// respite's credentials (changed through respite, say), and an idle connection is never
+    /// authenticated as anyone but respite. Its reset at release makes it respite's again.
     pub async fn take(
         self: &Arc<Self>,
         proto: Protocol,
         gone: CancellationToken,
+        login: Option<&Login>,
     ) -> Result<Pinned, PinError> {
-        let found = {
-            let mut idle = self.idle();
-            idle.iter()
-                .position(|c| c.proto == proto)
-                .map(|i| idle.swap_remove(i))
+        let found = match login {
+            Some(_) => None,
+            None => {
+                let mut idle = self.idle();
+                idle.iter()
+                    .position(|c| c.proto == proto)
+                    .map(|i| idle.swap_remove(i))
+            }
         };
         let (read, write, permit, id) = match found {
             Some(c) => {
@@ -142,9 +172,10 @@ impl PinnedPool {
                         }
                     }
                 };
-                let opened = handshake::open(&self.config, proto, NAME)
-                    .await
-                    .map_err(PinError::Open)?;
+                let opened =
+                    handshake::open_patient(&self.config, proto, NAME, &self.health, login)
+                        .await
+                        .map_err(|e| PinError::open(e, login.is_some()))?;
                 (opened.read, opened.write, permit, opened.id)
             }
         };
@@ -172,6 +203,7 @@ impl PinnedPool {
             last,
             sink,
             blockable,
+            addr: handshake::addr(&self.config),
         })
     }
 
@@ -242,7 +274,7 @@ impl PinnedPool {
             .await
             .map_err(PinError::Open)?;
         let addr = handshake::addr(&self.config);
-        handshake::request(
+        handshake::request_line(
             &mut opened.read,
             &mut opened.write,
             &addr,
@@ -273,6 +305,8 @@ pub struct Pinned {
     /// task when every reply owed on the connection has been read.
     last: oneshot::Sender<oneshot::Receiver<Reply>>,
     blockable: Arc<Blockable>,
+    /// The upstream's address, for the error of a command its failed connection never took.
+    addr: Arc<str>,
 }
 
 impl Pinned {
@@ -289,16 +323,33 @@ impl Pinned {
         count: usize,
         budget: Option<Arc<ReplyBudget>>,
     ) -> oneshot::Receiver<Reply> {
+        self.send_marked(bytes, count, budget, false).await
+    }
+
+    /// [`Pinned::send_within`], saying whether the commands include a known-slow one (see
+    /// [`Conn::send_marked`](super::Conn::send_marked)).
+    pub async fn send_marked(
+        &self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+        slow: bool,
+    ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             bytes,
             count,
             reply,
             budget,
-            slow: false,
+            slow,
         };
-        // A closed queue means the connection failed: dropping `reply` tells the receiver.
-        let _ = self.tx.send(job).await;
+        // A closed queue means the connection failed before this job was taken: never sent.
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {
+            let cause = UpstreamError::new(self.addr.clone(), Kind::Lost(Lost::Closed));
+            let _ = job
+                .reply
+                .send(Err(NoReply::NotSent(Arc::new(cause)).into()));
+        }
         rx
     }
 
@@ -318,7 +369,8 @@ impl Pinned {
     pub async fn release(self) {
         self.track(None);
         let ping = self
-            .send_within(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), 1, None)
+            // Named, so MONITOR can tell it from a client's PING (see `session::monitor`).
+            .send_within(Bytes::from_static(RELEASE_PING), 1, None)
             .await;
         let _ = self.last.send(ping);
     }
@@ -348,6 +400,19 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let clean = self.serve().await;
+        if !clean {
+            // What the lease still queued was never written: its commands get "not sent" (the
+            // session answers them so), not the silence of a reply that can never come, which
+            // is kept for commands whose fate is unknown.
+            self.rx.close();
+            let cause = Arc::new(UpstreamError::new(
+                handshake::addr(&self.pool.config),
+                Kind::Lost(Lost::Closed),
+            ));
+            while let Ok(job) = self.rx.try_recv() {
+                let _ = job.reply.send(Err(NoReply::NotSent(cause.clone()).into()));
+            }
+        }
         // Before the connection can carry anyone else's commands (see `blockable`).
         self.blockable.retire().await;
         metrics::upstream_pinned("in_use").decrement(1.0);
@@ -372,20 +437,48 @@ impl Task {
     }
 
     /// Carry the lease's jobs until it ends. True if it ended released with every reply read.
+    ///
+    /// What it sees counts in the upstream's [`Activity`](super::activity::Activity): replies are signs of life, and a
+    /// known-slow command (a script) written here makes the upstream's silence work, as on a
+    /// shared connection, until it is answered or the connection fails. (A blocking command's
+    /// silence says nothing either way: it carries no known-slow mark.)
     async fn serve(&mut self) -> bool {
         let inflight: InFlight = std::sync::Mutex::new(VecDeque::new());
+        let mut unsent = VecDeque::new();
+        let clean = self.serve_on(&inflight, &mut unsent).await;
+        if !clean {
+            // Taken off the queue, never written (see `run` for what is still queued).
+            let cause = Arc::new(UpstreamError::new(
+                handshake::addr(&self.pool.config),
+                Kind::Lost(Lost::Closed),
+            ));
+            for job in unsent {
+                let _ = job.reply.send(Err(NoReply::NotSent(cause.clone()).into()));
+            }
+        }
+        let health = self.pool.health.clone();
+        for slot in inflight.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if slot.slow {
+                health.activity.slow_finished();
+            }
+        }
+        clean
+    }
+
+    async fn serve_on(&mut self, inflight: &InFlight, unsent: &mut VecDeque<Job>) -> bool {
+        let health = self.pool.health.clone();
+        let activity = &health.activity;
         let mut buf = BytesMut::new();
         // No command deadline here, but the bound on what is in flight holds as on any connection.
         let max = self.pool.config.max_inflight;
         let permits = Semaphore::new(max);
-        let mut unsent = VecDeque::new();
         let sink = SlotSink(&self.sink);
         // Under the lease, a client that leaves drops its handle, which ends the write loop and
         // closes the connection below. (Not `abandoned`: a lease released just before its
         // client left must still be read to its end and kept.)
         let ended = tokio::select! {
-            r = write_loop(&mut self.rx, &mut unsent, &mut self.write, &inflight, &permits, max, &UNTRACKED, None) => r,
-            r = read_loop_pushing(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, &sink) => r,
+            r = write_loop(&mut self.rx, unsent, &mut self.write, inflight, &permits, max, activity, None) => r,
+            r = read_loop_pushing(&mut self.read, &mut buf, inflight, &permits, activity, &sink) => r,
         };
         if ended.is_some() {
             // Failed under the lease (a release ends the write loop cleanly first).
@@ -407,7 +500,7 @@ impl Task {
         let r = tokio::select! {
             biased;
             _ = abandoned.cancelled() => None,
-            _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, None) => return false,
+            _ = read_loop(&mut self.read, &mut buf, inflight, &permits, activity, None) => return false,
             r = &mut last => Some(r),
         };
         let r = match r {
@@ -419,7 +512,7 @@ impl Task {
                 }
                 let deadline = self.pool.config.command_timeout;
                 tokio::select! {
-                    _ = read_loop(&mut self.read, &mut buf, &inflight, &permits, &UNTRACKED, None) => return false,
+                    _ = read_loop(&mut self.read, &mut buf, inflight, &permits, activity, None) => return false,
                     _ = tokio::time::sleep(deadline) => return false,
                     r = &mut last => r,
                 }

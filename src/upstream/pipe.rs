@@ -5,9 +5,9 @@
 //!
 //! This module must never interpret replies beyond finding their boundaries.
 use super::activity::Activity;
-use super::job::{InFlight, Job, PushSink, Slot};
 use super::error::{Closer, Kind, Lost, NoReply, ProtocolError};
 use super::handshake::{BoxRead, BoxWrite};
+use super::job::{InFlight, Job, PushSink, Slot};
 use super::marker::Markers;
 use super::reply::{HEAVY_JOB, Partial};
 use crate::metrics;
@@ -326,6 +326,7 @@ pub(super) async fn read_marked(
                 if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
                     return Some(Kind::Protocol(ProtocolError::Misaligned));
                 }
+                activity.saw_refusal(super::activity::refuses_all(&buf[..scanned]));
                 buf.advance(scanned);
                 for (slot, replies) in held.drain(..) {
                     deliver(slot, replies);

@@ -65,7 +65,7 @@ pub(super) async fn run(
         };
         realive = false;
         let outcome = tokio::select! {
-            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr)) => r,
+            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr, &health.activity)) => r,
             _ = shutdown.cancelled() => return,
         };
         match outcome {
@@ -81,6 +81,7 @@ pub(super) async fn run(
             // reach it), so this is no outage; its clients get the same `-BUSY` from it.
             Ok(Err(error)) if is_busy(&error) => {
                 last_answer = Some(Instant::now());
+                health.activity.saw_refusal(true);
                 if busy_since.is_none() {
                     busy_since = Some(Instant::now());
                     info!(upstream = %addr, %error, "upstream busy running a script: still forwarding");
@@ -161,9 +162,10 @@ async fn probe_once(
     conn: &mut Option<(BoxRead, BoxWrite)>,
     config: &UpstreamConfig,
     addr: &Arc<str>,
+    activity: &activity::Activity,
 ) -> Result<(), UpstreamError> {
     if let Some((r, w)) = conn.as_mut() {
-        match ping(r, w, addr).await {
+        match ping(r, w, addr, activity).await {
             Ok(()) => return Ok(()),
             // An idle connection may have been closed (the upstream's `timeout`, a restart): only
             // a fresh one can tell whether the upstream is there.
@@ -174,12 +176,19 @@ async fn probe_once(
         }
     }
     let mut opened = handshake::open(config, Protocol::Resp2, "respite-probe").await?;
-    ping(&mut opened.read, &mut opened.write, addr).await?;
+    ping(&mut opened.read, &mut opened.write, addr, activity).await?;
     *conn = Some((opened.read, opened.write));
     Ok(())
 }
 
-async fn ping(r: &mut BoxRead, w: &mut BoxWrite, addr: &Arc<str>) -> Result<(), UpstreamError> {
+/// One PING; what it said of a server refusing every command goes to `activity` (see
+/// [`activity::Activity::saw_refusal`]).
+async fn ping(
+    r: &mut BoxRead,
+    w: &mut BoxWrite,
+    addr: &Arc<str>,
+    activity: &activity::Activity,
+) -> Result<(), UpstreamError> {
     let reply = match handshake::request(r, w, addr, "PING", b"*1\r\n$4\r\nPING\r\n").await {
         Ok(reply) => reply,
         // A server busy with a script (or a module command) answers `-BUSY`: it is there and
@@ -187,9 +196,13 @@ async fn ping(r: &mut BoxRead, w: &mut BoxWrite, addr: &Arc<str>) -> Result<(), 
         Err(UpstreamError {
             kind: Kind::Refused(Refusal::Command { reply, .. }),
             ..
-        }) if reply.starts_with("BUSY") => return Ok(()),
+        }) if reply.starts_with("BUSY") => {
+            activity.saw_refusal(true);
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
+    activity.saw_refusal(false);
     if &reply[..] == b"+PONG\r\n" {
         return Ok(());
     }

@@ -8,8 +8,6 @@ use crate::both;
 use crate::support::{Kind, Proxy, Raw, Server, encode, text, wait_until, words};
 use std::time::Duration;
 
-
-
 /// Send `setup` and read its replies, pipeline `pipeline` without reading, wait until the
 /// upstream blocks for it, drop the client, and check that the upstream stops blocking and
 /// nothing pushed afterwards is popped for the client that left.
@@ -124,7 +122,8 @@ both!(
             "SET after 1",
             "GET after",
         ]));
-        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).expect("blocked upstream");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked upstream");
         let mut producer: Raw = proxy.raw();
         assert_eq!(producer.cmd(&words("RPUSH q j1 j2")), b":2\r\n");
         assert_eq!(c.reply().unwrap(), b"*2\r\n$1\r\nq\r\n$2\r\nj1\r\n");
@@ -132,5 +131,68 @@ both!(
         assert_eq!(c.reply().unwrap(), b"+OK\r\n");
         assert_eq!(c.reply().unwrap(), b"$1\r\n1\r\n");
         assert_eq!(server.raw().cmd(&words("LLEN q")), b":0\r\n");
+    }
+);
+
+/// Everything `c` reads until the connection closes (a 10 s read timeout fails the test).
+fn until_closed(c: &mut Raw) -> Vec<u8> {
+    use std::io::Read;
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut all = Vec::new();
+    c.stream
+        .read_to_end(&mut all)
+        .expect("closed, not timed out");
+    all
+}
+
+both!(
+    a_client_that_closes_while_blocked_gets_no_invented_replies,
+    |kind: Kind| {
+        // Finding 11: `BLPOP l 0; SET foo 1; INCR foo` in one write, then the client closes its
+        // sending side. The server drops the connection without a word (the SET and INCR never
+        // ran); through respite the client sees the same: the replies owed it are never made up as
+        // errors, so its library knows to reconnect and send them again.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let pipeline = encode(&words("BLPOP closing:l 0"))
+            .into_iter()
+            .chain(encode(&words("SET closing:foo 1")))
+            .chain(encode(&words("INCR closing:foo")))
+            .collect::<Vec<u8>>();
+        let mut direct = server.raw();
+        direct.send(&pipeline);
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked directly");
+        direct.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let want = until_closed(&mut direct);
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 0).expect("unblocked");
+        let mut c = proxy.raw();
+        c.send(&pipeline);
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked via respite");
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = until_closed(&mut c);
+        assert_eq!(
+            text(got),
+            text(want),
+            "what the client read before the close"
+        );
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 0).expect("unblocked");
+        assert_eq!(server.raw().cmd(&words("EXISTS closing:foo")), b":0\r\n");
+
+        // A pinned connection the upstream closes under a blocked client (CLIENT KILL): directly,
+        // the client's connection closes; through respite, the same, after the replies before it.
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("SET closing:k v")), b"+OK\r\n");
+        c.send(&encode(&words("BLPOP closing:l 0")));
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked via respite");
+        let killed = server
+            .raw()
+            .cmd(&words("CLIENT KILL TYPE normal SKIPME yes"));
+        assert!(text(killed).starts_with(':'));
+        assert_eq!(text(until_closed(&mut c)), "");
     }
 );

@@ -2,9 +2,10 @@
 //! as Redis answers them for the client's view: respite's clients, never the upstream's
 //! connections, and a prefixed tenant's clients only for that tenant.
 use crate::both;
-use crate::support::{Kind, Proxy, Server, TenantToml, bulk, encode, tenants, text, wait_until, words};
+use crate::support::{
+    Kind, Proxy, Server, TenantToml, bulk, encode, tenants, text, wait_until, words,
+};
 use std::time::Duration;
-
 
 both!(client_list_and_kill_see_respites_clients, |kind: Kind| {
     let server = Server::start(kind);
@@ -192,3 +193,17 @@ both!(
         .expect("closed");
     }
 );
+
+both!(client_kill_of_an_unknown_user_is_refused, |kind: Kind| {
+    // As the server refuses it: a user it does not know is an error, not 0 clients killed.
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut c = proxy.raw();
+    let cmd = words("CLIENT KILL USER wrong_user");
+    let want = String::from_utf8_lossy(&server.raw().cmd(&cmd)).into_owned();
+    assert_eq!(want, "-ERR No such user 'wrong_user'\r\n");
+    assert_eq!(String::from_utf8_lossy(&c.cmd(&cmd)).into_owned(), want);
+    // A user the upstream knows is no error.
+    let known = String::from_utf8_lossy(&c.cmd(&words("CLIENT KILL USER default"))).into_owned();
+    assert!(known.starts_with(':'), "{known}");
+});

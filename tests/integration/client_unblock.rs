@@ -5,8 +5,6 @@ use crate::both;
 use crate::support::{Kind, Proxy, Raw, Server, TenantToml, tenants, text, wait_until, words};
 use std::time::Duration;
 
-
-
 fn id_of(c: &mut Raw) -> String {
     let r = text(c.cmd(&words("CLIENT ID")));
     r.trim_start_matches(':').trim().to_string()
@@ -82,7 +80,7 @@ both!(client_unblock_after_the_lease_went_back, |kind: Kind| {
     wait_until(Duration::from_secs(5), || {
         text(server.raw().cmd(&words("CLIENT LIST")))
             .lines()
-            .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=hello"))
+            .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=client|info"))
     })
     .expect("the lease went back");
     let mut second = proxy.raw();
@@ -94,7 +92,11 @@ both!(client_unblock_after_the_lease_went_back, |kind: Kind| {
         p.cmd(&words(&format!("CLIENT UNBLOCK {first_id}"))),
         b":0\r\n"
     );
-    assert_eq!(server.blocked_clients(), 1, "the second client is still blocked");
+    assert_eq!(
+        server.blocked_clients(),
+        1,
+        "the second client is still blocked"
+    );
     assert_eq!(
         p.cmd(&words(&format!("CLIENT UNBLOCK {second_id}"))),
         b":1\r\n"
@@ -116,7 +118,11 @@ both!(a_tenant_unblocks_only_its_own_clients, |kind: Kind| {
         other.cmd(&words(&format!("CLIENT UNBLOCK {id} ERROR"))),
         b":0\r\n"
     );
-    assert_eq!(server.blocked_clients(), 1, "another tenant's client stays blocked");
+    assert_eq!(
+        server.blocked_clients(),
+        1,
+        "another tenant's client stays blocked"
+    );
     let mut same = proxy.login("a", "pa");
     assert_eq!(
         same.cmd(&words(&format!("CLIENT UNBLOCK {id} ERROR"))),
@@ -181,7 +187,7 @@ both!(client_no_touch_applies_to_the_client_only, |kind: Kind| {
         text(server.raw().cmd(&words("CLIENT LIST")))
             .lines()
             .filter(|l| l.contains("name=respite-pinned"))
-            .all(|l| l.contains("cmd=hello"))
+            .all(|l| l.contains("cmd=client|info"))
     })
     .expect("the pinned connection went back, reset");
     assert_eq!(p.cmd(&words("CLIENT NO-TOUCH ON")), b"+OK\r\n");

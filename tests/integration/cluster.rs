@@ -183,6 +183,7 @@ fn scenarios(kind: Kind) {
     assert_eq!(py.trim(), "[b'1', b'2', b'3', None] 3");
 
     tenant_tags(&cluster);
+    pinned_on_the_keys_node(&cluster, &proxy);
     reshard_under_load(&cluster, &proxy);
 
     // FLUSHALL reaches every primary.
@@ -193,7 +194,8 @@ fn scenarios(kind: Kind) {
     one_primary_down(cluster, &proxy);
 }
 
-/// With one primary killed, the other primaries' slots are served; its own fail with an error.
+/// With one primary killed, the other primaries' slots are served; its own fail with an error
+/// until the cluster promotes its replica, which respite then follows.
 fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
     let primaries = cluster.primaries();
     let victim = primaries[2];
@@ -210,6 +212,15 @@ fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
         }
     }
     assert_eq!(key_on.len(), 3);
+    // Replication is asynchronous: a SIGKILL right after the SETs may lose them on the promoted
+    // replica (the cluster's contract, not respite's), so each primary's replica has them first.
+    for &p in &primaries {
+        assert_eq!(
+            cluster.node(p).cmd(&[b"WAIT", b"1", b"10000"]),
+            b":1\r\n",
+            "primary {p}'s replica acknowledged the writes"
+        );
+    }
     let node = cluster.nodes.iter_mut().find(|n| n.port == victim).unwrap();
     node.kill();
     let mut errors = 0;
@@ -225,6 +236,22 @@ fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
         errors, 1,
         "the dead primary's key fails (before any failover)"
     );
+    // The cluster promotes the replica (cluster-node-timeout 2 s); respite follows it.
+    let killed = std::time::Instant::now();
+    let key = key_on[&victim].clone();
+    let mut last = Vec::new();
+    let followed = crate::support::wait_until(std::time::Duration::from_secs(30), || {
+        last = run(&mut c, &format!("GET {key}"));
+        last == b"$1\r\nv\r\n"
+    });
+    let live = primaries.iter().find(|&&p| p != victim).unwrap();
+    assert!(
+        followed.is_some(),
+        "the failover was not followed: GET {key} = {}; the cluster says:\n{}",
+        s(&last),
+        s(&cluster.node(*live).cmd(&[b"CLUSTER", b"NODES"]))
+    );
+    eprintln!("failover followed {:?} after the kill", killed.elapsed());
 }
 
 /// A tenant's keys that share a hash tag share a slot after prefixing, and MULTI on them runs.
@@ -267,6 +294,76 @@ fn tenant_tags(cluster: &Cluster) {
         c.reply().unwrap();
     }
     assert!(s(&c.reply().unwrap()).starts_with("-CROSSSLOT"));
+}
+
+/// Blocking commands and WATCH take a connection of the client's own to their key's node,
+/// whichever primary that is.
+fn pinned_on_the_keys_node(cluster: &Cluster, proxy: &Proxy) {
+    let port = proxy.port();
+    let mut holders = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let key = format!("queue:{i}");
+        let waiter = {
+            let key = key.clone();
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+                c.cmd(&[b"BLPOP", key.as_bytes(), b"10"])
+            })
+        };
+        let mut c = proxy.raw();
+        // Pushed once the waiter is blocked on its node (seen by the node, not by respite).
+        let holder = cluster
+            .primaries()
+            .into_iter()
+            .find(|&p| {
+                let r = s(&cluster.node(p).cmd(&[b"CLUSTER", b"KEYSLOT", key.as_bytes()]));
+                let slot: u16 = r.trim_start_matches(':').trim().parse().unwrap();
+                let r = s(&cluster.node(p).cmd(&[b"CLUSTER", b"COUNTKEYSINSLOT", slot.to_string().as_bytes()]));
+                r.starts_with(':') && {
+                    let nodes = s(&cluster.node(p).cmd(&[b"CLUSTER", b"NODES"]));
+                    nodes.lines().any(|l| {
+                        l.contains("myself")
+                            && l.split(' ').skip(8).any(|range| {
+                                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                            })
+                    })
+                }
+            })
+            .unwrap();
+        holders.insert(holder);
+        let blocked = crate::support::wait_until(std::time::Duration::from_secs(5), || {
+            s(&cluster.node(holder).cmd(&[b"INFO", b"clients"])).contains("blocked_clients:1")
+        });
+        assert!(
+            blocked.is_some(),
+            "BLPOP {key} blocked on its node {holder}"
+        );
+        assert_eq!(run(&mut c, &format!("RPUSH {key} job{i}")), b":1\r\n");
+        let got = s(&waiter.join().unwrap());
+        assert_eq!(
+            got,
+            format!("*2\r\n${}\r\n{key}\r\n$4\r\njob{i}\r\n", key.len())
+        );
+        // WATCH, MULTI, EXEC on the same key's node.
+        for line in [
+            format!("WATCH {key}"),
+            "MULTI".into(),
+            format!("SET {key} done"),
+        ] {
+            let r = run(&mut c, &line);
+            assert!(r == b"+OK\r\n" || r == b"+QUEUED\r\n", "{line}: {}", s(&r));
+        }
+        assert_eq!(s(&run(&mut c, "EXEC")), "*1\r\n+OK\r\n");
+        assert_eq!(
+            s(&cluster.node(holder).cmd(&[b"GET", key.as_bytes()])),
+            "$4\r\ndone\r\n"
+        );
+    }
+    assert!(
+        holders.len() >= 2,
+        "the keys were on more than one primary: {holders:?}"
+    );
 }
 
 /// Counters incremented through respite while slots move: every reply is the value expected,

@@ -5,7 +5,6 @@
 use crate::both;
 use crate::support::{Kind, Proxy, Raw, Server, text, words};
 
-
 /// A transcript: each line's reply. `WATCHER` lines are sent by a second client of the same
 /// place (to break a WATCH).
 const SCRIPT: &str = "

@@ -2,11 +2,12 @@
 //! another database, long transactions. Judged by the upstream's own state (its lists, keys,
 //! blocked clients) and by byte-for-byte comparison with the upstream's own replies.
 use crate::both;
-use crate::support::{Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of, text, wait_until, words};
+use crate::support::{
+    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of, text,
+    wait_until, words,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-
 
 /// Blocking commands whose data is there already, and ones that time out: the same bytes as
 /// the upstream's, in RESP2 and RESP3.
@@ -54,14 +55,14 @@ both!(blocking_commands_match_the_upstream, |kind: Kind| {
         assert_eq!(proxied, direct, "resp3: {resp3}");
     }
     // Each pinned connection went back to the pool after its reply, reset: on the upstream,
-    // each one's last command is respite's HELLO.
+    // each one's last command is respite's CLIENT INFO (its reset's check).
     wait_until(Duration::from_secs(5), || {
         let list = text(server.raw().cmd(&words("CLIENT LIST")));
         let pinned: Vec<&str> = list
             .lines()
             .filter(|l| l.contains("name=respite-pinned"))
             .collect();
-        !pinned.is_empty() && pinned.iter().all(|l| l.contains("cmd=hello"))
+        !pinned.is_empty() && pinned.iter().all(|l| l.contains("cmd=client|info"))
     })
     .expect("every lease given back");
 });
@@ -87,7 +88,8 @@ both!(a_client_killed_in_blpop_loses_nothing, |kind: Kind| {
     for _ in 0..3 {
         let mut waiter = proxy.raw();
         waiter.send(&encode(&words("BLPOP jobs 0")));
-        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).expect("blocked upstream");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked upstream");
         drop(waiter);
         // Its upstream connection is closed at once: the upstream stops blocking for it.
         wait_until(Duration::from_secs(5), || server.blocked_clients() == 0).expect("unblocked");
@@ -206,11 +208,12 @@ both!(no_dirty_connection_goes_back_to_the_pool, |kind: Kind| {
         drop(c);
         if steps.last() == Some(&"SELECT 0") {
             // Left cleanly: the connection is reset and kept for the next client.
-            // (Judged on the upstream: its connection stays, reset by respite's HELLO.)
+            // (Judged on the upstream: its connection stays, reset by respite's HELLO and
+            // checked by its CLIENT INFO.)
             wait_until(Duration::from_secs(5), || {
                 let list = text(server.raw().cmd(&words("CLIENT LIST")));
                 list.lines()
-                    .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=hello"))
+                    .any(|l| l.contains("name=respite-pinned") && l.contains("cmd=client|info"))
             })
             .expect("kept idle");
         }
@@ -492,7 +495,10 @@ both!(
         let proxy = Proxy::start(&server.url());
         let mut d = server.raw();
         assert_eq!(
-            d.cmd(&words("ACL SETUSER alice on >secret ~a:* +get +set +ping")),
+            // CLIENT INFO too: respite answers it, but only if the upstream lets alice run it.
+            d.cmd(&words(
+                "ACL SETUSER alice on >secret ~a:* +get +set +ping +client|info"
+            )),
             b"+OK\r\n"
         );
         let mut p = proxy.raw();
@@ -551,3 +557,51 @@ both!(select_inside_multi_is_queued_as_redis_does, |kind: Kind| {
     d.cmd(&words("SELECT 2"));
     assert_eq!(d.cmd(&words("GET k")), bulk("two"));
 });
+
+both!(
+    a_released_connection_keeps_no_state_of_its_client,
+    |kind: Kind| {
+        // Whatever a client set on its pinned connection is undone by the reset, or the connection
+        // is closed: judged by the upstream's own CLIENT LIST after each release. (Redis 7.0's RESET
+        // leaves CLIENT NO-EVICT ON in place.)
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with(&server.url(), &[("upstream.max_pinned", "2")]);
+        let sessions: [&[&str]; 5] = [
+            &["WATCH k", "CLIENT NO-EVICT ON", "UNWATCH"],
+            &["SELECT 2", "CLIENT NO-EVICT ON", "SELECT 0"],
+            &[
+                "WATCH k",
+                "CLIENT NO-TOUCH ON",
+                "CLIENT NO-TOUCH OFF",
+                "UNWATCH",
+            ],
+            &["WATCH k", "MULTI", "SET k 1", "EXEC"],
+            &["SELECT 5", "WATCH a b c", "UNWATCH", "SELECT 0"],
+        ];
+        for steps in sessions {
+            let mut c = proxy.raw();
+            for s in steps {
+                let r = text(c.cmd(&words(s)));
+                assert!(!r.starts_with("-ERR respite"), "{s}: {r}");
+            }
+            // Released: every pinned connection the upstream has looks new.
+            let settled = wait_until(Duration::from_secs(5), || {
+                let list = text(server.raw().cmd(&words("CLIENT LIST")));
+                let pinned: Vec<&str> = list
+                    .lines()
+                    .filter(|l| l.contains(" name=respite-pinned "))
+                    .collect();
+                pinned.iter().all(|l| {
+                    l.contains(" flags=N ")
+                        && l.contains(" db=0 ")
+                        && l.contains(" sub=0 psub=0 ")
+                        && (!l.contains(" watch=") || l.contains(" watch=0 "))
+                        && l.contains("cmd=client|info")
+                })
+            });
+            let list = text(server.raw().cmd(&words("CLIENT LIST")));
+            assert!(settled.is_some(), "{steps:?}: {list}");
+            c.cmd(&words("QUIT"));
+        }
+    }
+);

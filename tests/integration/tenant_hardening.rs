@@ -40,7 +40,6 @@ fn int(reply: &[u8]) -> i64 {
     s[1..s.len() - 2].parse().unwrap()
 }
 
-
 /// The key exists upstream with a TTL within the tenant's cap.
 fn capped(d: &mut Raw, key: &str) {
     let pttl = int(&d.cmd(&[b"PTTL", key.as_bytes()]));

@@ -204,3 +204,24 @@ fn a_transaction_longer_than_the_upstream_pipeline_bound_streams() {
     assert!(exec.starts_with(b"*20\r\n:1\r\n") && exec.ends_with(b":20\r\n"));
     assert_eq!(server.raw().cmd(&words("GET n")), b"$2\r\n20\r\n");
 }
+
+both!(
+    commands_not_allowed_in_multi_are_refused_at_queue_time,
+    |kind: Kind| {
+        // SAVE and SHUTDOWN inside MULTI: refused when queued, in the server's words, and EXEC
+        // aborts — nothing queued runs (judged by the upstream's keys), and the server still runs.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let run = |c: &mut Raw| -> Vec<String> {
+            ["MULTI", "SET nomulti:k 1", "SAVE", "SHUTDOWN", "EXEC"]
+                .iter()
+                .map(|l| String::from_utf8_lossy(&c.cmd(&words(l))).into_owned())
+                .collect()
+        };
+        let direct = run(&mut server.raw());
+        assert!(direct[2].starts_with("-ERR Command"), "{direct:?}");
+        let proxied = run(&mut proxy.raw());
+        assert_eq!(proxied, direct);
+        assert_eq!(server.raw().cmd(&words("EXISTS nomulti:k")), b":0\r\n");
+    }
+);

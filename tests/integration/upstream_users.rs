@@ -5,7 +5,6 @@ use crate::both;
 use crate::support::{Kind, Proxy, Raw, Server, bulk, text, wait_until, words};
 use std::time::Duration;
 
-
 both!(hello_auth_is_checked_by_the_upstream, |kind: Kind| {
     let server = Server::start(kind);
     let proxy = Proxy::start(&server.url());
@@ -166,5 +165,58 @@ both!(
         // The upstream shows respite's subscriptions, none to `secret`.
         let channels = text(d.cmd(&words("PUBSUB CHANNELS *")));
         assert!(!channels.contains("secret"), "{channels}");
+    }
+);
+
+both!(
+    a_password_set_through_respite_never_locks_its_clients_out,
+    |kind: Kind| {
+        // redis-py's test_auth, through respite: a client sets the default user's password, then
+        // clients log in with it. respite's own credentials (none here) are no longer the
+        // upstream's, but a connection opened for a client's login is set up as that client.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut setter = proxy.raw();
+        assert_eq!(
+            setter.cmd(&words("CONFIG SET requirepass temp_pass")),
+            b"+OK\r\n"
+        );
+        let mut direct = server.raw();
+        assert_eq!(direct.cmd(&words("AUTH temp_pass")), b"+OK\r\n");
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("AUTH default temp_pass")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("AUTH temp_pass")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("SET pw:k v")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("SELECT 9")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("SELECT 0")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("GET pw:k")), bulk("v"));
+        assert_eq!(
+            c.cmd(&words(
+                "ACL SETUSER pw-user on >strong_password +acl +get ~*"
+            )),
+            b"+OK\r\n"
+        );
+        // Another client logs in as the new user; a wrong password is the upstream's refusal.
+        let mut u = proxy.raw();
+        let wrong = "AUTH pw-user wrong_password";
+        let want = text(server.raw().cmd(&words(wrong)));
+        assert!(want.starts_with("-WRONGPASS"), "{want}");
+        assert_eq!(text(u.cmd(&words(wrong))), want);
+        assert_eq!(u.cmd(&words("AUTH pw-user strong_password")), b"+OK\r\n");
+        assert_eq!(u.cmd(&words("GET pw:k")), bulk("v"));
+        assert!(text(u.cmd(&words("SET pw:k w"))).starts_with("-NOPERM"));
+        // The upstream sees the client as its user, on a connection of its own.
+        let list = text(direct.cmd(&words("CLIENT LIST")));
+        assert!(
+            list.lines()
+                .any(|l| l.contains(" name=respite-pinned ") && l.contains(" user=pw-user ")),
+            "{list}"
+        );
+        // The first client puts the password back, and a client that never logged in is served.
+        assert_eq!(c.cmd(&[b"CONFIG", b"SET", b"requirepass", b""]), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("ACL DELUSER pw-user")), b":1\r\n");
+        let mut after = proxy.raw();
+        assert_eq!(after.cmd(&words("BLPOP pw:none 0.01")), b"*-1\r\n");
+        assert_eq!(after.cmd(&words("GET pw:k")), bulk("v"));
     }
 );

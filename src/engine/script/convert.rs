@@ -62,7 +62,10 @@ fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<Lua_> {
         }
         Value::Line(b'-', line) => {
             let t = lua.create_table()?;
-            t.set("err", lua.create_string(error_text(&[b"-", *line].concat()))?)?;
+            t.set(
+                "err",
+                lua.create_string(error_text(&[b"-", *line].concat()))?,
+            )?;
             Lua_::Table(t)
         }
         Value::Line(b':', line) => Lua_::Number(parse_i64(line).unwrap_or(0) as f64),

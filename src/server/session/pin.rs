@@ -25,8 +25,11 @@
 use super::Reader;
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
+use crate::protocol::{Request, encode};
+use crate::upstream::handshake::Login;
 use crate::upstream::lanes::{self, BULK_GROUP, Lane};
 use crate::upstream::{Pinned, ReplyBudget};
+use bytes::BytesMut;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The client's connection choice.
@@ -185,6 +188,32 @@ impl Reader<'_> {
     /// Take a pinned connection if the client has none. Every earlier reply is waited for first,
     /// so what the client sent before runs before anything on the new connection.
     pub(super) async fn pin(&mut self) -> bool {
+        self.pin_on(None, None).await
+    }
+
+    /// [`Reader::pin`] for a command on keys: in a cluster, the connection goes to the node
+    /// serving the slot of its first key (as the upstream gets it, prefix included).
+    pub(super) async fn pin_for(&mut self, spec: &'static CommandSpec, req: &Request) -> bool {
+        let key = crate::command::keys(spec, &req.args)
+            .ok()
+            .and_then(|k| k.positions().next())
+            .and_then(|pos| req.args.get(pos))
+            .map(|key| match &self.client.tenant {
+                Some(t) => [&t.prefix[..], &key[..]].concat(),
+                None => key.to_vec(),
+            });
+        self.pin_on(key, None).await
+    }
+
+    /// [`Reader::pin`]; a new connection is set up with `login` (the client's own credentials)
+    /// when given, instead of respite's.
+    pub(super) async fn pin_as(&mut self, login: Option<Login>) -> bool {
+        self.pin_on(None, login).await
+    }
+
+    /// Take a pinned connection from the pool for `key` (see [`Reader::pin_for`]), set up with
+    /// `login` when given.
+    async fn pin_on(&mut self, key: Option<Vec<u8>>, login: Option<Login>) -> bool {
         if self.out.pin.held().is_some() {
             return true;
         }
@@ -198,18 +227,50 @@ impl Reader<'_> {
         }
         self.out.pin.settled();
         let gone = self.out.pin.gone_token();
-        match upstream.pinned().take(self.client.proto, gone).await {
+        match upstream
+            .pinned_for(key.as_deref())
+            .take(self.client.proto, gone, login.as_ref())
+            .await
+        {
             Ok(p) => {
                 *super::commands::clients::lock(&self.registered.entry.blockable) =
                     Some(p.blockable());
                 self.out.pin.lease(p);
-                true
             }
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(&e.to_string()).await;
-                false
+                return false;
             }
+        }
+        if let Err(msg) = self.enter_tenant_db().await {
+            self.unpin().await;
+            metrics::error(ErrorKind::Upstream);
+            self.reply_error(&msg).await;
+            return false;
+        }
+        true
+    }
+
+    /// A tenant with a database of its own (`tenant.db`) works in it on a pinned connection too:
+    /// a lease comes reset to the URL's database, so it SELECTs the tenant's first. Nothing to
+    /// do for other clients.
+    pub(super) async fn enter_tenant_db(&mut self) -> Result<(), String> {
+        let Some(db) = self.client.tenant.as_ref().and_then(|t| t.db) else {
+            return Ok(());
+        };
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[&b"SELECT"[..], db.to_string().as_bytes()]);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = self.out.park(rx).await;
+        self.took_reply();
+        match reply {
+            Some(Ok(Ok(bytes))) if &bytes[..] == b"+OK\r\n" => Ok(()),
+            Some(Ok(Ok(bytes))) => Err(format!(
+                "ERR the upstream refused this tenant's database {db} (tenant.db): {}",
+                String::from_utf8_lossy(bytes.strip_prefix(b"-").unwrap_or(&bytes)).trim_end()
+            )),
+            _ => Err("ERR upstream connection closed before replying".into()),
         }
     }
 

@@ -82,6 +82,18 @@ pub(super) async fn write_loop<C: ClientIo>(
                     }
                     job = true;
                     let r = r.map_err(|_| ());
+                    if r.is_err() {
+                        // No reply will ever come, and nothing says why (its connection was
+                        // closed under it: the client left while it was owed, the upstream
+                        // closed a pinned connection, respite is shutting down). A server
+                        // whose connection closes says nothing more either: the client gets
+                        // the replies before it and then a closed connection, never a reply
+                        // made up for commands whose fate is unknown (a client library then
+                        // knows to reconnect, and not to take them as failed).
+                        let _ = flush(w, budget, &mut out).await;
+                        gone = true;
+                        break 'session;
+                    }
                     owed_now = owed(&r);
                     if silent {
                         Ok(())
@@ -162,11 +174,10 @@ pub(super) async fn write_loop<C: ClientIo>(
                         job_next = true;
                         Some(Pending::Ready(reply_bytes(r, count, &keep)))
                     }
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        job_next = true;
-                        Some(Pending::Ready(reply_bytes(Err(()), count, &keep)))
-                    }
-                    Err(oneshot::error::TryRecvError::Empty) => {
+                    // Closed with no reply: handled as the head (above), which closes.
+                    Err(
+                        oneshot::error::TryRecvError::Closed | oneshot::error::TryRecvError::Empty,
+                    ) => {
                         // Not here yet: write what we have before waiting for it.
                         head = Some(Pending::Upstream { rx, count, keep });
                         None

@@ -103,11 +103,21 @@ impl Topology {
             let (Some(slots), Some(nodes)) = (slots, nodes) else {
                 return Err(bad("shard without slots or nodes"));
             };
-            let primary = nodes.iter().find_map(|n| {
-                let f = n.items()?;
-                let role = field(f, b"role").and_then(text)?;
-                (role == b"master" || role == b"primary").then_some(f)
-            });
+            // After a failover the old primary may still be listed as one, failed: the
+            // online one serves the slots.
+            let primaries: Vec<&[Value]> = nodes
+                .iter()
+                .filter_map(|n| {
+                    let f = n.items()?;
+                    let role = field(f, b"role").and_then(text)?;
+                    (role == b"master" || role == b"primary").then_some(f)
+                })
+                .collect();
+            let primary = primaries
+                .iter()
+                .find(|f| field(f, b"health").and_then(text) == Some(&b"online"[..]))
+                .or(primaries.first())
+                .copied();
             let Some(primary) = primary else { continue };
             let port = if tls {
                 field(primary, b"tls-port").and_then(int)
@@ -222,9 +232,10 @@ mod tests {
     #[test]
     fn shards_map_each_range_to_its_primary() {
         fn node<'a>(ip: &'a str, port: &'a str, role: &'a str) -> Vec<&'a str> {
+            let health = if port == ":7009" { "fail" } else { "online" };
             vec![
                 "*12", "id", "abc", "port", port, "ip", ip, "endpoint", ip, "role", role, "health",
-                "online",
+                health,
             ]
         }
         let mut parts = vec!["*2"];

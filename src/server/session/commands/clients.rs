@@ -282,6 +282,16 @@ impl Reader<'_> {
         }
     }
 
+    /// The clients of this client's prefixed tenant (or, without one, of no prefixed tenant),
+    /// this one included: INFO's `connected_clients`.
+    pub(super) fn tenant_clients(&self) -> usize {
+        let mine = self.registered.entry.prefixed_tenant();
+        lock(&self.shared.clients.clients)
+            .values()
+            .filter(|e| lock(&e.view).tenant == mine)
+            .count()
+    }
+
     /// The entries this client may see: all, or its prefixed tenant's.
     pub(in crate::server::session) fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
         let mine = self
@@ -401,6 +411,14 @@ impl Reader<'_> {
             };
             filters.push(f);
         }
+        for f in &filters {
+            if let Filter::User(u) = f
+                && !self.user_exists(u).await
+            {
+                let msg = format!("ERR No such user '{}'", String::from_utf8_lossy(u));
+                return self.reply_error(&msg).await;
+            }
+        }
         let skip_me = filters
             .iter()
             .rev()
@@ -431,6 +449,22 @@ impl Reader<'_> {
         let mut out = BytesMut::new();
         encode::integer(&mut out, killed);
         self.reply(out).await
+    }
+
+    /// Whether `user` is a user CLIENT KILL USER may name, as Redis refuses one it does not know:
+    /// without tenants, the upstream's own users are the clients' (asked with `ACL GETUSER`; an
+    /// upstream that will not say is taken to know it); with tenants, or without an upstream,
+    /// any name is taken as known.
+    async fn user_exists(&mut self, user: &[u8]) -> bool {
+        if self.tenants.is_some() || self.shared.upstream.is_none() {
+            return true;
+        }
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[&b"ACL"[..], b"GETUSER", user]);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let answered = self.out.park(rx).await;
+        self.took_reply();
+        !matches!(answered, Some(Ok(Ok(reply))) if [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n"].contains(&&reply[..]))
     }
 
     /// Copy this session's state into its registry entry (after a connection command).

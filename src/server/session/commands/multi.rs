@@ -24,6 +24,9 @@ use bytes::{Bytes, BytesMut};
 /// A transaction being queued.
 #[derive(Default)]
 pub(crate) struct Multi {
+    /// The client's MULTI as it sent it: the upstream (and so MONITOR) gets the client's own
+    /// spelling when the transaction goes upstream.
+    begin: Bytes,
     /// The queued commands as the upstream gets them, back to back.
     commands: BytesMut,
     /// Each queued command as the client sent it, for the local engine.
@@ -57,13 +60,7 @@ impl Reader<'_> {
             ("multi", true) => {
                 // Each upstream's own answer: Valkey rejects MULTI like any command not allowed
                 // in a transaction, which also aborts it; Redis 7.0 only refuses the nesting.
-                let valkey = self
-                    .shared
-                    .upstream
-                    .as_ref()
-                    .and_then(|u| u.server_info())
-                    .is_some_and(|i| i.server == "valkey");
-                if valkey {
+                if self.upstream_is_valkey() {
                     self.refuse_queued("ERR Command 'multi' not allowed inside a transaction")
                         .await
                 } else {
@@ -79,7 +76,12 @@ impl Reader<'_> {
                 self.hold_request(req).await
             }
             ("multi", false) => {
-                self.multi = Some(Box::default());
+                let mut begin = BytesMut::new();
+                crate::server::session::forward::append_request(&mut begin, req);
+                self.multi = Some(Box::new(Multi {
+                    begin: begin.freeze(),
+                    ..Multi::default()
+                }));
                 self.reply_simple("OK").await
             }
             ("exec", false) => self.reply_error("ERR EXEC without MULTI").await,
@@ -95,7 +97,7 @@ impl Reader<'_> {
             }
             ("exec", true) => {
                 let multi = self.multi.take().expect("checked");
-                self.exec(*multi).await
+                self.exec(*multi, req).await
             }
             ("watch", true) => {
                 self.reply_error("ERR WATCH inside MULTI is not allowed")
@@ -110,6 +112,20 @@ impl Reader<'_> {
 
     /// A command queued by the client: refused (and the transaction marked to abort) or queued.
     async fn queue(&mut self, spec: &'static CommandSpec, req: &mut Request, route: Route) {
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && spec.flags.contains(crate::command::Flags::NO_MULTI) {
+            // SAVE, SHUTDOWN and the like: refused at queue time, in the server's words (a
+            // streaming transaction's upstream refuses them itself).
+            let msg = if self.upstream_is_valkey() {
+                format!(
+                    "ERR Command '{}' not allowed inside a transaction",
+                    spec.name.split('|').next().unwrap_or(spec.name)
+                )
+            } else {
+                "ERR Command not allowed inside a transaction".to_string()
+            };
+            return self.refuse_queued(&msg).await;
+        }
         let queueable = match route {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
@@ -189,6 +205,12 @@ impl Reader<'_> {
             // Bound upstream: its keys leave the near cache now and again once EXEC is answered.
             self.written_through(spec, &req.args, &prefix);
         }
+        let streaming = self.multi.as_ref().is_some_and(|m| m.streaming);
+        if !streaming && let Some(refusal) = self.busy_refusal().await {
+            // Redis refuses every command a busy (or loading) server is sent, queued ones too,
+            // and then aborts EXEC: the same here, in the upstream's own words.
+            return self.refuse_queued(&refusal).await;
+        }
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.follow_ups.extend(follow_ups);
         multi.count += 1;
@@ -202,6 +224,35 @@ impl Reader<'_> {
         self.reply_simple("QUEUED").await
     }
 
+    /// Whether the upstream said it is Valkey (its error texts differ from Redis's here).
+    fn upstream_is_valkey(&self) -> bool {
+        self.shared
+            .upstream
+            .as_ref()
+            .and_then(|u| u.server_info())
+            .is_some_and(|i| i.server == "valkey")
+    }
+
+    /// The upstream's refusal of every command right now (`BUSY …`, `LOADING …`), if the latest
+    /// word from it says it was refusing: confirmed by a PING of the client's own, so a hint that
+    /// is out of date (the script just ended) refuses nothing. Costs nothing otherwise.
+    async fn busy_refusal(&mut self) -> Option<String> {
+        let upstream = self.shared.upstream.as_ref()?;
+        if !upstream.health().activity.refusing() {
+            return None;
+        }
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let rx = self.upstream_send(ping, 1, None).await;
+        let answered = self.out.park(rx).await;
+        self.took_reply();
+        match answered {
+            Some(Ok(Ok(reply))) if crate::upstream::activity::refuses_all(&reply) => {
+                Some(String::from_utf8_lossy(&reply[1..]).trim_end().to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// Move a transaction queued here onto a pinned connection: MULTI and what was queued so far
     /// go to the upstream now (their QUEUED replies were already given by respite, so they are
     /// read here and dropped; an error among them makes the upstream abort EXEC itself). False if
@@ -213,7 +264,7 @@ impl Reader<'_> {
             return false;
         }
         let multi = self.multi.as_mut().expect("in a transaction");
-        let mut job = BytesMut::from(&b"*1\r\n$5\r\nMULTI\r\n"[..]);
+        let mut job = BytesMut::from(&multi.begin[..]);
         job.extend_from_slice(&std::mem::take(&mut multi.commands));
         let count = 1 + std::mem::take(&mut multi.queued).len();
         multi.streaming = true;
@@ -276,9 +327,9 @@ impl Reader<'_> {
         }
     }
 
-    async fn exec(&mut self, multi: Multi) {
+    async fn exec(&mut self, multi: Multi, req: &Request) {
         if multi.streaming {
-            return self.exec_on_pinned(multi).await;
+            return self.exec_on_pinned(multi, req).await;
         }
         if multi.failed {
             self.out.release_written().await;
@@ -297,11 +348,10 @@ impl Reader<'_> {
             .queued
             .iter()
             .any(|(spec, _)| crate::command::known_slow(spec));
-        let mut job: Vec<&[u8]> = vec![
-            b"*1\r\n$5\r\nMULTI\r\n",
-            &multi.commands,
-            b"*1\r\n$4\r\nEXEC\r\n",
-        ];
+        // MULTI and EXEC go upstream as the client spelled them (MONITOR shows the client's own).
+        let mut exec_req = BytesMut::new();
+        crate::server::session::forward::append_request(&mut exec_req, req);
+        let mut job: Vec<&[u8]> = vec![&multi.begin, &multi.commands, &exec_req];
         job.extend(multi.follow_ups.iter().map(|f| &f[..]));
         let n = multi.queued.len();
         let count = n + 2 + multi.follow_ups.len();
@@ -321,7 +371,7 @@ impl Reader<'_> {
     /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key
     /// changed); a tenant's follow-ups go right after it. One that respite refused while queueing
     /// is discarded upstream and aborted here, as Redis aborts it.
-    async fn exec_on_pinned(&mut self, multi: Multi) {
+    async fn exec_on_pinned(&mut self, multi: Multi, req: &Request) {
         self.out.pin.needs.multi = false;
         self.out.pin.needs.watching = false;
         if multi.failed {
@@ -340,7 +390,9 @@ impl Reader<'_> {
             self.client.db = db;
         }
         self.send_group().await;
-        let mut job: Vec<&[u8]> = vec![b"*1\r\n$4\r\nEXEC\r\n"];
+        let mut exec_req = BytesMut::new();
+        crate::server::session::forward::append_request(&mut exec_req, req);
+        let mut job: Vec<&[u8]> = vec![&exec_req];
         job.extend(multi.follow_ups.iter().map(|f| &f[..]));
         let count = job.len();
         let keep = Keep::first(0, ReplyRewrite::None, Bytes::new(), self.client.proto);

@@ -11,6 +11,7 @@ use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
 use crate::server::session::{Pending, Reader, error_bytes, simple};
+use crate::upstream::handshake::Login;
 use bytes::{Bytes, BytesMut};
 
 impl Reader<'_> {
@@ -25,7 +26,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "blocking command").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.forward_any(spec, req).await;
@@ -41,7 +42,7 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() || self.shared.answerer(spec, &[]).is_some() {
             return self.not_supported(spec, "transaction").await;
         }
-        if !self.pin().await {
+        if !self.pin_for(spec, req).await {
             return;
         }
         self.out.pin.needs.watching = true;
@@ -128,7 +129,20 @@ impl Reader<'_> {
         creds: &[Bytes],
         hello: Option<&[u8]>,
     ) -> Option<Bytes> {
-        if !self.pin().await {
+        // A connection opened for this login is set up as the client: respite's own
+        // credentials may no longer be the upstream's (a password changed through respite).
+        let login = match creds {
+            [user, password] => Login {
+                user: Some(user.clone()),
+                password: password.clone(),
+            },
+            [password] => Login {
+                user: None,
+                password: password.clone(),
+            },
+            _ => return Some(error_bytes("ERR syntax error")),
+        };
+        if !self.pin_as(Some(login)).await {
             return None;
         }
         let mut cmd = BytesMut::new();

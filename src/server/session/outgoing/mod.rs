@@ -338,8 +338,12 @@ impl<'f> Outgoing<'f> {
             return oneshot::channel().1;
         }
         if let Some(p) = self.pin.held() {
+            if slow && let Some(upstream) = &self.upstream {
+                // What ends a slow command must not wait for a connection to open behind it.
+                upstream.ready_out_of_band();
+            }
             // Boxed: rare, and inline its state would grow every idle session.
-            return Box::pin(p.send_within(bytes, count, budget)).await;
+            return Box::pin(p.send_marked(bytes, count, budget, slow)).await;
         }
         if self.pin.after_pinned() {
             // Not `barrier`: that would send the group this job is made of. `after_pinned`
@@ -357,6 +361,11 @@ impl<'f> Outgoing<'f> {
         if self.pin.out_of_band() {
             // SCRIPT KILL and the like: a connection of its own, not behind the busy command.
             return upstream.out_of_band(c.proto, bytes, budget);
+        }
+        if let Some(db) = c.tenant.as_ref().and_then(|t| t.db) {
+            // Boxed: rare, and inline its state would grow every idle session.
+            let conn = upstream.conn_in_db(db, self.pin.lane(), c.proto, c.id);
+            return Box::pin(conn.send_marked(bytes, count, budget, slow)).await;
         }
         upstream
             .conn_in(self.pin.lane(), c.proto, c.id)

@@ -288,12 +288,16 @@ impl Reader<'_> {
         self.barrier().await;
         if self.out.pin.held().is_none() {
             let gone = self.out.pin.gone_token();
-            match upstream.pinned().take(self.client.proto, gone).await {
+            match upstream.pinned().take(self.client.proto, gone, None).await {
                 Ok(p) => self.out.pin.lease(p),
                 Err(e) => {
                     metrics::error(ErrorKind::Refused);
                     return error_bytes(&e.to_string());
                 }
+            }
+            if let Err(msg) = self.enter_tenant_db().await {
+                self.unpin().await;
+                return error_bytes(&msg);
             }
         }
         let limit = self
