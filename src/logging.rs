@@ -21,8 +21,88 @@ pub fn init(config: &Config) {
         .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         Format::Text => builder.init(),
-        // The span list says nothing here (respite logs events, not spans).
-        Format::Json => builder.json().with_span_list(false).init(),
+        Format::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLine)
+            .init(),
+    }
+}
+
+/// One JSON object per event, in tracing-subscriber's layout (`timestamp`, `level`, `fields`,
+/// `target`, and `span` with the current span's fields and name), except that a field logged as
+/// a list (`needs_restart = ?sections`) is a JSON array, where tracing-subscriber's own JSON
+/// writes every `Debug` value as a string holding it.
+struct JsonLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use serde_json::{Map, Value};
+        use tracing_subscriber::fmt::time::FormatTime;
+        let mut timestamp = String::new();
+        tracing_subscriber::fmt::time::SystemTime.format_time(
+            &mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp),
+        )?;
+        let mut fields = Map::new();
+        event.record(&mut JsonVisitor(&mut fields));
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert("timestamp".into(), timestamp.into());
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("fields".into(), Value::Object(fields));
+        line.insert("target".into(), meta.target().into());
+        if let Some(span) = ctx.lookup_current() {
+            let ext = span.extensions();
+            let mut fields: Map<String, Value> = ext
+                .get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                .and_then(|f| serde_json::from_str(f).ok())
+                .unwrap_or_default();
+            fields.insert("name".into(), span.name().into());
+            line.insert("span".into(), Value::Object(fields));
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        // A list's `Debug` (`["listen", "upstream"]`) is a JSON array when its items are plain
+        // strings or numbers; anything else stays a string. The message never is a list.
+        let value = match field.name() {
+            "message" => text.into(),
+            _ if text.starts_with('[') => match serde_json::from_str(&text) {
+                Ok(array @ serde_json::Value::Array(_)) => array,
+                _ => text.into(),
+            },
+            _ => text.into(),
+        };
+        self.0.insert(field.name().into(), value);
     }
 }
 
@@ -91,6 +171,47 @@ mod tests {
         assert_eq!(r.check_at(10_001), Some(2));
         assert_eq!(r.check_at(10_002), None);
         assert_eq!(r.check_at(30_000), Some(1));
+    }
+
+    /// A JSON line: the layout tracing-subscriber writes, lists as arrays, span fields kept.
+    #[test]
+    fn json_lines_write_lists_as_arrays() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLine)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let sections = vec!["listen", "upstream"];
+            let _span = tracing::info_span!("client", id = 7).entered();
+            tracing::info!(needs_restart = ?sections, n = 2, odd = ?"[x", "reloaded");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["fields"]["message"], "reloaded");
+        assert_eq!(
+            line["fields"]["needs_restart"],
+            serde_json::json!(["listen", "upstream"])
+        );
+        assert_eq!(line["fields"]["n"], 2);
+        assert_eq!(line["fields"]["odd"], "\"[x\"");
+        assert_eq!(line["span"], serde_json::json!({"id": 7, "name": "client"}));
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
     }
 
     #[test]

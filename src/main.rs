@@ -78,15 +78,38 @@ fn main() -> anyhow::Result<()> {
     if let Some(tls) = config.upstream.as_ref().and_then(|u| u.tls.as_ref()) {
         respite::tls::client_config(tls).unwrap_or_else(|e| config_error(e));
     }
+    if let Some(path) = &config.admin_reload_token_file {
+        match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => {}
+            Ok(_) => config_error(format!(
+                "admin.reload_token_file {}: the file is empty",
+                path.display()
+            )),
+            Err(e) => config_error(format!("admin.reload_token_file {}: {e}", path.display())),
+        }
+    }
     let sources = respite::reload::Sources {
         path: cli.config.clone(),
         env,
         flags,
     };
     if cli.check_config {
-        // Debug of the configuration redacts every password (upstream URL, tenants).
-        println!("configuration is valid:\n{config:#?}");
-        return Ok(());
+        let effective = config::effective_toml(cli.config.as_deref(), &sources.env, &sources.flags)
+            .unwrap_or_else(|e| config_error(e));
+        let text = format!(
+            "# respite: the configuration is valid. Effective values (file, environment and \
+             flags, defaults filled in); passwords redacted.\n{effective}"
+        );
+        // A reader that stops early (`| head -1`) is no error: the check itself passed.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("respite: writing the configuration: {e}");
+                std::process::exit(1);
+            }
+            _ => return Ok(()),
+        }
     }
     respite::logging::init(&config);
     // Each client is a file descriptor: raise the soft limit to the hard one, as Redis does.
@@ -111,18 +134,30 @@ fn main() -> anyhow::Result<()> {
             b
         }
     };
-    let rt = rt.enable_all().build().context("starting the runtime")?;
-    rt.block_on(async move {
-        let listeners = Listeners::bind(&config)
-            .await
-            .context("binding listeners")?;
-        listeners.log_summary(&config);
-        if listeners.admin.is_some() {
-            respite::admin::recorder();
-        }
-        run_reloadable(listeners, config, Some(sources), shutdown_signal()).await?;
-        Ok(())
-    })
+    let run = rt
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| {
+            rt.block_on(async move {
+                let listeners = Listeners::bind(&config)
+                    .await
+                    .context("binding listeners")?;
+                listeners.log_summary(&config);
+                if listeners.admin.is_some() {
+                    respite::admin::recorder();
+                }
+                run_reloadable(listeners, config, Some(sources), shutdown_signal()).await?;
+                anyhow::Ok(())
+            })
+        });
+    // Once logging is up, a failure is a log line like any other (JSON with log.format = "json"),
+    // not plain text beside it.
+    if let Err(e) = run {
+        tracing::error!(error = format!("{e:#}"), "respite cannot run; exiting");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// A configuration error ends the process with status 2 before anything starts.

@@ -294,6 +294,12 @@ pub fn config_reload(ok: bool) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
+/// A `POST /reload` the admin port's gate turned away (no token, a wrong one, or a listener that
+/// is not loopback): nothing was reloaded.
+pub fn reload_refused() {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => "refused").increment(1);
+}
+
 /// What one recovery's replay did: writes applied upstream, those whose upstream reply differed
 /// in kind from the local one, and those whose fate is unknown (the upstream failed with them in
 /// flight; never resent).
@@ -426,9 +432,9 @@ pub fn describe() {
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,
-        "Configuration reloads (SIGHUP or POST /reload), by result"
+        "Configuration reloads (SIGHUP or POST /reload), by result: ok, error, or refused (a POST /reload the admin port turned away)"
     );
-    for result in ["ok", "error"] {
+    for result in ["ok", "error", "refused"] {
         counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
     }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");

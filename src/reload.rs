@@ -186,7 +186,7 @@ fn fixed_differences(old: &Config, new: &Config) -> Vec<&'static str> {
     if upstream(old) != upstream(new) {
         out.push("upstream");
     }
-    if old.admin != new.admin {
+    if old.admin != new.admin || old.admin_reload_token_file != new.admin_reload_token_file {
         out.push("admin");
     }
     if old.worker_threads != new.worker_threads || old.shutdown_grace != new.shutdown_grace {

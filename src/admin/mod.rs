@@ -2,6 +2,12 @@
 //! (traffic should come: not draining, and the upstream reachable or local-only mode serving),
 //! `/stats` as JSON, and `POST /reload` (re-read the configuration, see [`crate::reload`]).
 //!
+//! # Invariants
+//! The read-only endpoints are open to whoever reaches the port (Prometheus, the kubelet);
+//! `POST /reload`, the one control endpoint, is served only on a loopback listener or with the
+//! token of `admin.reload_token_file` (compared in constant time), so exposing the port for
+//! scraping never exposes control.
+//!
 //! It reads state; it never changes how the proxy serves clients. Gauges of state that other parts
 //! keep (local-only mode, the engine's size, the probe's round trip) are read at scrape time here
 //! rather than pushed from the data path.
@@ -33,6 +39,55 @@ pub struct State {
     pub engine: Option<Arc<Engine>>,
     pub cache: Option<Arc<crate::cache::NearCache>>,
     pub live: Arc<crate::reload::Live>,
+    /// Who may `POST /reload` on this listener.
+    pub control: Control,
+}
+
+/// The gate in front of `POST /reload`.
+#[derive(Clone, Debug)]
+pub struct Control {
+    /// The listener is bound to a loopback address: only this host (or pod) reaches it.
+    pub loopback: bool,
+    /// `admin.reload_token_file`: when set, the token is required on any listener.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Control {
+    /// `Ok(())` when the request may reload; otherwise the status and why.
+    fn admit(&self, headers: &axum::http::HeaderMap) -> Result<(), (StatusCode, String)> {
+        let Some(path) = &self.token_file else {
+            return if self.loopback {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::FORBIDDEN,
+                    "POST /reload is served only on a loopback admin.listen, or with \
+                     admin.reload_token_file; reload with SIGHUP instead\n"
+                        .into(),
+                ))
+            };
+        };
+        // Read at each request, so a rotated token applies at once; an unreadable file admits
+        // nobody.
+        let token = std::fs::read_to_string(path).unwrap_or_default();
+        let token = token.trim();
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        if !token.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err((
+                StatusCode::UNAUTHORIZED,
+                "POST /reload needs `Authorization: Bearer <token>` with the token in \
+                 admin.reload_token_file\n"
+                    .into(),
+            ))
+        }
+    }
 }
 
 /// Install the Prometheus recorder once per process (tests run many proxies in one process).
@@ -101,7 +156,14 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
 }
 
 /// `POST /reload`: 200 with what waits for a restart, or 400 with why nothing changed.
-async fn reload(Extract(state): Extract<State>) -> impl IntoResponse {
+async fn reload(
+    Extract(state): Extract<State>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    if let Err(refused) = state.control.admit(&headers) {
+        crate::metrics::reload_refused();
+        return refused;
+    }
     match state.live.reload().await {
         Ok(a) if a.needs_restart.is_empty() => (StatusCode::OK, "reloaded\n".to_string()),
         Ok(a) => (

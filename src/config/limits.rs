@@ -2,7 +2,7 @@
 //! own [`Limits`], and none may exceed Redis's (the framer's defaults).
 use super::{Check, ConfigError};
 use crate::protocol::Limits;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What all clients together may hold, and how long a client may idle or dawdle over a request.
@@ -18,7 +18,7 @@ pub struct SessionLimits {
     pub request_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLimits {
     max_args: i64,

@@ -1,7 +1,7 @@
 //! `[listen]` (where clients connect) and `[admin]` (the HTTP endpoint's address): both are
 //! sockets the server binds, named here and never opened here.
 use super::{Check, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -75,7 +75,7 @@ impl std::fmt::Display for Principal {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawListen {
     tcp: String,
@@ -190,16 +190,18 @@ impl RawListen {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     listen: String,
+    reload_token_file: String,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: "127.0.0.1:9121".into(),
+            reload_token_file: String::new(),
         }
     }
 }
@@ -210,6 +212,20 @@ impl RawAdmin {
         match self.listen.as_str() {
             "" | "none" => Ok(None),
             v => c.addr("admin.listen", v),
+        }
+    }
+
+    /// `admin.reload_token_file`: `POST /reload` then needs `Authorization: Bearer <the file's
+    /// contents>`. The file is read by the admin endpoint (at start, and at each request, so a
+    /// rotated token applies at once), not here.
+    pub(super) fn reload_token_file(&self, c: &Check) -> Result<Option<PathBuf>, ConfigError> {
+        match self.reload_token_file.as_str() {
+            "" => Ok(None),
+            p if !p.starts_with('/') => Err(c.invalid(
+                "admin.reload_token_file",
+                format!("`{p}` is not an absolute path"),
+            )),
+            p => Ok(Some(PathBuf::from(p))),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `[local]` (the in-memory engine's memory bound) and `[local_only]` (what the engine does while
 //! the upstream is down, and what becomes of its data when the upstream is back).
 use super::{Check, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// `[local_only]`: the local engine answering while the upstream is down.
@@ -60,7 +60,7 @@ pub enum OnRecovery {
     Merge,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLocalOnly {
     enabled: bool,
@@ -72,7 +72,7 @@ pub(super) struct RawLocalOnly {
     serve_before_first_contact: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
     pattern: String,
@@ -155,7 +155,7 @@ impl RawLocalOnly {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLocal {
     max_memory_bytes: i64,

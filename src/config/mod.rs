@@ -35,7 +35,7 @@ pub use upstream::{
 };
 
 use crate::protocol::Limits;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -78,6 +78,9 @@ pub struct Config {
     pub sessions: SessionLimits,
     pub upstream: Option<UpstreamConfig>,
     pub admin: Option<SocketAddr>,
+    /// `admin.reload_token_file`: with it, `POST /reload` needs the token the file holds;
+    /// without it, `POST /reload` is served only on a loopback `admin.listen`.
+    pub admin_reload_token_file: Option<std::path::PathBuf>,
     pub log_level: String,
     /// `log.format`: text or json.
     pub log_format: LogFormat,
@@ -100,7 +103,7 @@ pub struct Config {
 }
 
 /// proxy.toml as written: one field per section, each validated by its own module.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     /// The tenant clients get before (or without) AUTH; see `[[tenant]]`.
@@ -203,6 +206,81 @@ pub fn from_source(
     origin: &str,
     settings: &[Setting],
 ) -> Result<Config, ConfigError> {
+    let (table, settings) = merge(source, origin, settings)?;
+    let message = |e: &toml::de::Error| e.message().trim().replace('\n', " ");
+    // Report where a bad value came from: a setting names its source, a file key its line.
+    let where_is = |key: &str| -> String {
+        if let Some(s) = settings.iter().find(|s| s.key == key) {
+            return s.origin.clone();
+        }
+        let line = if key.starts_with("tenant[") || key == "default_tenant" {
+            tenants::tenant_key_line(source, key)
+        } else if key.starts_with("near_cache.rule[") {
+            near_cache::rule_key_line(source, key)
+        } else {
+            sources::line_of(source, key)
+        }
+        // The light scans read tables written as `[section]` headers; toml's spans find the
+        // rest (dotted keys, inline tables).
+        .or_else(|| sources::key_line(source, key));
+        match line {
+            Some(line) => format!("{origin} line {line}"),
+            None => origin.to_string(),
+        }
+    };
+    let raw =
+        RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: message(&e),
+        })?;
+    validate(
+        raw,
+        &Check {
+            where_is: &where_is,
+        },
+    )
+}
+
+/// The client listener `url` names, if it names one of respite's own: an IP literal or
+/// `localhost` on a listener's port (an unspecified listener address takes every local address),
+/// or the unix socket's path. Host names are not resolved here (no I/O in configuration).
+fn own_listener(url: &UpstreamUrl, listen: &ListenConfig) -> Option<(&'static str, String)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match &url.addr {
+        UpstreamAddr::Unix(path) => (listen.unix.as_ref() == Some(path))
+            .then(|| ("listen.unix", path.display().to_string())),
+        UpstreamAddr::Tcp(hostport) => {
+            let port: u16 = hostport.rsplit_once(':')?.1.parse().ok()?;
+            let host = url.host();
+            let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+                vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+            } else {
+                vec![host.parse().ok()?]
+            };
+            [("listen.tcp", listen.tcp), ("listen.tls", listen.tls)]
+                .into_iter()
+                .filter_map(|(key, a)| Some((key, a?)))
+                .find(|(_, a)| {
+                    a.port() == port
+                        && ips.iter().any(|ip| {
+                            *ip == a.ip()
+                                || (a.ip().is_unspecified()
+                                    && (ip.is_loopback() || ip.is_unspecified()))
+                                || (ip.is_unspecified() && a.ip().is_loopback())
+                        })
+                })
+                .map(|(key, a)| (key, a.to_string()))
+        }
+    }
+}
+
+/// The file's table with `settings` applied in order (only the last setting of a key counts),
+/// each step checked so that an error is blamed on the file's line or on the setting.
+fn merge<'s>(
+    source: &str,
+    origin: &str,
+    settings: &'s [Setting],
+) -> Result<(toml::Table, Vec<&'s Setting>), ConfigError> {
     let at = |span: Option<std::ops::Range<usize>>| match span {
         Some(r) => format!("{origin} line {}", sources::line_at(source, r.start)),
         None => origin.to_string(),
@@ -249,37 +327,36 @@ pub fn from_source(
             });
         }
     }
-    // Report where a bad value came from: a setting names its source, a file key its line.
-    let where_is = |key: &str| -> String {
-        if let Some(s) = settings.iter().find(|s| s.key == key) {
-            return s.origin.clone();
-        }
-        let line = if key.starts_with("tenant[") || key == "default_tenant" {
-            tenants::tenant_key_line(source, key)
-        } else if key.starts_with("near_cache.rule[") {
-            near_cache::rule_key_line(source, key)
-        } else {
-            sources::line_of(source, key)
-        }
-        // The light scans read tables written as `[section]` headers; toml's spans find the
-        // rest (dotted keys, inline tables).
-        .or_else(|| sources::key_line(source, key));
-        match line {
-            Some(line) => format!("{origin} line {line}"),
-            None => origin.to_string(),
-        }
+    Ok((table, settings))
+}
+
+/// The effective configuration as TOML: every key with the value respite runs with (defaults
+/// filled in, the environment and flags applied), passwords shown as `<redacted>`. What
+/// `--check-config` prints; valid input is assumed (call [`load`] first).
+pub fn effective_toml(
+    path: Option<&std::path::Path>,
+    env: &[Setting],
+    flags: &[Setting],
+) -> Result<String, ConfigError> {
+    let source = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            path: p.display().to_string(),
+            source,
+        })?,
+        None => String::new(),
     };
+    let origin = path.map_or("defaults".into(), |p| p.display().to_string());
+    let settings: Vec<Setting> = env.iter().chain(flags).cloned().collect();
+    let (table, _) = merge(&source, &origin, &settings)?;
     let raw =
         RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: message(&e),
+            origin: origin.clone(),
+            message: e.message().trim().replace('\n', " "),
         })?;
-    validate(
-        raw,
-        &Check {
-            where_is: &where_is,
-        },
-    )
+    toml::to_string(&raw).map_err(|e| ConfigError::Parse {
+        origin,
+        message: e.to_string(),
+    })
 }
 
 /// Validate section by section, in the order errors have always been reported.
@@ -289,6 +366,18 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         raw.limits.validate(c)?;
     let sessions = raw.limits.sessions(c)?;
     let upstream = upstream::validate(&raw.upstream, &raw.health, c)?;
+    if let Some(u) = &upstream
+        && let Some((key, addr)) = own_listener(&u.url, &listen)
+    {
+        return Err(c.invalid(
+            "upstream.url",
+            format!(
+                "`{}` is respite's own listener ({key} = {addr}): every command would come back \
+                 to respite and never reach a server",
+                upstream::redacted(raw.upstream.url.trim())
+            ),
+        ));
+    }
     let mut local_only = raw.local_only.validate(c)?;
     if let Some(u) = &upstream
         && u.url.is_cluster()
@@ -306,7 +395,35 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
             c,
         )?)
     };
+    for (i, t) in tenants.iter().flat_map(|t| t.tenants.iter()).enumerate() {
+        let Some(db) = t.db else { continue };
+        let key = format!("tenant[{i}].db");
+        match &upstream {
+            None => {
+                return Err(c.invalid(
+                    &key,
+                    "needs an upstream (upstream.url): standalone, respite has one keyspace".into(),
+                ));
+            }
+            Some(u) if u.url.is_cluster() => {
+                return Err(c.invalid(
+                    &key,
+                    "a cluster upstream has database 0 only (Redis Cluster): a tenant's keys stay under its prefix there".into(),
+                ));
+            }
+            Some(u) if u.url.db == db => {
+                return Err(c.invalid(
+                    &key,
+                    format!(
+                        "database {db} is upstream.url's, which the tenants without a db share"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     let admin = raw.admin.validate(c)?;
+    let admin_reload_token_file = raw.admin.reload_token_file(c)?;
     let log_level = raw.log.validate(c)?;
     let log_format = raw.log.format(c)?;
     let worker_threads = raw.runtime.worker_threads(c)?;
@@ -329,6 +446,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         sessions,
         upstream,
         admin,
+        admin_reload_token_file,
         log_level,
         log_format,
         worker_threads,

@@ -2,7 +2,7 @@
 //! reads a rule's `commands` may name (the cache answers exactly these; `cache::reads` says how).
 use super::{Check, ConfigError};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The validated near-cache configuration.
@@ -37,7 +37,7 @@ pub struct Rule {
     pub reads: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawNearCache {
     enabled: bool,
@@ -69,7 +69,7 @@ impl Default for RawNearCache {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
     tenant: Option<String>,

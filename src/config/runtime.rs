@@ -1,8 +1,8 @@
 //! `[log]` and `[runtime]`: the log filter and the tokio runtime's shape and drain time.
 use super::{Check, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
     level: String,
@@ -74,7 +74,7 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRuntime {
     worker_threads: i64,

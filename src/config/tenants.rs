@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::acl::AllowSet;
 use super::sources::line_of_field;
@@ -26,6 +26,21 @@ impl Secret {
     /// The secret itself, for the one place that must use it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Serialized (`--check-config`'s TOML) as `"<redacted>"`, as `Debug` shows it.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A secret that is a plain `Option<String>` in the raw file (the password's SHA-256).
+fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
     }
 }
 
@@ -54,6 +69,9 @@ pub struct TenantConfig {
     pub sort_patterns: bool,
     pub max_value_bytes: Option<usize>,
     pub ttl: Vec<TtlRuleConfig>,
+    /// The upstream database that holds this tenant's keys (`tenant.db`), when it has one of its
+    /// own; `None`: the upstream URL's database, shared with the other tenants.
+    pub db: Option<u32>,
 }
 
 /// How a tenant's password is given. `Debug` shows neither the password nor its hash.
@@ -90,7 +108,7 @@ pub enum ExcessTtl {
 }
 
 /// The tenant part of proxy.toml, for callers (and tests) that parse it on its own.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTenants {
     pub default_tenant: Option<String>,
@@ -98,13 +116,14 @@ pub struct RawTenants {
 }
 
 /// One `[[tenant]]` entry as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTenant {
     pub name: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// 64 hex digits: the SHA-256 of the password, so the file need not hold it in clear.
+    #[serde(serialize_with = "redact")]
     pub password_sha256: Option<String>,
     pub prefix: String,
     /// ACL-style rules applied in order: `@category`, `+@category`, `-@category`, `command`,
@@ -114,10 +133,12 @@ pub struct RawTenant {
     pub sort_patterns: bool,
     pub max_value_bytes: Option<i64>,
     pub ttl: Vec<RawTtlRule>,
+    /// A database of the upstream's own for this tenant's keys (see [`TenantConfig::db`]).
+    pub db: Option<i64>,
 }
 
 /// One `[[tenant.ttl]]` rule as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTtlRule {
     /// A Redis glob over the client's key name (without the tenant prefix).
@@ -310,8 +331,37 @@ pub(crate) fn validate(
                 on_excess,
             });
         }
+        let db = match t.db {
+            None => None,
+            // A database of its own makes FLUSHDB, DBSIZE, RANDOMKEY, SCAN and KEYS the
+            // upstream's own, in O(the tenant's keys); the prefix still confines what databases
+            // do not separate (channels, scripts' key names) and keeps a key's name unique
+            // across tenants in the near cache and the local engine.
+            Some(_) if t.prefix.is_empty() => {
+                return Err(invalid(
+                    key("db"),
+                    "needs a prefix: channels, scripts and the local engine are not separated by databases".into(),
+                ));
+            }
+            Some(v) if (0..=i64::from(i32::MAX)).contains(&v) => Some(v as u32),
+            Some(v) => {
+                return Err(invalid(
+                    key("db"),
+                    format!("must be a database index from 0, got {v}"),
+                ));
+            }
+        };
+        if let Some(db) = db
+            && let Some(j) = tenants.iter().position(|o: &TenantConfig| o.db == Some(db))
+        {
+            return Err(invalid(
+                key("db"),
+                format!("database {db} is also tenant[{j}]'s: a tenant's database is its own"),
+            ));
+        }
         tenants.push(TenantConfig {
             name: t.name.clone(),
+            db,
             credentials,
             prefix: Bytes::copy_from_slice(t.prefix.as_bytes()),
             allowed,

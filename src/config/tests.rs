@@ -606,6 +606,82 @@ fn local_maxmemory_policy_is_a_redis_policy_name() {
     assert!(e.contains("local.maxmemory_policy"), "{e}");
 }
 
+#[test]
+fn urls_the_url_standard_refuses_are_refused_naming_key_and_source() {
+    for (url, says) in [
+        ("redis://bad host:6379", "not a valid URL"),
+        ("redis://h:0", "port 0"),
+        ("redis://h:65536", "1 to 65535"),
+        ("redis://h:1?db=2", "path"),
+        ("unix://relative/r.sock", "absolute path"),
+        ("redis://:6379", "valid URL"),
+    ] {
+        let e = parse_url(url).unwrap_err();
+        assert!(e.contains(says), "{url}: {e}");
+        let e = from_str_with(
+            "",
+            "proxy.toml",
+            &vec![],
+            &vec![("upstream.url".into(), url.into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("command line: invalid value for `upstream.url`"),
+            "{url}: {e}"
+        );
+    }
+    let e = parse("\n[upstream]\nurl = \"redis://bad host:6379\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("proxy.toml line 3:"), "{e}");
+    // Still read: a password alone, IPv6, unix paths with an escaped space.
+    let u = parse_url("redis://secret@h").unwrap();
+    assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+    assert_eq!(
+        parse_url("redis://[::1]:7000").unwrap().addr,
+        UpstreamAddr::Tcp("[::1]:7000".into())
+    );
+    assert_eq!(
+        parse_url("unix:///tmp/a%20b.sock").unwrap().addr,
+        UpstreamAddr::Unix("/tmp/a b.sock".into())
+    );
+}
+
+#[test]
+fn an_upstream_that_is_respites_own_listener_is_refused() {
+    let flags = |url: &str, listen: &str| -> Overrides {
+        vec![
+            ("upstream.url".into(), url.into()),
+            ("listen.tcp".into(), listen.into()),
+        ]
+    };
+    for (url, listen) in [
+        ("redis://127.0.0.1:6380", "127.0.0.1:6380"),
+        ("redis://localhost:6380", "127.0.0.1:6380"),
+        ("redis://127.0.0.1:7000", "0.0.0.0:7000"),
+        ("redis://u:pw@[::1]:6380", "[::]:6380"),
+    ] {
+        let e = from_str_with("", "proxy.toml", &vec![], &flags(url, listen))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream.url") && e.contains("own listener") && !e.contains("pw@"),
+            "{url}: {e}"
+        );
+    }
+    for (url, listen) in [
+        ("redis://127.0.0.1:6379", "127.0.0.1:6380"),
+        ("redis://10.0.0.1:6380", "127.0.0.1:6380"),
+    ] {
+        assert!(from_str_with("", "proxy.toml", &vec![], &flags(url, listen)).is_ok());
+    }
+    let e = parse("[listen]\nunix = \"/run/r.sock\"\n[upstream]\nurl = \"unix:///run/r.sock\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listen.unix") && e.contains("line 4"), "{e}");
+}
+
 /// The shipped proxy.toml holds exactly the built-in defaults (what differs appears only as a
 /// commented example), and every key the docs' configuration table lists is in it.
 #[test]
@@ -671,4 +747,64 @@ fn the_shipped_file_is_the_defaults_and_lists_every_documented_key() {
         missing.is_empty(),
         "documented, not in proxy.toml: {missing:?}"
     );
+}
+
+#[test]
+fn a_tenant_database_is_its_own() {
+    let tenant = |name: &str, prefix: &str, db: &str| {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\nusername = \"{name}\"\npassword = \"pw-{name}\"\nprefix = \"{prefix}\"\nallow = [\"@all\"]\n{db}\n"
+        )
+    };
+    let up = "[upstream]\nurl = \"redis://h:1/2\"\n";
+    let c = parse(&format!(
+        "{up}{}{}",
+        tenant("a", "a:", "db = 3"),
+        tenant("b", "b:", "")
+    ))
+    .unwrap();
+    let t = c.tenants.unwrap();
+    assert_eq!((t.tenants[0].db, t.tenants[1].db), (Some(3), None));
+    for (toml, key, says) in [
+        (
+            format!(
+                "{up}{}{}",
+                tenant("a", "a:", "db = 3"),
+                tenant("b", "b:", "db = 3")
+            ),
+            "tenant[1].db",
+            "also tenant[0]'s",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = 2")),
+            "tenant[0].db",
+            "upstream.url's",
+        ),
+        (
+            format!("{up}{}", tenant("a", "", "db = 3")),
+            "tenant[0].db",
+            "needs a prefix",
+        ),
+        (
+            format!("{up}{}", tenant("a", "a:", "db = -1")),
+            "tenant[0].db",
+            "from 0",
+        ),
+        (
+            tenant("a", "a:", "db = 3"),
+            "tenant[0].db",
+            "needs an upstream",
+        ),
+        (
+            format!(
+                "[upstream]\nurl = \"redis+cluster://h:1\"\n{}",
+                tenant("a", "a:", "db = 3")
+            ),
+            "tenant[0].db",
+            "database 0 only",
+        ),
+    ] {
+        let e = parse(&toml).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{e}");
+    }
 }

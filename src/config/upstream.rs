@@ -2,7 +2,7 @@
 //! how its health is judged. Every key is checked even without a URL, so a typo is never silently
 //! ignored in standalone mode.
 use super::{Check, ConfigError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -100,10 +100,11 @@ impl std::fmt::Display for UpstreamAddr {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawUpstream {
-    url: String,
+    #[serde(serialize_with = "redact_url")]
+    pub(super) url: String,
     connections: i64,
     max_inflight: i64,
     max_pinned: i64,
@@ -115,6 +116,15 @@ pub(super) struct RawUpstream {
     tls_cert: String,
     tls_key: String,
     tls_server_name: String,
+}
+
+/// The URL as `--check-config` prints it: its password as `<redacted>`.
+fn redact_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(
+        &redacted(url)
+            .replace(":***@", ":<redacted>@")
+            .replace("://***@", "://<redacted>@"),
+    )
 }
 
 impl Default for RawUpstream {
@@ -136,7 +146,7 @@ impl Default for RawUpstream {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawHealth {
     probe_interval_ms: i64,
@@ -301,67 +311,104 @@ impl UpstreamUrl {
     }
 }
 
-/// Parse an upstream URL; user and password are percent-decoded (`%40` for `@`). Errors are
-/// phrased for the user and show the URL with its password redacted.
+/// Parse an upstream URL with the `url` crate; user and password are percent-decoded (`%40` for
+/// `@`). Errors are phrased for the user and show the URL with its password redacted.
 pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
     let url = &redacted(full);
-    if let Some(rest) = full.strip_prefix("unix://") {
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if !path.starts_with('/') {
-            return Err(format!(
-                "`{url}`: a unix URL needs an absolute path: unix:///path/to/socket"
-            ));
+    // A cluster URL lists its seeds (`h1:7000,h2:7001`), which no URL parser reads as one host:
+    // the first is parsed in place, the others each as a host of its own.
+    let (scheme, rest) = full.split_once("://").unwrap_or((full, ""));
+    let cluster = matches!(scheme, "redis+cluster" | "rediss+cluster");
+    let (single, more_seeds): (String, Vec<&str>) = if cluster {
+        let (auth, after) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hosts, path) = match after.split_once('/') {
+            Some((h, p)) => (h, Some(p)),
+            None => (after, None),
+        };
+        let mut hosts = hosts.split(',');
+        let first = hosts.next().unwrap_or_default();
+        let single = format!(
+            "{scheme}://{}{first}{}",
+            auth.map_or(String::new(), |a| format!("{a}@")),
+            path.map_or(String::new(), |p| format!("/{p}"))
+        );
+        (single, hosts.collect())
+    } else {
+        (full.to_string(), Vec::new())
+    };
+    let parsed = url::Url::parse(&single).map_err(|e| match e {
+        url::ParseError::InvalidPort => {
+            format!("`{url}`: the port is not a number from 1 to 65535")
         }
-        let mut db = 0;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("db", v)) => {
-                    db = v
-                        .parse()
-                        .map_err(|_| format!("`{url}`: db `{v}` is not a number"))?
+        e => format!("`{url}` is not a valid URL: {e}"),
+    })?;
+    let query = |parsed: &url::Url| -> Result<u32, String> {
+        let mut db = None;
+        for (k, v) in parsed.query_pairs() {
+            match &*k {
+                "db" if db.is_none() => {
+                    db = Some(
+                        v.parse()
+                            .map_err(|_| format!("`{url}`: db `{v}` is not a number"))?,
+                    )
                 }
                 _ => {
                     return Err(format!(
-                        "`{url}`: unknown query parameter `{pair}` (only db=N)"
+                        "`{url}`: unknown query parameter `{k}` (only db=N, for unix URLs)"
                     ));
                 }
             }
         }
-        return Ok(UpstreamUrl {
-            addr: UpstreamAddr::Unix(PathBuf::from(path)),
-            username: None,
-            password: None,
-            db,
-            tls: false,
-            seeds: Vec::new(),
-        });
-    }
-    let (rest, tls, cluster) = if let Some(r) = full.strip_prefix("redis://") {
-        (r, false, false)
-    } else if let Some(r) = full.strip_prefix("rediss://") {
-        (r, true, false)
-    } else if let Some(r) = full.strip_prefix("redis+cluster://") {
-        (r, false, true)
-    } else if let Some(r) = full.strip_prefix("rediss+cluster://") {
-        (r, true, true)
-    } else {
+        Ok(db.unwrap_or(0))
+    };
+    if parsed.fragment().is_some() {
         return Err(format!(
-            "`{url}` is not a redis://host:port[/db], rediss://host:port[/db], \
-             redis+cluster://host:port[,host:port…] or unix:///path URL"
+            "`{url}`: a URL fragment (`#…`) has no meaning here"
         ));
-    };
-    let (auth, hostpart) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
-    };
-    let (hostport, db) = match hostpart.split_once('/') {
-        Some((h, "")) => (h, 0),
-        Some((h, d)) => (
-            h,
+    }
+    match parsed.scheme() {
+        "unix" => {
+            if parsed.host_str().is_some_and(|h| !h.is_empty()) || !parsed.path().starts_with('/') {
+                return Err(format!(
+                    "`{url}`: a unix URL needs an absolute path: unix:///path/to/socket"
+                ));
+            }
+            let path = percent_encoding::percent_decode_str(parsed.path())
+                .decode_utf8()
+                .map_err(|_| format!("`{url}`: the path is not UTF-8"))?;
+            return Ok(UpstreamUrl {
+                addr: UpstreamAddr::Unix(PathBuf::from(&*path)),
+                username: None,
+                password: None,
+                db: query(&parsed)?,
+                tls: false,
+                seeds: Vec::new(),
+            });
+        }
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {}
+        _ => {
+            return Err(format!(
+                "`{url}` is not a redis://host:port[/db], rediss://host:port[/db], \
+                 redis+cluster://host:port[,host:port…] or unix:///path URL"
+            ));
+        }
+    }
+    if parsed.query().is_some() {
+        return Err(format!(
+            "`{url}`: a redis:// URL takes its database as a path (/N), not a query"
+        ));
+    }
+    let hostport = host_port(&parsed, url)?;
+    let db = match parsed.path() {
+        "" | "/" => 0,
+        p => {
+            let d = &p[1..];
             d.parse()
-                .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?,
-        ),
-        None => (hostpart, 0),
+                .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?
+        }
     };
     if cluster && db != 0 {
         return Err(format!(
@@ -370,54 +417,70 @@ pub fn parse_url(full: &str) -> Result<UpstreamUrl, String> {
     }
     let mut seeds = Vec::new();
     if cluster {
-        for seed in hostport.split(',') {
-            seeds.push(host_port(seed, url)?);
+        seeds.push(hostport.clone());
+        for seed in more_seeds {
+            let p = url::Url::parse(&format!("redis://{seed}"))
+                .map_err(|e| format!("`{url}`: seed `{seed}` is not a host[:port]: {e}"))?;
+            if !matches!(p.path(), "" | "/") || p.query().is_some() || !p.username().is_empty() {
+                return Err(format!("`{url}`: seed `{seed}` is not a host[:port]"));
+            }
+            seeds.push(host_port(&p, url)?);
         }
     }
-    let hostport = match seeds.first() {
-        Some(first) => first.clone(),
-        None => host_port(hostport, url)?,
-    };
-    let (username, password) = match auth {
-        None => (None, None),
-        Some(a) => {
-            let decode = |part: &str, what: &str| {
-                percent_decode(part).ok_or_else(|| {
-                    format!("`{url}`: the {what} has a `%` not followed by two hex digits of UTF-8")
-                })
-            };
-            match a.split_once(':') {
-                Some((u, p)) => (
-                    (!u.is_empty()).then(|| decode(u, "username")).transpose()?,
-                    Some(decode(p, "password")?),
-                ),
-                None => (None, Some(decode(a, "password")?)),
-            }
+    // `url` keeps a `%` that starts no escape as it was; respite refuses it rather than guess.
+    let decode = |part: &str, what: &str| -> Result<String, String> {
+        let bad =
+            || format!("`{url}`: the {what} has a `%` not followed by two hex digits of UTF-8");
+        let b = part.as_bytes();
+        let escapes_ok = b.iter().enumerate().all(|(i, &c)| {
+            c != b'%'
+                || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if !escapes_ok {
+            return Err(bad());
         }
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| bad())
+    };
+    // `user@host` without a `:` is a password alone, as respite has always read it (Redis's
+    // `AUTH <password>`); `url` calls it a username.
+    let (username, password) = match (parsed.username(), parsed.password()) {
+        ("", None) => (None, None),
+        (p, None) => (None, Some(decode(p, "password")?)),
+        ("", Some(p)) => (None, Some(decode(p, "password")?)),
+        (u, Some(p)) => (Some(decode(u, "username")?), Some(decode(p, "password")?)),
     };
     Ok(UpstreamUrl {
         addr: UpstreamAddr::Tcp(hostport),
         username,
         password,
         db,
-        tls,
+        tls: scheme.starts_with("rediss"),
         seeds,
     })
 }
 
-/// One `host[:port]` of a URL as `host:port` (6379 when the port is left out).
-fn host_port(hostport: &str, url: &str) -> Result<String, String> {
-    if hostport.is_empty() {
-        return Err(format!("`{url}`: missing host"));
-    }
-    Ok(if hostport.contains(':') && !hostport.ends_with(']') {
-        let port = hostport.rsplit(':').next().unwrap_or_default();
-        port.parse::<u16>()
-            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
-        hostport.to_string()
-    } else {
-        format!("{hostport}:6379")
-    })
+/// A parsed URL's `host:port` (6379 when the port is left out; IPv6 in brackets).
+fn host_port(parsed: &url::Url, url: &str) -> Result<String, String> {
+    let host = match parsed.host() {
+        Some(url::Host::Domain("")) | None => return Err(format!("`{url}`: missing host")),
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+    };
+    let port = match parsed.port() {
+        Some(0) => {
+            return Err(format!(
+                "`{url}`: port 0 is not a port to connect to (a number from 1 to 65535)"
+            ));
+        }
+        Some(p) => p,
+        None => 6379,
+    };
+    Ok(format!("{host}:{port}"))
 }
 
 /// `url` with the password (between `user:` and `@`) shown as `***`, for messages and logs.
@@ -432,20 +495,4 @@ pub fn redacted(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => format!("{scheme}://***@{host}"),
     }
-}
-
-/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hi = (bytes.next()? as char).to_digit(16)?;
-            let lo = (bytes.next()? as char).to_digit(16)?;
-            out.push((hi * 16 + lo) as u8);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
 }

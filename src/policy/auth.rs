@@ -63,6 +63,9 @@ pub struct Tenant {
     pub sort_patterns: bool,
     pub max_value_bytes: Option<usize>,
     ttl: Vec<TtlRule>,
+    /// The upstream database of its own that holds its keys (`tenant.db`): the session sends
+    /// its commands there, and whole-database commands are the upstream's own there.
+    pub db: Option<u32>,
     /// This tenant's per-command counters, registered on first use.
     pub(crate) counters: super::metrics::TenantCounters,
 }
@@ -88,6 +91,7 @@ impl Tenant {
             sort_patterns,
             max_value_bytes,
             ttl,
+            db: None,
             counters: Default::default(),
         }
     }
@@ -172,6 +176,10 @@ impl TenantBuilder {
     }
     pub fn ttl(mut self, rule: TtlRule) -> Self {
         self.tenant.ttl.push(rule);
+        self
+    }
+    pub fn db(mut self, db: u32) -> Self {
+        self.tenant.db = Some(db);
         self
     }
     pub fn build(self) -> Tenant {

@@ -228,18 +228,25 @@ impl Tenant {
                 self.scan(call)?;
                 return Ok(None);
             }
+            // In a database of its own, the upstream's answers are the namespace's: one round
+            // trip each. FLUSHALL becomes FLUSHDB there (never the upstream's FLUSHALL).
+            "dbsize" if self.db.is_some() => return Ok(None),
+            "randomkey" if self.db.is_some() => {
+                call.reply = ReplyRewrite::Key;
+                return Ok(None);
+            }
+            "flushdb" | "flushall" if self.db.is_some() => {
+                flush_mode(args)?;
+                call.args[0] = Bytes::from_static(b"FLUSHDB");
+                return Ok(None);
+            }
             "dbsize" => return Ok(Some(self.namespace(NamespaceKind::DbSize))),
             "randomkey" => return Ok(Some(self.namespace(NamespaceKind::RandomKey))),
-            "flushdb" => {
-                // FLUSHDB [ASYNC|SYNC]: either way respite UNLINKs, which frees in the background.
-                if args.len() > 2
-                    || args.get(1).is_some_and(|a| {
-                        !c_str(a).eq_ignore_ascii_case(b"async")
-                            && !c_str(a).eq_ignore_ascii_case(b"sync")
-                    })
-                {
-                    return Err(PolicyError::syntax());
-                }
+            // FLUSHALL means every database of a private server; a tenant has one namespace, so
+            // it empties that, as FLUSHDB does (never the upstream's FLUSHALL).
+            "flushdb" | "flushall" => {
+                // [ASYNC|SYNC]: either way respite UNLINKs, which frees in the background.
+                flush_mode(args)?;
                 return Ok(Some(self.namespace(NamespaceKind::FlushDb)));
             }
             "move" => return Err(Self::refuse(spec, OTHER_DB)),
@@ -380,6 +387,18 @@ impl Tenant {
         }
         Ok(())
     }
+}
+
+/// FLUSHDB/FLUSHALL's one optional argument, ASYNC or SYNC, checked as `getFlushCommandFlags`
+/// does.
+fn flush_mode(args: &[Bytes]) -> Result<(), PolicyError> {
+    let bad = |a: &Bytes| {
+        !c_str(a).eq_ignore_ascii_case(b"async") && !c_str(a).eq_ignore_ascii_case(b"sync")
+    };
+    if args.len() > 2 || args.get(1).is_some_and(bad) {
+        return Err(PolicyError::syntax());
+    }
+    Ok(())
 }
 
 /// Redis compares options with `strcasecmp`, which stops at the first NUL.

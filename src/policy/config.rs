@@ -39,7 +39,7 @@ impl Tenants {
                         },
                     })
                     .collect();
-                Arc::new(Tenant::new(
+                let mut tenant = Tenant::new(
                     t.name.clone(),
                     credentials,
                     t.prefix.clone(),
@@ -48,7 +48,9 @@ impl Tenants {
                     t.sort_patterns,
                     t.max_value_bytes,
                     ttl,
-                ))
+                );
+                tenant.db = t.db;
+                Arc::new(tenant)
             })
             .collect();
         Tenants::new(all, config.default)

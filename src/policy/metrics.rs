@@ -5,6 +5,7 @@
 //! series count is bounded by the number of tenants (times refusal reasons).
 use metrics::{Counter, counter};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{PolicyError, Tenant};
 
@@ -20,15 +21,23 @@ pub const TENANT_AUTH_FAILURES_TOTAL: &str = "respite_tenant_auth_failures_total
 pub struct TenantCounters {
     commands: OnceLock<Counter>,
     errors: OnceLock<Counter>,
+    /// The same count as `commands`, readable: the tenant's INFO `total_commands_processed`.
+    seen: AtomicU64,
 }
 
 /// A command a tenant sent (counted whether it was forwarded, answered or refused).
 pub fn command(tenant: &Tenant) {
+    tenant.counters.seen.fetch_add(1, Ordering::Relaxed);
     tenant
         .counters
         .commands
         .get_or_init(|| counter!(TENANT_COMMANDS_TOTAL, "tenant" => tenant.name.clone()))
         .increment(1);
+}
+
+/// Commands the tenant sent this process (see [`command`]).
+pub fn commands_seen(tenant: &Tenant) -> u64 {
+    tenant.counters.seen.load(Ordering::Relaxed)
 }
 
 /// An error reply respite sent the tenant.

@@ -41,10 +41,14 @@
 //!   Pub/Sub) and key names quoted in error texts lose the prefix. SCAN cursors are sealed
 //!   (`policy::cursor`) so they do not show the shared keyspace's size.
 //! - Refused for a prefixed tenant: every keyless command not known to be namespace-neutral
-//!   (CONFIG, DEBUG, MODULE, MONITOR, FLUSHALL, INFO, LASTSAVE, SAVE, SHUTDOWN, CLIENT LIST/KILL,
+//!   (CONFIG, DEBUG, MODULE, MONITOR, INFO, LASTSAVE, SAVE, SHUTDOWN, CLIENT LIST/KILL,
 //!   CLUSTER, SLOWLOG, LATENCY, MEMORY STATS/DOCTOR, ACL, FUNCTION *, SCRIPT FLUSH/KILL, PUBSUB
 //!   NUMPAT, …), MOVE and COPY … DB (they reach another database).
-//! - Answered in the namespace: DBSIZE, FLUSHDB, RANDOMKEY (costs in [`namespace`]).
+//! - Answered in the namespace: DBSIZE, FLUSHDB, FLUSHALL (the namespace is all a tenant has),
+//!   RANDOMKEY — by respite's walk of the shared database ([`namespace`], O(all keys)), or, for a
+//!   tenant with a database of its own (`tenant.db`), by the upstream there (FLUSHALL sent as
+//!   FLUSHDB), in O(the tenant's keys).
+//! - INFO is the session's, rendered by [`info`] from the tenant's own view.
 //! - Scripts (EVAL, EVALSHA and their _RO forms, SCRIPT LOAD/EXISTS) are refused unless the tenant
 //!   has `scripts = true`. Then the declared KEYS are prefixed, and nothing else is confined: a
 //!   script can `redis.call` any key name it computes, including other tenants' keys, so enable it
@@ -75,6 +79,7 @@ pub mod config;
 mod cursor;
 mod error;
 pub mod glob;
+pub mod info;
 pub mod metrics;
 pub mod namespace;
 pub mod pubsub;

@@ -1,6 +1,8 @@
 //! Commands answered within a tenant's namespace by respite itself: DBSIZE, FLUSHDB, RANDOMKEY.
 //!
-//! The upstream can only answer these for the whole database, so respite walks the tenant's keys
+//! For a tenant in the shared database. (A tenant with a database of its own, `tenant.db`, gets the
+//! upstream's own answers there instead: see `check`.) The upstream can only answer these for the
+//! whole database, so respite walks the tenant's keys
 //! with `SCAN cursor MATCH <escaped prefix>* COUNT 1000` and works from what it finds. [`NamespaceRun`]
 //! is a pure state machine: the session sends each command it yields on one upstream connection,
 //! feeds back each reply, and finally writes the reply it yields to the client. Nothing here does

@@ -136,7 +136,6 @@ fn unprefixed_tenant_forwards_raw_bytes() {
 fn keyspace_wide_commands() {
     let t = tenant();
     for line in [
-        "FLUSHALL",
         "CONFIG GET maxmemory",
         "DEBUG SLEEP 0",
         "INFO",
@@ -165,6 +164,8 @@ fn keyspace_wide_commands() {
         ("DBSIZE", NamespaceKind::DbSize),
         ("FLUSHDB", NamespaceKind::FlushDb),
         ("flushdb async", NamespaceKind::FlushDb),
+        ("FLUSHALL", NamespaceKind::FlushDb),
+        ("flushall SYNC", NamespaceKind::FlushDb),
         ("RANDOMKEY", NamespaceKind::RandomKey),
     ] {
         match check(&t, line).unwrap() {
@@ -176,6 +177,31 @@ fn keyspace_wide_commands() {
         }
     }
     assert_eq!(err(&t, "FLUSHDB NOW"), "ERR syntax error");
+}
+
+#[test]
+fn a_tenant_with_a_database_of_its_own_gets_the_upstreams_answers() {
+    let t = Tenant::builder("a")
+        .prefix("a:")
+        .allow(&["@all"])
+        .db(3)
+        .build();
+    assert_eq!(fwd(&t, "DBSIZE").0, "DBSIZE");
+    assert_eq!(fwd(&t, "FLUSHDB").0, "FLUSHDB");
+    // Never the upstream's FLUSHALL: it would empty every tenant's database.
+    assert_eq!(fwd(&t, "FLUSHALL").0, "FLUSHDB");
+    assert_eq!(fwd(&t, "flushall async").0, "FLUSHDB async");
+    assert_eq!(fwd(&t, "FLUSHDB SYNC").0, "FLUSHDB SYNC");
+    assert_eq!(err(&t, "FLUSHALL NOW"), "ERR syntax error");
+    assert_eq!(err(&t, "FLUSHDB SYNC ASYNC"), "ERR syntax error");
+    let (cmd, _, reply) = fwd(&t, "RANDOMKEY");
+    assert_eq!((cmd.as_str(), reply), ("RANDOMKEY", ReplyRewrite::Key));
+    // Keys, patterns and refusals are as for any prefixed tenant.
+    assert_eq!(fwd(&t, "KEYS *").0, "KEYS a:*");
+    assert_eq!(fwd(&t, "GET k").0, "GET a:k");
+    for line in ["MOVE k 1", "CONFIG GET maxmemory"] {
+        assert!(err(&t, line).starts_with("ERR '"), "{line}");
+    }
 }
 
 #[test]

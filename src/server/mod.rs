@@ -240,6 +240,8 @@ pub async fn run_reloadable(
     sources: Option<Sources>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // INFO's uptime counts from here.
+    crate::policy::info::started();
     let reloadable = sources.is_some();
     // First, so no SIGHUP from here on ends the process (its default action).
     let hup = match reloadable {
@@ -386,7 +388,12 @@ pub async fn run_reloadable(
     // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
     let stop_admin = CancellationToken::new();
     let admin_task = admin.map(|l| {
+        let control = admin::Control {
+            loopback: l.local_addr().is_ok_and(|a| a.ip().is_loopback()),
+            token_file: config.admin_reload_token_file.clone(),
+        };
         let state = admin::State {
+            control,
             upstream: upstream.clone(),
             draining: shared.draining.clone(),
             local_only: local_only.enabled,

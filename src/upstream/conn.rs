@@ -131,6 +131,9 @@ pub(super) struct ConnTask {
     /// A slow- or bulk-lane connection (see [`super::lanes`]) is not one of the pool's: it does
     /// not count towards the upstream's health; a slow lane's commands have no reply deadline.
     pub(super) lane: Lane,
+    /// One of the URL's database's pool connections: its ups and downs are the upstream's
+    /// health (and the live-connection gauges). False for lanes and tenants' own databases.
+    pub(super) counted: bool,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) live: Arc<AtomicUsize>,
     pub(super) info: Arc<RwLock<Option<ServerInfo>>>,
@@ -153,7 +156,7 @@ impl ConnTask {
     pub(super) async fn run(mut self) {
         let label = proto_label(self.proto);
         let mut backoff = Backoff::new(&self.config);
-        let pooled = self.lane == Lane::Shared;
+        let pooled = self.counted;
         loop {
             // Transitions from here on are news to the backoff below.
             self.state.borrow_and_update();

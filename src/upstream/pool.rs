@@ -9,30 +9,82 @@ use super::pinned::PinnedPool;
 use super::{command_fetch, health, probe};
 use crate::config::UpstreamConfig;
 use crate::protocol::Protocol;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// The upstream side: a pool of connections for RESP2 clients and one for RESP3 clients.
+/// The upstream side: a pool of connections for RESP2 clients and one for RESP3 clients in the
+/// URL's database, and the same again, opened on first use, for each database a tenant has of
+/// its own (`tenant.db`).
 pub struct Upstream {
     config: Arc<UpstreamConfig>,
-    resp2: Vec<Conn>,
-    resp3: Vec<Conn>,
+    /// The URL's database: these connections are the ones the upstream's health counts.
+    home: Pools,
+    /// Tenants' own databases. Their connections reach the same server as `home`'s, so they
+    /// add nothing to its health; a handshake refused (a database past the server's
+    /// `databases`) fails only their commands.
+    others: RwLock<HashMap<u32, Arc<Pools>>>,
     live: Arc<AtomicUsize>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     health: Arc<health::Health>,
     /// The upstream's own command table, once read (see [`command_fetch`]).
     commands: watch::Receiver<command_fetch::Fetched>,
-    /// The slow and bulk lanes' connection per protocol (see [`lanes`]), opened on first use.
-    slow: [OnceLock<Conn>; 2],
-    bulk: [OnceLock<Conn>; 2],
     shutdown: CancellationToken,
     pinned: Arc<PinnedPool>,
     /// The next out-of-band command's connection (see [`lanes::Standby`]).
     standby: Arc<lanes::Standby>,
-    /// A `redis+cluster://` upstream: the pools above are its routers (see [`super::cluster`]).
+    /// A `redis+cluster://` upstream: `home`'s connections are its routers (see
+    /// [`super::cluster`]). A cluster has database 0 only: no tenant has a database of its own.
     cluster: Option<Arc<Cluster>>,
+}
+
+/// The shared connections of one database: per protocol, the pool and the slow and bulk lanes'
+/// connection (see [`lanes`]), the lanes opened on first use.
+struct Pools {
+    /// The upstream's configuration with this database in its URL (the handshake SELECTs it).
+    config: Arc<UpstreamConfig>,
+    resp2: Vec<Conn>,
+    resp3: Vec<Conn>,
+    slow: [OnceLock<Conn>; 2],
+    bulk: [OnceLock<Conn>; 2],
+}
+
+impl Pools {
+    fn start(config: Arc<UpstreamConfig>, counted: bool, up: &Upstream) -> Pools {
+        let mut pools = [Vec::new(), Vec::new()];
+        for (pool, proto) in pools.iter_mut().zip([Protocol::Resp2, Protocol::Resp3]) {
+            for slot in 0..config.connections {
+                pool.push(up.spawn(&config, proto, slot, Lane::Shared, counted));
+            }
+        }
+        let [resp2, resp3] = pools;
+        Pools {
+            config,
+            resp2,
+            resp3,
+            slow: [OnceLock::new(), OnceLock::new()],
+            bulk: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    fn conn_in(&self, up: &Upstream, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
+        let i = match proto {
+            Protocol::Resp2 => 0,
+            Protocol::Resp3 => 1,
+        };
+        let pool = [&self.resp2, &self.resp3][i];
+        let lanes = match lane {
+            Lane::Shared => return &pool[(client_id % pool.len() as u64) as usize],
+            Lane::Bulk => &self.bulk,
+            _ => &self.slow,
+        };
+        lanes[i].get_or_init(|| {
+            let slot = self.config.connections + (lane == Lane::Bulk) as usize;
+            up.spawn(&self.config, proto, slot, lane, false)
+        })
+    }
 }
 
 impl Upstream {
@@ -68,62 +120,73 @@ impl Upstream {
             .url
             .is_cluster()
             .then(|| Cluster::start(config.clone(), shutdown.clone()));
-        let mut pools = [Vec::new(), Vec::new()];
-        let (slow, bulk) = (
-            [OnceLock::new(), OnceLock::new()],
-            [OnceLock::new(), OnceLock::new()],
-        );
-        if let Some(c) = &cluster {
-            // Clients' connections are routers; the nodes' own pools are opened by the cluster.
-            for (i, proto) in [Protocol::Resp2, Protocol::Resp3].into_iter().enumerate() {
-                for slot in 0..config.connections {
-                    pools[i].push(c.router(proto, Lane::Shared, slot));
-                }
-                let _ = slow[i].set(c.router(proto, Lane::Slow, 0));
-                let _ = bulk[i].set(c.router(proto, Lane::Bulk, 0));
-            }
-        }
-        for (pool, proto) in pools
-            .iter_mut()
-            .zip([Protocol::Resp2, Protocol::Resp3])
-            .filter(|_| cluster.is_none())
-        {
-            for slot in 0..config.connections {
-                // The queue holds what one write can take; past it, senders wait.
-                let (tx, rx) = mpsc::channel(config.max_inflight.min(4096));
-                let task = ConnTask {
-                    config: config.clone(),
-                    proto,
-                    slot,
-                    lane: Lane::Shared,
-                    rx,
-                    live: live.clone(),
-                    info: info.clone(),
-                    addr: handshake::addr(&config),
-                    state: health.subscribe(),
-                    health: health.clone(),
-                    shutdown: shutdown.clone(),
-                };
-                tokio::spawn(task.run());
-                pool.push(Conn { tx });
-            }
-        }
-        let [resp2, resp3] = pools;
-        Arc::new(Upstream {
+        let mut up = Upstream {
             pinned: PinnedPool::new(config.clone(), health.clone()),
+            home: Pools {
+                config: config.clone(),
+                resp2: Vec::new(),
+                resp3: Vec::new(),
+                slow: [OnceLock::new(), OnceLock::new()],
+                bulk: [OnceLock::new(), OnceLock::new()],
+            },
+            others: RwLock::default(),
             standby: Arc::default(),
-            config,
-            resp2,
-            resp3,
+            config: config.clone(),
             live,
             info,
             health,
-            slow,
-            bulk,
             shutdown,
             commands,
             cluster,
-        })
+        };
+        match &up.cluster {
+            // Clients' connections are routers; the nodes' own pools are opened by the cluster.
+            Some(c) => {
+                let home = &mut up.home;
+                for (i, proto) in [Protocol::Resp2, Protocol::Resp3].into_iter().enumerate() {
+                    for slot in 0..config.connections {
+                        let router = c.router(proto, Lane::Shared, slot);
+                        match proto {
+                            Protocol::Resp2 => home.resp2.push(router),
+                            Protocol::Resp3 => home.resp3.push(router),
+                        }
+                    }
+                    let _ = home.slow[i].set(c.router(proto, Lane::Slow, 0));
+                    let _ = home.bulk[i].set(c.router(proto, Lane::Bulk, 0));
+                }
+            }
+            None => up.home = Pools::start(config, true, &up),
+        }
+        Arc::new(up)
+    }
+
+    /// Start one connection's task; its handle.
+    fn spawn(
+        &self,
+        config: &Arc<UpstreamConfig>,
+        proto: Protocol,
+        slot: usize,
+        lane: Lane,
+        counted: bool,
+    ) -> Conn {
+        // The queue holds what one write can take; past it, senders wait.
+        let (tx, rx) = mpsc::channel(config.max_inflight.min(4096));
+        let task = ConnTask {
+            config: config.clone(),
+            proto,
+            slot,
+            lane,
+            counted,
+            rx,
+            live: self.live.clone(),
+            info: self.info.clone(),
+            addr: handshake::addr(config),
+            state: self.health.subscribe(),
+            health: self.health.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(task.run());
+        Conn { tx }
     }
 
     /// The upstream's own command table, waiting (at most `upstream.connect_timeout_ms`, and not
@@ -153,39 +216,36 @@ impl Upstream {
     /// lanes' connections are started here the first time they are asked for, so a proxy whose
     /// clients never run a slow command opens no connection for it.
     pub fn conn_in(&self, lane: Lane, proto: Protocol, client_id: u64) -> &Conn {
-        if lane == Lane::Shared {
-            return self.conn(proto, client_id);
-        }
         if lane == Lane::Slow {
             // What ends a slow command must not wait for a connection to open behind it.
             self.ready_out_of_band();
         }
-        let i = match proto {
-            Protocol::Resp2 => 0,
-            Protocol::Resp3 => 1,
-        };
-        let lanes = match lane {
-            Lane::Bulk => &self.bulk,
-            _ => &self.slow,
-        };
-        lanes[i].get_or_init(|| {
-            let (tx, rx) = mpsc::channel(self.config.max_inflight.min(4096));
-            let task = ConnTask {
-                config: self.config.clone(),
-                proto,
-                slot: self.config.connections + (lane == Lane::Bulk) as usize,
-                lane,
-                rx,
-                live: self.live.clone(),
-                info: self.info.clone(),
-                addr: handshake::addr(&self.config),
-                state: self.health.subscribe(),
-                health: self.health.clone(),
-                shutdown: self.shutdown.clone(),
-            };
-            tokio::spawn(task.run());
-            Conn { tx }
-        })
+        self.home.conn_in(self, lane, proto, client_id)
+    }
+
+    /// [`Upstream::conn_in`] for a client of a tenant with a database of its own: the same
+    /// connection every time for (`db`, lane, protocol, client), in that database. Its pools are
+    /// started the first time a client of that database sends anything.
+    pub fn conn_in_db(&self, db: u32, lane: Lane, proto: Protocol, client_id: u64) -> Conn {
+        if db == self.config.url.db {
+            return self.conn_in(lane, proto, client_id).clone();
+        }
+        if lane == Lane::Slow {
+            self.ready_out_of_band();
+        }
+        let found = self.others.read().ok().and_then(|m| m.get(&db).cloned());
+        let pools = found.unwrap_or_else(|| {
+            let mut others = self.others.write().unwrap_or_else(|e| e.into_inner());
+            others
+                .entry(db)
+                .or_insert_with(|| {
+                    let mut config = (*self.config).clone();
+                    config.url.db = db;
+                    Arc::new(Pools::start(Arc::new(config), false, self))
+                })
+                .clone()
+        });
+        pools.conn_in(self, lane, proto, client_id).clone()
     }
 
     /// Send one encoded command on a connection of its own (SCRIPT KILL and the like, see
@@ -215,11 +275,7 @@ impl Upstream {
     /// The connection a client uses. A client always uses the same one per protocol, so its
     /// commands reach the upstream in the order it sent them.
     pub fn conn(&self, proto: Protocol, client_id: u64) -> &Conn {
-        let pool = match proto {
-            Protocol::Resp2 => &self.resp2,
-            Protocol::Resp3 => &self.resp3,
-        };
-        &pool[(client_id % pool.len() as u64) as usize]
+        self.conn_in(Lane::Shared, proto, client_id)
     }
 
     /// Connections established now, over both pools (of every node, for a cluster).

@@ -227,6 +227,130 @@ fn bind_errors_name_the_listener_and_its_address() {
     }
 }
 
+/// With JSON logs, a listener that cannot bind is one JSON line like every other, at ERROR.
+#[test]
+fn a_port_in_use_is_reported_in_the_log_format() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let out = respite_bin()
+        .args([
+            "--listen",
+            &busy,
+            "--admin",
+            "none",
+            "--set",
+            "log.format=json",
+        ])
+        .output()
+        .unwrap();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    let lines: Vec<serde_json::Value> = e
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let last = lines.last().expect("a log line");
+    assert_eq!(last["level"], "ERROR", "{e}");
+    let error = last["fields"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("tcp listener {busy}")) && error.contains("in use"),
+        "{e}"
+    );
+}
+
+/// `--check-config` prints the effective configuration as TOML: defaults filled in, the
+/// environment and flags applied, passwords redacted; fed back as a file it prints the same.
+/// A reader that stops early (`| head -1`) is no error.
+#[test]
+fn check_config_prints_the_effective_configuration_as_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream]\nurl = \"redis://u:{UPSTREAM_PW_URL}@127.0.0.1:6379/2\"\n\n\
+             [[tenant]]\nname = \"web\"\nusername = \"web\"\npassword = \"{TENANT_PW}\"\nprefix = \"web:\"\n\
+             allow = [\"@all\"]\n"
+        ),
+    )
+    .unwrap();
+    let check = |file: &std::path::Path| {
+        let out = respite_bin()
+            .args(["--config", file.to_str().unwrap(), "--check-config"])
+            .args(["--set", "near_cache.enabled=true"])
+            .env("RESPITE_LIMITS_MAX_ARGS", "12")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = check(&file);
+    for secret in [UPSTREAM_PW, UPSTREAM_PW_URL, TENANT_PW] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let toml: toml::Table = shown.parse().unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert_eq!(toml["limits"]["max_args"].as_integer(), Some(12), "{shown}");
+    assert_eq!(toml["near_cache"]["enabled"].as_bool(), Some(true));
+    assert_eq!(toml["upstream"]["connections"].as_integer(), Some(2));
+    assert_eq!(
+        toml["upstream"]["url"].as_str(),
+        Some("redis://u:<redacted>@127.0.0.1:6379/2")
+    );
+    assert_eq!(toml["tenant"][0]["password"].as_str(), Some("<redacted>"));
+    let again = dir.path().join("effective.toml");
+    std::fs::write(&again, &shown).unwrap();
+    assert_eq!(check(&again), shown);
+
+    // `| head -1`: the reading end is closed before respite writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = respite_bin()
+        .arg("--check-config")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+/// URLs the URL standard refuses, port 0, and an upstream that is respite's own listener are
+/// configuration errors naming the key and where it was set.
+#[test]
+fn bad_upstream_urls_are_configuration_errors() {
+    let run = |args: &[&str], env: &[(&str, &str)]| -> String {
+        let out = respite_bin()
+            .arg("--check-config")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let e = run(&["--upstream", "redis://bad host:6379"], &[]);
+    assert!(
+        e.contains("command line flag --upstream: invalid value for `upstream.url`"),
+        "{e}"
+    );
+    let e = run(&[], &[("REDIS_URL", "redis://127.0.0.1:0")]);
+    assert!(e.contains("REDIS_URL") && e.contains("port 0"), "{e}");
+    let port = free_port();
+    let e = run(
+        &["--listen", &format!("0.0.0.0:{port}")],
+        &[(
+            "REDIS_URL",
+            &format!("redis://u:{UPSTREAM_PW_URL}@localhost:{port}"),
+        )],
+    );
+    assert!(
+        e.contains("REDIS_URL")
+            && e.contains("own listener (listen.tcp")
+            && !e.contains(UPSTREAM_PW_URL),
+        "{e}"
+    );
+}
+
 #[test]
 fn the_unix_socket_gets_its_mode_and_group() {
     let dir = tempfile::tempdir().unwrap();

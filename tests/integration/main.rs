@@ -40,6 +40,7 @@ mod slow_readers;
 mod standalone;
 mod tenant_hardening;
 mod tenant_oracle;
+mod tenant_server;
 mod tenants;
 mod tls;
 mod tracking;

@@ -295,3 +295,78 @@ fn reload_replaces_the_near_cache_rules() {
     }
     assert_eq!(upstream_gets(&upstream), before + 1, "one fill, then hits");
 }
+
+/// `POST /reload` with extra request headers, to any address: (status, body).
+fn post_to(admin: std::net::SocketAddr, headers: &str) -> (u16, String) {
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin.port()));
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST /reload HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The admin port's control endpoint is apart from its read-only ones: on a listener that is not
+/// loopback, `POST /reload` is refused (and counted) while /metrics and /readyz still answer;
+/// with `admin.reload_token_file` it needs the file's token, on any listener. (The in-process
+/// proxy has no sources to reload, so a request that passes the gate gets reload's own 400.)
+#[test]
+fn post_reload_needs_a_loopback_listener_or_the_token() {
+    use crate::support::Proxy;
+    let open = Proxy::start_with("none", &[("admin.listen", "0.0.0.0:0")]);
+    let admin = open.admin.unwrap();
+    assert!(admin.ip().is_unspecified());
+    let (status, body) = post_to(admin, "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin.reload_token_file"), "{body}");
+    assert_eq!(open.admin_get("/readyz").0, 200);
+    let (status, metrics) = open.admin_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("respite_config_reloads_total{result=\"refused\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+
+    let loopback = Proxy::start_with("none", &[]);
+    let (status, body) = post_to(loopback.admin.unwrap(), "");
+    assert_eq!(status, 400, "past the gate, to reload itself: {body}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let guarded = Proxy::start_with(
+        "none",
+        &[
+            ("admin.listen", "0.0.0.0:0"),
+            ("admin.reload_token_file", token.to_str().unwrap()),
+        ],
+    );
+    let admin = guarded.admin.unwrap();
+    assert_eq!(post_to(admin, "").0, 401);
+    assert_eq!(post_to(admin, "Authorization: Bearer s3cret\r\n").0, 401);
+    assert_eq!(
+        post_to(admin, "Authorization: Bearer s3cret-token-and-more\r\n").0,
+        401
+    );
+    assert_eq!(
+        post_to(admin, "Authorization: Bearer s3cret-token\r\n").0,
+        400
+    );
+    // A rotated token applies at once.
+    std::fs::write(&token, "rotated").unwrap();
+    assert_eq!(
+        post_to(admin, "Authorization: Bearer s3cret-token\r\n").0,
+        401
+    );
+    assert_eq!(post_to(admin, "Authorization: Bearer rotated\r\n").0, 400);
+}

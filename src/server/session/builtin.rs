@@ -8,6 +8,7 @@
 //! would change state for every client multiplexed on it.
 use super::{Client, Flow, Reader};
 use crate::command::CommandSpec;
+use crate::policy::info;
 use crate::protocol::{Protocol, Request, encode};
 use bytes::{Bytes, BytesMut};
 
@@ -170,13 +171,13 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
 }
 
 /// INFO for a client whose tenant has a key prefix, when there is no upstream, or while local-only
-/// mode answers: the server-wide INFO of the upstream would describe other tenants' keys (or
-/// cannot be had), so respite answers with what clients check on connecting (ioredis's ready check
-/// reads `loading`; others read `redis_version` and `role`), the upstream's version when known,
-/// respite's mode (`respite_mode`: `standalone`, `local-only` or `proxy`), and nothing about the
-/// keyspace. Sections other than these come back empty, as Redis answers an unknown section.
-pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
-    let (server, version) = match r.shared.upstream.as_ref().and_then(|u| u.server_info()) {
+/// mode answers: the upstream's own INFO would describe other tenants (or cannot be had), so
+/// respite answers with the tenant's own view and facts shared by every tenant
+/// ([`crate::policy::info`]). For the memory and keyspace sections it reads the upstream's INFO,
+/// on the client's own connection so the reply keeps its place, and takes only the limits and the
+/// tenant's own database's line from it.
+pub(super) async fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
+    let (server_name, version) = match r.shared.upstream.as_ref().and_then(|u| u.server_info()) {
         Some(i) => (i.server, i.version),
         None => ("redis".to_string(), "7.0.0".to_string()),
     };
@@ -187,31 +188,38 @@ pub(super) fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
         }
         Some(_) => "proxy",
     };
-    let wanted = |section: &str| {
-        args.len() < 2
-            || args[1..].iter().any(|a| {
-                ["all", "default", "everything", section]
-                    .iter()
-                    .any(|s| a.eq_ignore_ascii_case(s.as_bytes()))
-            })
+    let sections: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
+    let tenant = r.client.tenant.clone();
+    let mut upstream = info::UpstreamFacts::default();
+    if mode == "proxy" && info::needs_upstream(&sections) {
+        r.send_group().await;
+        let rx = r
+            .upstream_send(Bytes::from_static(b"*1\r\n$4\r\nINFO\r\n"), 1, None)
+            .await;
+        if let Ok(Ok(reply)) = rx.await {
+            let db = tenant.as_ref().and_then(|t| t.db);
+            upstream = info::UpstreamFacts::from_info(&String::from_utf8_lossy(&reply), db);
+        }
+        r.took_reply();
+    }
+    let facts = info::InfoFacts {
+        server_name,
+        version,
+        mode,
+        tcp_port: r
+            .client
+            .local_addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0),
+        clients: r.tenant_clients(),
+        max_clients: r.shared.config.listen.max_clients,
+        commands: tenant
+            .as_deref()
+            .map_or(0, crate::policy::metrics::commands_seen),
+        upstream,
     };
-    let mut text = String::new();
-    if wanted("server") {
-        text.push_str(&format!(
-            "# Server\r\nredis_version:{version}\r\nserver_name:{server}\r\nredis_mode:standalone\r\nrespite_version:{}\r\nrespite_mode:{mode}\r\n\r\n",
-            env!("CARGO_PKG_VERSION")
-        ));
-    }
-    if wanted("persistence") {
-        text.push_str("# Persistence\r\nloading:0\r\n\r\n");
-    }
-    if wanted("replication") {
-        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
-    }
-    if wanted("keyspace") {
-        text.push_str("# Keyspace\r\n");
-    }
-    let text = text.trim_end_matches("\r\n\r\n").to_string() + "\r\n";
+    let text = info::render(&facts, &sections);
     let mut out = BytesMut::new();
     encode::verbatim(&mut out, r.client.proto, "txt", text.as_bytes());
     out

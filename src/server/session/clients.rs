@@ -278,6 +278,16 @@ impl Reader<'_> {
         }
     }
 
+    /// The clients of this client's prefixed tenant (or, without one, of no prefixed tenant),
+    /// this one included: INFO's `connected_clients`.
+    pub(super) fn tenant_clients(&self) -> usize {
+        let mine = self.registered.entry.prefixed_tenant();
+        lock(&self.shared.clients.clients)
+            .values()
+            .filter(|e| lock(&e.view).tenant == mine)
+            .count()
+    }
+
     /// The entries this client may see: all, or its prefixed tenant's.
     pub(super) fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
         let mine = self

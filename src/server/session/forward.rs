@@ -59,6 +59,14 @@ impl Reader<'_> {
     ) {
         let now_ms = unix_ms();
         let plan = tenant.check(spec, &req.args, req.raw.as_ref(), now_ms);
+        if tenant.db.is_some() && plan.is_ok() && self.shared.answerer(spec, &req.args).is_some() {
+            // The local engine and its recovery know one database, the URL's: a tenant whose
+            // keys live in another is not served from it.
+            metrics::error(ErrorKind::Refused);
+            return self
+                .reply_error("TRYAGAIN the upstream is unavailable, and local-only mode does not serve a tenant with a database of its own (tenant.db)")
+                .await;
+        }
         if let (Some(local), Ok(plan)) = (self.shared.answerer(spec, &req.args), &plan) {
             if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
                 return self.push(Pending::Ready(reply)).await;
@@ -76,8 +84,10 @@ impl Reader<'_> {
             }
             // Cacheable reads only ever need their errors unprefixed, and the errors they can
             // get (WRONGTYPE, a bad index) name no key: a cached reply needs no rewrite.
+            // The near cache holds the URL's database only.
             Ok(Plan::Forward(f))
                 if self.shared.cache.is_some()
+                    && tenant.db.is_none()
                     && f.follow_ups.is_empty()
                     && matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors)
                     && self.through_cache(spec, &req.args, &tenant.prefix).await => {}

@@ -394,7 +394,8 @@ impl Reader<'_> {
             self.multi = None;
         }
         if info_here {
-            let out = builtin::tenant_info(self, &req.args);
+            // Boxed: rare, and inline its state would grow every idle session.
+            let out = Box::pin(builtin::tenant_info(self, &req.args)).await;
             self.reply(out).await;
             return Next::Done(Flow::Continue);
         }

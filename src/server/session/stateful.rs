@@ -93,13 +93,41 @@ impl Reader<'_> {
             Ok(p) => {
                 *super::clients::lock(&self.registered.entry.blockable) = Some(p.blockable());
                 self.pinned = Some(p);
-                true
             }
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
                 self.reply_error(&e.to_string()).await;
-                false
+                return false;
             }
+        }
+        if let Err(msg) = self.enter_tenant_db().await {
+            self.unpin().await;
+            metrics::error(ErrorKind::Upstream);
+            self.reply_error(&msg).await;
+            return false;
+        }
+        true
+    }
+
+    /// A tenant with a database of its own (`tenant.db`) works in it on a pinned connection too:
+    /// a lease comes reset to the URL's database, so it SELECTs the tenant's first. Nothing to
+    /// do for other clients.
+    pub(super) async fn enter_tenant_db(&mut self) -> Result<(), String> {
+        let Some(db) = self.client.tenant.as_ref().and_then(|t| t.db) else {
+            return Ok(());
+        };
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[&b"SELECT"[..], db.to_string().as_bytes()]);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = self.park(rx).await;
+        self.took_reply();
+        match reply {
+            Some(Ok(Ok(bytes))) if &bytes[..] == b"+OK\r\n" => Ok(()),
+            Some(Ok(Ok(bytes))) => Err(format!(
+                "ERR the upstream refused this tenant's database {db} (tenant.db): {}",
+                String::from_utf8_lossy(bytes.strip_prefix(b"-").unwrap_or(&bytes)).trim_end()
+            )),
+            _ => Err("ERR upstream connection closed before replying".into()),
         }
     }
 
@@ -205,6 +233,11 @@ impl Reader<'_> {
         if self.oob {
             // SCRIPT KILL and the like: a connection of its own, not behind the busy command.
             return upstream.out_of_band(self.client.proto, bytes, budget);
+        }
+        if let Some(db) = self.client.tenant.as_ref().and_then(|t| t.db) {
+            // Boxed: rare, and inline its state would grow every idle session.
+            let conn = upstream.conn_in_db(db, self.lane(), self.client.proto, self.client.id);
+            return Box::pin(conn.send_marked(bytes, count, budget, slow)).await;
         }
         upstream
             .conn_in(self.lane(), self.client.proto, self.client.id)

@@ -281,6 +281,10 @@ impl Reader<'_> {
                     return error_bytes(&e.to_string());
                 }
             }
+            if let Err(msg) = self.enter_tenant_db().await {
+                self.unpin().await;
+                return error_bytes(&msg);
+            }
         }
         let limit = self
             .shared

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# What a tenant's whole-keyspace commands cost beside other tenants' keys, for issue 22: DBSIZE and
+# FLUSHDB for a tenant with 1,000 keys beside 1,000,000 keys of others, in time and in upstream
+# round trips (commands the upstream ran, from its INFO commandstats), for a prefixed tenant in the
+# shared database (the SCAN walk) and for one with a database of its own (tenant.db). See
+# scripts/tenant_costs.py. A measurement, not a test: it prints numbers.
+# usage: scripts/tenant_costs.sh [OTHERS] [OWN] [SERVER]   (SERVER: redis-server or a valkey-server path)
+# Starts and stops its own server and respite (release build) on loopback ports 7211-7212.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OTHERS=${1:-1000000}; OWN=${2:-1000}; SERVER=${3:-redis-server}
+W=$(mktemp -d); PIDS=()
+cleanup() { for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
+trap cleanup EXIT
+cargo build --release --bin respite -q
+"$SERVER" --port 7211 --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command yes \
+  --logfile "$W/server.log" &
+PIDS+=($!)
+cat >"$W/proxy.toml" <<TOML
+[[tenant]]
+name = "shared"
+username = "shared"
+password = "ps"
+prefix = "s:"
+allow = ["@all"]
+
+[[tenant]]
+name = "own"
+username = "own"
+password = "po"
+prefix = "o:"
+allow = ["@all"]
+db = 1
+TOML
+"${CARGO_TARGET_DIR:-target}/release/respite" --config "$W/proxy.toml" --listen 127.0.0.1:7212 \
+  --upstream redis://127.0.0.1:7211 --admin none --log-level warn >>"$W/respite.log" 2>&1 &
+PIDS+=($!)
+for port in 7211 7212; do
+  for _ in $(seq 100); do redis-cli -p $port ping 2>/dev/null | grep -qE 'PONG|NOAUTH' && break; sleep 0.05; done
+done
+python3 scripts/tenant_costs.py 7212 7211 "$OTHERS" "$OWN"

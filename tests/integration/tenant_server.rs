@@ -1,0 +1,234 @@
+//! A tenant sees a whole Redis of its own: FLUSHALL and FLUSHDB empty its namespace only, and a
+//! tenant with a database of its own (`tenant.db`) gets DBSIZE, FLUSHDB, RANDOMKEY, SCAN and KEYS
+//! from the upstream in that database — on shared and pinned connections alike. The judge is the
+//! upstream's own state, read directly in each database.
+use crate::both;
+use crate::support::{Kind, Proxy, Raw, Server, encode, words};
+
+const TENANTS: &str = r#"
+[[tenant]]
+name = "a"
+username = "a"
+password = "pa"
+prefix = "a:"
+allow = ["@all"]
+db = 3
+
+[[tenant]]
+name = "b"
+username = "b"
+password = "pb"
+prefix = "b:"
+allow = ["@all"]
+
+[[tenant]]
+name = "c"
+username = "c"
+password = "pc"
+prefix = "c:"
+allow = ["@all"]
+db = 4
+"#;
+
+fn text(reply: Vec<u8>) -> String {
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// A direct connection in database `db`.
+fn direct(server: &Server, db: u32) -> Raw {
+    let mut d = server.raw();
+    assert_eq!(d.cmd(&words(&format!("SELECT {db}"))), b"+OK\r\n");
+    d
+}
+
+/// Every key a full SCAN returns through `c`, in the order seen.
+fn scan_all(c: &mut Raw) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = b"0".to_vec();
+    loop {
+        c.send(&encode(&[b"SCAN", &cursor, b"COUNT", b"7"]));
+        let r = text(c.reply().unwrap());
+        let lines: Vec<&str> = r.split("\r\n").collect();
+        // *2, $n, cursor, *k, then $n name pairs.
+        cursor = lines[2].as_bytes().to_vec();
+        keys.extend(lines[4..].iter().skip(1).step_by(2).map(|s| s.to_string()));
+        keys.retain(|k| !k.is_empty());
+        if cursor == b"0" {
+            return keys;
+        }
+    }
+}
+
+both!(
+    a_tenant_database_answers_for_the_namespace_alone,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let mut d0 = direct(&server, 0);
+        let mut d3 = direct(&server, 3);
+        let mut d4 = direct(&server, 4);
+        // Others' keys: direct clients in the URL's database and in c's, tenant b's.
+        let mut mset: Vec<Vec<u8>> = vec![b"MSET".to_vec()];
+        for i in 0..500 {
+            mset.push(format!("other:{i}").into_bytes());
+            mset.push(b"x".to_vec());
+        }
+        let mset: Vec<&[u8]> = mset.iter().map(|w| &w[..]).collect();
+        assert_eq!(d0.cmd(&mset), b"+OK\r\n");
+        let mut a = proxy.login("a", "pa");
+        let mut b = proxy.login("b", "pb");
+        let mut c = proxy.login("c", "pc");
+        for i in 0..20 {
+            assert_eq!(a.cmd(&words(&format!("SET k{i} v{i}"))), b"+OK\r\n");
+        }
+        assert_eq!(b.cmd(&words("SET kb 1")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("SET kc 1")), b"+OK\r\n");
+        // a's keys live in database 3, under its prefix, and nowhere else.
+        assert_eq!(d3.cmd(&words("DBSIZE")), b":20\r\n");
+        assert_eq!(d3.cmd(&words("GET a:k7")), b"$2\r\nv7\r\n");
+        assert_eq!(d0.cmd(&words("EXISTS a:k7")), b":0\r\n");
+        assert_eq!(d0.cmd(&words("DBSIZE")), b":501\r\n");
+        assert_eq!(d4.cmd(&words("GET c:kc")), b"$1\r\n1\r\n");
+        // The upstream's answers, unprefixed.
+        assert_eq!(a.cmd(&words("DBSIZE")), b":20\r\n");
+        let r = text(a.cmd(&words("RANDOMKEY")));
+        assert!(r.starts_with("$2\r\nk") || r.starts_with("$3\r\nk"), "{r}");
+        let keys = text(a.cmd(&words("KEYS *")));
+        assert!(
+            keys.starts_with("*20\r\n") && !keys.contains("a:"),
+            "{keys}"
+        );
+        let mut seen = scan_all(&mut a);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 20, "{seen:?}");
+        assert!(seen.iter().all(|k| k.starts_with('k')), "{seen:?}");
+        // A pinned connection (a transaction under WATCH, a blocking pop) is in a's database
+        // too; given back, it is reset for the next client, who is in its own.
+        assert_eq!(a.cmd(&words("WATCH k1")), b"+OK\r\n");
+        assert_eq!(a.cmd(&words("MULTI")), b"+OK\r\n");
+        assert_eq!(a.cmd(&words("SET k1 watched")), b"+QUEUED\r\n");
+        assert_eq!(a.cmd(&words("EXEC")), b"*1\r\n+OK\r\n");
+        assert_eq!(d3.cmd(&words("GET a:k1")), b"$7\r\nwatched\r\n");
+        assert_eq!(a.cmd(&words("RPUSH q x")), b":1\r\n");
+        assert_eq!(a.cmd(&words("BLPOP q 1")), b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+        assert_eq!(b.cmd(&words("WATCH kb")), b"+OK\r\n");
+        assert_eq!(b.cmd(&words("MULTI")), b"+OK\r\n");
+        assert_eq!(b.cmd(&words("SET kb watched")), b"+QUEUED\r\n");
+        assert_eq!(b.cmd(&words("EXEC")), b"*1\r\n+OK\r\n");
+        assert_eq!(d0.cmd(&words("GET b:kb")), b"$7\r\nwatched\r\n");
+        assert_eq!(d3.cmd(&words("EXISTS b:kb")), b":0\r\n");
+        // Another database stays out of reach.
+        assert!(text(a.cmd(&words("SELECT 4"))).starts_with("-ERR"));
+        assert!(text(a.cmd(&words("MOVE k1 4"))).starts_with("-ERR"));
+        assert_eq!(d4.cmd(&words("EXISTS c:k1 a:k1 k1")), b":0\r\n");
+        // FLUSHALL is a's FLUSHDB: database 3 only.
+        assert_eq!(a.cmd(&words("FLUSHALL ASYNC")), b"+OK\r\n");
+        assert_eq!(a.cmd(&words("DBSIZE")), b":0\r\n");
+        assert_eq!(d3.cmd(&words("DBSIZE")), b":0\r\n");
+        assert_eq!(d0.cmd(&words("DBSIZE")), b":501\r\n");
+        assert_eq!(d4.cmd(&words("DBSIZE")), b":1\r\n");
+        assert_eq!(a.cmd(&words("RANDOMKEY")), b"$-1\r\n");
+        assert_eq!(a.cmd(&words("SET k1 again")), b"+OK\r\n");
+        assert_eq!(a.cmd(&words("FLUSHDB SYNC")), b"+OK\r\n");
+        assert_eq!(d3.cmd(&words("DBSIZE")), b":0\r\n");
+        assert_eq!(a.cmd(&words("FLUSHALL NOW")), b"-ERR syntax error\r\n");
+        // A tenant in the shared database: FLUSHALL empties its namespace, nothing else.
+        assert_eq!(b.cmd(&words("SET kb2 1")), b"+OK\r\n");
+        assert_eq!(b.cmd(&words("FLUSHALL SYNC")), b"+OK\r\n");
+        assert_eq!(d0.cmd(&words("EXISTS b:kb b:kb2")), b":0\r\n");
+        assert_eq!(d0.cmd(&words("DBSIZE")), b":500\r\n");
+        assert_eq!(d4.cmd(&words("GET c:kc")), b"$1\r\n1\r\n");
+        assert_eq!(c.cmd(&words("DBSIZE")), b":1\r\n");
+    }
+);
+
+/// What holds one database only: the near cache (the URL's) and the local engine (its recovery
+/// writes into the URL's) never serve a tenant with a database of its own.
+#[test]
+fn a_tenant_database_is_neither_cached_nor_served_locally() {
+    let mut server = Server::start(Kind::Redis);
+    let toml =
+        format!("[near_cache]\nenabled = true\n[[near_cache.rule]]\npattern = \"*\"\n{TENANTS}");
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+    let mut a = proxy.login("a", "pa");
+    let mut b = proxy.login("b", "pb");
+    let mut d3 = direct(&server, 3);
+    assert_eq!(a.cmd(&words("SET k v1")), b"+OK\r\n");
+    assert_eq!(a.cmd(&words("GET k")), b"$2\r\nv1\r\n");
+    assert_eq!(a.cmd(&words("GET k")), b"$2\r\nv1\r\n");
+    // Written behind respite's back in database 3: a cached entry would still say v1.
+    assert_eq!(d3.cmd(&words("SET a:k v2")), b"+OK\r\n");
+    assert_eq!(a.cmd(&words("GET k")), b"$2\r\nv2\r\n");
+    server.kill();
+    let refused = crate::support::wait_until(std::time::Duration::from_secs(10), || {
+        text(a.cmd(&words("SET k local"))).starts_with("-TRYAGAIN")
+    });
+    assert!(refused.is_some(), "a was never refused in local-only mode");
+    let r = text(a.cmd(&words("GET k")));
+    assert!(r.contains("tenant.db"), "{r}");
+    // A tenant in the URL's database is served locally as before.
+    assert_eq!(b.cmd(&words("SET k local")), b"+OK\r\n");
+}
+
+both!(info_is_the_tenants_own_view, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let mut d0 = direct(&server, 0);
+    assert_eq!(
+        d0.cmd(&words("CONFIG SET maxmemory-policy allkeys-lru")),
+        b"+OK\r\n"
+    );
+    d0.cmd(&words("SET other:1 x"));
+    let mut a = proxy.login("a", "pa");
+    let _a2 = proxy.login("a", "pa");
+    let _b = [
+        proxy.login("b", "pb"),
+        proxy.login("b", "pb"),
+        proxy.login("b", "pb"),
+    ];
+    for i in 0..5 {
+        a.cmd(&words(&format!("SET k{i} v")));
+    }
+    a.cmd(&words("SET t1 v EX 1000"));
+    a.cmd(&words("SET t2 v EX 1000"));
+    let info = text(a.cmd(&words("INFO")));
+    for want in [
+        "\r\narch_bits:64\r\n".to_string(),
+        format!("\r\nprocess_id:{}\r\n", std::process::id()),
+        format!("\r\ntcp_port:{}\r\n", proxy.port()),
+        "\r\nconnected_clients:2\r\n".to_string(),
+        "\r\nmaxmemory_policy:allkeys-lru\r\n".to_string(),
+        "\r\nrole:master\r\n".to_string(),
+        "\r\nuptime_in_seconds:".to_string(),
+        "# Keyspace\r\ndb0:keys=7,expires=2,".to_string(),
+    ] {
+        assert!(info.contains(&want), "{want:?} in {info}");
+    }
+    // Nothing of the upstream's or another tenant's: its port, its process, its other databases.
+    let server_pid = server.pid().unwrap().to_string();
+    for never in [
+        format!(":{}\r\n", server.url().rsplit(':').next().unwrap()),
+        format!("process_id:{server_pid}\r\n"),
+        "db3".to_string(),
+        "db1:".to_string(),
+        "used_memory:".to_string(),
+    ] {
+        assert!(!info.contains(&never), "{never:?} in {info}");
+    }
+    let stats = text(a.cmd(&words("INFO stats")));
+    let n: u64 = stats
+        .split("total_commands_processed:")
+        .nth(1)
+        .and_then(|s| s.split("\r\n").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!((9..100).contains(&n), "{stats}");
+    // b, in the shared database, has no keyspace line of its own (DBSIZE is its count).
+    let mut b = proxy.login("b", "pb");
+    b.cmd(&words("SET kb 1"));
+    let ks = text(b.cmd(&words("INFO keyspace")));
+    assert!(ks.ends_with("# Keyspace\r\n\r\n"), "{ks}");
+    let clients = text(b.cmd(&words("INFO clients")));
+    assert!(clients.contains("connected_clients:4\r\n"), "{clients}");
+});
