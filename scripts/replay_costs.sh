@@ -4,21 +4,22 @@
 # "drop", which journals nothing, is the baseline), the replay's duration, and how long forwarding
 # is held back at recovery (the recovery log line's `held`, from the transition to the fence's
 # lift, and a client's first forwarded reply after SIGCONT). A measurement, not a test.
-# usage: scripts/replay_costs.sh [N...]   (default: 10000 100000)
+# usage: scripts/replay_costs.sh [N...]   (default: 10000 100000; BIN=path to run another build)
 # Starts and stops its own redis-server and respite (release build) on loopback ports 7211-7213.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=$(mktemp -d); PIDS=()
 cleanup() { for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill -CONT "${PIDS[i]}" 2>/dev/null || true; kill "${PIDS[i]}" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-cargo build --release --bin respite -q
+BIN=${BIN:-./target/release/respite}
+[ "$BIN" = ./target/release/respite ] && cargo build --release --bin respite -q
 redis-server --port 7211 --bind 127.0.0.1 --save '' --appendonly no --logfile "$W/redis.log" &
 REDIS=$!; PIDS+=($REDIS)
 for _ in $(seq 100); do redis-cli -p 7211 ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
 for n in "${@:-10000 100000}"; do
   for mode in drop replay; do
     redis-cli -p 7211 flushall >/dev/null
-    ./target/release/respite --listen 127.0.0.1:7212 --upstream redis://127.0.0.1:7211 --admin 127.0.0.1:7213 \
+    "$BIN" --listen 127.0.0.1:7212 --upstream redis://127.0.0.1:7211 --admin 127.0.0.1:7213 \
       --set local_only.on_recovery=$mode --set local_only.journal_max_bytes=1073741824 \
       --log-level info --set log.format=json >"$W/respite-$mode.log" 2>&1 &
     R=$!

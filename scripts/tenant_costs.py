@@ -1,7 +1,7 @@
 """DBSIZE and FLUSHDB for a tenant beside other tenants' keys: time and upstream round trips.
 
-Run by scripts/tenant_costs.sh, which starts the server and respite. Others' keys are made with
-DEBUG POPULATE on the server (database 0); each tenant's with a pipelined SET through respite.
+Run by scripts/tenant_costs.sh, which starts the server, makes others' keys with DEBUG POPULATE
+(database 0) and then starts respite; each tenant's keys are a pipelined SET through respite.
 Round trips are the upstream's own count of commands run (INFO commandstats) during the call,
 less PINGs (respite's health probe and per-batch alignment markers) and the INFO call itself:
 each command respite drives for a tenant waits for its reply before the next.
@@ -14,7 +14,6 @@ import redis
 
 proxy_port, server_port, others, own = (int(a) for a in sys.argv[1:5])
 direct = redis.Redis(port=server_port)
-direct.execute_command("DEBUG", "POPULATE", others, "other")
 
 
 def calls():
@@ -44,7 +43,8 @@ def timed(c, *cmd):
     return times[2], max(trips), reply
 
 
-print(f"others: {direct.dbsize()} keys in database 0; each tenant: {own} keys")
+others = direct.dbsize()
+print(f"others: {others} keys in database 0; each tenant: {own} keys")
 for user, pw, how in [("shared", "ps", "prefix in the shared database (SCAN walk)"),
                       ("own", "po", "database of its own (tenant.db)")]:
     c = redis.Redis(port=proxy_port, username=user, password=pw)
@@ -56,4 +56,5 @@ for user, pw, how in [("shared", "ps", "prefix in the shared database (SCAN walk
     assert c.dbsize() == 0
     print(f"{how}: FLUSHDB {t * 1000:.2f} ms, {n} upstream commands")
 assert direct.dbsize() == others, "others' keys were touched"
+
 print(f"others' keys after: {direct.dbsize()}")

@@ -16,6 +16,10 @@ cargo build --release --bin respite -q
 "$SERVER" --port 7211 --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command yes \
   --logfile "$W/server.log" &
 PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p 7211 ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+# Before respite starts: DEBUG POPULATE blocks the server for seconds, which respite's health
+# probe would rightly call an outage (and serve the tenants locally meanwhile).
+redis-cli -p 7211 DEBUG POPULATE "$OTHERS" other >/dev/null
 cat >"$W/proxy.toml" <<TOML
 [[tenant]]
 name = "shared"

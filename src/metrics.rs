@@ -359,6 +359,18 @@ pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(TRACKING_CLIENTS, "Clients with CLIENT TRACKING on");
     describe_counter!(
+        CLUSTER_REDIRECTS_TOTAL,
+        "Redirections from a cluster upstream that respite followed (kind: moved, ask, tryagain)"
+    );
+    describe_counter!(
+        CLUSTER_REFRESHES_TOTAL,
+        "Reads of a cluster upstream's topology that changed the slot map"
+    );
+    describe_counter!(
+        CLUSTER_SPLITS_TOTAL,
+        "Commands split over a cluster upstream's nodes or fanned out to every primary, by kind"
+    );
+    describe_counter!(
         TRACKING_INVALIDATIONS_TOTAL,
         "Invalidation messages sent to tracking clients (or the clients they redirect to)"
     );

@@ -190,3 +190,33 @@ fn readme_links_every_page() {
         assert!(linked.contains(rel), "README does not link {rel}");
     }
 }
+
+/// Every shipped alert carries a `runbook_url` to its runbook, a heading in docs/operations.md.
+#[test]
+fn every_alert_has_a_runbook() {
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let operations = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let headings = anchors(&operations);
+    let mut alerts = 0;
+    let mut current: Option<&str> = None;
+    for line in rules.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            assert!(current.is_none(), "{} has no runbook_url", current.unwrap());
+            current = Some(name);
+            alerts += 1;
+        } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+            let name = current.take().expect("a runbook_url inside an alert");
+            let url = url.trim_matches('"');
+            let anchor = url
+                .strip_prefix("docs/operations.md#")
+                .unwrap_or_else(|| panic!("{name}: {url} is not in docs/operations.md"));
+            assert_eq!(anchor, name.to_lowercase(), "{name}: {url}");
+            assert!(
+                headings.contains(anchor),
+                "{name}: no runbook heading #{anchor}"
+            );
+        }
+    }
+    assert!(current.is_none(), "{} has no runbook_url", current.unwrap());
+    assert!(alerts >= 9, "only {alerts} alerts found");
+}

@@ -110,6 +110,7 @@ pub fn recorder() -> &'static PrometheusHandle {
         crate::metrics::describe();
         process::mark_start();
         crate::cache::describe();
+        crate::policy::metrics::describe();
         handle
     })
 }

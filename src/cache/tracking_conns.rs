@@ -177,6 +177,10 @@ impl Tracker {
     /// an error makes the connection usable. An error reply is the upstream refusing tracking.
     async fn connect(&self, addr: &Arc<str>) -> Result<(BoxRead, BoxWrite), UpstreamError> {
         let opened = handshake::open(&self.upstream, Protocol::Resp3, "respite").await?;
+        // Fills and heartbeats are respite's own: MONITOR shows none of them.
+        if let Some(addr) = &opened.addr {
+            crate::upstream::own::set_own(addr);
+        }
         let (mut r, mut w) = (opened.read, opened.write);
         let mut out = BytesMut::new();
         encode::command(&mut out, &[&b"CLIENT"[..], b"TRACKING", b"ON"]);

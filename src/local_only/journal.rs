@@ -57,7 +57,10 @@ impl Journal {
     /// Run a write through `apply` (the engine) and keep it if it is acknowledged; `None`, and
     /// `apply` never called, when the journal has no room for it.
     pub(crate) fn run(&self, args: &[Bytes], apply: impl FnOnce() -> Bytes) -> Option<Bytes> {
-        let mut command = BytesMut::new();
+        // Sized up front (a header of at most 16 bytes per argument): one allocation per write,
+        // not a buffer grown by doubling, which held up to twice the command.
+        let mut command =
+            BytesMut::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
         crate::protocol::encode::command(&mut command, args);
         let size = command.len() + ENTRY_OVERHEAD;
         let mut inner = self.lock();

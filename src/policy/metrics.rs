@@ -61,3 +61,25 @@ pub fn auth_failure(tenant: Option<&str>) {
     counter!(TENANT_AUTH_FAILURES_TOTAL, "tenant" => tenant.unwrap_or("unknown").to_string())
         .increment(1);
 }
+
+/// HELP and TYPE for the tenant families, so `/metrics` passes `promtool check metrics` once a
+/// `[[tenant]]` is configured (called when the recorder is installed).
+pub fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(
+        TENANT_COMMANDS_TOTAL,
+        "Commands a tenant sent (forwarded, answered by respite or refused), by tenant"
+    );
+    describe_counter!(
+        TENANT_ERRORS_TOTAL,
+        "Error replies respite itself sent a tenant's clients, by tenant"
+    );
+    describe_counter!(
+        TENANT_REFUSALS_TOTAL,
+        "Commands refused by a tenant's policy, by tenant and reason"
+    );
+    describe_counter!(
+        TENANT_AUTH_FAILURES_TOTAL,
+        "Failed AUTH attempts, by tenant (unknown when the user name matched no tenant)"
+    );
+}

@@ -1,5 +1,5 @@
 //! The upstream's channel permissions for a client logged in as one of its own users (respite
-//! without tenants, see `session::stateful`). Such a client's subscriptions join respite's
+//! without tenants, see `session::commands::stateful`). Such a client's subscriptions join respite's
 //! shared ones, made as respite's own user, so the upstream never sees them as the client's:
 //! before one is made, the upstream is asked with `ACL DRYRUN <user> <the command>` whether the
 //! user may run it (its command and channel rules, exactly as the server applies them), on

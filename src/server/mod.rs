@@ -7,7 +7,7 @@
 //! has in flight, and returns within the grace period. It never touches the upstream directly.
 //!
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::local_only`]'s.
-mod fifo;
+
 mod io;
 mod session;
 mod tls_io;

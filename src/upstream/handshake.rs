@@ -17,6 +17,7 @@
 //! module never keeps a connection: callers own what it opens.
 use super::error::{Deadline, Kind, Lost, ProtocolError, Refusal, TlsFailure, UpstreamError};
 use super::health::Health;
+use super::own;
 use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, ReplyScanner, encode};
@@ -41,6 +42,8 @@ pub(crate) struct Opened {
     pub info: ServerInfo,
     /// The connection's id on the upstream (HELLO's `id`), where it says.
     pub id: Option<u64>,
+    /// The address the upstream sees it from, for TCP (see [`own`]).
+    pub addr: Option<String>,
 }
 
 /// A client's own credentials for a connection of its own (AUTH or HELLO's AUTH through
@@ -100,10 +103,11 @@ async fn open_as(
     let timeout = config.connect_timeout;
     let err = |kind| UpstreamError::new(addr(config), kind);
     let start = tokio::time::Instant::now();
-    let (mut read, mut write) = match tokio::time::timeout(timeout, connect(config)).await {
-        Ok(r) => r.map_err(err)?,
-        Err(_) => return Err(err(Kind::TimedOut(Deadline::Connect(timeout)))),
-    };
+    let (mut read, mut write, own_addr) =
+        match tokio::time::timeout(timeout, connect(config, name)).await {
+            Ok(r) => r.map_err(err)?,
+            Err(_) => return Err(err(Kind::TimedOut(Deadline::Connect(timeout)))),
+        };
     let hello = async {
         let (out, expect) = setup(config, proto, name, login);
         write
@@ -122,6 +126,7 @@ async fn open_as(
         write,
         info,
         id,
+        addr: own_addr,
     })
 }
 
@@ -156,14 +161,25 @@ pub(crate) async fn patiently<T>(
     }
 }
 
-async fn connect(config: &UpstreamConfig) -> Result<(BoxRead, BoxWrite), Kind> {
-    let halves: (BoxRead, BoxWrite) = match &config.url.addr {
+/// Connect (and TLS); a TCP connection is listed as respite's own under client `name`'s role
+/// before its first byte goes out, so MONITOR knows every line of it (see [`own`]), and its
+/// address is returned.
+async fn connect(
+    config: &UpstreamConfig,
+    name: &str,
+) -> Result<(BoxRead, BoxWrite, Option<String>), Kind> {
+    let mut entry = None;
+    let (read, write): (BoxRead, BoxWrite) = match &config.url.addr {
         UpstreamAddr::Tcp(a) => {
             let connect = |e: std::io::Error| Kind::Connect(e.into());
             let s = tokio::net::TcpStream::connect(a.as_str())
                 .await
                 .map_err(connect)?;
             s.set_nodelay(true).map_err(connect)?;
+            entry = s
+                .local_addr()
+                .ok()
+                .map(|a| own::Registration::new(a.to_string(), own::role_of_name(name)));
             match &config.tls {
                 // TLS is a property of the connection opened here, so the pools, the probe and
                 // the tracking connections all get it.
@@ -191,7 +207,15 @@ async fn connect(config: &UpstreamConfig) -> Result<(BoxRead, BoxWrite), Kind> {
             (Box::new(r), Box::new(w))
         }
     };
-    Ok(halves)
+    let addr = entry.as_ref().map(|e| e.addr().to_string());
+    let read: BoxRead = match entry {
+        Some(entry) => Box::new(own::Registered {
+            inner: read,
+            _entry: entry,
+        }),
+        None => read,
+    };
+    Ok((read, write, addr))
 }
 
 /// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials or `login`, a
@@ -336,6 +360,25 @@ fn leftover(info: &[u8], db: u32, name: &str) -> Option<String> {
     None
 }
 
+/// Write one encoded request of [`request`] or [`request_line`].
+async fn send_bytes(write: &mut BoxWrite, bytes: &[u8]) -> Result<(), Kind> {
+    write
+        .write_all(bytes)
+        .await
+        .map_err(|e| Kind::Lost(Lost::Write(e.into())))
+}
+
+/// The reply of [`request`] or [`request_line`], or the upstream's refusal if it is an error.
+fn refused_or(reply: Bytes, command: &'static str) -> Result<Bytes, Kind> {
+    match error_text(&reply)? {
+        Some(text) => Err(Kind::Refused(Refusal::Command {
+            command,
+            reply: text,
+        })),
+        None => Ok(reply),
+    }
+}
+
 /// Send `bytes` (one encoded `command`) on an open connection and read its reply: the raw reply,
 /// or the upstream's refusal if it is an error.
 pub(crate) async fn request(
@@ -346,19 +389,39 @@ pub(crate) async fn request(
     bytes: &[u8],
 ) -> Result<Bytes, UpstreamError> {
     let err = |kind| UpstreamError::new(addr.clone(), kind);
-    write
-        .write_all(bytes)
-        .await
-        .map_err(|e| err(Kind::Lost(Lost::Write(e.into()))))?;
+    send_bytes(write, bytes).await.map_err(err)?;
     let mut replies = read_replies(read, 1).await.map_err(err)?;
     let reply = replies.pop().expect("one reply");
-    match error_text(&reply).map_err(err)? {
-        Some(text) => Err(err(Kind::Refused(Refusal::Command {
-            command,
-            reply: text,
-        }))),
-        None => Ok(reply),
+    refused_or(reply, command).map_err(err)
+}
+
+/// Like [`request`], for a command answered by one line (`+OK` or an error) after which the
+/// connection streams (MONITOR): the line is read byte by byte, so nothing that follows it is
+/// read here and dropped (a buffered read took the first monitor lines with it).
+pub(crate) async fn request_line(
+    read: &mut BoxRead,
+    write: &mut BoxWrite,
+    addr: &Arc<str>,
+    command: &'static str,
+    bytes: &[u8],
+) -> Result<Bytes, UpstreamError> {
+    let err = |kind| UpstreamError::new(addr.clone(), kind);
+    send_bytes(write, bytes).await.map_err(err)?;
+    let mut line = BytesMut::new();
+    while !line.ends_with(b"\r\n") {
+        if line.len() > 64 * 1024 {
+            return Err(err(Kind::Protocol(ProtocolError::BadHandshake)));
+        }
+        match read.read_u8().await {
+            Ok(b) => line.extend_from_slice(&[b]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(err(Kind::Lost(Lost::ClosedInHandshake)));
+            }
+            Err(e) => return Err(err(Kind::Lost(Lost::Handshake(e.into())))),
+        }
     }
+    let reply = line.freeze();
+    refused_or(reply, command).map_err(err)
 }
 
 /// Read `n` complete replies (raw), each cut by the reply scanner.

@@ -32,6 +32,7 @@ pub mod handshake;
 pub mod health;
 pub mod lanes;
 mod marker;
+pub mod own;
 pub mod pinned;
 mod pipe;
 pub mod pool;

@@ -105,6 +105,9 @@ impl PushSink for SlotSink<'_> {
 /// The name pinned connections carry on the upstream (CLIENT LIST there).
 const NAME: &str = "respite-pinned";
 
+/// The PING that ends a lease: its reply is the last one owed to the client.
+pub const RELEASE_PING: &[u8] = b"*2\r\n$4\r\nPING\r\n$15\r\nrespite-release\r\n";
+
 struct Idle {
     proto: Protocol,
     /// Its id on the upstream (CLIENT UNBLOCK), kept across resets.
@@ -282,7 +285,7 @@ impl PinnedPool {
             .await
             .map_err(PinError::Open)?;
         let addr = handshake::addr(&self.config);
-        handshake::request(
+        handshake::request_line(
             &mut opened.read,
             &mut opened.write,
             &addr,
@@ -377,7 +380,8 @@ impl Pinned {
     pub async fn release(self) {
         self.track(None);
         let ping = self
-            .send_within(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), 1, None)
+            // Named, so MONITOR can tell it from a client's PING (see `session::monitor`).
+            .send_within(Bytes::from_static(RELEASE_PING), 1, None)
             .await;
         let _ = self.last.send(ping);
     }

@@ -195,3 +195,17 @@ both!(
         .expect("closed");
     }
 );
+
+both!(client_kill_of_an_unknown_user_is_refused, |kind: Kind| {
+    // As the server refuses it: a user it does not know is an error, not 0 clients killed.
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut c = proxy.raw();
+    let cmd = words("CLIENT KILL USER wrong_user");
+    let want = String::from_utf8_lossy(&server.raw().cmd(&cmd)).into_owned();
+    assert_eq!(want, "-ERR No such user 'wrong_user'\r\n");
+    assert_eq!(String::from_utf8_lossy(&c.cmd(&cmd)).into_owned(), want);
+    // A user the upstream knows is no error.
+    let known = String::from_utf8_lossy(&c.cmd(&words("CLIENT KILL USER default"))).into_owned();
+    assert!(known.starts_with(':'), "{known}");
+});

@@ -223,6 +223,15 @@ fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
         }
     }
     assert_eq!(key_on.len(), 3);
+    // Replication is asynchronous: a SIGKILL right after the SETs may lose them on the promoted
+    // replica (the cluster's contract, not respite's), so each primary's replica has them first.
+    for &p in &primaries {
+        assert_eq!(
+            cluster.node(p).cmd(&[b"WAIT", b"1", b"10000"]),
+            b":1\r\n",
+            "primary {p}'s replica acknowledged the writes"
+        );
+    }
     let node = cluster.nodes.iter_mut().find(|n| n.port == victim).unwrap();
     node.kill();
     let mut errors = 0;

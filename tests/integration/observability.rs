@@ -466,3 +466,37 @@ fn an_outage_logs_each_warning_once_per_window() {
     assert_eq!(count("respite started"), 1, "{log}");
     assert!(!log.contains('\x1b'), "no colour codes into a pipe:\n{log}");
 }
+
+/// With `[[tenant]]` configured, `/metrics` still passes `promtool check metrics`: the
+/// `respite_tenant_*` families carry HELP and TYPE (they failed it before).
+#[test]
+fn promtool_passes_the_metrics_with_tenants() {
+    use crate::support::{Proxy, TenantToml, tenants};
+    let server = Server::start(Kind::Redis);
+    let toml = tenants(&[TenantToml::new("web", "web:")
+        .login("web-pw")
+        .allow(&["@all", "-@dangerous"])]);
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+    let mut c = proxy.login("web", "web-pw");
+    assert_eq!(c.cmd(&words("SET k v")), b"+OK\r\n");
+    assert!(c.cmd(&words("FLUSHALL")).starts_with(b"-"));
+    assert!(
+        proxy
+            .raw()
+            .cmd(&words("AUTH web wrong"))
+            .starts_with(b"-WRONGPASS")
+    );
+    let (_, metrics) = proxy.admin_get("/metrics");
+    for family in [
+        "respite_tenant_commands_total",
+        "respite_tenant_refusals_total",
+        "respite_tenant_auth_failures_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "{family}:\n{metrics}"
+        );
+    }
+    let (ok, out) = promtool(&["check", "metrics"], Some(&metrics));
+    assert!(ok, "promtool check metrics:\n{out}\n{metrics}");
+}

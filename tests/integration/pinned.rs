@@ -507,6 +507,7 @@ both!(
         let proxy = Proxy::start(&server.url());
         let mut d = server.raw();
         assert_eq!(
+            // CLIENT INFO too: respite answers it, but only if the upstream lets alice run it.
             d.cmd(&words(
                 "ACL SETUSER alice on >secret ~a:* +get +set +ping +client|info"
             )),

@@ -18,7 +18,17 @@ impl Cluster {
             .map(|_| {
                 Server::start_with(
                     kind,
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "2000",
+                        // A replica promotes however long ago it last heard its primary: on
+                        // a loaded machine a young replica's link may not be counted fresh,
+                        // and the default factor (10) then keeps it from ever failing over.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ],
                 )
             })
             .collect();

@@ -1,10 +1,9 @@
-//! Forwarding: consecutive commands bound upstream travel as one group (one job, one reply
-//! slot), after the near cache has had its say (a hit, a shared fill, or a write noted for
-//! read-your-writes, see [`coherence`](crate::cache::coherence)); in standalone and local-only
-//! mode the local engine answers instead, in order with everything else. It never waits for a
-//! reply: the writer does.
-use super::{Keep, Pending, Reader, error_bytes, group_full, unix_ms};
-use crate::cache::coherence::note_write;
+//! Forwarding: what becomes of a command bound upstream before it joins the group the
+//! [`outgoing`](super::outgoing) side sends — the near cache has its say first (a hit, a shared
+//! fill, or a write noted for read-your-writes, see [`coherence`](crate::cache::coherence)), a
+//! tenant's rules rewrite or refuse it, and in standalone and local-only mode the local engine
+//! answers instead, in order with everything else. It never waits for a reply: the writer does.
+use super::{Keep, Pending, Reader, error_bytes, unix_ms};
 use crate::cache::{Lookup, ReadKind};
 use crate::command::{self, AclCategories, CommandSpec, Flags};
 use crate::local_only::Local;
@@ -36,18 +35,8 @@ impl Reader<'_> {
             }
             self.written_through(spec, &req.args, &[]);
         }
-        append_request(&mut self.group, req);
-        self.group_slow |= command::known_slow(spec);
+        self.out.hold_request(req, command::known_slow(spec));
         self.grouped().await
-    }
-
-    /// Count the command just appended to the group; a full group goes upstream now, so big
-    /// pipelines stream instead of piling up.
-    pub(super) async fn grouped(&mut self) {
-        self.group_count += 1;
-        if group_full(self.group_count, self.group.len()) || self.bulk_group_full() {
-            self.send_group().await;
-        }
     }
 
     /// Forward under a tenant's rules: prefixed keys, capped TTLs, refusals, namespace-local ops.
@@ -95,8 +84,7 @@ impl Reader<'_> {
                 // Noted before it joins the group, so its keys are invalidated again once the
                 // group that carries it is answered.
                 self.written_through(spec, &req.args, &tenant.prefix);
-                self.group.extend_from_slice(&f.command);
-                self.group_slow |= command::known_slow(spec);
+                self.out.hold(&f.command, command::known_slow(spec));
                 self.grouped().await
             }
             Ok(Plan::Forward(f)) => {
@@ -104,15 +92,14 @@ impl Reader<'_> {
                 // follow-ups', which the client never sees.
                 self.send_group().await;
                 self.written_through(spec, &req.args, &tenant.prefix);
-                self.group.extend_from_slice(&f.command);
-                // After the send above: the flag belongs to this command's own job.
-                self.group_slow = command::known_slow(spec);
-                for c in &f.follow_ups {
-                    self.group.extend_from_slice(c);
-                }
-                self.group_count = 1 + f.follow_ups.len();
+                let job: Vec<&[u8]> = std::iter::once(&f.command[..])
+                    .chain(f.follow_ups.iter().map(|c| &c[..]))
+                    .collect();
                 let keep = Keep::first(0, f.reply, tenant.prefix.clone(), self.client.proto);
-                self.send_group_keeping(keep).await;
+                let slow = command::known_slow(spec);
+                self.out
+                    .send_job(&self.client, &job, job.len(), slow, keep)
+                    .await;
             }
             // Boxed: rare, and inline its state would grow every idle session.
             Ok(Plan::Namespace(op)) => Box::pin(self.run_namespace(op)).await,
@@ -131,7 +118,7 @@ impl Reader<'_> {
         let Some(cache) = self.shared.cache.as_deref() else {
             return false;
         };
-        if self.pinned.is_some() {
+        if self.out.pin.held().is_some() {
             // A pinned client may be in another database, or WATCHing: it reads the upstream.
             return false;
         }
@@ -141,17 +128,17 @@ impl Reader<'_> {
             } else {
                 &args[1..2]
             };
-            if self.unanswered_writes.blocks(prefix, keys.iter()) {
+            if self.out.unanswered_writes().blocks(prefix, keys.iter()) {
                 return false;
             }
             let tenant = self.client.tenant.as_ref().map(|t| t.name.as_str());
             let Some(rules) = cache.rules(tenant) else {
                 return false;
             };
-            let now = *self.cache_now.get_or_insert_with(|| cache.now());
+            let now = self.out.cache_now(cache);
             let pending = match cache.read(&rules, kind, args, prefix, self.client.proto, now) {
                 Lookup::Hit(bytes) => {
-                    self.ready_reply(bytes).await;
+                    self.out.ready_reply(&self.client, bytes).await;
                     return true;
                 }
                 Lookup::Wait(rx) => Pending::Cached {
@@ -193,7 +180,8 @@ impl Reader<'_> {
         cache.stale(&rules, kind, args, prefix, self.client.proto)
     }
 
-    /// Note a write about to join the group bound upstream (see [`note_write`]).
+    /// Note a write about to join the group bound upstream (see
+    /// [`note_write`](crate::cache::coherence::note_write)).
     pub(super) fn written_through(
         &mut self,
         spec: &'static CommandSpec,
@@ -205,14 +193,7 @@ impl Reader<'_> {
             && self.client.db == self.configured_db()
             && (spec.flags.contains(Flags::WRITE) || spec.acl.contains(AclCategories::SCRIPTING))
         {
-            note_write(
-                cache,
-                &mut self.written,
-                self.unanswered_writes,
-                spec,
-                args,
-                prefix,
-            );
+            self.out.note_write(cache, spec, args, prefix);
         }
     }
 
@@ -249,56 +230,6 @@ impl Reader<'_> {
                 metrics::error(ErrorKind::Upstream);
                 self.reply_error(&msg).await
             }
-        }
-    }
-
-    /// A reply known at once (a near-cache hit): consecutive ones are queued together, one FIFO
-    /// entry and one copy into the client's output for a whole pipeline of hits.
-    pub(super) async fn ready_reply(&mut self, bytes: Bytes) {
-        if self.group_count > 0 {
-            self.send_group().await;
-        }
-        self.ready.extend_from_slice(&bytes);
-        self.ready_count += 1;
-        if group_full(self.ready_count, self.ready.len()) {
-            self.flush_ready().await;
-        }
-    }
-
-    pub(super) async fn flush_ready(&mut self) {
-        if self.ready_count == 0 {
-            return;
-        }
-        let count = std::mem::take(&mut self.ready_count);
-        // Taken whole: an idle client keeps no buffer.
-        let bytes = std::mem::take(&mut self.ready).freeze();
-        self.enqueue(Pending::Ready(bytes), count).await
-    }
-
-    /// Send the group of forwarded commands, if any, and queue the slot for their replies.
-    pub(super) async fn send_group(&mut self) {
-        self.send_group_keeping(Keep::All).await
-    }
-
-    pub(super) async fn send_group_keeping(&mut self, keep: Keep) {
-        // Replies already known are older than anything in the group (a hit sends the group
-        // before it joins them).
-        self.flush_ready().await;
-        if self.group_count == 0 {
-            return;
-        }
-        // A client that leaves its replies unread sends nothing more until it takes them.
-        self.wait_for_drain().await;
-        let count = std::mem::take(&mut self.group_count);
-        let bytes = self.group.split().freeze();
-        let rx = self.upstream_send(bytes, count, self.budget.clone()).await;
-        // The send may have waited for room upstream.
-        self.cache_now = None;
-        self.enqueue(Pending::Upstream { rx, count, keep }, count)
-            .await;
-        if !self.written.is_empty() {
-            let written = Box::new(std::mem::take(&mut self.written));
-            self.fifo.push(Pending::Written(written), 0).await;
         }
     }
 }

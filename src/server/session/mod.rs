@@ -1,55 +1,71 @@
 //! One client connection: frame its requests, dispatch each, write replies back in request order.
 //!
-//! The session runs in stages, one file each: [`reader`] frames requests and dispatches them,
-//! [`forward`] groups what goes upstream (through the near cache, or to the local engine when
-//! it answers instead), [`builtin`] answers the connection commands respite keeps to itself,
-//! [`multi`] queues transactions, and [`writer`] writes the replies back. This file holds the
-//! types they share and the invariant that ties them together.
+//! # Map
+//! The stages a request passes through, one owner each:
+//! - this file: the session's task ([`serve`], `run`), the types the stages share ([`Pending`],
+//!   [`Keep`], [`Client`]) and the [`Reader`], which holds the client's state and its
+//!   [`Outgoing`] side;
+//! - [`reader`]: read the client's bytes, frame requests, dispatch and route each one (the only
+//!   place that reads the client, but for the waits in `outgoing::park`);
+//! - [`forward`]: a command bound upstream before it joins the group: the near cache, tenant
+//!   rules, the local engine in standalone and local-only mode;
+//! - [`outgoing`]: everything owed to the client and not yet sent or queued: the group of
+//!   forwarded commands, the known replies, the near-cache writes noted and the batch's cache
+//!   clock, the upstream send, the reply FIFO (`outgoing/fifo.rs`) and the only way to push onto
+//!   it, and the waits: for room, barriers and the drain wait (`outgoing/fairness.rs`), during
+//!   which the client is still read (`outgoing/park.rs`);
+//! - [`pin`]: which connection the client's jobs go on: its pinned connection and what it
+//!   carries, its lane, an out-of-band command; taking and giving back the lease;
+//! - [`writer`]: take the FIFO's entries in order, resolve them and write them to the client,
+//!   with Pub/Sub and tracking pushes between whole replies.
+//!
+//! The command families the session answers or handles itself live under [`commands`]:
+//! `builtin` (PING, HELLO, AUTH, SELECT, …) with `exec_splice` (CLIENT SETNAME and the like
+//! answered inside EXEC's array), `clients` (CLIENT LIST/KILL/REPLY, the registry) with `unblock`
+//! (CLIENT UNBLOCK, NO-TOUCH), `multi` (MULTI/EXEC), `stateful` (blocking commands, WATCH, the
+//! pinned SELECT and AUTH) with `upstream_acl` (an upstream user's ACL on what respite serves
+//! itself), `subscribe`, `monitor`, and `tracking/` (CLIENT TRACKING, its options, sinks and the
+//! in-band invalidations queue).
+//!
+//! A GET goes reader (`read_loop`, `handle`, `dispatch`, `route`) → pin (`enter_lane`) → forward
+//! (`forward`, `through_cache`) → outgoing (`hold_request`, `grouped`; at the end of the batch
+//! `send_group`, `send_now`, `enqueue`) → writer.
 //!
 //! # Invariants
 //! - Every request framed from a client gets exactly one reply, written in the order the requests
-//!   arrived, whatever path each took (answered here, forwarded upstream, refused). The reader pushes
-//!   one [`Pending`] per request into a FIFO channel ([`Fifo`]) *at the moment it dispatches that
-//!   request*; the writer resolves them strictly in channel order. Nothing else writes to the client
-//!   socket.
+//!   arrived, whatever path each took (answered here, forwarded upstream, refused). Replies are
+//!   queued in that order through [`Outgoing`] alone: an entry on the FIFO ([`Fifo`]) answers as
+//!   many requests as its weight (a group of forwarded commands, a run of near-cache hits, one
+//!   reply); [`Pending::Barrier`], [`Pending::Written`], [`Pending::Timed`],
+//!   [`Pending::Silence`] and [`Pending::Close`] answer none (a barrier inside a send weighs 1
+//!   so a full queue waits for it). The writer resolves entries strictly in FIFO order; nothing
+//!   else writes to the client socket.
 //! - A client's forwarded commands all go through one upstream connection at a time — its shared
-//!   one for its protocol and lane (see [`lane_choice`]: slow commands on the slow lane, a heavy
-//!   client's on the bulk lane (see [`fairness`]), SCRIPT KILL and the like out of band), or its
-//!   pinned one while it holds one ([`stateful`]) — so they
-//!   run on the upstream in the order the client sent them; a switch of connection (HELLO or
-//!   RESET changing the protocol, a lane switch, taking or giving back a pinned connection)
-//!   first waits for every earlier reply ([`Pending::Barrier`]).
+//!   one for its protocol and lane (slow commands on the slow lane, a heavy client's on the bulk
+//!   lane, SCRIPT KILL and the like out of band), or its pinned one while it holds one (see
+//!   [`pin`]) — so they run on the upstream in the order the client sent them; a switch of
+//!   connection (HELLO or RESET changing the protocol, a lane switch, taking or giving back a
+//!   pinned connection) first waits for every earlier reply ([`Pending::Barrier`]).
 //! - A pinned connection carries one client's commands only, and goes back to its pool only
 //!   reset and verified (see [`crate::upstream::pinned`]); a client gone while a reply is owed on
-//!   one has it closed at once — also when it pipelined more behind it, because a reader that
-//!   waits while such a reply is owed keeps reading the client ([`park`]).
+//!   one has it closed at once — also when it pipelined more behind it, because a wait while such
+//!   a reply is owed keeps reading the client (`outgoing::park`).
 //! - CLIENT TRACKING's own pushes (RESP3, no REDIRECT) never go before a reply the upstream
-//!   sent before them, and go before the reply of any later job: see [`invalidations`].
+//!   sent before them, and go before the reply of any later job (see `commands::tracking`).
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
-//!   the writer drains only between whole replies ([`subscribe`] says how confirmations keep
-//!   their place); a subscriber past `limits.pubsub_output_bytes` is closed.
-//! - Memory per client is bounded: at most `limits.max_inflight_per_client` requests are pending;
-//!   past that the reader stops reading and TCP pushes back on the client. It does the same while
-//!   it is owed more than [`fairness::gate`] bytes of upstream replies, and on the bulk lane while
-//!   any earlier reply is unwritten, so a client that does not read stops pulling replies through
-//!   the upstream. An idle client holds no read or write buffer.
-mod builtin;
-mod clients;
-mod exec_splice;
-mod fairness;
+//!   the writer drains only between whole replies (`commands::subscribe` says how confirmations
+//!   keep their place); a subscriber past `limits.pubsub_output_bytes` is closed.
+//! - Memory per client is bounded: the FIFO holds entries weighing at most
+//!   `limits.max_inflight_per_client` requests; past that the reader stops reading and TCP pushes
+//!   back on the client. It does the same while it is owed more than `outgoing::gate` bytes of
+//!   upstream replies, and on the bulk lane while any earlier reply is unwritten, so a client
+//!   that does not read stops pulling replies through the upstream. An idle client holds no read
+//!   or write buffer.
+mod commands;
 mod forward;
-mod invalidations;
-mod lane_choice;
-mod monitor;
-mod multi;
-mod park;
+mod outgoing;
+mod pin;
 mod reader;
-mod resolve_miss;
-mod stateful;
-mod subscribe;
-mod tracking;
-mod unblock;
-mod upstream_acl;
 mod writer;
 
 use crate::cache::Fetched;
@@ -57,13 +73,14 @@ use crate::cache::coherence::{Unanswered, Written};
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{ReplyRewrite, Tenant};
 use crate::protocol::{Protocol, encode};
-use crate::server::fifo::Fifo;
 use crate::server::io::{ClientIo, ClientSocket};
 use crate::server::tls_io::TlsSocket;
 use crate::server::{Accepted, Shared};
 use crate::upstream::{Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
-pub(crate) use clients::Registry;
+pub(crate) use commands::clients::Registry;
+use commands::{clients, subscribe, tracking};
+use outgoing::{Fifo, Outgoing};
 
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -266,6 +283,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         .upstream
         .as_ref()
         .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory));
+    let kill = registered.entry.kill.clone();
     let reader = Box::new(Reader {
         generation: shared.live.generation(),
         tenants: shared.live.tenants(),
@@ -277,33 +295,24 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
             let boxed = client;
             *boxed
         },
+        out: Outgoing::new(outgoing::Parts {
+            fifo: &fifo,
+            unanswered_writes: &unanswered_writes,
+            budget: budget.clone(),
+            upstream: shared.upstream.clone(),
+            kill,
+            max_reply_bytes: config.max_reply_bytes,
+            max_query_buffer: config.limits.max_query_buffer,
+            sock: &sock,
+        }),
         shared,
-        fifo: &fifo,
-        group: BytesMut::new(),
-        group_count: 0,
-        group_slow: false,
-        written: Written::default(),
-        budget: budget.clone(),
         multi: None,
-        ready: BytesMut::new(),
-        ready_count: 0,
-        unanswered_writes: &unanswered_writes,
-        cache_now: None,
         pubsub,
         invalidations: &invalidations,
         tracking: None,
-        lane: Default::default(),
-        oob: false,
-        pinned: None,
-        pin: stateful::Pin::default(),
-        after_pinned: false,
-        gone: None,
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
-        sock: &sock,
-        parked: BytesMut::new(),
-        hung_up: false,
     });
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -352,37 +361,20 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
     debug!("client closed");
 }
 
-/// The reading half of a session: what the stages before the writer ([`reader`], [`forward`],
-/// [`builtin`], [`multi`]) share. Only it pushes onto the FIFO.
+/// The reading half of a session: what reading and dispatching need, and the session's
+/// [`Outgoing`] side, through which alone replies are queued.
 pub(crate) struct Reader<'f> {
     client: Client,
     shared: Arc<Shared>,
-    fifo: &'f Fifo<Pending>,
-    /// Forwarded commands not yet sent upstream, encoded back to back, and how many.
-    group: BytesMut,
-    group_count: usize,
-    /// The group holds a known-slow command ([`crate::command::known_slow`]).
-    group_slow: bool,
-    /// The writes among them (near cache only).
-    written: Written,
-    /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.
-    budget: Option<Arc<ReplyBudget>>,
-    /// A transaction being queued (MULTI … EXEC), see [`multi`].
-    multi: Option<Box<multi::Multi>>,
-    /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
-    /// Whatever the group holds came after them.
-    ready: BytesMut,
-    ready_count: usize,
-    /// This client's writes sent upstream and not answered yet (near cache only): while there
-    /// are any, its reads bypass the cache, so it always reads its own writes.
-    unanswered_writes: &'f Unanswered,
-    /// The near cache's clock, read once per batch of requests (and again after any wait).
-    cache_now: Option<u64>,
-    /// Subscriptions and the outbox their pushes wait in, see [`subscribe`].
+    /// The group, known replies, the connection choice, the reply FIFO ([`outgoing`]).
+    out: Outgoing<'f>,
+    /// A transaction being queued (MULTI … EXEC), see [`commands::multi`].
+    multi: Option<Box<commands::multi::Multi>>,
+    /// Subscriptions and the outbox their pushes wait in, see [`commands::subscribe`].
     pubsub: subscribe::PubSub,
     /// CLIENT TRACKING's pushes on their way to the writer, once the client turned it on; and
-    /// its state while it is on ([`tracking`]).
-    invalidations: &'f std::sync::OnceLock<Arc<invalidations::Invalidations>>,
+    /// its state while it is on ([`commands::tracking`]).
+    invalidations: &'f std::sync::OnceLock<Arc<tracking::Invalidations>>,
     tracking: Option<Box<tracking::Tracking>>,
     /// The reload generation `tenants` was taken at (see [`crate::reload`]).
     generation: u64,
@@ -393,32 +385,11 @@ pub(crate) struct Reader<'f> {
     /// Commands since the last one timed, and the one being timed in this batch.
     sample_tick: u32,
     timed: Option<(&'static crate::command::CommandSpec, std::time::Instant)>,
-    /// The upstream lane this client's group goes on ([`lane_choice`]), and whether the command
-    /// being forwarded goes out of band instead.
-    lane: crate::upstream::lanes::Lane,
-    oob: bool,
-    /// The client's own upstream connection while it needs one, and what for ([`stateful`]).
-    pinned: Option<crate::upstream::Pinned>,
-    pin: stateful::Pin,
-    /// A pinned connection was just given back with replies possibly owed on it: the next job
-    /// on the shared connection waits for them first.
-    after_pinned: bool,
-    /// Cancelled when the session ends (the guard drops with the reader): a pinned connection
-    /// still owing a reply to a client that is gone is then closed, not reused.
-    gone: Option<(
-        tokio_util::sync::CancellationToken,
-        tokio_util::sync::DropGuard,
-    )>,
     /// This session in the registry of clients (CLIENT LIST, KILL); leaves it when dropped.
     registered: clients::Registered,
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
-    /// The client's socket, read while the reader waits ([`park`]); what arrived meanwhile,
-    /// and whether its stream ended then, with a reply owed on a pinned connection.
-    sock: &'f dyn park::ParkedRead,
-    parked: BytesMut,
-    hung_up: bool,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

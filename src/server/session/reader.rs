@@ -1,15 +1,19 @@
 //! The session's first stage: read a client's bytes, frame requests, and dispatch each one —
-//! refused, answered here ([`builtin`](super::builtin), a transaction), or forwarded
-//! ([`forward`](super::forward)) — queueing its [`Pending`] reply in the order it arrived. It
-//! never writes to the client socket; the writer does.
-use super::{Flow, Pending, Reader, builtin, error_bytes};
+//! refused, answered here ([`builtin`](super::commands::builtin), a transaction), or forwarded
+//! ([`forward`](super::forward)) — its reply queued in the order it arrived, through the
+//! [`outgoing`](super::outgoing) side, the only way onto the reply FIFO. It never writes to the
+//! client socket; the writer does.
+use super::commands::builtin;
+use super::{Flow, Pending, Reader, error_bytes};
 use crate::command::{self, Flags, Route};
 use crate::config::SessionLimits;
 use crate::metrics::{self, ErrorKind};
 use crate::policy;
 use crate::protocol::{Framer, Request};
 use crate::server::io::{ClientIo, SCRATCH};
-use bytes::BytesMut;
+use crate::upstream::{Reply, ReplyBudget};
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Wake, Waker};
@@ -67,7 +71,7 @@ impl Reader<'_> {
         let mut fired: Option<Arc<Fired>> = None;
         // Closed for the global budget (limits.max_client_memory) by another client's charge:
         // registered once like the drain, then only its flag is read.
-        let budget = self.budget.clone();
+        let budget = self.out.budget().cloned();
         let evicted = async {
             match &budget {
                 Some(b) => b.closed().await,
@@ -86,14 +90,14 @@ impl Reader<'_> {
         let mut read_size = 1024;
         loop {
             loop {
-                if self.fifo.abandoned() || self.budget.as_ref().is_some_and(|b| b.exceeded()) {
+                if self.out.abandoned() || budget.as_ref().is_some_and(|b| b.exceeded()) {
                     // The client is gone (or hung up while parked), or the writer is closing
                     // it (limits.max_reply_bytes).
                     return;
                 }
-                // What arrived while a wait was parked (see `park`) comes after `buf`, and was
+                // What arrived while a wait was parked (see `outgoing::park`) comes after `buf`, and was
                 // read just now as far as the timeouts are concerned.
-                if self.take_parked(&mut buf) && timed {
+                if self.out.take_parked(&mut buf) && timed {
                     last_read = Some(tokio::time::Instant::now());
                 }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
@@ -114,9 +118,9 @@ impl Reader<'_> {
                     Ok(None) => {
                         self.send_group().await;
                         if let Some((spec, framed)) = self.timed.take() {
-                            self.fifo.push(Pending::Timed(spec, framed), 0).await;
+                            self.out.timed(spec, framed).await;
                         }
-                        if !self.parked.is_empty() {
+                        if self.out.has_parked() {
                             // Sending the group waited, and more arrived meanwhile.
                             continue;
                         }
@@ -154,7 +158,7 @@ impl Reader<'_> {
                 request_began = last_read;
             }
             // An unfinished request counts against limits.max_client_memory.
-            if let Some(b) = &self.budget
+            if let Some(b) = &budget
                 && !b.hold_request(buf.len())
             {
                 return;
@@ -184,7 +188,7 @@ impl Reader<'_> {
                 biased;
                 r = sock.read(&mut buf, want) => {
                     // A new batch: the near cache's clock is read afresh.
-                    self.cache_now = None;
+                    self.out.new_batch();
                     if timed {
                         last_read = Some(tokio::time::Instant::now());
                     }
@@ -222,7 +226,7 @@ impl Reader<'_> {
                     return;
                 }
                 _ = async { expiry.as_mut().expect("a deadline").await }, if expiry.is_some() => {
-                    if buf.is_empty() && !self.fifo.is_empty() {
+                    if buf.is_empty() && self.out.owes_replies() {
                         // Not idle: waiting for its replies (a slow command). Idle from now.
                         last_read = Some(tokio::time::Instant::now());
                         continue;
@@ -234,6 +238,22 @@ impl Reader<'_> {
                     return self.close().await;
                 }
             }
+        }
+    }
+
+    /// The built-in table refused `args` with `err`: the upstream's entry if it has one (the
+    /// first such request may wait for the table to be read, at most the connect deadline).
+    async fn resolve_miss(
+        &self,
+        args: &[Bytes],
+        err: command::CommandError,
+    ) -> Result<&'static crate::command::CommandSpec, command::CommandError> {
+        let Some(upstream) = &self.shared.upstream else {
+            return Err(err);
+        };
+        match upstream.commands().await {
+            Some(table) => table.resolve_miss(args, err),
+            None => Err(err),
         }
     }
 
@@ -267,35 +287,6 @@ impl Reader<'_> {
             None => tenants.default_tenant().cloned(),
             Some(t) => tenants.iter().find(|n| n.name == t.name).cloned(),
         };
-    }
-
-    pub(super) async fn close(&mut self) {
-        self.push(Pending::Close).await
-    }
-
-    /// Queue a reply; any group of forwarded commands before it goes first, keeping the order.
-    pub(super) async fn push(&mut self, p: Pending) {
-        self.send_group().await;
-        self.enqueue(p, 1).await
-    }
-
-    pub(super) async fn reply(&mut self, out: BytesMut) {
-        self.push(Pending::Ready(out.freeze())).await
-    }
-
-    pub(super) async fn reply_error(&mut self, msg: &str) {
-        if let Some(t) = &self.client.tenant {
-            policy::metrics::error(t);
-        }
-        self.push(Pending::Ready(error_bytes(msg))).await
-    }
-
-    /// Wait until every reply owed before this point has been written.
-    pub(super) async fn barrier(&mut self) {
-        let (tx, rx) = oneshot::channel();
-        self.push(Pending::Barrier(tx)).await;
-        // Reading the client meanwhile: one that leaves is seen (see `park`).
-        let _ = self.park(rx).await;
     }
 
     pub(super) async fn handle(&mut self, req: &mut Request) -> Flow {
@@ -369,9 +360,9 @@ impl Reader<'_> {
             }
         }
         // An upstream user's ACL holds for what respite serves without that user's connection.
-        if self.pin.auth
+        if self.out.pin.needs.auth
             && self.multi.is_none()
-            && super::upstream_acl::checked(spec)
+            && super::commands::upstream_acl::checked(spec)
             && let Some(refusal) = Box::pin(self.upstream_refusal(req)).await
         {
             metrics::error(ErrorKind::Refused);
@@ -479,5 +470,64 @@ impl Reader<'_> {
                 Flow::Continue
             }
         }
+    }
+}
+
+/// The session's ways into its [`Outgoing`](super::outgoing::Outgoing) side, for the client as it
+/// is now (its protocol, its id). Plain functions returning the outgoing side's own futures, so
+/// no future is nested one level deeper in every session's task for them.
+impl<'f> Reader<'f> {
+    /// Queue a reply for one request; whatever is held goes first, keeping the order.
+    pub(super) fn push(&mut self, p: Pending) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.out.push(&self.client, p)
+    }
+
+    pub(super) fn reply(&mut self, out: BytesMut) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.push(Pending::Ready(out.freeze()))
+    }
+
+    pub(super) fn reply_error(&mut self, msg: &str) -> impl Future<Output = ()> + use<'_, 'f> {
+        if let Some(t) = &self.client.tenant {
+            policy::metrics::error(t);
+        }
+        self.push(Pending::Ready(error_bytes(msg)))
+    }
+
+    /// Flush what is owed, then close the connection.
+    pub(super) fn close(&mut self) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.push(Pending::Close)
+    }
+
+    /// Wait until every reply owed before this point has been written, reading the client
+    /// meanwhile: one that leaves is seen (see `outgoing::park`).
+    pub(super) fn barrier(&mut self) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.out.barrier(&self.client)
+    }
+
+    /// Send the group of forwarded commands held, if any.
+    pub(super) fn send_group(&mut self) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.out.send_group(&self.client)
+    }
+
+    /// Count a command just held in the group (see [`Outgoing::grouped`](super::outgoing::Outgoing::grouped)).
+    pub(super) fn grouped(&mut self) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.out.grouped(&self.client)
+    }
+
+    /// Hold a request in the group, as the upstream gets it, and count it.
+    pub(super) fn hold_request(&mut self, req: &Request) -> impl Future<Output = ()> + use<'_, 'f> {
+        self.out.hold_request(req, false);
+        self.out.grouped(&self.client)
+    }
+
+    /// Send a job of the client's own on its connection, after the group held before it; the
+    /// caller waits for the reply.
+    pub(super) fn upstream_send(
+        &mut self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+    ) -> impl Future<Output = oneshot::Receiver<Reply>> + use<'_, 'f> {
+        self.out.send(&self.client, bytes, count, budget, false)
     }
 }

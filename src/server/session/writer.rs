@@ -1,7 +1,7 @@
 //! The session's last stage: resolve the [`Pending`] replies in FIFO order and write them to the
 //! client, batching what is already known into one write. It is the only writer of the client
 //! socket; the reply it picks for each upstream job is decided here ([`reply_bytes`]).
-use super::invalidations::Invalidations;
+use super::tracking::Invalidations;
 use super::{Fifo, Keep, Pending, error_bytes};
 use crate::cache::coherence::{Unanswered, answered};
 use crate::cache::{Fetched, NearCache};

@@ -12,12 +12,12 @@
 //!   bulk with the shared connections' small replies, so a client of small replies waits for
 //!   its own reply, not behind 10 MB of someone else's. The connection's reader weighs each job
 //!   ([`ReplyBudget::is_heavy`]); the choice is made at the start of a group only, and a move
-//!   between lanes keeps the client's order as any lane change does (see [`super::lane_choice`]).
+//!   between lanes keeps the client's order as any lane change does (see [`Pin`](crate::server::session::pin::Pin)).
 //!   There a heavy client has one group of at most [`BULK_GROUP`] commands in flight at a time,
 //!   and the lane at most [`BULK_INFLIGHT`](crate::upstream::lanes::BULK_INFLIGHT): what the
 //!   server copies out for the bulk lane in one go stays small enough to pass others between.
 //! - **A client that does not take its replies stops being forwarded.** Past
-//!   [`gate`] bytes of replies received for it and not yet written to it, its reader waits
+//!   [`gate`] bytes of replies received for it and not yet written to it, its next group waits
 //!   before it sends another group: it stops reading, which is TCP backpressure on the client,
 //!   and the upstream carries no more bulk for it until it reads. (Redis keeps executing such a
 //!   client's commands until its output buffer limit closes it; respite holds them instead.)
@@ -25,10 +25,12 @@
 //! Replies that arrive for a client that is gone or over its limit are dropped by the
 //! connection's reader as they come (see `upstream::pipe`), never held whole.
 //!
-//! This file decides when to wait and which lane to use; it never sends or writes itself.
-use super::{Pending, Reader};
+//! This file decides when a group waits ([`Outgoing::wait_for_drain`]); which lane it takes is
+//! the [`Pin`](crate::server::session::pin::Pin)'s. It never sends or writes itself.
+use super::Outgoing;
+use crate::server::session::Pending;
 use crate::upstream::ReplyBudget;
-use crate::upstream::lanes::{BULK_GROUP, Lane};
+use crate::upstream::lanes::Lane;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -37,41 +39,21 @@ use tokio::sync::oneshot;
 /// that reads to keep a deep pipeline of large values going (its socket takes a few MB at a
 /// time on loopback), little enough that a thousand clients that do not read hold 1 GiB at
 /// most, and `limits.max_client_memory` closes the largest before that.
-pub(super) fn gate(max_reply_bytes: usize) -> usize {
+pub(crate) fn gate(max_reply_bytes: usize) -> usize {
     (max_reply_bytes / 4).min(1 << 20)
 }
 
-impl Reader<'_> {
-    /// The lane for a command that would go on the shared connection: the bulk lane while the
-    /// client is heavy. Decided when a group starts (a group travels whole), and not while the
-    /// client holds a pinned connection, which carries everything of its anyway.
-    pub(super) fn size_lane(&self) -> Lane {
-        if (self.group_count > 0 || self.pinned.is_some())
-            && matches!(self.lane, Lane::Shared | Lane::Bulk)
-        {
-            return self.lane;
-        }
-        match &self.budget {
-            Some(b) if b.is_heavy() => Lane::Bulk,
-            _ => Lane::Shared,
-        }
-    }
-
-    /// A heavy client's group is full at [`BULK_GROUP`] commands.
-    pub(super) fn bulk_group_full(&self) -> bool {
-        self.lane == Lane::Bulk && self.group_count >= BULK_GROUP
-    }
-
+impl Outgoing<'_> {
     /// Before a group goes upstream: a heavy client's waits until every earlier reply of its has
     /// been written to it (one group in flight at a time); any client's waits while it is owed
     /// more than [`gate`] bytes (until its writer has written them). Either ends early if the
     /// client is gone, closed for its limits, or killed.
     pub(super) async fn wait_for_drain(&mut self) {
-        if self.lane == Lane::Bulk && self.pinned.is_none() && !self.fifo.is_empty() {
+        if self.pin.lane() == Lane::Bulk && self.pin.held().is_none() && !self.fifo.is_empty() {
             let (tx, rx) = oneshot::channel();
             // Not `barrier`: that would send the group this wait is for.
             self.fifo.push(Pending::Barrier(tx), 1).await;
-            let kill = self.registered.entry.kill.clone();
+            let kill = self.kill.clone();
             self.cache_now = None;
             tokio::select! {
                 _ = rx => {}
@@ -83,12 +65,12 @@ impl Reader<'_> {
         if owed == 0 {
             return;
         }
-        let gate = gate(self.config.max_reply_bytes);
+        let gate = self.gate;
         if owed <= gate {
             return;
         }
         let b: Arc<ReplyBudget> = b.clone();
-        let kill = self.registered.entry.kill.clone();
+        let kill = self.kill.clone();
         // The batch's clock reading will be old by the time this returns.
         self.cache_now = None;
         while b.owed() > gate && !b.exceeded() && !self.fifo.abandoned() && !kill.is_cancelled() {

@@ -6,14 +6,14 @@
 //!
 //! It reads only while a reply may be owed on a connection of the client's own (a pinned one,
 //! held or just given back): elsewhere a wait ends on its own, and a client that left is seen
-//! by the writer or the next read. What arrives meanwhile is kept (`Reader::parked`, at most
+//! by the writer or the next read. What arrives meanwhile is kept (`Outgoing::parked`, at most
 //! 1 MiB) and framed after the wait, in order. The end of the stream seen then *hangs up* the
 //! session: its pinned connections are closed at once (the upstream then pops nothing for it),
 //! nothing more is sent upstream, and the reader stops, as Redis frees a blocked client that
 //! closes without running what it pipelined behind it.
 //!
 //! This file never frames or dispatches; it only reads and waits.
-use super::{Pending, Reader};
+use super::Outgoing;
 use crate::server::io::ClientIo;
 use bytes::BytesMut;
 use std::future::Future;
@@ -43,19 +43,19 @@ impl<C: ClientIo> ParkedRead for C {
 /// TCP pushes back): a client that pipelines more than this behind a blocking command and then
 /// leaves is seen to leave only once that command returns.
 const PARKED_READ: usize = 16 * 1024;
-const PARKED_MAX: usize = 1024 * 1024;
+pub(super) const PARKED_MAX: usize = 1024 * 1024;
 
-impl Reader<'_> {
+impl Outgoing<'_> {
     /// Wait for `f`. While a reply may be owed on a connection of the client's own (a pinned
     /// one, held or just given back), the client is read meanwhile. `None`: it hung up first.
-    pub(super) async fn park<F: Future>(&mut self, f: F) -> Option<F::Output> {
+    pub(crate) async fn park<F: Future>(&mut self, f: F) -> Option<F::Output> {
         tokio::pin!(f);
         loop {
             if self.hung_up {
                 return None;
             }
-            let owed = self.pinned.is_some() || self.after_pinned;
-            let room = self.parked.len() < PARKED_MAX.min(self.config.limits.max_query_buffer);
+            let owed = self.pin.held().is_some() || self.pin.after_pinned();
+            let room = self.parked.len() < self.parked_max;
             if !(owed && room) {
                 // Nothing owed that could wait forever: the writer sees a client that left.
                 return Some(f.await);
@@ -77,36 +77,21 @@ impl Reader<'_> {
         self.hung_up = true;
         // Nothing waits for the client any more, and its pinned connections close now.
         self.fifo.abandon();
-        if let Some((gone, _)) = &self.gone {
-            gone.cancel();
-        }
+        self.pin.gone();
     }
 
     /// Whether the client hung up (see the module): nothing more goes upstream for it.
-    pub(super) fn hung_up(&self) -> bool {
+    pub(crate) fn hung_up(&self) -> bool {
         self.hung_up
     }
 
-    /// Queue a reply slot standing for `weight` requests. Only when the queue is full (the
-    /// client has not taken its earlier replies, or one of them is a blocking command's) does
-    /// this wait, reading the client meanwhile.
-    pub(super) async fn enqueue(&mut self, p: Pending, weight: usize) {
-        let fifo = self.fifo;
-        if !fifo.full_for(weight) {
-            return fifo.push(p, weight).await;
-        }
-        // About to wait for the client: the batch's clock reading will be old by then.
-        self.cache_now = None;
-        let push = fifo.push(p, weight);
-        tokio::pin!(push);
-        if self.park(push.as_mut()).await.is_none() {
-            // Hung up: the queue is abandoned, so this no longer waits.
-            push.await
-        }
+    /// Bytes arrived while parked, not yet taken.
+    pub(crate) fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
     }
 
     /// Bytes that arrived while parked, for the framer: they came after everything in `buf`.
-    pub(super) fn take_parked(&mut self, buf: &mut BytesMut) -> bool {
+    pub(crate) fn take_parked(&mut self, buf: &mut BytesMut) -> bool {
         if self.parked.is_empty() {
             return false;
         }

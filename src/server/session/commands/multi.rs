@@ -14,16 +14,19 @@
 //! Tenant rules apply to each command as it is queued either way; their follow-ups (default
 //! TTLs) go right after EXEC. In standalone and local-only mode the local engine runs the queued
 //! commands one after another.
-use super::{Keep, Pending, Reader, error_bytes, unix_ms};
 use crate::command::{CommandSpec, Route};
 use crate::metrics::{self, ErrorKind};
 use crate::policy::{self, Plan, PolicyError, ReplyRewrite};
 use crate::protocol::{Request, encode};
+use crate::server::session::{Keep, Pending, Reader, error_bytes, unix_ms};
 use bytes::{Bytes, BytesMut};
 
 /// A transaction being queued.
 #[derive(Default)]
 pub(crate) struct Multi {
+    /// The client's MULTI as it sent it: the upstream (and so MONITOR) gets the client's own
+    /// spelling when the transaction goes upstream.
+    begin: Bytes,
     /// The queued commands as the upstream gets them, back to back.
     commands: BytesMut,
     /// Each queued command as the client sent it, for the local engine.
@@ -47,7 +50,7 @@ pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of p
 
 impl Reader<'_> {
     /// MULTI, EXEC and DISCARD, and every command while a transaction is open.
-    pub(super) async fn transaction(
+    pub(in crate::server::session) async fn transaction(
         &mut self,
         spec: &'static CommandSpec,
         req: &mut Request,
@@ -64,17 +67,21 @@ impl Reader<'_> {
                     self.reply_error("ERR MULTI calls can not be nested").await
                 }
             }
-            ("multi", false) if self.pinned.is_some() => {
+            ("multi", false) if self.out.pin.held().is_some() => {
                 self.multi = Some(Box::new(Multi {
                     streaming: true,
                     ..Multi::default()
                 }));
-                self.pin.multi = true;
-                super::forward::append_request(&mut self.group, req);
-                self.grouped().await
+                self.out.pin.needs.multi = true;
+                self.hold_request(req).await
             }
             ("multi", false) => {
-                self.multi = Some(Box::default());
+                let mut begin = BytesMut::new();
+                crate::server::session::forward::append_request(&mut begin, req);
+                self.multi = Some(Box::new(Multi {
+                    begin: begin.freeze(),
+                    ..Multi::default()
+                }));
                 self.reply_simple("OK").await
             }
             ("exec", false) => self.reply_error("ERR EXEC without MULTI").await,
@@ -85,18 +92,18 @@ impl Reader<'_> {
             }
             ("discard", true) => {
                 self.multi = None;
-                self.release_written().await;
+                self.out.release_written().await;
                 self.reply_simple("OK").await
             }
             ("exec", true) => {
                 let multi = self.multi.take().expect("checked");
-                self.exec(*multi).await
+                self.exec(*multi, req).await
             }
             ("watch", true) => {
                 self.reply_error("ERR WATCH inside MULTI is not allowed")
                     .await
             }
-            ("unwatch", false) if self.pinned.is_some() => self.end_on_pinned(req).await,
+            ("unwatch", false) if self.out.pin.held().is_some() => self.end_on_pinned(req).await,
             // Nothing is watched without a pinned connection: UNWATCH has nothing to undo.
             ("unwatch", false) => self.reply_simple("OK").await,
             _ => self.queue(spec, req, route).await,
@@ -167,7 +174,7 @@ impl Reader<'_> {
         let (command, follow_ups, prefix) = match self.client.tenant.clone() {
             None => {
                 let mut b = BytesMut::new();
-                super::forward::append_request(&mut b, req);
+                crate::server::session::forward::append_request(&mut b, req);
                 (b.freeze(), Vec::new(), Bytes::new())
             }
             Some(tenant) => match tenant.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
@@ -209,7 +216,7 @@ impl Reader<'_> {
         multi.count += 1;
         if multi.streaming {
             // The upstream queues it and answers QUEUED (or its own error) itself.
-            self.group.extend_from_slice(&command);
+            self.out.hold(&command, false);
             return self.grouped().await;
         }
         multi.commands.extend_from_slice(&command);
@@ -236,7 +243,7 @@ impl Reader<'_> {
         }
         let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
         let rx = self.upstream_send(ping, 1, None).await;
-        let answered = self.park(rx).await;
+        let answered = self.out.park(rx).await;
         self.took_reply();
         match answered {
             Some(Ok(Ok(reply))) if crate::upstream::activity::refuses_all(&reply) => {
@@ -257,13 +264,13 @@ impl Reader<'_> {
             return false;
         }
         let multi = self.multi.as_mut().expect("in a transaction");
-        let mut job = BytesMut::from(&b"*1\r\n$5\r\nMULTI\r\n"[..]);
+        let mut job = BytesMut::from(&multi.begin[..]);
         job.extend_from_slice(&std::mem::take(&mut multi.commands));
         let count = 1 + std::mem::take(&mut multi.queued).len();
         multi.streaming = true;
-        self.pin.multi = true;
+        self.out.pin.needs.multi = true;
         let rx = self.upstream_send(job.freeze(), count, None).await;
-        if !matches!(self.park(rx).await, Some(Ok(Ok(_)))) {
+        if !matches!(self.out.park(rx).await, Some(Ok(Ok(_)))) {
             self.queue_failed();
         }
         self.took_reply();
@@ -292,18 +299,16 @@ impl Reader<'_> {
                 m.select = Some(db);
             }
         }
-        self.pin.sticky = true;
-        super::forward::append_request(&mut self.group, req);
-        self.grouped().await
+        self.out.pin.needs.sticky = true;
+        self.hold_request(req).await
     }
 
     /// EXEC, DISCARD or UNWATCH on the pinned connection: the upstream answers, the WATCH and
     /// the transaction end, and the connection goes back if nothing else holds it.
     async fn end_on_pinned(&mut self, req: &Request) {
-        super::forward::append_request(&mut self.group, req);
-        self.grouped().await;
-        self.pin.multi = false;
-        self.pin.watching = false;
+        self.hold_request(req).await;
+        self.out.pin.needs.multi = false;
+        self.out.pin.needs.watching = false;
         self.unpin_if_done().await
     }
 
@@ -316,18 +321,18 @@ impl Reader<'_> {
     }
 
     /// A command that could not be resolved while a transaction is open also aborts it.
-    pub(super) fn queue_failed(&mut self) {
+    pub(in crate::server::session) fn queue_failed(&mut self) {
         if let Some(m) = self.multi.as_mut() {
             m.failed = true;
         }
     }
 
-    async fn exec(&mut self, multi: Multi) {
+    async fn exec(&mut self, multi: Multi, req: &Request) {
         if multi.streaming {
-            return self.exec_on_pinned(multi).await;
+            return self.exec_on_pinned(multi, req).await;
         }
         if multi.failed {
-            self.release_written().await;
+            self.out.release_written().await;
             return self.reply_error(EXECABORT).await;
         }
         let exec = crate::command::lookup("exec").expect("in the table");
@@ -339,42 +344,44 @@ impl Reader<'_> {
             return self.reply_error("ERR no upstream").await;
         }
         self.send_group().await;
-        self.group_slow = multi
+        let slow = multi
             .queued
             .iter()
             .any(|(spec, _)| crate::command::known_slow(spec));
-        self.group.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
-        self.group.extend_from_slice(&multi.commands);
-        self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-        for f in &multi.follow_ups {
-            self.group.extend_from_slice(f);
-        }
+        // MULTI and EXEC go upstream as the client spelled them (MONITOR shows the client's own).
+        let mut exec_req = BytesMut::new();
+        crate::server::session::forward::append_request(&mut exec_req, req);
+        let mut job: Vec<&[u8]> = vec![&multi.begin, &multi.commands, &exec_req];
+        job.extend(multi.follow_ups.iter().map(|f| &f[..]));
         let n = multi.queued.len();
-        self.group_count = n + 2 + multi.follow_ups.len();
+        let count = n + 2 + multi.follow_ups.len();
         let keep = Keep::first(n + 1, ReplyRewrite::None, Bytes::new(), self.client.proto);
         if multi.spliced.is_empty() {
-            return self.send_group_keeping(keep).await;
+            return self
+                .out
+                .send_job(&self.client, &job, count, slow, keep)
+                .await;
         }
-        let count = std::mem::take(&mut self.group_count);
-        let job = self.group.split().freeze();
-        self.exec_spliced(job, count, keep, multi.spliced).await;
-        self.release_written().await
+        let job = Bytes::from(job.concat());
+        self.exec_spliced(job, count, slow, keep, multi.spliced)
+            .await;
+        self.out.release_written().await
     }
 
     /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key
     /// changed); a tenant's follow-ups go right after it. One that respite refused while queueing
     /// is discarded upstream and aborted here, as Redis aborts it.
-    async fn exec_on_pinned(&mut self, multi: Multi) {
-        self.pin.multi = false;
-        self.pin.watching = false;
+    async fn exec_on_pinned(&mut self, multi: Multi, req: &Request) {
+        self.out.pin.needs.multi = false;
+        self.out.pin.needs.watching = false;
         if multi.failed {
             self.send_group().await;
             let rx = self
                 .upstream_send(Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"), 1, None)
                 .await;
-            let _ = self.park(rx).await;
+            let _ = self.out.park(rx).await;
             self.took_reply();
-            self.release_written().await;
+            self.out.release_written().await;
             self.reply_error(EXECABORT).await;
             return self.unpin_if_done().await;
         }
@@ -383,19 +390,21 @@ impl Reader<'_> {
             self.client.db = db;
         }
         self.send_group().await;
-        self.group.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-        for f in &multi.follow_ups {
-            self.group.extend_from_slice(f);
-        }
-        self.group_count = 1 + multi.follow_ups.len();
+        let mut exec_req = BytesMut::new();
+        crate::server::session::forward::append_request(&mut exec_req, req);
+        let mut job: Vec<&[u8]> = vec![&exec_req];
+        job.extend(multi.follow_ups.iter().map(|f| &f[..]));
+        let count = job.len();
         let keep = Keep::first(0, ReplyRewrite::None, Bytes::new(), self.client.proto);
         if multi.spliced.is_empty() {
-            self.send_group_keeping(keep).await;
+            self.out
+                .send_job(&self.client, &job, count, false, keep)
+                .await;
         } else {
-            let count = std::mem::take(&mut self.group_count);
-            let job = self.group.split().freeze();
-            self.exec_spliced(job, count, keep, multi.spliced).await;
-            self.release_written().await;
+            let job = Bytes::from(job.concat());
+            self.exec_spliced(job, count, false, keep, multi.spliced)
+                .await;
+            self.out.release_written().await;
         }
         self.unpin_if_done().await
     }
@@ -403,7 +412,7 @@ impl Reader<'_> {
     /// Standalone or local-only: the engine runs the queued commands in order; their replies
     /// make EXEC's array.
     async fn exec_locally(&mut self, multi: Multi) {
-        self.release_written().await;
+        self.out.release_written().await;
         let proto = self.client.proto;
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
@@ -418,8 +427,14 @@ impl Reader<'_> {
                 Some(local) => match self.client.tenant.clone() {
                     None => local.run(|e| e.execute(spec, &args, proto, unix_ms() as u64)),
                     Some(tenant) => match tenant.check(spec, &args, None, unix_ms()) {
-                        Ok(plan) => local
-                            .run(|e| super::forward::standalone(e, plan, &tenant.prefix, proto)),
+                        Ok(plan) => local.run(|e| {
+                            crate::server::session::forward::standalone(
+                                e,
+                                plan,
+                                &tenant.prefix,
+                                proto,
+                            )
+                        }),
                         Err(e) => error_bytes(&PolicyError::to_string(&e)),
                     },
                 },
@@ -441,8 +456,7 @@ impl Reader<'_> {
         multi.count += 1;
         if multi.streaming {
             // The upstream answers the placeholder's QUEUED itself.
-            self.group
-                .extend_from_slice(super::exec_splice::PLACEHOLDER);
+            self.out.hold(super::exec_splice::PLACEHOLDER, false);
             return self.grouped().await;
         }
         multi
@@ -450,14 +464,6 @@ impl Reader<'_> {
             .extend_from_slice(super::exec_splice::PLACEHOLDER);
         multi.queued.push((spec, std::mem::take(&mut req.args)));
         self.reply_simple("QUEUED").await
-    }
-
-    /// Writes noted for a transaction that will not be sent: nothing is pending for them.
-    async fn release_written(&mut self) {
-        if !self.written.is_empty() {
-            let written = Box::new(std::mem::take(&mut self.written));
-            self.fifo.push(Pending::Written(written), 0).await;
-        }
     }
 
     async fn reply_simple(&mut self, s: &str) {

@@ -1,9 +1,9 @@
 //! Where a tracked client's invalidations go: the pinned connection's pushes (in band, rewritten
 //! for the client's namespace), the receiving connection of a REDIRECT and the target client it
 //! names, and the flush when either connection fails. Frames are built here, as Redis sends them;
-//! nothing here waits on a client (queues are bounded: [`super::super::invalidations`], and the
+//! nothing here waits on a client (queues are bounded: [`super::invalidations`], and the
 //! target's Pub/Sub outbox).
-use super::super::invalidations::{FLUSH_ALL, Invalidations};
+use super::invalidations::{FLUSH_ALL, Invalidations};
 use crate::metrics;
 use crate::protocol::resp3::{self, Push};
 use crate::protocol::{Protocol, ReplyScanner, encode};

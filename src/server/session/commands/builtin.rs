@@ -6,13 +6,17 @@
 //! These touch only the client's own state in [`Client`] (reached through the reader's fields,
 //! as a stage of the session); they must never reach a shared upstream connection, where they
 //! would change state for every client multiplexed on it.
-use super::{Client, Flow, Reader};
 use crate::command::CommandSpec;
 use crate::policy::info;
 use crate::protocol::{Protocol, Request, encode};
+use crate::server::session::{Client, Flow, Reader};
 use bytes::{Bytes, BytesMut};
 
-pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: &Request) -> Flow {
+pub(in crate::server::session) async fn answer(
+    r: &mut Reader<'_>,
+    spec: &'static CommandSpec,
+    req: &Request,
+) -> Flow {
     let args = &req.args;
     let mut out = BytesMut::new();
     match spec.name {
@@ -24,7 +28,7 @@ pub(super) async fn answer(r: &mut Reader<'_>, spec: &'static CommandSpec, req: 
         "ping"
             if r.shared.upstream.is_some()
                 && r.shared.answerer(spec, args).is_none()
-                && !r.pinned.as_ref().is_some_and(|p| p.is_closed()) =>
+                && !r.out.pin.held().is_some_and(|p| p.is_closed()) =>
         {
             r.enter_lane(spec).await;
             r.forward(spec, req).await;
@@ -89,7 +93,12 @@ impl Reader<'_> {
     /// CLIENT SETNAME, GETNAME, ID, INFO and SETINFO, answered into `out` from (and applied to)
     /// the client's own state, as Redis answers them: on their own here, and in their place in
     /// EXEC's array ([`super::exec_splice`]). False, with nothing written, for any other command.
-    pub(super) fn answer_client(&mut self, name: &str, args: &[Bytes], out: &mut BytesMut) -> bool {
+    pub(in crate::server::session) fn answer_client(
+        &mut self,
+        name: &str,
+        args: &[Bytes],
+        out: &mut BytesMut,
+    ) -> bool {
         let proto = self.client.proto;
         match name {
             "client|setname" => match valid_name(&args[2]) {
@@ -176,7 +185,10 @@ async fn auth(r: &mut Reader<'_>, args: &[Bytes]) -> Result<String, String> {
 /// ([`crate::policy::info`]). For the memory and keyspace sections it reads the upstream's INFO,
 /// on the client's own connection so the reply keeps its place, and takes only the limits and the
 /// tenant's own database's line from it.
-pub(super) async fn tenant_info(r: &mut Reader<'_>, args: &[Bytes]) -> BytesMut {
+pub(in crate::server::session) async fn tenant_info(
+    r: &mut Reader<'_>,
+    args: &[Bytes],
+) -> BytesMut {
     let (server_name, version) = match r.shared.upstream.as_ref().and_then(|u| u.server_info()) {
         Some(i) => (i.server, i.version),
         None => ("redis".to_string(), "7.0.0".to_string()),
@@ -274,7 +286,7 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
                     return Flow::Continue;
                 };
                 if reply.first() == Some(&b'-') {
-                    r.push(super::Pending::Ready(reply)).await;
+                    r.push(crate::server::session::Pending::Ready(reply)).await;
                     r.unpin_if_done().await;
                     return Flow::Continue;
                 }
@@ -300,18 +312,18 @@ async fn hello(r: &mut Reader<'_>, args: &[Bytes]) -> Flow {
         // Earlier commands went to the other protocol's pool: let them finish first so this
         // client's commands still run in the order it sent them.
         r.barrier().await;
-        if r.pinned.is_some() {
+        if r.out.pin.held().is_some() {
             // The pinned connection keeps the client's state: it switches protocol in place,
             // unless its user may not (an upstream user without HELLO: its NOPERM).
             let mut cmd = BytesMut::new();
             let version = proto.version().to_string();
             encode::command(&mut cmd, &[&b"HELLO"[..], version.as_bytes()]);
             let rx = r.upstream_send(cmd.freeze(), 1, None).await;
-            let answered = r.park(rx).await;
+            let answered = r.out.park(rx).await;
             r.took_reply();
             match answered {
                 Some(Ok(Ok(reply))) if reply.first() == Some(&b'-') => {
-                    r.push(super::Pending::Ready(reply)).await;
+                    r.push(crate::server::session::Pending::Ready(reply)).await;
                     return Flow::Continue;
                 }
                 Some(Ok(Ok(_))) => {}

@@ -1,4 +1,5 @@
-//! The bounded FIFO between a session's reader and writer halves.
+//! The bounded FIFO between a session's outgoing side and its writer: replies owed, in request
+//! order. Only [`Outgoing`](super::Outgoing) pushes (`push` is private to it); the writer pops.
 //!
 //! Both halves run in one task, so this needs no channel machinery: a mutex that is never contended
 //! across threads, the oldest item held inline, a `VecDeque` behind it that allocates only once a
@@ -39,7 +40,7 @@ struct Inner<T> {
 }
 
 impl<T> Fifo<T> {
-    pub fn new(capacity: usize) -> Self {
+    pub(in crate::server::session) fn new(capacity: usize) -> Self {
         Fifo {
             inner: Mutex::new(Inner {
                 head: None,
@@ -63,7 +64,11 @@ impl<T> Fifo<T> {
     /// never waits: the receiver drains whatever comes until the sender stops.
     // Not an `async fn`: its future would hold the item twice (argument and local), and it is
     // nested in every session's future at its largest.
-    pub fn push(&self, item: T, weight: usize) -> impl std::future::Future<Output = ()> + '_ {
+    pub(super) fn push(
+        &self,
+        item: T,
+        weight: usize,
+    ) -> impl std::future::Future<Output = ()> + '_ {
         let mut item = Some(item);
         poll_fn(move |cx| {
             let mut inner = self.lock();
@@ -86,14 +91,14 @@ impl<T> Fifo<T> {
     }
 
     /// Whether a push of `weight` would have to wait for room now.
-    pub fn full_for(&self, weight: usize) -> bool {
+    pub(super) fn full_for(&self, weight: usize) -> bool {
         let inner = self.lock();
         !inner.abandoned && inner.weight > 0 && inner.weight + weight > self.capacity
     }
 
     /// The receiver has stopped delivering (its client went away): wake a sender waiting for
     /// room, and let no push wait again. The receiver still pops what comes, to settle it.
-    pub fn abandon(&self) {
+    pub(in crate::server::session) fn abandon(&self) {
         let mut inner = self.lock();
         inner.abandoned = true;
         if let Some(w) = inner.push_waker.take() {
@@ -102,12 +107,12 @@ impl<T> Fifo<T> {
     }
 
     /// Whether the receiver has given up on the client: the sender should stop reading.
-    pub fn abandoned(&self) -> bool {
+    pub(in crate::server::session) fn abandoned(&self) -> bool {
         self.lock().abandoned
     }
 
     /// No more pushes: the receiver gets what is queued, then `None`.
-    pub fn close(&self) {
+    pub(in crate::server::session) fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
         if let Some(w) = inner.pop_waker.take() {
@@ -116,7 +121,7 @@ impl<T> Fifo<T> {
     }
 
     /// The next item, waiting for one; `None` once closed and drained.
-    pub async fn pop(&self) -> Option<T> {
+    pub(in crate::server::session) async fn pop(&self) -> Option<T> {
         poll_fn(|cx| {
             let mut inner = self.lock();
             match self.take(&mut inner) {
@@ -132,7 +137,7 @@ impl<T> Fifo<T> {
     }
 
     /// The next item if one is queued.
-    pub fn try_pop(&self) -> Option<T> {
+    pub(in crate::server::session) fn try_pop(&self) -> Option<T> {
         let mut inner = self.lock();
         self.take(&mut inner)
     }
@@ -151,7 +156,7 @@ impl<T> Fifo<T> {
         Some(item)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(in crate::server::session) fn is_empty(&self) -> bool {
         self.lock().head.is_none()
     }
 }

@@ -7,10 +7,10 @@
 //! a client of a tenant with a key prefix sees and kills only its own tenant's clients. The
 //! registry is updated when a session's state changes (its rare connection commands), not per
 //! command, except the last command's id, one relaxed store.
-use super::{Client, Pending, Reader, simple};
 use crate::command::{self, CommandSpec};
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Request, encode};
+use crate::server::session::{Client, Pending, Reader, simple};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -86,7 +86,7 @@ impl Drop for Registered {
     }
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(in crate::server::session) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -188,7 +188,11 @@ enum Filter {
 
 impl Reader<'_> {
     /// The CLIENT subcommands that are about the connection's mode or other clients.
-    pub(super) async fn client_command(&mut self, spec: &'static CommandSpec, req: &Request) {
+    pub(in crate::server::session) async fn client_command(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) {
         let args = &req.args;
         if let Some(tenant) = &self.client.tenant
             && !tenant.permits(spec)
@@ -234,7 +238,7 @@ impl Reader<'_> {
                 if on_off().is_none() {
                     return self.reply_error("ERR syntax error").await;
                 }
-                if self.pinned.is_some() {
+                if self.out.pin.held().is_some() {
                     // Meaningful on the client's own connection (its reset turns it off again).
                     return self.forward_any(spec, req).await;
                 }
@@ -289,7 +293,7 @@ impl Reader<'_> {
     }
 
     /// The entries this client may see: all, or its prefixed tenant's.
-    pub(super) fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
+    pub(in crate::server::session) fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
         let mine = self
             .client
             .tenant
@@ -407,6 +411,14 @@ impl Reader<'_> {
             };
             filters.push(f);
         }
+        for f in &filters {
+            if let Filter::User(u) = f
+                && !self.user_exists(u).await
+            {
+                let msg = format!("ERR No such user '{}'", String::from_utf8_lossy(u));
+                return self.reply_error(&msg).await;
+            }
+        }
         let skip_me = filters
             .iter()
             .rev()
@@ -439,14 +451,30 @@ impl Reader<'_> {
         self.reply(out).await
     }
 
+    /// Whether `user` is a user CLIENT KILL USER may name, as Redis refuses one it does not know:
+    /// without tenants, the upstream's own users are the clients' (asked with `ACL GETUSER`; an
+    /// upstream that will not say is taken to know it); with tenants, or without an upstream,
+    /// any name is taken as known.
+    async fn user_exists(&mut self, user: &[u8]) -> bool {
+        if self.tenants.is_some() || self.shared.upstream.is_none() {
+            return true;
+        }
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[&b"ACL"[..], b"GETUSER", user]);
+        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
+        let answered = self.out.park(rx).await;
+        self.took_reply();
+        !matches!(answered, Some(Ok(Ok(reply))) if [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n"].contains(&&reply[..]))
+    }
+
     /// Copy this session's state into its registry entry (after a connection command).
-    pub(super) fn publish(&self) {
+    pub(in crate::server::session) fn publish(&self) {
         self.registered.entry.update(&self.client);
     }
 }
 
 /// `CLIENT INFO` for the client itself, from the same line as CLIENT LIST.
-pub(super) fn own_line(r: &Reader<'_>) -> String {
+pub(in crate::server::session) fn own_line(r: &Reader<'_>) -> String {
     r.publish();
     r.registered.entry.line()
 }

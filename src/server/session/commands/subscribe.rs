@@ -9,12 +9,12 @@
 //! before each reply it writes and while it waits for one, always between whole frames. So the
 //! confirmations come after the replies of the commands before them and before the replies of the
 //! commands after them, and messages never split a reply.
-use super::{Flow, Keep, Pending, Reader};
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, Request, encode};
 use crate::pubsub::{self, Hub, Kind, Outbox, Subscriber};
+use crate::server::session::{Flow, Keep, Pending, Reader};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ impl PubSub {
         }
     }
 
-    pub(super) fn subscribed(&self) -> bool {
+    pub(in crate::server::session) fn subscribed(&self) -> bool {
         self.subscriber.as_ref().is_some_and(|s| s.total() > 0)
     }
 }
@@ -54,7 +54,7 @@ impl Reader<'_> {
     /// Whether this stage takes the request (cheap: most requests only read two fields).
     /// Inside a (RESP3) transaction, the SUBSCRIBE family is the transaction's business; RESET
     /// still leaves every subscription.
-    pub(super) fn pubsub_takes(&self, spec: &CommandSpec) -> bool {
+    pub(in crate::server::session) fn pubsub_takes(&self, spec: &CommandSpec) -> bool {
         self.pubsub.outbox.is_some()
             && (self.multi.is_none() || spec.name == "reset")
             && (self.pubsub.subscribed()
@@ -64,7 +64,7 @@ impl Reader<'_> {
 
     /// Handle a request [`Reader::pubsub_takes`] took; `None` hands it on to the usual stages
     /// (PING in RESP3, QUIT, RESET after leaving every subscription).
-    pub(super) async fn pubsub(
+    pub(in crate::server::session) async fn pubsub(
         &mut self,
         spec: &'static CommandSpec,
         req: &Request,
@@ -140,7 +140,7 @@ impl Reader<'_> {
     /// that user run this (its channel rules), asked before respite's shared subscription
     /// stands in for it (see [`crate::pubsub::verdict`]). If not, the refusal is queued.
     async fn upstream_user_may(&mut self, req: &Request) -> bool {
-        if !self.pin.auth {
+        if !self.out.pin.needs.auth {
             return true;
         }
         let Some(hub) = self.shared.pubsub.clone() else {
@@ -206,13 +206,13 @@ impl Reader<'_> {
         let client_names = req.args[2..].to_vec();
         let proto = self.client.proto;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let budget = self.budget.clone();
+        let budget = self.out.budget().cloned();
         tokio::spawn(async move {
             let reply = match hub.query(command.freeze()).await {
                 Ok(reply) => numsub_reply(&hub, &reply, &names, &client_names, proto),
                 Err(e) => {
                     metrics::error(ErrorKind::Upstream);
-                    super::error_bytes(&format!("ERR {e}"))
+                    crate::server::session::error_bytes(&format!("ERR {e}"))
                 }
             };
             // The writer releases what an upstream reply charged to the client's budget.

@@ -13,7 +13,7 @@
 //! per-key table, so it holds no memory per tracked key.
 //! - Without `REDIRECT` (RESP3), the connection's invalidation pushes are rewritten for the
 //!   client (tenant prefix taken off; a key outside its namespace dropped) and written to it in
-//!   their place between the replies ([`super::invalidations`]).
+//!   their place between the replies ([`invalidations`]).
 //! - With `REDIRECT <respite client id>`, respite opens a receiving connection
 //!   ([`crate::upstream::PinnedPool::redirect_target`]) and redirects the upstream's messages to
 //!   it; from there they go to the target client: an `invalidate` push (RESP3), or a
@@ -39,12 +39,15 @@
 mod options;
 mod sinks;
 
-use super::invalidations::{FLUSH_ALL, Invalidations};
-use super::{Pending, Reader, error_bytes, stateful::Pin};
+mod invalidations;
+
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
 use crate::protocol::{Protocol, Request, encode};
+use crate::server::session::{Pending, Reader, error_bytes};
 use bytes::{Bytes, BytesMut};
+use invalidations::FLUSH_ALL;
+pub(crate) use invalidations::Invalidations;
 use options::{OnError, Options, parse, upstream_command};
 use sinks::{ConnSink, Target, receive};
 use std::sync::Arc;
@@ -52,7 +55,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The CLIENT subcommands this module answers.
-pub(super) fn takes(name: &str) -> bool {
+pub(in crate::server::session) fn takes(name: &str) -> bool {
     matches!(
         name,
         "client|tracking" | "client|caching" | "client|trackinginfo" | "client|getredir"
@@ -91,7 +94,11 @@ impl Drop for Tracking {
 impl Reader<'_> {
     /// The tracking state's before-command step: once tracking was lost, try to have it again
     /// before the command runs (not in local-only mode: the local engine answers then).
-    pub(super) async fn tracked_before(&mut self, spec: &'static CommandSpec, req: &Request) {
+    pub(in crate::server::session) async fn tracked_before(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) {
         if !self.tracking_lost() || self.shared.answerer(spec, &req.args).is_some() {
             return;
         }
@@ -107,8 +114,7 @@ impl Reader<'_> {
         self.send_group().await;
         self.barrier().await;
         // The failed lease and whatever state it held go; the new one gets tracking first.
-        self.pinned = None;
-        self.pin = Pin::default();
+        self.out.pin.drop_lease();
         let reply = self.enable(opts, true).await;
         if &reply[..] != b"+OK\r\n"
             && let Some(t) = self.tracking.as_mut()
@@ -119,7 +125,11 @@ impl Reader<'_> {
 
     /// The after-command step: while tracking is lost, or the local engine answered (`local`:
     /// local-only mode, whose reads the upstream does not track), nothing read may stay cached.
-    pub(super) async fn tracked_after(&mut self, spec: &'static CommandSpec, local: bool) {
+    pub(in crate::server::session) async fn tracked_after(
+        &mut self,
+        spec: &'static CommandSpec,
+        local: bool,
+    ) {
         let Some(t) = self.tracking.as_mut() else {
             return;
         };
@@ -132,7 +142,7 @@ impl Reader<'_> {
             t.proto = self.client.proto;
             let (target, lost) = (t.target.clone(), t.lost.clone());
             let sink = self.conn_sink(target, lost);
-            if let Some(p) = &self.pinned {
+            if let Some(p) = self.out.pin.held() {
                 p.track(Some(sink));
             }
         }
@@ -170,19 +180,23 @@ impl Reader<'_> {
 
     fn tracking_lost(&self) -> bool {
         self.tracking.as_ref().is_some_and(|t| {
-            t.lost.load(Ordering::Acquire) || self.pinned.as_ref().is_none_or(|p| p.is_closed())
+            t.lost.load(Ordering::Acquire) || self.out.pin.held().is_none_or(|p| p.is_closed())
         })
     }
 
     /// A job whose reply the session's reader took itself: it counts as written for the
-    /// tracking pushes' order (see [`super::invalidations`]).
-    pub(super) fn took_reply(&self) {
+    /// tracking pushes' order (see [`invalidations`]).
+    pub(in crate::server::session) fn took_reply(&self) {
         if let Some(i) = self.invalidations.get() {
             i.consumed();
         }
     }
 
-    pub(super) async fn tracking_command(&mut self, spec: &'static CommandSpec, req: &Request) {
+    pub(in crate::server::session) async fn tracking_command(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) {
         if let Some(tenant) = self.client.tenant.clone()
             && !tenant.permits(spec)
         {
@@ -272,10 +286,10 @@ impl Reader<'_> {
         let upstream = self.shared.upstream.clone().expect("checked by the caller");
         self.send_group().await;
         self.barrier().await;
-        if self.pinned.is_none() {
-            let gone = self.gone_token();
+        if self.out.pin.held().is_none() {
+            let gone = self.out.pin.gone_token();
             match upstream.pinned().take(self.client.proto, gone, None).await {
-                Ok(p) => self.pinned = Some(p),
+                Ok(p) => self.out.pin.lease(p),
                 Err(e) => {
                     metrics::error(ErrorKind::Refused);
                     return error_bytes(&e.to_string());
@@ -326,7 +340,7 @@ impl Reader<'_> {
             None => None,
         };
         let sink = self.conn_sink(target.clone(), lost.clone());
-        let pinned = self.pinned.as_ref().expect("taken above");
+        let pinned = self.out.pin.held().expect("taken above");
         pinned.track(Some(sink.clone()));
         let command = upstream_command(&opts, &prefix, receiver.as_ref().map(|r| r.0));
         let reply = match self.upstream_send(command, 1, None).await.await {
@@ -338,10 +352,10 @@ impl Reader<'_> {
             if !quiet && let Some(t) = self.tracking.as_ref() {
                 // Refused: the tracking that was on stays as it was.
                 let keep = self.conn_sink(t.target.clone(), t.lost.clone());
-                if let Some(p) = &self.pinned {
+                if let Some(p) = self.out.pin.held() {
                     p.track(Some(keep));
                 }
-            } else if !quiet && let Some(p) = &self.pinned {
+            } else if !quiet && let Some(p) = self.out.pin.held() {
                 p.track(None);
             }
             return reply;
@@ -368,11 +382,11 @@ impl Reader<'_> {
 
     /// CLIENT TRACKING OFF (and RESET): the upstream stops tracking the connection, which then
     /// goes back to the pool unless other state keeps it.
-    pub(super) async fn tracking_off(&mut self) {
+    pub(in crate::server::session) async fn tracking_off(&mut self) {
         if self.tracking.take().is_none() {
             return;
         }
-        if let Some(p) = self.pinned.as_ref().filter(|p| !p.is_closed()) {
+        if let Some(p) = self.out.pin.held().filter(|p| !p.is_closed()) {
             p.track(None);
             let off = Bytes::from_static(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$3\r\nOFF\r\n");
             let rx = self.upstream_send(off, 1, None).await;
@@ -411,8 +425,7 @@ impl Reader<'_> {
             t.caching = true;
         }
         // On the tracking connection, just before the command it is for.
-        super::forward::append_request(&mut self.group, req);
-        self.grouped().await
+        self.hold_request(req).await
     }
 
     /// CLIENT TRACKINGINFO, from respite's own state (Redis 7's reply).

@@ -15,15 +15,19 @@
 //! OFF or RESET): on a shared connection it would apply to every client multiplexed on it. An
 //! upstream without it (Redis before 7.2) refuses it with its own error, and the connection
 //! goes back.
-use super::{Keep, Pending, Reader, simple};
 use crate::command::CommandSpec;
 use crate::protocol::{Request, encode};
+use crate::server::session::{Keep, Pending, Reader, simple};
 use crate::upstream::blockable;
 use bytes::{Bytes, BytesMut};
 
 impl Reader<'_> {
     /// `CLIENT UNBLOCK <id> [TIMEOUT|ERROR]` (arguments after the subcommand).
-    pub(super) async fn client_unblock(&mut self, args: &[Bytes], prefixed: bool) {
+    pub(in crate::server::session) async fn client_unblock(
+        &mut self,
+        args: &[Bytes],
+        prefixed: bool,
+    ) {
         // Checked in Redis's order: the reason, then the id.
         let reason = match args {
             [_] => None,
@@ -62,12 +66,13 @@ impl Reader<'_> {
             return self.reply(out).await;
         };
         let command = blockable::command(&entered, reason.as_deref());
-        let rx = if self.pinned.is_some() {
+        let budget = self.out.budget().cloned();
+        let rx = if self.out.pin.held().is_some() {
             self.send_group().await;
-            self.upstream_send(command, 1, self.budget.clone()).await
+            self.upstream_send(command, 1, budget).await
         } else {
             let upstream = self.shared.upstream.as_ref().expect("checked above");
-            upstream.out_of_band(self.client.proto, command, self.budget.clone())
+            upstream.out_of_band(self.client.proto, command, budget)
         };
         // The lease stays until the upstream has answered (see `upstream::blockable`).
         let (tx, answered) = tokio::sync::oneshot::channel();
@@ -87,15 +92,19 @@ impl Reader<'_> {
     }
 
     /// `CLIENT NO-TOUCH ON|OFF`: see the module.
-    pub(super) async fn no_touch(&mut self, spec: &'static CommandSpec, req: &Request) {
+    pub(in crate::server::session) async fn no_touch(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) {
         let on = req.args.len() == 3 && req.args[2].eq_ignore_ascii_case(b"on");
         if !on {
             // OFF (or anything the upstream will refuse) changes nothing on a shared
             // connection, which is never NO-TOUCH: the upstream answers it wherever it goes.
             let off = req.args.len() == 3 && req.args[2].eq_ignore_ascii_case(b"off");
             self.forward_any(spec, req).await;
-            if off && self.pin.no_touch {
-                self.pin.no_touch = false;
+            if off && self.out.pin.needs.no_touch {
+                self.out.pin.needs.no_touch = false;
                 self.unpin_if_done().await;
             }
             return;
@@ -107,16 +116,18 @@ impl Reader<'_> {
             return;
         }
         let mut cmd = BytesMut::new();
-        super::forward::append_request(&mut cmd, req);
+        crate::server::session::forward::append_request(&mut cmd, req);
         let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let answered = self.park(rx).await;
+        let answered = self.out.park(rx).await;
         self.took_reply();
         let reply = match answered {
             Some(Ok(Ok(bytes))) => bytes,
-            _ => super::error_bytes("ERR upstream connection closed before replying"),
+            _ => crate::server::session::error_bytes(
+                "ERR upstream connection closed before replying",
+            ),
         };
         if &reply[..] == b"+OK\r\n" {
-            self.pin.no_touch = true;
+            self.out.pin.needs.no_touch = true;
         }
         self.push(Pending::Ready(reply)).await;
         self.unpin_if_done().await

@@ -10,14 +10,14 @@
 //! nothing is applied.
 //!
 //! This file never sends anything but the transaction it is given.
-use super::writer::reply_bytes;
-use super::{Keep, Pending, Reader, error_bytes};
 use crate::command::CommandSpec;
 use crate::protocol::{ReplyScanner, encode};
+use crate::server::session::writer::reply_bytes;
+use crate::server::session::{Keep, Pending, Reader, error_bytes};
 use bytes::{Bytes, BytesMut};
 
 /// Whether `name` is answered by respite in EXEC's array (see the module).
-pub(super) fn answered_here(name: &str) -> bool {
+pub(in crate::server::session) fn answered_here(name: &str) -> bool {
     matches!(
         name,
         "client|setname"
@@ -30,7 +30,7 @@ pub(super) fn answered_here(name: &str) -> bool {
 }
 
 /// What holds such a command's place in the upstream's transaction.
-pub(super) const PLACEHOLDER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+pub(in crate::server::session) const PLACEHOLDER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// A command answered here, and where its answer goes in EXEC's array.
 pub(crate) struct Spliced {
@@ -42,17 +42,17 @@ pub(crate) struct Spliced {
 impl Reader<'_> {
     /// Send a transaction's job (`count` commands, EXEC's reply picked by `keep`) and queue
     /// EXEC's reply with respite's own answers spliced in.
-    pub(super) async fn exec_spliced(
+    pub(in crate::server::session) async fn exec_spliced(
         &mut self,
         job: Bytes,
         count: usize,
+        slow: bool,
         keep: Keep,
         spliced: Vec<Spliced>,
     ) {
-        self.send_group().await;
-        let rx = self.upstream_send(job, count, None).await;
-        let answered = self.park(rx).await;
-        if self.pinned.is_some() {
+        let rx = self.out.send(&self.client, job, count, None, slow).await;
+        let answered = self.out.park(rx).await;
+        if self.out.pin.held().is_some() {
             self.took_reply();
         }
         let reply = match answered {
@@ -91,7 +91,11 @@ impl Reader<'_> {
     }
 
     /// One command's answer at EXEC, its effect applied (Redis's replies and errors).
-    pub(super) fn answer_in_exec(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> Bytes {
+    pub(in crate::server::session) fn answer_in_exec(
+        &mut self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+    ) -> Bytes {
         let mut out = BytesMut::new();
         if !self.answer_client(spec.name, args, &mut out) {
             // NO-EVICT: as outside a transaction, noted (see `clients`).

@@ -12,16 +12,16 @@
 //!
 //! This file never grants anything: it only refuses what the upstream would refuse. The cost is
 //! two round trips per such command, for such clients only.
-use super::{Reader, error_bytes};
 use crate::command::CommandSpec;
 use crate::protocol::{ReplyScanner, Request};
+use crate::server::session::{Reader, error_bytes};
 use bytes::{Bytes, BytesMut};
 
 /// Commands respite serves for the client without forwarding them on its pinned connection.
 /// (CLIENT TRACKING and its kin, NO-EVICT and NO-TOUCH are forwarded there while the client
 /// holds one, so the upstream checks them itself; SUBSCRIBE and its family are checked where
 /// they join respite's shared subscriptions, `Reader::upstream_user_may`.)
-pub(super) fn checked(spec: &CommandSpec) -> bool {
+pub(in crate::server::session) fn checked(spec: &CommandSpec) -> bool {
     match spec.name {
         "monitor" => true,
         "client|tracking"
@@ -36,7 +36,10 @@ pub(super) fn checked(spec: &CommandSpec) -> bool {
 
 impl Reader<'_> {
     /// The upstream's refusal of `req` for the client's upstream user, if it refuses it.
-    pub(super) async fn upstream_refusal(&mut self, req: &Request) -> Option<Bytes> {
+    pub(in crate::server::session) async fn upstream_refusal(
+        &mut self,
+        req: &Request,
+    ) -> Option<Bytes> {
         let multi = self
             .exchange(Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"), 1)
             .await;
@@ -44,7 +47,7 @@ impl Reader<'_> {
             return self.dry_run(req).await;
         }
         let mut job = BytesMut::new();
-        super::forward::append_request(&mut job, req);
+        crate::server::session::forward::append_request(&mut job, req);
         job.extend_from_slice(b"*1\r\n$7\r\nDISCARD\r\n");
         let replies = self.exchange(job.freeze(), 2).await;
         let first = match ReplyScanner::new().scan(&replies) {
@@ -63,7 +66,7 @@ impl Reader<'_> {
         let user = self.client.user.clone();
         let cmd = crate::pubsub::dryrun(&user, &req.args);
         let rx = upstream.out_of_band(self.client.proto, cmd, None);
-        let reply = match self.park(rx).await {
+        let reply = match self.out.park(rx).await {
             Some(Ok(Ok(bytes))) => bytes,
             _ => error_bytes("ERR upstream connection closed before replying"),
         };
@@ -80,7 +83,7 @@ impl Reader<'_> {
     /// connection fails first).
     async fn exchange(&mut self, job: Bytes, count: usize) -> Bytes {
         let rx = self.upstream_send(job, count, None).await;
-        let answered = self.park(rx).await;
+        let answered = self.out.park(rx).await;
         self.took_reply();
         match answered {
             Some(Ok(Ok(bytes))) => bytes,

@@ -1,0 +1,416 @@
+//! MONITOR through respite: the client's own upstream connection in monitor mode (counted against
+//! `upstream.max_pinned`), its lines relayed to the client by the writer until the client
+//! leaves. A tenant needs `monitor` (or @admin) among its allowed commands.
+//!
+//! The upstream's lines describe what every client of the upstream runs. This module shows none
+//! of respite's own traffic: no line from a connection that carries only respite's (the probe,
+//! the near cache's, Pub/Sub's: see [`crate::upstream::own`]), and on the connections that carry
+//! clients' commands none of the batch markers, handshakes, resets and release PINGs respite adds
+//! ([`respite_own`]). A prefixed tenant sees a line only if it came through respite (not from a
+//! direct client or a script's `lua`), in the configured database, and every key of it — found
+//! by the command table's key positions, never by looking at values — is in its namespace; those
+//! keys lose the prefix. A keyless command (PUBLISH, SCRIPT, FLUSHALL, MULTI) is never shown to a
+//! prefixed tenant: this module must never show one a line that names a key outside its
+//! namespace, or any command of another's.
+use crate::command::{self, CommandSpec};
+use crate::metrics::{self, ErrorKind};
+use crate::protocol::ReplyScanner;
+use crate::server::session::{Pending, Reader};
+use crate::upstream::own::{self, Role};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+/// Lines relayed but not yet written: past this the monitoring client is too slow and is cut off
+/// (as Redis cuts a monitor past its output buffer limit).
+const BACKLOG: usize = 4096;
+
+impl Reader<'_> {
+    pub(in crate::server::session) async fn monitor(&mut self, spec: &'static CommandSpec) {
+        let Some(upstream) = self.shared.upstream.clone() else {
+            metrics::error(ErrorKind::Refused);
+            return self
+                .reply_error("ERR MONITOR is not supported by respite without an upstream")
+                .await;
+        };
+        if let Some(tenant) = &self.client.tenant
+            && !tenant.permits(spec)
+        {
+            let e = tenant.no_perm(spec);
+            crate::policy::metrics::refusal(&tenant.name, &e);
+            return self.reply_error(&e.to_string()).await;
+        }
+        // Everything sent before runs before monitoring starts.
+        self.send_group().await;
+        self.barrier().await;
+        let conn = match upstream.pinned().monitor().await {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::error(ErrorKind::Refused);
+                return self.reply_error(&e.to_string()).await;
+            }
+        };
+        let view = View {
+            prefix: self
+                .client
+                .tenant
+                .as_ref()
+                .filter(|t| t.has_prefix())
+                .map(|t| t.prefix.clone()),
+            // A tenant with a database of its own (`tenant.db`) keeps its keys there.
+            db: self
+                .client
+                .tenant
+                .as_ref()
+                .and_then(|t| t.db)
+                .unwrap_or(self.configured_db()),
+        };
+        let gone = self.out.pin.gone_token();
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        tokio::spawn(async move {
+            // Moved whole: the block must hold the write half too, whose drop would shut the
+            // connection down.
+            let mut conn = conn;
+            let mut buf = BytesMut::new();
+            let relay = async {
+                loop {
+                    let mut scanner = ReplyScanner::new();
+                    while let Ok(Some(found)) = scanner.scan(&buf) {
+                        let line = buf.split_to(found.len).freeze();
+                        scanner = ReplyScanner::new();
+                        let shown = view.show(line);
+                        if let Some(line) = shown
+                            && tx.try_send(line).is_err()
+                        {
+                            tracing::debug!("monitor: client too slow");
+                            return;
+                        }
+                    }
+                    match conn.read.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            tracing::debug!("monitor: upstream closed");
+                            return;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            };
+            tokio::select! {
+                _ = gone.cancelled() => tracing::debug!("monitor: client gone"),
+                _ = relay => {}
+            }
+        });
+        // A monitor waits for lines, not for itself: limits.idle_timeout_ms would close it (Redis's
+        // `timeout` spares monitors too).
+        self.client.timeouts_exempt = true;
+        let mut ok = BytesMut::new();
+        crate::protocol::encode::simple(&mut ok, "OK");
+        self.push(Pending::Ready(ok.freeze())).await;
+        self.push(Pending::Stream(rx)).await;
+    }
+}
+
+/// Who watches: a prefixed tenant (its prefix), or anyone else; and the configured database.
+struct View {
+    prefix: Option<Bytes>,
+    db: u32,
+}
+
+/// Where a line's command came from, by the address the upstream names.
+#[derive(Debug, PartialEq, Eq)]
+enum Origin {
+    /// One of respite's own connections, and what it carries. Over a unix socket every client
+    /// shows as `unix:<path>`: there, lines are taken as respite's (documented).
+    Respite(Role),
+    /// A client connected straight to the upstream, or a script (`lua`).
+    Outside,
+}
+
+impl View {
+    /// The line as this watcher sees it, or `None`.
+    fn show(&self, line: Bytes) -> Option<Bytes> {
+        let Some(parsed) = parse(&line) else {
+            // Not a command line (never seen from Redis or Valkey): only for the unconfined.
+            return self.prefix.is_none().then_some(line);
+        };
+        let origin = if parsed.addr.starts_with(b"unix:") {
+            Origin::Respite(Role::Carrier)
+        } else {
+            match own::role(&String::from_utf8_lossy(parsed.addr)) {
+                Some(role) => Origin::Respite(role),
+                None => Origin::Outside,
+            }
+        };
+        let args: Vec<Bytes> = parsed
+            .args
+            .iter()
+            .map(|a| Bytes::from(a.value.clone()))
+            .collect();
+        match origin {
+            Origin::Respite(Role::Own) => return None,
+            Origin::Respite(Role::Carrier) if respite_own(&args) => return None,
+            Origin::Outside if self.prefix.is_some() => return None,
+            _ => {}
+        }
+        let Some(prefix) = &self.prefix else {
+            return Some(line);
+        };
+        if parsed.db != self.db.to_string().as_bytes() {
+            return None;
+        }
+        let spec = command::resolve(&args).ok()?;
+        let keys = command::keys(spec, &args).ok()?;
+        if keys.is_empty() || !keys.positions().all(|i| args[i].starts_with(prefix)) {
+            return None;
+        }
+        let mut out = line[..parsed.args_at].to_vec();
+        for (i, arg) in parsed.args.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            if keys.positions().any(|k| k == i) {
+                out.push(b'"');
+                escape(&mut out, &arg.value[prefix.len()..]);
+                out.push(b'"');
+            } else {
+                out.extend_from_slice(&line[arg.raw.clone()]);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        Some(Bytes::from(out))
+    }
+}
+
+/// What respite itself sends on a connection that carries clients' commands: the batch marker
+/// (`PING` and 32 hex digits), the PING that ends a pinned lease (`PING respite-release`), a
+/// pinned connection's `RESET`, and its own HELLO (named `respite…`). A client's RESET never
+/// reaches the upstream (respite answers it); its PINGs do and are shown.
+fn respite_own(args: &[Bytes]) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case(b"ping") {
+        return args.len() == 2
+            && (&args[1][..] == b"respite-release"
+                || (args[1].len() == 32 && args[1].iter().all(|b| b.is_ascii_hexdigit())));
+    }
+    if name.eq_ignore_ascii_case(b"reset") {
+        return true;
+    }
+    name.eq_ignore_ascii_case(b"hello")
+        && args
+            .windows(2)
+            .any(|w| w[0].eq_ignore_ascii_case(b"setname") && w[1].starts_with(b"respite"))
+}
+
+/// A monitor line: `+<time> [<db> <addr>] "arg" "arg" …`.
+struct Line<'a> {
+    db: &'a [u8],
+    addr: &'a [u8],
+    /// Where the first argument's quote starts.
+    args_at: usize,
+    args: Vec<Arg>,
+}
+
+struct Arg {
+    /// The quoted text, quotes included, as the line has it.
+    raw: std::ops::Range<usize>,
+    value: Vec<u8>,
+}
+
+/// Read a line as Redis's MONITOR writes it (each argument quoted by `sdscatrepr`).
+fn parse(line: &[u8]) -> Option<Line<'_>> {
+    let open = line.iter().position(|&b| b == b'[')?;
+    let close = open + line[open..].windows(2).position(|w| w == b"] ")?;
+    let inside = &line[open + 1..close];
+    let space = inside.iter().position(|&b| b == b' ')?;
+    let (db, addr) = (&inside[..space], &inside[space + 1..]);
+    let args_at = close + 2;
+    let end = line.len() - line.ends_with(b"\r\n") as usize * 2;
+    let mut args = Vec::new();
+    let mut i = args_at;
+    while i < end {
+        if line[i] == b' ' {
+            i += 1;
+            continue;
+        }
+        if line[i] != b'"' {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        let mut value = Vec::new();
+        loop {
+            match *line.get(i)? {
+                b'"' => break,
+                b'\\' => {
+                    let c = *line.get(i + 1)?;
+                    i += 2;
+                    value.push(match c {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'a' => 7,
+                        b'b' => 8,
+                        b'x' => {
+                            let hex = std::str::from_utf8(line.get(i..i + 2)?).ok()?;
+                            i += 2;
+                            u8::from_str_radix(hex, 16).ok()?
+                        }
+                        other => other,
+                    });
+                }
+                b => {
+                    value.push(b);
+                    i += 1;
+                }
+            }
+        }
+        i += 1;
+        args.push(Arg {
+            raw: start..i,
+            value,
+        });
+    }
+    (!args.is_empty()).then_some(Line {
+        db,
+        addr,
+        args_at,
+        args,
+    })
+}
+
+/// Quote bytes as Redis's `sdscatrepr` does.
+fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\\' | b'"' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            7 => out.extend_from_slice(b"\\a"),
+            8 => out.extend_from_slice(b"\\b"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::own::Registration;
+
+    fn tenant(prefix: &str) -> View {
+        View {
+            prefix: Some(Bytes::copy_from_slice(prefix.as_bytes())),
+            db: 0,
+        }
+    }
+
+    fn show(view: &View, line: &str) -> Option<String> {
+        view.show(Bytes::copy_from_slice(line.as_bytes()))
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn a_tenant_sees_its_keys_only_by_key_position() {
+        let _respite = Registration::new("192.0.2.7:1".into(), Role::Carrier);
+        let a = tenant("app:");
+        let line = "+1.0 [0 192.0.2.7:1] \"SET\" \"app:k\" \"v \\\"q\\\" app:x\"\r\n";
+        assert_eq!(
+            show(&a, line).unwrap(),
+            "+1.0 [0 192.0.2.7:1] \"SET\" \"k\" \"v \\\"q\\\" app:x\"\r\n"
+        );
+        // A value starting with the prefix is not a key: another tenant's line stays hidden.
+        assert_eq!(
+            show(&a, "+1.0 [0 192.0.2.7:1] \"SET\" \"b:k\" \"app:v\"\r\n"),
+            None
+        );
+        assert_eq!(
+            show(
+                &a,
+                "+1.0 [0 192.0.2.7:1] \"HSET\" \"b:h\" \"app:f\" \"app:v\"\r\n"
+            ),
+            None
+        );
+        // Every key must be the tenant's.
+        assert_eq!(
+            show(
+                &a,
+                "+1.0 [0 192.0.2.7:1] \"MSET\" \"app:a\" \"1\" \"b:b\" \"2\"\r\n"
+            ),
+            None
+        );
+        assert_eq!(
+            show(
+                &a,
+                "+1.0 [0 192.0.2.7:1] \"MSET\" \"app:a\" \"app:1\" \"app:b\" \"2\"\r\n"
+            )
+            .unwrap(),
+            "+1.0 [0 192.0.2.7:1] \"MSET\" \"a\" \"app:1\" \"b\" \"2\"\r\n"
+        );
+        // Keyless commands, whoever sent them.
+        for keyless in [
+            "\"PUBLISH\" \"app:ch\" \"m\"",
+            "\"FLUSHALL\"",
+            "\"SCRIPT\" \"FLUSH\"",
+            "\"PING\"",
+        ] {
+            assert_eq!(
+                show(&a, &format!("+1.0 [0 192.0.2.7:1] {keyless}\r\n")),
+                None
+            );
+        }
+        // Another database, a direct client, a script.
+        assert_eq!(
+            show(&a, "+1.0 [3 192.0.2.7:1] \"SET\" \"app:k\" \"v\"\r\n"),
+            None
+        );
+        assert_eq!(
+            show(&a, "+1.0 [0 192.0.2.8:9] \"SET\" \"app:k\" \"v\"\r\n"),
+            None
+        );
+        assert_eq!(show(&a, "+1.0 [0 lua] \"SET\" \"app:k\" \"v\"\r\n"), None);
+        // Escapes survive the prefix's removal.
+        assert_eq!(
+            show(&a, "+1.0 [0 192.0.2.7:1] \"GET\" \"app:\\x00\\n\"\r\n").unwrap(),
+            "+1.0 [0 192.0.2.7:1] \"GET\" \"\\x00\\n\"\r\n"
+        );
+    }
+
+    #[test]
+    fn nobody_sees_respites_own_traffic() {
+        let _carrier = Registration::new("192.0.2.9:1".into(), Role::Carrier);
+        let _own = Registration::new("192.0.2.9:2".into(), Role::Own);
+        let all = View {
+            prefix: None,
+            db: 0,
+        };
+        let marker = "+1.0 [0 192.0.2.9:1] \"PING\" \"dc90937b0000000000000000000000a1\"\r\n";
+        assert_eq!(show(&all, marker), None);
+        assert_eq!(
+            show(
+                &all,
+                "+1.0 [0 192.0.2.9:1] \"PING\" \"respite-release\"\r\n"
+            ),
+            None
+        );
+        let ping = "+1.0 [0 192.0.2.9:1] \"PING\"\r\n";
+        assert_eq!(show(&all, ping).unwrap(), ping);
+        assert_eq!(show(&all, "+1.0 [0 192.0.2.9:1] \"RESET\"\r\n"), None);
+        assert_eq!(
+            show(
+                &all,
+                "+1.0 [0 192.0.2.9:1] \"HELLO\" \"3\" \"SETNAME\" \"respite-pinned\"\r\n"
+            ),
+            None
+        );
+        assert_eq!(show(&all, "+1.0 [0 192.0.2.9:2] \"GET\" \"k\"\r\n"), None);
+        // Clients' commands, and direct clients', are shown to the unconfined as they are.
+        let set = "+1.0 [0 192.0.2.9:1] \"set\" \"k\" \"v\"\r\n";
+        assert_eq!(show(&all, set).unwrap(), set);
+        let direct = "+1.0 [0 192.0.2.10:5] \"PING\"\r\n";
+        assert_eq!(show(&all, direct).unwrap(), direct);
+    }
+}

@@ -1,0 +1,158 @@
+//! What MONITOR shows through respite (issue 21 finding 6, issue 22): none of respite's own
+//! traffic (batch markers, health-probe PINGs, pinned resets and handshakes), clients' commands
+//! in their own spelling; and for a prefixed tenant only commands whose keys, by the command
+//! table's key positions, are all its own — never another tenant's line because a value starts
+//! with its prefix, never a keyless command, never a direct client's command.
+//!
+//! Each scenario ends with a sentinel command and reads the stream up to it: the upstream writes
+//! monitor lines in the order it runs commands, so every line of what ran before is seen by then.
+use crate::both;
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, tenants, wait_until, words};
+use std::time::Duration;
+
+/// The stream's lines up to and including the first that contains `sentinel`.
+fn lines_until(m: &mut Raw, sentinel: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let line = String::from_utf8_lossy(&m.reply().expect("a monitor line")).into_owned();
+        let done = line.contains(sentinel);
+        out.push(line);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// The upstream's count of PING calls so far (markers, probes and releases are all PINGs).
+fn pings(server: &Server) -> u64 {
+    let stats =
+        String::from_utf8_lossy(&server.raw().cmd(&words("INFO commandstats"))).into_owned();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+both!(monitor_shows_none_of_respites_own_traffic, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut m = proxy.raw();
+    assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+    let before = pings(&server);
+    let mut c = proxy.raw();
+    // A transaction in lower case, a pinned lease (WATCH … UNWATCH ends with a reset) and
+    // pipelined writes (each batch with its marker).
+    c.send(b"multi\r\nset tx 1\r\nexec\r\n");
+    for _ in 0..3 {
+        c.reply().unwrap();
+    }
+    assert_eq!(c.cmd(&words("WATCH w")), b"+OK\r\n");
+    assert_eq!(c.cmd(&words("UNWATCH")), b"+OK\r\n");
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        batch.extend_from_slice(format!("SET k{i} v\r\n").as_bytes());
+    }
+    c.send(&batch);
+    for _ in 0..20 {
+        c.reply().unwrap();
+    }
+    // Health probes ran meanwhile (each a PING upstream): wait for some beyond the markers.
+    wait_until(Duration::from_secs(10), || pings(&server) >= before + 10)
+        .expect("respite's own PINGs upstream");
+    assert_eq!(c.cmd(&words("SET sentinel 1")), b"+OK\r\n");
+    let lines = lines_until(&mut m, "\"sentinel\"");
+    for l in &lines {
+        for own in ["\"PING\"", "\"RESET\"", "\"HELLO\"", "\"ping\""] {
+            assert!(!l.contains(own), "respite's own {own}: {l}");
+        }
+    }
+    let joined = lines.join("");
+    for mine in [
+        "\"multi\"\r\n",
+        "\"set\" \"tx\" \"1\"",
+        "\"exec\"\r\n",
+        "\"WATCH\" \"w\"",
+        "\"SET\" \"k19\" \"v\"",
+    ] {
+        assert!(joined.contains(mine), "{mine} missing: {joined}");
+    }
+    assert!(
+        !joined.contains("\"MULTI\"") && !joined.contains("\"EXEC\""),
+        "{joined}"
+    );
+});
+
+both!(a_tenants_monitor_shows_its_own_keys_only, |kind: Kind| {
+    let server = Server::start(kind);
+    let toml = tenants(&[
+        TenantToml::new("a", "a:").login("pa").allow(&["@all"]),
+        TenantToml::new("b", "b:").login("pb").allow(&["@all"]),
+    ]);
+    let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
+    let mut m = proxy.login("a", "pa");
+    assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+    // Tenant b, with values (and fields) that start with a's prefix.
+    let mut b = proxy.login("b", "pb");
+    for cmd in [
+        "SET note a:hello",
+        "HSET h a:field a:value",
+        "MSET x a:1 y a:2",
+        "RPUSH l a:item",
+        "PUBLISH a:chan a:msg",
+        "SET a:k stolen",
+    ] {
+        let reply = b.cmd(&words(cmd));
+        assert!(
+            !reply.starts_with(b"-"),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // A direct client, in a's namespace, and keyless commands.
+    let mut d = server.raw();
+    for cmd in [
+        "SET a:direct v",
+        "GET a:mine",
+        "PUBLISH a:chan direct",
+        "SCRIPT FLUSH",
+    ] {
+        d.cmd(&words(cmd));
+    }
+    d.cmd(&[
+        b"EVAL",
+        b"return redis.call('SET', 'a:byscript', 'v')",
+        b"0",
+    ]);
+    // a's own, then the sentinel.
+    let mut a = proxy.login("a", "pa");
+    assert_eq!(a.cmd(&words("SET mine a:v")), b"+OK\r\n");
+    assert_eq!(a.cmd(&words("PUBLISH mychan m")), b":0\r\n");
+    assert_eq!(a.cmd(&words("SET sentinel 1")), b"+OK\r\n");
+    let lines = lines_until(&mut m, "\"sentinel\"");
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_once("] ").unwrap().1.trim_end().to_string())
+        .collect();
+    assert_eq!(
+        shown,
+        ["\"SET\" \"mine\" \"a:v\"", "\"SET\" \"sentinel\" \"1\""],
+        "{lines:?}"
+    );
+    // The upstream holds what b wrote, where b wrote it: the lines were hidden, not lost.
+    assert_eq!(server.raw().cmd(&words("GET b:note")), b"$7\r\na:hello\r\n");
+});
+
+both!(a_monitor_is_not_an_idle_client, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with(&server.url(), &[("limits.idle_timeout_ms", "300")]);
+    let mut m = proxy.raw();
+    assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+    // An idle client opened after the monitor is closed: the timeout has passed for the monitor.
+    let mut idle = proxy.raw();
+    assert_eq!(idle.cmd(&words("PING")), b"+PONG\r\n");
+    assert!(idle.closed());
+    assert_eq!(proxy.raw().cmd(&words("SET after-idle 1")), b"+OK\r\n");
+    lines_until(&mut m, "\"after-idle\"");
+});
