@@ -30,6 +30,8 @@ pub const BUILD_INFO: &str = "respite_build_info";
 pub const CLUSTER_REDIRECTS_TOTAL: &str = "respite_cluster_redirects_total";
 pub const CLUSTER_REFRESHES_TOTAL: &str = "respite_cluster_topology_refreshes_total";
 pub const CLUSTER_SPLITS_TOTAL: &str = "respite_cluster_split_commands_total";
+pub const CLUSTER_NODE_COMMANDS_TOTAL: &str = "respite_cluster_node_commands_total";
+pub const CLUSTER_NODE_FAILURES_TOTAL: &str = "respite_cluster_node_failures_total";
 pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
 pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
 pub const LOCAL_ONLY: &str = "respite_local_only";
@@ -227,6 +229,17 @@ pub fn cluster_refresh() {
 /// A multi-key command split over nodes (`node`: how many parts) or fanned out to every primary.
 pub fn cluster_split(kind: &'static str) {
     counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// Commands routed to one cluster node (`node` is its `host:port`: labels bounded by the
+/// cluster's size).
+pub fn cluster_node_commands(node: &str, n: usize) {
+    counter!(CLUSTER_NODE_COMMANDS_TOTAL, "node" => node.to_string()).increment(n as u64);
+}
+
+/// A job to one cluster node that failed whole or in part (its connection lost or down).
+pub fn cluster_node_failure(node: &str) {
+    counter!(CLUSTER_NODE_FAILURES_TOTAL, "node" => node.to_string()).increment(1);
 }
 
 pub fn upstream_reconnect(protocol: &'static str) {
