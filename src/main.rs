@@ -18,7 +18,8 @@ struct Cli {
     /// Unix socket path for clients (listen.unix).
     #[arg(long)]
     unix: Option<String>,
-    /// Upstream URL (upstream.url): redis://[user:pass@]host:port[/db], unix:///path, or none.
+    /// Upstream URL (upstream.url): redis://[user:pass@]host:port[/db], unix:///path,
+    /// redis+cluster://host:port[,host:port…] (a cluster by its seeds), or none.
     #[arg(long)]
     upstream: Option<String>,
     /// Admin HTTP address (admin.listen), or none.

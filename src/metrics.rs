@@ -30,6 +30,8 @@ pub const BUILD_INFO: &str = "respite_build_info";
 pub const CLUSTER_REDIRECTS_TOTAL: &str = "respite_cluster_redirects_total";
 pub const CLUSTER_REFRESHES_TOTAL: &str = "respite_cluster_topology_refreshes_total";
 pub const CLUSTER_SPLITS_TOTAL: &str = "respite_cluster_split_commands_total";
+pub const CLUSTER_NODE_COMMANDS_TOTAL: &str = "respite_cluster_node_commands_total";
+pub const CLUSTER_NODE_FAILURES_TOTAL: &str = "respite_cluster_node_failures_total";
 pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
 pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
 pub const LOCAL_ONLY: &str = "respite_local_only";
@@ -146,20 +148,35 @@ pub fn error(kind: ErrorKind) {
     counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }
 
-/// The counter of one command, registered on first use (so `/metrics` lists only commands seen)
-/// and then found by the command's dense id: one atomic add per command on the hot path.
+/// One handle per built-in command, registered on first use (so `/metrics` lists only commands
+/// seen) and then found by the command's dense id. Built once per kind of handle, here only.
+struct PerCommand<T>(OnceLock<Box<[OnceLock<T>]>>);
+
+impl<T> PerCommand<T> {
+    const fn new() -> Self {
+        PerCommand(OnceLock::new())
+    }
+
+    /// `spec`'s handle, made by `make` the first time; `None` for a command only the upstream's
+    /// own table has ([`crate::command::NOT_BUILT_IN`]), which has no dense id.
+    fn get(&self, spec: &'static CommandSpec, make: impl FnOnce() -> T) -> Option<&T> {
+        let handles = self.0.get_or_init(|| {
+            let n = crate::command::all()
+                .iter()
+                .map(|s| s.id as usize + 1)
+                .max()
+                .unwrap_or(0);
+            (0..n).map(|_| OnceLock::new()).collect()
+        });
+        handles.get(spec.id as usize).map(|h| h.get_or_init(make))
+    }
+}
+
+/// The counter of one command: one atomic add per command on the hot path (see [`PerCommand`]).
 pub fn command(spec: &'static CommandSpec) -> &'static Counter {
-    static HANDLES: OnceLock<Box<[OnceLock<Counter>]>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        let n = crate::command::all()
-            .iter()
-            .map(|s| s.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        (0..n).map(|_| OnceLock::new()).collect()
-    });
-    match handles.get(spec.id as usize) {
-        Some(h) => h.get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name)),
+    static HANDLES: PerCommand<Counter> = PerCommand::new();
+    match HANDLES.get(spec, || counter!(COMMANDS_TOTAL, "command" => spec.name)) {
+        Some(h) => h,
         None => upstream_command(spec.name),
     }
 }
@@ -214,6 +231,17 @@ pub fn cluster_split(kind: &'static str) {
     counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(1);
 }
 
+/// Commands routed to one cluster node (`node` is its `host:port`: labels bounded by the
+/// cluster's size).
+pub fn cluster_node_commands(node: &str, n: usize) {
+    counter!(CLUSTER_NODE_COMMANDS_TOTAL, "node" => node.to_string()).increment(n as u64);
+}
+
+/// A job to one cluster node that failed whole or in part (its connection lost or down).
+pub fn cluster_node_failure(node: &str) {
+    counter!(CLUSTER_NODE_FAILURES_TOTAL, "node" => node.to_string()).increment(1);
+}
+
 pub fn upstream_reconnect(protocol: &'static str) {
     counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
 }
@@ -258,19 +286,12 @@ pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
             .record(seconds);
         return;
     }
-    static HANDLES: OnceLock<Box<[OnceLock<Histogram>]>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        let n = crate::command::all()
-            .iter()
-            .map(|s| s.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        (0..n).map(|_| OnceLock::new()).collect()
-    });
-    match handles.get(spec.id as usize) {
-        Some(h) => h
-            .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
-            .record(seconds),
+    static HANDLES: PerCommand<Histogram> = PerCommand::new();
+    match HANDLES.get(
+        spec,
+        || histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name),
+    ) {
+        Some(h) => h.record(seconds),
         // A command only the upstream's own table has (NOT_BUILT_IN): by name, bounded by what
         // the upstream lists. Rare, so the registry's lookup is fine here.
         None => histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name).record(seconds),
