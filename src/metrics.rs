@@ -6,7 +6,7 @@
 use crate::command::CommandSpec;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const CLIENT_CONNECTIONS: &str = "respite_client_connections";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
@@ -30,6 +30,8 @@ pub const BUILD_INFO: &str = "respite_build_info";
 pub const CLUSTER_REDIRECTS_TOTAL: &str = "respite_cluster_redirects_total";
 pub const CLUSTER_REFRESHES_TOTAL: &str = "respite_cluster_topology_refreshes_total";
 pub const CLUSTER_SPLITS_TOTAL: &str = "respite_cluster_split_commands_total";
+pub const CLUSTER_NODE_COMMANDS_TOTAL: &str = "respite_cluster_node_commands_total";
+pub const CLUSTER_NODE_FAILURES_TOTAL: &str = "respite_cluster_node_failures_total";
 pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
 pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
 pub const LOCAL_ONLY: &str = "respite_local_only";
@@ -146,20 +148,35 @@ pub fn error(kind: ErrorKind) {
     counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }
 
-/// The counter of one command, registered on first use (so `/metrics` lists only commands seen)
-/// and then found by the command's dense id: one atomic add per command on the hot path.
+/// One handle per built-in command, registered on first use (so `/metrics` lists only commands
+/// seen) and then found by the command's dense id. Built once per kind of handle, here only.
+struct PerCommand<T>(OnceLock<Box<[OnceLock<T>]>>);
+
+impl<T> PerCommand<T> {
+    const fn new() -> Self {
+        PerCommand(OnceLock::new())
+    }
+
+    /// `spec`'s handle, made by `make` the first time; `None` for a command only the upstream's
+    /// own table has ([`crate::command::NOT_BUILT_IN`]), which has no dense id.
+    fn get(&self, spec: &'static CommandSpec, make: impl FnOnce() -> T) -> Option<&T> {
+        let handles = self.0.get_or_init(|| {
+            let n = crate::command::all()
+                .iter()
+                .map(|s| s.id as usize + 1)
+                .max()
+                .unwrap_or(0);
+            (0..n).map(|_| OnceLock::new()).collect()
+        });
+        handles.get(spec.id as usize).map(|h| h.get_or_init(make))
+    }
+}
+
+/// The counter of one command: one atomic add per command on the hot path (see [`PerCommand`]).
 pub fn command(spec: &'static CommandSpec) -> &'static Counter {
-    static HANDLES: OnceLock<Box<[OnceLock<Counter>]>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        let n = crate::command::all()
-            .iter()
-            .map(|s| s.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        (0..n).map(|_| OnceLock::new()).collect()
-    });
-    match handles.get(spec.id as usize) {
-        Some(h) => h.get_or_init(|| counter!(COMMANDS_TOTAL, "command" => spec.name)),
+    static HANDLES: PerCommand<Counter> = PerCommand::new();
+    match HANDLES.get(spec, || counter!(COMMANDS_TOTAL, "command" => spec.name)) {
+        Some(h) => h,
         None => upstream_command(spec.name),
     }
 }
@@ -214,6 +231,17 @@ pub fn cluster_split(kind: &'static str) {
     counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(1);
 }
 
+/// Commands routed to one cluster node (`node` is its `host:port`: labels bounded by the
+/// cluster's size).
+pub fn cluster_node_commands(node: &str, n: usize) {
+    counter!(CLUSTER_NODE_COMMANDS_TOTAL, "node" => node.to_string()).increment(n as u64);
+}
+
+/// A job to one cluster node that failed whole or in part (its connection lost or down).
+pub fn cluster_node_failure(node: &str) {
+    counter!(CLUSTER_NODE_FAILURES_TOTAL, "node" => node.to_string()).increment(1);
+}
+
 pub fn upstream_reconnect(protocol: &'static str) {
     counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
 }
@@ -233,22 +261,37 @@ pub fn upstream_error_replies() -> Counter {
     counter!(UPSTREAM_ERROR_REPLIES_TOTAL)
 }
 
+/// `admin.command_histograms`: one latency histogram per command (the default) or one for all
+/// commands (`command="all"`). Set once at start (the admin section needs a restart); process-wide
+/// like the registry it shapes.
+static PER_COMMAND_HISTOGRAMS: AtomicBool = AtomicBool::new(true);
+
+/// Choose per-command latency histograms or one for all commands (see the static).
+pub fn set_command_histograms(per_command: bool) {
+    PER_COMMAND_HISTOGRAMS.store(per_command, Ordering::Relaxed);
+}
+
+/// The `command` label of the one latency histogram kept when per-command ones are off: no
+/// command table entry is named so.
+pub const ALL_COMMANDS: &str = "all";
+
 /// A sampled command's latency as its client sees it, labelled by the table's name for it; the
-/// handle is found by the command's dense id, as [`command`]'s counter is.
+/// handle is found by the command's dense id, as [`command`]'s counter is. With per-command
+/// histograms off, every command records into one series (16 buckets per pod instead of up to
+/// 16 per command seen, ~5,000 series with a few hundred commands).
 pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
-    static HANDLES: OnceLock<Box<[OnceLock<Histogram>]>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
-        let n = crate::command::all()
-            .iter()
-            .map(|s| s.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        (0..n).map(|_| OnceLock::new()).collect()
-    });
-    match handles.get(spec.id as usize) {
-        Some(h) => h
-            .get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name))
-            .record(seconds),
+    if !PER_COMMAND_HISTOGRAMS.load(Ordering::Relaxed) {
+        static ALL: OnceLock<Histogram> = OnceLock::new();
+        ALL.get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => ALL_COMMANDS))
+            .record(seconds);
+        return;
+    }
+    static HANDLES: PerCommand<Histogram> = PerCommand::new();
+    match HANDLES.get(
+        spec,
+        || histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name),
+    ) {
+        Some(h) => h.record(seconds),
         // A command only the upstream's own table has (NOT_BUILT_IN): by name, bounded by what
         // the upstream lists. Rare, so the registry's lookup is fine here.
         None => histogram!(COMMAND_DURATION_SECONDS, "command" => spec.name).record(seconds),
@@ -342,8 +385,64 @@ pub fn tracking_overflow() {
     counter!(TRACKING_OVERFLOWS_TOTAL).increment(1);
 }
 
+/// Every counter whose labels are known in advance, registered at 0 when the recorder is
+/// installed: a series that appears only at its first event breaks `rate()` and `increase()` over
+/// that event (the first increment is lost) and hides from a dashboard that nothing happened yet.
+/// Counters labelled by what clients send (`command`) or by tenant (registered when the tenants
+/// are loaded) are not here. `increment(0)`, not `absolute(0)`: a second proxy in one process
+/// (the tests) must not reset the first one's counts.
+fn zero_counters() {
+    for name in [
+        CLIENT_CONNECTIONS_TOTAL,
+        UPSTREAM_PINNED_REFUSED_TOTAL,
+        UPSTREAM_ERROR_REPLIES_TOTAL,
+        CLUSTER_REFRESHES_TOTAL,
+        PUBSUB_MESSAGES_TOTAL,
+        PUBSUB_DROPPED_TOTAL,
+        PUBSUB_SLOW_SUBSCRIBERS_TOTAL,
+        TRACKING_INVALIDATIONS_TOTAL,
+        TRACKING_LOST_TOTAL,
+        TRACKING_OVERFLOWS_TOTAL,
+        RECOVERY_REPLAYED_TOTAL,
+        RECOVERY_CONFLICTS_TOTAL,
+        RECOVERY_UNKNOWN_TOTAL,
+        RECOVERY_DISCARDED_TOTAL,
+        CLIENT_READ_BYTES_TOTAL,
+        CLIENT_WRITTEN_BYTES_TOTAL,
+    ] {
+        counter!(name).increment(0);
+    }
+    for protocol in ["resp2", "resp3"] {
+        counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(0);
+    }
+    for to in crate::upstream::health::State::ALL {
+        counter!(UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "to" => to.as_str()).increment(0);
+    }
+    for kind in [
+        ErrorKind::Protocol,
+        ErrorKind::UnknownCommand,
+        ErrorKind::Refused,
+        ErrorKind::Arity,
+        ErrorKind::Upstream,
+        ErrorKind::Timeout,
+        ErrorKind::LocalOnly,
+    ] {
+        counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(0);
+    }
+    for kind in ["moved", "ask", "tryagain"] {
+        counter!(CLUSTER_REDIRECTS_TOTAL, "kind" => kind).increment(0);
+    }
+    for kind in ["split", "fanout"] {
+        counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(0);
+    }
+    for result in ["ok", "error", "refused"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+}
+
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    zero_counters();
     describe_gauge!(TRACKING_CLIENTS, "Clients with CLIENT TRACKING on");
     describe_counter!(
         CLUSTER_REDIRECTS_TOTAL,
@@ -385,7 +484,7 @@ pub fn describe() {
     );
     describe_gauge!(
         UPSTREAM_PROBE_RTT_SECONDS,
-        "Round trip of the latest successful health probe (PING) to the upstream, in seconds"
+        "Round trip of the latest health probe (PING) to the upstream, in seconds; NaN while the latest probe failed (no round trip to report)"
     );
     describe_gauge!(
         LOCAL_ONLY,
@@ -433,9 +532,6 @@ pub fn describe() {
         CONFIG_RELOADS_TOTAL,
         "Configuration reloads (SIGHUP or POST /reload), by result: ok, error, or refused (a POST /reload the admin port turned away)"
     );
-    for result in ["ok", "error", "refused"] {
-        counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
-    }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");

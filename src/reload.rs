@@ -156,6 +156,9 @@ impl Live {
                 cache.replace_rules(&next.rules, tenants.as_deref());
             }
         }
+        if let Some(t) = &tenants {
+            crate::policy::metrics::register(t);
+        }
         self.tenants.store(tenants);
         self.config.store(Arc::new(merged));
         self.generation.fetch_add(1, Ordering::Release);
@@ -186,7 +189,10 @@ fn fixed_differences(old: &Config, new: &Config) -> Vec<&'static str> {
     if upstream(old) != upstream(new) {
         out.push("upstream");
     }
-    if old.admin != new.admin || old.admin_reload_token_file != new.admin_reload_token_file {
+    if old.admin != new.admin
+        || old.admin_reload_token_file != new.admin_reload_token_file
+        || old.command_histograms != new.command_histograms
+    {
         out.push("admin");
     }
     if old.worker_threads != new.worker_threads || old.shutdown_grace != new.shutdown_grace {

@@ -15,6 +15,7 @@
 use bytes::Bytes;
 
 mod bits;
+mod key_list;
 mod keys;
 mod lookup;
 mod options;
@@ -24,7 +25,8 @@ mod table;
 mod upstream_table;
 
 pub use bits::{AclCategories, Flags, KeySpecFlags};
-pub use keys::{KeyError, KeyRef, Keys, keys};
+pub use key_list::{KeyError, KeyRef, Keys};
+pub use keys::keys;
 pub use options::{SortOptions, sort_options};
 pub use route::route;
 pub use slow::known_slow;

@@ -13,7 +13,7 @@
 use bytes::Bytes;
 
 use super::KeySpecFlags;
-use super::keys::{KeyError, KeyRef, Keys, c_eq_ignore_case};
+use super::key_list::{KeyError, KeyRef, Keys, c_eq_ignore_case};
 use crate::protocol::int::parse_i64;
 
 fn is_any(arg: &[u8], words: &[&str]) -> bool {

@@ -466,8 +466,8 @@ pub fn tenant_key_line(source: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// The 32 bytes that 64 hex digits spell.
-fn from_hex(hex: &str) -> Option<[u8; 32]> {
+/// The 32 bytes that 64 hex digits (either case) spell: a tenant password's SHA-256 digest.
+pub(crate) fn from_hex(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.as_bytes();
     if hex.len() != 64 {
         return None;

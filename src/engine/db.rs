@@ -17,7 +17,7 @@ pub(crate) enum Value {
     Set(HashSet<Bytes>),
     ZSet(ZSet),
     List(VecDeque<Bytes>),
-    Stream(super::stream::Stream),
+    Stream(super::stream_data::Stream),
 }
 
 impl Value {

@@ -45,6 +45,7 @@ mod script;
 mod set;
 mod sort;
 mod stream;
+mod stream_data;
 mod stream_group;
 mod strings;
 mod zset;

@@ -5,59 +5,19 @@
 //! removes whole listpack nodes, whose sizes also depend on bytes); XREAD with BLOCK is answered
 //! at once when there is data and refused when it would have to wait, since the engine cannot
 //! park a client; XINFO and XSETID are not served. Consumer groups are in `stream_group`.
-use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use super::num::parse_i64;
+use super::stream_data::{Id, Stream, fmt_id, next, parse_id, reply_entry};
 use super::{Call, Db, NOT_INT, SYNTAX, Value, WRONGTYPE, eq_ci};
 
-/// A stream entry ID: (milliseconds, sequence).
-pub(crate) type Id = (u64, u64);
 /// An entry with its field-value list, as replies carry it.
 type Entry = (Id, Vec<Bytes>);
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stream {
-    pub(crate) entries: BTreeMap<Id, Vec<Bytes>>,
-    pub(super) last: Id,
-    pub(super) groups: BTreeMap<Bytes, super::stream_group::Group>,
-}
-
-impl Stream {
-    pub(crate) fn size(&self) -> usize {
-        self.entries
-            .values()
-            .take(16)
-            .map(|f| f.iter().map(|b| b.len() + 16).sum::<usize>() + 48)
-            .sum::<usize>()
-            .checked_div(self.entries.len().min(16))
-            .map_or(0, |avg| avg * self.entries.len())
-    }
-}
 
 const INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
 /// Entries Redis keeps per listpack node (`stream-node-max-entries`): `~` trims in such blocks.
 const NODE: usize = 100;
-
-pub(super) fn fmt_id(id: Id) -> String {
-    format!("{}-{}", id.0, id.1)
-}
-
-/// `ms[-seq]`; a missing seq is `missing_seq`. None if malformed.
-pub(super) fn parse_id(b: &[u8], missing_seq: u64) -> Option<Id> {
-    let s = std::str::from_utf8(b).ok()?;
-    let (ms, seq) = match s.split_once('-') {
-        Some((ms, seq)) => (ms, Some(seq)),
-        None => (s, None),
-    };
-    let ms: u64 = ms.parse().ok().filter(|_| !ms.starts_with('+'))?;
-    let seq = match seq {
-        Some(q) => q.parse().ok().filter(|_| !q.starts_with('+'))?,
-        None => missing_seq,
-    };
-    Some((ms, seq))
-}
 
 /// A range bound: `-`, `+`, an ID, or `(` an ID (exclusive). `start` picks the missing seq.
 fn parse_bound(b: &[u8], start: bool) -> Option<Id> {
@@ -71,13 +31,6 @@ fn parse_bound(b: &[u8], start: bool) -> Option<Id> {
             }
             None => parse_id(b, if start { 0 } else { u64::MAX }),
         },
-    }
-}
-
-pub(super) fn next(id: Id) -> Option<Id> {
-    match id.1.checked_add(1) {
-        Some(s) => Some((id.0, s)),
-        None => Some((id.0.checked_add(1)?, 0)),
     }
 }
 
@@ -330,16 +283,6 @@ fn xadd(db: &mut Db, c: &mut Call) {
 
 const SMALLER: &str =
     "ERR The ID specified in XADD is equal or smaller than the target stream top item";
-
-/// One entry as Redis replies it: [id, [field, value, ...]].
-pub(super) fn reply_entry(c: &mut Call, id: Id, fields: &[Bytes]) {
-    c.out.array(2);
-    c.out.bulk(fmt_id(id).as_bytes());
-    c.out.array(fields.len());
-    for f in fields {
-        c.out.bulk(f);
-    }
-}
 
 fn xrange(db: &mut Db, c: &mut Call, rev: bool) {
     let (lo, hi) = if rev { (3, 2) } else { (2, 3) };

@@ -6,18 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::num::parse_i64;
-use super::stream::{Id, Stream, fmt_id, next, parse_id, reply_entry};
+use super::stream_data::{Group, Id, Stream, fmt_id, next, parse_id, reply_entry};
 use super::{Call, Db, NOT_INT, SYNTAX, Value, WRONGTYPE, eq_ci};
-
-/// One consumer group: what it has delivered, and to whom, until acknowledged.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Group {
-    last_delivered: Id,
-    /// Pending entries: ID → consumer.
-    pending: BTreeMap<Id, Bytes>,
-    /// Consumers by name, as Redis lists them (created by their first read).
-    consumers: BTreeMap<Bytes, ()>,
-}
 
 const NO_KEY: &str = "ERR The XGROUP subcommand requires the key to exist. Note that for CREATE \
                       you may want to use the MKSTREAM option to create an empty stream automatically.";

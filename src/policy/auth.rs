@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::acl::AllowSet;
 use super::sha256;
-use super::ttl::TtlRule;
+use super::ttl_rule::TtlRule;
 use crate::protocol::framer::Limits;
 
 /// Redis's reply when a command arrives before AUTH and there is no default tenant.

@@ -9,6 +9,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::auth::Tenant;
+use super::call::{Call, c_str};
 use super::error::PolicyError;
 use super::glob;
 use super::namespace::{NamespaceKind, NamespaceOp};
@@ -41,37 +42,7 @@ pub struct Forward {
     pub reply: ReplyRewrite,
 }
 
-/// The request being rebuilt: `input` as the client sent it, `args` as it will be sent.
-pub(super) struct Call<'a> {
-    pub input: &'a [Bytes],
-    pub args: Vec<Bytes>,
-    pub changed: bool,
-    pub follow_ups: Vec<Bytes>,
-    pub reply: ReplyRewrite,
-}
-
-impl<'a> Call<'a> {
-    fn new(input: &'a [Bytes]) -> Self {
-        Call {
-            input,
-            args: input.to_vec(),
-            changed: false,
-            follow_ups: Vec::new(),
-            reply: ReplyRewrite::None,
-        }
-    }
-
-    pub fn set(&mut self, i: usize, arg: Bytes) {
-        self.args[i] = arg;
-        self.changed = true;
-    }
-
-    pub fn follow_up(&mut self, words: &[&[u8]]) {
-        let mut out = BytesMut::new();
-        encode::command(&mut out, words);
-        self.follow_ups.push(out.freeze());
-    }
-
+impl Call<'_> {
     fn finish(self, raw: Option<&Bytes>) -> Forward {
         let command = match raw {
             Some(raw) if !self.changed => raw.clone(),
@@ -399,9 +370,4 @@ fn flush_mode(args: &[Bytes]) -> Result<(), PolicyError> {
         return Err(PolicyError::syntax());
     }
     Ok(())
-}
-
-/// Redis compares options with `strcasecmp`, which stops at the first NUL.
-pub(super) fn c_str(arg: &[u8]) -> &[u8] {
-    memchr::memchr(0, arg).map_or(arg, |end| &arg[..end])
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::auth::{Credentials, Tenant, Tenants};
 use super::sha256;
-use super::ttl::{OnExcess, TtlRule};
+use super::ttl_rule::{OnExcess, TtlRule};
 use crate::config::{ConfigError, ExcessTtl, TenantSecret, TenantsConfig};
 
 impl Tenants {

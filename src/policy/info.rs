@@ -36,6 +36,8 @@ pub struct UpstreamFacts {
     pub maxmemory: Option<String>,
     pub maxmemory_human: Option<String>,
     pub maxmemory_policy: Option<String>,
+    /// `aof_enabled` (0 or 1): CONFIG GET appendonly.
+    pub aof_enabled: Option<String>,
     /// The tenant's database's `keys=…,expires=…,avg_ttl=…` (absent when it holds no key, as
     /// Redis leaves an empty database out).
     pub keyspace: Option<String>,
@@ -56,6 +58,7 @@ impl UpstreamFacts {
                 "maxmemory" => facts.maxmemory = value,
                 "maxmemory_human" => facts.maxmemory_human = value,
                 "maxmemory_policy" => facts.maxmemory_policy = value,
+                "aof_enabled" => facts.aof_enabled = value,
                 k if Some(k) == own.as_deref() => facts.keyspace = value,
                 _ => {}
             }
@@ -184,6 +187,43 @@ pub fn render(f: &InfoFacts, args: &[&[u8]]) -> String {
     text
 }
 
+/// The configuration parameters a tenant may read (CONFIG GET), with the values that hold for it:
+/// the upstream's limits every tenant's keys live under, the one database a tenant has, and
+/// respite's own idle timeout (the one its connections get). Every other parameter — the
+/// upstream's address, users, files, replication, other limits — is not shown, as CONFIG GET
+/// shows nothing for a name it does not know. `notify-keyspace-events` is the tenant's own
+/// setting, and respite delivers no keyspace events to a prefixed tenant: empty.
+pub fn config_get(
+    patterns: &[&[u8]],
+    upstream: &UpstreamFacts,
+    idle_timeout_secs: u64,
+) -> Vec<(&'static str, String)> {
+    let candidates = [
+        ("maxmemory", upstream.maxmemory.clone()),
+        ("maxmemory-policy", upstream.maxmemory_policy.clone()),
+        (
+            "appendonly",
+            upstream
+                .aof_enabled
+                .as_deref()
+                .map(|a| if a == "1" { "yes" } else { "no" }.to_string()),
+        ),
+        ("databases", Some("1".to_string())),
+        ("timeout", Some(idle_timeout_secs.to_string())),
+        ("notify-keyspace-events", Some(String::new())),
+    ];
+    candidates
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // Redis matches config names case-insensitively.
+            let hit = patterns
+                .iter()
+                .any(|p| super::glob::matches(&p.to_ascii_lowercase(), name.as_bytes()));
+            Some((name, value?)).filter(|_| hit)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +265,39 @@ mod tests {
             assert!(!text.contains(never), "{never:?} in {text}");
         }
         assert!(text.ends_with("avg_ttl=5000\r\n"), "{text}");
+    }
+
+    #[test]
+    fn config_get_shows_the_safe_subset_only() {
+        let up = UpstreamFacts::from_info(
+            "maxmemory:0\r\nmaxmemory_policy:noeviction\r\naof_enabled:0\r\n",
+            None,
+        );
+        let got = config_get(&[b"*"], &up, 300);
+        let names: Vec<&str> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "maxmemory",
+                "maxmemory-policy",
+                "appendonly",
+                "databases",
+                "timeout",
+                "notify-keyspace-events"
+            ]
+        );
+        assert_eq!(
+            config_get(&[b"MAXMEMORY-*"], &up, 0),
+            [("maxmemory-policy", "noeviction".to_string())]
+        );
+        assert_eq!(
+            config_get(&[b"appendonly", b"timeout"], &up, 0),
+            [("appendonly", "no".into()), ("timeout", "0".into())]
+        );
+        assert!(config_get(&[b"requirepass", b"dir", b"port"], &up, 0).is_empty());
+        // Without the upstream's INFO (standalone, local-only), its limits are left out.
+        let none = config_get(&[b"*"], &UpstreamFacts::default(), 0);
+        assert_eq!(none.len(), 3);
     }
 
     #[test]

@@ -74,6 +74,7 @@
 /// Allow rules are compiled once, when the configuration is validated.
 pub use crate::config::acl;
 pub mod auth;
+mod call;
 mod check;
 pub mod config;
 mod cursor;
@@ -86,6 +87,7 @@ pub mod pubsub;
 pub mod reply;
 pub mod sha256;
 pub mod ttl;
+mod ttl_rule;
 mod values;
 
 pub use auth::{
@@ -96,7 +98,7 @@ pub use check::{Forward, Plan};
 pub use error::PolicyError;
 pub use namespace::{NamespaceKind, NamespaceOp, NamespaceRun, NamespaceStep};
 pub use reply::{ReplyError, ReplyRewrite, rewrite_push, rewrite_reply};
-pub use ttl::{OnExcess, TtlRule};
+pub use ttl_rule::{OnExcess, TtlRule};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //!
 //! The digest comes from the `sha2` crate (RustCrypto). This must never be used for anything but
 //! comparing a presented password with a configured digest: there is no HMAC, no key stretching,
-//! and the configured digests are plain SHA-256 as Redis's ACL `#<hex>` uses.
+//! and the configured digests are plain SHA-256 as Redis's ACL `#<hex>` uses (read from their hex
+//! by the configuration, [`crate::config::tenants::from_hex`]).
 use sha2::{Digest, Sha256};
 
 /// The SHA-256 digest of `data`.
@@ -17,24 +18,10 @@ pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Parse 64 hex digits (either case) into a digest.
-pub fn from_hex(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.as_bytes();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tenants::from_hex;
 
     fn hex(d: [u8; 32]) -> String {
         d.iter().map(|b| format!("{b:02x}")).collect()

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 use super::auth::Tenant;
-use super::check::{Call, c_str};
+use super::call::{Call, c_str};
 use super::error::PolicyError;
 use crate::command::{AclCategories, CommandSpec, Flags, Keys};
 use crate::protocol::int::parse_i64;

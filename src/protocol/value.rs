@@ -131,6 +131,18 @@ pub fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<(Value<'_>, usize
     }
 }
 
+/// `*N\r\n` at the start of `reply`: N and where the elements begin (not a null array, nor
+/// anything but an array). For a reply whose elements are spliced one by one ([`super::ReplyScanner`]
+/// finds where each ends) rather than read into a tree.
+pub fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let end = memchr::memmem::find(reply, b"\r\n")?;
+    let n = parse_len(&reply[1..end]).ok()?;
+    Some((n, end + 2))
+}
+
 fn parse_len(line: &[u8]) -> Result<usize, Malformed> {
     if line.is_empty() || !line.iter().all(u8::is_ascii_digit) {
         return Err(Malformed);
@@ -176,6 +188,14 @@ pub fn encode(v: &Value, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_headers_of_arrays_only() {
+        assert_eq!(array_header(b"*2\r\n+PONG\r\n:1\r\n"), Some((2, 4)));
+        assert_eq!(array_header(b"*-1\r\n"), None);
+        assert_eq!(array_header(b"_\r\n"), None);
+        assert_eq!(array_header(b"-EXECABORT x\r\n"), None);
+    }
 
     #[test]
     fn reads_and_rewrites_every_shape_unchanged() {

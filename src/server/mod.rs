@@ -109,18 +109,24 @@ impl Listeners {
                 }
                 let (owner, group) = (&config.listen.unix_owner, &config.listen.unix_group);
                 if owner.is_some() || group.is_some() {
-                    let id = |who: &Option<crate::config::Principal>, db: &str| {
-                        let Some(who) = who else { return Ok(None) };
-                        let text = std::fs::read_to_string(db).unwrap_or_default();
-                        who.id_in(&text).map(Some).ok_or_else(|| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::NotFound,
-                                format!("no `{who}` in {db}"),
-                            )
-                        })
+                    let missing = |what: &str, who: &crate::config::Principal| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("no {what} `{who}` in the system's {what} database"),
+                        )
                     };
-                    let uid = id(owner, "/etc/passwd").map_err(&err)?;
-                    let gid = id(group, "/etc/group").map_err(&err)?;
+                    let ids = || -> std::io::Result<_> {
+                        let uid = match owner {
+                            Some(o) => Some(o.uid()?.ok_or_else(|| missing("user", o))?),
+                            None => None,
+                        };
+                        let gid = match group {
+                            Some(g) => Some(g.gid()?.ok_or_else(|| missing("group", g))?),
+                            None => None,
+                        };
+                        Ok((uid, gid))
+                    };
+                    let (uid, gid) = ids().map_err(&err)?;
                     std::os::unix::fs::chown(p, uid, gid).map_err(&err)?;
                 }
                 Some(listener)
@@ -233,7 +239,8 @@ pub async fn run(
     run_reloadable(listeners, config, None, shutdown).await
 }
 
-/// [`run`], reloading the configuration from `sources` on SIGHUP and on `POST /reload`.
+/// [`run`], reloading the configuration from `sources` on SIGHUP and on `POST /reload`: start,
+/// accept until `shutdown`, drain.
 pub async fn run_reloadable(
     listeners: Listeners,
     config: Config,
@@ -242,20 +249,91 @@ pub async fn run_reloadable(
 ) -> std::io::Result<()> {
     // INFO's uptime counts from here.
     crate::policy::info::started();
-    let reloadable = sources.is_some();
     // First, so no SIGHUP from here on ends the process (its default action).
-    let hup = match reloadable {
+    let hup = match sources.is_some() {
         true => Some(tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::hangup(),
         )?),
         false => None,
     };
+    let started = start(config, sources)?;
+    let Listeners {
+        tcp,
+        unix,
+        tls,
+        admin,
+    } = listeners;
+    let acceptors = Acceptors {
+        tcp: tcp.map(|l| Acceptor::new(l.into_std()?)).transpose()?,
+        unix: unix.map(|l| Acceptor::new(l.into_std()?)).transpose()?,
+        tls: tls.map(|l| Acceptor::new(l.into_std()?)).transpose()?,
+    };
+    if let Some(hup) = hup {
+        tokio::spawn(reload_on_hangup(
+            hup,
+            started.shared.live.clone(),
+            started.stop_upstream.clone(),
+        ));
+    }
+    // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
+    let stop_admin = CancellationToken::new();
+    let admin_task = admin.map(|l| {
+        let shared = &started.shared;
+        let control = admin::Control {
+            loopback: l.local_addr().is_ok_and(|a| a.ip().is_loopback()),
+            token_file: shared.config.admin_reload_token_file.clone(),
+        };
+        let state = admin::State {
+            control,
+            upstream: shared.upstream.clone(),
+            draining: shared.draining.clone(),
+            local_only: shared.config.local_only.enabled,
+            before_first_contact: shared.config.local_only.serve_before_first_contact,
+            engine: shared.engine.clone(),
+            cache: shared.cache.clone(),
+            live: shared.live.clone(),
+        };
+        tokio::spawn(admin::serve(l, state, stop_admin.clone()))
+    });
+    let sessions = accept_loop(&started.shared, acceptors, shutdown).await;
+    drain(&started, sessions).await;
+    stop_admin.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    if let Some(p) = &started.shared.config.listen.unix {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// What [`start`] builds from a configuration: the state every session shares, and the token
+/// that stops the upstream's background tasks (pools, health, near cache, recovery, sweeps).
+struct Started {
+    shared: Arc<Shared>,
+    stop_upstream: CancellationToken,
+}
+
+/// The client listeners, registered for readiness (see `io`).
+struct Acceptors {
+    tcp: Option<Acceptor<std::net::TcpListener>>,
+    unix: Option<Acceptor<std::os::unix::net::UnixListener>>,
+    tls: Option<Acceptor<std::net::TcpListener>>,
+}
+
+/// Build the shared state from a configuration: the live (reloadable) part, the local engine,
+/// the upstream with its local-only hooks and recovery task, the near cache, Pub/Sub.
+fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     let live = Arc::new(
         Live::new(Arc::new(config.clone()), sources)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
     );
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
+    if let Some(t) = live.tenants() {
+        crate::policy::metrics::register(&t);
+    }
+    crate::metrics::set_command_histograms(config.command_histograms);
     let stop_upstream = CancellationToken::new();
     let local_only = config.local_only.clone();
     let engine = (config.upstream.is_none() || local_only.enabled).then(|| {
@@ -276,34 +354,19 @@ pub async fn run_reloadable(
                 local_only.on_recovery,
                 outage.clone(),
                 recoveries,
+                local_only.serve_before_first_contact,
             ),
         };
         Upstream::start(u, options, stop_upstream.clone())
     });
     let health = upstream.as_ref().map(|u| u.health().clone());
     let tenants = live.tenants();
-    let cache = match (&config.near_cache, &upstream) {
-        // Its tracking connections would watch one node only: the others' writes would never
-        // invalidate. Off until tracking runs per primary.
-        (Some(_), Some(u)) if u.config().url.is_cluster() => {
-            tracing::warn!(
-                "near cache off: the upstream is a cluster (tracking per node is not built yet)"
-            );
-            None
-        }
-        (Some(c), Some(u)) => Some(crate::cache::NearCache::start(
-            c.clone(),
-            Arc::new(u.config().clone()),
-            tenants.as_deref(),
-            if config.local_only.enabled {
-                config.local_only.stale_reads
-            } else {
-                Duration::ZERO
-            },
-            stop_upstream.clone(),
-        )),
-        _ => None,
-    };
+    let cache = near_cache(
+        &config,
+        upstream.as_deref(),
+        tenants.as_deref(),
+        &stop_upstream,
+    );
     if let Some(c) = &cache {
         live.attach_cache(c.clone());
     }
@@ -340,80 +403,87 @@ pub async fn run_reloadable(
         )),
     });
     if let Some(engine) = engine {
-        // Expired keys are also removed on access; the sweep frees the ones nobody reads.
-        let stop = stop_upstream.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => engine.sweep(crate::clock::unix_ms() as u64),
-                    _ = stop.cancelled() => return,
-                }
-            }
-        });
+        tokio::spawn(sweep_expired(engine, stop_upstream.clone()));
     }
-    let Listeners {
-        tcp,
-        unix,
-        tls,
-        admin,
-    } = listeners;
-    let tcp = match tcp {
-        Some(l) => Some(Acceptor::new(l.into_std()?)?),
-        None => None,
-    };
-    let unix = match unix {
-        Some(l) => Some(Acceptor::new(l.into_std()?)?),
-        None => None,
-    };
-    let tls = match tls {
-        Some(l) => Some(Acceptor::new(l.into_std()?)?),
-        None => None,
-    };
-    if let Some(mut hup) = hup {
-        let live = live.clone();
-        let stop = stop_upstream.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => {
-                        info!("SIGHUP: reloading the configuration");
-                        let _ = live.reload().await;
-                    }
-                    _ = stop.cancelled() => return,
-                }
-            }
-        });
-    }
-    // The admin port outlives the drain, so /readyz can say "draining" while clients finish.
-    let stop_admin = CancellationToken::new();
-    let admin_task = admin.map(|l| {
-        let control = admin::Control {
-            loopback: l.local_addr().is_ok_and(|a| a.ip().is_loopback()),
-            token_file: config.admin_reload_token_file.clone(),
-        };
-        let state = admin::State {
-            control,
-            upstream: upstream.clone(),
-            draining: shared.draining.clone(),
-            local_only: local_only.enabled,
-            before_first_contact: local_only.serve_before_first_contact,
-            engine: shared.engine.clone(),
-            cache: cache.clone(),
-            live: live.clone(),
-        };
-        tokio::spawn(admin::serve(l, state, stop_admin.clone()))
-    });
+    Ok(Started {
+        shared,
+        stop_upstream,
+    })
+}
 
+/// The near cache, when configured with an upstream (not a cluster: its tracking connections
+/// would watch one node only, and the others' writes would never invalidate).
+fn near_cache(
+    config: &Config,
+    upstream: Option<&Upstream>,
+    tenants: Option<&crate::policy::Tenants>,
+    stop: &CancellationToken,
+) -> Option<Arc<crate::cache::NearCache>> {
+    let (c, u) = (config.near_cache.as_ref()?, upstream?);
+    if u.config().url.is_cluster() {
+        tracing::warn!(
+            "near cache off: the upstream is a cluster (tracking per node is not built yet)"
+        );
+        return None;
+    }
+    let stale_reads = if config.local_only.enabled {
+        config.local_only.stale_reads
+    } else {
+        Duration::ZERO
+    };
+    Some(crate::cache::NearCache::start(
+        c.clone(),
+        Arc::new(u.config().clone()),
+        tenants,
+        stale_reads,
+        stop.clone(),
+    ))
+}
+
+/// Expired keys are also removed on access; the sweep frees the ones nobody reads.
+async fn sweep_expired(engine: Arc<Engine>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => engine.sweep(crate::clock::unix_ms() as u64),
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Reload the configuration on each SIGHUP, until the upstream's tasks stop.
+async fn reload_on_hangup(
+    mut hup: tokio::signal::unix::Signal,
+    live: Arc<Live>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let _ = live.reload().await;
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Accept clients until `shutdown`, each session in a task of the tracker returned (past
+/// `listen.max_clients`, a refusal instead); the listeners close when this returns.
+async fn accept_loop(
+    shared: &Arc<Shared>,
+    acceptors: Acceptors,
+    shutdown: impl Future<Output = ()>,
+) -> TaskTracker {
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(config.listen.max_clients));
+    let slots = Arc::new(Semaphore::new(shared.config.listen.max_clients));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            r = accept_tcp(tcp.as_ref()) => r,
-            r = accept_unix(unix.as_ref()) => r,
-            r = accept_tls(tls.as_ref()) => r,
+            r = accept_tcp(acceptors.tcp.as_ref()) => r,
+            r = accept_unix(acceptors.unix.as_ref()) => r,
+            r = accept_tls(acceptors.tls.as_ref()) => r,
         };
         let conn = match accepted {
             Ok(c) => c,
@@ -441,26 +511,21 @@ pub async fn run_reloadable(
             .instrument(span),
         );
     }
+    tracker
+}
 
+/// No new clients: tell every session to finish what it has in flight, wait for them within
+/// `shutdown_grace`, then stop the upstream's tasks.
+async fn drain(started: &Started, sessions: TaskTracker) {
     info!("shutting down: no new clients; draining");
-    drop((tcp, unix, tls));
+    let shared = &started.shared;
     shared.draining.cancel();
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(grace = ?config.shutdown_grace, "grace period over with clients still open");
+    sessions.close();
+    let grace = shared.config.shutdown_grace;
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        warn!(?grace, "grace period over with clients still open");
     }
-    stop_upstream.cancel();
-    stop_admin.cancel();
-    if let Some(task) = admin_task {
-        let _ = task.await;
-    }
-    if let Some(p) = &config.listen.unix {
-        let _ = std::fs::remove_file(p);
-    }
-    Ok(())
+    started.stop_upstream.cancel();
 }
 
 /// A freshly accepted client, TCP or unix, as a non-blocking std socket not yet registered.

@@ -30,9 +30,9 @@ use super::backoff::{Backoff, Waited, fail_fast};
 use super::error::{Closer, Deadline, Kind, NoReply, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{self, Cause};
+pub(super) use super::job::{InFlight, Job, Slot};
 use super::lanes::Lane;
 use super::marker::Markers;
-pub(super) use super::pipe::{read_loop, write_loop};
 use super::pipe::{read_marked, write_marked};
 use super::reply::{Partial, Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
@@ -44,34 +44,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// Commands on their way: their encoded bytes, how many they are, and where the replies go.
-pub(super) struct Job {
-    pub(super) bytes: Bytes,
-    pub(super) count: usize,
-    pub(super) reply: oneshot::Sender<Reply>,
-    pub(super) budget: Option<Arc<ReplyBudget>>,
-    /// It holds a known-slow command (see [`super::activity`]).
-    pub(super) slow: bool,
-}
-
-/// A job written to the connection and waiting for its replies, or (`reply: None`) a batch's
-/// alignment marker.
-pub(super) struct Slot {
-    pub(super) reply: Option<oneshot::Sender<Reply>>,
-    pub(super) count: usize,
-    pub(super) permits: u32,
-    pub(super) sent: Instant,
-    pub(super) budget: Option<Arc<ReplyBudget>>,
-    pub(super) slow: bool,
-    /// Its replies are being dropped as they come (its client is gone or over its limit).
-    pub(super) discarded: bool,
-}
-
-pub(super) type InFlight = Mutex<VecDeque<Slot>>;
 
 /// A handle on one multiplexed upstream connection (its managing task lives as long as handles do).
 #[derive(Clone)]

@@ -20,11 +20,12 @@
 //!
 //! This module never interprets a forwarded reply beyond finding where it ends.
 use super::blockable::Blockable;
-use super::conn::{InFlight, Job, read_loop, write_loop};
 use super::error::{Kind, Lost, NoReply, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, Login};
 use super::health::Health;
+use super::job::{InFlight, Job, PushSink};
 use super::pipe::read_loop_pushing;
+use super::pipe::{read_loop, write_loop};
 use super::reply::{Reply, ReplyBudget};
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -65,18 +66,6 @@ impl PinError {
             _ => PinError::Open(e),
         }
     }
-}
-
-/// Where a tracking lease's push frames go (see [`PinnedPool::take_tracked`]); called from the
-/// connection's reader, in the order the frames came between the replies.
-pub trait PushSink: Send + Sync {
-    /// One more job's replies are about to be handed over (jobs complete in order).
-    fn delivered(&self);
-    /// A push frame, read after every reply of the jobs [`PushSink::delivered`] so far and,
-    /// when `mid_job`, after some of the next job's replies too.
-    fn push(&self, frame: Bytes, mid_job: bool);
-    /// The connection failed while leased: pushes it would have carried are lost.
-    fn lost(&self);
 }
 
 type SinkSlot = arc_swap::ArcSwapOption<Arc<dyn PushSink>>;

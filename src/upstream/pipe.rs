@@ -5,11 +5,10 @@
 //!
 //! This module must never interpret replies beyond finding their boundaries.
 use super::activity::Activity;
-use super::conn::{InFlight, Job, Slot};
 use super::error::{Closer, Kind, Lost, NoReply, ProtocolError};
 use super::handshake::{BoxRead, BoxWrite};
+use super::job::{InFlight, Job, PushSink, Slot};
 use super::marker::Markers;
-use super::pinned::PushSink;
 use super::reply::{HEAVY_JOB, Partial};
 use crate::metrics;
 use crate::protocol::ReplyScanner;

@@ -5,21 +5,8 @@
 //! state: once the client is gone the upstream no longer blocks for it, and every element
 //! pushed afterwards is still in the list.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, encode, text, wait_until, words};
 use std::time::Duration;
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-/// The upstream's count of clients blocked now (`INFO clients`).
-fn blocked(server: &Server) -> u64 {
-    let info = text(server.raw().cmd(&words("INFO clients")));
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
 
 /// Send `setup` and read its replies, pipeline `pipeline` without reading, wait until the
 /// upstream blocks for it, drop the client, and check that the upstream stops blocking and
@@ -31,9 +18,9 @@ fn leaves_while_blocked(server: &Server, proxy: &Proxy, setup: &[&str], pipeline
         assert!(!r.starts_with('-'), "{line}: {r}");
     }
     c.send(pipeline);
-    wait_until(Duration::from_secs(5), || blocked(server) >= 1).expect("blocked upstream");
+    wait_until(Duration::from_secs(5), || server.blocked_clients() >= 1).expect("blocked upstream");
     drop(c);
-    wait_until(Duration::from_secs(5), || blocked(server) == 0)
+    wait_until(Duration::from_secs(5), || server.blocked_clients() == 0)
         .expect("the upstream stops blocking for a client that is gone");
     let mut producer = proxy.raw();
     for j in ["j1", "j2", "j3"] {
@@ -135,7 +122,8 @@ both!(
             "SET after 1",
             "GET after",
         ]));
-        wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked upstream");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked upstream");
         let mut producer: Raw = proxy.raw();
         assert_eq!(producer.cmd(&words("RPUSH q j1 j2")), b":2\r\n");
         assert_eq!(c.reply().unwrap(), b"*2\r\n$1\r\nq\r\n$2\r\nj1\r\n");
@@ -175,13 +163,15 @@ both!(
             .collect::<Vec<u8>>();
         let mut direct = server.raw();
         direct.send(&pipeline);
-        wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked directly");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked directly");
         direct.stream.shutdown(std::net::Shutdown::Write).unwrap();
         let want = until_closed(&mut direct);
-        wait_until(Duration::from_secs(5), || blocked(&server) == 0).expect("unblocked");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 0).expect("unblocked");
         let mut c = proxy.raw();
         c.send(&pipeline);
-        wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked via respite");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked via respite");
         c.stream.shutdown(std::net::Shutdown::Write).unwrap();
         let got = until_closed(&mut c);
         assert_eq!(
@@ -189,7 +179,7 @@ both!(
             text(want),
             "what the client read before the close"
         );
-        wait_until(Duration::from_secs(5), || blocked(&server) == 0).expect("unblocked");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 0).expect("unblocked");
         assert_eq!(server.raw().cmd(&words("EXISTS closing:foo")), b":0\r\n");
 
         // A pinned connection the upstream closes under a blocked client (CLIENT KILL): directly,
@@ -197,7 +187,8 @@ both!(
         let mut c = proxy.raw();
         assert_eq!(c.cmd(&words("SET closing:k v")), b"+OK\r\n");
         c.send(&encode(&words("BLPOP closing:l 0")));
-        wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked via respite");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked via respite");
         let killed = server
             .raw()
             .cmd(&words("CLIENT KILL TYPE normal SKIPME yes"));

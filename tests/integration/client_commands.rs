@@ -2,12 +2,10 @@
 //! as Redis answers them for the client's view: respite's clients, never the upstream's
 //! connections, and a prefixed tenant's clients only for that tenant.
 use crate::both;
-use crate::support::{Kind, Proxy, Server, TenantToml, bulk, encode, tenants, wait_until, words};
+use crate::support::{
+    Kind, Proxy, Server, TenantToml, bulk, encode, tenants, text, wait_until, words,
+};
 use std::time::Duration;
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
 
 both!(client_list_and_kill_see_respites_clients, |kind: Kind| {
     let server = Server::start(kind);

@@ -2,20 +2,8 @@
 //! own: the replies are the upstream's own (compared byte for byte with a direct client), and
 //! the effects are judged on the upstream (its blocked clients, its lists, its LFU counters).
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, TenantToml, tenants, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, tenants, text, wait_until, words};
 use std::time::Duration;
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-fn blocked(server: &Server) -> u64 {
-    let info = text(server.raw().cmd(&words("INFO clients")));
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
 
 fn id_of(c: &mut Raw) -> String {
     let r = text(c.cmd(&words("CLIENT ID")));
@@ -32,7 +20,7 @@ fn unblocked_reply(
 ) -> (Vec<u8>, Vec<u8>) {
     let id = id_of(&mut waiter);
     waiter.send(&crate::support::encode(&words("BLPOP q 0")));
-    wait_until(Duration::from_secs(5), || blocked(server) == 1).expect("blocked");
+    wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).expect("blocked");
     let answer = unblocker.cmd(&words(&format!("CLIENT UNBLOCK {id} {reason}")));
     let got = waiter.reply().unwrap();
     // The client goes on as usual.
@@ -48,7 +36,7 @@ both!(client_unblock_answers_as_the_upstream, |kind: Kind| {
         let proxied = unblocked_reply(&server, proxy.raw(), proxy.raw(), reason);
         assert_eq!(proxied, direct, "reason {reason:?}");
         assert_eq!(proxied.0, b":1\r\n");
-        assert_eq!(blocked(&server), 0);
+        assert_eq!(server.blocked_clients(), 0);
     }
     // Errors and ids that block nothing, as the upstream answers them.
     let mut p = proxy.raw();
@@ -98,13 +86,17 @@ both!(client_unblock_after_the_lease_went_back, |kind: Kind| {
     let mut second = proxy.raw();
     let second_id = id_of(&mut second);
     second.send(&crate::support::encode(&words("BLPOP q 0")));
-    wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked");
+    wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).expect("blocked");
     let mut p = proxy.raw();
     assert_eq!(
         p.cmd(&words(&format!("CLIENT UNBLOCK {first_id}"))),
         b":0\r\n"
     );
-    assert_eq!(blocked(&server), 1, "the second client is still blocked");
+    assert_eq!(
+        server.blocked_clients(),
+        1,
+        "the second client is still blocked"
+    );
     assert_eq!(
         p.cmd(&words(&format!("CLIENT UNBLOCK {second_id}"))),
         b":1\r\n"
@@ -120,13 +112,17 @@ both!(a_tenant_unblocks_only_its_own_clients, |kind: Kind| {
     let mut waiter = proxy.login("a", "pa");
     let id = id_of(&mut waiter);
     waiter.send(&crate::support::encode(&words("BLPOP q 0")));
-    wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked");
+    wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).expect("blocked");
     let mut other = proxy.login("b", "pb");
     assert_eq!(
         other.cmd(&words(&format!("CLIENT UNBLOCK {id} ERROR"))),
         b":0\r\n"
     );
-    assert_eq!(blocked(&server), 1, "another tenant's client stays blocked");
+    assert_eq!(
+        server.blocked_clients(),
+        1,
+        "another tenant's client stays blocked"
+    );
     let mut same = proxy.login("a", "pa");
     assert_eq!(
         same.cmd(&words(&format!("CLIENT UNBLOCK {id} ERROR"))),

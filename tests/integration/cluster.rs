@@ -171,6 +171,17 @@ fn scenarios(kind: Kind) {
         assert_eq!(cluster.calls(p, "mget"), 0, "MGET calls on node {p}");
     }
 
+    // Commands counted per node, one series per primary.
+    let (_, metrics) = proxy.admin_get("/metrics");
+    for &p in &primaries {
+        assert!(
+            metrics.contains(&format!(
+                "respite_cluster_node_commands_total{{node=\"127.0.0.1:{p}\"}}"
+            )),
+            "node {p} in /metrics"
+        );
+    }
+
     // redis-py's plain client, unaware of the cluster.
     let py = python(&[
         "-c",

@@ -3,11 +3,7 @@
 //! effects applied only if EXEC ran. Compared byte for byte with the upstream's own transcript
 //! (ids aside), in RESP2 and RESP3, queued by respite and streamed on a pinned connection.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, words};
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
+use crate::support::{Kind, Proxy, Raw, Server, text, words};
 
 /// A transcript: each line's reply. `WATCHER` lines are sent by a second client of the same
 /// place (to break a WATCH).

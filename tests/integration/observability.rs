@@ -26,7 +26,7 @@ fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
-fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+pub(crate) fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut child = tool("promtool")
         .args(args)
         .stdin(Stdio::piped())

@@ -3,24 +3,11 @@
 //! blocked clients) and by byte-for-byte comparison with the upstream's own replies.
 use crate::both;
 use crate::support::{
-    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of, wait_until,
-    words,
+    Binary, Kind, Proxy, Raw, Server, TenantToml, bulk, encode, python, rss_kib_of, text,
+    wait_until, words,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-/// The upstream's count of clients blocked now (`INFO clients`).
-fn blocked(server: &Server) -> u64 {
-    let info = text(server.raw().cmd(&words("INFO clients")));
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
 
 /// Blocking commands whose data is there already, and ones that time out: the same bytes as
 /// the upstream's, in RESP2 and RESP3.
@@ -85,7 +72,7 @@ both!(a_blocked_client_gets_what_is_pushed_later, |kind: Kind| {
     let proxy = Proxy::start(&server.url());
     let mut waiter = proxy.raw();
     waiter.send(&encode(&words("BLPOP jobs 5")));
-    wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked upstream");
+    wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).expect("blocked upstream");
     // Other clients' commands are not stuck behind it.
     let mut other = proxy.raw();
     assert_eq!(other.cmd(&words("SET x 1")), b"+OK\r\n");
@@ -101,10 +88,11 @@ both!(a_client_killed_in_blpop_loses_nothing, |kind: Kind| {
     for _ in 0..3 {
         let mut waiter = proxy.raw();
         waiter.send(&encode(&words("BLPOP jobs 0")));
-        wait_until(Duration::from_secs(5), || blocked(&server) == 1).expect("blocked upstream");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 1)
+            .expect("blocked upstream");
         drop(waiter);
         // Its upstream connection is closed at once: the upstream stops blocking for it.
-        wait_until(Duration::from_secs(5), || blocked(&server) == 0).expect("unblocked");
+        wait_until(Duration::from_secs(5), || server.blocked_clients() == 0).expect("unblocked");
         assert_eq!(proxy.raw().cmd(&words("LPUSH jobs j")), b":1\r\n");
         // Nobody popped it for the dead client.
         assert_eq!(server.raw().cmd(&words("LLEN jobs")), b":1\r\n");
@@ -212,7 +200,7 @@ both!(no_dirty_connection_goes_back_to_the_pool, |kind: Kind| {
         for s in steps {
             if s.starts_with("BLPOP") {
                 c.send(&encode(&words(s)));
-                wait_until(Duration::from_secs(5), || blocked(&server) == 1).unwrap();
+                wait_until(Duration::from_secs(5), || server.blocked_clients() == 1).unwrap();
             } else {
                 c.cmd(&words(s));
             }
@@ -480,7 +468,7 @@ fn thousand_blocked_clients() {
         c.send(&encode(&[b"BLPOP", format!("q{i}").as_bytes(), b"0"]));
         clients.push(c);
     }
-    wait_until(Duration::from_secs(60), || blocked(&server) == 1000).expect("all blocked");
+    wait_until(Duration::from_secs(60), || server.blocked_clients() == 1000).expect("all blocked");
     let after = rss_kib_of(&pid);
     let connected = |info: &str| -> u64 {
         info.lines()
@@ -497,7 +485,7 @@ fn thousand_blocked_clients() {
         after as f64 / 1024.0
     );
     drop(clients);
-    wait_until(Duration::from_secs(30), || blocked(&server) == 0).expect("all unblocked");
+    wait_until(Duration::from_secs(30), || server.blocked_clients() == 0).expect("all unblocked");
 }
 
 both!(

@@ -232,3 +232,65 @@ both!(info_is_the_tenants_own_view, |kind: Kind| {
     let clients = text(b.cmd(&words("INFO clients")));
     assert!(clients.contains("connected_clients:4\r\n"), "{clients}");
 });
+
+// CONFIG GET shows a prefixed tenant a safe subset with the values that hold for it; CONFIG SET
+// is refused and leaves the upstream's configuration as it was (the upstream is the judge).
+both!(
+    a_tenant_reads_a_safe_subset_of_the_configuration,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let mut d = server.raw();
+        assert_eq!(
+            d.cmd(&words("CONFIG SET maxmemory-policy allkeys-lru")),
+            b"+OK\r\n"
+        );
+        let mut b = proxy.login("b", "pb");
+        let all = text(b.cmd(&words("CONFIG GET *")));
+        for want in [
+            "$16\r\nmaxmemory-policy\r\n$11\r\nallkeys-lru\r\n",
+            "$9\r\ndatabases\r\n$1\r\n1\r\n",
+            "$10\r\nappendonly\r\n$2\r\nno\r\n",
+            "$22\r\nnotify-keyspace-events\r\n$0\r\n\r\n",
+        ] {
+            assert!(all.contains(want), "{want:?} in {all}");
+        }
+        // Nothing that names the upstream, its files or its users.
+        let port = server.url().rsplit(':').next().unwrap().to_string();
+        for never in ["requirepass", "dir", "port", "bind", "dbfilename", &port] {
+            assert!(!all.contains(never), "{never:?} in {all}");
+        }
+        assert_eq!(b.cmd(&words("CONFIG GET requirepass dir")), b"*0\r\n");
+        // Patterns match case-insensitively, as Redis's do.
+        assert_eq!(
+            text(b.cmd(&words("CONFIG GET MAXMEMORY-P*"))),
+            "*2\r\n$16\r\nmaxmemory-policy\r\n$11\r\nallkeys-lru\r\n"
+        );
+        // RESP3: a map.
+        let mut b3 = proxy.login("b", "pb");
+        assert!(text(b3.cmd(&words("HELLO 3"))).starts_with('%'));
+        assert_eq!(
+            text(b3.cmd(&words("CONFIG GET databases"))),
+            "%1\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+        for set in [
+            "CONFIG SET maxmemory-policy noeviction",
+            "CONFIG SET notify-keyspace-events KEA",
+            "CONFIG RESETSTAT",
+        ] {
+            let r = text(b.cmd(&words(set)));
+            assert!(
+                r.starts_with("-ERR") || r.starts_with("-NOPERM"),
+                "{set}: {r}"
+            );
+        }
+        assert_eq!(
+            text(d.cmd(&words("CONFIG GET maxmemory-policy"))),
+            "*2\r\n$16\r\nmaxmemory-policy\r\n$11\r\nallkeys-lru\r\n"
+        );
+        assert_eq!(
+            text(d.cmd(&words("CONFIG GET notify-keyspace-events"))),
+            "*2\r\n$22\r\nnotify-keyspace-events\r\n$0\r\n\r\n"
+        );
+    }
+);

@@ -5,13 +5,9 @@
 //! own client-side caching machinery against a concurrent writer.
 use crate::both;
 use crate::support::{
-    Kind, Proxy, Raw, Server, TenantToml, metric, python, tenants, wait_until, words,
+    Kind, Proxy, Raw, Server, TenantToml, metric, python, tenants, text, wait_until, words,
 };
 use std::time::Duration;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A RESP3 connection to the proxy.
 fn resp3(proxy: &Proxy) -> Raw {
@@ -23,7 +19,7 @@ fn resp3(proxy: &Proxy) -> Raw {
 
 /// GETs the upstream has run (INFO commandstats).
 fn upstream_gets(server: &Server) -> u64 {
-    let stats = text(&server.raw().cmd(&words("INFO commandstats")));
+    let stats = text(server.raw().cmd(&words("INFO commandstats")));
     stats
         .lines()
         .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
@@ -41,7 +37,7 @@ fn invalidate(keys: &[&str]) -> Vec<u8> {
 
 /// Nothing is waiting for the client: a PING's reply is the next thing it reads.
 fn nothing_pending(c: &mut Raw) {
-    assert_eq!(text(&c.cmd(&words("PING"))), "+PONG\r\n");
+    assert_eq!(text(c.cmd(&words("PING"))), "+PONG\r\n");
 }
 
 both!(default_mode_invalidates_once_per_change, |kind: Kind| {
@@ -177,7 +173,7 @@ both!(bcast_with_prefixes, |kind: Kind| {
         c.cmd(&words("CLIENT TRACKING ON BCAST PREFIX user: PREFIX job:")),
         b"+OK\r\n"
     );
-    let info = text(&c.cmd(&words("CLIENT TRACKINGINFO")));
+    let info = text(c.cmd(&words("CLIENT TRACKINGINFO")));
     assert!(info.contains("bcast") && info.contains("user:"), "{info}");
     let mut w = server.raw();
     w.cmd(&words("SET other 1"));
@@ -189,11 +185,11 @@ both!(bcast_with_prefixes, |kind: Kind| {
     // Redis's own refusals.
     let mut d = resp3(&proxy);
     assert_eq!(
-        text(&d.cmd(&words("CLIENT TRACKING ON PREFIX a"))),
+        text(d.cmd(&words("CLIENT TRACKING ON PREFIX a"))),
         "-ERR PREFIX option requires BCAST mode to be enabled\r\n"
     );
     assert_eq!(
-        text(&d.cmd(&words("CLIENT TRACKING ON BCAST OPTIN"))),
+        text(d.cmd(&words("CLIENT TRACKING ON BCAST OPTIN"))),
         "-ERR OPTIN and OPTOUT are not compatible with BCAST\r\n"
     );
 });
@@ -203,12 +199,12 @@ both!(optin_tracks_only_after_caching_yes, |kind: Kind| {
     let proxy = Proxy::start(&server.url());
     let mut c = resp3(&proxy);
     assert_eq!(
-        text(&c.cmd(&words("CLIENT CACHING YES"))),
+        text(c.cmd(&words("CLIENT CACHING YES"))),
         "-ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled\r\n"
     );
     assert_eq!(c.cmd(&words("CLIENT TRACKING ON OPTIN")), b"+OK\r\n");
     assert_eq!(
-        text(&c.cmd(&words("CLIENT CACHING NO"))),
+        text(c.cmd(&words("CLIENT CACHING NO"))),
         "-ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.\r\n"
     );
     c.cmd(&words("GET a"));
@@ -232,7 +228,7 @@ both!(noloop_skips_the_clients_own_writes, |kind: Kind| {
     c.cmd(&words("GET k"));
     proxy.raw().cmd(&words("SET k theirs"));
     assert_eq!(c.reply().unwrap(), invalidate(&["k"]));
-    let info = text(&c.cmd(&words("CLIENT TRACKINGINFO")));
+    let info = text(c.cmd(&words("CLIENT TRACKINGINFO")));
     assert!(info.contains("noloop"), "{info}");
 });
 
@@ -240,7 +236,7 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
     let server = Server::start(kind);
     let proxy = Proxy::start(&server.url());
     let mut sub = proxy.raw();
-    let id = text(&sub.cmd(&words("CLIENT ID")))
+    let id = text(sub.cmd(&words("CLIENT ID")))
         .trim_start_matches(':')
         .trim()
         .to_string();
@@ -251,7 +247,7 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
     );
     // Served by respite: the upstream has no such subscription.
     let numsub = text(
-        &server
+        server
             .raw()
             .cmd(&words("PUBSUB NUMSUB __redis__:invalidate")),
     );
@@ -263,21 +259,18 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
     server.raw().cmd(&words("SET r2 1"));
     assert_eq!(c.cmd(&words("PING")), b"+PONG\r\n");
     assert_eq!(
-        text(&c.cmd(&words("CLIENT TRACKING ON REDIRECT 987654"))),
+        text(c.cmd(&words("CLIENT TRACKING ON REDIRECT 987654"))),
         "-ERR The client ID you want redirect to does not exist\r\n"
     );
     assert_eq!(
         c.cmd(&words(&format!("CLIENT TRACKING ON REDIRECT {id}"))),
         b"+OK\r\n"
     );
-    assert_eq!(
-        text(&c.cmd(&words("CLIENT GETREDIR"))),
-        format!(":{id}\r\n")
-    );
+    assert_eq!(text(c.cmd(&words("CLIENT GETREDIR"))), format!(":{id}\r\n"));
     assert_eq!(c.cmd(&words("GET k")), b"$-1\r\n");
     server.raw().cmd(&words("SET k 1"));
     assert_eq!(
-        text(&sub.reply().unwrap()),
+        text(sub.reply().unwrap()),
         "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$1\r\nk\r\n"
     );
     // A PUBLISH to the channel (upstream or through respite) is not an invalidation.
@@ -290,7 +283,7 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
     c.cmd(&words("GET k"));
     server.raw().cmd(&words("DEL k"));
     assert_eq!(
-        text(&sub.reply().unwrap()),
+        text(sub.reply().unwrap()),
         "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$1\r\nk\r\n"
     );
     // The target goes away: the redirect is broken.
@@ -298,7 +291,7 @@ both!(resp2_redirect_to_an_invalidate_subscriber, |kind: Kind| {
     c.cmd(&words("GET k"));
     server.raw().cmd(&words("SET k 2"));
     wait_until(Duration::from_secs(5), || {
-        text(&c.cmd(&words("CLIENT TRACKINGINFO"))).contains("broken_redirect")
+        text(c.cmd(&words("CLIENT TRACKINGINFO"))).contains("broken_redirect")
     })
     .expect("a broken redirect");
 });
@@ -307,7 +300,7 @@ both!(a_resp3_client_hears_of_its_broken_redirect, |kind: Kind| {
     let server = Server::start(kind);
     let proxy = Proxy::start(&server.url());
     let mut target = resp3(&proxy);
-    let id = text(&target.cmd(&words("CLIENT ID")))
+    let id = text(target.cmd(&words("CLIENT ID")))
         .trim_start_matches(':')
         .trim()
         .to_string();
@@ -323,13 +316,13 @@ both!(a_resp3_client_hears_of_its_broken_redirect, |kind: Kind| {
     drop(target);
     let mut admin = proxy.raw();
     wait_until(Duration::from_secs(5), || {
-        !text(&admin.cmd(&words("CLIENT LIST"))).contains(&format!("id={id} "))
+        !text(admin.cmd(&words("CLIENT LIST"))).contains(&format!("id={id} "))
     })
     .expect("the target gone from respite");
     c.cmd(&words("GET k"));
     server.raw().cmd(&words("SET k 2"));
     let broken = format!(">2\r\n$21\r\ntracking-redir-broken\r\n:{id}\r\n");
-    assert_eq!(text(&c.reply().unwrap()), broken);
+    assert_eq!(text(c.reply().unwrap()), broken);
 });
 
 both!(tenants_see_only_their_own_keys_unprefixed, |kind: Kind| {
@@ -371,12 +364,12 @@ both!(tenants_see_only_their_own_keys_unprefixed, |kind: Kind| {
     nothing_pending(&mut bc);
     nothing_pending(&mut bp);
     // A redirect to another tenant's client is to a client that does not exist for it.
-    let other = text(&b.cmd(&words("CLIENT ID")))
+    let other = text(b.cmd(&words("CLIENT ID")))
         .trim_start_matches(':')
         .trim()
         .to_string();
     assert_eq!(
-        text(&bp.cmd(&words(&format!("CLIENT TRACKING ON REDIRECT {other}")))),
+        text(bp.cmd(&words(&format!("CLIENT TRACKING ON REDIRECT {other}")))),
         "-ERR The client ID you want redirect to does not exist\r\n"
     );
 });
@@ -388,10 +381,7 @@ both!(losing_the_upstream_flushes_the_client, |kind: Kind| {
     assert_eq!(c.cmd(&words("CLIENT TRACKING ON")), b"+OK\r\n");
     c.cmd(&words("GET k"));
     server.kill();
-    assert_eq!(
-        text(&c.reply().unwrap()),
-        ">2\r\n$10\r\ninvalidate\r\n_\r\n"
-    );
+    assert_eq!(text(c.reply().unwrap()), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
     // While the tracking is not back, every reply is followed by another flush.
     let reply = c.cmd(&words("GET k"));
     assert!(
@@ -399,10 +389,7 @@ both!(losing_the_upstream_flushes_the_client, |kind: Kind| {
         "{}",
         text(&reply)
     );
-    assert_eq!(
-        text(&c.reply().unwrap()),
-        ">2\r\n$10\r\ninvalidate\r\n_\r\n"
-    );
+    assert_eq!(text(c.reply().unwrap()), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
     // Back: tracked again, on a new connection, before the next command runs: a command's
     // reply is no longer followed by a flush.
     server.restart();
@@ -471,15 +458,9 @@ both!(local_only_replies_are_followed_by_a_flush, |kind: Kind| {
     })
     .expect("local-only mode");
     assert_eq!(c.cmd(&words("SET k local")), b"+OK\r\n");
-    assert_eq!(
-        text(&c.reply().unwrap()),
-        ">2\r\n$10\r\ninvalidate\r\n_\r\n"
-    );
+    assert_eq!(text(c.reply().unwrap()), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
     assert_eq!(c.cmd(&words("GET k")), b"$5\r\nlocal\r\n");
-    assert_eq!(
-        text(&c.reply().unwrap()),
-        ">2\r\n$10\r\ninvalidate\r\n_\r\n"
-    );
+    assert_eq!(text(c.reply().unwrap()), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
 });
 
 both!(trackinginfo_is_the_upstreams_own, |kind: Kind| {
@@ -512,8 +493,8 @@ both!(trackinginfo_is_the_upstreams_own, |kind: Kind| {
             "CLIENT GETREDIR",
         ] {
             assert_eq!(
-                text(&p.cmd(&words(line))),
-                text(&d.cmd(&words(line))),
+                text(p.cmd(&words(line))),
+                text(d.cmd(&words(line))),
                 "{hello}: {line}"
             );
         }
@@ -555,7 +536,7 @@ both!(the_upstreams_tracking_table_bound_applies, |kind: Kind| {
 both!(standalone_refuses_tracking, |_kind: Kind| {
     let proxy = Proxy::start("none");
     let mut c = resp3(&proxy);
-    let e = text(&c.cmd(&words("CLIENT TRACKING ON")));
+    let e = text(c.cmd(&words("CLIENT TRACKING ON")));
     assert!(
         e.starts_with("-ERR CLIENT TRACKING is not supported by respite without an upstream"),
         "{e}"
@@ -640,7 +621,7 @@ for k, v in final.items():
         time.sleep(0.01)
 print("ok", reads)
 "#;
-    let name = text(&server.raw().cmd(&words("HELLO 3")));
+    let name = text(server.raw().cmd(&words("HELLO 3")));
     let name = if name.contains("valkey") {
         "valkey"
     } else {

@@ -2,12 +2,8 @@
 //! option is checked by the upstream as AUTH is, over RESP2 and RESP3, and the user's ACLs
 //! keep applying to what the client does — judged by the upstream's own keys and replies.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, bulk, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, bulk, text, wait_until, words};
 use std::time::Duration;
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
 
 both!(hello_auth_is_checked_by_the_upstream, |kind: Kind| {
     let server = Server::start(kind);

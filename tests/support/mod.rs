@@ -18,7 +18,7 @@ mod tenant;
 
 pub use cluster::Cluster;
 pub use proxy::{Binary, Proxy, metric};
-pub use resp::{Raw, bulk, encode, frame_len, words};
+pub use resp::{Raw, bulk, encode, frame_len, text, words};
 pub use servers::{KINDS, Kind, Server, free_port};
 pub use tenant::{TenantToml, tenants};
 

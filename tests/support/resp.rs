@@ -106,6 +106,11 @@ pub fn bulk(v: &str) -> Vec<u8> {
 }
 
 /// Split a command line on spaces (for readable test tables; no quoting).
+/// A reply as text, whole (lossy UTF-8), for assertions and messages.
+pub fn text(reply: impl AsRef<[u8]>) -> String {
+    String::from_utf8_lossy(reply.as_ref()).into_owned()
+}
+
 pub fn words(line: &str) -> Vec<&[u8]> {
     line.split(' ')
         .filter(|w| !w.is_empty())

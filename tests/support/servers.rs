@@ -183,6 +183,15 @@ impl Server {
     pub fn raw(&self) -> Raw {
         Raw::connect(SocketAddr::from(([127, 0, 0, 1], self.port)))
     }
+
+    /// The server's count of clients blocked now (`blocked_clients` in `INFO clients`).
+    pub fn blocked_clients(&self) -> u64 {
+        let info = crate::support::text(self.raw().cmd(&crate::support::words("INFO clients")));
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("INFO clients has blocked_clients")
+    }
 }
 
 impl Drop for Server {

@@ -4,6 +4,7 @@ use mlua::{Lua, Table, Value as Lua_};
 
 use super::super::Call;
 use super::super::num::parse_i64;
+use crate::protocol::value::{self, Value};
 
 /// A script's result, converted from Lua as Redis converts it.
 pub(super) enum Reply {
@@ -41,38 +42,40 @@ pub(super) fn error_text(raw: &[u8]) -> Vec<u8> {
     }
 }
 
-/// One RESP2 reply of the engine's own making, as Redis hands replies to Lua.
-pub(super) fn from_resp2(lua: &Lua, buf: &[u8], at: &mut usize) -> mlua::Result<Lua_> {
-    let start = *at;
-    let end = start + memchr::memmem::find(&buf[start..], b"\r\n").unwrap_or(buf.len() - start);
-    let kind = buf[start];
-    let line = &buf[*at + 1..end];
-    *at = end + 2;
-    let n = || parse_i64(line).unwrap_or(0);
-    Ok(match kind {
-        b'+' => {
+/// One RESP2 reply of the engine's own making (read by [`crate::protocol::value`]), as Redis
+/// hands replies to Lua.
+pub(super) fn from_resp2(lua: &Lua, reply: &[u8]) -> mlua::Result<Lua_> {
+    match value::parse(reply) {
+        Ok(v) => to_lua(lua, &v),
+        Err(_) => Err(mlua::Error::runtime(
+            "ERR respite could not read the local engine's reply",
+        )),
+    }
+}
+
+fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<Lua_> {
+    Ok(match v {
+        Value::Line(b'+', line) => {
             let t = lua.create_table()?;
             t.set("ok", lua.create_string(line)?)?;
             Lua_::Table(t)
         }
-        b'-' => {
+        Value::Line(b'-', line) => {
             let t = lua.create_table()?;
-            t.set("err", lua.create_string(error_text(&buf[start..end]))?)?;
+            t.set(
+                "err",
+                lua.create_string(error_text(&[b"-", *line].concat()))?,
+            )?;
             Lua_::Table(t)
         }
-        b':' => Lua_::Number(n() as f64),
-        b'$' if n() < 0 => Lua_::Boolean(false),
-        b'$' => {
-            let len = n() as usize;
-            let s = lua.create_string(&buf[*at..*at + len])?;
-            *at += len + 2;
-            Lua_::String(s)
-        }
-        b'*' if n() < 0 => Lua_::Boolean(false),
-        b'*' => {
+        Value::Line(b':', line) => Lua_::Number(parse_i64(line).unwrap_or(0) as f64),
+        // `$-1` and `*-1`: Redis hands Lua a false.
+        Value::Line(b'$' | b'*', _) => Lua_::Boolean(false),
+        Value::Blob(b'$', b) => Lua_::String(lua.create_string(b.bytes())?),
+        Value::Agg(b'*', items) => {
             let t = lua.create_table()?;
-            for i in 1..=n() {
-                t.raw_set(i, from_resp2(lua, buf, at)?)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, item)?)?;
             }
             Lua_::Table(t)
         }

@@ -402,8 +402,7 @@ fn redis_call(
         return err("ERR Write commands are not allowed from read-only scripts.");
     }
     let reply = exec(db, spec, &words);
-    let mut at = 0;
-    from_resp2(lua, &reply, &mut at)
+    from_resp2(lua, &reply)
 }
 
 /// Protocol in which `redis.call` gets replies: RESP2, as Redis scripts do by default.

@@ -340,10 +340,12 @@ impl Reader<'_> {
         // upstream's would say too much, and transactions (queued here).
         // Also in local-only mode, as standalone answers it (ioredis's ready check sends INFO
         // on connect).
-        let info_here = spec.name == "info"
+        let prefixed = self.client.tenant.as_ref().is_some_and(|t| t.has_prefix());
+        let info_here = (spec.name == "info"
             && (self.shared.upstream.is_none()
-                || self.client.tenant.as_ref().is_some_and(|t| t.has_prefix())
-                || self.shared.answerer(spec, &req.args).is_some());
+                || prefixed
+                || self.shared.answerer(spec, &req.args).is_some()))
+            || (spec.name == "config|get" && prefixed);
         let transaction = self.multi.is_some() || route == Route::Transaction;
         if self.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
@@ -387,7 +389,10 @@ impl Reader<'_> {
         }
         if info_here {
             // Boxed: rare, and inline its state would grow every idle session.
-            let out = Box::pin(builtin::tenant_info(self, &req.args)).await;
+            let out = match spec.name {
+                "config|get" => Box::pin(builtin::tenant_config_get(self, &req.args)).await,
+                _ => Box::pin(builtin::tenant_info(self, &req.args)).await,
+            };
             self.reply(out).await;
             return Next::Done(Flow::Continue);
         }

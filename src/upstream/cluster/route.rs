@@ -338,18 +338,19 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
     }
     let mut pending = Vec::with_capacity(batches.0.len());
     for (addr, bytes, count) in batches.0 {
+        metrics::cluster_node_commands(&addr, count);
         let node = ctx.cluster.node(&addr);
         let rx = node
             .conn_in(ctx.lane, ctx.proto, ctx.index as u64)
             .send_marked(bytes.freeze(), count, None, job.slow)
             .await;
-        pending.push((rx, count));
+        pending.push((rx, count, addr));
     }
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let mut replies = Vec::with_capacity(pending.len());
-        for (rx, count) in pending {
-            replies.push(collect(&ctx, rx, count).await);
+        for (rx, count, addr) in pending {
+            replies.push(collect(&ctx, &addr, rx, count).await);
         }
         let mut out = BytesMut::new();
         for unit in units {
@@ -376,10 +377,11 @@ fn part_command(args: &[Bytes], idx: &[usize], step: usize, script: Option<&[u8]
 }
 
 /// The `count` replies of one node job, an error reply in place of each that did not come.
-async fn collect(ctx: &Ctx, rx: oneshot::Receiver<Reply>, count: usize) -> Vec<Bytes> {
+async fn collect(ctx: &Ctx, addr: &str, rx: oneshot::Receiver<Reply>, count: usize) -> Vec<Bytes> {
     let (mut replies, error) = match rx.await {
         Ok(Ok(bytes)) => (merge::split(&bytes), None),
         Ok(Err(partial)) => {
+            metrics::cluster_node_failure(addr);
             if matches!(
                 partial.error,
                 NoReply::Unavailable(_) | NoReply::NotSent(_) | NoReply::Lost(_)
@@ -506,8 +508,9 @@ async fn send(ctx: &Ctx, addr: &str, bytes: &Bytes, count: usize, asking: bool) 
     } else {
         (bytes.clone(), count)
     };
+    metrics::cluster_node_commands(addr, n);
     let rx = conn.send(bytes, n).await;
-    let mut replies = collect(ctx, rx, n).await;
+    let mut replies = collect(ctx, addr, rx, n).await;
     if asking {
         replies.remove(0);
     }

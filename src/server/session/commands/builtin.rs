@@ -202,18 +202,10 @@ pub(in crate::server::session) async fn tenant_info(
     };
     let sections: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
     let tenant = r.client.tenant.clone();
-    let mut upstream = info::UpstreamFacts::default();
-    if mode == "proxy" && info::needs_upstream(&sections) {
-        r.send_group().await;
-        let rx = r
-            .upstream_send(Bytes::from_static(b"*1\r\n$4\r\nINFO\r\n"), 1, None)
-            .await;
-        if let Ok(Ok(reply)) = rx.await {
-            let db = tenant.as_ref().and_then(|t| t.db);
-            upstream = info::UpstreamFacts::from_info(&String::from_utf8_lossy(&reply), db);
-        }
-        r.took_reply();
-    }
+    let upstream = match mode == "proxy" && info::needs_upstream(&sections) {
+        true => upstream_facts(r).await,
+        false => info::UpstreamFacts::default(),
+    };
     let facts = info::InfoFacts {
         server_name,
         version,
@@ -234,6 +226,53 @@ pub(in crate::server::session) async fn tenant_info(
     let text = info::render(&facts, &sections);
     let mut out = BytesMut::new();
     encode::verbatim(&mut out, r.client.proto, "txt", text.as_bytes());
+    out
+}
+
+/// The fields of the upstream's INFO a tenant may see ([`info::UpstreamFacts`]), read on the
+/// client's own connection after everything it sent before; none if the upstream does not answer.
+async fn upstream_facts(r: &mut Reader<'_>) -> info::UpstreamFacts {
+    r.send_group().await;
+    let rx = r
+        .upstream_send(Bytes::from_static(b"*1\r\n$4\r\nINFO\r\n"), 1, None)
+        .await;
+    let mut facts = info::UpstreamFacts::default();
+    if let Ok(Ok(reply)) = rx.await {
+        let db = r.client.tenant.as_ref().and_then(|t| t.db);
+        facts = info::UpstreamFacts::from_info(&String::from_utf8_lossy(&reply), db);
+    }
+    r.took_reply();
+    facts
+}
+
+/// CONFIG GET for a prefixed tenant: the safe subset [`info::config_get`] allows, as Redis
+/// replies (a flat array in RESP2, a map in RESP3). The upstream's limits come from its INFO.
+pub(in crate::server::session) async fn tenant_config_get(
+    r: &mut Reader<'_>,
+    args: &[Bytes],
+) -> BytesMut {
+    let patterns: Vec<&[u8]> = args[2..].iter().map(|a| &a[..]).collect();
+    let upstream = match r.shared.upstream.is_some()
+        && r.shared
+            .answerer(crate::command::lookup("info").expect("in the table"), &[])
+            .is_none()
+    {
+        true => upstream_facts(r).await,
+        false => info::UpstreamFacts::default(),
+    };
+    let idle = r
+        .shared
+        .config
+        .sessions
+        .idle_timeout
+        .map_or(0, |t| t.as_secs());
+    let pairs = info::config_get(&patterns, &upstream, idle);
+    let mut out = BytesMut::new();
+    encode::map_header(&mut out, r.client.proto, pairs.len());
+    for (name, value) in pairs {
+        encode::bulk(&mut out, name.as_bytes());
+        encode::bulk(&mut out, value.as_bytes());
+    }
     out
 }
 

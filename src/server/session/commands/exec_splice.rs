@@ -11,7 +11,7 @@
 //!
 //! This file never sends anything but the transaction it is given.
 use crate::command::CommandSpec;
-use crate::protocol::{ReplyScanner, encode};
+use crate::protocol::{ReplyScanner, encode, value};
 use crate::server::session::writer::reply_bytes;
 use crate::server::session::{Keep, Pending, Reader, error_bytes};
 use bytes::{Bytes, BytesMut};
@@ -66,7 +66,7 @@ impl Reader<'_> {
 
     /// EXEC's array with the elements at `spliced`'s places replaced by respite's answers.
     fn splice(&mut self, reply: Bytes, spliced: &[Spliced]) -> Bytes {
-        let Some((n, mut at)) = array_header(&reply) else {
+        let Some((n, mut at)) = value::array_header(&reply) else {
             return reply;
         };
         let mut out = BytesMut::from(&reply[..at]);
@@ -110,28 +110,5 @@ impl Reader<'_> {
             }
         }
         out.freeze()
-    }
-}
-
-/// `*N\r\n` at the start of `reply`: N and where the elements begin (not a null array).
-fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
-    if reply.first() != Some(&b'*') {
-        return None;
-    }
-    let end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let n = std::str::from_utf8(&reply[1..end]).ok()?.parse().ok()?;
-    Some((n, end + 2))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arrays_only() {
-        assert_eq!(array_header(b"*2\r\n+PONG\r\n:1\r\n"), Some((2, 4)));
-        assert_eq!(array_header(b"*-1\r\n"), None);
-        assert_eq!(array_header(b"_\r\n"), None);
-        assert_eq!(array_header(b"-EXECABORT x\r\n"), None);
     }
 }
