@@ -49,6 +49,7 @@ pub const RECOVERY_REPLAYED_TOTAL: &str = "respite_recovery_replayed_total";
 pub const RECOVERY_CONFLICTS_TOTAL: &str = "respite_recovery_conflicts_total";
 pub const RECOVERY_UNKNOWN_TOTAL: &str = "respite_recovery_unknown_fate_total";
 pub const RECOVERY_DISCARDED_TOTAL: &str = "respite_recovery_discarded_writes_total";
+pub const TLS_CERT_NOT_AFTER: &str = "respite_tls_cert_not_after_seconds";
 
 /// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -351,6 +352,13 @@ pub fn batch_histograms() -> (Histogram, Histogram) {
     )
 }
 
+/// When a certificate on one side expires (its chain's earliest `notAfter`), seconds since the
+/// epoch: `side` is `listen`, `listen_client_ca`, `upstream` (the chain the upstream presented at
+/// the latest handshake), `upstream_ca` or `upstream_client` (see `crate::tls`).
+pub fn tls_cert_not_after(side: &'static str, unix_seconds: i64) {
+    gauge!(TLS_CERT_NOT_AFTER, "side" => side).set(unix_seconds as f64);
+}
+
 /// Pub/Sub messages handed to subscribers' outboxes, and those dropped because their subscriber
 /// was over `limits.pubsub_output_bytes`.
 pub fn pubsub_delivered(delivered: u64, dropped: u64) {
@@ -491,6 +499,10 @@ pub fn describe() {
         "1 while local-only mode answers clients (the upstream is down), else 0"
     );
     describe_gauge!(LOCAL_ENGINE_KEYS, "Keys the local engine holds");
+    describe_gauge!(
+        TLS_CERT_NOT_AFTER,
+        "When a certificate expires (the earliest notAfter of its chain), in seconds since the epoch, by side: listen, listen_client_ca, upstream (as presented at the latest handshake), upstream_ca, upstream_client"
+    );
     describe_counter!(
         RECOVERY_REPLAYED_TOTAL,
         "Writes acknowledged in local-only mode and replayed upstream at recovery"

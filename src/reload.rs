@@ -149,6 +149,9 @@ impl Live {
         if old.listen.tls.is_some() && new.listen.tls.is_some() {
             merged.listen.tls_files = new.listen.tls_files.clone();
             self.tls.store(tls);
+            if let Some(files) = &new.listen.tls_files {
+                crate::tls::record_server_expiry(files);
+            }
         }
         if let (Some(running), Some(next)) = (&mut merged.near_cache, &new.near_cache) {
             running.rules = next.rules.clone();

@@ -330,6 +330,9 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     );
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
+    if let Some(files) = &config.listen.tls_files {
+        crate::tls::record_server_expiry(files);
+    }
     if let Some(t) = live.tenants() {
         crate::policy::metrics::register(&t);
     }

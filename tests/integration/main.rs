@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alert_rules;
 mod basics;
 mod blocked_disconnect;
 mod busy_not_down;
