@@ -274,7 +274,11 @@ impl Hub {
         };
         count(&(kind, channel.clone()));
         if kind == Kind::Channel {
-            for p in reg.patterns.iter().filter(|p| crate::policy::glob::matches(p, channel)) {
+            for p in reg
+                .patterns
+                .iter()
+                .filter(|p| crate::policy::glob::matches(p, channel))
+            {
                 count(&(Kind::Pattern, p.clone()));
             }
         }

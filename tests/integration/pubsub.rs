@@ -177,7 +177,12 @@ fn receiver_counts(server: &Server, subscriber: &dyn Fn() -> Raw, mut publ: Raw)
         "PUBSUB SHARDNUMSUB shard news",
     ]
     .iter()
-    .map(|line| format!("{line} -> {}", String::from_utf8_lossy(&publ.cmd(&words(line)))))
+    .map(|line| {
+        format!(
+            "{line} -> {}",
+            String::from_utf8_lossy(&publ.cmd(&words(line)))
+        )
+    })
     .collect()
 }
 
@@ -196,7 +201,10 @@ both!(publish_counts_every_subscriber, |kind: Kind| {
     assert!(gone.is_some(), "the direct run's subscribers left");
     let through = receiver_counts(&server, &|| proxy.raw(), proxy.raw());
     assert_eq!(through, direct);
-    assert_eq!(direct[0], "PUBLISH news m -> :7\r\n", "the scenario counts what it means to");
+    assert_eq!(
+        direct[0], "PUBLISH news m -> :7\r\n",
+        "the scenario counts what it means to"
+    );
 });
 
 // RESP3: pushes come between whole replies and never take a reply's place.

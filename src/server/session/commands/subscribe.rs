@@ -11,10 +11,10 @@
 //! commands after them, and messages never split a reply.
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
+use crate::policy::Plan;
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, Request, encode};
 use crate::pubsub::{self, Hub, Kind, Outbox, Subscriber};
-use crate::policy::Plan;
 use crate::server::session::{Flow, Keep, Pending, Reader, unix_ms};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -213,10 +213,7 @@ impl Reader<'_> {
         let channel = crate::policy::pubsub::channel(&prefix, &req.args[1]);
         self.shared.fence().await;
         // Unbudgeted upstream: the corrected reply is what the client owes (charged below).
-        let upstream = self
-            .out
-            .send(&self.client, command, 1, None, false)
-            .await;
+        let upstream = self.out.send(&self.client, command, 1, None, false).await;
         let budget = self.out.budget().cloned();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
