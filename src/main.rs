@@ -147,6 +147,12 @@ fn main() -> anyhow::Result<()> {
                 if listeners.admin.is_some() {
                     respite::admin::recorder();
                 }
+                // Under systemd's Type=notify: ready once every listener is bound (clients
+                // connecting from here on are queued by the kernel and served). Outside systemd
+                // NOTIFY_SOCKET is unset and this does nothing.
+                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+                    tracing::warn!(error = %e, "could not tell systemd respite is ready (NOTIFY_SOCKET)");
+                }
                 run_reloadable(listeners, config, Some(sources), shutdown_signal()).await?;
                 anyhow::Ok(())
             })
@@ -172,7 +178,10 @@ async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: draining");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        }
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("SIGINT: draining; press Ctrl-C again to exit now");
             tokio::spawn(async {

@@ -6,7 +6,7 @@
 use crate::command::CommandSpec;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const CLIENT_CONNECTIONS: &str = "respite_client_connections";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "respite_client_connections_total";
@@ -49,6 +49,7 @@ pub const RECOVERY_REPLAYED_TOTAL: &str = "respite_recovery_replayed_total";
 pub const RECOVERY_CONFLICTS_TOTAL: &str = "respite_recovery_conflicts_total";
 pub const RECOVERY_UNKNOWN_TOTAL: &str = "respite_recovery_unknown_fate_total";
 pub const RECOVERY_DISCARDED_TOTAL: &str = "respite_recovery_discarded_writes_total";
+pub const TLS_CERT_NOT_AFTER: &str = "respite_tls_cert_not_after_seconds";
 
 /// Bucket bounds of the latency histograms, in seconds: 50 µs to 5 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -261,9 +262,31 @@ pub fn upstream_error_replies() -> Counter {
     counter!(UPSTREAM_ERROR_REPLIES_TOTAL)
 }
 
+/// `admin.command_histograms`: one latency histogram per command (the default) or one for all
+/// commands (`command="all"`). Set once at start (the admin section needs a restart); process-wide
+/// like the registry it shapes.
+static PER_COMMAND_HISTOGRAMS: AtomicBool = AtomicBool::new(true);
+
+/// Choose per-command latency histograms or one for all commands (see the static).
+pub fn set_command_histograms(per_command: bool) {
+    PER_COMMAND_HISTOGRAMS.store(per_command, Ordering::Relaxed);
+}
+
+/// The `command` label of the one latency histogram kept when per-command ones are off: no
+/// command table entry is named so.
+pub const ALL_COMMANDS: &str = "all";
+
 /// A sampled command's latency as its client sees it, labelled by the table's name for it; the
-/// handle is found by the command's dense id, as [`command`]'s counter is.
+/// handle is found by the command's dense id, as [`command`]'s counter is. With per-command
+/// histograms off, every command records into one series (16 buckets per pod instead of up to
+/// 16 per command seen, ~5,000 series with a few hundred commands).
 pub fn command_duration(spec: &'static CommandSpec, seconds: f64) {
+    if !PER_COMMAND_HISTOGRAMS.load(Ordering::Relaxed) {
+        static ALL: OnceLock<Histogram> = OnceLock::new();
+        ALL.get_or_init(|| histogram!(COMMAND_DURATION_SECONDS, "command" => ALL_COMMANDS))
+            .record(seconds);
+        return;
+    }
     static HANDLES: PerCommand<Histogram> = PerCommand::new();
     match HANDLES.get(
         spec,
@@ -329,6 +352,13 @@ pub fn batch_histograms() -> (Histogram, Histogram) {
     )
 }
 
+/// When a certificate on one side expires (its chain's earliest `notAfter`), seconds since the
+/// epoch: `side` is `listen`, `listen_client_ca`, `upstream` (the chain the upstream presented at
+/// the latest handshake), `upstream_ca` or `upstream_client` (see `crate::tls`).
+pub fn tls_cert_not_after(side: &'static str, unix_seconds: i64) {
+    gauge!(TLS_CERT_NOT_AFTER, "side" => side).set(unix_seconds as f64);
+}
+
 /// Pub/Sub messages handed to subscribers' outboxes, and those dropped because their subscriber
 /// was over `limits.pubsub_output_bytes`.
 pub fn pubsub_delivered(delivered: u64, dropped: u64) {
@@ -363,8 +393,64 @@ pub fn tracking_overflow() {
     counter!(TRACKING_OVERFLOWS_TOTAL).increment(1);
 }
 
+/// Every counter whose labels are known in advance, registered at 0 when the recorder is
+/// installed: a series that appears only at its first event breaks `rate()` and `increase()` over
+/// that event (the first increment is lost) and hides from a dashboard that nothing happened yet.
+/// Counters labelled by what clients send (`command`) or by tenant (registered when the tenants
+/// are loaded) are not here. `increment(0)`, not `absolute(0)`: a second proxy in one process
+/// (the tests) must not reset the first one's counts.
+fn zero_counters() {
+    for name in [
+        CLIENT_CONNECTIONS_TOTAL,
+        UPSTREAM_PINNED_REFUSED_TOTAL,
+        UPSTREAM_ERROR_REPLIES_TOTAL,
+        CLUSTER_REFRESHES_TOTAL,
+        PUBSUB_MESSAGES_TOTAL,
+        PUBSUB_DROPPED_TOTAL,
+        PUBSUB_SLOW_SUBSCRIBERS_TOTAL,
+        TRACKING_INVALIDATIONS_TOTAL,
+        TRACKING_LOST_TOTAL,
+        TRACKING_OVERFLOWS_TOTAL,
+        RECOVERY_REPLAYED_TOTAL,
+        RECOVERY_CONFLICTS_TOTAL,
+        RECOVERY_UNKNOWN_TOTAL,
+        RECOVERY_DISCARDED_TOTAL,
+        CLIENT_READ_BYTES_TOTAL,
+        CLIENT_WRITTEN_BYTES_TOTAL,
+    ] {
+        counter!(name).increment(0);
+    }
+    for protocol in ["resp2", "resp3"] {
+        counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(0);
+    }
+    for to in crate::upstream::health::State::ALL {
+        counter!(UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "to" => to.as_str()).increment(0);
+    }
+    for kind in [
+        ErrorKind::Protocol,
+        ErrorKind::UnknownCommand,
+        ErrorKind::Refused,
+        ErrorKind::Arity,
+        ErrorKind::Upstream,
+        ErrorKind::Timeout,
+        ErrorKind::LocalOnly,
+    ] {
+        counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(0);
+    }
+    for kind in ["moved", "ask", "tryagain"] {
+        counter!(CLUSTER_REDIRECTS_TOTAL, "kind" => kind).increment(0);
+    }
+    for kind in ["split", "fanout"] {
+        counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(0);
+    }
+    for result in ["ok", "error", "refused"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+}
+
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    zero_counters();
     describe_gauge!(TRACKING_CLIENTS, "Clients with CLIENT TRACKING on");
     describe_counter!(
         CLUSTER_REDIRECTS_TOTAL,
@@ -406,13 +492,17 @@ pub fn describe() {
     );
     describe_gauge!(
         UPSTREAM_PROBE_RTT_SECONDS,
-        "Round trip of the latest successful health probe (PING) to the upstream, in seconds"
+        "Round trip of the latest health probe (PING) to the upstream, in seconds; NaN while the latest probe failed (no round trip to report)"
     );
     describe_gauge!(
         LOCAL_ONLY,
         "1 while local-only mode answers clients (the upstream is down), else 0"
     );
     describe_gauge!(LOCAL_ENGINE_KEYS, "Keys the local engine holds");
+    describe_gauge!(
+        TLS_CERT_NOT_AFTER,
+        "When a certificate expires (the earliest notAfter of its chain), in seconds since the epoch, by side: listen, listen_client_ca, upstream (as presented at the latest handshake), upstream_ca, upstream_client"
+    );
     describe_counter!(
         RECOVERY_REPLAYED_TOTAL,
         "Writes acknowledged in local-only mode and replayed upstream at recovery"
@@ -454,9 +544,6 @@ pub fn describe() {
         CONFIG_RELOADS_TOTAL,
         "Configuration reloads (SIGHUP or POST /reload), by result: ok, error, or refused (a POST /reload the admin port turned away)"
     );
-    for result in ["ok", "error", "refused"] {
-        counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
-    }
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
     describe_counter!(COMMANDS_TOTAL, "Commands received, by command");

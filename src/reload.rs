@@ -149,12 +149,18 @@ impl Live {
         if old.listen.tls.is_some() && new.listen.tls.is_some() {
             merged.listen.tls_files = new.listen.tls_files.clone();
             self.tls.store(tls);
+            if let Some(files) = &new.listen.tls_files {
+                crate::tls::record_server_expiry(files);
+            }
         }
         if let (Some(running), Some(next)) = (&mut merged.near_cache, &new.near_cache) {
             running.rules = next.rules.clone();
             if let Some(cache) = self.cache.get() {
                 cache.replace_rules(&next.rules, tenants.as_deref());
             }
+        }
+        if let Some(t) = &tenants {
+            crate::policy::metrics::register(t);
         }
         self.tenants.store(tenants);
         self.config.store(Arc::new(merged));
@@ -186,7 +192,10 @@ fn fixed_differences(old: &Config, new: &Config) -> Vec<&'static str> {
     if upstream(old) != upstream(new) {
         out.push("upstream");
     }
-    if old.admin != new.admin || old.admin_reload_token_file != new.admin_reload_token_file {
+    if old.admin != new.admin
+        || old.admin_reload_token_file != new.admin_reload_token_file
+        || old.command_histograms != new.command_histograms
+    {
         out.push("admin");
     }
     if old.worker_threads != new.worker_threads || old.shutdown_grace != new.shutdown_grace {

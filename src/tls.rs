@@ -6,13 +6,22 @@
 //! connect (so a rotated client certificate is used by the next connection), and nowhere else.
 //! This module never opens a socket: `server` and `upstream::handshake` do, with what it builds.
 //! Errors name the file and the key that named it.
+//!
+//! Without `upstream.tls_ca`, the upstream is verified against the system's trust store
+//! (rustls-native-certs: the platform's bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set),
+//! read once per process; `upstream.tls_ca` replaces it, never adds to it, so a private CA pinned
+//! there is the only one trusted.
+//!
+//! Every certificate respite holds or is shown has its expiry exported as
+//! `respite_tls_cert_not_after_seconds{side}` (the earliest in its chain): recorded here when the
+//! files are read, and by `upstream::handshake` for the chain the upstream presents.
 use crate::config::{ServerTls, UpstreamTls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why TLS material could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,63 @@ pub enum TlsError {
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
     #[error("`{0}` is not a valid TLS server name (upstream.tls_server_name)")]
     ServerName(String),
+    #[error(
+        "upstream.tls_ca is not set and the system's trust store has no certificate{0}: set \
+         upstream.tls_ca to the CA bundle the upstream's certificate chains to"
+    )]
+    NoSystemRoots(String),
+}
+
+/// The system's trust store, read once per process (a few hundred certificates: not at every
+/// connect). `Err` carries why it is empty, for [`TlsError::NoSystemRoots`].
+fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut store = RootCertStore::empty();
+            store.add_parsable_certificates(found.certs);
+            if !store.is_empty() {
+                return Ok(Arc::new(store));
+            }
+            let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+            Err(match why.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", why.join("; ")),
+            })
+        })
+        .clone()
+        .map_err(TlsError::NoSystemRoots)
+}
+
+/// The earliest `notAfter` among `certs`, in seconds since the epoch (`None` if none parses).
+pub fn not_after(certs: &[CertificateDer<'_>]) -> Option<i64> {
+    certs
+        .iter()
+        .filter_map(|c| x509_parser::parse_x509_certificate(c).ok())
+        .map(|(_, x509)| x509.validity().not_after.timestamp())
+        .min()
+}
+
+/// Export the expiry of one side's chain (see the module's doc for the sides).
+pub fn record_expiry(side: &'static str, certs: &[CertificateDer<'_>]) {
+    if let Some(t) = not_after(certs) {
+        crate::metrics::tls_cert_not_after(side, t);
+    }
+}
+
+/// The expiry of what clients are served with: `listen.tls_cert` (side `listen`) and
+/// `listen.tls_client_ca` (side `listen_client_ca`). Called when they are put in service (start
+/// and each reload); a file that no longer reads leaves the last value.
+pub fn record_server_expiry(files: &ServerTls) {
+    if let Ok(chain) = certs("listen.tls_cert", &files.cert) {
+        record_expiry("listen", &chain);
+    }
+    if let Some(ca) = &files.client_ca
+        && let Ok(ca) = certs("listen.tls_client_ca", ca)
+    {
+        record_expiry("listen_client_ca", &ca);
+    }
 }
 
 fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -65,8 +131,16 @@ fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>,
 }
 
 fn roots(key: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
+    roots_of(key, path, certs(key, path)?)
+}
+
+fn roots_of(
+    key: &'static str,
+    path: &Path,
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
-    for c in certs(key, path)? {
+    for c in certs {
         store.add(c).map_err(|source| TlsError::Rejected {
             key,
             path: path.to_path_buf(),
@@ -99,19 +173,29 @@ pub fn server_config(files: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 /// What upstream connections are opened with, and the name the upstream's certificate must
-/// carry (also sent as SNI). Verification is always on.
+/// carry (also sent as SNI). Verification is always on: against `upstream.tls_ca` when set, else
+/// the system's trust store. Records the expiry of the CA file (side `upstream_ca`) and of
+/// respite's client certificate (side `upstream_client`).
 pub fn client_config(
     tls: &UpstreamTls,
 ) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsError> {
     let roots = match &tls.ca {
-        Some(ca) => roots("upstream.tls_ca", ca)?,
-        None => RootCertStore::empty(),
+        Some(ca) => {
+            let bundle = certs("upstream.tls_ca", ca)?;
+            record_expiry("upstream_ca", &bundle);
+            Arc::new(roots_of("upstream.tls_ca", ca, bundle)?)
+        }
+        None => system_roots()?,
     };
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(
-                certs("upstream.tls_cert", cert)?,
+                {
+                    let chain = certs("upstream.tls_cert", cert)?;
+                    record_expiry("upstream_client", &chain);
+                    chain
+                },
                 private_key("upstream.tls_key", key)?,
             )
             .map_err(|source| TlsError::Rejected {

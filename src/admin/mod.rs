@@ -137,9 +137,10 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
         let h = u.health().snapshot();
         let local = serving_locally(&state, u);
         metrics::gauge!(m::LOCAL_ONLY).set(if local { 1.0 } else { 0.0 });
-        if let Some(rtt) = h.last_probe_rtt {
-            metrics::gauge!(m::UPSTREAM_PROBE_RTT_SECONDS).set(rtt.as_secs_f64());
-        }
+        // NaN while the latest probe failed (or none answered yet): a comparison with it is
+        // false, so a latency alert neither fires nor holds on a value from before an outage.
+        metrics::gauge!(m::UPSTREAM_PROBE_RTT_SECONDS)
+            .set(h.last_probe_rtt.map_or(f64::NAN, |rtt| rtt.as_secs_f64()));
     }
     if let Some(e) = &state.engine {
         metrics::gauge!(m::LOCAL_ENGINE_KEYS).set(e.len() as f64);

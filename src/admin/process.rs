@@ -1,16 +1,18 @@
 //! Process metrics (`process_*`, the names every Prometheus client library uses), read from
 //! `/proc/self` when `/metrics` is scraped and appended to the exposition text.
 //!
-//! metrics-exporter-prometheus has none on Linux, and the values are only needed at scrape time,
-//! so they are read then rather than kept up to date. It reads only `/proc/self` (systemd's
-//! `ProcSubset=pid` hides the rest) and never fails a scrape: a value it cannot read is left out.
+//! /proc is read by `procfs` (the crate `metrics-process` itself uses on Linux), not parsed here.
+//! `metrics-process` is not used: it records `process_cpu_seconds_total` as a whole number of
+//! seconds (`counter.absolute(v as u64)`; a sidecar using 5% of a core would show a rate of 0 or
+//! 1 s/s in steps), or, with its `use-gauge-on-cpu-seconds-total` feature, as a gauge named
+//! `_total`, which `promtool check metrics` refuses; and it takes the start time from
+//! `/proc/stat`'s boot time, which systemd's `ProcSubset=pid` (deploy/respite.service) hides.
+//! The names and meanings stay those of before, which users' dashboards rely on; only
+//! `/proc/self` is read, and a value that cannot be read is left out, never failing a scrape.
+use procfs::prelude::*;
 use std::fmt::Write;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Clock ticks per second in `/proc/<pid>/stat`: the kernel's USER_HZ, 100 on every architecture
-/// Linux exports to user space as such (reading `sysconf(_SC_CLK_TCK)` would need libc and unsafe).
-const USER_HZ: f64 = 100.0;
 
 /// When this process started, in seconds since the epoch: taken when the admin port's recorder is
 /// installed, milliseconds after exec (`/proc/stat`'s boot time is outside `/proc/self`).
@@ -36,45 +38,52 @@ pub fn render(out: &mut String) {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
     };
-    if let Some(cpu) = cpu_seconds() {
+    let me = procfs::process::Process::myself().ok();
+    if let Some(stat) = me.as_ref().and_then(|p| p.stat().ok()) {
         metric(
             "process_cpu_seconds_total",
             "counter",
             "Total user and system CPU time spent in seconds.",
-            cpu,
+            (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64,
         );
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if let Some(kib) = status_kib(&status, "VmRSS:") {
         metric(
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory size in bytes.",
-            kib * 1024.0,
+            stat.rss_bytes().get() as f64,
         );
-    }
-    if let Some(kib) = status_kib(&status, "VmSize:") {
         metric(
             "process_virtual_memory_bytes",
             "gauge",
             "Virtual memory size in bytes.",
-            kib * 1024.0,
+            stat.vsize as f64,
+        );
+        metric(
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            stat.num_threads as f64,
         );
     }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+    if let Some(fds) = me.as_ref().and_then(|p| p.fd_count().ok()) {
         metric(
             "process_open_fds",
             "gauge",
             "Number of open file descriptors.",
-            fds.count() as f64,
+            fds as f64,
         );
     }
-    if let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+    // The soft limit (respite raises it to the hard one at start, main.rs).
+    if let Some(procfs::process::LimitValue::Value(max)) = me
+        .as_ref()
+        .and_then(|p| p.limits().ok())
+        .map(|l| l.max_open_files.soft_limit)
+    {
         metric(
             "process_max_fds",
             "gauge",
             "Maximum number of open file descriptors.",
-            hard as f64,
+            max as f64,
         );
     }
     metric(
@@ -85,21 +94,6 @@ pub fn render(out: &mut String) {
     );
 }
 
-/// utime + stime from `/proc/self/stat` (fields 14 and 15; the command name, field 2, may hold
-/// spaces and parentheses, so fields are counted from the last `)`).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
-}
-
-fn status_kib(status: &str, field: &str) -> Option<f64> {
-    let line = status.lines().find_map(|l| l.strip_prefix(field))?;
-    line.trim().trim_end_matches("kB").trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,28 +102,42 @@ mod tests {
     fn reads_this_process() {
         let mut out = String::new();
         render(&mut out);
-        for name in [
-            "process_cpu_seconds_total",
-            "process_resident_memory_bytes",
-            "process_open_fds",
-            "process_max_fds",
-            "process_start_time_seconds",
-        ] {
-            let value: f64 = out
-                .lines()
+        let value = |name: &str| -> f64 {
+            out.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .unwrap_or_else(|| panic!("{name} missing from:\n{out}"))
                 .parse()
-                .unwrap();
-            assert!(value >= 0.0, "{name} {value}");
+                .unwrap()
+        };
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        for name in [
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            assert!(value(name) > 0.0, "{name}");
         }
-        let rss = status_kib(
-            &std::fs::read_to_string("/proc/self/status").unwrap(),
-            "VmRSS:",
+        // Against /proc/self/status as the kernel words it (kB): within a few pages of VmRSS.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        let rss = value("process_resident_memory_bytes");
+        assert!(
+            rss > 100.0 * 1024.0,
+            "a test process holds more than 100 KiB"
         );
         assert!(
-            rss.unwrap() > 100.0,
-            "a test process holds more than 100 KiB"
+            (rss - kib * 1024.0).abs() < 16.0 * 1024.0 * 1024.0,
+            "{rss} vs VmRSS {kib} kB"
         );
     }
 }

@@ -440,6 +440,24 @@ async fn sweeper(cache: Arc<NearCache>, shutdown: CancellationToken) {
 /// Describe the near cache's metrics for `/metrics`.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
+    // At 0 from start (see `crate::metrics::zero_counters`); hits and misses are per tenant and
+    // appear with the first read a rule covers.
+    for name in [
+        FILLS_TOTAL,
+        FILLS_DISCARDED_TOTAL,
+        INVALIDATIONS_TOTAL,
+        EVICTIONS_TOTAL,
+    ] {
+        counter!(name).increment(0);
+    }
+    for reason in [
+        FlushReason::Upstream,
+        FlushReason::SentThrough,
+        FlushReason::TrackingLost,
+        FlushReason::Reload,
+    ] {
+        counter!(FLUSHES_TOTAL, "reason" => reason.label()).increment(0);
+    }
     describe_counter!(HITS_TOTAL, "Reads answered from the near cache, by tenant");
     describe_counter!(
         MISSES_TOTAL,

@@ -52,16 +52,25 @@ impl Principal {
         })
     }
 
-    /// The numeric id, looking a name up in `db`, the text of /etc/passwd or /etc/group
-    /// (`name:password:id:…` per line).
-    pub fn id_in(&self, db: &str) -> Option<u32> {
+    /// The numeric user id: a number as it is, a name looked up through the system's user
+    /// database (getpwnam_r: /etc/passwd, and LDAP, sssd or systemd's dynamic users where NSS
+    /// is set up for them). `Ok(None)`: no such user.
+    pub fn uid(&self) -> std::io::Result<Option<u32>> {
         match self {
-            Principal::Id(id) => Some(*id),
-            Principal::Name(name) => db.lines().find_map(|line| {
-                let mut fields = line.split(':');
-                (fields.next()? == name).then_some(())?;
-                fields.nth(1)?.parse().ok()
-            }),
+            Principal::Id(id) => Ok(Some(*id)),
+            Principal::Name(name) => Ok(nix::unistd::User::from_name(name)
+                .map_err(std::io::Error::from)?
+                .map(|u| u.uid.as_raw())),
+        }
+    }
+
+    /// The numeric group id, as [`Principal::uid`] (getgrnam_r).
+    pub fn gid(&self) -> std::io::Result<Option<u32>> {
+        match self {
+            Principal::Id(id) => Ok(Some(*id)),
+            Principal::Name(name) => Ok(nix::unistd::Group::from_name(name)
+                .map_err(std::io::Error::from)?
+                .map(|g| g.gid.as_raw())),
         }
     }
 }
@@ -195,6 +204,7 @@ impl RawListen {
 pub(super) struct RawAdmin {
     listen: String,
     reload_token_file: String,
+    pub(super) command_histograms: bool,
 }
 
 impl Default for RawAdmin {
@@ -202,6 +212,7 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: "127.0.0.1:9121".into(),
             reload_token_file: String::new(),
+            command_histograms: true,
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct Config {
     /// `admin.reload_token_file`: with it, `POST /reload` needs the token the file holds;
     /// without it, `POST /reload` is served only on a loopback `admin.listen`.
     pub admin_reload_token_file: Option<std::path::PathBuf>,
+    /// `admin.command_histograms`: a latency histogram per command (true) or one for all
+    /// commands, `command="all"` (false); see `metrics::command_duration`.
+    pub command_histograms: bool,
     pub log_level: String,
     /// `log.format`: text or json.
     pub log_format: LogFormat,
@@ -447,6 +450,7 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
         upstream,
         admin,
         admin_reload_token_file,
+        command_histograms: raw.admin.command_histograms,
         log_level,
         log_format,
         worker_threads,

@@ -32,8 +32,8 @@ pub struct UpstreamConfig {
 /// files are read by `crate::tls` when a connection is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamTls {
-    /// PEM CA bundle the upstream's certificate must chain to; `None` trusts nothing but what
-    /// `tls_ca` would add, so it is required (no system roots are bundled).
+    /// PEM CA bundle the upstream's certificate must chain to, instead of the system's trust
+    /// store (`None`: the system's, see `crate::tls`).
     pub ca: Option<PathBuf>,
     /// PEM client certificate chain and key, when the upstream asks for one.
     pub cert: Option<PathBuf>,
@@ -271,13 +271,6 @@ fn upstream_tls(
         return Err(c.invalid(
             key,
             "upstream.tls_cert and upstream.tls_key go together".into(),
-        ));
-    }
-    if raw.tls_ca.is_empty() {
-        return Err(c.invalid(
-            "upstream.tls_ca",
-            "a rediss:// URL needs the CA bundle (PEM) the upstream's certificate is checked against"
-                .into(),
         ));
     }
     let server_name = match raw.tls_server_name.as_str() {

@@ -40,8 +40,9 @@ pub(crate) fn on_transition(
     on_recovery: OnRecovery,
     outage: Arc<Outage>,
     work: tokio::sync::mpsc::UnboundedSender<Recovery>,
-) -> Box<dyn Fn(health::State, health::State) + Send + Sync> {
-    Box::new(move |from, to| {
+    serve_before_first_contact: bool,
+) -> Box<dyn Fn(health::State, health::State, health::Why) + Send + Sync> {
+    Box::new(move |from, to, why| {
         let Some(engine) = &engine else { return };
         if from.is_local() == to.is_local() {
             return;
@@ -98,7 +99,15 @@ pub(crate) fn on_transition(
                 let keys = engine.len();
                 engine.flush();
                 if to.is_local() {
-                    info!(%from, %to, "local-only mode: the local engine serves until the upstream is back");
+                    // What `super::answerer` will decide, said once: a misconfiguration or an
+                    // upstream never reached is not served locally, whatever the engine could do.
+                    if why.rejected {
+                        warn!(%from, %to, "local-only mode not entered: the upstream refuses respite's configuration (credentials or database); commands fail with its refusal until it accepts it");
+                    } else if !why.contacted && !serve_before_first_contact {
+                        warn!(%from, %to, "local-only mode not entered: the upstream has not answered since start (local_only.serve_before_first_contact = false); commands fail naming the cause");
+                    } else {
+                        info!(%from, %to, "local-only mode: the local engine serves until the upstream is back");
+                    }
                 } else {
                     let writes = outage.take_acknowledged();
                     metrics::recovery_discarded(writes);

@@ -28,11 +28,7 @@ pub struct TenantCounters {
 /// A command a tenant sent (counted whether it was forwarded, answered or refused).
 pub fn command(tenant: &Tenant) {
     tenant.counters.seen.fetch_add(1, Ordering::Relaxed);
-    tenant
-        .counters
-        .commands
-        .get_or_init(|| counter!(TENANT_COMMANDS_TOTAL, "tenant" => tenant.name.clone()))
-        .increment(1);
+    command_counter(tenant).increment(1);
 }
 
 /// Commands the tenant sent this process (see [`command`]).
@@ -42,11 +38,7 @@ pub fn commands_seen(tenant: &Tenant) -> u64 {
 
 /// An error reply respite sent the tenant.
 pub fn error(tenant: &Tenant) {
-    tenant
-        .counters
-        .errors
-        .get_or_init(|| counter!(TENANT_ERRORS_TOTAL, "tenant" => tenant.name.clone()))
-        .increment(1);
+    error_counter(tenant).increment(1);
 }
 
 /// A command refused by policy, by [`PolicyError::reason`].
@@ -60,6 +52,32 @@ pub fn refusal(tenant: &str, err: &PolicyError) {
 pub fn auth_failure(tenant: Option<&str>) {
     counter!(TENANT_AUTH_FAILURES_TOTAL, "tenant" => tenant.unwrap_or("unknown").to_string())
         .increment(1);
+}
+
+/// Each configured tenant's counters at 0 (and the `unknown` AUTH failures), so they are
+/// exported from start, not from their first event; called at start and after a reload, once the
+/// recorder is installed. Refusals are per reason and appear with the first.
+pub fn register(tenants: &super::Tenants) {
+    for t in tenants.iter() {
+        command_counter(t).increment(0);
+        error_counter(t).increment(0);
+        counter!(TENANT_AUTH_FAILURES_TOTAL, "tenant" => t.name.clone()).increment(0);
+    }
+    counter!(TENANT_AUTH_FAILURES_TOTAL, "tenant" => "unknown").increment(0);
+}
+
+fn command_counter(tenant: &Tenant) -> &Counter {
+    tenant
+        .counters
+        .commands
+        .get_or_init(|| counter!(TENANT_COMMANDS_TOTAL, "tenant" => tenant.name.clone()))
+}
+
+fn error_counter(tenant: &Tenant) -> &Counter {
+    tenant
+        .counters
+        .errors
+        .get_or_init(|| counter!(TENANT_ERRORS_TOTAL, "tenant" => tenant.name.clone()))
 }
 
 /// HELP and TYPE for the tenant families, so `/metrics` passes `promtool check metrics` once a

@@ -109,18 +109,24 @@ impl Listeners {
                 }
                 let (owner, group) = (&config.listen.unix_owner, &config.listen.unix_group);
                 if owner.is_some() || group.is_some() {
-                    let id = |who: &Option<crate::config::Principal>, db: &str| {
-                        let Some(who) = who else { return Ok(None) };
-                        let text = std::fs::read_to_string(db).unwrap_or_default();
-                        who.id_in(&text).map(Some).ok_or_else(|| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::NotFound,
-                                format!("no `{who}` in {db}"),
-                            )
-                        })
+                    let missing = |what: &str, who: &crate::config::Principal| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("no {what} `{who}` in the system's {what} database"),
+                        )
                     };
-                    let uid = id(owner, "/etc/passwd").map_err(&err)?;
-                    let gid = id(group, "/etc/group").map_err(&err)?;
+                    let ids = || -> std::io::Result<_> {
+                        let uid = match owner {
+                            Some(o) => Some(o.uid()?.ok_or_else(|| missing("user", o))?),
+                            None => None,
+                        };
+                        let gid = match group {
+                            Some(g) => Some(g.gid()?.ok_or_else(|| missing("group", g))?),
+                            None => None,
+                        };
+                        Ok((uid, gid))
+                    };
+                    let (uid, gid) = ids().map_err(&err)?;
                     std::os::unix::fs::chown(p, uid, gid).map_err(&err)?;
                 }
                 Some(listener)
@@ -324,6 +330,13 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     );
     // Before anything records a metric: handles created earlier would stay bound to no recorder.
     admin::recorder();
+    if let Some(files) = &config.listen.tls_files {
+        crate::tls::record_server_expiry(files);
+    }
+    if let Some(t) = live.tenants() {
+        crate::policy::metrics::register(&t);
+    }
+    crate::metrics::set_command_histograms(config.command_histograms);
     let stop_upstream = CancellationToken::new();
     let local_only = config.local_only.clone();
     let engine = (config.upstream.is_none() || local_only.enabled).then(|| {
@@ -344,6 +357,7 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
                 local_only.on_recovery,
                 outage.clone(),
                 recoveries,
+                local_only.serve_before_first_contact,
             ),
         };
         Upstream::start(u, options, stop_upstream.clone())

@@ -190,6 +190,10 @@ async fn connect(
                         .connect(name, s)
                         .await
                         .map_err(|e| Kind::Tls(TlsFailure::handshake(e)))?;
+                    // Verified by now: what the upstream presented is what it will expire with.
+                    if let Some(chain) = stream.get_ref().1.peer_certificates() {
+                        crate::tls::record_expiry("upstream", chain);
+                    }
                     let (r, w) = tokio::io::split(stream);
                     (Box::new(r), Box::new(w))
                 }

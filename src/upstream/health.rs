@@ -181,21 +181,30 @@ impl Machine {
     }
 }
 
+/// What a transition's hook is told beside the two states: whether the upstream refuses
+/// respite's configuration ([`Health::rejected`]) and whether it ever answered
+/// ([`Health::contacted`]), which decide whether local-only mode may serve.
+#[derive(Debug, Clone, Copy)]
+pub struct Why {
+    pub rejected: bool,
+    pub contacted: bool,
+}
+
 /// What the server asks of health tracking.
 pub struct Options {
     /// On entering `down`, fail the pool's connections so the commands in flight on them get an
     /// error now rather than at `upstream.command_timeout_ms` (their clients move on to the local
     /// engine). Set when local-only mode is enabled.
     pub fail_inflight_on_down: bool,
-    /// Runs on every transition `(from, to)`, before the new state is visible.
-    pub on_transition: Box<dyn Fn(State, State) + Send + Sync>,
+    /// Runs on every transition `(from, to, why)`, before the new state is visible.
+    pub on_transition: Box<dyn Fn(State, State, Why) + Send + Sync>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             fail_inflight_on_down: false,
-            on_transition: Box::new(|_, _| {}),
+            on_transition: Box::new(|_, _, _| {}),
         }
     }
 }
@@ -312,7 +321,7 @@ impl Health {
     pub(super) fn attempt_failed(&self, error: &UpstreamError) {
         let rejected = error.is_rejection();
         if self.rejected.swap(rejected, Ordering::Relaxed) != rejected && rejected {
-            warn!(upstream = %self.addr, cause = %error, "the upstream refuses respite's configuration: commands fail until it accepts it (local-only mode does not serve a misconfiguration)");
+            warn!(upstream = %self.addr, cause = %error, "the upstream refuses respite's configuration: commands fail with its refusal until it accepts it");
         }
     }
 
@@ -368,6 +377,11 @@ impl Health {
         if let Some(c) = cause {
             inner.last_error = Some(c);
         }
+        // A failed probe has no round trip: the last one measured would say the upstream
+        // answers in that time while it does not answer at all.
+        if matches!(ev, Event::ProbeFailed { .. }) {
+            inner.last_probe_rtt = None;
+        }
         let from = inner.machine.state();
         let changed = inner.machine.on(ev);
         let now = inner.machine.state();
@@ -383,9 +397,16 @@ impl Health {
             info!(upstream = %self.addr, "the upstream accepts respite's configuration again");
         }
         // Under the lock: transitions and their hook run one at a time, in order.
-        (self.options.on_transition)(from, to);
+        let why = Why {
+            rejected: self.rejected(),
+            contacted: self.contacted(),
+        };
+        (self.options.on_transition)(from, to, why);
         self.state.store(to as u8, Ordering::Release);
         self.published.send_replace(to);
+        if to == State::Down {
+            inner.last_probe_rtt = None;
+        }
         let was = inner.since.elapsed();
         inner.since = Instant::now();
         inner.transitions += 1;

@@ -372,6 +372,24 @@ fn the_unix_socket_gets_its_mode_and_group() {
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid);
+    // The same group by name, resolved through the system's group database as `getent` does.
+    let getent = std::process::Command::new("getent")
+        .args(["group", &gid.to_string()])
+        .output()
+        .unwrap();
+    let line = String::from_utf8(getent.stdout).unwrap();
+    let name = line.split(':').next().unwrap().to_string();
+    assert!(!name.is_empty(), "getent group {gid}: {line}");
+    let by_name = toml.replace(&format!("\"{gid}\""), &format!("\"{name}\""));
+    drop(listeners);
+    std::fs::remove_file(&path).unwrap();
+    let config = respite::config::from_str_with(&by_name, "test", &vec![], &vec![]).unwrap();
+    let listeners = rt
+        .block_on(respite::server::Listeners::bind(&config))
+        .unwrap();
+    assert!(listeners.unix.is_some());
+    assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid, "group {name}");
+    drop(listeners);
     // A group that does not exist is an error naming the socket.
     let toml = toml.replace(&format!("\"{gid}\""), "\"no-such-group-x\"");
     let config = respite::config::from_str_with(&toml, "test", &vec![], &vec![]).unwrap();

@@ -558,3 +558,32 @@ both!(
         assert!(stats.contains("\"refuses_configuration\":false"), "{stats}");
     }
 );
+
+// The log says what happens to a refused password once, and truly: not served locally (it said
+// both "local-only mode does not serve a misconfiguration" and "the local engine serves").
+#[test]
+fn a_refused_password_is_logged_as_not_served_locally() {
+    let server = Server::start_with(Kind::Redis, &["--requirepass", "right"]);
+    let url = format!("redis://:wrong@127.0.0.1:{}", server.port);
+    let respite = crate::support::Binary::start_logged(
+        "",
+        &["--upstream", &url, "--set", "health.probe_interval_ms=50"],
+        &[],
+    );
+    wait_until(Duration::from_secs(10), || {
+        respite.log().contains("local-only mode not entered")
+    })
+    .unwrap_or_else(|| panic!("the refusal is logged:\n{}", respite.log()));
+    let log = respite.log();
+    assert!(
+        log.contains("the upstream refuses respite's configuration"),
+        "{log}"
+    );
+    assert!(!log.contains("the local engine serves"), "{log}");
+    // And so it is: a command gets the upstream's refusal, not a local answer.
+    let reply = crate::support::Raw::connect(respite.addr).cmd(&words("SET k v"));
+    assert!(
+        String::from_utf8_lossy(&reply).contains("WRONGPASS"),
+        "{reply:?}"
+    );
+}

@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alert_rules;
 mod basics;
 mod blocked_disconnect;
 mod busy_not_down;
@@ -20,6 +21,7 @@ mod fuzz_checker;
 mod hostile;
 mod local_only;
 mod merge_under_load;
+mod metrics_start;
 mod misaligned;
 mod monitor_view;
 mod multi_connection_state;
@@ -40,6 +42,7 @@ mod select_order;
 mod slow_commands;
 mod slow_readers;
 mod standalone;
+mod systemd;
 mod tenant_hardening;
 mod tenant_oracle;
 mod tenant_server;

@@ -19,22 +19,37 @@ struct Pki {
 }
 
 fn pki(dir: &Path, name: &str) -> Pki {
+    pki_with(dir, name, None)
+}
+
+/// [`pki`] with known expiry dates: the server certificate expires on `(year, month, day)`,
+/// the client certificate a year later, the CA ten years later.
+fn pki_until(dir: &Path, name: &str, date: (i32, u8, u8)) -> Pki {
+    pki_with(dir, name, Some(date))
+}
+
+fn pki_with(dir: &Path, name: &str, until: Option<(i32, u8, u8)>) -> Pki {
+    let expiring = |params: &mut CertificateParams, years_later: i32| {
+        if let Some((y, m, d)) = until {
+            params.not_after = rcgen::date_time_ymd(y + years_later, m, d);
+        }
+    };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    expiring(&mut ca_params, 10);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("{name} test CA"));
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |sans: Vec<String>| {
+    let leaf = |sans: Vec<String>, years_later: i32| {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(sans)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        expiring(&mut params, years_later);
+        let cert = params.signed_by(&key, &ca).unwrap();
         (cert.pem(), key.serialize_pem())
     };
-    let (cert, key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
-    let (client_cert, client_key) = leaf(vec!["client.test".into()]);
+    let (cert, key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], 0);
+    let (client_cert, client_key) = leaf(vec!["client.test".into()], 1);
     let write = |file: &str, text: &str| {
         let p = dir.join(format!("{name}-{file}"));
         std::fs::write(&p, text).unwrap();
@@ -99,22 +114,38 @@ fn tls_proxy(
     port: u16,
     extra: &[&str],
 ) -> (Binary, u16) {
+    tls_proxy_env(front, back, Some(upstream_ca), port, extra, &[])
+}
+
+/// [`tls_proxy`] with `upstream.tls_ca` optional (`None`: the system's trust store) and
+/// environment variables for the process (SSL_CERT_FILE, which names that store).
+fn tls_proxy_env(
+    front: &Pki,
+    back: &Pki,
+    upstream_ca: Option<&Path>,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Binary, u16) {
     let tls_port = free_port();
     let mut args: Vec<String> = vec!["--upstream".into(), format!("rediss://127.0.0.1:{port}")];
-    for (k, v) in [
+    let mut settings = vec![
         ("listen.tls", format!("127.0.0.1:{tls_port}")),
         ("listen.tls_cert", s(&front.cert).into()),
         ("listen.tls_key", s(&front.key).into()),
-        ("upstream.tls_ca", s(upstream_ca).into()),
         ("upstream.tls_cert", s(&back.client_cert).into()),
         ("upstream.tls_key", s(&back.client_key).into()),
-    ] {
+    ];
+    if let Some(ca) = upstream_ca {
+        settings.push(("upstream.tls_ca", s(ca).into()));
+    }
+    for (k, v) in settings {
         args.push("--set".into());
         args.push(format!("{k}={v}"));
     }
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Binary::start("", &args);
+    let proxy = Binary::start_logged("", &args, env);
     (proxy, tls_port)
 }
 
@@ -276,7 +307,6 @@ fn tls_settings_without_their_listener_or_scheme_are_configuration_errors() {
             "--set",
             "upstream.tls_ca=/x.pem",
         ],
-        vec!["--upstream", "rediss://127.0.0.1:1"],
         vec![
             "--set",
             "listen.tls=127.0.0.1:1",
@@ -347,4 +377,135 @@ fn a_reload_takes_new_certificates_for_new_handshakes_and_keeps_old_sessions() {
     };
     wait_until(Duration::from_secs(10), errors).expect("the failed reload is counted");
     assert!(cli_tls(tls_port, &["--cacert", s(&renewed.ca)], &["PING"]).0);
+}
+
+/// `notAfter` of a PEM certificate as openssl reads it, in seconds since the epoch (date(1)
+/// converts openssl's text): an oracle apart from respite's own parsing.
+fn enddate(cert: &Path) -> f64 {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in", s(cert)])
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let date = text.trim().strip_prefix("notAfter=").expect("notAfter=");
+    let out = Command::new("date")
+        .args(["-u", "-d", date, "+%s"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn not_after(proxy: &Binary, side: &str) -> Option<f64> {
+    let (_, text) = proxy.admin_get("/metrics");
+    let series = format!("respite_tls_cert_not_after_seconds{{side=\"{side}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+}
+
+#[test]
+fn certificate_expiry_of_both_sides_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = pki_until(dir.path(), "front", (2031, 3, 4));
+    let back = pki_until(dir.path(), "back", (2032, 5, 6));
+    let (_upstream, port) = tls_redis(&back);
+    let (proxy, _) = tls_proxy(&front, &back, &back.ca, port, &[]);
+    wait_until(Duration::from_secs(10), || {
+        proxy.admin_get("/readyz").0 == 200
+    })
+    .expect("ready");
+    for (side, cert) in [
+        ("listen", &front.cert),
+        ("upstream", &back.cert),
+        ("upstream_ca", &back.ca),
+        ("upstream_client", &back.client_cert),
+    ] {
+        assert_eq!(not_after(&proxy, side), Some(enddate(cert)), "{side}");
+    }
+    // The dates are the ones asked for, so the oracle read what was made.
+    assert_eq!(enddate(&front.cert), 1_930_348_800.0, "2031-03-04");
+    // A renewed certificate, put in service by a reload, is what the metric says next.
+    let renewed = pki_until(dir.path(), "renewed", (2035, 1, 2));
+    std::fs::copy(&renewed.cert, &front.cert).unwrap();
+    std::fs::copy(&renewed.key, &front.key).unwrap();
+    crate::support::signal(proxy.pid(), "HUP");
+    wait_until(Duration::from_secs(10), || {
+        not_after(&proxy, "listen") == Some(enddate(&renewed.cert))
+    })
+    .expect("the renewed certificate's expiry after the reload");
+}
+
+#[test]
+fn rediss_verifies_against_the_system_trust_store_unless_tls_ca_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back, other) = (
+        pki(dir.path(), "front"),
+        pki(dir.path(), "back"),
+        pki(dir.path(), "other"),
+    );
+    let (upstream, port) = tls_redis(&back);
+    // The system's store (SSL_CERT_FILE, as rustls-native-certs reads it) holds the upstream's CA;
+    // SSL_CERT_DIR, read beside it when set (as on hosts that export it), names an empty folder.
+    let no_dir = dir.path().join("no-certs");
+    std::fs::create_dir(&no_dir).unwrap();
+    let trusting = [("SSL_CERT_FILE", s(&back.ca)), ("SSL_CERT_DIR", s(&no_dir))];
+    let (proxy, _) = tls_proxy_env(&front, &back, None, port, &[], &trusting);
+    wait_until(Duration::from_secs(10), || {
+        proxy.admin_get("/readyz").0 == 200
+    })
+    .unwrap_or_else(|| panic!("ready: {:?}\n{}", proxy.admin_get("/readyz"), proxy.log()));
+    let mut c = crate::support::Raw::connect(proxy.addr);
+    assert_eq!(c.cmd(&words("SET store:k v")), b"+OK\r\n");
+    assert_eq!(upstream.raw().cmd(&words("GET store:k")), b"$1\r\nv\r\n");
+    drop(proxy);
+    // A store without it: refused, with rustls's reason.
+    let (proxy, _) = tls_proxy_env(
+        &front,
+        &back,
+        None,
+        port,
+        &[],
+        &[
+            ("SSL_CERT_FILE", s(&other.ca)),
+            ("SSL_CERT_DIR", s(&no_dir)),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || {
+        let (code, body) = proxy.admin_get("/readyz");
+        code == 503 && body.contains("UnknownIssuer")
+    })
+    .unwrap_or_else(|| panic!("refused: {:?}", proxy.admin_get("/readyz")));
+    drop(proxy);
+    // upstream.tls_ca replaces the store, never adds to it: the store trusts the upstream's CA,
+    // tls_ca names another, and the upstream is refused.
+    let (proxy, _) = tls_proxy_env(&front, &back, Some(&other.ca), port, &[], &trusting);
+    wait_until(Duration::from_secs(10), || {
+        let (code, body) = proxy.admin_get("/readyz");
+        code == 503 && body.contains("UnknownIssuer")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "tls_ca replaces the store: {:?}",
+            proxy.admin_get("/readyz")
+        )
+    });
+    drop(proxy);
+    // A store with no certificate at all and no tls_ca: a configuration error naming the key.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = Binary::command()
+        .args(["--upstream", "rediss://127.0.0.1:1", "--check-config"])
+        .env("SSL_CERT_FILE", &empty)
+        .env("SSL_CERT_DIR", &no_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("upstream.tls_ca is not set") && err.contains("trust store"),
+        "{err}"
+    );
 }

@@ -147,6 +147,8 @@ pub struct Binary {
     pub addr: SocketAddr,
     /// The admin listener (`--admin`).
     pub admin: SocketAddr,
+    /// Where its stderr goes, when started with [`Binary::start_logged`].
+    log: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -160,6 +162,22 @@ impl Binary {
     /// serving admin on free loopback ports, and wait until both accept connections (the admin
     /// listener comes up after the client one).
     pub fn start(toml: &str, args: &[&str]) -> Binary {
+        Binary::spawn(toml, args, &[], false)
+    }
+
+    /// [`Binary::start`] with environment variables set for it, and its stderr (the log) kept
+    /// in a file that [`Binary::log`] reads.
+    pub fn start_logged(toml: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::spawn(toml, args, env, true)
+    }
+
+    /// What the process logged so far (only when started with [`Binary::start_logged`]).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn spawn(toml: &str, args: &[&str], env: &[(&str, &str)], logged: bool) -> Binary {
         let dir = tempfile::tempdir().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -169,6 +187,11 @@ impl Binary {
             std::fs::write(&config, toml).unwrap();
             cmd.args(["--config", config.to_str().unwrap()]);
         }
+        let log = logged.then(|| dir.path().join("stderr.log"));
+        if let Some(path) = &log {
+            cmd.stderr(std::fs::File::create(path).unwrap());
+        }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .args(["--listen", &addr.to_string()])
             .args(["--admin", &admin.to_string()])
@@ -179,6 +202,7 @@ impl Binary {
             child,
             addr,
             admin,
+            log,
             _dir: dir,
         };
         wait_until(Duration::from_secs(10), || {
