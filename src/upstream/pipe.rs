@@ -71,7 +71,9 @@ pub(super) async fn write_marked(
             return None;
         }
         jobs.extend(received.drain(..));
-        if jobs.len() < BATCH {
+        // A pinned connection (no markers) carries one client's jobs, which its session already
+        // groups: waiting for other clients would gain nothing there and delay its EXEC.
+        if jobs.len() < BATCH && markers.is_some() {
             // Auto-pipelining: let every client task that is ready right now queue its commands
             // before this write goes out, so one write carries many clients' commands. Costs one
             // trip through the scheduler, not a timer.
