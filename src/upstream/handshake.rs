@@ -192,7 +192,7 @@ async fn connect(
                         .map_err(|e| Kind::Tls(TlsFailure::handshake(e)))?;
                     // Verified by now: what the upstream presented is what it will expire with.
                     if let Some(chain) = stream.get_ref().1.peer_certificates() {
-                        crate::tls::record_expiry("upstream", chain);
+                        crate::tls::record_upstream_expiry(a, chain);
                     }
                     let (r, w) = tokio::io::split(stream);
                     (Box::new(r), Box::new(w))

@@ -340,6 +340,8 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         outbox.as_deref(),
         &invalidations,
     );
+    // The reader first, then the writer, in every poll: the FIFO relies on that order to skip
+    // waking the writer for what the reader pushed in the same pass (see `outgoing::fifo`).
     let session = futures_util::future::join(read, writer);
     match &outbox {
         // A subscriber over its limit is closed at once, whatever its halves are waiting on

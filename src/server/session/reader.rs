@@ -151,8 +151,9 @@ impl Reader<'_> {
                 return self.close().await;
             }
             if buf.is_empty() {
-                // Idle clients keep no buffer: the allocation goes once its requests are done.
-                buf = BytesMut::new();
+                // Idle clients keep no buffer: the allocation goes back to the thread's spares
+                // once its requests are done (see `io::put_back`), for the next read to take.
+                crate::server::io::put_back(std::mem::take(&mut buf));
                 request_began = None;
             } else if timed && request_began.is_none() {
                 request_began = last_read;
