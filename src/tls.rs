@@ -14,7 +14,7 @@
 //!
 //! Every certificate respite holds or is shown has its expiry exported as
 //! `respite_tls_cert_not_after_seconds{side}` (the earliest in its chain): recorded here when the
-//! files are read, and by `upstream::handshake` for the chain the upstream presents.
+//! files are read, and at each upstream handshake for the chain the upstream presents.
 use crate::config::{ServerTls, UpstreamTls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -86,6 +86,24 @@ pub fn not_after(certs: &[CertificateDer<'_>]) -> Option<i64> {
 pub fn record_expiry(side: &'static str, certs: &[CertificateDer<'_>]) {
     if let Some(t) = not_after(certs) {
         crate::metrics::tls_cert_not_after(side, t);
+    }
+}
+
+/// The expiry of the chain the upstream at `addr` presented: side `upstream` is the earliest
+/// over every address's latest handshake, so with a cluster the node whose certificate expires
+/// first is the one shown, and a renewal raises it only once every node has renewed. The map is
+/// bounded by the upstream's addresses (a cluster's nodes).
+pub fn record_upstream_expiry(addr: &str, chain: &[CertificateDer<'_>]) {
+    static LATEST: OnceLock<std::sync::Mutex<std::collections::HashMap<String, i64>>> =
+        OnceLock::new();
+    let Some(t) = not_after(chain) else { return };
+    let mut latest = LATEST
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    latest.insert(addr.to_string(), t);
+    if let Some(earliest) = latest.values().min() {
+        crate::metrics::tls_cert_not_after("upstream", *earliest);
     }
 }
 

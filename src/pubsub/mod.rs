@@ -258,6 +258,33 @@ impl Hub {
             .map_or((0, false), |e| (e.subs.len(), *e.acked.borrow()))
     }
 
+    /// PUBLISH's (or SPUBLISH's) receiver count as one server would give it, from the
+    /// upstream's `upstream` count for `channel` (an upstream name): respite's own upstream
+    /// subscriptions that the message reached (the channel's, and every matching pattern's, once
+    /// confirmed) are taken out, and the local subscribers they stand for put in, counted as
+    /// [`Hub::publish`] counts them.
+    pub fn receivers(&self, kind: Kind, channel: &Bytes, upstream: i64) -> i64 {
+        let reg = self.lock();
+        let (mut local, mut ours) = (0, 0);
+        let mut count = |name: &Name| {
+            if let Some(e) = reg.entries.get(name) {
+                local += e.subs.len() as i64;
+                ours += i64::from(*e.acked.borrow());
+            }
+        };
+        count(&(kind, channel.clone()));
+        if kind == Kind::Channel {
+            for p in reg
+                .patterns
+                .iter()
+                .filter(|p| crate::policy::glob::matches(p, channel))
+            {
+                count(&(Kind::Pattern, p.clone()));
+            }
+        }
+        (upstream - ours).max(0) + local
+    }
+
     /// Client `id`'s outbox and protocol, if it is subscribed to `__redis__:invalidate` (where
     /// the invalidations of clients tracking with `REDIRECT` to it go).
     pub fn tracking_subscriber(&self, id: u64) -> Option<(Arc<Outbox>, Protocol)> {

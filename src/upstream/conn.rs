@@ -265,6 +265,7 @@ impl ConnTask {
             .map(|s| s.count)
             .sum();
         metrics::upstream_inflight_add(label, -(lost_count as i64));
+        activity.settled(lost_count);
         // Replies no marker has vouched for are never delivered, whatever ended the connection:
         // after a misaligned one the pairing itself is in doubt, and after a clean close or a
         // deadline nothing shows it was not (an unsolicited reply just before a FIN would have
@@ -297,8 +298,9 @@ struct Deadlines {
     busy: Duration,
 }
 
-/// Fail the connection when its oldest command has waited past the deadline: everything behind it
-/// on this connection is stuck too, and only closing it can free them. While a known-slow command
+/// Fail the connection when its oldest command has waited past the deadline (since it was sent,
+/// or since bytes of its replies last arrived: a long pipeline being answered is not stuck):
+/// everything behind it on this connection is stuck too, and only closing it can free them. While a known-slow command
 /// runs on the upstream (a script, DEBUG SLEEP, a BITOP over a large string), whatever waits behind
 /// it waits for a live server, so the deadline is the busy grace: the same signal that keeps the
 /// health probe from calling a busy upstream down (see [`super::activity`]).
@@ -323,7 +325,7 @@ async fn watchdog(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .front()
-            .map(|slot| slot.sent);
+            .map(|slot| slot.progress);
         let deadline = if activity.slow_ahead() {
             deadlines.busy.max(deadlines.command)
         } else {

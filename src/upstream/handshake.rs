@@ -192,7 +192,7 @@ async fn connect(
                         .map_err(|e| Kind::Tls(TlsFailure::handshake(e)))?;
                     // Verified by now: what the upstream presented is what it will expire with.
                     if let Some(chain) = stream.get_ref().1.peer_certificates() {
-                        crate::tls::record_expiry("upstream", chain);
+                        crate::tls::record_upstream_expiry(a, chain);
                     }
                     let (r, w) = tokio::io::split(stream);
                     (Box::new(r), Box::new(w))
@@ -237,15 +237,10 @@ fn setup(
         hello.push(b"AUTH".to_vec());
         hello.push(login.user.as_deref().unwrap_or(b"default").to_vec());
         hello.push(login.password.to_vec());
-    } else if let Some(pass) = &url.password {
+    } else if let (user, Some(pass)) = &*config.credentials.get() {
+        // The URL's, or what a reload put in their place.
         hello.push(b"AUTH".to_vec());
-        hello.push(
-            url.username
-                .as_deref()
-                .unwrap_or("default")
-                .as_bytes()
-                .to_vec(),
-        );
+        hello.push(user.as_deref().unwrap_or("default").as_bytes().to_vec());
         hello.push(pass.as_bytes().to_vec());
     }
     hello.extend([b"SETNAME".to_vec(), name.as_bytes().to_vec()]);

@@ -26,6 +26,10 @@ pub(super) struct Slot {
     pub(super) count: usize,
     pub(super) permits: u32,
     pub(super) sent: Instant,
+    /// When bytes of its replies last arrived (its send until then): the command deadline runs
+    /// from here, so a job whose replies are still streaming in (600 SETs of 1 MiB take seconds
+    /// to send and answer) is not taken for a stuck one.
+    pub(super) progress: Instant,
     pub(super) budget: Option<Arc<ReplyBudget>>,
     pub(super) slow: bool,
     /// Its replies are being dropped as they come (its client is gone or over its limit).

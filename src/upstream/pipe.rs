@@ -71,7 +71,9 @@ pub(super) async fn write_marked(
             return None;
         }
         jobs.extend(received.drain(..));
-        if jobs.len() < BATCH {
+        // A pinned connection (no markers) carries one client's jobs, which its session already
+        // groups: waiting for other clients would gain nothing there and delay its EXEC.
+        if jobs.len() < BATCH && markers.is_some() {
             // Auto-pipelining: let every client task that is ready right now queue its commands
             // before this write goes out, so one write carries many clients' commands. Costs one
             // trip through the scheduler, not a timer.
@@ -127,6 +129,7 @@ pub(super) async fn write_marked(
             total += job.bytes.len();
             if let Some(label) = label {
                 metrics::upstream_inflight_add(label, job.count as i64);
+                activity.sent(job.count);
             }
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
@@ -138,6 +141,7 @@ pub(super) async fn write_marked(
                     count: job.count,
                     permits: weight,
                     sent: now,
+                    progress: now,
                     budget: job.budget,
                     slow: job.slow,
                     discarded: false,
@@ -154,6 +158,7 @@ pub(super) async fn write_marked(
                     count: 1,
                     permits: 0,
                     sent: now,
+                    progress: now,
                     budget: None,
                     slow: false,
                     discarded: false,
@@ -335,10 +340,23 @@ pub(super) async fn read_marked(
             scanned = 0;
             have = 0;
         }
+        if done > 0 || !buf.is_empty() {
+            // The connection is being answered, not stuck: the head job's replies are arriving,
+            // or the jobs before it were just answered (the watchdog's deadline runs from this).
+            // One clock reading per read.
+            if let Some(head) = inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .front_mut()
+            {
+                head.progress = Instant::now();
+            }
+        }
         if done > 0 {
             permits.add_permits(done);
             if let Some(label) = label {
                 metrics::upstream_inflight_add(label, -(answered as i64));
+                activity.settled(answered);
             }
         }
         if let (Some(sent), Some(rtt)) = (oldest_sent, &rtt) {

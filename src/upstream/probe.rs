@@ -38,7 +38,9 @@ pub(super) async fn run(
     // would read as a reachable-but-failing upstream.
     let config = {
         let mut c = (*config).clone();
-        c.connect_timeout = c.connect_timeout.max(probe_timeout * 2);
+        // (The deadline may stretch to four probe deadlines with work ahead: see
+        // `activity::allowance`.)
+        c.connect_timeout = c.connect_timeout.max(probe_timeout * 5);
         Arc::new(c)
     };
     let addr = handshake::addr(&config);
@@ -58,10 +60,14 @@ pub(super) async fn run(
         } else {
             probe_timeout / 2
         };
+        // The commands the shared connections wait on are ahead of this PING: a server
+        // computing their replies answers it after them (see [`activity::allowance`]).
+        let ahead = health.activity.ahead();
+        let stretched = probe_timeout + activity::allowance(ahead, probe_timeout);
         // With no answer yet (starting, or after a failure) the probe gets its whole deadline.
         let deadline = match last_answer.and(latest_life(last_answer, &health)) {
-            Some(t) => (t + probe_timeout).max(start + floor),
-            None => start + probe_timeout,
+            Some(t) => (t + stretched).max(start + floor),
+            None => start + stretched,
         };
         realive = false;
         let outcome = tokio::select! {
@@ -88,17 +94,14 @@ pub(super) async fn run(
                 }
                 health.report(Event::ProbeBusy, None);
             }
-            Ok(Err(error)) => {
-                debug!(%error, "upstream probe failed");
-                health.attempt_failed(&error);
-                conn = None;
-                last_answer = None;
-                health.report(
-                    Event::ProbeFailed { silent: false },
-                    Some(Cause::Probe(error)),
-                );
-            }
-            Err(_) => {
+            // The probe's own connect or handshake deadline passed: silence as well, judged by
+            // the same rule (not a failure, which marks the upstream only degraded while pool
+            // connections stay up).
+            Ok(Err(UpstreamError {
+                kind: Kind::TimedOut(_),
+                ..
+            }))
+            | Err(_) => {
                 // A late PONG must not be taken for the next probe's: start over.
                 conn = None;
                 // Silence is measured from the latest sign of life: the probe's answer or reply
@@ -106,7 +109,11 @@ pub(super) async fn run(
                 let latest = latest_life(last_answer, &health);
                 let silent_for = latest.map_or(probe_timeout, |t| t.elapsed());
                 let slow = health.activity.slow_ahead();
-                match activity::judge(silent_for, slow, probe_timeout, busy_grace) {
+                // Work handed over while this PING waited counts as well as work ahead of it:
+                // a pipeline written a moment after the PING still keeps the server from it.
+                let ahead = ahead.max(health.activity.ahead());
+                let deadline_now = probe_timeout + activity::allowance(ahead, probe_timeout);
+                match activity::judge(silent_for, slow, deadline_now, busy_grace) {
                     Verdict::Alive => {
                         realive = true;
                         continue;
@@ -141,6 +148,16 @@ pub(super) async fn run(
                         );
                     }
                 }
+            }
+            Ok(Err(error)) => {
+                debug!(%error, "upstream probe failed");
+                health.attempt_failed(&error);
+                conn = None;
+                last_answer = None;
+                health.report(
+                    Event::ProbeFailed { silent: false },
+                    Some(Cause::Probe(error)),
+                );
             }
         }
         let mut kicked = std::pin::pin!(health.kick.notified());

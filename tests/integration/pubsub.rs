@@ -142,6 +142,71 @@ both!(counts_and_one_upstream_subscription, |kind: Kind| {
     assert!(gone.is_some(), "a closed subscriber's subscription stays");
 });
 
+/// Subscribers from `subscriber()` (a channel's two, one client on a channel and a pattern, a
+/// pattern's two, shard channels) beside one subscriber connected straight to `server`, then
+/// every count a publisher from `publisher()` sees.
+fn receiver_counts(server: &Server, subscriber: &dyn Fn() -> Raw, mut publ: Raw) -> Vec<String> {
+    let mut held = Vec::new();
+    for lines in [
+        &["SUBSCRIBE news"][..],
+        &["SUBSCRIBE news"],
+        &["SUBSCRIBE news", "PSUBSCRIBE n*"],
+        &["PSUBSCRIBE n*"],
+        &["PSUBSCRIBE x*", "PSUBSCRIBE ne?s"],
+        &["SSUBSCRIBE shard"],
+        &["SSUBSCRIBE shard", "SUBSCRIBE other"],
+    ] {
+        let mut s = subscriber();
+        for line in lines {
+            s.cmd(&words(line));
+        }
+        held.push(s);
+    }
+    let mut direct = server.raw();
+    direct.cmd(&words("SUBSCRIBE news"));
+    [
+        "PUBLISH news m",
+        "PUBLISH nope m",
+        "PUBLISH xyz m",
+        "PUBLISH other m",
+        "PUBLISH none m",
+        "SPUBLISH shard m",
+        "SPUBLISH news m",
+        "PUBSUB NUMSUB news other none",
+        "PUBSUB NUMPAT",
+        "PUBSUB SHARDNUMSUB shard news",
+    ]
+    .iter()
+    .map(|line| {
+        format!(
+            "{line} -> {}",
+            String::from_utf8_lossy(&publ.cmd(&words(line)))
+        )
+    })
+    .collect()
+}
+
+// PUBLISH's receiver count and the PUBSUB counts are what one server gives, however many of the
+// subscribers share respite's one upstream subscription (issue 21, finding 5), with a direct
+// subscriber beside them.
+both!(publish_counts_every_subscriber, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let direct = receiver_counts(&server, &|| server.raw(), server.raw());
+    let mut up = server.raw();
+    let gone = crate::support::wait_until(Duration::from_secs(5), || {
+        up.cmd(&words("PUBSUB NUMPAT")) == b":0\r\n"
+            && up.cmd(&words("PUBSUB NUMSUB news")) == b"*2\r\n$4\r\nnews\r\n:0\r\n"
+    });
+    assert!(gone.is_some(), "the direct run's subscribers left");
+    let through = receiver_counts(&server, &|| proxy.raw(), proxy.raw());
+    assert_eq!(through, direct);
+    assert_eq!(
+        direct[0], "PUBLISH news m -> :7\r\n",
+        "the scenario counts what it means to"
+    );
+});
+
 // RESP3: pushes come between whole replies and never take a reply's place.
 both!(resp3_pushes_interleave_with_replies, |kind: Kind| {
     let server = Server::start(kind);

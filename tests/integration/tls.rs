@@ -509,3 +509,79 @@ fn rediss_verifies_against_the_system_trust_store_unless_tls_ca_replaces_it() {
         "{err}"
     );
 }
+
+/// docs/operations.md's "Making the certificates", run as written (all but its last line, which
+/// needs the server this test starts): a TLS redis-server and respite's TLS listener use the
+/// server certificate, respite and redis-cli the client certificate, and respite trusts the
+/// upstream through the system's trust store (SSL_CERT_FILE = the how-to's CA).
+#[test]
+fn the_tls_how_to_works_as_written() {
+    let text = crate::deploy::read("docs/operations.md");
+    let section = &text[text
+        .find("### Making the certificates")
+        .expect("the how-to")..];
+    let block: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .filter(|l| !l.starts_with("redis-cli"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .args(["-ec", &block.join("\n")])
+        .current_dir(dir.path())
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "the how-to's commands:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("server.pem: OK") && stdout.contains("client.pem: OK"),
+        "{stdout}"
+    );
+    let file = |name: &str| dir.path().join(name);
+    let made = Pki {
+        ca: file("ca.pem"),
+        cert: file("server.pem"),
+        key: file("server.key"),
+        client_cert: file("client.pem"),
+        client_key: file("client.key"),
+    };
+    let (upstream, port) = tls_redis(&made);
+    let no_dir = file("no-certs");
+    std::fs::create_dir(&no_dir).unwrap();
+    let client_ca = format!("listen.tls_client_ca={}", s(&made.ca));
+    let (proxy, tls_port) = tls_proxy_env(
+        &made,
+        &made,
+        None,
+        port,
+        &["--set", &client_ca],
+        &[("SSL_CERT_FILE", s(&made.ca)), ("SSL_CERT_DIR", s(&no_dir))],
+    );
+    wait_until(Duration::from_secs(10), || {
+        proxy.admin_get("/readyz").0 == 200
+    })
+    .unwrap_or_else(|| panic!("ready: {:?}\n{}", proxy.admin_get("/readyz"), proxy.log()));
+    let client = [
+        "--cacert",
+        s(&made.ca),
+        "--cert",
+        s(&made.client_cert),
+        "--key",
+        s(&made.client_key),
+    ];
+    let (ok, out) = cli_tls(tls_port, &client, &["SET", "howto:k", "v"]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    assert_eq!(
+        upstream.raw().cmd(&words("GET howto:k")),
+        b"$1\r\nv\r\n".to_vec()
+    );
+    // The 90-day certificate's expiry, as the how-to's `openssl x509 -enddate` prints it.
+    assert_eq!(not_after(&proxy, "listen"), Some(enddate(&made.cert)));
+}

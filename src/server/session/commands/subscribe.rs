@@ -11,10 +11,11 @@
 //! commands after them, and messages never split a reply.
 use crate::command::CommandSpec;
 use crate::metrics::{self, ErrorKind};
+use crate::policy::Plan;
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, Request, encode};
 use crate::pubsub::{self, Hub, Kind, Outbox, Subscriber};
-use crate::server::session::{Flow, Keep, Pending, Reader};
+use crate::server::session::{Flow, Keep, Pending, Reader, unix_ms};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
@@ -59,7 +60,10 @@ impl Reader<'_> {
             && (self.multi.is_none() || spec.name == "reset")
             && (self.pubsub.subscribed()
                 || kind_of(spec.name).is_some()
-                || matches!(spec.name, "pubsub|numsub" | "pubsub|shardnumsub"))
+                || matches!(
+                    spec.name,
+                    "pubsub|numsub" | "pubsub|shardnumsub" | "publish" | "spublish"
+                ))
     }
 
     /// Handle a request [`Reader::pubsub_takes`] took; `None` hands it on to the usual stages
@@ -99,6 +103,12 @@ impl Reader<'_> {
         // path's local engine hands PUBLISH and PUBSUB to the hub, tenants' names rewritten as
         // in proxy mode).
         let local = self.shared.answerer(spec, &req.args).is_some();
+        if matches!(spec.name, "publish" | "spublish") {
+            if local {
+                return None;
+            }
+            return Box::pin(self.publish_counted(spec, req)).await;
+        }
         let Some((kind, subscribe)) = kind_of(spec.name) else {
             if spec.name.starts_with("pubsub|") && !local {
                 self.numsub(spec, req).await;
@@ -172,6 +182,66 @@ impl Reader<'_> {
             .unwrap_or_default()
     }
 
+    /// PUBLISH / SPUBLISH, sent on the client's own connection in order with its other commands,
+    /// its receiver count corrected for respite's fan-out (see [`Hub::receivers`]): two local
+    /// subscribers of a channel are two receivers, as they would be on one server. `None` hands
+    /// anything but a plain forward (a tenant's refusal) to the usual path.
+    async fn publish_counted(&mut self, spec: &'static CommandSpec, req: &Request) -> Option<Flow> {
+        let hub = self.shared.pubsub.clone()?;
+        let (command, prefix) = match &self.client.tenant {
+            None => (
+                req.raw.clone().unwrap_or_else(|| {
+                    let mut out = BytesMut::new();
+                    let args: Vec<&[u8]> = req.args.iter().map(|a| &a[..]).collect();
+                    encode::command(&mut out, &args);
+                    out.freeze()
+                }),
+                Bytes::new(),
+            ),
+            Some(t) => match t.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
+                Ok(Plan::Forward(f)) if f.follow_ups.is_empty() => (f.command, t.prefix.clone()),
+                _ => return None,
+            },
+        };
+        let kind = if spec.name == "publish" {
+            Kind::Channel
+        } else {
+            Kind::Shard
+        };
+        // The channel as the upstream gets it; `__redis__:invalidate` too is the upstream's
+        // channel here (respite's own stand-in for it hears no PUBLISH).
+        let channel = crate::policy::pubsub::channel(&prefix, &req.args[1]);
+        self.shared.fence().await;
+        // Unbudgeted upstream: the corrected reply is what the client owes (charged below).
+        let upstream = self.out.send(&self.client, command, 1, None, false).await;
+        let budget = self.out.budget().cloned();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            // Dropped unanswered, `tx` tells the writer what a dropped job would.
+            let Ok(reply) = upstream.await else { return };
+            let reply = reply.map(|bytes| match integer(&bytes) {
+                Some(n) => {
+                    let mut out = BytesMut::new();
+                    encode::integer(&mut out, hub.receivers(kind, &channel, n));
+                    out.freeze()
+                }
+                // An error goes to the client as the upstream sent it.
+                None => bytes,
+            });
+            if let (Ok(bytes), Some(b)) = (&reply, budget) {
+                b.charge(bytes.len());
+            }
+            let _ = tx.send(reply);
+        });
+        self.push(Pending::Upstream {
+            rx,
+            count: 1,
+            keep: Keep::All,
+        })
+        .await;
+        Some(Flow::Continue)
+    }
+
     /// PUBSUB NUMSUB / SHARDNUMSUB: the upstream's counts, in which respite's one subscription
     /// per name stands for its local subscribers, so each count is the upstream's, less respite,
     /// plus respite's own subscribers. Names stay within the tenant's namespace.
@@ -227,6 +297,14 @@ impl Reader<'_> {
             keep: Keep::All,
         })
         .await;
+    }
+}
+
+/// The value of an integer reply.
+fn integer(reply: &[u8]) -> Option<i64> {
+    match value::parse(reply) {
+        Ok(Value::Line(b':', n)) => std::str::from_utf8(n).ok()?.parse().ok(),
+        _ => None,
     }
 }
 
