@@ -8,7 +8,8 @@
 //! empties the cache, see `NearCache::replace_rules`). A live session takes its tenant's new rules
 //! at its next command (by tenant name; a tenant that is gone leaves it unauthenticated), new
 //! credentials at its next AUTH, new limits when it next connects, and a new certificate at its
-//! next handshake. What cannot change live (listeners, upstream, admin, runtime, logging, local
+//! next handshake; the upstream URL's user and password, for every upstream connection opened or
+//! reset afterwards. What cannot change live (listeners, upstream, admin, runtime, logging, local
 //! engine, the near cache's other settings) is left as it was and named in the outcome as needing a
 //! restart. An invalid configuration changes nothing. This module never opens sockets.
 use crate::cache::NearCache;
@@ -159,6 +160,16 @@ impl Live {
                 cache.replace_rules(&next.rules, tenants.as_deref());
             }
         }
+        if let (Some(running), Some(next)) = (&old.upstream, &new.upstream)
+            && !needs_restart.contains(&"upstream")
+            && running
+                .credentials
+                .set(next.url.username.clone(), next.url.password.clone())
+        {
+            // Every connection opened or reset from now on logs in with them (an operator's
+            // answer to a password changed under respite); open ones stay logged in.
+            tracing::info!("upstream credentials replaced for new connections");
+        }
         if let Some(t) = &tenants {
             crate::policy::metrics::register(t);
         }
@@ -183,11 +194,31 @@ fn fixed_differences(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         out.push("listen");
     }
-    // The URL compared whole (its Debug hides the password), the rest through Debug.
+    // The URL compared whole but for its credentials (they change live, see `try_reload`), the
+    // rest through Debug (which hides the password and the live credentials).
     let upstream = |c: &Config| {
-        c.upstream
-            .as_ref()
-            .map(|u| (u.url.clone(), format!("{u:?}")))
+        c.upstream.as_ref().map(|u| {
+            let mut url = u.url.clone();
+            (url.username, url.password) = (None, None);
+            (
+                url.clone(),
+                format!(
+                    "{:?}",
+                    (
+                        url,
+                        u.connections,
+                        u.max_inflight,
+                        u.max_pinned,
+                        u.command_timeout,
+                        u.connect_timeout,
+                        u.backoff_base,
+                        u.backoff_max,
+                        u.health,
+                        &u.tls
+                    )
+                ),
+            )
+        })
     };
     if upstream(old) != upstream(new) {
         out.push("upstream");

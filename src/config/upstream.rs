@@ -26,6 +26,44 @@ pub struct UpstreamConfig {
     pub health: HealthConfig,
     /// TLS to the upstream: `Some` exactly when the URL is `rediss://`.
     pub tls: Option<UpstreamTls>,
+    /// The URL's user and password as every new connection logs in with them now.
+    pub credentials: Credentials,
+}
+
+/// respite's own upstream credentials (the URL's user and password), shared by every clone of
+/// the configuration that started with them: a reload that changes only these stores them here
+/// (`reload.rs`), and every connection opened or reset afterwards (shared, pinned, Pub/Sub,
+/// MONITOR, tracking) logs in with the new ones, while those already open stay logged in.
+#[derive(Clone)]
+pub struct Credentials(std::sync::Arc<arc_swap::ArcSwap<(Option<String>, Option<String>)>>);
+
+impl Credentials {
+    pub fn new(username: Option<String>, password: Option<String>) -> Credentials {
+        Credentials(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee((
+            username, password,
+        ))))
+    }
+
+    /// The user and password now.
+    pub fn get(&self) -> std::sync::Arc<(Option<String>, Option<String>)> {
+        self.0.load_full()
+    }
+
+    /// Replace them for every later login; true if they changed.
+    pub fn set(&self, username: Option<String>, password: Option<String>) -> bool {
+        let next = (username, password);
+        if *self.0.load_full() == next {
+            return false;
+        }
+        self.0.store(std::sync::Arc::new(next));
+        true
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
 }
 
 /// `upstream.tls_*`: how respite verifies the upstream and proves itself to it. Paths only: the
@@ -228,9 +266,11 @@ pub(super) fn validate(
     }
     let url = parse_url(url).map_err(|m| c.invalid("upstream.url", m))?;
     let tls = upstream_tls(raw, &url, c)?;
+    let credentials = Credentials::new(url.username.clone(), url.password.clone());
     Ok(Some(UpstreamConfig {
         url,
         tls,
+        credentials,
         connections,
         max_inflight,
         max_pinned,

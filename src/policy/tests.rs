@@ -47,7 +47,7 @@ fn fwd(t: &Tenant, line: &str) -> (String, Vec<String>, ReplyRewrite) {
 
 /// Decode a RESP array of bulks back to a space-separated line.
 fn words(cmd: &[u8]) -> String {
-    let v = reply::parse(cmd).unwrap();
+    let v = reply_rewrite::parse(cmd).unwrap();
     v.items()
         .unwrap()
         .iter()

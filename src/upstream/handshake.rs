@@ -237,15 +237,10 @@ fn setup(
         hello.push(b"AUTH".to_vec());
         hello.push(login.user.as_deref().unwrap_or(b"default").to_vec());
         hello.push(login.password.to_vec());
-    } else if let Some(pass) = &url.password {
+    } else if let (user, Some(pass)) = &*config.credentials.get() {
+        // The URL's, or what a reload put in their place.
         hello.push(b"AUTH".to_vec());
-        hello.push(
-            url.username
-                .as_deref()
-                .unwrap_or("default")
-                .as_bytes()
-                .to_vec(),
-        );
+        hello.push(user.as_deref().unwrap_or("default").as_bytes().to_vec());
         hello.push(pass.as_bytes().to_vec());
     }
     hello.extend([b"SETNAME".to_vec(), name.as_bytes().to_vec()]);

@@ -54,4 +54,5 @@ mod transactions;
 mod under_load;
 mod upstream_acl;
 mod upstream_commands;
+mod upstream_password;
 mod upstream_users;

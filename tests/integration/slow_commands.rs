@@ -3,7 +3,7 @@
 //! clients on the same shared connection carry on. Judged by the upstream's own state (its
 //! client list, its replies to the same script sent directly).
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, wait_until};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, tenants, wait_until};
 use std::time::{Duration, Instant};
 
 /// The upstream's connections named `name`, by client id.
@@ -233,23 +233,17 @@ both!(
             .raw()
             .cmd(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"100"]);
         assert_eq!(set, b"+OK\r\n");
-        let toml = r#"
-[[tenant]]
-name = "app"
-username = "app"
-password = "pw"
-prefix = "app:"
-allow = ["+@all"]
-scripts = true
-
-[[tenant]]
-name = "plain"
-username = "plain"
-password = "pw"
-prefix = "plain:"
-allow = ["+@all"]
-"#;
-        let proxy = Proxy::start_with_config(&server.url(), toml, &[("upstream.connections", "1")]);
+        let toml = tenants(&[
+            TenantToml::new("app", "app:")
+                .login("pw")
+                .allow(&["+@all"])
+                .scripts(),
+            TenantToml::new("plain", "plain:")
+                .login("pw")
+                .allow(&["+@all"]),
+        ]);
+        let proxy =
+            Proxy::start_with_config(&server.url(), &toml, &[("upstream.connections", "1")]);
         let mut runner = proxy.login("app", "pw");
         let mut plain = proxy.login("plain", "pw");
         // Without scripts, SCRIPT KILL is refused like EVAL (it would end anyone's script).
