@@ -3,7 +3,7 @@
 //! clients on the same shared connection carry on. Judged by the upstream's own state (its
 //! client list, its replies to the same script sent directly).
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, tenants, wait_until};
+use crate::support::{Kind, Proxy, Raw, Server, encode, wait_until};
 use std::time::{Duration, Instant};
 
 /// The upstream's connections named `name`, by client id.
@@ -233,15 +233,8 @@ both!(
             .raw()
             .cmd(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"100"]);
         assert_eq!(set, b"+OK\r\n");
-        let toml = tenants(&[
-            TenantToml::new("app", "app:")
-                .login("pw")
-                .allow(&["+@all"])
-                .scripts(),
-            TenantToml::new("plain", "plain:")
-                .login("pw")
-                .allow(&["+@all"]),
-        ]);
+        // The tenants of upstream_commands.rs: `app` trusted with scripts, `plain` not.
+        let toml = crate::upstream_commands::tenant_config();
         let proxy =
             Proxy::start_with_config(&server.url(), &toml, &[("upstream.connections", "1")]);
         let mut runner = proxy.login("app", "pw");

@@ -4,8 +4,9 @@
 use crate::both;
 use crate::support::{Kind, Proxy, Server, TenantToml, bulk, tenants};
 
-/// `[[tenant]]` with a prefix, trusted with scripts, allowed everything.
-fn tenant_config() -> String {
+/// Two prefixed tenants allowed everything: `app` trusted with scripts, `plain` not (also
+/// slow_commands.rs's).
+pub(crate) fn tenant_config() -> String {
     tenants(&[
         TenantToml::new("app", "app:")
             .login("pw")
