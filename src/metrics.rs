@@ -247,6 +247,10 @@ pub fn upstream_reconnect(protocol: &'static str) {
     counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(1);
 }
 
+/// The `state`/`to` labels of the upstream health metrics: `upstream::health::State`'s names
+/// (its tests check they are the same), listed here so this module imports no part it counts.
+pub const HEALTH_STATES: [&str; 4] = ["healthy", "degraded", "down", "recovering"];
+
 /// 1 for the upstream's current health state, 0 for the others.
 pub fn upstream_health(state: &'static str) -> Gauge {
     gauge!(UPSTREAM_HEALTH, "state" => state)
@@ -424,8 +428,8 @@ fn zero_counters() {
     for protocol in ["resp2", "resp3"] {
         counter!(UPSTREAM_RECONNECTS_TOTAL, "protocol" => protocol).increment(0);
     }
-    for to in crate::upstream::health::State::ALL {
-        counter!(UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "to" => to.as_str()).increment(0);
+    for to in HEALTH_STATES {
+        counter!(UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "to" => to).increment(0);
     }
     for kind in [
         ErrorKind::Protocol,

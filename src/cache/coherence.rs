@@ -153,12 +153,7 @@ pub(crate) fn answered(cache: Option<&NearCache>, written: &Written, unanswered:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(line: &str) -> Vec<Bytes> {
-        line.split_whitespace()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect()
-    }
+    use crate::command::test_args as args;
 
     /// What the session does per write, without the cache's side: note it, count it in.
     fn write(written: &mut Written, unanswered: &Unanswered, line: &str, prefix: &[u8]) -> bool {

@@ -231,14 +231,8 @@ fn bitfield(args: &[Bytes], out: &mut Keys) -> Result<(), KeyError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::resolve;
+    use super::super::{resolve, test_args as args};
     use super::*;
-
-    fn args(line: &str) -> Vec<Bytes> {
-        line.split_whitespace()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect()
-    }
 
     fn positions(line: &str) -> Result<Vec<usize>, KeyError> {
         let a = args(line);

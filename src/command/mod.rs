@@ -271,6 +271,14 @@ pub fn all() -> &'static [&'static CommandSpec] {
     &table::ALL
 }
 
+/// A command line split on white space into its arguments: for unit tests across the crate.
+#[cfg(test)]
+pub(crate) fn test_args(line: &str) -> Vec<Bytes> {
+    line.split_whitespace()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,14 +133,8 @@ pub fn sort_options(args: &[Bytes], readonly: bool) -> Result<SortOptions, KeyEr
 
 #[cfg(test)]
 mod tests {
-    use super::super::{keys, resolve};
+    use super::super::{keys, resolve, test_args as args};
     use super::*;
-
-    fn args(line: &str) -> Vec<Bytes> {
-        line.split_whitespace()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect()
-    }
 
     fn names(line: &str) -> Result<Vec<String>, KeyError> {
         let a = args(line);

@@ -3,7 +3,7 @@
 //!
 //! A leaf: each section's raw struct and its validation live in one file here ([`listen`],
 //! [`limits`], [`upstream`], [`local_only`], [`near_cache`], [`tenants`] with its compiled
-//! [`acl`] rules, [`runtime`]), and the parts they configure import their typed section from here,
+//! [`allow`] rules, [`runtime`]), and the parts they configure import their typed section from here,
 //! never the reverse. The only crate modules it reads are leaves: [`crate::command`] (to check
 //! command names in allow lists) and [`crate::protocol`] (whose framing [`Limits`] it fills).
 //! `sources` layers the file, the environment and the flags.
@@ -12,7 +12,7 @@
 //! the environment variable, or the flag. Secrets (passwords in the upstream URL and the tenants)
 //! never appear in a `Debug` or an error. Nothing here opens sockets or files other than the
 //! config file itself.
-pub mod acl;
+pub mod allow;
 pub mod limits;
 pub mod listen;
 pub mod local_only;
@@ -22,7 +22,7 @@ mod sources;
 pub mod tenants;
 pub mod upstream;
 
-pub use acl::AllowSet;
+pub use allow::AllowSet;
 pub use limits::SessionLimits;
 pub use listen::{ListenConfig, Principal, ServerTls};
 pub use local_only::{Eviction, LocalOnlyConfig, LocalWrites, OnRecovery};

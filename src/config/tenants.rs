@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::acl::AllowSet;
+use super::allow::AllowSet;
 use super::sources::line_of_field;
 use super::{Check, ConfigError};
 

@@ -37,9 +37,9 @@ mod hll;
 mod keyspace;
 mod lcs;
 mod list;
-pub mod merge;
 pub mod num;
 mod random;
+pub mod recovery_merge;
 mod scan;
 mod script;
 mod set;
@@ -186,10 +186,10 @@ impl Engine {
     }
 
     /// Take every live key out (the engine is left empty), as commands that recreate each one
-    /// upstream without overwriting anything there (see [`merge`]).
-    pub fn take_for_merge(&self, now_ms: u64) -> Vec<merge::Call> {
+    /// upstream without overwriting anything there (see [`recovery_merge`]).
+    pub fn take_for_merge(&self, now_ms: u64) -> Vec<recovery_merge::Call> {
         let old = std::mem::take(&mut *self.lock());
-        merge::calls(old.map, now_ms)
+        recovery_merge::calls(old.map, now_ms)
     }
 
     /// Keys held now, expired ones not yet swept included.

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 pub(crate) enum Recovery {
     /// `merge`: create the keys the upstream lacks; then those written to the engine after
     /// they were taken.
-    Merge(Vec<crate::engine::merge::Call>, Arc<Engine>),
+    Merge(Vec<crate::engine::recovery_merge::Call>, Arc<Engine>),
     /// `invalidate`: delete these keys upstream, then lift the outage's fence.
     Invalidate(Vec<Bytes>),
     /// `replay`: apply the outage's journal upstream, then lift the fence.
@@ -340,8 +340,8 @@ async fn invalidate(upstream: &Upstream, outage: &Outage, keys: Vec<Bytes>) -> u
 }
 
 /// Write what local-only mode held into the upstream, creating only keys it does not have.
-async fn merge(upstream: &Upstream, calls: Vec<crate::engine::merge::Call>) {
-    use crate::engine::merge;
+async fn merge(upstream: &Upstream, calls: Vec<crate::engine::recovery_merge::Call>) {
+    use crate::engine::recovery_merge;
     let conn = upstream.conn(crate::protocol::Protocol::Resp2, 0);
     let (mut created, mut existed, mut failed) = (0usize, 0usize, 0usize);
     for batch in calls.chunks(128) {
@@ -367,7 +367,7 @@ async fn merge(upstream: &Upstream, calls: Vec<crate::engine::merge::Call>) {
             };
             let reply = &replies[at..at + len];
             at += len;
-            if merge::wrote(reply) {
+            if recovery_merge::wrote(reply) {
                 created += 1;
                 for more in &c.rest {
                     let _ = conn.send(more.clone(), 1).await.await;

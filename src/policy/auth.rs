@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::acl::AllowSet;
+use super::allow::AllowSet;
 use super::sha256;
 use super::ttl_rule::TtlRule;
 use crate::protocol::framer::Limits;

@@ -4,7 +4,7 @@
 //! them.
 use bytes::{Bytes, BytesMut};
 
-use super::reply::ReplyRewrite;
+use super::reply_rewrite::ReplyRewrite;
 use crate::protocol::encode;
 
 /// The request being rebuilt: `input` as the client sent it, `args` as it will be sent.

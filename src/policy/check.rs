@@ -13,7 +13,7 @@ use super::call::{Call, c_str};
 use super::error::PolicyError;
 use super::glob;
 use super::namespace::{NamespaceKind, NamespaceOp};
-use super::reply::ReplyRewrite;
+use super::reply_rewrite::ReplyRewrite;
 use super::ttl;
 use super::values;
 use crate::command::{CommandSpec, Keys, keys, sort_options};

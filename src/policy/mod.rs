@@ -2,7 +2,7 @@
 //! the tenant's key namespace, TTL rules and value limit before it reaches the upstream.
 //!
 //! Owns: the runtime tenants built from the validated `[[tenant]]` section ([`config`]; allow rules
-//! are compiled by configuration, [`acl`]), authentication and the failure slowdown
+//! are compiled by configuration, [`allow`]), authentication and the failure slowdown
 //! ([`Tenants`], [`FailureTracker`]), the per-command decision ([`Tenant::check`] → [`Plan`]),
 //! reply rewriting ([`rewrite_reply`]), commands answered inside a namespace ([`NamespaceRun`]),
 //! Pub/Sub naming ([`pubsub`]) and per-tenant metric names ([`metrics`]).
@@ -72,7 +72,7 @@
 //! whose result would be (SETRANGE, SETBIT, BITFIELD, RESTORE); APPEND, INCRBYFLOAT and
 //! HINCRBYFLOAT are checked against what is stored in the same step (see `policy::values`).
 /// Allow rules are compiled once, when the configuration is validated.
-pub use crate::config::acl;
+pub use crate::config::allow;
 pub mod auth;
 mod call;
 mod check;
@@ -84,7 +84,7 @@ pub mod info;
 pub mod metrics;
 pub mod namespace;
 pub mod pubsub;
-pub mod reply;
+pub mod reply_rewrite;
 pub mod sha256;
 pub mod ttl;
 mod ttl_rule;
@@ -97,7 +97,7 @@ pub use auth::{
 pub use check::{Forward, Plan};
 pub use error::PolicyError;
 pub use namespace::{NamespaceKind, NamespaceOp, NamespaceRun, NamespaceStep};
-pub use reply::{ReplyError, ReplyRewrite, rewrite_push, rewrite_reply};
+pub use reply_rewrite::{ReplyError, ReplyRewrite, rewrite_push, rewrite_reply};
 pub use ttl_rule::{OnExcess, TtlRule};
 
 #[cfg(test)]

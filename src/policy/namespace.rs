@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
-use super::reply::{ReplyError, Value, parse};
+use super::reply_rewrite::{ReplyError, Value, parse};
 use crate::protocol::{Protocol, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

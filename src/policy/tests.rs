@@ -2,15 +2,9 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::command::resolve;
+use crate::command::{resolve, test_args as args};
 
 const NOW: i64 = 1_700_000_000_000;
-
-fn args(line: &str) -> Vec<Bytes> {
-    line.split_whitespace()
-        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-        .collect()
-}
 
 fn tenant() -> Tenant {
     Tenant::builder("a")
@@ -47,7 +41,7 @@ fn fwd(t: &Tenant, line: &str) -> (String, Vec<String>, ReplyRewrite) {
 
 /// Decode a RESP array of bulks back to a space-separated line.
 fn words(cmd: &[u8]) -> String {
-    let v = reply::parse(cmd).unwrap();
+    let v = reply_rewrite::parse(cmd).unwrap();
     v.items()
         .unwrap()
         .iter()

@@ -438,6 +438,14 @@ fn set_gauges(current: State) {
 #[cfg(test)]
 mod tests {
     use super::Event::*;
+
+    #[test]
+    fn the_metrics_label_every_state_by_its_name() {
+        assert_eq!(
+            super::State::ALL.map(super::State::as_str),
+            crate::metrics::HEALTH_STATES
+        );
+    }
     use super::State::*;
     use super::*;
 

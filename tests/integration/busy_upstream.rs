@@ -6,7 +6,7 @@
 //! by the upstream's own state (its client list, its keys) and by its own replies.
 use crate::both;
 use crate::busy_not_down::health;
-use crate::support::{Kind, Proxy, Raw, Server, encode, wait_until};
+use crate::support::{Kind, Proxy, Raw, Server, encode, text, wait_until};
 use std::time::{Duration, Instant};
 
 fn threshold(server: &Server, ms: &str) {
@@ -23,10 +23,6 @@ fn named(server: &Server, name: &str) -> usize {
         .lines()
         .filter(|l| l.contains(&format!(" name={name} ")))
         .count()
-}
-
-fn text(reply: &[u8]) -> String {
-    String::from_utf8_lossy(reply).into_owned()
 }
 
 /// Wait until `client`'s GET through respite is answered `-BUSY` by the upstream.
@@ -59,7 +55,7 @@ fn kill_through_respite(proxy: &Proxy, runner: &mut Raw, fcall: bool) -> Duratio
     let killed = killer.cmd(kill);
     let took = began.elapsed();
     assert_eq!(text(&killed), "+OK\r\n", "{kill:?} through respite");
-    let reply = text(&runner.reply().expect("the script's reply"));
+    let reply = text(runner.reply().expect("the script's reply"));
     assert!(
         reply.starts_with('-') && reply.contains("killed"),
         "{reply}"
@@ -83,7 +79,7 @@ both!(
         })
         .expect("an out-of-band connection ready before it is needed");
         assert_eq!(
-            text(&runner.cmd(&[b"FUNCTION", b"LOAD", SPIN_LIB])),
+            text(runner.cmd(&[b"FUNCTION", b"LOAD", SPIN_LIB])),
             "$4\r\nspin\r\n"
         );
         let (_, transitions) = health(&proxy);
@@ -123,16 +119,16 @@ both!(
         let mut blocking = proxy.raw();
         selecting.send(&encode(&[b"SELECT", b"2"]));
         blocking.send(&encode(&[b"BLPOP", b"busy:list", b"1"]));
-        let reply = text(&blocking.reply().expect("a reply"));
+        let reply = text(blocking.reply().expect("a reply"));
         assert!(reply.starts_with("-BUSY"), "{reply}");
         // Valkey 9 runs SELECT while busy; Redis 7 refuses it.
-        let reply = text(&selecting.reply().expect("a reply"));
+        let reply = text(selecting.reply().expect("a reply"));
         match kind {
             Kind::Redis => assert!(reply.starts_with("-BUSY"), "{reply}"),
             Kind::Valkey => assert_eq!(reply, "+OK\r\n"),
         }
-        assert_eq!(text(&proxy.raw().cmd(&[b"SCRIPT", b"KILL"])), "+OK\r\n");
-        assert!(text(&runner.reply().unwrap()).contains("killed"));
+        assert_eq!(text(proxy.raw().cmd(&[b"SCRIPT", b"KILL"])), "+OK\r\n");
+        assert!(text(runner.reply().unwrap()).contains("killed"));
         assert_eq!(selecting.cmd(&[b"SELECT", b"2"]), b"+OK\r\n");
         assert_eq!(blocking.cmd(&[b"RPUSH", b"busy:list", b"a"]), b":1\r\n");
     }
@@ -159,8 +155,8 @@ both!(
             &[b"BLPOP", b"busy:list", b"1"],
             &[b"SELECT", b"3"],
         ] {
-            let reply = text(&fresh.cmd(cmd));
-            let want = text(&direct.cmd(cmd));
+            let reply = text(fresh.cmd(cmd));
+            let want = text(direct.cmd(cmd));
             assert_eq!(reply, want, "{cmd:?}");
             if cmd[0] != b"SELECT" {
                 assert!(reply.starts_with("-BUSY"), "{cmd:?}: {reply}");
@@ -169,11 +165,11 @@ both!(
         // Inside MULTI each queued command gets -BUSY, and EXEC aborts: nothing of it runs.
         let mut tx = proxy.raw();
         assert_eq!(tx.cmd(&[b"MULTI"]), b"+OK\r\n");
-        let queued = text(&tx.cmd(&[b"SET", b"busy:tx", b"1"]));
+        let queued = text(tx.cmd(&[b"SET", b"busy:tx", b"1"]));
         assert!(queued.starts_with("-BUSY"), "{queued}");
-        assert_eq!(text(&proxy.raw().cmd(&[b"SCRIPT", b"KILL"])), "+OK\r\n");
-        assert!(text(&runner.reply().unwrap()).contains("killed"));
-        let exec = text(&tx.cmd(&[b"EXEC"]));
+        assert_eq!(text(proxy.raw().cmd(&[b"SCRIPT", b"KILL"])), "+OK\r\n");
+        assert!(text(runner.reply().unwrap()).contains("killed"));
+        let exec = text(tx.cmd(&[b"EXEC"]));
         assert!(exec.starts_with("-EXECABORT"), "{exec}");
         assert_eq!(server.raw().cmd(&[b"EXISTS", b"busy:tx"]), b":0\r\n");
         assert_eq!(server.raw().cmd(&[b"EXISTS", b"busy:k"]), b":0\r\n");

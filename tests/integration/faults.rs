@@ -357,7 +357,7 @@ both!(
             // A frozen write may or may not have run, but it holds its own value if it did.
             let f = conn.reply().unwrap();
             assert!(
-                f == b"$-1\r\n" || f == bulk(&format!("v{}", i % 20)),
+                f == b"$-1\r\n" || f == bulk(format!("v{}", i % 20)),
                 "{f:?}"
             );
         }
@@ -491,7 +491,7 @@ both!(
         for j in 0..i {
             if !failed.contains(&j) {
                 let k = format!("part:{j}");
-                assert_eq!(c.cmd(&[b"GET", k.as_bytes()]), bulk(&format!("v{j}")));
+                assert_eq!(c.cmd(&[b"GET", k.as_bytes()]), bulk(format!("v{j}")));
             }
         }
         eprintln!(

@@ -131,13 +131,22 @@ fn unfinished_requests_share_one_budget_and_the_largest_goes_first() {
     let proxy = Proxy::start_with(&server.url(), &[("limits.max_client_memory", "8388608")]);
     // Unfinished requests of 6 MiB, then 1 MiB, then 5 MiB: the third takes the total past 8 MiB
     // while the first holds the most, so the first is closed and the other two fit.
+    let read = || metric(&proxy, "respite_client_read_bytes_total");
+    let (before, mut sent) = (read(), 0);
     let mut held: Vec<TcpStream> = [6, 1, 5]
         .iter()
         .map(|mib| {
             let mut s = TcpStream::connect(proxy.addr).unwrap();
-            let _ = s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16000000\r\n");
+            let head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16000000\r\n";
+            let _ = s.write_all(head);
             // A client being closed may see its write fail: that is the point.
             let _ = s.write_all(&vec![b'x'; mib << 20]);
+            // Each is read whole before the next connects, so which one holds the most is the
+            // test's choice: under load the first was once still partly in its socket when the
+            // third went over the budget, and the third, then the largest, was closed instead.
+            sent += head.len() + (mib << 20);
+            wait_until(Duration::from_secs(10), || read() - before >= sent as f64)
+                .expect("respite read the request so far");
             s
         })
         .collect();

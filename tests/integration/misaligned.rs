@@ -7,7 +7,7 @@
 //! demand): it answers the handshake, PING, SET and GET from a map, and every `INJECT_EVERY`th
 //! command it first sends an extra bulk reply holding another client's value.
 //! A second variant then closes the connection cleanly, before the marker of that batch.
-use crate::support::{Proxy, Raw, encode};
+use crate::support::{Proxy, Raw, bulk, encode};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -53,10 +53,6 @@ fn command(buf: &[u8]) -> Option<(Vec<Vec<u8>>, usize)> {
         at = start + len + 2;
     }
     Some((args, at))
-}
-
-fn bulk(v: &[u8]) -> Vec<u8> {
-    [format!("${}\r\n", v.len()).as_bytes(), v, b"\r\n"].concat()
 }
 
 fn serve(

@@ -249,14 +249,14 @@ both!(
             // Cache it (once the previous round's invalidation is in), then change it behind
             // respite's back.
             wait_until(Duration::from_secs(2), || {
-                c.cmd(&words("GET k")) == bulk(&format!("v{i}"))
+                c.cmd(&words("GET k")) == bulk(format!("v{i}"))
             })
             .unwrap();
-            assert_eq!(c.cmd(&words("GET k")), bulk(&format!("v{i}")));
+            assert_eq!(c.cmd(&words("GET k")), bulk(format!("v{i}")));
             d.cmd(&[b"SET", b"k", format!("w{i}").as_bytes()]);
             let changed = Instant::now();
             wait_until(Duration::from_secs(2), || {
-                c.cmd(&words("GET k")) == bulk(&format!("w{i}"))
+                c.cmd(&words("GET k")) == bulk(format!("w{i}"))
             })
             .expect("the invalidation arrives");
             delays.push(changed.elapsed());

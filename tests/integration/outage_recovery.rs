@@ -5,7 +5,7 @@
 //! upstream's own keys where it matters.
 use super::busy_not_down::{health, wait_healthy};
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use crate::support::{Kind, Proxy, Raw, Server, Value, encode, wait_until, words};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,51 +16,12 @@ fn wait_state(proxy: &Proxy, state: &str) {
         .unwrap_or_else(|| panic!("never {state}: {:?}", health(proxy)));
 }
 
-/// One reply, decoded enough for the checks here.
-#[derive(Debug, Clone, PartialEq)]
-enum V {
-    Nil,
-    Int(i64),
-    Bulk(Vec<u8>),
-    Simple(String),
-    Err(String),
-    Arr(Vec<V>),
-}
-
-fn parse(b: &[u8]) -> (V, usize) {
-    let line_end = b.windows(2).position(|w| w == b"\r\n").expect("a line");
-    let line = std::str::from_utf8(&b[1..line_end]).unwrap();
-    let at = line_end + 2;
-    match b[0] {
-        b'+' => (V::Simple(line.into()), at),
-        b'-' => (V::Err(line.into()), at),
-        b':' => (V::Int(line.parse().unwrap()), at),
-        b'$' if line == "-1" => (V::Nil, at),
-        b'$' => {
-            let n: usize = line.parse().unwrap();
-            (V::Bulk(b[at..at + n].to_vec()), at + n + 2)
-        }
-        b'*' if line == "-1" => (V::Nil, at),
-        b'*' => {
-            let mut at = at;
-            let mut items = Vec::new();
-            for _ in 0..line.parse::<usize>().unwrap() {
-                let (v, n) = parse(&b[at..]);
-                items.push(v);
-                at += n;
-            }
-            (V::Arr(items), at)
-        }
-        other => panic!("unexpected reply type {:?}", other as char),
-    }
-}
-
-fn cmd(c: &mut Raw, line: &str) -> V {
-    parse(&c.cmd(&words(line))).0
+fn cmd(c: &mut Raw, line: &str) -> Value {
+    Value::decode(&c.cmd(&words(line)))
 }
 
 /// Send `cmds` as one pipeline; their replies.
-fn pipeline(c: &mut Raw, cmds: &[Vec<String>]) -> Vec<V> {
+fn pipeline(c: &mut Raw, cmds: &[Vec<String>]) -> Vec<Value> {
     let mut out = Vec::new();
     for a in cmds {
         let args: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
@@ -68,7 +29,7 @@ fn pipeline(c: &mut Raw, cmds: &[Vec<String>]) -> Vec<V> {
     }
     c.send(&out);
     cmds.iter()
-        .map(|_| parse(&c.reply().expect("a reply")).0)
+        .map(|_| Value::decode(&c.reply().expect("a reply")))
         .collect()
 }
 
@@ -79,7 +40,7 @@ fn argv(s: &str) -> Vec<String> {
 /// INFO as ioredis's ready check reads it: `loading:0` present.
 fn ready_check(c: &mut Raw) -> Result<(), String> {
     match cmd(c, "INFO") {
-        V::Bulk(b) if String::from_utf8_lossy(&b).contains("loading:0") => Ok(()),
+        Value::Bulk(b) if String::from_utf8_lossy(&b).contains("loading:0") => Ok(()),
         other => Err(format!("INFO: {other:?}")),
     }
 }
@@ -91,36 +52,36 @@ both!(
         // `invalidate`'s contract (the default, `replay`, is tested in outage_replay.rs).
         let proxy = Proxy::start_with(&server.url(), &[("local_only.on_recovery", "invalidate")]);
         let mut p = proxy.raw();
-        assert_eq!(cmd(&mut p, "SET k before"), V::Simple("OK".into()));
+        assert_eq!(cmd(&mut p, "SET k before"), Value::Simple("OK".into()));
         assert_eq!(
             cmd(&mut p, "SET h:untouched upstream"),
-            V::Simple("OK".into())
+            Value::Simple("OK".into())
         );
-        assert_eq!(cmd(&mut p, "HSET h f before"), V::Int(1));
+        assert_eq!(cmd(&mut p, "HSET h f before"), Value::Int(1));
         wait_healthy(&proxy);
 
         // Silent, with nothing running: down after the probe deadline, its data kept.
         server.signal("STOP");
         wait_state(&proxy, "down");
-        assert_eq!(cmd(&mut p, "SET k during"), V::Simple("OK".into()));
-        assert_eq!(cmd(&mut p, "HSET h f during"), V::Int(1));
-        assert_eq!(cmd(&mut p, "SET new:1 during"), V::Simple("OK".into()));
-        assert_eq!(cmd(&mut p, "GET k"), V::Bulk(b"during".to_vec()));
+        assert_eq!(cmd(&mut p, "SET k during"), Value::Simple("OK".into()));
+        assert_eq!(cmd(&mut p, "HSET h f during"), Value::Int(1));
+        assert_eq!(cmd(&mut p, "SET new:1 during"), Value::Simple("OK".into()));
+        assert_eq!(cmd(&mut p, "GET k"), Value::Bulk(b"during".to_vec()));
         // INFO is answered as standalone answers it, for a client connecting now too.
         let mut fresh = proxy.raw();
         ready_check(&mut fresh).unwrap();
-        let V::Bulk(info) = cmd(&mut fresh, "INFO server") else {
+        let Value::Bulk(info) = cmd(&mut fresh, "INFO server") else {
             panic!("INFO")
         };
         let info = String::from_utf8(info).unwrap();
         assert!(info.contains("respite_mode:local-only"), "{info}");
-        let V::Bulk(info) = cmd(&mut fresh, "INFO replication") else {
+        let Value::Bulk(info) = cmd(&mut fresh, "INFO replication") else {
             panic!("INFO")
         };
         assert!(String::from_utf8_lossy(&info).contains("role:master"));
         // SCRIPT KILL is for the upstream, never answered by the engine.
         match cmd(&mut fresh, "SCRIPT KILL") {
-            V::Err(e) => assert!(!e.contains("local engine"), "{e}"),
+            Value::Err(e) => assert!(!e.contains("local engine"), "{e}"),
             other => panic!("{other:?}"),
         }
 
@@ -146,7 +107,9 @@ both!(
         let seen = seen.lock().unwrap();
         let old = seen
             .iter()
-            .filter(|(k, h)| *k == V::Bulk(b"before".to_vec()) || *h == V::Bulk(b"before".to_vec()))
+            .filter(|(k, h)| {
+                *k == Value::Bulk(b"before".to_vec()) || *h == Value::Bulk(b"before".to_vec())
+            })
             .count();
         eprintln!(
             "[{kind:?}] {} reads across the recovery, {old} older than the last acknowledged write; last {:?}",
@@ -156,15 +119,15 @@ both!(
         assert_eq!(old, 0);
         assert_eq!(
             seen.last(),
-            Some(&(V::Nil, V::Nil)),
+            Some(&(Value::Nil, Value::Nil)),
             "refilled from the source of truth"
         );
         // The upstream's own state: the keys written during the outage are gone, others kept.
         let mut u = server.raw();
-        assert_eq!(cmd(&mut u, "EXISTS k h new:1"), V::Int(0));
+        assert_eq!(cmd(&mut u, "EXISTS k h new:1"), Value::Int(0));
         assert_eq!(
             cmd(&mut u, "GET h:untouched"),
-            V::Bulk(b"upstream".to_vec())
+            Value::Bulk(b"upstream".to_vec())
         );
     }
 );
@@ -239,11 +202,11 @@ both!(
         // While down a plain write still lands locally; only lock:* is refused.
         assert_eq!(
             cmd(&mut proxies[0].raw(), "SET plain x"),
-            V::Simple("OK".into())
+            Value::Simple("OK".into())
         );
         let r = cmd(&mut proxies[0].raw(), "SET lock:other x NX");
         assert!(
-            matches!(&r, V::Err(e) if e.starts_with("TRYAGAIN")),
+            matches!(&r, Value::Err(e) if e.starts_with("TRYAGAIN")),
             "{r:?}"
         );
         std::thread::sleep(Duration::from_millis(800));
@@ -304,8 +267,8 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
         }
         let read = format!("cache:{w}:{}", (i + 2) % 5);
         match cmd(&mut c, &format!("GET {read}")) {
-            V::Nil => {}
-            V::Bulk(b) => {
+            Value::Nil => {}
+            Value::Bulk(b) => {
                 let (acked, unknown) = last.get(&read).cloned().unwrap_or_default();
                 if acked.as_ref() != Some(&b) && !unknown.contains(&b) {
                     seen.stale.push(format!(
@@ -326,7 +289,7 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
                 argv(&format!("EXPIRE {rl} 60")),
             ],
         ) {
-            if !matches!(r, V::Int(_)) {
+            if !matches!(r, Value::Int(_)) {
                 err(&mut seen, format!("rate limit: {r:?}"));
             }
         }
@@ -347,7 +310,7 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
         );
         for r in replies {
             match r {
-                V::Int(_) => {}
+                Value::Int(_) => {}
                 other => err(&mut seen, format!("sliding window: {other:?}")),
             }
         }
@@ -359,7 +322,7 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
                 argv("ZREVRANGE lb 0 9 WITHSCORES"),
             ],
         );
-        if !matches!(lb[0], V::Bulk(_)) || !matches!(lb[1], V::Arr(_)) {
+        if !matches!(lb[0], Value::Bulk(_)) || !matches!(lb[1], Value::Arr(_)) {
             err(&mut seen, format!("leaderboard: {lb:?}"));
         }
         if i.is_multiple_of(10) {
@@ -370,13 +333,13 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
             let mut cursor = "0".to_string();
             loop {
                 match cmd(&mut c, &format!("SCAN {cursor} MATCH tmp:{w}:* COUNT 1000")) {
-                    V::Arr(v) if v.len() == 2 => {
-                        let (V::Bulk(next), V::Arr(keys)) = (&v[0], &v[1]) else {
+                    Value::Arr(v) if v.len() == 2 => {
+                        let (Value::Bulk(next), Value::Arr(keys)) = (&v[0], &v[1]) else {
                             err(&mut seen, format!("SCAN: {v:?}"));
                             break;
                         };
                         for k in keys {
-                            if let V::Bulk(k) = k {
+                            if let Value::Bulk(k) = k {
                                 c.cmd(&[b"DEL", k]);
                             }
                         }

@@ -2,7 +2,7 @@
 //! guessed. Judged by the upstream's own keys.
 use super::busy_not_down::{health, wait_healthy};
 use crate::both;
-use crate::support::{Kind, Proxy, Server, wait_until, words};
+use crate::support::{Kind, Proxy, Server, text, wait_until, words};
 use std::time::Duration;
 
 pub(crate) fn wait_state(proxy: &Proxy, state: &str) {
@@ -10,8 +10,9 @@ pub(crate) fn wait_state(proxy: &Proxy, state: &str) {
         .unwrap_or_else(|| panic!("never {state}: {:?}", health(proxy)));
 }
 
-fn text(r: &[u8]) -> String {
-    String::from_utf8_lossy(r).trim_end().to_string()
+/// A reply as text without its final CRLF, to compare with a literal.
+fn trimmed(r: &[u8]) -> String {
+    text(r).trim_end().to_string()
 }
 
 both!(
@@ -42,7 +43,7 @@ both!(
             "EXPIRE lock:job 1 NX",
             "EVAL return 1 1 lock:job",
         ] {
-            let r = text(&p.cmd(&words(line)));
+            let r = trimmed(&p.cmd(&words(line)));
             assert!(
                 r.starts_with("-TRYAGAIN") && r.contains("cannot know"),
                 "{line}: {r}"
@@ -56,8 +57,11 @@ both!(
         wait_healthy(&proxy);
         // The upstream's own state: the lock still has its one holder, the queue its element.
         let mut u = server.raw();
-        assert_eq!(text(&u.cmd(&words("GET lock:job"))), "$6\r\nholder");
-        assert_eq!(text(&u.cmd(&words("LRANGE q 0 -1"))), "*1\r\n$5\r\nfirst");
+        assert_eq!(trimmed(&u.cmd(&words("GET lock:job"))), "$6\r\nholder");
+        assert_eq!(
+            trimmed(&u.cmd(&words("LRANGE q 0 -1"))),
+            "*1\r\n$5\r\nfirst"
+        );
         // Through respite again: the lock is refused to a second holder.
         assert_eq!(p.cmd(&words("SET lock:job me NX")), b"$-1\r\n");
     }
@@ -75,8 +79,8 @@ fn never_reached(url: &str, settings: &[(&str, &str)]) -> (u16, String, String, 
     .expect("a first attempt");
     let (status, body) = proxy.admin_get("/readyz");
     let mut p = proxy.raw();
-    let set = text(&p.cmd(&words("SET typo:k v")));
-    let get = text(&p.cmd(&words("GET typo:k")));
+    let set = trimmed(&p.cmd(&words("SET typo:k v")));
+    let get = trimmed(&p.cmd(&words("GET typo:k")));
     (status, body, set, get)
 }
 
@@ -247,7 +251,7 @@ fn writes_survive(
                 errors += 1;
             }
         }
-        let n = text(&u.cmd(&[b"GET", format!("n:{w}").as_bytes()]));
+        let n = trimmed(&u.cmd(&[b"GET", format!("n:{w}").as_bytes()]));
         let n: u64 = n.rsplit("\r\n").next().unwrap().parse().unwrap();
         assert!(
             (r.incrs_acked..=r.incrs_acked + r.incrs_failed).contains(&n),
@@ -329,7 +333,7 @@ fn past_the_journal_bound_writes_are_refused_and_the_acknowledged_ones_replayed(
     let mut p = proxy.raw();
     let (mut acked, mut refused) = (Vec::new(), 0);
     for i in 0..200 {
-        let r = text(&p.cmd(&[b"SET", format!("j:{i}").as_bytes(), b"v"]));
+        let r = trimmed(&p.cmd(&[b"SET", format!("j:{i}").as_bytes(), b"v"]));
         match r.as_str() {
             "+OK" if refused == 0 => acked.push(i),
             r if r.starts_with("-TRYAGAIN") && r.contains("journal") => refused += 1,
@@ -341,7 +345,10 @@ fn past_the_journal_bound_writes_are_refused_and_the_acknowledged_ones_replayed(
     server.signal("CONT");
     wait_healthy(&proxy);
     let mut u = server.raw();
-    assert_eq!(text(&u.cmd(&words("DBSIZE"))), format!(":{}", acked.len()));
+    assert_eq!(
+        trimmed(&u.cmd(&words("DBSIZE"))),
+        format!(":{}", acked.len())
+    );
     for i in acked {
         assert_eq!(
             u.cmd(&[b"GET", format!("j:{i}").as_bytes()]),
@@ -377,23 +384,23 @@ both!(
             ("INCR rl:ip", ":1"),
             ("EXPIRE rl:ip 60", ":1"),
         ] {
-            assert_eq!(text(&p.cmd(&words(line))), want, "{line}");
+            assert_eq!(trimmed(&p.cmd(&words(line))), want, "{line}");
         }
-        let lock = text(&p.cmd(&words("SET lock:a me NX PX 30000")));
+        let lock = trimmed(&p.cmd(&words("SET lock:a me NX PX 30000")));
         assert!(lock.starts_with("-TRYAGAIN"), "{lock}");
         server.restart();
         wait_healthy(&proxy);
         // Through respite and on the upstream alike: the pre-outage data plus the outage's writes.
         let mut u = server.raw();
         for c in [&mut p, &mut u] {
-            assert_eq!(text(&c.cmd(&words("ZSCORE lb alice"))), "$3\r\n105");
-            assert_eq!(text(&c.cmd(&words("ZSCORE lb bob"))), "$1\r\n3");
-            assert_eq!(text(&c.cmd(&words("GET sess:new"))), "$4\r\ndata");
-            assert_eq!(text(&c.cmd(&words("GET sess:old"))), "$4\r\ndata");
-            assert_eq!(text(&c.cmd(&words("GET rl:ip"))), "$1\r\n2");
-            assert_eq!(text(&c.cmd(&words("GET lock:a"))), "$6\r\nholder");
+            assert_eq!(trimmed(&c.cmd(&words("ZSCORE lb alice"))), "$3\r\n105");
+            assert_eq!(trimmed(&c.cmd(&words("ZSCORE lb bob"))), "$1\r\n3");
+            assert_eq!(trimmed(&c.cmd(&words("GET sess:new"))), "$4\r\ndata");
+            assert_eq!(trimmed(&c.cmd(&words("GET sess:old"))), "$4\r\ndata");
+            assert_eq!(trimmed(&c.cmd(&words("GET rl:ip"))), "$1\r\n2");
+            assert_eq!(trimmed(&c.cmd(&words("GET lock:a"))), "$6\r\nholder");
         }
-        let ttl = text(&u.cmd(&words("TTL rl:ip")));
+        let ttl = trimmed(&u.cmd(&words("TTL rl:ip")));
         assert!(
             ttl.starts_with(':') && ttl[1..].parse::<i64>().unwrap() > 0,
             "{ttl}"

@@ -688,7 +688,7 @@ mod tests {
         }
         for i in 0..20 {
             assert_eq!(c.reply().unwrap(), b"+OK\r\n");
-            assert_eq!(c.reply().unwrap(), bulk(&format!("v{i}")));
+            assert_eq!(c.reply().unwrap(), bulk(format!("v{i}")));
         }
         relay.delay(Direction::Both, Duration::ZERO);
         let t = Instant::now();

@@ -233,23 +233,10 @@ both!(
             .raw()
             .cmd(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"100"]);
         assert_eq!(set, b"+OK\r\n");
-        let toml = r#"
-[[tenant]]
-name = "app"
-username = "app"
-password = "pw"
-prefix = "app:"
-allow = ["+@all"]
-scripts = true
-
-[[tenant]]
-name = "plain"
-username = "plain"
-password = "pw"
-prefix = "plain:"
-allow = ["+@all"]
-"#;
-        let proxy = Proxy::start_with_config(&server.url(), toml, &[("upstream.connections", "1")]);
+        // The tenants of upstream_commands.rs: `app` trusted with scripts, `plain` not.
+        let toml = crate::upstream_commands::tenant_config();
+        let proxy =
+            Proxy::start_with_config(&server.url(), &toml, &[("upstream.connections", "1")]);
         let mut runner = proxy.login("app", "pw");
         let mut plain = proxy.login("plain", "pw");
         // Without scripts, SCRIPT KILL is refused like EVAL (it would end anyone's script).

@@ -1,29 +1,21 @@
 //! Issue 12's findings as regressions, judged by the upstream's own state (keys, types, TTLs,
 //! lengths) read on a direct connection, never by respite's reply alone.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, text, words};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, tenants, text, words};
 
 /// A prefixed tenant allowed everything but @dangerous, with a TTL cap and a value limit.
-const TENANTS: &str = r#"
-[[tenant]]
-name = "a"
-username = "a"
-password = "pa"
-prefix = "a:"
-allow = ["@all", "-@dangerous", "sort", "restore"]
-max_value_bytes = 1024
-[[tenant.ttl]]
-pattern = "*"
-max_ms = 600000
-default_ms = 300000
-
-[[tenant]]
-name = "b"
-username = "b"
-password = "pb"
-prefix = "b:"
-allow = ["@all", "-@dangerous"]
-"#;
+fn tenant_config() -> String {
+    tenants(&[
+        TenantToml::new("a", "a:")
+            .login("pa")
+            .allow(&["@all", "-@dangerous", "sort", "restore"])
+            .max_value_bytes(1024)
+            .ttl("*", Some(600000), 300000),
+        TenantToml::new("b", "b:")
+            .login("pb")
+            .allow(&["@all", "-@dangerous"]),
+    ])
+}
 
 pub(crate) fn login(p: &Proxy, user: &str, pw: &str) -> Raw {
     let mut c = p.raw();
@@ -50,7 +42,7 @@ both!(
     georadius_stores_into_the_last_destination_only,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
         let mut a = login(&proxy, "a", "pa");
         let mut d = server.raw();
         d.cmd(&words("SET other victim"));
@@ -84,7 +76,7 @@ both!(
 
 both!(sort_stores_into_the_last_store_with_a_ttl, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut a = login(&proxy, "a", "pa");
     let mut d = server.raw();
     assert_eq!(a.cmd(&words("RPUSH l 3 1 2")), b":3\r\n");
@@ -113,7 +105,7 @@ both!(sort_stores_into_the_last_store_with_a_ttl, |kind: Kind| {
 
 both!(xreadgroup_reads_only_the_tenants_streams, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut a = login(&proxy, "a", "pa");
     let mut d = server.raw();
     // Another party's stream `s` with group `g`; the tenant has its own.
@@ -138,7 +130,7 @@ both!(
     growth_commands_are_bounded_by_what_they_store,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
         let mut a = login(&proxy, "a", "pa");
         let mut d = server.raw();
         for line in [
@@ -238,7 +230,7 @@ both!(
 
 both!(auth_guesses_stay_slow_between_own_logins, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut c = proxy.raw();
     // Finding 4: guesses at b's password, each followed by a's own successful login, pipelined.
     let rounds = 6;
@@ -260,7 +252,7 @@ both!(auth_guesses_stay_slow_between_own_logins, |kind: Kind| {
 
 both!(password_only_auth_picks_the_tenant, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut d = server.raw();
     let mut c = proxy.raw();
     assert_eq!(c.cmd(&words("AUTH pb")), b"+OK\r\n");
@@ -291,7 +283,7 @@ both!(
     scan_cursors_do_not_show_the_upstreams_keyspace,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
         let mut a = login(&proxy, "a", "pa");
         let mut d = server.raw();
         // Another party's 3000 keys; the tenant has 3.
@@ -336,7 +328,7 @@ both!(
 
 both!(clients_before_auth_get_redis_small_limits, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut d = server.raw();
     let big = vec![b'x'; 20_000];
     // A large argument before AUTH: Redis's limit, then the connection is closed.

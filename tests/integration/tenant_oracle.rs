@@ -15,24 +15,20 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, wait_until, words};
+use crate::support::{
+    Kind, Proxy, Raw, Server, TenantToml, Value, encode, tenants, text, wait_until, words,
+};
 
 const PREFIX: &str = "t:";
 const CAP_MS: i64 = 60_000;
 
-const TENANTS: &str = r#"
-[[tenant]]
-name = "t"
-username = "t"
-password = "pt"
-prefix = "t:"
-allow = ["@all", "-@dangerous", "sort"]
-max_value_bytes = 4096
-[[tenant.ttl]]
-pattern = "*"
-max_ms = 60000
-default_ms = 30000
-"#;
+fn tenant_config() -> String {
+    tenants(&[TenantToml::new("t", "t:")
+        .login("pt")
+        .allow(&["@all", "-@dangerous", "sort"])
+        .max_value_bytes(4096)
+        .ttl("*", Some(60000), 30000)])
+}
 
 /// Calls to mutate, one per command shape, each with the option words its grammar knows (which
 /// mutations insert three times in four): every keyword-key and numkeys command in the table that
@@ -205,24 +201,20 @@ fn build(template: usize, edits: &[Edit]) -> Vec<Vec<u8>> {
     args
 }
 
-/// The bulk strings of a RESP2 array reply (integers as their text).
+/// The elements of a RESP2 array of bulk strings and integers (those as their text): a
+/// Pub/Sub message.
 fn items(frame: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = frame.iter().position(|&c| c == b'\n').unwrap() + 1;
-    while i < frame.len() {
-        let end = i + frame[i..].iter().position(|&c| c == b'\r').unwrap();
-        let head = &frame[i..end];
-        i = end + 2;
-        match head[0] {
-            b'$' => {
-                let len: usize = std::str::from_utf8(&head[1..]).unwrap().parse().unwrap();
-                out.push(frame[i..i + len].to_vec());
-                i += len + 2;
-            }
-            _ => out.push(head[1..].to_vec()),
-        }
-    }
-    out
+    let Value::Arr(items) = Value::decode(frame) else {
+        panic!("not an array: {}", text(frame));
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::Bulk(b) => b,
+            Value::Int(i) => i.to_string().into_bytes(),
+            other => panic!("in a message: {other:?}"),
+        })
+        .collect()
 }
 
 struct Rig {
@@ -305,11 +297,9 @@ impl Rig {
             // A default TTL arrives as a follow-up right after the command: wait for it.
             let mut pttl = 0;
             let settled = wait_until(Duration::from_secs(2), || {
-                pttl = {
-                    let r = self.direct.cmd(&[b"PTTL", &key]);
-                    String::from_utf8_lossy(&r[1..r.len() - 2])
-                        .parse::<i64>()
-                        .unwrap()
+                pttl = match Value::decode(&self.direct.cmd(&[b"PTTL", &key])) {
+                    Value::Int(ms) => ms,
+                    other => panic!("PTTL: {other:?}"),
                 };
                 pttl == -2 || (0..=CAP_MS).contains(&pttl)
             });
@@ -340,7 +330,7 @@ both!(every_key_the_server_touches_is_the_tenants, |kind: Kind| {
     events.reply().unwrap();
     events.send(&encode(&words("SUBSCRIBE oracle-sync")));
     events.reply().unwrap();
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let tenant = crate::tenant_hardening::login(&proxy, "t", "pt");
     let rig = RefCell::new(Rig {
         tenant,

@@ -3,35 +3,20 @@
 //! from the upstream in that database — on shared and pinned connections alike. The judge is the
 //! upstream's own state, read directly in each database.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, words};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, tenants, text, words};
 
-const TENANTS: &str = r#"
-[[tenant]]
-name = "a"
-username = "a"
-password = "pa"
-prefix = "a:"
-allow = ["@all"]
-db = 3
-
-[[tenant]]
-name = "b"
-username = "b"
-password = "pb"
-prefix = "b:"
-allow = ["@all"]
-
-[[tenant]]
-name = "c"
-username = "c"
-password = "pc"
-prefix = "c:"
-allow = ["@all"]
-db = 4
-"#;
-
-fn text(reply: Vec<u8>) -> String {
-    String::from_utf8_lossy(&reply).into_owned()
+fn tenant_config() -> String {
+    tenants(&[
+        TenantToml::new("a", "a:")
+            .login("pa")
+            .allow(&["@all"])
+            .db(3),
+        TenantToml::new("b", "b:").login("pb").allow(&["@all"]),
+        TenantToml::new("c", "c:")
+            .login("pc")
+            .allow(&["@all"])
+            .db(4),
+    ])
 }
 
 /// A direct connection in database `db`.
@@ -63,7 +48,7 @@ both!(
     a_tenant_database_answers_for_the_namespace_alone,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
         let mut d0 = direct(&server, 0);
         let mut d3 = direct(&server, 3);
         let mut d4 = direct(&server, 4);
@@ -148,8 +133,10 @@ both!(
 #[test]
 fn a_tenant_database_is_neither_cached_nor_served_locally() {
     let mut server = Server::start(Kind::Redis);
-    let toml =
-        format!("[near_cache]\nenabled = true\n[[near_cache.rule]]\npattern = \"*\"\n{TENANTS}");
+    let toml = format!(
+        "[near_cache]\nenabled = true\n[[near_cache.rule]]\npattern = \"*\"\n{}",
+        tenant_config()
+    );
     let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
     let mut a = proxy.login("a", "pa");
     let mut b = proxy.login("b", "pb");
@@ -173,7 +160,7 @@ fn a_tenant_database_is_neither_cached_nor_served_locally() {
 
 both!(info_is_the_tenants_own_view, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut d0 = direct(&server, 0);
     assert_eq!(
         d0.cmd(&words("CONFIG SET maxmemory-policy allkeys-lru")),
@@ -239,7 +226,7 @@ both!(
     a_tenant_reads_a_safe_subset_of_the_configuration,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
         let mut d = server.raw();
         assert_eq!(
             d.cmd(&words("CONFIG SET maxmemory-policy allkeys-lru")),

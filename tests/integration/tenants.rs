@@ -1,32 +1,31 @@
 //! Tenants through the proxy: authentication, key namespaces, refusals, namespace-local answers
 //! and default TTLs, end to end with real servers.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, encode, words};
+use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, tenants, words};
 
-const TENANTS: &str = r#"
-[[tenant]]
-name = "alpha"
-username = "alpha"
-password = "alpha-pw"
-prefix = "a:"
-allow = ["@all", "-@dangerous", "flushdb", "dbsize", "keys", "randomkey"]
-max_value_bytes = 1024
-[[tenant.ttl]]
-pattern = "*"
-max_ms = 3600000
-default_ms = 600000
-
-[[tenant]]
-name = "beta"
-username = "beta"
-password_sha256 = "81a80357fd6a9d82c592a32b33e1ecc2a15032504f442d7a4ca9fbc29326d4e0"
-prefix = "b:"
-allow = ["@read", "@write", "@connection", "@keyspace"]
-"#;
+fn tenant_config() -> String {
+    tenants(&[
+        TenantToml::new("alpha", "a:")
+            .login("alpha-pw")
+            .allow(&[
+                "@all",
+                "-@dangerous",
+                "flushdb",
+                "dbsize",
+                "keys",
+                "randomkey",
+            ])
+            .max_value_bytes(1024)
+            .ttl("*", Some(3600000), 600000),
+        TenantToml::new("beta", "b:")
+            .login_sha256("81a80357fd6a9d82c592a32b33e1ecc2a15032504f442d7a4ca9fbc29326d4e0")
+            .allow(&["@read", "@write", "@connection", "@keyspace"]),
+    ])
+}
 
 both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut anon = proxy.raw();
     // No default tenant: nothing runs before AUTH; wrong credentials get Redis's answer.
     assert_eq!(
@@ -113,7 +112,7 @@ both!(tenants_are_confined_to_their_namespace, |kind: Kind| {
 #[test]
 fn a_default_tenant_serves_clients_that_never_auth() {
     let server = Server::start(Kind::Redis);
-    let toml = format!("default_tenant = \"alpha\"\n{TENANTS}");
+    let toml = format!("default_tenant = \"alpha\"\n{}", tenant_config());
     let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
     let mut c = proxy.raw();
     assert_eq!(c.cmd(&words("SET k v")), b"+OK\r\n");
@@ -159,7 +158,7 @@ both!(
     tenant_a_cannot_reach_tenant_b_through_the_proxy,
     |kind: Kind| {
         let server = Server::start(kind);
-        let proxy = Proxy::start_with_config(&server.url(), TENANTS, &[]);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
         let mut b = proxy.login("beta", "beta-pw");
         for line in [
             "SET x SECRET",
@@ -271,9 +270,10 @@ both!(
         // gets respite's own INFO, with the upstream's version and no keyspace counts.
         let server = Server::start(kind);
         server.raw().cmd(&words("SET b:secret 1"));
-        let toml = format!(
-            "{TENANTS}\n[[tenant]]\nname = \"gamma\"\nusername = \"gamma\"\npassword = \"gamma-pw\"\nprefix = \"g:\"\nallow = [\"@all\"]\n"
-        );
+        let gamma = TenantToml::new("gamma", "g:")
+            .login("gamma-pw")
+            .allow(&["@all"]);
+        let toml = format!("{}{gamma}", tenant_config());
         let proxy = Proxy::start_with_config(&server.url(), &toml, &[]);
         let mut a = proxy.login("gamma", "gamma-pw");
         // Forwarded: the upstream connections are up, and respite knows the upstream's version.

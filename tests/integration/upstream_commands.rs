@@ -2,25 +2,21 @@
 //! forwarded when the upstream serves them, with their keys found from the upstream's own key
 //! specs and prefixed for a tenant (judged by the keys the upstream holds), FCALL included.
 use crate::both;
-use crate::support::{Kind, Proxy, Server, bulk};
+use crate::support::{Kind, Proxy, Server, TenantToml, bulk, tenants};
 
-/// `[[tenant]]` with a prefix, trusted with scripts, allowed everything.
-const TENANT: &str = r#"
-[[tenant]]
-name = "app"
-username = "app"
-password = "pw"
-prefix = "app:"
-allow = ["+@all"]
-scripts = true
-
-[[tenant]]
-name = "plain"
-username = "plain"
-password = "pw"
-prefix = "plain:"
-allow = ["+@all"]
-"#;
+/// Two prefixed tenants allowed everything: `app` trusted with scripts, `plain` not (also
+/// slow_commands.rs's).
+pub(crate) fn tenant_config() -> String {
+    tenants(&[
+        TenantToml::new("app", "app:")
+            .login("pw")
+            .allow(&["+@all"])
+            .scripts(),
+        TenantToml::new("plain", "plain:")
+            .login("pw")
+            .allow(&["+@all"]),
+    ])
+}
 
 /// The upstream's `COMMAND INFO name` is a one-element array holding the entry, or a null
 /// (`$-1` from Redis 7.0, `*-1` elsewhere) for a command it does not have.
@@ -32,7 +28,7 @@ fn upstream_has(server: &Server, name: &str) -> bool {
 both!(lcs_forwards_with_prefixed_keys, |kind: Kind| {
     let server = Server::start(kind);
     assert!(upstream_has(&server, "lcs"));
-    let proxy = Proxy::start_with_config(&server.url(), TENANT, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut c = proxy.login("app", "pw");
     assert_eq!(c.cmd(&[b"SET", b"a", b"ohmytext"]), b"+OK\r\n");
     assert_eq!(c.cmd(&[b"SET", b"b", b"mynewtext"]), b"+OK\r\n");
@@ -114,7 +110,7 @@ both!(a_newer_servers_command_forwards_prefixed, |kind: Kind| {
     // HEXPIRE (Valkey 9, Redis 7.4): not in respite's built-in table. Where the server has it,
     // it must forward with its key prefixed; where it does not, it stays unknown.
     let has = upstream_has(&server, "hexpire");
-    let proxy = Proxy::start_with_config(&server.url(), TENANT, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut c = proxy.login("app", "pw");
     let mut up = server.raw();
     c.cmd(&[b"HSET", b"h", b"f", b"v", b"g", b"w"]);
@@ -142,7 +138,7 @@ both!(a_newer_servers_command_forwards_prefixed, |kind: Kind| {
 
 both!(fcall_with_a_loaded_library, |kind: Kind| {
     let server = Server::start(kind);
-    let proxy = Proxy::start_with_config(&server.url(), TENANT, &[]);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
     let mut c = proxy.login("app", "pw");
     let mut up = server.raw();
     let lib = b"#!lua name=mylib\n\

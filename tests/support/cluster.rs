@@ -57,7 +57,7 @@ impl Cluster {
     pub fn wait_ok(&self) {
         let ok = wait_until(Duration::from_secs(30), || {
             self.nodes.iter().all(|n| {
-                let info = text(&n.raw().cmd(&[b"CLUSTER", b"INFO"]));
+                let info = payload(&n.raw().cmd(&[b"CLUSTER", b"INFO"]));
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
             })
         });
@@ -74,7 +74,7 @@ impl Cluster {
 
     /// The ports of the primaries that serve slots, as the cluster reports them.
     pub fn primaries(&self) -> Vec<u16> {
-        let nodes = text(&self.nodes[0].raw().cmd(&[b"CLUSTER", b"NODES"]));
+        let nodes = payload(&self.nodes[0].raw().cmd(&[b"CLUSTER", b"NODES"]));
         let mut ports: Vec<u16> = nodes
             .lines()
             // id, address, flags, primary, ping, pong, epoch, link state, then its slots.
@@ -99,7 +99,7 @@ impl Cluster {
 
     /// Calls of `command` (lower case, as INFO commandstats names it) on the node on `port`.
     pub fn calls(&self, port: u16, command: &str) -> u64 {
-        let info = text(&self.node(port).cmd(&[b"INFO", b"commandstats"]));
+        let info = payload(&self.node(port).cmd(&[b"INFO", b"commandstats"]));
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
             .and_then(|rest| rest.split(',').next()?.parse().ok())
@@ -116,7 +116,7 @@ impl Cluster {
     /// Move `slots` slots from the primary on `from` to the one on `to` with
     /// `redis-cli --cluster reshard`, and wait for the cluster to agree again.
     pub fn reshard(&self, from: u16, to: u16, slots: usize) {
-        let id = |port: u16| text(&self.node(port).cmd(&[b"CLUSTER", b"MYID"]));
+        let id = |port: u16| payload(&self.node(port).cmd(&[b"CLUSTER", b"MYID"]));
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
             .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
@@ -134,8 +134,8 @@ impl Cluster {
     }
 }
 
-/// The text of a bulk (or simple) string reply.
-pub fn text(reply: &[u8]) -> String {
+/// The payload of a bulk (or simple) string reply, as text.
+fn payload(reply: &[u8]) -> String {
     let s = String::from_utf8_lossy(reply).into_owned();
     match s.split_once("\r\n") {
         Some((head, rest)) if head.starts_with('$') => rest.trim_end_matches("\r\n").to_string(),

@@ -1,8 +1,9 @@
 //! The one test harness, included by every test crate (`#[path = "support/mod.rs"] mod support;`):
 //! real redis-server / valkey-server processes on ephemeral loopback ports ([`Server`], in
 //! `servers.rs`), respite in-process ([`Proxy`]) and as the shipped binary ([`Binary`], both in
-//! `proxy.rs`), a raw RESP connection for byte-exact comparisons ([`Raw`], [`encode`],
-//! [`frame_len`], in `resp.rs`), `[[tenant]]` tables ([`TenantToml`], in `tenant.rs`), and here
+//! `proxy.rs`), a raw RESP connection for byte-exact comparisons ([`Raw`], [`encode`], [`text`],
+//! [`frame_len`]) and replies decoded ([`Value`]), in `resp.rs`; `[[tenant]]` tables
+//! ([`TenantToml`], in `tenant.rs`), and here
 //! [`wait_until`] for conditions with no event to await, the admin/RSS readers ([`http_get`],
 //! [`rss_kib_of`]), signals by PID, python3 clients and the [`both!`] macro.
 //!
@@ -18,7 +19,7 @@ mod tenant;
 
 pub use cluster::Cluster;
 pub use proxy::{Binary, Proxy, metric};
-pub use resp::{Raw, bulk, encode, frame_len, text, words};
+pub use resp::{Raw, Value, bulk, encode, frame_len, text, words};
 pub use servers::{KINDS, Kind, Server, free_port};
 pub use tenant::{TenantToml, tenants};
 

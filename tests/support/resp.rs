@@ -1,4 +1,5 @@
-//! A blocking raw RESP connection and the byte helpers around it. Replies are framed by
+//! A blocking raw RESP connection and the byte helpers around it, and replies decoded
+//! ([`Value`]) for the tests that look inside them. Replies are framed by
 //! redis-protocol, the independent oracle, never by respite's own protocol code, so a framing bug
 //! in respite cannot hide in its tests.
 use bytes::BytesMut;
@@ -101,16 +102,50 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// A bulk string reply holding `v`, as the bytes on the wire.
-pub fn bulk(v: &str) -> Vec<u8> {
-    format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+pub fn bulk(v: impl AsRef<[u8]>) -> Vec<u8> {
+    let v = v.as_ref();
+    [format!("${}\r\n", v.len()).as_bytes(), v, b"\r\n"].concat()
 }
 
-/// Split a command line on spaces (for readable test tables; no quoting).
 /// A reply as text, whole (lossy UTF-8), for assertions and messages.
 pub fn text(reply: impl AsRef<[u8]>) -> String {
     String::from_utf8_lossy(reply.as_ref()).into_owned()
 }
 
+/// A RESP2 reply decoded, for the tests that look inside one rather than compare its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Nil,
+    Int(i64),
+    Bulk(Vec<u8>),
+    Simple(String),
+    Err(String),
+    Arr(Vec<Value>),
+}
+
+impl Value {
+    /// `reply`, one whole RESP2 reply (as [`Raw::reply`] returns), decoded by redis-protocol,
+    /// the oracle. Panics on anything else.
+    pub fn decode(reply: &[u8]) -> Value {
+        use redis_protocol::resp2::types::OwnedFrame as F;
+        fn value(f: F) -> Value {
+            match f {
+                F::Null => Value::Nil,
+                F::Integer(i) => Value::Int(i),
+                F::BulkString(b) => Value::Bulk(b),
+                F::SimpleString(s) => Value::Simple(String::from_utf8_lossy(&s).into_owned()),
+                F::Error(e) => Value::Err(e),
+                F::Array(items) => Value::Arr(items.into_iter().map(value).collect()),
+            }
+        }
+        match redis_protocol::resp2::decode::decode(reply) {
+            Ok(Some((f, len))) if len == reply.len() => value(f),
+            r => panic!("not one whole RESP2 reply ({r:?}): {:?}", text(reply)),
+        }
+    }
+}
+
+/// Split a command line on spaces (for readable test tables; no quoting).
 pub fn words(line: &str) -> Vec<&[u8]> {
     line.split(' ')
         .filter(|w| !w.is_empty())

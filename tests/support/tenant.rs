@@ -1,16 +1,23 @@
-//! `[[tenant]]` tables for a test's proxy.toml, built from the few keys the tests vary. It must not
-//! grow a key only one test uses: such a tenant is written out as TOML where it is used.
+//! `[[tenant]]` tables for a test's proxy.toml: every test that runs respite with tenants builds
+//! them here, so a change to the tenant keys is made once. Only the tests of the configuration's
+//! own refusals (`config_errors.rs`, `policy_adversarial.rs`) write tenant TOML by hand.
 
-/// One `[[tenant]]` table of a proxy.toml, for the tests whose tenants differ only in these keys
-/// (name, login, prefix, allowed commands, value cap, TTL rules). Tenants with other keys (hashed
-/// passwords, say) are written out as TOML where they are used.
+/// One `[[tenant]]` table of a proxy.toml: name, login (clear or hashed password), prefix,
+/// allowed commands, value cap, scripts, database, TTL rules.
 pub struct TenantToml {
     name: String,
     prefix: String,
-    password: Option<String>,
+    password: Option<Password>,
     allow: Vec<String>,
     max_value_bytes: Option<u64>,
+    scripts: bool,
+    db: Option<u32>,
     ttl: Vec<(String, Option<u64>, u64)>,
+}
+
+enum Password {
+    Clear(String),
+    Sha256(String),
 }
 
 impl TenantToml {
@@ -21,13 +28,21 @@ impl TenantToml {
             password: None,
             allow: Vec::new(),
             max_value_bytes: None,
+            scripts: false,
+            db: None,
             ttl: Vec::new(),
         }
     }
 
     /// Clients log in as the tenant's name with this password.
     pub fn login(mut self, password: &str) -> TenantToml {
-        self.password = Some(password.into());
+        self.password = Some(Password::Clear(password.into()));
+        self
+    }
+
+    /// Clients log in as the tenant's name with the password whose SHA-256 is `hex`.
+    pub fn login_sha256(mut self, hex: &str) -> TenantToml {
+        self.password = Some(Password::Sha256(hex.into()));
         self
     }
 
@@ -38,6 +53,18 @@ impl TenantToml {
 
     pub fn max_value_bytes(mut self, bytes: u64) -> TenantToml {
         self.max_value_bytes = Some(bytes);
+        self
+    }
+
+    /// Trusted with scripts (EVAL, FCALL, SCRIPT KILL, …).
+    pub fn scripts(mut self) -> TenantToml {
+        self.scripts = true;
+        self
+    }
+
+    /// A database of its own on the upstream (`tenant.db`).
+    pub fn db(mut self, db: u32) -> TenantToml {
+        self.db = Some(db);
         self
     }
 
@@ -52,12 +79,24 @@ impl TenantToml {
 impl std::fmt::Display for TenantToml {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "[[tenant]]\nname = {:?}", self.name)?;
-        if let Some(password) = &self.password {
-            writeln!(f, "username = {:?}\npassword = {password:?}", self.name)?;
+        match &self.password {
+            Some(Password::Clear(p)) => {
+                writeln!(f, "username = {:?}\npassword = {p:?}", self.name)?
+            }
+            Some(Password::Sha256(h)) => {
+                writeln!(f, "username = {:?}\npassword_sha256 = {h:?}", self.name)?
+            }
+            None => {}
         }
         writeln!(f, "prefix = {:?}\nallow = {:?}", self.prefix, self.allow)?;
         if let Some(bytes) = self.max_value_bytes {
             writeln!(f, "max_value_bytes = {bytes}")?;
+        }
+        if self.scripts {
+            writeln!(f, "scripts = true")?;
+        }
+        if let Some(db) = self.db {
+            writeln!(f, "db = {db}")?;
         }
         // The rules come last: every key after `[[tenant.ttl]]` belongs to the rule.
         for (pattern, max_ms, default_ms) in &self.ttl {
