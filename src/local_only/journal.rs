@@ -40,14 +40,25 @@ struct Inner {
 pub(crate) struct Journal {
     inner: Mutex<Inner>,
     max_bytes: usize,
+    /// `respite_local_only_journal_{entries,bytes}`, set under the lock at every change (a
+    /// store each: local-only writes pay it, forwarding never does).
+    gauges: (metrics::Gauge, metrics::Gauge),
 }
 
 impl Journal {
     pub(crate) fn new(max_bytes: usize) -> Journal {
-        Journal {
+        let journal = Journal {
             inner: Mutex::default(),
             max_bytes,
-        }
+            gauges: crate::metrics::journal_gauges(),
+        };
+        journal.publish(&journal.lock());
+        journal
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.gauges.0.set(inner.entries.len() as f64);
+        self.gauges.1.set(inner.bytes as f64);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -75,6 +86,7 @@ impl Journal {
                 command: command.freeze(),
                 local,
             });
+            self.publish(&inner);
         }
         Some(reply)
     }
@@ -83,7 +95,9 @@ impl Journal {
     pub(crate) fn take(&self) -> Vec<Entry> {
         let mut inner = self.lock();
         inner.bytes = 0;
-        std::mem::take(&mut inner.entries).into()
+        let taken = std::mem::take(&mut inner.entries).into();
+        self.publish(&inner);
+        taken
     }
 
     /// Put back entries that were taken and not sent, ahead of anything journaled since. The
@@ -97,6 +111,7 @@ impl Journal {
         for e in entries.into_iter().rev() {
             inner.entries.push_front(e);
         }
+        self.publish(&inner);
     }
 
     /// (entries, bytes) held now.

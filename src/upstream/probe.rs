@@ -46,6 +46,13 @@ pub(super) async fn run(
     let addr = handshake::addr(&config);
     let mut conn: Option<(BoxRead, BoxWrite)> = None;
     let mut last_answer: Option<Instant> = None;
+    // When the probe began waiting with no answer since: the start of silence when no sign of
+    // life is known at all (respite just started, or the probe failed since, and no pool
+    // connection has read a reply yet). Without it such a silence measured exactly
+    // `probe_timeout` at every round, so with a known-slow command ahead it stayed "busy" and
+    // never reached the busy grace: a `DEBUG SLEEP 6` sent before the probe's first answer was
+    // never called down (the busy-grace test's failures in loaded full runs).
+    let mut waiting_since: Option<Instant> = None;
     // The busy spell being reported (logged once per spell, not once per probe).
     let mut busy_since: Option<Instant> = None;
     let mut realive = false;
@@ -70,6 +77,7 @@ pub(super) async fn run(
             None => start + stretched,
         };
         realive = false;
+        waiting_since.get_or_insert(start);
         let outcome = tokio::select! {
             r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr, &health.activity)) => r,
             _ = shutdown.cancelled() => return,
@@ -78,6 +86,7 @@ pub(super) async fn run(
             Ok(Ok(())) => {
                 let now = Instant::now();
                 last_answer = Some(now);
+                waiting_since = None;
                 busy_since = None;
                 starved_retry = false;
                 health.probe_answered(now - start);
@@ -87,6 +96,7 @@ pub(super) async fn run(
             // reach it), so this is no outage; its clients get the same `-BUSY` from it.
             Ok(Err(error)) if is_busy(&error) => {
                 last_answer = Some(Instant::now());
+                waiting_since = None;
                 health.activity.saw_refusal(true);
                 if busy_since.is_none() {
                     busy_since = Some(Instant::now());
@@ -106,7 +116,7 @@ pub(super) async fn run(
                 conn = None;
                 // Silence is measured from the latest sign of life: the probe's answer or reply
                 // bytes on any pool connection (a huge reply streaming, others' commands answered).
-                let latest = latest_life(last_answer, &health);
+                let latest = latest_life(last_answer, &health).or(waiting_since);
                 let silent_for = latest.map_or(probe_timeout, |t| t.elapsed());
                 let slow = health.activity.slow_ahead();
                 // Work handed over while this PING waited counts as well as work ahead of it:

@@ -39,6 +39,8 @@ fn every_counter_is_exported_at_zero_from_start() {
         "respite_recovery_conflicts_total",
         "respite_recovery_unknown_fate_total",
         "respite_recovery_discarded_writes_total",
+        "respite_local_only_journal_entries",
+        "respite_local_only_journal_bytes",
         r#"respite_config_reloads_total{result="error"}"#,
         r#"respite_errors_total{kind="timeout"}"#,
         r#"respite_errors_total{kind="local_only"}"#,

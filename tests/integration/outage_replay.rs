@@ -411,3 +411,51 @@ both!(
         );
     }
 );
+
+/// A sample of the binary's /metrics, 0 when absent.
+fn sample(b: &crate::support::Binary, series: &str) -> f64 {
+    let (_, text) = b.admin_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+// The journal's gauges say what waits to be replayed, and go back to 0 once it is (the binary:
+// the metrics registry is the process's, shared by the in-process proxies of other tests).
+#[test]
+fn the_journals_gauges_show_what_waits_to_be_replayed() {
+    let server = Server::start(Kind::Redis);
+    let b = crate::support::Binary::start("", &["--upstream", &server.url()]);
+    let stats = |b: &crate::support::Binary| {
+        let (_, body) = b.admin_get("/stats");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["upstream"]["health"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    wait_until(Duration::from_secs(10), || stats(&b) == "healthy").expect("healthy");
+    server.signal("STOP");
+    wait_until(Duration::from_secs(10), || stats(&b) == "down").expect("down");
+    let mut c = crate::support::Raw::connect(b.addr);
+    for i in 0..10 {
+        assert_eq!(
+            c.cmd(&[b"SET", format!("j:{i}").as_bytes(), b"v"]),
+            b"+OK\r\n"
+        );
+    }
+    let entries = sample(&b, "respite_local_only_journal_entries");
+    let bytes = sample(&b, "respite_local_only_journal_bytes");
+    // `*3\r\n$3\r\nSET\r\n$3\r\nj:0\r\n$1\r\nv\r\n` is 29 bytes, plus 16 of bookkeeping.
+    assert_eq!((entries, bytes), (10.0, 450.0));
+    server.signal("CONT");
+    wait_until(Duration::from_secs(10), || stats(&b) == "healthy").expect("healthy again");
+    assert_eq!(sample(&b, "respite_local_only_journal_entries"), 0.0);
+    assert_eq!(sample(&b, "respite_local_only_journal_bytes"), 0.0);
+    // The upstream's own state: the ten writes are there.
+    let mut u = server.raw();
+    assert_eq!(
+        u.cmd(&words("EXISTS j:0 j:1 j:2 j:3 j:4 j:5 j:6 j:7 j:8 j:9")),
+        b":10\r\n"
+    );
+}

@@ -15,7 +15,8 @@
 //!   connection, and each router uses the same connection of each node.
 //! - A command is resent only when the node said it did not run it (MOVED, ASK, TRYAGAIN, or
 //!   a connection that never sent it); a command lost in flight gets its error, never a retry.
-use super::conn::{Conn, Job};
+use super::conn::Conn;
+use super::job::Job;
 use super::lanes::Lane;
 use super::{Upstream, handshake, health};
 use crate::config::{UpstreamAddr, UpstreamConfig};
@@ -28,6 +29,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod ctx;
 mod merge;
 mod plan;
 mod route;
@@ -71,7 +73,7 @@ impl Cluster {
     /// `index` of each node.
     pub(super) fn router(self: &Arc<Self>, proto: Protocol, lane: Lane, index: usize) -> Conn {
         let (tx, rx) = mpsc::channel(self.config.max_inflight.min(4096));
-        let ctx = route::Ctx {
+        let ctx = ctx::Ctx {
             cluster: self.clone(),
             proto,
             lane,

@@ -8,28 +8,20 @@
 //!   before the next job is read, so a client's commands reach each node in its order.
 //! - Each command gets exactly one reply, in place; a redirection is followed (at most
 //!   [`MAX_REDIRECTS`] times) only on the node's word that the command did not run.
+use super::ctx::Ctx;
 use super::merge;
 use super::plan::{self, CROSSSLOT, Fan, Plan, Split};
-use super::{Cluster, MAX_REDIRECTS, fail_job};
+use super::{MAX_REDIRECTS, fail_job};
 use crate::command::{self, CommandSpec};
 use crate::metrics;
-use crate::protocol::{Framer, Protocol, encode};
-use crate::upstream::conn::Job;
+use crate::protocol::{Framer, encode};
 use crate::upstream::error::NoReply;
-use crate::upstream::lanes::Lane;
+use crate::upstream::job::Job;
 use crate::upstream::reply::{Partial, Reply, ReplyBudget};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// Which router this is: its cluster, its clients' protocol, lane and connection index.
-pub(super) struct Ctx {
-    pub(super) cluster: Arc<Cluster>,
-    pub(super) proto: Protocol,
-    pub(super) lane: Lane,
-    pub(super) index: usize,
-}
 
 /// A read over several slots of one node, as one script: `ARGV[1]` run on each key in turn,
 /// the replies as an array. A script without a shebang may touch keys of several slots of its

@@ -5,8 +5,8 @@
 //! both are read, so a key that exists throughout an iteration is returned (barring the instant
 //! it crosses between the two reads). MATCH and TYPE are applied by respite; COUNT is a hint,
 //! as for Redis: a call stops once it has that many keys or has read [`MAX_SLOTS`] slots.
+use super::ctx::Ctx;
 use super::merge;
-use super::route::Ctx;
 use super::slot::SLOTS;
 use crate::protocol::encode;
 use bytes::{Bytes, BytesMut};
