@@ -17,7 +17,9 @@
 //! - [`pin`]: which connection the client's jobs go on: its pinned connection and what it
 //!   carries, its lane, an out-of-band command; taking and giving back the lease;
 //! - [`writer`]: take the FIFO's entries in order, resolve them and write them to the client,
-//!   with Pub/Sub and tracking pushes between whole replies.
+//!   with Pub/Sub and tracking pushes between whole replies;
+//! - [`halves`]: the join of the reader and the writer in the session's task, which polls the
+//!   reader only when something woke it.
 //!
 //! The command families the session answers or handles itself live under [`commands`]:
 //! `builtin` (PING, HELLO, AUTH, SELECT, …) with `exec_splice` (CLIENT SETNAME and the like
@@ -63,6 +65,7 @@
 //!   or write buffer.
 mod commands;
 mod forward;
+mod halves;
 mod outgoing;
 mod pin;
 mod reader;
@@ -322,8 +325,8 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
     // Memory: this future is most of what an idle client costs (the task is allocated at its
     // largest size, and a value moved from one local or argument to another keeps both slots).
     // So the reader is boxed and lent to `read_loop` (taken by value it was stored three times),
-    // and the halves are joined by a combinator that holds each once (an `async` block around
-    // `join!` kept both as captures beside the copies `join!` moves them into).
+    // and the halves are joined by a combinator that holds each once ([`halves`]; an `async`
+    // block around `join!` kept both as captures beside the copies `join!` moves them into).
     let (sock, fifo) = (&sock, &fifo);
     let read = async move {
         let mut reader = reader;
@@ -340,9 +343,8 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         outbox.as_deref(),
         &invalidations,
     );
-    // The reader first, then the writer, in every poll: the FIFO relies on that order to skip
-    // waking the writer for what the reader pushed in the same pass (see `outgoing::fifo`).
-    let session = futures_util::future::join(read, writer);
+    // The reader when woken, then the writer, in every poll (see `halves`).
+    let session = halves::Halves::new(read, writer, fifo);
     match &outbox {
         // A subscriber over its limit is closed at once, whatever its halves are waiting on
         // (typically the writer, on a client that stopped reading): dropping them drops its
@@ -350,14 +352,14 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         // Biased: no random pick of a branch on every wake-up of the session.
         Some(o) => tokio::select! {
             biased;
-            ((), ()) = session => {}
+            () = session => {}
             () = o.overflowed() => {
                 metrics::pubsub_slow_subscriber();
                 debug!("subscriber over limits.pubsub_output_bytes: closed");
             }
         },
         None => {
-            let ((), ()) = session.await;
+            session.await;
         }
     }
     debug!("client closed");
