@@ -37,18 +37,23 @@ PIDS+=($!)
 for port in $R $P; do
   for _ in $(seq 200); do redis-cli -p $port ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
 done
+cd "$W/redis-$VERSION"
 if [ -n "${ASYNCIO:-}" ]; then
-  SEL=(tests/test_asyncio --ignore=tests/test_asyncio/test_cluster.py
-    --ignore=tests/test_asyncio/test_cluster_transaction.py --ignore=tests/test_asyncio/test_sentinel.py
-    --ignore=tests/test_asyncio/test_credentials.py --ignore=tests/test_asyncio/test_multidb
-    --ignore=tests/test_asyncio/test_scenario)
+  # Files, not the folder: pytest loads the conftest of every test_* folder under one it is
+  # given, and test_scenario's needs aiohttp.
+  SEL=()
+  for f in tests/test_asyncio/test_*.py; do
+    case "$f" in
+      */test_cluster.py|*/test_cluster_transaction.py|*/test_sentinel.py|*/test_credentials.py) ;;
+      *) SEL+=("$f") ;;
+    esac
+  done
 else
   SEL=(tests --ignore=tests/test_asyncio --ignore=tests/test_cluster.py
     --ignore=tests/test_cluster_transaction.py --ignore=tests/test_sentinel.py
     --ignore=tests/test_scenario --ignore=tests/maint_notifications --ignore=tests/test_multidb
     --ignore=tests/test_auth --ignore=tests/test_credentials.py --ignore=tests/test_observability)
 fi
-cd "$W/redis-$VERSION"
 for target in direct:$R respite:$P; do
   name=${target%%:*}; port=${target##*:}
   timeout 3000 python3 -m pytest "${SEL[@]}" --redis-url="redis://127.0.0.1:$port/0" -q \

@@ -14,8 +14,12 @@ def rss_kib(pid):
 
 
 def state():
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats") as r:
-        return json.load(r)["upstream"]["health"]["state"]
+    # None until the admin port listens (the script's readiness wait may end first).
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats") as r:
+            return json.load(r)["upstream"]["health"]["state"]
+    except OSError:
+        return None
 
 
 def wait(cond, limit=30):

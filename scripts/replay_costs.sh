@@ -16,7 +16,8 @@ BIN=${BIN:-./target/release/respite}
 redis-server --port 7211 --bind 127.0.0.1 --save '' --appendonly no --logfile "$W/redis.log" &
 REDIS=$!; PIDS+=($REDIS)
 for _ in $(seq 100); do redis-cli -p 7211 ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
-for n in "${@:-10000 100000}"; do
+[ $# -gt 0 ] || set -- 10000 100000
+for n in "$@"; do
   for mode in drop replay; do
     redis-cli -p 7211 flushall >/dev/null
     "$BIN" --listen 127.0.0.1:7212 --upstream redis://127.0.0.1:7211 --admin 127.0.0.1:7213 \

@@ -64,6 +64,11 @@ impl Subscriber {
     }
 
     /// Subscriptions of every kind: in RESP2 the client is in subscribed mode while any remain.
+    /// Its channels, patterns and shard channels: CLIENT LIST's `sub`, `psub` and `ssub`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.channels.len(), self.patterns.len(), self.shards.len())
+    }
+
     pub fn total(&self) -> usize {
         self.channels.len() + self.patterns.len() + self.shards.len()
     }

@@ -71,9 +71,7 @@ pub(super) async fn write_marked(
             return None;
         }
         jobs.extend(received.drain(..));
-        // A pinned connection (no markers) carries one client's jobs, which its session already
-        // groups: waiting for other clients would gain nothing there and delay its EXEC.
-        if jobs.len() < BATCH && markers.is_some() {
+        if jobs.len() < BATCH {
             // Auto-pipelining: let every client task that is ready right now queue its commands
             // before this write goes out, so one write carries many clients' commands. Costs one
             // trip through the scheduler, not a timer.

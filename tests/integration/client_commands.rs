@@ -207,3 +207,70 @@ both!(client_kill_of_an_unknown_user_is_refused, |kind: Kind| {
     let known = String::from_utf8_lossy(&c.cmd(&words("CLIENT KILL USER default"))).into_owned();
     assert!(known.starts_with(':'), "{known}");
 });
+
+/// Clients in each mode (subscribed, in a transaction, tracking in BCAST mode), named, then what
+/// an observer's CLIENT LIST says of each (flags, sub, psub, ssub, multi) and INFO's
+/// `connected_clients`.
+fn modes_seen(connect: &dyn Fn() -> crate::support::Raw) -> Vec<String> {
+    let mut subscribed = connect();
+    subscribed.cmd(&words("CLIENT SETNAME s"));
+    subscribed.cmd(&words("SUBSCRIBE a b"));
+    subscribed.reply();
+    subscribed.cmd(&words("PSUBSCRIBE p*"));
+    subscribed.cmd(&words("SSUBSCRIBE sh"));
+    let mut queued = connect();
+    queued.cmd(&words("CLIENT SETNAME m"));
+    for line in ["MULTI", "SET x 1", "GET x"] {
+        queued.cmd(&words(line));
+    }
+    let mut tracking = connect();
+    tracking.cmd(&words("HELLO 3 SETNAME t"));
+    tracking.cmd(&words("CLIENT TRACKING ON BCAST"));
+    let mut observer = connect();
+    observer.cmd(&words("CLIENT SETNAME o"));
+    let list = text(observer.cmd(&words("CLIENT LIST")));
+    let mut seen: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains("name="))
+        .map(|line| {
+            let field = |k: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            ["name", "flags", "sub", "psub", "ssub", "multi", "cmd"]
+                .map(|k| format!("{k}={}", field(k)))
+                .join(" ")
+        })
+        .collect();
+    seen.sort();
+    let info = text(observer.cmd(&words("INFO clients")));
+    seen.extend(
+        info.lines()
+            .filter(|l| l.starts_with("connected_clients:"))
+            .map(str::to_string),
+    );
+    seen
+}
+
+// Issue 21, finding 7: CLIENT LIST shows each client's modes as Redis does, and INFO counts the
+// clients CLIENT LIST shows (respite's, not the upstream's connections, which include respite's
+// pools).
+both!(
+    client_list_modes_and_info_clients_as_direct,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        // Before respite connects: directly, its pools would be among the upstream's clients.
+        let direct = modes_seen(&|| server.raw());
+        let proxy = Proxy::start(&server.url());
+        assert!(
+            direct
+                .iter()
+                .any(|l| l.starts_with("name=s flags=P sub=2 psub=1 ssub=1")),
+            "{direct:?}"
+        );
+        let through = modes_seen(&|| proxy.raw());
+        assert_eq!(through, direct);
+    }
+);

@@ -213,7 +213,8 @@ fn writes_survive(
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..6)
+    // The load: 20 writers, half of them pipelining.
+    let writers: Vec<_> = (0..20)
         .map(|w| {
             let (c, stop) = (proxy.raw(), stop.clone());
             let depth = if w % 2 == 0 { 1 } else { 8 };
@@ -282,26 +283,27 @@ both!(
     }
 );
 
-#[test]
-fn acknowledged_writes_survive_a_killed_upstream() {
-    // Every write the upstream acknowledged is on disk before its reply: nothing from before the
-    // kill may be missing afterwards.
-    let durable = ["--appendonly", "yes", "--appendfsync", "always"];
-    let server = std::cell::RefCell::new(Server::start_with(Kind::Redis, &durable));
-    let proxy = Proxy::start(&server.borrow().url());
-    wait_healthy(&proxy);
-    writes_survive(
-        || server.borrow().raw(),
-        &proxy,
-        || server.borrow_mut().kill(),
-        || server.borrow_mut().restart(),
-    );
-}
+both!(
+    acknowledged_writes_survive_a_killed_upstream,
+    |kind: Kind| {
+        // Every write the upstream acknowledged is on disk before its reply: nothing from before the
+        // kill may be missing afterwards.
+        let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+        let server = std::cell::RefCell::new(Server::start_with(kind, &durable));
+        let proxy = Proxy::start(&server.borrow().url());
+        wait_healthy(&proxy);
+        writes_survive(
+            || server.borrow().raw(),
+            &proxy,
+            || server.borrow_mut().kill(),
+            || server.borrow_mut().restart(),
+        );
+    }
+);
 
-#[test]
-fn acknowledged_writes_survive_a_cut_mid_reply() {
-    use super::relay::{Direction, Relay};
-    let server = Server::start(Kind::Redis);
+both!(acknowledged_writes_survive_a_cut_mid_reply, |kind: Kind| {
+    use crate::relay::{Direction, Relay};
+    let server = Server::start(kind);
     let relay = Relay::to(&server);
     let proxy = Proxy::start(&relay.url());
     wait_healthy(&proxy);
@@ -321,7 +323,7 @@ fn acknowledged_writes_survive_a_cut_mid_reply() {
             relay.refuse_new(false);
         },
     );
-}
+});
 
 #[test]
 fn past_the_journal_bound_writes_are_refused_and_the_acknowledged_ones_replayed() {

@@ -396,6 +396,11 @@ impl Reader<'_> {
             self.reply(out).await;
             return Next::Done(Flow::Continue);
         }
+        if spec.name == "info" && self.tracking.is_none() {
+            // The upstream's, its client count made CLIENT LIST's (boxed: rare).
+            Box::pin(self.info_forwarded(req)).await;
+            return Next::Done(Flow::Continue);
+        }
         if self.tracking.is_some() {
             // Boxed: only tracked clients come here.
             // Local-only mode answers it from the local engine, untracked.

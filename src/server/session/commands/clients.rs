@@ -52,6 +52,42 @@ struct View {
     resp: i64,
     /// The tenant, when it has a key prefix (its clients see only each other).
     tenant: Option<String>,
+    /// What its other stages hold (see [`Modes`]).
+    modes: Modes,
+}
+
+/// The session's modes as CLIENT LIST shows them: its subscriptions (`sub`, `psub`, `ssub`,
+/// flag `P`), its open transaction (`multi`: commands queued, or -1; flag `x`) and tracking (`t`,
+/// `B` for BCAST).
+#[derive(Clone, Default)]
+pub(in crate::server::session) struct Modes {
+    pub subs: (usize, usize, usize),
+    pub multi: Option<usize>,
+    pub tracking: bool,
+    pub bcast: bool,
+}
+
+impl Modes {
+    /// Redis's `flags` letters for them, in its order; `N` for none.
+    fn flags(&self) -> String {
+        let mut f = String::new();
+        if self.subs != (0, 0, 0) {
+            f.push('P');
+        }
+        if self.multi.is_some() {
+            f.push('x');
+        }
+        if self.tracking {
+            f.push('t');
+        }
+        if self.bcast {
+            f.push('B');
+        }
+        if f.is_empty() {
+            f.push('N');
+        }
+        f
+    }
 }
 
 impl View {
@@ -68,6 +104,7 @@ impl View {
                 .as_ref()
                 .filter(|t| t.has_prefix())
                 .map(|t| t.name.clone()),
+            modes: Modes::default(),
         }
     }
 }
@@ -136,8 +173,11 @@ impl Entry {
         self.last.store(spec.id as u32, Ordering::Relaxed);
     }
 
-    pub fn update(&self, c: &Client) {
-        *lock(&self.view) = View::of(c);
+    pub(in crate::server::session) fn update(&self, c: &Client, modes: Modes) {
+        *lock(&self.view) = View {
+            modes,
+            ..View::of(c)
+        };
     }
 
     /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis 7.2's layout; buffer sizes are respite's.
@@ -152,13 +192,18 @@ impl Entry {
             .get(self.last.load(Ordering::Relaxed) as usize)
             .map_or("NULL", |spec| spec.name);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local_addr,
             s(&v.name),
             self.created.elapsed().as_secs(),
+            v.modes.flags(),
             v.db,
+            v.modes.subs.0,
+            v.modes.subs.1,
+            v.modes.subs.2,
+            v.modes.multi.map_or(-1, |n| n as i64),
             v.user,
             v.resp,
             s(&v.lib_name),
@@ -467,14 +512,107 @@ impl Reader<'_> {
         !matches!(answered, Some(Ok(Ok(reply))) if [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n"].contains(&&reply[..]))
     }
 
+    /// INFO forwarded to the upstream, its `connected_clients` made the number of clients CLIENT
+    /// LIST shows (respite's, not the upstream's connections, which count respite's pools).
+    /// `blocked_clients` stays the upstream's: each client blocked through respite holds one
+    /// upstream connection blocked, so it counts them one for one, beside direct clients.
+    pub(in crate::server::session) async fn info_forwarded(&mut self, req: &Request) {
+        self.shared.fence().await;
+        let command = req.raw.clone().unwrap_or_else(|| {
+            let mut out = BytesMut::new();
+            let args: Vec<&[u8]> = req.args.iter().map(|a| &a[..]).collect();
+            encode::command(&mut out, &args);
+            out.freeze()
+        });
+        let upstream = self.out.send(&self.client, command, 1, None, false).await;
+        let budget = self.out.budget().cloned();
+        let registry = self.shared.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let Ok(reply) = upstream.await else { return };
+            let reply = reply.map(|bytes| {
+                let clients = lock(&registry.clients.clients).len();
+                with_field(&bytes, b"connected_clients:", clients).unwrap_or(bytes)
+            });
+            if let (Ok(bytes), Some(b)) = (&reply, budget) {
+                b.charge(bytes.len());
+            }
+            let _ = tx.send(reply);
+        });
+        self.push(Pending::Upstream {
+            rx,
+            count: 1,
+            keep: crate::server::session::Keep::All,
+        })
+        .await;
+    }
+
     /// Copy this session's state into its registry entry (after a connection command).
     pub(in crate::server::session) fn publish(&self) {
-        self.registered.entry.update(&self.client);
+        let modes = Modes {
+            subs: self.pubsub.counts(),
+            multi: self.multi.as_ref().map(|m| m.queued_count()),
+            tracking: self.tracking.is_some(),
+            bcast: self.tracking.as_ref().is_some_and(|t| t.bcast()),
+        };
+        self.registered.entry.update(&self.client, modes);
     }
+}
+
+/// An INFO reply (a bulk or verbatim string) with `field`'s value replaced by `value`; `None` if it
+/// has no such field (a section without it, or an error).
+fn with_field(reply: &[u8], field: &[u8], value: usize) -> Option<Bytes> {
+    if !matches!(reply.first(), Some(b'$' | b'=')) {
+        return None;
+    }
+    let header = reply.windows(2).position(|w| w == b"\r\n")?;
+    let body = reply.get(header + 2..reply.len().checked_sub(2)?)?;
+    let at = body
+        .windows(field.len())
+        .position(|w| w == field)
+        .filter(|&i| i == 0 || body[i - 1] == b'\n')?;
+    let start = at + field.len();
+    let end = start + body[start..].iter().position(|&b| b == b'\r')?;
+    let mut new = Vec::with_capacity(body.len() + 8);
+    new.extend_from_slice(&body[..start]);
+    new.extend_from_slice(value.to_string().as_bytes());
+    new.extend_from_slice(&body[end..]);
+    let mut out = BytesMut::with_capacity(new.len() + 16);
+    out.extend_from_slice(&[reply[0]]);
+    out.extend_from_slice(new.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&new);
+    out.extend_from_slice(b"\r\n");
+    Some(out.freeze())
 }
 
 /// `CLIENT INFO` for the client itself, from the same line as CLIENT LIST.
 pub(in crate::server::session) fn own_line(r: &Reader<'_>) -> String {
     r.publish();
     r.registered.entry.line()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_field;
+
+    #[test]
+    fn info_field_replaced_in_bulk_and_verbatim_replies() {
+        let framed = |kind: char, body: &str| format!("{kind}{}\r\n{body}\r\n", body.len());
+        let before = "# Clients\r\nconnected_clients:10\r\nblocked_clients:0\r\n";
+        let after = "# Clients\r\nconnected_clients:4\r\nblocked_clients:0\r\n";
+        for kind in ['$', '='] {
+            let (before, after) = if kind == '=' {
+                (format!("txt:{before}"), format!("txt:{after}"))
+            } else {
+                (before.to_string(), after.to_string())
+            };
+            let got = with_field(framed(kind, &before).as_bytes(), b"connected_clients:", 4);
+            assert_eq!(&got.unwrap()[..], framed(kind, &after).as_bytes());
+        }
+        // Only a whole field name at a line's start; none, or an error: left alone.
+        let inside = framed('$', "xconnected_clients:1\r\n");
+        assert!(with_field(inside.as_bytes(), b"connected_clients:", 4).is_none());
+        assert!(with_field(b"-ERR no\r\n", b"connected_clients:", 4).is_none());
+    }
 }

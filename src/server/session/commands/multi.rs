@@ -46,6 +46,13 @@ pub(crate) struct Multi {
     spliced: Vec<super::exec_splice::Spliced>,
 }
 
+impl Multi {
+    /// Commands queued so far (CLIENT LIST's `multi`).
+    pub(in crate::server::session) fn queued_count(&self) -> usize {
+        self.count
+    }
+}
+
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 impl Reader<'_> {
@@ -108,6 +115,8 @@ impl Reader<'_> {
             ("unwatch", false) => self.reply_simple("OK").await,
             _ => self.queue(spec, req, route).await,
         }
+        // CLIENT LIST shows the transaction (`multi`, `x`).
+        self.publish();
     }
 
     /// A command queued by the client: refused (and the transaction marked to abort) or queued.

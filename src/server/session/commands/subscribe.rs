@@ -34,6 +34,11 @@ impl PubSub {
         }
     }
 
+    /// Its channels, patterns and shard channels (CLIENT LIST's `sub`, `psub`, `ssub`).
+    pub(in crate::server::session) fn counts(&self) -> (usize, usize, usize) {
+        self.subscriber.as_ref().map_or((0, 0, 0), |s| s.counts())
+    }
+
     pub(in crate::server::session) fn subscribed(&self) -> bool {
         self.subscriber.as_ref().is_some_and(|s| s.total() > 0)
     }
@@ -97,6 +102,7 @@ impl Reader<'_> {
         if spec.name == "reset" {
             // RESET leaves subscribed mode (and the tenant whose names it held) at once.
             self.pubsub.subscriber = None;
+            self.publish();
             return None;
         }
         // Standalone, or the upstream is down: respite answers Pub/Sub itself (the forwarding
@@ -143,6 +149,8 @@ impl Reader<'_> {
         } else {
             sub.unsubscribe(kind, proto, &req.args[1..]);
         }
+        // CLIENT LIST shows its counts and `P`.
+        self.publish();
         Some(Flow::Continue)
     }
 

@@ -82,6 +82,13 @@ pub(crate) struct Tracking {
     proto: Protocol,
 }
 
+impl Tracking {
+    /// Whether it tracks in BCAST mode (CLIENT LIST's `B`).
+    pub(crate) fn bcast(&self) -> bool {
+        self.opts.bcast
+    }
+}
+
 /// How long after a failed attempt to track again the next one is made.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -205,7 +212,11 @@ impl Reader<'_> {
             return self.reply_error(&e.to_string()).await;
         }
         match spec.name {
-            "client|tracking" => self.client_tracking(req).await,
+            "client|tracking" => {
+                self.client_tracking(req).await;
+                // CLIENT LIST shows it (`t`, `B`).
+                self.publish();
+            }
             "client|caching" => self.client_caching(req).await,
             "client|getredir" => {
                 let id = match &self.tracking {
