@@ -109,7 +109,12 @@ impl Upstream {
             config.health.recover_after,
             options,
         ));
-        tokio::spawn(probe::run(health.clone(), config.clone(), shutdown.clone()));
+        tokio::spawn(probe::run(
+            health.clone(),
+            config.clone(),
+            info.clone(),
+            shutdown.clone(),
+        ));
         let (commands_tx, commands) = watch::channel(command_fetch::Fetched::Pending);
         tokio::spawn(command_fetch::fetch(
             config.clone(),

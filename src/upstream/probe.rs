@@ -5,11 +5,11 @@
 //! reports to [`Health`]; the state machine decides.
 use super::activity::{self, Verdict};
 use super::error::{Deadline, Kind, ProtocolError, Refusal, UpstreamError};
-use super::handshake::{self, BoxRead, BoxWrite};
+use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{Cause, Event, Health, State};
 use crate::config::{HealthConfig, UpstreamConfig};
 use crate::protocol::Protocol;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -24,6 +24,7 @@ use tracing::{debug, info};
 pub(super) async fn run(
     health: Arc<Health>,
     config: Arc<UpstreamConfig>,
+    info: Arc<RwLock<Option<ServerInfo>>>,
     shutdown: CancellationToken,
 ) {
     let HealthConfig {
@@ -79,7 +80,7 @@ pub(super) async fn run(
         realive = false;
         waiting_since.get_or_insert(start);
         let outcome = tokio::select! {
-            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr, &health.activity)) => r,
+            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr, &health.activity, &info)) => r,
             _ = shutdown.cancelled() => return,
         };
         match outcome {
@@ -190,6 +191,7 @@ async fn probe_once(
     config: &UpstreamConfig,
     addr: &Arc<str>,
     activity: &activity::Activity,
+    info: &RwLock<Option<ServerInfo>>,
 ) -> Result<(), UpstreamError> {
     if let Some((r, w)) = conn.as_mut() {
         match ping(r, w, addr, activity).await {
@@ -203,6 +205,12 @@ async fn probe_once(
         }
     }
     let mut opened = handshake::open(config, Protocol::Resp2, "respite-probe").await?;
+    // The probe is the first to reach the upstream (readiness waits on it), so what the server
+    // says of itself is known from then on, before any pool connection opens: answers that
+    // depend on it (Valkey's wording of a queue-time refusal) never see "unknown" once ready.
+    if let Ok(mut slot) = info.write() {
+        *slot = Some(opened.info.clone());
+    }
     ping(&mut opened.read, &mut opened.write, addr, activity).await?;
     *conn = Some((opened.read, opened.write));
     Ok(())
