@@ -246,11 +246,11 @@ pub enum NoReply {
     #[error("upstream {} unavailable: {}; the command was not sent", .0.addr, .0)]
     NotSent(Arc<UpstreamError>),
     /// Run, but its reply would take the client past `limits.max_reply_bytes` of replies it has
-    /// not read: dropped, and the client is closed.
-    #[error(
-        "reply dropped: this client has more than {limit} bytes of replies unread (limits.max_reply_bytes); closing the connection"
-    )]
-    Overflow { limit: usize },
+    /// not read, or the clients together past `limits.max_client_memory` with this client
+    /// holding the most (`total`): dropped, and the client is closed. `limit` is the limit
+    /// that was reached, so the text names the setting to change.
+    #[error("{}", overflow_text(*.limit, *.total))]
+    Overflow { limit: usize, total: bool },
     /// Sent, or possibly sent, when the connection failed: its fate is unknown and it is not retried.
     #[error(
         "upstream connection lost with the command in flight ({0}); it may or may not have run"
@@ -277,6 +277,18 @@ impl NoReply {
             NoReply::Overflow { .. } => Side::Client,
             NoReply::Unavailable(e) | NoReply::NotSent(e) | NoReply::Lost(e) => e.side(),
         }
+    }
+}
+
+/// [`NoReply::Overflow`]'s text: which limit was reached, named as configured.
+fn overflow_text(limit: usize, total: bool) -> String {
+    match total {
+        false => format!(
+            "reply dropped: this client has more than {limit} bytes of replies unread (limits.max_reply_bytes); closing the connection"
+        ),
+        true => format!(
+            "reply dropped: the clients' unread replies and unfinished requests reached {limit} bytes (limits.max_client_memory) and this client holds the most; closing the connection"
+        ),
     }
 }
 
@@ -353,7 +365,19 @@ mod tests {
             NoReply::NotSent(Arc::new(err(Kind::Closed(Closer::LocalOnly)))).to_string(),
             "upstream 127.0.0.1:6379 unavailable: upstream is down (health probes failed); local-only mode took over; the command was not sent"
         );
-        let overflow = NoReply::Overflow { limit: 10 };
+        let overflow = NoReply::Overflow {
+            limit: 10,
+            total: false,
+        };
+        assert!(overflow.to_string().contains("(limits.max_reply_bytes)"));
+        let total = NoReply::Overflow {
+            limit: 268435456,
+            total: true,
+        };
+        assert_eq!(
+            total.to_string(),
+            "reply dropped: the clients' unread replies and unfinished requests reached 268435456 bytes (limits.max_client_memory) and this client holds the most; closing the connection"
+        );
         assert_eq!(overflow.kind(), metrics::ErrorKind::Refused);
         assert_eq!(overflow.side(), Side::Client);
         assert_eq!(

@@ -176,9 +176,7 @@ pub fn send(
         standby.ready(&config, &health);
         let reply = match reply {
             Ok(bytes) => match &budget {
-                Some(b) if !b.charge(bytes.len()) => {
-                    Err(Partial::from(NoReply::Overflow { limit: b.limit() }))
-                }
+                Some(b) if !b.charge(bytes.len()) => Err(Partial::from(b.overflow_error())),
                 _ => Ok(bytes),
             },
             Err(kind) => Err(Partial::from(NoReply::Lost(Arc::new(UpstreamError::new(

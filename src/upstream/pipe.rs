@@ -88,19 +88,17 @@ pub(super) async fn write_marked(
         let mut total = 0;
         // A job leaves `jobs` only once its slot is in flight (see `serve`).
         while let Some(next) = jobs.front() {
-            if let Some(limit) = next
+            if let Some(overflow) = next
                 .budget
                 .as_ref()
                 .filter(|b| b.exceeded())
-                .map(|b| b.limit())
+                .map(|b| b.overflow_error())
             {
                 // Its client is being closed for what it left unread (as Redis closes a client
                 // past its output limit, unread commands and all): not sent, so it holds no one
                 // up behind it on this connection.
                 let job = jobs.pop_front().expect("the front job");
-                let _ = job
-                    .reply
-                    .send(Err(Partial::from(NoReply::Overflow { limit })));
+                let _ = job.reply.send(Err(Partial::from(overflow)));
                 continue;
             }
             // Bound what is in flight: each slot holds min(count, bound) permits. Out of permits,
@@ -389,12 +387,14 @@ fn unwanted(head: &Slot, scanned: usize) -> bool {
 pub(super) fn deliver(slot: Slot, replies: Bytes) {
     let reply = match &slot.budget {
         // Its replies were dropped as they came: the client is over its limit, or gone.
-        _ if slot.discarded => Err(Partial::from(NoReply::Overflow {
-            limit: slot.budget.as_ref().map_or(0, |b| b.limit()),
-        })),
-        Some(b) if !b.charge(replies.len()) => {
-            Err(Partial::from(NoReply::Overflow { limit: b.limit() }))
-        }
+        _ if slot.discarded => Err(Partial::from(slot.budget.as_ref().map_or(
+            NoReply::Overflow {
+                limit: 0,
+                total: false,
+            },
+            |b| b.overflow_error(),
+        ))),
+        Some(b) if !b.charge(replies.len()) => Err(Partial::from(b.overflow_error())),
         _ => Ok(replies),
     };
     // The client may have gone: its replies are dropped, the pairing holds.

@@ -61,6 +61,8 @@ pub struct ReplyBudget {
     /// Its reader waits for the writer to drain what it owes ([`ReplyBudget::drained`]).
     gated: AtomicBool,
     drain: Notify,
+    /// Closed for the clients' total (`limits.max_client_memory`), not its own limit.
+    by_total: AtomicBool,
 }
 
 impl ReplyBudget {
@@ -76,6 +78,7 @@ impl ReplyBudget {
             heavy: AtomicBool::new(true),
             gated: AtomicBool::new(false),
             drain: Notify::new(),
+            by_total: AtomicBool::new(false),
         }
     }
 
@@ -171,6 +174,7 @@ impl ReplyBudget {
     fn count(&self, n: usize) -> bool {
         let Some(g) = &self.global else { return true };
         if !g.add(n, self) {
+            self.by_total.store(true, Ordering::Release);
             return false;
         }
         self.counted.fetch_add(n, Ordering::AcqRel);
@@ -223,6 +227,22 @@ impl ReplyBudget {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The error that replaces a reply of a client closed for its replies: naming
+    /// `limits.max_client_memory` when the clients' total closed it, else its own
+    /// `limits.max_reply_bytes`.
+    pub fn overflow_error(&self) -> NoReply {
+        match (&self.global, self.by_total.load(Ordering::Acquire)) {
+            (Some(g), true) => NoReply::Overflow {
+                limit: g.limit,
+                total: true,
+            },
+            _ => NoReply::Overflow {
+                limit: self.limit,
+                total: false,
+            },
+        }
     }
 
     fn size(&self) -> usize {
@@ -297,6 +317,7 @@ impl ClientMemory {
         match victim {
             Some(v) if !std::ptr::eq(&*v, who) && v.size() > who.size() => {
                 crate::metrics::error(crate::metrics::ErrorKind::Refused);
+                v.by_total.store(true, Ordering::Release);
                 v.exceed();
                 true
             }
@@ -321,6 +342,12 @@ mod tests {
         // Over the budget by the small one's charge: the large one goes, the small one stays.
         assert!(small.charge(20));
         assert!(large.exceeded() && !small.exceeded());
+        // Its error names the setting that closed it: the clients' total, not its own limit.
+        let text = large.overflow_error().to_string();
+        assert!(
+            text.contains("100 bytes (limits.max_client_memory)"),
+            "{text}"
+        );
         // Its bytes left the budget at once.
         assert_eq!(global.used(), 40);
         // Over again with the charger the largest: it is refused and closed itself.
@@ -343,5 +370,10 @@ mod tests {
         assert!(b.charge(10));
         assert!(!b.charge(1) && b.exceeded());
         assert!(!b.charge(1), "closed stays closed");
+        let text = b.overflow_error().to_string();
+        assert!(
+            text.contains("10 bytes of replies unread (limits.max_reply_bytes)"),
+            "{text}"
+        );
     }
 }

@@ -561,7 +561,7 @@ fn deliver(tx: oneshot::Sender<Reply>, bytes: Bytes, budget: Option<Arc<ReplyBud
             if b.charge(bytes.len()) {
                 Ok(bytes)
             } else {
-                Err(Partial::from(NoReply::Overflow { limit: b.limit() }))
+                Err(Partial::from(b.overflow_error()))
             }
         }
         None => Ok(bytes),
