@@ -359,6 +359,7 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
                 recoveries,
                 local_only.serve_before_first_contact,
             ),
+            publish: true,
         };
         Upstream::start(u, options, stop_upstream.clone())
     });

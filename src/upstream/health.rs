@@ -198,6 +198,11 @@ pub struct Options {
     pub fail_inflight_on_down: bool,
     /// Runs on every transition `(from, to, why)`, before the new state is visible.
     pub on_transition: Box<dyn Fn(State, State, Why) + Send + Sync>,
+    /// This health is the upstream's as a whole: it sets `respite_upstream_health` and counts
+    /// `respite_upstream_health_transitions_total`. False for a cluster's nodes, each with a
+    /// health of its own: sharing one unlabelled gauge, whichever node changed last would
+    /// overwrite the others (the cluster's per-node counters tell nodes apart).
+    pub publish: bool,
 }
 
 impl Default for Options {
@@ -205,6 +210,7 @@ impl Default for Options {
         Options {
             fail_inflight_on_down: false,
             on_transition: Box::new(|_, _, _| {}),
+            publish: true,
         }
     }
 }
@@ -275,7 +281,9 @@ pub struct Health {
 impl Health {
     pub fn new(addr: Arc<str>, total: usize, recover_after: u32, options: Options) -> Health {
         let (published, _) = watch::channel(State::Healthy);
-        set_gauges(State::Healthy);
+        if options.publish {
+            set_gauges(State::Healthy);
+        }
         Health {
             state: AtomicU8::new(State::Healthy as u8),
             rejected: AtomicBool::new(false),
@@ -410,8 +418,10 @@ impl Health {
         let was = inner.since.elapsed();
         inner.since = Instant::now();
         inner.transitions += 1;
-        set_gauges(to);
-        crate::metrics::upstream_health_transition(to.as_str());
+        if self.options.publish {
+            set_gauges(to);
+            crate::metrics::upstream_health_transition(to.as_str());
+        }
         let live = inner.machine.live();
         let cause = inner
             .last_error

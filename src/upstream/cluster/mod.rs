@@ -119,7 +119,12 @@ impl Cluster {
                 config.url.addr = UpstreamAddr::Tcp(addr.to_string());
                 config.url.seeds = Vec::new();
                 info!(node = addr, "cluster node connected");
-                Upstream::start(config, health::Options::default(), self.shutdown.clone())
+                // A node's health is its own, not the upstream's gauge (see `publish`).
+                let options = health::Options {
+                    publish: false,
+                    ..health::Options::default()
+                };
+                Upstream::start(config, options, self.shutdown.clone())
             })
             .clone()
     }
