@@ -243,6 +243,51 @@ pub(super) fn append_request(out: &mut BytesMut, req: &Request) {
     }
 }
 
+/// [`append_request`] as bytes of their own (the client's, uncopied, when it sent an array).
+pub(super) fn request_bytes(req: &Request) -> Bytes {
+    match &req.raw {
+        Some(raw) => raw.clone(),
+        None => {
+            let mut out = BytesMut::new();
+            encode::command(&mut out, &req.args);
+            out.freeze()
+        }
+    }
+}
+
+impl Reader<'_> {
+    /// Forward `command` on the client's connection (behind the recovery fence) and queue its
+    /// reply rewritten by `rewrite` (an error reply goes through as the upstream sent it). The
+    /// upstream's reply is not charged to the client's budget; the rewritten one is, since that
+    /// is what the client owes. For counts respite corrects (PUBLISH's receivers, INFO's
+    /// `connected_clients`).
+    pub(super) async fn forward_rewritten(
+        &mut self,
+        command: Bytes,
+        rewrite: impl FnOnce(Bytes) -> Bytes + Send + 'static,
+    ) {
+        self.shared.fence().await;
+        let upstream = self.out.send(&self.client, command, 1, None, false).await;
+        let budget = self.out.budget().cloned();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            // Dropped unanswered, `tx` tells the writer what a dropped job would.
+            let Ok(reply) = upstream.await else { return };
+            let reply = reply.map(rewrite);
+            if let (Ok(bytes), Some(b)) = (&reply, budget) {
+                b.charge(bytes.len());
+            }
+            let _ = tx.send(reply);
+        });
+        self.push(Pending::Upstream {
+            rx,
+            count: 1,
+            keep: Keep::All,
+        })
+        .await;
+    }
+}
+
 /// Carry out a tenant's plan on the local engine (standalone or local-only mode): the rewritten
 /// command, its follow-ups (replies discarded) and the reply rewrite, or a namespace-local run.
 pub(super) fn standalone(engine: &Local<'_>, plan: Plan, prefix: &[u8], proto: Protocol) -> Bytes {

@@ -517,32 +517,11 @@ impl Reader<'_> {
     /// `blocked_clients` stays the upstream's: each client blocked through respite holds one
     /// upstream connection blocked, so it counts them one for one, beside direct clients.
     pub(in crate::server::session) async fn info_forwarded(&mut self, req: &Request) {
-        self.shared.fence().await;
-        let command = req.raw.clone().unwrap_or_else(|| {
-            let mut out = BytesMut::new();
-            let args: Vec<&[u8]> = req.args.iter().map(|a| &a[..]).collect();
-            encode::command(&mut out, &args);
-            out.freeze()
-        });
-        let upstream = self.out.send(&self.client, command, 1, None, false).await;
-        let budget = self.out.budget().cloned();
         let registry = self.shared.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let Ok(reply) = upstream.await else { return };
-            let reply = reply.map(|bytes| {
-                let clients = lock(&registry.clients.clients).len();
-                with_field(&bytes, b"connected_clients:", clients).unwrap_or(bytes)
-            });
-            if let (Ok(bytes), Some(b)) = (&reply, budget) {
-                b.charge(bytes.len());
-            }
-            let _ = tx.send(reply);
-        });
-        self.push(Pending::Upstream {
-            rx,
-            count: 1,
-            keep: crate::server::session::Keep::All,
+        let command = crate::server::session::forward::request_bytes(req);
+        self.forward_rewritten(command, move |bytes| {
+            let clients = lock(&registry.clients.clients).len();
+            with_field(&bytes, b"connected_clients:", clients).unwrap_or(bytes)
         })
         .await;
     }

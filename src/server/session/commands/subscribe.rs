@@ -198,12 +198,7 @@ impl Reader<'_> {
         let hub = self.shared.pubsub.clone()?;
         let (command, prefix) = match &self.client.tenant {
             None => (
-                req.raw.clone().unwrap_or_else(|| {
-                    let mut out = BytesMut::new();
-                    let args: Vec<&[u8]> = req.args.iter().map(|a| &a[..]).collect();
-                    encode::command(&mut out, &args);
-                    out.freeze()
-                }),
+                crate::server::session::forward::request_bytes(req),
                 Bytes::new(),
             ),
             Some(t) => match t.check(spec, &req.args, req.raw.as_ref(), unix_ms()) {
@@ -219,32 +214,14 @@ impl Reader<'_> {
         // The channel as the upstream gets it; `__redis__:invalidate` too is the upstream's
         // channel here (respite's own stand-in for it hears no PUBLISH).
         let channel = crate::policy::pubsub::channel(&prefix, &req.args[1]);
-        self.shared.fence().await;
-        // Unbudgeted upstream: the corrected reply is what the client owes (charged below).
-        let upstream = self.out.send(&self.client, command, 1, None, false).await;
-        let budget = self.out.budget().cloned();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            // Dropped unanswered, `tx` tells the writer what a dropped job would.
-            let Ok(reply) = upstream.await else { return };
-            let reply = reply.map(|bytes| match integer(&bytes) {
-                Some(n) => {
-                    let mut out = BytesMut::new();
-                    encode::integer(&mut out, hub.receivers(kind, &channel, n));
-                    out.freeze()
-                }
-                // An error goes to the client as the upstream sent it.
-                None => bytes,
-            });
-            if let (Ok(bytes), Some(b)) = (&reply, budget) {
-                b.charge(bytes.len());
+        self.forward_rewritten(command, move |bytes| match integer(&bytes) {
+            Some(n) => {
+                let mut out = BytesMut::new();
+                encode::integer(&mut out, hub.receivers(kind, &channel, n));
+                out.freeze()
             }
-            let _ = tx.send(reply);
-        });
-        self.push(Pending::Upstream {
-            rx,
-            count: 1,
-            keep: Keep::All,
+            // An error goes to the client as the upstream sent it.
+            None => bytes,
         })
         .await;
         Some(Flow::Continue)
