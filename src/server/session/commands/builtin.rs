@@ -193,13 +193,7 @@ pub(in crate::server::session) async fn tenant_info(
         Some(i) => (i.server, i.version),
         None => ("redis".to_string(), "7.0.0".to_string()),
     };
-    let mode = match &r.shared.health {
-        None => "standalone",
-        Some(h) if r.shared.engine.is_some() && h.state().is_local() && !h.rejected() => {
-            "local-only"
-        }
-        Some(_) => "proxy",
-    };
+    let mode = serving_mode(r);
     let sections: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
     let tenant = r.client.tenant.clone();
     let upstream = match mode == "proxy" && info::needs_upstream(&sections) {
@@ -229,6 +223,19 @@ pub(in crate::server::session) async fn tenant_info(
     out
 }
 
+/// Who answers this client now, as tenant INFO's `respite_mode` says: `standalone` (no upstream),
+/// `local-only` (the local engine, the upstream down), or `proxy` (the upstream, whose INFO the
+/// tenant's INFO and CONFIG GET read their shared limits from).
+fn serving_mode(r: &Reader<'_>) -> &'static str {
+    match &r.shared.health {
+        None => "standalone",
+        Some(h) if r.shared.engine.is_some() && h.state().is_local() && !h.rejected() => {
+            "local-only"
+        }
+        Some(_) => "proxy",
+    }
+}
+
 /// The fields of the upstream's INFO a tenant may see ([`info::UpstreamFacts`]), read on the
 /// client's own connection after everything it sent before; none if the upstream does not answer.
 async fn upstream_facts(r: &mut Reader<'_>) -> info::UpstreamFacts {
@@ -252,11 +259,7 @@ pub(in crate::server::session) async fn tenant_config_get(
     args: &[Bytes],
 ) -> BytesMut {
     let patterns: Vec<&[u8]> = args[2..].iter().map(|a| &a[..]).collect();
-    let upstream = match r.shared.upstream.is_some()
-        && r.shared
-            .answerer(crate::command::lookup("info").expect("in the table"), &[])
-            .is_none()
-    {
+    let upstream = match serving_mode(r) == "proxy" {
         true => upstream_facts(r).await,
         false => info::UpstreamFacts::default(),
     };
