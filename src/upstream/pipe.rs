@@ -141,6 +141,7 @@ pub(super) async fn write_marked(
                     budget: job.budget,
                     slow: job.slow,
                     discarded: false,
+                    charged: 0,
                 });
         }
         // The batch's marker: its echo releases the replies before it (see `marker`).
@@ -158,6 +159,7 @@ pub(super) async fn write_marked(
                     budget: None,
                     slow: false,
                     discarded: false,
+                    charged: 0,
                 });
         }
         batch_commands.record(commands as f64);
@@ -293,17 +295,26 @@ pub(super) async fn read_marked(
                 return Some(Kind::Protocol(ProtocolError::Unsolicited));
             };
             if have < head.count {
-                if scanned >= HEAVY_JOB && unwanted(head, scanned) {
+                if !head.discarded && scanned - head.charged >= CHARGE_STEP {
+                    charge_arrived(head, scanned);
+                }
+                if head.discarded || (scanned >= HEAVY_JOB && unwanted(head, scanned)) {
                     // Replies nobody will take: dropped as they come, not held until the
                     // job's last one (10 MB for 100 GETs of 100 KB).
                     buf.advance(scanned);
                     scanned = 0;
                     head.discarded = true;
+                    release_charged(head);
                 }
                 continue;
             }
-            let slot = q.pop_front().expect("head exists");
+            let mut slot = q.pop_front().expect("head exists");
             drop(q);
+            if !slot.discarded {
+                // Counted now, before it waits for its marker: what a batch holds in `held` is
+                // counted too (`limits.max_client_memory`).
+                charge_arrived(&mut slot, scanned);
+            }
             if let Some(b) = slot.budget.as_ref().filter(|_| !slot.discarded) {
                 b.weigh(scanned);
             }
@@ -383,22 +394,61 @@ fn unwanted(head: &Slot, scanned: usize) -> bool {
     b.exceeded()
 }
 
-/// Hand a job its vouched-for replies, against its client's budget.
-pub(super) fn deliver(slot: Slot, replies: Bytes) {
-    let reply = match &slot.budget {
-        // Its replies were dropped as they came: the client is over its limit, or gone.
-        _ if slot.discarded => Err(Partial::from(slot.budget.as_ref().map_or(
+/// Charge a large job's replies to its client as they arrive, at least this many bytes at a time:
+/// a job is counted while it is read, not only once whole, so what the connection's buffer holds
+/// for a client counts against its limits before more of it is read.
+const CHARGE_STEP: usize = 16 * 1024;
+
+/// Charge the head job's `scanned` bytes so far (those not yet charged) to its client; over a
+/// limit, the job's replies are to be dropped (`discarded`) and the client is closed.
+fn charge_arrived(slot: &mut Slot, scanned: usize) {
+    let Some(b) = &slot.budget else { return };
+    if slot.reply.as_ref().is_none_or(|tx| tx.is_closed()) {
+        // A marker, or a client gone: nobody takes these bytes.
+        slot.discarded = true;
+        return;
+    }
+    let more = scanned.saturating_sub(slot.charged);
+    if more == 0 {
+        return;
+    }
+    if b.charge(more) {
+        slot.charged = scanned;
+    } else {
+        slot.discarded = true;
+    }
+}
+
+/// A job's replies are dropped: what was charged for them leaves its client's count now.
+fn release_charged(slot: &mut Slot) {
+    if let Some(b) = &slot.budget
+        && slot.charged > 0
+    {
+        b.release(std::mem::take(&mut slot.charged));
+    }
+}
+
+/// Hand a job its vouched-for replies, charged to its client's budget when they came
+/// ([`charge_arrived`]): the charge goes with them to the client's writer, which releases it.
+pub(super) fn deliver(mut slot: Slot, replies: Bytes) {
+    let reply = if slot.discarded {
+        // Its replies were dropped as they came, or are over its client's limit.
+        release_charged(&mut slot);
+        Err(Partial::from(slot.budget.as_ref().map_or(
             NoReply::Overflow {
                 limit: 0,
                 total: false,
             },
             |b| b.overflow_error(),
-        ))),
-        Some(b) if !b.charge(replies.len()) => Err(Partial::from(b.overflow_error())),
-        _ => Ok(replies),
+        )))
+    } else {
+        debug_assert!(slot.budget.is_none() || slot.charged == replies.len());
+        // Handed over: the writer releases it once written.
+        slot.charged = 0;
+        Ok(replies)
     };
     // The client may have gone: its replies are dropped, the pairing holds.
-    if let Some(tx) = slot.reply
+    if let Some(tx) = slot.reply.take()
         && let Err(Ok(dropped)) = tx.send(reply)
         && let Some(b) = &slot.budget
     {

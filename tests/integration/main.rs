@@ -14,6 +14,7 @@ mod clients;
 mod cluster;
 mod compose;
 mod config_errors;
+mod deep_pipelines;
 mod delay_relay;
 mod deploy;
 mod faults;
