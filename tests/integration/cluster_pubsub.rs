@@ -173,3 +173,50 @@ fn scenario(kind: Kind) {
 }
 
 crate::both!(pubsub_follows_the_cluster, scenario);
+
+/// MONITOR through respite shows the commands of every primary; WAIT goes to the primary of
+/// the client's last write (judged by the nodes' own commandstats).
+fn monitor_and_wait(kind: Kind) {
+    let cluster = Cluster::start(kind);
+    let proxy = crate::support::Proxy::start(&cluster.url());
+    let primaries = cluster.primaries();
+    // A key on each primary.
+    let keys: Vec<(u16, String)> = primaries
+        .iter()
+        .map(|&p| {
+            let key = (0..1000)
+                .map(|i| format!("mon:{i}"))
+                .find(|k| cluster.slot_owner(cluster.keyslot(k.as_bytes())) == Some(p))
+                .unwrap();
+            (p, key)
+        })
+        .collect();
+    let mut mon = proxy.raw();
+    assert_eq!(mon.cmd(&[b"MONITOR"]), b"+OK\r\n");
+    let mut c = proxy.raw();
+    for (_, key) in &keys {
+        assert_eq!(c.cmd(&[b"SET", key.as_bytes(), b"seen"]), b"+OK\r\n");
+    }
+    let mut missing: Vec<&String> = keys.iter().map(|(_, k)| k).collect();
+    while !missing.is_empty() {
+        let line = text(mon.reply().expect("a monitor line"));
+        missing.retain(|k| !line.contains(&format!("\"SET\" \"{k}\" \"seen\"")));
+    }
+
+    cluster.reset_stats();
+    for (port, key) in &keys {
+        assert_eq!(c.cmd(&[b"SET", key.as_bytes(), b"again"]), b"+OK\r\n");
+        assert_eq!(c.cmd(&[b"WAIT", b"1", b"5000"]), b":1\r\n");
+        for &p in &primaries {
+            let want = u64::from(p == *port);
+            assert_eq!(
+                cluster.calls(p, "wait"),
+                want,
+                "WAIT after a write on {port}, node {p}"
+            );
+        }
+        cluster.reset_stats();
+    }
+}
+
+crate::both!(monitor_and_wait_follow_the_writes, monitor_and_wait);
