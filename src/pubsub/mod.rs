@@ -30,6 +30,7 @@
 //!   client saw its confirmation reaches it. In standalone mode and while local-only, PUBLISH is
 //!   answered here ([`local`]) under the same lock, so a confirmation there is enough at once.
 mod acl;
+mod cluster_link;
 mod frames;
 mod in_process;
 mod link;
@@ -157,8 +158,14 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// The hub, and its link to `config`'s upstream running until `stop`.
-    pub fn start(config: UpstreamConfig, output_limit: usize, stop: CancellationToken) -> Arc<Hub> {
+    /// The hub, and its link to `config`'s upstream running until `stop`: for a cluster
+    /// (`cluster`), its links to the cluster's nodes ([`cluster_link`]).
+    pub fn start(
+        config: UpstreamConfig,
+        cluster: Option<Arc<crate::upstream::cluster::Cluster>>,
+        output_limit: usize,
+        stop: CancellationToken,
+    ) -> Arc<Hub> {
         let (queries, rx) = mpsc::channel(1024);
         let hub = Arc::new(Hub {
             registry: Mutex::new(Registry::default()),
@@ -168,7 +175,10 @@ impl Hub {
             output_limit,
             linked: true,
         });
-        tokio::spawn(link::run(hub.clone(), config, rx, stop));
+        match cluster {
+            Some(c) => tokio::spawn(cluster_link::run(hub.clone(), config, c, rx, stop)),
+            None => tokio::spawn(link::run(hub.clone(), config, rx, stop)),
+        };
         hub
     }
 
@@ -473,6 +483,14 @@ impl Hub {
     fn confirmed(&self, name: &Name) {
         if let Some(e) = self.lock().entries.get(name) {
             e.acked.send_replace(true);
+        }
+    }
+
+    /// `name` is no longer confirmed where it is (withdrawn, or its connection lost): a new
+    /// SUBSCRIBE of it waits for its next confirmation.
+    fn unconfirmed(&self, name: &Name) {
+        if let Some(e) = self.lock().entries.get(name) {
+            e.acked.send_replace(false);
         }
     }
 
