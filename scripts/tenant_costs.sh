@@ -6,7 +6,7 @@
 # shared database (the SCAN walk) and for one with a database of its own (tenant.db). See
 # scripts/tenant_costs.py. A measurement, not a test: it prints numbers.
 # usage: scripts/tenant_costs.sh [OTHERS] [OWN] [SERVER]   (SERVER: redis-server or a valkey-server path)
-# Starts and stops its own server and respite (release build, or RESPITE_BIN) on loopback ports
+# Starts and stops its own server and respite (release build, or BIN) on loopback ports
 # 7211-7212 (PORT=N: N and N+1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,8 @@ OTHERS=${1:-1000000}; OWN=${2:-1000}; SERVER=${3:-redis-server}
 W=$(mktemp -d); PIDS=()
 cleanup() { for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-BIN=${RESPITE_BIN:-}
+trap 'cat "$W/respite.log" >&2' ERR
+BIN=${BIN:-}
 if [ -z "$BIN" ]; then
   cargo build --release --bin respite -q
   BIN="${CARGO_TARGET_DIR:-target}/release/respite"
