@@ -86,6 +86,8 @@ pub(super) async fn write_marked(
         let commands: usize = jobs.iter().map(|j| j.count).sum();
         let now = Instant::now();
         let mut total = 0;
+        // Jobs since the last marker written.
+        let mut unmarked = 0;
         // A job leaves `jobs` only once its slot is in flight (see `serve`).
         while let Some(next) = jobs.front() {
             if let Some(overflow) = next
@@ -108,6 +110,20 @@ pub(super) async fn write_marked(
             match permits.try_acquire_many(weight) {
                 Ok(p) => p.forget(),
                 Err(_) => {
+                    // The batch ends here, with its marker: its replies are delivered when the
+                    // marker comes back, not held until every job still queued behind it has
+                    // been sent and answered (200 slow readers' groups of 16 GETs of 100 KB on
+                    // the bulk lane were one batch: 320 MB held for one marker).
+                    if unmarked > 0
+                        && let Some(m) = markers.as_mut()
+                    {
+                        unmarked = 0;
+                        m.append(&mut out);
+                        inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(marker_slot(now));
+                    }
                     if let Err(e) = write.write_all(&out).await {
                         return Some(Kind::Lost(Lost::Write(e.into())));
                     }
@@ -119,6 +135,7 @@ pub(super) async fn write_marked(
                 }
             }
             let job = jobs.pop_front().expect("the front job");
+            unmarked += 1;
             if job.slow {
                 activity.slow_started();
             }
@@ -145,22 +162,14 @@ pub(super) async fn write_marked(
                 });
         }
         // The batch's marker: its echo releases the replies before it (see `marker`).
-        if let Some(m) = markers.as_mut() {
+        if unmarked > 0
+            && let Some(m) = markers.as_mut()
+        {
             m.append(&mut out);
             inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push_back(Slot {
-                    reply: None,
-                    count: 1,
-                    permits: 0,
-                    sent: now,
-                    progress: now,
-                    budget: None,
-                    slow: false,
-                    discarded: false,
-                    charged: 0,
-                });
+                .push_back(marker_slot(now));
         }
         batch_commands.record(commands as f64);
         batch_bytes.record(total as f64);
@@ -172,6 +181,44 @@ pub(super) async fn write_marked(
         if out.capacity() > 1 << 20 {
             out = BytesMut::new();
         }
+    }
+}
+
+/// A read buffer past this is large: replies leave it as copies of their own (see
+/// [`take_replies`]).
+const LARGE_BUFFER: usize = 64 * 1024;
+
+/// The first `n` bytes of `buf`, a job's replies, as their own `Bytes`. From a small buffer they
+/// share its allocation (no copy: the common case of small replies). From a large one (a large
+/// reply grew it) they are copied out, exactly sized: a slice of it would keep the whole
+/// allocation alive, up to twice the job's bytes after geometric growth, for as long as its
+/// client leaves it unread, where its count (`limits.max_client_memory`) says only the job's
+/// bytes; and the buffer, unshared, is reused for the next job instead of grown again.
+fn take_replies(buf: &mut BytesMut, n: usize) -> Bytes {
+    if buf.capacity() <= LARGE_BUFFER {
+        return buf.split_to(n).freeze();
+    }
+    let replies = Bytes::copy_from_slice(&buf[..n]);
+    buf.advance(n);
+    if buf.is_empty() && buf.capacity() > 4 * LARGE_BUFFER {
+        // Idle again: the connection keeps no large buffer.
+        *buf = BytesMut::new();
+    }
+    replies
+}
+
+/// The slot of a batch's alignment marker: respite's own, answering no client.
+fn marker_slot(sent: Instant) -> Slot {
+    Slot {
+        reply: None,
+        count: 1,
+        permits: 0,
+        sent,
+        progress: sent,
+        budget: None,
+        slow: false,
+        discarded: false,
+        charged: 0,
     }
 }
 
@@ -331,9 +378,9 @@ pub(super) async fn read_marked(
                 if let Some(sink) = sink {
                     sink.delivered();
                 }
-                deliver(slot, buf.split_to(scanned).freeze());
+                deliver(slot, take_replies(buf, scanned));
             } else if slot.reply.is_some() {
-                held.push((slot, buf.split_to(scanned).freeze()));
+                held.push((slot, take_replies(buf, scanned)));
             } else {
                 if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
                     return Some(Kind::Protocol(ProtocolError::Misaligned));

@@ -305,12 +305,16 @@ impl ReplyBudget {
         tracing::warn!(
             client = self.client,
             owed = self.owed.load(Ordering::Relaxed),
+            clients_total = self.global.as_ref().map_or(0, |g| g.used()),
             waiting_requests =
                 self.parked.load(Ordering::Relaxed) + self.request.load(Ordering::Relaxed),
             "client closed for its replies: {}",
             self.overflow_error()
         );
-        self.closing.notify_one();
+        // Every waiter: the writer, blocked writing to a client that does not read, and the
+        // reader both wait for this (`notify_one` woke one of them, and a writer left blocked
+        // held its replies, uncounted, until the client went away).
+        self.closing.notify_waiters();
         self.wake();
     }
 
@@ -332,8 +336,13 @@ impl ReplyBudget {
 
     /// Completes once the client is to be closed (at once if it already is).
     pub async fn closed(&self) {
-        while !self.exceeded() {
-            self.closing.notified().await;
+        loop {
+            // Made before the check: a close between the two still wakes it.
+            let notified = self.closing.notified();
+            if self.exceeded() {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -157,6 +157,10 @@ pub(super) async fn write_loop<C: ClientIo>(
                 }
             };
             if written.is_err() {
+                // Not written, but dropped here all the same: it leaves the client's count.
+                if let Some(b) = budget.filter(|_| owed_now > 0) {
+                    b.release(owed_now);
+                }
                 gone = true;
                 break 'session;
             }
