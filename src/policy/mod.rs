@@ -81,6 +81,7 @@ mod cursor;
 mod error;
 pub mod glob;
 pub mod info;
+pub mod keyspace;
 pub mod metrics;
 pub mod namespace;
 pub mod pubsub;

@@ -47,6 +47,7 @@ mod slow_readers;
 mod standalone;
 mod systemd;
 mod tenant_hardening;
+mod tenant_keyspace;
 mod tenant_oracle;
 mod tenant_server;
 mod tenants;
