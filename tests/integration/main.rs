@@ -46,6 +46,7 @@ mod slow_commands;
 mod slow_readers;
 mod standalone;
 mod systemd;
+mod tenant_functions;
 mod tenant_hardening;
 mod tenant_keyspace;
 mod tenant_oracle;
