@@ -72,9 +72,7 @@ impl Reader<'_> {
                 // A namespace's FLUSHDB deletes what a SCAN finds: on the engine, only the
                 // outage's keys, so the upstream's would survive it unsaid.
                 metrics::error(ErrorKind::Refused);
-                return self
-                    .reply_error(crate::local_only::PARTIAL_KEYSPACE)
-                    .await;
+                return self.reply_error(crate::local_only::PARTIAL_KEYSPACE).await;
             }
             if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
                 return self.push(Pending::Ready(reply)).await;

@@ -404,11 +404,11 @@ impl<'f> Outgoing<'f> {
                 let upstream = self.upstream.as_ref().expect("sent only with an upstream");
                 let cause = crate::upstream::UpstreamError::new(
                     crate::upstream::handshake::addr(upstream.config()),
-                    crate::upstream::error::Kind::Closed(
-                        crate::upstream::error::Closer::LocalOnly,
-                    ),
+                    crate::upstream::error::Kind::Closed(crate::upstream::error::Closer::LocalOnly),
                 );
-                let _ = tx.send(Err(crate::upstream::NoReply::NotSent(Arc::new(cause)).into()));
+                let _ = tx.send(Err(
+                    crate::upstream::NoReply::NotSent(Arc::new(cause)).into()
+                ));
                 return Some(rx);
             }
             if waited || !self.shared.outage.fenced() {
