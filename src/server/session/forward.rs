@@ -68,6 +68,7 @@ impl Reader<'_> {
         if let (Some(local), Ok(plan)) = (self.shared.answerer(spec, &req.args), &plan) {
             if let Plan::Namespace(op) = plan
                 && op.kind == policy::NamespaceKind::FlushDb
+                && self.shared.local_only_serves()
             {
                 // A namespace's FLUSHDB deletes what a SCAN finds: on the engine, only the
                 // outage's keys, so the upstream's would survive it unsaid.
