@@ -340,7 +340,10 @@ both!(
             match r.as_str() {
                 "+OK" if refused == 0 => acked.push(i),
                 r if r.starts_with("-TRYAGAIN") && r.contains("journal") => refused += 1,
-                r => panic!("write {i} after {refused} refusals: {r}"),
+                r => panic!(
+                    "write {i} after {refused} refusals: {r} {}",
+                    proxy.admin_get("/stats").1
+                ),
             }
         }
         eprintln!("{} writes journaled, {refused} refused", acked.len());
@@ -438,7 +441,16 @@ fn the_journals_gauges_show_what_waits_to_be_replayed() {
             .unwrap()
             .to_string()
     };
-    wait_until(Duration::from_secs(10), || stats(&b) == "healthy").expect("healthy");
+    // Answered once, not only healthy (its state before the first contact): see `wait_healthy`.
+    let answered = |b: &crate::support::Binary| {
+        let (_, body) = b.admin_get("/stats");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["upstream"]["health"]["last_probe_rtt_us"].is_u64()
+    };
+    wait_until(Duration::from_secs(10), || {
+        stats(&b) == "healthy" && answered(&b)
+    })
+    .expect("healthy");
     server.signal("STOP");
     wait_until(Duration::from_secs(10), || stats(&b) == "down").expect("down");
     let mut c = crate::support::Raw::connect(b.addr);
