@@ -296,6 +296,7 @@ fn pattern_delete(c: &mut Raw, pattern: &str) -> (Vec<Vec<u8>>, bool) {
             b"100",
         ]);
         let Value::Arr(v) = Value::decode(&r) else {
+            eprintln!("pattern delete of {pattern}: SCAN {}", crate::support::text(&r));
             return (deleted, false);
         };
         let (Value::Bulk(next), Value::Arr(keys)) = (&v[0], &v[1]) else {
@@ -308,7 +309,10 @@ fn pattern_delete(c: &mut Raw, pattern: &str) -> (Vec<Vec<u8>>, bool) {
             match Value::decode(&c.cmd(&[b"DEL", k])) {
                 Value::Int(1) => deleted.push(k.clone()),
                 Value::Int(0) => {}
-                _ => return (deleted, false),
+                other => {
+                    eprintln!("pattern delete of {pattern}: DEL {other:?}");
+                    return (deleted, false);
+                }
             }
         }
         if next == b"0" {
