@@ -408,7 +408,13 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
         health,
         pubsub: Some(match config.upstream.clone() {
             Some(u) => {
-                crate::pubsub::Hub::start(u, config.pubsub_output_bytes, stop_upstream.clone())
+                let cluster = upstream.as_ref().and_then(|up| up.cluster().cloned());
+                crate::pubsub::Hub::start(
+                    u,
+                    cluster,
+                    config.pubsub_output_bytes,
+                    stop_upstream.clone(),
+                )
             }
             None => crate::pubsub::Hub::standalone(config.pubsub_output_bytes),
         }),

@@ -96,6 +96,11 @@ impl Cluster {
         }
     }
 
+    /// The topology as it changes (`None` until the first is read).
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<Topology>>> {
+        self.topology.subscribe()
+    }
+
     /// The topology now, if known.
     pub fn current(&self) -> Option<Arc<Topology>> {
         self.topology.borrow().clone()
