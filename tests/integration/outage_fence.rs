@@ -296,7 +296,10 @@ fn pattern_delete(c: &mut Raw, pattern: &str) -> (Vec<Vec<u8>>, bool) {
             b"100",
         ]);
         let Value::Arr(v) = Value::decode(&r) else {
-            eprintln!("pattern delete of {pattern}: SCAN {}", crate::support::text(&r));
+            eprintln!(
+                "pattern delete of {pattern}: SCAN {}",
+                crate::support::text(&r)
+            );
             return (deleted, false);
         };
         let (Value::Bulk(next), Value::Arr(keys)) = (&v[0], &v[1]) else {
