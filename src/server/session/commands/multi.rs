@@ -346,6 +346,16 @@ impl Reader<'_> {
         }
         let exec = crate::command::lookup("exec").expect("in the table");
         if self.shared.answerer(exec, &[]).is_some() {
+            if self.client.db != self.configured_db()
+                || self.client.tenant.as_ref().is_some_and(|t| t.db.is_some())
+            {
+                // The engine and its journal know the URL's database only.
+                self.out.release_written().await;
+                metrics::error(ErrorKind::Refused);
+                return self
+                    .reply_error(crate::server::session::forward::OTHER_DB)
+                    .await;
+            }
             return self.exec_locally(multi).await;
         }
         self.shared.fence().await;
