@@ -113,6 +113,10 @@ const SERVER_WIDE: &str = "it acts on the whole server, beyond this tenant's key
 const OTHER_DB: &str = "it moves keys to another database, outside this tenant's namespace";
 const SCRIPTS: &str =
     "scripts can name keys respite cannot see; the tenant needs scripts = true (tenant.scripts)";
+/// The least COUNT of a prefixed tenant's SCAN in the shared database: COUNT is a hint that
+/// Redis may exceed, and at 1,000 slots a call costs the server about what one step of the
+/// DBSIZE walk does (~0.3-0.7 ms beside 200,000-1,000,000 keys; docs/tenants.md).
+const SHARED_SCAN_COUNT: i64 = 1000;
 const FUNCTION_PAYLOAD: &str = "its payload holds every tenant's function libraries; FUNCTION LIST WITHCODE and FUNCTION LOAD copy this tenant's own";
 const SORT_PATTERNS: &str = "SORT BY/GET patterns read keys named by the data; the tenant needs sort_patterns = true (tenant.sort_patterns)";
 
@@ -281,6 +285,10 @@ impl Tenant {
                     pattern: pattern.freeze(),
                 }));
             }
+            "function|stats" => {
+                call.reply = ReplyRewrite::FunctionStats;
+                return Ok(None);
+            }
             "function|dump" | "function|restore" => {
                 return Err(Self::refuse(spec, FUNCTION_PAYLOAD));
             }
@@ -383,10 +391,15 @@ impl Tenant {
     }
 
     /// SCAN cursor [MATCH p] [COUNT n] [TYPE t], parsed as `scanGenericCommand` does; rebuilt with
-    /// one MATCH that confines the client's pattern (or `*`) to the prefix.
+    /// one MATCH that confines the client's pattern (or `*`) to the prefix. In the shared
+    /// database each call examines at least [`SHARED_SCAN_COUNT`] slots of the upstream's table
+    /// (a last `COUNT` is added; the client's own, if any, is still sent first, so a bad one gets
+    /// the upstream's error): otherwise a client's whole iteration would take a call per
+    /// COUNT (10 by default) slots of every tenant's keys.
     fn scan(&self, call: &mut Call) -> Result<(), PolicyError> {
         let args = call.input;
         let mut out = vec![args[0].clone(), super::cursor::open(&self.prefix, &args[1])];
+        let mut count: Option<&[u8]> = None;
         let mut pattern: &[u8] = b"*";
         let mut i = 2;
         while i < args.len() {
@@ -397,12 +410,22 @@ impl Tenant {
             } else if more >= 2
                 && (opt.eq_ignore_ascii_case(b"count") || opt.eq_ignore_ascii_case(b"type"))
             {
+                if opt.eq_ignore_ascii_case(b"count") {
+                    count = Some(&args[i + 1]);
+                }
                 out.push(args[i].clone());
                 out.push(args[i + 1].clone());
             } else {
                 return Err(PolicyError::syntax());
             }
             i += 2;
+        }
+        let asked = count
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<i64>().ok());
+        if self.db.is_none() && asked.is_none_or(|n| n < SHARED_SCAN_COUNT) {
+            out.push(Bytes::from_static(b"COUNT"));
+            out.push(Bytes::from(SHARED_SCAN_COUNT.to_string()));
         }
         out.push(Bytes::from_static(b"MATCH"));
         out.push(glob::confine(&self.prefix, pattern));

@@ -220,8 +220,18 @@ impl Shared {
         )
     }
 
-    /// Wait while the recovery fence is up (the keys written during an outage are being deleted
-    /// upstream); at once otherwise, at the cost of one atomic load.
+    /// Whether local-only mode answers instead of the upstream now (standalone mode aside): one
+    /// atomic load while the upstream is in service.
+    pub(crate) fn local_only_serves(&self) -> bool {
+        match (&self.engine, self.health.as_deref()) {
+            (Some(_), Some(h)) => local_only::serves(h, &self.config.local_only),
+            _ => false,
+        }
+    }
+
+    /// Wait while the recovery fence is up (the journal of an outage is being replayed, or the
+    /// keys written during it deleted, upstream); at once otherwise, at the cost of one atomic
+    /// load.
     pub(crate) async fn fence(&self) {
         if self.outage.fenced() {
             self.outage.wait().await
@@ -367,7 +377,7 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     let tenants = live.tenants();
     let cache = near_cache(
         &config,
-        upstream.as_deref(),
+        upstream.as_ref(),
         tenants.as_deref(),
         &stop_upstream,
     );
@@ -421,21 +431,15 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     })
 }
 
-/// The near cache, when configured with an upstream (not a cluster: its tracking connections
-/// would watch one node only, and the others' writes would never invalidate).
+/// The near cache, when configured with an upstream (a cluster's: tracking per primary, see
+/// `cache::trackers`).
 fn near_cache(
     config: &Config,
-    upstream: Option<&Upstream>,
+    upstream: Option<&Arc<Upstream>>,
     tenants: Option<&crate::policy::Tenants>,
     stop: &CancellationToken,
 ) -> Option<Arc<crate::cache::NearCache>> {
     let (c, u) = (config.near_cache.as_ref()?, upstream?);
-    if u.config().url.is_cluster() {
-        tracing::warn!(
-            "near cache off: the upstream is a cluster (tracking per node is not built yet)"
-        );
-        return None;
-    }
     let stale_reads = if config.local_only.enabled {
         config.local_only.stale_reads
     } else {
@@ -444,6 +448,7 @@ fn near_cache(
     Some(crate::cache::NearCache::start(
         c.clone(),
         Arc::new(u.config().clone()),
+        Some(u.clone()),
         tenants,
         stale_reads,
         stop.clone(),
