@@ -33,6 +33,7 @@ mod near_cache;
 mod node_clients;
 mod observability;
 mod operations;
+mod outage_fence;
 mod outage_recovery;
 mod outage_replay;
 mod pinned;
