@@ -12,6 +12,7 @@ mod client_commands;
 mod client_unblock;
 mod clients;
 mod cluster;
+mod cluster_local_only;
 mod cluster_near_cache;
 mod cluster_pubsub;
 mod compose;
