@@ -11,11 +11,13 @@
 #   REDIS_TAG    the tag whose tests to run (default: the installed redis-server's version)
 #   UNIT_TIMEOUT wall-clock seconds one unit may take on one side before it is killed (default 300);
 #                the suite's own --timeout (no progress) is a third of it
+#   BASEPORT     the suite's own base port (default 21111; its test server listens 32 below it):
+#                another value for a second run at the same time
 #   KEEP=DIR     keep the work directory (per-unit logs) in DIR
-# Each unit runs direct, then through respite, against the same redis-server on ephemeral loopback
-# ports; between sides the server's password is cleared and its data flushed (the suite flushes at
-# each unit's start itself). A unit killed at its limit keeps the results it printed; its remaining
-# tests count as not passed and the unit is listed as hung.
+# Each unit runs direct, then through respite, each side against a fresh redis-server of the same
+# binary and settings (and a fresh respite) on ephemeral loopback ports. A unit killed at its limit
+# keeps the results it printed; its remaining tests count as not passed and the unit is listed as
+# hung.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,16 +39,31 @@ UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cargo build --bin respite -q
 cp target/debug/respite "$W/respite-bin"   # later builds in this tree leave the run alone
-R=$(free_port) P=$(free_port)
-redis-server --port "$R" --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command local \
-  --logfile "$W/redis.log" &
-PIDS+=($!)
-for _ in $(seq 200); do redis-cli -p "$R" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
-"$W/respite-bin" --listen "127.0.0.1:$P" --upstream "redis://127.0.0.1:$R" --admin none \
-  --log-level warn >>"$W/respite.log" 2>&1 &
-PIDS+=($!)
-# Ready when a command only the upstream serves (not PING) goes through.
-for _ in $(seq 200); do redis-cli -p "$P" function flush 2>/dev/null | grep -qx OK && break; sleep 0.05; done
+# Start a fresh redis-server (and, for the respite side, a respite in front of it) and print
+# the port the suite is to use. Each side of each unit gets its own: a unit leaves configuration,
+# users and data behind (in external mode the suite restores none of the CONFIG SETs its tests
+# make), which would otherwise decide the next side's results.
+up() {
+  local side=$1 r p
+  r=$(free_port)
+  redis-server --port "$r" --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command local \
+    --logfile "$W/redis.log" >/dev/null 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 200); do redis-cli -p "$r" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  [ "$side" = direct ] && { echo "$r"; return; }
+  p=$(free_port)
+  "$W/respite-bin" --listen "127.0.0.1:$p" --upstream "redis://127.0.0.1:$r" --admin none \
+    --log-level warn >>"$W/respite.log" 2>&1 &
+  PIDS+=($!)
+  # Ready when a command only the upstream serves (not PING) goes through.
+  for _ in $(seq 200); do redis-cli -p "$p" function flush 2>/dev/null | grep -qx OK && break; sleep 0.05; done
+  echo "$p"
+}
+down() {
+  for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
 if [ $# -gt 0 ]; then
   UNITS=("$@")
 else
@@ -58,25 +75,19 @@ TAGS='-needs:repl -needs:debug -needs:pfdebug -needs:config-maxmemory -needs:con
 mkdir -p "$W/direct" "$W/respite"
 cd "$SRC"
 for unit in "${UNITS[@]}"; do
-  for target in direct:$R respite:$P; do
-    name=${target%%:*}; port=${target##*:}
+  for name in direct respite; do
+    # (In this shell, not a subshell, so PIDS keeps what up started.)
+    up "$name" >"$W/port"; port=$(cat "$W/port")
     log="$W/$name/${unit//\//_}.log"
     start=$(date +%s)
     rc=0
-    TERM=dumb timeout -k 10 "$UNIT_TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --singledb --durable \
-      --timeout $((UNIT_TIMEOUT / 3)) --tags "$TAGS" --single "$unit" >"$log" 2>&1 || rc=$?
-    [ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "[hung]: killed after ${UNIT_TIMEOUT}s" >>"$log"
-    printf '%-8s %-32s %4ss ok=%s err=%s\n' "$name" "$unit" $(( $(date +%s) - start )) \
+    TERM=dumb timeout -k 10 "$UNIT_TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --singledb \
+      --durable --baseport "${BASEPORT:-21111}" --timeout $((UNIT_TIMEOUT / 3)) --tags "$TAGS" \
+      --single "$unit" >"$log" 2>&1 || rc=$?
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "[hung]: killed after ${UNIT_TIMEOUT}s" >>"$log"; fi
+    printf '%-8s %-40s %4ss ok=%s err=%s\n' "$name" "$unit" $(( $(date +%s) - start )) \
       "$(grep -c '^\[ok\]' "$log" || true)" "$(grep -c '^\[err\]' "$log" || true)"
-    # A test may leave a password, users or data behind: reset the server for the other side.
-    redis-cli -p "$R" config set requirepass '' >/dev/null 2>&1 || true
-    redis-cli -p "$R" flushall >/dev/null 2>&1 || true
-    for user in $(redis-cli -p "$R" acl users 2>/dev/null); do
-      [ "$user" = default ] || redis-cli -p "$R" acl deluser "$user" >/dev/null 2>&1 || true
-    done
-    redis-cli -p "$R" acl setuser default reset on nopass '~*' '&*' +@all >/dev/null 2>&1 || true
-    # The tests' own stray server processes, if a unit was killed mid-way, are theirs to end: the
-    # suite kills what it started when it exits normally.
+    down
   done
 done
 python3 "$ROOT/scripts/redis_tcl_compare.py" "$W/direct" "$W/respite"

@@ -316,6 +316,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
+        monitoring: None,
     });
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -394,6 +395,8 @@ pub(crate) struct Reader<'f> {
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
+    /// Ends the MONITOR relay while the client monitors (RESET and QUIT end monitoring).
+    monitoring: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

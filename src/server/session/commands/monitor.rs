@@ -65,7 +65,10 @@ impl Reader<'_> {
                 .and_then(|t| t.db)
                 .unwrap_or(self.configured_db()),
         };
-        let gone = self.out.pin.gone_token();
+        // Cancelled when the client leaves, or by its RESET or QUIT: the relay ends, and the
+        // writer goes on to the replies queued behind the lines.
+        let gone = self.out.pin.gone_token().child_token();
+        self.monitoring = Some(gone.clone());
         let (tx, rx) = mpsc::channel(BACKLOG);
         tokio::spawn(async move {
             // Moved whole: the block must hold the write half too, whose drop would shut the
@@ -96,7 +99,7 @@ impl Reader<'_> {
                 }
             };
             tokio::select! {
-                _ = gone.cancelled() => tracing::debug!("monitor: client gone"),
+                _ = gone.cancelled() => tracing::debug!("monitor: client gone or reset"),
                 _ = relay => {}
             }
         });
@@ -107,6 +110,15 @@ impl Reader<'_> {
         crate::protocol::encode::simple(&mut ok, "OK");
         self.push(Pending::Ready(ok.freeze())).await;
         self.push(Pending::Stream(rx)).await;
+    }
+
+    /// RESET or QUIT of a monitoring client: monitoring ends (its upstream connection closes)
+    /// and the command's reply follows the last line relayed, as Redis's does.
+    pub(in crate::server::session) fn end_monitor(&mut self) {
+        if let Some(stop) = self.monitoring.take() {
+            stop.cancel();
+            self.client.timeouts_exempt = false;
+        }
     }
 }
 
