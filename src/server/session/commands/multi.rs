@@ -358,6 +358,22 @@ impl Reader<'_> {
         }
         if multi.failed {
             let abort = self.exec_abort().await;
+            if self.shared.upstream.is_some()
+                && self
+                    .shared
+                    .answerer(crate::command::lookup("exec").expect("in the table"), &[])
+                    .is_none()
+            {
+                // The upstream sees the transaction begin and end (an empty one, which touches
+                // nothing), so its MONITOR shows `multi` and `exec` as for an aborted transaction
+                // sent to it directly (introspection.tcl). Its reply is not the client's.
+                self.send_group().await;
+                let mut job = BytesMut::from(&multi.begin[..]);
+                crate::server::session::forward::append_request(&mut job, req);
+                let rx = self.upstream_send(job.freeze(), 2, None).await;
+                let _ = self.out.park(rx).await;
+                self.took_reply();
+            }
             self.out.release_written().await;
             return self.reply_error(&abort).await;
         }
