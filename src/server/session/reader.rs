@@ -190,6 +190,7 @@ impl Reader<'_> {
                 r = sock.read(&mut buf, want) => {
                     // A new batch: the near cache's clock is read afresh.
                     self.out.new_batch();
+                    self.registered.entry.read_now();
                     if timed {
                         last_read = Some(tokio::time::Instant::now());
                     }

@@ -116,7 +116,7 @@ impl Reader<'_> {
             },
             "client|id" => encode::integer(out, self.client.id as i64),
             "client|info" => {
-                let line = super::clients::own_line(self);
+                let line = super::clients::own_line(self, args);
                 encode::verbatim(out, proto, "txt", line.as_bytes());
             }
             "client|setinfo" => match setinfo(&mut self.client, &args[2], &args[3]) {
