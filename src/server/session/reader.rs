@@ -397,6 +397,16 @@ impl Reader<'_> {
             self.reply(out).await;
             return Next::Done(Flow::Continue);
         }
+        if spec.name == "slowlog|get"
+            && self.tracking.is_none()
+            && !prefixed
+            && self.shared.upstream.is_some()
+            && self.shared.answerer(spec, &req.args).is_none()
+        {
+            // The upstream's, without respite's own commands (boxed: rare).
+            Box::pin(self.slowlog_get(req)).await;
+            return Next::Done(Flow::Continue);
+        }
         if spec.name == "info" && self.tracking.is_none() {
             // The upstream's, its client count made CLIENT LIST's (boxed: rare).
             Box::pin(self.info_forwarded(req)).await;

@@ -197,7 +197,7 @@ impl View {
 /// (`PING` and 32 hex digits), the PING that ends a pinned lease (`PING respite-release`), a
 /// pinned connection's `RESET`, and its own HELLO (named `respite…`). A client's RESET never
 /// reaches the upstream (respite answers it); its PINGs do and are shown.
-fn respite_own(args: &[Bytes]) -> bool {
+pub(super) fn respite_own(args: &[Bytes]) -> bool {
     let Some(name) = args.first() else {
         return false;
     };
