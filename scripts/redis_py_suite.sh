@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# redis-py's own test suite run against one redis-server directly and through respite (no tenant),
-# in the same run, for issue 21's measurement. A measurement, not a test: it prints both pass counts
+# redis-py's own test suite run against one redis-server directly and through respite (no tenant,
+# or with TENANT=1 as one prefixed tenant), in the same run, for issues 21 and 22's measurements. A measurement, not a test: it prints both pass counts
 # and every test that passes direct but not through respite (scripts/redis_py_compare.py).
 # usage: scripts/redis_py_suite.sh [PYTEST_ARGS...]
 #   REDIS_PY_VERSION  the sdist to test (default: the installed redis package's version)
 #   ASYNCIO=1         run tests/test_asyncio instead of the synchronous tests
 #   KEEP=DIR          keep the work directory (logs, junit XML) in DIR
-# Starts and stops its own redis-server and respite (debug build) on loopback ports 7211-7212.
+#   TENANT=1          clients act as one prefixed default tenant (prefix `t:`, allow @all,
+#                     scripts and sort patterns on): issue 22's "a tenant sees a whole Redis"
+# Starts and stops its own redis-server and respite (debug build) on loopback ports 7211-7212
+# (PORT=N: N and N+1).
 # Modules left out: cluster, sentinel, multi-database and maintenance scenarios need servers this
 # script does not start; test_credentials (redis_entraid) and test_observability (opentelemetry)
 # need packages the suite does not install; modules needing Redis Stack skip themselves.
@@ -27,12 +30,25 @@ if [ ! -d "$W/redis-$VERSION" ]; then
   tar xzf "$W/redis-$VERSION.tar.gz" -C "$W"
 fi
 cargo build --bin respite -q
-R=7211 P=7212
+R=${PORT:-7211} P=$((${PORT:-7211} + 1))
 redis-server --port $R --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command local \
   --logfile "$W/redis.log" &
 PIDS+=($!)
-./target/debug/respite --listen 127.0.0.1:$P --upstream redis://127.0.0.1:$R --admin none \
-  --log-level warn >>"$W/respite.log" 2>&1 &
+CONFIG=()
+if [ -n "${TENANT:-}" ]; then
+  cat >"$W/tenant.toml" <<'TOML'
+default_tenant = "t"
+[[tenant]]
+name = "t"
+prefix = "t:"
+allow = ["@all"]
+scripts = true
+sort_patterns = true
+TOML
+  CONFIG=(--config "$W/tenant.toml")
+fi
+./target/debug/respite "${CONFIG[@]}" --listen 127.0.0.1:$P --upstream redis://127.0.0.1:$R \
+  --admin none --log-level warn >>"$W/respite.log" 2>&1 &
 PIDS+=($!)
 for port in $R $P; do
   for _ in $(seq 200); do redis-cli -p $port ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
@@ -56,6 +72,11 @@ else
 fi
 for target in direct:$R respite:$P; do
   name=${target%%:*}; port=${target##*:}
+  if [ -n "${TENANT:-}" ] && [ "$name" = respite ]; then
+    # The upstream must deliver every keyspace event; each tenant's own notify-keyspace-events
+    # (CONFIG SET through respite) chooses what reaches it (docs/tenants.md).
+    redis-cli -p $R config set notify-keyspace-events KEA >/dev/null
+  fi
   timeout 3000 python3 -m pytest "${SEL[@]}" --redis-url="redis://127.0.0.1:$port/0" -q \
     -p no:cacheprovider --timeout=60 --junitxml="$W/$name.xml" "$@" >"$W/$name.log" 2>&1 || true
   # A test may leave a password or data behind: reset the server for the other side.

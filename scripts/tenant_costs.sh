@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# What a tenant's whole-keyspace commands cost beside other tenants' keys, for issue 22: DBSIZE and
-# FLUSHDB for a tenant with 1,000 keys beside 1,000,000 keys of others, in time and in upstream
+# What a tenant's whole-keyspace commands cost beside other tenants' keys, for issue 22: DBSIZE,
+# FLUSHDB, KEYS, a whole SCAN and RANDOMKEY for a tenant with 1,000 keys beside 1,000,000 keys of
+# others, in time and in upstream
 # round trips (commands the upstream ran, from its INFO commandstats), for a prefixed tenant in the
 # shared database (the SCAN walk) and for one with a database of its own (tenant.db). See
 # scripts/tenant_costs.py. A measurement, not a test: it prints numbers.
 # usage: scripts/tenant_costs.sh [OTHERS] [OWN] [SERVER]   (SERVER: redis-server or a valkey-server path)
-# Starts and stops its own server and respite (release build) on loopback ports 7211-7212.
+# Starts and stops its own server and respite (release build, or BIN) on loopback ports
+# 7211-7212 (PORT=N: N and N+1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+R=${PORT:-7211} P=$((${PORT:-7211} + 1))
 OTHERS=${1:-1000000}; OWN=${2:-1000}; SERVER=${3:-redis-server}
 W=$(mktemp -d); PIDS=()
 cleanup() { for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-cargo build --release --bin respite -q
-"$SERVER" --port 7211 --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command yes \
+trap 'cat "$W/respite.log" >&2' ERR
+BIN=${BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --bin respite -q
+  BIN="${CARGO_TARGET_DIR:-target}/release/respite"
+fi
+"$SERVER" --port $R --bind 127.0.0.1 --save '' --appendonly no --enable-debug-command yes \
   --logfile "$W/server.log" &
 PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p 7211 ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+for _ in $(seq 100); do redis-cli -p $R ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
 # Before respite starts: DEBUG POPULATE blocks the server for seconds, which respite's health
 # probe would rightly call an outage (and serve the tenants locally meanwhile).
-redis-cli -p 7211 DEBUG POPULATE "$OTHERS" other >/dev/null
+redis-cli -p $R DEBUG POPULATE "$OTHERS" other >/dev/null
 cat >"$W/proxy.toml" <<TOML
 [[tenant]]
 name = "shared"
@@ -36,10 +44,10 @@ prefix = "o:"
 allow = ["@all"]
 db = 1
 TOML
-"${CARGO_TARGET_DIR:-target}/release/respite" --config "$W/proxy.toml" --listen 127.0.0.1:7212 \
-  --upstream redis://127.0.0.1:7211 --admin none --log-level warn >>"$W/respite.log" 2>&1 &
+"$BIN" --config "$W/proxy.toml" --listen 127.0.0.1:$P \
+  --upstream redis://127.0.0.1:$R --admin none --log-level warn >>"$W/respite.log" 2>&1 &
 PIDS+=($!)
-for port in 7211 7212; do
+for port in $R $P; do
   for _ in $(seq 100); do redis-cli -p $port ping 2>/dev/null | grep -qE 'PONG|NOAUTH' && break; sleep 0.05; done
 done
-python3 scripts/tenant_costs.py 7212 7211 "$OTHERS" "$OWN"
+python3 scripts/tenant_costs.py $P $R "$OTHERS" "$OWN"

@@ -135,10 +135,14 @@ impl Live {
             Some(files) => Some(crate::tls::server_config(files)?),
             None => None,
         };
-        let tenants = new
-            .tenants
-            .as_ref()
-            .map(|t| Arc::new(Tenants::from_config(t)));
+        let previous = self.tenants.load_full();
+        let tenants = new.tenants.as_ref().map(|t| {
+            let built = Tenants::from_config(t);
+            Arc::new(match &previous {
+                Some(p) => built.carry_over(p),
+                None => built,
+            })
+        });
         let old = self.config.load_full();
         let needs_restart = fixed_differences(&old, &new);
         // What cannot change stays as it runs: the swapped config keeps the old fixed parts.

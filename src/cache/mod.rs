@@ -18,6 +18,7 @@ pub(crate) mod coherence;
 pub mod reads;
 mod rules;
 pub mod store;
+mod trackers;
 mod tracking_conns;
 
 pub use crate::config::{CacheConfig, Rule};
@@ -29,6 +30,7 @@ pub use store::{Cached, Fetched, Found, Store};
 use crate::config::UpstreamConfig;
 use crate::policy::Tenants;
 use crate::protocol::Protocol;
+use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use metrics::{Counter, counter, gauge};
@@ -62,6 +64,8 @@ pub enum FlushReason {
     TrackingLost,
     /// A reload changed the `near_cache.rule` entries.
     Reload,
+    /// A cluster's slot moved to another primary (see [`trackers`]).
+    SlotsMoved,
 }
 
 impl FlushReason {
@@ -71,6 +75,7 @@ impl FlushReason {
             FlushReason::SentThrough => "local",
             FlushReason::TrackingLost => "tracking_lost",
             FlushReason::Reload => "reload",
+            FlushReason::SlotsMoved => "slots_moved",
         }
     }
 }
@@ -95,8 +100,8 @@ pub(crate) struct Shared {
     pushes: AtomicU64,
     /// Reads answered stale in local-only mode.
     stale_hits: AtomicU64,
-    /// The tracking connections' readiness: hits and fills need theirs acknowledged.
-    ready: Vec<AtomicBool>,
+    /// A cluster upstream's router, for fills a node answered with a redirection.
+    router: Option<Arc<Upstream>>,
 }
 
 impl Shared {
@@ -111,7 +116,7 @@ impl Shared {
 /// The near cache for one upstream.
 pub struct NearCache {
     shared: Arc<Shared>,
-    fills: Vec<tokio::sync::mpsc::Sender<tracking_conns::FillJob>>,
+    trackers: trackers::Trackers,
     hasher: foldhash::fast::FixedState,
     rules: ArcSwap<Rules>,
     /// Hit counters by tenant label ("" for clients without a tenant); only grows.
@@ -123,6 +128,7 @@ impl NearCache {
     pub fn start(
         config: CacheConfig,
         upstream: Arc<UpstreamConfig>,
+        router: Option<Arc<Upstream>>,
         tenants: Option<&Tenants>,
         stale_reads: std::time::Duration,
         shutdown: CancellationToken,
@@ -136,9 +142,7 @@ impl NearCache {
                 config.cooldown,
                 stale_reads,
             ),
-            ready: (0..config.connections)
-                .map(|_| AtomicBool::new(false))
-                .collect(),
+            router: router.clone().filter(|u| u.cluster().is_some()),
             config,
             disabled: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
@@ -147,14 +151,10 @@ impl NearCache {
         });
         // Off until tracking is acknowledged: the sweeper publishes what is actually up.
         gauge!(ENABLED).set(0.0);
-        let fills = (0..shared.config.connections)
-            .map(|index| {
-                tracking_conns::spawn(index, shared.clone(), upstream.clone(), shutdown.clone())
-            })
-            .collect();
+        let trackers = trackers::Trackers::start(&shared, upstream, router, shutdown.clone());
         let cache = Arc::new(NearCache {
             shared,
-            fills,
+            trackers,
             hasher: foldhash::fast::FixedState::with_seed(0x5eed),
             rules,
             counts,
@@ -202,8 +202,10 @@ impl NearCache {
         }
     }
 
-    fn tracker(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) % self.fills.len() as u64) as usize
+    /// The tracking connection for `key`, if it is acknowledged (no hit and no fill without).
+    fn tracker(&self, key: &[u8]) -> Option<trackers::Picked<'_>> {
+        let t = self.trackers.pick(key, self.hasher.hash_one(key))?;
+        t.ready.load(Ordering::Acquire).then_some(t)
     }
 
     /// Serve a read through the cache if a rule covers it: `args` as the client sent them,
@@ -229,14 +231,14 @@ impl NearCache {
         let Some(key) = covered(rules, kind, args, prefix) else {
             return Lookup::Bypass;
         };
-        let index = self.tracker(&key);
-        if !self.shared.ready[index].load(Ordering::Acquire) {
+        self.trackers.check_moves();
+        let Some(tracker) = self.tracker(&key) else {
             return Lookup::Bypass;
-        }
+        };
         let sig = Sig::new(kind, args);
         let store = &self.shared.store;
         let found = store.read(&key, &sig, now, true, proto, |ticket| {
-            self.send_fill(index, ticket, args)
+            self.send_fill(&tracker, ticket, args)
         });
         match found {
             Found::Hit(v) => {
@@ -256,7 +258,12 @@ impl NearCache {
         self.shared.store.now()
     }
 
-    fn send_fill(&self, index: usize, ticket: store::Ticket, args: &[Bytes]) -> bool {
+    fn send_fill(
+        &self,
+        tracker: &tracking_conns::Handle,
+        ticket: store::Ticket,
+        args: &[Bytes],
+    ) -> bool {
         let command = reads::fill_command(args, &ticket.key);
         let job = tracking_conns::FillJob {
             ticket,
@@ -264,7 +271,7 @@ impl NearCache {
             sent: self.shared.store.now(),
             retried: false,
         };
-        self.fills[index].try_send(job).is_ok()
+        tracker.fills.try_send(job).is_ok()
     }
 
     /// MGET from the keys' GET entries when every key has one; otherwise it goes upstream as it
@@ -281,6 +288,7 @@ impl NearCache {
         if !keys.iter().all(|k| rules.covers(ReadKind::Mget, k)) {
             return Lookup::Bypass;
         }
+        self.trackers.check_moves();
         let store = &self.shared.store;
         // A GET entry has no arguments besides its key: one signature serves every key.
         let sig = Sig::new(ReadKind::Get, &args[..1]);
@@ -301,13 +309,12 @@ impl NearCache {
         }
         rules.miss();
         for (key, k) in missing {
-            let index = self.tracker(&key);
-            if !self.shared.ready[index].load(Ordering::Acquire) {
+            let Some(tracker) = self.tracker(&key) else {
                 continue;
-            }
+            };
             let get = [Bytes::from_static(b"GET"), k.clone()];
             store.read(&key, &sig, now, false, proto, |ticket| {
-                self.send_fill(index, ticket, &get)
+                self.send_fill(&tracker, ticket, &get)
             });
         }
         Lookup::Bypass
@@ -350,7 +357,7 @@ impl NearCache {
         let c = &s.store.counts;
         serde_json::json!({
             "enabled": !s.disabled.load(Ordering::Relaxed),
-            "tracking": s.ready.iter().filter(|r| r.load(Ordering::Relaxed)).count(),
+            "tracking": self.trackers.ready().0,
             "hits": hits,
             "misses": misses,
             "hit_ratio": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
@@ -366,6 +373,29 @@ impl NearCache {
             "max_bytes": s.config.max_memory,
         })
     }
+}
+
+/// A read's reply as the cache holds it, in both protocols (`value` is RESP3); a reply that
+/// RESP2 cannot carry becomes an error there.
+fn cached(value: &[u8], scored: bool) -> Arc<Cached> {
+    // Copied out of the read buffer, so a cached entry does not pin the buffer it came in.
+    let resp3 = Bytes::copy_from_slice(value);
+    let resp2 = if scored {
+        crate::protocol::resp3::to_resp2_flattening_pairs(value)
+    } else {
+        crate::protocol::resp3::to_resp2(value)
+    };
+    Arc::new(Cached {
+        resp2: resp2.unwrap_or_else(|| {
+            let mut out = BytesMut::new();
+            crate::protocol::encode::error(
+                &mut out,
+                "ERR respite could not re-encode the upstream's reply for RESP2",
+            );
+            out.freeze()
+        }),
+        resp3,
+    })
 }
 
 /// The key (as the upstream knows it) of a single-key read that a rule covers.
@@ -426,13 +456,9 @@ async fn sweeper(cache: Arc<NearCache>, shutdown: CancellationToken) {
         last = now;
         gauge!(BYTES).set(shared.store.bytes() as f64);
         gauge!(ENTRIES).set(shared.store.entries() as f64);
-        let up = shared
-            .ready
-            .iter()
-            .filter(|r| r.load(Ordering::Relaxed))
-            .count();
+        let (up, all) = cache.trackers.ready();
         gauge!(TRACKING_CONNECTIONS).set(up as f64);
-        let serving = !shared.disabled.load(Ordering::Relaxed) && up == shared.ready.len();
+        let serving = !shared.disabled.load(Ordering::Relaxed) && up == all;
         gauge!(ENABLED).set(if serving { 1.0 } else { 0.0 });
     }
 }
@@ -455,6 +481,7 @@ pub fn describe() {
         FlushReason::SentThrough,
         FlushReason::TrackingLost,
         FlushReason::Reload,
+        FlushReason::SlotsMoved,
     ] {
         counter!(FLUSHES_TOTAL, "reason" => reason.label()).increment(0);
     }

@@ -15,7 +15,7 @@
 //! - While a connection is not acknowledged as tracking, its `ready` flag is down: nothing is
 //!   served from the cache for its keys and no fill is sent. Losing it (a failure, or no reply
 //!   within the heartbeat deadline) empties the whole cache before the flag can rise again.
-use super::store::{Cached, Fetched, Ticket};
+use super::store::{Fetched, Ticket};
 use super::{FlushReason, Shared};
 use crate::config::UpstreamConfig;
 use crate::protocol::resp3::{self as resp, Push};
@@ -26,7 +26,7 @@ use crate::upstream::handshake::{self, BoxRead, BoxWrite};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -50,15 +50,25 @@ const QUEUE: usize = 4096;
 /// commands past which Dragonfly stops reading a connection. Past it, fills wait in the queue.
 const IN_FLIGHT: usize = 2048;
 
+/// One tracking connection as the cache uses it: where its fills go, and whether it is
+/// acknowledged as tracking now.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    pub fills: mpsc::Sender<FillJob>,
+    pub ready: Arc<AtomicBool>,
+}
+
 pub(crate) fn spawn(
     index: usize,
     shared: Arc<Shared>,
     upstream: Arc<UpstreamConfig>,
     shutdown: CancellationToken,
-) -> mpsc::Sender<FillJob> {
+) -> Handle {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let ready = Arc::new(AtomicBool::new(false));
     let task = Tracker {
         index,
+        ready: ready.clone(),
         shared,
         upstream,
         rx,
@@ -66,11 +76,12 @@ pub(crate) fn spawn(
         retry: Vec::new(),
     };
     tokio::spawn(task.run());
-    tx
+    Handle { fills: tx, ready }
 }
 
 struct Tracker {
     index: usize,
+    ready: Arc<AtomicBool>,
     shared: Arc<Shared>,
     upstream: Arc<UpstreamConfig>,
     rx: mpsc::Receiver<FillJob>,
@@ -129,7 +140,7 @@ impl Tracker {
                     if backoff.succeeded() {
                         info!(upstream = %addr, connection = self.index, "near-cache tracking restored");
                     }
-                    self.shared.ready[self.index].store(true, Ordering::Release);
+                    self.ready.store(true, Ordering::Release);
                     let cause = self.serve(r, w, &addr).await;
                     self.lost();
                     match cause {
@@ -197,7 +208,7 @@ impl Tracker {
     /// The connection is gone: no hits until tracking is back, and nothing cached survives,
     /// since invalidations may have been missed.
     fn lost(&self) {
-        self.shared.ready[self.index].store(false, Ordering::Release);
+        self.ready.store(false, Ordering::Release);
         self.shared.flush(FlushReason::TrackingLost);
     }
 
@@ -358,15 +369,14 @@ impl Tracker {
     /// A fill's two replies are in: cache the read's reply if it may be, and answer the waiting
     /// clients either way.
     fn complete(&self, job: FillJob, value: Bytes, pttl: &[u8]) {
+        if let Some(router) = &self.shared.router
+            && super::trackers::is_redirect(&value)
+        {
+            return super::trackers::redirected(self.shared.clone(), router.clone(), job);
+        }
         let config = &self.shared.config;
-        // Copied out of the read buffer, so a cached entry does not pin the buffer it came in.
-        let resp3 = Bytes::copy_from_slice(&value);
-        let resp2 = if job.ticket.sig.kind.scored() {
-            resp::to_resp2_flattening_pairs(&value)
-        } else {
-            resp::to_resp2(&value)
-        };
-        let cacheable = resp2.is_some()
+        let cached = super::cached(&value, job.ticket.sig.kind.scored());
+        let cacheable = !cached.resp2.starts_with(b"-")
             && !resp::is_error(&value)
             && value.len() * 2 + job.ticket.key.len() <= config.max_entry;
         let expires = match resp::integer(pttl) {
@@ -376,17 +386,6 @@ impl Tracker {
             Some(-1 | -2) => Some(job.sent + config.safety_ttl.as_millis() as u64),
             _ => None,
         };
-        let cached = Arc::new(Cached {
-            resp2: resp2.unwrap_or_else(|| {
-                let mut out = BytesMut::new();
-                encode::error(
-                    &mut out,
-                    "ERR respite could not re-encode the upstream's reply for RESP2",
-                );
-                out.freeze()
-            }),
-            resp3,
-        });
         let value = match (cacheable, expires) {
             (true, Some(at)) => Some((cached.clone(), at)),
             _ => None,

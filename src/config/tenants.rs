@@ -72,6 +72,8 @@ pub struct TenantConfig {
     /// The upstream database that holds this tenant's keys (`tenant.db`), when it has one of its
     /// own; `None`: the upstream URL's database, shared with the other tenants.
     pub db: Option<u32>,
+    /// Its `notify-keyspace-events` at start (Redis's flags; see `policy::keyspace`).
+    pub notify_keyspace_events: u32,
 }
 
 /// How a tenant's password is given. `Debug` shows neither the password nor its hash.
@@ -135,6 +137,9 @@ pub struct RawTenant {
     pub ttl: Vec<RawTtlRule>,
     /// A database of the upstream's own for this tenant's keys (see [`TenantConfig::db`]).
     pub db: Option<i64>,
+    /// Which keyspace notifications of its keys reach the tenant until it CONFIG SETs them:
+    /// Redis's class letters (`KEA`, `Ex`, …); empty, as Redis's default, when not given.
+    pub notify_keyspace_events: Option<String>,
 }
 
 /// One `[[tenant.ttl]]` rule as written.
@@ -359,9 +364,15 @@ pub(crate) fn validate(
                 format!("database {db} is also tenant[{j}]'s: a tenant's database is its own"),
             ));
         }
+        let notify_keyspace_events = match &t.notify_keyspace_events {
+            None => 0,
+            Some(s) => crate::policy::keyspace::parse(s.as_bytes())
+                .map_err(|e| invalid(key("notify_keyspace_events"), e.into()))?,
+        };
         tenants.push(TenantConfig {
             name: t.name.clone(),
             db,
+            notify_keyspace_events,
             credentials,
             prefix: Bytes::copy_from_slice(t.prefix.as_bytes()),
             allowed,

@@ -66,6 +66,11 @@ pub struct Tenant {
     /// The upstream database of its own that holds its keys (`tenant.db`): the session sends
     /// its commands there, and whole-database commands are the upstream's own there.
     pub db: Option<u32>,
+    /// Its `notify-keyspace-events`: which keyspace notifications of its keys reach it.
+    pub events: Arc<super::keyspace::Events>,
+    /// `tenant.notify_keyspace_events` as configured: a reload keeps the run-time setting
+    /// unless the file's changed.
+    pub(super) events_configured: u32,
     /// This tenant's per-command counters, registered on first use.
     pub(crate) counters: super::metrics::TenantCounters,
 }
@@ -92,6 +97,8 @@ impl Tenant {
             max_value_bytes,
             ttl,
             db: None,
+            events: Default::default(),
+            events_configured: 0,
             counters: Default::default(),
         }
     }
@@ -190,7 +197,7 @@ impl TenantBuilder {
 /// Every configured tenant, looked up by username.
 #[derive(Debug, Clone, Default)]
 pub struct Tenants {
-    all: Vec<Arc<Tenant>>,
+    pub(super) all: Vec<Arc<Tenant>>,
     by_username: HashMap<String, usize>,
     default: Option<usize>,
 }

@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::auth::Tenant;
 use super::call::{Call, c_str};
 use super::error::PolicyError;
+use super::functions;
 use super::glob;
 use super::namespace::{NamespaceKind, NamespaceOp};
 use super::reply_rewrite::ReplyRewrite;
@@ -112,6 +113,11 @@ const SERVER_WIDE: &str = "it acts on the whole server, beyond this tenant's key
 const OTHER_DB: &str = "it moves keys to another database, outside this tenant's namespace";
 const SCRIPTS: &str =
     "scripts can name keys respite cannot see; the tenant needs scripts = true (tenant.scripts)";
+/// The least COUNT of a prefixed tenant's SCAN in the shared database: COUNT is a hint that
+/// Redis may exceed, and at 1,000 slots a call costs the server about what one step of the
+/// DBSIZE walk does (~0.3-0.7 ms beside 200,000-1,000,000 keys; docs/tenants.md).
+const SHARED_SCAN_COUNT: i64 = 1000;
+const FUNCTION_PAYLOAD: &str = "its payload holds every tenant's function libraries; FUNCTION LIST WITHCODE and FUNCTION LOAD copy this tenant's own";
 const SORT_PATTERNS: &str = "SORT BY/GET patterns read keys named by the data; the tenant needs sort_patterns = true (tenant.sort_patterns)";
 
 impl Tenant {
@@ -248,6 +254,40 @@ impl Tenant {
             name if script_admin(name) && !self.scripts => {
                 return Err(Self::refuse(spec, SCRIPTS));
             }
+            // Function libraries and function names in the tenant's own namespace
+            // (`policy::functions`); FCALL's declared keys are prefixed below like EVAL's.
+            "fcall" | "fcall_ro" if args.len() > 1 => {
+                call.set(1, self.function_name(&args[1]));
+            }
+            "function|load" if args.len() > 2 => {
+                let last = args.len() - 1;
+                let ns = functions::namespace(&self.prefix);
+                call.set(last, functions::load_code(&ns, &args[last]));
+                call.reply = ReplyRewrite::Functions;
+                return Ok(None);
+            }
+            "function|delete" if args.len() == 3 => {
+                call.set(2, self.function_name(&args[2]));
+                call.reply = ReplyRewrite::Functions;
+                return Ok(None);
+            }
+            "function|list" => {
+                self.function_list(call)?;
+                return Ok(None);
+            }
+            "function|flush" => {
+                flush_mode(&args[1..])?;
+                let mut pattern = BytesMut::from(&functions::namespace(&self.prefix)[..]);
+                pattern.put_u8(b'*');
+                return Ok(Some(NamespaceOp {
+                    kind: NamespaceKind::FunctionFlush,
+                    prefix: self.prefix.clone(),
+                    pattern: pattern.freeze(),
+                }));
+            }
+            "function|dump" | "function|restore" => {
+                return Err(Self::refuse(spec, FUNCTION_PAYLOAD));
+            }
             name if script_admin(name) => return Ok(None),
             "publish" | "spublish" => {
                 call.set(1, self.prefixed(&args[1]));
@@ -301,6 +341,43 @@ impl Tenant {
         Ok(None)
     }
 
+    /// A function or library name in the tenant's namespace.
+    fn function_name(&self, name: &[u8]) -> Bytes {
+        let mut out = BytesMut::from(&functions::namespace(&self.prefix)[..]);
+        out.put_slice(name);
+        out.freeze()
+    }
+
+    /// FUNCTION LIST [WITHCODE] [LIBRARYNAME pattern], parsed as `functionListCommand` does;
+    /// rebuilt with a LIBRARYNAME that only the tenant's libraries can match (Redis matches it
+    /// case-insensitively; the namespace is lower-case hex, which no other tenant's matches).
+    fn function_list(&self, call: &mut Call) -> Result<(), PolicyError> {
+        let args = call.input;
+        let mut out = vec![args[0].clone(), args[1].clone()];
+        let mut pattern: &[u8] = b"*";
+        let mut i = 2;
+        while i < args.len() {
+            let opt = c_str(&args[i]);
+            if opt.eq_ignore_ascii_case(b"withcode") {
+                out.push(args[i].clone());
+            } else if opt.eq_ignore_ascii_case(b"libraryname") && i + 1 < args.len() {
+                pattern = &args[i + 1];
+                i += 1;
+            } else {
+                return Err(PolicyError::Syntax(format!(
+                    "Unknown argument {}",
+                    String::from_utf8_lossy(&args[i])
+                )));
+            }
+            i += 1;
+        }
+        out.push(Bytes::from_static(b"LIBRARYNAME"));
+        out.push(self.function_name(pattern));
+        call.args = out;
+        call.reply = ReplyRewrite::Functions;
+        Ok(())
+    }
+
     fn namespace(&self, kind: NamespaceKind) -> NamespaceOp {
         NamespaceOp {
             kind,
@@ -310,10 +387,15 @@ impl Tenant {
     }
 
     /// SCAN cursor [MATCH p] [COUNT n] [TYPE t], parsed as `scanGenericCommand` does; rebuilt with
-    /// one MATCH that confines the client's pattern (or `*`) to the prefix.
+    /// one MATCH that confines the client's pattern (or `*`) to the prefix. In the shared
+    /// database each call examines at least [`SHARED_SCAN_COUNT`] slots of the upstream's table
+    /// (a last `COUNT` is added; the client's own, if any, is still sent first, so a bad one gets
+    /// the upstream's error): otherwise a client's whole iteration would take a call per
+    /// COUNT (10 by default) slots of every tenant's keys.
     fn scan(&self, call: &mut Call) -> Result<(), PolicyError> {
         let args = call.input;
         let mut out = vec![args[0].clone(), super::cursor::open(&self.prefix, &args[1])];
+        let mut count: Option<&[u8]> = None;
         let mut pattern: &[u8] = b"*";
         let mut i = 2;
         while i < args.len() {
@@ -324,12 +406,22 @@ impl Tenant {
             } else if more >= 2
                 && (opt.eq_ignore_ascii_case(b"count") || opt.eq_ignore_ascii_case(b"type"))
             {
+                if opt.eq_ignore_ascii_case(b"count") {
+                    count = Some(&args[i + 1]);
+                }
                 out.push(args[i].clone());
                 out.push(args[i + 1].clone());
             } else {
                 return Err(PolicyError::syntax());
             }
             i += 2;
+        }
+        let asked = count
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<i64>().ok());
+        if self.db.is_none() && asked.is_none_or(|n| n < SHARED_SCAN_COUNT) {
+            out.push(Bytes::from_static(b"COUNT"));
+            out.push(Bytes::from(SHARED_SCAN_COUNT.to_string()));
         }
         out.push(Bytes::from_static(b"MATCH"));
         out.push(glob::confine(&self.prefix, pattern));

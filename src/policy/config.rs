@@ -5,11 +5,29 @@
 use std::sync::Arc;
 
 use super::auth::{Credentials, Tenant, Tenants};
+use super::keyspace::Events;
 use super::sha256;
 use super::ttl_rule::{OnExcess, TtlRule};
 use crate::config::{ConfigError, ExcessTtl, TenantSecret, TenantsConfig};
 
 impl Tenants {
+    /// `self`, after a reload, keeping what `old`'s tenants of the same name changed at run time:
+    /// their CONFIG SET notify-keyspace-events (one setting, which sessions and subscriptions
+    /// share), unless the file's `notify_keyspace_events` for the tenant changed.
+    pub fn carry_over(mut self, old: &Tenants) -> Tenants {
+        for t in self.all.iter_mut() {
+            let Some(mine) = Arc::get_mut(t) else {
+                continue;
+            };
+            if let Some(was) = old.all.iter().find(|o| o.name == mine.name)
+                && was.events_configured == mine.events_configured
+            {
+                mine.events = was.events.clone();
+            }
+        }
+        self
+    }
+
     /// Every configured tenant, ready for sessions to authenticate against.
     pub fn from_config(config: &TenantsConfig) -> Tenants {
         let all = config
@@ -50,6 +68,8 @@ impl Tenants {
                     ttl,
                 );
                 tenant.db = t.db;
+                tenant.events = Arc::new(Events::new(t.notify_keyspace_events));
+                tenant.events_configured = t.notify_keyspace_events;
                 Arc::new(tenant)
             })
             .collect();
@@ -142,6 +162,30 @@ on_excess = "refuse"
 
         let bad = TWO.replace("max_value_bytes", "max_value_byte");
         assert!(parse(&bad).unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn notify_keyspace_events_is_checked_and_survives_a_reload() {
+        let bad = TWO.replace("max_value_bytes = 1024", "notify_keyspace_events = \"KQ\"");
+        let err = parse(&bad).unwrap_err();
+        assert!(
+            err.contains("tenant[1].notify_keyspace_events") && err.contains("Ag$lshzxeKEtmdn"),
+            "{err}"
+        );
+        let src = TWO.replace("max_value_bytes = 1024", "notify_keyspace_events = \"Ex\"");
+        let old = parse(&src).unwrap();
+        let a = old.authenticate(b"alice", b"pw").unwrap();
+        assert_eq!(super::super::keyspace::render(a.events.get()), "xE");
+        // The tenant's CONFIG SET, then a reload of the same file: the setting stays, shared.
+        a.events.set(0);
+        let same = parse(&src).unwrap().carry_over(&old);
+        let again = same.authenticate(b"alice", b"pw").unwrap();
+        assert!(Arc::ptr_eq(&again.events, &a.events));
+        // The file's value changed: it applies.
+        let changed = src.replace("\"Ex\"", "\"KA\"");
+        let new = parse(&changed).unwrap().carry_over(&old);
+        let a2 = new.authenticate(b"alice", b"pw").unwrap();
+        assert_eq!(super::super::keyspace::render(a2.events.get()), "AK");
     }
 
     #[test]

@@ -173,6 +173,11 @@ pub fn render(f: &InfoFacts, args: &[&[u8]]) -> String {
     if wanted(args, "replication") {
         w.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     }
+    if wanted(args, "cluster") {
+        // Clients see one standalone server through respite, whatever the upstream is
+        // (redis-py's test session reads this field at start).
+        w.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
     if wanted(args, "keyspace") {
         w.push_str("# Keyspace\r\n");
         if let Some(k) = &f.upstream.keyspace {
@@ -187,16 +192,49 @@ pub fn render(f: &InfoFacts, args: &[&[u8]]) -> String {
     text
 }
 
+/// The one parameter a prefixed tenant may CONFIG SET: it has a meaning per tenant.
+pub const TENANT_SETTABLE: &str = "notify-keyspace-events";
+
+/// A prefixed tenant's CONFIG SET (`args` whole), as Redis answers it: `Ok` with the new
+/// `notify-keyspace-events` flags, or the error text. `None` if it names any other parameter
+/// (refused by the policy, as every server-wide setting is).
+pub fn config_set(args: &[bytes::Bytes]) -> Option<Result<u32, String>> {
+    let pairs = args.get(2..).unwrap_or_default();
+    if pairs
+        .iter()
+        .step_by(2)
+        .any(|p| !p.eq_ignore_ascii_case(TENANT_SETTABLE.as_bytes()))
+    {
+        return None;
+    }
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Some(Err(
+            "ERR wrong number of arguments for 'config|set' command".into(),
+        ));
+    }
+    let failed = |why: &str| {
+        let name = String::from_utf8_lossy(&pairs[0]).into_owned();
+        Err(format!(
+            "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+        ))
+    };
+    if pairs.len() > 2 {
+        return Some(failed("duplicate parameter"));
+    }
+    Some(super::keyspace::parse(&pairs[1]).or_else(failed))
+}
+
 /// The configuration parameters a tenant may read (CONFIG GET), with the values that hold for it:
 /// the upstream's limits every tenant's keys live under, the one database a tenant has, and
 /// respite's own idle timeout (the one its connections get). Every other parameter — the
 /// upstream's address, users, files, replication, other limits — is not shown, as CONFIG GET
 /// shows nothing for a name it does not know. `notify-keyspace-events` is the tenant's own
-/// setting, and respite delivers no keyspace events to a prefixed tenant: empty.
+/// setting (`notify`, see [`super::keyspace`]).
 pub fn config_get(
     patterns: &[&[u8]],
     upstream: &UpstreamFacts,
     idle_timeout_secs: u64,
+    notify: u32,
 ) -> Vec<(&'static str, String)> {
     let candidates = [
         ("maxmemory", upstream.maxmemory.clone()),
@@ -210,7 +248,10 @@ pub fn config_get(
         ),
         ("databases", Some("1".to_string())),
         ("timeout", Some(idle_timeout_secs.to_string())),
-        ("notify-keyspace-events", Some(String::new())),
+        (
+            "notify-keyspace-events",
+            Some(super::keyspace::render(notify)),
+        ),
     ];
     candidates
         .into_iter()
@@ -256,6 +297,7 @@ mod tests {
             "maxmemory_policy:allkeys-lru\r\n",
             "total_commands_processed:17\r\n",
             "role:master\r\n",
+            "# Cluster\r\ncluster_enabled:0\r\n",
             "# Keyspace\r\ndb0:keys=20,expires=2,avg_ttl=5000\r\n",
         ] {
             assert!(text.contains(want), "{want:?} in {text}");
@@ -281,7 +323,7 @@ mod tests {
             "maxmemory:0\r\nmaxmemory_policy:noeviction\r\naof_enabled:0\r\n",
             None,
         );
-        let got = config_get(&[b"*"], &up, 300);
+        let got = config_get(&[b"*"], &up, 300, 0);
         let names: Vec<&str> = got.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
@@ -295,16 +337,16 @@ mod tests {
             ]
         );
         assert_eq!(
-            config_get(&[b"MAXMEMORY-*"], &up, 0),
+            config_get(&[b"MAXMEMORY-*"], &up, 0, 0),
             [("maxmemory-policy", "noeviction".to_string())]
         );
         assert_eq!(
-            config_get(&[b"appendonly", b"timeout"], &up, 0),
+            config_get(&[b"appendonly", b"timeout"], &up, 0, 0),
             [("appendonly", "no".into()), ("timeout", "0".into())]
         );
-        assert!(config_get(&[b"requirepass", b"dir", b"port"], &up, 0).is_empty());
+        assert!(config_get(&[b"requirepass", b"dir", b"port"], &up, 0, 0).is_empty());
         // Without the upstream's INFO (standalone, local-only), its limits are left out.
-        let none = config_get(&[b"*"], &UpstreamFacts::default(), 0);
+        let none = config_get(&[b"*"], &UpstreamFacts::default(), 0, 0);
         assert_eq!(none.len(), 3);
     }
 

@@ -49,10 +49,13 @@
 //!   tenant with a database of its own (`tenant.db`), by the upstream there (FLUSHALL sent as
 //!   FLUSHDB), in O(the tenant's keys).
 //! - INFO is the session's, rendered by [`info`] from the tenant's own view.
-//! - Scripts (EVAL, EVALSHA and their _RO forms, SCRIPT LOAD/EXISTS) are refused unless the tenant
-//!   has `scripts = true`. Then the declared KEYS are prefixed, and nothing else is confined: a
+//! - Scripts (EVAL, EVALSHA, FCALL and their _RO forms, SCRIPT LOAD/EXISTS, FUNCTION …) are
+//!   refused unless the tenant has `scripts = true`. Then the declared KEYS are prefixed, function
+//!   libraries and names are the tenant's own ([`functions`]), and nothing else is confined: a
 //!   script can `redis.call` any key name it computes, including other tenants' keys, so enable it
-//!   only for tenants trusted with the whole server. (FCALL is not in the command table.)
+//!   only for tenants trusted with the whole server.
+//! - Keyspace notifications of the tenant's keys reach its subscribers un-prefixed, as its own
+//!   `notify-keyspace-events` admits them ([`keyspace`], applied by `crate::pubsub`).
 //! - SORT BY/GET patterns containing `*` are refused unless `sort_patterns = true`. Then they are
 //!   prefixed: SORT reads the key named by the pattern with each element substituted at its first
 //!   `*`, so a prefixed pattern names only the tenant's keys (a prefix holding `*` or `->` cannot
@@ -79,8 +82,10 @@ mod check;
 pub mod config;
 mod cursor;
 mod error;
+pub mod functions;
 pub mod glob;
 pub mod info;
+pub mod keyspace;
 pub mod metrics;
 pub mod namespace;
 pub mod pubsub;

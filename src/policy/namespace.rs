@@ -1,4 +1,6 @@
-//! Commands answered within a tenant's namespace by respite itself: DBSIZE, FLUSHDB, RANDOMKEY.
+//! Commands answered within a tenant's namespace by respite itself: DBSIZE, FLUSHDB, RANDOMKEY,
+//! and FUNCTION FLUSH (one FUNCTION LIST of the tenant's function namespace, then a FUNCTION
+//! DELETE per library).
 //!
 //! For a tenant in the shared database. (A tenant with a database of its own, `tenant.db`, gets the
 //! upstream's own answers there instead: see `check`.) The upstream can only answer these for the
@@ -28,6 +30,9 @@ pub enum NamespaceKind {
     DbSize,
     FlushDb,
     RandomKey,
+    /// FUNCTION FLUSH: every library in the tenant's function namespace (`pattern`), deleted
+    /// one by one after one FUNCTION LIST (libraries loaded meanwhile may survive).
+    FunctionFlush,
 }
 
 /// A command to be answered within the namespace; run it with [`NamespaceRun`].
@@ -58,6 +63,8 @@ pub struct NamespaceRun {
     cursor: Bytes,
     seen: HashSet<Bytes>,
     unlinking: bool,
+    /// FUNCTION FLUSH: the libraries still to delete, once listed.
+    libraries: Option<Vec<Bytes>>,
 }
 
 /// Keys SCAN examines per round trip: large enough to keep round trips few, small enough that one
@@ -73,9 +80,50 @@ impl NamespaceRun {
             cursor: Bytes::from_static(b"0"),
             seen: HashSet::new(),
             unlinking: false,
+            libraries: None,
         };
-        let first = run.scan(b"0");
+        let first = match run.op.kind {
+            NamespaceKind::FunctionFlush => {
+                let mut out = BytesMut::new();
+                let words: [&[u8]; 4] = [b"FUNCTION", b"LIST", b"LIBRARYNAME", &run.op.pattern];
+                encode::command(&mut out, &words);
+                out.freeze()
+            }
+            _ => run.scan(b"0"),
+        };
         (run, first)
+    }
+
+    /// FUNCTION FLUSH's steps: the list, then one FUNCTION DELETE per library. A library gone
+    /// meanwhile (another client's DELETE) is no error: it is flushed.
+    fn function_flush(&mut self, reply: &[u8]) -> Result<NamespaceStep, ReplyError> {
+        let pending = match &mut self.libraries {
+            Some(pending) => pending,
+            None => {
+                if matches!(reply.first(), Some(b'-' | b'!')) {
+                    return Ok(NamespaceStep::Reply(Bytes::copy_from_slice(reply)));
+                }
+                let v = parse(reply)?;
+                let names = v
+                    .items()
+                    .ok_or(ReplyError)?
+                    .iter()
+                    .filter_map(|lib| super::functions::field(lib, b"library_name"))
+                    .filter_map(Value::bulk)
+                    .map(Bytes::copy_from_slice)
+                    .collect();
+                self.libraries.insert(names)
+            }
+        };
+        match pending.pop() {
+            Some(name) => {
+                let mut out = BytesMut::new();
+                let words: [&[u8]; 3] = [b"FUNCTION", b"DELETE", &name];
+                encode::command(&mut out, &words);
+                Ok(NamespaceStep::Send(out.freeze()))
+            }
+            None => Ok(self.done_flush()),
+        }
     }
 
     fn scan(&self, cursor: &[u8]) -> Bytes {
@@ -97,6 +145,9 @@ impl NamespaceRun {
     /// Feed the reply to the last command sent. An error reply from the upstream ends the run
     /// with that error for the client.
     pub fn step(&mut self, reply: &[u8]) -> Result<NamespaceStep, ReplyError> {
+        if self.op.kind == NamespaceKind::FunctionFlush {
+            return self.function_flush(reply);
+        }
         if matches!(reply.first(), Some(b'-' | b'!')) {
             return Ok(NamespaceStep::Reply(Bytes::copy_from_slice(reply)));
         }
@@ -154,6 +205,7 @@ impl NamespaceRun {
                     return Ok(self.done_flush());
                 }
             }
+            NamespaceKind::FunctionFlush => return Err(ReplyError),
         }
         Ok(NamespaceStep::Send(self.scan(cursor)))
     }

@@ -34,6 +34,9 @@ pub enum ReplyRewrite {
     Channels,
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[channel, count, …]`.
     NumSub,
+    /// FUNCTION LOAD, LIST and DELETE: library and function names, and code, out of the
+    /// tenant's function namespace ([`super::functions`]).
+    Functions,
     /// (S|P)SUBSCRIBE / UNSUBSCRIBE confirmations and pushed messages (`message`, `pmessage`,
     /// `smessage`): every channel or pattern name in them. Use [`rewrite_push`] for pushes.
     PubSub,
@@ -85,6 +88,9 @@ pub fn rewrite_reply(
     if rewrite == ReplyRewrite::None || prefix.is_empty() || reply.is_empty() {
         return Ok(reply.clone());
     }
+    if rewrite == ReplyRewrite::Functions {
+        return super::functions::rewrite_reply(prefix, reply);
+    }
     if matches!(reply[0], b'-' | b'!') {
         return Ok(rewrite_error(prefix, reply));
     }
@@ -105,7 +111,7 @@ fn rewrite_value(rewrite: ReplyRewrite, prefix: &[u8], v: &mut Value) {
         return;
     }
     match rewrite {
-        ReplyRewrite::None | ReplyRewrite::Errors => {}
+        ReplyRewrite::None | ReplyRewrite::Errors | ReplyRewrite::Functions => {}
         ReplyRewrite::Keys | ReplyRewrite::Channels => {
             if let Value::Agg(_, items) = v {
                 // Every name should carry the prefix (the pattern was confined); one that does not

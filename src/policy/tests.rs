@@ -206,10 +206,19 @@ fn patterns_are_confined() {
         .build();
     assert_eq!(fwd(&t, "KEYS *").0, "KEYS a\\[\\*\\]:*");
     assert_eq!(fwd(&t, "KEYS *").2, ReplyRewrite::Keys);
-    assert_eq!(fwd(&t, "SCAN 0").0, "SCAN 0 MATCH a\\[\\*\\]:*");
+    assert_eq!(fwd(&t, "SCAN 0").0, "SCAN 0 COUNT 1000 MATCH a\\[\\*\\]:*");
     assert_eq!(
         fwd(&t, "SCAN 0 MATCH u* COUNT 10 TYPE string MATCH x*").0,
-        "SCAN 0 COUNT 10 TYPE string MATCH a\\[\\*\\]:x*"
+        "SCAN 0 COUNT 10 TYPE string COUNT 1000 MATCH a\\[\\*\\]:x*"
+    );
+    // A larger COUNT is the client's; a bad one goes first, for the upstream's own error.
+    assert_eq!(
+        fwd(&t, "SCAN 0 COUNT 5000").0,
+        "SCAN 0 COUNT 5000 MATCH a\\[\\*\\]:*"
+    );
+    assert_eq!(
+        fwd(&t, "SCAN 0 COUNT x").0,
+        "SCAN 0 COUNT x COUNT 1000 MATCH a\\[\\*\\]:*"
     );
     assert_eq!(err(&t, "SCAN 0 MATCH"), "ERR syntax error");
     assert_eq!(fwd(&t, "PUBSUB CHANNELS").0, "PUBSUB CHANNELS a\\[\\*\\]:*");

@@ -133,6 +133,7 @@ mod tests {
             outbox: o.clone(),
             proto: Protocol::Resp2,
             prefix: Bytes::new(),
+            view: super::super::View::Own,
         };
         for name in [
             (Kind::Channel, Bytes::from_static(b"news")),
@@ -140,7 +141,13 @@ mod tests {
             (Kind::Pattern, Bytes::from_static(b"x*")),
         ] {
             let _ = hub.hold(&name);
-            hub.attach(&name, 1, sub(&outbox), Bytes::new());
+            let key = (1, name.1.clone());
+            hub.attach(
+                &[(name, super::super::View::Own)],
+                &key,
+                sub(&outbox),
+                Bytes::new(),
+            );
         }
         assert_eq!(
             hub.publish(Kind::Channel, &Bytes::from_static(b"news"), b"hi"),

@@ -224,42 +224,66 @@ impl Conn {
         let Ok(Value::Agg(_, items)) = value::parse(frame) else {
             return Err(());
         };
-        let word = |i: usize| items.get(i).and_then(|v| v.bulk());
-        let (Some(kind), Some(name)) = (word(0), word(1)) else {
-            // Pushes respite does not use (e.g. invalidate) are not on this connection.
-            return Ok(());
-        };
-        let name_of = |k: Kind| (k, Bytes::copy_from_slice(name));
-        match kind {
-            b"message" => {
-                if let Some(payload) = word(2) {
-                    hub.dispatch(&name_of(Kind::Channel), name, payload);
-                }
+        match read_push(&items) {
+            Push::Message(kind, name, channel, payload) => {
+                hub.dispatch(&(kind, Bytes::copy_from_slice(name)), channel, payload);
             }
-            b"smessage" => {
-                if let Some(payload) = word(2) {
-                    hub.dispatch(&name_of(Kind::Shard), name, payload);
-                }
-            }
-            b"pmessage" => {
-                if let (Some(channel), Some(payload)) = (word(2), word(3)) {
-                    hub.dispatch(&name_of(Kind::Pattern), channel, payload);
-                }
-            }
-            b"subscribe" | b"psubscribe" | b"ssubscribe" => {
-                let k = match kind {
-                    b"subscribe" => Kind::Channel,
-                    b"psubscribe" => Kind::Pattern,
-                    _ => Kind::Shard,
-                };
-                let n = name_of(k);
+            Push::Subscribed(kind, name) => {
+                let n = (kind, Bytes::copy_from_slice(name));
                 if let Some(c) = self.upstream.get_mut(&n) {
                     *c = true;
                     hub.confirmed(&n);
                 }
             }
-            _ => {}
+            // Its own UNSUBSCRIBEs' confirmations, and pushes respite does not use.
+            Push::Unsubscribed(..) | Push::Other => {}
         }
         Ok(())
+    }
+}
+
+/// A push frame of a subscriber connection, as respite uses it.
+pub(super) enum Push<'v> {
+    /// A message for the name (`kind`, `name`): `channel` as published (the name itself except
+    /// for a pattern's), and its payload.
+    Message(Kind, &'v [u8], &'v [u8], &'v [u8]),
+    /// The upstream confirmed a subscription.
+    Subscribed(Kind, &'v [u8]),
+    /// The upstream ended one: respite's own UNSUBSCRIBE, or (shard channels) the server's own
+    /// when the channel's slot left the node.
+    Unsubscribed(Kind, &'v [u8]),
+    /// Anything else (an invalidation is never on a subscriber connection).
+    Other,
+}
+
+/// What the items of a push frame say.
+pub(super) fn read_push<'v>(items: &'v [Value<'_>]) -> Push<'v> {
+    let word = |i: usize| items.get(i).and_then(|v| v.bulk());
+    let (Some(kind), Some(name)) = (word(0), word(1)) else {
+        return Push::Other;
+    };
+    match kind {
+        b"message" | b"smessage" => match word(2) {
+            Some(payload) => {
+                let k = if kind == b"message" {
+                    Kind::Channel
+                } else {
+                    Kind::Shard
+                };
+                Push::Message(k, name, name, payload)
+            }
+            None => Push::Other,
+        },
+        b"pmessage" => match (word(2), word(3)) {
+            (Some(channel), Some(payload)) => Push::Message(Kind::Pattern, name, channel, payload),
+            _ => Push::Other,
+        },
+        b"subscribe" => Push::Subscribed(Kind::Channel, name),
+        b"psubscribe" => Push::Subscribed(Kind::Pattern, name),
+        b"ssubscribe" => Push::Subscribed(Kind::Shard, name),
+        b"unsubscribe" => Push::Unsubscribed(Kind::Channel, name),
+        b"punsubscribe" => Push::Unsubscribed(Kind::Pattern, name),
+        b"sunsubscribe" => Push::Unsubscribed(Kind::Shard, name),
+        _ => Push::Other,
     }
 }

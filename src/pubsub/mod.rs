@@ -8,20 +8,29 @@
 //! subscribers of a channel cost one upstream subscription on one connection.
 //!
 //! Names here are upstream names: a tenant's channels carry its prefix and its patterns the
-//! escaped prefix ([`crate::policy::pubsub`]); what a subscriber sees loses them again. The
-//! session side ([`Subscriber`]) owns one client's subscriptions and releases them when dropped.
-//! The hub never waits on a subscriber: a full outbox closes that subscriber, not the link.
+//! escaped prefix ([`crate::policy::pubsub`]); what a subscriber sees loses them again. A
+//! prefixed tenant's keyspace notifications are the upstream's for its keys
+//! ([`crate::policy::keyspace`]): one client name may stand for several upstream names, and a
+//! registration's [`View`] says which of a name's messages are the tenant's and how they read.
+//! The session side ([`Subscriber`]) owns one client's subscriptions and releases them when
+//! dropped. The hub never waits on a subscriber: a full outbox closes that subscriber, not the
+//! link.
 //!
 //! # Invariants
 //! - A subscriber's confirmation is queued in its outbox under the registry lock in the same step
-//!   that attaches (or detaches) it, so no message of that channel comes before its `subscribe`
-//!   confirmation or after its `unsubscribe` one; messages of one channel reach its outbox in the
-//!   order the link read them.
+//!   that attaches (or detaches) it under every upstream name its client name stands for, so no
+//!   message of that channel comes before its `subscribe` confirmation or after its
+//!   `unsubscribe` one; messages of one channel reach its outbox in the order the link read them.
+//! - A keyspace notification reaches a tenant's registration only if its key carries the
+//!   tenant's prefix, in the tenant's database, of a class the tenant's `notify-keyspace-events`
+//!   admits, and (for a pattern) the client's pattern matches the name as the tenant sees it
+//!   ([`deliver`]).
 //! - A subscription is confirmed to the client only after the upstream confirmed it (or after
 //!   `upstream.command_timeout`, when the upstream is away), so a message published after the
 //!   client saw its confirmation reaches it. In standalone mode and while local-only, PUBLISH is
 //!   answered here ([`local`]) under the same lock, so a confirmation there is enough at once.
 mod acl;
+mod cluster_link;
 mod frames;
 mod in_process;
 mod link;
@@ -32,9 +41,10 @@ pub(crate) use acl::{Refusal, dryrun, verdict};
 pub(crate) use frames::pong;
 pub(crate) use in_process::answer;
 pub(crate) use outbox::Outbox;
-pub(crate) use subscriber::Subscriber;
+pub(crate) use subscriber::{Space, Subscriber};
 
 use crate::config::UpstreamConfig;
+use crate::policy::keyspace::{self, Carries, Events};
 use crate::protocol::Protocol;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
@@ -68,7 +78,7 @@ impl Kind {
     }
 }
 
-type Name = (Kind, Bytes);
+pub(crate) type Name = (Kind, Bytes);
 
 /// The channel a RESP2 client subscribes to receive the invalidations of clients that track keys
 /// with `REDIRECT` to it (see `server::session::tracking`).
@@ -90,10 +100,30 @@ pub(crate) struct Sub {
     pub proto: Protocol,
     /// The tenant's prefix, taken off the names it is sent.
     pub prefix: Bytes,
+    pub view: View,
 }
 
+/// Which of an upstream name's messages a registration gets, and how they read.
+#[derive(Clone)]
+pub(crate) enum View {
+    /// Every message, the tenant's prefix taken off the channel and pattern.
+    Own,
+    /// Keyspace notifications of a prefixed tenant's keys, in upstream database `db`, as its
+    /// `events` admit them; `pattern` is the client's own pattern for a PSUBSCRIBE.
+    Notices {
+        carries: Carries,
+        db: u32,
+        events: Arc<Events>,
+        pattern: Option<Bytes>,
+    },
+}
+
+/// A registration: the client's id and the name as it subscribed it (one client name may stand
+/// for several upstream names, and several client names for one upstream name).
+type Key = (u64, Bytes);
+
 struct Entry {
-    subs: HashMap<u64, Sub>,
+    subs: HashMap<Key, Sub>,
     /// Subscribers waiting for the upstream's confirmation before they attach.
     holds: usize,
     /// True while the upstream has confirmed this name on the current link.
@@ -128,8 +158,14 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// The hub, and its link to `config`'s upstream running until `stop`.
-    pub fn start(config: UpstreamConfig, output_limit: usize, stop: CancellationToken) -> Arc<Hub> {
+    /// The hub, and its link to `config`'s upstream running until `stop`: for a cluster
+    /// (`cluster`), its links to the cluster's nodes ([`cluster_link`]).
+    pub fn start(
+        config: UpstreamConfig,
+        cluster: Option<Arc<crate::upstream::cluster::Cluster>>,
+        output_limit: usize,
+        stop: CancellationToken,
+    ) -> Arc<Hub> {
         let (queries, rx) = mpsc::channel(1024);
         let hub = Arc::new(Hub {
             registry: Mutex::new(Registry::default()),
@@ -139,7 +175,10 @@ impl Hub {
             output_limit,
             linked: true,
         });
-        tokio::spawn(link::run(hub.clone(), config, rx, stop));
+        match cluster {
+            Some(c) => tokio::spawn(cluster_link::run(hub.clone(), config, c, rx, stop)),
+            None => tokio::spawn(link::run(hub.clone(), config, rx, stop)),
+        };
         hub
     }
 
@@ -204,27 +243,37 @@ impl Hub {
         self.forget_if_unused(&mut reg, name);
     }
 
-    /// Turn a hold into a subscription of client `id`, queueing its confirmation first.
-    fn attach(&self, name: &Name, id: u64, sub: Sub, confirmation: Bytes) {
+    /// Turn the holds on `names` into registration `key`'s, each with its view, queueing the
+    /// confirmation first, in one step.
+    fn attach(&self, names: &[(Name, View)], key: &Key, sub: Sub, confirmation: Bytes) {
         let mut reg = self.lock();
-        let Some(e) = reg.entries.get_mut(name) else {
-            return;
-        };
-        e.holds -= 1;
         sub.outbox.push(confirmation);
-        e.subs.insert(id, sub);
+        for (name, view) in names {
+            let Some(e) = reg.entries.get_mut(name) else {
+                continue;
+            };
+            e.holds -= 1;
+            let sub = Sub {
+                view: view.clone(),
+                ..sub.clone()
+            };
+            e.subs.insert(key.clone(), sub);
+        }
     }
 
-    /// Remove client `id`'s subscription, queueing its confirmation (if any) in the same step.
-    fn detach(&self, name: &Name, id: u64, confirmation: Option<(&Outbox, Bytes)>) {
+    /// Remove registration `key` from `names`, queueing its confirmation (if any) in the same
+    /// step.
+    fn detach(&self, names: &[Name], key: &Key, confirmation: Option<(&Outbox, Bytes)>) {
         let mut reg = self.lock();
         if let Some((outbox, frame)) = confirmation {
             outbox.push(frame);
         }
-        if let Some(e) = reg.entries.get_mut(name) {
-            e.subs.remove(&id);
+        for name in names {
+            if let Some(e) = reg.entries.get_mut(name) {
+                e.subs.remove(key);
+            }
+            self.forget_if_unused(&mut reg, name);
         }
-        self.forget_if_unused(&mut reg, name);
     }
 
     fn forget_if_unused(&self, reg: &mut Registry, name: &Name) {
@@ -256,6 +305,15 @@ impl Hub {
         reg.entries
             .get(name)
             .map_or((0, false), |e| (e.subs.len(), *e.acked.borrow()))
+    }
+
+    /// In-process subscribers of `name` in the namespace of `prefix` (a notification name is
+    /// shared by tenants; each counts only its own).
+    pub fn in_process_of(&self, name: &Name, prefix: &[u8]) -> usize {
+        let reg = self.lock();
+        reg.entries.get(name).map_or(0, |e| {
+            e.subs.values().filter(|s| &s.prefix[..] == prefix).count()
+        })
     }
 
     /// PUBLISH's (or SPUBLISH's) receiver count as one server would give it, from the
@@ -290,7 +348,8 @@ impl Hub {
     pub fn tracking_subscriber(&self, id: u64) -> Option<(Arc<Outbox>, Protocol)> {
         let reg = self.lock();
         let name = (Kind::Channel, Bytes::from_static(LOCAL_INVALIDATE));
-        let sub = reg.entries.get(&name)?.subs.get(&id)?;
+        let key = (id, Bytes::from_static(INVALIDATE_CHANNEL));
+        let sub = reg.entries.get(&name)?.subs.get(&key)?;
         Some((sub.outbox.clone(), sub.proto))
     }
 
@@ -321,25 +380,75 @@ fn deliver(reg: &Registry, name: &Name, channel: &[u8], payload: &[u8]) -> usize
     };
     // Encoded once per protocol and tenant prefix; every subscriber shares the bytes.
     let mut encoded: Vec<(Protocol, &[u8], Bytes)> = Vec::new();
-    let mut dropped = 0u64;
-    for sub in e.subs.values() {
-        let frame = match encoded
-            .iter()
-            .find(|(p, pre, _)| *p == sub.proto && *pre == &sub.prefix[..])
-        {
-            Some((_, _, f)) => f.clone(),
-            None => {
-                let f = encode_for(sub, name, channel, payload);
-                encoded.push((sub.proto, &sub.prefix[..], f.clone()));
-                f
-            }
+    let (mut reached, mut dropped) = (0u64, 0u64);
+    for ((_, client), sub) in &e.subs {
+        let frame = match &sub.view {
+            View::Own => match encoded
+                .iter()
+                .find(|(p, pre, _)| *p == sub.proto && *pre == &sub.prefix[..])
+            {
+                Some((_, _, f)) => f.clone(),
+                None => {
+                    let f = encode_for(sub, name, channel, payload);
+                    encoded.push((sub.proto, &sub.prefix[..], f.clone()));
+                    f
+                }
+            },
+            // Not the tenant's (another tenant's key, a class it did not ask for): nothing.
+            View::Notices { .. } => match notice_for(sub, client, channel, payload) {
+                Some(f) => f,
+                None => continue,
+            },
         };
+        reached += 1;
         if !sub.outbox.push(frame) {
             dropped += 1;
         }
     }
-    crate::metrics::pubsub_delivered(e.subs.len() as u64 - dropped, dropped);
-    e.subs.len()
+    crate::metrics::pubsub_delivered(reached - dropped, dropped);
+    reached as usize
+}
+
+/// A keyspace notification as a prefixed tenant's registration sees it, or `None` if it is not
+/// for the tenant (see the invariants).
+fn notice_for(sub: &Sub, client: &[u8], channel: &[u8], payload: &[u8]) -> Option<Bytes> {
+    let View::Notices {
+        carries,
+        db,
+        events,
+        pattern,
+    } = &sub.view
+    else {
+        return None;
+    };
+    let p = &sub.prefix[..];
+    let (chan, payload, event, space) = match carries {
+        Carries::Keyspace => (
+            keyspace::keyspace_view(p, *db, channel)?,
+            payload,
+            payload,
+            true,
+        ),
+        Carries::Keyevent => {
+            let (chan, key, event) = keyspace::keyevent_view(p, *db, channel, payload)?;
+            (chan, key, event, false)
+        }
+        Carries::Own => return None,
+    };
+    if !events.admits(space, event) {
+        return None;
+    }
+    match pattern {
+        // The upstream pattern stood for more than the client's: its own pattern decides.
+        Some(_) if !crate::policy::glob::matches(client, &chan) => None,
+        Some(_) => Some(frames::message(
+            sub.proto,
+            b"pmessage",
+            &[client, &chan],
+            payload,
+        )),
+        None => Some(frames::message(sub.proto, b"message", &[&chan], payload)),
+    }
 }
 
 impl Hub {
@@ -374,6 +483,14 @@ impl Hub {
     fn confirmed(&self, name: &Name) {
         if let Some(e) = self.lock().entries.get(name) {
             e.acked.send_replace(true);
+        }
+    }
+
+    /// `name` is no longer confirmed where it is (withdrawn, or its connection lost): a new
+    /// SUBSCRIBE of it waits for its next confirmation.
+    fn unconfirmed(&self, name: &Name) {
+        if let Some(e) = self.lock().entries.get(name) {
+            e.acked.send_replace(false);
         }
     }
 
@@ -434,8 +551,11 @@ mod tests {
                 outbox: outbox.clone(),
                 proto,
                 prefix: Bytes::copy_from_slice(prefix),
+                view: View::Own,
             };
-            hub.attach(&name, id, sub, Bytes::from_static(b"+confirmed\r\n"));
+            let names = [(name.clone(), View::Own)];
+            let key = (id, Bytes::from_static(b"news"));
+            hub.attach(&names, &key, sub, Bytes::from_static(b"+confirmed\r\n"));
         }
         // The first hold asked the link for one upstream subscription; the second did not.
         assert_eq!(hub.take_dirty(), vec![(name.clone(), true)]);
@@ -449,14 +569,85 @@ mod tests {
             "+confirmed\r\n>3\r\n$7\r\nmessage\r\n$6\r\nt:news\r\n$2\r\nhi\r\n"
         );
         assert_eq!(hub.in_process(&name), (2, false));
-        hub.detach(&name, 1, Some((&plain, Bytes::from_static(b"+left\r\n"))));
+        let names = [name.clone()];
+        let key = |id| (id, Bytes::from_static(b"news"));
+        hub.detach(
+            &names,
+            &key(1),
+            Some((&plain, Bytes::from_static(b"+left\r\n"))),
+        );
         hub.dispatch(&name, b"t:news", b"again");
         assert_eq!(drained(&plain), "+left\r\n", "nothing after leaving");
         assert!(hub.take_dirty().is_empty(), "one subscriber remains");
-        hub.detach(&name, 2, None);
+        hub.detach(&names, &key(2), None);
         // The last one left: the link withdraws the upstream subscription.
         assert_eq!(hub.take_dirty(), vec![(name.clone(), false)]);
         assert!(hub.is_idle());
+    }
+
+    #[test]
+    fn a_tenant_gets_only_its_own_keys_notifications_in_its_own_terms() {
+        use crate::policy::keyspace::parse;
+        let hub = hub();
+        let outbox = |_| Arc::new(Outbox::new(1 << 20));
+        let (t, u) = (outbox(0), outbox(1));
+        let t_events = Arc::new(Events::new(parse(b"KEA").unwrap()));
+        let u_events = Arc::new(Events::new(parse(b"KEA").unwrap()));
+        // Tenant t (keys in upstream db 0) and tenant u each PSUBSCRIBE `*`; t also SUBSCRIBEs
+        // its key `k`'s keyspace channel.
+        for (id, out, prefix, events, kind, name) in [
+            (1, &t, "t:", &t_events, Kind::Pattern, "*"),
+            (1, &t, "t:", &t_events, Kind::Channel, "__keyspace@0__:k"),
+            (2, &u, "u:", &u_events, Kind::Pattern, "*"),
+        ] {
+            let space = Space {
+                prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+                notices: Some((0, events.clone())),
+            };
+            let names = Subscriber::upstream_names(&space, kind, name.as_bytes());
+            for (n, _) in &names {
+                let _ = hub.hold(n);
+            }
+            let sub = Sub {
+                outbox: out.clone(),
+                proto: Protocol::Resp2,
+                prefix: space.prefix.clone(),
+                view: View::Own,
+            };
+            let key = (id, Bytes::copy_from_slice(name.as_bytes()));
+            hub.attach(&names, &key, sub, Bytes::new());
+        }
+        let space = |c: &'static [u8]| (Kind::Pattern, Bytes::from_static(c));
+        // t's key k was set (u's pattern entry for its own keys never sees it).
+        hub.dispatch(
+            &(Kind::Channel, Bytes::from_static(b"__keyspace@0__:t:k")),
+            b"__keyspace@0__:t:k",
+            b"set",
+        );
+        hub.dispatch(&space(b"__keyspace@0__:t:*"), b"__keyspace@0__:t:k", b"set");
+        // The shared key-event channel: one for t's key, one for u's key named like t's.
+        for key in [&b"t:k"[..], b"u:t:k"] {
+            hub.dispatch(&space(b"__keyevent@0__:*"), b"__keyevent@0__:set", key);
+        }
+        let k = "$16\r\n__keyspace@0__:k\r\n$3\r\nset\r\n";
+        assert_eq!(
+            drained(&t),
+            format!(
+                "*3\r\n$7\r\nmessage\r\n{k}*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n{k}\
+                 *4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$18\r\n__keyevent@0__:set\r\n$1\r\nk\r\n"
+            )
+        );
+        assert_eq!(
+            drained(&u),
+            "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$18\r\n__keyevent@0__:set\r\n$3\r\nt:k\r\n"
+        );
+        // t's classes now leave out strings: nothing more of `set` reaches it, u still hears it.
+        t_events.set(parse(b"KEg").unwrap());
+        hub.dispatch(&space(b"__keyevent@0__:*"), b"__keyevent@0__:set", b"t:k");
+        hub.dispatch(&space(b"__keyevent@0__:*"), b"__keyevent@0__:set", b"u:x");
+        assert_eq!(drained(&t), "");
+        assert!(drained(&u).ends_with("$1\r\nx\r\n"));
+        assert_eq!(hub.in_process_of(&space(b"__keyevent@0__:*"), b"t:"), 1);
     }
 
     #[test]

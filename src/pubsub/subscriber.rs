@@ -1,23 +1,32 @@
 //! One client's subscriptions, as the session holds them: the names it subscribed (as the client
 //! spelled them), the counts Redis reports, and the hub registrations behind them, released when
 //! it is dropped (QUIT, RESET, a closed or cut-off connection).
-use super::{Hub, Kind, Name, Outbox, Sub, frames};
+use super::{Hub, Kind, Name, Outbox, Sub, View, frames};
+use crate::policy::keyspace::{self, Carries, Events};
 use crate::policy::pubsub as names;
 use crate::protocol::Protocol;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The namespace a name is subscribed in: the tenant's prefix and, for a prefixed tenant, the
+/// upstream database of its keys and its `notify-keyspace-events` (its keyspace notifications).
+#[derive(Clone, Default)]
+pub(crate) struct Space {
+    pub prefix: Bytes,
+    pub notices: Option<(u32, Arc<Events>)>,
+}
+
 pub(crate) struct Subscriber {
     hub: Arc<Hub>,
     id: u64,
     outbox: Arc<Outbox>,
-    /// Client names, each with the tenant prefix it was subscribed under (a RESP3 client may AUTH
+    /// Client names, each with the namespace it was subscribed under (a RESP3 client may AUTH
     /// as another tenant meanwhile; each name keeps the namespace it was subscribed in). An
     /// UNSUBSCRIBE of all confirms in no set order, as Redis's dict does.
-    channels: HashMap<Bytes, Bytes>,
-    patterns: HashMap<Bytes, Bytes>,
-    shards: HashMap<Bytes, Bytes>,
+    channels: HashMap<Bytes, Space>,
+    patterns: HashMap<Bytes, Space>,
+    shards: HashMap<Bytes, Space>,
 }
 
 /// Holds taken on the hub and not yet attached; released if the session goes away meanwhile.
@@ -46,7 +55,7 @@ impl Subscriber {
         }
     }
 
-    fn set(&mut self, kind: Kind) -> &mut HashMap<Bytes, Bytes> {
+    fn set(&mut self, kind: Kind) -> &mut HashMap<Bytes, Space> {
         match kind {
             Kind::Channel => &mut self.channels,
             Kind::Pattern => &mut self.patterns,
@@ -73,28 +82,56 @@ impl Subscriber {
         self.channels.len() + self.patterns.len() + self.shards.len()
     }
 
-    /// The upstream name of a client's name.
-    pub fn upstream_name(prefix: &[u8], kind: Kind, name: &[u8]) -> Name {
+    /// The upstream names a client's name stands for in `space`, each with what its
+    /// registration sees; the first is the name PUBSUB NUMSUB counts.
+    pub fn upstream_names(space: &Space, kind: Kind, name: &[u8]) -> Vec<(Name, View)> {
         if kind == Kind::Channel && name == super::INVALIDATE_CHANNEL {
             // Served by respite itself, in every namespace (see `Hub::tracking_subscriber`).
-            return (kind, Bytes::from_static(super::LOCAL_INVALIDATE));
+            return vec![(
+                (kind, Bytes::from_static(super::LOCAL_INVALIDATE)),
+                View::Own,
+            )];
         }
-        let n = match kind {
-            Kind::Pattern => names::pattern(prefix, name),
-            _ => names::channel(prefix, name),
-        };
-        (kind, n)
+        match (&space.notices, kind) {
+            (Some((db, events)), Kind::Channel | Kind::Pattern) => {
+                let pattern = kind == Kind::Pattern;
+                keyspace::upstream_names(&space.prefix, *db, pattern, name)
+                    .into_iter()
+                    .map(|(n, carries)| {
+                        let view = match carries {
+                            Carries::Own => View::Own,
+                            _ => View::Notices {
+                                carries,
+                                db: *db,
+                                events: events.clone(),
+                                pattern: pattern.then(|| Bytes::copy_from_slice(name)),
+                            },
+                        };
+                        ((kind, n), view)
+                    })
+                    .collect()
+            }
+            (_, Kind::Pattern) => vec![((kind, names::pattern(&space.prefix, name)), View::Own)],
+            _ => vec![((kind, names::channel(&space.prefix, name)), View::Own)],
+        }
     }
 
-    /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE in the namespace of `prefix`: wait until the upstream
-    /// carries every name (see the hub's invariants) unless `local` (standalone, or the upstream
-    /// is down: PUBLISH is answered within respite, and the link subscribes the names once the
-    /// upstream is back), then attach each and queue its confirmation, in argument order.
+    fn names_only(space: &Space, kind: Kind, name: &[u8]) -> Vec<Name> {
+        Self::upstream_names(space, kind, name)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE in `space`: wait until the upstream carries every
+    /// name (see the hub's invariants) unless `local` (standalone, or the upstream is down:
+    /// PUBLISH is answered within respite, and the link subscribes the names once the upstream
+    /// is back), then attach each and queue its confirmation, in argument order.
     pub async fn subscribe(
         &mut self,
         kind: Kind,
         proto: Protocol,
-        prefix: &Bytes,
+        space: &Space,
         args: &[Bytes],
         local: bool,
     ) {
@@ -103,10 +140,14 @@ impl Subscriber {
             names: Vec::with_capacity(args.len()),
         };
         let mut acks = Vec::new();
+        let mut wanted = Vec::with_capacity(args.len());
         for a in args {
-            let name = Self::upstream_name(prefix, kind, a);
-            acks.push(holds.hub.hold(&name));
-            holds.names.push(name);
+            let names = Self::upstream_names(space, kind, a);
+            for (name, _) in &names {
+                acks.push(holds.hub.hold(name));
+                holds.names.push(name.clone());
+            }
+            wanted.push(names);
         }
         let confirmed = async {
             for mut rx in acks {
@@ -118,25 +159,29 @@ impl Subscriber {
         if !local && self.hub.linked() {
             let _ = tokio::time::timeout(self.hub.confirm_timeout, confirmed).await;
         }
-        let names = std::mem::take(&mut holds.names);
+        holds.names.clear();
         drop(holds);
-        for (a, name) in args.iter().zip(names) {
-            if let Some(old) = self.set(kind).insert(a.clone(), prefix.clone())
-                && old != *prefix
-            {
-                // The same name in another namespace: that subscription ends.
-                let old = Self::upstream_name(&old, kind, a);
-                self.hub.detach(&old, self.id, None);
+        for (a, names) in args.iter().zip(wanted) {
+            let key = (self.id, a.clone());
+            if let Some(old) = self.set(kind).insert(a.clone(), space.clone()) {
+                // The same name subscribed again, perhaps in another namespace: the names it no
+                // longer stands for are left (the others are replaced in place by `attach`).
+                let gone: Vec<Name> = Self::names_only(&old, kind, a)
+                    .into_iter()
+                    .filter(|n| names.iter().all(|(m, _)| m != n))
+                    .collect();
+                self.hub.detach(&gone, &key, None);
             }
             let frame = frames::confirmation(proto, kind.subscribe(), Some(a), self.count(kind));
             let sub = Sub {
                 outbox: self.outbox.clone(),
                 proto,
-                prefix: prefix.clone(),
+                prefix: space.prefix.clone(),
+                view: View::Own,
             };
             // A second SUBSCRIBE of the same name replaces the first registration: one copy of
             // each message, as Redis sends.
-            self.hub.attach(&name, self.id, sub, frame);
+            self.hub.attach(&names, &key, sub, frame);
         }
     }
 
@@ -157,9 +202,10 @@ impl Subscriber {
             let was = self.set(kind).remove(&a);
             let frame = frames::confirmation(proto, kind.unsubscribe(), Some(&a), self.count(kind));
             match was {
-                Some(prefix) => {
-                    let name = Self::upstream_name(&prefix, kind, &a);
-                    self.hub.detach(&name, self.id, Some((&self.outbox, frame)));
+                Some(space) => {
+                    let names = Self::names_only(&space, kind, &a);
+                    let key = (self.id, a);
+                    self.hub.detach(&names, &key, Some((&self.outbox, frame)));
                 }
                 None => {
                     self.outbox.push(frame);
@@ -171,9 +217,9 @@ impl Subscriber {
     /// Leave everything without confirmations (RESET, and the end of the session).
     pub fn leave_all(&mut self) {
         for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
-            for (a, prefix) in std::mem::take(self.set(kind)) {
-                let name = Self::upstream_name(&prefix, kind, &a);
-                self.hub.detach(&name, self.id, None);
+            for (a, space) in std::mem::take(self.set(kind)) {
+                let names = Self::names_only(&space, kind, &a);
+                self.hub.detach(&names, &(self.id, a), None);
             }
         }
     }

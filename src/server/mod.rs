@@ -367,7 +367,7 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     let tenants = live.tenants();
     let cache = near_cache(
         &config,
-        upstream.as_deref(),
+        upstream.as_ref(),
         tenants.as_deref(),
         &stop_upstream,
     );
@@ -398,7 +398,13 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
         health,
         pubsub: Some(match config.upstream.clone() {
             Some(u) => {
-                crate::pubsub::Hub::start(u, config.pubsub_output_bytes, stop_upstream.clone())
+                let cluster = upstream.as_ref().and_then(|up| up.cluster().cloned());
+                crate::pubsub::Hub::start(
+                    u,
+                    cluster,
+                    config.pubsub_output_bytes,
+                    stop_upstream.clone(),
+                )
             }
             None => crate::pubsub::Hub::standalone(config.pubsub_output_bytes),
         }),
@@ -415,21 +421,15 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
     })
 }
 
-/// The near cache, when configured with an upstream (not a cluster: its tracking connections
-/// would watch one node only, and the others' writes would never invalidate).
+/// The near cache, when configured with an upstream (a cluster's: tracking per primary, see
+/// `cache::trackers`).
 fn near_cache(
     config: &Config,
-    upstream: Option<&Upstream>,
+    upstream: Option<&Arc<Upstream>>,
     tenants: Option<&crate::policy::Tenants>,
     stop: &CancellationToken,
 ) -> Option<Arc<crate::cache::NearCache>> {
     let (c, u) = (config.near_cache.as_ref()?, upstream?);
-    if u.config().url.is_cluster() {
-        tracing::warn!(
-            "near cache off: the upstream is a cluster (tracking per node is not built yet)"
-        );
-        return None;
-    }
     let stale_reads = if config.local_only.enabled {
         config.local_only.stale_reads
     } else {
@@ -438,6 +438,7 @@ fn near_cache(
     Some(crate::cache::NearCache::start(
         c.clone(),
         Arc::new(u.config().clone()),
+        Some(u.clone()),
         tenants,
         stale_reads,
         stop.clone(),

@@ -298,13 +298,13 @@ impl Upstream {
         self.info.read().ok().and_then(|i| i.clone())
     }
 
-    /// The pool of connections of one client's own for a command whose first key is `key`: in
-    /// a cluster, the pool of the node serving the key's slot (the seed's when it has no key or
-    /// the slot is not known yet); otherwise the one pool.
-    pub fn pinned_for(&self, key: Option<&[u8]>) -> Arc<PinnedPool> {
-        if let (Some(c), Some(key)) = (&self.cluster, key)
+    /// The pool of connections of one client's own for a command on hash slot `slot` (its
+    /// first key's): in a cluster, the pool of the node serving it (the seed's when there is
+    /// none or the slot is not known yet); otherwise the one pool.
+    pub fn pinned_for(&self, slot: Option<u16>) -> Arc<PinnedPool> {
+        if let (Some(c), Some(slot)) = (&self.cluster, slot)
             && let Some(topology) = c.current()
-            && let Some(addr) = topology.primary(super::cluster::slot::key_slot(key))
+            && let Some(addr) = topology.primary(slot)
         {
             return c.node(addr).pinned().clone();
         }

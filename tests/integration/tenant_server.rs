@@ -221,7 +221,8 @@ both!(info_is_the_tenants_own_view, |kind: Kind| {
 });
 
 // CONFIG GET shows a prefixed tenant a safe subset with the values that hold for it; CONFIG SET
-// is refused and leaves the upstream's configuration as it was (the upstream is the judge).
+// of anything but its own notify-keyspace-events is refused, and nothing changes the upstream's
+// configuration (the upstream is the judge).
 both!(
     a_tenant_reads_a_safe_subset_of_the_configuration,
     |kind: Kind| {
@@ -262,7 +263,7 @@ both!(
         );
         for set in [
             "CONFIG SET maxmemory-policy noeviction",
-            "CONFIG SET notify-keyspace-events KEA",
+            "CONFIG SET maxmemory 1",
             "CONFIG RESETSTAT",
         ] {
             let r = text(b.cmd(&words(set)));
@@ -275,9 +276,18 @@ both!(
             text(d.cmd(&words("CONFIG GET maxmemory-policy"))),
             "*2\r\n$16\r\nmaxmemory-policy\r\n$11\r\nallkeys-lru\r\n"
         );
+        // The tenant's own notify-keyspace-events is respite's, never the upstream's.
+        assert_eq!(
+            b.cmd(&words("CONFIG SET notify-keyspace-events KEA")),
+            b"+OK\r\n"
+        );
         assert_eq!(
             text(d.cmd(&words("CONFIG GET notify-keyspace-events"))),
             "*2\r\n$22\r\nnotify-keyspace-events\r\n$0\r\n\r\n"
+        );
+        assert_eq!(
+            text(d.cmd(&words("CONFIG GET maxmemory"))),
+            "*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n"
         );
     }
 );

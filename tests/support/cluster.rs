@@ -72,9 +72,10 @@ impl Cluster {
         )
     }
 
-    /// The ports of the primaries that serve slots, as the cluster reports them.
+    /// The ports of the running primaries, as the cluster reports them.
     pub fn primaries(&self) -> Vec<u16> {
-        let nodes = payload(&self.nodes[0].raw().cmd(&[b"CLUSTER", b"NODES"]));
+        let live = self.nodes.iter().find(|n| n.pid().is_some()).unwrap();
+        let nodes = payload(&live.raw().cmd(&[b"CLUSTER", b"NODES"]));
         let mut ports: Vec<u16> = nodes
             .lines()
             // id, address, flags, primary, ping, pong, epoch, link state, then its slots.
@@ -87,6 +88,8 @@ impl Cluster {
                 let hostport = addr.split('@').next()?;
                 hostport.rsplit(':').next()?.parse().ok()
             })
+            // A node this test killed is not one, whatever the others think yet.
+            .filter(|p| self.nodes.iter().any(|n| n.port == *p && n.pid().is_some()))
             .collect();
         ports.sort();
         ports
@@ -131,6 +134,92 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         self.wait_ok();
+    }
+}
+
+impl Cluster {
+    /// The slot of `key`, as the cluster computes it.
+    pub fn keyslot(&self, key: &[u8]) -> u16 {
+        let r = payload(
+            &self
+                .node(self.primaries()[0])
+                .cmd(&[b"CLUSTER", b"KEYSLOT", key]),
+        );
+        r.trim_start_matches(':').trim().parse().unwrap()
+    }
+
+    /// The port of the primary serving `slot`, as that primary itself says (`myself` in its
+    /// CLUSTER NODES holds the slot).
+    pub fn slot_owner(&self, slot: u16) -> Option<u16> {
+        self.primaries().into_iter().find(|&p| {
+            let nodes = payload(&self.node(p).cmd(&[b"CLUSTER", b"NODES"]));
+            nodes.lines().any(|l| {
+                l.contains("myself")
+                    && l.split(' ').skip(8).any(|range| {
+                        let (a, b) = range.split_once('-').unwrap_or((range, range));
+                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                    })
+            })
+        })
+    }
+
+    /// Move one slot (and its keys) from the primary on `from` to the one on `to`, as
+    /// `redis-cli --cluster reshard` does it (IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE on
+    /// every live node), and wait until the cluster agrees.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16) {
+        let id = |port: u16| payload(&self.node(port).cmd(&[b"CLUSTER", b"MYID"]));
+        let (from_id, to_id) = (id(from), id(to));
+        let slot_s = slot.to_string();
+        let s = slot_s.as_bytes();
+        let ok = |r: Vec<u8>| assert_eq!(payload(&r), "OK", "{}", String::from_utf8_lossy(&r));
+        ok(self
+            .node(to)
+            .cmd(&[b"CLUSTER", b"SETSLOT", s, b"IMPORTING", from_id.as_bytes()]));
+        ok(self
+            .node(from)
+            .cmd(&[b"CLUSTER", b"SETSLOT", s, b"MIGRATING", to_id.as_bytes()]));
+        let to_port = to.to_string();
+        loop {
+            let keys = self
+                .node(from)
+                .cmd(&[b"CLUSTER", b"GETKEYSINSLOT", s, b"100"]);
+            if keys == b"*0\r\n" {
+                break;
+            }
+            let text = String::from_utf8_lossy(&keys).into_owned();
+            let names: Vec<&str> = text
+                .split("\r\n")
+                .skip(1)
+                .filter(|l| !l.starts_with('$') && !l.is_empty())
+                .collect();
+            let mut migrate: Vec<&[u8]> = vec![b"MIGRATE", b"127.0.0.1", to_port.as_bytes()];
+            migrate.extend([&b""[..], b"0", b"5000", b"KEYS"]);
+            migrate.extend(names.iter().map(|k| k.as_bytes()));
+            ok(self.node(from).cmd(&migrate));
+        }
+        // The target first, then the source, then every other primary: as redis-cli does.
+        let mut order = vec![to, from];
+        order.extend(
+            self.primaries()
+                .into_iter()
+                .filter(|p| *p != to && *p != from),
+        );
+        for port in order {
+            ok(self
+                .node(port)
+                .cmd(&[b"CLUSTER", b"SETSLOT", s, b"NODE", to_id.as_bytes()]));
+        }
+        let agreed = wait_until(Duration::from_secs(30), || {
+            self.slot_owner(slot) == Some(to)
+        });
+        assert!(agreed.is_some(), "slot {slot} did not move to {to}");
+        self.wait_ok();
+    }
+
+    /// SIGKILL the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port).unwrap();
+        node.kill();
     }
 }
 

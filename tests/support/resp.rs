@@ -58,6 +58,41 @@ impl Raw {
         }
     }
 
+    /// The next whole reply if one comes within `limit`; `None` if none does (or the peer
+    /// closed). The connection's usual read timeout is restored after.
+    pub fn reply_within(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        let deadline = std::time::Instant::now() + limit;
+        let result = loop {
+            if let Some(len) = frame_len(&self.buf) {
+                break Some(self.buf.split_to(len).to_vec());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break None,
+                Err(e) => panic!("reading a reply: {e}"),
+            }
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        result
+    }
+
     /// Exactly `out.len()` bytes, buffered ones first, unframed: for replies the oracle cannot
     /// frame (it recurses, so a reply nested thousands deep overflows a test thread's stack).
     pub fn read_exact_raw(&mut self, out: &mut [u8]) {

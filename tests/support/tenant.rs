@@ -12,6 +12,7 @@ pub struct TenantToml {
     max_value_bytes: Option<u64>,
     scripts: bool,
     db: Option<u32>,
+    notify: Option<String>,
     ttl: Vec<(String, Option<u64>, u64)>,
 }
 
@@ -30,6 +31,7 @@ impl TenantToml {
             max_value_bytes: None,
             scripts: false,
             db: None,
+            notify: None,
             ttl: Vec::new(),
         }
     }
@@ -68,6 +70,12 @@ impl TenantToml {
         self
     }
 
+    /// Its `notify-keyspace-events` at start (`tenant.notify_keyspace_events`).
+    pub fn notify(mut self, classes: &str) -> TenantToml {
+        self.notify = Some(classes.into());
+        self
+    }
+
     /// A `[[tenant.ttl]]` rule: keys matching `pattern` live at most `max_ms` (if any) and
     /// `default_ms` when the client gives no TTL.
     pub fn ttl(mut self, pattern: &str, max_ms: Option<u64>, default_ms: u64) -> TenantToml {
@@ -97,6 +105,9 @@ impl std::fmt::Display for TenantToml {
         }
         if let Some(db) = self.db {
             writeln!(f, "db = {db}")?;
+        }
+        if let Some(n) = &self.notify {
+            writeln!(f, "notify_keyspace_events = {n:?}")?;
         }
         // The rules come last: every key after `[[tenant.ttl]]` belongs to the rule.
         for (pattern, max_ms, default_ms) in &self.ttl {

@@ -29,6 +29,7 @@ impl Reader<'_> {
         }
         // Just after an outage: not before the keys written locally are deleted upstream.
         self.shared.fence().await;
+        self.note_write_slot(spec, &req.args, &[]);
         if self.shared.cache.is_some() {
             if self.through_cache(spec, &req.args, &[]).await {
                 return;
@@ -65,6 +66,7 @@ impl Reader<'_> {
             return self.push(Pending::Ready(reply)).await;
         }
         self.shared.fence().await;
+        self.note_write_slot(spec, &req.args, &tenant.prefix);
         match plan {
             Err(e) => {
                 metrics::error(ErrorKind::Refused);
@@ -178,6 +180,29 @@ impl Reader<'_> {
             return None;
         }
         cache.stale(&rules, kind, args, prefix, self.client.proto)
+    }
+
+    /// In a cluster, note the slot of a write's first key (`prefix` + key, as the node gets it):
+    /// the client's WAIT goes to that slot's primary (see [`Reader::pin_for`]).
+    fn note_write_slot(&mut self, spec: &'static CommandSpec, args: &[Bytes], prefix: &[u8]) {
+        if !spec.flags.contains(Flags::WRITE)
+            || self
+                .shared
+                .upstream
+                .as_ref()
+                .is_none_or(|u| u.cluster().is_none())
+        {
+            return;
+        }
+        let key = command::keys(spec, args)
+            .ok()
+            .and_then(|k| k.positions().next())
+            .and_then(|pos| args.get(pos));
+        if let Some(key) = key {
+            self.client.last_write_slot = Some(crate::upstream::cluster::slot::key_slot(
+                &[prefix, &key[..]].concat(),
+            ));
+        }
     }
 
     /// Note a write about to join the group bound upstream (see

@@ -188,6 +188,9 @@ pub(crate) struct Client {
     /// Blocked or subscribed: silence is expected, so `limits.idle_timeout_ms` and
     /// `limits.request_timeout_ms` do not apply (as Redis exempts such clients from `timeout`).
     pub timeouts_exempt: bool,
+    /// In a cluster, the slot of the first key of the client's last write: its WAIT goes to
+    /// that slot's primary, which holds the write and knows its replicas.
+    pub last_write_slot: Option<u16>,
 }
 
 /// What the reader does after a request.
@@ -254,6 +257,7 @@ pub(crate) fn serve(
             .as_ref()
             .and_then(|t| t.default_tenant().cloned()),
         timeouts_exempt: false,
+        last_write_slot: None,
     });
     // Registered once, as a readiness-driven socket (see `io`).
     let registered = match conn.stream {

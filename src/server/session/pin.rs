@@ -192,17 +192,25 @@ impl Reader<'_> {
     }
 
     /// [`Reader::pin`] for a command on keys: in a cluster, the connection goes to the node
-    /// serving the slot of its first key (as the upstream gets it, prefix included).
+    /// serving the slot of its first key (as the upstream gets it, prefix included); WAIT and
+    /// WAITAOF, which have none, to the node of the client's last write.
     pub(super) async fn pin_for(&mut self, spec: &'static CommandSpec, req: &Request) -> bool {
-        let key = crate::command::keys(spec, &req.args)
+        if matches!(spec.name, "wait" | "waitaof") {
+            return self.pin_on(self.client.last_write_slot, None).await;
+        }
+        let slot = crate::command::keys(spec, &req.args)
             .ok()
             .and_then(|k| k.positions().next())
             .and_then(|pos| req.args.get(pos))
-            .map(|key| match &self.client.tenant {
-                Some(t) => [&t.prefix[..], &key[..]].concat(),
-                None => key.to_vec(),
+            .map(|key| {
+                let prefix = self
+                    .client
+                    .tenant
+                    .as_ref()
+                    .map_or(&[][..], |t| &t.prefix[..]);
+                crate::upstream::cluster::slot::key_slot(&[prefix, &key[..]].concat())
             });
-        self.pin_on(key, None).await
+        self.pin_on(slot, None).await
     }
 
     /// [`Reader::pin`]; a new connection is set up with `login` (the client's own credentials)
@@ -211,9 +219,9 @@ impl Reader<'_> {
         self.pin_on(None, login).await
     }
 
-    /// Take a pinned connection from the pool for `key` (see [`Reader::pin_for`]), set up with
+    /// Take a pinned connection from the pool for `slot` (see [`Reader::pin_for`]), set up with
     /// `login` when given.
-    async fn pin_on(&mut self, key: Option<Vec<u8>>, login: Option<Login>) -> bool {
+    async fn pin_on(&mut self, slot: Option<u16>, login: Option<Login>) -> bool {
         if self.out.pin.held().is_some() {
             return true;
         }
@@ -228,7 +236,7 @@ impl Reader<'_> {
         self.out.pin.settled();
         let gone = self.out.pin.gone_token();
         match upstream
-            .pinned_for(key.as_deref())
+            .pinned_for(slot)
             .take(self.client.proto, gone, login.as_ref())
             .await
         {

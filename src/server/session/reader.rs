@@ -346,7 +346,10 @@ impl Reader<'_> {
             && (self.shared.upstream.is_none()
                 || prefixed
                 || self.shared.answerer(spec, &req.args).is_some()))
-            || (spec.name == "config|get" && prefixed);
+            || (spec.name == "config|get" && prefixed)
+            || (spec.name == "config|set"
+                && prefixed
+                && policy::info::config_set(&req.args).is_some());
         let transaction = self.multi.is_some() || route == Route::Transaction;
         if self.tenants.is_some() && !spec.flags.contains(Flags::NO_AUTH) {
             let Some(tenant) = &self.client.tenant else {
@@ -392,6 +395,7 @@ impl Reader<'_> {
             // Boxed: rare, and inline its state would grow every idle session.
             let out = match spec.name {
                 "config|get" => Box::pin(builtin::tenant_config_get(self, &req.args)).await,
+                "config|set" => builtin::tenant_config_set(self, &req.args),
                 _ => Box::pin(builtin::tenant_info(self, &req.args)).await,
             };
             self.reply(out).await;

@@ -23,6 +23,7 @@ use crate::config::{UpstreamAddr, UpstreamConfig};
 use crate::protocol::Protocol;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -53,6 +54,9 @@ pub struct Cluster {
     topology: watch::Sender<Option<Arc<Topology>>>,
     nodes: RwLock<HashMap<String, Arc<Upstream>>>,
     refresh: Notify,
+    /// Counts the topology changes that moved a slot to another primary, each counted before
+    /// the new topology is published (the near cache empties itself when it changes).
+    slot_moves: AtomicU64,
 }
 
 impl Cluster {
@@ -64,6 +68,7 @@ impl Cluster {
             topology: watch::channel(None).0,
             nodes: RwLock::new(HashMap::new()),
             refresh: Notify::new(),
+            slot_moves: AtomicU64::new(0),
         });
         tokio::spawn(refresh_task(cluster.clone()));
         cluster
@@ -94,6 +99,16 @@ impl Cluster {
             Ok(Ok(t)) => t.clone(),
             _ => None,
         }
+    }
+
+    /// The topology as it changes (`None` until the first is read).
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<Topology>>> {
+        self.topology.subscribe()
+    }
+
+    /// How many topology changes so far moved a slot to another primary.
+    pub fn slot_moves(&self) -> u64 {
+        self.slot_moves.load(Ordering::Acquire)
     }
 
     /// The topology now, if known.
@@ -151,6 +166,7 @@ impl Cluster {
             Some(topo) if topo.primary(slot) != Some(addr) => {
                 let mut next = (**topo).clone();
                 next.moved(slot, addr);
+                self.slot_moves.fetch_add(1, Ordering::AcqRel);
                 *t = Some(Arc::new(next));
                 true
             }
@@ -226,6 +242,9 @@ async fn refresh_task(cluster: Arc<Cluster>) {
                 }
                 let changed = c.topology.send_if_modified(|cur| {
                     if cur.as_deref() != Some(&t) {
+                        if cur.as_deref().is_some_and(|old| !old.same_owners(&t)) {
+                            c.slot_moves.fetch_add(1, Ordering::AcqRel);
+                        }
                         *cur = Some(Arc::new(t));
                         true
                     } else {

@@ -82,6 +82,11 @@ pub fn plan(spec: Option<&CommandSpec>, args: &[Bytes]) -> Plan {
     if spec.name == "scan" {
         return Plan::Scan;
     }
+    // A shard channel is no key (its key spec says `not_key`), but it has a slot: SPUBLISH
+    // goes to that slot's primary, which alone holds its subscribers.
+    if spec.name == "spublish" {
+        return Plan::Single(args.get(1).map(|c| key_slot(c)));
+    }
     let slots = match slot_of(spec, args) {
         Ok(s) => s,
         Err(CrossSlot) => {

@@ -53,6 +53,11 @@ impl Topology {
         &self.primaries
     }
 
+    /// Whether every slot has the same primary (by address) in `other`.
+    pub fn same_owners(&self, other: &Topology) -> bool {
+        (0..SLOTS as u16).all(|s| self.primary(s) == other.primary(s))
+    }
+
     /// Slots served by no node.
     pub fn unassigned(&self) -> usize {
         self.slots.iter().filter(|&&i| i == UNASSIGNED).count()

@@ -271,12 +271,32 @@ pub(in crate::server::session) async fn tenant_config_get(
         .sessions
         .idle_timeout
         .map_or(0, |t| t.as_secs());
-    let pairs = info::config_get(&patterns, &upstream, idle);
+    let notify = r.client.tenant.as_ref().map_or(0, |t| t.events.get());
+    let pairs = info::config_get(&patterns, &upstream, idle, notify);
     let mut out = BytesMut::new();
     encode::map_header(&mut out, r.client.proto, pairs.len());
     for (name, value) in pairs {
         encode::bulk(&mut out, name.as_bytes());
         encode::bulk(&mut out, value.as_bytes());
+    }
+    out
+}
+
+/// CONFIG SET of a prefixed tenant's own `notify-keyspace-events` (the caller checked
+/// [`info::config_set`] takes it): it chooses which of its keys' notifications reach every
+/// subscriber of the tenant, at once; the upstream's own setting is not touched.
+pub(in crate::server::session) fn tenant_config_set(
+    r: &mut Reader<'_>,
+    args: &[Bytes],
+) -> BytesMut {
+    let mut out = BytesMut::new();
+    match (info::config_set(args), &r.client.tenant) {
+        (Some(Ok(flags)), Some(t)) => {
+            t.events.set(flags);
+            encode::simple(&mut out, "OK");
+        }
+        (Some(Err(e)), _) => encode::error(&mut out, &e),
+        _ => encode::error(&mut out, "ERR no tenant"),
     }
     out
 }

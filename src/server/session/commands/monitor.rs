@@ -43,13 +43,34 @@ impl Reader<'_> {
         // Everything sent before runs before monitoring starts.
         self.send_group().await;
         self.barrier().await;
-        let conn = match upstream.pinned().monitor().await {
-            Ok(c) => c,
-            Err(e) => {
-                metrics::error(ErrorKind::Refused);
-                return self.reply_error(&e.to_string()).await;
-            }
+        // A cluster's commands run on its primaries: one monitor on each, their lines merged
+        // in the order they arrive (each node's in its own order).
+        let pools = match upstream.cluster() {
+            Some(c) => match c.topology().await {
+                Some(t) => t
+                    .primaries()
+                    .iter()
+                    .map(|a| c.node(a).pinned().clone())
+                    .collect(),
+                None => {
+                    metrics::error(ErrorKind::Upstream);
+                    return self
+                        .reply_error("CLUSTERDOWN respite has not read the cluster's topology yet")
+                        .await;
+                }
+            },
+            None => vec![upstream.pinned().clone()],
         };
+        let mut conns = Vec::with_capacity(pools.len());
+        for pool in pools {
+            match pool.monitor().await {
+                Ok(c) => conns.push(c),
+                Err(e) => {
+                    metrics::error(ErrorKind::Refused);
+                    return self.reply_error(&e.to_string()).await;
+                }
+            }
+        }
         let view = View {
             prefix: self
                 .client
@@ -70,39 +91,18 @@ impl Reader<'_> {
         let gone = self.out.pin.gone_token().child_token();
         self.monitoring = Some(gone.clone());
         let (tx, rx) = mpsc::channel(BACKLOG);
-        tokio::spawn(async move {
-            // Moved whole: the block must hold the write half too, whose drop would shut the
-            // connection down.
-            let mut conn = conn;
-            let mut buf = BytesMut::new();
-            let relay = async {
-                loop {
-                    let mut scanner = ReplyScanner::new();
-                    while let Ok(Some(found)) = scanner.scan(&buf) {
-                        let line = buf.split_to(found.len).freeze();
-                        scanner = ReplyScanner::new();
-                        let shown = view.show(line);
-                        if let Some(line) = shown
-                            && tx.try_send(line).is_err()
-                        {
-                            tracing::debug!("monitor: client too slow");
-                            return;
-                        }
-                    }
-                    match conn.read.read_buf(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            tracing::debug!("monitor: upstream closed");
-                            return;
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            };
-            tokio::select! {
-                _ = gone.cancelled() => tracing::debug!("monitor: client gone or reset"),
-                _ = relay => {}
-            }
-        });
+        // The stream ends (the client is told nothing more) when any monitor ends: a merged
+        // view missing a node's lines would look whole and not be.
+        let ended = tokio_util::sync::CancellationToken::new();
+        for conn in conns {
+            tokio::spawn(relay(
+                conn,
+                view.clone(),
+                tx.clone(),
+                gone.clone(),
+                ended.clone(),
+            ));
+        }
         // A monitor waits for lines, not for itself: limits.idle_timeout_ms would close it (Redis's
         // `timeout` spares monitors too).
         self.client.timeouts_exempt = true;
@@ -122,7 +122,52 @@ impl Reader<'_> {
     }
 }
 
+/// Relay one upstream monitor's lines, as `view` shows them, until the client goes (`gone`),
+/// is too slow, or a monitor ends (`ended`, which this one then fires).
+async fn relay(
+    conn: crate::upstream::Monitor,
+    view: View,
+    tx: mpsc::Sender<Bytes>,
+    gone: tokio_util::sync::CancellationToken,
+    ended: tokio_util::sync::CancellationToken,
+) {
+    // Moved whole: the block must hold the write half too, whose drop would shut the
+    // connection down.
+    let mut conn = conn;
+    let mut buf = BytesMut::new();
+    let relay = async {
+        loop {
+            let mut scanner = ReplyScanner::new();
+            while let Ok(Some(found)) = scanner.scan(&buf) {
+                let line = buf.split_to(found.len).freeze();
+                scanner = ReplyScanner::new();
+                let shown = view.show(line);
+                if let Some(line) = shown
+                    && tx.try_send(line).is_err()
+                {
+                    tracing::debug!("monitor: client too slow");
+                    return;
+                }
+            }
+            match conn.read.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    tracing::debug!("monitor: upstream closed");
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = gone.cancelled() => tracing::debug!("monitor: client gone or reset"),
+        _ = ended.cancelled() => {}
+        _ = relay => {}
+    }
+    ended.cancel();
+}
+
 /// Who watches: a prefixed tenant (its prefix), or anyone else; and the configured database.
+#[derive(Clone)]
 struct View {
     prefix: Option<Bytes>,
     db: u32,

@@ -14,7 +14,7 @@ use crate::metrics::{self, ErrorKind};
 use crate::policy::Plan;
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, Request, encode};
-use crate::pubsub::{self, Hub, Kind, Outbox, Subscriber};
+use crate::pubsub::{self, Hub, Kind, Name, Outbox, Space, Subscriber, View};
 use crate::server::session::{Flow, Keep, Pending, Reader, unix_ms};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -137,14 +137,14 @@ impl Reader<'_> {
         self.barrier().await;
         let hub = self.shared.pubsub.clone()?;
         let outbox = self.pubsub.outbox.clone()?;
-        let prefix = self.prefix();
+        let space = self.space();
         let id = self.client.id;
         let sub = self
             .pubsub
             .subscriber
             .get_or_insert_with(|| Box::new(Subscriber::new(hub, id, outbox)));
         if subscribe {
-            sub.subscribe(kind, proto, &prefix, &req.args[1..], local)
+            sub.subscribe(kind, proto, &space, &req.args[1..], local)
                 .await;
         } else {
             sub.unsubscribe(kind, proto, &req.args[1..]);
@@ -182,12 +182,18 @@ impl Reader<'_> {
         }
     }
 
-    fn prefix(&self) -> Bytes {
-        self.client
-            .tenant
-            .as_ref()
-            .map(|t| t.prefix.clone())
-            .unwrap_or_default()
+    /// The namespace the client's names are in: its tenant's prefix and, for a prefixed tenant,
+    /// where its keyspace notifications come from (its keys' upstream database) and its
+    /// `notify-keyspace-events`.
+    fn space(&self) -> Space {
+        let Some(t) = self.client.tenant.as_ref().filter(|t| t.has_prefix()) else {
+            return Space::default();
+        };
+        let db = t.db.unwrap_or_else(|| self.configured_db());
+        Space {
+            prefix: t.prefix.clone(),
+            notices: Some((db, t.events.clone())),
+        }
     }
 
     /// PUBLISH / SPUBLISH, sent on the client's own connection in order with its other commands,
@@ -249,13 +255,18 @@ impl Reader<'_> {
         } else {
             Kind::Shard
         };
-        let prefix = self.prefix();
-        let names: Vec<_> = req.args[2..]
+        let space = self.space();
+        // The name each client name is counted by, and whether it is a notification name that
+        // other tenants share (counted within the tenant's namespace only).
+        let names: Vec<(Name, bool)> = req.args[2..]
             .iter()
-            .map(|a| Subscriber::upstream_name(&prefix, kind, a))
+            .map(|a| {
+                let (n, view) = Subscriber::upstream_names(&space, kind, a).swap_remove(0);
+                (n, matches!(view, View::Notices { .. }))
+            })
             .collect();
         let mut args: Vec<&[u8]> = vec![&req.args[0], &req.args[1]];
-        args.extend(names.iter().map(|n| &n.1[..]));
+        args.extend(names.iter().map(|(n, _)| &n.1[..]));
         let mut command = BytesMut::new();
         encode::command(&mut command, &args);
         let client_names = req.args[2..].to_vec();
@@ -264,7 +275,7 @@ impl Reader<'_> {
         let budget = self.out.budget().cloned();
         tokio::spawn(async move {
             let reply = match hub.query(command.freeze()).await {
-                Ok(reply) => numsub_reply(&hub, &reply, &names, &client_names, proto),
+                Ok(reply) => numsub_reply(&hub, &reply, &names, &space, &client_names, proto),
                 Err(e) => {
                     metrics::error(ErrorKind::Upstream);
                     crate::server::session::error_bytes(&format!("ERR {e}"))
@@ -297,7 +308,8 @@ fn integer(reply: &[u8]) -> Option<i64> {
 fn numsub_reply(
     hub: &Hub,
     reply: &Bytes,
-    names: &[(Kind, Bytes)],
+    names: &[(Name, bool)],
+    space: &Space,
     client_names: &[Bytes],
     proto: Protocol,
 ) -> Bytes {
@@ -312,7 +324,13 @@ fn numsub_reply(
     } else {
         encode::array_header(&mut out, names.len() * 2);
     }
-    for (i, (name, client)) in names.iter().zip(client_names).enumerate() {
+    for (i, ((name, shared), client)) in names.iter().zip(client_names).enumerate() {
+        if *shared {
+            // Who else listens to a notification channel is not the tenant's to know.
+            encode::bulk(&mut out, client);
+            encode::integer(&mut out, hub.in_process_of(name, &space.prefix) as i64);
+            continue;
+        }
         let upstream: i64 = match items.get(i * 2 + 1) {
             Some(Value::Line(b':', n)) => std::str::from_utf8(n)
                 .ok()

@@ -1,0 +1,119 @@
+//! Redis Functions for prefixed tenants with `scripts = true` (issue 22): each tenant's FUNCTION
+//! LOAD, LIST, DELETE and FLUSH act on its own libraries and FCALL calls its own functions, so
+//! two tenants may load the same library and function names. The judge is the upstream's own
+//! FUNCTION LIST and keys; a library loaded straight on the upstream is nobody's through respite.
+use crate::both;
+use crate::support::{Kind, Proxy, Server, TenantToml, tenants, text, words};
+
+const CODE: &str = "#!lua name=mylib\nredis.register_function('f', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\nredis.register_function{function_name='g', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}";
+
+fn upstream_libraries(server: &Server) -> String {
+    text(server.raw().cmd(&words("FUNCTION LIST")))
+}
+
+both!(each_tenant_has_its_own_function_libraries, |kind: Kind| {
+    let server = Server::start(kind);
+    let config = tenants(&[
+        TenantToml::new("a", "a:")
+            .login("pa")
+            .allow(&["@all"])
+            .scripts(),
+        TenantToml::new("b", "b:")
+            .login("pb")
+            .allow(&["@all"])
+            .scripts(),
+    ]);
+    let proxy = Proxy::start_with_config(&server.url(), &config, &[]);
+    let mut direct = server.raw();
+    assert_eq!(
+        text(direct.cmd(&[
+            b"FUNCTION",
+            b"LOAD",
+            b"#!lua name=plain\nredis.register_function('p', function() return 1 end)"
+        ])),
+        "$5\r\nplain\r\n"
+    );
+    let (mut a, mut b) = (proxy.login("a", "pa"), proxy.login("b", "pb"));
+    // The same library and function names for both.
+    for t in [&mut a, &mut b] {
+        assert_eq!(
+            text(t.cmd(&[b"FUNCTION", b"LOAD", CODE.as_bytes()])),
+            "$5\r\nmylib\r\n"
+        );
+    }
+    assert_eq!(a.cmd(&words("FCALL f 1 k va")), b"+OK\r\n");
+    assert_eq!(b.cmd(&words("FCALL f 1 k vb")), b"+OK\r\n");
+    assert_eq!(text(a.cmd(&words("FCALL_RO g 1 k"))), "$2\r\nva\r\n");
+    assert_eq!(text(direct.cmd(&words("GET a:k"))), "$2\r\nva\r\n");
+    assert_eq!(text(direct.cmd(&words("GET b:k"))), "$2\r\nvb\r\n");
+    let up = upstream_libraries(&server);
+    for name in [
+        "respite_613a_mylib",
+        "respite_623a_mylib",
+        "respite_613a_f",
+        "respite_623a_g",
+        "plain",
+    ] {
+        assert!(up.contains(name), "{name} upstream: {up}");
+    }
+
+    // a lists its own library alone, with its own names and code.
+    let list = text(a.cmd(&words("FUNCTION LIST WITHCODE")));
+    assert!(list.starts_with("*1\r\n"), "{list}");
+    assert!(
+        list.contains("$5\r\nmylib\r\n") && list.contains("$4\r\nname\r\n$1\r\nf\r\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains(&format!("${}\r\n{CODE}\r\n", CODE.len())),
+        "{list}"
+    );
+    for never in ["respite_", "plain", "b:"] {
+        assert!(!list.contains(never), "{never} in {list}");
+    }
+    assert_eq!(
+        text(a.cmd(&words("FUNCTION LIST LIBRARYNAME pl*"))),
+        "*0\r\n"
+    );
+    assert!(text(a.cmd(&words("FUNCTION LIST LIBRARYNAME MY*"))).starts_with("*1\r\n"));
+    assert_eq!(
+        text(a.cmd(&[b"FUNCTION", b"LOAD", CODE.as_bytes()])),
+        "-ERR Library 'mylib' already exists\r\n"
+    );
+    assert_eq!(
+        text(a.cmd(&[b"FUNCTION", b"LOAD", b"REPLACE", CODE.as_bytes()])),
+        "$5\r\nmylib\r\n"
+    );
+
+    // DELETE and FLUSH reach a's libraries only.
+    assert_eq!(a.cmd(&words("FUNCTION DELETE mylib")), b"+OK\r\n");
+    assert!(text(a.cmd(&words("FCALL f 1 k x"))).starts_with("-ERR Function not found"));
+    let up = upstream_libraries(&server);
+    assert!(
+        !up.contains("respite_613a_mylib") && up.contains("respite_623a_mylib"),
+        "{up}"
+    );
+    for lib in ["one", "two"] {
+        let code =
+            format!("#!lua name={lib}\nredis.register_function('{lib}', function() return 1 end)");
+        assert_eq!(
+            text(a.cmd(&[b"FUNCTION", b"LOAD", code.as_bytes()])),
+            format!("$3\r\n{lib}\r\n")
+        );
+    }
+    assert_eq!(a.cmd(&words("FUNCTION FLUSH ASYNC")), b"+OK\r\n");
+    assert_eq!(text(a.cmd(&words("FUNCTION LIST"))), "*0\r\n");
+    let up = upstream_libraries(&server);
+    assert!(!up.contains("respite_613a_"), "{up}");
+    assert!(
+        up.contains("respite_623a_mylib") && up.contains("plain"),
+        "{up}"
+    );
+    assert_eq!(text(b.cmd(&words("FCALL_RO g 1 k"))), "$2\r\nvb\r\n");
+    // The payload holds every tenant's libraries: refused.
+    let dump = text(a.cmd(&words("FUNCTION DUMP")));
+    assert!(
+        dump.starts_with("-ERR 'function|dump' is not available"),
+        "{dump}"
+    );
+});
