@@ -240,7 +240,7 @@ impl View {
 
 /// What respite itself sends on a connection that carries clients' commands: the batch marker
 /// (`PING` and 32 hex digits), the PING that ends a pinned lease (`PING respite-release`), a
-/// pinned connection's `RESET`, and its own HELLO (named `respite…`). A client's RESET never
+/// pinned connection's `RESET` and `CLIENT INFO` check, and its own HELLO (named `respite…`). A client's RESET never
 /// reaches the upstream (respite answers it); its PINGs do and are shown.
 pub(super) fn respite_own(args: &[Bytes]) -> bool {
     let Some(name) = args.first() else {
@@ -253,6 +253,11 @@ pub(super) fn respite_own(args: &[Bytes]) -> bool {
     }
     if name.eq_ignore_ascii_case(b"reset") {
         return true;
+    }
+    // The reset's check of a pinned connection before reuse: a client's CLIENT INFO is answered
+    // by respite, never sent.
+    if name.eq_ignore_ascii_case(b"client") {
+        return args.len() == 2 && args[1].eq_ignore_ascii_case(b"info");
     }
     name.eq_ignore_ascii_case(b"hello")
         && args
