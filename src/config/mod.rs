@@ -381,14 +381,9 @@ fn validate(raw: RawConfig, c: &Check) -> Result<Config, ConfigError> {
             ),
         ));
     }
-    let mut local_only = raw.local_only.validate(c)?;
-    if let Some(u) = &upstream
-        && u.url.is_cluster()
-    {
-        // Health is judged per node in a cluster: a node down fails only its own slots'
-        // commands, and local-only mode (which would follow one node's health) is off.
-        local_only.enabled = false;
-    }
+    // A cluster's probe speaks for the whole cluster (any node answering keeps it up), so
+    // local-only mode takes over only when no node answers; one node down fails only its slots.
+    let local_only = raw.local_only.validate(c)?;
     let tenants = if raw.tenant.is_empty() && raw.default_tenant.is_none() {
         None
     } else {

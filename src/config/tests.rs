@@ -69,8 +69,8 @@ fn cluster_urls_list_their_seeds() {
     let c =
         parse("[upstream]\nurl = \"redis+cluster://a:1\"\n[local_only]\nenabled = true\n").unwrap();
     assert!(
-        !c.local_only.enabled,
-        "local-only mode is off for a cluster"
+        c.local_only.enabled,
+        "local-only mode is on for a cluster (it takes over when no node serves)"
     );
 }
 

@@ -105,6 +105,15 @@ fn refusal(msg: &str) -> Bytes {
 /// What a refused write gets. TRYAGAIN: the same command may succeed once the upstream is back.
 pub(crate) const LOCAL_ONLY_REFUSED: &str = "TRYAGAIN upstream is down and respite is in local-only mode, which refuses writes (local_only.writes = \"refuse\")";
 
+/// What SCAN and KEYS get in local-only mode: the engine does not hold the upstream's keys.
+pub(crate) const PARTIAL_KEYSPACE: &str = "TRYAGAIN upstream is down and respite is in local-only mode, whose keys are only those written during the outage: a listing of them would be partial (a pattern delete would miss the upstream's keys)";
+
+/// The commands that list the keyspace (a tenant's FLUSHDB, which lists its namespace, is
+/// refused by the session for the same reason).
+pub(crate) fn partial_keyspace(spec: &CommandSpec) -> bool {
+    matches!(spec.name, "scan" | "keys")
+}
+
 /// What a write refused by a `[[local_only.rule]]` gets.
 pub(crate) const LOCAL_ONLY_RULE_REFUSED: &str = "TRYAGAIN upstream is down and respite is in local-only mode, which refuses writes to this key (local_only.rule)";
 
@@ -140,19 +149,19 @@ pub(crate) fn answerer<'a>(
             on_recovery: config.on_recovery,
         })); // standalone
     };
-    // A misconfiguration, or an upstream never reached (a typo in the URL looks like an outage),
-    // is forwarded: the client gets the upstream's own refusal or the connection's failure,
-    // naming the upstream and the cause, rather than writes acknowledged into nowhere.
-    if !health.state().is_local()
-        || health.rejected()
-        || !(health.contacted() || config.serve_before_first_contact)
-    {
+    if !serves(health, config) {
         return None;
     }
     // Killing a runaway script is for the upstream, whatever the engine could say: if it can be
     // reached at all, SCRIPT KILL reaches it (otherwise it fails fast, naming the outage).
     if matches!(spec.name, "script|kill" | "function|kill") {
         return None;
+    }
+    // A listing of the keyspace from an engine that holds only the outage's writes would be
+    // silently partial: a pattern delete (SCAN + DEL) would delete none of the upstream's keys
+    // and report success.
+    if partial_keyspace(spec) {
+        return Some(Answerer::Refused(PARTIAL_KEYSPACE));
     }
     // Reads the near cache held when the upstream went away may be answered from it (see the
     // session's stale reads), before the engine.
@@ -174,6 +183,16 @@ pub(crate) fn answerer<'a>(
         outage,
         on_recovery: config.on_recovery,
     }))
+}
+
+/// Whether local-only mode serves now, given an engine: the upstream is down or recovering, and
+/// not misconfigured. A misconfiguration, or an upstream never reached (a typo in the URL looks
+/// like an outage), is forwarded: the client gets the upstream's own refusal or the connection's
+/// failure, naming the upstream and the cause, rather than writes acknowledged into nowhere.
+pub(crate) fn serves(health: &Health, config: &LocalOnlyConfig) -> bool {
+    health.state().is_local()
+        && !health.rejected()
+        && (health.contacted() || config.serve_before_first_contact)
 }
 
 /// A write, or a script that may write (its keys are its `KEYS`).

@@ -285,6 +285,10 @@ impl Tenant {
                     pattern: pattern.freeze(),
                 }));
             }
+            "function|stats" => {
+                call.reply = ReplyRewrite::FunctionStats;
+                return Ok(None);
+            }
             "function|dump" | "function|restore" => {
                 return Err(Self::refuse(spec, FUNCTION_PAYLOAD));
             }

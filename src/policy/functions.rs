@@ -139,6 +139,62 @@ pub fn rewrite_reply(prefix: &[u8], reply: &Bytes) -> Result<Bytes, ReplyError> 
     Ok(out.freeze())
 }
 
+/// FUNCTION STATS as the tenant sees it: the running function only if it is the tenant's own
+/// (its name and the function name in its command out of the namespace); another tenant's, whose
+/// command holds that tenant's key names and arguments, shows as no running function (null).
+/// The engines' library and function counts stay the server's.
+pub fn rewrite_stats(prefix: &[u8], reply: &Bytes) -> Result<Bytes, ReplyError> {
+    let ns = namespace(prefix);
+    if matches!(reply.first(), Some(b'-' | b'!')) {
+        return Ok(reply.clone());
+    }
+    let mut v = parse(reply)?;
+    let resp3 = reply.first() == Some(&b'%');
+    let Value::Agg(_, items) = &mut v else {
+        return Ok(reply.clone());
+    };
+    for kv in items.chunks_mut(2) {
+        let [k, running] = kv else {
+            continue;
+        };
+        if k.bulk() != Some(b"running_script") || running.is_null() {
+            continue;
+        }
+        let own = field(running, b"name")
+            .and_then(Value::bulk)
+            .is_some_and(|n| n.starts_with(&ns));
+        if !own {
+            *running = if resp3 {
+                Value::Line(b'_', b"")
+            } else {
+                Value::Line(b'$', b"-1")
+            };
+            continue;
+        }
+        if let Value::Agg(_, fields) = running {
+            for fkv in fields.chunks_mut(2) {
+                let [fk, fv] = fkv else {
+                    continue;
+                };
+                match fk.bulk() {
+                    Some(b"name") => strip_ns(&ns, fv),
+                    Some(b"command") => {
+                        if let Value::Agg(_, words) = fv
+                            && let Some(name) = words.get_mut(1)
+                        {
+                            strip_ns(&ns, name);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity(reply.len());
+    encode(&v, &mut out);
+    Ok(out.freeze())
+}
+
 /// The value of `name` in a map, or in an array of alternating names and values.
 pub(super) fn field<'v, 'a>(v: &'v Value<'a>, name: &[u8]) -> Option<&'v Value<'a>> {
     let items = v.items()?;
@@ -215,6 +271,24 @@ mod tests {
         assert_eq!(unload_code(&ns, &up), code.to_vec());
         // No shebang: as it is, for the upstream to refuse.
         assert_eq!(&load_code(&ns, b"return 1")[..], b"return 1");
+    }
+
+    #[test]
+    fn stats_show_only_the_tenants_running_function() {
+        let running = |name: &str| {
+            format!(
+                "*4\r\n$14\r\nrunning_script\r\n*6\r\n$4\r\nname\r\n${}\r\n{name}\r\n$7\r\ncommand\r\n*3\r\n$5\r\nfcall\r\n${}\r\n{name}\r\n$1\r\n0\r\n$11\r\nduration_ms\r\n:5\r\n$7\r\nengines\r\n*0\r\n",
+                name.len(),
+                name.len()
+            )
+        };
+        let own = rewrite_stats(b"t:", &Bytes::from(running("respite_743a_spin"))).unwrap();
+        assert_eq!(String::from_utf8_lossy(&own), running("spin"));
+        let other = rewrite_stats(b"t:", &Bytes::from(running("respite_753a_spin"))).unwrap();
+        assert_eq!(
+            &other[..],
+            b"*4\r\n$14\r\nrunning_script\r\n$-1\r\n$7\r\nengines\r\n*0\r\n"
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum ReplyRewrite {
     /// FUNCTION LOAD, LIST and DELETE: library and function names, and code, out of the
     /// tenant's function namespace ([`super::functions`]).
     Functions,
+    /// FUNCTION STATS: the running function only if it is the tenant's.
+    FunctionStats,
     /// (S|P)SUBSCRIBE / UNSUBSCRIBE confirmations and pushed messages (`message`, `pmessage`,
     /// `smessage`): every channel or pattern name in them. Use [`rewrite_push`] for pushes.
     PubSub,
@@ -91,6 +93,9 @@ pub fn rewrite_reply(
     if rewrite == ReplyRewrite::Functions {
         return super::functions::rewrite_reply(prefix, reply);
     }
+    if rewrite == ReplyRewrite::FunctionStats {
+        return super::functions::rewrite_stats(prefix, reply);
+    }
     if matches!(reply[0], b'-' | b'!') {
         return Ok(rewrite_error(prefix, reply));
     }
@@ -111,7 +116,10 @@ fn rewrite_value(rewrite: ReplyRewrite, prefix: &[u8], v: &mut Value) {
         return;
     }
     match rewrite {
-        ReplyRewrite::None | ReplyRewrite::Errors | ReplyRewrite::Functions => {}
+        ReplyRewrite::None
+        | ReplyRewrite::Errors
+        | ReplyRewrite::Functions
+        | ReplyRewrite::FunctionStats => {}
         ReplyRewrite::Keys | ReplyRewrite::Channels => {
             if let Value::Agg(_, items) = v {
                 // Every name should carry the prefix (the pattern was confined); one that does not

@@ -220,8 +220,18 @@ impl Shared {
         )
     }
 
-    /// Wait while the recovery fence is up (the keys written during an outage are being deleted
-    /// upstream); at once otherwise, at the cost of one atomic load.
+    /// Whether local-only mode answers instead of the upstream now (standalone mode aside): one
+    /// atomic load while the upstream is in service.
+    pub(crate) fn local_only_serves(&self) -> bool {
+        match (&self.engine, self.health.as_deref()) {
+            (Some(_), Some(h)) => local_only::serves(h, &self.config.local_only),
+            _ => false,
+        }
+    }
+
+    /// Wait while the recovery fence is up (the journal of an outage is being replayed, or the
+    /// keys written during it deleted, upstream); at once otherwise, at the cost of one atomic
+    /// load.
     pub(crate) async fn fence(&self) {
         if self.outage.fenced() {
             self.outage.wait().await

@@ -109,9 +109,14 @@ impl Upstream {
             config.health.recover_after,
             options,
         ));
+        let cluster = config
+            .url
+            .is_cluster()
+            .then(|| Cluster::start(config.clone(), shutdown.clone()));
         tokio::spawn(probe::run(
             health.clone(),
             config.clone(),
+            cluster.clone(),
             info.clone(),
             shutdown.clone(),
         ));
@@ -121,10 +126,6 @@ impl Upstream {
             commands_tx,
             shutdown.clone(),
         ));
-        let cluster = config
-            .url
-            .is_cluster()
-            .then(|| Cluster::start(config.clone(), shutdown.clone()));
         let mut up = Upstream {
             pinned: PinnedPool::new(config.clone(), health.clone()),
             home: Pools {

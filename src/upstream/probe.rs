@@ -3,11 +3,17 @@
 //! from a busy one by a deadline of its own and what the pool saw meanwhile ([`super::activity`]:
 //! replies arriving, a known-slow command ahead; and `-BUSY` answers to the probe itself). It only
 //! reports to [`Health`]; the state machine decides.
+//!
+//! For a cluster the probe speaks for the whole cluster: when the node it probes fails, it tries
+//! the next node known (the topology's primaries, then the seeds) at once, and reports a failure
+//! only once every one of them failed in a row. So local-only mode takes over only when no node
+//! of the cluster answers; one primary down fails only its own slots (see docs/cluster.md).
 use super::activity::{self, Verdict};
+use super::cluster::Cluster;
 use super::error::{Deadline, Kind, ProtocolError, Refusal, UpstreamError};
 use super::handshake::{self, BoxRead, BoxWrite, ServerInfo};
 use super::health::{Cause, Event, Health, State};
-use crate::config::{HealthConfig, UpstreamConfig};
+use crate::config::{HealthConfig, UpstreamAddr, UpstreamConfig};
 use crate::protocol::Protocol;
 use std::sync::{Arc, RwLock};
 use tokio::time::Instant;
@@ -24,6 +30,7 @@ use tracing::{debug, info};
 pub(super) async fn run(
     health: Arc<Health>,
     config: Arc<UpstreamConfig>,
+    cluster: Option<Arc<Cluster>>,
     info: Arc<RwLock<Option<ServerInfo>>>,
     shutdown: CancellationToken,
 ) {
@@ -37,14 +44,16 @@ pub(super) async fn run(
     // handshake that hangs (a frozen process still completes TCP handshakes from its backlog) is
     // given longer than the deadline, so it ends as "no answer", never as a connect error that
     // would read as a reachable-but-failing upstream.
-    let config = {
+    let mut config = {
         let mut c = (*config).clone();
         // (The deadline may stretch to four probe deadlines with work ahead: see
         // `activity::allowance`.)
         c.connect_timeout = c.connect_timeout.max(probe_timeout * 5);
         Arc::new(c)
     };
-    let addr = handshake::addr(&config);
+    let mut addr = handshake::addr(&config);
+    // Cluster nodes that failed in a row since the last answer.
+    let mut missed = 0usize;
     let mut conn: Option<(BoxRead, BoxWrite)> = None;
     let mut last_answer: Option<Instant> = None;
     // When the probe began waiting with no answer since: the start of silence when no sign of
@@ -80,11 +89,18 @@ pub(super) async fn run(
         realive = false;
         waiting_since.get_or_insert(start);
         let outcome = tokio::select! {
-            r = tokio::time::timeout_at(deadline, probe_once(&mut conn, &config, &addr, &health.activity, &info)) => r,
+            r = tokio::time::timeout_at(deadline, async {
+                probe_once(&mut conn, &config, &addr, &health.activity, &info).await?;
+                match (&cluster, conn.as_mut()) {
+                    (Some(_), Some((r, w))) => serving(r, w, &addr).await,
+                    _ => Ok(()),
+                }
+            }) => r,
             _ = shutdown.cancelled() => return,
         };
         match outcome {
             Ok(Ok(())) => {
+                missed = 0;
                 let now = Instant::now();
                 last_answer = Some(now);
                 waiting_since = None;
@@ -152,6 +168,12 @@ pub(super) async fn run(
                         starved_retry = false;
                         last_answer = None;
                         busy_since = None;
+                        if let Some(c) = &cluster
+                            && next_node(c, &mut config, &mut missed)
+                        {
+                            addr = handshake::addr(&config);
+                            continue;
+                        }
                         let silent = Kind::TimedOut(Deadline::Probe(silent_for));
                         health.report(
                             Event::ProbeFailed { silent: true },
@@ -162,6 +184,14 @@ pub(super) async fn run(
             }
             Ok(Err(error)) => {
                 debug!(%error, "upstream probe failed");
+                if let Some(c) = &cluster
+                    && next_node(c, &mut config, &mut missed)
+                {
+                    conn = None;
+                    last_answer = None;
+                    addr = handshake::addr(&config);
+                    continue;
+                }
                 health.attempt_failed(&error);
                 conn = None;
                 last_answer = None;
@@ -183,6 +213,60 @@ pub(super) async fn run(
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// A cluster's node failed the probe: `config` turns to the next node known after it (the
+/// topology's primaries, then the seeds). True while fewer nodes than are known failed in a row
+/// (`missed`), so the next is probed at once; false once all did: the failure is reported.
+fn next_node(cluster: &Cluster, config: &mut Arc<UpstreamConfig>, missed: &mut usize) -> bool {
+    let mut nodes: Vec<String> = cluster
+        .current()
+        .map(|t| t.primaries().to_vec())
+        .unwrap_or_default();
+    for s in &config.url.seeds {
+        if !nodes.contains(s) {
+            nodes.push(s.clone());
+        }
+    }
+    if nodes.is_empty() {
+        return false;
+    }
+    let now = config.url.addr.to_string();
+    let next = match nodes.iter().position(|n| *n == now) {
+        Some(i) => nodes[(i + 1) % nodes.len()].clone(),
+        None => nodes[0].clone(),
+    };
+    let mut c = (**config).clone();
+    c.url.addr = UpstreamAddr::Tcp(next);
+    *config = Arc::new(c);
+    *missed += 1;
+    if *missed < nodes.len() {
+        return true;
+    }
+    *missed = 0;
+    false
+}
+
+/// A cluster node answers only if it says the cluster serves (`cluster_state:ok`): a cluster
+/// that lost a slot's every node refuses every command (CLUSTERDOWN), so it is down as a whole,
+/// and what local-only mode journaled is replayed only once it serves every slot again.
+async fn serving(r: &mut BoxRead, w: &mut BoxWrite, addr: &Arc<str>) -> Result<(), UpstreamError> {
+    let info = handshake::request(
+        r,
+        w,
+        addr,
+        "CLUSTER INFO",
+        b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n",
+    )
+    .await?;
+    if memchr::memmem::find(&info, b"cluster_state:ok").is_some() {
+        return Ok(());
+    }
+    let kind = Kind::Protocol(ProtocolError::Unexpected {
+        command: "CLUSTER INFO",
+        reply: "cluster_state is not ok".into(),
+    });
+    Err(UpstreamError::new(addr.clone(), kind))
 }
 
 /// One PING, on the open probe connection if there is one, else on a fresh one.

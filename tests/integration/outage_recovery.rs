@@ -175,61 +175,72 @@ fn contend(
 both!(
     locks_refused_while_down_never_have_two_holders,
     |kind: Kind| {
-        let mut server = Server::start(kind);
         let rule = "[[local_only.rule]]\npattern = \"lock:*\"\nwrites = \"refuse\"\n";
-        // Two sidecars: each would have its own local lock if locks were applied locally.
-        let proxies = [
-            Proxy::start_with_config(&server.url(), rule, &[]),
-            Proxy::start_with_config(&server.url(), rule, &[]),
-        ];
-        for p in &proxies {
-            wait_healthy(p);
-        }
-        let holders = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = (0..4)
-            .map(|i| {
-                let c = proxies[i % 2].raw();
-                let (h, s) = (holders.clone(), stop.clone());
-                std::thread::spawn(move || contend(c, format!("c{i}"), h, s))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        server.kill();
-        for p in &proxies {
-            wait_state(p, "down");
-        }
-        // While down a plain write still lands locally; only lock:* is refused.
-        assert_eq!(
-            cmd(&mut proxies[0].raw(), "SET plain x"),
-            Value::Simple("OK".into())
-        );
-        let r = cmd(&mut proxies[0].raw(), "SET lock:other x NX");
-        assert!(
-            matches!(&r, Value::Err(e) if e.starts_with("TRYAGAIN")),
-            "{r:?}"
-        );
-        std::thread::sleep(Duration::from_millis(800));
-        server.restart();
-        for p in &proxies {
-            wait_healthy(p);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, Ordering::Relaxed);
-        let (mut acquired, mut refused, mut violations) = (0, 0, 0);
-        for t in threads {
-            let (a, r, v) = t.join().unwrap();
-            acquired += a;
-            refused += r;
-            violations += v;
-        }
-        eprintln!(
-            "[{kind:?}] locks: {acquired} acquired, {refused} refused while down, {violations} times two holders"
-        );
-        assert_eq!(violations, 0);
-        assert!(acquired > 0 && refused > 0, "{acquired} {refused}");
+        never_two_holders(kind, rule)
     }
 );
+
+// With no configuration at all: SET NX is a conditional write, refused while down (issue 20).
+both!(locks_never_have_two_holders_by_default, |kind: Kind| {
+    never_two_holders(kind, "")
+});
+
+/// Four lock contenders on two sidecars with `rule` as their configuration, across a killed and
+/// restarted upstream: never two holders at once.
+fn never_two_holders(kind: Kind, rule: &str) {
+    let mut server = Server::start(kind);
+    // Two sidecars: each would have its own local lock if locks were applied locally.
+    let proxies = [
+        Proxy::start_with_config(&server.url(), rule, &[]),
+        Proxy::start_with_config(&server.url(), rule, &[]),
+    ];
+    for p in &proxies {
+        wait_healthy(p);
+    }
+    let holders = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let c = proxies[i % 2].raw();
+            let (h, s) = (holders.clone(), stop.clone());
+            std::thread::spawn(move || contend(c, format!("c{i}"), h, s))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+    for p in &proxies {
+        wait_state(p, "down");
+    }
+    // While down a plain write still lands locally; only lock:* is refused.
+    assert_eq!(
+        cmd(&mut proxies[0].raw(), "SET plain x"),
+        Value::Simple("OK".into())
+    );
+    let r = cmd(&mut proxies[0].raw(), "SET lock:other x NX");
+    assert!(
+        matches!(&r, Value::Err(e) if e.starts_with("TRYAGAIN")),
+        "{r:?}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    server.restart();
+    for p in &proxies {
+        wait_healthy(p);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (mut acquired, mut refused, mut violations) = (0, 0, 0);
+    for t in threads {
+        let (a, r, v) = t.join().unwrap();
+        acquired += a;
+        refused += r;
+        violations += v;
+    }
+    eprintln!(
+        "[{kind:?}] locks: {acquired} acquired, {refused} refused while down, {violations} times two holders"
+    );
+    assert_eq!(violations, 0);
+    assert!(acquired > 0 && refused > 0, "{acquired} {refused}");
+}
 
 /// What one app worker saw: errors (with when), reads older than the last acknowledged write.
 #[derive(Default)]
@@ -237,6 +248,8 @@ struct Seen {
     errors: Vec<(Instant, String)>,
     stale: Vec<String>,
     ops: u64,
+    /// Pattern deletes refused with TRYAGAIN in local-only mode.
+    refused: u64,
 }
 
 /// A key's last acknowledged value, and values whose SET failed since.
@@ -348,6 +361,12 @@ fn app_worker(mut c: Raw, w: usize, stop: Arc<AtomicBool>) -> Seen {
                             break;
                         }
                     }
+                    // Refused in local-only mode (the engine's keyspace is partial): the
+                    // application knows its pattern delete did not happen.
+                    Value::Err(e) if e.starts_with("TRYAGAIN") => {
+                        seen.refused += 1;
+                        break;
+                    }
                     other => {
                         err(&mut seen, format!("SCAN: {other:?}"));
                         break;
@@ -410,11 +429,12 @@ both!(
                 .filter(|(at, _)| *at > down + Duration::from_millis(50))
                 .collect();
             eprintln!(
-                "[{kind:?}] worker {n}: {} ops, {} errors at the kill, {} after, {} stale reads",
+                "[{kind:?}] worker {n}: {} ops, {} errors at the kill, {} after, {} stale reads, {} pattern deletes refused while down",
                 seen.ops,
                 seen.errors.len() - late_errors.len(),
                 late_errors.len(),
-                seen.stale.len()
+                seen.stale.len(),
+                seen.refused
             );
             assert!(late_errors.is_empty(), "worker {n}: {late_errors:?}");
             assert!(

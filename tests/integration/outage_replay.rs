@@ -325,39 +325,44 @@ both!(acknowledged_writes_survive_a_cut_mid_reply, |kind: Kind| {
     );
 });
 
-#[test]
-fn past_the_journal_bound_writes_are_refused_and_the_acknowledged_ones_replayed() {
-    let server = Server::start(Kind::Redis);
-    let proxy = Proxy::start_with(&server.url(), &[("local_only.journal_max_bytes", "4096")]);
-    wait_healthy(&proxy);
-    server.signal("STOP");
-    wait_state(&proxy, "down");
-    let mut p = proxy.raw();
-    let (mut acked, mut refused) = (Vec::new(), 0);
-    for i in 0..200 {
-        let r = trimmed(&p.cmd(&[b"SET", format!("j:{i}").as_bytes(), b"v"]));
-        match r.as_str() {
-            "+OK" if refused == 0 => acked.push(i),
-            r if r.starts_with("-TRYAGAIN") && r.contains("journal") => refused += 1,
-            r => panic!("write {i} after {refused} refusals: {r}"),
+both!(
+    past_the_journal_bound_writes_are_refused_and_the_acknowledged_ones_replayed,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with(&server.url(), &[("local_only.journal_max_bytes", "4096")]);
+        wait_healthy(&proxy);
+        server.signal("STOP");
+        wait_state(&proxy, "down");
+        let mut p = proxy.raw();
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for i in 0..200 {
+            let r = trimmed(&p.cmd(&[b"SET", format!("j:{i}").as_bytes(), b"v"]));
+            match r.as_str() {
+                "+OK" if refused == 0 => acked.push(i),
+                r if r.starts_with("-TRYAGAIN") && r.contains("journal") => refused += 1,
+                r => panic!(
+                    "write {i} after {refused} refusals: {r} {}",
+                    proxy.admin_get("/stats").1
+                ),
+            }
+        }
+        eprintln!("{} writes journaled, {refused} refused", acked.len());
+        assert!(acked.len() > 50 && refused > 50);
+        server.signal("CONT");
+        wait_healthy(&proxy);
+        let mut u = server.raw();
+        assert_eq!(
+            trimmed(&u.cmd(&words("DBSIZE"))),
+            format!(":{}", acked.len())
+        );
+        for i in acked {
+            assert_eq!(
+                u.cmd(&[b"GET", format!("j:{i}").as_bytes()]),
+                b"$1\r\nv\r\n"
+            );
         }
     }
-    eprintln!("{} writes journaled, {refused} refused", acked.len());
-    assert!(acked.len() > 50 && refused > 50);
-    server.signal("CONT");
-    wait_healthy(&proxy);
-    let mut u = server.raw();
-    assert_eq!(
-        trimmed(&u.cmd(&words("DBSIZE"))),
-        format!(":{}", acked.len())
-    );
-    for i in acked {
-        assert_eq!(
-            u.cmd(&[b"GET", format!("j:{i}").as_bytes()]),
-            b"$1\r\nv\r\n"
-        );
-    }
-}
+);
 
 both!(
     an_application_rides_a_killed_and_restarted_upstream,
@@ -436,7 +441,16 @@ fn the_journals_gauges_show_what_waits_to_be_replayed() {
             .unwrap()
             .to_string()
     };
-    wait_until(Duration::from_secs(10), || stats(&b) == "healthy").expect("healthy");
+    // Answered once, not only healthy (its state before the first contact): see `wait_healthy`.
+    let answered = |b: &crate::support::Binary| {
+        let (_, body) = b.admin_get("/stats");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["upstream"]["health"]["last_probe_rtt_us"].is_u64()
+    };
+    wait_until(Duration::from_secs(10), || {
+        stats(&b) == "healthy" && answered(&b)
+    })
+    .expect("healthy");
     server.signal("STOP");
     wait_until(Duration::from_secs(10), || stats(&b) == "down").expect("down");
     let mut c = crate::support::Raw::connect(b.addr);

@@ -291,3 +291,36 @@ both!(
         );
     }
 );
+
+// Inside a transaction a prefixed tenant's INFO and CONFIG GET are respite's too, answered in
+// their place in EXEC's array (redis-py's pipelines send them so), never the upstream's.
+both!(a_tenant_reads_info_and_config_inside_multi, |kind: Kind| {
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
+    let mut b = proxy.login("b", "pb");
+    for (cmd, reply) in [
+        ("MULTI", "+OK\r\n"),
+        ("SET k v", "+QUEUED\r\n"),
+        ("INFO server", "+QUEUED\r\n"),
+        ("CONFIG GET databases", "+QUEUED\r\n"),
+        ("GET k", "+QUEUED\r\n"),
+    ] {
+        assert_eq!(text(b.cmd(&words(cmd))), reply, "{cmd}");
+    }
+    let exec = text(b.cmd(&words("EXEC")));
+    assert!(exec.starts_with("*4\r\n+OK\r\n"), "{exec}");
+    assert!(
+        exec.contains("# Server\r\n") && exec.contains("respite_mode:proxy"),
+        "{exec}"
+    );
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    assert!(
+        !exec.contains(&format!("tcp_port:{port}")),
+        "the upstream's INFO: {exec}"
+    );
+    assert!(
+        exec.ends_with("*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n$1\r\nv\r\n"),
+        "{exec}"
+    );
+    assert_eq!(text(server.raw().cmd(&words("GET b:k"))), "$1\r\nv\r\n");
+});

@@ -13,11 +13,20 @@ use crate::protocol::{Framer, Protocol, Request, encode};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
+/// What a client in a database other than the URL's gets in local-only mode.
+pub(super) const OTHER_DB: &str = "TRYAGAIN upstream is down and respite is in local-only mode, which serves the upstream URL's database only (this client SELECTed another)";
+
 impl Reader<'_> {
     /// Add a command to the group bound upstream. Consecutive forwarded commands of one read
     /// travel as one job with one reply slot: one channel send and one wake-up for the lot.
     pub(super) async fn forward(&mut self, spec: &'static CommandSpec, req: &Request) {
         if let Some(local) = self.shared.answerer(spec, &req.args) {
+            if self.client.db != self.configured_db() {
+                // The engine and its journal know the URL's database only: a SELECT-ed
+                // session's write would be replayed into the wrong one.
+                metrics::error(ErrorKind::Refused);
+                return self.reply_error(OTHER_DB).await;
+            }
             if let Some(reply) = self.stale_read(spec, &req.args, &[]) {
                 return self.push(Pending::Ready(reply)).await;
             }
@@ -58,6 +67,15 @@ impl Reader<'_> {
                 .await;
         }
         if let (Some(local), Ok(plan)) = (self.shared.answerer(spec, &req.args), &plan) {
+            if let Plan::Namespace(op) = plan
+                && op.kind == policy::NamespaceKind::FlushDb
+                && self.shared.local_only_serves()
+            {
+                // A namespace's FLUSHDB deletes what a SCAN finds: on the engine, only the
+                // outage's keys, so the upstream's would survive it unsaid.
+                metrics::error(ErrorKind::Refused);
+                return self.reply_error(crate::local_only::PARTIAL_KEYSPACE).await;
+            }
             if let Some(reply) = self.stale_read(spec, &req.args, &tenant.prefix) {
                 return self.push(Pending::Ready(reply)).await;
             }

@@ -317,6 +317,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
             unanswered_writes: &unanswered_writes,
             budget: budget.clone(),
             upstream: shared.upstream.clone(),
+            shared: shared.clone(),
             kill,
             max_reply_bytes: config.max_reply_bytes,
             max_query_buffer: config.limits.max_query_buffer,

@@ -197,11 +197,24 @@ pub(in crate::server::session) async fn tenant_info(
     };
     let mode = serving_mode(r);
     let sections: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
-    let tenant = r.client.tenant.clone();
     let upstream = match mode == "proxy" && info::needs_upstream(&sections) {
         true => upstream_facts(r).await,
         false => info::UpstreamFacts::default(),
     };
+    tenant_info_with(r, args, upstream, server_name, version)
+}
+
+/// Tenant INFO from facts at hand (inside a transaction, at EXEC: without the upstream's).
+fn tenant_info_with(
+    r: &mut Reader<'_>,
+    args: &[Bytes],
+    upstream: info::UpstreamFacts,
+    server_name: String,
+    version: String,
+) -> BytesMut {
+    let mode = serving_mode(r);
+    let sections: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
+    let tenant = r.client.tenant.clone();
     let facts = info::InfoFacts {
         server_name,
         version,
@@ -260,11 +273,20 @@ pub(in crate::server::session) async fn tenant_config_get(
     r: &mut Reader<'_>,
     args: &[Bytes],
 ) -> BytesMut {
-    let patterns: Vec<&[u8]> = args[2..].iter().map(|a| &a[..]).collect();
     let upstream = match serving_mode(r) == "proxy" {
         true => upstream_facts(r).await,
         false => info::UpstreamFacts::default(),
     };
+    tenant_config_get_with(r, args, &upstream)
+}
+
+/// Tenant CONFIG GET from facts at hand (inside a transaction, at EXEC: without the upstream's).
+fn tenant_config_get_with(
+    r: &mut Reader<'_>,
+    args: &[Bytes],
+    upstream: &info::UpstreamFacts,
+) -> BytesMut {
+    let patterns: Vec<&[u8]> = args[2..].iter().map(|a| &a[..]).collect();
     let idle = r
         .shared
         .config
@@ -272,7 +294,7 @@ pub(in crate::server::session) async fn tenant_config_get(
         .idle_timeout
         .map_or(0, |t| t.as_secs());
     let notify = r.client.tenant.as_ref().map_or(0, |t| t.events.get());
-    let pairs = info::config_get(&patterns, &upstream, idle, notify);
+    let pairs = info::config_get(&patterns, upstream, idle, notify);
     let mut out = BytesMut::new();
     encode::map_header(&mut out, r.client.proto, pairs.len());
     for (name, value) in pairs {
@@ -299,6 +321,25 @@ pub(in crate::server::session) fn tenant_config_set(
         _ => encode::error(&mut out, "ERR no tenant"),
     }
     out
+}
+
+/// A prefixed tenant's INFO or CONFIG GET queued in a transaction, answered at EXEC in its place
+/// (see `exec_splice`): without the upstream's fields (its limits and the tenant database's
+/// keyspace line), which would take a round trip of their own in the middle of EXEC's reply.
+pub(in crate::server::session) fn tenant_answer_in_exec(
+    r: &mut Reader<'_>,
+    name: &str,
+    args: &[Bytes],
+) -> BytesMut {
+    let none = info::UpstreamFacts::default();
+    if name == "config|get" {
+        return tenant_config_get_with(r, args, &none);
+    }
+    let (server_name, version) = match r.shared.upstream.as_ref().and_then(|u| u.server_info()) {
+        Some(i) => (i.server, i.version),
+        None => ("redis".to_string(), "7.0.0".to_string()),
+    };
+    tenant_info_with(r, args, none, server_name, version)
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.

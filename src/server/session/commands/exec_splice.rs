@@ -29,6 +29,12 @@ pub(in crate::server::session) fn answered_here(name: &str) -> bool {
     )
 }
 
+/// Also answered here for a prefixed tenant: its INFO and CONFIG GET, which are respite's
+/// (`builtin::tenant_answer_in_exec`), never the upstream's.
+pub(in crate::server::session) fn answered_here_for(name: &str, prefixed: bool) -> bool {
+    answered_here(name) || (prefixed && matches!(name, "info" | "config|get"))
+}
+
 /// What holds such a command's place in the upstream's transaction.
 pub(in crate::server::session) const PLACEHOLDER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
@@ -96,6 +102,10 @@ impl Reader<'_> {
         spec: &'static CommandSpec,
         args: &[Bytes],
     ) -> Bytes {
+        let prefixed = self.client.tenant.as_ref().is_some_and(|t| t.has_prefix());
+        if prefixed && matches!(spec.name, "info" | "config|get") {
+            return super::builtin::tenant_answer_in_exec(self, spec.name, args).freeze();
+        }
         let mut out = BytesMut::new();
         if !self.answer_client(spec.name, args, &mut out) {
             // NO-EVICT: as outside a transaction, noted (see `clients`).

@@ -135,16 +135,16 @@ impl Reader<'_> {
             };
             return self.refuse_queued(&msg).await;
         }
+        let prefixed = self.client.tenant.as_ref().is_some_and(|t| t.has_prefix());
+        let here = super::exec_splice::answered_here_for(spec.name, prefixed);
         let queueable = match route {
             Route::Forward => true,
             // Queued as Redis queues it, on a pinned connection (below).
             Route::Proxy if spec.name == "select" => self.shared.answerer(spec, &[]).is_none(),
             // Run by the upstream inside the transaction, as Redis does, or answered by respite
             // in EXEC's array.
-            Route::Proxy => {
-                matches!(spec.name, "ping" | "echo") || super::exec_splice::answered_here(spec.name)
-            }
-            Route::Stateful(_) if super::exec_splice::answered_here(spec.name) => true,
+            Route::Proxy => matches!(spec.name, "ping" | "echo") || here,
+            Route::Stateful(_) if here => true,
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
             // nothing is ever watched.
             Route::Transaction => true,
@@ -161,7 +161,7 @@ impl Reader<'_> {
         if spec.name == "select" {
             return self.queue_select(req).await;
         }
-        if super::exec_splice::answered_here(spec.name) {
+        if here {
             return self.queue_spliced(spec, req).await;
         }
         let limit = self
@@ -379,6 +379,16 @@ impl Reader<'_> {
         }
         let exec = crate::command::lookup("exec").expect("in the table");
         if self.shared.answerer(exec, &[]).is_some() {
+            if self.client.db != self.configured_db()
+                || self.client.tenant.as_ref().is_some_and(|t| t.db.is_some())
+            {
+                // The engine and its journal know the URL's database only.
+                self.out.release_written().await;
+                metrics::error(ErrorKind::Refused);
+                return self
+                    .reply_error(crate::server::session::forward::OTHER_DB)
+                    .await;
+            }
             return self.exec_locally(multi).await;
         }
         self.shared.fence().await;

@@ -175,9 +175,16 @@ impl Reader<'_> {
 
     async fn not_supported(&mut self, spec: &'static CommandSpec, why: &str) {
         metrics::error(ErrorKind::Refused);
+        let name = spec.name.replace('|', " ").to_uppercase();
+        if self.shared.upstream.is_some() {
+            // Local-only mode: the same command succeeds once the upstream is back.
+            let msg = format!(
+                "TRYAGAIN upstream is down and respite is in local-only mode, which cannot serve {name}: a {why} needs an upstream connection of its own"
+            );
+            return self.reply_error(&msg).await;
+        }
         let msg = format!(
-            "ERR {} is not supported by respite without an upstream: {why} needs a connection of its own",
-            spec.name.replace('|', " ").to_uppercase()
+            "ERR {name} is not supported by respite without an upstream: {why} needs a connection of its own"
         );
         self.reply_error(&msg).await
     }

@@ -17,6 +17,15 @@
 //!   so it runs upstream after what the client sent before it.
 //! - Nothing here decides what a command means: the reader and the command families do, and
 //!   hand over bytes, a weight and how the reply is kept ([`Keep`]).
+//! - The replay fence holds for every connection a client's jobs go on — shared, a lane, its
+//!   pinned one (WATCH, MULTI … EXEC on it, a blocking command, another database, an upstream
+//!   user's login) — because [`Outgoing::send_now`] is the only way a session's job reaches the
+//!   upstream: while local-only mode serves, no job is written upstream (each gets "not sent"),
+//!   and once it stops, none is written before the outage's journal has been replayed (or its
+//!   keys deleted) and the fence lifted. So a command a client sends after a write acknowledged
+//!   locally runs upstream after that write, whichever connection carries it. Out-of-band
+//!   commands alone (SCRIPT KILL, FUNCTION KILL, SHUTDOWN) pass: they change no data, and a
+//!   replay stuck behind a script needs the kill.
 mod fairness;
 mod fifo;
 mod park;
@@ -59,6 +68,8 @@ pub(crate) struct Outgoing<'f> {
     /// Bytes of upstream replies this client has not taken yet, against limits.max_reply_bytes.
     budget: Option<Arc<ReplyBudget>>,
     upstream: Option<Arc<Upstream>>,
+    /// Whether local-only mode serves, and the recovery fence (see the invariants).
+    shared: Arc<crate::server::Shared>,
     /// The session's kill token (CLIENT KILL, drain): ends the drain waits.
     kill: CancellationToken,
     /// [`gate`] for this client's limits.max_reply_bytes.
@@ -79,6 +90,7 @@ pub(crate) struct Parts<'f> {
     pub unanswered_writes: &'f Unanswered,
     pub budget: Option<Arc<ReplyBudget>>,
     pub upstream: Option<Arc<Upstream>>,
+    pub shared: Arc<crate::server::Shared>,
     pub kill: CancellationToken,
     pub max_reply_bytes: usize,
     pub max_query_buffer: usize,
@@ -99,6 +111,7 @@ impl<'f> Outgoing<'f> {
             cache_now: None,
             budget: p.budget,
             upstream: p.upstream,
+            shared: p.shared,
             kill: p.kill,
             gate: gate(p.max_reply_bytes),
             pin: Pin::default(),
@@ -337,6 +350,11 @@ impl<'f> Outgoing<'f> {
             // The client is gone (see `park`): nothing more runs for it.
             return oneshot::channel().1;
         }
+        if !self.pin.out_of_band()
+            && let Some(refused) = self.held_back().await
+        {
+            return refused;
+        }
         if let Some(p) = self.pin.held() {
             if slow && let Some(upstream) = &self.upstream {
                 // What ends a slow command must not wait for a connection to open behind it.
@@ -371,5 +389,34 @@ impl<'f> Outgoing<'f> {
             .conn_in(self.pin.lane(), c.proto, c.id)
             .send_marked(bytes, count, budget, slow)
             .await
+    }
+
+    /// The replay fence (see the invariants): `None` to send now, after waiting while the fence
+    /// is up; or, while local-only mode serves, the "not sent" outcome to give the job instead.
+    /// On a pinned connection that survived the outage (a frozen upstream) a job written now
+    /// would run when the upstream wakes, before the replay: a MULTI … EXEC after a WATCH
+    /// taken before the outage, or a SELECT-ed session's write. Costs two atomic loads.
+    async fn held_back(&self) -> Option<oneshot::Receiver<Reply>> {
+        let mut waited = false;
+        loop {
+            if self.shared.local_only_serves() {
+                let (tx, rx) = oneshot::channel();
+                let upstream = self.upstream.as_ref().expect("sent only with an upstream");
+                let cause = crate::upstream::UpstreamError::new(
+                    crate::upstream::handshake::addr(upstream.config()),
+                    crate::upstream::error::Kind::Closed(crate::upstream::error::Closer::LocalOnly),
+                );
+                let _ = tx.send(Err(
+                    crate::upstream::NoReply::NotSent(Arc::new(cause)).into()
+                ));
+                return Some(rx);
+            }
+            if waited || !self.shared.outage.fenced() {
+                return None;
+            }
+            self.shared.outage.wait().await;
+            // Down again during the replay: checked once more before sending.
+            waited = true;
+        }
     }
 }
