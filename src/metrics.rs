@@ -40,6 +40,7 @@ pub const LOCAL_ENGINE_BYTES: &str = "respite_local_engine_bytes";
 pub const PUBSUB_MESSAGES_TOTAL: &str = "respite_pubsub_messages_total";
 pub const PUBSUB_DROPPED_TOTAL: &str = "respite_pubsub_dropped_total";
 pub const PUBSUB_SLOW_SUBSCRIBERS_TOTAL: &str = "respite_pubsub_slow_subscribers_total";
+pub const CLIENTS_CLOSED_FOR_MEMORY_TOTAL: &str = "respite_clients_closed_for_memory_total";
 pub const COMMAND_DURATION_SECONDS: &str = "respite_command_duration_seconds";
 pub const UPSTREAM_RTT_SECONDS: &str = "respite_upstream_rtt_seconds";
 pub const UPSTREAM_INFLIGHT: &str = "respite_upstream_inflight_commands";
@@ -388,6 +389,18 @@ pub fn pubsub_slow_subscriber() {
     counter!(PUBSUB_SLOW_SUBSCRIBERS_TOTAL).increment(1);
 }
 
+/// A client closed for what respite held for it: its own `limits.max_reply_bytes`, or the
+/// clients' total `limits.max_client_memory` (Redis's `client_output_buffer_limit_disconnections`
+/// and `evicted_clients`).
+pub fn client_closed_for_memory(by_total: bool) {
+    let limit = if by_total {
+        "max_client_memory"
+    } else {
+        "max_reply_bytes"
+    };
+    counter!(CLIENTS_CLOSED_FOR_MEMORY_TOTAL, "limit" => limit).increment(1);
+}
+
 /// Clients with `CLIENT TRACKING` on now.
 pub fn tracking_clients() -> Gauge {
     gauge!(TRACKING_CLIENTS)
@@ -460,6 +473,9 @@ fn zero_counters() {
     }
     for result in ["ok", "error", "refused"] {
         counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    for limit in ["max_reply_bytes", "max_client_memory"] {
+        counter!(CLIENTS_CLOSED_FOR_MEMORY_TOTAL, "limit" => limit).increment(0);
     }
 }
 
@@ -620,5 +636,9 @@ pub fn describe() {
     describe_counter!(
         PUBSUB_SLOW_SUBSCRIBERS_TOTAL,
         "Subscribers closed for going over limits.pubsub_output_bytes"
+    );
+    describe_counter!(
+        CLIENTS_CLOSED_FOR_MEMORY_TOTAL,
+        "Clients closed for what respite held for them, by the limit passed"
     );
 }

@@ -273,8 +273,8 @@ impl ConnTask {
         // batches, confirmed, were delivered as their markers came. The cost: a batch cut short
         // loses the replies of its commands that had already come back.
         drop(buf);
-        let fail = |slot: Slot| {
-            if let Some(reply) = slot.reply {
+        let fail = |mut slot: Slot| {
+            if let Some(reply) = slot.reply.take() {
                 let _ = reply.send(Err(Partial::from(lost.clone())));
             }
         };

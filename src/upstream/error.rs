@@ -246,8 +246,9 @@ pub enum NoReply {
     #[error("upstream {} unavailable: {}; the command was not sent", .0.addr, .0)]
     NotSent(Arc<UpstreamError>),
     /// Run, but its reply would take the client past `limits.max_reply_bytes` of replies it has
-    /// not read, or the clients together past `limits.max_client_memory` with this client
-    /// holding the most (`total`): dropped, and the client is closed. `limit` is the limit
+    /// not read and requests waiting behind them, or the clients together past
+    /// `limits.max_client_memory` with this client holding the most (`total`): dropped, and the
+    /// client is closed. `limit` is the limit
     /// that was reached, so the text names the setting to change.
     #[error("{}", overflow_text(*.limit, *.total))]
     Overflow { limit: usize, total: bool },
@@ -284,10 +285,10 @@ impl NoReply {
 fn overflow_text(limit: usize, total: bool) -> String {
     match total {
         false => format!(
-            "reply dropped: this client has more than {limit} bytes of replies unread (limits.max_reply_bytes); closing the connection"
+            "reply dropped: this client has more than {limit} bytes of replies unread and requests waiting behind them (limits.max_reply_bytes); closing the connection"
         ),
         true => format!(
-            "reply dropped: the clients' unread replies and unfinished requests reached {limit} bytes (limits.max_client_memory) and this client holds the most; closing the connection"
+            "reply dropped: the clients' unread replies and waiting requests reached {limit} bytes (limits.max_client_memory) and this client holds the most; closing the connection"
         ),
     }
 }
@@ -376,7 +377,7 @@ mod tests {
         };
         assert_eq!(
             total.to_string(),
-            "reply dropped: the clients' unread replies and unfinished requests reached 268435456 bytes (limits.max_client_memory) and this client holds the most; closing the connection"
+            "reply dropped: the clients' unread replies and waiting requests reached 268435456 bytes (limits.max_client_memory) and this client holds the most; closing the connection"
         );
         assert_eq!(overflow.kind(), metrics::ErrorKind::Refused);
         assert_eq!(overflow.side(), Side::Client);

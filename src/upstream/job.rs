@@ -34,6 +34,22 @@ pub(super) struct Slot {
     pub(super) slow: bool,
     /// Its replies are being dropped as they come (its client is gone or over its limit).
     pub(super) discarded: bool,
+    /// Bytes of its replies already charged to `budget` while they arrived (a large job is
+    /// counted as it comes, not only once whole: see `pipe::charge_arrived`). Handed over to the
+    /// client's writer with the replies; given back if the slot goes any other way.
+    pub(super) charged: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Charged and never handed over (failed, dropped, or its client over a limit): the
+        // bytes are gone, so they leave the client's count.
+        if self.charged > 0
+            && let Some(b) = &self.budget
+        {
+            b.release(self.charged);
+        }
+    }
 }
 
 pub(super) type InFlight = Mutex<VecDeque<Slot>>;

@@ -90,6 +90,8 @@ pub(super) async fn write_marked(
         let commands: usize = jobs.iter().map(|j| j.count).sum();
         let now = Instant::now();
         let mut total = 0;
+        // Jobs since the last marker written.
+        let mut unmarked = 0;
         // A job leaves `jobs` only once its slot is in flight (see `serve`).
         while let Some(next) = jobs.front() {
             if let Some(overflow) = next
@@ -112,6 +114,20 @@ pub(super) async fn write_marked(
             match permits.try_acquire_many(weight) {
                 Ok(p) => p.forget(),
                 Err(_) => {
+                    // The batch ends here, with its marker: its replies are delivered when the
+                    // marker comes back, not held until every job still queued behind it has
+                    // been sent and answered (200 slow readers' groups of 16 GETs of 100 KB on
+                    // the bulk lane were one batch: 320 MB held for one marker).
+                    if unmarked > 0
+                        && let Some(m) = markers.as_mut()
+                    {
+                        unmarked = 0;
+                        m.append(&mut out);
+                        inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(marker_slot(now));
+                    }
                     if let Err(e) = write.write_all(&out).await {
                         return Some(Kind::Lost(Lost::Write(e.into())));
                     }
@@ -123,6 +139,7 @@ pub(super) async fn write_marked(
                 }
             }
             let job = jobs.pop_front().expect("the front job");
+            unmarked += 1;
             if job.slow {
                 activity.slow_started();
             }
@@ -145,24 +162,18 @@ pub(super) async fn write_marked(
                     budget: job.budget,
                     slow: job.slow,
                     discarded: false,
+                    charged: 0,
                 });
         }
         // The batch's marker: its echo releases the replies before it (see `marker`).
-        if let Some(m) = markers.as_mut() {
+        if unmarked > 0
+            && let Some(m) = markers.as_mut()
+        {
             m.append(&mut out);
             inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push_back(Slot {
-                    reply: None,
-                    count: 1,
-                    permits: 0,
-                    sent: now,
-                    progress: now,
-                    budget: None,
-                    slow: false,
-                    discarded: false,
-                });
+                .push_back(marker_slot(now));
         }
         batch_commands.record(commands as f64);
         batch_bytes.record(total as f64);
@@ -174,6 +185,44 @@ pub(super) async fn write_marked(
         if out.capacity() > 1 << 20 {
             out = BytesMut::new();
         }
+    }
+}
+
+/// A read buffer past this is large: replies leave it as copies of their own (see
+/// [`take_replies`]).
+const LARGE_BUFFER: usize = 64 * 1024;
+
+/// The first `n` bytes of `buf`, a job's replies, as their own `Bytes`. From a small buffer they
+/// share its allocation (no copy: the common case of small replies). From a large one (a large
+/// reply grew it) they are copied out, exactly sized: a slice of it would keep the whole
+/// allocation alive, up to twice the job's bytes after geometric growth, for as long as its
+/// client leaves it unread, where its count (`limits.max_client_memory`) says only the job's
+/// bytes; and the buffer, unshared, is reused for the next job instead of grown again.
+fn take_replies(buf: &mut BytesMut, n: usize) -> Bytes {
+    if buf.capacity() <= LARGE_BUFFER {
+        return buf.split_to(n).freeze();
+    }
+    let replies = Bytes::copy_from_slice(&buf[..n]);
+    buf.advance(n);
+    if buf.is_empty() && buf.capacity() > 4 * LARGE_BUFFER {
+        // Idle again: the connection keeps no large buffer.
+        *buf = BytesMut::new();
+    }
+    replies
+}
+
+/// The slot of a batch's alignment marker: respite's own, answering no client.
+fn marker_slot(sent: Instant) -> Slot {
+    Slot {
+        reply: None,
+        count: 1,
+        permits: 0,
+        sent,
+        progress: sent,
+        budget: None,
+        slow: false,
+        discarded: false,
+        charged: 0,
     }
 }
 
@@ -297,17 +346,26 @@ pub(super) async fn read_marked(
                 return Some(Kind::Protocol(ProtocolError::Unsolicited));
             };
             if have < head.count {
-                if scanned >= HEAVY_JOB && unwanted(head, scanned) {
+                if !head.discarded && scanned - head.charged >= CHARGE_STEP {
+                    charge_arrived(head, scanned);
+                }
+                if head.discarded || (scanned >= HEAVY_JOB && unwanted(head, scanned)) {
                     // Replies nobody will take: dropped as they come, not held until the
                     // job's last one (10 MB for 100 GETs of 100 KB).
                     buf.advance(scanned);
                     scanned = 0;
                     head.discarded = true;
+                    release_charged(head);
                 }
                 continue;
             }
-            let slot = q.pop_front().expect("head exists");
+            let mut slot = q.pop_front().expect("head exists");
             drop(q);
+            if !slot.discarded {
+                // Counted now, before it waits for its marker: what a batch holds in `held` is
+                // counted too (`limits.max_client_memory`).
+                charge_arrived(&mut slot, scanned);
+            }
             if let Some(b) = slot.budget.as_ref().filter(|_| !slot.discarded) {
                 b.weigh(scanned);
             }
@@ -324,9 +382,9 @@ pub(super) async fn read_marked(
                 if let Some(sink) = sink {
                     sink.delivered();
                 }
-                deliver(slot, buf.split_to(scanned).freeze());
+                deliver(slot, take_replies(buf, scanned));
             } else if slot.reply.is_some() {
-                held.push((slot, buf.split_to(scanned).freeze()));
+                held.push((slot, take_replies(buf, scanned)));
             } else {
                 if !markers.as_mut().is_some_and(|m| m.check(&buf[..scanned])) {
                     return Some(Kind::Protocol(ProtocolError::Misaligned));
@@ -387,22 +445,61 @@ fn unwanted(head: &Slot, scanned: usize) -> bool {
     b.exceeded()
 }
 
-/// Hand a job its vouched-for replies, against its client's budget.
-pub(super) fn deliver(slot: Slot, replies: Bytes) {
-    let reply = match &slot.budget {
-        // Its replies were dropped as they came: the client is over its limit, or gone.
-        _ if slot.discarded => Err(Partial::from(slot.budget.as_ref().map_or(
+/// Charge a large job's replies to its client as they arrive, at least this many bytes at a time:
+/// a job is counted while it is read, not only once whole, so what the connection's buffer holds
+/// for a client counts against its limits before more of it is read.
+const CHARGE_STEP: usize = 16 * 1024;
+
+/// Charge the head job's `scanned` bytes so far (those not yet charged) to its client; over a
+/// limit, the job's replies are to be dropped (`discarded`) and the client is closed.
+fn charge_arrived(slot: &mut Slot, scanned: usize) {
+    let Some(b) = &slot.budget else { return };
+    if slot.reply.as_ref().is_none_or(|tx| tx.is_closed()) {
+        // A marker, or a client gone: nobody takes these bytes.
+        slot.discarded = true;
+        return;
+    }
+    let more = scanned.saturating_sub(slot.charged);
+    if more == 0 {
+        return;
+    }
+    if b.charge(more) {
+        slot.charged = scanned;
+    } else {
+        slot.discarded = true;
+    }
+}
+
+/// A job's replies are dropped: what was charged for them leaves its client's count now.
+fn release_charged(slot: &mut Slot) {
+    if let Some(b) = &slot.budget
+        && slot.charged > 0
+    {
+        b.release(std::mem::take(&mut slot.charged));
+    }
+}
+
+/// Hand a job its vouched-for replies, charged to its client's budget when they came
+/// ([`charge_arrived`]): the charge goes with them to the client's writer, which releases it.
+pub(super) fn deliver(mut slot: Slot, replies: Bytes) {
+    let reply = if slot.discarded {
+        // Its replies were dropped as they came, or are over its client's limit.
+        release_charged(&mut slot);
+        Err(Partial::from(slot.budget.as_ref().map_or(
             NoReply::Overflow {
                 limit: 0,
                 total: false,
             },
             |b| b.overflow_error(),
-        ))),
-        Some(b) if !b.charge(replies.len()) => Err(Partial::from(b.overflow_error())),
-        _ => Ok(replies),
+        )))
+    } else {
+        debug_assert!(slot.budget.is_none() || slot.charged == replies.len());
+        // Handed over: the writer releases it once written.
+        slot.charged = 0;
+        Ok(replies)
     };
     // The client may have gone: its replies are dropped, the pairing holds.
-    if let Some(tx) = slot.reply
+    if let Some(tx) = slot.reply.take()
         && let Err(Ok(dropped)) = tx.send(reply)
         && let Some(b) = &slot.budget
     {

@@ -17,6 +17,7 @@ mod cluster_near_cache;
 mod cluster_pubsub;
 mod compose;
 mod config_errors;
+mod deep_pipelines;
 mod delay_relay;
 mod deploy;
 mod faults;

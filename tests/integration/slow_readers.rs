@@ -28,7 +28,7 @@ fn p99_micros(proxy: SocketAddr, n: usize) -> u128 {
 
 /// respite as its own process, so its memory is its own (the test process runs other tests'
 /// proxies beside this one).
-fn respite(server: &Server, extra: &[&str]) -> (Binary, SocketAddr, impl Fn() -> u64) {
+fn respite(server: &Server, extra: &[&str]) -> (Binary, SocketAddr, impl Fn() -> u64 + use<>) {
     let url = server.url();
     let mut args = vec![
         "--upstream",
@@ -174,4 +174,81 @@ fn slow_readers_under_the_default_limits_stay_within_the_global_budget() {
         assert!(!ended(s, Instant::now()), "a slow reader was closed");
     }
     drop(slow);
+}
+
+/// The highest RSS of `pid` (KiB) while `run` runs, sampled every 10 ms.
+fn peak_rss_while<T>(pid: u32, run: impl FnOnce() -> T) -> (u64, T) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib_of(&pid.to_string()));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let out = run();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (sampler.join().unwrap(), out)
+}
+
+#[test]
+fn many_slow_readers_stay_within_the_clients_total() {
+    // 200 clients, each owed 10 MB it never reads (2 GB in all), against a 64 MiB total: respite
+    // holds what the total allows and closes the clients holding the most, one at a time, each
+    // one's memory dropped at once. Its RSS is the judge, from /proc, not its own count.
+    const SLOW: usize = 200;
+    const TOTAL: u64 = 64 << 20;
+    let server = server_with_values();
+    let total = format!("limits.max_client_memory={TOTAL}");
+    let (respite, proxy, rss_kib) = respite(&server, &["--set", &total]);
+    p99_micros(proxy, 50);
+    let alone = p99_micros(proxy, 300);
+    let start = rss_kib();
+    let (peak, (slow, crowded)) = peak_rss_while(respite.pid(), || {
+        let slow = slow_readers(proxy, SLOW);
+        // A client that reads keeps getting its answers (each checked by p99_micros).
+        let crowded = p99_micros(proxy, 300);
+        // Until every slow reader's first replies have come and gone through the budget.
+        std::thread::sleep(Duration::from_secs(2));
+        (slow, crowded)
+    });
+    let grew = peak.saturating_sub(start);
+    let (_, metrics) = respite.admin_get("/metrics");
+    let closed = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"respite_clients_closed_for_memory_total{limit="max_client_memory"} "#)
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    eprintln!(
+        "{SLOW} slow readers, max_client_memory {} MiB: RSS {} MiB at start, peak +{} MiB; \
+         {closed} closed for the total; GET p99 alone {alone} us, beside them {crowded} us",
+        TOTAL >> 20,
+        start >> 10,
+        grew >> 10
+    );
+    // The total plus a stated overhead: what is not counted (the upstream connections' read
+    // buffers past the job being counted, one 16 KiB read per client past its count, sessions,
+    // allocator slack).
+    assert!(
+        grew <= (TOTAL >> 10) + 64 * 1024,
+        "RSS grew {grew} KiB with a total of {} KiB",
+        TOTAL >> 10
+    );
+    assert!(closed >= 1.0, "nobody was closed for the total");
+    assert!(crowded < 1_000_000, "p99 {crowded} us, {alone} us alone");
+    // Once they go, so does their memory.
+    drop(slow);
+    let settled = wait_until(Duration::from_secs(15), || rss_kib() <= start + 32 * 1024);
+    let after = rss_kib();
+    eprintln!("RSS after they closed: {} MiB", after >> 10);
+    assert!(
+        settled.is_some(),
+        "RSS {after} KiB after they closed, {start} KiB at start"
+    );
 }

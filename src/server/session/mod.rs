@@ -57,12 +57,15 @@
 //! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
 //!   the writer drains only between whole replies (`commands::subscribe` says how confirmations
 //!   keep their place); a subscriber past `limits.pubsub_output_bytes` is closed.
-//! - Memory per client is bounded: the FIFO holds entries weighing at most
-//!   `limits.max_inflight_per_client` requests; past that the reader stops reading and TCP pushes
-//!   back on the client. It does the same while it is owed more than `outgoing::gate` bytes of
-//!   upstream replies, and on the bulk lane while any earlier reply is unwritten, so a client
-//!   that does not read stops pulling replies through the upstream. An idle client holds no read
-//!   or write buffer.
+//! - Memory per client is bounded in bytes, not in commands: the FIFO holds entries weighing at
+//!   most `limits.max_inflight_per_client` requests, and past that nothing more is forwarded
+//!   for the client; nor while it is owed more than `outgoing::gate` bytes of replies, nor on
+//!   the bulk lane while any earlier reply is unwritten, so a client that does not read stops
+//!   pulling replies through the upstream. The reader keeps reading it meanwhile
+//!   (`outgoing::park`): what it sends waits, counted with the replies it has not read against
+//!   `limits.max_reply_bytes` (and all clients' against `limits.max_client_memory`), and past
+//!   that it is closed, as Redis closes a client past its output buffer limit. An idle client
+//!   holds no read or write buffer.
 mod commands;
 mod forward;
 mod halves;
@@ -297,7 +300,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
     let budget = shared
         .upstream
         .as_ref()
-        .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory));
+        .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory, client.id));
     let registered = clients::register(&shared, &client, pubsub.outbox.clone(), budget.clone());
     let invalidations = std::sync::OnceLock::new();
     let kill = registered.entry.kill.clone();

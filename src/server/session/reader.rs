@@ -95,11 +95,6 @@ impl Reader<'_> {
                     // it (limits.max_reply_bytes).
                     return;
                 }
-                // What arrived while a wait was parked (see `outgoing::park`) comes after `buf`, and was
-                // read just now as far as the timeouts are concerned.
-                if self.out.take_parked(&mut buf) && timed {
-                    last_read = Some(tokio::time::Instant::now());
-                }
                 // Before AUTH, Redis's small limits (policy::unauthenticated).
                 let restricted = self.tenants.is_some() && self.client.tenant.is_none();
                 framer.set_limits(if restricted {
@@ -109,6 +104,8 @@ impl Reader<'_> {
                 });
                 match framer.next(&mut buf) {
                     Ok(Some(mut req)) => {
+                        // What is still to frame counts with what a wait reads meanwhile.
+                        self.out.unframed(buf.len());
                         let flow = self.handle(&mut req).await;
                         framer.recycle(req.args);
                         if flow == Flow::Close {
@@ -116,6 +113,21 @@ impl Reader<'_> {
                         }
                     }
                     Ok(None) => {
+                        // What arrived while a wait was parked (see `outgoing::park`) comes
+                        // after `buf`, now down to an unfinished request at most, and was read
+                        // just now as far as the timeouts are concerned.
+                        if self.out.take_parked(&mut buf) {
+                            if timed {
+                                last_read = Some(tokio::time::Instant::now());
+                            }
+                            if let Some(b) = &budget
+                                && !b.hold_request(buf.len())
+                            {
+                                return;
+                            }
+                            continue;
+                        }
+                        self.out.unframed(0);
                         self.send_group().await;
                         if let Some((spec, framed)) = self.timed.take() {
                             self.out.timed(spec, framed).await;

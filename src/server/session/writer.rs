@@ -62,6 +62,13 @@ pub(super) async fn write_loop<C: ClientIo>(
         while let Some(p) = item.take() {
             let mut owed_now = std::mem::take(&mut owed_next);
             let mut job = std::mem::take(&mut job_next);
+            if let Pending::Ready(b) = &p
+                && !job
+            {
+                // Counted when queued (see `Outgoing::enqueue`); an upstream job's replies
+                // taken ahead (`job`) carry their own count.
+                owed_now = b.len();
+            }
             if let Some(pushes) = pushes {
                 pushes.drain_into(&mut out);
             }
@@ -150,6 +157,10 @@ pub(super) async fn write_loop<C: ClientIo>(
                 }
             };
             if written.is_err() {
+                // Not written, but dropped here all the same: it leaves the client's count.
+                if let Some(b) = budget.filter(|_| owed_now > 0) {
+                    b.release(owed_now);
+                }
                 gone = true;
                 break 'session;
             }
@@ -315,13 +326,22 @@ async fn settle(
             },
         };
         match p {
-            Pending::Upstream { rx, .. } => {
+            Pending::Upstream { mut rx, .. } => {
                 // Only a write's invalidation (the Written just behind it, pushed together with
                 // it) needs its reply; dropped, the reply's bytes leave the budget when it comes.
                 head = fifo.try_pop();
-                if matches!(head, Some(Pending::Written(_)))
-                    && let (Some(b), Ok(Ok(bytes))) = (budget, rx.await)
-                {
+                if matches!(head, Some(Pending::Written(_))) {
+                    if let (Some(b), Ok(Ok(bytes))) = (budget, rx.await) {
+                        b.release(bytes.len());
+                    }
+                } else if let (Some(b), Ok(Ok(bytes))) = (budget, rx.try_recv()) {
+                    // Arrived and counted: freed now (one still to come is released by the
+                    // connection when it finds the slot's receiver gone).
+                    b.release(bytes.len());
+                }
+            }
+            Pending::Ready(bytes) => {
+                if let Some(b) = budget {
                     b.release(bytes.len());
                 }
             }
@@ -363,9 +383,10 @@ async fn flush<C: ClientIo>(
     Ok(())
 }
 
-/// Write all of `b`; once the client is to be closed (over its own or the global budget), give
-/// the write [`CLOSE_GRACE`] more: the errors naming the limit reach a client that reads, while
-/// one that never reads no longer holds this write, and its session, forever.
+/// Write all of `b`; once the client is to be closed over its own limit, give the write
+/// [`CLOSE_GRACE`] more: the errors naming the limit reach a client that reads, while one that
+/// never reads no longer holds this write, and its session, forever. Closed for the clients'
+/// total, a write that cannot complete at once is dropped at once (see inside).
 async fn write_all<C: ClientIo>(w: &C, budget: Option<&ReplyBudget>, b: &[u8]) -> Result<(), ()> {
     // One write future for both paths: awaited in place on the first, it took a slot of its own
     // beside the second's in every session's future.
@@ -380,11 +401,24 @@ async fn write_all<C: ClientIo>(w: &C, budget: Option<&ReplyBudget>, b: &[u8]) -
     if let std::task::Poll::Ready(r) = first {
         return r.map_err(|_| ());
     }
+    // Blocked: the client is not taking what it is owed (the reader, at its limit, closes it
+    // then; see `outgoing::park`).
+    budget.writer_stalled(true);
     // A write that completes at once never polls the budget's wake-up.
-    tokio::select! {
+    let r = tokio::select! {
         biased;
-        r = &mut write => return r.map_err(|_| ()),
-        _ = budget.closed() => {}
+        r = &mut write => Some(r),
+        _ = budget.closed() => None,
+    };
+    budget.writer_stalled(false);
+    if let Some(r) = r {
+        return r.map_err(|_| ());
+    }
+    if budget.evicted() {
+        // Closed for the clients' total: what it holds is dropped now, not after a grace, so
+        // the memory the total bounds is freed at once (Redis drops an evicted client's output
+        // buffer the same way). A client that reads still got what its socket took.
+        return Err(());
     }
     // Boxed: rare (a client being closed), and its timer would grow every session's future.
     match Box::pin(tokio::time::timeout(CLOSE_GRACE, write)).await {

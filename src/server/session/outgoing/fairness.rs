@@ -18,9 +18,11 @@
 //!   server copies out for the bulk lane in one go stays small enough to pass others between.
 //! - **A client that does not take its replies stops being forwarded.** Past
 //!   [`gate`] bytes of replies received for it and not yet written to it, its next group waits
-//!   before it sends another group: it stops reading, which is TCP backpressure on the client,
-//!   and the upstream carries no more bulk for it until it reads. (Redis keeps executing such a
-//!   client's commands until its output buffer limit closes it; respite holds them instead.)
+//!   before it sends another group, and the upstream carries no more bulk for it until it reads.
+//!   It is still read meanwhile (see `park`): what it sends waits in respite, counted against
+//!   its limits, so a client that writes its whole pipeline before reading completes when it
+//!   fits, and is closed when it does not. (Redis keeps executing such a client's commands until
+//!   its output buffer limit closes it; respite holds them instead.)
 //!
 //! Replies that arrive for a client that is gone or over its limit are dropped by the
 //! connection's reader as they come (see `upstream::pipe`), never held whole.
@@ -52,13 +54,18 @@ impl Outgoing<'_> {
         if self.pin.lane() == Lane::Bulk && self.pin.held().is_none() && !self.fifo.is_empty() {
             let (tx, rx) = oneshot::channel();
             // Not `barrier`: that would send the group this wait is for.
-            self.fifo.push(Pending::Barrier(tx), 1).await;
+            self.enqueue(Pending::Barrier(tx), 1).await;
             let kill = self.kill.clone();
             self.cache_now = None;
-            tokio::select! {
-                _ = rx => {}
-                () = kill.cancelled() => {}
-            }
+            // The client is read meanwhile: it may be writing its whole pipeline before it
+            // reads the replies this waits for (see `park`).
+            self.park(async {
+                tokio::select! {
+                    _ = rx => {}
+                    () = kill.cancelled() => {}
+                }
+            })
+            .await;
         }
         let Some(b) = &self.budget else { return };
         let owed = b.owed();
@@ -71,14 +78,18 @@ impl Outgoing<'_> {
         }
         let b: Arc<ReplyBudget> = b.clone();
         let kill = self.kill.clone();
+        let fifo = self.fifo;
         // The batch's clock reading will be old by the time this returns.
         self.cache_now = None;
-        while b.owed() > gate && !b.exceeded() && !self.fifo.abandoned() && !kill.is_cancelled() {
-            tokio::select! {
-                () = b.drained(gate) => {}
-                () = kill.cancelled() => {}
+        self.park(async {
+            while b.owed() > gate && !b.exceeded() && !fifo.abandoned() && !kill.is_cancelled() {
+                tokio::select! {
+                    () = b.drained(gate) => {}
+                    () = kill.cancelled() => {}
+                }
             }
-        }
+        })
+        .await;
     }
 }
 

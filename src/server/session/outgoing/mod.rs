@@ -77,11 +77,16 @@ pub(crate) struct Outgoing<'f> {
     /// Which connection the client's jobs go on.
     pub(in crate::server::session) pin: Pin,
     /// The client's socket, read while a wait is parked ([`park`]); what arrived meanwhile, the
-    /// most kept, and whether its stream ended then, with a reply owed on a pinned connection.
+    /// most kept, whether its stream ended then with a reply owed on a pinned connection
+    /// (`hung_up`), or otherwise (`parked_eof`: what came before the end is still served).
     sock: &'f dyn ParkedRead,
     parked: BytesMut,
     parked_max: usize,
     hung_up: bool,
+    parked_eof: bool,
+    /// Bytes the reader has read and not framed yet, as of the request being handled: they
+    /// count with `parked` against the client's limit.
+    unframed: usize,
 }
 
 /// What a session's outgoing side is made from (see [`Outgoing::new`]).
@@ -117,8 +122,11 @@ impl<'f> Outgoing<'f> {
             pin: Pin::default(),
             sock: p.sock,
             parked: BytesMut::new(),
-            parked_max: park::PARKED_MAX.min(p.max_query_buffer),
+            // The client's own limit bounds what waits; the budget says when it is reached.
+            parked_max: p.max_reply_bytes.min(p.max_query_buffer),
             hung_up: false,
+            parked_eof: false,
+            unframed: 0,
         }
     }
 
@@ -302,6 +310,12 @@ impl<'f> Outgoing<'f> {
     /// client has not taken its earlier replies, or one of them is a blocking command's) does
     /// this wait, reading the client meanwhile.
     pub(crate) async fn enqueue(&mut self, p: Pending, weight: usize) {
+        if let (Pending::Ready(bytes), Some(b)) = (&p, &self.budget) {
+            // Held until written, like an upstream reply: a client that does not read its
+            // near-cache hits or respite's own answers holds them against its limits too (the
+            // writer releases them).
+            b.owe(bytes.len());
+        }
         let fifo = self.fifo;
         if !fifo.full_for(weight) {
             return fifo.push(p, weight).await;

@@ -1,20 +1,33 @@
-//! The reader while it waits: for room in the client's reply queue, for a barrier (every
-//! earlier reply written), or for a reply it needs before going on. Meanwhile it keeps reading
-//! the client's socket, as Redis keeps reading a blocked client, so a client that leaves is seen
-//! at once rather than when the wait ends — which, behind a blocking command, may be never, or
-//! after the upstream has popped an element for a client that is gone.
+//! The reader while it waits: for room in the client's reply queue, for the client to take the
+//! replies it is owed, for a barrier (every earlier reply written), or for a reply it needs
+//! before going on. Meanwhile it keeps reading the client's socket, as Redis keeps reading a
+//! client whatever it owes it: a client that writes its whole pipeline before reading any reply
+//! (redis-py's `pipeline()`) is blocked writing until it has written everything, so a reader that
+//! stopped reading it while owing it replies would wait for it for ever, and it for the reader.
+//! And a client that leaves is seen at once rather than when the wait ends — which, behind a
+//! blocking command, may be never, or after the upstream has popped an element for a client
+//! that is gone.
 //!
-//! It reads only while a reply may be owed on a connection of the client's own (a pinned one,
-//! held or just given back): elsewhere a wait ends on its own, and a client that left is seen
-//! by the writer or the next read. What arrives meanwhile is kept (`Outgoing::parked`, at most
-//! 1 MiB) and framed after the wait, in order. The end of the stream seen then *hangs up* the
-//! session: its pinned connections are closed at once (the upstream then pops nothing for it),
-//! nothing more is sent upstream, and the reader stops, as Redis frees a blocked client that
-//! closes without running what it pipelined behind it.
+//! What arrives meanwhile is kept (`Outgoing::parked`) and framed after the wait, in order,
+//! counted against the client's limits ([`ReplyBudget::hold_parked`]): the replies it leaves
+//! unread plus the requests waiting behind them stay within `limits.max_reply_bytes`, or it is
+//! closed, as Redis closes a client past its output buffer limit, once it is not taking its
+//! replies (its writer is blocked on its socket); all clients' together within
+//! `limits.max_client_memory`. A client at its limit that still reads (the wait is for the
+//! upstream) is only not read for a while: TCP backpressure.
+//!
+//! The end of the stream seen while a reply may be owed on a connection of the client's own (a
+//! pinned one, held or just given back) *hangs up* the session: its pinned connections are
+//! closed at once (the upstream then pops nothing for it), nothing more is sent upstream, and
+//! the reader stops, as Redis frees a blocked client that closes without running what it
+//! pipelined behind it. Elsewhere the end is only noted: what came before it is served, as if
+//! the reader had read it without waiting.
 //!
 //! This file never frames or dispatches; it only reads and waits.
 use super::Outgoing;
 use crate::server::io::ClientIo;
+#[cfg(doc)]
+use crate::upstream::ReplyBudget;
 use bytes::BytesMut;
 use std::future::Future;
 use std::pin::Pin;
@@ -39,35 +52,69 @@ impl<C: ClientIo> ParkedRead for C {
     }
 }
 
-/// How much one read while parked takes, and the most kept (the rest waits in the kernel, and
-/// TCP pushes back): a client that pipelines more than this behind a blocking command and then
-/// leaves is seen to leave only once that command returns.
+/// How much one read while parked takes: the most that may go past the client's limits before
+/// they are checked.
 const PARKED_READ: usize = 16 * 1024;
-pub(super) const PARKED_MAX: usize = 1024 * 1024;
 
 impl Outgoing<'_> {
-    /// Wait for `f`. While a reply may be owed on a connection of the client's own (a pinned
-    /// one, held or just given back), the client is read meanwhile. `None`: it hung up first.
+    /// Wait for `f`, reading the client meanwhile (see the module). `None`: it hung up first.
     pub(crate) async fn park<F: Future>(&mut self, f: F) -> Option<F::Output> {
         tokio::pin!(f);
         loop {
             if self.hung_up {
                 return None;
             }
-            let owed = self.pin.held().is_some() || self.pin.after_pinned();
-            let room = self.parked.len() < self.parked_max;
-            if !(owed && room) {
-                // Nothing owed that could wait forever: the writer sees a client that left.
-                return Some(f.await);
+            let held = self.parked.len() + self.unframed;
+            let room = !self.parked_eof
+                && held < self.parked_max
+                && self
+                    .budget
+                    .as_ref()
+                    .is_none_or(|b| !b.exceeded() && b.parked_room(held));
+            if !room {
+                return Some(self.at_limit(f).await);
             }
             tokio::select! {
                 biased;
                 v = &mut f => return Some(v),
                 r = self.sock.read_parked(&mut self.parked, PARKED_READ) => {
-                    if !matches!(r, Ok(n) if n > 0) {
-                        self.hang_up();
+                    match r {
+                        Ok(n) if n > 0 => {
+                            if let Some(b) = &self.budget {
+                                // False: closed for its limits; the next turn stops reading.
+                                let _ = b.hold_parked(self.parked.len());
+                            }
+                        }
+                        _ if self.pin.held().is_some() || self.pin.after_pinned() => self.hang_up(),
+                        _ => self.parked_eof = true,
                     }
                 }
+            }
+        }
+    }
+
+    /// Wait for `f` without reading: the client's stream ended, it is closed, or what respite
+    /// holds for it reached its limit. At the limit, a client that is not taking its replies
+    /// (its writer blocked on its socket), now or while this waits, is closed: it may be writing
+    /// the rest of its pipeline before it reads, and would wait for ever. A wait for a client
+    /// being closed ends on its own (the writer abandons its queue, which ends every wait here).
+    async fn at_limit<F: Future>(&mut self, f: Pin<&mut F>) -> F::Output {
+        let mut f = f;
+        let Some(b) = self.budget.clone().filter(|_| !self.parked_eof) else {
+            return f.await;
+        };
+        loop {
+            if b.exceeded() {
+                return f.await;
+            }
+            if b.is_stalled() {
+                b.overflow();
+                continue;
+            }
+            tokio::select! {
+                biased;
+                v = &mut f => return v,
+                () = b.stalled() => {}
             }
         }
     }
@@ -85,6 +132,11 @@ impl Outgoing<'_> {
         self.hung_up
     }
 
+    /// The reader holds `bytes` not framed yet (see `Outgoing::unframed`).
+    pub(crate) fn unframed(&mut self, bytes: usize) {
+        self.unframed = bytes;
+    }
+
     /// Bytes arrived while parked, not yet taken.
     pub(crate) fn has_parked(&self) -> bool {
         !self.parked.is_empty()
@@ -96,6 +148,10 @@ impl Outgoing<'_> {
             return false;
         }
         buf.extend_from_slice(&std::mem::take(&mut self.parked));
+        if let Some(b) = &self.budget {
+            // Counted from now on as the reader's request bytes (before its next read).
+            let _ = b.hold_parked(0);
+        }
         true
     }
 }
