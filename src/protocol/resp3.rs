@@ -193,7 +193,9 @@ fn parse_push(frame: &Bytes) -> Option<Push> {
     let (head, after) = line(rest)?;
     match rest[0] {
         b'_' => Some(Push::All),
-        b'*' if head == b"-1" => Some(Push::All),
+        // Redis writes a flush's null in the protocol of the client that tracks, not of the
+        // connection it redirects to: a RESP2 client's `$-1` inside a RESP3 push (FLUSHALL).
+        b'*' | b'$' if head == b"-1" => Some(Push::All),
         b'*' => {
             let n = number(head)?;
             let mut at = at + after;
@@ -336,6 +338,9 @@ mod tests {
         );
         let all = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n_\r\n");
         assert_eq!(push(&all), Push::All);
+        // FLUSHALL's, redirected for a RESP2 client: the null in that client's protocol.
+        let all2 = Bytes::from_static(b">2\r\n$10\r\ninvalidate\r\n$-1\r\n");
+        assert_eq!(push(&all2), Push::All);
         let other = Bytes::from_static(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n");
         assert_eq!(push(&other), Push::Other);
         assert_eq!(integer(b":-2\r\n"), Some(-2));

@@ -71,7 +71,11 @@ pub(super) async fn write_marked(
             return None;
         }
         jobs.extend(received.drain(..));
-        if jobs.len() < BATCH {
+        // A pinned connection (no markers) carries one client's jobs, which its session already
+        // groups: waiting a scheduler round for other clients would gain nothing there, and would
+        // let a command another client sends right behind this one reach the upstream first
+        // (a WATCHer's EXEC and an LPUSH; a BRPOPLPUSH and the push that should feed it).
+        if jobs.len() < BATCH && markers.is_some() {
             // Auto-pipelining: let every client task that is ready right now queue its commands
             // before this write goes out, so one write carries many clients' commands. Costs one
             // trip through the scheduler, not a timer.

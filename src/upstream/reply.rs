@@ -165,6 +165,11 @@ impl ReplyBudget {
         self.owed.load(Ordering::Relaxed)
     }
 
+    /// Bytes of the unfinished request its reader holds (see [`ReplyBudget::hold_request`]).
+    pub fn request_bytes(&self) -> usize {
+        self.request.load(Ordering::Relaxed)
+    }
+
     /// Wait until at most `gate` bytes are owed, the client is closed, or a [`ReplyBudget::wake`]
     /// (the caller checks again why it woke). A client that does not read its replies waits
     /// here: its reader stops reading, which is TCP backpressure on it, instead of sending more

@@ -180,3 +180,63 @@ both!(
         assert_eq!(tx.cmd(&[b"EXEC"]), b"*1\r\n+OK\r\n");
     }
 );
+
+both!(
+    a_transaction_meets_a_script_past_its_limit_before_any_probe_does,
+    |kind: Kind| {
+        // Redis's multi.tcl "MULTI and script timeout" and "EXEC and script timeout": the script
+        // passes its 10 ms limit long before respite's own probe could see it (here never: one
+        // probe a minute), yet a command queued then gets the server's -BUSY, and EXEC sent
+        // while busy aborts naming it, as a direct client sees. Nothing of it runs.
+        let server = Server::start(kind);
+        threshold(&server, "10");
+        let proxy = Proxy::start_with(
+            &server.url(),
+            &[
+                ("health.probe_interval_ms", "60000"),
+                ("health.probe_timeout_ms", "120000"),
+                ("health.busy_grace_ms", "120000"),
+            ],
+        );
+        let mut runner = proxy.raw();
+        assert_eq!(runner.cmd(&[b"SET", b"busy:xx", b"1"]), b"+OK\r\n");
+        let mut tx = proxy.raw();
+        let mut direct_tx = server.raw();
+        for c in [&mut tx, &mut direct_tx] {
+            assert_eq!(c.cmd(&[b"MULTI"]), b"+OK\r\n");
+            assert_eq!(c.cmd(&[b"INCR", b"busy:xx"]), b"+QUEUED\r\n");
+        }
+        runner.send(&encode(&[b"EVAL", b"while true do end", b"0"]));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut queued = Vec::new();
+        for c in [&mut tx, &mut direct_tx] {
+            queued.push(text(c.cmd(&[b"INCR", b"busy:xx"])));
+        }
+        assert!(queued[1].starts_with("-BUSY"), "direct: {}", queued[1]);
+        assert_eq!(queued[0], queued[1], "a command queued while busy");
+        let mut exec = Vec::new();
+        for c in [&mut tx, &mut direct_tx] {
+            exec.push(text(c.cmd(&[b"EXEC"])));
+        }
+        assert!(
+            exec[1].starts_with("-EXECABORT Transaction discarded because of: BUSY"),
+            "direct: {}",
+            exec[1]
+        );
+        assert_eq!(exec[0], exec[1], "EXEC while busy");
+        // A transaction begun while busy, its command refused, EXEC after the kill: the queueing
+        // error aborts it.
+        assert_eq!(tx.cmd(&[b"MULTI"]), b"+OK\r\n");
+        let refused = text(tx.cmd(&[b"INCR", b"busy:xx"]));
+        assert!(refused.starts_with("-BUSY"), "{refused}");
+        assert_eq!(text(proxy.raw().cmd(&[b"SCRIPT", b"KILL"])), "+OK\r\n");
+        assert!(text(runner.reply().unwrap()).contains("killed"));
+        assert_eq!(tx.cmd(&[b"INCR", b"busy:xx"]), b"+QUEUED\r\n");
+        assert_eq!(
+            text(tx.cmd(&[b"EXEC"])),
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        assert_eq!(server.raw().cmd(&[b"GET", b"busy:xx"]), b"$1\r\n1\r\n");
+        assert_eq!(tx.cmd(&[b"PING", b"asdf"]), b"$4\r\nasdf\r\n");
+    }
+);

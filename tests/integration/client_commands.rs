@@ -274,3 +274,92 @@ both!(
         assert_eq!(through, direct);
     }
 );
+
+/// The value of `field` in the CLIENT LIST line of the client named `name`.
+fn field_of(list: &str, name: &str, field: &str) -> String {
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={name} ")))
+        .unwrap_or_else(|| panic!("{name} in {list}"));
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        .unwrap_or_else(|| panic!("{field} in {line}"))
+        .trim()
+        .to_string()
+}
+
+both!(
+    client_list_buffers_idle_and_fd_are_the_clients_own,
+    |kind: Kind| {
+        // introspection.tcl's CLIENT LIST / CLIENT INFO patterns: the asking client's query buffer
+        // holds its own command (qbuf=26 and argv-mem=10 for `client list`, as directly); `idle`
+        // counts from a client's latest bytes, `fd` is its socket's, and `omem`/`tot-mem` are what
+        // respite holds for it (replies it has not read).
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let fields = |line: &str| -> Vec<String> {
+            ["qbuf", "argv-mem", "obl", "oll", "omem"]
+                .iter()
+                .map(|f| {
+                    line.split(' ')
+                        .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
+                        .unwrap_or("?")
+                        .to_string()
+                })
+                .collect()
+        };
+        let direct = text(server.raw().cmd(&words("CLIENT INFO")));
+        let through = text(proxy.raw().cmd(&words("CLIENT INFO")));
+        assert_eq!(fields(&through), ["26", "10", "0", "0", "0"], "{through}");
+        if kind == Kind::Redis {
+            // (Valkey 9 has read and freed its query buffer when the command runs: qbuf=0.)
+            assert_eq!(fields(&direct), fields(&through), "{direct}");
+        }
+        let mut idle = proxy.raw();
+        assert_eq!(idle.cmd(&words("CLIENT SETNAME idler")), b"+OK\r\n");
+        let mut heavy = proxy.raw();
+        assert_eq!(heavy.cmd(&words("CLIENT SETNAME heavy")), b"+OK\r\n");
+        let mut me = proxy.raw();
+        assert_eq!(me.cmd(&words("CLIENT SETNAME me")), b"+OK\r\n");
+        let list = text(me.cmd(&words("CLIENT LIST")));
+        assert_eq!(field_of(&list, "me", "qbuf"), "26");
+        assert_eq!(field_of(&list, "idler", "qbuf"), "0");
+        let fds: Vec<String> = ["idler", "heavy", "me"]
+            .iter()
+            .map(|n| field_of(&list, n, "fd"))
+            .collect();
+        for fd in &fds {
+            // The proxy runs in this process: its descriptor is one of this process's sockets.
+            let link =
+                std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("an open descriptor");
+            assert!(
+                link.to_string_lossy().starts_with("socket:"),
+                "{fd}: {link:?}"
+            );
+        }
+        assert!(fds[0] != fds[1] && fds[1] != fds[2], "{fds:?}");
+        // A client that reads none of its 1 MiB replies: what respite holds for it shows.
+        let value = vec![b'v'; 1 << 20];
+        server.raw().cmd(&[b"SET", b"big", &value]);
+        for _ in 0..24 {
+            heavy.send(&encode(&[b"GET", b"big"]));
+        }
+        let mut held = 0;
+        wait_until(Duration::from_secs(10), || {
+            let list = text(me.cmd(&words("CLIENT LIST")));
+            let omem: u64 = field_of(&list, "heavy", "omem").parse().unwrap();
+            let tot: u64 = field_of(&list, "heavy", "tot-mem").parse().unwrap();
+            held = omem;
+            omem > 0 && tot >= omem
+        })
+        .expect("replies held for a client that does not read");
+        assert!(held <= 24 * ((1 << 20) + 16), "{held}");
+        std::thread::sleep(Duration::from_millis(2100));
+        let list = text(me.cmd(&words("CLIENT LIST")));
+        assert!(
+            field_of(&list, "idler", "idle").parse::<u64>().unwrap() >= 2,
+            "{list}"
+        );
+        assert_eq!(field_of(&list, "me", "idle"), "0");
+    }
+);

@@ -47,6 +47,7 @@ mod robustness;
 mod select_order;
 mod slow_commands;
 mod slow_readers;
+mod slowlog_view;
 mod standalone;
 mod systemd;
 mod tenant_functions;

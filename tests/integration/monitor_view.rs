@@ -156,3 +156,52 @@ both!(a_monitor_is_not_an_idle_client, |kind: Kind| {
     assert_eq!(proxy.raw().cmd(&words("SET after-idle 1")), b"+OK\r\n");
     lines_until(&mut m, "\"after-idle\"");
 });
+
+/// How many of the upstream's connections are monitors (`flags=O`).
+fn upstream_monitors(server: &Server) -> usize {
+    let list = String::from_utf8_lossy(&server.raw().cmd(&words("CLIENT LIST"))).into_owned();
+    list.lines().filter(|l| l.contains(" flags=O ")).count()
+}
+
+both!(reset_and_quit_end_monitoring, |kind: Kind| {
+    // Redis's other.tcl "RESET clears MONITOR state": RESET's reply follows the lines relayed
+    // before it, and the client is an ordinary one again; its monitor connection upstream is
+    // gone (judged by the upstream's own client list). QUIT gets +OK, as directly.
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut m = proxy.raw();
+    assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+    wait_until(Duration::from_secs(5), || upstream_monitors(&server) == 1)
+        .expect("a monitor upstream");
+    proxy.raw().cmd(&words("SET reset:before 1"));
+    m.send(&crate::support::encode(&words("RESET")));
+    let lines = lines_until(&mut m, "RESET");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("+RESET\r\n"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("reset:before")),
+        "{lines:?}"
+    );
+    assert_eq!(m.cmd(&words("PING")), b"+PONG\r\n");
+    proxy.raw().cmd(&words("SET reset:after 1"));
+    assert_eq!(m.cmd(&words("ECHO sentinel")), b"$8\r\nsentinel\r\n");
+    wait_until(Duration::from_secs(5), || upstream_monitors(&server) == 0)
+        .expect("the monitor connection closed");
+    let mut q = proxy.raw();
+    assert_eq!(q.cmd(&words("MONITOR")), b"+OK\r\n");
+    wait_until(Duration::from_secs(5), || upstream_monitors(&server) == 1)
+        .expect("a monitor upstream");
+    q.send(&crate::support::encode(&words("QUIT")));
+    let lines = lines_until(&mut q, "+OK");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("+OK\r\n"),
+        "{lines:?}"
+    );
+    assert!(q.closed());
+    wait_until(Duration::from_secs(5), || upstream_monitors(&server) == 0)
+        .expect("the monitor connection closed");
+});

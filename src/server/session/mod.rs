@@ -183,6 +183,8 @@ pub(crate) struct Client {
     pub user: String,
     pub db: u32,
     pub created: std::time::Instant,
+    /// The client socket's descriptor, as CLIENT LIST shows it.
+    pub fd: i32,
     pub last_command: &'static str,
     /// Whose rules apply, when tenants are configured; `None` there means not yet authenticated.
     pub tenant: Option<Arc<Tenant>>,
@@ -225,6 +227,13 @@ pub(crate) fn serve(
 ) -> impl std::future::Future<Output = ()> {
     let gauge = metrics::client_connections();
     gauge.increment(1.0);
+    let fd = {
+        use std::os::fd::AsRawFd;
+        match &conn.stream {
+            ClientStream::Tcp(s) | ClientStream::Tls(s) => s.as_raw_fd(),
+            ClientStream::Unix(s) => s.as_raw_fd(),
+        }
+    };
     // Boxed: moved into the reader in `run`, it would otherwise stay in this task's future
     // twice more (as `run`'s argument and its local), in every idle session.
     let client = Box::new(Client {
@@ -243,6 +252,7 @@ pub(crate) fn serve(
             .map(|u| u.url.db)
             .unwrap_or(0),
         created: std::time::Instant::now(),
+        fd,
         last_command: "NULL",
         tenant: shared
             .live
@@ -287,12 +297,12 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
     let cache = shared.cache.clone();
     let shared_hub = shared.pubsub.clone();
     let pubsub = subscribe::PubSub::new(shared_hub.as_deref());
-    let registered = clients::register(&shared, &client, pubsub.outbox.clone());
-    let invalidations = std::sync::OnceLock::new();
     let budget = shared
         .upstream
         .as_ref()
         .map(|_| ReplyBudget::within(config.max_reply_bytes, &shared.client_memory, client.id));
+    let registered = clients::register(&shared, &client, pubsub.outbox.clone(), budget.clone());
+    let invalidations = std::sync::OnceLock::new();
     let kill = registered.entry.kill.clone();
     let reader = Box::new(Reader {
         generation: shared.live.generation(),
@@ -324,6 +334,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
         registered,
         reply_mode: clients::ReplyMode::On,
         skip_pending: false,
+        monitoring: None,
     });
     let outbox = reader.pubsub.outbox.clone();
     // Both halves run in this task: the reader stops when the client closes, sends QUIT or a
@@ -402,6 +413,8 @@ pub(crate) struct Reader<'f> {
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
+    /// Ends the MONITOR relay while the client monitors (RESET and QUIT end monitoring).
+    monitoring: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

@@ -202,6 +202,7 @@ impl Reader<'_> {
                 r = sock.read(&mut buf, want) => {
                     // A new batch: the near cache's clock is read afresh.
                     self.out.new_batch();
+                    self.registered.entry.read_now();
                     if timed {
                         last_read = Some(tokio::time::Instant::now());
                     }
@@ -410,6 +411,16 @@ impl Reader<'_> {
                 _ => Box::pin(builtin::tenant_info(self, &req.args)).await,
             };
             self.reply(out).await;
+            return Next::Done(Flow::Continue);
+        }
+        if spec.name == "slowlog|get"
+            && self.tracking.is_none()
+            && !prefixed
+            && self.shared.upstream.is_some()
+            && self.shared.answerer(spec, &req.args).is_none()
+        {
+            // The upstream's, without respite's own commands (boxed: rare).
+            Box::pin(self.slowlog_get(req)).await;
             return Next::Done(Flow::Continue);
         }
         if spec.name == "info" && self.tracking.is_none() {

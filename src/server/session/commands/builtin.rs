@@ -41,11 +41,13 @@ pub(in crate::server::session) async fn answer(
         },
         "echo" => encode::bulk(&mut out, &args[1]),
         "quit" => {
+            r.end_monitor();
             encode::simple(&mut out, "OK");
             r.reply(out).await;
             return Flow::Close;
         }
         "reset" => {
+            r.end_monitor();
             // The pinned connection's own reset clears what the client set on it.
             r.unpin().await;
             if r.client.proto != Protocol::Resp2 {
@@ -114,7 +116,7 @@ impl Reader<'_> {
             },
             "client|id" => encode::integer(out, self.client.id as i64),
             "client|info" => {
-                let line = super::clients::own_line(self);
+                let line = super::clients::own_line(self, args);
                 encode::verbatim(out, proto, "txt", line.as_bytes());
             }
             "client|setinfo" => match setinfo(&mut self.client, &args[2], &args[3]) {

@@ -13,7 +13,7 @@ use crate::protocol::{Request, encode};
 use crate::server::session::{Client, Pending, Reader, simple};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,14 @@ pub(crate) struct Entry {
     pub blockable: Mutex<Option<Arc<crate::upstream::blockable::Blockable>>>,
     /// Where pushes for it go: the invalidations of clients tracking with REDIRECT to it.
     pub outbox: Option<Arc<crate::pubsub::Outbox>>,
+    /// The client socket's descriptor (`fd`).
+    fd: i32,
+    /// Milliseconds after `created` of its latest read (`idle`): stored once per socket read,
+    /// not per command.
+    last_read: AtomicU64,
+    /// What respite holds for it: replies received and not yet written (`omem`), the unfinished
+    /// request its reader holds (with them, `tot-mem`). None without an upstream.
+    budget: Option<Arc<crate::upstream::ReplyBudget>>,
 }
 
 /// What changes over a session's life, copied from its [`Client`] when it changes.
@@ -132,6 +140,7 @@ pub(crate) fn register(
     shared: &Arc<Shared>,
     c: &Client,
     outbox: Option<Arc<crate::pubsub::Outbox>>,
+    budget: Option<Arc<crate::upstream::ReplyBudget>>,
 ) -> Registered {
     let entry = Arc::new(Entry {
         id: c.id,
@@ -143,6 +152,9 @@ pub(crate) fn register(
         kill: shared.draining.child_token(),
         blockable: Mutex::new(None),
         outbox,
+        fd: c.fd,
+        last_read: AtomicU64::new(0),
+        budget,
     });
     lock(&shared.clients.clients).insert(c.id, entry.clone());
     Registered {
@@ -173,6 +185,12 @@ impl Entry {
         self.last.store(spec.id as u32, Ordering::Relaxed);
     }
 
+    /// Bytes arrived from the client (CLIENT LIST's `idle` counts from the latest).
+    pub fn read_now(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_read.store(ms, Ordering::Relaxed);
+    }
+
     pub(in crate::server::session) fn update(&self, c: &Client, modes: Modes) {
         *lock(&self.view) = View {
             modes,
@@ -181,7 +199,10 @@ impl Entry {
     }
 
     /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis 7.2's layout; buffer sizes are respite's.
-    fn line(&self) -> String {
+    /// `me`: the arguments of the command being answered, when this is the asking client's own
+    /// line (its query buffer holds that command, as Redis's does while it runs it: `qbuf`,
+    /// `argv-mem`); another client's buffers hold no command between its commands.
+    fn line(&self, me: Option<&[Bytes]>) -> String {
         let v = lock(&self.view).clone();
         let s = |b: &Option<Bytes>| {
             b.as_ref()
@@ -191,19 +212,32 @@ impl Entry {
         let cmd = command::all()
             .get(self.last.load(Ordering::Relaxed) as usize)
             .map_or("NULL", |spec| spec.name);
+        let age = self.created.elapsed();
+        let idle = (age.as_millis() as u64).saturating_sub(self.last_read.load(Ordering::Relaxed));
+        let (qbuf, argv_mem) = match me {
+            Some(args) => (request_len(args), args.iter().map(|a| a.len()).sum()),
+            None => (0, 0),
+        };
+        let (omem, request) = self
+            .budget
+            .as_ref()
+            .map_or((0, 0), |b| (b.owed(), b.request_bytes()));
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={qbuf} qbuf-free=0 argv-mem={argv_mem} multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={} events=r cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local_addr,
+            self.fd,
             s(&v.name),
-            self.created.elapsed().as_secs(),
+            age.as_secs(),
+            idle / 1000,
             v.modes.flags(),
             v.db,
             v.modes.subs.0,
             v.modes.subs.1,
             v.modes.subs.2,
             v.modes.multi.map_or(-1, |n| n as i64),
+            qbuf.max(request) + argv_mem + omem,
             v.user,
             v.resp,
             s(&v.lib_name),
@@ -304,7 +338,7 @@ impl Reader<'_> {
             }
             "client|pause" | "client|unpause" => self.forward_any(spec, req).await,
             "client|list" => {
-                let lines = self.client_list(&args[2..], prefixed);
+                let lines = self.client_list(args, prefixed);
                 match lines {
                     Ok(text) => {
                         let mut out = BytesMut::new();
@@ -354,7 +388,9 @@ impl Reader<'_> {
         all
     }
 
-    fn client_list(&mut self, args: &[Bytes], prefixed: bool) -> Result<String, &'static str> {
+    /// CLIENT LIST's text; `request`: the whole command (`CLIENT LIST …`).
+    fn client_list(&mut self, request: &[Bytes], prefixed: bool) -> Result<String, &'static str> {
+        let args = &request[2..];
         self.publish();
         let mut ids: Option<Vec<u64>> = None;
         let mut normal = true;
@@ -389,7 +425,8 @@ impl Reader<'_> {
         if normal {
             for e in self.visible(prefixed) {
                 if ids.as_ref().is_none_or(|ids| ids.contains(&e.id)) {
-                    text.push_str(&e.line());
+                    let me = (e.id == self.client.id).then_some(request);
+                    text.push_str(&e.line(me));
                 }
             }
         }
@@ -566,14 +603,32 @@ fn with_field(reply: &[u8], field: &[u8], value: usize) -> Option<Bytes> {
 }
 
 /// `CLIENT INFO` for the client itself, from the same line as CLIENT LIST.
-pub(in crate::server::session) fn own_line(r: &Reader<'_>) -> String {
+pub(in crate::server::session) fn own_line(r: &Reader<'_>, args: &[Bytes]) -> String {
     r.publish();
-    r.registered.entry.line()
+    r.registered.entry.line(Some(args))
+}
+
+/// The bytes of a request of `args` as a RESP array (`*2\r\n$6\r\nclient\r\n$4\r\nlist\r\n`: 26).
+fn request_len(args: &[Bytes]) -> usize {
+    let digits = |n: usize| n.to_string().len();
+    3 + digits(args.len())
+        + args
+            .iter()
+            .map(|a| 5 + digits(a.len()) + a.len())
+            .sum::<usize>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::with_field;
+
+    #[test]
+    fn a_requests_length_as_sent() {
+        let args = [bytes::Bytes::from("client"), bytes::Bytes::from("list")];
+        assert_eq!(super::request_len(&args), 26);
+        let long = [bytes::Bytes::from(vec![b'x'; 1000])];
+        assert_eq!(super::request_len(&long), "*1\r\n$1000\r\n".len() + 1002);
+    }
 
     #[test]
     fn info_field_replaced_in_bulk_and_verbatim_replies() {

@@ -5,6 +5,7 @@ pub(super) mod clients;
 mod exec_splice;
 mod monitor;
 pub(super) mod multi;
+mod slowlog;
 mod stateful;
 pub(super) mod subscribe;
 pub(super) mod tracking;

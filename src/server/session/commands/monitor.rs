@@ -86,7 +86,10 @@ impl Reader<'_> {
                 .and_then(|t| t.db)
                 .unwrap_or(self.configured_db()),
         };
-        let gone = self.out.pin.gone_token();
+        // Cancelled when the client leaves, or by its RESET or QUIT: the relay ends, and the
+        // writer goes on to the replies queued behind the lines.
+        let gone = self.out.pin.gone_token().child_token();
+        self.monitoring = Some(gone.clone());
         let (tx, rx) = mpsc::channel(BACKLOG);
         // The stream ends (the client is told nothing more) when any monitor ends: a merged
         // view missing a node's lines would look whole and not be.
@@ -107,6 +110,15 @@ impl Reader<'_> {
         crate::protocol::encode::simple(&mut ok, "OK");
         self.push(Pending::Ready(ok.freeze())).await;
         self.push(Pending::Stream(rx)).await;
+    }
+
+    /// RESET or QUIT of a monitoring client: monitoring ends (its upstream connection closes)
+    /// and the command's reply follows the last line relayed, as Redis's does.
+    pub(in crate::server::session) fn end_monitor(&mut self) {
+        if let Some(stop) = self.monitoring.take() {
+            stop.cancel();
+            self.client.timeouts_exempt = false;
+        }
     }
 }
 
@@ -147,7 +159,7 @@ async fn relay(
         }
     };
     tokio::select! {
-        _ = gone.cancelled() => tracing::debug!("monitor: client gone"),
+        _ = gone.cancelled() => tracing::debug!("monitor: client gone or reset"),
         _ = ended.cancelled() => {}
         _ = relay => {}
     }
@@ -228,9 +240,9 @@ impl View {
 
 /// What respite itself sends on a connection that carries clients' commands: the batch marker
 /// (`PING` and 32 hex digits), the PING that ends a pinned lease (`PING respite-release`), a
-/// pinned connection's `RESET`, and its own HELLO (named `respite…`). A client's RESET never
+/// pinned connection's `RESET` and `CLIENT INFO` check, and its own HELLO (named `respite…`). A client's RESET never
 /// reaches the upstream (respite answers it); its PINGs do and are shown.
-fn respite_own(args: &[Bytes]) -> bool {
+pub(super) fn respite_own(args: &[Bytes]) -> bool {
     let Some(name) = args.first() else {
         return false;
     };
@@ -241,6 +253,11 @@ fn respite_own(args: &[Bytes]) -> bool {
     }
     if name.eq_ignore_ascii_case(b"reset") {
         return true;
+    }
+    // The reset's check of a pinned connection before reuse: a client's CLIENT INFO is answered
+    // by respite, never sent.
+    if name.eq_ignore_ascii_case(b"client") {
+        return args.len() == 2 && args[1].eq_ignore_ascii_case(b"info");
     }
     name.eq_ignore_ascii_case(b"hello")
         && args

@@ -245,9 +245,15 @@ impl Reader<'_> {
     /// The upstream's refusal of every command right now (`BUSY …`, `LOADING …`), if the latest
     /// word from it says it was refusing: confirmed by a PING of the client's own, so a hint that
     /// is out of date (the script just ended) refuses nothing. Costs nothing otherwise.
+    ///
+    /// A known-slow command in flight (a script that may have passed its time limit since the
+    /// last probe, 250 ms apart) is asked about too: the PING then waits its turn as the queued
+    /// command would at Redis (a script under its limit answers no one), so the cost is a round
+    /// trip per queued command while such a command runs, never a wrong answer.
     async fn busy_refusal(&mut self) -> Option<String> {
         let upstream = self.shared.upstream.as_ref()?;
-        if !upstream.health().activity.refusing() {
+        let activity = &upstream.health().activity;
+        if !activity.refusing() && !activity.slow_ahead() {
             return None;
         }
         let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
@@ -259,6 +265,16 @@ impl Reader<'_> {
                 Some(String::from_utf8_lossy(&reply[1..]).trim_end().to_string())
             }
             _ => None,
+        }
+    }
+
+    /// EXEC's reply for a transaction respite already knows must abort: Redis refuses EXEC itself
+    /// while busy or loading, before it looks at what was queued, and says so
+    /// (`EXECABORT Transaction discarded because of: BUSY …`); otherwise the queueing errors.
+    async fn exec_abort(&mut self) -> String {
+        match self.busy_refusal().await {
+            Some(refusal) => format!("EXECABORT Transaction discarded because of: {refusal}"),
+            None => EXECABORT.to_string(),
         }
     }
 
@@ -341,8 +357,25 @@ impl Reader<'_> {
             return self.exec_on_pinned(multi, req).await;
         }
         if multi.failed {
+            let abort = self.exec_abort().await;
+            if self.shared.upstream.is_some()
+                && self
+                    .shared
+                    .answerer(crate::command::lookup("exec").expect("in the table"), &[])
+                    .is_none()
+            {
+                // The upstream sees the transaction begin and end (an empty one, which touches
+                // nothing), so its MONITOR shows `multi` and `exec` as for an aborted transaction
+                // sent to it directly (introspection.tcl). Its reply is not the client's.
+                self.send_group().await;
+                let mut job = BytesMut::from(&multi.begin[..]);
+                crate::server::session::forward::append_request(&mut job, req);
+                let rx = self.upstream_send(job.freeze(), 2, None).await;
+                let _ = self.out.park(rx).await;
+                self.took_reply();
+            }
             self.out.release_written().await;
-            return self.reply_error(EXECABORT).await;
+            return self.reply_error(&abort).await;
         }
         let exec = crate::command::lookup("exec").expect("in the table");
         if self.shared.answerer(exec, &[]).is_some() {
@@ -394,6 +427,7 @@ impl Reader<'_> {
         self.out.pin.needs.multi = false;
         self.out.pin.needs.watching = false;
         if multi.failed {
+            let abort = self.exec_abort().await;
             self.send_group().await;
             let rx = self
                 .upstream_send(Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"), 1, None)
@@ -401,7 +435,7 @@ impl Reader<'_> {
             let _ = self.out.park(rx).await;
             self.took_reply();
             self.out.release_written().await;
-            self.reply_error(EXECABORT).await;
+            self.reply_error(&abort).await;
             return self.unpin_if_done().await;
         }
         if let Some(db) = multi.select {

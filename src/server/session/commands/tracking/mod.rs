@@ -122,7 +122,7 @@ impl Reader<'_> {
         self.barrier().await;
         // The failed lease and whatever state it held go; the new one gets tracking first.
         self.out.pin.drop_lease();
-        let reply = self.enable(opts, true).await;
+        let reply = self.enable(opts, Vec::new(), true).await;
         if &reply[..] != b"+OK\r\n"
             && let Some(t) = self.tracking.as_mut()
         {
@@ -263,16 +263,22 @@ impl Reader<'_> {
         if opts.redirect == Some(0) {
             opts.redirect = None;
         }
-        if let Some(t) = &self.tracking
-            && opts.bcast
-        {
-            // Redis keeps the prefixes of earlier calls (it checks BCAST and OPTIN/OPTOUT
-            // switches itself, on the connection that tracks).
-            let mut all = t.opts.prefixes.clone();
-            all.extend(opts.prefixes.iter().cloned());
-            opts.prefixes = all;
-        }
-        let reply = self.enable(opts, false).await;
+        // Redis keeps the prefixes of earlier calls (it checks BCAST and OPTIN/OPTOUT switches,
+        // and new prefixes against the ones it has, itself, on the connection that tracks). So
+        // the upstream is sent only this call's prefixes while the connection that has the
+        // earlier ones still tracks (sent again they would overlap themselves), and respite
+        // records them all for a connection opened after a loss.
+        let earlier = match &self.tracking {
+            Some(t) if opts.bcast && !self.tracking_lost() => t.opts.prefixes.clone(),
+            Some(t) if opts.bcast => {
+                let mut all = t.opts.prefixes.clone();
+                all.extend(opts.prefixes.iter().cloned());
+                opts.prefixes = all;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        let reply = self.enable(opts, earlier, false).await;
         self.push(Pending::Ready(reply)).await;
         self.unpin_if_done().await
     }
@@ -291,9 +297,10 @@ impl Reader<'_> {
     }
 
     /// Turn tracking on (or change its options) on the client's pinned connection, taking one
-    /// if it has none: the upstream's reply (`+OK`, or its refusal). `quiet`: after a loss,
-    /// nothing is queued for the client.
-    async fn enable(&mut self, opts: Options, quiet: bool) -> Bytes {
+    /// if it has none: the upstream's reply (`+OK`, or its refusal). `earlier`: BCAST prefixes
+    /// the connection already has (not sent again; recorded with `opts`'s). `quiet`: after a
+    /// loss, nothing is queued for the client.
+    async fn enable(&mut self, opts: Options, earlier: Vec<Bytes>, quiet: bool) -> Bytes {
         let upstream = self.shared.upstream.clone().expect("checked by the caller");
         self.send_group().await;
         self.barrier().await;
@@ -370,6 +377,12 @@ impl Reader<'_> {
                 p.track(None);
             }
             return reply;
+        }
+        let mut opts = opts;
+        if !earlier.is_empty() {
+            let mut all = earlier;
+            all.extend(opts.prefixes.iter().cloned());
+            opts.prefixes = all;
         }
         let stop = receiver.map(|(_, conn)| {
             let stop = CancellationToken::new();
