@@ -233,9 +233,15 @@ impl Store {
             && now < r.expires
     }
 
-    /// A cached reply for local-only mode: fresh, or stale within the window. Never for a key
-    /// that is cooling down.
+    /// A cached reply for local-only mode: fresh, or stale within the window; none when stale
+    /// reads are off. Never for a key that is cooling down.
     pub fn peek_stale(&self, key: &[u8], sig: &Sig, now: u64) -> Option<Arc<Cached>> {
+        // Stale reads off: the engine answers every local-only read, even one whose entry is
+        // still here because its tracking connection has not yet seen the upstream go (the
+        // probe can call it down first).
+        if self.stale_keep == 0 {
+            return None;
+        }
         let ks = self.map.get(key)?;
         match &ks.slots[ks.slot(sig)?].state {
             State::Ready(r) if self.fresh(r, now) || self.stale_ok(r, now) => Some(r.value.clone()),

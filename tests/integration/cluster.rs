@@ -225,6 +225,7 @@ fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
     assert_eq!(key_on.len(), 3);
     // Replication is asynchronous: a SIGKILL right after the SETs may lose them on the promoted
     // replica (the cluster's contract, not respite's), so each primary's replica has them first.
+    cluster.wait_replicas_online();
     for &p in &primaries {
         assert_eq!(
             cluster.node(p).cmd(&[b"WAIT", b"1", b"10000"]),

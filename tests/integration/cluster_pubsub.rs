@@ -203,6 +203,7 @@ fn monitor_and_wait(kind: Kind) {
         missing.retain(|k| !line.contains(&format!("\"SET\" \"{k}\" \"seen\"")));
     }
 
+    cluster.wait_replicas_online();
     cluster.reset_stats();
     for (port, key) in &keys {
         assert_eq!(c.cmd(&[b"SET", key.as_bytes(), b"again"]), b"+OK\r\n");

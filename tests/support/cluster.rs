@@ -64,6 +64,18 @@ impl Cluster {
         assert!(ok.is_some(), "the cluster did not reach cluster_state:ok");
     }
 
+    /// Wait until every running primary has a replica whose link is up (`state=online` in its
+    /// INFO replication): `cluster_state:ok` says nothing of replication, and a WAIT before the
+    /// replica's first sync ends counts no replica.
+    pub fn wait_replicas_online(&self) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.primaries().into_iter().all(|p| {
+                payload(&self.node(p).cmd(&[b"INFO", b"replication"])).contains("state=online")
+            })
+        });
+        assert!(ok.is_some(), "a primary's replica did not come online");
+    }
+
     /// `redis+cluster://` with two of the nodes as seeds.
     pub fn url(&self) -> String {
         format!(
