@@ -224,7 +224,7 @@ fn serving_locally(state: &State, u: &Upstream) -> bool {
     state.local_only
         && h.state().is_local()
         && !h.rejected()
-        && (h.contacted() || state.before_first_contact)
+        && (h.outage_after_contact() || state.before_first_contact)
 }
 
 fn readiness(state: &State) -> (StatusCode, &'static str) {

@@ -189,10 +189,13 @@ pub(crate) fn answerer<'a>(
 /// not misconfigured. A misconfiguration, or an upstream never reached (a typo in the URL looks
 /// like an outage), is forwarded: the client gets the upstream's own refusal or the connection's
 /// failure, naming the upstream and the cause, rather than writes acknowledged into nowhere.
+/// The test is of the outage as it began: when the upstream first answers, the recovery that
+/// follows an outage begun before first contact forwards too (local-only mode never took over,
+/// so there is nothing to replay and the local engine holds nothing of the upstream's).
 pub(crate) fn serves(health: &Health, config: &LocalOnlyConfig) -> bool {
     health.state().is_local()
         && !health.rejected()
-        && (health.contacted() || config.serve_before_first_contact)
+        && (health.outage_after_contact() || config.serve_before_first_contact)
 }
 
 /// A write, or a script that may write (its keys are its `KEYS`).

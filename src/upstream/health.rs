@@ -268,6 +268,11 @@ pub struct Health {
     /// then an outage cannot be told from a typo in `upstream.url`, so nothing is served locally
     /// (unless `local_only.serve_before_first_contact`) and `/readyz` says not ready.
     contacted: AtomicBool,
+    /// Whether the upstream had answered when the current outage began (set at every
+    /// transition to down). An outage begun before first contact stays one local-only mode
+    /// does not serve, through the recovery that follows the first answer: otherwise the
+    /// commands of that recovery (about a second of probes) went to an empty local engine.
+    outage_after_contact: AtomicBool,
     inner: Mutex<Inner>,
     /// Wakes the probe early (a pool connection just failed).
     pub(super) kick: Notify,
@@ -288,6 +293,7 @@ impl Health {
             state: AtomicU8::new(State::Healthy as u8),
             rejected: AtomicBool::new(false),
             contacted: AtomicBool::new(false),
+            outage_after_contact: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 machine: Machine::new(total, recover_after),
                 since: Instant::now(),
@@ -320,6 +326,12 @@ impl Health {
     /// Whether the upstream has answered once since start (see the field).
     pub fn contacted(&self) -> bool {
         self.contacted.load(Ordering::Acquire)
+    }
+
+    /// Whether the upstream had answered since start when the current outage began (see
+    /// `outage_after_contact`): only such an outage is served by local-only mode.
+    pub fn outage_after_contact(&self) -> bool {
+        self.outage_after_contact.load(Ordering::Acquire)
     }
 
     /// A connection attempt (probe or pool) failed with `error`. A refusal of respite's settings
@@ -410,6 +422,11 @@ impl Health {
             contacted: self.contacted(),
         };
         (self.options.on_transition)(from, to, why);
+        if to == State::Down {
+            // Before the state is published: a command that sees down sees this outage's mark.
+            self.outage_after_contact
+                .store(self.contacted(), Ordering::Release);
+        }
         self.state.store(to as u8, Ordering::Release);
         self.published.send_replace(to);
         if to == State::Down {

@@ -119,6 +119,56 @@ fn an_upstream_never_reached_is_not_ready_and_not_served_locally() {
 }
 
 both!(
+    the_first_answer_is_not_followed_by_local_answers,
+    |kind: Kind| {
+        // An upstream down from start comes up: local-only mode never took over, so the
+        // recovery after its first answer forwards. (It used to serve the recovery's ~250 ms
+        // from the empty local engine: SETs acknowledged there reached the upstream only at the
+        // replay, and reads of the upstream's keys answered nil.) The upstream is the judge:
+        // every SET acknowledged through respite is on it at once.
+        let mut server = Server::start(kind);
+        server.kill();
+        let proxy = Proxy::start(&server.url());
+        wait_until(Duration::from_secs(10), || {
+            let (_, body) = proxy.admin_get("/readyz");
+            body.contains("not reached since start") && !body.contains("no answer yet")
+        })
+        .expect("a first failed attempt");
+        server.restart();
+        let mut p = proxy.raw();
+        let mut direct = server.raw();
+        let mut first_ok = None;
+        let mut acknowledged = 0;
+        for i in 0..20_000 {
+            if first_ok
+                .is_some_and(|t: std::time::Instant| t.elapsed() > Duration::from_millis(1500))
+            {
+                break;
+            }
+            let key = format!("first:{i}");
+            let r = p.cmd(&words(&format!("SET {key} v")));
+            if r != b"+OK\r\n" {
+                // An error is honest (a pool connection still in its reconnect backoff says
+                // so); only an acknowledgement the upstream does not hold is wrong.
+                assert!(r.starts_with(b"-ERR upstream"), "{}", text(r));
+                continue;
+            }
+            first_ok.get_or_insert_with(std::time::Instant::now);
+            acknowledged += 1;
+            assert_eq!(
+                direct.cmd(&words(&format!("GET {key}"))),
+                b"$1\r\nv\r\n",
+                "[{kind:?}] SET {key} acknowledged through respite is on the upstream"
+            );
+        }
+        assert!(
+            acknowledged > 0,
+            "respite never forwarded after the upstream came up"
+        );
+    }
+);
+
+both!(
     a_misconfigured_upstream_is_not_ready_and_not_served_locally,
     |kind: Kind| {
         let server = Server::start_with(kind, &["--requirepass", "right-pw"]);
