@@ -17,7 +17,7 @@
 //!   cluster's move count with the one the cache was last emptied for.
 use super::tracking_conns::{self, FillJob, Handle};
 use super::{FlushReason, Shared};
-use crate::config::{UpstreamAddr, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::protocol::{Protocol, ReplyScanner};
 use crate::upstream::Upstream;
 use crate::upstream::cluster::Cluster;
@@ -152,10 +152,7 @@ impl ByNode {
         nodes
             .entry(addr.to_string())
             .or_insert_with(|| {
-                let mut config = (*self.config).clone();
-                config.url.addr = UpstreamAddr::Tcp(addr.to_string());
-                config.url.seeds = Vec::new();
-                let config = Arc::new(config);
+                let config = Arc::new(self.config.for_node(addr));
                 (0..self.per_node)
                     .map(|i| {
                         tracking_conns::spawn(

@@ -30,6 +30,17 @@ pub struct UpstreamConfig {
     pub credentials: Credentials,
 }
 
+impl UpstreamConfig {
+    /// The same settings for one cluster node at `addr` (host:port): every connection respite
+    /// opens to a single node (its pool, a tracking connection, a Pub/Sub link) uses these.
+    pub fn for_node(&self, addr: &str) -> UpstreamConfig {
+        let mut config = self.clone();
+        config.url.addr = UpstreamAddr::Tcp(addr.to_string());
+        config.url.seeds = Vec::new();
+        config
+    }
+}
+
 /// respite's own upstream credentials (the URL's user and password), shared by every clone of
 /// the configuration that started with them: a reload that changes only these stores them here
 /// (`reload.rs`), and every connection opened or reset afterwards (shared, pinned, Pub/Sub,

@@ -26,7 +26,7 @@
 //!   whenever it leaves one (withdrawn, or the connection lost).
 use super::link::{LinkDown, NAME, Push, read_push};
 use super::{Hub, Kind, Name, Query};
-use crate::config::{UpstreamAddr, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::protocol::value::{self, Value};
 use crate::protocol::{Protocol, ReplyScanner, encode};
 use crate::upstream::cluster::Cluster;
@@ -332,9 +332,7 @@ impl Manager {
     fn connect(&mut self, key: Key) {
         self.next_id += 1;
         let id = self.next_id;
-        let mut config = self.config.clone();
-        config.url.addr = UpstreamAddr::Tcp(key.1.clone());
-        config.url.seeds = Vec::new();
+        let config = self.config.for_node(&key.1);
         let task = tokio::spawn(connection(
             config,
             id,

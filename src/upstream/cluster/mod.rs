@@ -130,9 +130,7 @@ impl Cluster {
         nodes
             .entry(addr.to_string())
             .or_insert_with(|| {
-                let mut config = (*self.config).clone();
-                config.url.addr = UpstreamAddr::Tcp(addr.to_string());
-                config.url.seeds = Vec::new();
+                let config = self.config.for_node(addr);
                 info!(node = addr, "cluster node connected");
                 // A node's health is its own, not the upstream's gauge (see `publish`).
                 let options = health::Options {
