@@ -220,11 +220,7 @@ async fn readyz(Extract(state): Extract<State>) -> impl IntoResponse {
 
 /// Whether local-only mode serves now (as [`crate::local_only::answerer`] decides).
 fn serving_locally(state: &State, u: &Upstream) -> bool {
-    let h = u.health();
-    state.local_only
-        && h.state().is_local()
-        && !h.rejected()
-        && (h.outage_after_contact() || state.before_first_contact)
+    state.local_only && crate::local_only::serves_given(u.health(), state.before_first_contact)
 }
 
 fn readiness(state: &State) -> (StatusCode, &'static str) {

@@ -193,9 +193,14 @@ pub(crate) fn answerer<'a>(
 /// follows an outage begun before first contact forwards too (local-only mode never took over,
 /// so there is nothing to replay and the local engine holds nothing of the upstream's).
 pub(crate) fn serves(health: &Health, config: &LocalOnlyConfig) -> bool {
+    serves_given(health, config.serve_before_first_contact)
+}
+
+/// [`serves`], for a caller that holds only `local_only.serve_before_first_contact` (`/readyz`).
+pub(crate) fn serves_given(health: &Health, serve_before_first_contact: bool) -> bool {
     health.state().is_local()
         && !health.rejected()
-        && (health.outage_after_contact() || config.serve_before_first_contact)
+        && (health.outage_after_contact() || serve_before_first_contact)
 }
 
 /// A write, or a script that may write (its keys are its `KEYS`).
