@@ -116,6 +116,10 @@ fn near_cache_errors_name_the_key_and_line() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("near_cache.heartbeat_timeout_ms"), "{e}");
+    let e = parse(&format!("{base}heartbeat_ms = 500\nmax_silence_ms = 500\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("near_cache.max_silence_ms"), "{e}");
     // Off unless enabled, and its keys are still checked.
     assert!(
         parse("[near_cache]\nmax_memory_bytes = 1000000\n")
