@@ -42,8 +42,8 @@ pub(crate) struct Opened {
     pub info: ServerInfo,
     /// The connection's id on the upstream (HELLO's `id`), where it says.
     pub id: Option<u64>,
-    /// The address the upstream sees it from, for TCP (see [`own`]).
-    pub addr: Option<String>,
+    /// The address the upstream sees it from and the upstream, for TCP (see [`own`]).
+    pub key: Option<own::Key>,
 }
 
 /// A client's own credentials for a connection of its own (AUTH or HELLO's AUTH through
@@ -103,7 +103,7 @@ async fn open_as(
     let timeout = config.connect_timeout;
     let err = |kind| UpstreamError::new(addr(config), kind);
     let start = tokio::time::Instant::now();
-    let (mut read, mut write, own_addr) =
+    let (mut read, mut write, own_key) =
         match tokio::time::timeout(timeout, connect(config, name)).await {
             Ok(r) => r.map_err(err)?,
             Err(_) => return Err(err(Kind::TimedOut(Deadline::Connect(timeout)))),
@@ -126,7 +126,7 @@ async fn open_as(
         write,
         info,
         id,
-        addr: own_addr,
+        key: own_key,
     })
 }
 
@@ -163,11 +163,11 @@ pub(crate) async fn patiently<T>(
 
 /// Connect (and TLS); a TCP connection is listed as respite's own under client `name`'s role
 /// before its first byte goes out, so MONITOR knows every line of it (see [`own`]), and its
-/// address is returned.
+/// registry key is returned.
 async fn connect(
     config: &UpstreamConfig,
     name: &str,
-) -> Result<(BoxRead, BoxWrite, Option<String>), Kind> {
+) -> Result<(BoxRead, BoxWrite, Option<own::Key>), Kind> {
     let mut entry = None;
     let (read, write): (BoxRead, BoxWrite) = match &config.url.addr {
         UpstreamAddr::Tcp(a) => {
@@ -176,10 +176,13 @@ async fn connect(
                 .await
                 .map_err(connect)?;
             s.set_nodelay(true).map_err(connect)?;
-            entry = s
-                .local_addr()
-                .ok()
-                .map(|a| own::Registration::new(a.to_string(), own::role_of_name(name)));
+            entry = s.local_addr().ok().map(|local| {
+                let key = own::Key {
+                    local: local.to_string(),
+                    upstream: addr(config),
+                };
+                own::Registration::new(key, own::role_of_name(name))
+            });
             match &config.tls {
                 // TLS is a property of the connection opened here, so the pools, the probe and
                 // the tracking connections all get it.
@@ -211,7 +214,7 @@ async fn connect(
             (Box::new(r), Box::new(w))
         }
     };
-    let addr = entry.as_ref().map(|e| e.addr().to_string());
+    let key = entry.as_ref().map(|e| e.key().clone());
     let read: BoxRead = match entry {
         Some(entry) => Box::new(own::Registered {
             inner: read,
@@ -219,7 +222,7 @@ async fn connect(
         }),
         None => read,
     };
-    Ok((read, write, addr))
+    Ok((read, write, key))
 }
 
 /// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials or `login`, a

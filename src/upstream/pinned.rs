@@ -230,6 +230,7 @@ impl PinnedPool {
             id,
             Monitor {
                 read: opened.read,
+                upstream: addr,
                 _write: opened.write,
                 _permit: permit,
             },
@@ -286,6 +287,7 @@ impl PinnedPool {
         .map_err(PinError::Open)?;
         Ok(Monitor {
             read: opened.read,
+            upstream: addr,
             _write: opened.write,
             _permit: permit,
         })
@@ -403,6 +405,9 @@ impl Pinned {
 /// An upstream connection in monitor mode: read its lines from `read`; dropped, it closes.
 pub struct Monitor {
     pub(crate) read: BoxRead,
+    /// The upstream's configured address (how [`super::own`] tells its connections from another
+    /// upstream's).
+    pub(crate) upstream: Arc<str>,
     _write: BoxWrite,
     _permit: OwnedSemaphorePermit,
 }
