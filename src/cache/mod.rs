@@ -11,8 +11,9 @@
 //!   a flush is unanswered), so a client always reads its own writes.
 //! - The tracking connections (`tracking_conns`) apply fills and invalidation pushes in the order the
 //!   upstream sent them, one frame at a time; see [`store`] for why that keeps stale fills out.
-//! - Losing a tracking connection, or its heartbeat, empties the cache, and nothing is served
-//!   from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
+//! - A tracking connection silent for `near_cache.max_silence_ms` (no heartbeat answered since)
+//!   serves no hits until it answers again; losing it, or its heartbeat deadline, empties the
+//!   cache, and nothing is served from it until tracking is acknowledged again. An upstream that refuses `CLIENT TRACKING`
 //!   turns the cache off, with an error in the log and `respite_near_cache_enabled 0`.
 pub(crate) mod coherence;
 pub mod reads;
@@ -202,10 +203,12 @@ impl NearCache {
         }
     }
 
-    /// The tracking connection for `key`, if it is acknowledged (no hit and no fill without).
-    fn tracker(&self, key: &[u8]) -> Option<trackers::Picked<'_>> {
+    /// The tracking connection for `key`, if it is acknowledged and has not gone silent for
+    /// longer than `near_cache.max_silence_ms` at `now` (no hit and no fill without; see
+    /// `tracking_conns`).
+    fn tracker(&self, key: &[u8], now: u64) -> Option<trackers::Picked<'_>> {
         let t = self.trackers.pick(key, self.hasher.hash_one(key))?;
-        t.ready.load(Ordering::Acquire).then_some(t)
+        t.trusted_at(now).then_some(t)
     }
 
     /// Serve a read through the cache if a rule covers it: `args` as the client sent them,
@@ -232,7 +235,7 @@ impl NearCache {
             return Lookup::Bypass;
         };
         self.trackers.check_moves();
-        let Some(tracker) = self.tracker(&key) else {
+        let Some(tracker) = self.tracker(&key, now) else {
             return Lookup::Bypass;
         };
         let sig = Sig::new(kind, args);
@@ -297,6 +300,10 @@ impl NearCache {
         let mut missing = Vec::new();
         for k in keys {
             let key = upstream_key(prefix, k);
+            // Each key's entry only while its own tracking connection is trusted (see `tracker`).
+            if self.tracker(&key, now).is_none() {
+                return Lookup::Bypass;
+            }
             match store.peek(&key, &sig, now) {
                 Some(v) if missing.is_empty() => out.extend_from_slice(&v.get(proto)),
                 Some(_) => {}
@@ -309,7 +316,7 @@ impl NearCache {
         }
         rules.miss();
         for (key, k) in missing {
-            let Some(tracker) = self.tracker(&key) else {
+            let Some(tracker) = self.tracker(&key, now) else {
                 continue;
             };
             let get = [Bytes::from_static(b"GET"), k.clone()];

@@ -118,10 +118,7 @@ impl Trackers {
     /// Tracking connections acknowledged now, and how many there are.
     pub fn ready(&self) -> (usize, usize) {
         let count = |all: &[Handle]| {
-            let up = all
-                .iter()
-                .filter(|h| h.ready.load(Ordering::Relaxed))
-                .count();
+            let up = all.iter().filter(|h| h.up()).count();
             (up, all.len())
         };
         match self {

@@ -12,9 +12,17 @@
 //! - The reader applies each frame (fill reply or push) before it looks at the next, so an
 //!   invalidation that the upstream sent after a fill's read and before its `PTTL` reply drops
 //!   that fill ([`super::store`]).
-//! - While a connection is not acknowledged as tracking, its `ready` flag is down: nothing is
-//!   served from the cache for its keys and no fill is sent. Losing it (a failure, or no reply
-//!   within the heartbeat deadline) empties the whole cache before the flag can rise again.
+//! - While a connection is not acknowledged as tracking, its `trusted` deadline is 0: nothing
+//!   is served from the cache for its keys and no fill is sent. Losing it (a failure, or no
+//!   reply within the heartbeat deadline) empties the whole cache before the deadline can be
+//!   set again.
+//! - A hit of a connection's keys is served only before its `trusted` deadline: the send time
+//!   of the last heartbeat it had answered (or of its `CLIENT TRACKING ON`) plus
+//!   `near_cache.max_silence_ms`. An answer proves that every invalidation the upstream sent
+//!   before it has been applied (they share the connection, in order), so a connection gone
+//!   silent (a frozen upstream, a black-holed link) stops its hits within that bound, however
+//!   long the heartbeat deadline; the entries stay, and serve again once an answer catches
+//!   up. The hit path pays one atomic load for it, as it paid for the `ready` flag before.
 use super::store::{Fetched, Ticket};
 use super::{FlushReason, Shared};
 use crate::config::UpstreamConfig;
@@ -26,7 +34,7 @@ use crate::upstream::handshake::{self, BoxRead, BoxWrite};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -50,12 +58,24 @@ const QUEUE: usize = 4096;
 /// commands past which Dragonfly stops reading a connection. Past it, fills wait in the queue.
 const IN_FLIGHT: usize = 2048;
 
-/// One tracking connection as the cache uses it: where its fills go, and whether it is
-/// acknowledged as tracking now.
+/// One tracking connection as the cache uses it: where its fills go, and until when (the
+/// store's clock, in ms) its keys may be served: 0 while it is not acknowledged as tracking.
 #[derive(Clone)]
 pub(crate) struct Handle {
     pub fills: mpsc::Sender<FillJob>,
-    pub ready: Arc<AtomicBool>,
+    pub trusted: Arc<AtomicU64>,
+}
+
+impl Handle {
+    /// Acknowledged as tracking now (perhaps silent for the moment).
+    pub fn up(&self) -> bool {
+        self.trusted.load(Ordering::Relaxed) != 0
+    }
+
+    /// Its keys may be served at `now` (the store's clock).
+    pub fn trusted_at(&self, now: u64) -> bool {
+        now < self.trusted.load(Ordering::Acquire)
+    }
 }
 
 pub(crate) fn spawn(
@@ -65,10 +85,10 @@ pub(crate) fn spawn(
     shutdown: CancellationToken,
 ) -> Handle {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let ready = Arc::new(AtomicBool::new(false));
+    let trusted = Arc::new(AtomicU64::new(0));
     let task = Tracker {
         index,
-        ready: ready.clone(),
+        trusted: trusted.clone(),
         shared,
         upstream,
         rx,
@@ -76,12 +96,13 @@ pub(crate) fn spawn(
         retry: Vec::new(),
     };
     tokio::spawn(task.run());
-    Handle { fills: tx, ready }
+    Handle { fills: tx, trusted }
 }
 
 struct Tracker {
     index: usize,
-    ready: Arc<AtomicBool>,
+    /// See [`Handle::trusted`].
+    trusted: Arc<AtomicU64>,
     shared: Arc<Shared>,
     upstream: Arc<UpstreamConfig>,
     rx: mpsc::Receiver<FillJob>,
@@ -102,13 +123,15 @@ enum Waiting {
     },
     Ping {
         at: Instant,
+        /// When it was sent, on the store's clock.
+        sent: u64,
     },
 }
 
 impl Waiting {
     fn at(&self) -> Instant {
         match self {
-            Waiting::Fill { at, .. } | Waiting::Ping { at } => *at,
+            Waiting::Fill { at, .. } | Waiting::Ping { at, .. } => *at,
         }
     }
 }
@@ -135,12 +158,15 @@ impl Tracker {
         let addr = handshake::addr(&self.upstream);
         let mut backoff = Backoff::new(&self.upstream);
         loop {
+            // Before `CLIENT TRACKING ON` is sent: its answer vouches for the connection as of
+            // then (the first trust, until the first heartbeat's answer).
+            let began = self.shared.store.now();
             let cause = match self.connect(&addr).await {
                 Ok((r, w)) => {
                     if backoff.succeeded() {
                         info!(upstream = %addr, connection = self.index, "near-cache tracking restored");
                     }
-                    self.ready.store(true, Ordering::Release);
+                    self.trust(began);
                     let cause = self.serve(r, w, &addr).await;
                     self.lost();
                     match cause {
@@ -189,8 +215,8 @@ impl Tracker {
     async fn connect(&self, addr: &Arc<str>) -> Result<(BoxRead, BoxWrite), UpstreamError> {
         let opened = handshake::open(&self.upstream, Protocol::Resp3, "respite").await?;
         // Fills and heartbeats are respite's own: MONITOR shows none of them.
-        if let Some(addr) = &opened.addr {
-            crate::upstream::own::set_own(addr);
+        if let Some(key) = &opened.key {
+            crate::upstream::own::set_own(key);
         }
         let (mut r, mut w) = (opened.read, opened.write);
         let mut out = BytesMut::new();
@@ -208,8 +234,18 @@ impl Tracker {
     /// The connection is gone: no hits until tracking is back, and nothing cached survives,
     /// since invalidations may have been missed.
     fn lost(&self) {
-        self.ready.store(false, Ordering::Release);
+        self.trusted.store(0, Ordering::Release);
         self.shared.flush(FlushReason::TrackingLost);
+    }
+
+    /// An answer came to what was sent at `sent` (the store's clock): every invalidation the
+    /// upstream sent before it has been applied, so hits may be served for `max_silence` from
+    /// then. Never moves the deadline back (nor off 0 once the connection is lost: only the
+    /// connection's own task calls this, between `connect` and `lost`).
+    fn trust(&self, sent: u64) {
+        let until = sent + self.shared.config.max_silence.as_millis() as u64;
+        // At least 1: 0 means not acknowledged.
+        self.trusted.fetch_max(until.max(1), Ordering::AcqRel);
     }
 
     /// Run one tracking connection until it fails (`Some(cause)`) or the proxy stops (`None`).
@@ -226,9 +262,10 @@ impl Tracker {
         let mut scanner = ReplyScanner::new();
         let mut out = BytesMut::new();
         let mut jobs = Vec::with_capacity(64);
+        // Taken before the interval starts: its ticks are then at least a heartbeat after it.
+        let mut last_ping = Instant::now();
         let mut beat = tokio::time::interval(heartbeat.min(deadline / 2));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_ping = Instant::now();
         enqueue(&mut out, &mut waiting, self.retry.drain(..));
         let resent = if out.is_empty() {
             Ok(())
@@ -264,7 +301,7 @@ impl Tracker {
                         }
                         out.clear();
                     }
-                    _ = beat.tick() => {
+                    tick = beat.tick() => {
                         if let Some(w) = waiting.front()
                             && w.at().elapsed() > deadline
                         {
@@ -273,11 +310,15 @@ impl Tracker {
                         if last_ping.elapsed() >= heartbeat
                             && !waiting.iter().any(|w| matches!(w, Waiting::Ping { .. }))
                         {
-                            last_ping = Instant::now();
+                            // The tick's own instant, not the clock's: the next tick is one
+                            // period after it, so with the tick as long as the heartbeat a PING
+                            // goes out on every tick, not every other one.
+                            last_ping = tick;
+                            let sent = self.shared.store.now();
                             if let Err(e) = write.write_all(b"*1\r\n$4\r\nPING\r\n").await {
                                 break Some(Kind::Lost(Lost::Write(e.into())));
                             }
-                            waiting.push_back(Waiting::Ping { at: last_ping });
+                            waiting.push_back(Waiting::Ping { at: last_ping, sent });
                         }
                     }
                     _ = self.shutdown.cancelled() => break None,
@@ -329,8 +370,9 @@ impl Tracker {
             }
             match waiting.front_mut() {
                 None => return Err(Kind::Protocol(ProtocolError::Unsolicited)),
-                Some(Waiting::Ping { .. }) => {
+                Some(&mut Waiting::Ping { sent, .. }) => {
                     waiting.pop_front();
+                    self.trust(sent);
                 }
                 Some(Waiting::Fill { first, .. }) if first.is_none() => *first = Some(frame),
                 Some(Waiting::Fill { .. }) => {

@@ -20,6 +20,10 @@ pub struct CacheConfig {
     /// connection counts as lost (and the cache is emptied).
     pub heartbeat: Duration,
     pub heartbeat_timeout: Duration,
+    /// Hits of a tracking connection's keys stop this long after the last heartbeat it had
+    /// answered was sent: the bound on how stale a silent connection (a frozen upstream, a
+    /// black-holed link) can leave a hit, well before `heartbeat_timeout` calls it lost.
+    pub max_silence: Duration,
     /// A key whose cached entry is invalidated this many times within one second is not cached
     /// again for `cooldown`.
     pub cooldown_after: u32,
@@ -47,6 +51,7 @@ pub(super) struct RawNearCache {
     safety_ttl_ms: i64,
     heartbeat_ms: i64,
     heartbeat_timeout_ms: i64,
+    max_silence_ms: i64,
     cooldown_after: i64,
     cooldown_ms: i64,
     rule: Vec<RawRule>,
@@ -60,8 +65,9 @@ impl Default for RawNearCache {
             max_memory_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 256 * 1024,
             safety_ttl_ms: 60_000,
-            heartbeat_ms: 1000,
+            heartbeat_ms: 100,
             heartbeat_timeout_ms: 3000,
+            max_silence_ms: 500,
             cooldown_after: 10,
             cooldown_ms: 10_000,
             rule: Vec::new(),
@@ -98,6 +104,7 @@ impl RawNearCache {
             safety_ttl: millis("near_cache.safety_ttl_ms", raw.safety_ttl_ms)?,
             heartbeat: millis("near_cache.heartbeat_ms", raw.heartbeat_ms)?,
             heartbeat_timeout: millis("near_cache.heartbeat_timeout_ms", raw.heartbeat_timeout_ms)?,
+            max_silence: millis("near_cache.max_silence_ms", raw.max_silence_ms)?,
             cooldown_after: positive("near_cache.cooldown_after", raw.cooldown_after)?
                 .min(u32::MAX as usize) as u32,
             cooldown: millis("near_cache.cooldown_ms", raw.cooldown_ms)?,
@@ -117,6 +124,13 @@ impl RawNearCache {
         if config.heartbeat_timeout <= config.heartbeat {
             return Err(invalid(
                 "near_cache.heartbeat_timeout_ms",
+                "must be longer than near_cache.heartbeat_ms".into(),
+            ));
+        }
+        if config.max_silence <= config.heartbeat {
+            // Trust would lapse between two answered heartbeats of a healthy connection.
+            return Err(invalid(
+                "near_cache.max_silence_ms",
                 "must be longer than near_cache.heartbeat_ms".into(),
             ));
         }

@@ -116,6 +116,10 @@ fn near_cache_errors_name_the_key_and_line() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("near_cache.heartbeat_timeout_ms"), "{e}");
+    let e = parse(&format!("{base}heartbeat_ms = 500\nmax_silence_ms = 500\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("near_cache.max_silence_ms"), "{e}");
     // Off unless enabled, and its keys are still checked.
     assert!(
         parse("[near_cache]\nmax_memory_bytes = 1000000\n")
@@ -809,4 +813,17 @@ fn a_tenant_database_is_its_own() {
         let e = parse(&toml).unwrap_err().to_string();
         assert!(e.contains(key) && e.contains(says), "{e}");
     }
+}
+
+#[test]
+fn reads_from_replicas_need_a_cluster() {
+    let on = "read_from_replicas = true\n";
+    let c = parse(&format!("[upstream]\nurl = \"redis+cluster://h:1\"\n{on}")).unwrap();
+    assert!(c.upstream.as_ref().unwrap().read_from_replicas);
+    let off = parse("[upstream]\nurl = \"redis+cluster://h:1\"\n").unwrap();
+    assert!(!off.upstream.unwrap().read_from_replicas);
+    let e = parse(&format!("[upstream]\nurl = \"redis://h:1\"\n{on}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("upstream.read_from_replicas"), "{e}");
 }

@@ -262,7 +262,9 @@ impl Tenant {
             "function|load" if args.len() > 2 => {
                 let last = args.len() - 1;
                 let ns = functions::namespace(&self.prefix);
-                call.set(last, functions::load_code(&ns, &args[last]));
+                let code =
+                    functions::load_code(&ns, &args[last]).map_err(PolicyError::FunctionCode)?;
+                call.set(last, code);
                 call.reply = ReplyRewrite::Functions;
                 return Ok(None);
             }

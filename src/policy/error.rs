@@ -36,6 +36,10 @@ pub enum PolicyError {
     /// these itself when it had to parse the arguments to apply a rule.
     #[error("ERR {0}")]
     Syntax(String),
+    /// FUNCTION LOAD's code could register names outside the tenant's namespace, or is not
+    /// Lua (see `policy::functions::load_code`); worded as the servers word a failed load.
+    #[error("ERR Error registering functions: {0}")]
+    FunctionCode(String),
     /// The key arguments could not be found, so the command cannot be confined to the namespace.
     #[error("ERR {0}")]
     Keys(#[from] KeyError),
@@ -46,7 +50,7 @@ impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
             PolicyError::NoPerm { .. } => "noperm",
-            PolicyError::OutsideNamespace { .. } => "namespace",
+            PolicyError::OutsideNamespace { .. } | PolicyError::FunctionCode(_) => "namespace",
             PolicyError::ValueTooLarge { .. } | PolicyError::RestoreUnmeasured => "value_too_large",
             PolicyError::TtlOverMax { .. } | PolicyError::PersistRefused { .. } => "ttl",
             PolicyError::Syntax(_) => "syntax",

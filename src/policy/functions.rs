@@ -11,11 +11,12 @@
 //! calls `redis.register_function`, and the code's `redis.register_function` calls go to it.
 //! Reading the code back (FUNCTION LIST WITHCODE) undoes both.
 //!
-//! What this is not: a fence. Code that registers through another spelling (`local r = redis`)
-//! gets upstream names outside the namespace, which its FCALLs then do not find; and a script's
-//! `redis.call` reaches any key whatever its declared keys (docs/tenants.md: `scripts = true` is
-//! trust). Pure: the session sends what [`super::Tenant::check`] builds and passes replies
-//! through [`rewrite_reply`].
+//! Every way the code could reach `redis.register_function` is found by [`super::lua_scan`]
+//! before the code is sent: the plain spellings are rewritten and any other (an alias, an index)
+//! refuses the load, so no name outside the namespace is ever registered upstream. What this is
+//! not: a fence for data — a script's `redis.call` reaches any key whatever its declared keys
+//! (docs/tenants.md: `scripts = true` is trust). Pure: the session sends what
+//! [`super::Tenant::check`] builds and passes replies through [`rewrite_reply`].
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::reply_rewrite::{ReplyError, Value, parse};
@@ -61,11 +62,23 @@ fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The globals a library's code can reach `redis.register_function` through while it loads:
+/// `redis`, and Valkey's alias `server` (see [`super::lua_scan`]).
+const API: [&[u8]; 2] = [b"redis", b"server"];
+
 /// FUNCTION LOAD's code as the upstream gets it: the library named in the namespace, function
 /// names registered in it. Code without a shebang line goes as it is (the upstream refuses it).
-pub fn load_code(ns: &[u8], code: &[u8]) -> Bytes {
+///
+/// Refused (the error's text, for `ERR Error registering functions: …`), so nothing outside the
+/// namespace is ever registered, even for a moment: an engine other than Lua (respite cannot
+/// confine its names); code that names `redis` or `server` other than as `redis.<name>` (an
+/// alias, an index, a local or parameter of that name: the only ways to reach
+/// `register_function` that the rewrite below would not see); code that names respite's own
+/// wrapper. The shebang's `name=` is matched as the servers match it, in any case (`NAME=x`
+/// names the library too).
+pub fn load_code(ns: &[u8], code: &[u8]) -> Result<Bytes, String> {
     if !code.starts_with(b"#!") {
-        return Bytes::copy_from_slice(code);
+        return Ok(Bytes::copy_from_slice(code));
     }
     let (shebang, body) = match code.iter().position(|&b| b == b'\n') {
         Some(i) => (&code[..i], &code[i + 1..]),
@@ -76,19 +89,58 @@ pub fn load_code(ns: &[u8], code: &[u8]) -> Bytes {
         if i > 0 {
             out.push(b' ');
         }
-        match part.strip_prefix(b"name=") {
-            Some(name) => {
-                out.extend_from_slice(b"name=");
-                out.extend_from_slice(ns);
-                out.extend_from_slice(name);
-            }
-            None => out.extend_from_slice(part),
+        if i == 0 && !part[2..].eq_ignore_ascii_case(b"lua") {
+            return Err(format!(
+                "a tenant's library must be Lua ('#!lua'), not '{}': respite confines only Lua libraries to the namespace",
+                String::from_utf8_lossy(&part[2..])
+            ));
         }
+        match part.get(..5) {
+            Some(key) if key.eq_ignore_ascii_case(b"name=") => {
+                out.extend_from_slice(key);
+                out.extend_from_slice(ns);
+                out.extend_from_slice(&part[5..]);
+            }
+            _ => out.extend_from_slice(part),
+        }
+    }
+    if contains(body, WRAPPER) {
+        return Err(format!(
+            "the name '{}' is respite's own",
+            String::from_utf8_lossy(WRAPPER)
+        ));
     }
     out.push(b'\n');
     out.extend_from_slice(&prelude(ns));
-    out.extend_from_slice(&replace(body, REGISTER, WRAPPER));
-    out.into()
+    let mut from = 0;
+    for u in super::lua_scan::uses(body, &API) {
+        match u.field {
+            // Every register call goes to the wrapper; the span's newlines stay, so every
+            // later line keeps its number.
+            Some(b"register_function") => {
+                out.extend_from_slice(&body[from..u.span.start]);
+                out.extend_from_slice(WRAPPER);
+                let lines = body[u.span.clone()].iter().filter(|&&b| b == b'\n');
+                out.extend(lines);
+                from = u.span.end;
+            }
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "user_function:{}: a tenant's library may name '{}' only as {}.<name> (an alias, an index or a variable of that name could register functions outside its namespace)",
+                    u.line + 1,
+                    String::from_utf8_lossy(u.name),
+                    String::from_utf8_lossy(u.name)
+                ));
+            }
+        }
+    }
+    out.extend_from_slice(&body[from..]);
+    Ok(out.into())
+}
+
+fn contains(text: &[u8], word: &[u8]) -> bool {
+    text.windows(word.len()).any(|w| w == word)
 }
 
 /// The code as the tenant loaded it, from the upstream's copy ([`load_code`] undone).
@@ -97,9 +149,20 @@ pub fn unload_code(ns: &[u8], code: &[u8]) -> Vec<u8> {
         Some(i) => (&code[..i], &code[i + 1..]),
         None => return code.to_vec(),
     };
-    let mut named = b"name=".to_vec();
-    named.extend_from_slice(ns);
-    let mut out = replace(shebang, &named, b"name=");
+    let mut out = Vec::with_capacity(code.len());
+    for (i, part) in shebang.split(|&b| b == b' ').enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        match part.get(..5) {
+            Some(key) if key.eq_ignore_ascii_case(b"name=") => {
+                out.extend_from_slice(key);
+                let name = &part[5..];
+                out.extend_from_slice(name.strip_prefix(ns).unwrap_or(name));
+            }
+            _ => out.extend_from_slice(part),
+        }
+    }
     out.push(b'\n');
     let body = body.strip_prefix(&prelude(ns)[..]).unwrap_or(body);
     out.extend_from_slice(&replace(body, WRAPPER, REGISTER));
@@ -257,7 +320,7 @@ mod tests {
         assert_eq!(&ns[..], b"respite_743a_");
         assert!(!namespace(b"a_").starts_with(&namespace(b"a")));
         let code = b"#!lua name=mylib\nredis.register_function('f', function() return 1 end)\nredis.register_function{function_name='g', callback=function() return 2 end}";
-        let up = load_code(&ns, code);
+        let up = load_code(&ns, code).unwrap();
         let text = String::from_utf8_lossy(&up);
         assert!(
             text.starts_with("#!lua name=respite_743a_mylib\nlocal function __respite_register(")
@@ -270,7 +333,61 @@ mod tests {
         );
         assert_eq!(unload_code(&ns, &up), code.to_vec());
         // No shebang: as it is, for the upstream to refuse.
-        assert_eq!(&load_code(&ns, b"return 1")[..], b"return 1");
+        assert_eq!(&load_code(&ns, b"return 1").unwrap()[..], b"return 1");
+    }
+
+    #[test]
+    fn every_way_to_register_outside_the_namespace_is_closed() {
+        let ns = namespace(b"t:");
+        // The library name in any case the servers accept, and spellings the rewrite follows.
+        let up = load_code(
+            &ns,
+            b"#!LUA NAME=lib\nserver.register_function('f', f)\nredis --[[x\n]] . register_function('g', g)\nlocal r = redis.register_function\nr('h', h)",
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&up);
+        assert!(text.starts_with("#!LUA NAME=respite_743a_lib\n"), "{text}");
+        // The prelude's own call is the only one left.
+        assert_eq!(text.matches("register_function").count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert_eq!(
+            String::from_utf8_lossy(&unload_code(&ns, &up)),
+            "#!LUA NAME=lib\nredis.register_function('f', f)\nredis.register_function\n('g', g)\nlocal r = redis.register_function\nr('h', h)"
+        );
+        for (code, line) in [
+            ("local r = redis\nr.register_function('f', f)", 2),
+            ("redis['register_function']('f', f)", 2),
+            (
+                "\n\nredis[ 'register_' .. 'function' ]{function_name='f', callback=f}",
+                4,
+            ),
+            ("local t = {redis}", 2),
+            (
+                "local function reg(redis) redis.register_function('f', f) end",
+                2,
+            ),
+            ("local server = 1", 2),
+        ] {
+            let err = load_code(&ns, format!("#!lua name=l\n{code}").as_bytes()).unwrap_err();
+            assert!(
+                err.starts_with(&format!("user_function:{line}: ")),
+                "{code}: {err}"
+            );
+        }
+        for code in [
+            "#!lua name=l\nlocal function __respite_register() end",
+            "#!js name=l\nredis.register_function('f', f)",
+        ] {
+            assert!(load_code(&ns, code.as_bytes()).is_err(), "{code}");
+        }
+        // Strings and comments that mention them are no use.
+        assert!(
+            load_code(
+                &ns,
+                b"#!lua name=l\n-- redis is here\nredis.register_function('f', function() return 'redis' end)"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -294,7 +411,7 @@ mod tests {
     #[test]
     fn list_shows_only_the_tenants_libraries() {
         let ns = namespace(b"t:");
-        let code = load_code(&ns, b"#!lua name=lib\nredis.register_function('f', f)");
+        let code = load_code(&ns, b"#!lua name=lib\nredis.register_function('f', f)").unwrap();
         let mut reply = BytesMut::new();
         reply.put_slice(b"*2\r\n");
         for (lib, f) in [

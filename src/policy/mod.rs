@@ -86,6 +86,7 @@ pub mod functions;
 pub mod glob;
 pub mod info;
 pub mod keyspace;
+mod lua_scan;
 pub mod metrics;
 pub mod namespace;
 pub mod pubsub;

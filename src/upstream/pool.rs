@@ -312,6 +312,17 @@ impl Upstream {
         self.pinned.clone()
     }
 
+    /// With a cluster's reads from replicas on: the mark a connection of a client's own for
+    /// `slot` holds while leased (see [`super::cluster::replicas`]), on the node
+    /// [`Upstream::pinned_for`] picks.
+    pub fn pinned_mark(&self, slot: Option<u16>) -> Option<super::cluster::replicas::WriteMark> {
+        let c = self.cluster.as_ref().filter(|c| c.reads_from_replicas())?;
+        let addr = slot
+            .and_then(|s| c.current()?.primary(s).map(str::to_string))
+            .unwrap_or_else(|| self.config.url.addr.to_string());
+        Some(c.replicas().write_node(&addr))
+    }
+
     /// The cluster behind a `redis+cluster://` upstream.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()

@@ -15,6 +15,7 @@ mod cluster;
 mod cluster_local_only;
 mod cluster_near_cache;
 mod cluster_pubsub;
+mod cluster_replicas;
 mod compose;
 mod config_errors;
 mod deep_pipelines;

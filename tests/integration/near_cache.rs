@@ -84,8 +84,9 @@ fn tracking_conn(relay: &Relay, proxy: &Proxy, key: &str) -> usize {
             before
                 .iter()
                 .find(|b| b.id == a.id)
-                // More than a heartbeat PING (14 bytes) that may go out meanwhile.
-                .is_none_or(|b| a.to_upstream > b.to_upstream + 14)
+                // More than the heartbeat PINGs (14 bytes each, one per 100 ms) that may go out
+                // meanwhile; a fill is at least 41.
+                .is_none_or(|b| a.to_upstream > b.to_upstream + 28)
         })
         .map(|a| a.id)
         .collect();
@@ -501,11 +502,73 @@ both!(
         })
         .expect("respite notices the silence and stops serving the stale entry");
         eprintln!(
-            "{kind:?}: stale for {:?} behind a silent tracking connection (deadline 600 ms)",
+            "{kind:?}: stale for {:?} behind a silent tracking connection (deadline 600 ms, hits stop after max_silence_ms, 500)",
             silent.elapsed()
         );
-        assert!(stat(&proxy, "flushes") >= 1);
+        // Hits stopped at the silence bound; the heartbeat deadline then calls it lost.
+        wait_until(Duration::from_secs(5), || stat(&proxy, "flushes") >= 1)
+            .expect("the silent connection is given up and the cache emptied");
         wait_tracking(&proxy);
+    }
+);
+
+both!(
+    a_frozen_upstream_stops_hits_within_the_silence_bound,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = cached_proxy(&server.url(), NO_LOCAL_ONLY);
+        server.raw().cmd(&words("SET k v"));
+        let mut c = proxy.raw();
+        let mut other = proxy.raw();
+        assert_eq!(c.cmd(&words("GET k")), bulk("v"));
+        let hits = stat(&proxy, "hits");
+        assert_eq!(c.cmd(&words("GET k")), bulk("v"));
+        let mget = [b"*1\r\n".as_slice(), &bulk("v")].concat();
+        assert_eq!(other.cmd(&words("MGET k")), mget);
+        assert_eq!(stat(&proxy, "hits"), hits + 2, "both reads were hits");
+        let (fills, flushes) = (stat(&proxy, "fills"), stat(&proxy, "flushes"));
+        server.signal("STOP");
+        let frozen = Instant::now();
+        // The frozen server answers nothing: every reply now is a hit, until the first read
+        // that goes upstream instead (no reply while the server is stopped). The heartbeat
+        // sent last before the freeze bounds them: the hit path trusts a tracking connection
+        // for max_silence_ms (500) after the send of the last heartbeat it had answered.
+        let mut last_hit = Duration::ZERO;
+        let stopped = wait_until(Duration::from_secs(10), || {
+            let sent = frozen.elapsed();
+            c.send(&encode(&words("GET k")));
+            match c.reply_within(Duration::from_millis(200)) {
+                Some(r) => {
+                    assert_eq!(r, bulk("v"));
+                    last_hit = sent;
+                    false
+                }
+                None => true,
+            }
+        });
+        // An MGET of the same key is no longer answered from the cache either.
+        other.send(&encode(&words("MGET k")));
+        let mget_hit = other.reply_within(Duration::from_millis(200));
+        server.signal("CONT");
+        eprintln!("{kind:?}: last hit for a read sent {last_hit:?} after the freeze");
+        stopped.expect("hits stop while the upstream is frozen");
+        assert!(
+            last_hit <= Duration::from_millis(600),
+            "a hit for a read sent {last_hit:?} after the freeze (bound: 500 ms + 100 ms margin)"
+        );
+        assert_eq!(mget_hit, None, "an MGET was answered from the cache");
+        // Thawed: the reads that went upstream are answered, and the entry, never emptied (the
+        // heartbeat deadline, 3 s, was not reached), is served again once a heartbeat is.
+        assert_eq!(c.reply().unwrap(), bulk("v"));
+        assert_eq!(other.reply().unwrap(), mget);
+        let hits = stat(&proxy, "hits");
+        wait_until(Duration::from_secs(5), || {
+            assert_eq!(c.cmd(&words("GET k")), bulk("v"));
+            stat(&proxy, "hits") > hits
+        })
+        .expect("hits resume once the connection answers again");
+        assert_eq!(stat(&proxy, "flushes"), flushes);
+        assert_eq!(stat(&proxy, "fills"), fills, "served from the entry kept");
     }
 );
 

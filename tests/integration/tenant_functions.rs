@@ -117,3 +117,77 @@ both!(each_tenant_has_its_own_function_libraries, |kind: Kind| {
         "{dump}"
     );
 });
+
+both!(no_spelling_registers_outside_the_namespace, |kind: Kind| {
+    // Tenant a tries every way to register a name in b's namespace (or in none), or to replace
+    // b's library: the upstream's own FUNCTION LIST is the judge, and b's function keeps working.
+    let server = Server::start(kind);
+    let config = tenants(&[
+        TenantToml::new("a", "a:")
+            .login("pa")
+            .allow(&["@all"])
+            .scripts(),
+        TenantToml::new("b", "b:")
+            .login("pb")
+            .allow(&["@all"])
+            .scripts(),
+    ]);
+    let proxy = Proxy::start_with_config(&server.url(), &config, &[]);
+    let (mut a, mut b) = (proxy.login("a", "pa"), proxy.login("b", "pb"));
+    assert_eq!(
+        text(b.cmd(&[b"FUNCTION", b"LOAD", CODE.as_bytes()])),
+        "$5\r\nmylib\r\n"
+    );
+    assert_eq!(b.cmd(&words("FCALL f 1 k vb")), b"+OK\r\n");
+    let b_lib = || {
+        text(server.raw().cmd(&words(
+            "FUNCTION LIST LIBRARYNAME respite_623a_mylib WITHCODE",
+        )))
+    };
+    let before = b_lib();
+    assert!(before.contains("respite_623a_f"), "{before}");
+    let escapes = [
+        "local r = redis\nr.register_function('respite_623a_f2', function() return 'a' end)",
+        "redis['register_function']('respite_623a_f3', function() return 'a' end)",
+        "local k = 'register_' .. 'function'\nredis[k]{function_name='respite_623a_f4', callback=function() return 'a' end}",
+        "local function reg(redis) redis.register_function('respite_623a_f5', function() return 'a' end) end\nreg(redis)",
+        "local t = {redis}\nt[1].register_function('x', function() return 'a' end)",
+        "local s = server\ns.register_function('respite_623a_f6', function() return 'a' end)",
+    ];
+    for body in escapes {
+        for replace in [false, true] {
+            let code = format!("#!lua name=evil\n{body}");
+            let mut cmd: Vec<&[u8]> = vec![b"FUNCTION", b"LOAD"];
+            if replace {
+                cmd.push(b"REPLACE");
+            }
+            cmd.push(code.as_bytes());
+            let got = text(a.cmd(&cmd));
+            assert!(
+                got.starts_with("-ERR Error registering functions: user_function:"),
+                "{body}: {got}"
+            );
+        }
+    }
+    // The library name in capitals, naming b's library upstream: it stays a's own.
+    let replace_b =
+        "#!lua NAME=respite_623a_mylib\nredis.register_function('f', function() return 'a' end)";
+    assert_eq!(
+        text(a.cmd(&[b"FUNCTION", b"LOAD", b"REPLACE", replace_b.as_bytes()])),
+        "$18\r\nrespite_623a_mylib\r\n"
+    );
+    let after = text(server.raw().cmd(&words("FUNCTION LIST WITHCODE")));
+    assert!(after.contains("respite_613a_respite_623a_mylib"), "{after}");
+    // b's library is as it was: the same code, the same functions.
+    assert_eq!(before, b_lib());
+    assert_eq!(text(b.cmd(&words("FCALL_RO g 1 k"))), "$2\r\nvb\r\n");
+    assert_eq!(b.cmd(&words("FCALL f 1 k vb2")), b"+OK\r\n");
+    // No function upstream outside a namespace.
+    let names = text(server.raw().cmd(&words("FUNCTION LIST")));
+    for line in names.lines().filter(|l| !l.starts_with(['*', '$', '%'])) {
+        assert!(
+            !line.contains("f2") && !line.contains("f3") && line != "x",
+            "{line} in {names}"
+        );
+    }
+});
