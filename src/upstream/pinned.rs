@@ -348,6 +348,7 @@ impl Pinned {
             reply,
             budget,
             slow,
+            script: None,
         };
         // A closed queue means the connection failed before this job was taken: never sent.
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {

@@ -38,6 +38,8 @@ pub struct Upstream {
     /// A `redis+cluster://` upstream: `home`'s connections are its routers (see
     /// [`super::cluster`]). A cluster has database 0 only: no tenant has a database of its own.
     cluster: Option<Arc<Cluster>>,
+    /// The scripts in flight on the pools' connections and whose (see [`super::scripts`]).
+    scripts: Arc<super::scripts::Scripts>,
 }
 
 /// The shared connections of one database: per protocol, the pool and the slow and bulk lanes'
@@ -137,6 +139,7 @@ impl Upstream {
             },
             others: RwLock::default(),
             standby: Arc::default(),
+            scripts: Arc::default(),
             config: config.clone(),
             live,
             info,
@@ -270,6 +273,11 @@ impl Upstream {
             bytes,
             budget,
         )
+    }
+
+    /// The scripts in flight on this upstream's pool connections (see [`super::scripts`]).
+    pub fn scripts(&self) -> &Arc<super::scripts::Scripts> {
+        &self.scripts
     }
 
     /// Have a connection ready for the next out-of-band command (see [`lanes::Standby`]): called

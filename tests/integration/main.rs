@@ -55,6 +55,7 @@ mod tenant_functions;
 mod tenant_hardening;
 mod tenant_keyspace;
 mod tenant_oracle;
+mod tenant_script_kill;
 mod tenant_server;
 mod tenants;
 mod tls;
