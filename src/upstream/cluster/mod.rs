@@ -58,6 +58,9 @@ pub struct Cluster {
     /// Counts the topology changes that moved a slot to another primary, each counted before
     /// the new topology is published (the near cache empties itself when it changes).
     slot_moves: AtomicU64,
+    /// Per slot, how many times it moved to another primary: bumped before the topology that
+    /// routes it anywhere new is published (the near cache's entries of a slot carry it).
+    slot_move_counts: Arc<[std::sync::atomic::AtomicU32]>,
     /// Which reads replicas may serve (`upstream.read_from_replicas`; unused when off).
     pub(super) replicas: Arc<replicas::Replicas>,
 }
@@ -73,6 +76,9 @@ impl Cluster {
             refresh: Notify::new(),
             slot_moves: AtomicU64::new(0),
             replicas: Arc::new(replicas::Replicas::new()),
+            slot_move_counts: (0..slot::SLOTS)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
         });
         tokio::spawn(refresh_task(cluster.clone()));
         if cluster.config.read_from_replicas {
@@ -116,6 +122,18 @@ impl Cluster {
     /// How many topology changes so far moved a slot to another primary.
     pub fn slot_moves(&self) -> u64 {
         self.slot_moves.load(Ordering::Acquire)
+    }
+
+    /// Per slot, how many times it moved (see the field).
+    pub fn slot_move_counts(&self) -> Arc<[std::sync::atomic::AtomicU32]> {
+        self.slot_move_counts.clone()
+    }
+
+    /// Count a move of each of `slots`, before the topology that moves them is published.
+    fn count_moves(&self, slots: impl Iterator<Item = u16>) {
+        for s in slots {
+            self.slot_move_counts[s as usize].fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// The topology now, if known.
@@ -181,6 +199,7 @@ impl Cluster {
             Some(topo) if topo.primary(slot) != Some(addr) => {
                 let mut next = (**topo).clone();
                 next.moved(slot, addr);
+                self.count_moves(std::iter::once(slot));
                 self.replicas.slots_moved(std::iter::once(slot));
                 self.slot_moves.fetch_add(1, Ordering::AcqRel);
                 *t = Some(Arc::new(next));
@@ -261,6 +280,7 @@ async fn refresh_task(cluster: Arc<Cluster>) {
                         if let Some(old) = cur.as_deref()
                             && !old.same_owners(&t)
                         {
+                            c.count_moves(old.moved_slots(&t));
                             c.replicas.slots_moved(old.moved_slots(&t));
                             c.slot_moves.fetch_add(1, Ordering::AcqRel);
                         }
