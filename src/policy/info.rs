@@ -358,7 +358,12 @@ mod tests {
     #[test]
     fn server_params_never_reach_files_passwords_or_addresses() {
         let all = vec!["*".to_string()];
-        for name in ["list-max-listpack-size", "LUA-TIME-LIMIT", "hz", "slowlog-max-len"] {
+        for name in [
+            "list-max-listpack-size",
+            "LUA-TIME-LIMIT",
+            "hz",
+            "slowlog-max-len",
+        ] {
             assert!(server_param(&all, name.as_bytes()), "{name}");
         }
         for name in [
