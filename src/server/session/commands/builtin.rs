@@ -41,13 +41,13 @@ pub(in crate::server::session) async fn answer(
         },
         "echo" => encode::bulk(&mut out, &args[1]),
         "quit" => {
-            r.end_monitor();
+            r.end_monitor().await;
             encode::simple(&mut out, "OK");
             r.reply(out).await;
             return Flow::Close;
         }
         "reset" => {
-            r.end_monitor();
+            r.end_monitor().await;
             // The pinned connection's own reset clears what the client set on it.
             r.unpin().await;
             if r.client.proto != Protocol::Resp2 {
