@@ -221,8 +221,9 @@ pub(super) async fn write_loop<C: ClientIo>(
             break;
         }
         if head.is_none() && fifo.is_empty() {
-            // Idle clients keep no write buffer.
-            out = BytesMut::new();
+            // Idle clients keep no write buffer: it goes back to the thread's spares, for the
+            // next reply of any session here (see `io::give_back`).
+            crate::server::io::give_back(std::mem::take(&mut out));
         }
     }
     if gone {
@@ -505,6 +506,9 @@ async fn append<C: ClientIo>(
         flush(w, budget, out).await?;
         write_all(w, budget, &b).await
     } else {
+        if out.capacity() == 0 {
+            *out = crate::server::io::spare(b.len());
+        }
         out.extend_from_slice(&b);
         Ok(())
     }
