@@ -317,9 +317,10 @@ impl<'f> Outgoing<'f> {
             b.owe(bytes.len());
         }
         let fifo = self.fifo;
-        if !fifo.full_for(weight) {
-            return fifo.push(p, weight).await;
-        }
+        // Queued at once under one lock when there is room, the usual case.
+        let Some(p) = fifo.try_push(p, weight) else {
+            return;
+        };
         // About to wait for the client: the batch's clock reading will be old by then.
         self.cache_now = None;
         let push = fifo.push(p, weight);
