@@ -139,7 +139,7 @@ pub(super) async fn write_loop<C: ClientIo>(
                     r
                 }
                 Pending::Written(written) => {
-                    answered(cache, &written, unanswered_writes);
+                    answered(cache, written, unanswered_writes);
                     Ok(())
                 }
                 Pending::Barrier(done) => {
@@ -356,7 +356,7 @@ async fn settle(
                     b.release(bytes.len());
                 }
             }
-            Pending::Written(written) => answered(cache, &written, unanswered_writes),
+            Pending::Written(written) => answered(cache, written, unanswered_writes),
             Pending::Barrier(done) => {
                 let _ = done.send(());
             }

@@ -54,8 +54,9 @@ pub(crate) struct Outgoing<'f> {
     group_count: usize,
     /// The group holds a known-slow command ([`crate::command::known_slow`]).
     group_slow: bool,
-    /// The writes among them (near cache only).
-    written: Written,
+    /// The writes among them (near cache only): a box from the thread's spares once one is
+    /// noted, none otherwise (see [`Written::spare`]).
+    written: Option<Box<Written>>,
     /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
     /// Whatever the group holds came after them.
     ready: BytesMut,
@@ -109,7 +110,7 @@ impl<'f> Outgoing<'f> {
             group: BytesMut::new(),
             group_count: 0,
             group_slow: false,
-            written: Written::default(),
+            written: None,
             ready: BytesMut::new(),
             ready_count: 0,
             unanswered_writes: p.unanswered_writes,
@@ -170,7 +171,7 @@ impl<'f> Outgoing<'f> {
     ) {
         note_write(
             cache,
-            &mut self.written,
+            self.written.get_or_insert_with(Written::spare),
             self.unanswered_writes,
             spec,
             args,
@@ -286,8 +287,7 @@ impl<'f> Outgoing<'f> {
     /// The writes noted since the last job: a marker after it (or nothing pending, for a
     /// transaction that is not sent) that invalidates their keys again once answered.
     pub(crate) async fn release_written(&mut self) {
-        if !self.written.is_empty() {
-            let written = Box::new(std::mem::take(&mut self.written));
+        if let Some(written) = self.written.take() {
             self.fifo.push(Pending::Written(written), 0).await;
         }
     }
