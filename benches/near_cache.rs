@@ -23,7 +23,7 @@ fn store_with(keys: usize) -> Store {
         let args = [Bytes::from_static(b"GET"), key.clone()];
         let sig = Sig::new(ReadKind::Get, &args);
         let mut ticket: Option<Ticket> = None;
-        let _ = store.read(&key, &sig, store.now(), false, Protocol::Resp2, |t| {
+        let _ = store.read(&key, &sig, None, store.now(), false, Protocol::Resp2, |t| {
             ticket = Some(t);
             true
         });
@@ -67,7 +67,9 @@ fn hit_path(c: &mut Criterion) {
                     let spec = command::resolve(&req.args).unwrap();
                     let kind = ReadKind::of(spec).unwrap();
                     let sig = Sig::new(kind, &req.args);
-                    match store.read(&req.args[1], &sig, now, true, Protocol::Resp2, |_| false) {
+                    match store.read(&req.args[1], &sig, None, now, true, Protocol::Resp2, |_| {
+                        false
+                    }) {
                         Found::Hit(v) => out.extend_from_slice(&v),
                         _ => panic!("every key is cached"),
                     }

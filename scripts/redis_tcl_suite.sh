@@ -14,6 +14,9 @@
 #   BASEPORT     the suite's own base port (default 21111; its test server listens 32 below it):
 #                another value for a second run at the same time
 #   KEEP=DIR     keep the work directory (per-unit logs) in DIR
+#   TENANT=1     the respite side's clients act as one prefixed default tenant (prefix `t:`, allow
+#                @all, scripts and sort patterns on; the upstream's notify-keyspace-events KEA):
+#                issue 22's "a tenant sees a whole Redis"
 # Each unit runs direct, then through respite, each side against a fresh redis-server of the same
 # binary and settings (and a fresh respite) on ephemeral loopback ports. A unit killed at its limit
 # keeps the results it printed; its remaining tests count as not passed and the unit is listed as
@@ -39,6 +42,19 @@ UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cargo build --bin respite -q
 cp target/debug/respite "$W/respite-bin"   # later builds in this tree leave the run alone
+CONFIG=()
+if [ -n "${TENANT:-}" ]; then
+  cat >"$W/tenant.toml" <<'TOML'
+default_tenant = "t"
+[[tenant]]
+name = "t"
+prefix = "t:"
+allow = ["@all"]
+scripts = true
+sort_patterns = true
+TOML
+  CONFIG=(--config "$W/tenant.toml")
+fi
 # Start a fresh redis-server (and, for the respite side, a respite in front of it) and print
 # the port the suite is to use. Each side of each unit gets its own: a unit leaves configuration,
 # users and data behind (in external mode the suite restores none of the CONFIG SETs its tests
@@ -52,7 +68,10 @@ up() {
   for _ in $(seq 200); do redis-cli -p "$r" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
   [ "$side" = direct ] && { echo "$r"; return; }
   p=$(free_port)
-  "$W/respite-bin" --listen "127.0.0.1:$p" --upstream "redis://127.0.0.1:$r" --admin none \
+  # The upstream must deliver every keyspace event; the tenant's own notify-keyspace-events
+  # (CONFIG SET through respite) chooses what reaches it (docs/tenants.md).
+  [ -n "${TENANT:-}" ] && redis-cli -p "$r" config set notify-keyspace-events KEA >/dev/null
+  "$W/respite-bin" "${CONFIG[@]}" --listen "127.0.0.1:$p" --upstream "redis://127.0.0.1:$r" --admin none \
     --log-level warn >>"$W/respite.log" 2>&1 &
   PIDS+=($!)
   # Ready when a command only the upstream serves (not PING) goes through.

@@ -7,10 +7,10 @@
 # scripts/tenant_costs.py. A measurement, not a test: it prints numbers.
 # usage: scripts/tenant_costs.sh [OTHERS] [OWN] [SERVER]   (SERVER: redis-server or a valkey-server path)
 # Starts and stops its own server and respite (release build, or BIN) on loopback ports
-# 7211-7212 (PORT=N: N and N+1).
+# 7221-7222 (PORT=N: N and N+1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-R=${PORT:-7211} P=$((${PORT:-7211} + 1))
+R=${PORT:-7221} P=$((${PORT:-7221} + 1))
 OTHERS=${1:-1000000}; OWN=${2:-1000}; SERVER=${3:-redis-server}
 W=$(mktemp -d); PIDS=()
 cleanup() { for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }

@@ -65,7 +65,8 @@ pub enum FlushReason {
     TrackingLost,
     /// A reload changed the `near_cache.rule` entries.
     Reload,
-    /// A cluster's slot moved to another primary (see [`trackers`]).
+    /// A cluster's slots moved to another primary: only their entries were dropped (see
+    /// [`trackers`]); counted, never passed to [`Shared::flush`].
     SlotsMoved,
 }
 
@@ -137,12 +138,18 @@ impl NearCache {
         let counts = Mutex::new(HashMap::new());
         let rules = ArcSwap::from_pointee(build_rules(&config.rules, tenants, &counts));
         let shared = Arc::new(Shared {
-            store: Store::with_stale_reads(
-                config.max_memory,
-                config.cooldown_after,
-                config.cooldown,
-                stale_reads,
-            ),
+            store: {
+                let store = Store::with_stale_reads(
+                    config.max_memory,
+                    config.cooldown_after,
+                    config.cooldown,
+                    stale_reads,
+                );
+                match router.as_ref().and_then(|u| u.cluster()) {
+                    Some(c) => store.with_slot_moves(c.slot_move_counts()),
+                    None => store,
+                }
+            },
             router: router.clone().filter(|u| u.cluster().is_some()),
             config,
             disabled: AtomicBool::new(false),
@@ -235,12 +242,14 @@ impl NearCache {
             return Lookup::Bypass;
         };
         self.trackers.check_moves();
+        let store = &self.shared.store;
+        // Before the node is picked: a move after this drops what the fill brings.
+        let slot = store.slot_stamp(&key);
         let Some(tracker) = self.tracker(&key, now) else {
             return Lookup::Bypass;
         };
         let sig = Sig::new(kind, args);
-        let store = &self.shared.store;
-        let found = store.read(&key, &sig, now, true, proto, |ticket| {
+        let found = store.read(&key, &sig, slot, now, true, proto, |ticket| {
             self.send_fill(&tracker, ticket, args)
         });
         match found {
@@ -291,7 +300,6 @@ impl NearCache {
         if !keys.iter().all(|k| rules.covers(ReadKind::Mget, k)) {
             return Lookup::Bypass;
         }
-        self.trackers.check_moves();
         let store = &self.shared.store;
         // A GET entry has no arguments besides its key: one signature serves every key.
         let sig = Sig::new(ReadKind::Get, &args[..1]);
@@ -316,11 +324,12 @@ impl NearCache {
         }
         rules.miss();
         for (key, k) in missing {
+            let slot = store.slot_stamp(&key);
             let Some(tracker) = self.tracker(&key, now) else {
                 continue;
             };
             let get = [Bytes::from_static(b"GET"), k.clone()];
-            store.read(&key, &sig, now, false, proto, |ticket| {
+            store.read(&key, &sig, slot, now, false, proto, |ticket| {
                 self.send_fill(&tracker, ticket, &get)
             });
         }

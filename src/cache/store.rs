@@ -16,7 +16,7 @@ use crate::protocol::Protocol;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -69,6 +69,8 @@ pub struct Ticket {
     pub sig: Sig,
     token: u64,
     generation: u64,
+    /// The key's cluster slot and its move count when the read began (see [`SlotStamp`]).
+    slot: SlotStamp,
     pub joiners: Arc<Joiners>,
 }
 
@@ -97,6 +99,7 @@ struct Ready {
     /// Milliseconds on the store's clock.
     expires: u64,
     generation: u64,
+    slot: SlotStamp,
     id: u64,
     weight: usize,
     visited: AtomicBool,
@@ -144,6 +147,11 @@ impl KeyState {
     }
 }
 
+/// A key's cluster slot and the slot's move count, taken before the read picked the node to
+/// fill it from (`None` for a single upstream): an entry is served only while its slot's count
+/// is unchanged, so a slot's move drops its entries, and only its, before any read of them.
+pub type SlotStamp = Option<(u16, u32)>;
+
 /// Counts the store keeps for metrics and stats.
 #[derive(Default)]
 pub struct Counts {
@@ -170,6 +178,9 @@ pub struct Store {
     stale_from: AtomicU64,
     stale_since: AtomicU64,
     stale_keep: u64,
+    /// A cluster's move count per slot (see [`SlotStamp`]), bumped by the cluster before it
+    /// routes a moved slot anywhere new.
+    slot_moves: Option<Arc<[AtomicU32]>>,
     pub counts: Counts,
 }
 
@@ -203,6 +214,7 @@ impl Store {
             stale_from: AtomicU64::new(u64::MAX),
             stale_since: AtomicU64::new(0),
             stale_keep: stale_keep.as_millis() as u64,
+            slot_moves: None,
             counts: Counts::default(),
         }
     }
@@ -211,6 +223,28 @@ impl Store {
     /// taken first, so while this count stands still no slot has appeared anywhere.
     pub fn fills_started(&self) -> u64 {
         self.tokens.load(Ordering::SeqCst)
+    }
+
+    /// Serve entries only while their cluster slot has not moved since they were read (see
+    /// [`SlotStamp`]): `moves` is the cluster's move count per slot.
+    pub fn with_slot_moves(mut self, moves: Arc<[AtomicU32]>) -> Store {
+        self.slot_moves = Some(moves);
+        self
+    }
+
+    /// `key`'s slot stamp now: take it before picking the node a fill of it goes to.
+    pub fn slot_stamp(&self, key: &[u8]) -> SlotStamp {
+        let moves = self.slot_moves.as_ref()?;
+        let slot = crate::upstream::cluster::slot::key_slot(key);
+        Some((slot, moves[slot as usize].load(Ordering::Acquire)))
+    }
+
+    /// Whether an entry's slot is still where it was read.
+    fn slot_current(&self, stamp: SlotStamp) -> bool {
+        match (stamp, &self.slot_moves) {
+            (Some((slot, n)), Some(moves)) => moves[slot as usize].load(Ordering::Acquire) == n,
+            _ => true,
+        }
     }
 
     /// Milliseconds on the store's clock.
@@ -227,7 +261,9 @@ impl Store {
     }
 
     fn fresh(&self, r: &Ready, now: u64) -> bool {
-        r.generation == self.generation.load(Ordering::Acquire) && now < r.expires
+        r.generation == self.generation.load(Ordering::Acquire)
+            && now < r.expires
+            && self.slot_current(r.slot)
     }
 
     /// Still within the stale-if-error window (and its key's own TTL).
@@ -237,6 +273,7 @@ impl Store {
             && r.generation >= from
             && now <= self.stale_since.load(Ordering::Acquire) + self.stale_keep
             && now < r.expires
+            && self.slot_current(r.slot)
     }
 
     /// A cached reply for local-only mode: fresh, or stale within the window; none when stale
@@ -273,10 +310,12 @@ impl Store {
     /// Serve a read: a fresh entry, or a place among the clients waiting on its fill, or a new
     /// fill, which `start` must hand to the tracking connection (false: it could not, and the
     /// read bypasses the cache). With `wait` false (a prefetch), nobody waits on the new fill.
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
         key: &Bytes,
         sig: &Sig,
+        slot: SlotStamp,
         now: u64,
         wait: bool,
         proto: Protocol,
@@ -303,6 +342,7 @@ impl Store {
             sig: sig.clone(),
             token,
             generation: self.generation.load(Ordering::Acquire),
+            slot,
             joiners: joiners.clone(),
         };
         // Still under the shard lock: nobody can join before the slot exists, and a slot whose
@@ -374,7 +414,8 @@ impl Store {
                 match (owned, value) {
                     (None, _) => Filled::Raced,
                     (Some(i), _)
-                        if self.generation.load(Ordering::Acquire) != ticket.generation =>
+                        if self.generation.load(Ordering::Acquire) != ticket.generation
+                            || !self.slot_current(ticket.slot) =>
                     {
                         ks.slots.swap_remove(i);
                         Filled::Raced
@@ -394,6 +435,7 @@ impl Store {
                             value,
                             expires,
                             generation: ticket.generation,
+                            slot: ticket.slot,
                             id,
                             weight,
                             visited: AtomicBool::new(false),
@@ -541,7 +583,8 @@ impl Store {
             ks.slots.retain(|s| match &s.state {
                 State::Ready(r)
                     if (r.generation != generation && !self.stale_ok(r, now))
-                        || now >= r.expires =>
+                        || now >= r.expires
+                        || !self.slot_current(r.slot) =>
                 {
                     self.uncount(r);
                     false
@@ -578,7 +621,7 @@ mod tests {
 
     fn start(store: &Store, key: &Bytes) -> (Ticket, oneshot::Receiver<Fetched>) {
         let mut ticket = None;
-        let found = store.read(key, &sig(), store.now(), true, Protocol::Resp2, |t| {
+        let found = store.read(key, &sig(), None, store.now(), true, Protocol::Resp2, |t| {
             ticket = Some(t);
             true
         });
@@ -590,9 +633,15 @@ mod tests {
 
     /// A read that must not start a fill.
     fn lookup(store: &Store, key: &Bytes) -> Found {
-        store.read(key, &sig(), store.now(), true, Protocol::Resp2, |_| {
-            panic!("no fill expected")
-        })
+        store.read(
+            key,
+            &sig(),
+            None,
+            store.now(),
+            true,
+            Protocol::Resp2,
+            |_| panic!("no fill expected"),
+        )
     }
 
     #[test]

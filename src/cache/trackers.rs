@@ -3,18 +3,19 @@
 //!
 //! - One upstream: `near_cache.connections` trackers, a key on `hash(key) % K`.
 //! - A cluster: K trackers per primary, opened the first time a key of its slots is read; a
-//!   key on its slot's primary's `hash(key) % K`. When the cluster's slot map changes (a slot
-//!   moved: resharding, a failover), the whole cache is emptied before the next read is served
-//!   from it ([`Trackers::check_moves`]): an entry filled from a slot's old primary would hear
-//!   no invalidation for writes on its new one. A fill that a node answers with a redirection
+//!   key on its slot's primary's `hash(key) % K`. When a slot moves (resharding, a failover),
+//!   its entries are not served again ([`super::store::SlotStamp`]: the cluster counts the
+//!   slot's moves before it routes the slot anywhere new): an entry filled from a slot's old
+//!   primary would hear no invalidation for writes on its new one. Other slots' entries stay.
+//!   A fill that a node answers with a redirection
 //!   (the slot moved before respite knew) is resent through the cluster's router and answered,
 //!   never cached ([`redirected`]).
 //!
 //! # Invariants
 //! - A key's fills go to one connection for as long as its slot stays on one primary, so its
 //!   fill replies and invalidations arrive in order (see [`super::tracking_conns`]).
-//! - Nothing filled under one slot map is served under the next: every read first compares the
-//!   cluster's move count with the one the cache was last emptied for.
+//! - Nothing of a slot filled before the slot moved is served after: every entry carries its
+//!   slot's move count, taken before its node was picked, and a hit needs it unchanged.
 use super::tracking_conns::{self, FillJob, Handle};
 use super::{FlushReason, Shared};
 use crate::config::UpstreamConfig;
@@ -40,7 +41,7 @@ pub(crate) struct ByNode {
     shutdown: CancellationToken,
     per_node: usize,
     nodes: RwLock<HashMap<String, Arc<[Handle]>>>,
-    /// The cluster's move count the cache was last emptied for.
+    /// The cluster's move count last counted in the metric.
     seen_moves: AtomicU64,
 }
 
@@ -104,13 +105,16 @@ impl Trackers {
         }
     }
 
-    /// In a cluster, empty the cache if a slot moved since it was last emptied for that: called
-    /// before any read is served from it.
+    /// In a cluster, count the slot-map changes that moved slots since the last read (under
+    /// `respite_near_cache_flushes_total{reason="slots_moved"}`): their entries, and only
+    /// theirs, are already not served (see [`super::store::SlotStamp`]).
     pub fn check_moves(&self) {
         if let Trackers::Cluster(by) = self {
             let moves = by.cluster.slot_moves();
-            if by.seen_moves.swap(moves, Ordering::AcqRel) != moves {
-                by.shared.flush(FlushReason::SlotsMoved);
+            let seen = by.seen_moves.swap(moves, Ordering::AcqRel);
+            if seen != moves {
+                metrics::counter!(super::FLUSHES_TOTAL, "reason" => FlushReason::SlotsMoved.label())
+                    .increment(moves.saturating_sub(seen));
             }
         }
     }

@@ -215,8 +215,8 @@ impl Tracker {
     async fn connect(&self, addr: &Arc<str>) -> Result<(BoxRead, BoxWrite), UpstreamError> {
         let opened = handshake::open(&self.upstream, Protocol::Resp3, "respite").await?;
         // Fills and heartbeats are respite's own: MONITOR shows none of them.
-        if let Some(addr) = &opened.addr {
-            crate::upstream::own::set_own(addr);
+        if let Some(key) = &opened.key {
+            crate::upstream::own::set_own(key);
         }
         let (mut r, mut w) = (opened.read, opened.write);
         let mut out = BytesMut::new();

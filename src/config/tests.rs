@@ -814,3 +814,16 @@ fn a_tenant_database_is_its_own() {
         assert!(e.contains(key) && e.contains(says), "{e}");
     }
 }
+
+#[test]
+fn reads_from_replicas_need_a_cluster() {
+    let on = "read_from_replicas = true\n";
+    let c = parse(&format!("[upstream]\nurl = \"redis+cluster://h:1\"\n{on}")).unwrap();
+    assert!(c.upstream.as_ref().unwrap().read_from_replicas);
+    let off = parse("[upstream]\nurl = \"redis+cluster://h:1\"\n").unwrap();
+    assert!(!off.upstream.unwrap().read_from_replicas);
+    let e = parse(&format!("[upstream]\nurl = \"redis://h:1\"\n{on}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("upstream.read_from_replicas"), "{e}");
+}

@@ -28,6 +28,12 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTls>,
     /// The URL's user and password as every new connection logs in with them now.
     pub credentials: Credentials,
+    /// `upstream.read_from_replicas`: a cluster's read-only commands may be served by the
+    /// primary's replicas (see `upstream::cluster::replicas`).
+    pub read_from_replicas: bool,
+    /// Every connection says `READONLY` in its setup (a cluster node's, with
+    /// `read_from_replicas`: a replica then serves its reads).
+    pub readonly: bool,
 }
 
 impl UpstreamConfig {
@@ -37,6 +43,7 @@ impl UpstreamConfig {
         let mut config = self.clone();
         config.url.addr = UpstreamAddr::Tcp(addr.to_string());
         config.url.seeds = Vec::new();
+        config.readonly = self.read_from_replicas;
         config
     }
 }
@@ -165,6 +172,7 @@ pub(super) struct RawUpstream {
     tls_cert: String,
     tls_key: String,
     tls_server_name: String,
+    read_from_replicas: bool,
 }
 
 /// The URL as `--check-config` prints it: its password as `<redacted>`.
@@ -191,6 +199,7 @@ impl Default for RawUpstream {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_server_name: String::new(),
+            read_from_replicas: false,
         }
     }
 }
@@ -278,7 +287,17 @@ pub(super) fn validate(
     let url = parse_url(url).map_err(|m| c.invalid("upstream.url", m))?;
     let tls = upstream_tls(raw, &url, c)?;
     let credentials = Credentials::new(url.username.clone(), url.password.clone());
+    if raw.read_from_replicas && !url.is_cluster() {
+        return Err(c.invalid(
+            "upstream.read_from_replicas",
+            "has no effect without a redis+cluster:// URL (a single server has no replicas \
+             respite knows of)"
+                .into(),
+        ));
+    }
     Ok(Some(UpstreamConfig {
+        read_from_replicas: raw.read_from_replicas,
+        readonly: false,
         url,
         tls,
         credentials,

@@ -258,6 +258,23 @@ pub fn rewrite_stats(prefix: &[u8], reply: &Bytes) -> Result<Bytes, ReplyError> 
     Ok(out.freeze())
 }
 
+/// What FUNCTION STATS says runs: `Some(true)` a function of the tenant's (by its name's
+/// namespace), `Some(false)` none or another's, `None` no answer of that shape (an error: `-BUSY`
+/// while an EVAL script runs, or a server without FUNCTION).
+pub fn runs_own_function(prefix: &[u8], reply: &[u8]) -> Option<bool> {
+    let ns = namespace(prefix);
+    let v = parse(reply).ok()?;
+    let running = field(&v, b"running_script")?;
+    if running.is_null() {
+        return Some(false);
+    }
+    Some(
+        field(running, b"name")
+            .and_then(Value::bulk)
+            .is_some_and(|n| n.starts_with(&ns)),
+    )
+}
+
 /// The value of `name` in a map, or in an array of alternating names and values.
 pub(super) fn field<'v, 'a>(v: &'v Value<'a>, name: &[u8]) -> Option<&'v Value<'a>> {
     let items = v.items()?;
@@ -401,6 +418,22 @@ mod tests {
         };
         let own = rewrite_stats(b"t:", &Bytes::from(running("respite_743a_spin"))).unwrap();
         assert_eq!(String::from_utf8_lossy(&own), running("spin"));
+        assert_eq!(
+            runs_own_function(b"t:", running("respite_743a_spin").as_bytes()),
+            Some(true)
+        );
+        assert_eq!(
+            runs_own_function(b"t:", running("respite_753a_spin").as_bytes()),
+            Some(false)
+        );
+        assert_eq!(
+            runs_own_function(
+                b"t:",
+                b"*4\r\n$14\r\nrunning_script\r\n$-1\r\n$7\r\nengines\r\n*0\r\n"
+            ),
+            Some(false)
+        );
+        assert_eq!(runs_own_function(b"t:", b"-BUSY Redis is busy\r\n"), None);
         let other = rewrite_stats(b"t:", &Bytes::from(running("respite_753a_spin"))).unwrap();
         assert_eq!(
             &other[..],

@@ -34,6 +34,10 @@ pub(crate) trait ClientIo: Send + Sync {
     fn shutdown_write(&self) -> impl Future<Output = ()> + Send;
     /// Close both directions at once: the reader sees the end of the stream.
     fn shutdown_both(&self);
+    /// Give up on the client: [`ClientIo::shutdown_both`], and when the socket closes the kernel
+    /// drops what respite wrote to it and the client has not taken (a reset, not a graceful
+    /// close). See [`abort_on_close`].
+    fn abort(&self);
 }
 
 impl<S: RawStream> ClientIo for ClientSocket<S> {
@@ -53,6 +57,10 @@ impl<S: RawStream> ClientIo for ClientSocket<S> {
     fn shutdown_both(&self) {
         ClientSocket::shutdown_both(self)
     }
+    fn abort(&self) {
+        self.fd.get_ref().abort_on_close();
+        ClientSocket::shutdown_both(self)
+    }
 }
 
 /// A connected, non-blocking client socket (TCP or unix).
@@ -61,6 +69,9 @@ pub(crate) trait RawStream: AsRawFd + Send + Sync + 'static {
     fn write_from(&self, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&self);
     fn shutdown_both(&self);
+    /// See [`abort_on_close`] (TCP only: a unix socket's unread bytes are bounded by its send
+    /// buffer and are not the kernel's TCP memory).
+    fn abort_on_close(&self) {}
 }
 
 /// TCP and unix streams offer the same calls under the same names.
@@ -83,7 +94,49 @@ macro_rules! raw_stream {
     )*};
 }
 
-raw_stream!(std::net::TcpStream, std::os::unix::net::UnixStream);
+raw_stream!(std::os::unix::net::UnixStream);
+
+impl RawStream for std::net::TcpStream {
+    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+    fn abort_on_close(&self) {
+        abort_on_close(self)
+    }
+}
+
+/// Unsent bytes the kernel holds for a client before a write waits (`TCP_NOTSENT_LOWAT`): with
+/// what the client's own receive buffer takes, what a client that stops reading costs the kernel.
+/// Without it the kernel's send buffer grows (autotuning) to megabytes per client: 2,000 clients
+/// that never read held 1.6 GiB there, uncounted by `limits.max_client_memory`, which took the
+/// kernel past its TCP memory pressure line (`net.ipv4.tcp_mem`); it then dropped packets on
+/// respite's upstream connections, which slowed to a crawl of retransmissions. A client that
+/// reads is not slowed by it: its bytes leave the send buffer as fast as they are written.
+/// Measured in docs/performance.md (issue 24, slow readers).
+pub(crate) const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Bound what the kernel holds unsent for an accepted TCP client (see [`NOTSENT_LOWAT`]).
+pub(crate) fn bound_send_buffer(s: &std::net::TcpStream) {
+    let _ = socket2::SockRef::from(s).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
+/// When `s` closes, reset the connection instead of closing it gracefully, so the kernel drops
+/// what is still queued for the client at once. A graceful close leaves an orphaned socket that
+/// holds those bytes (up to the send buffer, megabytes) for as long as the kernel keeps probing
+/// a peer that does not read: clients closed for `limits.max_client_memory` moved their replies
+/// from respite's memory into the kernel's, 880 MB of them in the 2,000-reader run.
+pub(crate) fn abort_on_close(s: &std::net::TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+}
 
 /// Register an owned descriptor with the reactor.
 #[allow(unsafe_code)]

@@ -557,6 +557,7 @@ async fn accept_tcp(l: Option<&Acceptor<std::net::TcpListener>>) -> std::io::Res
     let (s, peer) = l.accept(|l| l.accept()).await?;
     s.set_nonblocking(true)?;
     let _ = s.set_nodelay(true);
+    io::bound_send_buffer(&s);
     let local_addr = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
     Ok(Accepted {
         stream: session::ClientStream::Tcp(s),

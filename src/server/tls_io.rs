@@ -89,4 +89,10 @@ impl ClientIo for TlsSocket {
     fn shutdown_both(&self) {
         let _ = self.raw.shutdown(std::net::Shutdown::Both);
     }
+
+    fn abort(&self) {
+        // A socket option, so set through this descriptor it holds for the session's too.
+        super::io::abort_on_close(&self.raw);
+        self.shutdown_both();
+    }
 }

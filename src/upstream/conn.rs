@@ -80,6 +80,19 @@ impl Conn {
         budget: Option<Arc<ReplyBudget>>,
         slow: bool,
     ) -> oneshot::Receiver<Reply> {
+        self.send_scripts(bytes, count, budget, slow, None).await
+    }
+
+    /// [`Conn::send_marked`] for a job holding scripts, registered by `script` until its
+    /// replies are in (see [`super::scripts`]).
+    pub async fn send_scripts(
+        &self,
+        bytes: Bytes,
+        count: usize,
+        budget: Option<Arc<ReplyBudget>>,
+        slow: bool,
+        script: Option<super::scripts::ScriptTag>,
+    ) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             bytes,
@@ -87,6 +100,7 @@ impl Conn {
             reply,
             budget,
             slow,
+            script,
         };
         // A closed queue means the pool is shutting down: dropping `reply` tells the receiver.
         // Waiting for room is the rare case: its (large) future lives on the heap, so it does not

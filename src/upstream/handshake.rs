@@ -42,8 +42,8 @@ pub(crate) struct Opened {
     pub info: ServerInfo,
     /// The connection's id on the upstream (HELLO's `id`), where it says.
     pub id: Option<u64>,
-    /// The address the upstream sees it from, for TCP (see [`own`]).
-    pub addr: Option<String>,
+    /// The address the upstream sees it from and the upstream, for TCP (see [`own`]).
+    pub key: Option<own::Key>,
 }
 
 /// A client's own credentials for a connection of its own (AUTH or HELLO's AUTH through
@@ -103,7 +103,7 @@ async fn open_as(
     let timeout = config.connect_timeout;
     let err = |kind| UpstreamError::new(addr(config), kind);
     let start = tokio::time::Instant::now();
-    let (mut read, mut write, own_addr) =
+    let (mut read, mut write, own_key) =
         match tokio::time::timeout(timeout, connect(config, name)).await {
             Ok(r) => r.map_err(err)?,
             Err(_) => return Err(err(Kind::TimedOut(Deadline::Connect(timeout)))),
@@ -126,7 +126,7 @@ async fn open_as(
         write,
         info,
         id,
-        addr: own_addr,
+        key: own_key,
     })
 }
 
@@ -163,11 +163,11 @@ pub(crate) async fn patiently<T>(
 
 /// Connect (and TLS); a TCP connection is listed as respite's own under client `name`'s role
 /// before its first byte goes out, so MONITOR knows every line of it (see [`own`]), and its
-/// address is returned.
+/// registry key is returned.
 async fn connect(
     config: &UpstreamConfig,
     name: &str,
-) -> Result<(BoxRead, BoxWrite, Option<String>), Kind> {
+) -> Result<(BoxRead, BoxWrite, Option<own::Key>), Kind> {
     let mut entry = None;
     let (read, write): (BoxRead, BoxWrite) = match &config.url.addr {
         UpstreamAddr::Tcp(a) => {
@@ -176,10 +176,13 @@ async fn connect(
                 .await
                 .map_err(connect)?;
             s.set_nodelay(true).map_err(connect)?;
-            entry = s
-                .local_addr()
-                .ok()
-                .map(|a| own::Registration::new(a.to_string(), own::role_of_name(name)));
+            entry = s.local_addr().ok().map(|local| {
+                let key = own::Key {
+                    local: local.to_string(),
+                    upstream: addr(config),
+                };
+                own::Registration::new(key, own::role_of_name(name))
+            });
             match &config.tls {
                 // TLS is a property of the connection opened here, so the pools, the probe and
                 // the tracking connections all get it.
@@ -211,7 +214,7 @@ async fn connect(
             (Box::new(r), Box::new(w))
         }
     };
-    let addr = entry.as_ref().map(|e| e.addr().to_string());
+    let key = entry.as_ref().map(|e| e.key().clone());
     let read: BoxRead = match entry {
         Some(entry) => Box::new(own::Registered {
             inner: read,
@@ -219,7 +222,7 @@ async fn connect(
         }),
         None => read,
     };
-    Ok((read, write, addr))
+    Ok((read, write, key))
 }
 
 /// respite's own setup of a connection: `HELLO` (protocol, the URL's credentials or `login`, a
@@ -254,13 +257,20 @@ fn setup(
         );
         expect += 1;
     }
+    if config.readonly {
+        // A cluster replica serves reads only to a connection that said READONLY; its reply
+        // is not checked: refused, the replica answers MOVED and the read goes to the primary.
+        encode::command(&mut out, &[&b"READONLY"[..]]);
+        expect += 1;
+    }
     (out, expect)
 }
 
 /// Check the replies to [`setup`]: HELLO's (what the server says about itself), then SELECT's.
 fn check_setup(replies: &[Bytes], db: u32) -> Result<ServerInfo, Kind> {
     let info = server_info(&replies[0])?;
-    for reply in &replies[1..] {
+    // SELECT's, when sent (READONLY's, after it, is not checked: see `setup`).
+    for reply in replies[1..].iter().take((db != 0) as usize) {
         if let Some(err) = error_text(reply)? {
             return Err(Kind::Refused(Refusal::Select { db, reply: err }));
         }
@@ -298,7 +308,7 @@ pub(crate) async fn reset(
         }
         check_setup(&replies[1..=expect], config.url.db)?;
         let info = &replies[1 + expect];
-        if let Some(field) = leftover(info, config.url.db, name) {
+        if let Some(field) = leftover(info, config.url.db, name, config.readonly) {
             return Err(Kind::Protocol(ProtocolError::Unexpected {
                 command: "CLIENT INFO",
                 reply: format!("state left after RESET: {field}").into(),
@@ -319,7 +329,7 @@ pub(crate) async fn reset(
 /// for NO-TOUCH, `x`/`d` for a transaction, `t`/`B` for tracking, `P` for Pub/Sub, `r` for
 /// READONLY, …), another database, subscriptions, watched keys, another name. An
 /// error reply (a server without CLIENT INFO) shows nothing.
-fn leftover(info: &[u8], db: u32, name: &str) -> Option<String> {
+fn leftover(info: &[u8], db: u32, name: &str, readonly: bool) -> Option<String> {
     let Ok(v) = value::parse(info) else {
         return Some("an unreadable reply".into());
     };
@@ -347,7 +357,11 @@ fn leftover(info: &[u8], db: u32, name: &str) -> Option<String> {
         // Flags that are no client's state: `U`, connected over a unix socket (Redis, Valkey);
         // `a`, a pipelined batch being dispatched (Dragonfly, which shows no `flags=` at all
         // otherwise).
-        if k == "flags" && v.chars().all(|f| matches!(f, 'N' | 'U' | 'a')) {
+        // `r`, READONLY, is respite's own setup's where `upstream.read_from_replicas` is on.
+        if k == "flags"
+            && v.chars()
+                .all(|f| matches!(f, 'N' | 'U' | 'a') || (readonly && f == 'r'))
+        {
             continue;
         }
         if let Some((_, expected)) = want.iter().find(|(w, _)| *w == k)
@@ -507,41 +521,45 @@ mod tests {
         let info = |fields: &str| format!("${}\r\n{fields}\r\n", fields.len()).into_bytes();
         let fresh = "id=7 addr=x fd=8 name=respite-pinned age=0 idle=0 flags=N db=0 sub=0 \
                      psub=0 ssub=0 multi=-1 watch=0 qbuf=0 user=default resp=2";
-        assert_eq!(leftover(&info(fresh), 0, "respite-pinned"), None);
+        assert_eq!(leftover(&info(fresh), 0, "respite-pinned", false), None);
         let no_evict = fresh.replace("flags=N", "flags=e");
         assert_eq!(
-            leftover(&info(&no_evict), 0, "respite-pinned").as_deref(),
+            leftover(&info(&no_evict), 0, "respite-pinned", false).as_deref(),
             Some("flags=e")
         );
         assert_eq!(
-            leftover(&info(fresh), 3, "respite-pinned").as_deref(),
+            leftover(&info(fresh), 3, "respite-pinned", false).as_deref(),
             Some("db=0")
         );
         assert_eq!(
             leftover(
                 &info(&fresh.replace("watch=0", "watch=2")),
                 0,
-                "respite-pinned"
+                "respite-pinned",
+                false
             )
             .as_deref(),
             Some("watch=2")
         );
         // RESP3's verbatim string, and a server with no CLIENT INFO (nothing to see).
         let verbatim = format!("={}\r\ntxt:{fresh}\r\n", fresh.len() + 4);
-        assert_eq!(leftover(verbatim.as_bytes(), 0, "respite-pinned"), None);
         assert_eq!(
-            leftover(b"-ERR unknown subcommand 'INFO'\r\n", 0, "x"),
+            leftover(verbatim.as_bytes(), 0, "respite-pinned", false),
             None
         );
-        assert!(leftover(b":1\r\n", 0, "x").is_some());
+        assert_eq!(
+            leftover(b"-ERR unknown subcommand 'INFO'\r\n", 0, "x", false),
+            None
+        );
+        assert!(leftover(b":1\r\n", 0, "x", false).is_some());
         let unix = fresh.replace("flags=N", "flags=U");
-        assert_eq!(leftover(&info(&unix), 0, "respite-pinned"), None);
+        assert_eq!(leftover(&info(&unix), 0, "respite-pinned", false), None);
         // Dragonfly's: no flags field unless one is set, `a` while a batch is dispatched.
         let dragonfly = "id=3 addr=x laddr=y fd=9 name=respite-pinned tid=0 irqmatch=0 age=0 \
                          idle=0 tot-cmds=3 db=0 flags=a lib-name= lib-ver= multi=0 psub=0 sub=0";
-        assert_eq!(leftover(&info(dragonfly), 0, "respite-pinned"), None);
+        assert_eq!(leftover(&info(dragonfly), 0, "respite-pinned", false), None);
         let blocked = dragonfly.replace("flags=a", "flags=ab");
-        assert!(leftover(&info(&blocked), 0, "respite-pinned").is_some());
+        assert!(leftover(&info(&blocked), 0, "respite-pinned", false).is_some());
     }
 
     #[test]

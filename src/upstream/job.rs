@@ -3,6 +3,7 @@
 //! the queue of slots in flight, and where a tracking lease's pushes go ([`PushSink`]). A leaf:
 //! it imports none of them.
 use super::reply::{Reply, ReplyBudget};
+use super::scripts::ScriptTag;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ pub(super) struct Job {
     pub(super) budget: Option<Arc<ReplyBudget>>,
     /// It holds a known-slow command (see [`super::activity`]).
     pub(super) slow: bool,
+    /// It holds scripts, registered in the upstream's [`super::scripts::Scripts`].
+    pub(super) script: Option<ScriptTag>,
 }
 
 /// A job written to the connection and waiting for its replies, or (`reply: None`) a batch's
@@ -38,6 +41,8 @@ pub(super) struct Slot {
     /// counted as it comes, not only once whole: see `pipe::charge_arrived`). Handed over to the
     /// client's writer with the replies; given back if the slot goes any other way.
     pub(super) charged: usize,
+    /// The job's [`Job::script`]: marked at the head when this slot becomes the oldest.
+    pub(super) script: Option<ScriptTag>,
 }
 
 impl Drop for Slot {

@@ -16,6 +16,7 @@
 //!   leased from a bounded pool and taken back only after a verified reset.
 //! - [`cluster`]: a Redis or Valkey Cluster behind the same pools: each pool connection a
 //!   router to the node of each command's slot, every node an upstream of its own.
+//! - [`scripts`]: which of the scripts respite sent may be the one running, and whose.
 //! - [`health`]: whether the upstream answers, judged from the connections' events and the
 //!   [`probe`]'s PINGs; [`activity`]: what tells a busy upstream from a dead one.
 //!
@@ -39,6 +40,7 @@ mod pipe;
 pub mod pool;
 pub mod probe;
 pub mod reply;
+pub mod scripts;
 
 pub use conn::Conn;
 pub use error::{NoReply, UpstreamError};

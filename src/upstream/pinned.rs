@@ -204,6 +204,7 @@ impl PinnedPool {
             sink,
             blockable,
             addr: handshake::addr(&self.config),
+            mark: None,
         })
     }
 
@@ -229,6 +230,7 @@ impl PinnedPool {
             id,
             Monitor {
                 read: opened.read,
+                upstream: addr,
                 _write: opened.write,
                 _permit: permit,
             },
@@ -285,6 +287,7 @@ impl PinnedPool {
         .map_err(PinError::Open)?;
         Ok(Monitor {
             read: opened.read,
+            upstream: addr,
             _write: opened.write,
             _permit: permit,
         })
@@ -307,6 +310,9 @@ pub struct Pinned {
     blockable: Arc<Blockable>,
     /// The upstream's address, for the error of a command its failed connection never took.
     addr: Arc<str>,
+    /// A cluster node's every slot marked written while the lease lasts (see
+    /// [`super::cluster::replicas`]); let go once the last reply owed on it is read.
+    mark: Option<super::cluster::replicas::WriteMark>,
 }
 
 impl Pinned {
@@ -342,6 +348,7 @@ impl Pinned {
             reply,
             budget,
             slow,
+            script: None,
         };
         // A closed queue means the connection failed before this job was taken: never sent.
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {
@@ -366,19 +373,42 @@ impl Pinned {
     /// Give the connection back: once the replies still owed on it are read, it is reset and
     /// returns to the pool. If the client goes first (its `gone` token, given to
     /// [`PinnedPool::take`], is cancelled), the connection is closed instead.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.track(None);
         let ping = self
             // Named, so MONITOR can tell it from a client's PING (see `session::monitor`).
             .send_within(Bytes::from_static(RELEASE_PING), 1, None)
             .await;
-        let _ = self.last.send(ping);
+        match self.mark.take() {
+            None => {
+                let _ = self.last.send(ping);
+            }
+            // Held until every reply owed is in: the PING's comes after them.
+            Some(mark) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.last.send(rx);
+                tokio::spawn(async move {
+                    if let Ok(reply) = ping.await {
+                        let _ = tx.send(reply);
+                    }
+                    drop(mark);
+                });
+            }
+        }
+    }
+
+    /// Hold `mark` while the lease lasts (see [`Pinned::release`]).
+    pub fn hold(&mut self, mark: super::cluster::replicas::WriteMark) {
+        self.mark = Some(mark);
     }
 }
 
 /// An upstream connection in monitor mode: read its lines from `read`; dropped, it closes.
 pub struct Monitor {
     pub(crate) read: BoxRead,
+    /// The upstream's configured address (how [`super::own`] tells its connections from another
+    /// upstream's).
+    pub(crate) upstream: Arc<str>,
     _write: BoxWrite,
     _permit: OwnedSemaphorePermit,
 }

@@ -150,20 +150,25 @@ pub(super) async fn write_marked(
             }
             out.extend_from_slice(&job.bytes);
             // The slot goes in before its bytes go out, so the reader always finds it.
-            inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(Slot {
-                    reply: Some(job.reply),
-                    count: job.count,
-                    permits: weight,
-                    sent: now,
-                    progress: now,
-                    budget: job.budget,
-                    slow: job.slow,
-                    discarded: false,
-                    charged: 0,
-                });
+            let mut q = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if q.is_empty()
+                && let Some(tag) = &job.script
+            {
+                tag.at_head();
+            }
+            q.push_back(Slot {
+                reply: Some(job.reply),
+                count: job.count,
+                permits: weight,
+                sent: now,
+                progress: now,
+                budget: job.budget,
+                slow: job.slow,
+                discarded: false,
+                charged: 0,
+                script: job.script,
+            });
+            drop(q);
         }
         // The batch's marker: its echo releases the replies before it (see `marker`).
         if unmarked > 0
@@ -223,6 +228,7 @@ fn marker_slot(sent: Instant) -> Slot {
         slow: false,
         discarded: false,
         charged: 0,
+        script: None,
     }
 }
 
@@ -360,6 +366,9 @@ pub(super) async fn read_marked(
                 continue;
             }
             let mut slot = q.pop_front().expect("head exists");
+            if let Some(tag) = q.front().and_then(|next| next.script.as_ref()) {
+                tag.at_head();
+            }
             drop(q);
             if !slot.discarded {
                 // Counted now, before it waits for its marker: what a batch holds in `held` is

@@ -38,6 +38,8 @@ pub struct Upstream {
     /// A `redis+cluster://` upstream: `home`'s connections are its routers (see
     /// [`super::cluster`]). A cluster has database 0 only: no tenant has a database of its own.
     cluster: Option<Arc<Cluster>>,
+    /// The scripts in flight on the pools' connections and whose (see [`super::scripts`]).
+    scripts: Arc<super::scripts::Scripts>,
 }
 
 /// The shared connections of one database: per protocol, the pool and the slow and bulk lanes'
@@ -137,6 +139,7 @@ impl Upstream {
             },
             others: RwLock::default(),
             standby: Arc::default(),
+            scripts: Arc::default(),
             config: config.clone(),
             live,
             info,
@@ -272,6 +275,11 @@ impl Upstream {
         )
     }
 
+    /// The scripts in flight on this upstream's pool connections (see [`super::scripts`]).
+    pub fn scripts(&self) -> &Arc<super::scripts::Scripts> {
+        &self.scripts
+    }
+
     /// Have a connection ready for the next out-of-band command (see [`lanes::Standby`]): called
     /// when a command that may keep the server busy is sent (the slow lane, a pinned connection).
     pub fn ready_out_of_band(&self) {
@@ -310,6 +318,17 @@ impl Upstream {
             return c.node(addr).pinned().clone();
         }
         self.pinned.clone()
+    }
+
+    /// With a cluster's reads from replicas on: the mark a connection of a client's own for
+    /// `slot` holds while leased (see [`super::cluster::replicas`]), on the node
+    /// [`Upstream::pinned_for`] picks.
+    pub fn pinned_mark(&self, slot: Option<u16>) -> Option<super::cluster::replicas::WriteMark> {
+        let c = self.cluster.as_ref().filter(|c| c.reads_from_replicas())?;
+        let addr = slot
+            .and_then(|s| c.current()?.primary(s).map(str::to_string))
+            .unwrap_or_else(|| self.config.url.addr.to_string());
+        Some(c.replicas().write_node(&addr))
     }
 
     /// The cluster behind a `redis+cluster://` upstream.

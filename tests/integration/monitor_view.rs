@@ -205,3 +205,111 @@ both!(reset_and_quit_end_monitoring, |kind: Kind| {
     wait_until(Duration::from_secs(5), || upstream_monitors(&server) == 0)
         .expect("the monitor connection closed");
 });
+
+/// The addresses (`ip:port`) of the upstream's connections named `name` (respite's, by their
+/// client name).
+fn addrs_named(server: &Server, name: &str) -> Vec<String> {
+    let list = String::from_utf8_lossy(&server.raw().cmd(&words("CLIENT LIST"))).into_owned();
+    list.lines()
+        .filter(|l| l.contains(&format!(" name={name} ")))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("addr=")))
+        .map(str::to_string)
+        .collect()
+}
+
+both!(
+    a_local_port_shared_with_another_upstream_hides_nothing,
+    |kind: Kind| {
+        // The kernel keeps a TCP connection's four-tuple unique, not its local port: connections to
+        // two upstreams (a cluster's nodes; two proxies in one process, as the test suite runs them)
+        // can share one local address. A connection of respite's own to another upstream from the
+        // same address as a client's pinned connection (listed as the kernel would allow, since it
+        // cannot be made to happen on demand) must not hide that client's lines: it did, now and
+        // then, in loaded full runs of this suite.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let mut c = proxy.raw();
+        assert_eq!(c.cmd(&words("WATCH w")), b"+OK\r\n");
+        let pinned = addrs_named(&server, "respite-pinned");
+        assert_eq!(pinned.len(), 1, "{pinned:?}");
+        let _elsewhere = respite::upstream::own::Registration::new(
+            respite::upstream::own::Key {
+                local: pinned[0].clone(),
+                upstream: "127.0.0.1:1".into(),
+            },
+            respite::upstream::own::Role::Own,
+        );
+        let mut m = proxy.raw();
+        assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+        assert_eq!(c.cmd(&words("SET shared-port 1")), b"+OK\r\n");
+        assert_eq!(proxy.raw().cmd(&words("SET sentinel 1")), b"+OK\r\n");
+        let joined = lines_until(&mut m, "\"sentinel\"").join("");
+        assert!(joined.contains("\"SET\" \"shared-port\" \"1\""), "{joined}");
+    }
+);
+
+both!(
+    every_line_reaches_monitors_started_under_load,
+    |kind: Kind| {
+        // Many MONITOR start / write cycles while other clients write all along: each monitor
+        // sees every command acknowledged after its +OK (a fresh client's on the shared
+        // connections, a pinned client's, a transaction's), in order per client.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load: Vec<_> = (0..2)
+            .map(|t| {
+                let (addr, stop) = (proxy.port(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut c = Raw::connect(([127, 0, 0, 1], addr).into());
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let mut batch = Vec::new();
+                        for _ in 0..16 {
+                            batch.extend_from_slice(format!("SET load:{t} {i}\r\n").as_bytes());
+                            i += 1;
+                        }
+                        c.send(&batch);
+                        for _ in 0..16 {
+                            assert_eq!(c.reply().unwrap(), b"+OK\r\n");
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut pinned = proxy.raw();
+        assert_eq!(pinned.cmd(&words("WATCH w")), b"+OK\r\n");
+        for cycle in 0..60 {
+            let mut m = proxy.raw();
+            assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+            let mut fresh = proxy.raw();
+            let fresh_key = format!("fresh:{cycle}");
+            assert_eq!(fresh.cmd(&[b"SET", fresh_key.as_bytes(), b"v"]), b"+OK\r\n");
+            let pinned_key = format!("pinned:{cycle}");
+            assert_eq!(
+                pinned.cmd(&[b"SET", pinned_key.as_bytes(), b"v"]),
+                b"+OK\r\n"
+            );
+            let tx_key = format!("tx:{cycle}");
+            fresh.send(&crate::support::encode(&words("MULTI")));
+            fresh.send(&crate::support::encode(&[b"SET", tx_key.as_bytes(), b"v"]));
+            fresh.send(&crate::support::encode(&words("EXEC")));
+            for _ in 0..3 {
+                fresh.reply().unwrap();
+            }
+            let sentinel = format!("sentinel:{cycle}");
+            assert_eq!(fresh.cmd(&[b"SET", sentinel.as_bytes(), b"v"]), b"+OK\r\n");
+            let joined = lines_until(&mut m, &format!("\"{sentinel}\"")).join("");
+            for key in [&fresh_key, &pinned_key, &tx_key] {
+                assert!(
+                    joined.contains(&format!("\"{key}\"")),
+                    "cycle {cycle}: {key} missing"
+                );
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in load {
+            t.join().unwrap();
+        }
+    }
+);

@@ -176,23 +176,69 @@ fn slow_readers_under_the_default_limits_stay_within_the_global_budget() {
     drop(slow);
 }
 
-/// The highest RSS of `pid` (KiB) while `run` runs, sampled every 10 ms.
-fn peak_rss_while<T>(pid: u32, run: impl FnOnce() -> T) -> (u64, T) {
+/// What the kernel holds on respite's side of its client connections (local port `port`), from
+/// /proc/net/tcp: bytes written and not yet taken by the client's kernel, on open connections
+/// and on connections respite has closed (an orphaned socket keeps what it was sending until the
+/// peer takes it), and how many closed ones still hold bytes.
+fn kernel_queued(port: u16) -> (u64, u64, usize) {
+    let (mut open, mut closed, mut orphans) = (0, 0, 0);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(queues)) = (f.get(1), f.get(3), f.get(4)) else {
+                continue;
+            };
+            let local_port = local.rsplit(':').next().map(|p| u16::from_str_radix(p, 16));
+            if local_port != Some(Ok(port)) {
+                continue;
+            }
+            let tx = queues
+                .split(':')
+                .next()
+                .and_then(|q| u64::from_str_radix(q, 16).ok())
+                .unwrap_or(0);
+            match *state {
+                "01" => open += tx,
+                // FIN-WAIT-1, CLOSING, LAST-ACK: closed by respite with bytes still queued.
+                "04" | "0B" | "09" if tx > 0 => {
+                    closed += tx;
+                    orphans += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    (open, closed, orphans)
+}
+
+/// The highest RSS of `pid` (KiB) while `run` runs, sampled every 10 ms, and the most the kernel
+/// held for its clients on `port` meanwhile (bytes, [`kernel_queued`], sampled every 50 ms).
+fn peak_rss_while<T>(pid: u32, port: u16, run: impl FnOnce() -> T) -> (u64, u64, T) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut peak = 0;
+            let (mut peak, mut kernel) = (0, 0);
+            let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 peak = peak.max(rss_kib_of(&pid.to_string()));
+                if n.is_multiple_of(5) {
+                    let (open, closed, _) = kernel_queued(port);
+                    kernel = kernel.max(open + closed);
+                }
+                n += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
-            peak
+            (peak, kernel)
         })
     };
     let out = run();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    (sampler.join().unwrap(), out)
+    let (peak, kernel) = sampler.join().unwrap();
+    (peak, kernel, out)
 }
 
 #[test]
@@ -208,14 +254,24 @@ fn many_slow_readers_stay_within_the_clients_total() {
     p99_micros(proxy, 50);
     let alone = p99_micros(proxy, 300);
     let start = rss_kib();
-    let (peak, (slow, crowded)) = peak_rss_while(respite.pid(), || {
-        let slow = slow_readers(proxy, SLOW);
-        // A client that reads keeps getting its answers (each checked by p99_micros).
-        let crowded = p99_micros(proxy, 300);
-        // Until every slow reader's first replies have come and gone through the budget.
-        std::thread::sleep(Duration::from_secs(2));
-        (slow, crowded)
-    });
+    let (peak, kernel, (slow, crowded, slowest)) =
+        peak_rss_while(respite.pid(), proxy.port(), || {
+            let slow = slow_readers(proxy, SLOW);
+            // A client that reads keeps getting its answers (each checked by p99_micros)...
+            let crowded = p99_micros(proxy, 300);
+            // ... until every slow reader's first replies have come and gone through the
+            // budget: one GET at a time for 2 s, each answered (the 2,000-reader run on a
+            // release build stalled here: the checker's GETs stopped being answered).
+            let until = Instant::now() + Duration::from_secs(2);
+            let mut c = Raw::connect(proxy);
+            let mut slowest = Duration::ZERO;
+            while Instant::now() < until {
+                let t = Instant::now();
+                assert_eq!(c.cmd(&words("GET small")), b"$2\r\nok\r\n");
+                slowest = slowest.max(t.elapsed());
+            }
+            (slow, crowded, slowest)
+        });
     let grew = peak.saturating_sub(start);
     let (_, metrics) = respite.admin_get("/metrics");
     let closed = metrics
@@ -227,11 +283,23 @@ fn many_slow_readers_stay_within_the_clients_total() {
         .unwrap_or(0.0);
     eprintln!(
         "{SLOW} slow readers, max_client_memory {} MiB: RSS {} MiB at start, peak +{} MiB; \
-         {closed} closed for the total; GET p99 alone {alone} us, beside them {crowded} us",
+         kernel queued for clients at most {} MiB; {closed} closed for the total; GET p99 alone \
+         {alone} us, beside them {crowded} us, slowest GET after {slowest:?}",
         TOTAL >> 20,
         start >> 10,
-        grew >> 10
+        grew >> 10,
+        kernel >> 20
     );
+    // Outside respite's memory, the kernel holds what respite wrote to them: bounded per client
+    // (the unsent bytes by io::NOTSENT_LOWAT, 128 KiB, plus one write's overshoot), not left to
+    // grow as the send buffer autotunes to megabytes each (before: 1.5 MB per client, and as
+    // much again on the sockets of clients closed for the total, until the kernel's TCP memory
+    // pressure stalled the 2,000-reader run).
+    assert!(
+        kernel <= SLOW as u64 * 256 * 1024,
+        "the kernel held {kernel} bytes for {SLOW} clients"
+    );
+    assert!(slowest < Duration::from_secs(1), "a GET took {slowest:?}");
     // The total plus a stated overhead: what is not counted (the upstream connections' read
     // buffers past the job being counted, one 16 KiB read per client past its count, sessions,
     // allocator slack).
@@ -242,6 +310,13 @@ fn many_slow_readers_stay_within_the_clients_total() {
     );
     assert!(closed >= 1.0, "nobody was closed for the total");
     assert!(crowded < 1_000_000, "p99 {crowded} us, {alone} us alone");
+    // Clients closed for the total are reset, so the kernel drops what it held for them too,
+    // rather than keep it on an orphaned socket while it probes a peer that never reads.
+    let (_, orphaned, orphans) = kernel_queued(proxy.port());
+    assert_eq!(
+        orphans, 0,
+        "{orphans} closed connections still hold {orphaned} bytes"
+    );
     // Once they go, so does their memory.
     drop(slow);
     let settled = wait_until(Duration::from_secs(15), || rss_kib() <= start + 32 * 1024);

@@ -107,6 +107,16 @@ impl Cluster {
         ports
     }
 
+    /// The ports of the running replicas: every live node that is not a primary.
+    pub fn replicas(&self) -> Vec<u16> {
+        let primaries = self.primaries();
+        self.nodes
+            .iter()
+            .filter(|n| n.pid().is_some() && !primaries.contains(&n.port))
+            .map(|n| n.port)
+            .collect()
+    }
+
     /// A raw connection to the node on `port`.
     pub fn node(&self, port: u16) -> Raw {
         Raw::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))

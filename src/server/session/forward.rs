@@ -45,6 +45,9 @@ impl Reader<'_> {
             }
             self.written_through(spec, &req.args, &[]);
         }
+        if let Some(function) = script_kind(spec) {
+            self.out.mark_script(None, function);
+        }
         self.out.hold_request(req, command::known_slow(spec));
         self.grouped().await
     }
@@ -91,6 +94,33 @@ impl Reader<'_> {
                 policy::metrics::refusal(&tenant.name, &e);
                 self.reply_error(&e.to_string()).await
             }
+            // Only the tenant's own running script (boxed: rare).
+            Ok(_)
+                if tenant.has_prefix()
+                    && matches!(spec.name, "script|kill" | "function|kill")
+                    && let Some(upstream) = self.shared.upstream.clone() =>
+            {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (owner, prefix) = (tenant.name.as_str().into(), tenant.prefix.clone());
+                let function = spec.name == "function|kill";
+                // Charged as an upstream reply is: the writer releases what it writes.
+                let budget = self.out.budget().cloned();
+                tokio::spawn(async move {
+                    let reply =
+                        super::commands::script_kill::decide(upstream, owner, prefix, function);
+                    let reply = reply.await;
+                    if let (Ok(bytes), Some(b)) = (&reply, budget) {
+                        b.charge(bytes.len());
+                    }
+                    let _ = tx.send(reply);
+                });
+                self.push(Pending::Upstream {
+                    rx,
+                    count: 1,
+                    keep: Keep::All,
+                })
+                .await
+            }
             // Cacheable reads only ever need their errors unprefixed, and the errors they can
             // get (WRONGTYPE, a bad index) name no key: a cached reply needs no rewrite.
             // The near cache holds the URL's database only.
@@ -104,6 +134,10 @@ impl Reader<'_> {
                 // Noted before it joins the group, so its keys are invalidated again once the
                 // group that carries it is answered.
                 self.written_through(spec, &req.args, &tenant.prefix);
+                if let Some(function) = script_kind(spec) {
+                    self.out
+                        .mark_script(Some(tenant.name.as_str().into()), function);
+                }
                 self.out.hold(&f.command, command::known_slow(spec));
                 self.grouped().await
             }
@@ -116,6 +150,11 @@ impl Reader<'_> {
                     .chain(f.follow_ups.iter().map(|c| &c[..]))
                     .collect();
                 let keep = Keep::first(0, f.reply, tenant.prefix.clone(), self.client.proto);
+                if let Some(function) = script_kind(spec) {
+                    // After the group before it went, so the mark is this job's.
+                    self.out
+                        .mark_script(Some(tenant.name.as_str().into()), function);
+                }
                 let slow = command::known_slow(spec);
                 self.out
                     .send_job(&self.client, &job, job.len(), slow, keep)
@@ -274,6 +313,16 @@ impl Reader<'_> {
                 self.reply_error(&msg).await
             }
         }
+    }
+}
+
+/// `Some(true)` for FCALL and FCALL_RO, `Some(false)` for the EVAL family, else `None`: the
+/// commands that run a script a SCRIPT KILL or FUNCTION KILL could end.
+fn script_kind(spec: &CommandSpec) -> Option<bool> {
+    match spec.name {
+        "fcall" | "fcall_ro" => Some(true),
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => Some(false),
+        _ => None,
     }
 }
 

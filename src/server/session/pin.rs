@@ -240,7 +240,10 @@ impl Reader<'_> {
             .take(self.client.proto, gone, login.as_ref())
             .await
         {
-            Ok(p) => {
+            Ok(mut p) => {
+                if let Some(mark) = upstream.pinned_mark(slot) {
+                    p.hold(mark);
+                }
                 *super::commands::clients::lock(&self.registered.entry.blockable) =
                     Some(p.blockable());
                 self.out.pin.lease(p);

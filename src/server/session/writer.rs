@@ -227,8 +227,13 @@ pub(super) async fn write_loop<C: ClientIo>(
         }
     }
     if gone {
-        // The reader may be waiting for bytes from a client that is gone or being closed.
-        w.shutdown_both();
+        // The reader may be waiting for bytes from a client that is gone or being closed. One
+        // closed for the clients' total leaves nothing behind in the kernel either.
+        if budget.is_some_and(|b| b.evicted()) {
+            w.abort();
+        } else {
+            w.shutdown_both();
+        }
         fifo.abandon();
         if let Some(b) = budget {
             // A reader waiting for this client to drain its replies stops waiting.
@@ -428,13 +433,19 @@ async fn write_all<C: ClientIo>(w: &C, budget: Option<&ReplyBudget>, b: &[u8]) -
     if budget.evicted() {
         // Closed for the clients' total: what it holds is dropped now, not after a grace, so
         // the memory the total bounds is freed at once (Redis drops an evicted client's output
-        // buffer the same way). A client that reads still got what its socket took.
+        // buffer the same way), and so is what the kernel still holds for it (a reset). A
+        // client that reads still got what its socket took.
+        w.abort();
         return Err(());
     }
     // Boxed: rare (a client being closed), and its timer would grow every session's future.
     match Box::pin(tokio::time::timeout(CLOSE_GRACE, write)).await {
         Ok(r) => r.map_err(|_| ()),
-        Err(_) => Err(()),
+        Err(_) => {
+            // It did not read its errors: what its socket holds is dropped with it.
+            w.abort();
+            Err(())
+        }
     }
 }
 

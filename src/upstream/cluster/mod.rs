@@ -33,6 +33,7 @@ use tracing::{info, warn};
 mod ctx;
 mod merge;
 mod plan;
+pub mod replicas;
 mod route;
 mod scan;
 pub mod slot;
@@ -57,6 +58,11 @@ pub struct Cluster {
     /// Counts the topology changes that moved a slot to another primary, each counted before
     /// the new topology is published (the near cache empties itself when it changes).
     slot_moves: AtomicU64,
+    /// Per slot, how many times it moved to another primary: bumped before the topology that
+    /// routes it anywhere new is published (the near cache's entries of a slot carry it).
+    slot_move_counts: Arc<[std::sync::atomic::AtomicU32]>,
+    /// Which reads replicas may serve (`upstream.read_from_replicas`; unused when off).
+    pub(super) replicas: Arc<replicas::Replicas>,
 }
 
 impl Cluster {
@@ -69,8 +75,15 @@ impl Cluster {
             nodes: RwLock::new(HashMap::new()),
             refresh: Notify::new(),
             slot_moves: AtomicU64::new(0),
+            replicas: Arc::new(replicas::Replicas::new()),
+            slot_move_counts: (0..slot::SLOTS)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
         });
         tokio::spawn(refresh_task(cluster.clone()));
+        if cluster.config.read_from_replicas {
+            tokio::spawn(replicas::poll(Arc::downgrade(&cluster)));
+        }
         cluster
     }
 
@@ -111,6 +124,18 @@ impl Cluster {
         self.slot_moves.load(Ordering::Acquire)
     }
 
+    /// Per slot, how many times it moved (see the field).
+    pub fn slot_move_counts(&self) -> Arc<[std::sync::atomic::AtomicU32]> {
+        self.slot_move_counts.clone()
+    }
+
+    /// Count a move of each of `slots`, before the topology that moves them is published.
+    fn count_moves(&self, slots: impl Iterator<Item = u16>) {
+        for s in slots {
+            self.slot_move_counts[s as usize].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// The topology now, if known.
     pub fn current(&self) -> Option<Arc<Topology>> {
         self.topology.borrow().clone()
@@ -142,6 +167,16 @@ impl Cluster {
             .clone()
     }
 
+    /// Whether reads may go to replicas (`upstream.read_from_replicas`).
+    pub fn reads_from_replicas(&self) -> bool {
+        self.config.read_from_replicas
+    }
+
+    /// Which reads replicas may serve, and the marks of writes in flight.
+    pub fn replicas(&self) -> &Arc<replicas::Replicas> {
+        &self.replicas
+    }
+
     /// Every node connected so far.
     pub fn nodes(&self) -> Vec<Arc<Upstream>> {
         self.nodes
@@ -164,6 +199,8 @@ impl Cluster {
             Some(topo) if topo.primary(slot) != Some(addr) => {
                 let mut next = (**topo).clone();
                 next.moved(slot, addr);
+                self.count_moves(std::iter::once(slot));
+                self.replicas.slots_moved(std::iter::once(slot));
                 self.slot_moves.fetch_add(1, Ordering::AcqRel);
                 *t = Some(Arc::new(next));
                 true
@@ -240,7 +277,11 @@ async fn refresh_task(cluster: Arc<Cluster>) {
                 }
                 let changed = c.topology.send_if_modified(|cur| {
                     if cur.as_deref() != Some(&t) {
-                        if cur.as_deref().is_some_and(|old| !old.same_owners(&t)) {
+                        if let Some(old) = cur.as_deref()
+                            && !old.same_owners(&t)
+                        {
+                            c.count_moves(old.moved_slots(&t));
+                            c.replicas.slots_moved(old.moved_slots(&t));
                             c.slot_moves.fetch_add(1, Ordering::AcqRel);
                         }
                         *cur = Some(Arc::new(t));

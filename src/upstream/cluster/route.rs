@@ -11,8 +11,10 @@
 use super::ctx::Ctx;
 use super::merge;
 use super::plan::{self, CROSSSLOT, Fan, Plan, Split};
+use super::replicas::WriteMark;
+use super::topology::Topology;
 use super::{MAX_REDIRECTS, fail_job};
-use crate::command::{self, CommandSpec};
+use crate::command::{self, CommandSpec, Flags};
 use crate::metrics;
 use crate::protocol::{Framer, encode};
 use crate::upstream::error::NoReply;
@@ -79,6 +81,9 @@ enum Unit {
         count: usize,
         bytes: Bytes,
         addr: String,
+        /// A read sent to a replica: its primary, which answers it if the replica's
+        /// connection fails (a read is safe to send again).
+        primary: Option<String>,
     },
     /// A multi-key command split per node.
     Split {
@@ -174,6 +179,13 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
     let primaries = topo.primaries();
     let any = primaries[ctx.index % primaries.len()].clone();
     let owner = |slot: u16| topo.primary(slot).map(str::to_string);
+    // With reads from replicas, the job's writes are marked before anything is sent, so none
+    // of its reads (before or after them) goes to a replica that may not have them yet.
+    let replicas = ctx.cluster.reads_from_replicas();
+    let marks = match replicas {
+        true => write_marks(ctx, &cmds, &any),
+        false => Vec::new(),
+    };
     let mut batches = Batches::default();
     let mut units = Vec::new();
     let mut i = 0;
@@ -225,6 +237,7 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
                     count: block.len(),
                     bytes,
                     addr,
+                    primary: None,
                 });
             }
             i = end;
@@ -233,9 +246,19 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
         i += 1;
         match plan::plan(cmd.spec, &cmd.args) {
             Plan::Single(slot) => {
+                let mut primary = None;
                 let addr = match slot {
                     Some(s) => match owner(s) {
-                        Some(a) => a,
+                        Some(a) => match replicas && reads(cmd.spec) {
+                            true => match replica_for(ctx, &topo, s) {
+                                Some(r) => {
+                                    primary = Some(a);
+                                    r
+                                }
+                                None => a,
+                            },
+                            false => a,
+                        },
                         None => {
                             units.push(Unit::Ready(error_reply(&format!(
                                 "CLUSTERDOWN Hash slot {s} is not served"
@@ -252,6 +275,7 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
                     count: 1,
                     bytes: cmd.bytes.clone(),
                     addr,
+                    primary,
                 });
             }
             Plan::CrossSlot => units.push(Unit::Ready(error_reply(CROSSSLOT))),
@@ -348,8 +372,65 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
         for unit in units {
             finish(&ctx, unit, &replies, &mut out).await;
         }
+        // Every reply is in: the writes are done, and wait only for their replicas now.
+        drop(marks);
         deliver(job.reply, out.freeze(), job.budget);
     });
+}
+
+/// Whether a command may change data: a write, a script or function (which may write keys it
+/// does not declare), or one respite does not know.
+fn writes(spec: Option<&CommandSpec>) -> bool {
+    match spec {
+        None => true,
+        Some(s) => {
+            !s.flags.contains(Flags::READONLY)
+                && (s.flags.contains(Flags::WRITE)
+                    || matches!(s.name, "eval" | "evalsha" | "fcall"))
+        }
+    }
+}
+
+/// Whether a replica may answer the command: read-only, and not one that reads respite's or
+/// the node's own state rather than data.
+fn reads(spec: Option<&CommandSpec>) -> bool {
+    spec.is_some_and(|s| s.flags.contains(Flags::READONLY) && !s.flags.contains(Flags::BLOCKING))
+}
+
+/// The replica that may serve a read of `slot` now (see [`super::replicas`]).
+fn replica_for(ctx: &Ctx, topo: &Topology, slot: u16) -> Option<String> {
+    let healthy = |addr: &str| {
+        ctx.cluster.node(addr).health().state() == crate::upstream::health::State::Healthy
+    };
+    ctx.cluster
+        .replicas()
+        .replica_for(topo, slot, ctx.index, healthy)
+        .map(str::to_string)
+}
+
+/// The marks of the writes among `cmds` (see [`super::replicas`]): the slot of each written
+/// key, the node a keyless write goes to, every slot for a write on every primary.
+fn write_marks(ctx: &Ctx, cmds: &[Cmd], any: &str) -> Vec<WriteMark> {
+    let r = ctx.cluster.replicas();
+    let mut marks = Vec::new();
+    let mut slots: Vec<u16> = Vec::new();
+    for cmd in cmds.iter().filter(|c| writes(c.spec)) {
+        match plan::plan(cmd.spec, &cmd.args) {
+            Plan::Single(Some(s)) => slots.push(s),
+            Plan::Single(None) => marks.push(r.write_node(any)),
+            Plan::Split(split) => {
+                let step = split.step();
+                let keys = (cmd.args.len() - 1) / step;
+                slots.extend((0..keys).map(|k| super::slot::key_slot(&cmd.args[1 + k * step])));
+            }
+            Plan::Fanout(_) => marks.push(r.write_all()),
+            Plan::Scan | Plan::CrossSlot => {}
+        }
+    }
+    slots.sort_unstable();
+    slots.dedup();
+    marks.extend(slots.into_iter().map(|s| r.write_slot(s)));
+    marks
 }
 
 /// A split command's part for the keys `idx` (argument `1 + k * step` onward for each `k`):
@@ -368,8 +449,14 @@ fn part_command(args: &[Bytes], idx: &[usize], step: usize, script: Option<&[u8]
     super::command(&part)
 }
 
-/// The `count` replies of one node job, an error reply in place of each that did not come.
-async fn collect(ctx: &Ctx, addr: &str, rx: oneshot::Receiver<Reply>, count: usize) -> Vec<Bytes> {
+/// The `count` replies of one node job, an error reply in place of each that did not come, and
+/// whether any did not (its connection failed).
+async fn collect(
+    ctx: &Ctx,
+    addr: &str,
+    rx: oneshot::Receiver<Reply>,
+    count: usize,
+) -> (Vec<Bytes>, bool) {
     let (mut replies, error) = match rx.await {
         Ok(Ok(bytes)) => (merge::split(&bytes), None),
         Ok(Err(partial)) => {
@@ -391,17 +478,18 @@ async fn collect(ctx: &Ctx, addr: &str, rx: oneshot::Receiver<Reply>, count: usi
         ),
     };
     replies.truncate(count);
+    let failed = error.is_some() || replies.len() < count;
     let filler = error_reply(
         error
             .as_deref()
             .unwrap_or("ERR respite lost a cluster reply"),
     );
     replies.resize(count, filler);
-    replies
+    (replies, failed)
 }
 
 /// Append what `unit` answers to `out`: following redirections, merging parts.
-async fn finish(ctx: &Ctx, unit: Unit, replies: &[Vec<Bytes>], out: &mut BytesMut) {
+async fn finish(ctx: &Ctx, unit: Unit, replies: &[(Vec<Bytes>, bool)], out: &mut BytesMut) {
     match unit {
         Unit::Ready(bytes) => out.extend_from_slice(&bytes),
         Unit::Direct {
@@ -410,14 +498,23 @@ async fn finish(ctx: &Ctx, unit: Unit, replies: &[Vec<Bytes>], out: &mut BytesMu
             count,
             bytes,
             addr,
+            primary,
         } => {
-            let first = replies[batch][at..at + count].to_vec();
+            let (got, failed) = &replies[batch];
+            let (addr, first) = match primary {
+                // The replica's connection failed: the read is asked of its primary.
+                Some(p) if *failed => {
+                    let again = send(ctx, &p, &bytes, count, false).await;
+                    (p, again)
+                }
+                _ => (addr, got[at..at + count].to_vec()),
+            };
             for r in follow(ctx, &addr, &bytes, count, first).await {
                 out.extend_from_slice(&r);
             }
         }
         Unit::Fanout { fan, at } => {
-            let got: Vec<Bytes> = at.iter().map(|&(b, i)| replies[b][i].clone()).collect();
+            let got: Vec<Bytes> = at.iter().map(|&(b, i)| replies[b].0[i].clone()).collect();
             out.extend_from_slice(&merge::fan(fan, &got, ctx.proto));
         }
         Unit::Scan(args) => out.extend_from_slice(&super::scan::run(ctx, &args).await),
@@ -430,7 +527,7 @@ async fn finish(ctx: &Ctx, unit: Unit, replies: &[Vec<Bytes>], out: &mut BytesMu
             let step = split.step();
             let mut done: Vec<(Vec<usize>, Bytes)> = Vec::new();
             for part in parts {
-                let reply = replies[part.batch][part.at].clone();
+                let reply = replies[part.batch].0[part.at].clone();
                 if !merge::is_error(&reply) {
                     done.push((part.keys, reply));
                     continue;
@@ -502,7 +599,7 @@ async fn send(ctx: &Ctx, addr: &str, bytes: &Bytes, count: usize, asking: bool) 
     };
     metrics::cluster_node_commands(addr, n);
     let rx = conn.send(bytes, n).await;
-    let mut replies = collect(ctx, addr, rx, n).await;
+    let (mut replies, _) = collect(ctx, addr, rx, n).await;
     if asking {
         replies.remove(0);
     }

@@ -1,10 +1,11 @@
 //! Which primary serves which slot: read from a node with `CLUSTER SHARDS` (Redis 7+, Valkey),
 //! falling back to `CLUSTER SLOTS` where that is unknown, into a [`Topology`].
 //!
-//! Only primaries are kept: every command goes to the slot's primary (reads from replicas are
-//! not offered). A primary the shard reports as `failed` is still listed: a cluster that has
-//! not yet promoted its replica still maps the slot there, and its commands fail as that
-//! node's, not anyone else's.
+//! Each slot maps to its primary, which every write and (by default) every read goes to; each
+//! primary's online replicas are kept beside it for `upstream.read_from_replicas` (see
+//! [`super::replicas`]). A primary the shard reports as `failed` is still listed: a cluster
+//! that has not yet promoted its replica still maps the slot there, and its commands fail as
+//! that node's, not anyone else's.
 use super::slot::SLOTS;
 use crate::protocol::value::{self, Value};
 
@@ -14,6 +15,8 @@ pub struct Topology {
     /// Index into `primaries` per slot; [`UNASSIGNED`] for a slot no node serves.
     slots: Vec<u16>,
     primaries: Vec<String>,
+    /// The online replicas of each primary (same index as `primaries`), by address.
+    replicas: Vec<Vec<String>>,
 }
 
 pub const UNASSIGNED: u16 = u16::MAX;
@@ -29,6 +32,7 @@ impl Topology {
         Topology {
             slots: vec![0; SLOTS],
             primaries: vec![primary.to_string()],
+            replicas: vec![Vec::new()],
         }
     }
 
@@ -48,6 +52,11 @@ impl Topology {
         }
     }
 
+    /// The online replicas of the primary at `index` in [`Topology::primaries`].
+    pub fn replicas(&self, index: usize) -> &[String] {
+        self.replicas.get(index).map_or(&[], |r| &r[..])
+    }
+
     /// Every primary serving at least one slot, in a stable order (by address).
     pub fn primaries(&self) -> &[String] {
         &self.primaries
@@ -56,6 +65,17 @@ impl Topology {
     /// Whether every slot has the same primary (by address) in `other`.
     pub fn same_owners(&self, other: &Topology) -> bool {
         (0..SLOTS as u16).all(|s| self.primary(s) == other.primary(s))
+    }
+
+    /// The slots whose primary differs in `other`.
+    pub fn moved_slots<'a>(&'a self, other: &'a Topology) -> impl Iterator<Item = u16> + 'a {
+        (0..SLOTS as u16).filter(move |&s| self.primary(s) != other.primary(s))
+    }
+
+    /// Set the replicas of the primary at `index` (tests).
+    #[cfg(test)]
+    pub fn set_replicas(&mut self, index: usize, replicas: Vec<String>) {
+        self.replicas[index] = replicas;
     }
 
     /// Slots served by no node.
@@ -69,6 +89,7 @@ impl Topology {
             Some(i) => i,
             None => {
                 self.primaries.push(addr.to_string());
+                self.replicas.push(Vec::new());
                 self.primaries.len() - 1
             }
         };
@@ -77,10 +98,24 @@ impl Topology {
         }
     }
 
-    fn build(ranges: Vec<(u16, u16, String)>) -> Topology {
+    /// `ranges` of slots and their primary; `of` lists replicas by their primary's address.
+    fn build(ranges: Vec<(u16, u16, String)>, of: &[(String, String)]) -> Topology {
         let mut primaries: Vec<String> = ranges.iter().map(|r| r.2.clone()).collect();
         primaries.sort();
         primaries.dedup();
+        let replicas = primaries
+            .iter()
+            .map(|p| {
+                let mut r: Vec<String> = of
+                    .iter()
+                    .filter(|(primary, _)| primary == p)
+                    .map(|(_, replica)| replica.clone())
+                    .collect();
+                r.sort();
+                r.dedup();
+                r
+            })
+            .collect();
         let mut slots = vec![UNASSIGNED; SLOTS];
         for (start, end, addr) in ranges {
             let i = primaries.binary_search(&addr).unwrap_or(0) as u16;
@@ -88,7 +123,11 @@ impl Topology {
                 slots[s as usize] = i;
             }
         }
-        Topology { slots, primaries }
+        Topology {
+            slots,
+            primaries,
+            replicas,
+        }
     }
 
     /// Parse a `CLUSTER SHARDS` reply (RESP2 or RESP3). `asked` is the `host` respite asked,
@@ -101,6 +140,7 @@ impl Topology {
         }
         let shards = v.items().ok_or_else(|| bad("not an array"))?;
         let mut ranges = Vec::new();
+        let mut replicas = Vec::new();
         for shard in shards {
             let fields = shard.items().ok_or_else(|| bad("shard not a map"))?;
             let slots = field(fields, b"slots").and_then(|s| s.items());
@@ -124,20 +164,19 @@ impl Topology {
                 .or(primaries.first())
                 .copied();
             let Some(primary) = primary else { continue };
-            let port = if tls {
-                field(primary, b"tls-port").and_then(int)
-            } else {
-                None
+            let addr = node_addr(primary, asked, tls).ok_or_else(|| bad("node without port"))?;
+            // Replicas that serve: online (a replica still loading its first sync says
+            // `loading`, one that lost its primary `fail`).
+            for n in nodes.iter().filter_map(|n| n.items()) {
+                let role = field(n, b"role").and_then(text);
+                let online = field(n, b"health").and_then(text) == Some(&b"online"[..]);
+                if matches!(role, Some(b"replica" | b"slave"))
+                    && online
+                    && let Some(r) = node_addr(n, asked, tls)
+                {
+                    replicas.push((addr.clone(), r));
+                }
             }
-            .or_else(|| field(primary, b"port").and_then(int))
-            .ok_or_else(|| bad("node without port"))?;
-            let host = ["endpoint", "ip"]
-                .iter()
-                .filter_map(|k| field(primary, k.as_bytes()).and_then(text))
-                .find(|h| !h.is_empty() && *h != b"?")
-                .map(|h| String::from_utf8_lossy(h).into_owned())
-                .unwrap_or_else(|| asked.to_string());
-            let addr = join(&host, port);
             for pair in slots.chunks(2) {
                 let (Some(start), Some(end)) =
                     (pair.first().and_then(int), pair.get(1).and_then(int))
@@ -150,7 +189,7 @@ impl Topology {
         if ranges.is_empty() {
             return Err(bad("no slot is served"));
         }
-        Ok(Topology::build(ranges))
+        Ok(Topology::build(ranges, &replicas))
     }
 
     /// Parse a `CLUSTER SLOTS` reply: `[start, end, [host, port, id…], replicas…]` per range.
@@ -161,6 +200,7 @@ impl Topology {
             return Err(bad(&String::from_utf8_lossy(e)));
         }
         let mut ranges = Vec::new();
+        let mut replicas = Vec::new();
         for range in v.items().ok_or_else(|| bad("not an array"))? {
             let r = range.items().ok_or_else(|| bad("range not an array"))?;
             let (Some(start), Some(end), Some(node)) = (
@@ -170,20 +210,49 @@ impl Topology {
             ) else {
                 return Err(bad("range without start, end and primary"));
             };
-            let host = node
-                .first()
-                .and_then(text)
-                .filter(|h| !h.is_empty() && *h != b"?")
-                .map(|h| String::from_utf8_lossy(h).into_owned())
-                .unwrap_or_else(|| asked.to_string());
-            let port = node.get(1).and_then(int).ok_or_else(|| bad("no port"))?;
-            ranges.push((start as u16, end as u16, join(&host, port)));
+            let endpoint = |node: &[Value<'_>]| {
+                let host = node
+                    .first()
+                    .and_then(text)
+                    .filter(|h| !h.is_empty() && *h != b"?")
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .unwrap_or_else(|| asked.to_string());
+                Some(join(&host, node.get(1).and_then(int)?))
+            };
+            let addr = endpoint(node).ok_or_else(|| bad("no port"))?;
+            // CLUSTER SLOTS lists a range's replicas after its primary, failed ones included
+            // (it says nothing of their state): a failed one's reads fail over to the primary
+            // by its health (see `super::replicas`).
+            for r in r[3..].iter().filter_map(|n| n.items()) {
+                if let Some(r) = endpoint(r) {
+                    replicas.push((addr.clone(), r));
+                }
+            }
+            ranges.push((start as u16, end as u16, addr));
         }
         if ranges.is_empty() {
             return Err(bad("no slot is served"));
         }
-        Ok(Topology::build(ranges))
+        Ok(Topology::build(ranges, &replicas))
     }
+}
+
+/// A `CLUSTER SHARDS` node's `host:port`: its TLS port when `tls`, its endpoint (else its IP,
+/// else `asked` when it gives neither).
+fn node_addr(node: &[Value<'_>], asked: &str, tls: bool) -> Option<String> {
+    let port = if tls {
+        field(node, b"tls-port").and_then(int)
+    } else {
+        None
+    }
+    .or_else(|| field(node, b"port").and_then(int))?;
+    let host = ["endpoint", "ip"]
+        .iter()
+        .filter_map(|k| field(node, k.as_bytes()).and_then(text))
+        .find(|h| !h.is_empty() && *h != b"?")
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .unwrap_or_else(|| asked.to_string());
+    Some(join(&host, port))
 }
 
 /// `host:port`, an IPv6 literal in brackets.
@@ -257,6 +326,8 @@ mod tests {
         assert_eq!(t.primary(8192), Some("127.0.0.1:7002"));
         assert_eq!(t.primary(16383), Some("127.0.0.1:7002"));
         assert_eq!(t.primaries().len(), 2);
+        assert_eq!(t.replicas(0), ["127.0.0.1:7001".to_string()]);
+        assert!(t.replicas(1).is_empty());
         assert_eq!(t.unassigned(), 0);
     }
 
@@ -269,6 +340,8 @@ mod tests {
         let t = Topology::from_slots(enc(&parts).as_bytes(), "10.0.0.1").unwrap();
         assert_eq!(t.primary(5), Some("10.0.0.1:7000"));
         assert_eq!(t.primary(100), Some("10.0.0.2:7001"));
+        let second = t.primary_index(100).unwrap();
+        assert_eq!(t.replicas(second), ["10.0.0.3:7002".to_string()]);
         assert_eq!(t.unassigned(), 0);
     }
 

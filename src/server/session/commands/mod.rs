@@ -5,6 +5,7 @@ pub(super) mod clients;
 mod exec_splice;
 mod monitor;
 pub(super) mod multi;
+pub(super) mod script_kill;
 mod slowlog;
 mod stateful;
 pub(super) mod subscribe;

@@ -85,6 +85,7 @@ impl Reader<'_> {
                 .as_ref()
                 .and_then(|t| t.db)
                 .unwrap_or(self.configured_db()),
+            upstream: None,
         };
         // Cancelled when the client leaves, or by its RESET or QUIT: the relay ends, and the
         // writer goes on to the replies queued behind the lines.
@@ -95,13 +96,12 @@ impl Reader<'_> {
         // view missing a node's lines would look whole and not be.
         let ended = tokio_util::sync::CancellationToken::new();
         for conn in conns {
-            tokio::spawn(relay(
-                conn,
-                view.clone(),
-                tx.clone(),
-                gone.clone(),
-                ended.clone(),
-            ));
+            // Each monitor's lines are told apart by its own upstream's connections.
+            let view = View {
+                upstream: Some(conn.upstream.clone()),
+                ..view.clone()
+            };
+            tokio::spawn(relay(conn, view, tx.clone(), gone.clone(), ended.clone()));
         }
         // A monitor waits for lines, not for itself: limits.idle_timeout_ms would close it (Redis's
         // `timeout` spares monitors too).
@@ -138,7 +138,17 @@ async fn relay(
     let relay = async {
         loop {
             let mut scanner = ReplyScanner::new();
-            while let Ok(Some(found)) = scanner.scan(&buf) {
+            loop {
+                let found = match scanner.scan(&buf) {
+                    Ok(Some(found)) => found,
+                    Ok(None) => break,
+                    // Not RESP: nothing after it can be framed, so the stream ends rather than
+                    // wait for lines it would never find.
+                    Err(e) => {
+                        tracing::warn!("monitor: unreadable line from the upstream: {e}");
+                        return;
+                    }
+                };
                 let line = buf.split_to(found.len).freeze();
                 scanner = ReplyScanner::new();
                 let shown = view.show(line);
@@ -166,11 +176,13 @@ async fn relay(
     ended.cancel();
 }
 
-/// Who watches: a prefixed tenant (its prefix), or anyone else; and the configured database.
+/// Who watches: a prefixed tenant (its prefix), or anyone else; the configured database; and
+/// which upstream's lines these are.
 #[derive(Clone)]
 struct View {
     prefix: Option<Bytes>,
     db: u32,
+    upstream: Option<std::sync::Arc<str>>,
 }
 
 /// Where a line's command came from, by the address the upstream names.
@@ -193,7 +205,10 @@ impl View {
         let origin = if parsed.addr.starts_with(b"unix:") {
             Origin::Respite(Role::Carrier)
         } else {
-            match own::role(&String::from_utf8_lossy(parsed.addr)) {
+            match own::role(
+                &String::from_utf8_lossy(parsed.addr),
+                self.upstream.as_deref(),
+            ) {
                 Some(role) => Origin::Respite(role),
                 None => Origin::Outside,
             }
@@ -361,12 +376,22 @@ fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::own::Registration;
+    use crate::upstream::own::{Key, Registration};
+
+    const UPSTREAM: &str = "198.51.100.1:6379";
+
+    fn key(local: &str) -> Key {
+        Key {
+            local: local.into(),
+            upstream: UPSTREAM.into(),
+        }
+    }
 
     fn tenant(prefix: &str) -> View {
         View {
             prefix: Some(Bytes::copy_from_slice(prefix.as_bytes())),
             db: 0,
+            upstream: Some(UPSTREAM.into()),
         }
     }
 
@@ -377,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_tenant_sees_its_keys_only_by_key_position() {
-        let _respite = Registration::new("192.0.2.7:1".into(), Role::Carrier);
+        let _respite = Registration::new(key("192.0.2.7:1"), Role::Carrier);
         let a = tenant("app:");
         let line = "+1.0 [0 192.0.2.7:1] \"SET\" \"app:k\" \"v \\\"q\\\" app:x\"\r\n";
         assert_eq!(
@@ -443,11 +468,21 @@ mod tests {
 
     #[test]
     fn nobody_sees_respites_own_traffic() {
-        let _carrier = Registration::new("192.0.2.9:1".into(), Role::Carrier);
-        let _own = Registration::new("192.0.2.9:2".into(), Role::Own);
+        let _carrier = Registration::new(key("192.0.2.9:1"), Role::Carrier);
+        let _own = Registration::new(key("192.0.2.9:2"), Role::Own);
+        // A connection of respite's own to another upstream, from the carrier's local address
+        // (the kernel allows it): the carrier's lines are still shown.
+        let _elsewhere = Registration::new(
+            Key {
+                local: "192.0.2.9:1".into(),
+                upstream: "198.51.100.2:6379".into(),
+            },
+            Role::Own,
+        );
         let all = View {
             prefix: None,
             db: 0,
+            upstream: Some(UPSTREAM.into()),
         };
         let marker = "+1.0 [0 192.0.2.9:1] \"PING\" \"dc90937b0000000000000000000000a1\"\r\n";
         assert_eq!(show(&all, marker), None);

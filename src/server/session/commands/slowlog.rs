@@ -47,8 +47,16 @@ impl Reader<'_> {
                 ask.to_string().as_bytes(),
             ],
         );
+        // Entries are told respite's by their upstream's connections; a cluster's reply may
+        // come from any node.
+        let upstream = self
+            .shared
+            .upstream
+            .as_ref()
+            .filter(|u| u.cluster().is_none())
+            .map(|u| crate::upstream::handshake::addr(u.config()));
         self.forward_rewritten(command.freeze(), move |bytes| {
-            without_respites(&bytes, count).unwrap_or(bytes)
+            without_respites(&bytes, count, upstream.as_deref()).unwrap_or(bytes)
         })
         .await
     }
@@ -56,12 +64,15 @@ impl Reader<'_> {
 
 /// The SLOWLOG GET reply `reply` without respite's own entries, at most `count` of them (all
 /// for -1); `None` if it is not an array of entries (an error goes through as it came).
-fn without_respites(reply: &[u8], count: i64) -> Option<Bytes> {
+fn without_respites(reply: &[u8], count: i64, upstream: Option<&str>) -> Option<Bytes> {
     let parsed = value::parse(reply).ok()?;
     let Value::Agg(kind @ (b'*' | b'~'), entries) = &parsed else {
         return None;
     };
-    let mut kept: Vec<&Value> = entries.iter().filter(|e| !is_respites(e)).collect();
+    let mut kept: Vec<&Value> = entries
+        .iter()
+        .filter(|e| !is_respites(e, upstream))
+        .collect();
     if count >= 0 {
         kept.truncate(count as usize);
     }
@@ -76,7 +87,7 @@ fn without_respites(reply: &[u8], count: i64) -> Option<Bytes> {
 }
 
 /// An entry: `[id, time, micros, [args…], "ip:port", "name"]`.
-fn is_respites(entry: &Value) -> bool {
+fn is_respites(entry: &Value, upstream: Option<&str>) -> bool {
     let Some(fields) = entry.items() else {
         return false;
     };
@@ -90,7 +101,7 @@ fn is_respites(entry: &Value) -> bool {
         .iter()
         .filter_map(|a| a.bulk().map(Bytes::copy_from_slice))
         .collect();
-    match own::role(&String::from_utf8_lossy(addr)) {
+    match own::role(&String::from_utf8_lossy(addr), upstream) {
         Some(Role::Own) => true,
         Some(Role::Carrier) => respite_own(&args),
         None if addr.starts_with(b"unix:") || addr.starts_with(b"/") => respite_own(&args),
@@ -122,21 +133,21 @@ mod tests {
             entry(2, &m, "unix:/tmp/x"),
             entry(1, &["slowlog", "reset"], "unix:/tmp/x"),
         );
-        let out = without_respites(reply.as_bytes(), 10).unwrap();
+        let out = without_respites(reply.as_bytes(), 10, None).unwrap();
         let want = format!(
             "*2\r\n{}{}",
             entry(3, &["spop", "set", "10"], "unix:/tmp/x"),
             entry(1, &["slowlog", "reset"], "unix:/tmp/x")
         );
         assert_eq!(String::from_utf8_lossy(&out), want);
-        let one = without_respites(reply.as_bytes(), 1).unwrap();
+        let one = without_respites(reply.as_bytes(), 1, None).unwrap();
         assert!(one.starts_with(b"*1\r\n"));
         // A direct client's PING with the same argument is its own.
         let direct = format!("*1\r\n{}", entry(9, &m, "10.0.0.9:5000"));
         assert_eq!(
-            &without_respites(direct.as_bytes(), -1).unwrap()[..],
+            &without_respites(direct.as_bytes(), -1, None).unwrap()[..],
             direct.as_bytes()
         );
-        assert!(without_respites(b"-ERR no\r\n", 10).is_none());
+        assert!(without_respites(b"-ERR no\r\n", 10, None).is_none());
     }
 }

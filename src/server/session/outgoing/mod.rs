@@ -41,6 +41,7 @@ use crate::cache::NearCache;
 use crate::cache::coherence::{Unanswered, Written, note_write};
 use crate::command::CommandSpec;
 use crate::protocol::Request;
+use crate::upstream::scripts::ScriptMark;
 use crate::upstream::{Reply, ReplyBudget, Upstream};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub(crate) struct Outgoing<'f> {
     group_count: usize,
     /// The group holds a known-slow command ([`crate::command::known_slow`]).
     group_slow: bool,
+    /// The group holds scripts: whose, and of which kinds (see [`crate::upstream::scripts`]).
+    group_script: Option<ScriptMark>,
     /// The writes among them (near cache only): a box from the thread's spares once one is
     /// noted, none otherwise (see [`Written::spare`]).
     written: Option<Box<Written>>,
@@ -110,6 +113,7 @@ impl<'f> Outgoing<'f> {
             group: BytesMut::new(),
             group_count: 0,
             group_slow: false,
+            group_script: None,
             written: None,
             ready: BytesMut::new(),
             ready_count: 0,
@@ -180,6 +184,17 @@ impl<'f> Outgoing<'f> {
     }
 
     /// Append an encoded command to the group bound upstream (counted by [`Self::grouped`]).
+    /// Note that the group (or the next job, [`Self::send_job`]) holds a script of `owner`'s:
+    /// `function` for FCALL, else EVAL.
+    pub(crate) fn mark_script(&mut self, owner: Option<Arc<str>>, function: bool) {
+        let mark = self.group_script.get_or_insert_with(|| ScriptMark {
+            owner,
+            ..ScriptMark::default()
+        });
+        mark.eval |= !function;
+        mark.function |= function;
+    }
+
     pub(crate) fn hold(&mut self, command: &[u8], slow: bool) {
         self.group.extend_from_slice(command);
         self.group_slow |= slow;
@@ -254,8 +269,9 @@ impl<'f> Outgoing<'f> {
         let count = std::mem::take(&mut self.group_count);
         let bytes = self.group.split().freeze();
         let slow = std::mem::take(&mut self.group_slow);
+        let script = self.group_script.take();
         let rx = self
-            .send_now(c, bytes, count, self.budget.clone(), slow)
+            .send_now(c, bytes, count, self.budget.clone(), slow, script)
             .await;
         // The send may have waited for room upstream.
         self.cache_now = None;
@@ -347,7 +363,7 @@ impl<'f> Outgoing<'f> {
             // Boxed: `send_group` calls `send_now`, not this, so this recurses once at most.
             Box::pin(self.send_group(c)).await;
         }
-        self.send_now(c, bytes, count, budget, slow).await
+        self.send_now(c, bytes, count, budget, slow, None).await
     }
 
     /// Send a job on the client's connection: its pinned one if it holds one, else its shared
@@ -360,6 +376,7 @@ impl<'f> Outgoing<'f> {
         count: usize,
         budget: Option<Arc<ReplyBudget>>,
         slow: bool,
+        script: Option<ScriptMark>,
     ) -> oneshot::Receiver<Reply> {
         if self.hung_up {
             // The client is gone (see `park`): nothing more runs for it.
@@ -395,14 +412,16 @@ impl<'f> Outgoing<'f> {
             // SCRIPT KILL and the like: a connection of its own, not behind the busy command.
             return upstream.out_of_band(c.proto, bytes, budget);
         }
+        // Registered until answered: a tenant's SCRIPT KILL asks whose script may be running.
+        let tag = script.map(|mark| upstream.scripts().tag(mark));
         if let Some(db) = c.tenant.as_ref().and_then(|t| t.db) {
             // Boxed: rare, and inline its state would grow every idle session.
             let conn = upstream.conn_in_db(db, self.pin.lane(), c.proto, c.id);
-            return Box::pin(conn.send_marked(bytes, count, budget, slow)).await;
+            return Box::pin(conn.send_scripts(bytes, count, budget, slow, tag)).await;
         }
         upstream
             .conn_in(self.pin.lane(), c.proto, c.id)
-            .send_marked(bytes, count, budget, slow)
+            .send_scripts(bytes, count, budget, slow, tag)
             .await
     }
 
