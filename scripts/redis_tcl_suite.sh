@@ -15,8 +15,9 @@
 #                another value for a second run at the same time
 #   KEEP=DIR     keep the work directory (per-unit logs) in DIR
 #   TENANT=1     the respite side's clients act as one prefixed default tenant (prefix `t:`, allow
-#                @all, scripts and sort patterns on; the upstream's notify-keyspace-events KEA):
-#                issue 22's "a tenant sees a whole Redis"
+#                @all, scripts and sort patterns on, server_config = ["*"]: every unit tunes the
+#                server with CONFIG SET; the upstream's notify-keyspace-events KEA): issue 22's
+#                "a tenant sees a whole Redis"
 # Each unit runs direct, then through respite, each side against a fresh redis-server of the same
 # binary and settings (and a fresh respite) on ephemeral loopback ports. A unit killed at its limit
 # keeps the results it printed; its remaining tests count as not passed and the unit is listed as
@@ -52,6 +53,7 @@ prefix = "t:"
 allow = ["@all"]
 scripts = true
 sort_patterns = true
+server_config = ["*"]
 TOML
   CONFIG=(--config "$W/tenant.toml")
 fi

@@ -74,6 +74,9 @@ pub struct TenantConfig {
     pub db: Option<u32>,
     /// Its `notify-keyspace-events` at start (Redis's flags; see `policy::keyspace`).
     pub notify_keyspace_events: u32,
+    /// Server parameters (glob patterns, lowercase) this tenant may CONFIG GET and SET upstream
+    /// (`tenant.server_config`; see `policy::info::server_param`).
+    pub server_config: Vec<String>,
 }
 
 /// How a tenant's password is given. `Debug` shows neither the password nor its hash.
@@ -140,6 +143,10 @@ pub struct RawTenant {
     /// Which keyspace notifications of its keys reach the tenant until it CONFIG SETs them:
     /// Redis's class letters (`KEA`, `Ex`, …); empty, as Redis's default, when not given.
     pub notify_keyspace_events: Option<String>,
+    /// Server parameters, as glob patterns, the tenant may read and set upstream with CONFIG
+    /// GET/SET: server-wide settings (every tenant's keys live under them), so for trusted
+    /// tenants only; a few (files, passwords, addresses, replication) never (docs/tenants.md).
+    pub server_config: Vec<String>,
 }
 
 /// One `[[tenant.ttl]]` rule as written.
@@ -373,6 +380,11 @@ pub(crate) fn validate(
             name: t.name.clone(),
             db,
             notify_keyspace_events,
+            server_config: t
+                .server_config
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
             credentials,
             prefix: Bytes::copy_from_slice(t.prefix.as_bytes()),
             allowed,

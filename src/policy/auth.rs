@@ -66,6 +66,9 @@ pub struct Tenant {
     /// The upstream database of its own that holds its keys (`tenant.db`): the session sends
     /// its commands there, and whole-database commands are the upstream's own there.
     pub db: Option<u32>,
+    /// Server parameters (lowercase glob patterns) it may CONFIG GET and SET upstream
+    /// (`tenant.server_config`; [`super::info::server_param`] says which).
+    pub server_config: Vec<String>,
     /// Its `notify-keyspace-events`: which keyspace notifications of its keys reach it.
     pub events: Arc<super::keyspace::Events>,
     /// `tenant.notify_keyspace_events` as configured: a reload keeps the run-time setting
@@ -97,6 +100,7 @@ impl Tenant {
             max_value_bytes,
             ttl,
             db: None,
+            server_config: Vec::new(),
             events: Default::default(),
             events_configured: 0,
             counters: Default::default(),

@@ -287,6 +287,17 @@ impl Tenant {
                     pattern: pattern.freeze(),
                 }));
             }
+            // Server parameters the operator lets this tenant set (`tenant.server_config`),
+            // forwarded as sent: server-wide, every tenant's keys live under them.
+            "config|set"
+                if args.len() > 2
+                    && args[2..]
+                        .iter()
+                        .step_by(2)
+                        .all(|name| super::info::server_param(&self.server_config, name)) =>
+            {
+                return Ok(None);
+            }
             "function|stats" => {
                 call.reply = ReplyRewrite::FunctionStats;
                 return Ok(None);

@@ -68,6 +68,7 @@ impl Tenants {
                     ttl,
                 );
                 tenant.db = t.db;
+                tenant.server_config = t.server_config.clone();
                 tenant.events = Arc::new(Events::new(t.notify_keyspace_events));
                 tenant.events_configured = t.notify_keyspace_events;
                 Arc::new(tenant)

@@ -224,6 +224,44 @@ pub fn config_set(args: &[bytes::Bytes]) -> Option<Result<u32, String>> {
     Some(super::keyspace::parse(&pairs[1]).or_else(failed))
 }
 
+/// Server parameters no tenant may read or set upstream, whatever `tenant.server_config` says:
+/// files the server writes (CONFIG SET dir + dbfilename writes anywhere), passwords and users,
+/// addresses, replication and cluster topology, and the settings respite answers per tenant.
+const NEVER: &[&str] = &[
+    "dir",
+    "dbfilename",
+    "append*",
+    "*file*",
+    "*pass*",
+    "master*",
+    "replica*",
+    "slave*",
+    "cluster*",
+    "bind*",
+    "port",
+    "tls-*",
+    "unixsocket*",
+    "enable-*",
+    "protected-mode",
+    "*announce*",
+    "notify-keyspace-events",
+    "databases",
+    "timeout",
+    "save",
+];
+
+/// True if a tenant whose `tenant.server_config` holds `allowed` may CONFIG GET and SET the
+/// server parameter `name` upstream (names are matched case-insensitively, as Redis does).
+pub fn server_param(allowed: &[String], name: &[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    allowed
+        .iter()
+        .any(|p| super::glob::matches(p.as_bytes(), &name))
+        && !NEVER
+            .iter()
+            .any(|p| super::glob::matches(p.as_bytes(), &name))
+}
+
 /// The configuration parameters a tenant may read (CONFIG GET), with the values that hold for it:
 /// the upstream's limits every tenant's keys live under, the one database a tenant has, and
 /// respite's own idle timeout (the one its connections get). Every other parameter — the
@@ -315,6 +353,39 @@ mod tests {
             assert!(!text.contains(never), "{never:?} in {text}");
         }
         assert!(text.ends_with("avg_ttl=5000\r\n"), "{text}");
+    }
+
+    #[test]
+    fn server_params_never_reach_files_passwords_or_addresses() {
+        let all = vec!["*".to_string()];
+        for name in [
+            "list-max-listpack-size",
+            "LUA-TIME-LIMIT",
+            "hz",
+            "slowlog-max-len",
+        ] {
+            assert!(server_param(&all, name.as_bytes()), "{name}");
+        }
+        for name in [
+            "dir",
+            "DBFILENAME",
+            "appendfilename",
+            "aclfile",
+            "requirepass",
+            "masterauth",
+            "replicaof",
+            "bind",
+            "port",
+            "tls-port",
+            "enable-debug-command",
+            "notify-keyspace-events",
+        ] {
+            assert!(!server_param(&all, name.as_bytes()), "{name}");
+        }
+        let some = vec!["list-max-*".to_string()];
+        assert!(server_param(&some, b"List-Max-Listpack-Size"));
+        assert!(!server_param(&some, b"hash-max-listpack-entries"));
+        assert!(!server_param(&[], b"hz"));
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl PinnedPool {
             Monitor {
                 read: opened.read,
                 upstream: addr,
-                _write: opened.write,
+                write: opened.write,
                 _permit: permit,
             },
         ))
@@ -288,7 +288,7 @@ impl PinnedPool {
         Ok(Monitor {
             read: opened.read,
             upstream: addr,
-            _write: opened.write,
+            write: opened.write,
             _permit: permit,
         })
     }
@@ -409,7 +409,9 @@ pub struct Monitor {
     /// The upstream's configured address (how [`super::own`] tells its connections from another
     /// upstream's).
     pub(crate) upstream: Arc<str>,
-    _write: BoxWrite,
+    /// Held for as long as the monitor lives (its drop shuts the connection down); the relay
+    /// writes on it only the PING that ends it.
+    pub(crate) write: BoxWrite,
     _permit: OwnedSemaphorePermit,
 }
 

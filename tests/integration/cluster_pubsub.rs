@@ -3,6 +3,8 @@
 //! published straight to the nodes: classic channels and patterns reach a subscriber from any
 //! node; a shard channel is subscribed on its slot's primary, follows its slot when it moves,
 //! and both survive SIGKILL of the node that held them (respite subscribes again elsewhere).
+//! PUBSUB NUMSUB and SHARDNUMSUB through respite count the subscribers of every node a name is
+//! counted on; SSUBSCRIBE of shard channels in two slots is refused with CROSSSLOT.
 use crate::support::{Cluster, Kind, Raw, bulk, text, wait_until};
 use std::time::Duration;
 
@@ -133,6 +135,56 @@ fn scenario(kind: Kind) {
     assert_eq!(
         text(sub.reply().unwrap()),
         message("smessage", &channel, "second")
+    );
+
+    // PUBSUB NUMSUB through respite counts every node's subscribers, as one server counts all
+    // of its own: respite's subscriber, one client straight on another primary and one on a
+    // replica. SHARDNUMSUB counts the slot's primary's: respite's subscriber and one direct.
+    let mut direct = cluster.node(other);
+    direct.cmd(&[b"SUBSCRIBE", b"news"]);
+    let mut on_replica = cluster.node(cluster.replicas()[0]);
+    on_replica.cmd(&[b"SUBSCRIBE", b"news"]);
+    let mut shard_direct = cluster.node(owner);
+    shard_direct.cmd(&[b"SSUBSCRIBE", channel.as_bytes()]);
+    let mut q = proxy.raw();
+    // A replica counts once respite's topology lists it online (read every 5 s; a replica is
+    // `loading` until its first sync ends).
+    let want = "*4\r\n$4\r\nnews\r\n:3\r\n$6\r\nnobody\r\n:0\r\n";
+    let mut got = String::new();
+    let counted = wait_until(Duration::from_secs(15), || {
+        got = text(q.cmd(&[b"PUBSUB", b"NUMSUB", b"news", b"nobody"]));
+        got == want
+    });
+    assert!(counted.is_some(), "NUMSUB through respite: {got}");
+    assert_eq!(
+        text(q.cmd(&[b"PUBSUB", b"SHARDNUMSUB", channel.as_bytes()])),
+        format!("*2\r\n{}:2\r\n", text(bulk(&channel)))
+    );
+    direct.cmd(&[b"UNSUBSCRIBE"]);
+    on_replica.cmd(&[b"UNSUBSCRIBE"]);
+    shard_direct.cmd(&[b"SUNSUBSCRIBE"]);
+    assert_eq!(
+        text(q.cmd(&[b"PUBSUB", b"NUMSUB", b"news"])),
+        "*2\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    // Shard channels of two slots in one SSUBSCRIBE: the cluster's own CROSSSLOT, and the
+    // client subscribed to neither (it still answers PING as a client in no subscription).
+    let two = (0..1000)
+        .map(|i| format!("orders:{i}"))
+        .find(|c| cluster.keyslot(c.as_bytes()) != slot)
+        .unwrap();
+    assert_eq!(
+        text(q.cmd(&[b"SSUBSCRIBE", channel.as_bytes(), two.as_bytes()])),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(
+        text(q.cmd(&[b"SUNSUBSCRIBE", channel.as_bytes(), two.as_bytes()])),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(text(q.cmd(&[b"PING"])), "+PONG\r\n");
+    assert_eq!(
+        text(q.cmd(&[b"PUBSUB", b"SHARDNUMSUB", channel.as_bytes()])),
+        format!("*2\r\n{}:1\r\n", text(bulk(&channel)))
     );
 
     // The shard channel's slot moves to the node respite listens to for classic channels: the

@@ -313,3 +313,139 @@ both!(
         }
     }
 );
+
+/// Whether a reply is a monitor line (`+<seconds>.<micros> [db addr] …`).
+fn is_line(reply: &[u8]) -> bool {
+    reply.starts_with(b"+") && reply.get(1).is_some_and(u8::is_ascii_digit) && {
+        let text = String::from_utf8_lossy(reply);
+        text.contains(" [")
+    }
+}
+
+/// Send `cmd` and read up to its reply, skipping monitor lines.
+fn answer(m: &mut Raw, cmd: &[&[u8]]) -> String {
+    m.send(&crate::support::encode(cmd));
+    loop {
+        let r = m.reply().expect("a reply");
+        if !is_line(&r) {
+            return String::from_utf8_lossy(&r).into_owned();
+        }
+    }
+}
+
+both!(
+    a_monitoring_client_is_answered_as_redis_answers_it,
+    |kind: Kind| {
+        // Redis flags a monitor as a replica: what touches the keyspace is refused (`Replica can't
+        // interact with the keyspace`, inside MULTI too, so EXEC aborts), a second MONITOR gets no
+        // reply, everything else is answered while the lines go on. The same commands on a direct
+        // monitor and on one through respite get the same replies.
+        let server = Server::start(kind);
+        let proxy = Proxy::start(&server.url());
+        let script: &[&[&[u8]]] = &[
+            &[b"GET", b"k"],
+            &[b"SET", b"k", b"v"],
+            &[b"DBSIZE"],
+            &[b"PUBLISH", b"ch", b"m"],
+            &[b"EVAL", b"return 1", b"0"],
+            &[b"FCALL", b"f", b"0"],
+            &[b"BLPOP", b"l", b"1"],
+            &[b"ECHO", b"hi"],
+            &[b"PING"],
+            &[b"MULTI"],
+            &[b"GET", b"k"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"PING"],
+            &[b"EXEC"],
+            &[b"CLIENT", b"SETNAME", b"mon"],
+            &[b"CLIENT", b"GETNAME"],
+            &[b"SCRIPT", b"LOAD", b"return 1"],
+            &[b"NOSUCHCOMMAND"],
+        ];
+        let run = |m: &mut Raw| -> Vec<String> {
+            assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+            let mut got: Vec<String> = script.iter().map(|c| answer(m, c)).collect();
+            // No reply to a second MONITOR: the next reply is the ECHO's.
+            m.send(&crate::support::encode(&words("MONITOR")));
+            got.push(answer(m, &words("ECHO after-monitor")));
+            got.push(answer(m, &words("RESET")));
+            got.push(answer(m, &words("GET k")));
+            got
+        };
+        let direct = run(&mut server.raw());
+        let through = run(&mut proxy.raw());
+        assert_eq!(through, direct);
+        assert!(
+            direct[0].contains("Replica can't interact with the keyspace"),
+            "{direct:?}"
+        );
+    }
+);
+
+both!(reset_follows_every_line_written_before_it, |kind: Kind| {
+    // RESET's reply follows the lines of every command acknowledged before it was sent, however
+    // the upstream's lines and the client's RESET race (respite ends the monitor with a PING on
+    // it and relays up to its reply).
+    let server = Server::start(kind);
+    let proxy = Proxy::start(&server.url());
+    let mut w = proxy.raw();
+    for round in 0..40 {
+        let mut m = proxy.raw();
+        assert_eq!(m.cmd(&words("MONITOR")), b"+OK\r\n");
+        let key = format!("before-reset:{round}");
+        assert_eq!(w.cmd(&[b"SET", key.as_bytes(), b"1"]), b"+OK\r\n");
+        m.send(&crate::support::encode(&words("RESET")));
+        let lines = lines_until(&mut m, "+RESET");
+        assert!(
+            lines.iter().any(|l| l.contains(&key)),
+            "round {round}: {lines:?}"
+        );
+    }
+});
+
+both!(
+    a_monitor_that_does_not_read_is_closed_at_its_limit,
+    |kind: Kind| {
+        // Its lines wait in its outbox, bounded by limits.pubsub_output_bytes like a subscriber's
+        // messages; past it the monitor is closed (and other clients go on). The monitor's socket
+        // has a small fixed receive buffer (python sets SO_RCVBUF, which the test crate cannot
+        // without unsafe), so the kernel holds little of what it does not read and respite's own
+        // queue is what fills: 6 MB of lines, past the 4 MiB the sender's buffer grows to.
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with(&server.url(), &[("limits.pubsub_output_bytes", "65536")]);
+        let script = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+m = socket.socket()
+m.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+m.connect(("127.0.0.1", port))
+m.sendall(b"MONITOR\r\n")
+assert m.recv(5) == b"+OK\r\n"
+w = socket.create_connection(("127.0.0.1", port))
+value = b"x" * 1000
+for batch in range(60):
+    out = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1000\r\n%s\r\n" % (len(k), k, value)
+                   for k in (b"k%d:%d" % (batch, i) for i in range(100)))
+    w.sendall(out)
+    got = b""
+    while got.count(b"\r\n") < 100:
+        got += w.recv(65536)
+    assert got == b"+OK\r\n" * 100, got[:100]
+m.settimeout(10)
+closed = False
+try:
+    while m.recv(65536):
+        pass
+    closed = True
+except ConnectionResetError:
+    closed = True
+except socket.timeout:
+    pass
+w.sendall(b"PING\r\n")
+print("closed" if closed else "open", w.recv(100))
+"#;
+        let out = crate::support::python(&["-c", script, &proxy.port().to_string()]);
+        assert_eq!(out.trim(), "closed b'+PONG\\r\\n'");
+    }
+);

@@ -324,3 +324,95 @@ both!(a_tenant_reads_info_and_config_inside_multi, |kind: Kind| {
     );
     assert_eq!(text(server.raw().cmd(&words("GET b:k"))), "$1\r\nv\r\n");
 });
+
+both!(server_parameters_a_tenant_may_set, |kind: Kind| {
+    // `tenant.server_config` lets a trusted tenant read and set the server parameters it names,
+    // upstream; never files, passwords, addresses or replication, whatever it names; a tenant
+    // without it sets nothing. The upstream's own CONFIG GET is the judge.
+    let server = Server::start(kind);
+    let a = TenantToml::new("a", "a:").login("pa").allow(&["@all"]);
+    let b = TenantToml::new("b", "b:").login("pb").allow(&["@all"]);
+    let c = TenantToml::new("c", "c:").login("pc").allow(&["@all"]);
+    let config = format!(
+        "{a}server_config = [\"list-max-*\", \"HASH-max-listpack-entries\"]\n{b}{c}server_config = [\"*\"]\n"
+    );
+    let proxy = Proxy::start_with_config(&server.url(), &config, &[]);
+    let mut direct = server.raw();
+    let upstream =
+        |direct: &mut Raw, name: &str| text(direct.cmd(&[b"CONFIG", b"GET", name.as_bytes()]));
+    let (mut a, mut b, mut c) = (
+        proxy.login("a", "pa"),
+        proxy.login("b", "pb"),
+        proxy.login("c", "pc"),
+    );
+    assert_eq!(
+        a.cmd(&words(
+            "CONFIG SET list-max-listpack-size 7 hash-max-listpack-entries 33"
+        )),
+        b"+OK\r\n"
+    );
+    assert!(upstream(&mut direct, "list-max-listpack-size").ends_with("$1\r\n7\r\n"));
+    assert!(upstream(&mut direct, "hash-max-listpack-entries").ends_with("$2\r\n33\r\n"));
+    let got = text(a.cmd(&words("CONFIG GET list-max-listpack-size")));
+    assert_eq!(got, "*2\r\n$22\r\nlist-max-listpack-size\r\n$1\r\n7\r\n");
+    // Its own subset and the allowed parameters together; nothing else of the server's.
+    let all = text(a.cmd(&words("CONFIG GET *")));
+    assert!(all.contains("$9\r\ndatabases\r\n$1\r\n1\r\n"), "{all}");
+    assert!(all.contains("hash-max-listpack-entries"), "{all}");
+    for never in ["zset-max", "dir", "port", "save\r\n$"] {
+        assert!(!all.contains(never), "{never} in {all}");
+    }
+    // Outside its patterns, or mixed with one outside them: refused, nothing changed.
+    for cmd in [
+        "CONFIG SET zset-max-listpack-entries 5",
+        "CONFIG SET list-max-listpack-size 9 zset-max-listpack-entries 5",
+    ] {
+        let r = text(a.cmd(&words(cmd)));
+        assert!(
+            r.starts_with("-ERR 'config|set' is not available"),
+            "{cmd}: {r}"
+        );
+    }
+    assert!(upstream(&mut direct, "list-max-listpack-size").ends_with("$1\r\n7\r\n"));
+    let r = text(b.cmd(&words("CONFIG SET list-max-listpack-size 9")));
+    assert!(r.starts_with("-ERR 'config|set' is not available"), "{r}");
+    assert!(!text(b.cmd(&words("CONFIG GET list-max-*"))).contains("list-max"));
+    // `*` still never reaches files, passwords, replication or addresses.
+    let dir = upstream(&mut direct, "dir");
+    for cmd in [
+        "CONFIG SET dir /tmp",
+        "CONFIG SET dbfilename x.rdb",
+        "CONFIG SET requirepass x",
+        "CONFIG SET masterauth x",
+        "CONFIG SET appendonly yes",
+        "CONFIG SET port 1",
+    ] {
+        let r = text(c.cmd(&words(cmd)));
+        assert!(
+            r.starts_with("-ERR 'config|set' is not available"),
+            "{cmd}: {r}"
+        );
+    }
+    assert_eq!(upstream(&mut direct, "dir"), dir);
+    assert!(upstream(&mut direct, "requirepass").ends_with("$0\r\n\r\n"));
+    let all = text(c.cmd(&words("CONFIG GET *")));
+    for never in [
+        "dir",
+        "dbfilename",
+        "requirepass",
+        "port",
+        "bind",
+        "logfile",
+    ] {
+        assert!(
+            !all.contains(&format!("\r\n{never}\r\n")),
+            "{never} in {all}"
+        );
+    }
+    assert!(all.contains("list-max-listpack-size"), "{all}");
+    assert_eq!(
+        c.cmd(&words("CONFIG SET zset-max-listpack-entries 5")),
+        b"+OK\r\n"
+    );
+    assert!(upstream(&mut direct, "zset-max-listpack-entries").ends_with("$1\r\n5\r\n"));
+});

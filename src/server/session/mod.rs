@@ -54,9 +54,10 @@
 //!   a reply is owed keeps reading the client (`outgoing::park`).
 //! - CLIENT TRACKING's own pushes (RESP3, no REDIRECT) never go before a reply the upstream
 //!   sent before them, and go before the reply of any later job (see `commands::tracking`).
-//! - Pub/Sub pushes never take a reply slot: they wait in the client's own bounded outbox, which
-//!   the writer drains only between whole replies (`commands::subscribe` says how confirmations
-//!   keep their place); a subscriber past `limits.pubsub_output_bytes` is closed.
+//! - Pub/Sub pushes and MONITOR lines never take a reply slot: they wait in the client's own
+//!   bounded outbox, which the writer drains only between whole replies (`commands::subscribe`
+//!   says how confirmations keep their place; a monitor's lines start once its +OK is written);
+//!   a client past `limits.pubsub_output_bytes` is closed.
 //! - Memory per client is bounded in bytes, not in commands: the FIFO holds entries weighing at
 //!   most `limits.max_inflight_per_client` requests, and past that nothing more is forwarded
 //!   for the client; nor while it is owed more than `outgoing::gate` bytes of replies, nor on
@@ -127,8 +128,6 @@ pub(crate) enum Pending {
     Barrier(oneshot::Sender<()>),
     /// CLIENT REPLY: from here on, replies are dropped (`true`) or written again (`false`).
     Silence(bool),
-    /// MONITOR's lines, written as they come until the stream ends (the client left).
-    Stream(tokio::sync::mpsc::Receiver<Bytes>),
     /// Flush everything before this, then close the connection.
     Close,
     /// A sampled command framed at this instant: its reply is among those before this marker,
@@ -382,7 +381,7 @@ async fn run<C: ClientIo>(sock: C, client: Box<Client>, shared: Arc<Shared>) {
             .await;
             if overflow {
                 metrics::pubsub_slow_subscriber();
-                debug!("subscriber over limits.pubsub_output_bytes: closed");
+                debug!("subscriber or monitor over limits.pubsub_output_bytes: closed");
             }
         }
         None => {
@@ -421,8 +420,8 @@ pub(crate) struct Reader<'f> {
     /// CLIENT REPLY; with SKIP, `skip_pending` until the next command is dispatched.
     reply_mode: clients::ReplyMode,
     skip_pending: bool,
-    /// Ends the MONITOR relay while the client monitors (RESET and QUIT end monitoring).
-    monitoring: Option<tokio_util::sync::CancellationToken>,
+    /// The MONITOR relays while the client monitors (RESET and QUIT end monitoring).
+    monitoring: Option<commands::monitor::Monitoring>,
 }
 
 /// Most commands, and bytes, in one group: big pipelines still stream to the upstream.

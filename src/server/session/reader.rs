@@ -388,6 +388,22 @@ impl Reader<'_> {
             self.push(Pending::Ready(refusal)).await;
             return Next::Done(Flow::Continue);
         }
+        // A monitoring client, as Redis treats one (a RESP2 subscriber's commands are the
+        // Pub/Sub stage's to refuse first, as Redis's subscribed-mode check comes first).
+        if self.monitoring.is_some()
+            && !(self.pubsub.subscribed() && self.client.proto == crate::protocol::Protocol::Resp2)
+        {
+            if spec.name == "monitor" {
+                // Redis ignores a second MONITOR: no reply at all.
+                return Next::Done(Flow::Continue);
+            }
+            if super::commands::monitor::refused_while_monitoring(spec) {
+                metrics::error(ErrorKind::Refused);
+                self.queue_failed();
+                self.reply_error(super::commands::monitor::KEYSPACE).await;
+                return Next::Done(Flow::Continue);
+            }
+        }
         if self.pubsub_takes(spec)
             && let Some(flow) = Box::pin(self.pubsub(spec, req)).await
         {

@@ -124,20 +124,6 @@ pub(super) async fn write_loop<C: ClientIo>(
                     silent = s;
                     Ok(())
                 }
-                Pending::Stream(mut rx) => {
-                    // MONITOR: each line goes out as it comes, until the client leaves.
-                    let mut r = flush(w, budget, &mut out).await;
-                    while r.is_ok() {
-                        match rx.recv().await {
-                            Some(line) => {
-                                out.extend_from_slice(&line);
-                                r = flush(w, budget, &mut out).await;
-                            }
-                            None => break,
-                        }
-                    }
-                    r
-                }
                 Pending::Written(written) => {
                     answered(cache, written, unanswered_writes);
                     Ok(())

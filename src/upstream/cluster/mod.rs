@@ -30,6 +30,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod counts;
 mod ctx;
 mod merge;
 mod plan;
@@ -40,6 +41,8 @@ pub mod slot;
 pub mod topology;
 
 use topology::Topology;
+
+pub use plan::CROSSSLOT;
 
 /// The periodic topology refresh, on top of those MOVED and failures ask for.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);

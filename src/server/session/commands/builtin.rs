@@ -41,13 +41,13 @@ pub(in crate::server::session) async fn answer(
         },
         "echo" => encode::bulk(&mut out, &args[1]),
         "quit" => {
-            r.end_monitor();
+            r.end_monitor().await;
             encode::simple(&mut out, "OK");
             r.reply(out).await;
             return Flow::Close;
         }
         "reset" => {
-            r.end_monitor();
+            r.end_monitor().await;
             // The pinned connection's own reset clears what the client set on it.
             r.unpin().await;
             if r.client.proto != Protocol::Resp2 {
@@ -273,11 +273,64 @@ pub(in crate::server::session) async fn tenant_config_get(
     r: &mut Reader<'_>,
     args: &[Bytes],
 ) -> BytesMut {
-    let upstream = match serving_mode(r) == "proxy" {
+    let proxy = serving_mode(r) == "proxy";
+    let upstream = match proxy {
         true => upstream_facts(r).await,
         false => info::UpstreamFacts::default(),
     };
-    tenant_config_get_with(r, args, &upstream)
+    let mut out = tenant_config_get_with(r, args, &upstream);
+    let allowed = r
+        .client
+        .tenant
+        .as_ref()
+        .map(|t| t.server_config.clone())
+        .unwrap_or_default();
+    if proxy && !allowed.is_empty() && args.len() > 2 {
+        // The server parameters `tenant.server_config` lets it read, as the upstream has them.
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, args);
+        let rx = r.upstream_send(cmd.freeze(), 1, None).await;
+        let reply = match rx.await {
+            Ok(Ok(reply)) => reply,
+            _ => Bytes::new(),
+        };
+        r.took_reply();
+        let own: Vec<Vec<u8>> = match crate::protocol::value::parse(&out) {
+            Ok(v) => v
+                .items()
+                .unwrap_or_default()
+                .iter()
+                .step_by(2)
+                .filter_map(|n| n.bulk().map(<[u8]>::to_vec))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if let Ok(v) = crate::protocol::value::parse(&reply) {
+            for kv in v.items().unwrap_or_default().chunks(2) {
+                if let [k, val] = kv
+                    && let (Some(k), Some(val)) = (k.bulk(), val.bulk())
+                    && info::server_param(&allowed, k)
+                    && !own.iter().any(|o| o.eq_ignore_ascii_case(k))
+                {
+                    pairs.push((k.to_vec(), val.to_vec()));
+                }
+            }
+        }
+        if !pairs.is_empty() {
+            let mut merged = BytesMut::new();
+            encode::map_header(&mut merged, r.client.proto, own.len() + pairs.len());
+            // Respite's own pairs as encoded, after their header line (`*N` or `%N`).
+            let header = out.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+            merged.extend_from_slice(&out[header..]);
+            for (k, v) in pairs {
+                encode::bulk(&mut merged, &k);
+                encode::bulk(&mut merged, &v);
+            }
+            out = merged;
+        }
+    }
+    out
 }
 
 /// Tenant CONFIG GET from facts at hand (inside a transaction, at EXEC: without the upstream's).

@@ -3,7 +3,7 @@
 pub(super) mod builtin;
 pub(super) mod clients;
 mod exec_splice;
-mod monitor;
+pub(super) mod monitor;
 pub(super) mod multi;
 pub(super) mod script_kill;
 mod slowlog;

@@ -1,6 +1,9 @@
 //! MONITOR through respite: the client's own upstream connection in monitor mode (counted against
-//! `upstream.max_pinned`), its lines relayed to the client by the writer until the client
-//! leaves. A tenant needs `monitor` (or @admin) among its allowed commands.
+//! `upstream.max_pinned`), its lines relayed into the client's outbox (written between whole
+//! replies, as Pub/Sub pushes are) until the client leaves, RESETs or QUITs. A tenant needs
+//! `monitor` (or @admin) among its allowed commands. While it monitors, the client's commands
+//! are answered as Redis answers a monitor's: those that touch the keyspace are refused
+//! ([`refused_while_monitoring`]), a second MONITOR gets no reply, the rest run as usual.
 //!
 //! The upstream's lines describe what every client of the upstream runs. This module shows none
 //! of respite's own traffic: no line from a connection that carries only respite's (the probe,
@@ -12,18 +15,51 @@
 //! keys lose the prefix. A keyless command (PUBLISH, SCRIPT, FLUSHALL, MULTI) is never shown to a
 //! prefixed tenant: this module must never show one a line that names a key outside its
 //! namespace, or any command of another's.
-use crate::command::{self, CommandSpec};
+use crate::command::{self, CommandSpec, Flags};
 use crate::metrics::{self, ErrorKind};
-use crate::protocol::ReplyScanner;
+use crate::protocol::{ReplyScanner, encode};
+use crate::pubsub::Outbox;
 use crate::server::session::{Pending, Reader};
 use crate::upstream::own::{self, Role};
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-/// Lines relayed but not yet written: past this the monitoring client is too slow and is cut off
-/// (as Redis cuts a monitor past its output buffer limit).
-const BACKLOG: usize = 4096;
+/// Redis's refusal of a command that touches the keyspace from a monitoring client (Redis
+/// flags monitors as replicas).
+pub(in crate::server::session) const KEYSPACE: &str =
+    "ERR Replica can't interact with the keyspace";
+
+/// How long RESET or QUIT waits for the upstream to answer the PING that ends a monitor (every
+/// line it wrote before is relayed by then); past it, the lines still on their way are dropped.
+const END_WAIT: Duration = Duration::from_secs(2);
+
+/// The PING that ends a monitor: its reply (a bulk string, where every monitor line is a
+/// simple string) follows every line written before it. Its own line is from a connection of
+/// respite's own, which no monitor shows.
+const END_PING: &[u8] = b"*2\r\n$4\r\nPING\r\n$11\r\nrespite-end\r\n";
+
+/// A client's monitoring: its relays (one per upstream monitor) and how to end them.
+pub(in crate::server::session) struct Monitoring {
+    /// Asks each relay to end after the lines written before the ask (RESET, QUIT).
+    finish: CancellationToken,
+    relays: Vec<JoinHandle<()>>,
+}
+
+/// Whether a monitoring client's command is refused, as Redis refuses it: anything that reads
+/// or writes keys, and the commands Redis 7.0 flags `may_replicate` without either (its
+/// `COMMAND` does not list that flag; found by sending every command on a real monitor).
+pub(in crate::server::session) fn refused_while_monitoring(spec: &CommandSpec) -> bool {
+    spec.flags.contains(Flags::WRITE)
+        || spec.flags.contains(Flags::READONLY)
+        || matches!(
+            spec.name,
+            "eval" | "evalsha" | "fcall" | "publish" | "spublish"
+        )
+}
 
 impl Reader<'_> {
     pub(in crate::server::session) async fn monitor(&mut self, spec: &'static CommandSpec) {
@@ -40,6 +76,13 @@ impl Reader<'_> {
             crate::policy::metrics::refusal(&tenant.name, &e);
             return self.reply_error(&e.to_string()).await;
         }
+        let Some(outbox) = self.pubsub.outbox.clone() else {
+            // Every session with an upstream has one (the Pub/Sub hub's).
+            metrics::error(ErrorKind::Refused);
+            return self
+                .reply_error("ERR MONITOR is not supported by respite here")
+                .await;
+        };
         // Everything sent before runs before monitoring starts.
         self.send_group().await;
         self.barrier().await;
@@ -87,55 +130,81 @@ impl Reader<'_> {
                 .unwrap_or(self.configured_db()),
             upstream: None,
         };
-        // Cancelled when the client leaves, or by its RESET or QUIT: the relay ends, and the
-        // writer goes on to the replies queued behind the lines.
+        // The lines go through the client's outbox, between whole replies, so the client's
+        // later commands are answered while it monitors (as Redis answers them). They start
+        // after +OK is written: the relays begin once the barrier behind it is passed.
+        let mut ok = BytesMut::new();
+        encode::simple(&mut ok, "OK");
+        self.push(Pending::Ready(ok.freeze())).await;
+        self.barrier().await;
+        // Cancelled when the client leaves: the relays end at once.
         let gone = self.out.pin.gone_token().child_token();
-        self.monitoring = Some(gone.clone());
-        let (tx, rx) = mpsc::channel(BACKLOG);
+        let finish = CancellationToken::new();
         // The stream ends (the client is told nothing more) when any monitor ends: a merged
         // view missing a node's lines would look whole and not be.
-        let ended = tokio_util::sync::CancellationToken::new();
-        for conn in conns {
-            // Each monitor's lines are told apart by its own upstream's connections.
-            let view = View {
-                upstream: Some(conn.upstream.clone()),
-                ..view.clone()
-            };
-            tokio::spawn(relay(conn, view, tx.clone(), gone.clone(), ended.clone()));
-        }
+        let ended = CancellationToken::new();
+        let relays = conns
+            .into_iter()
+            .map(|conn| {
+                // Each monitor's lines are told apart by its own upstream's connections.
+                let view = View {
+                    upstream: Some(conn.upstream.clone()),
+                    ..view.clone()
+                };
+                tokio::spawn(relay(
+                    conn,
+                    view,
+                    outbox.clone(),
+                    Ends {
+                        gone: gone.clone(),
+                        finish: finish.clone(),
+                        ended: ended.clone(),
+                    },
+                ))
+            })
+            .collect();
+        self.monitoring = Some(Monitoring { finish, relays });
         // A monitor waits for lines, not for itself: limits.idle_timeout_ms would close it (Redis's
         // `timeout` spares monitors too).
         self.client.timeouts_exempt = true;
-        let mut ok = BytesMut::new();
-        crate::protocol::encode::simple(&mut ok, "OK");
-        self.push(Pending::Ready(ok.freeze())).await;
-        self.push(Pending::Stream(rx)).await;
     }
 
-    /// RESET or QUIT of a monitoring client: monitoring ends (its upstream connection closes)
-    /// and the command's reply follows the last line relayed, as Redis's does.
-    pub(in crate::server::session) fn end_monitor(&mut self) {
-        if let Some(stop) = self.monitoring.take() {
-            stop.cancel();
-            self.client.timeouts_exempt = false;
+    /// RESET or QUIT of a monitoring client: monitoring ends (its upstream connections close)
+    /// once every line the upstream wrote before it is in the outbox, so the command's reply
+    /// follows the last of them, as Redis's does.
+    pub(in crate::server::session) async fn end_monitor(&mut self) {
+        let Some(m) = self.monitoring.take() else {
+            return;
+        };
+        m.finish.cancel();
+        for relay in m.relays {
+            let _ = relay.await;
         }
+        self.client.timeouts_exempt = false;
     }
 }
 
-/// Relay one upstream monitor's lines, as `view` shows them, until the client goes (`gone`),
-/// is too slow, or a monitor ends (`ended`, which this one then fires).
-async fn relay(
-    conn: crate::upstream::Monitor,
-    view: View,
-    tx: mpsc::Sender<Bytes>,
-    gone: tokio_util::sync::CancellationToken,
-    ended: tokio_util::sync::CancellationToken,
-) {
+/// What ends a relay.
+struct Ends {
+    /// The client left: at once.
+    gone: CancellationToken,
+    /// RESET or QUIT: after the lines written before it.
+    finish: CancellationToken,
+    /// Another relay of the same client ended (which this one then signals too).
+    ended: CancellationToken,
+}
+
+/// Relay one upstream monitor's lines, as `view` shows them, into the client's outbox until the
+/// client goes, is too slow (the outbox overflows, which closes the session), or a monitor
+/// ends; on `finish`, up to the reply of a PING sent then.
+async fn relay(conn: crate::upstream::Monitor, view: View, outbox: Arc<Outbox>, ends: Ends) {
     // Moved whole: the block must hold the write half too, whose drop would shut the
     // connection down.
     let mut conn = conn;
     let mut buf = BytesMut::new();
     let relay = async {
+        // Set once the end PING is sent: its reply ends the relay.
+        let mut ending: Option<tokio::time::Instant> = None;
         loop {
             let mut scanner = ReplyScanner::new();
             loop {
@@ -151,15 +220,35 @@ async fn relay(
                 };
                 let line = buf.split_to(found.len).freeze();
                 scanner = ReplyScanner::new();
-                let shown = view.show(line);
-                if let Some(line) = shown
-                    && tx.try_send(line).is_err()
+                if line.first() != Some(&b'+') {
+                    // Only the end PING's reply (or a refusal of it) is not a line.
+                    return;
+                }
+                if let Some(line) = view.show(line)
+                    && !outbox.push(line)
                 {
                     tracing::debug!("monitor: client too slow");
                     return;
                 }
             }
-            match conn.read.read_buf(&mut buf).await {
+            let read = conn.read.read_buf(&mut buf);
+            let got = match ending {
+                Some(until) => match tokio::time::timeout_at(until, read).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                None => tokio::select! {
+                    r = read => r,
+                    () = ends.finish.cancelled() => {
+                        if conn.write.write_all(END_PING).await.is_err() {
+                            return;
+                        }
+                        ending = Some(tokio::time::Instant::now() + END_WAIT);
+                        continue;
+                    }
+                },
+            };
+            match got {
                 Ok(0) | Err(_) => {
                     tracing::debug!("monitor: upstream closed");
                     return;
@@ -169,11 +258,14 @@ async fn relay(
         }
     };
     tokio::select! {
-        _ = gone.cancelled() => tracing::debug!("monitor: client gone or reset"),
-        _ = ended.cancelled() => {}
+        _ = ends.gone.cancelled() => tracing::debug!("monitor: client gone"),
+        _ = ends.ended.cancelled() => {}
         _ = relay => {}
     }
-    ended.cancel();
+    // A relay done finishing leaves the others to finish their own lines.
+    if !ends.finish.is_cancelled() {
+        ends.ended.cancel();
+    }
 }
 
 /// Who watches: a prefixed tenant (its prefix), or anyone else; the configured database; and

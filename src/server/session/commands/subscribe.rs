@@ -133,6 +133,21 @@ impl Reader<'_> {
         if subscribe && !local && !self.upstream_user_may(req).await {
             return Some(Flow::Continue);
         }
+        // A cluster node refuses shard channels of several slots in one call: so does respite
+        // in front of a cluster, and subscribes (or leaves) none of them.
+        if kind == Kind::Shard
+            && !local
+            && self
+                .shared
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.cluster().is_some())
+            && self.shard_channels_cross_slots(&req.args[1..])
+        {
+            metrics::error(ErrorKind::Refused);
+            self.reply_error(crate::upstream::cluster::CROSSSLOT).await;
+            return Some(Flow::Continue);
+        }
         // Every earlier reply is written before a confirmation is queued (see the invariants).
         self.barrier().await;
         let hub = self.shared.pubsub.clone()?;
@@ -152,6 +167,18 @@ impl Reader<'_> {
         // CLIENT LIST shows its counts and `P`.
         self.publish();
         Some(Flow::Continue)
+    }
+
+    /// Whether shard channels `names` (as the client names them) hash to more than one slot
+    /// once in the tenant's namespace, as the upstream gets them.
+    fn shard_channels_cross_slots(&self, names: &[Bytes]) -> bool {
+        let space = self.space();
+        let mut slots = names.iter().map(|a| {
+            let (n, _) = Subscriber::upstream_names(&space, Kind::Shard, a).swap_remove(0);
+            crate::upstream::cluster::slot::key_slot(&n.1)
+        });
+        let first = slots.next();
+        slots.any(|s| Some(s) != first)
     }
 
     /// For a client logged in as one of the upstream's own users: whether the upstream lets
@@ -273,12 +300,29 @@ impl Reader<'_> {
         let proto = self.client.proto;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let budget = self.out.budget().cloned();
+        // A cluster's nodes count only their own subscribers: asked of every node the name is
+        // counted on and summed (see `upstream::cluster::counts`).
+        let cluster = self
+            .shared
+            .upstream
+            .as_ref()
+            .and_then(|u| u.cluster().cloned());
         tokio::spawn(async move {
-            let reply = match hub.query(command.freeze()).await {
+            let counted = match cluster {
+                Some(c) => {
+                    let upstream: Vec<Bytes> = names.iter().map(|(n, _)| n.1.clone()).collect();
+                    c.numsub(kind == Kind::Shard, &upstream).await
+                }
+                None => hub
+                    .query(command.freeze())
+                    .await
+                    .map_err(|e| format!("ERR {e}")),
+            };
+            let reply = match counted {
                 Ok(reply) => numsub_reply(&hub, &reply, &names, &space, &client_names, proto),
                 Err(e) => {
                     metrics::error(ErrorKind::Upstream);
-                    crate::server::session::error_bytes(&format!("ERR {e}"))
+                    crate::server::session::error_bytes(&e)
                 }
             };
             // The writer releases what an upstream reply charged to the client's budget.
