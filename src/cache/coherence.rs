@@ -40,15 +40,15 @@ const SPARES: usize = 64;
 const SPARE_KEYS_MAX: usize = 4096;
 
 thread_local! {
+    // Boxes, not the books themselves: the point is to reuse the box a `Pending::Written` carries.
+    #[allow(clippy::vec_box)]
     static SPARE: std::cell::RefCell<Vec<Box<Written>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Written {
     /// Empty books for a group's writes: a spare if this thread has one.
     pub(crate) fn spare() -> Box<Written> {
-        SPARE
-            .with_borrow_mut(|s| s.pop())
-            .unwrap_or_default()
+        SPARE.with_borrow_mut(|s| s.pop()).unwrap_or_default()
     }
 
     /// Done with: kept (emptied) for [`Written::spare`] unless large or enough are kept.
@@ -227,11 +227,7 @@ pub(crate) fn note_write(
 /// slot of their keys, and a new slot takes a new fill. So when the cache has started none
 /// since (its count is unchanged), there is nothing to drop and the keys are not looked up
 /// again: a write costs one invalidation, not two, while no read misses meanwhile.
-pub(crate) fn answered(
-    cache: Option<&NearCache>,
-    written: Box<Written>,
-    unanswered: &Unanswered,
-) {
+pub(crate) fn answered(cache: Option<&NearCache>, written: Box<Written>, unanswered: &Unanswered) {
     if let Some(cache) = cache {
         if written.flush {
             cache.flush_sent_through();
