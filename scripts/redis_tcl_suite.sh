@@ -82,6 +82,12 @@ up() {
 }
 down() {
   for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
+  # A server still running a script a killed unit left behind ignores SIGTERM: after 5 s, SIGKILL.
+  for _ in $(seq 50); do
+    alive=0; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   PIDS=()
 }

@@ -115,8 +115,8 @@ def main():
     print(f"slow readers: {n} x 100 GETs of 100 KB, never read")
     print(f"respite RSS: {start / 1024:.1f} MiB at start, peak {peak[0] / 1024:.1f} MiB, "
           f"{during / 1024:.1f} MiB after {seconds:.0f} s, {after / 1024:.1f} MiB 3 s after they closed")
-    print(f"checker GET: p50/p99 {pct(alone, 50):.0f}/{pct(alone, 99):.0f} us alone, "
-          f"{pct(beside, 50):.0f}/{pct(beside, 99):.0f} us beside them")
+    print(f"checker GET: p50/p99/max {pct(alone, 50):.0f}/{pct(alone, 99):.0f}/{alone[-1]:.0f} us alone, "
+          f"{pct(beside, 50):.0f}/{pct(beside, 99):.0f}/{beside[-1]:.0f} us beside them")
     print(f"clients closed for memory: {closed:.0f}")
 
 

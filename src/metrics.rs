@@ -32,6 +32,10 @@ pub const CLUSTER_REFRESHES_TOTAL: &str = "respite_cluster_topology_refreshes_to
 pub const CLUSTER_SPLITS_TOTAL: &str = "respite_cluster_split_commands_total";
 pub const CLUSTER_NODE_COMMANDS_TOTAL: &str = "respite_cluster_node_commands_total";
 pub const CLUSTER_NODE_FAILURES_TOTAL: &str = "respite_cluster_node_failures_total";
+pub const CLUSTER_NODE_REDIRECTS_TOTAL: &str = "respite_cluster_node_redirects_total";
+pub const CLUSTER_NODE_INFLIGHT: &str = "respite_cluster_node_inflight";
+pub const CLUSTER_NODE_SLOTS: &str = "respite_cluster_node_slots";
+pub const CLUSTER_SLOTS_LOCAL: &str = "respite_cluster_slots_local";
 pub const CLIENT_READ_BYTES_TOTAL: &str = "respite_client_read_bytes_total";
 pub const CLIENT_WRITTEN_BYTES_TOTAL: &str = "respite_client_written_bytes_total";
 pub const LOCAL_ONLY: &str = "respite_local_only";
@@ -235,15 +239,46 @@ pub fn cluster_split(kind: &'static str) {
     counter!(CLUSTER_SPLITS_TOTAL, "kind" => kind).increment(1);
 }
 
-/// Commands routed to one cluster node (`node` is its `host:port`: labels bounded by the
-/// cluster's size).
-pub fn cluster_node_commands(node: &str, n: usize) {
-    counter!(CLUSTER_NODE_COMMANDS_TOTAL, "node" => node.to_string()).increment(n as u64);
+/// One cluster node's series (`node` is its `host:port`: labels bounded by the cluster's size),
+/// registered once when respite first uses the node, so the routers' hot path increments held
+/// handles instead of looking a labelled series up per job.
+pub struct ClusterNode {
+    /// Commands routed to the node.
+    pub commands: metrics::Counter,
+    /// Jobs to the node that failed whole or in part (its connection lost or down).
+    pub failures: metrics::Counter,
+    /// Commands routed to the node and not yet answered.
+    pub inflight: metrics::Gauge,
+    /// Redirections the node answered with that respite followed: MOVED, ASK, TRYAGAIN.
+    pub moved: metrics::Counter,
+    pub ask: metrics::Counter,
+    pub tryagain: metrics::Counter,
+    /// Slots the node serves as a primary in respite's topology (0 for a replica).
+    pub slots: metrics::Gauge,
 }
 
-/// A job to one cluster node that failed whole or in part (its connection lost or down).
-pub fn cluster_node_failure(node: &str) {
-    counter!(CLUSTER_NODE_FAILURES_TOTAL, "node" => node.to_string()).increment(1);
+impl ClusterNode {
+    pub fn new(node: &str) -> ClusterNode {
+        let redirects = |kind: &'static str| {
+            let c =
+                counter!(CLUSTER_NODE_REDIRECTS_TOTAL, "node" => node.to_string(), "kind" => kind);
+            c.increment(0);
+            c
+        };
+        let commands = counter!(CLUSTER_NODE_COMMANDS_TOTAL, "node" => node.to_string());
+        let failures = counter!(CLUSTER_NODE_FAILURES_TOTAL, "node" => node.to_string());
+        commands.increment(0);
+        failures.increment(0);
+        ClusterNode {
+            commands,
+            failures,
+            inflight: gauge!(CLUSTER_NODE_INFLIGHT, "node" => node.to_string()),
+            moved: redirects("moved"),
+            ask: redirects("ask"),
+            tryagain: redirects("tryagain"),
+            slots: gauge!(CLUSTER_NODE_SLOTS, "node" => node.to_string()),
+        }
+    }
 }
 
 pub fn upstream_reconnect(protocol: &'static str) {
@@ -494,6 +529,22 @@ pub fn describe() {
     describe_counter!(
         CLUSTER_NODE_FAILURES_TOTAL,
         "Jobs to each node of a cluster upstream that failed whole or in part (its connection lost or down), by node"
+    );
+    describe_counter!(
+        CLUSTER_NODE_REDIRECTS_TOTAL,
+        "Redirections each node of a cluster upstream answered with that respite followed, by node and kind (moved, ask, tryagain)"
+    );
+    describe_gauge!(
+        CLUSTER_NODE_INFLIGHT,
+        "Commands routed to each node of a cluster upstream and not yet answered, by node"
+    );
+    describe_gauge!(
+        CLUSTER_NODE_SLOTS,
+        "Hash slots each primary of a cluster upstream serves in respite's topology, by node (0 once it serves none)"
+    );
+    describe_gauge!(
+        CLUSTER_SLOTS_LOCAL,
+        "Hash slots whose commands respite answers from its local engine now: all 16384 in local-only mode (which is for the whole cluster), else 0"
     );
     describe_counter!(
         CLUSTER_REFRESHES_TOTAL,

@@ -137,6 +137,9 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
         let h = u.health().snapshot();
         let local = serving_locally(&state, u);
         metrics::gauge!(m::LOCAL_ONLY).set(if local { 1.0 } else { 0.0 });
+        if let Some(c) = u.cluster() {
+            c.publish_metrics(local);
+        }
         // NaN while the latest probe failed (or none answered yet): a comparison with it is
         // false, so a latency alert neither fires nor holds on a value from before an outage.
         metrics::gauge!(m::UPSTREAM_PROBE_RTT_SECONDS)

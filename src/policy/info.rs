@@ -225,12 +225,11 @@ pub fn config_set(args: &[bytes::Bytes]) -> Option<Result<u32, String>> {
 }
 
 /// Server parameters no tenant may read or set upstream, whatever `tenant.server_config` says:
-/// files the server writes (CONFIG SET dir + dbfilename writes anywhere), passwords and users,
+/// where the server writes files (CONFIG SET dir + dbfilename writes anywhere), passwords,
 /// addresses, replication and cluster topology, and the settings respite answers per tenant.
+/// Persistence policy (`save`, `appendonly`) and tuning are the operator's to give.
 const NEVER: &[&str] = &[
-    "dir",
-    "dbfilename",
-    "append*",
+    "*dir*",
     "*file*",
     "*pass*",
     "master*",
@@ -247,7 +246,6 @@ const NEVER: &[&str] = &[
     "notify-keyspace-events",
     "databases",
     "timeout",
-    "save",
 ];
 
 /// True if a tenant whose `tenant.server_config` holds `allowed` may CONFIG GET and SET the

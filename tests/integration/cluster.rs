@@ -196,6 +196,7 @@ fn scenarios(kind: Kind) {
     tenant_tags(&cluster);
     pinned_on_the_keys_node(&cluster, &proxy);
     reshard_under_load(&cluster, &proxy);
+    node_metrics(&cluster, &proxy);
 
     // FLUSHALL reaches every primary.
     assert_eq!(run(&mut c, "FLUSHALL"), b"+OK\r\n");
@@ -264,6 +265,40 @@ fn one_primary_down(mut cluster: Cluster, proxy: &Proxy) {
         s(&cluster.node(*live).cmd(&[b"CLUSTER", b"NODES"]))
     );
     eprintln!("failover followed {:?} after the kill", killed.elapsed());
+}
+
+/// The per-node series: each primary's slots (summing to every slot), its commands in flight
+/// (none once every reply is in), the MOVED answers respite followed during the reshard, and
+/// no slot served locally.
+fn node_metrics(cluster: &Cluster, proxy: &Proxy) {
+    let (_, metrics) = proxy.admin_get("/metrics");
+    let value = |series: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let mut slots = 0.0;
+    let mut moved = 0.0;
+    for p in cluster.primaries() {
+        let node = format!("node=\"127.0.0.1:{p}\"");
+        slots += value(&format!("respite_cluster_node_slots{{{node}}}")).unwrap_or(0.0);
+        assert_eq!(
+            value(&format!("respite_cluster_node_inflight{{{node}}}")),
+            Some(0.0),
+            "{node} in flight"
+        );
+        moved += value(&format!(
+            "respite_cluster_node_redirects_total{{{node},kind=\"moved\"}}"
+        ))
+        .unwrap_or_else(|| panic!("{node} redirects in /metrics"));
+        assert!(
+            value(&format!("respite_cluster_node_failures_total{{{node}}}")).is_some(),
+            "{node} failures in /metrics"
+        );
+    }
+    assert_eq!(slots, 16384.0, "every slot on a primary");
+    assert!(moved > 0.0, "MOVED answers followed during the reshard");
+    assert_eq!(value("respite_cluster_slots_local"), Some(0.0));
 }
 
 /// A tenant's keys that share a hash tag share a slot after prefixing, and MULTI on them runs.

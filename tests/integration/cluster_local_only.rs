@@ -47,6 +47,12 @@ fn scenario(kind: Kind) {
         "[{kind:?}] local-only {:?} after freezing every node",
         stopped.elapsed()
     );
+    // Every slot is served locally now (the gauge is set at each scrape).
+    let (_, metrics) = proxy.admin_get("/metrics");
+    assert!(
+        metrics.contains("respite_cluster_slots_local 16384"),
+        "respite_cluster_slots_local in local-only mode"
+    );
     let keys: Vec<String> = (0..12).map(|i| format!("lo:k{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
         let v = format!("v{i}");

@@ -51,12 +51,15 @@ const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// Redirections (MOVED, ASK, TRYAGAIN) followed for one command before it fails.
 pub const MAX_REDIRECTS: usize = 6;
 
+/// A node: its connections and its series.
+type Node = (Arc<Upstream>, Arc<crate::metrics::ClusterNode>);
+
 /// The cluster: its topology and one [`Upstream`] per node seen.
 pub struct Cluster {
     config: Arc<UpstreamConfig>,
     shutdown: CancellationToken,
     topology: watch::Sender<Option<Arc<Topology>>>,
-    nodes: RwLock<HashMap<String, Arc<Upstream>>>,
+    nodes: RwLock<HashMap<String, Node>>,
     refresh: Notify,
     /// Counts the topology changes that moved a slot to another primary, each counted before
     /// the new topology is published (the near cache empties itself when it changes).
@@ -146,6 +149,15 @@ impl Cluster {
 
     /// The node at `addr`, connected on first use.
     pub fn node(&self, addr: &str) -> Arc<Upstream> {
+        self.node_and_metrics(addr).0
+    }
+
+    /// The node at `addr` and its series (see [`crate::metrics::ClusterNode`]), both made on
+    /// first use.
+    pub fn node_and_metrics(
+        &self,
+        addr: &str,
+    ) -> (Arc<Upstream>, Arc<crate::metrics::ClusterNode>) {
         if let Some(n) = self
             .nodes
             .read()
@@ -165,7 +177,8 @@ impl Cluster {
                     publish: false,
                     ..health::Options::default()
                 };
-                Upstream::start(config, options, self.shutdown.clone())
+                let up = Upstream::start(config, options, self.shutdown.clone());
+                (up, Arc::new(crate::metrics::ClusterNode::new(addr)))
             })
             .clone()
     }
@@ -186,8 +199,32 @@ impl Cluster {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .map(|n| n.0.clone())
             .collect()
+    }
+
+    /// Set the scrape-time gauges: each node's slots in the topology now, and the slots served
+    /// locally (`local`: local-only mode, which is for the whole cluster).
+    pub fn publish_metrics(&self, local: bool) {
+        let topo = self.current();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        if let Some(t) = &topo {
+            for s in 0..slot::SLOTS as u16 {
+                if let Some(p) = t.primary(s) {
+                    *counts.entry(p).or_default() += 1;
+                }
+            }
+        }
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        for (addr, (_, m)) in nodes.iter() {
+            m.slots
+                .set(counts.get(addr.as_str()).copied().unwrap_or(0) as f64);
+        }
+        metrics::gauge!(crate::metrics::CLUSTER_SLOTS_LOCAL).set(if local {
+            slot::SLOTS as f64
+        } else {
+            0.0
+        });
     }
 
     /// Ask for a topology refresh soon (after a MOVED or a connection failure).

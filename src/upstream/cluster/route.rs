@@ -354,19 +354,20 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
     }
     let mut pending = Vec::with_capacity(batches.0.len());
     for (addr, bytes, count) in batches.0 {
-        metrics::cluster_node_commands(&addr, count);
-        let node = ctx.cluster.node(&addr);
+        let (node, m) = ctx.cluster.node_and_metrics(&addr);
+        m.commands.increment(count as u64);
+        m.inflight.increment(count as f64);
         let rx = node
             .conn_in(ctx.lane, ctx.proto, ctx.index as u64)
             .send_marked(bytes.freeze(), count, None, job.slow)
             .await;
-        pending.push((rx, count, addr));
+        pending.push((rx, count, m));
     }
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let mut replies = Vec::with_capacity(pending.len());
-        for (rx, count, addr) in pending {
-            replies.push(collect(&ctx, &addr, rx, count).await);
+        for (rx, count, m) in pending {
+            replies.push(collect(&ctx, &m, rx, count).await);
         }
         let mut out = BytesMut::new();
         for unit in units {
@@ -453,14 +454,16 @@ fn part_command(args: &[Bytes], idx: &[usize], step: usize, script: Option<&[u8]
 /// whether any did not (its connection failed).
 async fn collect(
     ctx: &Ctx,
-    addr: &str,
+    m: &crate::metrics::ClusterNode,
     rx: oneshot::Receiver<Reply>,
     count: usize,
 ) -> (Vec<Bytes>, bool) {
-    let (mut replies, error) = match rx.await {
+    let outcome = rx.await;
+    m.inflight.decrement(count as f64);
+    let (mut replies, error) = match outcome {
         Ok(Ok(bytes)) => (merge::split(&bytes), None),
         Ok(Err(partial)) => {
-            metrics::cluster_node_failure(addr);
+            m.failures.increment(1);
             if matches!(
                 partial.error,
                 NoReply::Unavailable(_) | NoReply::NotSent(_) | NoReply::Lost(_)
@@ -588,7 +591,7 @@ fn endpoint(word: &str) -> String {
 
 /// Send `count` commands to `addr` (after ASKING when `asking`) and take their replies.
 async fn send(ctx: &Ctx, addr: &str, bytes: &Bytes, count: usize, asking: bool) -> Vec<Bytes> {
-    let node = ctx.cluster.node(addr);
+    let (node, m) = ctx.cluster.node_and_metrics(addr);
     let conn = node.conn_in(ctx.lane, ctx.proto, ctx.index as u64);
     let (bytes, n) = if asking {
         let mut b = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
@@ -597,9 +600,10 @@ async fn send(ctx: &Ctx, addr: &str, bytes: &Bytes, count: usize, asking: bool) 
     } else {
         (bytes.clone(), count)
     };
-    metrics::cluster_node_commands(addr, n);
+    m.commands.increment(n as u64);
+    m.inflight.increment(n as f64);
     let rx = conn.send(bytes, n).await;
-    let (mut replies, _) = collect(ctx, addr, rx, n).await;
+    let (mut replies, _) = collect(ctx, &m, rx, n).await;
     if asking {
         replies.remove(0);
     }
@@ -621,6 +625,12 @@ async fn follow(
         let Some(r) = replies.iter().find_map(|r| redirect(r)) else {
             return replies;
         };
+        let (_, by) = ctx.cluster.node_and_metrics(&target);
+        match &r {
+            Redirect::Moved(..) => by.moved.increment(1),
+            Redirect::Ask(_) => by.ask.increment(1),
+            Redirect::TryAgain => by.tryagain.increment(1),
+        }
         match r {
             Redirect::Moved(slot, to) => {
                 ctx.cluster.moved(slot, &to);

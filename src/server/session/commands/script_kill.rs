@@ -70,7 +70,7 @@ pub(in crate::server::session) async fn decide(
     }
     let scripts = upstream.scripts().clone();
     let mine = |m: &ScriptMark| m.owner.as_deref() == Some(&*owner);
-    if !function && !scripts.heads().iter().any(mine) {
+    if !function && !scripts.heads().iter().any(&mine) {
         // None of its scripts can be running (a function of its own is found by name below).
         return simple(NOTBUSY);
     }
@@ -83,23 +83,44 @@ pub(in crate::server::session) async fn decide(
         ),
         // Nothing runs, or another's function.
         Some(false) => simple(NOTBUSY),
-        // An EVAL script runs (`-BUSY`), or FUNCTION STATS is unknown there.
-        None if function => simple(NOTBUSY),
+        // An EVAL script runs (`-BUSY`), or FUNCTION STATS is unknown there: whose, by the
+        // register.
         None => {
-            let started = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(SETTLE).await;
-                let heads = scripts.heads();
-                if !heads.iter().any(|m| mine(m) && m.eval) {
-                    return simple(NOTBUSY);
+            if !own_eval_runs(&scripts, &mine).await {
+                simple(NOTBUSY)
+            } else if function {
+                // The tenant's EVAL: the server's own refusal, which its answer to the probe
+                // is (`-BUSY … You can only call SCRIPT KILL …`).
+                match probe.starts_with(b"-BUSY") {
+                    true => Ok(probe),
+                    false => simple(NOTBUSY),
                 }
-                if heads.iter().all(mine) {
-                    return out_of_band(&upstream, &[b"SCRIPT", b"KILL"]).await;
-                }
-                if started.elapsed() >= SETTLE_MAX {
-                    return simple(NOTBUSY);
-                }
+            } else {
+                out_of_band(&upstream, &[b"SCRIPT", b"KILL"]).await
             }
+        }
+    }
+}
+
+/// True once one of the tenant's EVAL jobs is at the head of its connection and no one else's
+/// job is, after the jobs that wait have had [`SETTLE`] to be answered `-BUSY`; false if none of
+/// its jobs is left at the head, or the tie lasts [`SETTLE_MAX`].
+async fn own_eval_runs(
+    scripts: &crate::upstream::scripts::Scripts,
+    mine: &impl Fn(&ScriptMark) -> bool,
+) -> bool {
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let heads = scripts.heads();
+        if !heads.iter().any(|m| mine(m) && m.eval) {
+            return false;
+        }
+        if heads.iter().all(mine) {
+            return true;
+        }
+        if started.elapsed() >= SETTLE_MAX {
+            return false;
         }
     }
 }
