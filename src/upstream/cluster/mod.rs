@@ -109,6 +109,10 @@ impl Cluster {
 
     /// The topology, waiting up to `upstream.connect_timeout_ms` for the first one.
     pub async fn topology(&self) -> Option<Arc<Topology>> {
+        // Every job asks: known, it costs a read of the current one, not a new receiver.
+        if let Some(t) = self.current() {
+            return Some(t);
+        }
         let mut rx = self.topology.subscribe();
         if let Some(t) = rx.borrow().clone() {
             return Some(t);

@@ -112,25 +112,38 @@ struct Part {
     script: bool,
 }
 
-/// What goes to each node in one job.
+/// What goes to each node in one job: its commands' bytes as they came (joined only when
+/// there are several, so a lone command is sent without a copy) and how many.
 #[derive(Default)]
-struct Batches(Vec<(String, BytesMut, usize)>);
+struct Batches(Vec<(String, Vec<Bytes>, usize)>);
 
 impl Batches {
-    fn add(&mut self, addr: &str, bytes: &[u8], count: usize) -> (usize, usize) {
+    fn add(&mut self, addr: &str, bytes: &Bytes, count: usize) -> (usize, usize) {
         let i = match self.0.iter().position(|b| b.0 == addr) {
             Some(i) => i,
             None => {
-                self.0.push((addr.to_string(), BytesMut::new(), 0));
+                self.0.push((addr.to_string(), Vec::new(), 0));
                 self.0.len() - 1
             }
         };
         let b = &mut self.0[i];
-        b.1.extend_from_slice(bytes);
+        b.1.push(bytes.clone());
         let at = b.2;
         b.2 += count;
         (i, at)
     }
+}
+
+/// One node's commands as one buffer.
+fn joined(mut chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in &chunks {
+        out.extend_from_slice(c);
+    }
+    out.freeze()
 }
 
 fn error_reply(msg: &str) -> Bytes {
@@ -139,8 +152,9 @@ fn error_reply(msg: &str) -> Bytes {
     out.freeze()
 }
 
-fn frame(bytes: &Bytes) -> Option<Vec<Cmd>> {
-    let mut buf = BytesMut::from(&bytes[..]);
+fn frame(bytes: Bytes) -> Option<Vec<Cmd>> {
+    // The job's bytes are its own: framed in place, without a copy.
+    let mut buf = bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
     let mut framer = Framer::new(Default::default());
     let mut cmds = Vec::new();
     while !buf.is_empty() {
@@ -163,8 +177,9 @@ fn frame(bytes: &Bytes) -> Option<Vec<Cmd>> {
     Some(cmds)
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
-    let Some(cmds) = frame(&job.bytes).filter(|c| c.len() == job.count) else {
+async fn dispatch(ctx: &Arc<Ctx>, mut job: Job) {
+    let bytes = std::mem::take(&mut job.bytes);
+    let Some(cmds) = frame(bytes).filter(|c| c.len() == job.count) else {
         return fail_job(
             job,
             "ERR respite could not frame the commands for the cluster",
@@ -359,7 +374,7 @@ async fn dispatch(ctx: &Arc<Ctx>, job: Job) {
         m.inflight.increment(count as f64);
         let rx = node
             .conn_in(ctx.lane, ctx.proto, ctx.index as u64)
-            .send_marked(bytes.freeze(), count, None, job.slow)
+            .send_marked(joined(bytes), count, None, job.slow)
             .await;
         pending.push((rx, count, m));
     }
