@@ -356,7 +356,12 @@ impl NearCache {
     /// A write to `key` (as the upstream names it) is about to be sent, or has been answered.
     pub fn invalidate(&self, key: &[u8]) {
         let store = &self.shared.store;
-        store.invalidate(key, store.now());
+        store.invalidate_then(key, || store.now());
+    }
+
+    /// Fills started so far (see [`Store::fills_started`]).
+    pub(crate) fn fills_started(&self) -> u64 {
+        self.shared.store.fills_started()
     }
 
     /// A FLUSHALL, FLUSHDB or SWAPDB passed through respite.

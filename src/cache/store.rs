@@ -219,6 +219,12 @@ impl Store {
         }
     }
 
+    /// Fills started so far: a slot only ever appears for a fill, each with a token of its own
+    /// taken first, so while this count stands still no slot has appeared anywhere.
+    pub fn fills_started(&self) -> u64 {
+        self.tokens.load(Ordering::SeqCst)
+    }
+
     /// Serve entries only while their cluster slot has not moved since they were read (see
     /// [`SlotStamp`]): `moves` is the cluster's move count per slot.
     pub fn with_slot_moves(mut self, moves: Arc<[AtomicU32]>) -> Store {
@@ -328,7 +334,9 @@ impl Store {
         }
         let joiners = Arc::new(Joiners::default());
         let rx = wait.then(|| joiners.join());
-        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, as `fills_started` reads it: a write answered on another thread must see a
+        // fill started after its first invalidation (see `coherence::answered`).
+        let token = self.tokens.fetch_add(1, Ordering::SeqCst);
         let ticket = Ticket {
             key: key.clone(),
             sig: sig.clone(),
@@ -511,6 +519,12 @@ impl Store {
     /// Drop everything cached or being filled for `key`. True if a cached entry went; a key
     /// whose entries keep going is left uncached for the cool-down.
     pub fn invalidate(&self, key: &[u8], now: u64) -> bool {
+        self.invalidate_then(key, || now)
+    }
+
+    /// [`Store::invalidate`], reading the clock (`now`) only if a cached entry goes: a write's
+    /// key is usually not cached.
+    pub fn invalidate_then(&self, key: &[u8], now: impl FnOnce() -> u64) -> bool {
         self.counts.invalidations.fetch_add(1, Ordering::Relaxed);
         let Some(mut ks) = self.map.get_mut(key) else {
             return false;
@@ -526,6 +540,7 @@ impl Store {
             }
         }
         if cached {
+            let now = now();
             if now < ks.heat_start + 1000 {
                 ks.heat += 1;
             } else {

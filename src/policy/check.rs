@@ -278,7 +278,17 @@ impl Tenant {
                 return Ok(None);
             }
             "function|flush" => {
-                flush_mode(&args[1..])?;
+                // Redis's own words for FUNCTION FLUSH's bad arguments.
+                if args.len() > 3 {
+                    return Err(PolicyError::Syntax(
+                        "unknown subcommand or wrong number of arguments for 'flush'. Try FUNCTION HELP.".into(),
+                    ));
+                }
+                if flush_mode(&args[1..]).is_err() {
+                    return Err(PolicyError::Syntax(
+                        "FUNCTION FLUSH only supports SYNC|ASYNC option".into(),
+                    ));
+                }
                 let mut pattern = BytesMut::from(&functions::namespace(&self.prefix)[..]);
                 pattern.put_u8(b'*');
                 return Ok(Some(NamespaceOp {

@@ -243,6 +243,14 @@ fn scripts_and_sort_patterns() {
     assert_eq!(fwd(&s, "EVAL x 2 k1 k2 argv").0, "EVAL x 2 a:k1 a:k2 argv");
     assert_eq!(fwd(&s, "EVAL x 0").0, "EVAL x 0");
     assert!(err(&s, "EVAL x 3 k").contains("greater than number of args"));
+    assert_eq!(
+        err(&s, "FUNCTION FLUSH bad_arg"),
+        "ERR FUNCTION FLUSH only supports SYNC|ASYNC option"
+    );
+    assert_eq!(
+        err(&s, "FUNCTION FLUSH sync extra"),
+        "ERR unknown subcommand or wrong number of arguments for 'flush'. Try FUNCTION HELP."
+    );
 
     assert_eq!(fwd(&t, "SORT l").0, "SORT a:l");
     assert_eq!(

@@ -217,6 +217,29 @@ pub(crate) fn put_back(mut buf: BytesMut) {
     });
 }
 
+/// A buffer for a session's replies on their way out: a spare if the thread has one (see
+/// [`give_back`]), else a fresh one with room for `len` bytes.
+pub(crate) fn spare(len: usize) -> BytesMut {
+    BUFS.with_borrow_mut(|t| t.spare.pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(len.max(SPARE_MIN)))
+}
+
+/// Take back a session's output buffer once it is written and empty, as [`put_back`] does read
+/// buffers: an unpipelined client then allocates and frees no output buffer per reply
+/// (callgrind: about 270 instructions). The writer only appends to it and clears it, never
+/// splits it, so it is whole and unshared; kept only when small.
+pub(crate) fn give_back(buf: BytesMut) {
+    debug_assert!(buf.is_empty());
+    if !(SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
+        return;
+    }
+    BUFS.with_borrow_mut(|t| {
+        if t.spare.len() < SPARES {
+            t.spare.push(buf);
+        }
+    });
+}
+
 pub(crate) struct ClientSocket<S: RawStream> {
     fd: AsyncFd<S>,
 }

@@ -154,7 +154,9 @@ fn error_reply(msg: &str) -> Bytes {
 
 fn frame(bytes: Bytes) -> Option<Vec<Cmd>> {
     // The job's bytes are its own: framed in place, without a copy.
-    let mut buf = bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+    let mut buf = bytes
+        .try_into_mut()
+        .unwrap_or_else(|b| BytesMut::from(&b[..]));
     let mut framer = Framer::new(Default::default());
     let mut cmds = Vec::new();
     while !buf.is_empty() {

@@ -85,34 +85,53 @@ impl<T> Fifo<T> {
         let mut item = Some(item);
         poll_fn(move |cx| {
             let mut inner = self.lock();
-            if !inner.abandoned && inner.weight > 0 && inner.weight + weight > self.capacity {
+            if self.full(&inner, weight) {
                 inner.push_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            inner.weight += weight;
-            let entry = (item.take().expect("pushed once"), weight);
-            if inner.head.is_none() {
-                inner.head = Some(entry);
-            } else {
-                inner.queue.push_back(entry);
-            }
-            // While the session's join polls the reader (`producing`), it polls the writer
-            // right after, which then sees this item in the same pass: waking it would only
-            // schedule the whole session once more (callgrind: a poll of both halves, about
-            // 1,000 instructions per unpipelined request).
-            if !self.producing.load(Ordering::Relaxed)
-                && let Some(w) = inner.pop_waker.take()
-            {
-                w.wake();
-            }
+            self.queue(&mut inner, item.take().expect("pushed once"), weight);
             Poll::Ready(())
         })
     }
 
-    /// Whether a push of `weight` would have to wait for room now.
-    pub(super) fn full_for(&self, weight: usize) -> bool {
-        let inner = self.lock();
+    /// Queue an item at once if there is room (as [`Fifo::push`] would without waiting), under
+    /// one lock; otherwise hand it back.
+    pub(super) fn try_push(&self, item: T, weight: usize) -> Option<T> {
+        let mut inner = self.lock();
+        if self.full(&inner, weight) {
+            return Some(item);
+        }
+        self.queue(&mut inner, item, weight);
+        None
+    }
+
+    fn full(&self, inner: &Inner<T>, weight: usize) -> bool {
         !inner.abandoned && inner.weight > 0 && inner.weight + weight > self.capacity
+    }
+
+    fn queue(&self, inner: &mut Inner<T>, item: T, weight: usize) {
+        inner.weight += weight;
+        let entry = (item, weight);
+        if inner.head.is_none() {
+            inner.head = Some(entry);
+        } else {
+            inner.queue.push_back(entry);
+        }
+        // While the session's join polls the reader (`producing`), it polls the writer right
+        // after, which then sees this item in the same pass: waking it would only schedule the
+        // whole session once more (callgrind: a poll of both halves, about 1,000 instructions
+        // per unpipelined request).
+        if !self.producing.load(Ordering::Relaxed)
+            && let Some(w) = inner.pop_waker.take()
+        {
+            w.wake();
+        }
+    }
+
+    /// Whether a push of `weight` would have to wait for room now.
+    #[cfg(test)]
+    fn full_for(&self, weight: usize) -> bool {
+        self.full(&self.lock(), weight)
     }
 
     /// The receiver has stopped delivering (its client went away): wake a sender waiting for

@@ -57,8 +57,9 @@ pub(crate) struct Outgoing<'f> {
     group_slow: bool,
     /// The group holds scripts: whose, and of which kinds (see [`crate::upstream::scripts`]).
     group_script: Option<ScriptMark>,
-    /// The writes among them (near cache only).
-    written: Written,
+    /// The writes among them (near cache only): a box from the thread's spares once one is
+    /// noted, none otherwise (see [`Written::spare`]).
+    written: Option<Box<Written>>,
     /// Replies already known (near-cache hits) not yet queued, back to back, and how many.
     /// Whatever the group holds came after them.
     ready: BytesMut,
@@ -113,7 +114,7 @@ impl<'f> Outgoing<'f> {
             group_count: 0,
             group_slow: false,
             group_script: None,
-            written: Written::default(),
+            written: None,
             ready: BytesMut::new(),
             ready_count: 0,
             unanswered_writes: p.unanswered_writes,
@@ -174,7 +175,7 @@ impl<'f> Outgoing<'f> {
     ) {
         note_write(
             cache,
-            &mut self.written,
+            self.written.get_or_insert_with(Written::spare),
             self.unanswered_writes,
             spec,
             args,
@@ -302,8 +303,7 @@ impl<'f> Outgoing<'f> {
     /// The writes noted since the last job: a marker after it (or nothing pending, for a
     /// transaction that is not sent) that invalidates their keys again once answered.
     pub(crate) async fn release_written(&mut self) {
-        if !self.written.is_empty() {
-            let written = Box::new(std::mem::take(&mut self.written));
+        if let Some(written) = self.written.take() {
             self.fifo.push(Pending::Written(written), 0).await;
         }
     }
@@ -333,9 +333,10 @@ impl<'f> Outgoing<'f> {
             b.owe(bytes.len());
         }
         let fifo = self.fifo;
-        if !fifo.full_for(weight) {
-            return fifo.push(p, weight).await;
-        }
+        // Queued at once under one lock when there is room, the usual case.
+        let Some(p) = fifo.try_push(p, weight) else {
+            return;
+        };
         // About to wait for the client: the batch's clock reading will be old by then.
         self.cache_now = None;
         let push = fifo.push(p, weight);
