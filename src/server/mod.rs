@@ -9,6 +9,7 @@
 //! Who answers instead of the upstream (standalone and local-only mode) is [`crate::local_only`]'s.
 
 mod io;
+pub(crate) mod pause;
 mod session;
 mod tls_io;
 
@@ -190,6 +191,8 @@ pub(crate) struct Shared {
     /// Pub/Sub: fan-out of the upstream's messages, and delivery within respite in standalone
     /// mode and while local-only. Always present (an `Option` for the sessions' sake).
     pub pubsub: Option<Arc<crate::pubsub::Hub>>,
+    /// A CLIENT PAUSE WRITE respite forwarded, while in force.
+    pub(crate) pause: pause::Pause,
 }
 
 impl Shared {
@@ -406,6 +409,7 @@ fn start(config: Config, sources: Option<Sources>) -> std::io::Result<Started> {
         auth_failures: crate::policy::FailureTracker::new(10_000),
         engine: engine.clone(),
         health,
+        pause: Default::default(),
         pubsub: Some(match config.upstream.clone() {
             Some(u) => {
                 let cluster = upstream.as_ref().and_then(|up| up.cluster().cloned());

@@ -9,6 +9,7 @@ mod blocked_disconnect;
 mod busy_not_down;
 mod busy_upstream;
 mod client_commands;
+mod client_pause;
 mod client_unblock;
 mod clients;
 mod cluster;

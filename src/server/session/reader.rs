@@ -463,6 +463,12 @@ impl Reader<'_> {
         route: Route,
     ) -> Flow {
         match route {
+            // Held by a CLIENT PAUSE WRITE in force: on a connection of the client's own, where
+            // the upstream holds it without holding anyone else's (see `server::pause`).
+            Route::Forward if self.pause_holds(spec, req) => {
+                Box::pin(self.blocking(spec, req)).await;
+                Flow::Continue
+            }
             Route::Forward => {
                 self.enter_lane(spec).await;
                 match self.client.tenant.clone() {

@@ -336,7 +336,7 @@ impl Reader<'_> {
                 );
                 self.reply_error(&msg).await
             }
-            "client|pause" | "client|unpause" => self.forward_any(spec, req).await,
+            "client|pause" | "client|unpause" => self.pause_command(spec, req).await,
             "client|list" => {
                 let lines = self.client_list(args, prefixed);
                 match lines {

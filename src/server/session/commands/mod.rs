@@ -5,6 +5,7 @@ pub(super) mod clients;
 mod exec_splice;
 pub(super) mod monitor;
 pub(super) mod multi;
+mod pause;
 pub(super) mod script_kill;
 mod slowlog;
 mod stateful;

@@ -145,6 +145,11 @@ impl Reader<'_> {
             // in EXEC's array.
             Route::Proxy => matches!(spec.name, "ping" | "echo") || here,
             Route::Stateful(_) if here => true,
+            // Server-wide, not the connection's: the pause starts when EXEC runs, as in Redis
+            // (noted when EXEC is sent, see `exec`). A tenant's is refused as outside MULTI.
+            Route::Stateful(_) if matches!(spec.name, "client|pause" | "client|unpause") => {
+                self.client.tenant.is_none() && self.shared.answerer(spec, &[]).is_none()
+            }
             // UNWATCH (the only one that gets here) is harmless on a shared connection, where
             // nothing is ever watched.
             Route::Transaction => true,
@@ -395,6 +400,26 @@ impl Reader<'_> {
         if self.shared.upstream.is_none() {
             return self.reply_error("ERR no upstream").await;
         }
+        // Held by a CLIENT PAUSE WRITE in force: on a connection of the client's own, where the
+        // upstream holds it without holding anyone else's (see `server::pause`).
+        let paused = self.out.pin.held().is_none()
+            && multi
+                .queued
+                .iter()
+                .any(|(spec, _)| self.shared.pause.holds(spec));
+        if paused && !self.pin().await {
+            return self.out.release_written().await;
+        }
+        // A CLIENT PAUSE or UNPAUSE in it takes effect when EXEC runs: noted now, before
+        // anyone can see EXEC's reply (at worst a write is sent on a connection of its
+        // client's own for nothing, if EXEC fails).
+        for (spec, args) in &multi.queued {
+            match (spec.name, crate::server::pause::parse(args)) {
+                ("client|pause", Some((ms, true))) => self.shared.pause.write_paused(ms),
+                ("client|pause", Some(_)) | ("client|unpause", _) => self.shared.pause.unpaused(),
+                _ => {}
+            }
+        }
         self.send_group().await;
         let slow = multi
             .queued
@@ -409,15 +434,18 @@ impl Reader<'_> {
         let count = n + 2 + multi.follow_ups.len();
         let keep = Keep::first(n + 1, ReplyRewrite::None, Bytes::new(), self.client.proto);
         if multi.spliced.is_empty() {
-            return self
-                .out
+            self.out
                 .send_job(&self.client, &job, count, slow, keep)
                 .await;
+        } else {
+            let job = Bytes::from(job.concat());
+            self.exec_spliced(job, count, slow, keep, multi.spliced)
+                .await;
+            self.out.release_written().await;
         }
-        let job = Bytes::from(job.concat());
-        self.exec_spliced(job, count, slow, keep, multi.spliced)
-            .await;
-        self.out.release_written().await
+        if paused {
+            self.unpin_if_done().await;
+        }
     }
 
     /// EXEC of a streamed transaction: the upstream runs it (a null reply if a WATCHed key

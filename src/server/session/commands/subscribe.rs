@@ -247,6 +247,11 @@ impl Reader<'_> {
         // The channel as the upstream gets it; `__redis__:invalidate` too is the upstream's
         // channel here (respite's own stand-in for it hears no PUBLISH).
         let channel = crate::policy::pubsub::channel(&prefix, &req.args[1]);
+        // Held by a CLIENT PAUSE WRITE in force: on a connection of the client's own.
+        let paused = self.pause_holds(spec, req);
+        if paused && !self.pin_for(spec, req).await {
+            return Some(Flow::Continue);
+        }
         self.forward_rewritten(command, move |bytes| match integer(&bytes) {
             Some(n) => {
                 let mut out = BytesMut::new();
@@ -257,6 +262,9 @@ impl Reader<'_> {
             None => bytes,
         })
         .await;
+        if paused {
+            self.unpin_if_done().await;
+        }
         Some(Flow::Continue)
     }
 
