@@ -41,6 +41,9 @@ pub struct UpstreamFacts {
     /// The tenant's database's `keys=…,expires=…,avg_ttl=…` (absent when it holds no key, as
     /// Redis leaves an empty database out).
     pub keyspace: Option<String>,
+    /// How many of the tenant's clients the upstream shows blocked (flag `b` on the pinned
+    /// connections they hold): `blocked_clients`, which test suites and job queues wait on.
+    pub blocked_clients: usize,
 }
 
 impl UpstreamFacts {
@@ -107,9 +110,26 @@ fn wanted(args: &[&[u8]], section: &str) -> bool {
         })
 }
 
-/// True if the reply needs [`UpstreamFacts`] (the memory or keyspace section).
+/// True if the reply needs the upstream's INFO (the memory or keyspace section).
 pub fn needs_upstream(args: &[&[u8]]) -> bool {
     wanted(args, "memory") || wanted(args, "keyspace")
+}
+
+/// True if the reply has the clients section (whose `blocked_clients` the upstream knows).
+pub fn needs_blocked(args: &[&[u8]]) -> bool {
+    wanted(args, "clients")
+}
+
+/// How many connections of a `CLIENT LIST` reply are blocked (`b` among their `flags`).
+pub fn count_blocked(client_list: &str) -> usize {
+    client_list
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("flags="))
+                .is_some_and(|flags| flags.contains('b'))
+        })
+        .count()
 }
 
 /// The INFO text for `args` (the sections asked for, after `INFO`). Sections other than these
@@ -142,8 +162,8 @@ pub fn render(f: &InfoFacts, args: &[&[u8]]) -> String {
     if wanted(args, "clients") {
         let _ = write!(
             w,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\r\n",
-            f.clients, f.max_clients
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
+            f.clients, f.max_clients, f.upstream.blocked_clients
         );
     }
     if wanted(args, "memory") {
@@ -306,6 +326,17 @@ mod tests {
     use super::*;
 
     const UPSTREAM: &str = "# Server\r\nredis_version:7.0.15\r\nprocess_id:4242\r\ntcp_port:6379\r\n\r\n# Clients\r\nconnected_clients:900\r\n\r\n# Memory\r\nused_memory:123456789\r\nmaxmemory:1048576\r\nmaxmemory_human:1.00M\r\nmaxmemory_policy:allkeys-lru\r\n\r\n# Keyspace\r\ndb0:keys=1000000,expires=0,avg_ttl=0\r\ndb3:keys=20,expires=2,avg_ttl=5000\r\n";
+
+    #[test]
+    fn blocked_connections_are_those_flagged_b() {
+        let list = "$200\r\nid=7 addr=x fd=8 name=respite-pinned flags=b db=0 cmd=blpop\r\n\
+                    id=8 addr=y fd=9 name=respite-pinned flags=N db=0 cmd=get\r\n\
+                    id=9 addr=z fd=10 name=b flags=xb db=0 cmd=exec\r\n";
+        assert_eq!(count_blocked(list), 2);
+        // A name holding `b` is not a flag.
+        assert_eq!(count_blocked("id=1 name=flags=b flags=N\r\n"), 0);
+        assert_eq!(count_blocked(""), 0);
+    }
 
     fn facts(db: Option<u32>) -> InfoFacts {
         InfoFacts {

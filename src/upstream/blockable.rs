@@ -45,6 +45,15 @@ impl Blockable {
         }
     }
 
+    /// The lease's upstream connection id while the lease lasts, without waiting: `None` once it
+    /// has ended (or is ending), or when the upstream did not say.
+    pub fn live_id(&self) -> Option<u64> {
+        match self.live.try_read() {
+            Ok(live) if *live => self.id,
+            _ => None,
+        }
+    }
+
     /// The lease ended: wait for the unblocks on their way, and let no more through.
     pub(super) async fn retire(&self) {
         *self.live.write().await = false;

@@ -417,3 +417,69 @@ both!(server_parameters_a_tenant_may_set, |kind: Kind| {
     );
     assert!(upstream(&mut direct, "zset-max-listpack-entries").ends_with("$1\r\n5\r\n"));
 });
+
+/// A tenant's `blocked_clients` (what Redis's own tests and job queues wait on before pushing)
+/// counts its own clients blocked on the upstream, and never another tenant's or a direct
+/// client's; it falls back once the upstream has answered the blocked client.
+fn blocked_of(c: &mut Raw) -> Option<u64> {
+    let clients = text(c.cmd(&words("INFO clients")));
+    clients
+        .split("blocked_clients:")
+        .nth(1)?
+        .split("\r\n")
+        .next()?
+        .parse()
+        .ok()
+}
+
+both!(blocked_clients_counts_the_tenants_own, |kind: Kind| {
+    use crate::support::wait_until;
+    use std::time::Duration;
+    let server = Server::start(kind);
+    let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
+    let mut a = proxy.login("a", "pa");
+    let mut b = proxy.login("b", "pb");
+    assert_eq!(blocked_of(&mut a), Some(0));
+    // Others blocked: b's client, and a direct client in a's own database.
+    let mut b_blocked = proxy.login("b", "pb");
+    b_blocked.send(&encode(&words("BLPOP q 0")));
+    let mut d3 = direct(&server, 3);
+    d3.send(&encode(&words("BLPOP a:elsewhere 0")));
+    let mut watcher = server.raw();
+    let upstream_blocked = |w: &mut Raw| {
+        let t = text(w.cmd(&words("INFO clients")));
+        t.contains("\r\nblocked_clients:2\r\n")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || upstream_blocked(&mut watcher)).is_some(),
+        "the upstream never showed both blocked"
+    );
+    assert_eq!(
+        blocked_of(&mut a),
+        Some(0),
+        "a sees others' blocked clients"
+    );
+    // a's own.
+    let mut a_blocked = proxy.login("a", "pa");
+    a_blocked.send(&encode(&words("BLPOP q 0")));
+    assert!(
+        wait_until(Duration::from_secs(10), || blocked_of(&mut a) == Some(1)).is_some(),
+        "a's blocked client never counted: {:?}",
+        blocked_of(&mut a)
+    );
+    assert_eq!(blocked_of(&mut b), Some(1), "b counts only its own");
+    // Answered: a's count falls back, b's stays.
+    assert_eq!(a.cmd(&words("RPUSH q x")), b":1\r\n");
+    assert!(a_blocked.reply().is_some());
+    assert!(
+        wait_until(Duration::from_secs(10), || blocked_of(&mut a) == Some(0)).is_some(),
+        "a's count stayed after the BLPOP was answered"
+    );
+    assert_eq!(blocked_of(&mut b), Some(1));
+    // Release the others.
+    assert_eq!(watcher.cmd(&words("RPUSH b:q y")), b":1\r\n");
+    assert!(b_blocked.reply().is_some());
+    let mut w3 = direct(&server, 3);
+    assert_eq!(w3.cmd(&words("RPUSH a:elsewhere z")), b":1\r\n");
+    assert!(d3.reply().is_some());
+});

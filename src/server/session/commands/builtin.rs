@@ -197,10 +197,13 @@ pub(in crate::server::session) async fn tenant_info(
     };
     let mode = serving_mode(r);
     let sections: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
-    let upstream = match mode == "proxy" && info::needs_upstream(&sections) {
+    let mut upstream = match mode == "proxy" && info::needs_upstream(&sections) {
         true => upstream_facts(r).await,
         false => info::UpstreamFacts::default(),
     };
+    if mode == "proxy" && info::needs_blocked(&sections) {
+        upstream.blocked_clients = blocked_clients(r).await;
+    }
     tenant_info_with(r, args, upstream, server_name, version)
 }
 
@@ -265,6 +268,29 @@ async fn upstream_facts(r: &mut Reader<'_>) -> info::UpstreamFacts {
     }
     r.took_reply();
     facts
+}
+
+/// How many of the tenant's clients are blocked now. Only the upstream knows whether a BLPOP
+/// is waiting or already answered, so it is asked about the pinned connections the tenant's
+/// clients hold (blocking commands run there), by id: never about another tenant's.
+async fn blocked_clients(r: &mut Reader<'_>) -> usize {
+    let leases = r.tenant_leases();
+    if leases.is_empty() {
+        return 0;
+    }
+    let ids: Vec<String> = leases.iter().map(u64::to_string).collect();
+    let mut words: Vec<&[u8]> = vec![b"CLIENT", b"LIST", b"ID"];
+    words.extend(ids.iter().map(|i| i.as_bytes()));
+    let mut command = BytesMut::new();
+    crate::protocol::encode::command(&mut command, &words);
+    r.send_group().await;
+    let rx = r.upstream_send(command.freeze(), 1, None).await;
+    let blocked = match rx.await {
+        Ok(Ok(reply)) => info::count_blocked(&String::from_utf8_lossy(&reply)),
+        _ => 0,
+    };
+    r.took_reply();
+    blocked
 }
 
 /// CONFIG GET for a prefixed tenant: the safe subset [`info::config_get`] allows, as Redis

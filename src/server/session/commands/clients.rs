@@ -371,6 +371,17 @@ impl Reader<'_> {
             .count()
     }
 
+    /// The upstream ids of the pinned connections its prefixed tenant's clients hold now (where
+    /// any of them can be blocked: blocking commands run on pinned connections).
+    pub(super) fn tenant_leases(&self) -> Vec<u64> {
+        let mine = self.registered.entry.prefixed_tenant();
+        lock(&self.shared.clients.clients)
+            .values()
+            .filter(|e| lock(&e.view).tenant == mine)
+            .filter_map(|e| lock(&e.blockable).as_ref().and_then(|b| b.live_id()))
+            .collect()
+    }
+
     /// The entries this client may see: all, or its prefixed tenant's.
     pub(in crate::server::session) fn visible(&self, prefixed: bool) -> Vec<Arc<Entry>> {
         let mine = self
