@@ -483,3 +483,55 @@ both!(blocked_clients_counts_the_tenants_own, |kind: Kind| {
     assert_eq!(w3.cmd(&words("RPUSH a:elsewhere z")), b":1\r\n");
     assert!(d3.reply().is_some());
 });
+
+// Inside MULTI, a prefixed tenant's commands whose replies name keys (BLPOP, LMPOP, ZMPOP,
+// XREAD) run in the upstream's transaction and their elements of EXEC's array name the keys as
+// the tenant knows them, as outside MULTI (they were refused, which left Redis's own list tests
+// with a transaction open). The upstream's keys are the judge of what ran.
+both!(
+    key_naming_replies_inside_multi_are_the_tenants_own,
+    |kind: Kind| {
+        let server = Server::start(kind);
+        let proxy = Proxy::start_with_config(&server.url(), &tenant_config(), &[]);
+        for (user, password, db) in [("b", "pb", 0), ("a", "pa", 3)] {
+            let mut c = proxy.login(user, password);
+            assert_eq!(c.cmd(&words("RPUSH l x y z")), b":3\r\n");
+            assert_eq!(c.cmd(&words("ZADD z 1 m")), b":1\r\n");
+            assert!(text(c.cmd(&words("XADD s 1-1 f v"))).contains("1-1"));
+            assert_eq!(c.cmd(&words("MULTI")), b"+OK\r\n");
+            for cmd in [
+                "BLPOP l 0",
+                "LMPOP 1 l RIGHT",
+                "ZMPOP 1 z MIN",
+                "XREAD STREAMS s 0",
+                "BLPOP nothing 1",
+                "GET l",
+            ] {
+                assert_eq!(c.cmd(&words(cmd)), b"+QUEUED\r\n", "{cmd}");
+            }
+            let exec = text(c.cmd(&words("EXEC")));
+            let want = "*6\r\n\
+             *2\r\n$1\r\nl\r\n$1\r\nx\r\n\
+             *2\r\n$1\r\nl\r\n*1\r\n$1\r\nz\r\n\
+             *2\r\n$1\r\nz\r\n*1\r\n*2\r\n$1\r\nm\r\n$1\r\n1\r\n\
+             *1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n\
+             *-1\r\n";
+            assert!(exec.starts_with(want), "{user}: {exec}");
+            let prefix = format!("{user}:");
+            assert!(!exec.contains(&prefix), "{user}: the prefix shows: {exec}");
+            assert!(
+                exec.ends_with(
+                    "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+                ),
+                "{exec}"
+            );
+            // What ran upstream: in the tenant's namespace (and database), nowhere else.
+            let mut d = direct(&server, db);
+            assert_eq!(
+                d.cmd(&words(&format!("LRANGE {prefix}l 0 -1"))),
+                b"*1\r\n$1\r\ny\r\n"
+            );
+            assert_eq!(d.cmd(&words(&format!("EXISTS {prefix}z l z s"))), b":0\r\n");
+        }
+    }
+);

@@ -9,6 +9,10 @@
 //! new name). A null (a broken WATCH) or an error (EXECABORT) is passed on as it came, and
 //! nothing is applied.
 //!
+//! A prefixed tenant's commands whose replies name keys (BLPOP, XREAD, …) are not answered here:
+//! the upstream runs them in the transaction, and their elements of the array are rewritten out
+//! of the namespace in the same pass.
+//!
 //! This file never sends anything but the transaction it is given.
 use crate::command::CommandSpec;
 use crate::protocol::{ReplyScanner, encode, value};
@@ -38,11 +42,14 @@ pub(in crate::server::session) fn answered_here_for(name: &str, prefixed: bool) 
 /// What holds such a command's place in the upstream's transaction.
 pub(in crate::server::session) const PLACEHOLDER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
-/// A command answered here, and where its answer goes in EXEC's array.
+/// A command answered here, and where its answer goes in EXEC's array; or (`rewrite`) a
+/// prefixed tenant's command the upstream runs whose element names keys, rewritten out of the
+/// tenant's namespace as its reply outside MULTI would be.
 pub(crate) struct Spliced {
     pub at: usize,
     pub spec: &'static CommandSpec,
     pub args: Vec<Bytes>,
+    pub rewrite: Option<crate::policy::ReplyRewrite>,
 }
 
 impl Reader<'_> {
@@ -86,7 +93,23 @@ impl Reader<'_> {
             match next.peek() {
                 Some(l) if l.at == i => {
                     let l = next.next().expect("peeked");
-                    out.extend_from_slice(&self.answer_in_exec(l.spec, &l.args));
+                    match l.rewrite {
+                        Some(rewrite) => {
+                            let prefix = self
+                                .client
+                                .tenant
+                                .as_ref()
+                                .map(|t| t.prefix.clone())
+                                .unwrap_or_default();
+                            let element = reply.slice(at..at + len);
+                            let proto = self.client.proto;
+                            out.extend_from_slice(
+                                &crate::policy::rewrite_reply(rewrite, &prefix, &element, proto)
+                                    .unwrap_or_else(|e| error_bytes(&format!("ERR {e}"))),
+                            );
+                        }
+                        None => out.extend_from_slice(&self.answer_in_exec(l.spec, &l.args)),
+                    }
                 }
                 _ => out.extend_from_slice(&reply[at..at + len]),
             }

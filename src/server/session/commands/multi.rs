@@ -185,6 +185,7 @@ impl Reader<'_> {
             );
             return self.refuse_queued(&msg).await;
         }
+        let mut rewrite = None;
         let (command, follow_ups, prefix) = match self.client.tenant.clone() {
             None => {
                 let mut b = BytesMut::new();
@@ -203,16 +204,14 @@ impl Reader<'_> {
                     );
                     return self.refuse_queued(&msg).await;
                 }
-                Ok(Plan::Forward(f))
-                    if !matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors) =>
-                {
-                    let msg = format!(
-                        "ERR {} inside MULTI is not supported by respite for a tenant with a key prefix: its reply names keys",
-                        spec.name.to_uppercase()
-                    );
-                    return self.refuse_queued(&msg).await;
+                Ok(Plan::Forward(f)) => {
+                    if !matches!(f.reply, ReplyRewrite::None | ReplyRewrite::Errors) {
+                        // Its reply names keys (BLPOP's, XREAD's…): its element of EXEC's array
+                        // is rewritten out of the namespace at EXEC ([`super::exec_splice`]).
+                        rewrite = Some(f.reply);
+                    }
+                    (f.command, f.follow_ups, tenant.prefix.clone())
                 }
-                Ok(Plan::Forward(f)) => (f.command, f.follow_ups, tenant.prefix.clone()),
             },
         };
         if self.shared.answerer(spec, &req.args).is_none() {
@@ -227,6 +226,14 @@ impl Reader<'_> {
         }
         let multi = self.multi.as_mut().expect("in a transaction");
         multi.follow_ups.extend(follow_ups);
+        if let Some(rewrite) = rewrite {
+            multi.spliced.push(super::exec_splice::Spliced {
+                at: multi.count,
+                spec,
+                args: Vec::new(),
+                rewrite: Some(rewrite),
+            });
+        }
         multi.count += 1;
         if multi.streaming {
             // The upstream queues it and answers QUEUED (or its own error) itself.
@@ -497,7 +504,13 @@ impl Reader<'_> {
         let proto = self.client.proto;
         let mut out = BytesMut::new();
         encode::array_header(&mut out, multi.queued.len());
-        let spliced: Vec<usize> = multi.spliced.iter().map(|l| l.at).collect();
+        // (Rewritten elements are the engine's to answer, rewritten by `standalone`.)
+        let spliced: Vec<usize> = multi
+            .spliced
+            .iter()
+            .filter(|l| l.rewrite.is_none())
+            .map(|l| l.at)
+            .collect();
         for (i, (spec, args)) in multi.queued.into_iter().enumerate() {
             if spliced.contains(&i) {
                 out.extend_from_slice(&self.answer_in_exec(spec, &args));
@@ -533,6 +546,7 @@ impl Reader<'_> {
             at: multi.count,
             spec,
             args: req.args.clone(),
+            rewrite: None,
         });
         multi.count += 1;
         if multi.streaming {
