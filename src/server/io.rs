@@ -74,9 +74,9 @@ pub(crate) trait RawStream: AsRawFd + Send + Sync + 'static {
     fn abort_on_close(&self) {}
 }
 
-/// TCP and unix streams offer the same calls under the same names.
+/// TCP and unix streams offer the same calls under the same names; TCP adds its abortive close.
 macro_rules! raw_stream {
-    ($($t:ty),*) => {$(
+    ($t:ty { $($extra:item)* }) => {
         impl RawStream for $t {
             fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
                 (&*self).read(buf)
@@ -90,29 +90,17 @@ macro_rules! raw_stream {
             fn shutdown_both(&self) {
                 let _ = self.shutdown(std::net::Shutdown::Both);
             }
+            $($extra)*
         }
-    )*};
+    };
 }
 
-raw_stream!(std::os::unix::net::UnixStream);
-
-impl RawStream for std::net::TcpStream {
-    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
+raw_stream!(std::os::unix::net::UnixStream {});
+raw_stream!(std::net::TcpStream {
     fn abort_on_close(&self) {
         abort_on_close(self)
     }
-}
+});
 
 /// Unsent bytes the kernel holds for a client before a write waits (`TCP_NOTSENT_LOWAT`): with
 /// what the client's own receive buffer takes, what a client that stops reading costs the kernel.

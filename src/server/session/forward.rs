@@ -100,26 +100,10 @@ impl Reader<'_> {
                     && matches!(spec.name, "script|kill" | "function|kill")
                     && let Some(upstream) = self.shared.upstream.clone() =>
             {
-                let (tx, rx) = tokio::sync::oneshot::channel();
                 let (owner, prefix) = (tenant.name.as_str().into(), tenant.prefix.clone());
                 let function = spec.name == "function|kill";
-                // Charged as an upstream reply is: the writer releases what it writes.
-                let budget = self.out.budget().cloned();
-                tokio::spawn(async move {
-                    let reply =
-                        super::commands::script_kill::decide(upstream, owner, prefix, function);
-                    let reply = reply.await;
-                    if let (Ok(bytes), Some(b)) = (&reply, budget) {
-                        b.charge(bytes.len());
-                    }
-                    let _ = tx.send(reply);
-                });
-                self.push(Pending::Upstream {
-                    rx,
-                    count: 1,
-                    keep: Keep::All,
-                })
-                .await
+                let reply = super::commands::script_kill::decide(upstream, owner, prefix, function);
+                self.push_task(async move { Some(reply.await) }).await
             }
             // Cacheable reads only ever need their errors unprefixed, and the errors they can
             // get (WRONGTYPE, a bad index) name no key: a cached reply needs no rewrite.
@@ -360,12 +344,22 @@ impl Reader<'_> {
     ) {
         self.shared.fence().await;
         let upstream = self.out.send(&self.client, command, 1, None, false).await;
+        self.push_task(async move { upstream.await.ok().map(|reply| reply.map(rewrite)) })
+            .await;
+    }
+
+    /// Queue a reply computed by a task of its own (so later commands are read meanwhile),
+    /// charged to the client's budget as an upstream reply is: the writer releases what it
+    /// writes. `None` from the task drops the slot unanswered, which tells the writer what a
+    /// dropped job would.
+    async fn push_task(
+        &mut self,
+        reply: impl Future<Output = Option<crate::upstream::Reply>> + Send + 'static,
+    ) {
         let budget = self.out.budget().cloned();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            // Dropped unanswered, `tx` tells the writer what a dropped job would.
-            let Ok(reply) = upstream.await else { return };
-            let reply = reply.map(rewrite);
+            let Some(reply) = reply.await else { return };
             if let (Ok(bytes), Some(b)) = (&reply, budget) {
                 b.charge(bytes.len());
             }
@@ -376,7 +370,7 @@ impl Reader<'_> {
             count: 1,
             keep: Keep::All,
         })
-        .await;
+        .await
     }
 }
 

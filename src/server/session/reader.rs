@@ -580,6 +580,18 @@ impl<'f> Reader<'f> {
         self.out.grouped(&self.client)
     }
 
+    /// One command of the client's own on its connection, its reply awaited while the client
+    /// keeps being read ([`park`](super::outgoing::Outgoing::park)); an error reply if none came.
+    pub(super) async fn upstream_reply(&mut self, command: Bytes) -> Bytes {
+        let rx = self.upstream_send(command, 1, None).await;
+        let answered = self.out.park(rx).await;
+        self.took_reply();
+        match answered {
+            Some(Ok(Ok(bytes))) => bytes,
+            _ => error_bytes("ERR upstream connection closed before replying"),
+        }
+    }
+
     /// Send a job of the client's own on its connection, after the group held before it; the
     /// caller waits for the reply.
     pub(super) fn upstream_send(

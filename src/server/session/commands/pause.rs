@@ -3,7 +3,7 @@
 //! there why). The upstream's replies are its own.
 use crate::command::CommandSpec;
 use crate::protocol::Request;
-use crate::server::session::{Pending, Reader, error_bytes};
+use crate::server::session::{Pending, Reader};
 use bytes::BytesMut;
 
 impl Reader<'_> {
@@ -21,12 +21,7 @@ impl Reader<'_> {
         self.send_group().await;
         let mut cmd = BytesMut::new();
         crate::server::session::forward::append_request(&mut cmd, req);
-        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match self.out.park(rx).await {
-            Some(Ok(Ok(bytes))) => bytes,
-            _ => error_bytes("ERR upstream connection closed before replying"),
-        };
-        self.took_reply();
+        let reply = self.upstream_reply(cmd.freeze()).await;
         if &reply[..] == b"+OK\r\n" {
             match (spec.name, crate::server::pause::parse(&req.args)) {
                 ("client|pause", Some((ms, true))) => self.shared.pause.write_paused(ms),

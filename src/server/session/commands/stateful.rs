@@ -93,12 +93,7 @@ impl Reader<'_> {
         }
         let mut cmd = BytesMut::new();
         crate::server::session::forward::append_request(&mut cmd, req);
-        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let reply = match self.out.park(rx).await {
-            Some(Ok(Ok(bytes))) => bytes,
-            _ => error_bytes("ERR upstream connection closed before replying"),
-        };
-        self.took_reply();
+        let reply = self.upstream_reply(cmd.freeze()).await;
         if &reply[..] == b"+OK\r\n" {
             self.client.db = db.expect("the upstream accepted it") as u32;
         }
@@ -156,13 +151,7 @@ impl Reader<'_> {
             .chain(creds.iter().map(|a| &a[..]))
             .collect();
         encode::command(&mut cmd, &args);
-        let rx = self.upstream_send(cmd.freeze(), 1, None).await;
-        let answered = self.out.park(rx).await;
-        self.took_reply();
-        let reply = match answered {
-            Some(Ok(Ok(bytes))) => bytes,
-            _ => error_bytes("ERR upstream connection closed before replying"),
-        };
+        let reply = self.upstream_reply(cmd.freeze()).await;
         if reply.first() != Some(&b'-') {
             self.out.pin.needs.auth = true;
             self.client.user = match creds {
