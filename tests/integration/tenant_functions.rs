@@ -3,7 +3,7 @@
 //! two tenants may load the same library and function names. The judge is the upstream's own
 //! FUNCTION LIST and keys; a library loaded straight on the upstream is nobody's through respite.
 use crate::both;
-use crate::support::{Kind, Proxy, Server, TenantToml, tenants, text, words};
+use crate::support::{Kind, Proxy, Server, script_tenants_a_and_b, text, words};
 
 const CODE: &str = "#!lua name=mylib\nredis.register_function('f', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\nredis.register_function{function_name='g', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}";
 
@@ -13,16 +13,7 @@ fn upstream_libraries(server: &Server) -> String {
 
 both!(each_tenant_has_its_own_function_libraries, |kind: Kind| {
     let server = Server::start(kind);
-    let config = tenants(&[
-        TenantToml::new("a", "a:")
-            .login("pa")
-            .allow(&["@all"])
-            .scripts(),
-        TenantToml::new("b", "b:")
-            .login("pb")
-            .allow(&["@all"])
-            .scripts(),
-    ]);
+    let config = script_tenants_a_and_b();
     let proxy = Proxy::start_with_config(&server.url(), &config, &[]);
     let mut direct = server.raw();
     assert_eq!(
@@ -122,16 +113,7 @@ both!(no_spelling_registers_outside_the_namespace, |kind: Kind| {
     // Tenant a tries every way to register a name in b's namespace (or in none), or to replace
     // b's library: the upstream's own FUNCTION LIST is the judge, and b's function keeps working.
     let server = Server::start(kind);
-    let config = tenants(&[
-        TenantToml::new("a", "a:")
-            .login("pa")
-            .allow(&["@all"])
-            .scripts(),
-        TenantToml::new("b", "b:")
-            .login("pb")
-            .allow(&["@all"])
-            .scripts(),
-    ]);
+    let config = script_tenants_a_and_b();
     let proxy = Proxy::start_with_config(&server.url(), &config, &[]);
     let (mut a, mut b) = (proxy.login("a", "pa"), proxy.login("b", "pb"));
     assert_eq!(

@@ -4,7 +4,7 @@
 //! the script itself: one that runs its course writes a key upstream at its end, so a kill that
 //! reached it would leave the key unwritten.
 use crate::both;
-use crate::support::{Kind, Proxy, Raw, Server, TenantToml, encode, tenants, text, wait_until};
+use crate::support::{Kind, Proxy, Raw, Server, encode, script_tenants_a_and_b, text, wait_until};
 use std::time::Duration;
 
 /// Runs for ARGV[1] ms (by the server's clock), then writes KEYS[1]: killable until its end.
@@ -26,16 +26,7 @@ fn setup(kind: Kind) -> (Server, Proxy) {
         .raw()
         .cmd(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"200"]);
     assert_eq!(set, b"+OK\r\n");
-    let config = tenants(&[
-        TenantToml::new("a", "a:")
-            .login("pa")
-            .allow(&["@all"])
-            .scripts(),
-        TenantToml::new("b", "b:")
-            .login("pb")
-            .allow(&["@all"])
-            .scripts(),
-    ]);
+    let config = script_tenants_a_and_b();
     let proxy = Proxy::start_with_config(&server.url(), &config, &[]);
     (server, proxy)
 }

@@ -21,7 +21,7 @@ pub use cluster::Cluster;
 pub use proxy::{Binary, Proxy, metric};
 pub use resp::{Raw, Value, bulk, encode, frame_len, text, words};
 pub use servers::{KINDS, Kind, Server, free_port};
-pub use tenant::{TenantToml, tenants};
+pub use tenant::{TenantToml, script_tenants_a_and_b, tenants};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -121,6 +121,21 @@ impl std::fmt::Display for TenantToml {
     }
 }
 
+/// Tenants `a` (prefix `a:`, password `pa`) and `b` (`b:`, `pb`), each allowed every command
+/// and scripts: the pair the script and function confinement tests set against each other.
+pub fn script_tenants_a_and_b() -> String {
+    tenants(&[
+        TenantToml::new("a", "a:")
+            .login("pa")
+            .allow(&["@all"])
+            .scripts(),
+        TenantToml::new("b", "b:")
+            .login("pb")
+            .allow(&["@all"])
+            .scripts(),
+    ])
+}
+
 /// The `[[tenant]]` tables of a proxy.toml.
 pub fn tenants(tenants: &[TenantToml]) -> String {
     tenants.iter().map(|t| t.to_string()).collect()
